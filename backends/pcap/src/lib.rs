@@ -1,0 +1,4 @@
+//! # wirespeed-pcap
+//!
+//! pcap and pcapng files as a wirespeed port.
+#![forbid(unsafe_code)]

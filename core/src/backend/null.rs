@@ -1,0 +1,172 @@
+//! The null port, like DPDK's `net_null`: Rx hands out frames endlessly, Tx frees them.
+//!
+//! With `copy: false` Rx only sets the frame length on a fresh pool buffer (DPDK `copy=0`); with
+//! `copy: true` it copies the template frame into it (DPDK `copy=1`), which is what a pipeline
+//! that parses and rewrites headers needs. Used by benchmarks and the zero-allocation test.
+
+use crate::backend::{Port, PortError, PortInfo, RxQueue, TxQueue};
+use crate::batch::Batch;
+use crate::buf::PacketBuf;
+use crate::meta::PacketMeta;
+use crate::pool::{BufferPool, PoolBuf};
+use crate::sync::Arc;
+
+/// Shape of a [`NullPort`].
+#[derive(Clone, Debug)]
+pub struct NullConfig {
+    /// Port index stamped into [`PacketMeta::rx_port`].
+    pub port_id: u16,
+    /// Queue pairs.
+    pub queues: u16,
+    /// Frame every Rx returns (its length is the frame length).
+    pub frame: Vec<u8>,
+    /// Copy `frame` into each buffer (true) or only set the length (false).
+    pub copy: bool,
+}
+
+impl Default for NullConfig {
+    fn default() -> Self {
+        Self { port_id: 0, queues: 1, frame: udp4_frame(64), copy: false }
+    }
+}
+
+/// The null port.
+pub struct NullPort {
+    cfg: NullConfig,
+    frame: Arc<[u8]>,
+    pool: BufferPool,
+    taken: Vec<bool>,
+}
+
+impl NullPort {
+    /// A null port drawing buffers from `pool`.
+    pub fn new(cfg: NullConfig, pool: BufferPool) -> Self {
+        let frame: Arc<[u8]> = cfg.frame.clone().into();
+        let q = cfg.queues.max(1) as usize;
+        Self { cfg, frame, pool, taken: vec![false; q] }
+    }
+}
+
+impl Port for NullPort {
+    type Rx = NullRx;
+    type Tx = NullTx;
+    type Buf = PoolBuf;
+
+    fn info(&self) -> PortInfo {
+        PortInfo {
+            name: format!("null{}", self.cfg.port_id),
+            queues: self.taken.len() as u16,
+            mac: [0x02, 0, 0, 0, 0xee, self.cfg.port_id as u8],
+            max_frame: self.pool.data_room(),
+        }
+    }
+
+    fn queue_pair(&mut self, queue: u16) -> Result<(NullRx, NullTx), PortError> {
+        let name = format!("null{}", self.cfg.port_id);
+        let queues = self.taken.len() as u16;
+        let slot = self.taken.get_mut(queue as usize).ok_or(PortError::NoSuchQueue {
+            port: name.clone(),
+            queue,
+            queues,
+        })?;
+        if *slot {
+            return Err(PortError::QueueTaken { port: name, queue });
+        }
+        *slot = true;
+        Ok((
+            NullRx {
+                pool: self.pool,
+                frame: self.frame.clone(),
+                copy: self.cfg.copy,
+                port: self.cfg.port_id,
+                queue,
+            },
+            NullTx { pool: self.pool },
+        ))
+    }
+}
+
+/// Rx queue of a [`NullPort`].
+pub struct NullRx {
+    pool: BufferPool,
+    frame: Arc<[u8]>,
+    copy: bool,
+    port: u16,
+    queue: u16,
+}
+
+impl RxQueue for NullRx {
+    type Buf = PoolBuf;
+
+    #[inline]
+    fn rx_burst(&mut self, out: &mut Batch<PoolBuf>) -> usize {
+        let frame = &*self.frame;
+        let (copy, port, queue) = (self.copy, self.port, self.queue);
+        self.pool.alloc_bulk(out.remaining(), |mut b| {
+            // The pool's data room is checked against the frame when the port is built by
+            // callers; a frame that does not fit is simply returned short.
+            if copy {
+                let _ = b.copy_from(frame);
+            } else {
+                let _ = b.set_len(frame.len());
+            }
+            *b.meta_mut() = PacketMeta::received(port, queue);
+            let _ = out.push(b);
+        })
+    }
+}
+
+/// Tx queue of a [`NullPort`]: frees everything.
+pub struct NullTx {
+    pool: BufferPool,
+}
+
+impl TxQueue for NullTx {
+    type Buf = PoolBuf;
+
+    #[inline]
+    fn tx_burst(&mut self, batch: &mut Batch<PoolBuf>) -> usize {
+        let n = batch.len();
+        self.pool.free_bulk(batch.drain(..));
+        n
+    }
+}
+
+/// A valid Ethernet / IPv4 / UDP frame of `len` bytes (at least 42), checksummed, from
+/// 10.0.0.1:1024 to 10.0.1.1:2048, between locally administered MACs. Useful as a template.
+pub fn udp4_frame(len: usize) -> Vec<u8> {
+    let len = len.max(42);
+    let mut f = vec![0u8; len];
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = (len - 14) as u16;
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    ip[16..20].copy_from_slice(&[10, 0, 1, 1]);
+    let csum = ipv4_header_checksum(ip);
+    ip[10..12].copy_from_slice(&csum.to_be_bytes());
+    let udp_len = ip_len - 20;
+    f[34..36].copy_from_slice(&1024u16.to_be_bytes());
+    f[36..38].copy_from_slice(&2048u16.to_be_bytes());
+    f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    // UDP checksum 0: allowed for IPv4.
+    f
+}
+
+/// RFC 1071 checksum of an IPv4 header whose checksum field is zero.
+pub fn ipv4_header_checksum(hdr: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in hdr.chunks(2) {
+        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        sum += w as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}

@@ -1,0 +1,151 @@
+//! The standard shard worker: Rx burst → stages → Tx burst, one batch at a time.
+
+use arrayvec::ArrayVec;
+
+use crate::backend::{RxQueue, TxQueue};
+use crate::batch::Batch;
+use crate::buf::PacketBuf;
+use crate::runtime::{Poll, Worker};
+use crate::stage::Stage;
+use crate::stats::ShardCtx;
+use crate::verdict::DropReason;
+
+/// Most output ports one pipeline transmits on.
+pub const MAX_TX_PORTS: usize = 8;
+
+/// Update applied to a running pipeline between batches: a closure over its stages.
+pub type StageUpdate<S> = Box<dyn FnOnce(&mut S) + Send>;
+
+/// A shard's pipeline: one Rx queue, stages `S`, and one Tx queue per output port
+/// (indexed by [`crate::PacketMeta::out_port`]).
+pub struct Pipeline<Rx: RxQueue, Tx, S> {
+    rx: Rx,
+    tx: ArrayVec<Tx, MAX_TX_PORTS>,
+    stages: S,
+    batch: Batch<Rx::Buf>,
+    scratch: Batch<Rx::Buf>,
+}
+
+impl<Rx, Tx, S> Pipeline<Rx, Tx, S>
+where
+    Rx: RxQueue,
+    Tx: TxQueue<Buf = Rx::Buf>,
+    S: Stage<Rx::Buf>,
+{
+    /// A pipeline receiving on `rx` and transmitting on `tx` (output port 0).
+    pub fn new(rx: Rx, tx: Tx, stages: S) -> Self {
+        let mut txs = ArrayVec::new();
+        txs.push(tx);
+        Self { rx, tx: txs, stages, batch: Batch::new(), scratch: Batch::new() }
+    }
+
+    /// Adds another output port; returns its index, or gives `tx` back when at [`MAX_TX_PORTS`].
+    pub fn add_tx(&mut self, tx: Tx) -> Result<u16, Tx> {
+        self.tx.try_push(tx).map_err(|e| e.element())?;
+        Ok((self.tx.len() - 1) as u16)
+    }
+
+    /// The stages.
+    pub fn stages(&self) -> &S {
+        &self.stages
+    }
+
+    /// The stages, writable (between batches).
+    pub fn stages_mut(&mut self) -> &mut S {
+        &mut self.stages
+    }
+
+    /// Runs one batch; returns how many packets were received.
+    #[inline]
+    pub fn run_once(&mut self, cx: &mut ShardCtx) -> usize {
+        let n = self.rx.rx_burst(&mut self.batch);
+        if let Some((reason, count)) = self.rx.take_drops() {
+            cx.counters.drop_packets(reason, count);
+        }
+        if n == 0 {
+            return 0;
+        }
+        cx.counters.rx_packets += n as u64;
+        cx.counters.rx_bytes += self.batch.bytes();
+        self.stages.process(cx, &mut self.batch);
+        self.transmit(cx);
+        n
+    }
+
+    #[inline]
+    fn transmit(&mut self, cx: &mut ShardCtx) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let single = self.batch.iter().all(|p| p.meta().out_port == 0);
+        if single {
+            send(&mut self.tx[0], &mut self.batch, cx);
+            return;
+        }
+        // Mixed output ports: send per port, keeping each port's packets in order.
+        for port in 0..self.tx.len() {
+            let mut i = 0;
+            while i < self.batch.len() {
+                if self.batch.as_slice()[i].meta().out_port as usize == port {
+                    let p = self.batch.drain(i..i + 1).next();
+                    if let Some(p) = p {
+                        let _ = self.scratch.push(p);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            if !self.scratch.is_empty() {
+                send(&mut self.tx[port], &mut self.scratch, cx);
+            }
+        }
+        // Whatever is left names a port this pipeline does not have.
+        let n = self.batch.len() as u64;
+        self.batch.clear();
+        cx.counters.drop_packets(DropReason::NoRoute, n);
+    }
+}
+
+#[inline]
+fn send<B: PacketBuf, T: TxQueue<Buf = B>>(tx: &mut T, batch: &mut Batch<B>, cx: &mut ShardCtx) {
+    let bytes = batch.bytes();
+    let want = batch.len();
+    let sent = tx.tx_burst(batch);
+    let left = batch.bytes();
+    cx.counters.tx_packets += sent as u64;
+    cx.counters.tx_bytes += bytes - left;
+    if sent < want {
+        cx.counters.drop_packets(DropReason::TxFull, batch.len() as u64);
+        batch.clear();
+    }
+}
+
+impl<Rx, Tx, S> Worker for Pipeline<Rx, Tx, S>
+where
+    Rx: RxQueue + 'static,
+    Tx: TxQueue<Buf = Rx::Buf> + 'static,
+    S: Stage<Rx::Buf> + 'static,
+{
+    type Update = StageUpdate<S>;
+
+    #[inline]
+    fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
+        match self.run_once(cx) {
+            0 if self.rx.at_end() => Poll::Finished,
+            0 => Poll::Idle,
+            n => Poll::Busy(n),
+        }
+    }
+
+    fn apply(&mut self, _cx: &mut ShardCtx, update: Self::Update) {
+        update(&mut self.stages);
+    }
+
+    fn drain(&mut self, cx: &mut ShardCtx) {
+        // Anything still held between stages goes out; then queues flush their buffers.
+        self.transmit(cx);
+        for t in self.tx.iter_mut() {
+            t.flush();
+        }
+    }
+}

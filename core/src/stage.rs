@@ -1,0 +1,90 @@
+//! The `Stage` trait and its static composition.
+//!
+//! A pipeline is a value whose type lists its stages — `(Classify, Esp, Forward)` or
+//! `Chain<A, Chain<B, C>>` — so the whole path monomorphises and inlines into one loop per batch.
+//! `Box<dyn Stage<B>>` also implements `Stage` for appliances assembled from configuration at the
+//! edges, at the cost of one indirect call per batch (not per packet).
+
+use crate::batch::Batch;
+use crate::buf::PacketBuf;
+use crate::stats::ShardCtx;
+use crate::verdict::Verdict;
+
+/// One step of packet processing, applied to a whole batch.
+///
+/// A stage removes the packets it drops (counting them in `cx.counters`) and leaves the rest in
+/// order for the next stage. It owns its state (flow tables, SAs); nothing in it is shared.
+pub trait Stage<B: PacketBuf> {
+    /// Processes the batch in place.
+    fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>);
+}
+
+impl<B: PacketBuf, S: Stage<B> + ?Sized> Stage<B> for &mut S {
+    #[inline(always)]
+    fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        (**self).process(cx, batch)
+    }
+}
+
+impl<B: PacketBuf, S: Stage<B> + ?Sized> Stage<B> for Box<S> {
+    #[inline(always)]
+    fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        (**self).process(cx, batch)
+    }
+}
+
+/// The empty pipeline: forwards untouched.
+impl<B: PacketBuf> Stage<B> for () {
+    #[inline(always)]
+    fn process(&mut self, _cx: &mut ShardCtx, _batch: &mut Batch<B>) {}
+}
+
+/// `A` then `B`. Nest for longer pipelines, or use tuples.
+#[derive(Clone, Debug, Default)]
+pub struct Chain<A, B>(pub A, pub B);
+
+impl<P: PacketBuf, A: Stage<P>, B: Stage<P>> Stage<P> for Chain<A, B> {
+    #[inline(always)]
+    fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<P>) {
+        self.0.process(cx, batch);
+        if !batch.is_empty() {
+            self.1.process(cx, batch);
+        }
+    }
+}
+
+macro_rules! tuple_stage {
+    ($($name:ident . $idx:tt),+) => {
+        /// Stages in tuple order; an emptied batch stops early.
+        impl<P: PacketBuf, $($name: Stage<P>),+> Stage<P> for ($($name,)+) {
+            #[inline(always)]
+            fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<P>) {
+                $(
+                    if batch.is_empty() { return; }
+                    self.$idx.process(cx, batch);
+                )+
+            }
+        }
+    };
+}
+
+tuple_stage!(A.0);
+tuple_stage!(A.0, B.1);
+tuple_stage!(A.0, B.1, C.2);
+tuple_stage!(A.0, B.1, C.2, D.3);
+tuple_stage!(A.0, B.1, C.2, D.3, E.4);
+tuple_stage!(A.0, B.1, C.2, D.3, E.4, F.5);
+tuple_stage!(A.0, B.1, C.2, D.3, E.4, F.5, G.6);
+tuple_stage!(A.0, B.1, C.2, D.3, E.4, F.5, G.6, H.7);
+
+/// A stage from a per-packet closure returning a [`Verdict`]; punted packets are dropped and
+/// counted as [`crate::DropReason::PuntQueueFull`] (use a real punt stage when you need one).
+#[derive(Clone, Debug)]
+pub struct PerPacket<F>(pub F);
+
+impl<P: PacketBuf, F: FnMut(&mut ShardCtx, &mut P) -> Verdict> Stage<P> for PerPacket<F> {
+    #[inline(always)]
+    fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<P>) {
+        batch.apply(cx, |cx, _p| cx.counters.drop_packet(crate::DropReason::PuntQueueFull), &mut self.0);
+    }
+}

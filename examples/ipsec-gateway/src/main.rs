@@ -1,0 +1,2 @@
+//! ipsec-gateway: the example wirespeed appliance.
+fn main() {}
