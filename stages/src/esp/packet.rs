@@ -1,0 +1,464 @@
+//! ESP encapsulation and decapsulation in place in a [`PacketBuf`].
+//!
+//! Layout (tunnel mode, with optional RFC 3948 UDP header):
+//!
+//! ```text
+//! before:  [L2][inner IP packet.........]
+//! after:   [L2][outer IP][UDP][SPI|seq|IV][inner IP packet.........|pad|padlen|nh][ICV]
+//!               ^ headroom (prepend)       ^ encrypted in place ^   ^ tailroom (set_len)
+//! ```
+//!
+//! Only the L2 header (and, in transport mode, the IP header) moves; the payload is encrypted
+//! where it lies. Decapsulation is the mirror image: verify and decrypt in place, move the L2
+//! header forward onto the inner packet and trim.
+//!
+//! Every error is a [`DropReason`]; nothing here panics on hostile input (lengths are checked
+//! once, indices after that are within the checked range — see the proptest in
+//! `tests/esp_roundtrip.rs`).
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use wirespeed_core::meta::flags;
+use wirespeed_core::{DropReason, FlowClass, L3Kind, PacketBuf};
+
+use super::aead::{EspAead, ICV_LEN, IV_LEN, NONCE_LEN, SALT_LEN};
+use super::replay::ReplayError;
+use super::sa::{EspMode, SaEventKind, SaState, SecurityAssociation};
+use super::wire::{
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, IpHeader, PROTO_ESP, PROTO_IPV4, PROTO_IPV6, PROTO_NONE, PROTO_UDP,
+    set_ipv4_checksum, udp6_checksum, write_ipv4, write_ipv6,
+};
+
+/// ESP header: SPI and sequence number.
+pub const ESP_HDR_LEN: usize = 8;
+/// UDP header of RFC 3948 encapsulation.
+pub const UDP_HDR_LEN: usize = 8;
+/// Smallest ESP packet body: header, IV, one aligned block holding the 2-byte trailer, ICV.
+pub const MIN_ESP_LEN: usize = ESP_HDR_LEN + IV_LEN + 4 + ICV_LEN;
+
+/// Where an inbound ESP packet's header lies, found by [`locate_esp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EspLocation {
+    /// The outer IP header.
+    pub outer: IpHeader,
+    /// Offset of the ESP header from the start of the packet data.
+    pub esp_offset: usize,
+    /// End of the outer IP packet (Ethernet padding beyond is ignored).
+    pub end: usize,
+    /// Carried in UDP (RFC 3948).
+    pub udp: bool,
+    /// SPI.
+    pub spi: u32,
+    /// Low 32 bits of the sequence number, as sent.
+    pub seq_lo: u32,
+}
+
+/// Finds ESP in the IP packet at `l3`: IP protocol 50, or UDP to `nat_t_port` whose payload does
+/// not start with the four-zero-byte non-ESP marker (IKE) and is not a one-byte `0xff`
+/// keepalive. `Ok(None)` means "not ESP, pass through".
+#[inline]
+pub fn locate_esp(data: &[u8], l3: usize, nat_t_port: u16) -> Result<Option<EspLocation>, DropReason> {
+    let Some(d) = data.get(l3..) else { return Err(DropReason::Truncated) };
+    let ip = match IpHeader::parse(d) {
+        Ok(ip) => ip,
+        // Not IPv4/IPv6: not ours.
+        Err(DropReason::Unsupported) => return Ok(None),
+        Err(r) => return Err(r),
+    };
+    let end = l3 + ip.total_len;
+    let (esp_offset, udp) = match ip.proto {
+        PROTO_ESP => {
+            if ip.fragment {
+                // Reassembly is not done here; a fragment cannot be authenticated alone.
+                return Err(DropReason::Unsupported);
+            }
+            (l3 + ip.hdr_len, false)
+        }
+        PROTO_UDP if !ip.later_fragment => {
+            let u = l3 + ip.hdr_len;
+            if u + UDP_HDR_LEN > end {
+                return Err(DropReason::MalformedL4);
+            }
+            let dport = u16::from_be_bytes([data[u + 2], data[u + 3]]);
+            if dport != nat_t_port {
+                return Ok(None);
+            }
+            let payload = &data[u + UDP_HDR_LEN..end];
+            if payload.len() < 4 || payload[..4] == [0, 0, 0, 0] {
+                // NAT keepalive (0xff) or IKE behind the non-ESP marker: control traffic.
+                return Ok(None);
+            }
+            if ip.fragment {
+                return Err(DropReason::Unsupported);
+            }
+            (u + UDP_HDR_LEN, true)
+        }
+        _ => return Ok(None),
+    };
+    if esp_offset + MIN_ESP_LEN > end {
+        return Err(DropReason::EspMalformed);
+    }
+    let e = &data[esp_offset..];
+    Ok(Some(EspLocation {
+        outer: ip,
+        esp_offset,
+        end,
+        udp,
+        spi: u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
+        seq_lo: u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
+    }))
+}
+
+#[inline]
+fn aad_and_nonce(
+    sa: &SecurityAssociation,
+    seq: u64,
+    iv: &[u8; IV_LEN],
+) -> ([u8; 12], usize, [u8; NONCE_LEN]) {
+    let mut aad = [0u8; 12];
+    aad[..4].copy_from_slice(&sa.spi().to_be_bytes());
+    let aad_len = if sa.esn() {
+        aad[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
+        aad[8..12].copy_from_slice(&(seq as u32).to_be_bytes());
+        12
+    } else {
+        aad[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
+        8
+    };
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce[..SALT_LEN].copy_from_slice(sa.salt());
+    nonce[SALT_LEN..].copy_from_slice(iv);
+    (aad, aad_len, nonce)
+}
+
+#[inline]
+fn set_ethertype(data: &mut [u8], l3: usize, v6: bool) {
+    if l3 >= 14 {
+        let et = if v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 };
+        data[l3 - 2..l3].copy_from_slice(&et.to_be_bytes());
+    }
+}
+
+fn v4_bytes(a: IpAddr) -> [u8; 4] {
+    match a {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => a.to_ipv4_mapped().map(|a| a.octets()).unwrap_or([0; 4]),
+    }
+}
+
+fn v6_bytes(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+    }
+}
+
+/// Encapsulates the IP packet at `l3` with `sa`, using the next sequence number of `state` as
+/// both sequence number and explicit IV (RFC 4106 §3.1 allows any unique IV; the counter is the
+/// usual choice and costs nothing). Checks and updates the lifetime; `events` hears about soft
+/// and hard expiry and sequence overflow (once each).
+#[inline]
+pub fn encapsulate<B: PacketBuf>(
+    pkt: &mut B,
+    l3: usize,
+    sa: &SecurityAssociation,
+    state: &mut SaState,
+    now: Instant,
+    events: impl FnMut(SaEventKind),
+) -> Result<(), DropReason> {
+    encapsulate_inner(pkt, l3, sa, state, now, None, events)
+}
+
+/// [`encapsulate`] with a caller-chosen explicit IV, for known-answer tests against published
+/// vectors. The IV must never repeat under one key: production code uses [`encapsulate`].
+pub fn encapsulate_with_iv<B: PacketBuf>(
+    pkt: &mut B,
+    l3: usize,
+    sa: &SecurityAssociation,
+    state: &mut SaState,
+    now: Instant,
+    iv: [u8; IV_LEN],
+    events: impl FnMut(SaEventKind),
+) -> Result<(), DropReason> {
+    encapsulate_inner(pkt, l3, sa, state, now, Some(iv), events)
+}
+
+#[inline(always)]
+fn encapsulate_inner<B: PacketBuf>(
+    pkt: &mut B,
+    l3: usize,
+    sa: &SecurityAssociation,
+    state: &mut SaState,
+    now: Instant,
+    iv: Option<[u8; IV_LEN]>,
+    mut events: impl FnMut(SaEventKind),
+) -> Result<(), DropReason> {
+    if !state.admit(sa, now, &mut events) {
+        return Err(DropReason::EspSaExpired);
+    }
+    let Some(d) = pkt.data().get(l3..) else { return Err(DropReason::Truncated) };
+    let ip = IpHeader::parse(d)?;
+    let udp = sa.udp_encap();
+    let udp_len = if udp.is_some() { UDP_HDR_LEN } else { 0 };
+    let (outer_len, payload_off, payload_len, next_header) = match sa.mode() {
+        EspMode::Tunnel { src, .. } => {
+            let outer_ip = if src.is_ipv6() { 40 } else { 20 };
+            let nh = if ip.v6 { PROTO_IPV6 } else { PROTO_IPV4 };
+            (outer_ip + udp_len + ESP_HDR_LEN + IV_LEN, l3, ip.total_len, nh)
+        }
+        EspMode::Transport => {
+            if ip.fragment {
+                return Err(DropReason::Unsupported);
+            }
+            (udp_len + ESP_HDR_LEN + IV_LEN, l3 + ip.hdr_len, ip.total_len - ip.hdr_len, ip.proto)
+        }
+    };
+    // Pad so that payload ‖ pad ‖ pad length ‖ next header is a multiple of 4 (RFC 4303 §2.4).
+    let pad = (4 - (payload_len + 2) % 4) % 4;
+    let ct_len = payload_len + pad + 2;
+    let new_len = payload_off + ct_len + ICV_LEN;
+    if pkt.headroom() < outer_len || pkt.len() + pkt.tailroom() < new_len {
+        return Err(DropReason::EspNoRoom);
+    }
+    let seq = state.next_seq(sa, &mut events).ok_or(DropReason::EspSeqOverflow)?;
+    let iv = iv.unwrap_or(seq.to_be_bytes());
+    pkt.set_len(new_len).map_err(|_| DropReason::EspNoRoom)?;
+    {
+        let t = &mut pkt.data_mut()[payload_off + payload_len..payload_off + ct_len];
+        for (i, b) in t[..pad].iter_mut().enumerate() {
+            *b = i as u8 + 1;
+        }
+        t[pad] = pad as u8;
+        t[pad + 1] = next_header;
+    }
+    pkt.prepend(outer_len).map_err(|_| DropReason::EspNoRoom)?;
+    let ip_id = state.next_ip_id();
+    let total = pkt.len();
+    let data = pkt.data_mut();
+    let (esp, outer_v6, outer_ip_len) = match sa.mode() {
+        EspMode::Tunnel { src, dst } => {
+            data.copy_within(outer_len..outer_len + l3, 0);
+            let v6 = src.is_ipv6();
+            set_ethertype(data, l3, v6);
+            let proto = if udp.is_some() { PROTO_UDP } else { PROTO_ESP };
+            let ip_len = total - l3;
+            let h = &mut data[l3..];
+            if v6 {
+                write_ipv6(
+                    h,
+                    ip.tos,
+                    (ip_len - 40) as u16,
+                    proto,
+                    sa.outer_ttl(),
+                    v6_bytes(src),
+                    v6_bytes(dst),
+                );
+            } else {
+                write_ipv4(
+                    h,
+                    ip.tos,
+                    ip_len as u16,
+                    ip_id,
+                    sa.outer_ttl(),
+                    proto,
+                    v4_bytes(src),
+                    v4_bytes(dst),
+                );
+            }
+            let ip_hdr = if v6 { 40 } else { 20 };
+            (l3 + ip_hdr + udp_len, v6, ip_hdr)
+        }
+        EspMode::Transport => {
+            data.copy_within(outer_len..outer_len + l3 + ip.hdr_len, 0);
+            let proto = if udp.is_some() { PROTO_UDP } else { PROTO_ESP };
+            let h = &mut data[l3..l3 + ip.hdr_len];
+            h[ip.proto_off] = proto;
+            if ip.v6 {
+                h[4..6].copy_from_slice(&((total - l3 - 40) as u16).to_be_bytes());
+            } else {
+                h[2..4].copy_from_slice(&((total - l3) as u16).to_be_bytes());
+                set_ipv4_checksum(h);
+            }
+            (l3 + ip.hdr_len + udp_len, ip.v6, ip.hdr_len)
+        }
+    };
+    if let Some(u) = udp {
+        let h = &mut data[esp - UDP_HDR_LEN..esp];
+        h[0..2].copy_from_slice(&u.src_port.to_be_bytes());
+        h[2..4].copy_from_slice(&u.dst_port.to_be_bytes());
+        h[4..6].copy_from_slice(&((total - esp + UDP_HDR_LEN) as u16).to_be_bytes());
+        h[6..8].copy_from_slice(&[0, 0]);
+    }
+    data[esp..esp + 4].copy_from_slice(&sa.spi().to_be_bytes());
+    data[esp + 4..esp + 8].copy_from_slice(&(seq as u32).to_be_bytes());
+    data[esp + 8..esp + 16].copy_from_slice(&iv);
+    let (aad, aad_len, nonce) = aad_and_nonce(sa, seq, &iv);
+    let body = &mut data[esp + ESP_HDR_LEN + IV_LEN..];
+    let (ct, icv) = body.split_at_mut(ct_len);
+    let icv: &mut [u8; ICV_LEN] = icv.try_into().map_err(|_| DropReason::EspNoRoom)?;
+    sa.cipher().seal(&nonce, &aad[..aad_len], ct, icv).map_err(|_| DropReason::EspNoRoom)?;
+    if udp.is_some() && outer_v6 {
+        // UDP over IPv6 needs a checksum (RFC 8200 §8.1), over the ciphertext.
+        let ip_start = l3 + outer_ip_len - 40;
+        let (iph, rest) = data[ip_start..].split_at_mut(40);
+        let u = &mut rest[outer_ip_len - 40..];
+        let c = udp6_checksum(iph, u);
+        u[6..8].copy_from_slice(&c.to_be_bytes());
+    }
+    state.account(ip.total_len);
+    let m = pkt.meta_mut();
+    m.flags |= flags::ENCRYPTED;
+    m.l3 = if outer_v6 { L3Kind::Ipv6 } else { L3Kind::Ipv4 };
+    m.l3_offset = l3 as u16;
+    m.spi = sa.spi();
+    match udp {
+        Some(u) => {
+            m.l4_offset = (esp - UDP_HDR_LEN) as u16;
+            m.l4_proto = PROTO_UDP;
+            m.src_port = u.src_port;
+            m.dst_port = u.dst_port;
+            m.flow_class = FlowClass::EspInUdp;
+        }
+        None => {
+            m.l4_offset = esp as u16;
+            m.l4_proto = PROTO_ESP;
+            m.src_port = 0;
+            m.dst_port = 0;
+            m.flow_class = FlowClass::Esp;
+        }
+    }
+    Ok(())
+}
+
+/// What decapsulation produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decapsulated {
+    /// A packet, now at the same L3 offset, with the inner (tunnel) or restored (transport) IP
+    /// header.
+    Packet,
+    /// An authentic dummy packet (next header 59, RFC 4303 §2.6 traffic-flow confidentiality):
+    /// the caller discards it.
+    Dummy,
+}
+
+/// Verifies and decapsulates the ESP packet found by [`locate_esp`] with `sa` (the SA its SPI
+/// names): replay check, lifetime, in-place decryption, trailer checks, window update, then the
+/// L2 (and, in transport mode, IP) header moved forward. On error the packet is garbage (it may
+/// be partly decrypted) and must be dropped.
+#[inline]
+pub fn decapsulate<B: PacketBuf>(
+    pkt: &mut B,
+    l3: usize,
+    loc: &EspLocation,
+    sa: &SecurityAssociation,
+    state: &mut SaState,
+    now: Instant,
+    mut events: impl FnMut(SaEventKind),
+) -> Result<Decapsulated, DropReason> {
+    if !state.admit(sa, now, &mut events) {
+        return Err(DropReason::EspSaExpired);
+    }
+    let seq = match state.replay() {
+        Some(w) => {
+            let seq = if sa.esn() { w.infer_esn(loc.seq_lo) } else { loc.seq_lo as u64 };
+            w.check(seq).map_err(|e| match e {
+                ReplayError::Replay => DropReason::EspReplay,
+                ReplayError::TooOld => DropReason::EspTooOld,
+            })?;
+            seq
+        }
+        None => loc.seq_lo as u64,
+    };
+    let esp = loc.esp_offset;
+    let ct_start = esp + ESP_HDR_LEN + IV_LEN;
+    if loc.end > pkt.len() || ct_start + 4 + ICV_LEN > loc.end {
+        return Err(DropReason::EspMalformed);
+    }
+    let ct_len = loc.end - ICV_LEN - ct_start;
+    if ct_len % 4 != 0 {
+        return Err(DropReason::EspMalformed);
+    }
+    let data = pkt.data_mut();
+    let mut iv = [0u8; IV_LEN];
+    iv.copy_from_slice(&data[esp + ESP_HDR_LEN..ct_start]);
+    let (aad, aad_len, nonce) = aad_and_nonce(sa, seq, &iv);
+    {
+        let (ct, icv) = data[ct_start..loc.end].split_at_mut(ct_len);
+        let icv: &[u8; ICV_LEN] = (&*icv).try_into().map_err(|_| DropReason::EspMalformed)?;
+        sa.cipher().open(&nonce, &aad[..aad_len], ct, icv).map_err(|_| DropReason::EspAuthFailed)?;
+    }
+    if let Some(w) = state.replay_mut() {
+        w.update(seq);
+    }
+    let pad = data[ct_start + ct_len - 2] as usize;
+    let next_header = data[ct_start + ct_len - 1];
+    if pad + 2 > ct_len {
+        return Err(DropReason::EspBadTrailer);
+    }
+    let payload_len = ct_len - 2 - pad;
+    let pad_bytes = &data[ct_start + payload_len..ct_start + payload_len + pad];
+    if pad_bytes.iter().enumerate().any(|(i, &b)| b != i as u8 + 1) {
+        return Err(DropReason::EspBadTrailer);
+    }
+    if next_header == PROTO_NONE {
+        state.account(0);
+        return Ok(Decapsulated::Dummy);
+    }
+    let inner = match sa.mode() {
+        EspMode::Tunnel { .. } => {
+            let want_v6 = match next_header {
+                PROTO_IPV4 => false,
+                PROTO_IPV6 => true,
+                _ => return Err(DropReason::EspBadTrailer),
+            };
+            let p = &data[ct_start..ct_start + payload_len];
+            let ip = IpHeader::parse(p)
+                .map_err(|r| if r == DropReason::Unsupported { DropReason::EspBadTrailer } else { r })?;
+            if ip.v6 != want_v6 {
+                return Err(DropReason::EspBadTrailer);
+            }
+            // TFC padding (RFC 4303 §2.4) may follow the inner packet: its own length rules.
+            let shift = ct_start - l3;
+            data.copy_within(0..l3, shift);
+            set_ethertype(&mut data[shift..], l3, ip.v6);
+            pkt.trim_front(shift).map_err(|_| DropReason::EspMalformed)?;
+            pkt.set_len(l3 + ip.total_len).map_err(|_| DropReason::EspMalformed)?;
+            ip
+        }
+        EspMode::Transport => {
+            let mut outer = loc.outer;
+            let h = outer.hdr_len;
+            {
+                let hdr = &mut data[l3..l3 + h];
+                hdr[outer.proto_off] = next_header;
+                if outer.v6 {
+                    hdr[4..6].copy_from_slice(&((h - 40 + payload_len) as u16).to_be_bytes());
+                } else {
+                    hdr[2..4].copy_from_slice(&((h + payload_len) as u16).to_be_bytes());
+                    set_ipv4_checksum(hdr);
+                }
+            }
+            let shift = ct_start - (l3 + h);
+            data.copy_within(0..l3 + h, shift);
+            pkt.trim_front(shift).map_err(|_| DropReason::EspMalformed)?;
+            pkt.set_len(l3 + h + payload_len).map_err(|_| DropReason::EspMalformed)?;
+            outer.proto = next_header;
+            outer.total_len = h + payload_len;
+            outer
+        }
+    };
+    state.account(inner.total_len);
+    let key = inner.flow_key(&pkt.data()[l3..]);
+    let m = pkt.meta_mut();
+    m.flags |= flags::DECRYPTED;
+    m.l3 = if inner.v6 { L3Kind::Ipv6 } else { L3Kind::Ipv4 };
+    m.l3_offset = l3 as u16;
+    m.l4_offset = (l3 + inner.hdr_len) as u16;
+    m.l4_proto = inner.proto;
+    (m.src_port, m.dst_port) = key.ports.unwrap_or((0, 0));
+    m.spi = 0;
+    m.dscp = inner.tos >> 2;
+    m.flow_class = FlowClass::Data;
+    Ok(Decapsulated::Packet)
+}

@@ -1,0 +1,484 @@
+//! Security associations: their configuration (immutable, shared by every shard) and their
+//! per-shard mutable state (sequence numbers, replay window, lifetime counters).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use wirespeed_core::ShardId;
+
+use super::aead::{AeadAlgorithm, AeadError, Cipher, Provider, SALT_LEN};
+use super::replay::{DEFAULT_WINDOW, MAX_WINDOW, ReplayWindow};
+
+/// Default UDP port of RFC 3948 encapsulation (IKE NAT traversal).
+pub const NAT_T_PORT: u16 = 4500;
+
+/// How an SA carries packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EspMode {
+    /// Tunnel mode: the whole inner IP packet is encrypted behind a new outer header from `src`
+    /// to `dst` (either family, independent of the inner one).
+    Tunnel {
+        /// Outer source (this gateway for outbound SAs, the peer for inbound ones).
+        src: IpAddr,
+        /// Outer destination (the peer for outbound SAs, this gateway for inbound ones).
+        dst: IpAddr,
+    },
+    /// Transport mode: ESP is inserted after the packet's own IP header (host-to-host).
+    Transport,
+}
+
+/// RFC 3948 UDP encapsulation (NAT traversal) of an SA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpEncap {
+    /// UDP source port written on outbound packets.
+    pub src_port: u16,
+    /// UDP destination port written on outbound packets.
+    pub dst_port: u16,
+}
+
+impl Default for UdpEncap {
+    fn default() -> Self {
+        Self { src_port: NAT_T_PORT, dst_port: NAT_T_PORT }
+    }
+}
+
+/// Which way an SA protects traffic, and (outbound) which shard owns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Encrypts. Exactly one shard may use an outbound SA: its sequence numbers are the GCM and
+    /// ChaCha20 nonces, and two senders would reuse them. One tunnel that must scale across cores
+    /// gets one outbound SA per shard (RFC 9611 per-resource SAs), all named by one policy.
+    Outbound {
+        /// The shard that owns (and alone uses) the SA.
+        shard: ShardId,
+    },
+    /// Decrypts. Steer each inbound SA to one shard (SPI-based RSS) so its replay window is
+    /// complete; a shard receiving another shard's SA still decrypts, but keeps its own window.
+    Inbound,
+}
+
+/// Limits after which an SA stops being used. `None` is unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Packets processed.
+    pub packets: Option<u64>,
+    /// Bytes of inner (plaintext) packets processed.
+    pub bytes: Option<u64>,
+    /// Time since the SA was created.
+    pub time: Option<Duration>,
+}
+
+/// Soft (warn: rekey now) and hard (stop: expired) lifetimes of an SA (RFC 4301 §4.4.2.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Reaching it raises [`SaEventKind::SoftLifetime`] once; the SA keeps working.
+    pub soft: Limits,
+    /// Reaching it expires the SA: packets are dropped as `EspSaExpired` and
+    /// [`SaEventKind::HardLifetime`] is raised once.
+    pub hard: Limits,
+}
+
+/// Everything needed to build an SA. Keys are given as key material: cipher key ‖ 4-byte salt
+/// (RFC 4106 §8.1, RFC 7634 §4), as IKEv2 derives them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaConfig {
+    /// Security parameter index (non-zero; 1–255 are reserved by IANA but accepted).
+    pub spi: u32,
+    /// Inbound or outbound (with its owner shard).
+    pub direction: Direction,
+    /// The AEAD.
+    pub algorithm: AeadAlgorithm,
+    /// Who computes it.
+    pub provider: Provider,
+    /// Key ‖ salt; length [`AeadAlgorithm::keymat_len`].
+    pub keymat: Vec<u8>,
+    /// Tunnel or transport.
+    pub mode: EspMode,
+    /// UDP encapsulation (NAT-T) of outbound packets; inbound SAs accept both forms anyway.
+    pub udp_encap: Option<UdpEncap>,
+    /// Extended (64-bit) sequence numbers (RFC 4303 §2.2.1).
+    pub esn: bool,
+    /// Anti-replay window in packets (inbound); 0 disables replay protection (not allowed with
+    /// ESN, whose high-bit inference needs the window).
+    pub replay_window: u32,
+    /// Lifetimes.
+    pub lifetime: Lifetime,
+    /// TTL / hop limit of outer headers built in tunnel mode.
+    pub outer_ttl: u8,
+}
+
+impl std::fmt::Debug for SaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print keys.
+        f.debug_struct("SaConfig")
+            .field("spi", &format_args!("{:#010x}", self.spi))
+            .field("direction", &self.direction)
+            .field("algorithm", &self.algorithm)
+            .field("provider", &self.provider)
+            .field("mode", &self.mode)
+            .field("udp_encap", &self.udp_encap)
+            .field("esn", &self.esn)
+            .field("replay_window", &self.replay_window)
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SaConfig {
+    /// A tunnel-mode SA with the defaults: RustCrypto provider, no NAT-T, no ESN, a
+    /// [`DEFAULT_WINDOW`] replay window, unlimited lifetime, outer TTL 64.
+    pub fn tunnel(
+        spi: u32,
+        direction: Direction,
+        algorithm: AeadAlgorithm,
+        keymat: &[u8],
+        src: IpAddr,
+        dst: IpAddr,
+    ) -> Self {
+        Self {
+            spi,
+            direction,
+            algorithm,
+            provider: Provider::RustCrypto,
+            keymat: keymat.to_vec(),
+            mode: EspMode::Tunnel { src, dst },
+            udp_encap: None,
+            esn: false,
+            replay_window: DEFAULT_WINDOW,
+            lifetime: Lifetime::default(),
+            outer_ttl: 64,
+        }
+    }
+
+    /// A transport-mode SA with the same defaults as [`SaConfig::tunnel`].
+    pub fn transport(spi: u32, direction: Direction, algorithm: AeadAlgorithm, keymat: &[u8]) -> Self {
+        Self {
+            mode: EspMode::Transport,
+            ..Self::tunnel(spi, direction, algorithm, keymat, IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4]))
+        }
+    }
+}
+
+/// A configuration that cannot be made into an SA.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SaError {
+    /// SPI 0 is reserved (RFC 4303 §2.1).
+    #[error("SPI 0 is reserved")]
+    ZeroSpi,
+    /// The AEAD refused the key.
+    #[error("SA {spi:#010x}: {source}")]
+    Aead {
+        /// The SA.
+        spi: u32,
+        /// Why.
+        source: AeadError,
+    },
+    /// ESN needs the replay window to infer the high bits.
+    #[error("SA {spi:#010x}: ESN needs a replay window (got 0)")]
+    EsnWithoutWindow {
+        /// The SA.
+        spi: u32,
+    },
+    /// Tunnel endpoints of different address families.
+    #[error("SA {spi:#010x}: tunnel endpoints {src} and {dst} are of different families")]
+    MixedTunnelFamilies {
+        /// The SA.
+        spi: u32,
+        /// Source.
+        src: IpAddr,
+        /// Destination.
+        dst: IpAddr,
+    },
+    /// Window over [`MAX_WINDOW`].
+    #[error("SA {spi:#010x}: replay window {window} exceeds {max}")]
+    WindowTooLarge {
+        /// The SA.
+        spi: u32,
+        /// Window asked for.
+        window: u32,
+        /// The maximum.
+        max: u32,
+    },
+}
+
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+/// An SA ready for the data path: configuration plus expanded key. Immutable and shared (in an
+/// `Arc`) by every SA set that contains it; per-shard mutable state lives in [`SaState`].
+#[derive(Debug)]
+pub struct SecurityAssociation {
+    uid: u64,
+    spi: u32,
+    direction: Direction,
+    mode: EspMode,
+    udp_encap: Option<UdpEncap>,
+    esn: bool,
+    replay_window: u32,
+    lifetime: Lifetime,
+    outer_ttl: u8,
+    salt: [u8; SALT_LEN],
+    cipher: Cipher,
+    created: Instant,
+}
+
+impl SecurityAssociation {
+    /// Validates `cfg` and expands its key.
+    pub fn new(cfg: &SaConfig) -> Result<Self, SaError> {
+        let spi = cfg.spi;
+        if spi == 0 {
+            return Err(SaError::ZeroSpi);
+        }
+        if cfg.esn && cfg.replay_window == 0 {
+            return Err(SaError::EsnWithoutWindow { spi });
+        }
+        if cfg.replay_window > MAX_WINDOW {
+            return Err(SaError::WindowTooLarge { spi, window: cfg.replay_window, max: MAX_WINDOW });
+        }
+        if let EspMode::Tunnel { src, dst } = cfg.mode
+            && src.is_ipv6() != dst.is_ipv6()
+        {
+            return Err(SaError::MixedTunnelFamilies { spi, src, dst });
+        }
+        let want = cfg.algorithm.keymat_len();
+        if cfg.keymat.len() != want {
+            return Err(SaError::Aead {
+                spi,
+                source: AeadError::BadKeyLength {
+                    algorithm: cfg.algorithm,
+                    expected: want,
+                    got: cfg.keymat.len(),
+                },
+            });
+        }
+        let (key, salt) = cfg.keymat.split_at(want - SALT_LEN);
+        let cipher =
+            Cipher::new(cfg.provider, cfg.algorithm, key).map_err(|source| SaError::Aead { spi, source })?;
+        let mut s = [0u8; SALT_LEN];
+        s.copy_from_slice(salt);
+        Ok(Self {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            spi,
+            direction: cfg.direction,
+            mode: cfg.mode,
+            udp_encap: cfg.udp_encap,
+            esn: cfg.esn,
+            replay_window: cfg.replay_window,
+            lifetime: cfg.lifetime,
+            outer_ttl: cfg.outer_ttl,
+            salt: s,
+            cipher,
+            created: Instant::now(),
+        })
+    }
+
+    /// Process-unique identity (SAs with the same SPI from two rekeys differ).
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+    /// The SPI.
+    pub fn spi(&self) -> u32 {
+        self.spi
+    }
+    /// Direction.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+    /// Mode.
+    pub fn mode(&self) -> EspMode {
+        self.mode
+    }
+    /// UDP encapsulation of outbound packets.
+    pub fn udp_encap(&self) -> Option<UdpEncap> {
+        self.udp_encap
+    }
+    /// ESN on.
+    pub fn esn(&self) -> bool {
+        self.esn
+    }
+    /// Replay window (0: off).
+    pub fn replay_window(&self) -> u32 {
+        self.replay_window
+    }
+    /// Lifetimes.
+    pub fn lifetime(&self) -> Lifetime {
+        self.lifetime
+    }
+    /// Outer TTL / hop limit.
+    pub fn outer_ttl(&self) -> u8 {
+        self.outer_ttl
+    }
+    /// The salt (nonce prefix).
+    pub(crate) fn salt(&self) -> &[u8; SALT_LEN] {
+        &self.salt
+    }
+    /// The AEAD.
+    pub fn cipher(&self) -> &Cipher {
+        &self.cipher
+    }
+    /// Creation time (time lifetimes count from it).
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+}
+
+/// What happened to an SA that the control side must act on (rekey, delete).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SaEventKind {
+    /// The soft lifetime was reached: negotiate a replacement.
+    SoftLifetime,
+    /// The hard lifetime was reached: the SA is expired on this shard.
+    HardLifetime,
+    /// The outbound sequence number is exhausted: the SA is unusable on this shard.
+    SeqOverflow,
+}
+
+/// An event raised by a shard about one SA, sent over a bounded queue to the control side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SaEvent {
+    /// The shard that raised it.
+    pub shard: ShardId,
+    /// The SA's SPI.
+    pub spi: u32,
+    /// The SA's [`SecurityAssociation::uid`].
+    pub uid: u64,
+    /// What happened.
+    pub kind: SaEventKind,
+}
+
+/// Lifecycle of an SA on one shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaStatus {
+    /// In use.
+    Live,
+    /// Soft lifetime reached (still in use; event raised).
+    SoftExpired,
+    /// Hard lifetime reached or sequence numbers exhausted: every packet is dropped.
+    Expired,
+}
+
+/// One shard's mutable state of one SA. Owned by the shard's stage; never shared, so updating it
+/// costs no atomic operation.
+#[derive(Clone, Debug)]
+pub struct SaState {
+    uid: u64,
+    /// Outbound: last sequence number sent (0: none yet).
+    seq: u64,
+    replay: Option<ReplayWindow>,
+    packets: u64,
+    bytes: u64,
+    status: SaStatus,
+    ip_id: u16,
+}
+
+impl SaState {
+    /// Fresh state for `sa` (sequence numbers from 1, empty window).
+    pub fn new(sa: &SecurityAssociation) -> Self {
+        let replay = match sa.direction {
+            Direction::Inbound if sa.replay_window > 0 => Some(ReplayWindow::new(sa.replay_window)),
+            _ => None,
+        };
+        Self { uid: sa.uid, seq: 0, replay, packets: 0, bytes: 0, status: SaStatus::Live, ip_id: 0 }
+    }
+
+    /// The SA this state belongs to.
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+    /// Last sequence number sent (outbound) or highest authenticated (inbound).
+    pub fn seq(&self) -> u64 {
+        match &self.replay {
+            Some(r) => r.top(),
+            None => self.seq,
+        }
+    }
+    /// Packets processed on this shard.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+    /// Inner bytes processed on this shard.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    /// Lifecycle status.
+    pub fn status(&self) -> SaStatus {
+        self.status
+    }
+    /// Sets the last-sent sequence number (outbound), e.g. to resume after a restart or to test
+    /// overflow handling. The next packet uses `seq + 1`.
+    pub fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+
+    pub(crate) fn replay(&self) -> Option<&ReplayWindow> {
+        self.replay.as_ref()
+    }
+    pub(crate) fn replay_mut(&mut self) -> Option<&mut ReplayWindow> {
+        self.replay.as_mut()
+    }
+    pub(crate) fn next_ip_id(&mut self) -> u16 {
+        self.ip_id = self.ip_id.wrapping_add(1);
+        self.ip_id
+    }
+
+    /// Checks the hard lifetime before a packet (time, and counts already reached). Raises the
+    /// event once, on the transition.
+    #[inline]
+    pub(crate) fn admit(
+        &mut self,
+        sa: &SecurityAssociation,
+        now: Instant,
+        mut event: impl FnMut(SaEventKind),
+    ) -> bool {
+        if self.status == SaStatus::Expired {
+            return false;
+        }
+        let hard = &sa.lifetime.hard;
+        let expired = hard.time.is_some_and(|t| now.saturating_duration_since(sa.created) >= t)
+            || hard.packets.is_some_and(|p| self.packets >= p)
+            || hard.bytes.is_some_and(|b| self.bytes >= b);
+        if expired {
+            self.status = SaStatus::Expired;
+            event(SaEventKind::HardLifetime);
+            return false;
+        }
+        if self.status == SaStatus::Live {
+            let soft = &sa.lifetime.soft;
+            if soft.time.is_some_and(|t| now.saturating_duration_since(sa.created) >= t)
+                || soft.packets.is_some_and(|p| self.packets >= p)
+                || soft.bytes.is_some_and(|b| self.bytes >= b)
+            {
+                self.status = SaStatus::SoftExpired;
+                event(SaEventKind::SoftLifetime);
+            }
+        }
+        true
+    }
+
+    /// Next outbound sequence number, or `None` (and the SA expires, raising the event) when
+    /// it would wrap: 2^32 - 1 is the last without ESN, 2^64 - 1 with (RFC 4303 §3.3.3).
+    #[inline]
+    pub(crate) fn next_seq(
+        &mut self,
+        sa: &SecurityAssociation,
+        mut event: impl FnMut(SaEventKind),
+    ) -> Option<u64> {
+        let limit = if sa.esn { u64::MAX } else { u32::MAX as u64 };
+        if self.seq >= limit {
+            if self.status != SaStatus::Expired {
+                self.status = SaStatus::Expired;
+                event(SaEventKind::SeqOverflow);
+            }
+            return None;
+        }
+        self.seq += 1;
+        Some(self.seq)
+    }
+
+    /// Counts a processed packet of `inner_bytes`.
+    #[inline]
+    pub(crate) fn account(&mut self, inner_bytes: usize) {
+        self.packets += 1;
+        self.bytes += inner_bytes as u64;
+    }
+}

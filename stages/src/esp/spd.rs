@@ -1,0 +1,228 @@
+//! The security policy database (RFC 4301 §4.4.1): ordered selectors → protect / bypass /
+//! discard.
+//!
+//! Lookup is a first-match scan over compiled selectors (integer prefix compares, no
+//! allocation). That is the right structure for the tens of policies a gateway has; a large SPD
+//! would want a decision tree, behind the same API.
+
+use std::net::IpAddr;
+
+/// An address prefix (`10.0.0.0/8`, `2001:db8::/32`); length 0 matches the whole family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpPrefix {
+    /// The address (host bits are ignored).
+    pub addr: IpAddr,
+    /// Prefix length (clamped to 32 / 128).
+    pub len: u8,
+}
+
+impl IpPrefix {
+    /// `addr/len`.
+    pub const fn new(addr: IpAddr, len: u8) -> Self {
+        Self { addr, len }
+    }
+
+    /// Every IPv4 address.
+    pub const fn any_v4() -> Self {
+        Self { addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), len: 0 }
+    }
+
+    /// Every IPv6 address.
+    pub const fn any_v6() -> Self {
+        Self { addr: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), len: 0 }
+    }
+
+    /// The address as a left-aligned 128-bit integer, its family and a mask of the prefix.
+    fn compile(&self) -> CompiledPrefix {
+        let (v6, bits, width) = match self.addr {
+            IpAddr::V4(a) => (false, (u32::from(a) as u128) << 96, 32u8),
+            IpAddr::V6(a) => (true, u128::from(a), 128u8),
+        };
+        let len = self.len.min(width) as u32;
+        let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+        CompiledPrefix { v6, bits: bits & mask, mask }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CompiledPrefix {
+    v6: bool,
+    bits: u128,
+    mask: u128,
+}
+
+impl CompiledPrefix {
+    #[inline]
+    fn matches(&self, v6: bool, addr: u128) -> bool {
+        self.v6 == v6 && addr & self.mask == self.bits
+    }
+}
+
+/// Which packets a policy applies to. Ports are matched only for TCP, UDP and SCTP first
+/// fragments; a selector with port ranges other than "any" never matches packets without ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Selector {
+    /// Source prefix (fixes the address family).
+    pub src: IpPrefix,
+    /// Destination prefix (same family as `src`).
+    pub dst: IpPrefix,
+    /// IP protocol, or any.
+    pub proto: Option<u8>,
+    /// Source port range (inclusive).
+    pub src_ports: (u16, u16),
+    /// Destination port range (inclusive).
+    pub dst_ports: (u16, u16),
+}
+
+impl Selector {
+    /// Every packet from `src` to `dst`, any protocol and port.
+    pub const fn between(src: IpPrefix, dst: IpPrefix) -> Self {
+        Self { src, dst, proto: None, src_ports: (0, u16::MAX), dst_ports: (0, u16::MAX) }
+    }
+}
+
+/// What to do with matching packets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicyAction {
+    /// Send in clear.
+    Bypass,
+    /// Drop (counted as `PolicyDiscard`).
+    Discard,
+    /// Encrypt with the outbound SA of the processing shard among these SPIs (one per shard for
+    /// a tunnel spread over cores, RFC 9611; a single SPI when one shard handles the tunnel).
+    Protect {
+        /// Outbound SAs, by SPI.
+        spis: Vec<u32>,
+    },
+}
+
+/// One SPD entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecurityPolicy {
+    /// Matching packets.
+    pub selector: Selector,
+    /// Their fate.
+    pub action: PolicyAction,
+}
+
+/// The outbound SPD: policies in priority order (first match wins).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Spd {
+    /// The policies, highest priority first.
+    pub policies: Vec<SecurityPolicy>,
+    /// Fate of packets no policy matches (RFC 4301 says discard; gateways often bypass).
+    pub default_action: DefaultAction,
+}
+
+/// Action for packets no policy matches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DefaultAction {
+    /// Pass in clear.
+    #[default]
+    Bypass,
+    /// Drop (`PolicyDiscard`).
+    Discard,
+}
+
+impl Spd {
+    /// An SPD with `policies` and [`DefaultAction::Bypass`].
+    pub fn new(policies: Vec<SecurityPolicy>) -> Self {
+        Self { policies, default_action: DefaultAction::Bypass }
+    }
+}
+
+/// The fields of a packet a selector looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowKey {
+    /// IPv6 (else IPv4).
+    pub v6: bool,
+    /// Source address, left-aligned (IPv4 in the top 32 bits).
+    pub src: u128,
+    /// Destination address, left-aligned.
+    pub dst: u128,
+    /// IP protocol of the transport header.
+    pub proto: u8,
+    /// Ports, when the packet has them (TCP/UDP/SCTP, not a later fragment).
+    pub ports: Option<(u16, u16)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CompiledSelector {
+    src: CompiledPrefix,
+    dst: CompiledPrefix,
+    proto: Option<u8>,
+    src_ports: (u16, u16),
+    dst_ports: (u16, u16),
+    any_ports: bool,
+}
+
+impl CompiledSelector {
+    pub(crate) fn new(s: &Selector) -> Self {
+        Self {
+            src: s.src.compile(),
+            dst: s.dst.compile(),
+            proto: s.proto,
+            src_ports: s.src_ports,
+            dst_ports: s.dst_ports,
+            any_ports: s.src_ports == (0, u16::MAX) && s.dst_ports == (0, u16::MAX),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn matches(&self, k: &FlowKey) -> bool {
+        if !self.src.matches(k.v6, k.src) || !self.dst.matches(k.v6, k.dst) {
+            return false;
+        }
+        if self.proto.is_some_and(|p| p != k.proto) {
+            return false;
+        }
+        if self.any_ports {
+            return true;
+        }
+        match k.ports {
+            Some((sp, dp)) => {
+                (self.src_ports.0..=self.src_ports.1).contains(&sp)
+                    && (self.dst_ports.0..=self.dst_ports.1).contains(&dp)
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(src: [u8; 4], dst: [u8; 4], proto: u8, ports: Option<(u16, u16)>) -> FlowKey {
+        FlowKey {
+            v6: false,
+            src: (u32::from_be_bytes(src) as u128) << 96,
+            dst: (u32::from_be_bytes(dst) as u128) << 96,
+            proto,
+            ports,
+        }
+    }
+
+    #[test]
+    fn prefixes_protocols_ports() {
+        let s = Selector {
+            src: IpPrefix::new([10, 0, 0, 0].into(), 8),
+            dst: IpPrefix::new([192, 168, 1, 0].into(), 24),
+            proto: Some(17),
+            src_ports: (0, u16::MAX),
+            dst_ports: (53, 53),
+        };
+        let c = CompiledSelector::new(&s);
+        assert!(c.matches(&key([10, 1, 2, 3], [192, 168, 1, 9], 17, Some((999, 53)))));
+        assert!(!c.matches(&key([10, 1, 2, 3], [192, 168, 2, 9], 17, Some((999, 53)))));
+        assert!(!c.matches(&key([11, 1, 2, 3], [192, 168, 1, 9], 17, Some((999, 53)))));
+        assert!(!c.matches(&key([10, 1, 2, 3], [192, 168, 1, 9], 6, Some((999, 53)))));
+        assert!(!c.matches(&key([10, 1, 2, 3], [192, 168, 1, 9], 17, Some((999, 54)))));
+        assert!(!c.matches(&key([10, 1, 2, 3], [192, 168, 1, 9], 17, None)), "fragment without ports");
+        let any = CompiledSelector::new(&Selector::between(IpPrefix::any_v4(), IpPrefix::any_v4()));
+        assert!(any.matches(&key([1, 2, 3, 4], [5, 6, 7, 8], 50, None)));
+        let mut v6 = key([1, 2, 3, 4], [5, 6, 7, 8], 50, None);
+        v6.v6 = true;
+        assert!(!any.matches(&v6), "families never mix");
+    }
+}

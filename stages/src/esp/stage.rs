@@ -1,0 +1,282 @@
+//! The ESP stages: [`EspEncrypt`] (outbound: SPD lookup → SA → encapsulate) and [`EspDecrypt`]
+//! (inbound: ESP or UDP-4500 ESP → SA by SPI → decapsulate).
+//!
+//! Each stage owns one shard's [`ShardSas`]: it adopts newly published SA sets at the start of
+//! a batch and then works on plain references and its own per-SA state, so the per-packet path
+//! has no atomic operation, lock or allocation. SA lifecycle events (soft/hard lifetime,
+//! sequence overflow) go to the control side over a bounded queue, once per SA and shard.
+
+use wirespeed_core::epoch::Subscriber;
+use wirespeed_core::sync::{Arc, BoundedQueue};
+use wirespeed_core::{Batch, DropReason, L3Kind, PacketBuf, ShardCtx, ShardId, Stage, Verdict};
+
+use super::packet::{Decapsulated, decapsulate, encapsulate, locate_esp};
+use super::sa::{EspMode, NAT_T_PORT, SaEvent, SaEventKind};
+use super::sad::{OutboundDecision, SaSet, ShardSas};
+use super::wire::{IpHeader, ethernet_l3_offset};
+
+/// Where the IP header starts in packets that the classifier has not annotated
+/// (`meta.l3 == L3Kind::None`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Framing {
+    /// Ethernet II frames, with up to two VLAN tags.
+    #[default]
+    Ethernet,
+    /// Bare IP packets (tun devices, tests).
+    Ip,
+}
+
+/// The queue SA events are sent over (shared with the control side).
+pub type EventQueue = Arc<BoundedQueue<SaEvent>>;
+
+/// Creates an event queue holding up to `capacity` events.
+pub fn event_queue(capacity: usize) -> EventQueue {
+    Arc::new(BoundedQueue::new(capacity.max(1)))
+}
+
+/// What an ESP stage did, beyond the drops it counts in the shard counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EspStats {
+    /// Packets encapsulated.
+    pub encrypted: u64,
+    /// Packets decapsulated (dummy packets excluded).
+    pub decrypted: u64,
+    /// Packets a policy let through in clear (or non-ESP packets passed by the decrypt stage).
+    pub passed: u64,
+    /// Authentic dummy (TFC) packets discarded; counted as `PolicyDiscard` drops as well.
+    pub dummy: u64,
+    /// SA events delivered to the control side.
+    pub events_sent: u64,
+    /// SA events lost (queue full or no queue configured).
+    pub events_lost: u64,
+}
+
+#[inline]
+fn l3_offset<B: PacketBuf>(p: &B, framing: Framing) -> Option<usize> {
+    let m = p.meta();
+    match m.l3 {
+        L3Kind::Ipv4 | L3Kind::Ipv6 => Some(m.l3_offset as usize),
+        L3Kind::Arp | L3Kind::Other => None,
+        L3Kind::None => match framing {
+            Framing::Ethernet => ethernet_l3_offset(p.data()),
+            Framing::Ip => Some(0),
+        },
+    }
+}
+
+#[inline]
+fn raise(events: &Option<EventQueue>, stats: &mut EspStats, ev: SaEvent) {
+    match events {
+        Some(q) if q.push(ev).is_ok() => stats.events_sent += 1,
+        _ => stats.events_lost += 1,
+    }
+}
+
+/// Outbound IPsec: for each IP packet, the SPD decides bypass, discard or protect; protected
+/// packets are encapsulated with this shard's SA of the policy.
+#[derive(Debug)]
+pub struct EspEncrypt {
+    sas: ShardSas,
+    framing: Framing,
+    events: Option<EventQueue>,
+    stats: EspStats,
+}
+
+impl EspEncrypt {
+    /// A stage on `sub` (one subscription per shard), Ethernet framing, no event queue.
+    pub fn new(sub: Subscriber<SaSet>) -> Self {
+        Self { sas: ShardSas::new(sub), framing: Framing::Ethernet, events: None, stats: EspStats::default() }
+    }
+
+    /// Sets the framing of unclassified packets.
+    pub fn with_framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
+    /// Sends SA events to `queue`.
+    pub fn with_events(mut self, queue: EventQueue) -> Self {
+        self.events = Some(queue);
+        self
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EspStats {
+        &self.stats
+    }
+
+    /// The shard's SAs and their state.
+    pub fn sas(&self) -> &ShardSas {
+        &self.sas
+    }
+
+    /// The shard's SAs and their state, writable (e.g. to resume sequence numbers).
+    pub fn sas_mut(&mut self) -> &mut ShardSas {
+        &mut self.sas
+    }
+}
+
+impl<B: PacketBuf> Stage<B> for EspEncrypt {
+    fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        let Self { sas, framing, events, stats } = self;
+        sas.refresh();
+        let (set, states) = sas.parts();
+        if !set.has_policies() {
+            stats.passed += batch.len() as u64;
+            return;
+        }
+        let shard: ShardId = cx.shard;
+        let now = cx.now;
+        batch.apply(
+            cx,
+            |cx, _| cx.counters.drop_packet(DropReason::Unsupported),
+            |_, p| {
+                let Some(l3) = l3_offset(p, *framing) else {
+                    stats.passed += 1;
+                    return Verdict::Continue;
+                };
+                let Some(d) = p.data().get(l3..) else { return Verdict::Drop(DropReason::Truncated) };
+                let ip = match IpHeader::parse(d) {
+                    Ok(ip) => ip,
+                    Err(DropReason::Unsupported) => {
+                        stats.passed += 1;
+                        return Verdict::Continue;
+                    }
+                    Err(r) => return Verdict::Drop(r),
+                };
+                match set.decide_outbound(&ip.flow_key(d), shard) {
+                    OutboundDecision::Bypass => {
+                        stats.passed += 1;
+                        Verdict::Continue
+                    }
+                    OutboundDecision::Discard => Verdict::Drop(DropReason::PolicyDiscard),
+                    OutboundDecision::NoSa => Verdict::Drop(DropReason::EspNoSa),
+                    OutboundDecision::Protect(i) => {
+                        let sa = set.sa(i);
+                        let r = encapsulate(p, l3, sa, &mut states[i], now, |kind| {
+                            raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
+                        });
+                        match r {
+                            Ok(()) => {
+                                stats.encrypted += 1;
+                                Verdict::Continue
+                            }
+                            Err(r) => Verdict::Drop(r),
+                        }
+                    }
+                }
+            },
+        );
+    }
+}
+
+/// Inbound IPsec: ESP (IP protocol 50) and RFC 3948 UDP-encapsulated ESP are looked up by SPI
+/// (and, for tunnel SAs, checked against the SA's local address) and decapsulated; all other
+/// packets, IKE and NAT keepalives included, pass through untouched.
+#[derive(Debug)]
+pub struct EspDecrypt {
+    sas: ShardSas,
+    framing: Framing,
+    nat_t_port: u16,
+    events: Option<EventQueue>,
+    stats: EspStats,
+}
+
+impl EspDecrypt {
+    /// A stage on `sub`, Ethernet framing, NAT-T on UDP port 4500, no event queue.
+    pub fn new(sub: Subscriber<SaSet>) -> Self {
+        Self {
+            sas: ShardSas::new(sub),
+            framing: Framing::Ethernet,
+            nat_t_port: NAT_T_PORT,
+            events: None,
+            stats: EspStats::default(),
+        }
+    }
+
+    /// Sets the framing of unclassified packets.
+    pub fn with_framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
+    /// Sets the UDP port recognised as RFC 3948 encapsulation.
+    pub fn with_nat_t_port(mut self, port: u16) -> Self {
+        self.nat_t_port = port;
+        self
+    }
+
+    /// Sends SA events to `queue`.
+    pub fn with_events(mut self, queue: EventQueue) -> Self {
+        self.events = Some(queue);
+        self
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EspStats {
+        &self.stats
+    }
+
+    /// The shard's SAs and their state.
+    pub fn sas(&self) -> &ShardSas {
+        &self.sas
+    }
+}
+
+impl<B: PacketBuf> Stage<B> for EspDecrypt {
+    fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        let Self { sas, framing, nat_t_port, events, stats } = self;
+        sas.refresh();
+        let (set, states) = sas.parts();
+        let shard = cx.shard;
+        let now = cx.now;
+        let port = *nat_t_port;
+        batch.apply(
+            cx,
+            |cx, _| cx.counters.drop_packet(DropReason::Unsupported),
+            |_, p| {
+                let Some(l3) = l3_offset(p, *framing) else {
+                    stats.passed += 1;
+                    return Verdict::Continue;
+                };
+                let loc = match locate_esp(p.data(), l3, port) {
+                    Ok(Some(loc)) => loc,
+                    Ok(None) => {
+                        stats.passed += 1;
+                        return Verdict::Continue;
+                    }
+                    Err(r) => return Verdict::Drop(r),
+                };
+                let Some(i) = set.inbound_index(loc.spi) else { return Verdict::Drop(DropReason::EspNoSa) };
+                let sa = set.sa(i);
+                if let EspMode::Tunnel { dst, .. } = sa.mode()
+                    && !dst.is_unspecified()
+                    && dst_bits(dst) != (loc.outer.v6, loc.outer.dst)
+                {
+                    return Verdict::Drop(DropReason::EspNoSa);
+                }
+                let r = decapsulate(p, l3, &loc, sa, &mut states[i], now, |kind: SaEventKind| {
+                    raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
+                });
+                match r {
+                    Ok(Decapsulated::Packet) => {
+                        stats.decrypted += 1;
+                        Verdict::Continue
+                    }
+                    Ok(Decapsulated::Dummy) => {
+                        stats.dummy += 1;
+                        Verdict::Drop(DropReason::PolicyDiscard)
+                    }
+                    Err(r) => Verdict::Drop(r),
+                }
+            },
+        );
+    }
+}
+
+fn dst_bits(a: std::net::IpAddr) -> (bool, u128) {
+    match a {
+        std::net::IpAddr::V4(a) => (false, (u32::from(a) as u128) << 96),
+        std::net::IpAddr::V6(a) => (true, u128::from(a)),
+    }
+}
