@@ -410,6 +410,18 @@ impl SaState {
         self.seq = seq;
     }
 
+    /// Resumes an inbound SA's window as if `top` had been the highest sequence number
+    /// authenticated (after a restart, or when an SA moves between shards; also lets tests
+    /// start ESN SAs high in the sequence space). No effect without a window.
+    pub fn resume_inbound(&mut self, top: u64) {
+        if let Some(w) = &mut self.replay {
+            *w = ReplayWindow::new(w.window());
+            if top > 0 {
+                w.update(top);
+            }
+        }
+    }
+
     pub(crate) fn replay(&self) -> Option<&ReplayWindow> {
         self.replay.as_ref()
     }
