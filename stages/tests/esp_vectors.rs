@@ -223,7 +223,18 @@ fn parse(c: &GcmCase) -> Parsed {
     esp.extend_from_slice(&nonce[4..]);
     esp.extend_from_slice(&hex(c.ciphertext));
     esp.extend_from_slice(&hex(c.tag));
-    Parsed { algorithm, keymat, iv: nonce[4..].try_into().unwrap(), spi, esn, seq, payload, next_header, pad, esp }
+    Parsed {
+        algorithm,
+        keymat,
+        iv: nonce[4..].try_into().unwrap(),
+        spi,
+        esn,
+        seq,
+        payload,
+        next_header,
+        pad,
+        esp,
+    }
 }
 
 fn transport_sa(p: &Parsed, direction: Direction, provider: Provider) -> SecurityAssociation {
@@ -349,8 +360,16 @@ fn rfc7634_appendix_a_encapsulate() {
         let mut st = SaState::new(&sa);
         st.set_seq(4);
         let mut b = buf(&hex(RFC7634_INNER));
-        encapsulate_with_iv(&mut b, 0, &sa, &mut st, Instant::now(), hex("1011121314151617").try_into().unwrap(), |_| {})
-            .unwrap();
+        encapsulate_with_iv(
+            &mut b,
+            0,
+            &sa,
+            &mut st,
+            Instant::now(),
+            hex("1011121314151617").try_into().unwrap(),
+            |_| {},
+        )
+        .unwrap();
         assert_eq!(to_hex(&b.data()[20..]), to_hex(&hex(RFC7634_ESP)), "{provider:?}");
         assert_eq!(&b.data()[12..20], &[192, 0, 2, 1, 192, 0, 2, 2], "outer addresses from the SA");
     }
@@ -369,7 +388,10 @@ fn rfc7634_appendix_a_decapsulate() {
         frame.extend_from_slice(&pkt);
         let mut b = buf(&frame);
         let loc = locate_esp(b.data(), 14, NAT_T_PORT).unwrap().unwrap();
-        assert_eq!(decapsulate(&mut b, 14, &loc, &sa, &mut st, Instant::now(), |_| {}), Ok(Decapsulated::Packet));
+        assert_eq!(
+            decapsulate(&mut b, 14, &loc, &sa, &mut st, Instant::now(), |_| {}),
+            Ok(Decapsulated::Packet)
+        );
         assert_eq!(&b.data()[..14], &frame[..14]);
         assert_eq!(to_hex(&b.data()[14..]), to_hex(&hex(RFC7634_INNER)), "{provider:?}");
     }
