@@ -376,7 +376,7 @@ pub fn decapsulate<B: PacketBuf>(
         return Err(DropReason::EspMalformed);
     }
     let ct_len = loc.end - ICV_LEN - ct_start;
-    if ct_len % 4 != 0 {
+    if !ct_len.is_multiple_of(4) {
         return Err(DropReason::EspMalformed);
     }
     let data = pkt.data_mut();
