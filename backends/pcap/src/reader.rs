@@ -9,8 +9,8 @@
 //!
 //! Lengths read from the file are checked before anything is allocated: a record or block
 //! larger than [`MAX_RECORD`] (plus room for pcapng options) is an error, so a corrupt length
-//! never turns into a huge allocation. The frame buffer grows to the largest frame seen and is
-//! then reused, so reading allocates nothing per frame.
+//! never turns into a huge allocation. The frame buffer (64 KiB, grown once to the largest
+//! block accepted if a bigger frame comes) is reused, so reading allocates nothing per frame.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -27,6 +27,8 @@ const MAX_BLOCK: u32 = MAX_RECORD + 64 * 1024;
 const MAX_INTERFACES: usize = 1 << 16;
 /// Read buffer of the underlying file.
 const READ_BUFFER: usize = 64 * 1024;
+/// Initial frame buffer: every ordinary frame (jumbo included) fits, so it never grows.
+const FRAME_BUFFER: usize = 64 * 1024;
 
 const MAGIC_MICRO: u32 = 0xa1b2_c3d4;
 const MAGIC_NANO: u32 = 0xa1b2_3c4d;
@@ -140,7 +142,7 @@ struct Interface {
 
 #[derive(Debug)]
 enum Format {
-    Classic { big: bool, nanos: bool, link: LinkType, record_header: usize },
+    Classic { big: bool, nanos: bool, link: LinkType, record_header: usize, snaplen: u32 },
     Ng { big: bool, interfaces: Vec<Interface> },
 }
 
@@ -153,6 +155,12 @@ struct Located {
     ts_nanos: u64,
     orig_len: u32,
     interface: u32,
+}
+
+/// The snap length frames are cut to: the header's, or [`MAX_RECORD`] when it is 0 (pcapng: no
+/// limit) or larger (libpcap treats both the same way).
+fn effective_snaplen(snaplen: u32) -> u32 {
+    if snaplen == 0 || snaplen > MAX_RECORD { MAX_RECORD } else { snaplen }
 }
 
 #[inline]
@@ -255,7 +263,7 @@ impl CaptureReader {
             src: BufReader::with_capacity(READ_BUFFER, Box::new(src)),
             file: name.into(),
             format: Format::Ng { big: false, interfaces: Vec::new() },
-            buf: Vec::new(),
+            buf: vec![0; FRAME_BUFFER],
             offset: 0,
             finished: false,
             frames: 0,
@@ -288,7 +296,8 @@ impl CaptureReader {
             interface: None,
         })?;
         let record_header = if m == MAGIC_KUZNETZOV { 24 } else { 16 };
-        r.format = Format::Classic { big, nanos: m == MAGIC_NANO, link, record_header };
+        let snaplen = effective_snaplen(rd32(&hdr, 12, big));
+        r.format = Format::Classic { big, nanos: m == MAGIC_NANO, link, record_header, snaplen };
         Ok(r)
     }
 
@@ -360,8 +369,8 @@ impl CaptureReader {
     #[inline]
     fn advance(&mut self) -> Result<Option<Located>, PcapError> {
         match self.format {
-            Format::Classic { big, nanos, link, record_header } => {
-                self.next_record(big, nanos, link, record_header)
+            Format::Classic { big, nanos, link, record_header, snaplen } => {
+                self.next_record(big, nanos, link, record_header, snaplen)
             }
             Format::Ng { .. } => self.next_block(),
         }
@@ -410,10 +419,11 @@ impl CaptureReader {
         Ok(true)
     }
 
-    /// Reads `len` bytes into the frame buffer (grown only when a larger item is met).
+    /// Reads `len` bytes (at most [`MAX_BLOCK`]) into the frame buffer; it starts at 64 KiB and
+    /// grows once, to the largest block accepted, when a larger item is met.
     fn read_body(&mut self, len: usize, what: &'static str, item_start: u64) -> Result<(), PcapError> {
         if self.buf.len() < len {
-            self.buf.resize(len, 0);
+            self.buf.resize(len.max(MAX_BLOCK as usize), 0);
         }
         let got = read_up_to(&mut self.src, &mut self.buf[..len]).map_err(|e| self.io_error(e))?;
         self.offset += got as u64;
@@ -451,6 +461,7 @@ impl CaptureReader {
         nanos: bool,
         link: LinkType,
         header_len: usize,
+        snaplen: u32,
     ) -> Result<Option<Located>, PcapError> {
         let start = self.offset;
         let mut h = [0u8; 24];
@@ -469,7 +480,9 @@ impl CaptureReader {
         }
         self.read_body(incl as usize, "packet data", start)?;
         let ts_nanos = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
-        Ok(Some(Located { start: 0, len: incl as usize, link, ts_nanos, orig_len: orig, interface: 0 }))
+        // A record longer than the file's snap length is cut to it, as libpcap does.
+        let len = incl.min(snaplen) as usize;
+        Ok(Some(Located { start: 0, len, link, ts_nanos, orig_len: orig, interface: 0 }))
     }
 
     /// Reads the rest of a Section Header Block whose type field (at `start`) was consumed.
@@ -616,7 +629,12 @@ impl CaptureReader {
             }
             o += (olen + 3) & !3;
         }
-        let iface = Interface { link: LinkType::from_raw(raw_link).ok_or(raw_link), snaplen, unit, offset_s };
+        let iface = Interface {
+            link: LinkType::from_raw(raw_link).ok_or(raw_link),
+            snaplen: effective_snaplen(snaplen),
+            unit,
+            offset_s,
+        };
         let Format::Ng { interfaces, .. } = &mut self.format else { return Ok(()) };
         if interfaces.len() >= MAX_INTERFACES {
             let n = interfaces.len() as u64;
