@@ -53,6 +53,9 @@ pub use error::PcapError;
 pub use link::{LinkType, NormalizeError};
 #[cfg(feature = "live")]
 pub use live::{LiveConfig, LivePort, LiveRx, LiveTx};
-pub use port::{PcapOutput, PcapPort, PcapPortBuilder, PcapRx, PcapStatus, PcapTx, TxTimestamp, queue_file};
+pub use port::{
+    PcapOutput, PcapPort, PcapPortBuilder, PcapRx, PcapStatus, PcapTx, Steer, TxTimestamp, flow_hash,
+    queue_file,
+};
 pub use reader::{CaptureFormat, CaptureReader, Frame, MAX_RECORD, to_ethernet};
 pub use writer::{PcapWriter, TsResolution, WriterOptions};

@@ -4,6 +4,12 @@
 //! files give N queues, and queue `q` replays file `q`. A port may be given more queues than
 //! inputs (e.g. an output-only port); the Rx of such a queue is at its end from the start.
 //!
+//! Alternatively one file can be *spread* over all queues ([`PcapPortBuilder::spread_input`]),
+//! like a NIC's RSS: every Rx queue reads the file on its own and keeps the frames whose
+//! [`Steer`] hash modulo the queue count is its index ([`flow_hash`], symmetric over addresses
+//! and ports, keeps each flow, both directions, on one queue). Nothing is shared between the
+//! queues; each one parses every frame's headers but copies only its own frames.
+//!
 //! **Output.** [`PcapOutput`] chooses what Tx does with packets:
 //! - [`PcapOutput::PerQueue`]: one writer per Tx queue, files named by [`queue_file`]
 //!   (`out.pcap` → `out-q0.pcap`, `out-q1.pcap`, ...). Nothing is shared between shards, the
@@ -38,7 +44,7 @@ use wirespeed_core::{
 
 use crate::error::PcapError;
 use crate::link::NormalizeError;
-use crate::reader::CaptureReader;
+use crate::reader::{CaptureReader, Frame};
 use crate::writer::{PcapWriter, WriterOptions};
 
 /// Where a [`PcapPort`]'s transmitted packets go.
@@ -129,6 +135,48 @@ impl PcapStatus {
     }
 }
 
+/// Hash that picks the queue of a frame when one input is spread over several queues
+/// (queue = hash % queues).
+pub type Steer = fn(&Frame<'_>) -> u32;
+
+/// Symmetric flow hash of a frame: IPv4/IPv6 addresses, and TCP/UDP/SCTP ports of
+/// unfragmented packets, each pair sorted before mixing (like DPDK's symmetric `sort` mode) so
+/// that both directions of a flow hash alike; 0 for frames without an IP header. Cheap and good
+/// enough to spread a replay; not Toeplitz, so the queues differ from a NIC's RSS.
+pub fn flow_hash(frame: &Frame<'_>) -> u32 {
+    let d = frame.data;
+    let word = |at: usize| d.get(at..at + 4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let half = |at: usize| d.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as u32);
+    let (src, dst, proto, l4) = match frame.l3() {
+        Some((crate::link::ETHERTYPE_IPV4, o)) => {
+            let ihl = (d.get(o).copied().unwrap_or(0) & 0x0f) as usize * 4;
+            let fragmented = half(o + 6) & 0x3fff != 0;
+            let proto = if fragmented { 0 } else { d.get(o + 9).copied().unwrap_or(0) };
+            (word(o + 12), word(o + 16), proto, o + ihl)
+        }
+        Some((crate::link::ETHERTYPE_IPV6, o)) => {
+            let addr = |at: usize| (0..4).fold(0x6000_0000, |h, i| mix(h ^ word(at + 4 * i)));
+            (addr(o + 8), addr(o + 24), d.get(o + 6).copied().unwrap_or(0), o + 40)
+        }
+        _ => return 0,
+    };
+    let (sp, dp) = if matches!(proto, 6 | 17 | 132) { (half(l4), half(l4 + 2)) } else { (0, 0) };
+    let mut h = mix(src.min(dst));
+    h = mix(h ^ src.max(dst));
+    h = mix(h ^ (sp.min(dp) << 16 | sp.max(dp)));
+    mix(h ^ u32::from(proto))
+}
+
+/// The murmur3 finaliser: every input bit affects every output bit.
+#[inline]
+fn mix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
 enum Input {
     Path(PathBuf),
     Reader(CaptureReader),
@@ -145,6 +193,7 @@ pub struct PcapPortBuilder {
     mac: Option<[u8; 6]>,
     writer: WriterOptions,
     tx_timestamp: TxTimestamp,
+    spread: Option<(PathBuf, Steer)>,
 }
 
 impl PcapPortBuilder {
@@ -169,6 +218,15 @@ impl PcapPortBuilder {
     /// Adds an already opened capture as the Rx of the next queue.
     pub fn input_reader(mut self, reader: CaptureReader) -> Self {
         self.inputs.push(Input::Reader(reader));
+        self
+    }
+
+    /// Spreads one input over every queue instead of one input per queue: queue `q` replays the
+    /// frames of `path` for which `steer(frame) % queues == q` (see [`flow_hash`]). Set the
+    /// queue count with [`PcapPortBuilder::queues`]; cannot be combined with
+    /// [`PcapPortBuilder::input`].
+    pub fn spread_input(mut self, path: impl Into<PathBuf>, steer: Steer) -> Self {
+        self.spread = Some((path.into(), steer));
         self
     }
 
@@ -224,12 +282,23 @@ impl PcapPortBuilder {
                 why: format!("Tx writes Ethernet frames, not {}", self.writer.link),
             });
         }
-        let name = self.name.clone().unwrap_or_else(|| match self.inputs.first() {
-            Some(Input::Path(p)) => p.display().to_string(),
-            Some(Input::Reader(r)) => r.name().to_string(),
-            None => format!("pcap{}", self.port_id),
+        if self.spread.is_some() && !self.inputs.is_empty() {
+            return Err(PcapError::InvalidConfig {
+                field: "spread_input",
+                why: "one input spread over the queues excludes per-queue inputs".into(),
+            });
+        }
+        let name = self.name.clone().unwrap_or_else(|| match (self.inputs.first(), &self.spread) {
+            (Some(Input::Path(p)), _) | (None, Some((p, _))) => p.display().to_string(),
+            (Some(Input::Reader(r)), _) => r.name().to_string(),
+            (None, None) => format!("pcap{}", self.port_id),
         });
         let mut rx: Vec<Option<CaptureReader>> = Vec::with_capacity(queues as usize);
+        if let Some((path, _)) = &self.spread {
+            for _ in 0..queues {
+                rx.push(Some(CaptureReader::open(path)?));
+            }
+        }
         for input in self.inputs {
             rx.push(Some(match input {
                 Input::Path(p) => CaptureReader::open(p)?,
@@ -255,6 +324,7 @@ impl PcapPortBuilder {
             queues: rx.into_iter().zip(tx).map(Some).collect(),
             status: PcapStatus::new(queues),
             tx_timestamp: self.tx_timestamp,
+            steer: self.spread.map(|(_, steer)| steer),
         })
     }
 }
@@ -282,6 +352,7 @@ pub struct PcapPort {
     queues: Vec<Option<(Option<CaptureReader>, Sink)>>,
     status: PcapStatus,
     tx_timestamp: TxTimestamp,
+    steer: Option<Steer>,
 }
 
 impl std::fmt::Debug for PcapPort {
@@ -303,6 +374,7 @@ impl PcapPort {
             mac: None,
             writer: WriterOptions::default(),
             tx_timestamp: TxTimestamp::WallClock,
+            spread: None,
         }
     }
 
@@ -352,6 +424,7 @@ impl Port for PcapPort {
             queue,
             drops: [0; DROP_KINDS.len()],
             status: self.status.clone(),
+            steer: self.steer.map(|s| (s, u32::from(queues))),
         };
         let tx = PcapTx {
             sink,
@@ -382,6 +455,8 @@ pub struct PcapRx {
     finished: bool,
     drops: [u64; DROP_KINDS.len()],
     status: PcapStatus,
+    /// Spread input: the hash and the queue count.
+    steer: Option<(Steer, u32)>,
 }
 
 impl std::fmt::Debug for PcapRx {
@@ -402,13 +477,27 @@ impl RxQueue for PcapRx {
                     self.finished = true;
                     break;
                 }
-                Some(Ok(frame)) => frame,
+                Some(Ok(frame)) => {
+                    if let Some((steer, queues)) = self.steer
+                        && steer(&frame) % queues != u32::from(self.queue)
+                    {
+                        continue; // another queue's frame
+                    }
+                    frame
+                }
                 Some(Err(e)) => {
-                    match e {
-                        PcapError::UnsupportedLinkType { .. } => self.drops[UNSUPPORTED] += 1,
-                        PcapError::Truncated { .. } => self.drops[TRUNCATED] += 1,
-                        PcapError::RecordTooLarge { .. } => self.drops[TOO_LARGE] += 1,
-                        _ => {}
+                    // With a spread input every queue meets the same bad records: queue 0
+                    // counts them.
+                    let lost = match e {
+                        PcapError::UnsupportedLinkType { .. } => Some(UNSUPPORTED),
+                        PcapError::Truncated { .. } => Some(TRUNCATED),
+                        PcapError::RecordTooLarge { .. } => Some(TOO_LARGE),
+                        _ => None,
+                    };
+                    if let Some(kind) = lost
+                        && (self.steer.is_none() || self.queue == 0)
+                    {
+                        self.drops[kind] += 1;
                     }
                     if !e.is_recoverable() {
                         self.finished = true;

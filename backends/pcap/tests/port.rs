@@ -223,3 +223,71 @@ fn configuration_errors() {
     let (rx, _tx) = port.queue_pair(1).unwrap();
     assert!(rx.at_end());
 }
+
+/// A synthetic capture of 48 flows (IPv4/IPv6, TCP/UDP, both directions) spread over three
+/// queues by the symmetric flow hash: every frame comes out of exactly one queue, in order, and
+/// both directions of each flow come out of the same one.
+#[test]
+fn one_input_spread_over_queues_by_flow() {
+    let input = temp_path("spread-in.pcap");
+    let mut w = PcapWriter::create(&input).unwrap();
+    let mut flow_of = Vec::new();
+    for round in 0..4u16 {
+        for flow in 0..48u16 {
+            let (v6, proto) = (flow % 2 == 1, if flow % 3 == 0 { 17 } else { 6 });
+            let (a, b, pa, pb) = (flow + 1, 1000 + flow, 40000 + flow, 443);
+            let (s, d, ps, pd) = if round % 2 == 0 { (a, b, pa, pb) } else { (b, a, pb, pa) };
+            w.write_frame(&flow_frame(v6, proto, s, d, ps, pd), 0).unwrap();
+            flow_of.push(flow);
+        }
+    }
+    w.flush().unwrap();
+    drop(w);
+    let base = temp_path("spread.pcap");
+    let mut port = PcapPort::builder(pool(512, 2048))
+        .spread_input(&input, wirespeed_pcap::flow_hash)
+        .queues(3)
+        .output(PcapOutput::PerQueue(base.clone()))
+        .build()
+        .unwrap();
+    let sent: Vec<u64> = (0..3).map(|q| run_to_end(&mut port, q).counters.tx_packets).collect();
+    drop(port);
+    let all = frames_of(&input);
+    let per_queue: Vec<Vec<Vec<u8>>> = (0..3).map(|q| frames_of(&queue_file(&base, q))).collect();
+    assert_eq!(sent.iter().sum::<u64>(), all.len() as u64);
+    assert!(per_queue.iter().all(|q| q.len() >= all.len() / 8), "uneven spread: {sent:?}");
+    // Merged back in capture order the queues give the input again, and each flow (both
+    // directions) sits on one queue.
+    let mut next = [0usize; 3];
+    let mut owner = std::collections::HashMap::new();
+    for (f, flow) in all.iter().zip(&flow_of) {
+        let q =
+            (0..3).find(|&q| per_queue[q].get(next[q]) == Some(f)).expect("frame in some queue, in order");
+        next[q] += 1;
+        assert_eq!(*owner.entry(*flow).or_insert(q), q, "flow {flow} on two queues");
+    }
+    let e =
+        PcapPort::builder(pool(8, 256)).input(&input).spread_input(&input, wirespeed_pcap::flow_hash).build();
+    assert!(matches!(e, Err(PcapError::InvalidConfig { field: "spread_input", .. })));
+}
+
+#[test]
+fn flow_hash_is_symmetric_and_ignores_non_ip() {
+    let hash = |frame: &[u8]| {
+        let mut w = PcapWriter::new(Vec::new()).unwrap();
+        w.write_frame(frame, 0).unwrap();
+        let mut r = CaptureReader::from_reader(std::io::Cursor::new(w.into_inner().unwrap())).unwrap();
+        wirespeed_pcap::flow_hash(&r.next_frame().unwrap().unwrap())
+    };
+    let mut seen = std::collections::HashSet::new();
+    for v6 in [false, true] {
+        for proto in [6, 17] {
+            let there = hash(&flow_frame(v6, proto, 1, 2, 1234, 80));
+            assert_eq!(there, hash(&flow_frame(v6, proto, 2, 1, 80, 1234)), "v6={v6} proto={proto}");
+            assert_ne!(there, hash(&flow_frame(v6, proto, 1, 2, 1235, 80)), "ports count");
+            seen.insert(there);
+        }
+    }
+    assert_eq!(seen.len(), 4);
+    assert_eq!(hash(&ethernet(0x0806, &[0; 28])), 0, "ARP has no flow");
+}

@@ -206,3 +206,41 @@ pub fn corpus_file(name: &str) -> Option<PathBuf> {
         }
     }
 }
+
+/// An Ethernet frame carrying IPv4 (RFC 791, 20-byte header) or IPv6 (RFC 8200) with a TCP
+/// (RFC 9293, 20-byte header) or UDP (RFC 768) header and 8 payload bytes; checksums zero.
+/// Addresses come from the documentation ranges: 198.18.0.0/15 (RFC 2544) for IPv4,
+/// 2001:db8::/32 (RFC 3849) for IPv6, with `src`/`dst` as the host part.
+pub fn flow_frame(v6: bool, proto: u8, src: u16, dst: u16, sport: u16, dport: u16) -> Vec<u8> {
+    let l4_len = if proto == 6 { 20 } else { 8 } + 8;
+    let mut l4 = vec![0u8; l4_len];
+    l4[0..2].copy_from_slice(&sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&dport.to_be_bytes());
+    if proto == 6 {
+        l4[12] = 5 << 4; // data offset
+        l4[13] = 0x18; // PSH ACK
+    } else {
+        l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    }
+    let ip = if v6 {
+        let mut h = vec![0x60, 0, 0, 0];
+        h.extend_from_slice(&(l4_len as u16).to_be_bytes());
+        h.extend_from_slice(&[proto, 64]);
+        for host in [src, dst] {
+            h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            h.extend_from_slice(&host.to_be_bytes());
+        }
+        h
+    } else {
+        let total = (20 + l4_len) as u16;
+        let mut h = vec![0x45, 0];
+        h.extend_from_slice(&total.to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+        for host in [src, dst] {
+            h.extend_from_slice(&[198, 18]);
+            h.extend_from_slice(&host.to_be_bytes());
+        }
+        h
+    };
+    ethernet(if v6 { 0x86dd } else { 0x0800 }, &[ip, l4].concat())
+}
