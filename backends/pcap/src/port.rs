@@ -293,6 +293,12 @@ impl PcapPortBuilder {
             (Some(Input::Reader(r)), _) => r.name().to_string(),
             (None, None) => format!("pcap{}", self.port_id),
         });
+        check_not_overwriting_inputs(
+            &self.inputs,
+            self.spread.as_ref().map(|(p, _)| p),
+            &self.output,
+            queues,
+        )?;
         let mut rx: Vec<Option<CaptureReader>> = Vec::with_capacity(queues as usize);
         if let Some((path, _)) = &self.spread {
             for _ in 0..queues {
@@ -327,6 +333,34 @@ impl PcapPortBuilder {
             steer: self.spread.map(|(_, steer)| steer),
         })
     }
+}
+
+/// Refuses an output file that is one of the inputs: creating it would truncate the input.
+fn check_not_overwriting_inputs(
+    inputs: &[Input],
+    spread: Option<&PathBuf>,
+    output: &PcapOutput,
+    queues: u16,
+) -> Result<(), PcapError> {
+    let outputs: Vec<PathBuf> = match output {
+        PcapOutput::Discard => return Ok(()),
+        PcapOutput::PerQueue(base) => (0..queues).map(|q| queue_file(base, q)).collect(),
+        PcapOutput::Shared(path) => vec![path.clone()],
+    };
+    let paths = inputs.iter().filter_map(|i| match i {
+        Input::Path(p) => Some(p),
+        Input::Reader(_) => None,
+    });
+    for input in paths.chain(spread) {
+        let Ok(input) = std::fs::canonicalize(input) else { continue };
+        if let Some(out) = outputs.iter().find(|o| std::fs::canonicalize(o).is_ok_and(|o| o == input)) {
+            return Err(PcapError::InvalidConfig {
+                field: "output",
+                why: format!("{} is also an input; writing it would destroy the input", out.display()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A port backed by capture files. See the [module documentation](self) for queues and output.

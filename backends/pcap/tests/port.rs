@@ -218,6 +218,12 @@ fn configuration_errors() {
     assert!(matches!(e, PcapError::InvalidConfig { field: "writer_options.link", .. }), "{e}");
     let e = PcapPort::new(pool(8, 256), ["/nonexistent/in.pcap"], PcapOutput::Discard).unwrap_err();
     assert!(matches!(e, PcapError::Io { op: "open", .. }), "{e}");
+    // Writing over an input would truncate it before it is read.
+    let copy = temp_path("in-and-out.pcap");
+    std::fs::copy(&input, &copy).unwrap();
+    let e = PcapPort::new(pool(8, 256), [&copy], PcapOutput::Shared(copy.clone())).unwrap_err();
+    assert!(matches!(e, PcapError::InvalidConfig { field: "output", .. }), "{e}");
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&input).unwrap(), "input untouched");
     // An output-only port: more queues than inputs; those Rx queues are at their end at once.
     let mut port = PcapPort::builder(pool(8, 256)).queues(2).build().unwrap();
     let (rx, _tx) = port.queue_pair(1).unwrap();
