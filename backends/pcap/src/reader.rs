@@ -7,13 +7,14 @@
 //!   `if_tsresol`, `if_tsoffset`), Enhanced Packet, Simple Packet and the obsolete Packet block;
 //!   every other block is skipped; any number of sections, each with its own byte order.
 //!
-//! Lengths read from the file are checked before anything is allocated: a record or block
-//! larger than [`MAX_RECORD`] (plus room for pcapng options) is an error, so a corrupt length
-//! never turns into a huge allocation. The frame buffer (64 KiB, grown once to the largest
-//! block accepted if a bigger frame comes) is reused, so reading allocates nothing per frame.
+//! Lengths read from the file are checked before anything is used: a record or block larger
+//! than [`MAX_RECORD`] (plus room for pcapng options) is an error, so a corrupt length never
+//! turns into a huge allocation. The reader owns one fixed input buffer (about 384 KiB), reads
+//! the file into it in large chunks and hands frames out as slices of it: no allocation and no
+//! copy per frame.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::Path;
 
 use crate::error::PcapError;
@@ -25,10 +26,8 @@ pub const MAX_RECORD: u32 = 256 * 1024;
 const MAX_BLOCK: u32 = MAX_RECORD + 64 * 1024;
 /// Most interfaces one pcapng section may describe.
 const MAX_INTERFACES: usize = 1 << 16;
-/// Read buffer of the underlying file.
-const READ_BUFFER: usize = 64 * 1024;
-/// Initial frame buffer: every ordinary frame (jumbo included) fits, so it never grows.
-const FRAME_BUFFER: usize = 64 * 1024;
+/// Input buffer: holds the largest block accepted plus room to read ahead in large chunks.
+const INPUT_BUFFER: usize = MAX_BLOCK as usize + 64 * 1024;
 
 const MAGIC_MICRO: u32 = 0xa1b2_c3d4;
 const MAGIC_NANO: u32 = 0xa1b2_3c4d;
@@ -187,18 +186,36 @@ fn rd64(b: &[u8], at: usize, big: bool) -> u64 {
     if big { u64::from_be_bytes(v) } else { u64::from_le_bytes(v) }
 }
 
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_up_to(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match src.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// The byte source and the fixed buffer frames are read into; `buf[pos..end]` is read but not
+/// yet consumed.
+struct Input {
+    src: Box<dyn Read + Send>,
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
+}
+
+impl Input {
+    /// Makes `n` bytes (at most the buffer's size) available at `pos` unless the source ends
+    /// first; returns how many are available, up to `n`.
+    fn fill(&mut self, n: usize) -> io::Result<usize> {
+        if self.end - self.pos < n {
+            // Move the unconsumed tail (less than one item) to the front, then read ahead as
+            // much as the source gives.
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+            while self.end < n {
+                match self.src.read(&mut self.buf[self.end..]) {
+                    Ok(0) => break,
+                    Ok(k) => self.end += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
+        Ok((self.end - self.pos).min(n))
     }
-    Ok(got)
 }
 
 /// A pcap or pcapng file being read frame by frame.
@@ -213,11 +230,9 @@ fn read_up_to(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// # Ok(()) }
 /// ```
 pub struct CaptureReader {
-    src: BufReader<Box<dyn Read + Send>>,
+    input: Input,
     file: String,
     format: Format,
-    /// Reused frame/block buffer.
-    buf: Vec<u8>,
     /// Bytes consumed so far (for error context).
     offset: u64,
     finished: bool,
@@ -260,10 +275,14 @@ impl CaptureReader {
         name: impl Into<String>,
     ) -> Result<CaptureReader, PcapError> {
         let mut r = CaptureReader {
-            src: BufReader::with_capacity(READ_BUFFER, Box::new(src)),
+            input: Input {
+                src: Box::new(src),
+                buf: vec![0; INPUT_BUFFER].into_boxed_slice(),
+                pos: 0,
+                end: 0,
+            },
             file: name.into(),
             format: Format::Ng { big: false, interfaces: Vec::new() },
-            buf: vec![0; FRAME_BUFFER],
             offset: 0,
             finished: false,
             frames: 0,
@@ -344,7 +363,7 @@ impl CaptureReader {
         match self.advance() {
             Ok(Some(at)) => {
                 self.frames += 1;
-                let data = self.buf.get(at.start..at.start + at.len).unwrap_or(&[]);
+                let data = self.input.buf.get(at.start..at.start + at.len).unwrap_or(&[]);
                 Some(Ok(Frame {
                     data,
                     link: at.link,
@@ -402,7 +421,7 @@ impl CaptureReader {
     /// Fills `a`; `Ok(false)` when the input ended before its first byte (a clean end),
     /// [`PcapError::Truncated`] when it ended inside.
     fn read_array_or_eof(&mut self, a: &mut [u8], what: &'static str) -> Result<bool, PcapError> {
-        let got = read_up_to(&mut self.src, a).map_err(|e| self.io_error(e))?;
+        let got = self.input.fill(a.len()).map_err(|e| self.io_error(e))?;
         if got == 0 && !a.is_empty() {
             return Ok(false);
         }
@@ -415,18 +434,30 @@ impl CaptureReader {
                 got: got as u64,
             });
         }
-        self.offset += got as u64;
+        let pos = self.input.pos;
+        a.copy_from_slice(&self.input.buf[pos..pos + a.len()]);
+        self.consume(a.len());
         Ok(true)
     }
 
-    /// Reads `len` bytes (at most [`MAX_BLOCK`]) into the frame buffer; it starts at 64 KiB and
-    /// grows once, to the largest block accepted, when a larger item is met.
-    fn read_body(&mut self, len: usize, what: &'static str, item_start: u64) -> Result<(), PcapError> {
-        if self.buf.len() < len {
-            self.buf.resize(len.max(MAX_BLOCK as usize), 0);
+    fn consume(&mut self, n: usize) {
+        self.input.pos += n;
+        self.offset += n as u64;
+    }
+
+    /// Consumes the next `len` bytes (at most [`MAX_BLOCK`]) and returns where they start in the
+    /// input buffer; they stay there until the next read.
+    fn read_body(&mut self, len: usize, what: &'static str, item_start: u64) -> Result<usize, PcapError> {
+        if len > MAX_BLOCK as usize {
+            // Callers check lengths first; this keeps the buffer bound true regardless.
+            return Err(PcapError::RecordTooLarge {
+                file: self.file.clone(),
+                offset: item_start,
+                len: len as u64,
+                max: MAX_BLOCK as u64,
+            });
         }
-        let got = read_up_to(&mut self.src, &mut self.buf[..len]).map_err(|e| self.io_error(e))?;
-        self.offset += got as u64;
+        let got = self.input.fill(len).map_err(|e| self.io_error(e))?;
         if got < len {
             return Err(PcapError::Truncated {
                 file: self.file.clone(),
@@ -436,21 +467,28 @@ impl CaptureReader {
                 got: got as u64,
             });
         }
-        Ok(())
+        let start = self.input.pos;
+        self.consume(len);
+        Ok(start)
     }
 
-    /// Discards `len` bytes (an unknown pcapng block) without buffering them.
+    /// Discards `len` bytes (an unknown pcapng block), a buffer at a time.
     fn skip(&mut self, len: u64, item_start: u64) -> Result<(), PcapError> {
-        let got = io::copy(&mut (&mut self.src).take(len), &mut io::sink()).map_err(|e| self.io_error(e))?;
-        self.offset += got;
-        if got < len {
-            return Err(PcapError::Truncated {
-                file: self.file.clone(),
-                offset: item_start,
-                what: "block",
-                needed: len,
-                got,
-            });
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(self.input.buf.len() as u64) as usize;
+            let got = self.input.fill(want).map_err(|e| self.io_error(e))?;
+            if got == 0 {
+                return Err(PcapError::Truncated {
+                    file: self.file.clone(),
+                    offset: item_start,
+                    what: "block",
+                    needed: len,
+                    got: len - left,
+                });
+            }
+            self.consume(got);
+            left -= got as u64;
         }
         Ok(())
     }
@@ -478,11 +516,11 @@ impl CaptureReader {
                 max: MAX_RECORD as u64,
             });
         }
-        self.read_body(incl as usize, "packet data", start)?;
+        let at = self.read_body(incl as usize, "packet data", start)?;
         let ts_nanos = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
         // A record longer than the file's snap length is cut to it, as libpcap does.
         let len = incl.min(snaplen) as usize;
-        Ok(Some(Located { start: 0, len, link, ts_nanos, orig_len: orig, interface: 0 }))
+        Ok(Some(Located { start: at, len, link, ts_nanos, orig_len: orig, interface: 0 }))
     }
 
     /// Reads the rest of a Section Header Block whose type field (at `start`) was consumed.
@@ -510,12 +548,13 @@ impl CaptureReader {
             ));
         }
         let rest = len as usize - 12;
-        self.read_body(rest, "section header block", start)?;
-        let major = rd16(&self.buf, 0, big);
+        let at = self.read_body(rest, "section header block", start)?;
+        let b = &self.input.buf[at..at + rest];
+        let major = rd16(b, 0, big);
         if major != 1 {
             return Err(self.corrupt(start, "major_version", major as u64, "only pcapng version 1 exists"));
         }
-        let trailer = rd32(&self.buf, rest - 4, big);
+        let trailer = rd32(b, rest - 4, big);
         if trailer != len {
             return Err(self.corrupt(
                 start,
@@ -579,8 +618,8 @@ impl CaptureReader {
                             max: MAX_BLOCK as u64,
                         });
                     }
-                    self.read_body(body + 4, "block", start)?;
-                    let trailer = rd32(&self.buf, body, big);
+                    let at = self.read_body(body + 4, "block", start)?;
+                    let trailer = rd32(&self.input.buf[at..at + body + 4], body, big);
                     if trailer != len {
                         return Err(self.corrupt(
                             start,
@@ -590,17 +629,23 @@ impl CaptureReader {
                         ));
                     }
                     if btype == BLOCK_IDB {
-                        self.interface_description(body, big, start)?;
+                        self.interface_description(at, body, big, start)?;
                         continue;
                     }
-                    return self.packet_block(btype, body, big, start).map(Some);
+                    return self.packet_block(btype, at, body, big, start).map(Some);
                 }
                 _ => self.skip(body as u64 + 4, start)?,
             }
         }
     }
 
-    fn interface_description(&mut self, body: usize, big: bool, start: u64) -> Result<(), PcapError> {
+    fn interface_description(
+        &mut self,
+        at: usize,
+        body: usize,
+        big: bool,
+        start: u64,
+    ) -> Result<(), PcapError> {
         if body < 8 {
             return Err(self.corrupt(
                 start,
@@ -609,7 +654,7 @@ impl CaptureReader {
                 "interface description block shorter than 20 bytes",
             ));
         }
-        let b = &self.buf[..body];
+        let b = &self.input.buf[at..at + body];
         let raw_link = rd16(b, 0, big) as u32;
         let snaplen = rd32(b, 4, big);
         let mut unit = TsUnit::Pow10(6);
@@ -649,8 +694,15 @@ impl CaptureReader {
         Ok(())
     }
 
-    fn packet_block(&mut self, btype: u32, body: usize, big: bool, start: u64) -> Result<Located, PcapError> {
-        let b = &self.buf[..body];
+    fn packet_block(
+        &mut self,
+        btype: u32,
+        at: usize,
+        body: usize,
+        big: bool,
+        start: u64,
+    ) -> Result<Located, PcapError> {
+        let b = &self.input.buf[at..at + body];
         let (iface_id, ts, caplen, orig_len, data_at) = match btype {
             BLOCK_SPB => {
                 if body < 4 {
@@ -720,7 +772,14 @@ impl CaptureReader {
                 ns.clamp(0, u64::MAX as i128) as u64
             }
         };
-        Ok(Located { start: data_at, len: caplen as usize, link, ts_nanos, orig_len, interface: iface_id })
+        Ok(Located {
+            start: at + data_at,
+            len: caplen as usize,
+            link,
+            ts_nanos,
+            orig_len,
+            interface: iface_id,
+        })
     }
 }
 
