@@ -365,17 +365,25 @@ fn check_not_overwriting_inputs(
 
 /// A port backed by capture files. See the [module documentation](self) for queues and output.
 ///
+/// Run a queue until [`Poll::Finished`](wirespeed_core::Poll::Finished) (the runtime does):
+/// that is when the file has ended *and* every drop count has reached the shard counters.
+///
 /// ```no_run
-/// use wirespeed_core::{BufferPool, Pipeline, PoolConfig, Port, ShardCtx};
+/// use wirespeed_core::{BufferPool, Pipeline, Poll, PoolConfig, Port, ShardCtx, Worker};
 /// use wirespeed_pcap::{PcapOutput, PcapPort};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let pool = BufferPool::new(PoolConfig::default())?;
 /// let mut port = PcapPort::new(pool, ["in.pcapng"], PcapOutput::Shared("out.pcap".into()))?;
+/// let status = port.status();
 /// let (rx, tx) = port.queue_pair(0)?;
 /// let mut pipeline = Pipeline::new(rx, tx, ());
 /// let mut cx = ShardCtx::new(0);
-/// while pipeline.run_once(&mut cx) > 0 {}
+/// while pipeline.poll(&mut cx) != Poll::Finished {}
+/// pipeline.drain(&mut cx); // flushes the output file
+/// if let Some(e) = status.take_rx_error(0) {
+///     eprintln!("input ended early: {e}");
+/// }
 /// # Ok(()) }
 /// ```
 pub struct PcapPort {

@@ -237,7 +237,6 @@ pub struct CaptureReader {
     offset: u64,
     finished: bool,
     frames: u64,
-    sections: u32,
 }
 
 impl std::fmt::Debug for CaptureReader {
@@ -286,7 +285,6 @@ impl CaptureReader {
             offset: 0,
             finished: false,
             frames: 0,
-            sections: 0,
         };
         let magic = r.read_array::<4>("file header")?;
         if u32::from_le_bytes(magic) == BLOCK_SHB {
@@ -563,7 +561,6 @@ impl CaptureReader {
                 "differs from the leading length",
             ));
         }
-        self.sections += 1;
         match &mut self.format {
             Format::Ng { big: b, interfaces } => {
                 *b = big;
