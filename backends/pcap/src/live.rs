@@ -70,6 +70,17 @@ impl std::fmt::Debug for LivePort {
     }
 }
 
+/// The interface's MAC address from Linux sysfs (`None` elsewhere or when unreadable).
+fn interface_mac(device: &str) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{device}/address")).ok()?;
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for b in mac.iter_mut() {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 fn live_error(device: &str, e: impl std::fmt::Display) -> PcapError {
     PcapError::Live { device: device.to_string(), message: e.to_string() }
 }
@@ -119,7 +130,12 @@ impl Port for LivePort {
     type Buf = PoolBuf;
 
     fn info(&self) -> PortInfo {
-        PortInfo { name: self.cfg.device.clone(), queues: 1, mac: [0; 6], max_frame: self.pool.data_room() }
+        PortInfo {
+            name: self.cfg.device.clone(),
+            queues: 1,
+            mac: interface_mac(&self.cfg.device).unwrap_or([0; 6]),
+            max_frame: self.pool.data_room(),
+        }
     }
 
     fn queue_pair(&mut self, queue: u16) -> Result<(LiveRx, LiveTx), PortError> {

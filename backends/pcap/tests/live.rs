@@ -91,6 +91,8 @@ fn lists_devices_and_captures_on_loopback() {
         }
     };
     assert_eq!(port.link_type(), LinkType::Ethernet);
+    assert_eq!(port.info().queues, 1);
+    assert_eq!(port.info().mac, [0; 6], "loopback's MAC is all zeros");
     let (mut rx, mut tx) = port.queue_pair(0).unwrap();
     assert!(port.queue_pair(0).is_err());
 

@@ -130,4 +130,7 @@ fn no_allocation_per_frame() {
         n += 1;
     }
     assert_eq!(n, 20_000);
+    for p in [path, input, out] {
+        let _ = std::fs::remove_file(p);
+    }
 }
