@@ -525,3 +525,33 @@ fn corpus_captures_of_each_link_type() {
     assert_eq!(&rewritten[..16], &original[..16]);
     assert_eq!(&rewritten[20..], &original[20..], "records identical to the original capture");
 }
+
+/// The obsolete Packet Block (type 2: 16-bit interface id, 16-bit drops count) still appears in
+/// old captures; it reads like an Enhanced Packet Block.
+#[test]
+fn pcapng_obsolete_packet_block() {
+    let eth = ethernet(0x0800, &IPV4_UDP);
+    for big in [false, true] {
+        let mut ng = Ng::new();
+        ng.shb(big).idb(1, 0, None, None).idb(101, 0, Some(9), None);
+        let o = ng.o;
+        let mut b = Vec::new();
+        o.u16(&mut b, 1); // interface 1
+        o.u16(&mut b, 7); // drops
+        o.u32(&mut b, 0);
+        o.u32(&mut b, 123_456_789);
+        o.u32(&mut b, IPV4_UDP.len() as u32);
+        o.u32(&mut b, 100);
+        b.extend_from_slice(&IPV4_UDP);
+        ng.block(2, &b).epb(0, 5, &eth, 46);
+        let frames = all_frames(&mut reader(ng.bytes()).unwrap());
+        assert_eq!(
+            frames,
+            vec![
+                (IPV4_UDP.to_vec(), LinkType::Raw, 123_456_789, 100, 1),
+                (eth.clone(), LinkType::Ethernet, 5_000, 46, 0),
+            ],
+            "big={big}"
+        );
+    }
+}
