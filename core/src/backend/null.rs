@@ -9,7 +9,7 @@ use crate::batch::Batch;
 use crate::buf::PacketBuf;
 use crate::meta::PacketMeta;
 use crate::pool::{BufferPool, PoolBuf};
-use crate::sync::Arc;
+use std::sync::Arc; // immutable template shared by queues; not a concurrency protocol
 
 /// Shape of a [`NullPort`].
 #[derive(Clone, Debug)]
