@@ -478,6 +478,22 @@ fn policies_bypass_discard_default_and_no_room() {
     assert_eq!(cx.counters.drops_of(DropReason::EspNoRoom), 1);
 }
 
+#[test]
+fn inbound_selector_is_enforced_after_decryption() {
+    let alg = AeadAlgorithm::Aes128Gcm;
+    let o = SaConfig::tunnel(0x800, Direction::Outbound { shard: 0 }, alg, &km(alg), v4(GW4), v4(PEER4));
+    let mut i = SaConfig::tunnel(0x800, Direction::Inbound, alg, &km(alg), v4(GW4), v4(PEER4));
+    i.selector =
+        Some(Selector::between(IpPrefix::new(v4([10, 0, 0, 0]), 24), IpPrefix::new(v4([10, 9, 0, 0]), 16)));
+    let mut p = pair_with(o, i, protect_all(0x800, false), Framing::Ip);
+    let mut cx = ShardCtx::new(0);
+    let allowed = inner4(4);
+    let spoofed = udp4([10, 7, 7, 7], [10, 9, 0, 9], 1, 2, b"evil");
+    let enc = run(&mut p.enc, &mut cx, &[allowed.clone(), spoofed]);
+    assert_eq!(run(&mut p.dec, &mut cx, &enc), vec![allowed]);
+    assert_eq!(cx.counters.drops_of(DropReason::PolicyDiscard), 1);
+}
+
 fn protected_clone() -> Vec<u8> {
     inner4(3)
 }

@@ -31,7 +31,9 @@ fn sa_set_publication_to_a_running_shard() {
     // Key expansion happens once, outside the model: the SAs are shared, immutable values.
     let a = inbound(1);
     let b = inbound(2);
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     loom::model(move || {
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut publisher = Publisher::new(SaSet::new([a.clone()], &Spd::default()).unwrap());
         let sub = publisher.subscribe();
         let a_uid = a.uid();
@@ -56,4 +58,7 @@ fn sa_set_publication_to_a_running_shard() {
         assert_eq!(publisher.adopted_by_all(v2), seen == v2);
         publisher.reclaim();
     });
+    let runs = RUNS.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("loom explored {runs} interleavings");
+    assert!(runs > 1, "the model must explore more than one interleaving");
 }

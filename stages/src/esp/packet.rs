@@ -344,7 +344,8 @@ pub enum Decapsulated {
 
 /// Verifies and decapsulates the ESP packet found by [`locate_esp`] with `sa` (the SA its SPI
 /// names): replay check, lifetime, in-place decryption, trailer checks, window update, then the
-/// L2 (and, in transport mode, IP) header moved forward. On error the packet is garbage (it may
+/// L2 (and, in transport mode, IP) header moved forward, and the inner packet checked against
+/// the SA's selector (`PolicyDiscard` when it does not match). On error the packet is garbage (it may
 /// be partly decrypted) and must be dropped.
 #[inline]
 pub fn decapsulate<B: PacketBuf>(
@@ -450,6 +451,9 @@ pub fn decapsulate<B: PacketBuf>(
     };
     state.account(inner.total_len);
     let key = inner.flow_key(&pkt.data()[l3..]);
+    if !sa.admits_inner(&key) {
+        return Err(DropReason::PolicyDiscard);
+    }
     let m = pkt.meta_mut();
     m.flags |= flags::DECRYPTED;
     m.l3 = if inner.v6 { L3Kind::Ipv6 } else { L3Kind::Ipv4 };

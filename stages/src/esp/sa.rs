@@ -9,6 +9,7 @@ use wirespeed_core::ShardId;
 
 use super::aead::{AeadAlgorithm, AeadError, Cipher, Provider, SALT_LEN};
 use super::replay::{DEFAULT_WINDOW, MAX_WINDOW, ReplayWindow};
+use super::spd::{CompiledSelector, FlowKey, Selector};
 
 /// Default UDP port of RFC 3948 encapsulation (IKE NAT traversal).
 pub const NAT_T_PORT: u16 = 4500;
@@ -106,6 +107,10 @@ pub struct SaConfig {
     pub lifetime: Lifetime,
     /// TTL / hop limit of outer headers built in tunnel mode.
     pub outer_ttl: u8,
+    /// Inbound: the traffic selector decrypted packets must match (RFC 4301 §5.2: a peer may
+    /// only send what the SA was negotiated for); mismatches are dropped as `PolicyDiscard`.
+    /// `None` accepts any inner packet.
+    pub selector: Option<Selector>,
 }
 
 impl std::fmt::Debug for SaConfig {
@@ -121,6 +126,7 @@ impl std::fmt::Debug for SaConfig {
             .field("esn", &self.esn)
             .field("replay_window", &self.replay_window)
             .field("lifetime", &self.lifetime)
+            .field("selector", &self.selector)
             .finish_non_exhaustive()
     }
 }
@@ -148,6 +154,7 @@ impl SaConfig {
             replay_window: DEFAULT_WINDOW,
             lifetime: Lifetime::default(),
             outer_ttl: 64,
+            selector: None,
         }
     }
 
@@ -220,6 +227,7 @@ pub struct SecurityAssociation {
     salt: [u8; SALT_LEN],
     cipher: Cipher,
     created: Instant,
+    selector: Option<CompiledSelector>,
 }
 
 impl SecurityAssociation {
@@ -269,6 +277,7 @@ impl SecurityAssociation {
             salt: s,
             cipher,
             created: Instant::now(),
+            selector: cfg.selector.as_ref().map(CompiledSelector::new),
         })
     }
 
@@ -315,6 +324,11 @@ impl SecurityAssociation {
     /// The AEAD.
     pub fn cipher(&self) -> &Cipher {
         &self.cipher
+    }
+    /// True when the decapsulated packet with `key` is allowed by the SA's selector.
+    #[inline]
+    pub(crate) fn admits_inner(&self, key: &FlowKey) -> bool {
+        self.selector.as_ref().is_none_or(|s| s.matches(key))
     }
     /// Creation time (time lifetimes count from it).
     pub fn created(&self) -> Instant {
