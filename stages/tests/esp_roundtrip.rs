@@ -139,6 +139,13 @@ fn tunnel_round_trips_every_aead_family_and_encapsulation() {
                         (_, true) => 18,
                     };
                     for e in &enc {
+                        if outer_v6 && natt {
+                            assert_eq!(
+                                udp6_checksum_ok(&e[l3..]),
+                                Ok(()),
+                                "UDP over IPv6 needs a valid checksum"
+                            );
+                        }
                         let proto_at = if outer_v6 { l3 + 6 } else { l3 + 9 };
                         assert_eq!(e[proto_at], if natt { 17 } else { 50 });
                         if framing == Framing::Ethernet {
@@ -160,6 +167,25 @@ fn tunnel_round_trips_every_aead_family_and_encapsulation() {
         }
     }
     assert_eq!(n, 3 * 4 * 2 * 3);
+}
+
+/// Verifies the UDP checksum of an IPv6 packet `p` (fixed header, then UDP), RFC 8200 §8.1.
+fn udp6_checksum_ok(p: &[u8]) -> Result<(), String> {
+    let udp = &p[40..];
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+        }
+    };
+    add(&p[8..40]);
+    add(&(udp.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 17]);
+    add(udp);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    if sum == 0xffff && udp[6..8] != [0, 0] { Ok(()) } else { Err(format!("sum {sum:#x}")) }
 }
 
 #[test]
