@@ -139,6 +139,10 @@ fn tunnel_round_trips_every_aead_family_and_encapsulation() {
                         (_, true) => 18,
                     };
                     for e in &enc {
+                        if !outer_v6 {
+                            assert_eq!(esp_common::ipv4_checksum(&e[l3..l3 + 20]), 0, "outer IPv4 checksum");
+                            assert_eq!(u16::from_be_bytes([e[l3 + 2], e[l3 + 3]]) as usize, e.len() - l3);
+                        }
                         if outer_v6 && natt {
                             assert_eq!(
                                 udp6_checksum_ok(&e[l3..]),

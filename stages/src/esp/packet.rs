@@ -16,7 +16,6 @@
 //! once, indices after that are within the checked range — see the proptest in
 //! `tests/esp_roundtrip.rs`).
 
-use std::net::IpAddr;
 use std::time::Instant;
 
 use wirespeed_core::meta::flags;
@@ -27,7 +26,7 @@ use super::replay::ReplayError;
 use super::sa::{EspMode, SaEventKind, SaState, SecurityAssociation};
 use super::wire::{
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, IpHeader, PROTO_ESP, PROTO_IPV4, PROTO_IPV6, PROTO_NONE, PROTO_UDP,
-    set_ipv4_checksum, udp6_checksum, write_ipv4, write_ipv6,
+    set_ipv4_checksum, udp6_checksum,
 };
 
 /// ESP header: SPI and sequence number.
@@ -140,20 +139,6 @@ fn set_ethertype(data: &mut [u8], l3: usize, v6: bool) {
     }
 }
 
-fn v4_bytes(a: IpAddr) -> [u8; 4] {
-    match a {
-        IpAddr::V4(a) => a.octets(),
-        IpAddr::V6(a) => a.to_ipv4_mapped().map(|a| a.octets()).unwrap_or([0; 4]),
-    }
-}
-
-fn v6_bytes(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V6(a) => a.octets(),
-        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-    }
-}
-
 /// Encapsulates the IP packet at `l3` with `sa`, using the next sequence number of `state` as
 /// both sequence number and explicit IV (RFC 4106 §3.1 allows any unique IV; the counter is the
 /// usual choice and costs nothing). Checks and updates the lifetime; `events` hears about soft
@@ -202,8 +187,8 @@ fn encapsulate_inner<B: PacketBuf>(
     let udp = sa.udp_encap();
     let udp_len = if udp.is_some() { UDP_HDR_LEN } else { 0 };
     let (outer_len, payload_off, payload_len, next_header) = match sa.mode() {
-        EspMode::Tunnel { src, .. } => {
-            let outer_ip = if src.is_ipv6() { 40 } else { 20 };
+        EspMode::Tunnel { .. } => {
+            let outer_ip = sa.outer_template().map_or(20, |t| t.len());
             let nh = if ip.v6 { PROTO_IPV6 } else { PROTO_IPV4 };
             (outer_ip + udp_len + ESP_HDR_LEN + IV_LEN, l3, ip.total_len, nh)
         }
@@ -236,40 +221,15 @@ fn encapsulate_inner<B: PacketBuf>(
     let ip_id = state.next_ip_id();
     let total = pkt.len();
     let data = pkt.data_mut();
-    let (esp, outer_v6, outer_ip_len) = match sa.mode() {
-        EspMode::Tunnel { src, dst } => {
+    // Tunnel SAs have an outer header template; transport SAs do not.
+    let (esp, outer_v6, outer_ip_len) = match sa.outer_template() {
+        Some(outer) => {
             data.copy_within(outer_len..outer_len + l3, 0);
-            let v6 = src.is_ipv6();
-            set_ethertype(data, l3, v6);
-            let proto = if udp.is_some() { PROTO_UDP } else { PROTO_ESP };
-            let ip_len = total - l3;
-            let h = &mut data[l3..];
-            if v6 {
-                write_ipv6(
-                    h,
-                    ip.tos,
-                    (ip_len - 40) as u16,
-                    proto,
-                    sa.outer_ttl(),
-                    v6_bytes(src),
-                    v6_bytes(dst),
-                );
-            } else {
-                write_ipv4(
-                    h,
-                    ip.tos,
-                    ip_len as u16,
-                    ip_id,
-                    sa.outer_ttl(),
-                    proto,
-                    v4_bytes(src),
-                    v4_bytes(dst),
-                );
-            }
-            let ip_hdr = if v6 { 40 } else { 20 };
-            (l3 + ip_hdr + udp_len, v6, ip_hdr)
+            set_ethertype(data, l3, outer.is_v6());
+            outer.write(&mut data[l3..], ip.tos, (total - l3) as u16, ip_id);
+            (l3 + outer.len() + udp_len, outer.is_v6(), outer.len())
         }
-        EspMode::Transport => {
+        None => {
             data.copy_within(outer_len..outer_len + l3 + ip.hdr_len, 0);
             let proto = if udp.is_some() { PROTO_UDP } else { PROTO_ESP };
             let h = &mut data[l3..l3 + ip.hdr_len];

@@ -10,6 +10,7 @@ use wirespeed_core::ShardId;
 use super::aead::{AeadAlgorithm, AeadError, Cipher, Provider, SALT_LEN};
 use super::replay::{DEFAULT_WINDOW, MAX_WINDOW, ReplayWindow};
 use super::spd::{CompiledSelector, FlowKey, Selector};
+use super::wire::{OuterTemplate, PROTO_ESP, PROTO_UDP};
 
 /// Default UDP port of RFC 3948 encapsulation (IKE NAT traversal).
 pub const NAT_T_PORT: u16 = 4500;
@@ -228,6 +229,7 @@ pub struct SecurityAssociation {
     cipher: Cipher,
     created: Instant,
     selector: Option<CompiledSelector>,
+    outer: Option<OuterTemplate>,
 }
 
 impl SecurityAssociation {
@@ -278,6 +280,13 @@ impl SecurityAssociation {
             cipher,
             created: Instant::now(),
             selector: cfg.selector.as_ref().map(CompiledSelector::new),
+            outer: match cfg.mode {
+                EspMode::Tunnel { src, dst } => {
+                    let proto = if cfg.udp_encap.is_some() { PROTO_UDP } else { PROTO_ESP };
+                    Some(OuterTemplate::new(src, dst, proto, cfg.outer_ttl))
+                }
+                EspMode::Transport => None,
+            },
         })
     }
 
@@ -329,6 +338,11 @@ impl SecurityAssociation {
     #[inline]
     pub(crate) fn admits_inner(&self, key: &FlowKey) -> bool {
         self.selector.as_ref().is_none_or(|s| s.matches(key))
+    }
+    /// The prepared outer header (tunnel mode).
+    #[inline]
+    pub(crate) fn outer_template(&self) -> Option<&OuterTemplate> {
+        self.outer.as_ref()
     }
     /// Creation time (time lifetimes count from it).
     pub fn created(&self) -> Instant {

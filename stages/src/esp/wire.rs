@@ -212,43 +212,86 @@ pub fn set_ipv4_checksum(hdr: &mut [u8]) {
     hdr[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
-/// Writes a 20-byte IPv4 header (no options, DF clear).
-// Every argument is a header field; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-pub fn write_ipv4(
-    h: &mut [u8],
-    tos: u8,
-    total: u16,
-    id: u16,
-    ttl: u8,
-    proto: u8,
-    src: [u8; 4],
-    dst: [u8; 4],
-) {
-    h[0] = 0x45;
-    h[1] = tos;
-    h[2..4].copy_from_slice(&total.to_be_bytes());
-    h[4..6].copy_from_slice(&id.to_be_bytes());
-    h[6] = 0;
-    h[7] = 0;
-    h[8] = ttl;
-    h[9] = proto;
-    h[12..16].copy_from_slice(&src);
-    h[16..20].copy_from_slice(&dst);
-    set_ipv4_checksum(&mut h[..20]);
+/// The outer IP header of a tunnel-mode SA, prepared once when the SA is created: addresses,
+/// protocol and TTL are fixed, and the IPv4 checksum of those fixed fields is pre-summed, so a
+/// packet only adds TOS, length and identification (RFC 1624 style incremental sum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OuterTemplate {
+    hdr: [u8; 40],
+    v6: bool,
+    /// One's-complement sum of the IPv4 header with TOS, length, id and checksum zero.
+    base: u32,
 }
 
-/// Writes a 40-byte IPv6 header (flow label 0).
-#[inline]
-pub fn write_ipv6(h: &mut [u8], tclass: u8, payload: u16, next: u8, hop: u8, src: [u8; 16], dst: [u8; 16]) {
-    let w = (6u32 << 28) | ((tclass as u32) << 20);
-    h[0..4].copy_from_slice(&w.to_be_bytes());
-    h[4..6].copy_from_slice(&payload.to_be_bytes());
-    h[6] = next;
-    h[7] = hop;
-    h[8..24].copy_from_slice(&src);
-    h[24..40].copy_from_slice(&dst);
+impl OuterTemplate {
+    /// The template for packets from `src` to `dst` (same family) carrying `proto`.
+    pub fn new(src: std::net::IpAddr, dst: std::net::IpAddr, proto: u8, ttl: u8) -> Self {
+        use std::net::IpAddr;
+        let mut hdr = [0u8; 40];
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                hdr[0] = 0x45;
+                hdr[8] = ttl;
+                hdr[9] = proto;
+                hdr[12..16].copy_from_slice(&s.octets());
+                hdr[16..20].copy_from_slice(&d.octets());
+                let base = ones_sum(0, &hdr[..20]);
+                let base = ((base & 0xffff) + (base >> 16)) as u32;
+                Self { hdr, v6: false, base }
+            }
+            (s, d) => {
+                let v6 = |a: IpAddr| match a {
+                    IpAddr::V6(a) => a.octets(),
+                    IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                };
+                hdr[0] = 0x60;
+                hdr[6] = proto;
+                hdr[7] = ttl;
+                hdr[8..24].copy_from_slice(&v6(s));
+                hdr[24..40].copy_from_slice(&v6(d));
+                Self { hdr, v6: true, base: 0 }
+            }
+        }
+    }
+
+    /// IPv6 (else IPv4).
+    #[inline]
+    pub fn is_v6(&self) -> bool {
+        self.v6
+    }
+
+    /// Header length: 20 or 40.
+    #[inline]
+    pub fn len(&self) -> usize {
+        if self.v6 { 40 } else { 20 }
+    }
+
+    /// Always false (a header has bytes); here for `len`'s sake.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the header for a packet of `ip_len` bytes (header included) with `tos`
+    /// (DSCP ‖ ECN, copied from the inner packet) and IPv4 identification `id`.
+    #[inline]
+    pub fn write(&self, h: &mut [u8], tos: u8, ip_len: u16, id: u16) {
+        if self.v6 {
+            h[..40].copy_from_slice(&self.hdr);
+            let w = (6u32 << 28) | ((tos as u32) << 20);
+            h[0..4].copy_from_slice(&w.to_be_bytes());
+            h[4..6].copy_from_slice(&(ip_len - 40).to_be_bytes());
+        } else {
+            h[..20].copy_from_slice(&self.hdr[..20]);
+            h[1] = tos;
+            h[2..4].copy_from_slice(&ip_len.to_be_bytes());
+            h[4..6].copy_from_slice(&id.to_be_bytes());
+            let mut sum = self.base + tos as u32 + ip_len as u32 + id as u32;
+            sum = (sum & 0xffff) + (sum >> 16);
+            sum = (sum & 0xffff) + (sum >> 16);
+            h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        }
+    }
 }
 
 /// UDP checksum over IPv6 (mandatory there): `ip` is the 40-byte IPv6 header, `udp` the UDP
