@@ -235,8 +235,11 @@ impl OuterTemplate {
                 hdr[9] = proto;
                 hdr[12..16].copy_from_slice(&s.octets());
                 hdr[16..20].copy_from_slice(&d.octets());
-                let base = ones_sum(0, &hdr[..20]);
-                let base = ((base & 0xffff) + (base >> 16)) as u32;
+                let mut base = ones_sum(0, &hdr[..20]);
+                while base > 0xffff {
+                    base = (base & 0xffff) + (base >> 16);
+                }
+                let base = base as u32;
                 Self { hdr, v6: false, base }
             }
             (s, d) => {
@@ -317,6 +320,20 @@ mod tests {
         ];
         set_ipv4_checksum(&mut h);
         assert_eq!(&h[10..12], &[0xe7, 0x78]);
+    }
+
+    #[test]
+    fn outer_template_checksum_matches_a_full_recompute() {
+        let t = OuterTemplate::new([255, 254, 253, 252].into(), [251, 250, 249, 248].into(), PROTO_ESP, 255);
+        for (tos, len, id) in
+            [(0u8, 20u16, 0u16), (0xff, 0xffff, 0xffff), (0xb8, 1500, 0x8001), (3, 77, 65535)]
+        {
+            let mut h = [0u8; 20];
+            t.write(&mut h, tos, len, id);
+            let mut r = h;
+            set_ipv4_checksum(&mut r);
+            assert_eq!(h, r, "tos {tos} len {len} id {id}");
+        }
     }
 
     #[test]
