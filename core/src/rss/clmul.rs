@@ -1,0 +1,147 @@
+//! Toeplitz by carry-less multiplication (x86-64 PCLMULQDQ + SSSE3 + SSE4.1), for batches.
+//!
+//! Why it works: number the input bits `x_i` and key bits `k_m` most significant first. Take a
+//! 32-bit chunk `c` of the input and put its bits *reversed* into a word `X` (`x_{32c+i}` at bit
+//! `i`; bit-reversing every byte and reading the chunk little-endian does exactly that), and put
+//! the 64 key bits starting at bit `32c` into a word `K` the natural way (`k_{32c}` at bit 63).
+//! In the carry-less product `X ⊗ K`, bit `63 - j` is `⊕_i x_{32c+i} · k_{32c+i+j}` — the
+//! chunk's share of hash bit `j`. So the hash is bits 32..64 of `⊕_c X_c ⊗ K_c`; shifting every
+//! `X_c` left by 32 moves it to bits 64..96, the low dword of the high qword, where one `pextrd`
+//! reads it. An IPv4 4-tuple is 3 multiplications; IPv6 9.
+//!
+//! This is the only module of wirespeed-core with `unsafe`: vector loads and the calls into
+//! `#[target_feature]` functions. Each is guarded by [`available`], checked when the
+//! [`super::Toeplitz`] is built and again on entry to [`hash_batch`].
+#![allow(unsafe_code)]
+
+/// True when this CPU has what the CLMUL path needs (checked once, then cached by std).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("pclmulqdq")
+            && std::arch::is_x86_feature_detected!("ssse3")
+            && std::arch::is_x86_feature_detected!("sse4.1")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Hashes `inputs` (each `N` bytes, `N % 4 == 0`, `N ≤ 36`) into `out` with the per-chunk key
+/// words `keys` (see [`super::Toeplitz`]). Falls back to nothing if the CPU lacks the features —
+/// callers check [`available`] first; here it is re-checked so this function is safe on its own.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn hash_batch<const N: usize>(keys: &[u64; 9], inputs: &[[u8; N]], out: &mut [u32]) {
+    if !available() || N % 4 != 0 || N > 36 {
+        return;
+    }
+    // SAFETY: the required CPU features (pclmulqdq, ssse3, sse4.1) were just detected above.
+    unsafe { x86::hash_batch::<N>(keys, inputs, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Per 16-byte block `b` of the input: key words for chunks (4b, 4b+2) and (4b+1, 4b+3).
+    struct BlockKeys {
+        even: __m128i,
+        odd: __m128i,
+    }
+
+    #[target_feature(enable = "pclmulqdq,ssse3,sse4.1")]
+    fn block_keys(keys: &[u64; 9], b: usize) -> BlockKeys {
+        let k = |c: usize| keys.get(c).copied().unwrap_or(0) as i64;
+        BlockKeys {
+            even: _mm_set_epi64x(k(4 * b + 2), k(4 * b)),
+            odd: _mm_set_epi64x(k(4 * b + 3), k(4 * b + 1)),
+        }
+    }
+
+    /// Reverses the bits of every byte (nibble lookups).
+    #[target_feature(enable = "pclmulqdq,ssse3,sse4.1")]
+    #[inline]
+    fn rev_bytes(v: __m128i) -> __m128i {
+        // rev(n) for a low nibble n, placed in the high nibble; and for a high nibble, in the low.
+        let lo_tab = _mm_setr_epi8(
+            0x00,
+            0x80u8 as i8,
+            0x40,
+            0xc0u8 as i8,
+            0x20,
+            0xa0u8 as i8,
+            0x60,
+            0xe0u8 as i8,
+            0x10,
+            0x90u8 as i8,
+            0x50,
+            0xd0u8 as i8,
+            0x30,
+            0xb0u8 as i8,
+            0x70,
+            0xf0u8 as i8,
+        );
+        let hi_tab = _mm_setr_epi8(
+            0x00, 0x08, 0x04, 0x0c, 0x02, 0x0a, 0x06, 0x0e, 0x01, 0x09, 0x05, 0x0d, 0x03, 0x0b, 0x07, 0x0f,
+        );
+        let m = _mm_set1_epi8(0x0f);
+        let lo = _mm_and_si128(v, m);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), m);
+        _mm_or_si128(_mm_shuffle_epi8(lo_tab, lo), _mm_shuffle_epi8(hi_tab, hi))
+    }
+
+    /// The contribution of one 16-byte block (already bit-reversed per byte), `live` chunks of it
+    /// real input (1..=4), as a 128-bit partial product.
+    #[target_feature(enable = "pclmulqdq,ssse3,sse4.1")]
+    #[inline]
+    fn block(v: __m128i, k: &BlockKeys, live: usize) -> __m128i {
+        // Chunks 0 and 2 of the block, each moved to the high dword of its qword.
+        let even = _mm_slli_epi64::<32>(v);
+        // Chunks 1 and 3 are already there; clear the low dwords.
+        let odd = _mm_and_si128(v, _mm_set_epi32(-1, 0, -1, 0));
+        let mut acc = _mm_clmulepi64_si128::<0x00>(even, k.even);
+        if live > 1 {
+            acc = _mm_xor_si128(acc, _mm_clmulepi64_si128::<0x00>(odd, k.odd));
+        }
+        if live > 2 {
+            acc = _mm_xor_si128(acc, _mm_clmulepi64_si128::<0x11>(even, k.even));
+        }
+        if live > 3 {
+            acc = _mm_xor_si128(acc, _mm_clmulepi64_si128::<0x11>(odd, k.odd));
+        }
+        acc
+    }
+
+    #[target_feature(enable = "pclmulqdq,ssse3,sse4.1")]
+    pub(super) fn hash_batch<const N: usize>(keys: &[u64; 9], inputs: &[[u8; N]], out: &mut [u32]) {
+        let blocks = N.div_ceil(16);
+        // Up to 3 blocks (36 bytes); keys hoisted out of the loop.
+        let bk = [block_keys(keys, 0), block_keys(keys, 1), block_keys(keys, 2)];
+        let flat = inputs.as_flattened();
+        let n = inputs.len().min(out.len());
+        for (t, o) in out.iter_mut().enumerate().take(n) {
+            let base = t * N;
+            let mut acc = _mm_setzero_si128();
+            for (b, k) in bk.iter().enumerate().take(blocks) {
+                let start = base + 16 * b;
+                let live_bytes = (N - 16 * b).min(16);
+                let v = if start + 16 <= flat.len() {
+                    // SAFETY: `start + 16 <= flat.len()`, so the 16 bytes read are inside `flat`;
+                    // `_mm_loadu_si128` has no alignment requirement. SSE2 is baseline on x86-64.
+                    unsafe { _mm_loadu_si128(flat.as_ptr().add(start).cast()) }
+                } else {
+                    // The last input's tail: copy into a zero-padded block.
+                    let mut tmp = [0u8; 16];
+                    let end = (start + 16).min(base + N);
+                    tmp[..end - start].copy_from_slice(&flat[start..end]);
+                    // SAFETY: `tmp` is 16 bytes; unaligned load.
+                    unsafe { _mm_loadu_si128(tmp.as_ptr().cast()) }
+                };
+                acc = _mm_xor_si128(acc, block(rev_bytes(v), k, live_bytes / 4));
+            }
+            *o = _mm_extract_epi32::<2>(acc) as u32;
+        }
+    }
+}

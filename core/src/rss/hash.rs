@@ -1,0 +1,446 @@
+//! What a packet's RSS hash is computed over: hash types (like a NIC's RSS types), symmetric
+//! modes, and the hasher that puts key, mode and types together.
+//!
+//! Input layouts (network byte order), per DESIGN.md:
+//!
+//! | class | input |
+//! |---|---|
+//! | 2-tuple (any IP, fragments, other protocols) | `src ‖ dst` |
+//! | TCP / UDP 4-tuple | `src ‖ dst ‖ sport ‖ dport` |
+//! | ESP | `src ‖ dst ‖ SPI` |
+//! | NAT-T (UDP 4500, non-zero first word) | `src ‖ dst ‖ SPI` (ports left out, so a NAT rebinding does not move the tunnel) |
+//!
+//! A packet takes its most specific class whose type is enabled, falling back
+//! NAT-T → UDP 4-tuple → 2-tuple, TCP/UDP/ESP → 2-tuple; with no enabled class it has no hash.
+
+use std::net::IpAddr;
+
+use super::RssError;
+use super::toeplitz::{MAX_INPUT, SYMMETRIC_KEY, Toeplitz, toeplitz_reference};
+
+/// IP protocol numbers used by RSS.
+pub mod proto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ESP (RFC 4303).
+    pub const ESP: u8 = 50;
+    /// AH.
+    pub const AH: u8 = 51;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
+/// UDP port of IKE and of ESP-in-UDP (RFC 3948).
+pub const NATT_PORT: u16 = 4500;
+
+/// A set of hash types: which packet classes are hashed over which fields, like NIC RSS types
+/// (`ETH_RSS_*`, ethtool `rx-flow-hash`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
+pub struct HashTypes(u16);
+
+impl HashTypes {
+    /// No hashing: every packet goes to the group's first RETA entry.
+    pub const NONE: Self = Self(0);
+    /// IPv4 `src ‖ dst` (also the fallback of every IPv4 class).
+    pub const IPV4: Self = Self(1 << 0);
+    /// IPv4 TCP 4-tuple.
+    pub const IPV4_TCP: Self = Self(1 << 1);
+    /// IPv4 UDP 4-tuple.
+    pub const IPV4_UDP: Self = Self(1 << 2);
+    /// IPv4 ESP `src ‖ dst ‖ SPI`.
+    pub const IPV4_ESP: Self = Self(1 << 3);
+    /// IPv4 NAT-T (UDP 4500, non-zero SPI) `src ‖ dst ‖ SPI`.
+    pub const IPV4_NATT: Self = Self(1 << 4);
+    /// IPv6 `src ‖ dst`.
+    pub const IPV6: Self = Self(1 << 5);
+    /// IPv6 TCP 4-tuple.
+    pub const IPV6_TCP: Self = Self(1 << 6);
+    /// IPv6 UDP 4-tuple.
+    pub const IPV6_UDP: Self = Self(1 << 7);
+    /// IPv6 ESP `src ‖ dst ‖ SPI`.
+    pub const IPV6_ESP: Self = Self(1 << 8);
+    /// IPv6 NAT-T `src ‖ dst ‖ SPI`.
+    pub const IPV6_NATT: Self = Self(1 << 9);
+    /// Every type (the default: an IPsec gateway wants tunnels spread by SPI).
+    pub const ALL: Self = Self((1 << 10) - 1);
+
+    /// Both sets.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// True when every type of `other` is in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// True when some IPv6 type is enabled (the input can then be 36 bytes).
+    pub const fn has_ipv6(self) -> bool {
+        self.0 & 0b11111_00000 != 0
+    }
+}
+
+impl Default for HashTypes {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+/// How the hash is made the same in both directions of a flow (DESIGN.md, "Symmetric modes").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum SymmetricMode {
+    /// Plain Toeplitz: the two directions hash differently.
+    #[default]
+    None,
+    /// Plain input, key `6d5a` repeated (Woo & Park); the configured key is replaced by it.
+    Key,
+    /// `S^D ‖ S^D ‖ sp^dp ‖ sp^dp` (Linux `symmetric-xor`, DPDK `SYMMETRIC_TOEPLITZ`).
+    Xor,
+    /// `S|D ‖ S^D ‖ sp|dp ‖ sp^dp` (Linux 6.15 `symmetric-or-xor`).
+    OrXor,
+    /// Smaller address first, then larger; ports sorted independently (DPDK
+    /// `SYMMETRIC_TOEPLITZ_SORT`).
+    Sort,
+}
+
+impl SymmetricMode {
+    /// Every mode.
+    pub const ALL: [SymmetricMode; 5] = [Self::None, Self::Key, Self::Xor, Self::OrXor, Self::Sort];
+
+    /// The name used in configuration and by `rss-inspect` (`none`, `key`, `xor`, `or-xor`, `sort`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Key => "key",
+            Self::Xor => "xor",
+            Self::OrXor => "or-xor",
+            Self::Sort => "sort",
+        }
+    }
+}
+
+impl std::str::FromStr for SymmetricMode {
+    type Err = RssError;
+    fn from_str(s: &str) -> Result<Self, RssError> {
+        Self::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            RssError::BadConfig(format!("unknown symmetric mode `{s}` (none|key|xor|or-xor|sort)"))
+        })
+    }
+}
+
+/// Transport fields of a flow, as far as RSS cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum L4 {
+    /// No transport fields: an IP fragment, a truncated header, or a protocol RSS does not
+    /// look into. Hashes as 2-tuple.
+    None,
+    /// TCP or UDP ports (which one is in [`FlowTuple::proto`]).
+    Ports {
+        /// Source port.
+        sport: u16,
+        /// Destination port.
+        dport: u16,
+    },
+    /// ESP.
+    Esp {
+        /// Security parameter index.
+        spi: u32,
+    },
+    /// ESP in UDP (RFC 3948): UDP with port 4500 whose first payload word is a non-zero SPI.
+    UdpEsp {
+        /// UDP source port.
+        sport: u16,
+        /// UDP destination port.
+        dport: u16,
+        /// Security parameter index.
+        spi: u32,
+    },
+    /// ICMP / ICMPv6 (hashes as 2-tuple; kept for steering).
+    Icmp {
+        /// Message type.
+        ty: u8,
+        /// Code.
+        code: u8,
+    },
+}
+
+/// The fields of a packet the hash and the steering plan look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowTuple {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IP protocol of the transport header (after IPv6 extension headers).
+    pub proto: u8,
+    /// Transport fields.
+    pub l4: L4,
+}
+
+impl FlowTuple {
+    /// A TCP flow.
+    pub fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Self {
+        Self { src, dst, proto: proto::TCP, l4: L4::Ports { sport, dport } }
+    }
+
+    /// A UDP flow (ESP-in-UDP is recognised by the parser, not here).
+    pub fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Self {
+        Self { src, dst, proto: proto::UDP, l4: L4::Ports { sport, dport } }
+    }
+
+    /// An ESP flow.
+    pub fn esp(src: IpAddr, dst: IpAddr, spi: u32) -> Self {
+        Self { src, dst, proto: proto::ESP, l4: L4::Esp { spi } }
+    }
+
+    /// Addresses only (protocol `proto`).
+    pub fn ip(src: IpAddr, dst: IpAddr, proto: u8) -> Self {
+        Self { src, dst, proto, l4: L4::None }
+    }
+
+    /// The other direction of the flow (addresses and ports swapped; the SPI stays).
+    pub fn reversed(&self) -> Self {
+        let l4 = match self.l4 {
+            L4::Ports { sport, dport } => L4::Ports { sport: dport, dport: sport },
+            L4::UdpEsp { sport, dport, spi } => L4::UdpEsp { sport: dport, dport: sport, spi },
+            other => other,
+        };
+        Self { src: self.dst, dst: self.src, proto: self.proto, l4 }
+    }
+
+    /// Source and destination ports when the flow has them.
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        match self.l4 {
+            L4::Ports { sport, dport } | L4::UdpEsp { sport, dport, .. } => Some((sport, dport)),
+            _ => None,
+        }
+    }
+
+    /// The SPI when the flow is ESP or ESP-in-UDP.
+    pub fn spi(&self) -> Option<u32> {
+        match self.l4 {
+            L4::Esp { spi } | L4::UdpEsp { spi, .. } => Some(spi),
+            _ => None,
+        }
+    }
+}
+
+/// A built hash input: at most 36 bytes, inline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashInput {
+    buf: [u8; MAX_INPUT],
+    len: u8,
+}
+
+impl HashInput {
+    /// The input bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+
+    /// Builds the input for `t` under `types` and `mode`; `None` when no enabled type applies
+    /// (or the addresses are of different families).
+    pub fn build(t: &FlowTuple, types: HashTypes, mode: SymmetricMode) -> Option<Self> {
+        let (v6, s, d): (bool, [u8; 16], [u8; 16]) = match (t.src, t.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => (false, widen(s.octets()), widen(d.octets())),
+            (IpAddr::V6(s), IpAddr::V6(d)) => (true, s.octets(), d.octets()),
+            _ => return None,
+        };
+        let ty = |v4: HashTypes, v6t: HashTypes| types.contains(if v6 { v6t } else { v4 });
+        let two = ty(HashTypes::IPV4, HashTypes::IPV6);
+        // What follows the addresses: ports, an SPI, or nothing.
+        enum Tail {
+            None,
+            Ports(u16, u16),
+            Spi(u32),
+        }
+        let tcp = t.proto == proto::TCP;
+        let udp = t.proto == proto::UDP;
+        let tail = match t.l4 {
+            L4::Ports { sport, dport } if tcp && ty(HashTypes::IPV4_TCP, HashTypes::IPV6_TCP) => {
+                Tail::Ports(sport, dport)
+            }
+            L4::Ports { sport, dport } if udp && ty(HashTypes::IPV4_UDP, HashTypes::IPV6_UDP) => {
+                Tail::Ports(sport, dport)
+            }
+            L4::Esp { spi } if ty(HashTypes::IPV4_ESP, HashTypes::IPV6_ESP) => Tail::Spi(spi),
+            L4::UdpEsp { spi, .. } if ty(HashTypes::IPV4_NATT, HashTypes::IPV6_NATT) => Tail::Spi(spi),
+            L4::UdpEsp { sport, dport, .. } if ty(HashTypes::IPV4_UDP, HashTypes::IPV6_UDP) => {
+                Tail::Ports(sport, dport)
+            }
+            _ if two => Tail::None,
+            _ => return None,
+        };
+        let alen = if v6 { 16 } else { 4 };
+        let (s, d) = (&s[..alen], &d[..alen]);
+        let mut buf = [0u8; MAX_INPUT];
+        let (a, rest) = buf.split_at_mut(alen);
+        let (b, rest) = rest.split_at_mut(alen);
+        match mode {
+            SymmetricMode::None | SymmetricMode::Key => {
+                a.copy_from_slice(s);
+                b.copy_from_slice(d);
+            }
+            SymmetricMode::Xor => {
+                for i in 0..alen {
+                    a[i] = s[i] ^ d[i];
+                    b[i] = s[i] ^ d[i];
+                }
+            }
+            SymmetricMode::OrXor => {
+                for i in 0..alen {
+                    a[i] = s[i] | d[i];
+                    b[i] = s[i] ^ d[i];
+                }
+            }
+            SymmetricMode::Sort => {
+                let (lo, hi) = if s <= d { (s, d) } else { (d, s) };
+                a.copy_from_slice(lo);
+                b.copy_from_slice(hi);
+            }
+        }
+        let tail_len = match tail {
+            Tail::None => 0,
+            Tail::Spi(spi) => {
+                rest[..4].copy_from_slice(&spi.to_be_bytes());
+                4
+            }
+            Tail::Ports(sp, dp) => {
+                let (x, y) = match mode {
+                    SymmetricMode::None | SymmetricMode::Key => (sp, dp),
+                    SymmetricMode::Xor => (sp ^ dp, sp ^ dp),
+                    SymmetricMode::OrXor => (sp | dp, sp ^ dp),
+                    SymmetricMode::Sort => (sp.min(dp), sp.max(dp)),
+                };
+                rest[..2].copy_from_slice(&x.to_be_bytes());
+                rest[2..4].copy_from_slice(&y.to_be_bytes());
+                4
+            }
+        };
+        Some(Self { buf, len: (2 * alen + tail_len) as u8 })
+    }
+}
+
+fn widen(a: [u8; 4]) -> [u8; 16] {
+    let mut w = [0u8; 16];
+    w[..4].copy_from_slice(&a);
+    w
+}
+
+/// Key, symmetric mode and hash types of a port (configuration; serde-able).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct RssConfig {
+    /// Toeplitz key (40 bytes on most NICs; at least the longest input + 4).
+    pub key: Vec<u8>,
+    /// Symmetric mode.
+    pub mode: SymmetricMode,
+    /// Hash types.
+    pub types: HashTypes,
+}
+
+impl Default for RssConfig {
+    /// Microsoft key, no symmetry, every hash type.
+    fn default() -> Self {
+        Self { key: super::toeplitz::MS_KEY.to_vec(), mode: SymmetricMode::None, types: HashTypes::ALL }
+    }
+}
+
+/// A port's RSS hash function, built from an [`RssConfig`]: tables for the key plus mode and
+/// types. Built once on the control path; hashing allocates nothing.
+#[derive(Clone, Debug)]
+pub struct RssHasher {
+    toeplitz: Toeplitz,
+    mode: SymmetricMode,
+    types: HashTypes,
+}
+
+impl RssHasher {
+    /// Checks `cfg` and builds the tables.
+    ///
+    /// In [`SymmetricMode::Key`] the key is replaced by `6d5a` repeated (same length).
+    pub fn new(cfg: &RssConfig) -> Result<Self, RssError> {
+        let need = if cfg.types.has_ipv6() { 36 + 4 } else { 12 + 4 };
+        if cfg.key.len() < need {
+            return Err(RssError::BadKey {
+                len: cfg.key.len(),
+                why: if cfg.types.has_ipv6() {
+                    "IPv6 hash types need at least 40 bytes (36-byte input + 4)"
+                } else {
+                    "IPv4 hash types need at least 16 bytes (12-byte input + 4)"
+                },
+            });
+        }
+        let key: Vec<u8> = match cfg.mode {
+            SymmetricMode::Key => (0..cfg.key.len()).map(|i| SYMMETRIC_KEY[i % 2]).collect(),
+            _ => cfg.key.clone(),
+        };
+        Ok(Self { toeplitz: Toeplitz::new(&key), mode: cfg.mode, types: cfg.types })
+    }
+
+    /// The key in use (after the `key` mode's replacement).
+    pub fn key(&self) -> &[u8] {
+        self.toeplitz.key()
+    }
+
+    /// The symmetric mode.
+    pub fn mode(&self) -> SymmetricMode {
+        self.mode
+    }
+
+    /// The hash types.
+    pub fn types(&self) -> HashTypes {
+        self.types
+    }
+
+    /// The Toeplitz tables.
+    pub fn toeplitz(&self) -> &Toeplitz {
+        &self.toeplitz
+    }
+
+    /// The hash of a flow, `None` when no enabled hash type applies.
+    #[inline]
+    pub fn hash_tuple(&self, t: &FlowTuple) -> Option<u32> {
+        let input = HashInput::build(t, self.types, self.mode)?;
+        Some(self.hash_input(&input))
+    }
+
+    /// The hash of a built input (fixed-size table path for each input length).
+    #[inline]
+    pub fn hash_input(&self, input: &HashInput) -> u32 {
+        let b = &input.buf;
+        let t = &self.toeplitz;
+        match input.len {
+            8 => t.hash_fixed(first::<8>(b)),
+            12 => t.hash_fixed(first::<12>(b)),
+            32 => t.hash_fixed(first::<32>(b)),
+            36 => t.hash_fixed(b),
+            n => t.hash(&b[..n as usize]),
+        }
+    }
+
+    /// Same as [`RssHasher::hash_tuple`] with the bit-serial reference Toeplitz (tests).
+    pub fn hash_tuple_reference(&self, t: &FlowTuple) -> Option<u32> {
+        let input = HashInput::build(t, self.types, self.mode)?;
+        Some(toeplitz_reference(self.toeplitz.key(), input.as_bytes()))
+    }
+}
+
+#[inline(always)]
+fn first<const N: usize>(b: &[u8; MAX_INPUT]) -> &[u8; N] {
+    const { assert!(N <= MAX_INPUT) };
+    // Cannot fail: N ≤ MAX_INPUT (checked at compile time above).
+    b.first_chunk::<N>().unwrap_or(&[0; N])
+}
