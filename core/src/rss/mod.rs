@@ -38,6 +38,8 @@ pub mod toeplitz;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dispatch;
 
 pub use dispatch::{DispatchFabric, DispatchRx, Dispatcher, SteeringDecision, SteeringEngine};
 pub use hash::{FlowTuple, HashInput, HashTypes, L4, RssConfig, RssHasher, SymmetricMode};
