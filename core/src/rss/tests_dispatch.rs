@@ -354,7 +354,7 @@ fn rebalancer_evens_skewed_load_without_moving_flows() {
                 443,
             );
             let h = hasher.hash_tuple(&t).expect("hash");
-            if h % 4 != 0 && rng.below(4) != 0 {
+            if !h.is_multiple_of(4) && rng.below(4) != 0 {
                 continue;
             }
             flows.push(Flow { tuple: t, ends: now + 5 + rng.below(40), queue: None });

@@ -174,7 +174,7 @@ impl Toeplitz {
     #[inline]
     pub fn hash_batch<const N: usize>(&self, inputs: &[[u8; N]], out: &mut [u32]) {
         #[cfg(target_arch = "x86_64")]
-        if self.use_clmul && N % 4 == 0 {
+        if self.use_clmul && N.is_multiple_of(4) {
             super::clmul::hash_batch(&self.clmul_key, inputs, out);
             return;
         }
@@ -211,7 +211,7 @@ impl Toeplitz {
     /// `out` untouched) otherwise. Public for tests and benches.
     pub fn hash_batch_clmul<const N: usize>(&self, inputs: &[[u8; N]], out: &mut [u32]) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if super::clmul::available() && N % 4 == 0 {
+        if super::clmul::available() && N.is_multiple_of(4) {
             super::clmul::hash_batch(&self.clmul_key, inputs, out);
             return true;
         }
