@@ -9,9 +9,7 @@ use crate::batch::Batch;
 use crate::buf::PacketBuf;
 use crate::meta::PacketMeta;
 use crate::pool::{BufferPool, PoolBuf};
-// The template frame is immutable data shared by queues, not a concurrency protocol: plain `std`
-// `Arc` (loom's `Arc<[u8]>` has no `From<Vec<u8>>`, which broke the `--cfg loom` build).
-use std::sync::Arc;
+use std::sync::Arc; // immutable template shared by queues; not a concurrency protocol
 
 /// Shape of a [`NullPort`].
 #[derive(Clone, Debug)]
