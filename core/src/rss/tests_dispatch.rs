@@ -438,3 +438,56 @@ fn picked_source_port_brings_replies_home() {
     };
     assert!(matches!(engine.decide(&info, &reta), SteeringDecision::Queue { queue, .. } if queue == home));
 }
+
+/// A steering plan as the gateway's TOML configuration writes it, and back.
+#[cfg(feature = "serde")]
+#[test]
+fn steering_plan_toml_round_trip() {
+    let text = r#"
+        [[rules]]
+        name = "arp"
+        match = { ethertype = 0x0806 }
+        action = { queue = 3 }
+
+        [[rules]]
+        name = "ike"
+        match = { ip_proto = 17, dst = "192.0.2.1", dst_port = { lo = 500, hi = 500 } }
+        action = { queue = 3 }
+
+        [[rules]]
+        name = "tunnels"
+        match = { ip_proto = 50, src = "198.51.100.0/24" }
+        action = { rss = { queues = [1, 2], reta_size = 64 } }
+
+        [[rules]]
+        name = "lldp"
+        match = { ethertype = 0x88cc }
+        action = "drop"
+
+        [default]
+        queues = [0, 1, 2]
+    "#;
+    let plan: SteeringPlan = toml::from_str(text).expect("plan parses");
+    assert_eq!(plan.rules.len(), 4);
+    assert_eq!(plan.rules[0].action, SteeringAction::Queue(3));
+    assert_eq!(plan.rules[1].matches.dst, Some(IpPrefix::host(ip("192.0.2.1"))));
+    assert_eq!(plan.rules[2].matches.src, Some("198.51.100.0/24".parse().expect("prefix")));
+    assert_eq!(plan.rules[2].action, SteeringAction::Rss(RssGroup { queues: vec![1, 2], reta_size: 64 }));
+    assert_eq!(plan.rules[3].action, SteeringAction::Drop);
+    assert_eq!(plan.default, RssGroup::new(vec![0, 1, 2]));
+    plan.validate(4).expect("valid");
+    let back: SteeringPlan = toml::from_str(&toml::to_string(&plan).expect("serialise")).expect("reparse");
+    assert_eq!(back, plan);
+    // The management default plan survives the trip too.
+    let m = SteeringPlan::management_default(7, RssGroup::first(4), &[ip("2001:db8::1")]);
+    let back: SteeringPlan = toml::from_str(&toml::to_string(&m).expect("serialise")).expect("reparse");
+    assert_eq!(back, m);
+    // Errors name the problem.
+    let bad = toml::from_str::<SteeringPlan>(
+        "[default]\nqueues = [0]\n[[rules]]\nname = \"x\"\naction = { queue = 1 }\nmatch = { dst = \"10.0.0.0/40\" }\n",
+    );
+    assert!(bad.is_err_and(|e| e.to_string().contains("10.0.0.0/40")));
+    let cfg: RssConfig =
+        toml::from_str("key = [1, 2, 3]\nmode = \"or-xor\"\ntypes = 1023\n").expect("rss config");
+    assert_eq!(cfg.mode, SymmetricMode::OrXor);
+}
