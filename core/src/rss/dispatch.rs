@@ -13,6 +13,44 @@
 //! [`DropReason::DispatchRingFull`]; a drop rule counts [`DropReason::SteeringDrop`]. The
 //! default group's RETA comes by epoch ([`crate::epoch`]), so the rebalancer can change it
 //! without stopping anything; per-entry load is counted in a [`RetaLoad`].
+//!
+//! Wiring, for a single-queue port feeding two shards: shard 0 receives, keeps its own packets
+//! (the [`Dispatcher`] is its first stage) and hands the rest over; shard 1's pipeline receives
+//! from a [`DispatchRx`]. (With an Rx shard that owns no queue, run a [`DispatchWorker`] instead.)
+//!
+//! ```
+//! use wirespeed_core::backend::mem::{MemConfig, MemPort};
+//! use wirespeed_core::epoch::Publisher;
+//! use wirespeed_core::rss::{DispatchFabric, RssConfig, RssGroup, RssHasher, SteeringEngine, SteeringPlan, SymmetricMode};
+//! use wirespeed_core::sync::Arc;
+//! use wirespeed_core::{BufferPool, Pipeline, PoolBuf, PoolConfig, Port, ShardCtx};
+//!
+//! let pool = BufferPool::new(PoolConfig::default())?;
+//! let (mut port, nic) = MemPort::new(MemConfig { queues: 2, ..MemConfig::default() }, pool);
+//! let (rx0, tx0) = port.queue_pair(0)?;
+//! let (_rx1, tx1) = port.queue_pair(1)?; // the hardware queue 1 gets nothing: one-queue NIC
+//!
+//! let hasher = RssHasher::new(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() })?;
+//! let engine = Arc::new(SteeringEngine::new(hasher, SteeringPlan::rss_only(RssGroup::first(2)), 2)?);
+//! let mut reta = Publisher::new(engine.default_reta()?); // the rebalancer publishes here
+//! let fabric = DispatchFabric::<PoolBuf>::new(1, 2, 64)?;
+//! let dispatcher = fabric.dispatcher(0, engine.clone(), reta.subscribe(), Some(0))?;
+//! let mut shard0 = Pipeline::new(rx0, tx0, (dispatcher, /* classify, esp, forward */ ()));
+//! let mut shard1 = Pipeline::new(fabric.receiver(1)?, tx1, ());
+//!
+//! for sport in 1000..1064u16 {
+//!     let mut f = wirespeed_core::backend::null::udp4_frame(64);
+//!     f[34..36].copy_from_slice(&sport.to_be_bytes());
+//!     nic.inject(0, &f)?;
+//! }
+//! let (mut cx0, mut cx1) = (ShardCtx::new(0), ShardCtx::new(1));
+//! while shard0.run_once(&mut cx0) > 0 {}
+//! while shard1.run_once(&mut cx1) > 0 {}
+//! assert_eq!(cx0.counters.tx_packets + cx1.counters.tx_packets, 64);
+//! assert_eq!(cx0.counters.handed_off, cx1.counters.rx_packets);
+//! assert!(cx1.counters.rx_packets > 0 && cx0.counters.tx_packets > 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::time::Instant;
 
