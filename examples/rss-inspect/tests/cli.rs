@@ -36,7 +36,14 @@ const MS: &[(&str, &str, u16, u16, &str, &str)] = &[
     ("153.39.163.191", "202.188.127.2", 44251, 1303, "0x5d1809c5", "0x10e828a2"),
     ("3ffe:2501:200:1fff::7", "3ffe:2501:200:3::1", 2794, 1766, "0x2cc18cd5", "0x40207d3d"),
     ("3ffe:501:8::260:97ff:fe40:efab", "ff02::1", 14230, 4739, "0x0f0c461c", "0xdde51bbf"),
-    ("3ffe:1900:4545:3:200:f8ff:fe21:67cf", "fe80::200:f8ff:fe21:67cf", 44251, 38024, "0x4b61e985", "0x02d1feef"),
+    (
+        "3ffe:1900:4545:3:200:f8ff:fe21:67cf",
+        "fe80::200:f8ff:fe21:67cf",
+        44251,
+        38024,
+        "0x4b61e985",
+        "0x02d1feef",
+    ),
 ];
 
 #[test]
@@ -53,7 +60,11 @@ fn hash_microsoft_vectors() {
     assert_eq!(stdout_lines(&o), want);
     // Explicit key, same result.
     let o = run_with_stdin(
-        &["hash", "--key", "6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa"],
+        &[
+            "hash",
+            "--key",
+            "6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa",
+        ],
         &input,
     );
     assert_eq!(stdout_lines(&o), want);
@@ -83,7 +94,10 @@ fn hash_queues_and_esp() {
     // 0x51ccc178 & 127 = 120 → 120 % 4 = 0; & 63 = 56 → 56 % 3 = 2.
     let o = run_with_stdin(&["hash", "--queues", "4"], "66.9.149.187 161.142.100.80 2794 1766\n");
     assert_eq!(stdout_lines(&o), ["0x51ccc178 0"]);
-    let o = run_with_stdin(&["hash", "--queues", "3", "--reta-size", "64"], "66.9.149.187 161.142.100.80 2794 1766\n");
+    let o = run_with_stdin(
+        &["hash", "--queues", "3", "--reta-size", "64"],
+        "66.9.149.187 161.142.100.80 2794 1766\n",
+    );
     assert_eq!(stdout_lines(&o), ["0x51ccc178 2"]);
     // ESP: src ‖ dst ‖ SPI, decimal and hex give the same hash.
     let o = run_with_stdin(&["hash"], "10.0.0.1 10.0.0.2 esp 0x1000\n10.0.0.1 10.0.0.2 ESP 4096\n");
@@ -94,12 +108,15 @@ fn hash_queues_and_esp() {
 
 #[test]
 fn hash_bad_line_names_it() {
-    let o = run_with_stdin(&["hash"], "66.9.149.187 161.142.100.80\n\n66.9.149.187 banana\n1.2.3.4 5.6.7.8\n");
+    let o =
+        run_with_stdin(&["hash"], "66.9.149.187 161.142.100.80\n\n66.9.149.187 banana\n1.2.3.4 5.6.7.8\n");
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("line 3"), "{err}");
     assert_eq!(stdout_lines(&o), ["0x323e8fc2"], "lines before the error are printed");
-    for bad in ["1.2.3.4 ::1\n", "1.2.3.4 5.6.7.8 80\n", "1.2.3.4 5.6.7.8 70000 80\n", "1.2.3.4 5.6.7.8 esp zz\n"] {
+    for bad in
+        ["1.2.3.4 ::1\n", "1.2.3.4 5.6.7.8 80\n", "1.2.3.4 5.6.7.8 70000 80\n", "1.2.3.4 5.6.7.8 esp zz\n"]
+    {
         let o = run_with_stdin(&["hash"], bad);
         assert_eq!(o.status.code(), Some(1), "{bad}");
         assert!(String::from_utf8_lossy(&o.stderr).contains("line 1"), "{bad}");
@@ -113,9 +130,9 @@ fn hash_bad_line_names_it() {
 }
 
 fn corpus_dir() -> PathBuf {
-    std::env::var_os("WIRESPEED_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/tcpdump")))
+    std::env::var_os("WIRESPEED_CORPUS").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/tcpdump"))
+    })
 }
 
 /// Every corpus file: success, or a clean error (exit 1 with a message) — never a panic.
