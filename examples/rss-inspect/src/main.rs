@@ -138,7 +138,7 @@ fn parse_key(s: &str) -> Result<Vec<u8>, Failure> {
     }
     let hex: String = s.trim_start_matches("0x").chars().filter(|c| *c != ':' && *c != '-').collect();
     let bad = || Failure::Usage(format!("--key `{s}`: expected ms, 6d5a or an even number of hex digits"));
-    if hex.is_empty() || hex.len() % 2 != 0 {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
         return Err(bad());
     }
     let key = (0..hex.len())
