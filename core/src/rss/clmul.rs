@@ -40,17 +40,20 @@ pub(crate) fn hash_batch<const N: usize>(keys: &[u64; 9], inputs: &[[u8; N]], ou
     let n = inputs.len().min(out.len());
     let mut done = 0;
     if N == 12 && n >= 8 && wide_available() {
-        // SAFETY: avx2 and pclmulqdq were just detected by `wide_available`.
+        // SAFETY: avx2, pclmulqdq and vpclmulqdq were just detected by `wide_available`.
         done = unsafe { x86::hash_batch_12_wide(keys, inputs.as_flattened(), &mut out[..n]) };
     }
     // SAFETY: the required CPU features (pclmulqdq, ssse3, sse4.1) were just detected above.
     unsafe { x86::hash_batch::<N>(keys, &inputs[done..n], &mut out[done..n]) }
 }
 
-/// True when the AVX2 path (eight IPv4 hashes per step) can run.
+/// True when the 256-bit path (AVX2 + VPCLMULQDQ, eight IPv4 hashes per step, two per
+/// multiply) can run.
 #[cfg(target_arch = "x86_64")]
 pub fn wide_available() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("pclmulqdq")
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("pclmulqdq")
+        && std::arch::is_x86_feature_detected!("vpclmulqdq")
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -136,16 +139,14 @@ mod x86 {
     /// words bit-reversed and shifted left by one, so the hashes come out bit-reversed in
     /// dword 2 of each lane and one reversal of eight results at the end puts them right.
     /// Returns how many inputs were hashed (a multiple of 8); the caller does the rest.
-    #[target_feature(enable = "avx2,pclmulqdq")]
+    #[target_feature(enable = "avx2,pclmulqdq,vpclmulqdq")]
     pub(super) fn hash_batch_12_wide(keys: &[u64; 9], flat: &[u8], out: &mut [u32]) -> usize {
         let n = (flat.len() / 12).min(out.len());
         let groups = n / 8;
         let r = |c: usize| (keys[c].reverse_bits() << 1) as i64;
         // _mm256_set_epi64x takes (lane1.q1, lane1.q0, lane0.q1, lane0.q0).
-        // 128-bit multiplies on each lane (VPCLMULQDQ on 256 bits needs Rust 1.89, above the
-        // workspace MSRV; on Zen 3 the 256-bit form has the same multiply throughput anyway).
-        let k02 = _mm_set_epi64x(r(2), r(0));
-        let k1 = _mm_set_epi64x(0, r(1));
+        let k02 = _mm256_set_epi64x(r(2), r(0), r(2), r(0));
+        let k1 = _mm256_set_epi64x(0, r(1), 0, r(1));
         // Chunk 0 → high dword of qword 0, chunk 2 → high dword of qword 1, byte-swapped.
         let z = -128i8; // shuffle index with the top bit set: a zero byte
         let ctl02 = _mm256_setr_epi8(
@@ -166,15 +167,11 @@ mod x86 {
             let v = unsafe { _mm256_loadu2_m128i(flat.as_ptr().add(b).cast(), flat.as_ptr().add(a).cast()) };
             let x02 = _mm256_shuffle_epi8(v, ctl02);
             let x1 = _mm256_shuffle_epi8(v, ctl1);
-            let lane = |x02: __m128i, x1: __m128i| {
-                let p0 = _mm_clmulepi64_si128::<0x00>(x02, k02);
-                let p2 = _mm_clmulepi64_si128::<0x11>(x02, k02);
-                let p1 = _mm_clmulepi64_si128::<0x00>(x1, k1);
-                _mm_xor_si128(_mm_xor_si128(p0, p1), p2)
-            };
-            let lo = lane(_mm256_castsi256_si128(x02), _mm256_castsi256_si128(x1));
-            let hi = lane(_mm256_extracti128_si256::<1>(x02), _mm256_extracti128_si256::<1>(x1));
-            _mm256_set_m128i(hi, lo)
+            // Two inputs per multiply: VPCLMULQDQ works on both 128-bit lanes at once.
+            let p0 = _mm256_clmulepi64_epi128::<0x00>(x02, k02);
+            let p2 = _mm256_clmulepi64_epi128::<0x11>(x02, k02);
+            let p1 = _mm256_clmulepi64_epi128::<0x00>(x1, k1);
+            _mm256_xor_si256(_mm256_xor_si256(p0, p1), p2)
         };
         // Bit reversal of each dword: bytes swapped, then bits of each byte by nibble lookups.
         let bswap = _mm256_setr_epi8(
