@@ -9,9 +9,15 @@
 //! `X_c` left by 32 moves it to bits 64..96, the low dword of the high qword, where one `pextrd`
 //! reads it. An IPv4 4-tuple is 3 multiplications; IPv6 9.
 //!
-//! This is the only module of wirespeed-core with `unsafe`: vector loads and the calls into
-//! `#[target_feature]` functions. Each is guarded by [`available`], checked when the
-//! [`super::Toeplitz`] is built and again on entry to [`hash_batch`].
+//! Two paths: a 128-bit one for any input length (PCLMULQDQ + SSSE3 + SSE4.1, one input at a
+//! time), and for IPv4 4-tuples (12 bytes, also `src ‖ dst ‖ SPI`) a 256-bit one (AVX2 +
+//! VPCLMULQDQ, eight inputs per step, two per multiply) that works in the mirrored domain:
+//! input chunks in natural bit order, key words bit-reversed, one bit reversal of eight results
+//! at the end — cheaper than reversing every input byte.
+//!
+//! This is the only module of wirespeed-core with `unsafe`: vector loads and stores, and the
+//! calls into `#[target_feature]` functions, each guarded by a run-time feature check
+//! ([`available`], `wide_available`) made on entry to [`hash_batch`].
 #![allow(unsafe_code)]
 
 /// True when this CPU has what the CLMUL path needs (checked once, then cached by std).

@@ -118,14 +118,12 @@ impl PacketInfo {
         let mut nh = first_nh;
         let mut off = 40;
         let mut l4 = L4::None;
-        let mut done = false;
         for _ in 0..MAX_IPV6_EXT {
             match nh {
                 // Hop-by-hop, routing, destination options: length in 8-byte units, not counting
                 // the first 8.
                 0 | 43 | 60 => {
                     let (Some(&next), Some(&len)) = (h.get(off), h.get(off + 1)) else {
-                        done = true;
                         break;
                     };
                     nh = next;
@@ -134,7 +132,6 @@ impl PacketInfo {
                 // AH: length in 4-byte units, not counting the first 8 bytes.
                 proto::AH => {
                     let (Some(&next), Some(&len)) = (h.get(off), h.get(off + 1)) else {
-                        done = true;
                         break;
                     };
                     nh = next;
@@ -142,14 +139,12 @@ impl PacketInfo {
                 }
                 44 => {
                     let (Some(&next), Some(fo)) = (h.get(off), be16(h, off + 2)) else {
-                        done = true;
                         break;
                     };
                     // Offset or M flag: a real fragment. (An atomic fragment is neither.)
                     if fo & 0xfff9 != 0 {
                         self.fragment = true;
                         nh = next;
-                        done = true;
                         break;
                     }
                     nh = next;
@@ -157,12 +152,10 @@ impl PacketInfo {
                 }
                 _ => {
                     l4 = self.parse_l4(nh, h.get(off..end).unwrap_or(&[]));
-                    done = true;
                     break;
                 }
             }
         }
-        let _ = done;
         self.tuple = Some(FlowTuple {
             src: IpAddr::V6(Ipv6Addr::from(src)),
             dst: IpAddr::V6(Ipv6Addr::from(dst)),
