@@ -209,6 +209,27 @@ proptest! {
         }
     }
 
+    /// The parser takes any bytes without panicking, also behind valid-looking Ethernet, VLAN,
+    /// IPv4 and IPv6 headers (so the random part reaches the deeper layers).
+    #[test]
+    fn parser_is_total(prefix in 0usize..4, body in prop::collection::vec(any::<u8>(), 0..160)) {
+        let heads: [&[u8]; 4] = [
+            &[],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x81, 0x00, 0, 5, 0x86, 0xdd, 0x60],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00, 0x45],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x86, 0xdd, 0x60, 0, 0, 0, 0, 0, 44],
+        ];
+        let mut f = heads[prefix].to_vec();
+        f.extend_from_slice(&body);
+        let info = PacketInfo::parse_ethernet(&f);
+        let h = RssHasher::new(&RssConfig::default()).expect("config");
+        if let Some(t) = info.tuple {
+            prop_assert_eq!(h.hash_tuple(&t), h.hash_tuple_reference(&t));
+        }
+        let _ = PacketInfo::parse_l3(0x0800, &body);
+        let _ = PacketInfo::parse_l3(0x86dd, &body);
+    }
+
     /// Table, batch and CLMUL paths equal the bit-serial reference for random keys and inputs.
     #[test]
     fn fast_paths_equal_reference(key in prop::collection::vec(any::<u8>(), 0..=48),
