@@ -10,7 +10,7 @@ use wirespeed_core::backend::mem::{MemConfig, MemPort};
 use wirespeed_core::epoch::Publisher;
 use wirespeed_core::rss::{
     DispatchFabric, MS_KEY, RssConfig, RssGroup, RssHasher, SteeringEngine, SteeringPlan, SymmetricMode,
-    Toeplitz,
+    Toeplitz, load_channel,
 };
 use wirespeed_core::sync::Arc;
 use wirespeed_core::{Batch, BufferPool, PoolBuf, PoolConfig, Port, RxQueue, ShardCtx};
@@ -85,6 +85,10 @@ fn dispatch_and_hash_allocate_nothing() {
     let fabric: DispatchFabric<PoolBuf> = DispatchFabric::new(1, 4, 16).expect("fabric");
     let mut disp = fabric.dispatcher(0, engine, publisher.subscribe(), Some(0)).expect("dispatcher");
     let mut receivers: Vec<_> = (0..4).map(|s| fabric.receiver(s).expect("receiver")).collect();
+    // Load reports every 8 batches, taken and handed back by the "control side" in the loop.
+    let (load_tx, load_rx) = load_channel(128);
+    disp.report_load(load_tx, 8);
+    let mut reports = 0u64;
     let frames: Vec<Vec<u8>> = (0..64).map(frame).collect();
     let mut cx = ShardCtx::new(0);
     let mut batch: Batch<PoolBuf> = Batch::new();
@@ -106,6 +110,10 @@ fn dispatch_and_hash_allocate_nothing() {
                     out.clear();
                 }
             }
+            if let Some(load) = load_rx.take() {
+                reports += 1;
+                load_rx.recycle(load);
+            }
             n
         };
         if count {
@@ -125,6 +133,7 @@ fn dispatch_and_hash_allocate_nothing() {
     }
     assert_eq!(delivered, 32 * 5016, "every packet delivered");
     assert!(cx.counters.handed_off > 0);
+    assert!(reports >= 5016 / 8 - 1, "{reports} load reports");
 
     let t = Toeplitz::new(&MS_KEY);
     let inputs = [[7u8; 12]; 32];

@@ -202,6 +202,69 @@ impl SteeringEngine {
 
 type Ring<B> = BoundedQueue<Batch<B>>;
 
+/// Creates the channel over which a [`Dispatcher`] reports its [`RetaLoad`] to the control
+/// thread (which merges the reports of every Rx shard and runs the
+/// [`super::Rebalancer`]). `reta_size` sizes the two circulating buffers.
+pub fn load_channel(reta_size: usize) -> (LoadSender, LoadReceiver) {
+    let full = Arc::new(BoundedQueue::new(1));
+    let empty = Arc::new(BoundedQueue::new(2));
+    for _ in 0..2 {
+        let _ = empty.push(RetaLoad::new(reta_size));
+    }
+    (LoadSender { full: full.clone(), empty: empty.clone() }, LoadReceiver { full, empty })
+}
+
+/// The dispatcher's side of [`load_channel`].
+#[derive(Debug)]
+pub struct LoadSender {
+    full: Arc<BoundedQueue<RetaLoad>>,
+    empty: Arc<BoundedQueue<RetaLoad>>,
+}
+
+impl LoadSender {
+    /// Copies `load` into a free buffer and sends it; `false` (nothing sent) when the control
+    /// side still holds both buffers.
+    pub fn send(&self, load: &RetaLoad) -> bool {
+        let Some(mut buf) = self.empty.pop() else { return false };
+        buf.copy_from(load);
+        match self.full.push(buf) {
+            Ok(()) => true,
+            Err(buf) => {
+                // The previous report is still unread: it is older, replace it.
+                if let Some(old) = self.full.pop() {
+                    let _ = self.empty.push(old);
+                }
+                match self.full.push(buf) {
+                    Ok(()) => true,
+                    Err(buf) => {
+                        let _ = self.empty.push(buf);
+                        false
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The control thread's side of [`load_channel`].
+#[derive(Debug)]
+pub struct LoadReceiver {
+    full: Arc<BoundedQueue<RetaLoad>>,
+    empty: Arc<BoundedQueue<RetaLoad>>,
+}
+
+impl LoadReceiver {
+    /// The latest report, if a new one arrived. Hand it back with [`LoadReceiver::recycle`].
+    pub fn take(&self) -> Option<RetaLoad> {
+        self.full.pop()
+    }
+
+    /// Returns a report's buffer for reuse.
+    pub fn recycle(&self, load: RetaLoad) {
+        let _ = self.empty.push(load);
+    }
+}
+
 /// The rings between `rx_shards` receiving shards and `shards` owning shards.
 pub struct DispatchFabric<B> {
     rings: Vec<Arc<Ring<B>>>,
@@ -264,6 +327,7 @@ impl<B: PacketBuf> DispatchFabric<B> {
             load,
             epoch: Instant::now(),
             closed: self.closed[rx].clone(),
+            report: None,
         })
     }
 
@@ -289,6 +353,7 @@ pub struct Dispatcher<B> {
     load: RetaLoad,
     epoch: Instant,
     closed: Arc<AtomicBool>,
+    report: Option<(LoadSender, u32, u32)>,
 }
 
 impl<B> std::fmt::Debug for Dispatcher<B> {
@@ -312,6 +377,25 @@ impl<B: PacketBuf> Dispatcher<B> {
     /// Nanoseconds since the dispatcher was built, at `cx.now` (the clock of [`Self::load`]).
     pub fn clock(&self, cx: &ShardCtx) -> u64 {
         cx.now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// Sends a snapshot of the per-entry load to `tx` every `every_batches` batches, then halves
+    /// the dispatcher's own counts (so successive snapshots are a decaying average). Buffers
+    /// circulate between the two sides, so reporting allocates nothing once running.
+    pub fn report_load(&mut self, tx: LoadSender, every_batches: u32) {
+        self.report = Some((tx, every_batches.max(1), 0));
+    }
+
+    fn maybe_report(&mut self) {
+        let Some((tx, every, count)) = &mut self.report else { return };
+        *count += 1;
+        if *count < *every {
+            return;
+        }
+        *count = 0;
+        if tx.send(&self.load) {
+            self.load.decay();
+        }
     }
 
     /// Tells the receivers this Rx shard will dispatch nothing more (end of a capture).
@@ -363,6 +447,7 @@ impl<B: PacketBuf> Dispatcher<B> {
                 ship(&self.rings[owner], stage, cx);
             }
         }
+        self.maybe_report();
     }
 }
 

@@ -41,11 +41,14 @@ mod tests;
 #[cfg(test)]
 mod tests_dispatch;
 
-pub use dispatch::{DispatchFabric, DispatchRx, Dispatcher, SteeringDecision, SteeringEngine};
+pub use dispatch::{
+    DispatchFabric, DispatchRx, DispatchWorker, Dispatcher, LoadReceiver, LoadSender, SteeringDecision,
+    SteeringEngine, load_channel,
+};
 pub use hash::{FlowTuple, HashInput, HashTypes, L4, RssConfig, RssHasher, SymmetricMode};
 pub use parse::PacketInfo;
 pub use pick::pick_source_port;
-pub use rebalance::{RebalanceMove, Rebalancer, RetaLoad};
+pub use rebalance::{MoveReason, RebalanceMove, Rebalancer, RetaLoad, imbalance};
 pub use reta::Reta;
 pub use steering::{
     Applied, IpPrefix, Match, PortRange, RssGroup, SteeringAction, SteeringPlan, SteeringRule,

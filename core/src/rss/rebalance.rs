@@ -64,6 +64,17 @@ impl RetaLoad {
         &self.last_seen
     }
 
+    /// Makes `self` a copy of `other`, reusing its buffers (no allocation when the sizes match).
+    pub fn copy_from(&mut self, other: &RetaLoad) {
+        if self.len() == other.len() {
+            self.packets.copy_from_slice(&other.packets);
+            self.bytes.copy_from_slice(&other.bytes);
+            self.last_seen.copy_from_slice(&other.last_seen);
+        } else {
+            self.clone_from(other);
+        }
+    }
+
     /// Halves packet and byte counts (call once per round for an exponentially decaying
     /// average); last-seen times are kept.
     pub fn decay(&mut self) {

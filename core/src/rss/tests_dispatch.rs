@@ -591,3 +591,86 @@ fn dispatch_worker_feeds_owner_threads() {
     assert_eq!(rx_counters.handed_off, total);
     assert_eq!(rx_counters.rx_packets, 3000);
 }
+
+/// The whole loop: the dispatcher counts per-entry load and reports it; the control side
+/// rebalances idle entries and publishes the new RETA by epoch; the dispatcher adopts it at its
+/// next batch and the moved entries' new flows go to the cold queue.
+#[test]
+fn load_reports_drive_rebalancing_through_epoch() {
+    use std::time::Duration;
+    let hasher = RssHasher::new(&RssConfig::default()).expect("config");
+    let engine = crate::sync::Arc::new(
+        SteeringEngine::new(
+            hasher.clone(),
+            SteeringPlan::rss_only(RssGroup { queues: vec![0, 1], reta_size: 8 }),
+            2,
+        )
+        .expect("plan"),
+    );
+    let mut reta = engine.default_reta().expect("reta");
+    let mut publisher = Publisher::new(reta.clone());
+    let fabric: DispatchFabric<PoolBuf> = DispatchFabric::new(1, 2, 64).expect("fabric");
+    let mut disp = fabric.dispatcher(0, engine.clone(), publisher.subscribe(), Some(0)).expect("dispatcher");
+    let (tx, rx) = super::load_channel(8);
+    disp.report_load(tx, 4);
+    let pool = BufferPool::new(PoolConfig::default()).expect("pool");
+    // Frames of flows that all hash to queue-0 entries under the initial RETA.
+    let frames: Vec<Vec<u8>> = (1000..3000u16)
+        .filter_map(|sport| {
+            let mut f = crate::backend::null::udp4_frame(64);
+            f[34..36].copy_from_slice(&sport.to_be_bytes());
+            let info = PacketInfo::parse_ethernet(&f);
+            let h = hasher.hash_tuple(&info.tuple?)?;
+            (reta.queue(h) == 0).then_some(f)
+        })
+        .take(32)
+        .collect();
+    assert_eq!(frames.len(), 32);
+    let batch_of = |frames: &[Vec<u8>]| {
+        let mut b: Batch<PoolBuf> = Batch::new();
+        for f in frames {
+            let mut p = pool.alloc().expect("buffer");
+            p.copy_from(f).expect("copy");
+            let _ = b.push(p);
+        }
+        b
+    };
+    let mut cx = ShardCtx::new(0);
+    let t0 = cx.now;
+    for _ in 0..4 {
+        let mut b = batch_of(&frames);
+        disp.dispatch(&mut cx, &mut b);
+        assert_eq!(b.len(), 32, "all local (queue 0)");
+    }
+    assert_eq!(cx.counters.handed_off, 0);
+    // The 4th batch sent the report of the first four; a 5th changes nothing about it.
+    cx.now = t0 + Duration::from_millis(1);
+    let mut b = batch_of(&frames[..1]);
+    disp.dispatch(&mut cx, &mut b);
+    let load = rx.take().expect("a report");
+    assert_eq!(load.packets().iter().sum::<u64>(), 128);
+    assert_eq!(load.per_queue(&reta, false), vec![128, 0]);
+    // Control side: 1 s later every entry is idle; rebalance and publish.
+    let rebalancer = Rebalancer { idle: 500_000_000, max_moves: 8, target: 1.05, by_bytes: false };
+    let now = load.last_seen().iter().flatten().max().copied().unwrap_or(0) + 1_000_000_000;
+    let moves = rebalancer.rebalance(&mut reta, &[0, 1], &load, now);
+    rx.recycle(load);
+    assert!(!moves.is_empty());
+    assert!(moves.iter().all(|m| m.from == 0 && m.to == 1));
+    let v = publisher.publish(reta.clone());
+    // Next batch: the dispatcher adopts the new RETA; packets of moved entries go to shard 1.
+    let moved: std::collections::HashSet<usize> = moves.iter().map(|m| m.entry).collect();
+    let expect_moved = frames
+        .iter()
+        .filter(|f| {
+            let h = hasher.hash_tuple(&PacketInfo::parse_ethernet(f).tuple.expect("tuple")).expect("hash");
+            moved.contains(&reta.index(h))
+        })
+        .count() as u64;
+    assert!(expect_moved > 0);
+    let mut b = batch_of(&frames);
+    disp.dispatch(&mut cx, &mut b);
+    assert!(publisher.adopted_by_all(v));
+    assert_eq!(cx.counters.handed_off, expect_moved);
+    assert_eq!(b.len() as u64, 32 - expect_moved);
+}
