@@ -39,8 +39,12 @@ pub const NATT_PORT: u16 = 4500;
 
 /// A set of hash types: which packet classes are hashed over which fields, like NIC RSS types
 /// (`ETH_RSS_*`, ethtool `rx-flow-hash`).
+///
+/// In configuration (serde) a set is a list of names: `["ipv4", "ipv4-tcp", "ipv6-esp"]`, or
+/// `["all"]`; see [`HashTypes::NAMES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "Vec<String>", into = "Vec<String>"))]
 pub struct HashTypes(u16);
 
 impl HashTypes {
@@ -69,6 +73,40 @@ impl HashTypes {
     /// Every type (the default: an IPsec gateway wants tunnels spread by SPI).
     pub const ALL: Self = Self((1 << 10) - 1);
 
+    /// Every single type with its configuration name.
+    pub const NAMES: [(&'static str, HashTypes); 10] = [
+        ("ipv4", Self::IPV4),
+        ("ipv4-tcp", Self::IPV4_TCP),
+        ("ipv4-udp", Self::IPV4_UDP),
+        ("ipv4-esp", Self::IPV4_ESP),
+        ("ipv4-natt", Self::IPV4_NATT),
+        ("ipv6", Self::IPV6),
+        ("ipv6-tcp", Self::IPV6_TCP),
+        ("ipv6-udp", Self::IPV6_UDP),
+        ("ipv6-esp", Self::IPV6_ESP),
+        ("ipv6-natt", Self::IPV6_NATT),
+    ];
+
+    /// The set named by `names` (see [`HashTypes::NAMES`]; `all` is every type).
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Self, RssError> {
+        names.iter().try_fold(Self::NONE, |acc, n| {
+            let n = n.as_ref();
+            if n == "all" {
+                return Ok(Self::ALL);
+            }
+            Self::NAMES
+                .iter()
+                .find(|(name, _)| *name == n)
+                .map(|(_, t)| acc.union(*t))
+                .ok_or_else(|| RssError::BadConfig(format!("unknown hash type `{n}`")))
+        })
+    }
+
+    /// The names of the types in the set.
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMES.iter().filter(|(_, t)| self.contains(*t)).map(|(n, _)| *n).collect()
+    }
+
     /// Both sets.
     pub const fn union(self, other: Self) -> Self {
         Self(self.0 | other.0)
@@ -87,6 +125,19 @@ impl HashTypes {
     /// True when some IPv6 type is enabled (the input can then be 36 bytes).
     pub const fn has_ipv6(self) -> bool {
         self.0 & 0b11111_00000 != 0
+    }
+}
+
+impl TryFrom<Vec<String>> for HashTypes {
+    type Error = RssError;
+    fn try_from(v: Vec<String>) -> Result<Self, RssError> {
+        Self::from_names(&v)
+    }
+}
+
+impl From<HashTypes> for Vec<String> {
+    fn from(t: HashTypes) -> Vec<String> {
+        t.names().into_iter().map(String::from).collect()
     }
 }
 
@@ -339,16 +390,53 @@ fn widen(a: [u8; 4]) -> [u8; 16] {
     w
 }
 
-/// Key, symmetric mode and hash types of a port (configuration; serde-able).
+/// Key, symmetric mode and hash types of a port (configuration; serde-able:
+/// `key = "ms"` / `"6d5a"` / hex, `mode = "sort"`, `types = ["all"]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct RssConfig {
     /// Toeplitz key (40 bytes on most NICs; at least the longest input + 4).
+    #[cfg_attr(feature = "serde", serde(with = "key_text"))]
     pub key: Vec<u8>,
     /// Symmetric mode.
     pub mode: SymmetricMode,
     /// Hash types.
     pub types: HashTypes,
+}
+
+/// Parses a key written `ms` (the Microsoft key), `6d5a` (the symmetric key) or as hex bytes
+/// (optionally `0x`-prefixed, `:`/`-` separated).
+pub fn parse_key(s: &str) -> Result<Vec<u8>, RssError> {
+    match s {
+        "ms" => return Ok(super::toeplitz::MS_KEY.to_vec()),
+        "6d5a" => return Ok(SYMMETRIC_KEY.to_vec()),
+        _ => {}
+    }
+    let hex: Vec<u8> = s.trim_start_matches("0x").bytes().filter(|c| *c != b':' && *c != b'-').collect();
+    let bad = || RssError::BadConfig(format!("key `{s}`: expected ms, 6d5a or an even number of hex digits"));
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    hex.chunks(2)
+        .map(|p| std::str::from_utf8(p).ok().and_then(|p| u8::from_str_radix(p, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)
+}
+
+#[cfg(feature = "serde")]
+mod key_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(key: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&hex)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_key(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for RssConfig {

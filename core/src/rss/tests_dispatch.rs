@@ -488,8 +488,17 @@ fn steering_plan_toml_round_trip() {
     );
     assert!(bad.is_err_and(|e| e.to_string().contains("10.0.0.0/40")));
     let cfg: RssConfig =
-        toml::from_str("key = [1, 2, 3]\nmode = \"or-xor\"\ntypes = 1023\n").expect("rss config");
+        toml::from_str("key = \"6d5a\"\nmode = \"or-xor\"\ntypes = [\"ipv4\", \"ipv4-esp\"]\n")
+            .expect("rss config");
     assert_eq!(cfg.mode, SymmetricMode::OrXor);
+    assert_eq!(cfg.key, SYMMETRIC_KEY.to_vec());
+    assert_eq!(cfg.types, HashTypes::IPV4.union(HashTypes::IPV4_ESP));
+    let back: RssConfig = toml::from_str(&toml::to_string(&cfg).expect("serialise")).expect("reparse");
+    assert_eq!(back, cfg);
+    let all: RssConfig = toml::from_str("types = [\"all\"]\nkey = \"ms\"").expect("config");
+    assert_eq!(all, RssConfig::default());
+    assert!(toml::from_str::<RssConfig>("types = [\"ipv5\"]").is_err_and(|e| e.to_string().contains("ipv5")));
+    assert!(toml::from_str::<RssConfig>("key = \"xyz\"").is_err_and(|e| e.to_string().contains("xyz")));
 }
 
 /// An Rx-only shard ([`DispatchWorker`](super::dispatch::DispatchWorker)) on its own thread

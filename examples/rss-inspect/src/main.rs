@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use wirespeed_core::rss::{
-    FlowTuple, HashTypes, MS_KEY, PacketInfo, Reta, RssConfig, RssHasher, SYMMETRIC_KEY, SymmetricMode,
+    FlowTuple, HashTypes, MS_KEY, PacketInfo, Reta, RssConfig, RssHasher, SymmetricMode,
 };
 
 const USAGE: &str = "\
@@ -131,21 +131,7 @@ fn parse_options(args: &[String]) -> Result<Options, Failure> {
 
 /// `ms`, `6d5a`, or hex bytes (optionally `0x`-prefixed, `:` or `-` separated).
 fn parse_key(s: &str) -> Result<Vec<u8>, Failure> {
-    match s {
-        "ms" => return Ok(MS_KEY.to_vec()),
-        "6d5a" => return Ok(SYMMETRIC_KEY.to_vec()),
-        _ => {}
-    }
-    let hex: String = s.trim_start_matches("0x").chars().filter(|c| *c != ':' && *c != '-').collect();
-    let bad = || Failure::Usage(format!("--key `{s}`: expected ms, 6d5a or an even number of hex digits"));
-    if hex.is_empty() || !hex.len().is_multiple_of(2) {
-        return Err(bad());
-    }
-    let key = (0..hex.len())
-        .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(bad)?;
+    let key = wirespeed_core::rss::hash::parse_key(s).map_err(|e| Failure::Usage(format!("--key: {e}")))?;
     if key.len() < 16 {
         return Err(Failure::Usage(format!(
             "--key of {} bytes is too short: at least 16 (IPv4) or 40 (IPv6)",
