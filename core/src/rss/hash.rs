@@ -304,70 +304,46 @@ impl HashInput {
     /// Builds the input for `t` under `types` and `mode`; `None` when no enabled type applies
     /// (or the addresses are of different families).
     pub fn build(t: &FlowTuple, types: HashTypes, mode: SymmetricMode) -> Option<Self> {
-        let (v6, s, d): (bool, [u8; 16], [u8; 16]) = match (t.src, t.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => (false, widen(s.octets()), widen(d.octets())),
-            (IpAddr::V6(s), IpAddr::V6(d)) => (true, s.octets(), d.octets()),
-            _ => return None,
-        };
-        let ty = |v4: HashTypes, v6t: HashTypes| types.contains(if v6 { v6t } else { v4 });
-        let two = ty(HashTypes::IPV4, HashTypes::IPV6);
-        // What follows the addresses: ports, an SPI, or nothing.
-        enum Tail {
-            None,
-            Ports(u16, u16),
-            Spi(u32),
-        }
-        let tcp = t.proto == proto::TCP;
-        let udp = t.proto == proto::UDP;
-        let tail = match t.l4 {
-            L4::Ports { sport, dport } if tcp && ty(HashTypes::IPV4_TCP, HashTypes::IPV6_TCP) => {
-                Tail::Ports(sport, dport)
-            }
-            L4::Ports { sport, dport } if udp && ty(HashTypes::IPV4_UDP, HashTypes::IPV6_UDP) => {
-                Tail::Ports(sport, dport)
-            }
-            L4::Esp { spi } if ty(HashTypes::IPV4_ESP, HashTypes::IPV6_ESP) => Tail::Spi(spi),
-            L4::UdpEsp { spi, .. } if ty(HashTypes::IPV4_NATT, HashTypes::IPV6_NATT) => Tail::Spi(spi),
-            L4::UdpEsp { sport, dport, .. } if ty(HashTypes::IPV4_UDP, HashTypes::IPV6_UDP) => {
-                Tail::Ports(sport, dport)
-            }
-            _ if two => Tail::None,
-            _ => return None,
-        };
-        let alen = if v6 { 16 } else { 4 };
-        let (s, d) = (&s[..alen], &d[..alen]);
         let mut buf = [0u8; MAX_INPUT];
-        let (a, rest) = buf.split_at_mut(alen);
-        let (b, rest) = rest.split_at_mut(alen);
-        match mode {
-            SymmetricMode::None | SymmetricMode::Key => {
-                a.copy_from_slice(s);
-                b.copy_from_slice(d);
+        let len = match (t.src, t.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let tail = tail(t, types, false)?;
+                let (a, b) = mix(mode, &s.octets(), &d.octets());
+                buf[..4].copy_from_slice(&a);
+                buf[4..8].copy_from_slice(&b);
+                tail.map_or(8, |x| {
+                    buf[8..12].copy_from_slice(&x.bytes(mode));
+                    12
+                })
             }
-            SymmetricMode::Xor => {
-                for i in 0..alen {
-                    a[i] = s[i] ^ d[i];
-                    b[i] = s[i] ^ d[i];
-                }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let tail = tail(t, types, true)?;
+                let (a, b) = mix(mode, &s.octets(), &d.octets());
+                buf[..16].copy_from_slice(&a);
+                buf[16..32].copy_from_slice(&b);
+                tail.map_or(32, |x| {
+                    buf[32..36].copy_from_slice(&x.bytes(mode));
+                    36
+                })
             }
-            SymmetricMode::OrXor => {
-                for i in 0..alen {
-                    a[i] = s[i] | d[i];
-                    b[i] = s[i] ^ d[i];
-                }
-            }
-            SymmetricMode::Sort => {
-                let (lo, hi) = if s <= d { (s, d) } else { (d, s) };
-                a.copy_from_slice(lo);
-                b.copy_from_slice(hi);
-            }
-        }
-        let tail_len = match tail {
-            Tail::None => 0,
-            Tail::Spi(spi) => {
-                rest[..4].copy_from_slice(&spi.to_be_bytes());
-                4
-            }
+            _ => return None,
+        };
+        Some(Self { buf, len })
+    }
+}
+
+/// What follows the addresses in the input.
+#[derive(Clone, Copy)]
+enum Tail {
+    Ports(u16, u16),
+    Spi(u32),
+}
+
+impl Tail {
+    #[inline]
+    fn bytes(self, mode: SymmetricMode) -> [u8; 4] {
+        match self {
+            Tail::Spi(spi) => spi.to_be_bytes(),
             Tail::Ports(sp, dp) => {
                 let (x, y) = match mode {
                     SymmetricMode::None | SymmetricMode::Key => (sp, dp),
@@ -375,19 +351,54 @@ impl HashInput {
                     SymmetricMode::OrXor => (sp | dp, sp ^ dp),
                     SymmetricMode::Sort => (sp.min(dp), sp.max(dp)),
                 };
-                rest[..2].copy_from_slice(&x.to_be_bytes());
-                rest[2..4].copy_from_slice(&y.to_be_bytes());
-                4
+                let (x, y) = (x.to_be_bytes(), y.to_be_bytes());
+                [x[0], x[1], y[0], y[1]]
             }
-        };
-        Some(Self { buf, len: (2 * alen + tail_len) as u8 })
+        }
     }
 }
 
-fn widen(a: [u8; 4]) -> [u8; 16] {
-    let mut w = [0u8; 16];
-    w[..4].copy_from_slice(&a);
-    w
+/// The class of `t` under `types`: `None` = no hash, `Some(None)` = 2-tuple, else the tail.
+#[inline]
+fn tail(t: &FlowTuple, types: HashTypes, v6: bool) -> Option<Option<Tail>> {
+    let ty = |v4t: HashTypes, v6t: HashTypes| types.contains(if v6 { v6t } else { v4t });
+    let tcp = t.proto == proto::TCP;
+    let udp = t.proto == proto::UDP;
+    Some(match t.l4 {
+        L4::Ports { sport, dport } if tcp && ty(HashTypes::IPV4_TCP, HashTypes::IPV6_TCP) => {
+            Some(Tail::Ports(sport, dport))
+        }
+        L4::Ports { sport, dport } if udp && ty(HashTypes::IPV4_UDP, HashTypes::IPV6_UDP) => {
+            Some(Tail::Ports(sport, dport))
+        }
+        L4::Esp { spi } if ty(HashTypes::IPV4_ESP, HashTypes::IPV6_ESP) => Some(Tail::Spi(spi)),
+        L4::UdpEsp { spi, .. } if ty(HashTypes::IPV4_NATT, HashTypes::IPV6_NATT) => Some(Tail::Spi(spi)),
+        L4::UdpEsp { sport, dport, .. } if ty(HashTypes::IPV4_UDP, HashTypes::IPV6_UDP) => {
+            Some(Tail::Ports(sport, dport))
+        }
+        _ if ty(HashTypes::IPV4, HashTypes::IPV6) => None,
+        _ => return None,
+    })
+}
+
+/// The two address fields of the input under `mode`.
+#[inline]
+fn mix<const A: usize>(mode: SymmetricMode, s: &[u8; A], d: &[u8; A]) -> ([u8; A], [u8; A]) {
+    match mode {
+        SymmetricMode::None | SymmetricMode::Key => (*s, *d),
+        SymmetricMode::Xor => {
+            let x = std::array::from_fn(|i| s[i] ^ d[i]);
+            (x, x)
+        }
+        SymmetricMode::OrXor => (std::array::from_fn(|i| s[i] | d[i]), std::array::from_fn(|i| s[i] ^ d[i])),
+        SymmetricMode::Sort => {
+            if s <= d {
+                (*s, *d)
+            } else {
+                (*d, *s)
+            }
+        }
+    }
 }
 
 /// Key, symmetric mode and hash types of a port (configuration; serde-able:
@@ -501,8 +512,39 @@ impl RssHasher {
     /// The hash of a flow, `None` when no enabled hash type applies.
     #[inline]
     pub fn hash_tuple(&self, t: &FlowTuple) -> Option<u32> {
-        let input = HashInput::build(t, self.types, self.mode)?;
-        Some(self.hash_input(&input))
+        // Fixed-size arrays per family, so the table lookups unroll without bounds checks.
+        let tb = &self.toeplitz;
+        match (t.src, t.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let tail = tail(t, self.types, false)?;
+                let (a, b) = mix(self.mode, &s.octets(), &d.octets());
+                let mut buf = [0u8; 12];
+                buf[..4].copy_from_slice(&a);
+                buf[4..8].copy_from_slice(&b);
+                Some(match tail {
+                    Some(x) => {
+                        buf[8..].copy_from_slice(&x.bytes(self.mode));
+                        tb.hash_fixed(&buf)
+                    }
+                    None => tb.hash_fixed(first::<8, 12>(&buf)),
+                })
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let tail = tail(t, self.types, true)?;
+                let (a, b) = mix(self.mode, &s.octets(), &d.octets());
+                let mut buf = [0u8; 36];
+                buf[..16].copy_from_slice(&a);
+                buf[16..32].copy_from_slice(&b);
+                Some(match tail {
+                    Some(x) => {
+                        buf[32..].copy_from_slice(&x.bytes(self.mode));
+                        tb.hash_fixed(&buf)
+                    }
+                    None => tb.hash_fixed(first::<32, 36>(&buf)),
+                })
+            }
+            _ => None,
+        }
     }
 
     /// The hash of a built input (fixed-size table path for each input length).
@@ -511,9 +553,9 @@ impl RssHasher {
         let b = &input.buf;
         let t = &self.toeplitz;
         match input.len {
-            8 => t.hash_fixed(first::<8>(b)),
-            12 => t.hash_fixed(first::<12>(b)),
-            32 => t.hash_fixed(first::<32>(b)),
+            8 => t.hash_fixed(first::<8, MAX_INPUT>(b)),
+            12 => t.hash_fixed(first::<12, MAX_INPUT>(b)),
+            32 => t.hash_fixed(first::<32, MAX_INPUT>(b)),
             36 => t.hash_fixed(b),
             n => t.hash(&b[..n as usize]),
         }
@@ -527,8 +569,8 @@ impl RssHasher {
 }
 
 #[inline(always)]
-fn first<const N: usize>(b: &[u8; MAX_INPUT]) -> &[u8; N] {
-    const { assert!(N <= MAX_INPUT) };
-    // Cannot fail: N ≤ MAX_INPUT (checked at compile time above).
+fn first<const N: usize, const M: usize>(b: &[u8; M]) -> &[u8; N] {
+    const { assert!(N <= M) };
+    // Cannot fail: N ≤ M (checked at compile time above).
     b.first_chunk::<N>().unwrap_or(&[0; N])
 }
