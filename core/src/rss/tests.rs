@@ -80,6 +80,10 @@ fn microsoft_vectors_batches() {
         .iter()
         .map(|v| (fixed(&bytes_of(&ms_tuple(v), HashTypes::ALL, SymmetricMode::None)), v.5))
         .collect();
+    let v4_2: Vec<([u8; 8], u32)> = MS_VECTORS[..5]
+        .iter()
+        .map(|v| (fixed(&bytes_of(&ms_tuple(v), HashTypes::IPV4, SymmetricMode::None)), v.4))
+        .collect();
     let v6_2: Vec<([u8; 32], u32)> = MS_VECTORS[5..]
         .iter()
         .map(|v| (fixed(&bytes_of(&ms_tuple(v), HashTypes::IPV6, SymmetricMode::None)), v.4))
@@ -101,6 +105,7 @@ fn microsoft_vectors_batches() {
         }
     }
     check(&t, &v4);
+    check(&t, &v4_2);
     check(&t, &v6);
     check(&t, &v6_2);
 }
