@@ -451,6 +451,13 @@ impl<B: PacketBuf> Dispatcher<B> {
     }
 }
 
+impl<B> Drop for Dispatcher<B> {
+    /// A dispatcher that is gone dispatches nothing more: its receivers may finish.
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
 fn ship<B: PacketBuf>(ring: &Ring<B>, stage: &mut Batch<B>, cx: &mut ShardCtx) {
     let n = stage.len() as u64;
     match ring.push(std::mem::take(stage)) {
