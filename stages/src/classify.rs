@@ -1,0 +1,563 @@
+//! Classification: parse a frame's headers once and fill [`PacketMeta`] (offsets, 5-tuple or SPI,
+//! VLAN, DSCP, flags and the [`FlowClass`] every later stage branches on).
+//!
+//! Two paths give the same answer:
+//! - a hand-written **fast path** for the common case — untagged Ethernet II, IPv4 without
+//!   options and not fragmented, or IPv6 without extension headers, then TCP/UDP/ICMP/ESP — that
+//!   reads fixed offsets and checks every length before it reads;
+//! - the **etherparse path** ([`ClassifyConfig::classify_etherparse`]) for everything else:
+//!   802.1Q / QinQ tags, IPv4 options and AH, IPv6 extension headers, fragments, ARP.
+//!
+//! Both end in the same transport-layer code, and a property test checks that they agree.
+//!
+//! Flow classes (see [`ClassifyConfig`]): ARP and IPv6 Neighbor Discovery are `Management`;
+//! anything addressed to one of the appliance's own addresses is `Management` (ICMP echo, SSH,
+//! the management TCP port, and any other protocol so the control plane can answer or reset it)
+//! except IKE (UDP 500, UDP 4500 with the four-byte zero non-ESP marker, NAT keepalives) and BGP
+//! (TCP 179), which are `Control`; IP protocol 50 is `Esp`; UDP 4500 whose first payload word is
+//! non-zero is `EspInUdp` (RFC 3948) whatever its destination; everything else is `Data`.
+//! Non-IP, non-ARP EtherTypes are `Other` and pass unchanged (the forward stage drops them as
+//! `Unsupported`).
+//!
+//! Malformed or truncated frames are dropped with a [`DropReason`] and counted; nothing panics.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use etherparse::err::packet::SliceError;
+use etherparse::{LinkExtSlice, NetSlice, SlicedPacket};
+use wirespeed_core::meta::flags;
+use wirespeed_core::{Batch, DropReason, FlowClass, L3Kind, PacketBuf, PacketMeta, ShardCtx, Stage, Verdict};
+
+/// EtherType of IPv4.
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType of IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// EtherType of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// EtherType of an 802.1Q VLAN tag.
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+/// EtherType of an 802.1ad (QinQ) service tag.
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+
+/// IP protocol numbers the classifier looks into.
+pub mod ip_proto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ESP.
+    pub const ESP: u8 = 50;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
+/// What the classifier needs to know about the appliance: its own addresses and the ports of its
+/// control protocols. Plain data; build one at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassifyConfig {
+    /// The appliance's own IPv4 addresses.
+    pub own_ipv4: Vec<Ipv4Addr>,
+    /// The appliance's own IPv6 addresses.
+    pub own_ipv6: Vec<Ipv6Addr>,
+    /// TCP port of the management endpoint (default 9000).
+    pub management_tcp_port: u16,
+    /// TCP port of SSH (default 22).
+    pub ssh_port: u16,
+    /// TCP port of BGP (default 179).
+    pub bgp_port: u16,
+    /// UDP port of IKE (default 500).
+    pub ike_port: u16,
+    /// UDP port of NAT traversal, IKE and ESP-in-UDP (default 4500).
+    pub nat_t_port: u16,
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> Self {
+        Self {
+            own_ipv4: Vec::new(),
+            own_ipv6: Vec::new(),
+            management_tcp_port: 9000,
+            ssh_port: 22,
+            bgp_port: 179,
+            ike_port: 500,
+            nat_t_port: 4500,
+        }
+    }
+}
+
+/// The classify stage. Construct with [`Classify::new`]; it owns its [`ClassifyConfig`].
+#[derive(Clone, Debug, Default)]
+pub struct Classify {
+    cfg: ClassifyConfig,
+}
+
+impl Classify {
+    /// A classifier for an appliance described by `cfg`.
+    pub fn new(cfg: ClassifyConfig) -> Self {
+        Self { cfg }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClassifyConfig {
+        &self.cfg
+    }
+
+    /// Classifies one packet in place: fills its metadata, or says why it must be dropped.
+    #[inline]
+    pub fn classify_packet<B: PacketBuf>(&self, p: &mut B) -> Result<(), DropReason> {
+        let mut m = *p.meta();
+        self.cfg.classify(p.data(), &mut m)?;
+        *p.meta_mut() = m;
+        Ok(())
+    }
+}
+
+impl<B: PacketBuf> Stage<B> for Classify {
+    #[inline]
+    fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        let cfg = &self.cfg;
+        batch.apply(
+            cx,
+            // Classify never punts; the arm exists only to satisfy `apply`.
+            |cx, _p| cx.counters.drop_packet(DropReason::Unsupported),
+            |_cx, p| {
+                let mut m = *p.meta();
+                match cfg.classify(p.data(), &mut m) {
+                    Ok(()) => {
+                        *p.meta_mut() = m;
+                        Verdict::Continue
+                    }
+                    Err(r) => Verdict::Drop(r),
+                }
+            },
+        );
+    }
+}
+
+#[inline(always)]
+fn be16(d: &[u8], at: usize) -> Option<u16> {
+    let b = d.get(at..at + 2)?;
+    Some(u16::from_be_bytes([b[0], b[1]]))
+}
+
+#[inline(always)]
+fn be32(d: &[u8], at: usize) -> Option<u32> {
+    let b = d.get(at..at + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// RFC 1071 sum of an IPv4 header; a correct header (checksum included) sums to 0xffff.
+#[inline]
+pub fn ipv4_header_valid(hdr: &[u8]) -> bool {
+    let mut sum: u32 = 0;
+    let mut chunks = hdr.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+    }
+    if let [last] = chunks.remainder() {
+        sum += (*last as u32) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+/// Destination of the IP header, for "is it for us" tests.
+#[derive(Clone, Copy)]
+enum Dst {
+    V4(u32),
+    V6(u128),
+}
+
+/// IPv6 next-header values that are extension headers (RFC 8200 §4, RFC 7045), which the fast
+/// path leaves to etherparse.
+#[inline]
+fn is_ipv6_ext(nh: u8) -> bool {
+    matches!(nh, 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+}
+
+/// Resets the fields the classifier owns, keeping what the backend set (port, queue, RSS hash,
+/// hardware flags) and what other stages own (`out_port`, `user`).
+#[inline(always)]
+fn reset(m: &mut PacketMeta) {
+    m.l3_offset = 0;
+    m.l4_offset = 0;
+    m.l3 = L3Kind::None;
+    m.l4_proto = 0;
+    m.src_port = 0;
+    m.dst_port = 0;
+    m.spi = 0;
+    m.vlan = 0;
+    m.flow_class = FlowClass::Unclassified;
+    m.dscp = 0;
+    m.flags &= !(flags::FRAGMENT | flags::VLAN | flags::IP_OPTIONS);
+}
+
+impl ClassifyConfig {
+    #[inline]
+    fn is_own(&self, dst: Dst) -> bool {
+        match dst {
+            Dst::V4(a) => self.own_ipv4.iter().any(|o| o.to_bits() == a),
+            Dst::V6(a) => self.own_ipv6.iter().any(|o| o.to_bits() == a),
+        }
+    }
+
+    /// Classifies `frame` (starting at the Ethernet header) into `meta`: the fast path when it
+    /// applies, etherparse otherwise. On error `meta`'s classifier fields are unspecified.
+    #[inline]
+    pub fn classify(&self, frame: &[u8], meta: &mut PacketMeta) -> Result<(), DropReason> {
+        reset(meta);
+        match self.fast(frame, meta) {
+            Some(r) => r,
+            None => self.classify_etherparse_inner(frame, meta),
+        }
+    }
+
+    /// The fast path: `None` when the frame is not the simple case (the caller falls back).
+    #[inline(always)]
+    fn fast(&self, f: &[u8], m: &mut PacketMeta) -> Option<Result<(), DropReason>> {
+        let ethertype = be16(f, 12)?;
+        match ethertype {
+            ETHERTYPE_IPV4 => {
+                let hdr = f.get(14..34)?;
+                if hdr[0] != 0x45 {
+                    return None; // options, or not version 4: etherparse says which
+                }
+                let total = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+                if total < 20 || 14 + total > f.len() {
+                    return None;
+                }
+                if u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff != 0 {
+                    return None; // fragment
+                }
+                if !ipv4_header_valid(hdr) {
+                    return Some(Err(DropReason::MalformedIpv4));
+                }
+                m.l3 = L3Kind::Ipv4;
+                m.l3_offset = 14;
+                m.dscp = hdr[1] >> 2;
+                let dst = Dst::V4(u32::from_be_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]));
+                Some(self.transport(hdr[9], &f[34..14 + total], 34, dst, false, m))
+            }
+            ETHERTYPE_IPV6 => {
+                let hdr = f.get(14..54)?;
+                if hdr[0] >> 4 != 6 {
+                    return None;
+                }
+                let plen = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
+                let nh = hdr[6];
+                if is_ipv6_ext(nh) || 54 + plen > f.len() {
+                    return None;
+                }
+                m.l3 = L3Kind::Ipv6;
+                m.l3_offset = 14;
+                m.dscp = (u16::from_be_bytes([hdr[0], hdr[1]]) >> 6) as u8 & 0x3f;
+                let mut d = [0u8; 16];
+                d.copy_from_slice(&hdr[24..40]);
+                let dst = Dst::V6(u128::from_be_bytes(d));
+                Some(self.transport(nh, &f[54..54 + plen], 54, dst, false, m))
+            }
+            ETHERTYPE_ARP => {
+                // Ethernet/IPv4 ARP is 28 bytes (RFC 826); anything shorter is cut.
+                if f.len() < 14 + 28 {
+                    return Some(Err(DropReason::Truncated));
+                }
+                m.l3 = L3Kind::Arp;
+                m.l3_offset = 14;
+                m.l4_offset = 14;
+                m.flow_class = FlowClass::Management;
+                Some(Ok(()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Classifies `frame` with etherparse only (no fast path). The result is the same as
+    /// [`ClassifyConfig::classify`]; exposed so tests and tools can compare the two paths.
+    pub fn classify_etherparse(&self, frame: &[u8], meta: &mut PacketMeta) -> Result<(), DropReason> {
+        reset(meta);
+        self.classify_etherparse_inner(frame, meta)
+    }
+
+    #[inline(never)]
+    fn classify_etherparse_inner(&self, f: &[u8], m: &mut PacketMeta) -> Result<(), DropReason> {
+        let base = f.as_ptr() as usize;
+        let off = |s: &[u8]| (s.as_ptr() as usize - base) as u16;
+        let sp = SlicedPacket::from_ethernet(f).map_err(|e| map_slice_error(e, f))?;
+        let mut tagged = false;
+        for ext in &sp.link_exts {
+            match ext {
+                LinkExtSlice::Vlan(v) => {
+                    if !tagged {
+                        m.vlan = v.vlan_identifier().value();
+                        tagged = true;
+                    }
+                }
+                // MACsec frames are not ours to look into.
+                LinkExtSlice::Macsec(_) => {
+                    m.l3 = L3Kind::Other;
+                    m.flow_class = FlowClass::Other;
+                    return Ok(());
+                }
+            }
+        }
+        if tagged {
+            m.flags |= flags::VLAN;
+        }
+        let Some(net) = &sp.net else {
+            m.l3 = L3Kind::Other;
+            m.flow_class = FlowClass::Other;
+            // The offset of the unparsed payload, where there is one.
+            if let Some(etherparse::LinkSlice::Ethernet2(e)) = &sp.link {
+                m.l3_offset = off(e.payload_slice());
+            }
+            if let Some(last) = sp.link_exts.last() {
+                if let LinkExtSlice::Vlan(v) = last {
+                    m.l3_offset = off(v.payload_slice());
+                }
+            }
+            return Ok(());
+        };
+        match net {
+            NetSlice::Arp(a) => {
+                m.l3 = L3Kind::Arp;
+                m.l3_offset = off(a.slice());
+                m.l4_offset = m.l3_offset;
+                m.flow_class = FlowClass::Management;
+                Ok(())
+            }
+            NetSlice::Ipv4(ip) => {
+                let h = ip.header();
+                let hs = h.slice();
+                if !ipv4_header_valid(hs) {
+                    return Err(DropReason::MalformedIpv4);
+                }
+                m.l3 = L3Kind::Ipv4;
+                m.l3_offset = off(hs);
+                m.dscp = h.dcp().value();
+                if hs.len() > 20 || !ip.extensions().is_empty() {
+                    m.flags |= flags::IP_OPTIONS;
+                }
+                let pl = ip.payload();
+                let dst = Dst::V4(u32::from_be_bytes(h.destination()));
+                self.transport(pl.ip_number.0, pl.payload, off(pl.payload), dst, pl.fragmented, m)
+            }
+            NetSlice::Ipv6(ip) => {
+                let h = ip.header();
+                m.l3 = L3Kind::Ipv6;
+                m.l3_offset = off(h.slice());
+                m.dscp = h.traffic_class() >> 2;
+                if !ip.extensions().is_empty() {
+                    m.flags |= flags::IP_OPTIONS;
+                }
+                let pl = ip.payload();
+                let dst = Dst::V6(u128::from_be_bytes(h.destination()));
+                self.transport(pl.ip_number.0, pl.payload, off(pl.payload), dst, pl.fragmented, m)
+            }
+        }
+    }
+
+    /// Transport layer, shared by both paths. `l4` is exactly the IP payload (no Ethernet
+    /// padding), starting at frame offset `l4_off`.
+    #[inline(always)]
+    fn transport(
+        &self,
+        proto: u8,
+        l4: &[u8],
+        l4_off: u16,
+        dst: Dst,
+        fragment: bool,
+        m: &mut PacketMeta,
+    ) -> Result<(), DropReason> {
+        m.l4_offset = l4_off;
+        m.l4_proto = proto;
+        let own = self.is_own(dst);
+        if fragment {
+            // Only the 2-tuple is meaningful; the control plane reassembles what is ours.
+            m.flags |= flags::FRAGMENT;
+            m.flow_class = if proto == ip_proto::ESP {
+                FlowClass::Esp
+            } else if own {
+                FlowClass::Management
+            } else {
+                FlowClass::Data
+            };
+            return Ok(());
+        }
+        m.flow_class = match proto {
+            ip_proto::TCP => {
+                let (Some(sp), Some(dp), Some(doff)) = (be16(l4, 0), be16(l4, 2), l4.get(12)) else {
+                    return Err(DropReason::MalformedL4);
+                };
+                let hlen = (doff >> 4) as usize * 4;
+                if hlen < 20 || hlen > l4.len() {
+                    return Err(DropReason::MalformedL4);
+                }
+                m.src_port = sp;
+                m.dst_port = dp;
+                if !own {
+                    FlowClass::Data
+                } else if dp == self.bgp_port || sp == self.bgp_port {
+                    FlowClass::Control
+                } else {
+                    FlowClass::Management
+                }
+            }
+            ip_proto::UDP => {
+                let (Some(sp), Some(dp), Some(ulen)) = (be16(l4, 0), be16(l4, 2), be16(l4, 4)) else {
+                    return Err(DropReason::MalformedL4);
+                };
+                let ulen = ulen as usize;
+                if ulen < 8 || ulen > l4.len() {
+                    return Err(DropReason::MalformedL4);
+                }
+                m.src_port = sp;
+                m.dst_port = dp;
+                let payload = &l4[8..ulen];
+                if dp == self.nat_t_port || sp == self.nat_t_port {
+                    // RFC 3948 §2: a zero first word is the non-ESP marker (IKE), a single 0xff
+                    // byte a NAT keepalive, anything else an ESP header (SPI, sequence).
+                    match be32(payload, 0) {
+                        Some(0) => {
+                            if own {
+                                FlowClass::Control
+                            } else {
+                                FlowClass::Data
+                            }
+                        }
+                        Some(spi) if payload.len() >= 8 => {
+                            m.spi = spi;
+                            FlowClass::EspInUdp
+                        }
+                        _ if payload == [0xff] => {
+                            if own {
+                                FlowClass::Control
+                            } else {
+                                FlowClass::Data
+                            }
+                        }
+                        _ if own => return Err(DropReason::EspMalformed),
+                        _ => FlowClass::Data,
+                    }
+                } else if !own {
+                    FlowClass::Data
+                } else if dp == self.ike_port {
+                    FlowClass::Control
+                } else {
+                    FlowClass::Management
+                }
+            }
+            ip_proto::ICMP | ip_proto::ICMPV6 => {
+                let Some(&ty) = l4.first() else { return Err(DropReason::MalformedL4) };
+                if l4.len() < 4 {
+                    return Err(DropReason::MalformedL4);
+                }
+                // RFC 4861 §4: Router/Neighbor Solicitation/Advertisement and Redirect go to
+                // the control plane whatever the destination (solicited-node multicast).
+                if own || (proto == ip_proto::ICMPV6 && (133..=137).contains(&ty)) {
+                    FlowClass::Management
+                } else {
+                    FlowClass::Data
+                }
+            }
+            ip_proto::ESP => {
+                // RFC 4303 §2.1: SPI 0 is reserved and never sent.
+                match be32(l4, 0) {
+                    Some(spi) if spi != 0 && l4.len() >= 8 => {
+                        m.spi = spi;
+                        FlowClass::Esp
+                    }
+                    _ => return Err(DropReason::EspMalformed),
+                }
+            }
+            _ => {
+                if own {
+                    FlowClass::Management
+                } else {
+                    FlowClass::Data
+                }
+            }
+        };
+        Ok(())
+    }
+}
+
+/// The EtherType after up to three VLAN tags.
+fn inner_ethertype(f: &[u8]) -> Option<u16> {
+    let mut at = 12;
+    for _ in 0..4 {
+        let t = be16(f, at)?;
+        if t != ETHERTYPE_VLAN && t != ETHERTYPE_QINQ && t != 0x9100 {
+            return Some(t);
+        }
+        at += 4;
+    }
+    None
+}
+
+/// Maps an etherparse error to the drop reason it means.
+fn map_slice_error(e: SliceError, frame: &[u8]) -> DropReason {
+    match e {
+        SliceError::Len(_) => DropReason::Truncated,
+        SliceError::LinuxSll(_) | SliceError::Macsec(_) => DropReason::MalformedL2,
+        // etherparse does not say which EtherType led to a bad IP version; the innermost one
+        // (after any VLAN tags) does.
+        SliceError::Ip(_) if inner_ethertype(frame) == Some(ETHERTYPE_IPV6) => DropReason::MalformedIpv6,
+        SliceError::Ip(_) | SliceError::Ipv4(_) | SliceError::Ipv4Exts(_) => DropReason::MalformedIpv4,
+        SliceError::Ipv6(_) | SliceError::Ipv6Exts(_) => DropReason::MalformedIpv6,
+        SliceError::Tcp(_) => DropReason::MalformedL4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wirespeed_core::backend::null::udp4_frame;
+
+    fn cfg() -> ClassifyConfig {
+        ClassifyConfig {
+            own_ipv4: vec![Ipv4Addr::new(10, 0, 1, 1)],
+            own_ipv6: vec!["2001:db8::1".parse().unwrap()],
+            ..ClassifyConfig::default()
+        }
+    }
+
+    #[test]
+    fn template_udp_to_self_is_management_and_fast_equals_slow() {
+        let f = udp4_frame(64);
+        let c = cfg();
+        let mut a = PacketMeta::default();
+        let mut b = PacketMeta::default();
+        c.classify(&f, &mut a).unwrap();
+        c.classify_etherparse(&f, &mut b).unwrap();
+        assert_eq!(a, b);
+        assert_eq!((a.l3, a.l3_offset, a.l4_offset, a.l4_proto), (L3Kind::Ipv4, 14, 34, 17));
+        assert_eq!((a.src_port, a.dst_port), (1024, 2048));
+        assert_eq!(a.flow_class, FlowClass::Management);
+        let mut d = PacketMeta::default();
+        ClassifyConfig::default().classify(&f, &mut d).unwrap();
+        assert_eq!(d.flow_class, FlowClass::Data);
+    }
+
+    #[test]
+    fn bad_ipv4_checksum_is_dropped() {
+        let mut f = udp4_frame(64);
+        f[24] ^= 1;
+        let mut m = PacketMeta::default();
+        assert_eq!(cfg().classify(&f, &mut m), Err(DropReason::MalformedIpv4));
+        assert_eq!(cfg().classify_etherparse(&f, &mut m), Err(DropReason::MalformedIpv4));
+    }
+
+    #[test]
+    fn truncated_is_dropped_not_panicking() {
+        let f = udp4_frame(64);
+        for n in 0..f.len() {
+            let mut m = PacketMeta::default();
+            let r = cfg().classify(&f[..n], &mut m);
+            assert!(r.is_err(), "prefix of {n} bytes accepted: {m:?}");
+        }
+    }
+}
