@@ -6,7 +6,9 @@
 //!   options and not fragmented, or IPv6 without extension headers, then TCP/UDP/ICMP/ESP — that
 //!   reads fixed offsets and checks every length before it reads;
 //! - the **etherparse path** ([`ClassifyConfig::classify_etherparse`]) for everything else:
-//!   802.1Q / QinQ tags, IPv4 options and AH, IPv6 extension headers, fragments, ARP.
+//!   802.1Q / QinQ tags, IPv4 options and AH, IPv6 extension headers, fragments, ARP. It uses
+//!   etherparse's link, VLAN, ARP and IP slicers; the transport layer is ours in both paths (so
+//!   both agree on what a malformed TCP/UDP/ICMP/ESP header is).
 //!
 //! Both end in the same transport-layer code, and a property test checks that they agree.
 //!
@@ -23,8 +25,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use etherparse::err::packet::SliceError;
-use etherparse::{LinkExtSlice, NetSlice, SlicedPacket};
+use etherparse::{ArpPacketSlice, Ethernet2Slice, Ipv4Slice, Ipv6Slice, SingleVlanSlice};
 use wirespeed_core::meta::flags;
 use wirespeed_core::{Batch, DropReason, FlowClass, L3Kind, PacketBuf, PacketMeta, ShardCtx, Stage, Verdict};
 
@@ -260,17 +261,6 @@ impl ClassifyConfig {
                 let dst = Dst::V6(u128::from_be_bytes(d));
                 Some(self.transport(nh, &f[54..54 + plen], 54, dst, false, m))
             }
-            ETHERTYPE_ARP => {
-                // Ethernet/IPv4 ARP is 28 bytes (RFC 826); anything shorter is cut.
-                if f.len() < 14 + 28 {
-                    return Some(Err(DropReason::Truncated));
-                }
-                m.l3 = L3Kind::Arp;
-                m.l3_offset = 14;
-                m.l4_offset = 14;
-                m.flow_class = FlowClass::Management;
-                Some(Ok(()))
-            }
             _ => None,
         }
     }
@@ -286,69 +276,59 @@ impl ClassifyConfig {
     fn classify_etherparse_inner(&self, f: &[u8], m: &mut PacketMeta) -> Result<(), DropReason> {
         let base = f.as_ptr() as usize;
         let off = |s: &[u8]| (s.as_ptr() as usize - base) as u16;
-        let sp = SlicedPacket::from_ethernet(f).map_err(|e| map_slice_error(e, f))?;
-        let mut tagged = false;
-        for ext in &sp.link_exts {
-            match ext {
-                LinkExtSlice::Vlan(v) => {
-                    if !tagged {
-                        m.vlan = v.vlan_identifier().value();
-                        tagged = true;
-                    }
-                }
-                // MACsec frames are not ours to look into.
-                LinkExtSlice::Macsec(_) => {
-                    m.l3 = L3Kind::Other;
-                    m.flow_class = FlowClass::Other;
-                    return Ok(());
-                }
+        let eth = Ethernet2Slice::from_slice_without_fcs(f).map_err(|_| DropReason::Truncated)?;
+        let mut ethertype = eth.ether_type().0;
+        let mut rest = eth.payload_slice();
+        // 802.1Q / 802.1ad / legacy 0x9100 QinQ tags, outermost first (etherparse keeps at most
+        // three link extensions; so do we).
+        let mut tags = 0;
+        while matches!(ethertype, ETHERTYPE_VLAN | ETHERTYPE_QINQ | 0x9100) {
+            if tags == 3 {
+                return Err(DropReason::MalformedL2);
             }
+            let v = SingleVlanSlice::from_slice(rest).map_err(|_| DropReason::Truncated)?;
+            if tags == 0 {
+                m.vlan = v.vlan_identifier().value();
+                m.flags |= flags::VLAN;
+            }
+            tags += 1;
+            ethertype = v.ether_type().0;
+            rest = v.payload_slice();
         }
-        if tagged {
-            m.flags |= flags::VLAN;
-        }
-        let Some(net) = &sp.net else {
-            m.l3 = L3Kind::Other;
-            m.flow_class = FlowClass::Other;
-            // The offset of the unparsed payload, where there is one.
-            if let Some(etherparse::LinkSlice::Ethernet2(e)) = &sp.link {
-                m.l3_offset = off(e.payload_slice());
-            }
-            if let Some(last) = sp.link_exts.last() {
-                if let LinkExtSlice::Vlan(v) = last {
-                    m.l3_offset = off(v.payload_slice());
-                }
-            }
-            return Ok(());
-        };
-        match net {
-            NetSlice::Arp(a) => {
+        m.l3_offset = off(rest);
+        match ethertype {
+            ETHERTYPE_ARP => {
+                ArpPacketSlice::from_slice(rest).map_err(|_| DropReason::Truncated)?;
                 m.l3 = L3Kind::Arp;
-                m.l3_offset = off(a.slice());
                 m.l4_offset = m.l3_offset;
                 m.flow_class = FlowClass::Management;
                 Ok(())
             }
-            NetSlice::Ipv4(ip) => {
+            ETHERTYPE_IPV4 => {
+                let ip = Ipv4Slice::from_slice(rest).map_err(|e| match e {
+                    etherparse::err::ipv4::SliceError::Len(_) => DropReason::Truncated,
+                    _ => DropReason::MalformedIpv4,
+                })?;
                 let h = ip.header();
-                let hs = h.slice();
-                if !ipv4_header_valid(hs) {
+                if !ipv4_header_valid(h.slice()) {
                     return Err(DropReason::MalformedIpv4);
                 }
                 m.l3 = L3Kind::Ipv4;
-                m.l3_offset = off(hs);
                 m.dscp = h.dcp().value();
-                if hs.len() > 20 || !ip.extensions().is_empty() {
+                if h.slice().len() > 20 || !ip.extensions().is_empty() {
                     m.flags |= flags::IP_OPTIONS;
                 }
                 let pl = ip.payload();
                 let dst = Dst::V4(u32::from_be_bytes(h.destination()));
                 self.transport(pl.ip_number.0, pl.payload, off(pl.payload), dst, pl.fragmented, m)
             }
-            NetSlice::Ipv6(ip) => {
+            ETHERTYPE_IPV6 => {
+                let ip = Ipv6Slice::from_slice(rest).map_err(|e| match e {
+                    etherparse::err::ipv6::SliceError::Len(_) => DropReason::Truncated,
+                    _ => DropReason::MalformedIpv6,
+                })?;
                 let h = ip.header();
                 m.l3 = L3Kind::Ipv6;
-                m.l3_offset = off(h.slice());
                 m.dscp = h.traffic_class() >> 2;
                 if !ip.extensions().is_empty() {
                     m.flags |= flags::IP_OPTIONS;
@@ -356,6 +336,11 @@ impl ClassifyConfig {
                 let pl = ip.payload();
                 let dst = Dst::V6(u128::from_be_bytes(h.destination()));
                 self.transport(pl.ip_number.0, pl.payload, off(pl.payload), dst, pl.fragmented, m)
+            }
+            _ => {
+                m.l3 = L3Kind::Other;
+                m.flow_class = FlowClass::Other;
+                Ok(())
             }
         }
     }
@@ -451,8 +436,9 @@ impl ClassifyConfig {
                 }
             }
             ip_proto::ICMP | ip_proto::ICMPV6 => {
+                // Every ICMP (RFC 792) and ICMPv6 (RFC 4443) message has an 8-byte header.
                 let Some(&ty) = l4.first() else { return Err(DropReason::MalformedL4) };
-                if l4.len() < 4 {
+                if l4.len() < 8 {
                     return Err(DropReason::MalformedL4);
                 }
                 // RFC 4861 §4: Router/Neighbor Solicitation/Advertisement and Redirect go to
@@ -482,33 +468,6 @@ impl ClassifyConfig {
             }
         };
         Ok(())
-    }
-}
-
-/// The EtherType after up to three VLAN tags.
-fn inner_ethertype(f: &[u8]) -> Option<u16> {
-    let mut at = 12;
-    for _ in 0..4 {
-        let t = be16(f, at)?;
-        if t != ETHERTYPE_VLAN && t != ETHERTYPE_QINQ && t != 0x9100 {
-            return Some(t);
-        }
-        at += 4;
-    }
-    None
-}
-
-/// Maps an etherparse error to the drop reason it means.
-fn map_slice_error(e: SliceError, frame: &[u8]) -> DropReason {
-    match e {
-        SliceError::Len(_) => DropReason::Truncated,
-        SliceError::LinuxSll(_) | SliceError::Macsec(_) => DropReason::MalformedL2,
-        // etherparse does not say which EtherType led to a bad IP version; the innermost one
-        // (after any VLAN tags) does.
-        SliceError::Ip(_) if inner_ethertype(frame) == Some(ETHERTYPE_IPV6) => DropReason::MalformedIpv6,
-        SliceError::Ip(_) | SliceError::Ipv4(_) | SliceError::Ipv4Exts(_) => DropReason::MalformedIpv4,
-        SliceError::Ipv6(_) | SliceError::Ipv6Exts(_) => DropReason::MalformedIpv6,
-        SliceError::Tcp(_) => DropReason::MalformedL4,
     }
 }
 
