@@ -250,7 +250,8 @@ impl ClassifyConfig {
                 }
                 let plen = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
                 let nh = hdr[6];
-                if is_ipv6_ext(nh) || 54 + plen > f.len() {
+                // Payload length 0 is a jumbogram / BIG TCP frame: etherparse decides.
+                if is_ipv6_ext(nh) || plen == 0 || 54 + plen > f.len() {
                     return None;
                 }
                 m.l3 = L3Kind::Ipv6;
