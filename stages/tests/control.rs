@@ -125,7 +125,8 @@ fn arp_request_gets_a_reply_and_others_do_not() {
 fn ping_gets_an_echo_reply() {
     let mut rig = rig(64);
     arp_reply_to_client(&mut rig);
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, ME_MAC).ipv4(CLIENT4, ME4, 64).icmpv4_echo_request(0x1234, 7);
+    let b =
+        PacketBuilder::ethernet2(CLIENT_MAC, ME_MAC).ipv4(CLIENT4, ME4, 64).icmpv4_echo_request(0x1234, 7);
     let mut f = Vec::new();
     b.write(&mut f, b"wirespeed ping payload").unwrap();
     let out = rig.exchange(&f);
@@ -230,8 +231,11 @@ impl phy::Device for ClientDev {
 fn tcp_client_reads_the_stats() {
     let mut rig = rig(64);
     let mut dev = ClientDev { handle: rig.handle.clone() };
-    let mut iface =
-        Interface::new(Config::new(HardwareAddress::Ethernet(EthernetAddress(CLIENT_MAC))), &mut dev, Instant::ZERO);
+    let mut iface = Interface::new(
+        Config::new(HardwareAddress::Ethernet(EthernetAddress(CLIENT_MAC))),
+        &mut dev,
+        Instant::ZERO,
+    );
     iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::from(Ipv4Addr::from(CLIENT4)), 24)).unwrap());
     let mut sockets = SocketSet::new(Vec::new());
     let sock = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 8192]), tcp::SocketBuffer::new(vec![0; 1024]));

@@ -66,7 +66,8 @@ fn allocations_during(f: impl FnOnce()) -> u64 {
 #[test]
 fn classify_and_forward_allocate_nothing() {
     let pool = BufferPool::new(PoolConfig { buffers: 2048, ..PoolConfig::default() }).unwrap();
-    let mut port = NullPort::new(NullConfig { frame: udp4_frame(64), copy: true, ..NullConfig::default() }, pool);
+    let mut port =
+        NullPort::new(NullConfig { frame: udp4_frame(64), copy: true, ..NullConfig::default() }, pool);
     let (rx, tx) = port.queue_pair(0).unwrap();
     // The template goes 10.0.0.1 -> 10.0.1.1.
     let gw = "10.0.255.254".parse().unwrap();

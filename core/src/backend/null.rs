@@ -9,7 +9,9 @@ use crate::batch::Batch;
 use crate::buf::PacketBuf;
 use crate::meta::PacketMeta;
 use crate::pool::{BufferPool, PoolBuf};
-use crate::sync::Arc;
+// The template frame is immutable and shared only by clone: plain `std` `Arc` even under loom
+// (loom's `Arc` cannot hold a slice).
+use std::sync::Arc;
 
 /// Shape of a [`NullPort`].
 #[derive(Clone, Debug)]
