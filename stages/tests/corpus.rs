@@ -87,17 +87,13 @@ fn pcapng(b: &[u8]) -> Option<Vec<&[u8]>> {
             6 => {
                 let iface = u32_at(body, 0, le)? as usize;
                 let cap = u32_at(body, 12, le)? as usize;
-                if links.get(iface) == Some(&LINKTYPE_ETHERNET) {
-                    if let Some(f) = body.get(20..20 + cap) {
-                        out.push(f);
-                    }
+                if links.get(iface) == Some(&LINKTYPE_ETHERNET)
+                    && let Some(f) = body.get(20..20 + cap)
+                {
+                    out.push(f);
                 }
             }
-            3 => {
-                if links.first() == Some(&LINKTYPE_ETHERNET) {
-                    out.push(&body[4.min(body.len())..]);
-                }
-            }
+            3 if links.first() == Some(&LINKTYPE_ETHERNET) => out.push(&body[4.min(body.len())..]),
             _ => {}
         }
         at += len;

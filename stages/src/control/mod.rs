@@ -136,7 +136,7 @@ impl Default for ControlConfig {
             management_port: 9000,
             connections: 2,
             max_frame: 1514,
-            random_seed: 0x5eed_0f_c0_47_401,
+            random_seed: 0x5eed_0fc0_4740_1d0e,
         }
     }
 }
@@ -328,10 +328,12 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
                 c.served = true;
                 self.served += 1;
             }
-            if c.served && c.sent < c.out.len() && s.can_send() {
-                if let Ok(n) = s.send_slice(&c.out[c.sent..]) {
-                    c.sent += n;
-                }
+            if c.served
+                && c.sent < c.out.len()
+                && s.can_send()
+                && let Ok(n) = s.send_slice(&c.out[c.sent..])
+            {
+                c.sent += n;
             }
             if c.served && c.sent == c.out.len() && s.may_send() {
                 s.close();

@@ -321,16 +321,16 @@ impl Forward {
     /// verdict: `Forward { port }` or a counted `Drop`.
     #[inline(always)]
     pub fn forward_frame(&self, frame: &mut [u8], meta: &PacketMeta) -> Verdict {
-        match self.route(frame, meta) {
+        match self.route(frame, meta.l3, meta.l3_offset) {
             Ok(port) => Verdict::Forward { port },
             Err(r) => Verdict::Drop(r),
         }
     }
 
     #[inline(always)]
-    fn route(&self, f: &mut [u8], meta: &PacketMeta) -> Result<u16, DropReason> {
-        let l3 = meta.l3_offset as usize;
-        let nb = match meta.l3 {
+    fn route(&self, f: &mut [u8], kind: L3Kind, l3_offset: u16) -> Result<u16, DropReason> {
+        let l3 = l3_offset as usize;
+        let nb = match kind {
             L3Kind::Ipv4 => {
                 let h = f.get_mut(l3..l3 + 20).ok_or(DropReason::Truncated)?;
                 let ttl = h[8];
@@ -378,8 +378,11 @@ impl<B: PacketBuf> Stage<B> for Forward {
             // Forward never punts.
             |cx, _p| cx.counters.drop_packet(DropReason::Unsupported),
             |_cx, p| {
-                let meta = *p.meta();
-                this.forward_frame(p.data_mut(), &meta)
+                let (kind, off) = (p.meta().l3, p.meta().l3_offset);
+                match this.route(p.data_mut(), kind, off) {
+                    Ok(port) => Verdict::Forward { port },
+                    Err(r) => Verdict::Drop(r),
+                }
             },
         );
     }
