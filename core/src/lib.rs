@@ -58,3 +58,8 @@ pub use runtime::{Runtime, RuntimeConfig, RuntimeError};
 pub use stage::{Chain, PerPacket, Stage};
 pub use stats::{ShardCounters, ShardCtx, ShardId, ShardStats, StatsCell};
 pub use verdict::{DropReason, Verdict};
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -8,8 +8,8 @@
 //! [`LoopOptions::stats_every`] batches and whenever it goes idle.
 
 use crate::stats::{ShardCtx, ShardId, ShardStats, StatsCell};
+use crate::sync::BoundedQueue;
 use crate::sync::atomic::{AtomicU32, Ordering};
-use crate::sync::{Arc, BoundedQueue};
 
 /// What one `poll` of a worker did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,6 +238,7 @@ pub use threads::*;
 #[cfg(not(loom))]
 mod threads {
     use super::*;
+    use crate::sync::Arc;
 
     /// How to launch shards.
     #[derive(Clone, Debug)]

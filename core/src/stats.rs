@@ -166,54 +166,81 @@ pub struct ShardStats {
     pub counters: ShardCounters,
 }
 
-/// Single-writer, many-reader cell of [`ShardCounters`] (a sequence lock over atomics).
+/// Single-writer, many-reader sequence lock over `N` words of atomics.
+///
+/// The writer bumps the sequence to odd, stores the words, and bumps it to even; a reader
+/// retries until it saw the same even sequence before and after reading the words. All words are
+/// atomics, so there is no data race even while a read overlaps a write; the fences give the
+/// ordering the protocol needs (Boehm, "Can seqlocks get along with programming language memory
+/// models?", 2012).
 #[derive(Debug)]
-pub struct StatsCell {
+pub struct SeqLock<const N: usize> {
     seq: AtomicU64,
-    words: [AtomicU64; WORDS],
+    words: [AtomicU64; N],
 }
 
-impl Default for StatsCell {
+impl<const N: usize> Default for SeqLock<N> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl StatsCell {
-    /// All zero.
+impl<const N: usize> SeqLock<N> {
+    /// All zero, generation 0.
     pub fn new() -> Self {
         Self { seq: AtomicU64::new(0), words: std::array::from_fn(|_| AtomicU64::new(0)) }
     }
 
-    /// Publishes `c`. Only the owning shard may call this (single writer).
-    pub fn publish(&self, c: &ShardCounters) {
+    /// Publishes `w`. Only one thread may ever write (single writer).
+    pub fn write(&self, w: &[u64; N]) {
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s + 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        for (a, v) in self.words.iter().zip(c.to_words()) {
-            a.store(v, Ordering::Relaxed);
+        for (a, v) in self.words.iter().zip(w) {
+            a.store(*v, Ordering::Relaxed);
         }
         self.seq.store(s + 2, Ordering::Release);
     }
 
-    /// Reads a consistent snapshot; returns it with its generation (publishes so far).
-    pub fn read(&self) -> (u64, ShardCounters) {
+    /// Reads a consistent copy and the number of writes before it.
+    pub fn read(&self) -> (u64, [u64; N]) {
         loop {
             let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                crate::sync::spin_hint();
-                continue;
-            }
-            let mut w = [0u64; WORDS];
-            for (v, a) in w.iter_mut().zip(self.words.iter()) {
-                *v = a.load(Ordering::Relaxed);
-            }
-            fence(Ordering::Acquire);
-            let s2 = self.seq.load(Ordering::Relaxed);
-            if s1 == s2 {
-                return (s1 / 2, ShardCounters::from_words(&w));
+            if s1 & 1 == 0 {
+                let mut w = [0u64; N];
+                for (v, a) in w.iter_mut().zip(self.words.iter()) {
+                    *v = a.load(Ordering::Relaxed);
+                }
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == s1 {
+                    return (s1 / 2, w);
+                }
             }
             crate::sync::spin_hint();
         }
+    }
+}
+
+/// Single-writer, many-reader cell of [`ShardCounters`]: a [`SeqLock`] over their words.
+#[derive(Debug, Default)]
+pub struct StatsCell {
+    lock: SeqLock<WORDS>,
+}
+
+impl StatsCell {
+    /// All zero.
+    pub fn new() -> Self {
+        Self { lock: SeqLock::new() }
+    }
+
+    /// Publishes `c`. Only the owning shard may call this (single writer).
+    pub fn publish(&self, c: &ShardCounters) {
+        self.lock.write(&c.to_words());
+    }
+
+    /// Reads a consistent snapshot; returns it with its generation (publishes so far).
+    pub fn read(&self) -> (u64, ShardCounters) {
+        let (g, w) = self.lock.read();
+        (g, ShardCounters::from_words(&w))
     }
 }

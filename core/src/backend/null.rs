@@ -9,9 +9,7 @@ use crate::batch::Batch;
 use crate::buf::PacketBuf;
 use crate::meta::PacketMeta;
 use crate::pool::{BufferPool, PoolBuf};
-// The template frame is immutable and shared only by clone: plain `std` `Arc` even under loom
-// (loom's `Arc` cannot hold a slice).
-use std::sync::Arc;
+use std::sync::Arc; // immutable template shared by queues; not a concurrency protocol
 
 /// Shape of a [`NullPort`].
 #[derive(Clone, Debug)]
