@@ -272,3 +272,17 @@ fn tcp_client_reads_the_stats() {
     // Everything the client sent went through the data shard's punt stage.
     assert!(rig.cx.counters.punted >= 3, "{}", rig.cx.counters);
 }
+
+#[test]
+fn control_plane_as_a_worker_counts_its_traffic() {
+    use wirespeed_core::{Poll, Worker};
+    let mut rig = rig(64);
+    rig.handle.inject(0, &arp_request(ME4)).unwrap();
+    rig.pipeline.run_once(&mut rig.cx);
+    let mut ccx = ShardCtx::new(1);
+    assert!(matches!(Worker::poll(&mut rig.control, &mut ccx), Poll::Busy(1)));
+    assert_eq!((ccx.counters.rx_packets, ccx.counters.tx_packets), (1, 1));
+    assert_eq!(ccx.counters.rx_bytes, 60);
+    assert!(matches!(Worker::poll(&mut rig.control, &mut ccx), Poll::Idle));
+    assert_eq!(rig.handle.drain_tx(1).len(), 1);
+}
