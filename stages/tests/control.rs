@@ -47,19 +47,23 @@ fn rig(punt_capacity: usize) -> Rig {
     let (_rx1, tx1) = port.queue_pair(1).unwrap();
     let queue = punt_queue(punt_capacity);
     let me6: Ipv6Addr = ME6.parse().unwrap();
-    let classify = Classify::new(ClassifyConfig {
-        own_ipv4: vec![Ipv4Addr::from(ME4)],
-        own_ipv6: vec![me6],
-        ..ClassifyConfig::default()
-    });
-    let mut fib = Publisher::new(FibBuilder::new().build().unwrap());
-    let forward = Forward::new(fib.subscribe(), &[ME_MAC]);
-    let pipeline = Pipeline::new(rx0, tx0, (classify, Punt::new(queue.clone()), forward));
     let cfg = ControlConfig {
         mac: ME_MAC,
         addresses: vec![(IpAddr::from(ME4), 24), (IpAddr::from(me6), 64)],
         ..ControlConfig::default()
     };
+    let classify = Classify::new(cfg.classify_config());
+    assert_eq!(
+        cfg.classify_config(),
+        ClassifyConfig {
+            own_ipv4: vec![Ipv4Addr::from(ME4)],
+            own_ipv6: vec![me6],
+            ..ClassifyConfig::default()
+        }
+    );
+    let mut fib = Publisher::new(FibBuilder::new().build().unwrap());
+    let forward = Forward::new(fib.subscribe(), &[ME_MAC]);
+    let pipeline = Pipeline::new(rx0, tx0, (classify, Punt::new(queue.clone()), forward));
     let mut control = ControlPlane::new(cfg, queue, tx1, pool).unwrap();
     let stats: Arc<Mutex<Vec<ShardStats>>> = Arc::default();
     let s = stats.clone();

@@ -141,6 +141,24 @@ impl Default for ControlConfig {
     }
 }
 
+impl ControlConfig {
+    /// The classifier configuration that punts exactly what this control plane answers: its
+    /// own addresses and management port (other ports keep their defaults).
+    pub fn classify_config(&self) -> crate::classify::ClassifyConfig {
+        let mut c = crate::classify::ClassifyConfig {
+            management_tcp_port: self.management_port,
+            ..crate::classify::ClassifyConfig::default()
+        };
+        for &(a, _) in &self.addresses {
+            match a {
+                IpAddr::V4(v) => c.own_ipv4.push(v),
+                IpAddr::V6(v) => c.own_ipv6.push(v),
+            }
+        }
+        c
+    }
+}
+
 /// Why a control plane could not be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
