@@ -2,7 +2,8 @@
 //! VLAN, DSCP, flags and the [`FlowClass`] every later stage branches on).
 //!
 //! Two paths give the same answer:
-//! - a hand-written **fast path** for the common case — untagged Ethernet II, IPv4 without
+//! - a hand-written **fast path** for the common case — Ethernet II, untagged or with one
+//!   802.1Q tag, IPv4 without
 //!   options and not fragmented, or IPv6 without extension headers, then TCP/UDP/ICMP/ESP — that
 //!   reads fixed offsets and checks every length before it reads;
 //! - the **etherparse path** ([`ClassifyConfig::classify_etherparse`]) for everything else:
@@ -231,22 +232,38 @@ impl ClassifyConfig {
         reset(meta);
         match self.fast(frame, meta) {
             Some(r) => r,
-            None => self.classify_etherparse_inner(frame, meta),
+            None => {
+                // The fast path may have read a VLAN tag before deciding to fall back.
+                reset(meta);
+                self.classify_etherparse_inner(frame, meta)
+            }
         }
     }
 
     /// The fast path: `None` when the frame is not the simple case (the caller falls back).
     #[inline(always)]
     fn fast(&self, f: &[u8], m: &mut PacketMeta) -> Option<Result<(), DropReason>> {
-        let ethertype = be16(f, 12)?;
+        let mut ethertype = be16(f, 12)?;
+        let mut l3 = 14;
+        // One 802.1Q tag is common enough to stay on the fast path; QinQ goes to etherparse.
+        if ethertype == ETHERTYPE_VLAN {
+            let tci = be16(f, 14)?;
+            ethertype = be16(f, 16)?;
+            if ethertype != ETHERTYPE_IPV4 && ethertype != ETHERTYPE_IPV6 {
+                return None;
+            }
+            m.vlan = tci & 0x0fff;
+            m.flags |= flags::VLAN;
+            l3 = 18;
+        }
         match ethertype {
             ETHERTYPE_IPV4 => {
-                let hdr = f.get(14..34)?;
+                let hdr = f.get(l3..l3 + 20)?;
                 if hdr[0] != 0x45 {
                     return None; // options, or not version 4: etherparse says which
                 }
                 let total = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
-                if total < 20 || 14 + total > f.len() {
+                if total < 20 || l3 + total > f.len() {
                     return None;
                 }
                 if u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff != 0 {
@@ -256,29 +273,31 @@ impl ClassifyConfig {
                     return Some(Err(DropReason::MalformedIpv4));
                 }
                 m.l3 = L3Kind::Ipv4;
-                m.l3_offset = 14;
+                m.l3_offset = l3 as u16;
                 m.dscp = hdr[1] >> 2;
                 let dst = Dst::V4(u32::from_be_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]));
-                Some(self.transport(hdr[9], &f[34..14 + total], 34, dst, false, m))
+                let l4 = l3 + 20;
+                Some(self.transport(hdr[9], &f[l4..l3 + total], l4 as u16, dst, false, m))
             }
             ETHERTYPE_IPV6 => {
-                let hdr = f.get(14..54)?;
+                let hdr = f.get(l3..l3 + 40)?;
                 if hdr[0] >> 4 != 6 {
                     return None;
                 }
                 let plen = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
                 let nh = hdr[6];
+                let l4 = l3 + 40;
                 // Payload length 0 is a jumbogram / BIG TCP frame: etherparse decides.
-                if is_ipv6_ext(nh) || plen == 0 || 54 + plen > f.len() {
+                if is_ipv6_ext(nh) || plen == 0 || l4 + plen > f.len() {
                     return None;
                 }
                 m.l3 = L3Kind::Ipv6;
-                m.l3_offset = 14;
+                m.l3_offset = l3 as u16;
                 m.dscp = (u16::from_be_bytes([hdr[0], hdr[1]]) >> 6) as u8 & 0x3f;
                 let mut d = [0u8; 16];
                 d.copy_from_slice(&hdr[24..40]);
                 let dst = Dst::V6(u128::from_be_bytes(d));
-                Some(self.transport(nh, &f[54..54 + plen], 54, dst, false, m))
+                Some(self.transport(nh, &f[l4..l4 + plen], l4 as u16, dst, false, m))
             }
             _ => None,
         }

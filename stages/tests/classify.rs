@@ -261,7 +261,14 @@ fn malformed_frames_are_reasoned_drops() {
 fn valid_frames() -> Vec<Vec<u8>> {
     let mut esp = vec![0, 0, 1, 0, 0, 0, 0, 9];
     esp.extend_from_slice(&[0x77; 24]);
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .single_vlan(VlanId::try_new(42).unwrap())
+        .ipv6(v6(PEER6), v6(ME6), 64)
+        .udp(4500, 4500);
+    let mut vlan6 = Vec::new();
+    b.write(&mut vlan6, &esp).unwrap();
     vec![
+        vlan6,
         udp4(PEER4, FAR4, 1234, 53, b"query"),
         udp4(PEER4, ME4, 4500, 4500, &esp),
         tcp4(ME4, 40000, 9000),
@@ -292,7 +299,7 @@ proptest! {
 
     #[test]
     fn mutated_frames_agree_and_stay_in_bounds(
-        which in 0usize..7,
+        which in 0usize..8,
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
         cut in any::<usize>(),
     ) {
