@@ -19,7 +19,7 @@ use wirespeed_core::stats::ShardStats;
 use wirespeed_core::{BufferPool, DropReason, PacketBuf, Pipeline, PoolBuf, PoolConfig, Port, ShardCtx};
 use wirespeed_stages::classify::{Classify, ClassifyConfig};
 use wirespeed_stages::control::{ControlConfig, ControlPlane, Punt, format_shard_stats, punt_queue};
-use wirespeed_stages::forward::{FibBuilder, Forward};
+use wirespeed_stages::forward::{FibBuilder, Forward, Neighbor};
 
 const ME_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
@@ -119,8 +119,13 @@ fn arp_reply_to_client(rig: &mut Rig) {
 fn arp_request_gets_a_reply_and_others_do_not() {
     let mut rig = rig(64);
     arp_reply_to_client(&mut rig);
-    // Nobody answers for an address that is not ours.
+    // The requester is learned as a neighbor on the port it came in on.
+    let learned = rig.control.take_neighbor_changes();
+    assert_eq!(learned, vec![(IpAddr::from(CLIENT4), Neighbor { mac: CLIENT_MAC, port: 0 })]);
+    // Nobody answers for an address that is not ours, and nothing is learned from it.
     assert!(rig.exchange(&arp_request([192, 0, 2, 77])).is_empty());
+    assert!(rig.control.take_neighbor_changes().is_empty());
+    assert_eq!(rig.control.learned_neighbors().count(), 1);
     assert_eq!(rig.cx.counters.punted, 2);
     assert_eq!(rig.control.counters().device.received, 2);
 }
@@ -166,6 +171,11 @@ fn ipv6_neighbor_solicitation_and_ping6() {
     let Some(TransportSlice::Icmpv6(icmp)) = p.transport else { panic!("not ICMPv6: {p:?}") };
     assert_eq!(icmp.type_u8(), 136, "neighbor advertisement");
     assert_eq!(&icmp.payload()[..16], &me6.octets(), "target address");
+    assert_eq!(
+        rig.control.take_neighbor_changes(),
+        vec![(IpAddr::from(client6), Neighbor { mac: CLIENT_MAC, port: 0 })],
+        "the solicitor is learned from its source link-layer option"
+    );
 
     let b = PacketBuilder::ethernet2(CLIENT_MAC, ME_MAC)
         .ipv6(client6.octets(), me6.octets(), 64)

@@ -5,6 +5,7 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use wirespeed_core::{Batch, PacketBuf, TxQueue};
 
+use super::snoop::Snoop;
 use super::{PuntQueue, TxAlloc};
 
 /// Frame counters of a [`PuntDevice`].
@@ -27,6 +28,7 @@ pub struct PuntDevice<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> {
     rx: PuntQueue<B>,
     out: Out<B, T, A>,
     mtu: usize,
+    pub(crate) snoop: Snoop,
 }
 
 struct Out<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> {
@@ -53,6 +55,7 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> PuntDevice<B, T, A> {
                 counters: DeviceCounters::default(),
             },
             mtu,
+            snoop: Snoop::default(),
         }
     }
 
@@ -119,6 +122,7 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> phy::Device for PuntDevic
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let b = self.rx.pop()?;
+        self.snoop.frame(b.data(), b.meta().rx_port);
         self.out.counters.received += 1;
         self.out.counters.received_bytes += b.len() as u64;
         Some((PuntRx(b), PuntTx { out: &mut self.out, mtu: self.mtu }))

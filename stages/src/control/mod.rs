@@ -30,11 +30,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Neighbors: the control plane also records who answers ARP / Neighbor Discovery for which
+//! address on which port ([`ControlPlane::take_neighbor_changes`]); the application feeds those
+//! into its [`crate::forward::FibBuilder`] and publishes a new FIB (learning from ARP requests and
+//! replies addressed to the appliance, and from NS/NA with hop limit 255, RFC 4861 §7.1).
+//!
 //! Limits: VLAN-tagged punted frames are not understood by smoltcp and are dropped by it; the
-//! neighbors smoltcp learns are not fed back into the forwarding table (the FIB's neighbors are
-//! configured); IP fragments to the appliance are not reassembled.
+//! control plane resolves nothing by itself for transit traffic (a next hop nobody has talked
+//! to stays unresolved until configured or learned); IP fragments to the appliance are not
+//! reassembled; one control plane answers on one port's Tx queue.
 
 mod device;
+mod snoop;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -43,6 +50,8 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use wirespeed_core::stats::ShardStats;
+
+use crate::forward::Neighbor;
 use wirespeed_core::sync::{Arc, BoundedQueue};
 use wirespeed_core::{
     Batch, BufferPool, DropReason, FlowClass, PacketBuf, Poll, PoolBuf, ShardCtx, Stage, TxQueue, Verdict,
@@ -50,6 +59,7 @@ use wirespeed_core::{
 };
 
 pub use device::{DeviceCounters, PuntDevice};
+pub use snoop::MAX_LEARNED;
 
 /// The queue from data shards to the control shard.
 pub type PuntQueue<B> = Arc<BoundedQueue<B>>;
@@ -241,6 +251,7 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
             return Err(ControlError::TooManyAddresses { given: cfg.addresses.len(), max: MAX_ADDRESSES });
         }
         let mut dev = PuntDevice::new(punt, tx, alloc, cfg.max_frame);
+        dev.snoop = snoop::Snoop::new(&cfg.addresses);
         let mut icfg = Config::new(HardwareAddress::Ethernet(mac));
         icfg.random_seed = cfg.random_seed;
         let start = std::time::Instant::now();
@@ -295,6 +306,18 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
     /// formatted with [`format_shard_stats`]).
     pub fn set_stats_source(&mut self, f: impl FnMut(&mut String) + Send + 'static) {
         self.stats = Box::new(f);
+    }
+
+    /// Neighbors learned from ARP and Neighbor Discovery so far (address → MAC and the port the
+    /// frame came in on); see the `snoop` rules in the module docs.
+    pub fn learned_neighbors(&self) -> impl Iterator<Item = (IpAddr, Neighbor)> + '_ {
+        self.dev.snoop.learned()
+    }
+
+    /// Neighbors learned or changed since the last call. Feed them into the FIB builder
+    /// (`builder.neighbor(ip, n.mac, n.port)`) and publish a new FIB when this is not empty.
+    pub fn take_neighbor_changes(&mut self) -> Vec<(IpAddr, Neighbor)> {
+        self.dev.snoop.take_changes()
     }
 
     /// Counters so far.
