@@ -28,7 +28,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use etherparse::{ArpPacketSlice, Ethernet2Slice, Ipv4Slice, Ipv6Slice, SingleVlanSlice};
 use wirespeed_core::meta::flags;
-use wirespeed_core::{Batch, DropReason, FlowClass, L3Kind, PacketBuf, PacketMeta, ShardCtx, Stage, Verdict};
+use wirespeed_core::{
+    BATCH_SIZE, Batch, DropReason, FlowClass, L3Kind, PacketBuf, PacketMeta, ShardCtx, Stage,
+};
 
 /// EtherType of IPv4.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -137,23 +139,47 @@ fn store(dst: &mut PacketMeta, m: &PacketMeta) {
 impl<B: PacketBuf> Stage<B> for Classify {
     #[inline]
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        // A plain loop the compiler inlines whole (no per-packet closure call); packets to drop
+        // are marked and removed afterwards, which is rare.
         let cfg = &self.cfg;
-        batch.apply(
-            cx,
-            // Classify never punts; the arm exists only to satisfy `apply`.
-            |cx, _p| cx.counters.drop_packet(DropReason::Unsupported),
-            |_cx, p| {
-                let mut m = PacketMeta { flags: p.meta().flags, ..PacketMeta::default() };
-                match cfg.classify(p.data(), &mut m) {
-                    Ok(()) => {
-                        store(p.meta_mut(), &m);
-                        Verdict::Continue
-                    }
-                    Err(r) => Verdict::Drop(r),
+        let mut drops = [None; BATCH_SIZE];
+        let mut any = false;
+        for (p, d) in batch.iter_mut().zip(drops.iter_mut()) {
+            let mut m = PacketMeta { flags: p.meta().flags, ..PacketMeta::default() };
+            match cfg.classify(p.data(), &mut m) {
+                Ok(()) => store(p.meta_mut(), &m),
+                Err(r) => {
+                    *d = Some(r);
+                    any = true;
                 }
-            },
-        );
+            }
+        }
+        if any {
+            remove_marked(cx, batch, &drops);
+        }
     }
+}
+
+/// Removes the packets whose slot in `drops` holds a reason, counting each (order kept).
+#[inline(never)]
+pub(crate) fn remove_marked<B: PacketBuf>(
+    cx: &mut ShardCtx,
+    batch: &mut Batch<B>,
+    drops: &[Option<DropReason>; BATCH_SIZE],
+) {
+    let mut i = 0;
+    // `retain` visits every packet once, in order.
+    batch.retain(|_| {
+        let d = drops[i];
+        i += 1;
+        match d {
+            Some(r) => {
+                cx.counters.drop_packet(r);
+                false
+            }
+            None => true,
+        }
+    });
 }
 
 #[inline(always)]

@@ -36,7 +36,9 @@ use std::net::IpAddr;
 use arrayvec::ArrayVec;
 use wirespeed_core::epoch::Subscriber;
 use wirespeed_core::pipeline::MAX_TX_PORTS;
-use wirespeed_core::{Batch, DropReason, L3Kind, PacketBuf, PacketMeta, ShardCtx, Stage, Verdict};
+use wirespeed_core::{
+    BATCH_SIZE, Batch, DropReason, L3Kind, PacketBuf, PacketMeta, ShardCtx, Stage, Verdict,
+};
 
 pub use lpm4::Dir24_8;
 pub use lpm6::{AddrHasher, AddrMap, Lpm6};
@@ -372,18 +374,20 @@ impl<B: PacketBuf> Stage<B> for Forward {
     #[inline]
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
         self.fib.refresh();
-        let this = &*self;
-        batch.apply(
-            cx,
-            // Forward never punts.
-            |cx, _p| cx.counters.drop_packet(DropReason::Unsupported),
-            |_cx, p| {
-                let (kind, off) = (p.meta().l3, p.meta().l3_offset);
-                match this.route(p.data_mut(), kind, off) {
-                    Ok(port) => Verdict::Forward { port },
-                    Err(r) => Verdict::Drop(r),
+        let mut drops = [None; BATCH_SIZE];
+        let mut any = false;
+        for (p, d) in batch.iter_mut().zip(drops.iter_mut()) {
+            let (kind, off) = (p.meta().l3, p.meta().l3_offset);
+            match self.route(p.data_mut(), kind, off) {
+                Ok(port) => p.meta_mut().out_port = port,
+                Err(r) => {
+                    *d = Some(r);
+                    any = true;
                 }
-            },
-        );
+            }
+        }
+        if any {
+            crate::classify::remove_marked(cx, batch, &drops);
+        }
     }
 }
