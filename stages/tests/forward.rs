@@ -281,3 +281,46 @@ fn forwards_ipv6_and_follows_published_updates() {
     assert_eq!(fwd.forward_frame(&mut f, &m), Verdict::Drop(DropReason::NoNeighbor));
     assert_eq!(b.remove_route("2001:db8:2:42::".parse().unwrap(), 64), 1);
 }
+
+#[test]
+fn never_forwarded_destinations() {
+    let gw: IpAddr = "192.0.2.1".parse().unwrap();
+    let gw6: IpAddr = "2001:db8::fe".parse().unwrap();
+    let mut b = FibBuilder::new();
+    b.route("0.0.0.0".parse().unwrap(), 0, NextHop::Gateway(gw)).unwrap();
+    b.route("::".parse().unwrap(), 0, NextHop::Gateway(gw6)).unwrap();
+    b.neighbor(gw, [0x02, 0, 0, 0, 0, 0x99], 0);
+    b.neighbor(gw6, [0x02, 0, 0, 0, 0, 0x98], 0);
+    let mut p = Publisher::new(b.build().unwrap());
+    let fwd = Forward::new(p.subscribe(), &PORT_MACS);
+    for (dst, want) in [
+        ([224, 0, 0, 5], Some(DropReason::Unsupported)),
+        ([239, 1, 2, 3], Some(DropReason::Unsupported)),
+        ([255, 255, 255, 255], Some(DropReason::NoRoute)),
+        ([127, 0, 0, 1], Some(DropReason::NoRoute)),
+        ([0, 1, 2, 3], Some(DropReason::NoRoute)),
+        ([198, 51, 100, 1], None),
+    ] {
+        let mut f = udp4_frame(64);
+        f[30..34].copy_from_slice(&dst);
+        f[24..26].fill(0);
+        let c = ipv4_header_checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        let m = classify(&f);
+        let want = want.map_or(Verdict::Forward { port: 0 }, Verdict::Drop);
+        assert_eq!(fwd.forward_frame(&mut f, &m), want, "{}", Ipv4Addr::from(dst));
+    }
+    for (dst, want) in [
+        ("ff02::1", Some(DropReason::Unsupported)),
+        ("fe80::1", Some(DropReason::NoRoute)),
+        ("febf::1", Some(DropReason::NoRoute)),
+        ("::1", Some(DropReason::NoRoute)),
+        ("fec0::1", None),
+        ("2001:db8:5::1", None),
+    ] {
+        let mut f = ipv6_udp_frame(dst.parse().unwrap(), 64);
+        let m = classify(&f);
+        let want = want.map_or(Verdict::Forward { port: 0 }, Verdict::Drop);
+        assert_eq!(fwd.forward_frame(&mut f, &m), want, "{dst}");
+    }
+}

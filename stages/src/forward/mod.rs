@@ -24,6 +24,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Multicast, loopback, link-local and other never-forwarded destinations are dropped before the
+//! lookup (RFC 1812 §5.3.7, RFC 4291).
+//!
 //! Not done here: ICMP Time Exceeded / Destination Unreachable errors (TTL expiry and missing
 //! routes are counted drops only), and IPv4 options are forwarded untouched.
 
@@ -290,6 +293,32 @@ pub fn checksum_adjust(hc: u16, old: u16, new: u16) -> u16 {
     !(sum as u16)
 }
 
+/// Destinations a router never forwards by unicast route (RFC 1812 §5.3.7, §5.3.5.1): multicast
+/// (no multicast routing here) is `Unsupported`; 0/8, loopback 127/8 and the limited broadcast
+/// are `NoRoute`.
+#[inline(always)]
+fn check_v4(dst: u32) -> Result<(), DropReason> {
+    match dst >> 24 {
+        224..=239 => Err(DropReason::Unsupported),
+        0 | 127 => Err(DropReason::NoRoute),
+        _ if dst == u32::MAX => Err(DropReason::NoRoute),
+        _ => Ok(()),
+    }
+}
+
+/// IPv6 destinations never forwarded (RFC 4291 §2.5, §2.7): multicast is `Unsupported`;
+/// unspecified, loopback and link-local unicast (fe80::/10) are `NoRoute`.
+#[inline(always)]
+fn check_v6(dst: u128) -> Result<(), DropReason> {
+    if dst >> 120 == 0xff {
+        Err(DropReason::Unsupported)
+    } else if dst <= 1 || dst >> 118 == 0xfe80 >> 6 {
+        Err(DropReason::NoRoute)
+    } else {
+        Ok(())
+    }
+}
+
 /// The forward stage: route lookup, TTL / hop limit, checksum, MAC rewrite, output port.
 ///
 /// Expects classified packets ([`crate::classify::Classify`] before it) and a punt stage before
@@ -340,6 +369,7 @@ impl Forward {
                     return Err(DropReason::TtlExpired);
                 }
                 let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+                check_v4(dst)?;
                 let nb = self.fib.lookup_v4(dst)?;
                 let old = u16::from_be_bytes([ttl, h[9]]);
                 let new = u16::from_be_bytes([ttl - 1, h[9]]);
@@ -355,7 +385,9 @@ impl Forward {
                 }
                 let mut d = [0u8; 16];
                 d.copy_from_slice(&h[24..40]);
-                let nb = self.fib.lookup_v6(u128::from_be_bytes(d))?;
+                let dst = u128::from_be_bytes(d);
+                check_v6(dst)?;
+                let nb = self.fib.lookup_v6(dst)?;
                 // No IPv6 header checksum (RFC 8200 §3).
                 h[7] -= 1;
                 nb
