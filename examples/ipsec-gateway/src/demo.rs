@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use wirespeed_core::epoch::{Publisher, Subscriber};
+use wirespeed_core::rss::{PacketInfo, RssConfig, RssHasher, SymmetricMode};
 use wirespeed_core::{
     BufferPool, DropReason, Pipeline, PoolConfig, Port, Runtime, RuntimeConfig, ShardCounters,
 };
-use wirespeed_pcap::{CaptureReader, PcapOutput, PcapPort, PcapWriter, TxTimestamp, flow_hash, queue_file};
+use wirespeed_pcap::{CaptureReader, Frame, PcapOutput, PcapPort, PcapWriter, TxTimestamp, queue_file};
 use wirespeed_stages::classify::{Classify, ClassifyConfig};
 use wirespeed_stages::forward::{Fib, FibBuilder, FibError, Forward, NextHop};
 
@@ -52,6 +53,7 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
     w.flush()?;
     drop(w);
     let v6 = flows.iter().filter(|f| f.src.is_ipv6()).count();
+    println!("RSS: Toeplitz, Microsoft key, symmetric sort mode, {} queues", opts.shards);
     println!(
         "generated {} frames in {} flows ({} IPv4, {} IPv6; TCP and UDP) -> {}",
         frames.len(),
@@ -61,13 +63,14 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
         input.display()
     );
 
-    // 2. The pcap port: the one input spread over the shards' queues by a symmetric flow hash,
+    // 2. The pcap port: the one input spread over the shards' queues by the same symmetric
+    //    Toeplitz hash a NIC would use (so both directions of a flow meet on one shard),
     //    one output capture per queue.
     let pool = BufferPool::new(PoolConfig { buffers: 1024 * opts.shards.max(1), ..PoolConfig::default() })?;
     let output = dir.join("output.pcap");
     let port = PcapPort::builder(pool)
         .name("demo")
-        .spread_input(&input, flow_hash)
+        .spread_input(&input, rss_steer)
         .queues(opts.shards as u16)
         .output(PcapOutput::PerQueue(output.clone()))
         .tx_timestamp(TxTimestamp::Constant(1_764_000_000_000_000_000))
@@ -160,6 +163,21 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
         total.total_drops()
     );
     Ok(())
+}
+
+/// RSS of the demo port: Toeplitz with the Microsoft key, symmetric `sort` mode, every hash type.
+fn demo_rss() -> &'static RssHasher {
+    static HASHER: std::sync::OnceLock<RssHasher> = std::sync::OnceLock::new();
+    HASHER.get_or_init(|| {
+        RssHasher::new(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() })
+            .expect("the Microsoft key is long enough for every hash type")
+    })
+}
+
+/// Queue choice for the pcap port (`hash % queues`): the port's Toeplitz hash of the frame. For a
+/// power-of-two shard count this equals a NIC's choice with a round-robin RETA.
+fn rss_steer(frame: &Frame<'_>) -> u32 {
+    PacketInfo::parse_ethernet(frame.data).tuple.and_then(|t| demo_rss().hash_tuple(&t)).unwrap_or(0)
 }
 
 /// A forwarded frame goes from the gateway to the WAN router with its TTL/hop limit one lower.
