@@ -3,11 +3,19 @@
 //! `pipeline/null_io`: null Rx (copy=false, like DPDK net_null copy=0) → pipeline that forwards
 //! untouched → null Tx. One iteration = one batch of 32 packets. Peer: `dpdk-testpmd
 //! --forward-mode=io` on two net_null ports (`../shared/tools/peer-anchors.sh io`).
+//!
+//! `pipeline/l3fwd`: null Rx (64-byte frames copied into pool buffers, like DPDK `net_null`
+//! `copy=1`) → classify → forward (route lookup, TTL, RFC 1624 checksum, MAC rewrite) → null Tx,
+//! one batch of 32 per iteration. Peer: DPDK testpmd `5tswap` on net_null copy=1.
+//! `pipeline/null_copy_baseline` is the same Rx/Tx with no stage, to separate the backend's cost.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use wirespeed_core::backend::null::{NullConfig, NullPort};
+use wirespeed_core::backend::null::{NullConfig, NullPort, udp4_frame};
+use wirespeed_core::epoch::Publisher;
 use wirespeed_core::{BATCH_SIZE, BufferPool, Pipeline, PoolConfig, Port, ShardCtx};
+use wirespeed_stages::classify::{Classify, ClassifyConfig};
+use wirespeed_stages::forward::{FibBuilder, Forward, NextHop};
 
 fn null_io(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
@@ -22,5 +30,45 @@ fn null_io(c: &mut Criterion) {
     assert_eq!(cx.counters.total_drops(), 0);
 }
 
-criterion_group!(benches, null_io);
+fn l3fwd(c: &mut Criterion) {
+    let pool = BufferPool::new(PoolConfig { buffers: 4096, ..PoolConfig::default() }).unwrap();
+    let mut port =
+        NullPort::new(NullConfig { frame: udp4_frame(64), copy: true, ..NullConfig::default() }, pool);
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    // The template goes 10.0.0.1 -> 10.0.1.1: a /16 via a resolved gateway, plus a default.
+    let gw = "10.0.255.254".parse().unwrap();
+    let mut b = FibBuilder::new();
+    b.route("10.0.0.0".parse().unwrap(), 16, NextHop::Gateway(gw)).unwrap();
+    b.route("0.0.0.0".parse().unwrap(), 0, NextHop::Gateway(gw)).unwrap();
+    b.neighbor(gw, [0x02, 0, 0, 0, 0, 0xfe], 0);
+    let mut fib = Publisher::new(b.build().unwrap());
+    let classify = Classify::new(ClassifyConfig {
+        own_ipv4: vec!["10.0.0.254".parse().unwrap()],
+        ..ClassifyConfig::default()
+    });
+    let forward = Forward::new(fib.subscribe(), &[[0x02, 0, 0, 0, 0, 1]]);
+    let mut pipeline = Pipeline::new(rx, tx, (classify, forward));
+    let mut cx = ShardCtx::new(0);
+    for _ in 0..64 {
+        pipeline.run_once(&mut cx);
+    }
+    assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
+
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(32));
+    g.bench_function("l3fwd", |b| b.iter(|| pipeline.run_once(&mut cx)));
+    assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
+
+    // Baseline: the same null Rx (copy) -> null Tx with no stage, to separate the backend's cost.
+    let mut port = NullPort::new(
+        NullConfig { port_id: 1, frame: udp4_frame(64), copy: true, ..NullConfig::default() },
+        pool,
+    );
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    let mut base = Pipeline::new(rx, tx, ());
+    g.bench_function("null_copy_baseline", |b| b.iter(|| base.run_once(&mut cx)));
+    g.finish();
+}
+
+criterion_group!(benches, null_io, l3fwd);
 criterion_main!(benches);

@@ -111,10 +111,11 @@ fn send<B: PacketBuf, T: TxQueue<Buf = B>>(tx: &mut T, batch: &mut Batch<B>, cx:
     let bytes = batch.bytes();
     let want = batch.len();
     let sent = tx.tx_burst(batch);
-    let left = batch.bytes();
     cx.counters.tx_packets += sent as u64;
-    cx.counters.tx_bytes += bytes - left;
-    if sent < want {
+    if sent == want {
+        cx.counters.tx_bytes += bytes;
+    } else {
+        cx.counters.tx_bytes += bytes - batch.bytes();
         cx.counters.drop_packets(DropReason::TxFull, batch.len() as u64);
         batch.clear();
     }

@@ -3,4 +3,12 @@
 //! The stages every wirespeed appliance reuses, each generic over
 //! [`wirespeed_core::PacketBuf`] so they run unchanged on every backend.
 #![forbid(unsafe_code)]
+
+pub mod classify;
+pub mod control;
 pub mod esp;
+pub mod forward;
+
+pub use classify::{Classify, ClassifyConfig};
+pub use control::{ControlConfig, ControlPlane, Punt, PuntQueue};
+pub use forward::{Fib, FibBuilder, Forward, NextHop};

@@ -127,7 +127,7 @@ impl TxQueue for NullTx {
     #[inline]
     fn tx_burst(&mut self, batch: &mut Batch<PoolBuf>) -> usize {
         let n = batch.len();
-        self.pool.free_bulk(batch.drain(..));
+        self.pool.free_batch(batch);
         n
     }
 }

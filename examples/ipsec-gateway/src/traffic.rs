@@ -20,6 +20,8 @@ pub struct Flow {
     pub payload: usize,
     /// Packets in the flow.
     pub packets: usize,
+    /// IPv4 TTL / IPv6 hop limit of every packet.
+    pub ttl: u8,
 }
 
 /// MAC of the host that sends the demo traffic.
@@ -49,8 +51,31 @@ pub fn demo_flows() -> Vec<Flow> {
             dport: [443, 53, 8080, 5001][i as usize % 4],
             payload: [64, 512, 1200, 100][i as usize % 4],
             packets: 40 + 10 * (i as usize % 5),
+            ttl: 64,
         });
     }
+    // Two flows the gateway must refuse: a destination it has no route to, and a traceroute-like
+    // probe whose TTL runs out here. Their drops show up under their reasons in the counters.
+    flows.push(Flow {
+        src: IpAddr::from([10, 1, 0, 99]),
+        dst: IpAddr::from([198, 51, 100, 7]),
+        proto: 17,
+        sport: 33_000,
+        dport: 9,
+        payload: 32,
+        packets: 5,
+        ttl: 64,
+    });
+    flows.push(Flow {
+        src: IpAddr::from([10, 1, 0, 98]),
+        dst: IpAddr::from([10, 2, 3, 4]),
+        proto: 17,
+        sport: 33_434,
+        dport: 33_435,
+        payload: 24,
+        packets: 3,
+        ttl: 1,
+    });
     flows
 }
 
@@ -99,7 +124,7 @@ pub fn frame(flow: &Flow, seq: u32) -> Vec<u8> {
             ip[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
             ip[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
             ip[6] = 0x40; // DF
-            ip[8] = 64;
+            ip[8] = flow.ttl;
             ip[9] = flow.proto;
             ip[12..16].copy_from_slice(&s.octets());
             ip[16..20].copy_from_slice(&d.octets());
@@ -120,7 +145,7 @@ pub fn frame(flow: &Flow, seq: u32) -> Vec<u8> {
             ip[0] = 0x60;
             ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
             ip[6] = flow.proto;
-            ip[7] = 64;
+            ip[7] = flow.ttl;
             ip[8..24].copy_from_slice(&s.octets());
             ip[24..40].copy_from_slice(&d.octets());
             let mut pseudo = [0u8; 40];

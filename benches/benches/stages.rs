@@ -1,0 +1,114 @@
+//! Stage micro-benchmarks: `classify/ipv4_udp` and `classify/ipv6_tcp` (one packet per
+//! iteration, fast path) and `lpm/ipv4_lookup_1m_routes` (one DIR-24-8 lookup per iteration in a
+//! table of 1 M BGP-like random prefixes, addresses drawn from a pre-generated random array).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use wirespeed_core::PacketMeta;
+use wirespeed_core::backend::null::udp4_frame;
+use wirespeed_stages::classify::ClassifyConfig;
+use wirespeed_stages::forward::Dir24_8;
+
+/// SplitMix64: deterministic randomness without a dependency.
+struct SplitMix(u64);
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// Ethernet / IPv6 / TCP (20-byte header, ACK) from 2001:db8:1::1 port 40000 to 2001:db8:2::2
+/// port 443, 6 bytes of payload (74 bytes).
+fn ipv6_tcp_frame() -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40 + 20 + 6];
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    f[14] = 0x60;
+    f[18..20].copy_from_slice(&26u16.to_be_bytes());
+    f[20] = 6;
+    f[21] = 64;
+    f[22..24].copy_from_slice(&[0x20, 0x01]);
+    f[24..26].copy_from_slice(&[0x0d, 0xb8]);
+    f[27] = 1;
+    f[37] = 1;
+    f[38..40].copy_from_slice(&[0x20, 0x01]);
+    f[40..42].copy_from_slice(&[0x0d, 0xb8]);
+    f[43] = 2;
+    f[53] = 2;
+    f[54..56].copy_from_slice(&40000u16.to_be_bytes());
+    f[56..58].copy_from_slice(&443u16.to_be_bytes());
+    f[66] = 5 << 4;
+    f[67] = 0x10;
+    f
+}
+
+fn classify(c: &mut Criterion) {
+    let cfg = ClassifyConfig {
+        own_ipv4: vec!["192.0.2.1".parse().unwrap()],
+        own_ipv6: vec!["2001:db8::1".parse().unwrap()],
+        ..ClassifyConfig::default()
+    };
+    let v4 = udp4_frame(64);
+    let v6 = ipv6_tcp_frame();
+    let mut g = c.benchmark_group("classify");
+    g.throughput(Throughput::Elements(1));
+    for (name, frame) in [("ipv4_udp", &v4), ("ipv6_tcp", &v6)] {
+        let mut m = PacketMeta::default();
+        cfg.classify(frame, &mut m).expect("bench frame classifies");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let r = cfg.classify(black_box(frame), &mut m);
+                black_box((&r, &m));
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A BGP-like random table: 60 % /24, 35 % /16–/23, 3 % /8–/15, 2 % /25–/32.
+fn bgp_like_routes(n: usize, seed: u64) -> Vec<(u32, u8, u32)> {
+    let mut rng = SplitMix(seed);
+    (0..n)
+        .map(|_| {
+            let x = rng.next();
+            let len = match x % 100 {
+                0..=59 => 24,
+                60..=94 => 16 + (x >> 8) as u8 % 8,
+                95..=97 => 8 + (x >> 8) as u8 % 8,
+                _ => 25 + (x >> 8) as u8 % 8,
+            };
+            ((x >> 32) as u32, len, (x >> 16) as u32 % 1024)
+        })
+        .collect()
+}
+
+fn lpm(c: &mut Criterion) {
+    let routes = bgp_like_routes(1_000_000, 1);
+    let t0 = Instant::now();
+    let table = Dir24_8::build(&routes).unwrap();
+    eprintln!("lpm: built {} prefixes ({} tbl8 groups) in {:?}", table.len(), table.groups(), t0.elapsed());
+    let mut rng = SplitMix(2);
+    const N: usize = 1 << 20;
+    let addrs: Vec<u32> = (0..N).map(|_| rng.next() as u32).collect();
+    let mut g = c.benchmark_group("lpm");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("ipv4_lookup_1m_routes", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let a = addrs[i & (N - 1)];
+            i = i.wrapping_add(1);
+            black_box(table.lookup(a))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, classify, lpm);
+criterion_main!(benches);

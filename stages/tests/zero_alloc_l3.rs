@@ -1,0 +1,103 @@
+//! Zero heap allocation on the L3 forwarding path: null Rx (frames copied, like DPDK `net_null`
+//! `copy=1`) → classify → punt → forward → null Tx, 10 000 batches after warm-up, counted by a
+//! global allocator that counts allocations made on the test's thread.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use wirespeed_core::backend::null::{NullConfig, NullPort, udp4_frame};
+use wirespeed_core::epoch::Publisher;
+use wirespeed_core::{BufferPool, Pipeline, PoolBuf, PoolConfig, Port, ShardCtx};
+use wirespeed_stages::classify::{Classify, ClassifyConfig};
+use wirespeed_stages::control::{Punt, punt_queue};
+use wirespeed_stages::forward::{FibBuilder, Forward, NextHop};
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+struct Counting;
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the thread-local counters
+// are const-initialised `Cell`s, so touching them never allocates or re-enters the allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+fn count() {
+    let _ = COUNTING.try_with(|c| {
+        if c.get() {
+            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+        }
+    });
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    ALLOCS.with(|a| a.set(0));
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    ALLOCS.with(|a| a.get())
+}
+
+#[test]
+fn classify_and_forward_allocate_nothing() {
+    let pool = BufferPool::new(PoolConfig { buffers: 2048, ..PoolConfig::default() }).unwrap();
+    let mut port =
+        NullPort::new(NullConfig { frame: udp4_frame(64), copy: true, ..NullConfig::default() }, pool);
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    // The template goes 10.0.0.1 -> 10.0.1.1.
+    let gw = "10.0.255.254".parse().unwrap();
+    let mut b = FibBuilder::new();
+    b.route("10.0.0.0".parse().unwrap(), 16, NextHop::Gateway(gw)).unwrap();
+    b.route("2001:db8::".parse().unwrap(), 32, NextHop::Direct).unwrap();
+    b.neighbor(gw, [0x02, 0, 0, 0, 0, 0xfe], 0);
+    let mut fib = Publisher::new(b.build().unwrap());
+    let classify = Classify::new(ClassifyConfig {
+        own_ipv4: vec!["10.0.0.254".parse().unwrap()],
+        ..ClassifyConfig::default()
+    });
+    let forward = Forward::new(fib.subscribe(), &[[0x02, 0, 0, 0, 0, 1]]);
+    let punt = Punt::<PoolBuf>::new(punt_queue(64));
+    let mut pipeline = Pipeline::new(rx, tx, (classify, punt, forward));
+    let mut cx = ShardCtx::new(0);
+    for _ in 0..100 {
+        pipeline.run_once(&mut cx);
+    }
+    let warm = cx.counters.tx_packets;
+    assert_eq!(warm, 100 * 32, "warm-up did not forward everything: {}", cx.counters);
+
+    // The counter works: one boxed value is one allocation.
+    assert_eq!(allocations_during(|| drop(std::hint::black_box(Box::new(7u64)))), 1);
+    let n = allocations_during(|| {
+        for _ in 0..10_000 {
+            pipeline.run_once(&mut cx);
+        }
+    });
+    assert_eq!(n, 0, "{n} heap allocations in 10 000 batches");
+    assert_eq!(cx.counters.tx_packets - warm, 10_000 * 32);
+    assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the peer anchors (DPDK testpmd, rte_softrss, intel-ipsec-mb, OpenSSL) and wirespeed's
+# criterion benches back to back on this machine, so BENCHMARKS.md compares figures from one run.
+# Usage: tools/bench-vs-peers.sh [OUT_DIR]   (needs ../shared/tools; installs the peers with apt)
+set -u
+cd "$(dirname "$0")/.."
+out=${1:-target/bench-vs-peers}
+mkdir -p "$out"
+shared=../shared/tools
+if ! command -v dpdk-testpmd >/dev/null; then bash "$shared/install-peers.sh"; fi
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out/machine.txt"
+bash "$shared/peer-anchors.sh" | tee "$out/peers.txt"
+# Quick but stable enough: 3 s warm-up, 10 s measurement per bench.
+for b in pipeline toeplitz stages esp; do
+  [ -f "benches/benches/$b.rs" ] || continue
+  cargo bench -p wirespeed-benches --bench "$b" -- --warm-up-time 3 --measurement-time 10 2>&1 |
+    grep -E '^[a-z0-9_/]+ +time:|^ +thrpt:|^[a-z0-9_/]+$|^ +time:' | tee "$out/$b.txt"
+done
