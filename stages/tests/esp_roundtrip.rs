@@ -524,6 +524,30 @@ fn inbound_selector_is_enforced_after_decryption() {
     assert_eq!(cx.counters.drops_of(DropReason::PolicyDiscard), 1);
 }
 
+#[test]
+fn congestion_marks_reach_ecn_capable_inner_packets() {
+    // RFC 6040 normal mode: encapsulation copies ECN out, decapsulation copies CE back in.
+    let mut p = tunnel_pair(AeadAlgorithm::Aes128Gcm, false, false, false, Framing::Ip);
+    let mut cx = ShardCtx::new(0);
+    for (inner_ecn, want) in [(0b10u8, 0b11u8), (0b01, 0b11), (0b00, 0b00)] {
+        let mut inner = inner4(20);
+        inner[1] = 0xb8 | inner_ecn; // DSCP EF
+        inner[10..12].fill(0);
+        let c = esp_common::ipv4_checksum(&inner[..20]);
+        inner[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut e = run(&mut p.enc, &mut cx, std::slice::from_ref(&inner)).remove(0);
+        assert_eq!(e[1], inner[1], "outer TOS copied from the inner packet");
+        e[1] |= 3; // a router on the path marks congestion
+        e[10..12].fill(0);
+        let c = esp_common::ipv4_checksum(&e[..20]);
+        e[10..12].copy_from_slice(&c.to_be_bytes());
+        let d = run(&mut p.dec, &mut cx, &[e]).remove(0);
+        assert_eq!(d[1], 0xb8 | want);
+        assert_eq!(esp_common::ipv4_checksum(&d[..20]), 0);
+        assert_eq!(d[20..], inner[20..]);
+    }
+}
+
 fn protected_clone() -> Vec<u8> {
     inner4(3)
 }

@@ -379,6 +379,19 @@ pub fn decapsulate<B: PacketBuf>(
             if ip.v6 != want_v6 {
                 return Err(DropReason::EspBadTrailer);
             }
+            // RFC 6040 (normal mode): congestion marked on the tunnel path is copied to an
+            // ECN-capable inner packet. (A CE mark over a not-ECT inner packet is left as is.)
+            if loc.outer.tos & 3 == 3 {
+                let h = &mut data[ct_start..ct_start + ip.hdr_len];
+                if ip.v6 {
+                    if (h[1] >> 4) & 3 != 0 {
+                        h[1] |= 0x30;
+                    }
+                } else if h[1] & 3 != 0 {
+                    h[1] |= 3;
+                    set_ipv4_checksum(h);
+                }
+            }
             // TFC padding (RFC 4303 §2.4) may follow the inner packet: its own length rules.
             let shift = ct_start - l3;
             data.copy_within(0..l3, shift);
