@@ -1,5 +1,6 @@
 //! The offline demo: synthetic capture → N-shard pipeline on the pcap backend → output captures.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -10,10 +11,12 @@ use wirespeed_core::{
 };
 use wirespeed_pcap::{CaptureReader, Frame, PcapOutput, PcapPort, PcapWriter, TxTimestamp, queue_file};
 use wirespeed_stages::classify::{Classify, ClassifyConfig};
+use wirespeed_stages::esp::{EspEncrypt, SaSet};
 use wirespeed_stages::forward::{Fib, FibBuilder, FibError, Forward, NextHop};
 
 use crate::GatewayError;
 use crate::traffic;
+use crate::tunnel::{self, Peer};
 
 /// Demo settings.
 #[derive(Clone, Debug)]
@@ -82,6 +85,10 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
     let mut routes = Publisher::new(fib);
     let subs: Vec<Option<Subscriber<Fib>>> = (0..opts.shards).map(|_| Some(routes.subscribe())).collect();
     let subs = Mutex::new(subs);
+    // IPsec: our SAD/SPD (one outbound SA per shard and policy), published by epoch too.
+    let mut sad = Publisher::new(tunnel::local_sas(opts.shards).map_err(GatewayError::Check)?);
+    let sa_subs: Vec<Option<Subscriber<SaSet>>> = (0..opts.shards).map(|_| Some(sad.subscribe())).collect();
+    let sa_subs = Mutex::new(sa_subs);
     let classify_cfg = ClassifyConfig {
         own_ipv4: vec![GATEWAY_V4.parse().expect("literal")],
         own_ipv6: vec![GATEWAY_V6.parse().expect("literal")],
@@ -89,7 +96,8 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
     };
 
     // 4. One shard per queue, each building and owning its pipeline on its own thread:
-    //    pcap Rx → classify → forward (LPM, TTL, checksum, MAC rewrite) → pcap Tx.
+    //    pcap Rx → classify → forward (LPM, TTL, checksum, MAC rewrite) → ESP encrypt (SPD
+    //    lookup, this shard's SA, tunnel encapsulation in place) → pcap Tx.
     let cfg = RuntimeConfig {
         shards: opts.shards,
         loop_options: wirespeed_core::LoopOptions { exit_when_finished: true, ..Default::default() },
@@ -108,7 +116,17 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
             .get_mut(shard)
             .and_then(Option::take)
             .ok_or_else(|| format!("no route subscriber for shard {shard}"))?;
-        let stages = (Classify::new(classify_cfg.clone()), Forward::new(fib, &[traffic::GATEWAY_MAC]));
+        let sas = sa_subs
+            .lock()
+            .map_err(|_| "lock poisoned".to_string())?
+            .get_mut(shard)
+            .and_then(Option::take)
+            .ok_or_else(|| format!("no SA subscriber for shard {shard}"))?;
+        let stages = (
+            Classify::new(classify_cfg.clone()),
+            Forward::new(fib, &[traffic::GATEWAY_MAC]),
+            EspEncrypt::new(sas),
+        );
         Ok::<_, String>(Pipeline::new(rx, tx, stages))
     })?;
     for s in 0..rt.shards() {
@@ -123,6 +141,7 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
     let stats = rt.wait_finished()?;
 
     routes.reclaim();
+    sad.reclaim();
 
     // 5. Report and check.
     let mut total = ShardCounters::default();
@@ -131,6 +150,11 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
         total.accumulate(&s.counters);
     }
     println!("total:   {total}");
+    // The peer gateway's view: every output frame must be ESP from us to the peer that its
+    // inbound SAs authenticate and decrypt to exactly one of the packets we forwarded.
+    let mut expected = expected_inner(&frames);
+    let mut peer = Peer::new(opts.shards, pool).map_err(GatewayError::Check)?;
+    let mut per_spi = std::collections::BTreeMap::<u32, u64>::new();
     let mut written = 0u64;
     for q in 0..opts.shards as u16 {
         let path = queue_file(&output, q);
@@ -138,12 +162,26 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
         let mut n = 0u64;
         while let Some(f) = r.next_frame() {
             let f = f?;
-            check_forwarded(f.data)
+            let spi = check_tunneled(f.data, &mut peer, &mut expected)
                 .map_err(|why| GatewayError::Check(format!("{}: frame {n}: {why}", path.display())))?;
+            *per_spi.entry(spi).or_default() += 1;
             n += 1;
         }
-        println!("output queue {q}: {n} frames -> {}", path.display());
+        println!("output queue {q}: {n} ESP frames -> {}", path.display());
         written += n;
+    }
+    for (spi, n) in &per_spi {
+        let v6 = (spi & 0xf000) == 0x6000;
+        println!(
+            "  SPI {spi:#06x} (shard {}, {} inner, {}): {n} packets, all authenticated and decrypted by the peer",
+            spi & 0xfff,
+            if v6 { "IPv6" } else { "IPv4" },
+            if v6 { "ChaCha20-Poly1305" } else { "AES-128-GCM" },
+        );
+    }
+    let missing: usize = expected.values().sum();
+    if missing != 0 {
+        return Err(GatewayError::Check(format!("{missing} forwarded packets never reached the peer")));
     }
     if total.rx_packets != frames.len() as u64 {
         return Err(GatewayError::Check(format!("received {} of {} frames", total.rx_packets, frames.len())));
@@ -180,23 +218,54 @@ fn rss_steer(frame: &Frame<'_>) -> u32 {
     PacketInfo::parse_ethernet(frame.data).tuple.and_then(|t| demo_rss().hash_tuple(&t)).unwrap_or(0)
 }
 
-/// A forwarded frame goes from the gateway to the WAN router with its TTL/hop limit one lower.
-fn check_forwarded(f: &[u8]) -> Result<(), String> {
-    if f.len() < 54 || f[0..6] != WAN_ROUTER_MAC || f[6..12] != traffic::GATEWAY_MAC {
-        return Err("not rewritten to the WAN router's MAC".into());
+/// What the peer must find inside the tunnel: each routable packet's IP bytes as forwarded
+/// (TTL/hop limit one lower, IPv4 checksum updated), with multiplicity.
+fn expected_inner(frames: &[(u64, Vec<u8>)]) -> std::collections::HashMap<Vec<u8>, usize> {
+    let mut m = std::collections::HashMap::new();
+    for (_, f) in frames {
+        let mut ip = f[14..].to_vec();
+        let v4 = f[12..14] == [0x08, 0x00];
+        let (ttl_at, dst) = if v4 { (8, &ip[16..18]) } else { (7, &ip[24..28]) };
+        let routed = if v4 { dst == [10, 2] } else { dst == [0xfd, 0x00, 0x00, 0x02] };
+        if !routed || ip[ttl_at] <= 1 {
+            continue;
+        }
+        ip[ttl_at] -= 1;
+        if v4 {
+            ip[10..12].copy_from_slice(&[0, 0]);
+            let c = traffic::checksum(&[&ip[..20]]);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        *m.entry(ip).or_insert(0) += 1;
     }
-    let ttl = match f[12..14] {
-        [0x08, 0x00] => f[22],
-        [0x86, 0xdd] => f[21],
-        _ => return Err("not IP".into()),
-    };
-    if ttl != 63 {
-        return Err(format!("TTL/hop limit {ttl}, want 63"));
+    m
+}
+
+/// An output frame is ESP in IPv4 from our WAN address to the peer, addressed to the WAN
+/// router, and decrypts to a packet we forwarded; returns its SPI.
+fn check_tunneled(
+    f: &[u8],
+    peer: &mut Peer,
+    expected: &mut std::collections::HashMap<Vec<u8>, usize>,
+) -> Result<u32, String> {
+    if f.len() < 34 || f[0..6] != WAN_ROUTER_MAC || f[6..12] != traffic::GATEWAY_MAC || f[12..14] != [8, 0] {
+        return Err("not an IPv4 frame from the gateway to the WAN router".into());
     }
-    if f[12..14] == [0x08, 0x00] && traffic::checksum(&[&f[14..34]]) != 0 {
-        return Err("IPv4 header checksum wrong after the TTL update".into());
+    if traffic::checksum(&[&f[14..34]]) != 0 || f[23] != 50 {
+        return Err("outer header is not a valid IPv4 ESP header".into());
     }
-    Ok(())
+    let outer: [IpAddr; 2] =
+        [IpAddr::from([f[26], f[27], f[28], f[29]]), IpAddr::from([f[30], f[31], f[32], f[33]])];
+    let want: [IpAddr; 2] = [tunnel::LOCAL.parse().expect("literal"), tunnel::PEER.parse().expect("literal")];
+    if outer != want {
+        return Err(format!("outer addresses {} -> {}", outer[0], outer[1]));
+    }
+    let (spi, inner) = peer.decrypt(f)?;
+    match expected.get_mut(&inner) {
+        Some(n) if *n > 0 => *n -= 1,
+        _ => return Err(format!("SPI {spi:#x} carried a packet that was not forwarded (or twice)")),
+    }
+    Ok(spi)
 }
 
 /// The demo's refused flows must show up under exactly their drop reasons.

@@ -8,6 +8,7 @@
 
 mod demo;
 mod traffic;
+mod tunnel;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
