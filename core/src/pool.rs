@@ -286,6 +286,11 @@ impl BufferPool {
         let shared = self.shared;
         with_cache(|c| {
             let Some(lc) = c.slot(shared) else { return };
+            // Make room for the whole batch up front when it fits in one spill (the usual case),
+            // so the loop below only pushes.
+            if lc.bufs.remaining_capacity() < batch.len() {
+                shared.spill(&mut lc.bufs);
+            }
             for b in batch.iter_mut() {
                 if !std::ptr::eq(b.pool, shared) {
                     continue; // a foreign buffer goes home when the batch is cleared below

@@ -225,21 +225,25 @@ pub fn ipv4_header_valid(hdr: &[u8]) -> bool {
     s == 0xffff
 }
 
-/// [`ipv4_header_valid`] for the 20-byte header without options (the fast path): five 32-bit
-/// words summed into 64 bits, then folded with end-around carries (RFC 1071 §2(B), (C)). A
+/// [`ipv4_header_valid`] for the 20-byte header without options (the fast path): summed as
+/// 64-bit words, then folded with end-around carries (RFC 1071 §2(B), (C)). A
 /// one's-complement sum is zero only when every word is, so the result matches the general
 /// version exactly.
 #[inline(always)]
 pub fn ipv4_header20_valid(h: &[u8; 20]) -> bool {
-    let [a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3, e0, e1, e2, e3] = *h;
-    let sum = u32::from_ne_bytes([a0, a1, a2, a3]) as u64
-        + u32::from_ne_bytes([b0, b1, b2, b3]) as u64
-        + u32::from_ne_bytes([c0, c1, c2, c3]) as u64
-        + u32::from_ne_bytes([d0, d1, d2, d3]) as u64
-        + u32::from_ne_bytes([e0, e1, e2, e3]) as u64;
-    // 64 → 32 bits: the high half is at most 4, so one end-around carry is enough.
-    let (x, c) = (sum as u32).overflowing_add((sum >> 32) as u32);
-    let x = x + c as u32;
+    let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7, c0, c1, c2, c3] = *h;
+    let a = u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]);
+    let b = u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+    let c = u32::from_ne_bytes([c0, c1, c2, c3]) as u64;
+    // Two 64-bit words and one 32-bit word with end-around carries (at most one each: a sum
+    // with its carry added back cannot overflow again).
+    let (s, k) = a.overflowing_add(b);
+    let s = s + k as u64;
+    let (s, k) = s.overflowing_add(c);
+    let s = s + k as u64;
+    // 64 → 32 bits, likewise.
+    let (x, k) = (s as u32).overflowing_add((s >> 32) as u32);
+    let x = x + k as u32;
     // 32 → 16 bits, likewise.
     let (y, c) = (x as u16).overflowing_add((x >> 16) as u16);
     y + c as u16 == 0xffff
@@ -325,8 +329,12 @@ impl ClassifyConfig {
             ..PacketMeta::default()
         };
         let eth = f.first_chunk::<14>()?;
-        match u16::from_be_bytes([eth[12], eth[13]]) {
-            ETHERTYPE_IPV4 => self.fast_ipv4::<14>(f, m),
+        let ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+        // Untagged IPv4 first: the common case takes one compare.
+        if ethertype == ETHERTYPE_IPV4 {
+            return self.fast_ipv4::<14>(f, m);
+        }
+        match ethertype {
             ETHERTYPE_IPV6 => self.fast_ipv6::<14>(f, m),
             // One 802.1Q tag is common enough to stay on the fast path; QinQ goes to etherparse.
             ETHERTYPE_VLAN => {
