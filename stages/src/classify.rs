@@ -359,13 +359,12 @@ impl ClassifyConfig {
         f: &[u8],
         mut m: PacketMeta,
     ) -> Option<Result<PacketMeta, DropReason>> {
-        let ip = f.get(L3..)?;
-        let hdr = ip.first_chunk::<20>()?;
+        let hdr: &[u8; 20] = f.get(L3..L3 + 20)?.try_into().ok()?;
         if hdr[0] != 0x45 {
             return None; // options, or not version 4: etherparse says which
         }
         let total = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
-        if total < 20 || total > ip.len() {
+        if total < 20 || L3 + total > f.len() {
             return None;
         }
         if u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff != 0 {
@@ -378,7 +377,7 @@ impl ClassifyConfig {
         m.l3_offset = L3 as u16;
         m.dscp = hdr[1] >> 2;
         let dst = Dst::V4(u32::from_be_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]));
-        let l4 = ip.get(20..total)?;
+        let l4 = f.get(L3 + 20..L3 + total)?;
         let r = self.transport(hdr[9], l4, (L3 + 20) as u16, dst, false, &mut m);
         Some(r.map(|()| m))
     }
@@ -390,15 +389,14 @@ impl ClassifyConfig {
         f: &[u8],
         mut m: PacketMeta,
     ) -> Option<Result<PacketMeta, DropReason>> {
-        let ip = f.get(L3..)?;
-        let hdr = ip.first_chunk::<40>()?;
+        let hdr: &[u8; 40] = f.get(L3..L3 + 40)?.try_into().ok()?;
         if hdr[0] >> 4 != 6 {
             return None;
         }
         let plen = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
         let nh = hdr[6];
         // Payload length 0 is a jumbogram / BIG TCP frame: etherparse decides.
-        if is_ipv6_ext(nh) || plen == 0 || 40 + plen > ip.len() {
+        if is_ipv6_ext(nh) || plen == 0 || L3 + 40 + plen > f.len() {
             return None;
         }
         m.l3 = L3Kind::Ipv6;
@@ -406,7 +404,7 @@ impl ClassifyConfig {
         m.dscp = (u16::from_be_bytes([hdr[0], hdr[1]]) >> 6) as u8 & 0x3f;
         let (_, d) = hdr.split_last_chunk::<16>()?;
         let dst = Dst::V6(u128::from_be_bytes(*d));
-        let l4 = ip.get(40..40 + plen)?;
+        let l4 = f.get(L3 + 40..L3 + 40 + plen)?;
         let r = self.transport(nh, l4, (L3 + 40) as u16, dst, false, &mut m);
         Some(r.map(|()| m))
     }

@@ -387,8 +387,9 @@ impl Forward {
         let l3 = l3_offset as usize;
         let nb = match kind {
             L3Kind::Ipv4 => {
-                let h =
-                    f.get_mut(l3..).and_then(|h| h.first_chunk_mut::<20>()).ok_or(DropReason::Truncated)?;
+                // One length check: the range end, then a view whose size is known.
+                let h: &mut [u8; 20] =
+                    f.get_mut(l3..l3 + 20).and_then(|h| h.try_into().ok()).ok_or(DropReason::Truncated)?;
                 let ttl = h[8];
                 if ttl <= 1 {
                     return Err(DropReason::TtlExpired);
