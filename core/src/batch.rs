@@ -69,6 +69,12 @@ impl<B, const N: usize> Batch<B, N> {
         self.pkts.try_push(pkt).map_err(|e| e.element())
     }
 
+    /// The packets as the underlying array vector, for in-crate code that fills a batch in place.
+    #[inline]
+    pub(crate) fn inner_mut(&mut self) -> &mut ArrayVec<B, N> {
+        &mut self.pkts
+    }
+
     /// Removes the last packet.
     #[inline]
     pub fn pop(&mut self) -> Option<B> {

@@ -111,10 +111,14 @@ impl Classify {
     /// Classifies one packet in place: fills its metadata, or says why it must be dropped.
     #[inline]
     pub fn classify_packet<B: PacketBuf>(&self, p: &mut B) -> Result<(), DropReason> {
-        let mut m = *p.meta();
-        self.cfg.classify(p.data(), &mut m)?;
-        store(p.meta_mut(), &m);
-        Ok(())
+        match self.cfg.fast(p.data(), p.meta().flags) {
+            Some(Ok(m)) => {
+                store(p.meta_mut(), &m);
+                Ok(())
+            }
+            Some(Err(r)) => Err(r),
+            None => self.cfg.classify_slow(p),
+        }
     }
 }
 
@@ -145,14 +149,21 @@ impl<B: PacketBuf> Stage<B> for Classify {
         let mut drops = [None; BATCH_SIZE];
         let mut any = false;
         for (p, d) in batch.iter_mut().zip(drops.iter_mut()) {
-            let mut m = PacketMeta { flags: p.meta().flags, ..PacketMeta::default() };
-            match cfg.classify(p.data(), &mut m) {
-                Ok(()) => store(p.meta_mut(), &m),
-                Err(r) => {
-                    *d = Some(r);
-                    any = true;
+            // The fast path builds its result in registers and stores it once; only frames it
+            // does not handle take the etherparse path (which works on a copy in memory).
+            let r = match cfg.fast(p.data(), p.meta().flags) {
+                Some(Ok(m)) => {
+                    store(p.meta_mut(), &m);
+                    continue;
                 }
-            }
+                Some(Err(r)) => r,
+                None => match cfg.classify_slow(p) {
+                    Ok(()) => continue,
+                    Err(r) => r,
+                },
+            };
+            *d = Some(r);
+            any = true;
         }
         if any {
             remove_marked(cx, batch, &drops);
@@ -180,12 +191,6 @@ pub(crate) fn remove_marked<B: PacketBuf>(
             None => true,
         }
     });
-}
-
-#[inline(always)]
-fn be16(d: &[u8], at: usize) -> Option<u16> {
-    let b = d.get(at..at + 2)?;
-    Some(u16::from_be_bytes([b[0], b[1]]))
 }
 
 #[inline(always)]
@@ -218,6 +223,30 @@ pub fn ipv4_header_valid(hdr: &[u8]) -> bool {
     s = (s & 0xffff) + (s >> 16);
     s = (s & 0xffff) + (s >> 16);
     s == 0xffff
+}
+
+/// [`ipv4_header_valid`] for the 20-byte header without options (the fast path): summed as
+/// 64-bit words, then folded with end-around carries (RFC 1071 §2(B), (C)). A
+/// one's-complement sum is zero only when every word is, so the result matches the general
+/// version exactly.
+#[inline(always)]
+pub fn ipv4_header20_valid(h: &[u8; 20]) -> bool {
+    let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7, c0, c1, c2, c3] = *h;
+    let a = u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]);
+    let b = u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+    let c = u32::from_ne_bytes([c0, c1, c2, c3]) as u64;
+    // Two 64-bit words and one 32-bit word with end-around carries (at most one each: a sum
+    // with its carry added back cannot overflow again).
+    let (s, k) = a.overflowing_add(b);
+    let s = s + k as u64;
+    let (s, k) = s.overflowing_add(c);
+    let s = s + k as u64;
+    // 64 → 32 bits, likewise.
+    let (x, k) = (s as u32).overflowing_add((s >> 32) as u32);
+    let x = x + k as u32;
+    // 32 → 16 bits, likewise.
+    let (y, c) = (x as u16).overflowing_add((x >> 16) as u16);
+    y + c as u16 == 0xffff
 }
 
 /// Destination of the IP header, for "is it for us" tests.
@@ -264,78 +293,120 @@ impl ClassifyConfig {
     /// applies, etherparse otherwise. On error `meta`'s classifier fields are unspecified.
     #[inline]
     pub fn classify(&self, frame: &[u8], meta: &mut PacketMeta) -> Result<(), DropReason> {
-        reset(meta);
-        match self.fast(frame, meta) {
-            Some(r) => r,
+        match self.fast(frame, meta.flags) {
+            Some(Ok(m)) => {
+                store(meta, &m);
+                Ok(())
+            }
+            Some(Err(r)) => Err(r),
             None => {
-                // The fast path may have read a VLAN tag before deciding to fall back.
                 reset(meta);
                 self.classify_etherparse_inner(frame, meta)
             }
         }
     }
 
-    /// The fast path: `None` when the frame is not the simple case (the caller falls back).
+    /// The etherparse path for a packet in a buffer, on a copy of its metadata (stored back on
+    /// success only, like the fast path).
+    #[inline(never)]
+    fn classify_slow<B: PacketBuf>(&self, p: &mut B) -> Result<(), DropReason> {
+        let mut m = *p.meta();
+        reset(&mut m);
+        self.classify_etherparse_inner(p.data(), &mut m)?;
+        store(p.meta_mut(), &m);
+        Ok(())
+    }
+
+    /// The fast path: the classifier's fields of the metadata (the others default; `flags` keeps
+    /// the bits of `flags_in` the classifier does not own), or `None` when the frame is not the
+    /// simple case (the caller falls back to etherparse). Every header is read through a
+    /// fixed-size array view at a constant offset (one copy of the IP code per L2 layout), so
+    /// each header costs one length check and no per-byte bounds checks.
     #[inline(always)]
-    fn fast(&self, f: &[u8], m: &mut PacketMeta) -> Option<Result<(), DropReason>> {
-        let mut ethertype = be16(f, 12)?;
-        let mut l3 = 14;
-        // One 802.1Q tag is common enough to stay on the fast path; QinQ goes to etherparse.
-        if ethertype == ETHERTYPE_VLAN {
-            let tci = be16(f, 14)?;
-            ethertype = be16(f, 16)?;
-            if ethertype != ETHERTYPE_IPV4 && ethertype != ETHERTYPE_IPV6 {
-                return None;
-            }
-            m.vlan = tci & 0x0fff;
-            m.flags |= flags::VLAN;
-            l3 = 18;
+    fn fast(&self, f: &[u8], flags_in: u16) -> Option<Result<PacketMeta, DropReason>> {
+        let mut m = PacketMeta {
+            flags: flags_in & !(flags::FRAGMENT | flags::VLAN | flags::IP_OPTIONS),
+            ..PacketMeta::default()
+        };
+        let eth = f.first_chunk::<14>()?;
+        let ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+        // Untagged IPv4 first: the common case takes one compare.
+        if ethertype == ETHERTYPE_IPV4 {
+            return self.fast_ipv4::<14>(f, m);
         }
         match ethertype {
-            ETHERTYPE_IPV4 => {
-                let hdr = f.get(l3..l3 + 20)?;
-                if hdr[0] != 0x45 {
-                    return None; // options, or not version 4: etherparse says which
+            ETHERTYPE_IPV6 => self.fast_ipv6::<14>(f, m),
+            // One 802.1Q tag is common enough to stay on the fast path; QinQ goes to etherparse.
+            ETHERTYPE_VLAN => {
+                let tagged = f.first_chunk::<18>()?;
+                let tci = u16::from_be_bytes([tagged[14], tagged[15]]);
+                m.vlan = tci & 0x0fff;
+                m.flags |= flags::VLAN;
+                match u16::from_be_bytes([tagged[16], tagged[17]]) {
+                    ETHERTYPE_IPV4 => self.fast_ipv4::<18>(f, m),
+                    ETHERTYPE_IPV6 => self.fast_ipv6::<18>(f, m),
+                    _ => None,
                 }
-                let total = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
-                if total < 20 || l3 + total > f.len() {
-                    return None;
-                }
-                if u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff != 0 {
-                    return None; // fragment
-                }
-                if !ipv4_header_valid(hdr) {
-                    return Some(Err(DropReason::MalformedIpv4));
-                }
-                m.l3 = L3Kind::Ipv4;
-                m.l3_offset = l3 as u16;
-                m.dscp = hdr[1] >> 2;
-                let dst = Dst::V4(u32::from_be_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]));
-                let l4 = l3 + 20;
-                Some(self.transport(hdr[9], &f[l4..l3 + total], l4 as u16, dst, false, m))
-            }
-            ETHERTYPE_IPV6 => {
-                let hdr = f.get(l3..l3 + 40)?;
-                if hdr[0] >> 4 != 6 {
-                    return None;
-                }
-                let plen = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
-                let nh = hdr[6];
-                let l4 = l3 + 40;
-                // Payload length 0 is a jumbogram / BIG TCP frame: etherparse decides.
-                if is_ipv6_ext(nh) || plen == 0 || l4 + plen > f.len() {
-                    return None;
-                }
-                m.l3 = L3Kind::Ipv6;
-                m.l3_offset = l3 as u16;
-                m.dscp = (u16::from_be_bytes([hdr[0], hdr[1]]) >> 6) as u8 & 0x3f;
-                let mut d = [0u8; 16];
-                d.copy_from_slice(&hdr[24..40]);
-                let dst = Dst::V6(u128::from_be_bytes(d));
-                Some(self.transport(nh, &f[l4..l4 + plen], l4 as u16, dst, false, m))
             }
             _ => None,
         }
+    }
+
+    /// IPv4 without options, not fragmented, at frame offset `L3`.
+    #[inline(always)]
+    fn fast_ipv4<const L3: usize>(
+        &self,
+        f: &[u8],
+        mut m: PacketMeta,
+    ) -> Option<Result<PacketMeta, DropReason>> {
+        let hdr: &[u8; 20] = f.get(L3..L3 + 20)?.try_into().ok()?;
+        if hdr[0] != 0x45 {
+            return None; // options, or not version 4: etherparse says which
+        }
+        let total = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+        if total < 20 || L3 + total > f.len() {
+            return None;
+        }
+        if u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff != 0 {
+            return None; // fragment
+        }
+        if !ipv4_header20_valid(hdr) {
+            return Some(Err(DropReason::MalformedIpv4));
+        }
+        m.l3 = L3Kind::Ipv4;
+        m.l3_offset = L3 as u16;
+        m.dscp = hdr[1] >> 2;
+        let dst = Dst::V4(u32::from_be_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]));
+        let l4 = f.get(L3 + 20..L3 + total)?;
+        let r = self.transport(hdr[9], l4, (L3 + 20) as u16, dst, false, &mut m);
+        Some(r.map(|()| m))
+    }
+
+    /// IPv6 without extension headers at frame offset `L3`.
+    #[inline(always)]
+    fn fast_ipv6<const L3: usize>(
+        &self,
+        f: &[u8],
+        mut m: PacketMeta,
+    ) -> Option<Result<PacketMeta, DropReason>> {
+        let hdr: &[u8; 40] = f.get(L3..L3 + 40)?.try_into().ok()?;
+        if hdr[0] >> 4 != 6 {
+            return None;
+        }
+        let plen = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
+        let nh = hdr[6];
+        // Payload length 0 is a jumbogram / BIG TCP frame: etherparse decides.
+        if is_ipv6_ext(nh) || plen == 0 || L3 + 40 + plen > f.len() {
+            return None;
+        }
+        m.l3 = L3Kind::Ipv6;
+        m.l3_offset = L3 as u16;
+        m.dscp = (u16::from_be_bytes([hdr[0], hdr[1]]) >> 6) as u8 & 0x3f;
+        let (_, d) = hdr.split_last_chunk::<16>()?;
+        let dst = Dst::V6(u128::from_be_bytes(*d));
+        let l4 = f.get(L3 + 40..L3 + 40 + plen)?;
+        let r = self.transport(nh, l4, (L3 + 40) as u16, dst, false, &mut m);
+        Some(r.map(|()| m))
     }
 
     /// Classifies `frame` with etherparse only (no fast path). The result is the same as
@@ -447,10 +518,11 @@ impl ClassifyConfig {
         }
         m.flow_class = match proto {
             ip_proto::TCP => {
-                let (Some(sp), Some(dp), Some(doff)) = (be16(l4, 0), be16(l4, 2), l4.get(12)) else {
+                let Some(h) = l4.first_chunk::<13>() else {
                     return Err(DropReason::MalformedL4);
                 };
-                let hlen = (doff >> 4) as usize * 4;
+                let (sp, dp) = (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]));
+                let hlen = (h[12] >> 4) as usize * 4;
                 if hlen < 20 || hlen > l4.len() {
                     return Err(DropReason::MalformedL4);
                 }
@@ -465,10 +537,11 @@ impl ClassifyConfig {
                 }
             }
             ip_proto::UDP => {
-                let (Some(sp), Some(dp), Some(ulen)) = (be16(l4, 0), be16(l4, 2), be16(l4, 4)) else {
+                let Some(h) = l4.first_chunk::<6>() else {
                     return Err(DropReason::MalformedL4);
                 };
-                let ulen = ulen as usize;
+                let (sp, dp) = (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]));
+                let ulen = u16::from_be_bytes([h[4], h[5]]) as usize;
                 if ulen < 8 || ulen > l4.len() {
                     return Err(DropReason::MalformedL4);
                 }
@@ -617,6 +690,33 @@ mod tests {
                     assert!(ipv4_header_valid(&h) && reference(&h), "{h:02x?}");
                 }
             }
+        }
+    }
+
+    /// The fixed-size 20-byte sum agrees with the general one (and so with the RFC 1071
+    /// reference above) on random headers, correct checksums, and the all-zero / all-ones edges.
+    #[test]
+    fn header20_sum_matches_general_sum() {
+        let mut x = 0x9e37_79b9u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let mut cases: Vec<[u8; 20]> = vec![[0; 20], [0xff; 20]];
+        for _ in 0..20_000 {
+            let mut h = [0u8; 20];
+            h.iter_mut().for_each(|b| *b = next() as u8);
+            cases.push(h);
+            h[10] = 0;
+            h[11] = 0;
+            let c = wirespeed_core::backend::null::ipv4_header_checksum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            cases.push(h);
+        }
+        for h in &cases {
+            assert_eq!(ipv4_header20_valid(h), ipv4_header_valid(h), "{h:02x?}");
         }
     }
 

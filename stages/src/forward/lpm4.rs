@@ -19,11 +19,30 @@ const PAYLOAD: u32 = GROUP - 1;
 pub const MAX_VALUE: u32 = PAYLOAD;
 
 /// An immutable DIR-24-8 table mapping IPv4 prefixes to `u32` values (≤ [`MAX_VALUE`]).
-#[derive(Clone)]
 pub struct Dir24_8 {
-    tbl24: Vec<u32>,
+    /// Fixed size, so indexing by the top 24 bits of an address needs no bounds check.
+    tbl24: Box<[u32; TBL24]>,
     tbl8: Vec<u32>,
     routes: usize,
+}
+
+/// Entries of the first-level table: one per /24.
+const TBL24: usize = 1 << 24;
+
+/// 64 MiB of `tbl24`, built on the heap (never a temporary on the stack).
+fn zeroed_tbl24() -> Box<[u32; TBL24]> {
+    match vec![0u32; TBL24].into_boxed_slice().try_into() {
+        Ok(t) => t,
+        Err(_) => unreachable!("a vector of TBL24 entries converts to an array of TBL24"),
+    }
+}
+
+impl Clone for Dir24_8 {
+    fn clone(&self) -> Self {
+        let mut tbl24 = zeroed_tbl24();
+        tbl24.copy_from_slice(&self.tbl24[..]);
+        Self { tbl24, tbl8: self.tbl8.clone(), routes: self.routes }
+    }
 }
 
 impl std::fmt::Debug for Dir24_8 {
@@ -51,7 +70,7 @@ impl Dir24_8 {
         }
         // Shortest first; among equal prefixes, input order (so the last one given wins).
         sorted.sort_unstable_by_key(|&(len, addr, _, i)| (len, addr, i));
-        let mut tbl24 = vec![0u32; 1 << 24];
+        let mut tbl24 = zeroed_tbl24();
         let mut tbl8: Vec<u32> = Vec::new();
         let mut distinct = 0usize;
         let mut prev: Option<(u8, u32)> = None;

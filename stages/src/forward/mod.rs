@@ -293,12 +293,36 @@ pub fn checksum_adjust(hc: u16, old: u16, new: u16) -> u16 {
     !(sum as u16)
 }
 
+/// [`checksum_adjust`] specialised to the TTL decrement, where the changed word (TTL, protocol)
+/// drops by exactly 0x0100: `~m + m'` is then the constant 0xfeff (for TTL ≥ 1), so
+/// `HC' = ~(~HC + 0xfeff)`, the same sum eqn. 3 computes. The sum is at most 0x1fefe, so one
+/// end-around carry folds it.
+#[inline(always)]
+pub fn ttl_decrement_checksum(hc: u16) -> u16 {
+    let sum = (!hc) as u32 + 0xfeff;
+    !((sum & 0xffff) + (sum >> 16)) as u16
+}
+
+/// [`ttl_decrement_checksum`] on a checksum read and written in native byte order: the same
+/// one's-complement sum with the constant byte-swapped (RFC 1071 §2(B)). The sum is at most
+/// 0x1fffd, so one end-around carry still folds it.
+#[inline(always)]
+fn ttl_decrement_checksum_ne(hc_ne: u16) -> u16 {
+    let sum = (!hc_ne) as u32 + 0xfeffu16.to_be() as u32;
+    !((sum & 0xffff) + (sum >> 16)) as u16
+}
+
 /// Destinations a router never forwards by unicast route (RFC 1812 §5.3.7, §5.3.5.1): multicast
 /// (no multicast routing here) is `Unsupported`; 0/8, loopback 127/8 and the limited broadcast
 /// are `NoRoute`.
 #[inline(always)]
 fn check_v4(dst: u32) -> Result<(), DropReason> {
-    match dst >> 24 {
+    // First octet 1..=223 except 127: ordinary unicast, decided with two compares.
+    let first = dst >> 24;
+    if first.wrapping_sub(1) < 223 && first != 127 {
+        return Ok(());
+    }
+    match first {
         224..=239 => Err(DropReason::Unsupported),
         0 | 127 => Err(DropReason::NoRoute),
         _ if dst == u32::MAX => Err(DropReason::NoRoute),
@@ -363,7 +387,9 @@ impl Forward {
         let l3 = l3_offset as usize;
         let nb = match kind {
             L3Kind::Ipv4 => {
-                let h = f.get_mut(l3..l3 + 20).ok_or(DropReason::Truncated)?;
+                // One length check: the range end, then a view whose size is known.
+                let h: &mut [u8; 20] =
+                    f.get_mut(l3..l3 + 20).and_then(|h| h.try_into().ok()).ok_or(DropReason::Truncated)?;
                 let ttl = h[8];
                 if ttl <= 1 {
                     return Err(DropReason::TtlExpired);
@@ -371,11 +397,11 @@ impl Forward {
                 let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
                 check_v4(dst)?;
                 let nb = self.fib.lookup_v4(dst)?;
-                let old = u16::from_be_bytes([ttl, h[9]]);
-                let new = u16::from_be_bytes([ttl - 1, h[9]]);
-                let hc = u16::from_be_bytes([h[10], h[11]]);
+                // Native byte order: the one's-complement sum does not care (RFC 1071 §2(B)),
+                // and it saves two byte swaps.
+                let hc = u16::from_ne_bytes([h[10], h[11]]);
                 h[8] = ttl - 1;
-                h[10..12].copy_from_slice(&checksum_adjust(hc, old, new).to_be_bytes());
+                h[10..12].copy_from_slice(&ttl_decrement_checksum_ne(hc).to_ne_bytes());
                 nb
             }
             L3Kind::Ipv6 => {
@@ -420,6 +446,48 @@ impl<B: PacketBuf> Stage<B> for Forward {
         }
         if any {
             crate::classify::remove_marked(cx, batch, &drops);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TTL shortcut (big-endian and native-endian forms) gives exactly what RFC 1624 eqn. 3
+    /// gives, for every checksum value and every TTL that is decremented (2..=255).
+    #[test]
+    fn ttl_shortcut_equals_rfc1624_eqn3() {
+        for hc in 0..=u16::MAX {
+            for ttl in 2..=255u8 {
+                let proto = ttl.wrapping_mul(37); // vary the low byte of the word too
+                let old = u16::from_be_bytes([ttl, proto]);
+                let new = u16::from_be_bytes([ttl - 1, proto]);
+                let want = checksum_adjust(hc, old, new);
+                assert_eq!(ttl_decrement_checksum(hc), want, "hc {hc:#06x} ttl {ttl}");
+                if ttl == 2 || ttl == 255 {
+                    let ne = u16::from_ne_bytes(hc.to_be_bytes());
+                    let got = ttl_decrement_checksum_ne(ne).to_ne_bytes();
+                    assert_eq!(u16::from_be_bytes(got), want, "native order, hc {hc:#06x}");
+                }
+            }
+        }
+    }
+
+    /// The unicast shortcut agrees with the full rule on every first octet.
+    #[test]
+    fn check_v4_shortcut_matches_rule() {
+        for first in 0..=255u32 {
+            for low in [0u32, 1, 0x00ff_ffff, 0x0012_3456] {
+                let dst = first << 24 | low;
+                let want = match first {
+                    224..=239 => Err(DropReason::Unsupported),
+                    0 | 127 => Err(DropReason::NoRoute),
+                    _ if dst == u32::MAX => Err(DropReason::NoRoute),
+                    _ => Ok(()),
+                };
+                assert_eq!(check_v4(dst), want, "{dst:#010x}");
+            }
         }
     }
 }
