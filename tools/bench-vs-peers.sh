@@ -7,12 +7,16 @@ cd "$(dirname "$0")/.."
 out=${1:-target/bench-vs-peers}
 mkdir -p "$out"
 shared=../shared/tools
-if ! command -v dpdk-testpmd >/dev/null; then bash "$shared/install-peers.sh"; fi
+if ! command -v dpdk-testpmd >/dev/null; then
+  bash "$shared/install-peers.sh"
+  # Debian ships testpmd, dpdk-test and dpdk-test-crypto-perf in dpdk-dev, not in dpdk.
+  command -v dpdk-testpmd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpdk-dev >/dev/null
+fi
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out/machine.txt"
 bash "$shared/peer-anchors.sh" | tee "$out/peers.txt"
 # Quick but stable enough: 3 s warm-up, 10 s measurement per bench.
 for b in pipeline toeplitz stages esp; do
   [ -f "benches/benches/$b.rs" ] || continue
-  cargo bench -p wirespeed-benches --bench "$b" -- --warm-up-time 3 --measurement-time 10 2>&1 |
+  cargo bench -p wirespeed-benches --features accel --bench "$b" -- --warm-up-time 3 --measurement-time 10 2>&1 |
     grep -E '^[a-z0-9_/]+ +time:|^ +thrpt:|^[a-z0-9_/]+$|^ +time:' | tee "$out/$b.txt"
 done
