@@ -3,7 +3,7 @@
 //! Frames are copied into pool buffers when injected and transmitted buffers are kept as they are,
 //! so running a pipeline on a `MemPort` allocates nothing (the zero-allocation test relies on it).
 
-use crate::backend::{Port, PortError, PortInfo, RxQueue, TxQueue};
+use crate::backend::{Port, PortError, PortInfo, QueueClaims, RxQueue, ShardOwned, TxQueue};
 use crate::batch::Batch;
 use crate::buf::PacketBuf;
 use crate::meta::PacketMeta;
@@ -70,7 +70,7 @@ struct Shared {
 pub struct MemPort {
     cfg: MemConfig,
     shared: Arc<Shared>,
-    taken: Vec<bool>,
+    claims: QueueClaims,
     pool: BufferPool,
 }
 
@@ -91,7 +91,8 @@ impl MemPort {
             tx: (0..q).map(|_| BoundedQueue::new(cfg.ring_size.max(1))).collect(),
         });
         let handle = MemHandle { shared: shared.clone(), pool, port_id: cfg.port_id };
-        (MemPort { taken: vec![false; q], cfg, shared, pool }, handle)
+        let claims = QueueClaims::new(cfg.name.clone(), q as u16);
+        (MemPort { claims, cfg, shared, pool }, handle)
     }
 }
 
@@ -110,17 +111,11 @@ impl Port for MemPort {
     }
 
     fn queue_pair(&mut self, queue: u16) -> Result<(MemRx, MemTx), PortError> {
-        let queues = self.shared.rx.len() as u16;
-        let slot = self.taken.get_mut(queue as usize).ok_or_else(|| PortError::NoSuchQueue {
-            port: self.cfg.name.clone(),
-            queue,
-            queues,
-        })?;
-        if *slot {
-            return Err(PortError::QueueTaken { port: self.cfg.name.clone(), queue });
-        }
-        *slot = true;
-        Ok((MemRx { shared: self.shared.clone(), queue }, MemTx { shared: self.shared.clone(), queue }))
+        self.claims.claim(queue)?;
+        Ok((
+            MemRx { shared: self.shared.clone(), queue, _owned: ShardOwned::default() },
+            MemTx { shared: self.shared.clone(), queue, _owned: ShardOwned::default() },
+        ))
     }
 }
 
@@ -161,6 +156,7 @@ impl MemHandle {
 pub struct MemRx {
     shared: Arc<Shared>,
     queue: u16,
+    _owned: ShardOwned,
 }
 
 impl RxQueue for MemRx {
@@ -187,6 +183,7 @@ impl RxQueue for MemRx {
 pub struct MemTx {
     shared: Arc<Shared>,
     queue: u16,
+    _owned: ShardOwned,
 }
 
 impl TxQueue for MemTx {

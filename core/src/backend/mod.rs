@@ -92,6 +92,49 @@ pub enum PortError {
     },
 }
 
+/// Makes a queue handle `!Sync`: a queue belongs to one shard, which uses it from its own thread
+/// only. (`Send` stays, so the handle can be moved to that thread.)
+///
+/// ```compile_fail
+/// fn shared<T: Sync>() {}
+/// shared::<wirespeed_core::backend::null::NullRx>(); // a shard-owned queue cannot be shared
+/// ```
+pub type ShardOwned = std::marker::PhantomData<std::cell::Cell<()>>;
+
+/// Which queue pairs of a port have been handed to shards; each can be claimed once.
+#[derive(Clone, Debug)]
+pub struct QueueClaims {
+    port: String,
+    taken: Vec<bool>,
+}
+
+impl QueueClaims {
+    /// `queues` unclaimed queue pairs of the port named `port`.
+    pub fn new(port: impl Into<String>, queues: u16) -> Self {
+        Self { port: port.into(), taken: vec![false; queues.max(1) as usize] }
+    }
+
+    /// Number of queue pairs.
+    pub fn queues(&self) -> u16 {
+        self.taken.len() as u16
+    }
+
+    /// Claims `queue`, or says why it cannot be had.
+    pub fn claim(&mut self, queue: u16) -> Result<(), PortError> {
+        let queues = self.queues();
+        let slot = self.taken.get_mut(queue as usize).ok_or_else(|| PortError::NoSuchQueue {
+            port: self.port.clone(),
+            queue,
+            queues,
+        })?;
+        if *slot {
+            return Err(PortError::QueueTaken { port: self.port.clone(), queue });
+        }
+        *slot = true;
+        Ok(())
+    }
+}
+
 /// A network port with one or more queue pairs.
 pub trait Port {
     /// Receive queue type.

@@ -4,7 +4,7 @@
 //! `copy: true` it copies the template frame into it (DPDK `copy=1`), which is what a pipeline
 //! that parses and rewrites headers needs. Used by benchmarks and the zero-allocation test.
 
-use crate::backend::{Port, PortError, PortInfo, RxQueue, TxQueue};
+use crate::backend::{Port, PortError, PortInfo, QueueClaims, RxQueue, ShardOwned, TxQueue};
 use crate::batch::Batch;
 use crate::buf::PacketBuf;
 use crate::meta::PacketMeta;
@@ -35,7 +35,7 @@ pub struct NullPort {
     cfg: NullConfig,
     frame: Arc<[u8]>,
     pool: BufferPool,
-    taken: Vec<bool>,
+    claims: QueueClaims,
 }
 
 impl NullPort {
@@ -43,7 +43,8 @@ impl NullPort {
     pub fn new(cfg: NullConfig, pool: BufferPool) -> Self {
         let frame: Arc<[u8]> = cfg.frame.clone().into();
         let q = cfg.queues.max(1) as usize;
-        Self { cfg, frame, pool, taken: vec![false; q] }
+        let claims = QueueClaims::new(format!("null{}", cfg.port_id), q as u16);
+        Self { cfg, frame, pool, claims }
     }
 }
 
@@ -55,24 +56,14 @@ impl Port for NullPort {
     fn info(&self) -> PortInfo {
         PortInfo {
             name: format!("null{}", self.cfg.port_id),
-            queues: self.taken.len() as u16,
+            queues: self.claims.queues(),
             mac: [0x02, 0, 0, 0, 0xee, self.cfg.port_id as u8],
             max_frame: self.pool.data_room(),
         }
     }
 
     fn queue_pair(&mut self, queue: u16) -> Result<(NullRx, NullTx), PortError> {
-        let name = format!("null{}", self.cfg.port_id);
-        let queues = self.taken.len() as u16;
-        let slot = self.taken.get_mut(queue as usize).ok_or(PortError::NoSuchQueue {
-            port: name.clone(),
-            queue,
-            queues,
-        })?;
-        if *slot {
-            return Err(PortError::QueueTaken { port: name, queue });
-        }
-        *slot = true;
+        self.claims.claim(queue)?;
         Ok((
             NullRx {
                 pool: self.pool,
@@ -80,8 +71,9 @@ impl Port for NullPort {
                 copy: self.cfg.copy,
                 port: self.cfg.port_id,
                 queue,
+                _owned: ShardOwned::default(),
             },
-            NullTx { pool: self.pool },
+            NullTx { pool: self.pool, _owned: ShardOwned::default() },
         ))
     }
 }
@@ -93,6 +85,7 @@ pub struct NullRx {
     copy: bool,
     port: u16,
     queue: u16,
+    _owned: ShardOwned,
 }
 
 impl RxQueue for NullRx {
@@ -126,6 +119,7 @@ impl RxQueue for NullRx {
 /// Tx queue of a [`NullPort`]: frees everything.
 pub struct NullTx {
     pool: BufferPool,
+    _owned: ShardOwned,
 }
 
 impl TxQueue for NullTx {
