@@ -2,57 +2,16 @@
 //! warm-up, 10 000 batches through a 3-stage pipeline on the `mem` backend and on the `null`
 //! backend allocate nothing.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use wirespeed_core::backend::mem::{MemConfig, MemPort};
 use wirespeed_core::backend::null::{NullConfig, NullPort, udp4_frame};
 use wirespeed_core::{
     Batch, BufferPool, DropReason, L3Kind, PacketBuf, Pipeline, PoolBuf, PoolConfig, Port, ShardCtx, Stage,
 };
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-thread_local! {
-    // Only the measuring thread counts, so the test harness's own threads don't interfere.
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if ARMED.try_with(|a| a.get()).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if ARMED.try_with(|a| a.get()).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use wirespeed_alloc_counter::{CountingAlloc, allocations_during};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn count_allocs(f: impl FnOnce()) -> u64 {
-    let before = ALLOCS.load(Ordering::Relaxed);
-    ARMED.with(|a| a.set(true));
-    f();
-    ARMED.with(|a| a.set(false));
-    ALLOCS.load(Ordering::Relaxed) - before
-}
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// Stage 1: recognise Ethernet + IPv4, drop anything else as malformed.
 struct ParseEth;
@@ -126,7 +85,7 @@ fn mem_backend_three_stages_allocates_nothing() {
         }
     };
     run(100, &mut cx); // warm-up: thread caches fill
-    let allocs = count_allocs(|| run(BATCHES, &mut cx));
+    let allocs = allocations_during(|| run(BATCHES, &mut cx));
     assert_eq!(allocs, 0, "allocations on the hot path");
     let total = (BATCHES + 100) as u64 * 32;
     assert_eq!(cx.counters.rx_packets, total);
@@ -144,7 +103,7 @@ fn null_backend_allocates_nothing() {
     for _ in 0..100 {
         pipeline.run_once(&mut cx);
     }
-    let allocs = count_allocs(|| {
+    let allocs = allocations_during(|| {
         for _ in 0..BATCHES {
             assert_eq!(pipeline.run_once(&mut cx), 32);
         }
@@ -157,7 +116,7 @@ fn null_backend_allocates_nothing() {
 #[test]
 fn counting_allocator_counts() {
     // The proof above is only as good as the counter: make sure it sees an allocation.
-    let n = count_allocs(|| {
+    let n = allocations_during(|| {
         let v: Vec<PoolBuf> = Vec::with_capacity(4);
         std::hint::black_box(&v);
     });

@@ -2,10 +2,6 @@
 //! warm-up, dispatching 5 000 batches of varied frames (steering plan, Toeplitz, RETA, rings to
 //! three owner shards, their `DispatchRx`) and hashing batches allocates nothing.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use wirespeed_core::backend::mem::{MemConfig, MemPort};
 use wirespeed_core::epoch::Publisher;
 use wirespeed_core::rss::{
@@ -15,47 +11,10 @@ use wirespeed_core::rss::{
 use wirespeed_core::sync::Arc;
 use wirespeed_core::{Batch, BufferPool, PoolBuf, PoolConfig, Port, RxQueue, ShardCtx};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-thread_local! {
-    // Only the measuring thread counts, so the test harness's own threads don't interfere.
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if ARMED.try_with(|a| a.get()).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if ARMED.try_with(|a| a.get()).unwrap_or(false) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use wirespeed_alloc_counter::{CountingAlloc, allocations_during};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn count_allocs(f: impl FnOnce()) -> u64 {
-    let before = ALLOCS.load(Ordering::Relaxed);
-    ARMED.with(|a| a.set(true));
-    f();
-    ARMED.with(|a| a.set(false));
-    ALLOCS.load(Ordering::Relaxed) - before
-}
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// An Ethernet + IPv4 + UDP frame from `10.0.0.x:sport` to `10.1.0.1:53`.
 fn frame(i: u32) -> Vec<u8> {
@@ -118,7 +77,7 @@ fn dispatch_and_hash_allocate_nothing() {
         };
         if count {
             let mut n = 0;
-            let allocs = count_allocs(|| n = run());
+            let allocs = allocations_during(|| n = run());
             assert_eq!(allocs, 0, "round {r} allocated {allocs} times");
             n
         } else {
@@ -138,6 +97,6 @@ fn dispatch_and_hash_allocate_nothing() {
     let t = Toeplitz::new(&MS_KEY);
     let inputs = [[7u8; 12]; 32];
     let mut hashes = [0u32; 32];
-    assert_eq!(count_allocs(|| t.hash_batch(&inputs, &mut hashes)), 0);
+    assert_eq!(allocations_during(|| t.hash_batch(&inputs, &mut hashes)), 0);
     assert_ne!(hashes, [0; 32]);
 }

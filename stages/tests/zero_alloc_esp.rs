@@ -3,62 +3,17 @@
 //! mixed in each batch) make zero heap allocations, counted by a global allocator. (Batches of 8
 //! small packets keep the debug-build run short; batch size does not change the code path.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use wirespeed_core::epoch::Publisher;
 use wirespeed_core::{Batch, BufferPool, PacketBuf, PoolBuf, PoolConfig, ShardCtx, Stage};
 use wirespeed_stages::esp::*;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    // Only the test's own thread is counted (the harness may allocate on its threads, e.g. to
-    // report a slow test). A const-initialised Cell needs no allocation to access.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counting() -> bool {
-    COUNTING.try_with(|c| c.get()).unwrap_or(false)
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use wirespeed_alloc_counter::{CountingAlloc, start_counting, stop_counting};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 fn udp4(dst: [u8; 4], payload_len: usize) -> Vec<u8> {
     let total = 28 + payload_len;
@@ -128,12 +83,11 @@ fn encrypt_and_decrypt_allocate_nothing_after_warm_up() {
     for _ in 0..100 {
         round(&mut cx, &mut batch);
     }
-    COUNTING.with(|c| c.set(true));
+    start_counting();
     for _ in 0..10_000 {
         round(&mut cx, &mut batch);
     }
-    COUNTING.with(|c| c.set(false));
-    let allocs = ALLOCS.load(Ordering::SeqCst);
+    let allocs = stop_counting();
     assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
     assert_eq!(enc.stats().encrypted, 10_100 * 8);
     assert_eq!(dec.stats().decrypted, 10_100 * 8);

@@ -1,10 +1,6 @@
 //! Zero heap allocation on the L3 forwarding path: null Rx (frames copied, like DPDK `net_null`
 //! `copy=1`) → classify → punt → forward → null Tx, 10 000 batches after warm-up, counted by a
 //! global allocator that counts allocations made on the test's thread.
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 use wirespeed_core::backend::null::{NullConfig, NullPort, udp4_frame};
 use wirespeed_core::epoch::Publisher;
@@ -13,55 +9,10 @@ use wirespeed_stages::classify::{Classify, ClassifyConfig};
 use wirespeed_stages::control::{Punt, punt_queue};
 use wirespeed_stages::forward::{FibBuilder, Forward, NextHop};
 
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the thread-local counters
-// are const-initialised `Cell`s, so touching them never allocates or re-enters the allocator.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-fn count() {
-    let _ = COUNTING.try_with(|c| {
-        if c.get() {
-            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-        }
-    });
-}
+use wirespeed_alloc_counter::{CountingAlloc, allocations_during};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations_during(f: impl FnOnce()) -> u64 {
-    ALLOCS.with(|a| a.set(0));
-    COUNTING.with(|c| c.set(true));
-    f();
-    COUNTING.with(|c| c.set(false));
-    ALLOCS.with(|a| a.get())
-}
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[test]
 fn classify_and_forward_allocate_nothing() {

@@ -3,42 +3,14 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use common::*;
 use wirespeed_core::{BufferPool, Pipeline, PoolConfig, Port, ShardCtx};
 use wirespeed_pcap::{CaptureReader, LinkType, PcapOutput, PcapPort, PcapWriter, WriterOptions};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use wirespeed_alloc_counter::{CountingAlloc, start_counting, stop_counting};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.load(Ordering::Relaxed)
-}
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 /// A capture of `n` frames of growing sizes (60..=1514 bytes) with link type `link`.
 fn capture(name: &str, link: LinkType, n: usize) -> std::path::PathBuf {
@@ -66,7 +38,7 @@ fn no_allocation_per_frame() {
     for _ in 0..100 {
         r.next_frame().unwrap().unwrap();
     }
-    let before = allocs();
+    start_counting();
     let mut n = 0;
     let mut out = [0u8; 2048];
     while let Some(f) = r.next_frame() {
@@ -76,7 +48,7 @@ fn no_allocation_per_frame() {
         n += 1;
     }
     assert_eq!(n, 19_900);
-    assert_eq!(allocs() - before, 0, "reader allocated while reading");
+    assert_eq!(stop_counting(), 0, "reader allocated while reading");
 
     // Reader, pcapng with several interfaces.
     let mut ng = Ng::new();
@@ -93,14 +65,14 @@ fn no_allocation_per_frame() {
     for _ in 0..10 {
         r.next_frame().unwrap().unwrap();
     }
-    let before = allocs();
+    start_counting();
     let mut n = 0;
     while let Some(f) = r.next_frame() {
         f.unwrap();
         n += 1;
     }
     assert_eq!(n, 4990);
-    assert_eq!(allocs() - before, 0, "pcapng reader allocated while reading");
+    assert_eq!(stop_counting(), 0, "pcapng reader allocated while reading");
 
     // PcapPort Rx -> pipeline -> Tx to a shared file, raw-IP input normalised to Ethernet.
     let input = capture("za-port-in.pcap", LinkType::Raw, 20_000);
@@ -113,12 +85,12 @@ fn no_allocation_per_frame() {
     for _ in 0..10 {
         pipeline.run_once(&mut cx);
     }
-    let before = allocs();
+    start_counting();
     let mut batches = 0;
     while pipeline.run_once(&mut cx) > 0 {
         batches += 1;
     }
-    let during = allocs() - before;
+    let during = stop_counting();
     assert!(batches > 600, "{batches} batches");
     assert_eq!(during, 0, "PcapPort pipeline allocated {during} times in {batches} batches");
     assert_eq!(cx.counters.tx_packets, 20_000);
