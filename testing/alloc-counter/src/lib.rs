@@ -91,20 +91,20 @@ mod tests {
     fn counts_this_thread_only_while_armed() {
         let v: Vec<u8> = Vec::with_capacity(16); // not armed: not counted
         assert_eq!(allocations_during(|| drop(std::hint::black_box(vec![1u8; 16]))), 1);
-        let n = allocations_during(|| {
-            // Another thread's allocations are not this thread's.
-            std::thread::scope(|s| {
-                s.spawn(|| std::hint::black_box(vec![0u8; 64]));
-            });
-        });
-        // Spawning itself allocates on this thread (thread handle), the vec on the other does not
-        // show up beyond that: measure the difference against a spawn that allocates nothing.
+        // Spawning allocates on this thread (the thread handle); measure that first, so any
+        // one-time initialisation lands in the baseline, not in `n`.
         let baseline = allocations_during(|| {
             std::thread::scope(|s| {
                 s.spawn(|| ());
             });
         });
-        assert_eq!(n, baseline);
+        // Another thread's allocations are not this thread's.
+        let n = allocations_during(|| {
+            std::thread::scope(|s| {
+                s.spawn(|| std::hint::black_box(vec![0u8; 64]));
+            });
+        });
+        assert!(n <= baseline, "counted another thread's allocation: {n} > {baseline}");
         drop(v);
     }
 }
