@@ -49,6 +49,7 @@ pub struct IpHeader {
 impl IpHeader {
     /// Parses the IP header at the start of `d` (which may extend past the packet, e.g. an
     /// Ethernet pad).
+    #[inline]
     pub fn parse(d: &[u8]) -> Result<Self, DropReason> {
         let Some(&first) = d.first() else { return Err(DropReason::Truncated) };
         match first >> 4 {
@@ -58,6 +59,7 @@ impl IpHeader {
         }
     }
 
+    #[inline]
     fn parse_v4(d: &[u8]) -> Result<Self, DropReason> {
         if d.len() < 20 {
             return Err(DropReason::Truncated);
