@@ -110,18 +110,8 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
             .map_err(|_| "port lock poisoned".to_string())?
             .queue_pair(shard as u16)
             .map_err(|e| e.to_string())?;
-        let fib = subs
-            .lock()
-            .map_err(|_| "lock poisoned".to_string())?
-            .get_mut(shard)
-            .and_then(Option::take)
-            .ok_or_else(|| format!("no route subscriber for shard {shard}"))?;
-        let sas = sa_subs
-            .lock()
-            .map_err(|_| "lock poisoned".to_string())?
-            .get_mut(shard)
-            .and_then(Option::take)
-            .ok_or_else(|| format!("no SA subscriber for shard {shard}"))?;
+        let fib = take_for_shard(&subs, shard, "route subscriber")?;
+        let sas = take_for_shard(&sa_subs, shard, "SA subscriber")?;
         let stages = (
             Classify::new(classify_cfg.clone()),
             Forward::new(fib, &[traffic::GATEWAY_MAC]),
@@ -152,7 +142,7 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
     println!("total:   {total}");
     // The peer gateway's view: every output frame must be ESP from us to the peer that its
     // inbound SAs authenticate and decrypt to exactly one of the packets we forwarded.
-    let mut expected = expected_inner(&frames);
+    let mut expected = expected_inner(&flows);
     let mut peer = Peer::new(opts.shards, pool).map_err(GatewayError::Check)?;
     let mut per_spi = std::collections::BTreeMap::<u32, u64>::new();
     let mut written = 0u64;
@@ -218,25 +208,34 @@ fn rss_steer(frame: &Frame<'_>) -> u32 {
     PacketInfo::parse_ethernet(frame.data).tuple.and_then(|t| demo_rss().hash_tuple(&t)).unwrap_or(0)
 }
 
-/// What the peer must find inside the tunnel: each routable packet's IP bytes as forwarded
-/// (TTL/hop limit one lower, IPv4 checksum updated), with multiplicity.
-fn expected_inner(frames: &[(u64, Vec<u8>)]) -> std::collections::HashMap<Vec<u8>, usize> {
+/// Takes shard `shard`'s item out of a per-shard hand-out list (built before launch, taken once by
+/// each shard's factory on its own thread).
+fn take_for_shard<T>(list: &Mutex<Vec<Option<T>>>, shard: usize, what: &str) -> Result<T, String> {
+    list.lock()
+        .map_err(|_| "lock poisoned".to_string())?
+        .get_mut(shard)
+        .and_then(Option::take)
+        .ok_or_else(|| format!("no {what} for shard {shard}"))
+}
+
+/// What the peer must find inside the tunnel: the IP bytes of every packet of every flow the
+/// gateway forwards (routed, TTL above 1), as forwarded (TTL/hop limit one lower, IPv4 checksum
+/// updated), with multiplicity.
+fn expected_inner(flows: &[traffic::Flow]) -> std::collections::HashMap<Vec<u8>, usize> {
     let mut m = std::collections::HashMap::new();
-    for (_, f) in frames {
-        let mut ip = f[14..].to_vec();
-        let v4 = f[12..14] == [0x08, 0x00];
-        let (ttl_at, dst) = if v4 { (8, &ip[16..18]) } else { (7, &ip[24..28]) };
-        let routed = if v4 { dst == [10, 2] } else { dst == [0xfd, 0x00, 0x00, 0x02] };
-        if !routed || ip[ttl_at] <= 1 {
-            continue;
+    for f in flows.iter().filter(|f| routed(f) && f.ttl > 1) {
+        for seq in 0..f.packets {
+            let mut ip = traffic::frame(f, seq as u32)[14..].to_vec();
+            if f.src.is_ipv4() {
+                ip[8] -= 1;
+                ip[10..12].copy_from_slice(&[0, 0]);
+                let c = traffic::checksum(&[&ip[..20]]);
+                ip[10..12].copy_from_slice(&c.to_be_bytes());
+            } else {
+                ip[7] -= 1;
+            }
+            *m.entry(ip).or_insert(0) += 1;
         }
-        ip[ttl_at] -= 1;
-        if v4 {
-            ip[10..12].copy_from_slice(&[0, 0]);
-            let c = traffic::checksum(&[&ip[..20]]);
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
-        }
-        *m.entry(ip).or_insert(0) += 1;
     }
     m
 }
