@@ -36,22 +36,28 @@ fn frame(inner_len: usize) -> Vec<u8> {
     f
 }
 
-fn sa(alg: AeadAlgorithm, provider: Provider, direction: Direction) -> SecurityAssociation {
+fn sa(alg: AeadAlgorithm, provider: &ProviderRef, direction: Direction) -> SecurityAssociation {
     let gw: IpAddr = "192.0.2.1".parse().unwrap();
     let peer: IpAddr = "198.51.100.7".parse().unwrap();
     let km: Vec<u8> = (0..alg.keymat_len()).map(|i| i as u8 ^ 0xa5).collect();
-    let mut c = SaConfig::tunnel(0x1000, direction, alg, &km, gw, peer);
-    c.provider = provider;
+    // Loopback: the inbound SA is the peer's (local = peer).
+    let (local, remote) = if direction == Direction::Inbound { (peer, gw) } else { (gw, peer) };
+    let mut c = SaConfig::tunnel(0x1000, direction, alg, &km, local, remote);
+    c.provider = provider.clone();
     c.replay_window = 0;
     SecurityAssociation::new(&c).expect("SA")
 }
 
-fn providers() -> Vec<(Provider, &'static str)> {
-    let mut v = vec![(Provider::RustCrypto, "")];
-    if Provider::Ring.available() {
-        v.push((Provider::Ring, "_accel"));
-    }
-    v
+/// The providers under their historical id suffixes: RustCrypto (none), ring (`_accel`).
+fn providers() -> Vec<(ProviderRef, &'static str)> {
+    builtin_providers()
+        .into_iter()
+        .filter_map(|p| match p.name() {
+            "rustcrypto" => Some((p, "")),
+            "ring" => Some((p, "_accel")),
+            _ => None,
+        })
+        .collect()
 }
 
 fn bench_esp(c: &mut Criterion) {
@@ -61,7 +67,7 @@ fn bench_esp(c: &mut Criterion) {
     for (provider, suffix) in providers() {
         for alg in [AeadAlgorithm::Aes128Gcm, AeadAlgorithm::ChaCha20Poly1305] {
             for n in SIZES_ENCRYPT {
-                let sa = sa(alg, provider, Direction::Outbound { shard: 0 });
+                let sa = sa(alg, &provider, Direction::Outbound { shard: 0 });
                 let mut st = SaState::new(&sa);
                 let tmpl = frame(n);
                 let mut b: PoolBuf = pool.alloc().unwrap();
@@ -82,8 +88,8 @@ fn bench_esp(c: &mut Criterion) {
                 });
             }
             for n in SIZES_DECRYPT {
-                let out = sa(alg, provider, Direction::Outbound { shard: 0 });
-                let inb = sa(alg, provider, Direction::Inbound);
+                let out = sa(alg, &provider, Direction::Outbound { shard: 0 });
+                let inb = sa(alg, &provider, Direction::Inbound);
                 let mut st_out = SaState::new(&out);
                 let mut b: PoolBuf = pool.alloc().unwrap();
                 b.copy_from(&frame(n)).unwrap();

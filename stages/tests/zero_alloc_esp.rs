@@ -43,7 +43,9 @@ fn encrypt_and_decrypt_allocate_nothing_after_warm_up() {
     let mut sas = Vec::new();
     for (spi, alg, natt) in [(0x10u32, gcm, false), (0x20, cc, true)] {
         for dir in [Direction::Outbound { shard: 0 }, Direction::Inbound] {
-            let mut c = SaConfig::tunnel(spi, dir, alg, &km(alg), gw, peer);
+            // Loopback: the inbound SA is the peer's view (local = peer).
+            let (local, remote) = if dir == Direction::Inbound { (peer, gw) } else { (gw, peer) };
+            let mut c = SaConfig::tunnel(spi, dir, alg, &km(alg), local, remote);
             if natt {
                 c.udp_encap = Some(UdpEncap::default());
             }

@@ -21,7 +21,7 @@ use std::time::Instant;
 use wirespeed_core::meta::flags;
 use wirespeed_core::{DropReason, FlowClass, L3Kind, PacketBuf};
 
-use super::aead::{EspAead, ICV_LEN, IV_LEN, NONCE_LEN, SALT_LEN};
+use super::aead::{ICV_LEN, IV_LEN, NONCE_LEN, SALT_LEN};
 use super::replay::ReplayError;
 use super::sa::{EspMode, SaEventKind, SaState, SecurityAssociation};
 use super::wire::{

@@ -171,7 +171,8 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
 }
 
 /// Inbound IPsec: ESP (IP protocol 50) and RFC 3948 UDP-encapsulated ESP are looked up by SPI
-/// (and, for tunnel SAs, checked against the SA's local address) and decapsulated; all other
+/// (and, for tunnel SAs, checked against the SA's `local`/`remote` endpoints: a mismatch is
+/// `EspWrongEndpoint`, not `EspNoSa`) and decapsulated; all other
 /// packets, IKE and NAT keepalives included, pass through untouched.
 #[derive(Debug)]
 pub struct EspDecrypt {
@@ -249,11 +250,8 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                 };
                 let Some(i) = set.inbound_index(loc.spi) else { return Verdict::Drop(DropReason::EspNoSa) };
                 let sa = set.sa(i);
-                if let EspMode::Tunnel { dst, .. } = sa.mode()
-                    && !dst.is_unspecified()
-                    && dst_bits(dst) != (loc.outer.v6, loc.outer.dst)
-                {
-                    return Verdict::Drop(DropReason::EspNoSa);
+                if !endpoints_match(sa.mode(), &loc) {
+                    return Verdict::Drop(DropReason::EspWrongEndpoint);
                 }
                 let r = decapsulate(p, l3, &loc, sa, &mut states[i], now, |kind: SaEventKind| {
                     raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
@@ -274,7 +272,16 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
     }
 }
 
-fn dst_bits(a: std::net::IpAddr) -> (bool, u128) {
+/// An inbound tunnel SA accepts packets to its `local` address, and (ESP not in UDP, whose
+/// source NAT may rewrite) from its `remote` address; an unspecified address accepts any.
+#[inline]
+fn endpoints_match(mode: EspMode, loc: &super::packet::EspLocation) -> bool {
+    let EspMode::Tunnel { local, remote } = mode else { return true };
+    let fits = |a: std::net::IpAddr, got: u128| a.is_unspecified() || addr_bits(a) == (loc.outer.v6, got);
+    fits(local, loc.outer.dst) && (loc.udp || fits(remote, loc.outer.src))
+}
+
+fn addr_bits(a: std::net::IpAddr) -> (bool, u128) {
     match a {
         std::net::IpAddr::V4(a) => (false, (u32::from(a) as u128) << 96),
         std::net::IpAddr::V6(a) => (true, u128::from(a)),
