@@ -203,6 +203,17 @@ fn encapsulate_inner<B: PacketBuf>(
     let pad = (4 - (payload_len + 2) % 4) % 4;
     let ct_len = payload_len + pad + 2;
     let new_len = payload_off + ct_len + ICV_LEN;
+    // The outer IP packet, header included, must fit its length field (IPv4 total length;
+    // IPv6 payload length, which excludes the 40-byte fixed header) and the SA's MTU. Checked
+    // before anything is written or a sequence number is spent.
+    let outer_v6 = sa.outer_template().map_or(ip.v6, |t| t.is_v6());
+    let ip_total = new_len + outer_len - l3;
+    if ip_total > if outer_v6 { u16::MAX as usize + 40 } else { u16::MAX as usize } {
+        return Err(DropReason::EspTooBig);
+    }
+    if ip_total > sa.mtu_limit() {
+        return Err(DropReason::EspMtuExceeded);
+    }
     if pkt.headroom() < outer_len || pkt.len() + pkt.tailroom() < new_len {
         return Err(DropReason::EspNoRoom);
     }
@@ -222,12 +233,13 @@ fn encapsulate_inner<B: PacketBuf>(
     let total = pkt.len();
     let data = pkt.data_mut();
     // Tunnel SAs have an outer header template; transport SAs do not.
-    let (esp, outer_v6, outer_ip_len) = match sa.outer_template() {
+    // Lengths below fit their 16-bit fields: `ip_total` was checked above.
+    let (esp, outer_ip_len) = match sa.outer_template() {
         Some(outer) => {
             data.copy_within(outer_len..outer_len + l3, 0);
             set_ethertype(data, l3, outer.is_v6());
-            outer.write(&mut data[l3..], ip.tos, (total - l3) as u16, ip_id);
-            (l3 + outer.len() + udp_len, outer.is_v6(), outer.len())
+            outer.write(&mut data[l3..], ip.tos, total - l3, ip_id);
+            (l3 + outer.len() + udp_len, outer.len())
         }
         None => {
             data.copy_within(outer_len..outer_len + l3 + ip.hdr_len, 0);
@@ -240,7 +252,7 @@ fn encapsulate_inner<B: PacketBuf>(
                 h[2..4].copy_from_slice(&((total - l3) as u16).to_be_bytes());
                 set_ipv4_checksum(h);
             }
-            (l3 + ip.hdr_len + udp_len, ip.v6, ip.hdr_len)
+            (l3 + ip.hdr_len + udp_len, ip.hdr_len)
         }
     };
     if let Some(u) = udp {

@@ -276,7 +276,8 @@ pub struct SecurityAssociation {
     replay_window: u32,
     lifetime: Lifetime,
     outer_ttl: u8,
-    mtu: u32,
+    /// Largest outer IP packet; `usize::MAX` without an MTU.
+    mtu: usize,
     salt: [u8; SALT_LEN],
     cipher: Box<dyn EspAead>,
     created: Instant,
@@ -338,7 +339,7 @@ impl SecurityAssociation {
             replay_window: cfg.replay_window,
             lifetime: cfg.lifetime,
             outer_ttl: cfg.outer_ttl,
-            mtu: cfg.mtu.map_or(u16::MAX as u32, u32::from),
+            mtu: cfg.mtu.map_or(usize::MAX, usize::from),
             salt: s,
             cipher,
             created: Instant::now(),
@@ -397,8 +398,12 @@ impl SecurityAssociation {
     pub fn cipher(&self) -> &dyn EspAead {
         &*self.cipher
     }
-    /// Largest outer IP packet this SA produces (65 535 when no MTU is configured).
-    pub fn mtu(&self) -> u32 {
+    /// Largest outer IP packet this SA produces, when configured.
+    pub fn mtu(&self) -> Option<u16> {
+        u16::try_from(self.mtu).ok()
+    }
+    #[inline]
+    pub(crate) fn mtu_limit(&self) -> usize {
         self.mtu
     }
     /// True when the decapsulated packet with `key` is allowed by the SA's selector.
