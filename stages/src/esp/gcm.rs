@@ -295,12 +295,20 @@ mod x86 {
         na: usize,
         total: usize,
         i: usize,
+        /// The lengths block's halves (bits of AAD, bits of ciphertext), when it ends the stream.
+        lens: (u64, u64),
     }
 
     impl<'a> Blocks<'a> {
+        /// The whole input of a packet: `aad`, `ct`, lengths.
         fn new(aad: &'a [u8], ct: &'a [u8]) -> Self {
-            let na = aad.len().div_ceil(16);
-            Self { aad, ct, na, total: na + ct.len().div_ceil(16) + 1, i: 0 }
+            Self::part(aad, ct, true, (aad.len() as u64 * 8, ct.len() as u64 * 8))
+        }
+
+        /// Part of it: `a` then `b` (each zero-padded), then the lengths block if `with_lens`.
+        fn part(a: &'a [u8], b: &'a [u8], with_lens: bool, lens: (u64, u64)) -> Self {
+            let na = a.len().div_ceil(16);
+            Self { aad: a, ct: b, na, total: na + b.len().div_ceil(16) + with_lens as usize, i: 0, lens }
         }
 
         /// The next block (called exactly `total` times).
@@ -311,10 +319,10 @@ mod x86 {
             self.i += 1;
             let (s, o) = if i < self.na {
                 (self.aad, i * 16)
-            } else if i + 1 < self.total {
+            } else if (i - self.na) * 16 < self.ct.len() {
                 (self.ct, (i - self.na) * 16)
             } else {
-                return _mm_set_epi64x((self.aad.len() as u64 * 8) as i64, (self.ct.len() as u64 * 8) as i64);
+                return _mm_set_epi64x(self.lens.0 as i64, self.lens.1 as i64);
             };
             let b = &s[o..s.len().min(o + 16)];
             bswap(if b.len() == 16 { load16(b) } else { load_partial(b) })
@@ -474,11 +482,54 @@ mod x86 {
         /// [`GcmKey::ghash`] with VPCLMULQDQ: blocks are multiplied two per instruction.
         #[target_feature(enable = "vpclmulqdq,avx2,pclmulqdq,sse2,ssse3")]
         fn ghash_wide(&self, aad: &[u8], ct: &[u8]) -> __m128i {
-            let mut src = Blocks::new(aad, ct);
+            let z = _mm_setzero_si128();
+            if ct.len() < 16 * LANES {
+                return self.absorb_wide(z, Blocks::new(aad, ct));
+            }
+            // Long packets: AAD, then eight ciphertext blocks at a time straight from memory,
+            // then the rest with the lengths.
+            let lens = (aad.len() as u64 * 8, ct.len() as u64 * 8);
+            let mut acc = self.absorb_wide(z, Blocks::part(aad, &[], false, lens));
+            let mut chunks = ct.chunks_exact(16 * LANES);
+            for c in &mut chunks {
+                acc = self.absorb8_wide(acc, c);
+            }
+            self.absorb_wide(acc, Blocks::part(&[], chunks.remainder(), true, lens))
+        }
+
+        /// GHASH of eight full blocks (`c`: 128 bytes) onto `acc`.
+        #[inline]
+        #[target_feature(enable = "vpclmulqdq,avx2,pclmulqdq,sse2,ssse3")]
+        fn absorb8_wide(&self, acc: __m128i, c: &[u8]) -> __m128i {
+            let z2 = _mm256_setzero_si256();
+            let (mut lo, mut mid, mut hi) = (z2, z2, z2);
+            for (p, pair) in c.chunks_exact(32).enumerate() {
+                let a = bswap(load16(&pair[..16]));
+                let a = if p == 0 { xor(a, acc) } else { a };
+                let x = _mm256_set_m128i(bswap(load16(&pair[16..])), a);
+                // Blocks 2p, 2p + 1 take H^(8-2p), H^(7-2p): hpair[6 - 2p].
+                let h = self.hpair[(6 - 2 * p) % 7];
+                lo = _mm256_xor_si256(lo, _mm256_clmulepi64_epi128::<0x00>(x, h));
+                mid = _mm256_xor_si256(
+                    mid,
+                    _mm256_xor_si256(
+                        _mm256_clmulepi64_epi128::<0x01>(x, h),
+                        _mm256_clmulepi64_epi128::<0x10>(x, h),
+                    ),
+                );
+                hi = _mm256_xor_si256(hi, _mm256_clmulepi64_epi128::<0x11>(x, h));
+            }
+            let fold = |v: __m256i| xor(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            reduce((fold(lo), fold(mid), fold(hi)))
+        }
+
+        /// GHASH of the blocks of `src` onto `acc`, in chunks of up to eight.
+        #[inline]
+        #[target_feature(enable = "vpclmulqdq,avx2,pclmulqdq,sse2,ssse3")]
+        fn absorb_wide(&self, mut acc: __m128i, mut src: Blocks<'_>) -> __m128i {
             let mut left = src.total;
             let z = _mm_setzero_si128();
             let z2 = _mm256_setzero_si256();
-            let mut acc = z;
             while left > 0 {
                 let k = left.min(8);
                 left -= k;
@@ -641,8 +692,25 @@ mod x86 {
                 j0[..NONCE_LEN].copy_from_slice(&jobs[j].nonce);
                 let base = from_bytes(j0);
                 let nblocks = len.div_ceil(16);
-                for b in 0..=nblocks {
+                // Runs of eight full blocks of a long packet are done in place, without the
+                // queue; the tag mask and the last (up to eight) blocks go through the queue,
+                // interleaved with the other packets.
+                let runs = len / (16 * LANES);
+                let mut b = 0;
+                while b <= nblocks {
                     // Block 0 is J0 (counter 1, the tag mask); data block i uses counter i + 2.
+                    if b == 1 && runs > 0 {
+                        if !seal && n > 0 {
+                            // The tag must be checked before anything is decrypted.
+                            flush(&mut blocks, &dest, n, jobs, ok);
+                            n = 0;
+                        }
+                        if ok[j] {
+                            self.ctr_runs(base, &mut jobs[j].data[..runs * 16 * LANES]);
+                        }
+                        b += runs * LANES;
+                        continue;
+                    }
                     let ctr = (b as u32 + 1).to_be();
                     blocks[n] = _mm_insert_epi32::<3>(base, ctr as i32);
                     dest[n] = (j, if b == 0 { usize::MAX } else { (b - 1) * 16 });
@@ -651,10 +719,36 @@ mod x86 {
                         flush(&mut blocks, &dest, n, jobs, ok);
                         n = 0;
                     }
+                    b += 1;
                 }
             }
             if n > 0 {
                 flush(&mut blocks, &dest, n, jobs, ok);
+            }
+        }
+
+        /// CTR over `data` (a multiple of 128 bytes: data blocks 0.. of a packet whose J0 is
+        /// `base`), eight blocks at a time.
+        #[inline]
+        #[target_feature(enable = "aes,sse2,sse4.1")]
+        fn ctr_runs(&self, base: __m128i, data: &mut [u8]) {
+            let mut ctr = 2u32;
+            for chunk in data.chunks_exact_mut(16 * LANES) {
+                let mut ks = [base; LANES];
+                for k in ks.iter_mut() {
+                    *k = _mm_insert_epi32::<3>(base, ctr.to_be() as i32);
+                    ctr = ctr.wrapping_add(1);
+                }
+                if self.wide {
+                    // SAFETY: `wide` is set only when VAES and AVX2 were detected (`new`).
+                    unsafe { self.encrypt8_wide(&mut ks) }
+                } else {
+                    self.encrypt8(&mut ks)
+                }
+                for (d, k) in chunk.chunks_exact_mut(16).zip(ks) {
+                    let d: &mut [u8; 16] = d.try_into().unwrap_or_else(|_| unreachable!("16-byte chunk"));
+                    *d = (u128::from_ne_bytes(*d) ^ u128::from_ne_bytes(to_bytes(k))).to_ne_bytes();
+                }
             }
         }
 
