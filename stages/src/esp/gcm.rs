@@ -136,6 +136,18 @@ mod x86 {
     }
 
     #[inline(always)]
+    fn to_bytes32(v: __m256i) -> [u8; 32] {
+        // SAFETY: same size, every bit pattern valid for both.
+        unsafe { std::mem::transmute::<__m256i, [u8; 32]>(v) }
+    }
+
+    #[inline(always)]
+    fn from_bytes32(b: [u8; 32]) -> __m256i {
+        // SAFETY: same size, every bit pattern valid for both.
+        unsafe { std::mem::transmute::<[u8; 32], __m256i>(b) }
+    }
+
+    #[inline(always)]
     fn from_bytes(b: [u8; 16]) -> __m128i {
         // SAFETY: as in `to_bytes`.
         unsafe { std::mem::transmute::<[u8; 16], __m128i>(b) }
@@ -457,11 +469,15 @@ mod x86 {
         /// Eight blocks with VAES, two per instruction.
         #[target_feature(enable = "vaes,avx2,aes,sse2")]
         fn encrypt8_wide(&self, b: &mut [__m128i; LANES]) {
+            // The blocks were stored 16 bytes at a time: load them 16 bytes at a time too (a
+            // 32-byte load of two 16-byte stores misses store-to-load forwarding and stalls).
+            // SAFETY: each reference is valid and aligned; volatile only keeps the loads apart.
+            let l = |i: usize| unsafe { std::ptr::read_volatile(&b[i]) };
             let mut y = [
-                _mm256_set_m128i(b[1], b[0]),
-                _mm256_set_m128i(b[3], b[2]),
-                _mm256_set_m128i(b[5], b[4]),
-                _mm256_set_m128i(b[7], b[6]),
+                _mm256_set_m128i(l(1), l(0)),
+                _mm256_set_m128i(l(3), l(2)),
+                _mm256_set_m128i(l(5), l(4)),
+                _mm256_set_m128i(l(7), l(6)),
             ];
             for x in y.iter_mut() {
                 *x = _mm256_xor_si256(*x, self.rk2[0]);
@@ -732,6 +748,10 @@ mod x86 {
         #[inline]
         #[target_feature(enable = "aes,sse2,sse4.1")]
         fn ctr_runs(&self, base: __m128i, data: &mut [u8]) {
+            if self.wide {
+                // SAFETY: `wide` is set only when VAES and AVX2 were detected (`new`).
+                return unsafe { self.ctr_runs_wide(base, data) };
+            }
             let mut ctr = 2u32;
             for chunk in data.chunks_exact_mut(16 * LANES) {
                 let mut ks = [base; LANES];
@@ -748,6 +768,33 @@ mod x86 {
                 for (d, k) in chunk.chunks_exact_mut(16).zip(ks) {
                     let d: &mut [u8; 16] = d.try_into().unwrap_or_else(|_| unreachable!("16-byte chunk"));
                     *d = (u128::from_ne_bytes(*d) ^ u128::from_ne_bytes(to_bytes(k))).to_ne_bytes();
+                }
+            }
+        }
+
+        /// [`GcmKey::ctr_runs`] with VAES, counters built in registers.
+        #[target_feature(enable = "vaes,avx2,aes,sse2")]
+        fn ctr_runs_wide(&self, base: __m128i, data: &mut [u8]) {
+            let base = _mm256_set_m128i(base, base);
+            let mut ctr = 2u32;
+            for chunk in data.chunks_exact_mut(16 * LANES) {
+                let mut y = [base; 4];
+                for x in y.iter_mut() {
+                    *x = _mm256_insert_epi32::<3>(*x, ctr.to_be() as i32);
+                    *x = _mm256_insert_epi32::<7>(*x, ctr.wrapping_add(1).to_be() as i32);
+                    ctr = ctr.wrapping_add(2);
+                    *x = _mm256_xor_si256(*x, self.rk2[0]);
+                }
+                for r in &self.rk2[1..self.rounds] {
+                    for x in y.iter_mut() {
+                        *x = _mm256_aesenc_epi128(*x, *r);
+                    }
+                }
+                let last = self.rk2[self.rounds];
+                for (d, x) in chunk.chunks_exact_mut(32).zip(y) {
+                    let d: &mut [u8; 32] = d.try_into().unwrap_or_else(|_| unreachable!("32-byte chunk"));
+                    let v = _mm256_xor_si256(_mm256_aesenclast_epi128(x, last), from_bytes32(*d));
+                    *d = to_bytes32(v);
                 }
             }
         }
