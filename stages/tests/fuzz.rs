@@ -386,6 +386,33 @@ fn run<S: Stage<PoolBuf>>(stage: &mut S, cx: &mut ShardCtx, pkt: &[u8]) -> Optio
     batch.iter().next().map(|b| b.data().to_vec())
 }
 
+/// The ECN field of an IP packet.
+fn ecn(ip: &[u8]) -> u8 {
+    if ip[0] >> 4 == 4 { ip[1] & 3 } else { (ip[1] >> 4) & 3 }
+}
+
+/// An IP packet with its ECN field (and, for IPv4, the header checksum) zeroed.
+fn without_ecn(ip: &[u8]) -> Vec<u8> {
+    let mut v = ip.to_vec();
+    if v[0] >> 4 == 4 {
+        v[1] &= !3;
+        v[10..12].fill(0);
+    } else {
+        v[1] &= !0x30;
+    }
+    v
+}
+
+/// RFC 1071: an IPv4 header with a correct checksum sums to 0xffff.
+fn ipv4_header_ok(h: &[u8]) -> bool {
+    let mut sum: u32 =
+        h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
 const ALGS: [AeadAlgorithm; 3] =
     [AeadAlgorithm::Aes128Gcm, AeadAlgorithm::Aes256Gcm, AeadAlgorithm::ChaCha20Poly1305];
 
@@ -443,9 +470,19 @@ proptest! {
         prop_assert_eq!(out.is_some() as u64 + cx.counters.total_drops() - drops, 1);
         if let Some(o) = out {
             if after.decrypted > before.decrypted {
-                // Authentic: the output is an Ethernet header (up to two VLAN tags) + the inner.
+                // Authentic: the output is an Ethernet header (up to two VLAN tags) + the inner,
+                // except that congestion marked on the (unauthenticated) outer header is copied
+                // to an ECN-capable inner one (RFC 6040 §4.2).
                 prop_assert!(o.len() >= inner.len() && o.len() - inner.len() <= 22);
-                prop_assert_eq!(&o[o.len() - inner.len()..], &inner[..]);
+                let got = &o[o.len() - inner.len()..];
+                prop_assert_eq!(without_ecn(got), without_ecn(inner));
+                let (e_in, e_out) = (ecn(inner), ecn(got));
+                prop_assert!(e_in == e_out || (e_in != 0 && e_out == 3), "ECN {} -> {}", e_in, e_out);
+                if got[0] >> 4 == 4 {
+                    // The checksum follows the ECN change (RFC 1624): still right if it was.
+                    let hl = (usize::from(got[0] & 0x0f) * 4).min(got.len());
+                    prop_assert_eq!(ipv4_header_ok(&got[..hl]), ipv4_header_ok(&inner[..hl]), "inner checksum");
+                }
             } else {
                 prop_assert_eq!(after.passed, before.passed + 1, "not decrypted, so passed as not ESP");
                 prop_assert_eq!(&o, &m);
