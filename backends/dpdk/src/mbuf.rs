@@ -23,8 +23,14 @@ use crate::mempool::Mempool;
 static LAYOUT: LazyLock<MbufLayout> = LazyLock::new(ffi::mbuf_layout);
 
 /// One packet in a DPDK mbuf (single segment), with wirespeed's [`PacketMeta`] beside it.
+///
+/// The data pointer and length are cached beside the mbuf pointer (read once at Rx, refreshed
+/// after every change of extent), so the per-packet reads of the hot path (`len`, `data`) stay
+/// in the batch array instead of chasing the mbuf header.
 pub struct Mbuf {
     m: NonNull<RteMbuf>,
+    data: NonNull<u8>,
+    len: u16,
     meta: PacketMeta,
 }
 
@@ -43,7 +49,8 @@ impl Mbuf {
     pub fn alloc(pool: &Mempool) -> Option<Mbuf> {
         // SAFETY: `pool.raw()` is a live mempool (pools are never freed).
         let m = unsafe { ffi::ws_pktmbuf_alloc(pool.raw().as_ptr()) };
-        NonNull::new(m).map(|m| Mbuf { m, meta: PacketMeta::default() })
+        let m = NonNull::new(m)?;
+        Some(Mbuf::wrap(m, &LAYOUT, PacketMeta::default()))
     }
 
     /// An mbuf from `pool` holding a copy of `bytes` (for injecting test traffic and templates).
@@ -75,6 +82,31 @@ impl Mbuf {
         self.meta.flags |= flags::HW_RSS;
     }
 
+    /// Wraps an mbuf we own, reading its data pointer and length.
+    #[inline]
+    fn wrap(m: NonNull<RteMbuf>, l: &MbufLayout, meta: PacketMeta) -> Mbuf {
+        // SAFETY: `m` is a live mbuf; buf_addr (void *), data_off and data_len (u16) are read at
+        // the offsets the C compiler reported; buf_addr + data_off is inside the mbuf's buffer
+        // by DPDK's invariant, and never null.
+        let (data, len) = unsafe {
+            let base = m.as_ptr().cast::<u8>();
+            let buf = base.add(l.buf_addr as usize).cast::<*mut u8>().read_unaligned();
+            let off = base.add(l.data_off as usize).cast::<u16>().read_unaligned();
+            let len = base.add(l.data_len as usize).cast::<u16>().read_unaligned();
+            (NonNull::new_unchecked(buf.add(off as usize)), len)
+        };
+        Mbuf { m, data, len, meta }
+    }
+
+    /// Re-reads the data pointer and length after DPDK changed them.
+    fn refresh(&mut self) {
+        let l = &*LAYOUT;
+        let fresh = Mbuf::wrap(self.m, l, PacketMeta::default());
+        self.data = fresh.data;
+        self.len = fresh.len;
+        std::mem::forget(fresh);
+    }
+
     /// Gives up ownership: the caller must hand the pointer to DPDK (Tx) or free it.
     #[inline]
     fn into_raw(self) -> *mut RteMbuf {
@@ -87,18 +119,6 @@ impl Mbuf {
     fn field_u16(&self, off: u32) -> u16 {
         // SAFETY: `m` is a live mbuf; `off` is the offsetof of a u16 field of rte_mbuf.
         unsafe { self.m.as_ptr().cast::<u8>().add(off as usize).cast::<u16>().read_unaligned() }
-    }
-
-    #[inline]
-    fn data_ptr(&self) -> *mut u8 {
-        let l = &*LAYOUT;
-        // SAFETY: `m` is a live mbuf; buf_addr (void *) and data_off (u16) are read at their
-        // offsets; buf_addr + data_off is inside the mbuf's buffer by DPDK's invariant.
-        unsafe {
-            let base = self.m.as_ptr().cast::<u8>();
-            let buf = base.add(l.buf_addr as usize).cast::<*mut u8>().read_unaligned();
-            buf.add(self.field_u16(l.data_off) as usize)
-        }
     }
 
     fn err_len(&self, wanted: usize) -> BufError {
@@ -117,18 +137,22 @@ impl Drop for Mbuf {
 impl PacketBuf for Mbuf {
     #[inline]
     fn data(&self) -> &[u8] {
-        let len = self.field_u16(LAYOUT.data_len) as usize;
-        // SAFETY: a single-segment mbuf holds `data_len` initialised bytes at its data pointer;
-        // the slice lives no longer than `&self`, during which nothing else touches the mbuf.
-        unsafe { std::slice::from_raw_parts(self.data_ptr(), len) }
+        // SAFETY: a single-segment mbuf holds `data_len` initialised bytes at its data pointer
+        // (both cached in `wrap`/`refresh`, after every change); the slice lives no longer than
+        // `&self`, during which nothing else touches the mbuf.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), usize::from(self.len)) }
     }
 
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
-        let len = self.field_u16(LAYOUT.data_len) as usize;
         // SAFETY: as in `data`, and `&mut self` makes the access exclusive (we own the mbuf,
         // refcount 1).
-        unsafe { std::slice::from_raw_parts_mut(self.data_ptr(), len) }
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), usize::from(self.len)) }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        usize::from(self.len)
     }
 
     #[inline]
@@ -153,6 +177,7 @@ impl PacketBuf for Mbuf {
         if p.is_null() {
             return Err(BufError::NoHeadroom { needed: n, available });
         }
+        self.refresh();
         Ok(&mut self.data_mut()[..n])
     }
 
@@ -163,7 +188,11 @@ impl PacketBuf for Mbuf {
         }
         // SAFETY: we own the mbuf; n ≤ data_len, so rte_pktmbuf_adj succeeds.
         let p = unsafe { ffi::ws_pktmbuf_adj(self.m.as_ptr(), n as u16) };
-        if p.is_null() { Err(BufError::TooShort { trim: n, len }) } else { Ok(()) }
+        if p.is_null() {
+            return Err(BufError::TooShort { trim: n, len });
+        }
+        self.refresh();
+        Ok(())
     }
 
     fn set_len(&mut self, len: usize) -> Result<(), BufError> {
@@ -184,6 +213,7 @@ impl PacketBuf for Mbuf {
                 return Err(BufError::TooShort { trim: cur - len, len: cur });
             }
         }
+        self.refresh();
         Ok(())
     }
 
@@ -215,18 +245,22 @@ pub(crate) fn rx_burst(
     // SAFETY: `raw` has room for `want` pointers; the queue is owned by the caller's shard
     // (one thread), as rte_eth_rx_burst requires.
     let n = unsafe { ffi::ws_rx_burst(port, queue, raw.as_mut_ptr(), want as u16) } as usize;
-    let l = &*LAYOUT;
+    let l = *LAYOUT;
     let mut got = 0;
     for &m in &raw[..n.min(want)] {
         let Some(m) = NonNull::new(m) else { continue };
-        let mut b = Mbuf { m, meta: PacketMeta::received(meta_port, queue) };
+        let mut b = Mbuf::wrap(m, &l, PacketMeta::received(meta_port, queue));
         if b.field_u16(l.nb_segs) != 1 {
             *too_large += 1;
             continue; // dropped here: back to the pool
         }
-        if let Some(h) = b.hw_rss_hash() {
-            b.meta.rss_hash = Some(h);
-            b.meta.flags |= flags::HW_RSS;
+        // SAFETY: `m` is a live mbuf; ol_flags (u64) and hash.rss (u32) at the C offsets.
+        unsafe {
+            let base = m.as_ptr().cast::<u8>();
+            if base.add(l.ol_flags as usize).cast::<u64>().read_unaligned() & l.rss_flag != 0 {
+                b.meta.rss_hash = Some(base.add(l.rss as usize).cast::<u32>().read_unaligned());
+                b.meta.flags |= flags::HW_RSS;
+            }
         }
         if out.push(b).is_ok() {
             got += 1;
