@@ -112,3 +112,36 @@ impl DpdkPortConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_examples_parse() {
+        let cfg: DpdkPortConfig = toml::from_str(include_str!("../connectx6.toml")).unwrap();
+        cfg.check().unwrap();
+        assert_eq!(cfg.device, "0000:xx:00.0");
+        assert!(cfg.eal.iter().any(|a| a.starts_with("0000:xx:00.0,") && a.contains("mprq_en=1")));
+        let rss = cfg.rss.as_ref().unwrap();
+        assert_eq!(rss.reta_size, Some(512));
+        assert_eq!(rss.hash.key.len(), 40);
+        assert_eq!(rss.hash.mode, wirespeed_core::rss::SymmetricMode::Xor);
+        assert_eq!(rss.hash.types, wirespeed_core::rss::HashTypes::ALL);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let mut cfg = DpdkPortConfig::new(vec![], "net_null0");
+        cfg.queues = 0;
+        assert!(matches!(cfg.check(), Err(DpdkError::BadConfig { field: "queues", .. })));
+        cfg.queues = 8;
+        cfg.mempool.mbufs = 1000;
+        let e = cfg.check().unwrap_err();
+        assert!(e.to_string().contains("mempool.mbufs") && e.to_string().contains("16384"), "{e}");
+        assert!(
+            toml::from_str::<DpdkPortConfig>("device = \"x\"\nqueue = 2").is_err(),
+            "unknown fields refused"
+        );
+    }
+}
