@@ -200,6 +200,11 @@ impl HwRss {
 
     /// After `rte_eth_dev_start`: the RETA, then the PMD's symmetric hash or its fallback.
     pub(crate) fn start(&mut self) -> Result<(), DpdkError> {
+        if self.report.effective.types == HashTypes::NONE {
+            // No hardware RSS at all (net_ring, net_af_packet): the report says every type is
+            // left to software; there is nothing to program.
+            return Ok(());
+        }
         // Some PMDs (net_null) ignore the key given to rte_eth_dev_configure: program it again.
         let rc = ffi::rss_hash_update(self.port, &self.report.effective.key, self.hw_types_bits());
         if rc != 0 {
@@ -385,4 +390,28 @@ fn intersect(a: HashTypes, b: HashTypes) -> HashTypes {
 
 fn difference(a: HashTypes, b: HashTypes) -> HashTypes {
     types_from_bits(a.bits() & !b.bits())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smaller_retas_are_replicated_to_the_same_queue_for_every_hash() {
+        let small = Reta::new(vec![0, 1, 2, 3, 3, 2, 1, 0]).unwrap();
+        let dev = expand_reta(&small, 128).unwrap();
+        for h in (0..4096u32).map(|i| i.wrapping_mul(0x9e37_79b9)) {
+            assert_eq!(dev[(h & 127) as usize], small.queue(h));
+        }
+        assert!(expand_reta(&Reta::round_robin(256, 2).unwrap(), 128).is_err());
+    }
+
+    #[test]
+    fn hash_type_sets_from_bits() {
+        assert_eq!(types_from_bits(HashTypes::ALL.bits()), HashTypes::ALL);
+        let v4 = HashTypes::IPV4.union(HashTypes::IPV4_TCP);
+        assert_eq!(intersect(HashTypes::ALL, v4), v4);
+        assert!(!difference(HashTypes::ALL, v4).contains(HashTypes::IPV4));
+        assert!(difference(HashTypes::ALL, v4).contains(HashTypes::IPV6_ESP));
+    }
 }

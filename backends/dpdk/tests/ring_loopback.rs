@@ -118,3 +118,15 @@ fn mbuf_extent_operations_match_the_packetbuf_contract() {
     assert!(matches!(m.set_len(2 + tail + 16 + 1), Err(wirespeed_core::BufError::NoTailroom { .. })));
     assert_eq!(m.data(), &[1, 2], "failed operations change nothing");
 }
+
+#[test]
+fn rss_on_a_device_without_it_leaves_every_type_to_software() {
+    let _g = serial();
+    let rss = wirespeed_dpdk::RssSettings::default();
+    let Some(mut port) = port(&VDEVS, "net_ring0", |c| c.rss = Some(rss.clone())) else { return };
+    let r = port.hw_rss().unwrap().report().clone();
+    assert_eq!(r.not_in_hardware, wirespeed_core::rss::HashTypes::ALL, "{r}");
+    assert_eq!(r.reta_size, 0, "net_ring has no RETA");
+    let ctl = port.rss().unwrap();
+    assert!(ctl.set_reta(&wirespeed_core::rss::Reta::round_robin(8, 1).unwrap()).is_err());
+}
