@@ -46,6 +46,7 @@ int ws_eal_init(int argc, char **argv) { return rte_eal_init(argc, argv); }
 int ws_errno(void) { return rte_errno; }
 const char *ws_strerror(int err) { return rte_strerror(err < 0 ? -err : err); }
 int ws_thread_register(void) { return rte_thread_register(); }
+void ws_thread_unregister(void) { rte_thread_unregister(); }
 unsigned ws_lcore_id(void) { return rte_lcore_id(); }
 int ws_socket_id(void) { return (int)rte_socket_id(); }
 unsigned ws_socket_count(void) { return rte_socket_count(); }

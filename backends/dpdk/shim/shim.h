@@ -85,6 +85,7 @@ int ws_eal_init(int argc, char **argv);
 int ws_errno(void);
 const char *ws_strerror(int err);
 int ws_thread_register(void);
+void ws_thread_unregister(void);
 unsigned ws_lcore_id(void);
 int ws_socket_id(void);
 unsigned ws_socket_count(void);

@@ -92,14 +92,29 @@ impl Eal {
     }
 }
 
+/// Per-thread registration state; gives a registered thread's lcore id back when it exits, so
+/// shard threads that come and go do not use up the EAL's lcore table.
+struct Registration {
+    tried: Cell<bool>,
+    registered: Cell<bool>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if self.registered.get() {
+            ffi::thread_unregister();
+        }
+    }
+}
+
 thread_local! {
-    static REGISTERED: Cell<bool> = const { Cell::new(false) };
+    static REGISTRATION: Registration = const { Registration { tried: Cell::new(false), registered: Cell::new(false) } };
 }
 
 /// Registers the current thread with the EAL once (see [`Eal::register_thread`]).
 #[inline]
 pub(crate) fn ensure_thread_registered() -> Result<(), DpdkError> {
-    if REGISTERED.with(|r| r.get()) {
+    if REGISTRATION.try_with(|r| r.tried.get()).unwrap_or(true) {
         return Ok(());
     }
     register_slow()
@@ -109,12 +124,13 @@ pub(crate) fn ensure_thread_registered() -> Result<(), DpdkError> {
 fn register_slow() -> Result<(), DpdkError> {
     // Tried once per thread: a thread the EAL has no lcore slot for still works, only without
     // mempool caches.
-    REGISTERED.with(|r| r.set(true));
+    let _ = REGISTRATION.try_with(|r| r.tried.set(true));
     if ffi::lcore_id() == u32::MAX {
         let rc = ffi::thread_register();
         if rc < 0 {
             return Err(DpdkError::port("eal", "rte_thread_register", rc));
         }
+        let _ = REGISTRATION.try_with(|r| r.registered.set(true));
     }
     Ok(())
 }

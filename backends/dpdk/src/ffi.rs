@@ -260,6 +260,7 @@ shim! {
     fn ws_errno() -> c_int;
     fn ws_strerror(err: c_int) -> *const c_char;
     fn ws_thread_register() -> c_int;
+    fn ws_thread_unregister();
     fn ws_lcore_id() -> c_uint;
     fn ws_socket_id() -> c_int;
     fn ws_socket_count() -> c_uint;
@@ -347,6 +348,12 @@ pub(crate) fn thread_register() -> i32 {
     // SAFETY: EAL is initialised (module contract); registering twice is harmless.
     let rc = unsafe { ws_thread_register() };
     if rc < 0 { -errno() } else { 0 }
+}
+
+/// Gives the calling thread's lcore id back (threads registered by [`thread_register`]).
+pub(crate) fn thread_unregister() {
+    // SAFETY: called once, on a thread that registered, as it exits.
+    unsafe { ws_thread_unregister() }
 }
 
 /// lcore id of the calling thread (`u32::MAX` = LCORE_ID_ANY: not an EAL thread).

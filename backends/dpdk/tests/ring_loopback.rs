@@ -130,3 +130,16 @@ fn rss_on_a_device_without_it_leaves_every_type_to_software() {
     let ctl = port.rss().unwrap();
     assert!(ctl.set_reta(&wirespeed_core::rss::Reta::round_robin(8, 1).unwrap()).is_err());
 }
+
+#[test]
+fn shard_threads_give_their_lcore_back_when_they_exit() {
+    let _g = serial();
+    let Some(eal) = eal(&VDEVS) else { return };
+    // RTE_MAX_LCORE is 128 in Debian's build: without unregistering, this would run out.
+    for i in 0..300 {
+        std::thread::spawn(move || eal.register_thread())
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("thread {i}: {e}"));
+    }
+}
