@@ -45,6 +45,7 @@ pub mod stage;
 pub mod stats;
 pub mod sync;
 pub mod verdict;
+pub mod wire;
 
 pub use backend::{Port, PortError, PortInfo, RxQueue, TxQueue};
 pub use batch::{BATCH_SIZE, Batch};
@@ -58,6 +59,7 @@ pub use runtime::{Runtime, RuntimeConfig, RuntimeError};
 pub use stage::{Chain, PerPacket, Stage};
 pub use stats::{ShardCounters, ShardCtx, ShardId, ShardStats, StatsCell};
 pub use verdict::{DropReason, Verdict};
+pub use wire::IpPrefix;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
