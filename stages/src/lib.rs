@@ -11,4 +11,8 @@ pub mod forward;
 
 pub use classify::{Classify, ClassifyConfig};
 pub use control::{ControlConfig, ControlPlane, Punt, PuntQueue};
+pub use esp::{
+    AeadAlgorithm, Direction, EspDecrypt, EspEncrypt, EspMode, EspStats, PolicyAction, SaConfig, SaSet,
+    SecurityPolicy, Selector, ShardSas, Spd,
+};
 pub use forward::{Fib, FibBuilder, Forward, NextHop};

@@ -1,5 +1,5 @@
 //! Classification: parse a frame's headers once and fill [`PacketMeta`] (offsets, 5-tuple or SPI,
-//! VLAN, DSCP, flags and the [`FlowClass`] every later stage branches on).
+//! VLAN, DSCP, flags and the [`FlowClass`](wirespeed_core::FlowClass) every later stage branches on).
 //!
 //! Two paths give the same answer:
 //! - a hand-written **fast path** for the common case — Ethernet II, untagged or with one
