@@ -144,6 +144,44 @@ mod tests {
         assert_eq!(fold(ones_sum(0, &d)), !0xddf2);
     }
 
+    /// The word-wide header check and [`checksum`] agree with a plain 16-bit RFC 1071 sum on
+    /// every length from 0 to 63 bytes, with and without a valid checksum.
+    #[test]
+    fn sums_match_rfc1071_16bit_reference() {
+        let reference = |h: &[u8]| {
+            let mut sum: u32 = 0;
+            for c in h.chunks(2) {
+                sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+            }
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            sum as u16
+        };
+        let mut x = 0x1234_5678u32;
+        for len in 0..64 {
+            for _ in 0..50 {
+                let mut h: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x as u8
+                    })
+                    .collect();
+                assert_eq!(ipv4_header_valid(&h), reference(&h) == 0xffff, "{h:02x?}");
+                assert_eq!(checksum(&h), !reference(&h), "{h:02x?}");
+                if len >= 12 {
+                    h[10] = 0;
+                    h[11] = 0;
+                    let c = checksum(&h);
+                    h[10..12].copy_from_slice(&c.to_be_bytes());
+                    assert!(ipv4_header_valid(&h) && reference(&h) == 0xffff, "{h:02x?}");
+                }
+            }
+        }
+    }
+
     /// The fixed-size 20-byte check agrees with the general one on random headers, on headers
     /// with a correct checksum, and on the all-zero / all-ones edges.
     #[test]
