@@ -12,6 +12,7 @@ use super::RssError;
 use super::hash::{L4, proto};
 use super::parse::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, PacketInfo};
 use super::reta::{MAX_RETA_SIZE, Reta};
+use crate::wire::{IKE_PORT, NAT_T_PORT};
 
 pub use crate::wire::IpPrefix;
 
@@ -218,11 +219,11 @@ impl SteeringPlan {
                 Some(IpAddr::V6(_)) => add("icmpv6", m(Some(ETHERTYPE_IPV6), proto::ICMPV6)),
                 None => {}
             }
-            add("ike", Match { dst_port: Some(PortRange::one(500)), ..m(None, proto::UDP) });
+            add("ike", Match { dst_port: Some(PortRange::one(IKE_PORT)), ..m(None, proto::UDP) });
             add(
                 "ike-natt",
                 Match {
-                    dst_port: Some(PortRange::one(4500)),
+                    dst_port: Some(PortRange::one(NAT_T_PORT)),
                     non_esp_marker: Some(true),
                     ..m(None, proto::UDP)
                 },

@@ -28,6 +28,7 @@ mod parse;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use wirespeed_core::wire::{IKE_PORT, NAT_T_PORT};
 use wirespeed_core::{BATCH_SIZE, Batch, DropReason, PacketBuf, PacketMeta, ShardCtx, Stage};
 
 /// The RFC 1071 header checks, re-exported from [`wirespeed_core::wire::checksum`] where they
@@ -62,8 +63,8 @@ impl Default for ClassifyConfig {
             management_tcp_port: 9000,
             ssh_port: 22,
             bgp_port: 179,
-            ike_port: 500,
-            nat_t_port: 4500,
+            ike_port: IKE_PORT,
+            nat_t_port: NAT_T_PORT,
         }
     }
 }
