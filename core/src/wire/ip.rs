@@ -31,6 +31,18 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(p)
     }
 
+    /// Wraps `buffer` when it starts with a complete IPv4 header without options (version 4,
+    /// IHL 5: first byte 0x45), `None` otherwise: the fast-path check, one length test and one
+    /// compare, for callers that hand anything else to a general parser. A view it returns
+    /// passes [`Self::check_len`].
+    #[inline(always)]
+    pub fn new_without_options(buffer: T) -> Option<Self> {
+        match buffer.as_ref().first_chunk::<IPV4_HEADER_LEN>() {
+            Some(h) if h[0] == 0x45 => Some(Self { buffer }),
+            _ => None,
+        }
+    }
+
     /// The checks of [`Self::new_checked`].
     #[inline(always)]
     pub fn check_len(&self) -> Result<(), WireError> {
@@ -427,6 +439,9 @@ mod tests {
         );
         h[0] = 0x46; // one option word that is not there
         assert!(matches!(Ipv4Packet::new_checked(&h[..]), Err(WireError::Truncated { needed: 24, .. })));
+        assert!(Ipv4Packet::new_without_options(&h[..]).is_none(), "options");
+        assert!(Ipv4Packet::new_without_options(&RFC7634_INNER[..]).is_some_and(|p| p.check_len().is_ok()));
+        assert!(Ipv4Packet::new_without_options(&RFC7634_INNER[..19]).is_none());
         // Unchecked views of short buffers read zeros instead of panicking.
         let p = Ipv4Packet::new_unchecked(&RFC7634_INNER[..3]);
         assert_eq!((p.ttl(), p.dst_bits(), p.payload()), (0, 0, &[][..]));

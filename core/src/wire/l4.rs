@@ -67,12 +67,11 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         u16::from_be_bytes([h[6], h[7]])
     }
 
-    /// The payload: after the header, up to the length field (or the buffer's end).
+    /// The payload: after the header, up to the length field. Empty on an unchecked view whose
+    /// length field is below 8 or beyond the buffer (a checked view has neither).
     #[inline(always)]
     pub fn payload(&self) -> &[u8] {
-        let b = self.buffer.as_ref();
-        let end = b.len().min(usize::from(self.len()));
-        b.get(UDP_HEADER_LEN..end).unwrap_or(&[])
+        self.buffer.as_ref().get(UDP_HEADER_LEN..usize::from(self.len())).unwrap_or(&[])
     }
 }
 
