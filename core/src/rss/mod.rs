@@ -38,8 +38,6 @@ pub mod toeplitz;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_dispatch;
 
 pub use dispatch::{
     DispatchFabric, DispatchRx, DispatchWorker, Dispatcher, LoadReceiver, LoadSender, Steer,
