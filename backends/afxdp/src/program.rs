@@ -1,0 +1,277 @@
+//! The XDP program, assembled here from eBPF instructions (no clang, no libbpf, no ELF).
+//!
+//! What it does with each frame on the interface:
+//!
+//! 1. **Kernel pass** (`XDP_PASS`, the frame goes to the Linux stack as if no program ran) for
+//!    the management traffic named in [`KernelPass`]: by default ARP, IPv6 neighbor discovery
+//!    (ICMPv6 types 133–137) and TCP to destination port 22 (SSH), over untagged IPv4/IPv6. So
+//!    the box stays reachable by SSH and keeps resolving neighbors while the data plane owns the
+//!    interface. The TCP port match ignores the destination address: transit TCP to a
+//!    management port also goes to the kernel (which forwards or drops it by its own rules).
+//!    IPv4 fragments other than the first are never matched (they carry no ports).
+//! 2. **Everything else** is redirected with `bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)`
+//!    to the AF_XDP socket of the queue it arrived on; when that queue has no socket (not
+//!    claimed by a shard yet), the fallback action passes it to the kernel rather than dropping.
+//!
+//! VLAN-tagged frames are not looked into: they always go to the sockets, where the stages
+//! classify them.
+
+use wirespeed_core::rss::{SteeringAction, SteeringPlan};
+
+/// Which management traffic the XDP program hands to the kernel stack instead of the sockets.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KernelPass {
+    /// ARP (EtherType 0x0806).
+    pub arp: bool,
+    /// IPv6 neighbor discovery: ICMPv6 types 133–137 (RS, RA, NS, NA, redirect).
+    pub ipv6_nd: bool,
+    /// TCP destination ports (any destination address), e.g. `[22]` for SSH. At most 8.
+    pub tcp_dst_ports: Vec<u16>,
+}
+
+impl Default for KernelPass {
+    fn default() -> Self {
+        Self { arp: true, ipv6_nd: true, tcp_dst_ports: vec![22] }
+    }
+}
+
+/// Most TCP ports the program compares against (each costs two instructions per TCP frame).
+pub const MAX_TCP_PORTS: usize = 8;
+
+impl KernelPass {
+    /// Nothing to the kernel: every frame goes to the sockets.
+    pub fn none() -> Self {
+        Self { arp: false, ipv6_nd: false, tcp_dst_ports: Vec::new() }
+    }
+
+    /// The management rules of a steering plan that the program can express: rules sending to
+    /// `mgmt_queue` that match ARP, IPv6 ND, or one TCP destination port. Returns the pass set
+    /// and the names of the rules it covers (the others stay with the software path).
+    pub fn from_plan(plan: &SteeringPlan, mgmt_queue: u16) -> (Self, Vec<String>) {
+        use wirespeed_core::rss::parse::{ETHERTYPE_ARP, ETHERTYPE_IPV6};
+        let mut pass = Self::none();
+        let mut covered = Vec::new();
+        for r in &plan.rules {
+            if r.action != SteeringAction::Queue(mgmt_queue) {
+                continue;
+            }
+            let m = &r.matches;
+            let only = |m2: &wirespeed_core::rss::Match| m2 == m;
+            let arp = wirespeed_core::rss::Match { ethertype: Some(ETHERTYPE_ARP), ..Default::default() };
+            if only(&arp) {
+                pass.arp = true;
+                covered.push(r.name.clone());
+                continue;
+            }
+            if m.ethertype == Some(ETHERTYPE_IPV6)
+                && m.ip_proto == Some(58)
+                && m.icmp_type.is_some_and(|t| (133..=137).contains(&t.lo) && (133..=137).contains(&t.hi))
+                && m.src.is_none()
+                && m.dst.is_none()
+            {
+                pass.ipv6_nd = true;
+                covered.push(r.name.clone());
+                continue;
+            }
+            let tcp_port_only = wirespeed_core::rss::Match {
+                ip_proto: Some(6),
+                dst_port: m.dst_port,
+                ethertype: m.ethertype,
+                ..Default::default()
+            };
+            if m.ip_proto == Some(6)
+                && only(&tcp_port_only)
+                && let Some(p) = m.dst_port.filter(|p| p.lo == p.hi)
+                && pass.tcp_dst_ports.len() < MAX_TCP_PORTS
+            {
+                if !pass.tcp_dst_ports.contains(&p.lo) {
+                    pass.tcp_dst_ports.push(p.lo);
+                }
+                covered.push(r.name.clone());
+            }
+        }
+        (pass, covered)
+    }
+}
+
+/// One eBPF instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Insn {
+    code: u8,
+    dst: u8,
+    src: u8,
+    off: i16,
+    imm: i32,
+}
+
+impl Insn {
+    fn encode(self) -> u64 {
+        let regs = (self.src << 4) | (self.dst & 0x0f);
+        let b = [
+            self.code,
+            regs,
+            self.off.to_le_bytes()[0],
+            self.off.to_le_bytes()[1],
+            self.imm.to_le_bytes()[0],
+            self.imm.to_le_bytes()[1],
+            self.imm.to_le_bytes()[2],
+            self.imm.to_le_bytes()[3],
+        ];
+        // The kernel reads `struct bpf_insn` in host byte order with the register nibbles in
+        // the order of the C bitfield (dst low on little-endian).
+        if cfg!(target_endian = "big") {
+            let regs = (self.dst << 4) | (self.src & 0x0f);
+            let mut b = b;
+            b[1] = regs;
+            b[2..4].copy_from_slice(&self.off.to_be_bytes());
+            b[4..8].copy_from_slice(&self.imm.to_be_bytes());
+            return u64::from_ne_bytes(b);
+        }
+        u64::from_ne_bytes(b)
+    }
+}
+
+// Opcodes (include/uapi/linux/bpf.h, bpf_common.h).
+const LDX_W: u8 = 0x61;
+const LDX_H: u8 = 0x69;
+const LDX_B: u8 = 0x71;
+const MOV64_X: u8 = 0xbf;
+const MOV64_K: u8 = 0xb7;
+const ADD64_K: u8 = 0x07;
+const ADD64_X: u8 = 0x0f;
+const AND64_K: u8 = 0x57;
+const LSH64_K: u8 = 0x67;
+const JEQ_K: u8 = 0x15;
+const JNE_K: u8 = 0x55;
+const JGT_X: u8 = 0x2d;
+const JLT_K: u8 = 0xa5;
+const JGT_K: u8 = 0x25;
+const JSET_K: u8 = 0x45;
+const JA: u8 = 0x05;
+const CALL: u8 = 0x85;
+const EXIT: u8 = 0x95;
+const LD_IMM64: u8 = 0x18;
+const PSEUDO_MAP_FD: u8 = 1;
+const HELPER_REDIRECT_MAP: i32 = 51;
+/// `XDP_PASS`.
+pub(crate) const XDP_PASS: i32 = 2;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Label {
+    Pass,
+    Redirect,
+    Ipv6,
+    Ipv6Tcp,
+}
+
+/// A tiny assembler: instructions plus jumps to labels resolved at the end.
+struct Asm {
+    insns: Vec<Insn>,
+    fixups: Vec<(usize, Label)>,
+    labels: Vec<(Label, usize)>,
+}
+
+impl Asm {
+    fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+        self.insns.push(Insn { code, dst, src, off, imm });
+    }
+    fn jmp(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: Label) {
+        self.fixups.push((self.insns.len(), to));
+        self.op(code, dst, src, 0, imm);
+    }
+    fn label(&mut self, l: Label) {
+        self.labels.push((l, self.insns.len()));
+    }
+    fn finish(mut self) -> Vec<u64> {
+        for (at, l) in &self.fixups {
+            let target = self.labels.iter().find(|(x, _)| x == l).map(|(_, i)| *i);
+            let target = target.unwrap_or_else(|| unreachable!("label {l:?} placed by `assemble`"));
+            self.insns[*at].off = (target as i64 - *at as i64 - 1) as i16;
+        }
+        self.insns.into_iter().map(Insn::encode).collect()
+    }
+}
+
+/// Network-order 16-bit constant as the program loads it (a `u16` load is host-order).
+fn be16(v: u16) -> i32 {
+    i32::from(u16::from_ne_bytes(v.to_be_bytes()))
+}
+
+/// Assembles the program for an XSKMAP whose fd is `map_fd`.
+pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
+    // Registers: r6 = ctx, r2 = data, r3 = data_end, r4/r5/r7 scratch.
+    let mut a = Asm { insns: Vec::new(), fixups: Vec::new(), labels: Vec::new() };
+    let any_pass = pass.arp || pass.ipv6_nd || !pass.tcp_dst_ports.is_empty();
+    a.op(MOV64_X, 6, 1, 0, 0);
+    if any_pass {
+        a.op(LDX_W, 2, 6, 0, 0); // data
+        a.op(LDX_W, 3, 6, 4, 0); // data_end
+        a.op(MOV64_X, 4, 2, 0, 0);
+        a.op(ADD64_K, 4, 0, 0, 14);
+        a.jmp(JGT_X, 4, 3, 0, Label::Redirect); // shorter than an Ethernet header
+        a.op(LDX_H, 5, 2, 12, 0); // EtherType
+        if pass.arp {
+            a.jmp(JEQ_K, 5, 0, be16(0x0806), Label::Pass);
+        }
+        a.jmp(JEQ_K, 5, 0, be16(0x86dd), Label::Ipv6);
+        if !pass.tcp_dst_ports.is_empty() {
+            // IPv4: need the 20-byte base header.
+            a.jmp(JNE_K, 5, 0, be16(0x0800), Label::Redirect);
+            a.op(MOV64_X, 4, 2, 0, 0);
+            a.op(ADD64_K, 4, 0, 0, 34);
+            a.jmp(JGT_X, 4, 3, 0, Label::Redirect);
+            a.op(LDX_B, 5, 2, 23, 0); // protocol
+            a.jmp(JNE_K, 5, 0, 6, Label::Redirect);
+            a.op(LDX_H, 5, 2, 20, 0); // flags + fragment offset
+            a.jmp(JSET_K, 5, 0, be16(0x1fff), Label::Redirect); // a later fragment: no ports
+            a.op(LDX_B, 5, 2, 14, 0); // version + IHL
+            a.op(AND64_K, 5, 0, 0, 0x0f);
+            a.op(LSH64_K, 5, 0, 0, 2);
+            a.jmp(JLT_K, 5, 0, 20, Label::Redirect); // malformed: the stages count it
+            a.op(MOV64_X, 4, 2, 0, 0);
+            a.op(ADD64_X, 4, 5, 0, 0); // r4 = data + IHL
+            a.op(MOV64_X, 7, 4, 0, 0);
+            a.op(ADD64_K, 7, 0, 0, 18); // through the TCP ports
+            a.jmp(JGT_X, 7, 3, 0, Label::Redirect);
+            a.op(LDX_H, 5, 4, 16, 0); // TCP destination port
+            for p in &pass.tcp_dst_ports {
+                a.jmp(JEQ_K, 5, 0, be16(*p), Label::Pass);
+            }
+        }
+        a.jmp(JA, 0, 0, 0, Label::Redirect);
+        a.label(Label::Ipv6);
+        if pass.ipv6_nd || !pass.tcp_dst_ports.is_empty() {
+            a.op(MOV64_X, 4, 2, 0, 0);
+            a.op(ADD64_K, 4, 0, 0, 58); // Ethernet + IPv6 + 4 bytes of L4
+            a.jmp(JGT_X, 4, 3, 0, Label::Redirect);
+            a.op(LDX_B, 5, 2, 20, 0); // next header
+            if pass.ipv6_nd {
+                a.op(LDX_B, 7, 2, 54, 0); // ICMPv6 type
+                a.jmp(JNE_K, 5, 0, 58, Label::Ipv6Tcp);
+                a.jmp(JLT_K, 7, 0, 133, Label::Redirect);
+                a.jmp(JGT_K, 7, 0, 137, Label::Redirect);
+                a.jmp(JA, 0, 0, 0, Label::Pass);
+            }
+            a.label(Label::Ipv6Tcp);
+            if !pass.tcp_dst_ports.is_empty() {
+                a.jmp(JNE_K, 5, 0, 6, Label::Redirect);
+                a.op(LDX_H, 5, 2, 56, 0);
+                for p in &pass.tcp_dst_ports {
+                    a.jmp(JEQ_K, 5, 0, be16(*p), Label::Pass);
+                }
+            }
+        }
+    }
+    a.label(Label::Redirect);
+    a.op(LD_IMM64, 1, PSEUDO_MAP_FD, 0, map_fd);
+    a.op(0, 0, 0, 0, 0);
+    a.op(LDX_W, 2, 6, 16, 0); // rx_queue_index
+    a.op(MOV64_K, 3, 0, 0, XDP_PASS); // fallback action when the slot is empty
+    a.op(CALL, 0, 0, 0, HELPER_REDIRECT_MAP);
+    a.op(EXIT, 0, 0, 0, 0);
+    a.label(Label::Pass);
+    a.op(MOV64_K, 0, 0, 0, XDP_PASS);
+    a.op(EXIT, 0, 0, 0, 0);
+    a.finish()
+}
