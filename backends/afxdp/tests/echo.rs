@@ -4,40 +4,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wirespeed_afxdp::peer::{RawSocket, enter_netns};
+use common::peer_exchange;
+
 use wirespeed_afxdp::{AfXdpPort, AfXdpPortConfig, AttachMode, BindMode, XdpMode};
 use wirespeed_core::{PerPacket, Pipeline, Port, ShardCtx, Verdict};
-
-/// Sends `frames` from the peer end and collects what comes back until all have or `wait`
-/// passes. Runs on its own thread inside the peer namespace.
-fn peer_exchange(ns: String, dev: String, frames: Vec<Vec<u8>>, wait: Duration) -> Vec<Vec<u8>> {
-    std::thread::spawn(move || {
-        enter_netns(&ns).unwrap();
-        let s = RawSocket::open(&dev).unwrap();
-        let mut back = Vec::new();
-        let mut buf = vec![0u8; 4096];
-        for f in &frames {
-            while !s.send(f).unwrap() {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-            // Drain as we go so the socket buffer never overflows.
-            while let Some(n) = s.recv(&mut buf, 0).unwrap() {
-                back.push(buf[..n].to_vec());
-            }
-        }
-        let end = Instant::now() + wait;
-        while back.len() < frames.len() && Instant::now() < end {
-            if let Some(n) = s.recv(&mut buf, 50).unwrap() {
-                back.push(buf[..n].to_vec());
-            }
-        }
-        back
-    })
-    .join()
-    .unwrap()
-}
 
 #[test]
 fn every_frame_comes_back_byte_for_byte() {
@@ -64,7 +36,9 @@ fn every_frame_comes_back_byte_for_byte() {
         .collect();
     let expected = frames.clone();
     let (ns, dev) = (veth.ns.clone(), veth.peer.clone());
-    let peer = std::thread::spawn(move || peer_exchange(ns, dev, frames, Duration::from_secs(5)));
+    let peer = std::thread::spawn(move || {
+        peer_exchange(ns, dev, frames, 2000, |_| true, Duration::from_secs(5), None)
+    });
 
     let mut pipeline = Pipeline::new(rx, tx, PerPacket(|_: &mut ShardCtx, _: &mut _| Verdict::Continue));
     let mut cx = ShardCtx::new(0);

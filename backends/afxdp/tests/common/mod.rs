@@ -4,6 +4,9 @@
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use wirespeed_afxdp::peer::{RawSocket, enter_netns};
 
 /// Runs a command, panicking with its output when it fails.
 pub fn run(args: &[&str]) {
@@ -156,4 +159,49 @@ pub fn udp_frame(dst: [u8; 6], src: [u8; 6], sport: u16, seq: u32, len: usize) -
         f.push((f.len() as u32 ^ seq) as u8);
     }
     f
+}
+
+/// Sends `frames` from the peer end and collects the frames arriving there that `keep` accepts, until
+/// `expect` have or `wait` passes. Runs on its own thread inside the peer namespace, pinned to `cpu` when given (a raw
+/// socket that bypasses the qdisc sends on transmit queue `cpu % queues`).
+pub fn peer_exchange(
+    ns: String,
+    dev: String,
+    frames: Vec<Vec<u8>>,
+    expect: usize,
+    keep: impl Fn(&[u8]) -> bool + Send + 'static,
+    wait: Duration,
+    cpu: Option<usize>,
+) -> Vec<Vec<u8>> {
+    std::thread::spawn(move || {
+        if let Some(id) = cpu {
+            assert!(core_affinity::set_for_current(core_affinity::CoreId { id }), "pin to cpu {id}");
+        }
+        enter_netns(&ns).unwrap();
+        let s = RawSocket::open(&dev).unwrap();
+        let mut back = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        for f in &frames {
+            while !s.send(f).unwrap() {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            // Drain as we go so the socket buffer never overflows.
+            while let Some(n) = s.recv(&mut buf, 0).unwrap() {
+                if keep(&buf[..n]) {
+                    back.push(buf[..n].to_vec());
+                }
+            }
+        }
+        let end = Instant::now() + wait;
+        while back.len() < expect && Instant::now() < end {
+            if let Some(n) = s.recv(&mut buf, 50).unwrap()
+                && keep(&buf[..n])
+            {
+                back.push(buf[..n].to_vec());
+            }
+        }
+        back
+    })
+    .join()
+    .unwrap()
 }
