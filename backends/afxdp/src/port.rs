@@ -444,6 +444,21 @@ pub struct XdpRx {
     _owned: ShardOwned,
 }
 
+impl std::fmt::Debug for XdpRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpRx").field("queue", &self.sock.queue).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for XdpTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpTx")
+            .field("queue", &self.sock.queue)
+            .field("bind", &self.bind)
+            .finish_non_exhaustive()
+    }
+}
+
 impl XdpRx {
     /// Moves free frames to the fill ring.
     #[inline]
