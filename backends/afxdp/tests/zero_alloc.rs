@@ -31,7 +31,7 @@ fn afxdp_rx_stage_tx_allocates_nothing() {
     });
     let mut pipeline = Pipeline::new(rx, tx, swap);
     let mut cx = ShardCtx::new(0);
-    let mut round = |n: u32, cx: &mut ShardCtx, pipeline: &mut Pipeline<_, _, _>| {
+    let round = |n: u32, cx: &mut ShardCtx, pipeline: &mut Pipeline<_, _, _>| {
         let frames: Vec<Vec<u8>> = (0..n).map(|i| common::udp_frame(ours, theirs, 9, i, 128)).collect();
         let (ns, dev) = (veth.ns.clone(), veth.peer.clone());
         let peer = std::thread::spawn(move || {
