@@ -8,7 +8,7 @@
 use std::io;
 use std::net::IpAddr;
 
-use wirespeed_core::rss::{Reta, SteeringAction, SteeringPlan, SteeringRule};
+use wirespeed_core::rss::{Match, PortRange, Reta, SteeringAction, SteeringPlan, SteeringRule};
 
 use crate::sys;
 
@@ -270,27 +270,44 @@ fn ntuple(rule: &SteeringRule) -> Result<[u8; 192], &'static str> {
     Ok(b)
 }
 
+/// True when no packet can match both `a` and `b` (different EtherTypes, IP protocols or port
+/// ranges, or a non-IP EtherType against a rule that needs an IP protocol).
+fn disjoint(a: &Match, b: &Match) -> bool {
+    let differ = |x: Option<u16>, y: Option<u16>| x.zip(y).is_some_and(|(x, y)| x != y);
+    let not_ip = |m: &Match| m.ethertype.is_some_and(|e| e != 0x0800 && e != 0x86dd);
+    let apart = |x: Option<PortRange>, y: Option<PortRange>| {
+        x.zip(y).is_some_and(|(x, y)| x.hi < y.lo || y.hi < x.lo)
+    };
+    differ(a.ethertype, b.ethertype)
+        || apart(a.dst_port, b.dst_port)
+        || apart(a.src_port, b.src_port)
+        || differ(a.ip_proto.map(u16::from), b.ip_proto.map(u16::from))
+        || (not_ip(a) && b.ip_proto.is_some())
+        || (not_ip(b) && a.ip_proto.is_some())
+}
+
 /// Programs a steering plan's rules as ntuple filters where possible; each rule is reported as
-/// hardware or software. A rule that follows a software rule is also left to software, since
-/// the NIC would otherwise see it first and first-match order would change.
+/// hardware or software. The plan is first-match, and the NIC sees packets before the software
+/// dispatcher: so a rule is only put in hardware when no earlier software rule could match the
+/// same packets.
 pub fn apply_plan(interface: &str, plan: &SteeringPlan, report: &mut HwReport) -> (usize, usize) {
     let (mut hw, mut sw) = (0, 0);
-    let mut in_order = true;
+    let mut in_software: Vec<&SteeringRule> = Vec::new();
     for r in &plan.rules {
         let name = format!("rule {}", r.name);
-        let res = if !in_order {
-            Err(io::Error::other("an earlier rule runs in software; kept in order there"))
-        } else {
-            match ntuple(r) {
-                Ok(mut b) => sys::ethtool(interface, &mut b),
-                Err(why) => Err(io::Error::other(why)),
+        let shadowed = in_software.iter().find(|s| !disjoint(&s.matches, &r.matches));
+        let res = match (shadowed, ntuple(r)) {
+            (Some(s), _) => {
+                Err(io::Error::other(format!("kept behind software rule {} (first match wins)", s.name)))
             }
+            (None, Ok(mut b)) => sys::ethtool(interface, &mut b),
+            (None, Err(why)) => Err(io::Error::other(why)),
         };
         if res.is_ok() {
             hw += 1;
         } else {
             sw += 1;
-            in_order = false;
+            in_software.push(r);
         }
         report.push(name, res);
     }
@@ -308,7 +325,6 @@ pub fn apply_rss(interface: &str, key: &[u8], reta: &Reta, symmetric: bool, repo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wirespeed_core::rss::{Match, PortRange};
 
     #[test]
     fn ssh_rule_encodes_as_tcp4_ntuple() {
@@ -337,5 +353,10 @@ mod tests {
             action: SteeringAction::Queue(0),
         };
         assert!(ntuple(&arp).is_err());
+        assert!(disjoint(&arp.matches, &rule.matches), "ARP never matches a TCP rule");
+        let tcp_any = Match { ip_proto: Some(6), ..Match::default() };
+        assert!(!disjoint(&tcp_any, &rule.matches));
+        let udp = Match { ip_proto: Some(17), ..Match::default() };
+        assert!(disjoint(&udp, &rule.matches));
     }
 }

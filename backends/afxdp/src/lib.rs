@@ -44,6 +44,7 @@
 
 mod config;
 mod error;
+pub mod placement;
 mod program;
 
 #[cfg(target_os = "linux")]

@@ -23,8 +23,14 @@ impl RawSocket {
         // Frames go straight to the driver: the benchmark measures the path under test, not the
         // sender's qdisc.
         let _ = sock.set_option(libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
-        let _ = sock.set_option(libc::SOL_SOCKET, libc::SO_RCVBUF, 8 << 20);
-        let _ = sock.set_option(libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20);
+        // Root may exceed net.core.rmem_max/wmem_max; others get what the limits allow.
+        for (force, plain) in
+            [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)]
+        {
+            if sock.set_option(libc::SOL_SOCKET, force, 8 << 20).is_err() {
+                let _ = sock.set_option(libc::SOL_SOCKET, plain, 8 << 20);
+            }
+        }
         Ok(Self { sock })
     }
 

@@ -253,14 +253,14 @@ impl AfXdpPort {
         let wake = if cfg.need_wakeup { libc::XDP_USE_NEED_WAKEUP } else { 0 };
         let (bind, why) = match (cfg.mode, self.report.attach) {
             (XdpMode::Skb, _) | (_, AttachMode::Generic) => {
-                sys::xsk_bind(raw, self.ifindex, u32::from(queue), libc::XDP_COPY | wake)
+                bind_retry(raw, self.ifindex, u32::from(queue), libc::XDP_COPY | wake)
                     .map_err(err("bind (copy)"))?;
                 let why =
                     (cfg.mode == XdpMode::Auto).then(|| "the program runs in generic (SKB) mode".to_string());
                 (BindMode::Copy, why)
             }
             (mode, AttachMode::Driver) => {
-                match sys::xsk_bind(raw, self.ifindex, u32::from(queue), libc::XDP_ZEROCOPY | wake) {
+                match bind_retry(raw, self.ifindex, u32::from(queue), libc::XDP_ZEROCOPY | wake) {
                     Ok(()) => (BindMode::ZeroCopy, None),
                     Err(e) if mode == XdpMode::Zerocopy => {
                         return Err(AfXdpError::ZeroCopyUnavailable {
@@ -270,7 +270,7 @@ impl AfXdpPort {
                         });
                     }
                     Err(e) => {
-                        sys::xsk_bind(raw, self.ifindex, u32::from(queue), libc::XDP_COPY | wake)
+                        bind_retry(raw, self.ifindex, u32::from(queue), libc::XDP_COPY | wake)
                             .map_err(err("bind (copy)"))?;
                         let why =
                             (mode == XdpMode::Auto).then(|| format!("driver refused XDP_ZEROCOPY: {e}"));
@@ -306,6 +306,22 @@ impl AfXdpPort {
         };
         self.report.queues.push((queue, bind, why));
         Ok((rxq, txq))
+    }
+}
+
+/// Binds, retrying for up to a second while the queue is busy: the kernel releases a closed
+/// socket's hold on its queue in deferred work, so a queue reopened right after a close (a
+/// restarted shard) can see `EBUSY` for a moment.
+fn bind_retry(fd: RawFd, ifindex: u32, queue: u32, flags: u16) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match sys::xsk_bind(fd, ifindex, queue, flags) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
     }
 }
 

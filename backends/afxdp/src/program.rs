@@ -270,8 +270,53 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
     a.op(MOV64_K, 3, 0, 0, XDP_PASS); // fallback action when the slot is empty
     a.op(CALL, 0, 0, 0, HELPER_REDIRECT_MAP);
     a.op(EXIT, 0, 0, 0, 0);
-    a.label(Label::Pass);
-    a.op(MOV64_K, 0, 0, 0, XDP_PASS);
-    a.op(EXIT, 0, 0, 0, 0);
+    if any_pass {
+        // (The verifier rejects unreachable instructions, so the tail exists only when used.)
+        a.label(Label::Pass);
+        a.op(MOV64_K, 0, 0, 0, XDP_PASS);
+        a.op(EXIT, 0, 0, 0, 0);
+    }
     a.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wirespeed_core::rss::RssGroup;
+
+    #[test]
+    fn plan_management_rules_become_kernel_pass() {
+        let plan = SteeringPlan::management_default(0, RssGroup::first(4), &[]);
+        let (pass, covered) = KernelPass::from_plan(&plan, 0);
+        assert!(pass.arp && pass.ipv6_nd);
+        assert_eq!(pass.tcp_dst_ports, vec![22, 179]);
+        assert_eq!(covered, vec!["arp", "ipv6-nd", "ssh", "bgp"]);
+        // Rules bound to an address cannot be expressed by a port-only match: left out.
+        let own = ["192.0.2.1".parse().unwrap()];
+        let (pass, covered) =
+            KernelPass::from_plan(&SteeringPlan::management_default(0, RssGroup::first(4), &own), 0);
+        assert!(pass.tcp_dst_ports.is_empty());
+        assert_eq!(covered, vec!["arp", "ipv6-nd"]);
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn program_shape() {
+        // Redirect only: ctx save, map load (two slots), queue index, fallback, call, exit.
+        let p = assemble(&KernelPass::none(), 7);
+        assert_eq!(p.len(), 7);
+        let first = p[1].to_ne_bytes();
+        assert_eq!((first[0], first[1]), (LD_IMM64, (PSEUDO_MAP_FD << 4) | 1), "map fd load into r1");
+        assert_eq!(i32::from_ne_bytes(first[4..8].try_into().unwrap()), 7);
+        // Every jump of the full program lands inside it.
+        let full = assemble(&KernelPass::default(), 3);
+        for (i, w) in full.iter().enumerate() {
+            let b = w.to_ne_bytes();
+            if b[0] & 0x07 == 0x05 && b[0] != CALL && b[0] != EXIT {
+                let off = i16::from_ne_bytes([b[2], b[3]]) as i64;
+                let to = i as i64 + 1 + off;
+                assert!((0..full.len() as i64).contains(&to), "jump at {i} to {to}");
+            }
+        }
+    }
 }

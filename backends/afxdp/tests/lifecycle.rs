@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{peer_exchange, run};
 use wirespeed_afxdp::peer::enter_netns;
-use wirespeed_afxdp::{AfXdpPort, AfXdpPortConfig, AttachMode, BindMode, XdpMode};
+use wirespeed_afxdp::{AfXdpPort, AfXdpPortConfig, AttachMode, BindMode, KernelPass, XdpMode};
 use wirespeed_core::{PerPacket, Pipeline, Port, ShardCtx, Verdict};
 
 #[test]
@@ -18,6 +18,7 @@ fn generic_mode_echoes_and_shows_as_xdpgeneric() {
     let (ours, theirs) = (veth.local_mac(), veth.peer_mac());
     let mut cfg = AfXdpPortConfig::new(&veth.local);
     cfg.mode = XdpMode::Skb;
+    cfg.kernel_pass = KernelPass::none(); // the shortest program passes the verifier too
     let mut port = AfXdpPort::open(cfg).unwrap();
     let shown = veth.link_show();
     assert!(shown.contains("xdpgeneric"), "generic attach: {shown}");
@@ -38,7 +39,9 @@ fn generic_mode_echoes_and_shows_as_xdpgeneric() {
     }
     assert_eq!(peer.join().unwrap(), expected);
     drop((pipeline, port));
-    assert!(!veth.link_show().contains("xdp"), "detached: {}", veth.link_show());
+    if let Err(shown) = veth.detached() {
+        panic!("detached: ip link still shows {shown}");
+    }
 }
 
 #[test]
@@ -64,8 +67,9 @@ fn program_detaches_when_a_shard_panics() {
         panic!("shard dies holding the port and its queue");
     });
     assert!(shard.join().is_err());
-    let shown = veth.link_show();
-    assert!(!shown.contains("xdp"), "unwinding detached the program: {shown}");
+    if let Err(shown) = veth.detached() {
+        panic!("unwinding detached the program: ip link still shows {shown}");
+    }
 }
 
 #[test]
@@ -77,7 +81,9 @@ fn queues_keep_the_program_attached_after_the_port_drops() {
     drop(port);
     assert!(veth.link_show().contains("prog/xdp"), "a running shard keeps its traffic");
     drop(q);
-    assert!(!veth.link_show().contains("xdp"), "the last queue detaches: {}", veth.link_show());
+    if let Err(shown) = veth.detached() {
+        panic!("the last queue detaches: ip link still shows {shown}");
+    }
     // And the interface can be taken again.
     let mut again = AfXdpPort::open(AfXdpPortConfig::new(&veth.local)).unwrap();
     again.queue_pair(0).unwrap();
@@ -132,4 +138,41 @@ fn management_traffic_goes_to_the_kernel_stack() {
     let e = results.1.expect_err("port 2222 must not reach the kernel");
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "port 2222: {e}");
     assert!(seen >= 1, "the SYNs to port 2222 reached the AF_XDP socket");
+}
+
+/// veth has channels but no RSS, no ntuple filters, no device and no IRQs: the port says so
+/// item by item and leaves it all to software, without failing.
+#[test]
+fn veth_reports_hardware_and_software_items() {
+    require_kernel!();
+    use wirespeed_afxdp::ethtool::Placed;
+    use wirespeed_core::rss::{Reta, RssConfig, RssGroup, RssHasher, SteeringPlan, SymmetricMode};
+    let veth = common::Veth::new(2);
+    let mut port = AfXdpPort::open(AfXdpPortConfig::new(&veth.local)).unwrap();
+    let ch = port.channels().expect("veth answers ETHTOOL_GCHANNELS");
+    assert_eq!(ch.rx_queues(), 2, "{ch:?}");
+
+    let rss = RssConfig { mode: SymmetricMode::Xor, ..RssConfig::default() };
+    RssHasher::new(&rss).unwrap();
+    let reta = Reta::round_robin(128, 2).unwrap();
+    let hw = port.apply_rss(&rss, &reta);
+    eprintln!("{hw}");
+    for item in ["rss key", "rss indirection table", "symmetric hashing (xor)", "rss hash fields (4-tuple)"] {
+        let i = hw.items.iter().find(|i| i.item == item).unwrap_or_else(|| panic!("{item} reported"));
+        assert!(matches!(&i.placed, Placed::Software(_)), "{item} on veth: {:?}", i.placed);
+    }
+    let plan = SteeringPlan::management_default(0, RssGroup::first(2), &["192.0.2.1".parse().unwrap()]);
+    let rules = port.apply_plan(&plan);
+    eprintln!("{rules}");
+    assert_eq!(rules.items.len(), plan.rules.len(), "one line per rule");
+    assert!(rules.software_items().count() == plan.rules.len(), "veth has no ntuple filters");
+    let applied = wirespeed_core::rss::RssControl::apply_steering(&mut port, &plan).unwrap();
+    assert_eq!((applied.in_hardware, applied.in_software), (0, plan.rules.len()));
+
+    let placed = wirespeed_afxdp::placement::place(&veth.local, 2, true);
+    eprintln!("{placed}");
+    assert_eq!(placed.numa_node, None);
+    assert!(placed.irqs.is_empty());
+    assert!(placed.mismatches.iter().any(|m| m.contains("no device")), "{placed}");
+    assert_eq!(placed.shard_cores.len(), 2);
 }

@@ -93,5 +93,7 @@ fn two_queues_two_shards_traffic_on_both() {
         "each sender's CPU picks one queue, so each shard gets one flow set"
     );
     drop(port);
-    assert!(!veth.link_show().contains("xdp"), "detached: {}", veth.link_show());
+    if let Err(shown) = veth.detached() {
+        panic!("detached: ip link still shows {shown}");
+    }
 }
