@@ -93,21 +93,15 @@ impl std::fmt::Debug for AfXdpPort {
     }
 }
 
-fn sysfs(interface: &str, file: &str) -> std::io::Result<String> {
-    std::fs::read_to_string(format!("/sys/class/net/{interface}/{file}")).map(|s| s.trim().to_string())
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-/// Receive queues of `interface` as the kernel has them set up (`/sys/class/net/IF/queues`).
+/// Receive queues of `interface` in the calling thread's network namespace: the driver's
+/// channel count (`ETHTOOL_GCHANNELS`, combined + receive-only), else the `rx-N` queues in
+/// sysfs (which shows the namespace it was mounted in).
 pub fn rx_queue_count(interface: &str) -> std::io::Result<u16> {
+    if let Ok(ch) = ethtool::channels(interface)
+        && ch.rx_queues() > 0
+    {
+        return Ok(ch.rx_queues().min(u32::from(u16::MAX)) as u16);
+    }
     let n = std::fs::read_dir(format!("/sys/class/net/{interface}/queues"))?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
@@ -134,8 +128,9 @@ impl AfXdpPort {
             let name = name.clone();
             move |source| AfXdpError::Syscall { interface: name, queue: None, op, source }
         };
-        let mac = sysfs(&name, "address").ok().and_then(|s| parse_mac(&s)).unwrap_or([0; 6]);
-        let mtu = sysfs(&name, "mtu").ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(1500);
+        // ioctls, not sysfs: they answer for the calling thread's network namespace.
+        let mac = sys::if_hwaddr(&name).map_err(sys_err("SIOCGIFHWADDR"))?;
+        let mtu = sys::if_mtu(&name).map_err(sys_err("SIOCGIFMTU"))? as usize;
         let hw_queues = rx_queue_count(&name).map_err(sys_err("count queues"))?;
         let queues = match cfg.queues {
             Some(q) if q > hw_queues => {

@@ -212,19 +212,51 @@ pub(crate) fn if_index(name: &str) -> io::Result<u32> {
 /// `ioctl(SIOCETHTOOL)` on `ifname` with `data` as the ethtool command buffer (its first `u32` is
 /// the command). The kernel reads and may write the whole buffer.
 pub(crate) fn ethtool(ifname: &str, data: &mut [u8]) -> io::Result<()> {
-    if ifname.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
-    }
     let sock = datagram_socket()?;
-    // SAFETY: plain integers and a pointer; all-zero is valid.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *d = s as libc::c_char;
-    }
+    let mut ifr = ifreq(ifname)?;
     ifr.ifr_ifru.ifru_data = data.as_mut_ptr().cast();
     // SAFETY: `ifr` names the interface and points at `data`, which is valid for reads and
     // writes for the whole call; callers size `data` for the command they put in it.
     cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut ifr) }).map(drop)
+}
+
+/// An `ifreq` naming `ifname`.
+fn ifreq(ifname: &str) -> io::Result<libc::ifreq> {
+    if ifname.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
+    }
+    // SAFETY: plain integers and unions of them; all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+/// MAC address of `ifname` (`SIOCGIFHWADDR`), in the calling thread's network namespace (unlike
+/// sysfs, which shows the namespace it was mounted in).
+pub(crate) fn if_hwaddr(ifname: &str) -> io::Result<[u8; 6]> {
+    let sock = datagram_socket()?;
+    let mut ifr = ifreq(ifname)?;
+    // SAFETY: `ifr` is a valid ifreq naming the interface; the kernel fills `ifru_hwaddr`.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR as _, &mut ifr) })?;
+    // SAFETY: SIOCGIFHWADDR succeeded, so the union holds `ifru_hwaddr`.
+    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (d, s) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(mac)
+}
+
+/// MTU of `ifname` (`SIOCGIFMTU`), in the calling thread's network namespace.
+pub(crate) fn if_mtu(ifname: &str) -> io::Result<u32> {
+    let sock = datagram_socket()?;
+    let mut ifr = ifreq(ifname)?;
+    // SAFETY: `ifr` is a valid ifreq naming the interface; the kernel fills `ifru_mtu`.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU as _, &mut ifr) })?;
+    // SAFETY: SIOCGIFMTU succeeded, so the union holds `ifru_mtu`.
+    Ok(unsafe { ifr.ifr_ifru.ifru_mtu }.max(0) as u32)
 }
 
 fn datagram_socket() -> io::Result<OwnedFd> {

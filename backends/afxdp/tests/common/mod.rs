@@ -33,11 +33,15 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
-/// Skips the test (printing why) when kernel tests cannot run.
+/// Skips the test (printing why) when kernel tests cannot run — or fails it, when
+/// `WIRESPEED_AFXDP_REQUIRE_KERNEL` is set (CI, where a skip would hide a broken setup).
 #[macro_export]
 macro_rules! require_kernel {
     () => {
         if let Some(why) = common::skip_reason() {
+            if std::env::var_os("WIRESPEED_AFXDP_REQUIRE_KERNEL").is_some() {
+                panic!("kernel test cannot run and WIRESPEED_AFXDP_REQUIRE_KERNEL is set: {why}");
+            }
             eprintln!("SKIPPED {}: {why}", module_path!());
             return;
         }
