@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use wirespeed_afxdp::peer::enter_netns;
 use wirespeed_afxdp::{AfXdpPort, AfXdpPortConfig, XdpMode};
 use wirespeed_core::backend::null::ipv4_header_checksum;
-use wirespeed_core::{Batch, PacketBuf, PerPacket, Pipeline, Port, RxQueue, ShardCtx, TxQueue, Verdict};
+use wirespeed_core::{Batch, PacketBuf, PerPacket, Port, RxQueue, ShardCtx, TxQueue, Verdict};
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
@@ -157,11 +157,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 enter_netns(&w.r_ns).expect("enter reflector namespace");
                 let mut cfg = AfXdpPortConfig::new(&w.r_dev);
                 cfg.mode = m;
-                let opened = AfXdpPort::open(cfg).and_then(|mut p| {
-                    let q =
-                        p.queue_pair(0).map_err(|e| wirespeed_afxdp::AfXdpError::Unsupported(e.to_string()));
-                    q.map(|q| (p, q))
-                });
+                let opened = AfXdpPort::open(cfg)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut p| p.queue_pair(0).map(|q| (p, q)).map_err(|e| e.to_string()));
                 let (port, (rx, tx)) = match opened {
                     Ok(x) => x,
                     Err(e) => {
@@ -170,17 +168,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 };
                 let _ = ready_tx.send(Ok(port.report().to_string()));
-                let swap = PerPacket(|_: &mut ShardCtx, p: &mut wirespeed_afxdp::XdpBuf| {
+                // The pipeline's loop by hand, to read the socket's kernel counters at the end.
+                let (mut rx, mut tx) = (rx, tx);
+                let mut swap = PerPacket(|_: &mut ShardCtx, p: &mut wirespeed_afxdp::XdpBuf| {
                     let d = p.data_mut();
                     for i in 0..6 {
                         d.swap(i, i + 6);
                     }
                     Verdict::Continue
                 });
-                let mut pipeline = Pipeline::new(rx, tx, swap);
                 let mut cx = ShardCtx::new(0);
+                let mut batch = Batch::new();
                 while !stop.load(Ordering::Relaxed) {
-                    pipeline.run_once(&mut cx);
+                    if rx.rx_burst(&mut batch) == 0 {
+                        continue;
+                    }
+                    wirespeed_core::Stage::process(&mut swap, &mut cx, &mut batch);
+                    let n = batch.len();
+                    let sent = tx.tx_burst(&mut batch);
+                    cx.counters.tx_packets += sent as u64;
+                    cx.counters.drop_packets(wirespeed_core::DropReason::TxFull, (n - sent) as u64);
+                    batch.clear();
+                }
+                if let Ok(st) = rx.socket_stats() {
+                    println!("reflector socket: {st:?}; tx ring full drops {}", cx.counters.total_drops());
                 }
                 cx.counters.tx_packets
             });
