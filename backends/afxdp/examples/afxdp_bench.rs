@@ -95,6 +95,16 @@ fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
     f
 }
 
+/// CPU seconds (user + system) this process has used, all threads: the reflector's polling,
+/// the generator, and the kernel's forwarding work done in their system calls' softirq context.
+fn process_cpu_secs(ticks_per_sec: f64) -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the `(comm)`, which may contain spaces: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / ticks_per_sec
+}
+
 fn pin(cpu: usize) {
     let _ = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
 }
@@ -206,8 +216,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
+    let tck = Command::new("getconf").arg("CLK_TCK").output().ok();
+    let ticks: f64 =
+        tck.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0);
     let w = wire.clone();
-    let generator = std::thread::spawn(move || -> Result<(u64, u64, f64, String), String> {
+    let generator = std::thread::spawn(move || -> Result<(u64, u64, f64, f64, String), String> {
         pin(gen_cpu);
         enter_netns(&w.g_ns).map_err(|e| e.to_string())?;
         let mut cfg = AfXdpPortConfig::new(&w.g_dev);
@@ -235,19 +248,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (sent, got, start.elapsed().as_secs_f64())
         };
         run(Duration::from_millis(500)); // warm-up: rings, ARP-free path, caches
+        let cpu0 = process_cpu_secs(ticks);
         let (sent, got, secs) = run(Duration::from_secs_f64(seconds));
-        Ok((sent, got, secs, port.report().to_string()))
+        let cpu = process_cpu_secs(ticks) - cpu0;
+        Ok((sent, got, secs, cpu, port.report().to_string()))
     });
     let result = generator.join().map_err(|_| "generator panicked")?;
     stop.store(true, Ordering::Relaxed);
     let reflected = reflector.map(|h| h.join().unwrap_or(0));
-    let (sent, got, secs, gen_report) = result?;
+    let (sent, got, secs, cpu, gen_report) = result?;
     println!("generator: {gen_report}");
     println!(
-        "{mode}: {size}-byte frames, {secs:.1} s: offered {:.3} Mpps, forwarded back {:.3} Mpps ({:.1}% of offered){}",
+        "{mode}: {size}-byte frames, {secs:.1} s: offered {:.3} Mpps, forwarded back {:.3} Mpps ({:.1}% of offered), \
+         {cpu:.2} CPU-s used by the process = {:.2} µs CPU per forwarded packet{}",
         sent as f64 / secs / 1e6,
         got as f64 / secs / 1e6,
         100.0 * got as f64 / sent.max(1) as f64,
+        cpu * 1e6 / got.max(1) as f64,
         reflected.map(|n| format!("; reflector sent {n} in total")).unwrap_or_default()
     );
     Ok(())
