@@ -186,6 +186,23 @@ mod tests {
         cfg.validate().unwrap();
     }
 
+    /// The ipsec-gateway's `[interfaces.X.port]` is an enum tagged by `backend`; this config must
+    /// deserialize as its `afxdp` variant.
+    #[test]
+    fn works_as_a_variant_of_a_backend_tagged_enum() {
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        #[serde(tag = "backend", rename_all = "lowercase")]
+        enum PortConfig {
+            Afxdp(AfXdpPortConfig),
+        }
+        let text = "backend = \"afxdp\"\ninterface = \"ens1f0\"\nqueues = 2\nmode = \"skb\"\n";
+        let PortConfig::Afxdp(c) = toml::from_str::<PortConfig>(text).unwrap();
+        assert_eq!((c.interface.as_str(), c.queues, c.mode), ("ens1f0", Some(2), XdpMode::Skb));
+        let inline = format!("backend = \"afxdp\"\n{}", crate::EXAMPLE_TOML);
+        let PortConfig::Afxdp(c) = toml::from_str::<PortConfig>(&inline).unwrap();
+        assert_eq!(c.kernel_pass.tcp_dst_ports, vec![22, 179]);
+    }
+
     #[test]
     fn bad_fields_are_named() {
         let mut c = AfXdpPortConfig::new("veth0");
