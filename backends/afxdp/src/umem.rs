@@ -126,9 +126,12 @@ impl std::fmt::Debug for XdpBuf {
     }
 }
 
-// SAFETY: an `XdpBuf` exclusively owns its frame (see the module docs), so moving it to another
-// thread moves that ownership; the UMEM's free list is a thread-safe queue.
-unsafe impl Send for XdpBuf {}
+// `XdpBuf` is `Send` (and `Sync`) through its fields: the UMEM is shared read-only apart from
+// the frames, each of which is touched only by the one buffer that owns it.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<XdpBuf>();
+};
 
 impl XdpBuf {
     /// True when `self` lives in `umem`.
