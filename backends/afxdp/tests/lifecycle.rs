@@ -176,3 +176,41 @@ fn veth_reports_hardware_and_software_items() {
     assert!(placed.mismatches.iter().any(|m| m.contains("no device")), "{placed}");
     assert_eq!(placed.shard_cores.len(), 2);
 }
+
+/// Frames the kernel could not hand to a slow shard (Rx ring full, no free frame) are counted
+/// drops in the shard's counters, not silent loss: received + dropped = sent.
+#[test]
+fn kernel_drops_for_a_slow_shard_are_counted() {
+    require_kernel!();
+    use wirespeed_afxdp::peer::RawSocket;
+    let veth = common::Veth::new(1);
+    let (ours, theirs) = (veth.local_mac(), veth.peer_mac());
+    let mut cfg = AfXdpPortConfig::new(&veth.local);
+    (cfg.rx_ring, cfg.tx_ring, cfg.fill_ring, cfg.completion_ring, cfg.frames) = (256, 256, 256, 256, 512);
+    let mut port = AfXdpPort::open(cfg).unwrap();
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    // The shard is not polling while the peer sends 1000 frames.
+    let (ns, dev) = (veth.ns.clone(), veth.peer.clone());
+    std::thread::spawn(move || {
+        enter_netns(&ns).unwrap();
+        let s = RawSocket::open(&dev).unwrap();
+        for i in 0..1000u32 {
+            while !s.send(&common::udp_frame(ours, theirs, 11, i, 100)).unwrap() {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            std::thread::sleep(Duration::from_micros(20)); // within what veth's own ring holds
+        }
+    })
+    .join()
+    .unwrap();
+    let drop_all =
+        PerPacket(|_: &mut ShardCtx, _: &mut _| Verdict::Drop(wirespeed_core::DropReason::PolicyDiscard));
+    let mut pipeline = Pipeline::new(rx, tx, drop_all);
+    let mut cx = ShardCtx::new(0);
+    for _ in 0..2048 {
+        pipeline.run_once(&mut cx); // the kernel's counters are read every 1024 bursts
+    }
+    let lost = cx.counters.drops_of(wirespeed_core::DropReason::PoolExhausted);
+    assert!(lost > 0, "{}", cx.counters);
+    assert_eq!(cx.counters.rx_packets + lost, 1000, "every frame received or counted: {}", cx.counters);
+}
