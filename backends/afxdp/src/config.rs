@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::AfXdpError;
-use crate::program::{KernelPass, MAX_TCP_PORTS};
+use crate::program::{KernelPass, MAX_OWN_ADDRESSES, MAX_TCP_PORTS};
 
 /// How the port runs the XDP program and its sockets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -153,6 +153,13 @@ impl AfXdpPortConfig {
                 "frames",
                 self.frames.to_string(),
                 "must be at least twice the larger of fill_ring and tx_ring, and at most 1048576",
+            );
+        }
+        if self.kernel_pass.own_addresses.len() > MAX_OWN_ADDRESSES {
+            return bad(
+                "kernel_pass.own_addresses",
+                format!("{:?}", self.kernel_pass.own_addresses),
+                "at most 8 addresses",
             );
         }
         if self.kernel_pass.tcp_dst_ports.len() > MAX_TCP_PORTS {

@@ -64,7 +64,7 @@ mod umem;
 
 pub use config::{AfXdpPortConfig, XDP_PACKET_HEADROOM, XdpMode};
 pub use error::AfXdpError;
-pub use program::{KernelPass, MAX_TCP_PORTS};
+pub use program::{KernelPass, MAX_OWN_ADDRESSES, MAX_TCP_PORTS};
 
 #[cfg(target_os = "linux")]
 pub use port::{

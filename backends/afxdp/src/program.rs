@@ -6,15 +6,18 @@
 //!    the management traffic named in [`KernelPass`]: by default ARP, IPv6 neighbor discovery
 //!    (ICMPv6 types 133–137) and TCP to destination port 22 (SSH), over untagged IPv4/IPv6. So
 //!    the box stays reachable by SSH and keeps resolving neighbors while the data plane owns the
-//!    interface. The TCP port match ignores the destination address: transit TCP to a
-//!    management port also goes to the kernel (which forwards or drops it by its own rules).
-//!    IPv4 fragments other than the first are never matched (they carry no ports).
+//!    interface. With [`KernelPass::own_addresses`] given, only TCP to those addresses is
+//!    passed, so transit TCP to a management port stays in the data plane; without, the port
+//!    match takes any destination. IPv4 fragments other than the first are never matched (they
+//!    carry no ports), nor is IPv6 with extension headers before TCP.
 //! 2. **Everything else** is redirected with `bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)`
 //!    to the AF_XDP socket of the queue it arrived on; when that queue has no socket (not
 //!    claimed by a shard yet), the fallback action passes it to the kernel rather than dropping.
 //!
 //! VLAN-tagged frames are not looked into: they always go to the sockets, where the stages
 //! classify them.
+
+use std::net::IpAddr;
 
 use wirespeed_core::rss::{SteeringAction, SteeringPlan};
 
@@ -26,15 +29,22 @@ pub struct KernelPass {
     pub arp: bool,
     /// IPv6 neighbor discovery: ICMPv6 types 133–137 (RS, RA, NS, NA, redirect).
     pub ipv6_nd: bool,
-    /// TCP destination ports (any destination address), e.g. `[22]` for SSH. At most 8.
+    /// TCP destination ports, e.g. `[22]` for SSH. At most 8.
     pub tcp_dst_ports: Vec<u16>,
+    /// The box's own addresses: when given, TCP to `tcp_dst_ports` goes to the kernel only when
+    /// addressed to one of them (transit SSH stays in the data plane); when empty, to any
+    /// address. At most 8.
+    pub own_addresses: Vec<IpAddr>,
 }
 
 impl Default for KernelPass {
     fn default() -> Self {
-        Self { arp: true, ipv6_nd: true, tcp_dst_ports: vec![22] }
+        Self { arp: true, ipv6_nd: true, tcp_dst_ports: vec![22], own_addresses: Vec::new() }
     }
 }
+
+/// Most own addresses the program compares against.
+pub const MAX_OWN_ADDRESSES: usize = 8;
 
 /// Most TCP ports the program compares against (each costs two instructions per TCP frame).
 pub const MAX_TCP_PORTS: usize = 8;
@@ -42,16 +52,19 @@ pub const MAX_TCP_PORTS: usize = 8;
 impl KernelPass {
     /// Nothing to the kernel: every frame goes to the sockets.
     pub fn none() -> Self {
-        Self { arp: false, ipv6_nd: false, tcp_dst_ports: Vec::new() }
+        Self { arp: false, ipv6_nd: false, tcp_dst_ports: Vec::new(), own_addresses: Vec::new() }
     }
 
     /// The management rules of a steering plan that the program can express: rules sending to
-    /// `mgmt_queue` that match ARP, IPv6 ND, or one TCP destination port. Returns the pass set
-    /// and the names of the rules it covers (the others stay with the software path).
+    /// `mgmt_queue` that match ARP, IPv6 ND, or one TCP destination port (optionally to one host
+    /// address). Returns the pass set and the names of the rules it covers (the others stay with
+    /// the software path). The program matches ports × addresses, so covering `ssh@A` and
+    /// `bgp@B` also passes SSH to B.
     pub fn from_plan(plan: &SteeringPlan, mgmt_queue: u16) -> (Self, Vec<String>) {
         use wirespeed_core::rss::parse::{ETHERTYPE_ARP, ETHERTYPE_IPV6};
         let mut pass = Self::none();
         let mut covered = Vec::new();
+        let mut any_address = false;
         for r in &plan.rules {
             if r.action != SteeringAction::Queue(mgmt_queue) {
                 continue;
@@ -78,18 +91,30 @@ impl KernelPass {
                 ip_proto: Some(6),
                 dst_port: m.dst_port,
                 ethertype: m.ethertype,
+                dst: m.dst,
                 ..Default::default()
             };
+            let host = m.dst.filter(|d| d.len == if d.addr.is_ipv4() { 32 } else { 128 });
             if m.ip_proto == Some(6)
                 && only(&tcp_port_only)
+                && (m.dst.is_none() || host.is_some())
                 && let Some(p) = m.dst_port.filter(|p| p.lo == p.hi)
                 && pass.tcp_dst_ports.len() < MAX_TCP_PORTS
             {
                 if !pass.tcp_dst_ports.contains(&p.lo) {
                     pass.tcp_dst_ports.push(p.lo);
                 }
+                match host {
+                    Some(h) if !pass.own_addresses.contains(&h.addr) => pass.own_addresses.push(h.addr),
+                    Some(_) => {}
+                    None => any_address = true,
+                }
                 covered.push(r.name.clone());
             }
+        }
+        if any_address || pass.own_addresses.len() > MAX_OWN_ADDRESSES {
+            // One rule for any address makes the port match address-free for all (a superset).
+            pass.own_addresses.clear();
         }
         (pass, covered)
     }
@@ -148,6 +173,10 @@ const JGT_X: u8 = 0x2d;
 const JLT_K: u8 = 0xa5;
 const JGT_K: u8 = 0x25;
 const JSET_K: u8 = 0x45;
+/// 32-bit compares (`BPF_JMP32`): an address word compared as a sign-extended 64-bit immediate
+/// would never match a zero-extended load with its top bit set.
+const JEQ32_K: u8 = 0x16;
+const JNE32_K: u8 = 0x56;
 const JA: u8 = 0x05;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
@@ -163,6 +192,10 @@ enum Label {
     Redirect,
     Ipv6,
     Ipv6Tcp,
+    Dst4,
+    Dst6,
+    /// Compare the IPv6 destination with own address `i`.
+    Cand6(usize),
 }
 
 /// A tiny assembler: instructions plus jumps to labels resolved at the end.
@@ -203,6 +236,22 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
     // Registers: r6 = ctx, r2 = data, r3 = data_end, r4/r5/r7 scratch.
     let mut a = Asm { insns: Vec::new(), fixups: Vec::new(), labels: Vec::new() };
     let any_pass = pass.arp || pass.ipv6_nd || !pass.tcp_dst_ports.is_empty();
+    let own4: Vec<std::net::Ipv4Addr> = pass
+        .own_addresses
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(v) => Some(*v),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let own6: Vec<std::net::Ipv6Addr> = pass
+        .own_addresses
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V6(v) => Some(*v),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
     a.op(MOV64_X, 6, 1, 0, 0);
     if any_pass {
         a.op(LDX_W, 2, 6, 0, 0); // data
@@ -236,7 +285,17 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
             a.jmp(JGT_X, 7, 3, 0, Label::Redirect);
             a.op(LDX_H, 5, 4, 16, 0); // TCP destination port
             for p in &pass.tcp_dst_ports {
-                a.jmp(JEQ_K, 5, 0, be16(*p), Label::Pass);
+                a.jmp(JEQ_K, 5, 0, be16(*p), Label::Dst4);
+            }
+            a.jmp(JA, 0, 0, 0, Label::Redirect);
+            a.label(Label::Dst4);
+            if own4.is_empty() && own6.is_empty() {
+                a.jmp(JA, 0, 0, 0, Label::Pass);
+            } else {
+                a.op(LDX_W, 5, 2, 30, 0); // IPv4 destination (inside the 34 bytes checked)
+                for addr in &own4 {
+                    a.jmp(JEQ32_K, 5, 0, i32::from_ne_bytes(addr.octets()), Label::Pass);
+                }
             }
         }
         a.jmp(JA, 0, 0, 0, Label::Redirect);
@@ -258,7 +317,23 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
                 a.jmp(JNE_K, 5, 0, 6, Label::Redirect);
                 a.op(LDX_H, 5, 2, 56, 0);
                 for p in &pass.tcp_dst_ports {
-                    a.jmp(JEQ_K, 5, 0, be16(*p), Label::Pass);
+                    a.jmp(JEQ_K, 5, 0, be16(*p), Label::Dst6);
+                }
+                a.jmp(JA, 0, 0, 0, Label::Redirect);
+                a.label(Label::Dst6);
+                if own4.is_empty() && own6.is_empty() {
+                    a.jmp(JA, 0, 0, 0, Label::Pass);
+                }
+                // IPv6 destination: four words at 38..54 (inside the 58 bytes checked).
+                for (i, addr) in own6.iter().enumerate() {
+                    a.label(Label::Cand6(i));
+                    let next = if i + 1 < own6.len() { Label::Cand6(i + 1) } else { Label::Redirect };
+                    for (w, chunk) in addr.octets().chunks(4).enumerate() {
+                        a.op(LDX_W, 7, 2, 38 + 4 * w as i16, 0);
+                        let word = i32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                        a.jmp(JNE32_K, 7, 0, word, next);
+                    }
+                    a.jmp(JA, 0, 0, 0, Label::Pass);
                 }
             }
         }
@@ -291,12 +366,15 @@ mod tests {
         assert!(pass.arp && pass.ipv6_nd);
         assert_eq!(pass.tcp_dst_ports, vec![22, 179]);
         assert_eq!(covered, vec!["arp", "ipv6-nd", "ssh", "bgp"]);
-        // Rules bound to an address cannot be expressed by a port-only match: left out.
-        let own = ["192.0.2.1".parse().unwrap()];
-        let (pass, covered) =
-            KernelPass::from_plan(&SteeringPlan::management_default(0, RssGroup::first(4), &own), 0);
-        assert!(pass.tcp_dst_ports.is_empty());
-        assert_eq!(covered, vec!["arp", "ipv6-nd"]);
+        assert!(pass.own_addresses.is_empty(), "the plan's rules match any address");
+        // Rules bound to the box's addresses restrict the TCP pass to those addresses.
+        let own: [IpAddr; 2] = ["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        let plan = SteeringPlan::management_default(0, RssGroup::first(4), &own);
+        let (pass, covered) = KernelPass::from_plan(&plan, 0);
+        assert_eq!(pass.tcp_dst_ports, vec![22, 179]);
+        assert_eq!(pass.own_addresses, own.to_vec());
+        let want = ["arp", "ipv6-nd", "ssh@192.0.2.1", "bgp@192.0.2.1", "ssh@2001:db8::1", "bgp@2001:db8::1"];
+        assert_eq!(covered, want);
     }
 
     #[test]
@@ -308,14 +386,19 @@ mod tests {
         let first = p[1].to_ne_bytes();
         assert_eq!((first[0], first[1]), (LD_IMM64, (PSEUDO_MAP_FD << 4) | 1), "map fd load into r1");
         assert_eq!(i32::from_ne_bytes(first[4..8].try_into().unwrap()), 7);
-        // Every jump of the full program lands inside it.
-        let full = assemble(&KernelPass::default(), 3);
-        for (i, w) in full.iter().enumerate() {
-            let b = w.to_ne_bytes();
-            if b[0] & 0x07 == 0x05 && b[0] != CALL && b[0] != EXIT {
-                let off = i16::from_ne_bytes([b[2], b[3]]) as i64;
-                let to = i as i64 + 1 + off;
-                assert!((0..full.len() as i64).contains(&to), "jump at {i} to {to}");
+        // Every jump of the full programs lands inside them.
+        let with_own = KernelPass {
+            own_addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+            ..KernelPass::default()
+        };
+        for full in [assemble(&KernelPass::default(), 3), assemble(&with_own, 3)] {
+            for (i, w) in full.iter().enumerate() {
+                let b = w.to_ne_bytes();
+                if matches!(b[0] & 0x07, 0x05 | 0x06) && b[0] != CALL && b[0] != EXIT {
+                    let off = i16::from_ne_bytes([b[2], b[3]]) as i64;
+                    let to = i as i64 + 1 + off;
+                    assert!((0..full.len() as i64).contains(&to), "jump at {i} to {to}");
+                }
             }
         }
     }

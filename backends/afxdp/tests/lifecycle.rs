@@ -89,16 +89,24 @@ fn queues_keep_the_program_attached_after_the_port_drops() {
     again.queue_pair(0).unwrap();
 }
 
-/// SSH (TCP 22) and ARP reach the kernel; TCP to another port goes to the socket.
+/// SSH (TCP 22) to the box's own address and ARP reach the kernel; TCP to another port, and SSH
+/// to an address the box does not own (transit), go to the socket.
 #[test]
 fn management_traffic_goes_to_the_kernel_stack() {
     require_kernel!();
     let veth = common::Veth::new(1);
     let net = 100 + (std::process::id() % 100);
-    let (ip_a, ip_b) = (format!("198.18.{net}.1"), format!("198.18.{net}.2"));
+    let (ip_a, ip_b, ip_c) =
+        (format!("198.18.{net}.1"), format!("198.18.{net}.2"), format!("198.18.{net}.3"));
+    // The kernel holds .1 and .3, but only .1 is declared the box's own: .3 stands for a transit
+    // destination (the kernel would answer it, so a timeout proves the program kept it).
     run(&["ip", "addr", "add", &format!("{ip_a}/24"), "dev", &veth.local]);
+    run(&["ip", "addr", "add", &format!("{ip_c}/24"), "dev", &veth.local]);
     run(&["ip", "-n", &veth.ns, "addr", "add", &format!("{ip_b}/24"), "dev", &veth.peer]);
-    let mut port = AfXdpPort::open(AfXdpPortConfig::new(&veth.local)).unwrap();
+    let mut cfg = AfXdpPortConfig::new(&veth.local);
+    // An IPv6 address too, so the verifier checks the IPv6 address compares as well.
+    cfg.kernel_pass.own_addresses = vec![ip_a.parse().unwrap(), "2001:db8::1".parse().unwrap()];
+    let mut port = AfXdpPort::open(cfg).unwrap();
     let (rx, tx) = port.queue_pair(0).unwrap();
     // The shard drops whatever reaches it, counting it.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -115,29 +123,31 @@ fn management_traffic_goes_to_the_kernel_stack() {
         cx.counters.rx_packets
     });
     let ns = veth.ns.clone();
-    let target = ip_a.clone();
     let results = std::thread::spawn(move || {
         enter_netns(&ns).unwrap();
-        let connect = |port: u16| {
-            let a: SocketAddr = format!("{target}:{port}").parse().unwrap();
+        let connect = |ip: &str, port: u16| {
+            let a: SocketAddr = format!("{ip}:{port}").parse().unwrap();
             TcpStream::connect_timeout(&a, Duration::from_millis(700)).map(drop)
         };
-        (connect(22), connect(2222))
+        (connect(&ip_a, 22), connect(&ip_a, 2222), connect(&ip_c, 22))
     })
     .join()
     .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen = shard.join().unwrap();
-    // Port 22 was answered by the kernel (refused, or accepted by a local sshd): never a
-    // timeout. That also needed ARP to reach the kernel both ways.
+    // Port 22 on the own address was answered by the kernel (refused, or accepted by a local
+    // sshd): never a timeout. That also needed ARP to reach the kernel both ways.
     match &results.0 {
         Ok(()) => {}
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "port 22: {e}"),
     }
-    // Port 2222 went to the socket (and was dropped there): the connection timed out.
+    // Port 2222, and port 22 on the address not declared own, went to the socket (and were
+    // dropped there): the connections timed out.
     let e = results.1.expect_err("port 2222 must not reach the kernel");
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "port 2222: {e}");
-    assert!(seen >= 1, "the SYNs to port 2222 reached the AF_XDP socket");
+    let e = results.2.expect_err("SSH to a transit address must not reach the kernel");
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "transit port 22: {e}");
+    assert!(seen >= 2, "the SYNs reached the AF_XDP socket");
 }
 
 /// veth has channels but no RSS, no ntuple filters, no device and no IRQs: the port says so
