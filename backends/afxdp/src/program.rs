@@ -244,6 +244,7 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
             IpAddr::V6(_) => None,
         })
         .collect();
+    let any_address = pass.own_addresses.is_empty();
     let own6: Vec<std::net::Ipv6Addr> = pass
         .own_addresses
         .iter()
@@ -285,13 +286,11 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
             a.jmp(JGT_X, 7, 3, 0, Label::Redirect);
             a.op(LDX_H, 5, 4, 16, 0); // TCP destination port
             for p in &pass.tcp_dst_ports {
-                a.jmp(JEQ_K, 5, 0, be16(*p), Label::Dst4);
+                a.jmp(JEQ_K, 5, 0, be16(*p), if any_address { Label::Pass } else { Label::Dst4 });
             }
-            a.jmp(JA, 0, 0, 0, Label::Redirect);
-            a.label(Label::Dst4);
-            if own4.is_empty() && own6.is_empty() {
-                a.jmp(JA, 0, 0, 0, Label::Pass);
-            } else {
+            if !any_address {
+                a.jmp(JA, 0, 0, 0, Label::Redirect);
+                a.label(Label::Dst4);
                 a.op(LDX_W, 5, 2, 30, 0); // IPv4 destination (inside the 34 bytes checked)
                 for addr in &own4 {
                     a.jmp(JEQ32_K, 5, 0, i32::from_ne_bytes(addr.octets()), Label::Pass);
@@ -317,12 +316,11 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
                 a.jmp(JNE_K, 5, 0, 6, Label::Redirect);
                 a.op(LDX_H, 5, 2, 56, 0);
                 for p in &pass.tcp_dst_ports {
-                    a.jmp(JEQ_K, 5, 0, be16(*p), Label::Dst6);
+                    a.jmp(JEQ_K, 5, 0, be16(*p), if any_address { Label::Pass } else { Label::Dst6 });
                 }
-                a.jmp(JA, 0, 0, 0, Label::Redirect);
-                a.label(Label::Dst6);
-                if own4.is_empty() && own6.is_empty() {
-                    a.jmp(JA, 0, 0, 0, Label::Pass);
+                if !any_address {
+                    a.jmp(JA, 0, 0, 0, Label::Redirect);
+                    a.label(Label::Dst6);
                 }
                 // IPv6 destination: four words at 38..54 (inside the 58 bytes checked).
                 for (i, addr) in own6.iter().enumerate() {

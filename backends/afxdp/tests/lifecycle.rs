@@ -224,3 +224,33 @@ fn kernel_drops_for_a_slow_shard_are_counted() {
     assert!(lost > 0, "{}", cx.counters);
     assert_eq!(cx.counters.rx_packets + lost, 1000, "every frame received or counted: {}", cx.counters);
 }
+
+/// Every shape of the program passes the kernel's verifier (it rejects, among other things,
+/// unreachable instructions, so each combination of rules must assemble to a tight program).
+#[test]
+fn every_kernel_pass_shape_loads() {
+    require_kernel!();
+    let veth = common::Veth::new(1);
+    let v4: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+    let shapes = [
+        KernelPass::none(),
+        KernelPass::default(),
+        KernelPass { arp: true, ..KernelPass::none() },
+        KernelPass { ipv6_nd: true, ..KernelPass::none() },
+        KernelPass { tcp_dst_ports: vec![22, 179, 830], ..KernelPass::none() },
+        KernelPass { own_addresses: vec![v4], ..KernelPass::default() },
+        KernelPass { own_addresses: vec![v6], ..KernelPass::default() },
+        KernelPass { own_addresses: vec![v4, v6, "10.0.0.255".parse().unwrap()], ..KernelPass::default() },
+        KernelPass { own_addresses: vec![v4], tcp_dst_ports: vec![22], arp: false, ipv6_nd: false },
+    ];
+    for pass in shapes {
+        let mut cfg = AfXdpPortConfig::new(&veth.local);
+        cfg.kernel_pass = pass.clone();
+        let port = AfXdpPort::open(cfg).unwrap_or_else(|e| panic!("{pass:?}: {e}"));
+        drop(port);
+        if let Err(shown) = veth.detached() {
+            panic!("{pass:?} left the program attached: {shown}");
+        }
+    }
+}
