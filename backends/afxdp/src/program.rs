@@ -17,6 +17,9 @@
 //! VLAN-tagged frames are not looked into: they always go to the sockets, where the stages
 //! classify them.
 
+// The assembler is used by the Linux port only; elsewhere the crate offers `KernelPass` alone.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+
 use std::net::IpAddr;
 
 use wirespeed_core::rss::{SteeringAction, SteeringPlan};

@@ -3,6 +3,7 @@
 //! dispatcher. Shard 0 receives on AF_XDP queue 0 and hands shard 1 its flows; shard 1 sends
 //! them out of queue 1, whose socket has its own UMEM — so those frames are copied across UMEMs
 //! on Tx, and their original frames are freed on shard 1's thread.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! AF_XDP on a real kernel: a veth pair whose peer end is in its own network namespace; frames
 //! sent there arrive through the XDP program and an AF_XDP socket, are sent back out unchanged,
 //! and must come back to the peer byte for byte.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! forward) run unchanged on UMEM frames. The peer namespace plays both the LAN host and the
 //! remote tunnel end: it sends a cleartext frame, which must come back as ESP that the peer's
 //! SA decrypts to the original; then it sends ESP, which must come back decrypted and routed.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Attach modes, detach on every way out, and the management traffic the XDP program leaves to
 //! the kernel.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! threads pinned to CPUs 0 and 1, so its raw sockets (which bypass the qdisc) transmit on
 //! queues 0 and 1 and the frames arrive on our receive queues 0 and 1. Each queue is served by
 //! its own shard thread; every frame must come back byte for byte, on the queue it came in on.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Zero heap allocation per packet on AF_XDP: once warm, a shard receiving from the socket,
 //! running a stage and transmitting back out allocates nothing (counted by a global allocator
 //! that counts the shard thread's allocations only; the peer's traffic thread is not counted).
+#![cfg(target_os = "linux")]
 
 mod common;
 
