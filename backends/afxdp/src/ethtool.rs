@@ -13,6 +13,7 @@ use wirespeed_core::rss::{Match, PortRange, Reta, SteeringAction, SteeringPlan, 
 use crate::sys;
 
 const ETHTOOL_SRXFH: u32 = 0x2a;
+const ETHTOOL_SRXCLSRLDEL: u32 = 0x31;
 const ETHTOOL_SRXCLSRLINS: u32 = 0x32;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 const ETHTOOL_GRSSH: u32 = 0x46;
@@ -217,23 +218,29 @@ pub fn set_hash_4tuple(interface: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// `struct ethtool_rxnfc` for `ETHTOOL_SRXCLSRLINS` built from a rule, or why the rule has no
-/// ntuple form. Layout: cmd@0, flow_type@4, data@8, fs@16 { flow_type@16, h_u@20 (tcpip4:
-/// ip4src@20 ip4dst@24 psrc@28 pdst@30), h_ext@72, m_u@92 (same fields), m_ext@144,
-/// ring_cookie@168, location@176 }.
-fn ntuple(rule: &SteeringRule) -> Result<[u8; 192], &'static str> {
+/// One `struct ethtool_rxnfc` for `ETHTOOL_SRXCLSRLINS`.
+type Rxnfc = [u8; 192];
+
+/// The ntuple filters (`struct ethtool_rxnfc` for `ETHTOOL_SRXCLSRLINS`) a rule needs — one per
+/// address family it can match: a rule with neither an EtherType nor an address matches TCP or
+/// UDP over both IPv4 and IPv6, so it takes two filters — or why the rule has no ntuple form.
+/// Layout: cmd@0, flow_type@4, data@8, fs@16 { flow_type@16, h_u@20, h_ext@72, m_u@92 (the
+/// masks, laid out as h_u), m_ext@144, ring_cookie@168, location@176 }. `h_u` for IPv4
+/// (`ethtool_tcpip4_spec`): ip4src@20, ip4dst@24, psrc@28, pdst@30; for IPv6
+/// (`ethtool_tcpip6_spec`): ip6src@20, ip6dst@36, psrc@52, pdst@54.
+fn ntuple(rule: &SteeringRule) -> Result<Vec<Rxnfc>, &'static str> {
     let m = &rule.matches;
     let cookie = match &rule.action {
         SteeringAction::Queue(q) => u64::from(*q),
         SteeringAction::Drop => RX_CLS_FLOW_DISC,
         SteeringAction::Rss(_) => return Err("RSS-group actions need RSS contexts, not programmed"),
     };
-    let flow = match m.ip_proto {
-        Some(6) => TCP_V4_FLOW,
-        Some(17) => UDP_V4_FLOW,
-        _ => return Err("ntuple rules here cover TCP/UDP over IPv4 only"),
+    let tcp = match m.ip_proto {
+        Some(6) => true,
+        Some(17) => false,
+        _ => return Err("ntuple rules cover TCP and UDP only"),
     };
-    if m.ethertype.is_some_and(|e| e != 0x0800)
+    if m.ethertype.is_some_and(|e| e != 0x0800 && e != 0x86dd)
         || m.vlan.is_some()
         || m.spi.is_some()
         || m.icmp_type.is_some()
@@ -242,32 +249,76 @@ fn ntuple(rule: &SteeringRule) -> Result<[u8; 192], &'static str> {
     {
         return Err("matches fields ntuple filters cannot express");
     }
-    let mut b = [0u8; 192];
-    put_u32(&mut b, 0, ETHTOOL_SRXCLSRLINS);
-    put_u32(&mut b, 16, flow);
-    let mut prefix = |p: Option<wirespeed_core::rss::IpPrefix>, off: usize| -> Result<(), &'static str> {
-        if let Some(p) = p {
-            let IpAddr::V4(a) = p.addr else { return Err("IPv6 prefix in a TCP/UDPv4 rule") };
-            let mask = u32::MAX.checked_shl(32 - u32::from(p.len)).unwrap_or(0);
-            b[off..off + 4].copy_from_slice(&(u32::from(a) & mask).to_be_bytes());
-            b[off + 72..off + 76].copy_from_slice(&mask.to_be_bytes());
-        }
-        Ok(())
-    };
-    prefix(m.src, 20)?;
-    prefix(m.dst, 24)?;
-    for (r, off) in [(m.src_port, 28), (m.dst_port, 30)] {
-        if let Some(r) = r {
-            if r.lo != r.hi {
-                return Err("port ranges have no ntuple form");
-            }
-            b[off..off + 2].copy_from_slice(&r.lo.to_be_bytes());
-            b[off + 72..off + 74].copy_from_slice(&[0xff, 0xff]);
-        }
+    let v4_only = m.ethertype == Some(0x0800) || [m.src, m.dst].iter().flatten().any(|p| p.addr.is_ipv4());
+    let v6_only = m.ethertype == Some(0x86dd) || [m.src, m.dst].iter().flatten().any(|p| p.addr.is_ipv6());
+    if v4_only && v6_only {
+        return Err("mixes IPv4 and IPv6");
     }
-    b[168..176].copy_from_slice(&cookie.to_ne_bytes());
-    put_u32(&mut b, 176, RX_CLS_LOC_ANY);
-    Ok(b)
+    let families: &[bool] = match (v4_only, v6_only) {
+        (true, _) => &[false],
+        (_, true) => &[true],
+        _ => &[false, true],
+    };
+    let mut out = Vec::new();
+    for &v6 in families {
+        let mut b = [0u8; 192];
+        put_u32(&mut b, 0, ETHTOOL_SRXCLSRLINS);
+        let flow = match (v6, tcp) {
+            (false, true) => TCP_V4_FLOW,
+            (false, false) => UDP_V4_FLOW,
+            (true, true) => TCP_V6_FLOW,
+            (true, false) => UDP_V6_FLOW,
+        };
+        put_u32(&mut b, 16, flow);
+        let (src_off, dst_off, ports_off) = if v6 { (20, 36, 52) } else { (20, 24, 28) };
+        for (p, off) in [(m.src, src_off), (m.dst, dst_off)] {
+            let Some(p) = p else { continue };
+            match p.addr {
+                IpAddr::V4(a) => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(p.len)).unwrap_or(0);
+                    b[off..off + 4].copy_from_slice(&(u32::from(a) & mask).to_be_bytes());
+                    b[off + 72..off + 76].copy_from_slice(&mask.to_be_bytes());
+                }
+                IpAddr::V6(a) => {
+                    let mask = u128::MAX.checked_shl(128 - u32::from(p.len)).unwrap_or(0);
+                    b[off..off + 16].copy_from_slice(&(u128::from(a) & mask).to_be_bytes());
+                    b[off + 72..off + 88].copy_from_slice(&mask.to_be_bytes());
+                }
+            }
+        }
+        for (r, off) in [(m.src_port, ports_off), (m.dst_port, ports_off + 2)] {
+            if let Some(r) = r {
+                if r.lo != r.hi {
+                    return Err("port ranges have no ntuple form");
+                }
+                b[off..off + 2].copy_from_slice(&r.lo.to_be_bytes());
+                b[off + 72..off + 74].copy_from_slice(&[0xff, 0xff]);
+            }
+        }
+        b[168..176].copy_from_slice(&cookie.to_ne_bytes());
+        put_u32(&mut b, 176, RX_CLS_LOC_ANY);
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// Installs every filter of one rule, or none: when one is refused, those already installed are
+/// deleted again (`ETHTOOL_SRXCLSRLDEL` at the location the driver chose).
+fn install_all(interface: &str, filters: Vec<Rxnfc>) -> io::Result<()> {
+    let mut done: Vec<u32> = Vec::new();
+    for mut b in filters {
+        if let Err(e) = sys::ethtool(interface, &mut b) {
+            for loc in done {
+                let mut del = [0u8; 192];
+                put_u32(&mut del, 0, ETHTOOL_SRXCLSRLDEL);
+                put_u32(&mut del, 176, loc);
+                let _ = sys::ethtool(interface, &mut del);
+            }
+            return Err(e);
+        }
+        done.push(u32_at(&b, 176));
+    }
+    Ok(())
 }
 
 /// True when no packet can match both `a` and `b` (different EtherTypes, IP protocols or port
@@ -287,7 +338,8 @@ fn disjoint(a: &Match, b: &Match) -> bool {
 }
 
 /// Programs a steering plan's rules as ntuple filters where possible; each rule is reported as
-/// hardware or software. The plan is first-match, and the NIC sees packets before the software
+/// hardware or software (a rule needing two filters, IPv4 and IPv6, is all or nothing). The
+/// plan is first-match, and the NIC sees packets before the software
 /// dispatcher: so a rule is only put in hardware when no earlier software rule could match the
 /// same packets.
 pub fn apply_plan(interface: &str, plan: &SteeringPlan, report: &mut HwReport) -> (usize, usize) {
@@ -300,7 +352,7 @@ pub fn apply_plan(interface: &str, plan: &SteeringPlan, report: &mut HwReport) -
             (Some(s), _) => {
                 Err(io::Error::other(format!("kept behind software rule {} (first match wins)", s.name)))
             }
-            (None, Ok(mut b)) => sys::ethtool(interface, &mut b),
+            (None, Ok(filters)) => install_all(interface, filters),
             (None, Err(why)) => Err(io::Error::other(why)),
         };
         if res.is_ok() {
@@ -338,7 +390,9 @@ mod tests {
             },
             action: SteeringAction::Queue(3),
         };
-        let b = ntuple(&rule).unwrap();
+        let filters = ntuple(&rule).unwrap();
+        assert_eq!(filters.len(), 1, "an IPv4 address: one IPv4 filter");
+        let b = filters[0];
         assert_eq!(u32_at(&b, 0), ETHTOOL_SRXCLSRLINS);
         assert_eq!(u32_at(&b, 16), TCP_V4_FLOW);
         assert_eq!(&b[24..28], &[192, 0, 2, 1]);
@@ -353,6 +407,33 @@ mod tests {
             action: SteeringAction::Queue(0),
         };
         assert!(ntuple(&arp).is_err());
+
+        // No address, no EtherType: both families, IPv6 ports at their own offsets.
+        let any = SteeringRule {
+            name: "ssh-any".into(),
+            matches: Match { ip_proto: Some(6), dst_port: Some(PortRange::one(22)), ..Match::default() },
+            action: SteeringAction::Queue(1),
+        };
+        let f = ntuple(&any).unwrap();
+        assert_eq!((u32_at(&f[0], 16), u32_at(&f[1], 16)), (TCP_V4_FLOW, TCP_V6_FLOW));
+        assert_eq!(&f[1][54..56], &[0, 22]);
+        assert_eq!(&f[1][126..128], &[0xff, 0xff]);
+        let v6 = SteeringRule {
+            name: "ike6".into(),
+            matches: Match {
+                ip_proto: Some(17),
+                dst: Some("2001:db8::/32".parse().unwrap()),
+                ..Match::default()
+            },
+            action: SteeringAction::Drop,
+        };
+        let f = ntuple(&v6).unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!(u32_at(&f[0], 16), UDP_V6_FLOW);
+        assert_eq!(&f[0][36..40], &[0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(&f[0][108..112], &[0xff; 4]);
+        assert_eq!(&f[0][112..124], &[0; 12], "a /32 masks the first 32 bits only");
+        assert_eq!(u64::from_ne_bytes(f[0][168..176].try_into().unwrap()), RX_CLS_FLOW_DISC);
         assert!(disjoint(&arp.matches, &rule.matches), "ARP never matches a TCP rule");
         let tcp_any = Match { ip_proto: Some(6), ..Match::default() };
         assert!(!disjoint(&tcp_any, &rule.matches));
