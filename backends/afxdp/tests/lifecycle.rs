@@ -255,3 +255,20 @@ fn every_kernel_pass_shape_loads() {
         }
     }
 }
+
+/// An interface carries one port: a second open says why it cannot attach and leaves the first
+/// port's program in place.
+#[test]
+fn a_second_port_on_the_same_interface_is_refused() {
+    require_kernel!();
+    let veth = common::Veth::new(1);
+    let first = AfXdpPort::open(AfXdpPortConfig::new(&veth.local)).unwrap();
+    let e = AfXdpPort::open(AfXdpPortConfig::new(&veth.local)).unwrap_err();
+    assert!(matches!(e, wirespeed_afxdp::AfXdpError::Attach { .. }), "{e}");
+    assert!(e.to_string().contains(&veth.local), "{e}");
+    assert!(veth.link_show().contains("prog/xdp"), "the first port keeps its program");
+    drop(first);
+    if let Err(shown) = veth.detached() {
+        panic!("detached: {shown}");
+    }
+}
