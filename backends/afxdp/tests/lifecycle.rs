@@ -272,3 +272,63 @@ fn a_second_port_on_the_same_interface_is_refused() {
         panic!("detached: {shown}");
     }
 }
+
+/// The IPv6 side of the kernel pass: neighbor discovery reaches the kernel (or nothing would
+/// connect at all), SSH to the box's own IPv6 address is answered by the kernel, while another
+/// port and SSH to an address not declared own go to the socket.
+#[test]
+fn ipv6_neighbor_discovery_and_ssh_go_to_the_kernel() {
+    require_kernel!();
+    let veth = common::Veth::new(1);
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", veth.local), "0");
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &veth.ns,
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{}.disable_ipv6=0", veth.peer),
+    ]);
+    let net = format!("{:x}", 0x100 + std::process::id() % 0xf00);
+    let (own, transit, peer) =
+        (format!("2001:db8:{net}::1"), format!("2001:db8:{net}::3"), format!("2001:db8:{net}::2"));
+    run(&["ip", "addr", "add", &format!("{own}/64"), "dev", &veth.local, "nodad"]);
+    run(&["ip", "addr", "add", &format!("{transit}/64"), "dev", &veth.local, "nodad"]);
+    run(&["ip", "-n", &veth.ns, "addr", "add", &format!("{peer}/64"), "dev", &veth.peer, "nodad"]);
+    let mut cfg = AfXdpPortConfig::new(&veth.local);
+    cfg.kernel_pass.own_addresses = vec![own.parse().unwrap()];
+    let mut port = AfXdpPort::open(cfg).unwrap();
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let shard = std::thread::spawn(move || {
+        let drop_all =
+            PerPacket(|_: &mut ShardCtx, _: &mut _| Verdict::Drop(wirespeed_core::DropReason::PolicyDiscard));
+        let mut pipeline = Pipeline::new(rx, tx, drop_all);
+        let mut cx = ShardCtx::new(0);
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            pipeline.run_once(&mut cx);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    });
+    let ns = veth.ns.clone();
+    let results = std::thread::spawn(move || {
+        enter_netns(&ns).unwrap();
+        let connect = |ip: &str, port: u16| {
+            let a: SocketAddr = format!("[{ip}]:{port}").parse().unwrap();
+            TcpStream::connect_timeout(&a, Duration::from_millis(900)).map(drop)
+        };
+        (connect(&own, 22), connect(&own, 2222), connect(&transit, 22))
+    })
+    .join()
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    shard.join().unwrap();
+    match &results.0 {
+        Ok(()) => {}
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "[own]:22: {e}"),
+    }
+    assert_eq!(results.1.expect_err("[own]:2222 goes to the socket").kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(results.2.expect_err("[transit]:22 goes to the socket").kind(), std::io::ErrorKind::TimedOut);
+}
