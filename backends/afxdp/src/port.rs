@@ -274,7 +274,7 @@ impl AfXdpPort {
                 }
             }
         };
-        let sock = Arc::new(Socket { fd, xdp, queue });
+        let sock = Arc::new(Socket { fd, xdp, queue, _umem: ClosesUmem(umem) });
         let mut rxq = XdpRx {
             sock: sock.clone(),
             umem,
@@ -282,6 +282,8 @@ impl AfXdpPort {
             rx,
             meta: PacketMeta::received(cfg.port_id, queue),
             bad_descs: 0,
+            in_kernel: 0,
+            lost: false,
             kernel_dropped: 0,
             calls: 0,
             need_wakeup: cfg.need_wakeup,
@@ -295,6 +297,8 @@ impl AfXdpPort {
             tx,
             comp,
             tx_head: cfg.rx_headroom(),
+            in_kernel: 0,
+            lost: false,
             need_wakeup: cfg.need_wakeup,
             bind,
             _owned: ShardOwned::default(),
@@ -408,6 +412,17 @@ struct Socket {
     fd: OwnedFd,
     xdp: Arc<Attachment>,
     queue: u16,
+    /// Declared last, so it drops after `fd` is closed: then the UMEM may be unmapped.
+    _umem: ClosesUmem,
+}
+
+/// Tells the UMEM its socket is closed (see `umem`'s module docs on when it is unmapped).
+struct ClosesUmem(&'static Umem);
+
+impl Drop for ClosesUmem {
+    fn drop(&mut self) {
+        self.0.socket_closed();
+    }
 }
 
 impl Socket {
@@ -449,10 +464,26 @@ pub struct XdpRx {
     rx: Ring<libc::xdp_desc>,
     meta: PacketMeta,
     bad_descs: u64,
+    /// Frames on the fill and Rx rings (submitted to fill, not yet read from Rx).
+    in_kernel: u32,
+    /// A descriptor named no frame of ours: the count above can no longer be trusted.
+    lost: bool,
     kernel_dropped: u64,
     calls: u32,
     need_wakeup: bool,
     _owned: ShardOwned,
+}
+
+impl Drop for XdpRx {
+    fn drop(&mut self) {
+        self.umem.rx_closed((!self.lost).then_some(self.in_kernel));
+    }
+}
+
+impl Drop for XdpTx {
+    fn drop(&mut self) {
+        self.umem.tx_closed((!self.lost).then_some(self.in_kernel));
+    }
 }
 
 impl std::fmt::Debug for XdpRx {
@@ -483,6 +514,7 @@ impl XdpRx {
         }
         if n > 0 {
             self.fill.submit(n);
+            self.in_kernel += n;
         }
     }
 
@@ -536,10 +568,15 @@ impl RxQueue for XdpRx {
                     let _ = out.push(self.umem.buf(frame, head, d.len, self.meta));
                     got += 1;
                 }
-                None => self.bad_descs += 1, // a kernel bug if ever: the frame cannot be recovered
+                None => {
+                    // A kernel bug if ever: the frame cannot be recovered.
+                    self.bad_descs += 1;
+                    self.lost = true;
+                }
             }
         }
         self.rx.release(n);
+        self.in_kernel -= n;
         got
     }
 
@@ -567,6 +604,10 @@ pub struct XdpTx {
     tx: Ring<libc::xdp_desc>,
     comp: Ring<u64>,
     tx_head: u32,
+    /// Frames on the Tx and completion rings (submitted, not yet reclaimed).
+    in_kernel: u32,
+    /// A completion named no frame of ours: the count above can no longer be trusted.
+    lost: bool,
     need_wakeup: bool,
     bind: BindMode,
     _owned: ShardOwned,
@@ -579,12 +620,14 @@ impl XdpTx {
         let n = self.comp.ready(self.comp.size());
         for i in 0..n {
             let addr = self.comp.read(i);
-            if let Some((frame, _)) = self.umem.locate(addr, 0) {
-                self.umem.put_frame(frame);
+            match self.umem.locate(addr, 0) {
+                Some((frame, _)) => self.umem.put_frame(frame),
+                None => self.lost = true,
             }
         }
         if n > 0 {
             self.comp.release(n);
+            self.in_kernel -= n;
         }
     }
 
@@ -665,6 +708,7 @@ impl TxQueue for XdpTx {
         }
         if sendable > 0 {
             self.tx.submit(sendable as u32);
+            self.in_kernel += sendable as u32;
             self.kick();
         }
         sendable

@@ -187,10 +187,21 @@ impl Mmap {
         self.ptr
     }
 
-    /// Length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// Gives up ownership: the caller unmaps with [`unmap`] when it knows nothing uses it.
+    pub(crate) fn into_raw(self) -> (NonNull<u8>, usize) {
+        let me = std::mem::ManuallyDrop::new(self);
+        (me.ptr, me.len)
     }
+}
+
+/// Unmaps a mapping taken with [`Mmap::into_raw`].
+///
+/// # Safety
+/// `(ptr, len)` must come from `Mmap::into_raw`, be unmapped only once, and nothing may access
+/// the memory afterwards.
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: the caller guarantees the mapping is ours, still mapped and no longer used.
+    unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
 }
 
 impl Drop for Mmap {

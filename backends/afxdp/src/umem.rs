@@ -11,44 +11,123 @@
 //! Ethernet, IPv6, UDP and ESP headers that encapsulation prepends.
 //!
 //! Buffers may be dropped on any thread (a stage dropping a packet, another shard after a
-//! software dispatch): the free list is a lock-free bounded queue. Like a
-//! [`wirespeed_core::BufferPool`], a UMEM lives until the process exits, so a buffer that
-//! outlives its port (held by a stage while the port is torn down) still points at valid memory.
+//! software dispatch): the free list is a lock-free bounded queue.
+//!
+//! A buffer may outlive its queue (held by a stage while the port is torn down), so the mapping
+//! is not unmapped when the queue closes but when the last frame comes home: each half of the
+//! queue counts exactly how many frames it left with the kernel (fill/Rx, Tx/completion), and
+//! once the socket is closed, the frame that brings the free list up to `frames − those` unmaps
+//! the area. Until a buffer is dropped the memory stays valid; the small `Umem` header itself is
+//! never freed (a late `put_frame` may still read it). A queue that ever saw a descriptor it
+//! could not place keeps its mapping for the life of the process rather than risk a dangling
+//! buffer.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::RawFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 use wirespeed_core::{BufError, PacketBuf, PacketMeta};
 
 use crate::sys::{self, Mmap};
 
+/// Frames-with-the-kernel count of a half that has not closed yet (or lost track of a frame).
+const UNKNOWN: u32 = u32::MAX;
+
 /// A registered-or-registrable UMEM area and its free frames.
 pub(crate) struct Umem {
-    map: Mmap,
+    base: NonNull<u8>,
+    len: usize,
     frame_size: u32,
     frames: u32,
     free: ArrayQueue<u32>,
+    /// Frames the Rx half (fill + Rx rings) left with the kernel when it closed.
+    kernel_rx: AtomicU32,
+    /// Frames the Tx half (Tx + completion rings) left with the kernel when it closed.
+    kernel_tx: AtomicU32,
+    /// The socket is closed: the kernel no longer touches the area.
+    closed: AtomicBool,
+    unmapped: AtomicBool,
 }
 
+// SAFETY: the area is shared, but each frame is accessed only by its one owner (the kernel, one
+// `XdpBuf`, or nobody while on the free list); everything else is atomics and a concurrent queue.
+unsafe impl Send for Umem {}
+// SAFETY: as above.
+unsafe impl Sync for Umem {}
+
 impl Umem {
-    /// Maps `frames` frames of `frame_size` bytes, all free. Leaked: lives until process exit.
+    /// Maps `frames` frames of `frame_size` bytes, all free. The header lives until process
+    /// exit; the area until the queue has closed and every frame has come home (module docs).
     pub(crate) fn new(frames: u32, frame_size: u32) -> io::Result<&'static Umem> {
-        let map = Mmap::anonymous(frames as usize * frame_size as usize)?;
+        let (base, len) = Mmap::anonymous(frames as usize * frame_size as usize)?.into_raw();
         let free = ArrayQueue::new(frames as usize);
         for f in 0..frames {
             let _ = free.push(f);
         }
-        Ok(Box::leak(Box::new(Umem { map, frame_size, frames, free })))
+        Ok(Box::leak(Box::new(Umem {
+            base,
+            len,
+            frame_size,
+            frames,
+            free,
+            kernel_rx: AtomicU32::new(UNKNOWN),
+            kernel_tx: AtomicU32::new(UNKNOWN),
+            closed: AtomicBool::new(false),
+            unmapped: AtomicBool::new(false),
+        })))
+    }
+
+    /// The Rx half closed leaving `frames` with the kernel (`None`: it lost track of one).
+    pub(crate) fn rx_closed(&self, frames: Option<u32>) {
+        self.kernel_rx.store(frames.unwrap_or(UNKNOWN), Ordering::SeqCst);
+    }
+
+    /// The Tx half closed leaving `frames` with the kernel (`None`: it lost track of one).
+    pub(crate) fn tx_closed(&self, frames: Option<u32>) {
+        self.kernel_tx.store(frames.unwrap_or(UNKNOWN), Ordering::SeqCst);
+    }
+
+    /// The socket is closed (after both halves): unmap now if every frame is home, else when
+    /// the last buffer drops.
+    pub(crate) fn socket_closed(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.try_unmap();
+    }
+
+    /// True once the area has been unmapped (tests).
+    #[cfg(test)]
+    pub(crate) fn is_unmapped(&self) -> bool {
+        self.unmapped.load(Ordering::SeqCst)
+    }
+
+    #[cold]
+    fn try_unmap(&self) {
+        let (rx, tx) = (self.kernel_rx.load(Ordering::SeqCst), self.kernel_tx.load(Ordering::SeqCst));
+        if rx == UNKNOWN || tx == UNKNOWN {
+            return;
+        }
+        // Frames are with the kernel (which no longer uses them), on the free list, or in a
+        // buffer; with none in a buffer, nothing can touch the area any more.
+        let home = self.frames.saturating_sub(rx.saturating_add(tx)) as usize;
+        if self.free.len() >= home
+            && self.unmapped.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        {
+            // SAFETY: `base`/`len` are the mapping `new` created; the CAS makes this the only
+            // unmap; the socket is closed so the kernel no longer accesses it, and every frame
+            // is on the free list or was left with the kernel, so no `XdpBuf` refers to it.
+            unsafe { sys::unmap(self.base, self.len) };
+        }
     }
 
     /// Registers the area with socket `fd` (`XDP_UMEM_REG`) with `headroom` extra bytes the
     /// kernel leaves before each received packet.
     pub(crate) fn register(&self, fd: RawFd, headroom: u32) -> io::Result<()> {
         let reg = libc::xdp_umem_reg {
-            addr: self.map.ptr().as_ptr() as u64,
-            len: self.map.len() as u64,
+            addr: self.base.as_ptr() as u64,
+            len: self.len as u64,
             chunk_size: self.frame_size,
             headroom,
             flags: 0,
@@ -78,6 +157,11 @@ impl Umem {
     pub(crate) fn put_frame(&self, f: u32) {
         // Cannot overflow: the queue holds every frame and each frame is returned once.
         let _ = self.free.push(f);
+        // SeqCst pairs with `socket_closed`: either it sees this frame home, or this sees it
+        // closed and checks again.
+        if self.closed.load(Ordering::SeqCst) {
+            self.try_unmap();
+        }
     }
 
     /// UMEM address of the start of frame `f`.
@@ -153,7 +237,7 @@ impl XdpBuf {
         debug_assert!(self.frame < self.umem.frames);
         // SAFETY: `frame < frames` (an `XdpBuf` is only built for frames of its UMEM), so the
         // offset stays inside the mapping.
-        unsafe { self.umem.map.ptr().as_ptr().add(self.umem.frame_addr(self.frame) as usize) }
+        unsafe { self.umem.base.as_ptr().add(self.umem.frame_addr(self.frame) as usize) }
     }
 
     /// Total bytes of the frame (headroom + data + tailroom).
@@ -271,5 +355,27 @@ mod tests {
         assert_eq!(u.locate(2048 * 3 + 300, 100), Some((3, 300)));
         assert_eq!(u.locate(2048 * 4, 1), None);
         assert_eq!(u.locate(2048 + 2000, 100), None, "crosses the frame end");
+    }
+
+    #[test]
+    fn the_area_is_unmapped_when_the_last_frame_comes_home() {
+        let u = Umem::new(8, 2048).unwrap();
+        let held = u.buf(u.take_frame().unwrap(), 256, 0, PacketMeta::default());
+        let (k1, k2) = (u.take_frame().unwrap(), u.take_frame().unwrap()); // "with the kernel"
+        let _ = (k1, k2);
+        u.rx_closed(Some(1));
+        u.tx_closed(Some(1));
+        u.socket_closed();
+        assert!(!u.is_unmapped(), "a buffer is still out");
+        assert_eq!(held.data().len(), 0);
+        drop(held);
+        assert!(u.is_unmapped(), "the last buffer home unmaps");
+
+        // A half that lost track of a frame keeps the area mapped for good.
+        let u = Umem::new(4, 2048).unwrap();
+        u.rx_closed(None);
+        u.tx_closed(Some(0));
+        u.socket_closed();
+        assert!(!u.is_unmapped());
     }
 }
