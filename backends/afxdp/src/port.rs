@@ -656,6 +656,9 @@ impl XdpTx {
     }
 }
 
+/// Shortest frame the Tx queue hands to the kernel: an Ethernet header.
+const MIN_FRAME: usize = 14;
+
 impl TxQueue for XdpTx {
     type Buf = XdpBuf;
 
@@ -673,13 +676,17 @@ impl TxQueue for XdpTx {
         let k = free.min(want) as usize;
         // Buffers from another UMEM (another queue or port) are copied into frames of ours;
         // take those frames first so a shortage stops the burst before anything moves.
-        // A foreign buffer too large for our frames also ends the burst: it stays in the batch
-        // and the caller counts it as not sent.
+        // A foreign buffer too large for our frames, or a packet shorter than an Ethernet
+        // header (which the kernel would reject or a driver drop unseen), also ends the burst:
+        // it stays in the batch and the caller counts it as not sent.
         let room = self.umem.frame_size() as usize - self.tx_head as usize;
         let mut spare = [0u32; BATCH_SIZE];
         let mut taken = 0;
         let mut sendable = 0;
         for b in batch.iter().take(k.min(BATCH_SIZE)) {
+            if b.len() < MIN_FRAME {
+                break;
+            }
             if !b.is_in(self.umem) {
                 if b.len() > room {
                     break;

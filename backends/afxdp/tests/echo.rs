@@ -63,3 +63,37 @@ fn every_frame_comes_back_byte_for_byte() {
         panic!("program detached once port and queues are gone: ip link still shows {shown}");
     }
 }
+
+/// A packet a stage cut below an Ethernet header is not handed to the kernel (which could lose
+/// track of its frame): it is left unsent and counted as a drop by the pipeline.
+#[test]
+fn runt_packets_are_counted_not_sent() {
+    require_kernel!();
+    use wirespeed_core::{DropReason, PacketBuf};
+    let veth = common::Veth::new(1);
+    let (ours, theirs) = (veth.local_mac(), veth.peer_mac());
+    let mut port = AfXdpPort::open(AfXdpPortConfig::new(&veth.local)).unwrap();
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    let frames: Vec<Vec<u8>> = (0..20u32).map(|i| common::udp_frame(ours, theirs, 5, i, 80)).collect();
+    let (ns, dev) = (veth.ns.clone(), veth.peer.clone());
+    // Every other frame is cut to 10 bytes.
+    let peer = std::thread::spawn(move || {
+        peer_exchange(ns, dev, frames, 10, |_| true, Duration::from_secs(2), None)
+    });
+    let cut = PerPacket(|_: &mut ShardCtx, p: &mut wirespeed_afxdp::XdpBuf| {
+        let seq = u32::from_be_bytes(p.data()[42..46].try_into().unwrap_or([0; 4]));
+        if seq % 2 == 1 {
+            let _ = p.set_len(10);
+        }
+        Verdict::Continue
+    });
+    let mut pipeline = Pipeline::new(rx, tx, cut);
+    let mut cx = ShardCtx::new(0);
+    while !peer.is_finished() {
+        pipeline.run_once(&mut cx);
+    }
+    let back = peer.join().unwrap();
+    assert_eq!(cx.counters.rx_packets, 20);
+    assert!(back.iter().all(|f| f.len() >= 60), "no runt left the box");
+    assert_eq!(back.len() as u64 + cx.counters.drops_of(DropReason::TxFull), 20, "{}", cx.counters);
+}
