@@ -13,13 +13,14 @@ use wirespeed_afxdp::{AfXdpPort, AfXdpPortConfig, AttachMode, BindMode, KernelPa
 use wirespeed_core::{PerPacket, Pipeline, Port, ShardCtx, Verdict};
 
 #[test]
-fn generic_mode_echoes_and_shows_as_xdpgeneric() {
+fn generic_mode_without_need_wakeup_echoes_and_shows_as_xdpgeneric() {
     require_kernel!();
     let veth = common::Veth::new(1);
     let (ours, theirs) = (veth.local_mac(), veth.peer_mac());
     let mut cfg = AfXdpPortConfig::new(&veth.local);
     cfg.mode = XdpMode::Skb;
     cfg.kernel_pass = KernelPass::none(); // the shortest program passes the verifier too
+    cfg.need_wakeup = false; // and the queue kicks the kernel on every burst instead
     let mut port = AfXdpPort::open(cfg).unwrap();
     let shown = veth.link_show();
     assert!(shown.contains("xdpgeneric"), "generic attach: {shown}");
