@@ -207,6 +207,13 @@ impl AfXdpPort {
         report
     }
 
+    /// Where the shards owning this port's queues should run (queue `q` → shard `q` → the
+    /// core at `shard_cores[q]`, on the NIC's NUMA node), pointing each queue's interrupt at that
+    /// core when `set_irqs`; every mismatch is in the report (see [`crate::placement`]).
+    pub fn placement(&self, set_irqs: bool) -> crate::placement::PlacementReport {
+        crate::placement::place(&self.cfg.interface, self.queues, set_irqs)
+    }
+
     /// The configuration the port was opened with.
     pub fn config(&self) -> &AfXdpPortConfig {
         &self.cfg

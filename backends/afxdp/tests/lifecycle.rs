@@ -181,7 +181,7 @@ fn veth_reports_hardware_and_software_items() {
     let applied = wirespeed_core::rss::RssControl::apply_steering(&mut port, &plan).unwrap();
     assert_eq!((applied.in_hardware, applied.in_software), (0, plan.rules.len()));
 
-    let placed = wirespeed_afxdp::placement::place(&veth.local, 2, true);
+    let placed = port.placement(true);
     eprintln!("{placed}");
     assert_eq!(placed.numa_node, None);
     assert!(placed.irqs.is_empty());
