@@ -11,8 +11,33 @@
 //! program is attached as a `bpf_link` and detaches when the port and its queues drop — also
 //! when a shard panics or the process dies.
 //!
-//! Everything here needs only Rust and `libc`. The socket, ring, UMEM and `bpf()` code exists on
-//! Linux only; elsewhere the crate offers the configuration types alone.
+//! Beside the data path: [`ethtool`] programs the NIC's RSS key, indirection table, symmetric
+//! hashing and ntuple filters and reports item by item what runs in hardware and what is left to
+//! the software dispatcher; [`placement`] puts each queue's shard and interrupt on the NIC's NUMA
+//! node. Everything here needs only Rust and `libc`. The socket, ring, UMEM, `bpf()` and ethtool
+//! code exists on Linux only; elsewhere the crate offers the configuration types alone.
+//!
+//! Configuration, and what the XDP program leaves to the kernel for a steering plan (runs
+//! anywhere, no privileges):
+//!
+//! ```
+//! use wirespeed_afxdp::{AfXdpPortConfig, KernelPass, XdpMode};
+//! use wirespeed_core::rss::{RssGroup, SteeringPlan};
+//!
+//! let cfg: AfXdpPortConfig = toml::from_str("interface = \"ens1f0\"\nmode = \"copy\"")?;
+//! cfg.validate()?;
+//! assert_eq!((cfg.mode, cfg.frame_size, cfg.rx_headroom()), (XdpMode::Copy, 2048, 256));
+//!
+//! let own = ["192.0.2.1".parse()?];
+//! let plan = SteeringPlan::management_default(0, RssGroup::first(4), &own);
+//! let (pass, covered) = KernelPass::from_plan(&plan, 0);
+//! assert!(pass.arp && pass.ipv6_nd);
+//! assert_eq!(pass.tcp_dst_ports, [22, 179]); // SSH and BGP, to 192.0.2.1 only
+//! assert_eq!(covered, ["arp", "ipv6-nd", "ssh@192.0.2.1", "bgp@192.0.2.1"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A shard on queue 0 (root, or `CAP_NET_ADMIN` + `CAP_BPF`, and a real interface):
 //!
 //! ```no_run
 //! # #[cfg(target_os = "linux")] {
@@ -20,7 +45,7 @@
 //! use wirespeed_core::{Pipeline, Port, ShardCtx, PerPacket, Verdict};
 //!
 //! let cfg: AfXdpPortConfig = toml::from_str(wirespeed_afxdp::EXAMPLE_TOML)?;
-//! let mut port = AfXdpPort::open(cfg)?; // root (or CAP_NET_ADMIN + CAP_BPF) needed
+//! let mut port = AfXdpPort::open(cfg)?;
 //! println!("{}", port.report());
 //! let (rx, tx) = port.queue_pair(0)?;
 //! // Reflect every frame back out of the queue it came in on.
