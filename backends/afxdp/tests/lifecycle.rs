@@ -333,3 +333,31 @@ fn ipv6_neighbor_discovery_and_ssh_go_to_the_kernel() {
     assert_eq!(results.1.expect_err("[own]:2222 goes to the socket").kind(), std::io::ErrorKind::TimedOut);
     assert_eq!(results.2.expect_err("[transit]:22 goes to the socket").kind(), std::io::ErrorKind::TimedOut);
 }
+
+/// A device without native XDP (a bridge): `auto` falls back to generic XDP and says why.
+#[test]
+fn auto_falls_back_to_generic_when_the_driver_has_no_xdp() {
+    require_kernel!();
+    struct Bridge(String);
+    impl Drop for Bridge {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).output();
+        }
+    }
+    let d = Bridge(format!("wxbr{}", std::process::id() % 100_000));
+    run(&["ip", "link", "add", &d.0, "type", "bridge"]);
+    run(&["ip", "link", "set", &d.0, "up"]);
+    let mut port = AfXdpPort::open(AfXdpPortConfig::new(&d.0)).unwrap();
+    port.queue_pair(0).unwrap();
+    let r = port.report();
+    assert_eq!(r.attach, AttachMode::Generic, "{r}");
+    assert!(r.driver_mode_refused.is_some(), "the reason driver mode was refused is given: {r}");
+    assert_eq!(r.queues[0].1, BindMode::Copy);
+    assert!(common::output(&["ip", "link", "show", "dev", &d.0]).contains("xdpgeneric"));
+    let mut cfg = AfXdpPortConfig::new(&d.0);
+    cfg.mode = XdpMode::Zerocopy;
+    drop(port);
+    std::thread::sleep(Duration::from_millis(50));
+    let e = AfXdpPort::open(cfg).map(drop).unwrap_err();
+    assert!(e.to_string().contains("driver"), "zerocopy mode does not fall back: {e}");
+}
