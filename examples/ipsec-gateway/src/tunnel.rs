@@ -10,7 +10,7 @@ use wirespeed_core::PacketBuf;
 use wirespeed_core::pool::BufferPool;
 use wirespeed_stages::esp::{
     AeadAlgorithm, Direction, IpPrefix, NAT_T_PORT, PolicyAction, SaConfig, SaSet, SaState,
-    SecurityAssociation, SecurityPolicy, Selector, Spd, decapsulate, locate_esp,
+    SecurityAssociation, SecurityPolicy, Selector, Spd, decapsulate, fastest_provider, locate_esp,
 };
 
 /// Our WAN address (outer source).
@@ -46,6 +46,7 @@ fn sa_config(v6: bool, shard: usize, outbound: bool) -> SaConfig {
     // Our SAs are LOCAL ↔ PEER; the peer's inbound SAs see the tunnel from the other end.
     let (local, remote) = if outbound { (LOCAL, PEER) } else { (PEER, LOCAL) };
     SaConfig::tunnel(spi, dir, algorithm(v6), &keymat(v6, spi), addr(local), addr(remote))
+        .with_provider(fastest_provider(algorithm(v6)))
 }
 
 /// Our SAD/SPD: protect LAN ↔ remote traffic with the shards' outbound SAs, bypass the rest.
