@@ -2,16 +2,15 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use wirespeed_core::epoch::{Publisher, Subscriber};
-use wirespeed_core::rss::{PacketInfo, RssConfig, RssHasher, SymmetricMode};
+use wirespeed_core::epoch::Publisher;
+use wirespeed_core::rss::{RssConfig, RssGroup, RssHasher, SteeringEngine, SteeringPlan, SymmetricMode};
 use wirespeed_core::{
-    BufferPool, DropReason, Pipeline, PoolConfig, Port, Runtime, RuntimeConfig, ShardCounters,
+    BufferPool, DropReason, PerShard, Pipeline, PoolConfig, Runtime, RuntimeConfig, ShardCounters,
 };
-use wirespeed_pcap::{CaptureReader, Frame, PcapOutput, PcapPort, PcapWriter, TxTimestamp, queue_file};
+use wirespeed_pcap::{CaptureReader, PcapOutput, PcapPort, PcapWriter, TxTimestamp, queue_file};
 use wirespeed_stages::classify::{Classify, ClassifyConfig};
-use wirespeed_stages::esp::{EspEncrypt, SaSet};
+use wirespeed_stages::esp::EspEncrypt;
 use wirespeed_stages::forward::{Fib, FibBuilder, FibError, Forward, NextHop};
 
 use crate::GatewayError;
@@ -43,6 +42,11 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("wirespeed-demo-{}", std::process::id())),
     };
+    // Refuse FIFOs, devices and the like before opening anything (opening a FIFO blocks).
+    let captures: Vec<PathBuf> = std::iter::once(dir.join("input.pcap"))
+        .chain((0..opts.shards).map(|q| queue_file(&dir.join("output.pcap"), q as u16)))
+        .collect();
+    crate::outpath::check_output_paths(&dir, &captures)?;
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
 
     // 1. Synthetic traffic.
@@ -71,24 +75,22 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
     //    one output capture per queue.
     let pool = BufferPool::new(PoolConfig { buffers: 1024 * opts.shards.max(1), ..PoolConfig::default() })?;
     let output = dir.join("output.pcap");
-    let port = PcapPort::builder(pool)
+    let mut port = PcapPort::builder(pool)
         .name("demo")
-        .spread_input(&input, rss_steer)
+        .spread_input(&input, demo_rss(opts.shards)?)
         .queues(opts.shards as u16)
         .output(PcapOutput::PerQueue(output.clone()))
         .tx_timestamp(TxTimestamp::Constant(1_764_000_000_000_000_000))
         .build()?;
-    let port = Mutex::new(port);
+    let queues = PerShard::queue_pairs(&mut port, opts.shards)?;
 
     // 3. Routing: remote sites behind the WAN router, published to the shards by epoch.
     let fib = demo_fib().map_err(|e| GatewayError::Check(format!("demo routes: {e}")))?;
     let mut routes = Publisher::new(fib);
-    let subs: Vec<Option<Subscriber<Fib>>> = (0..opts.shards).map(|_| Some(routes.subscribe())).collect();
-    let subs = Mutex::new(subs);
+    let subs = PerShard::subscribers(&mut routes, opts.shards);
     // IPsec: our SAD/SPD (one outbound SA per shard and policy), published by epoch too.
     let mut sad = Publisher::new(tunnel::local_sas(opts.shards).map_err(GatewayError::Check)?);
-    let sa_subs: Vec<Option<Subscriber<SaSet>>> = (0..opts.shards).map(|_| Some(sad.subscribe())).collect();
-    let sa_subs = Mutex::new(sa_subs);
+    let sa_subs = PerShard::subscribers(&mut sad, opts.shards);
     let classify_cfg = ClassifyConfig {
         own_ipv4: vec![GATEWAY_V4.parse().expect("literal")],
         own_ipv6: vec![GATEWAY_V6.parse().expect("literal")],
@@ -105,19 +107,13 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
         ..RuntimeConfig::default()
     };
     let rt = Runtime::launch(cfg, move |shard| {
-        let (rx, tx) = port
-            .lock()
-            .map_err(|_| "port lock poisoned".to_string())?
-            .queue_pair(shard as u16)
-            .map_err(|e| e.to_string())?;
-        let fib = take_for_shard(&subs, shard, "route subscriber")?;
-        let sas = take_for_shard(&sa_subs, shard, "SA subscriber")?;
+        let (rx, tx) = queues.take(shard)?;
         let stages = (
             Classify::new(classify_cfg.clone()),
-            Forward::new(fib, &[traffic::GATEWAY_MAC]),
-            EspEncrypt::new(sas),
+            Forward::new(subs.take(shard)?, &[traffic::GATEWAY_MAC]),
+            EspEncrypt::new(sa_subs.take(shard)?),
         );
-        Ok::<_, String>(Pipeline::new(rx, tx, stages))
+        Ok::<_, wirespeed_core::runtime::HandOutError>(Pipeline::new(rx, tx, stages))
     })?;
     for s in 0..rt.shards() {
         if let Some(p) = rt.placement(s) {
@@ -136,8 +132,8 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
     // 5. Report and check.
     let mut total = ShardCounters::default();
     for s in &stats {
-        println!("shard {}: {}", s.shard, s.counters);
-        total.accumulate(&s.counters);
+        println!("shard {}: {}", s.shard(), s.counters());
+        total.accumulate(s.counters());
     }
     println!("total:   {total}");
     // The peer gateway's view: every output frame must be ESP from us to the peer that its
@@ -193,29 +189,14 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// RSS of the demo port: Toeplitz with the Microsoft key, symmetric `sort` mode, every hash type.
-fn demo_rss() -> &'static RssHasher {
-    static HASHER: std::sync::OnceLock<RssHasher> = std::sync::OnceLock::new();
-    HASHER.get_or_init(|| {
-        RssHasher::new(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() })
-            .expect("the Microsoft key is long enough for every hash type")
-    })
-}
-
-/// Queue choice for the pcap port (`hash % queues`): the port's Toeplitz hash of the frame. For a
-/// power-of-two shard count this equals a NIC's choice with a round-robin RETA.
-fn rss_steer(frame: &Frame<'_>) -> u32 {
-    PacketInfo::parse_ethernet(frame.data).tuple.and_then(|t| demo_rss().hash_tuple(&t)).unwrap_or(0)
-}
-
-/// Takes shard `shard`'s item out of a per-shard hand-out list (built before launch, taken once by
-/// each shard's factory on its own thread).
-fn take_for_shard<T>(list: &Mutex<Vec<Option<T>>>, shard: usize, what: &str) -> Result<T, String> {
-    list.lock()
-        .map_err(|_| "lock poisoned".to_string())?
-        .get_mut(shard)
-        .and_then(Option::take)
-        .ok_or_else(|| format!("no {what} for shard {shard}"))
+/// RSS of the demo port: Toeplitz with the Microsoft key, symmetric `sort` mode, every hash type,
+/// the default round-robin RETA over one queue per shard — the choice a NIC would make.
+fn demo_rss(shards: usize) -> Result<SteeringEngine, GatewayError> {
+    let queues = u16::try_from(shards).map_err(|_| GatewayError::Check(format!("{shards} shards")))?;
+    let rss = |e: wirespeed_core::rss::RssError| GatewayError::Check(format!("demo RSS: {e}"));
+    let hasher =
+        RssHasher::new(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() }).map_err(rss)?;
+    SteeringEngine::new(hasher, SteeringPlan::rss_only(RssGroup::first(queues)), queues).map_err(rss)
 }
 
 /// What the peer must find inside the tunnel: the IP bytes of every packet of every flow the

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod outpath;
 mod traffic;
 mod tunnel;
 
@@ -43,6 +44,9 @@ pub enum GatewayError {
     /// Shard runtime.
     #[error(transparent)]
     Runtime(#[from] wirespeed_core::RuntimeError),
+    /// A port refused its queues.
+    #[error(transparent)]
+    Port(#[from] wirespeed_core::PortError),
     /// The run finished but its results are inconsistent.
     #[error("check failed: {0}")]
     Check(String),

@@ -32,9 +32,16 @@
 use super::aead::{AeadAlgorithm, AeadError, AeadJob, AeadProvider, EspAead, ICV_LEN, NONCE_LEN};
 
 /// The batch AES-GCM provider (AES-128-GCM and AES-256-GCM; needs AES-NI, PCLMULQDQ and
-/// SSE4.1, detected at run time — [`BatchGcm::detected`]).
+/// SSE4.1, detected at run time — [`BatchGcm::detected`]). Where the CPU also has VAES,
+/// VPCLMULQDQ and AVX2, counter blocks are encrypted and GHASH blocks multiplied two per
+/// instruction (256-bit registers).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BatchGcm;
+
+/// [`BatchGcm`] restricted to 128-bit AES-NI and PCLMULQDQ even where VAES is available: the
+/// path older CPUs take, selectable so that it is tested and measured everywhere.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BatchGcmAesNi;
 
 impl BatchGcm {
     /// True when this CPU can run it.
@@ -53,35 +60,58 @@ impl BatchGcm {
     }
 }
 
+fn supports(algorithm: AeadAlgorithm) -> bool {
+    algorithm != AeadAlgorithm::ChaCha20Poly1305 && BatchGcm::detected()
+}
+
+fn make(algorithm: AeadAlgorithm, key: &[u8], allow_wide: bool) -> Result<Box<dyn EspAead>, AeadError> {
+    if !supports(algorithm) {
+        return Err(AeadError::Unsupported(algorithm));
+    }
+    if key.len() != algorithm.key_len() {
+        return Err(AeadError::BadKeyLength {
+            algorithm,
+            expected: algorithm.keymat_len(),
+            got: key.len() + super::aead::SALT_LEN,
+        });
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `supports` checked the CPU features `GcmKey::new` is compiled for.
+        Ok(Box::new(unsafe { x86::GcmKey::new(algorithm, key, allow_wide) }))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = allow_wide;
+        Err(AeadError::Unsupported(algorithm))
+    }
+}
+
 impl AeadProvider for BatchGcm {
     fn name(&self) -> &str {
         "batch-gcm"
     }
 
     fn supports(&self, algorithm: AeadAlgorithm) -> bool {
-        algorithm != AeadAlgorithm::ChaCha20Poly1305 && Self::detected()
+        supports(algorithm)
     }
 
     fn new_aead(&self, algorithm: AeadAlgorithm, key: &[u8]) -> Result<Box<dyn EspAead>, AeadError> {
-        if !self.supports(algorithm) {
-            return Err(AeadError::Unsupported(algorithm));
-        }
-        if key.len() != algorithm.key_len() {
-            return Err(AeadError::BadKeyLength {
-                algorithm,
-                expected: algorithm.keymat_len(),
-                got: key.len() + super::aead::SALT_LEN,
-            });
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            // SAFETY: `supports` checked the CPU features `GcmKey::new` is compiled for.
-            Ok(Box::new(unsafe { x86::GcmKey::new(algorithm, key) }))
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            Err(AeadError::Unsupported(algorithm))
-        }
+        make(algorithm, key, true)
+    }
+}
+
+impl AeadProvider for BatchGcmAesNi {
+    fn name(&self) -> &str {
+        "batch-gcm-aesni"
+    }
+
+    fn supports(&self, algorithm: AeadAlgorithm) -> bool {
+        supports(algorithm)
+    }
+
+    fn new_aead(&self, algorithm: AeadAlgorithm, key: &[u8]) -> Result<Box<dyn EspAead>, AeadError> {
+        make(algorithm, key, false)
     }
 }
 
@@ -106,6 +136,18 @@ mod x86 {
     }
 
     #[inline(always)]
+    fn to_bytes32(v: __m256i) -> [u8; 32] {
+        // SAFETY: same size, every bit pattern valid for both.
+        unsafe { std::mem::transmute::<__m256i, [u8; 32]>(v) }
+    }
+
+    #[inline(always)]
+    fn from_bytes32(b: [u8; 32]) -> __m256i {
+        // SAFETY: same size, every bit pattern valid for both.
+        unsafe { std::mem::transmute::<[u8; 32], __m256i>(b) }
+    }
+
+    #[inline(always)]
     fn from_bytes(b: [u8; 16]) -> __m128i {
         // SAFETY: as in `to_bytes`.
         unsafe { std::mem::transmute::<[u8; 16], __m128i>(b) }
@@ -118,6 +160,11 @@ mod x86 {
         rk: [__m128i; 15],
         /// `hpow[i]` = H^(i+1) in the POLYVAL (Montgomery) representation.
         hpow: [__m128i; 8],
+        /// The VAES/VPCLMULQDQ path is used (`wide`): round keys in both 128-bit lanes, and
+        /// `hpair[j]` = (H^(j+2) in lane 0, H^(j+1) in lane 1).
+        wide: bool,
+        rk2: [__m256i; 15],
+        hpair: [__m256i; 7],
     }
 
     impl std::fmt::Debug for GcmKey {
@@ -133,6 +180,12 @@ mod x86 {
             for r in self.rk.iter_mut().chain(self.hpow.iter_mut()) {
                 // SAFETY: `r` is a valid, aligned, exclusive reference.
                 unsafe { std::ptr::write_volatile(r, z) };
+            }
+            // SAFETY: as in `GcmKey::new`.
+            let z2 = unsafe { std::mem::transmute::<[u8; 32], __m256i>([0; 32]) };
+            for r in self.rk2.iter_mut().chain(self.hpair.iter_mut()) {
+                // SAFETY: `r` is a valid, aligned, exclusive reference.
+                unsafe { std::ptr::write_volatile(r, z2) };
             }
         }
     }
@@ -219,10 +272,119 @@ mod x86 {
         reduce(acc)
     }
 
+    /// A full block (`b` has 16 bytes).
+    #[inline(always)]
+    fn load16(b: &[u8]) -> __m128i {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(b);
+        from_bytes(a)
+    }
+
+    /// A partial block (`s` shorter than 16 bytes), zero-padded, assembled in registers from
+    /// overlapping 8- and 4-byte reads (no copy through memory). Branches on the length only.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn load_partial(s: &[u8]) -> __m128i {
+        let n = s.len();
+        let le64 = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        let le32 = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as u64;
+        let (lo, hi) = if n >= 8 {
+            let hi = if n == 8 { 0 } else { le64(&s[n - 8..]) >> ((16 - n) * 8) };
+            (le64(&s[..8]), hi)
+        } else if n >= 4 {
+            (le32(&s[..4]) | (le32(&s[n - 4..]) << ((n - 4) * 8)), 0)
+        } else {
+            (s.iter().enumerate().fold(0u64, |a, (i, &b)| a | (b as u64) << (i * 8)), 0)
+        };
+        _mm_set_epi64x(hi as i64, lo as i64)
+    }
+
+    /// The GHASH input blocks of a packet, byte-reversed: AAD, ciphertext (each zero-padded),
+    /// lengths.
+    struct Blocks<'a> {
+        aad: &'a [u8],
+        ct: &'a [u8],
+        na: usize,
+        total: usize,
+        i: usize,
+        /// The lengths block's halves (bits of AAD, bits of ciphertext), when it ends the stream.
+        lens: (u64, u64),
+    }
+
+    impl<'a> Blocks<'a> {
+        /// The whole input of a packet: `aad`, `ct`, lengths.
+        fn new(aad: &'a [u8], ct: &'a [u8]) -> Self {
+            Self::part(aad, ct, true, (aad.len() as u64 * 8, ct.len() as u64 * 8))
+        }
+
+        /// Part of it: `a` then `b` (each zero-padded), then the lengths block if `with_lens`.
+        fn part(a: &'a [u8], b: &'a [u8], with_lens: bool, lens: (u64, u64)) -> Self {
+            let na = a.len().div_ceil(16);
+            Self { aad: a, ct: b, na, total: na + b.len().div_ceil(16) + with_lens as usize, i: 0, lens }
+        }
+
+        /// The next block (called exactly `total` times).
+        #[inline]
+        #[target_feature(enable = "sse2,ssse3")]
+        fn next(&mut self) -> __m128i {
+            let i = self.i;
+            self.i += 1;
+            let (s, o) = if i < self.na {
+                (self.aad, i * 16)
+            } else if (i - self.na) * 16 < self.ct.len() {
+                (self.ct, (i - self.na) * 16)
+            } else {
+                return _mm_set_epi64x(self.lens.0 as i64, self.lens.1 as i64);
+            };
+            let b = &s[o..s.len().min(o + 16)];
+            bswap(if b.len() == 16 { load16(b) } else { load_partial(b) })
+        }
+    }
+
+    /// Streaming GHASH: blocks are multiplied by the key power they need within their chunk of
+    /// (at most) eight, and each chunk is reduced once.
+    struct Ghash<'k> {
+        key: &'k GcmKey,
+        acc: __m128i,
+        sum: (__m128i, __m128i, __m128i),
+        /// Size of the current chunk and position in it; blocks left after it.
+        k: usize,
+        t: usize,
+        left: usize,
+    }
+
+    impl<'k> Ghash<'k> {
+        #[inline]
+        #[target_feature(enable = "sse2")]
+        fn new(key: &'k GcmKey, total: usize) -> Self {
+            let z = _mm_setzero_si128();
+            let k = total.min(8);
+            Self { key, acc: z, sum: (z, z, z), k, t: 0, left: total - k }
+        }
+
+        #[inline]
+        #[target_feature(enable = "pclmulqdq,sse2")]
+        fn push(&mut self, mut x: __m128i) {
+            if self.t == 0 {
+                x = xor(x, self.acc);
+            }
+            mul_acc(&mut self.sum, x, self.key.hpow[(self.k - 1 - self.t) & 7]);
+            self.t += 1;
+            if self.t == self.k {
+                self.acc = reduce(self.sum);
+                let z = _mm_setzero_si128();
+                self.sum = (z, z, z);
+                self.k = self.left.min(8);
+                self.left -= self.k;
+                self.t = 0;
+            }
+        }
+    }
+
     impl GcmKey {
         /// Expands `key` (16 or 32 bytes, checked by the caller).
         #[target_feature(enable = "aes,pclmulqdq,sse2,ssse3,sse4.1")]
-        pub(super) fn new(algorithm: AeadAlgorithm, key: &[u8]) -> Self {
+        pub(super) fn new(algorithm: AeadAlgorithm, key: &[u8], allow_wide: bool) -> Self {
             let z = _mm_setzero_si128();
             let mut rk = [z; 15];
             let rounds = if key.len() == 16 {
@@ -267,7 +429,10 @@ mod x86 {
                 rk[14] = expand256_even::<0x40>(a, b);
                 14
             };
-            let mut me = Self { algorithm, rounds, rk, hpow: [z; 8] };
+            // SAFETY: `__m256i` and `[u8; 32]` have the same size; every bit pattern is valid.
+            let z2 = unsafe { std::mem::transmute::<[u8; 32], __m256i>([0; 32]) };
+            let mut me =
+                Self { algorithm, rounds, rk, hpow: [z; 8], wide: false, rk2: [z2; 15], hpair: [z2; 7] };
             // H = E(K, 0); the POLYVAL key is mulX(ByteReverse(H)) (RFC 8452 Appendix A).
             let h = bswap(me.encrypt1(z));
             let carry = _mm_srai_epi32::<31>(_mm_shuffle_epi32::<0xff>(h));
@@ -278,7 +443,142 @@ mod x86 {
             for i in 1..8 {
                 me.hpow[i] = dot(me.hpow[i - 1], h);
             }
+            if allow_wide
+                && std::arch::is_x86_feature_detected!("vaes")
+                && std::arch::is_x86_feature_detected!("vpclmulqdq")
+                && std::arch::is_x86_feature_detected!("avx2")
+            {
+                // SAFETY: AVX2 was just detected.
+                unsafe { me.widen() };
+            }
             me
+        }
+
+        /// Fills the 256-bit tables and turns the wide path on.
+        #[target_feature(enable = "avx2")]
+        fn widen(&mut self) {
+            self.wide = true;
+            for i in 0..15 {
+                self.rk2[i] = _mm256_set_m128i(self.rk[i], self.rk[i]);
+            }
+            for j in 0..7 {
+                self.hpair[j] = _mm256_set_m128i(self.hpow[j], self.hpow[j + 1]);
+            }
+        }
+
+        /// Eight blocks with VAES, two per instruction.
+        #[target_feature(enable = "vaes,avx2,aes,sse2")]
+        fn encrypt8_wide(&self, b: &mut [__m128i; LANES]) {
+            // The blocks were stored 16 bytes at a time: load them 16 bytes at a time too (a
+            // 32-byte load of two 16-byte stores misses store-to-load forwarding and stalls).
+            // SAFETY: each reference is valid and aligned; volatile only keeps the loads apart.
+            let l = |i: usize| unsafe { std::ptr::read_volatile(&b[i]) };
+            let mut y = [
+                _mm256_set_m128i(l(1), l(0)),
+                _mm256_set_m128i(l(3), l(2)),
+                _mm256_set_m128i(l(5), l(4)),
+                _mm256_set_m128i(l(7), l(6)),
+            ];
+            for x in y.iter_mut() {
+                *x = _mm256_xor_si256(*x, self.rk2[0]);
+            }
+            for r in &self.rk2[1..self.rounds] {
+                for x in y.iter_mut() {
+                    *x = _mm256_aesenc_epi128(*x, *r);
+                }
+            }
+            let last = self.rk2[self.rounds];
+            for (i, x) in y.iter().enumerate() {
+                let x = _mm256_aesenclast_epi128(*x, last);
+                b[2 * i] = _mm256_castsi256_si128(x);
+                b[2 * i + 1] = _mm256_extracti128_si256::<1>(x);
+            }
+        }
+
+        /// [`GcmKey::ghash`] with VPCLMULQDQ: blocks are multiplied two per instruction.
+        #[target_feature(enable = "vpclmulqdq,avx2,pclmulqdq,sse2,ssse3")]
+        fn ghash_wide(&self, aad: &[u8], ct: &[u8]) -> __m128i {
+            let z = _mm_setzero_si128();
+            if ct.len() < 16 * LANES {
+                return self.absorb_wide(z, Blocks::new(aad, ct));
+            }
+            // Long packets: AAD, then eight ciphertext blocks at a time straight from memory,
+            // then the rest with the lengths.
+            let lens = (aad.len() as u64 * 8, ct.len() as u64 * 8);
+            let mut acc = self.absorb_wide(z, Blocks::part(aad, &[], false, lens));
+            let mut chunks = ct.chunks_exact(16 * LANES);
+            for c in &mut chunks {
+                acc = self.absorb8_wide(acc, c);
+            }
+            self.absorb_wide(acc, Blocks::part(&[], chunks.remainder(), true, lens))
+        }
+
+        /// GHASH of eight full blocks (`c`: 128 bytes) onto `acc`.
+        #[inline]
+        #[target_feature(enable = "vpclmulqdq,avx2,pclmulqdq,sse2,ssse3")]
+        fn absorb8_wide(&self, acc: __m128i, c: &[u8]) -> __m128i {
+            let z2 = _mm256_setzero_si256();
+            let (mut lo, mut mid, mut hi) = (z2, z2, z2);
+            for (p, pair) in c.chunks_exact(32).enumerate() {
+                let a = bswap(load16(&pair[..16]));
+                let a = if p == 0 { xor(a, acc) } else { a };
+                let x = _mm256_set_m128i(bswap(load16(&pair[16..])), a);
+                // Blocks 2p, 2p + 1 take H^(8-2p), H^(7-2p): hpair[6 - 2p].
+                let h = self.hpair[(6 - 2 * p) % 7];
+                lo = _mm256_xor_si256(lo, _mm256_clmulepi64_epi128::<0x00>(x, h));
+                mid = _mm256_xor_si256(
+                    mid,
+                    _mm256_xor_si256(
+                        _mm256_clmulepi64_epi128::<0x01>(x, h),
+                        _mm256_clmulepi64_epi128::<0x10>(x, h),
+                    ),
+                );
+                hi = _mm256_xor_si256(hi, _mm256_clmulepi64_epi128::<0x11>(x, h));
+            }
+            let fold = |v: __m256i| xor(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            reduce((fold(lo), fold(mid), fold(hi)))
+        }
+
+        /// GHASH of the blocks of `src` onto `acc`, in chunks of up to eight.
+        #[inline]
+        #[target_feature(enable = "vpclmulqdq,avx2,pclmulqdq,sse2,ssse3")]
+        fn absorb_wide(&self, mut acc: __m128i, mut src: Blocks<'_>) -> __m128i {
+            let mut left = src.total;
+            let z = _mm_setzero_si128();
+            let z2 = _mm256_setzero_si256();
+            while left > 0 {
+                let k = left.min(8);
+                left -= k;
+                let mut sum = (z, z, z);
+                let mut t = 0;
+                if k % 2 == 1 {
+                    mul_acc(&mut sum, xor(src.next(), acc), self.hpow[k - 1]);
+                    t = 1;
+                }
+                let (mut lo, mut mid, mut hi) = (z2, z2, z2);
+                while t < k {
+                    let mut a = src.next();
+                    if t == 0 {
+                        a = xor(a, acc);
+                    }
+                    let x = _mm256_set_m128i(src.next(), a);
+                    // (H^(k-t), H^(k-t-1)) is hpair[k - t - 2].
+                    let h = self.hpair[(k - t - 2) % 7];
+                    lo = _mm256_xor_si256(lo, _mm256_clmulepi64_epi128::<0x00>(x, h));
+                    mid = _mm256_xor_si256(
+                        mid,
+                        _mm256_xor_si256(
+                            _mm256_clmulepi64_epi128::<0x01>(x, h),
+                            _mm256_clmulepi64_epi128::<0x10>(x, h),
+                        ),
+                    );
+                    hi = _mm256_xor_si256(hi, _mm256_clmulepi64_epi128::<0x11>(x, h));
+                    t += 2;
+                }
+                let fold = |v: __m256i| xor(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+                acc = reduce((xor(sum.0, fold(lo)), xor(sum.1, fold(mid)), xor(sum.2, fold(hi))));
+            }
+            acc
         }
 
         #[inline]
@@ -309,54 +609,41 @@ mod x86 {
             }
         }
 
+        #[inline]
+        #[target_feature(enable = "pclmulqdq,sse2,ssse3")]
+        fn ghash_any(&self, aad: &[u8], ct: &[u8]) -> __m128i {
+            if self.wide {
+                // SAFETY: `wide` is set only when VPCLMULQDQ and AVX2 were detected (`new`).
+                unsafe { self.ghash_wide(aad, ct) }
+            } else {
+                self.ghash(aad, ct)
+            }
+        }
+
         /// POLYVAL-domain GHASH of `aad` and `ct` (with the lengths block); still byte-reversed.
         #[inline]
         #[target_feature(enable = "pclmulqdq,sse2,ssse3")]
         fn ghash(&self, aad: &[u8], ct: &[u8]) -> __m128i {
-            let na = aad.len().div_ceil(16);
-            let nc = ct.len().div_ceil(16);
-            let total = na + nc + 1;
-            let mut lens = [0u8; 16];
-            lens[..8].copy_from_slice(&((aad.len() as u64) * 8).to_be_bytes());
-            lens[8..].copy_from_slice(&((ct.len() as u64) * 8).to_be_bytes());
-            let block = |i: usize| -> __m128i {
-                let raw = if i < na {
-                    let s = &aad[i * 16..aad.len().min(i * 16 + 16)];
-                    match <[u8; 16]>::try_from(s) {
-                        Ok(a) => from_bytes(a),
-                        Err(_) => load(s),
-                    }
-                } else if i < na + nc {
-                    let o = (i - na) * 16;
-                    let s = &ct[o..ct.len().min(o + 16)];
-                    match <[u8; 16]>::try_from(s) {
-                        Ok(a) => from_bytes(a),
-                        Err(_) => load(s),
-                    }
-                } else {
-                    from_bytes(lens)
-                };
-                bswap(raw)
-            };
-            let z = _mm_setzero_si128();
-            let mut acc = z;
-            let mut i = 0;
-            while i < total {
-                let k = (total - i).min(8);
-                let mut sum = (z, z, z);
-                for t in 0..k {
-                    let mut x = block(i + t);
-                    if t == 0 {
-                        x = xor(x, acc);
-                    }
-                    mul_acc(&mut sum, x, self.hpow[k - 1 - t]);
-                }
-                acc = reduce(sum);
-                i += k;
+            let total = aad.len().div_ceil(16) + ct.len().div_ceil(16) + 1;
+            let mut g = Ghash::new(self, total);
+            let mut blocks = aad.chunks_exact(16);
+            for b in &mut blocks {
+                g.push(bswap(load16(b)));
             }
-            acc
+            if !blocks.remainder().is_empty() {
+                g.push(bswap(load_partial(blocks.remainder())));
+            }
+            let mut blocks = ct.chunks_exact(16);
+            for b in &mut blocks {
+                g.push(bswap(load16(b)));
+            }
+            if !blocks.remainder().is_empty() {
+                g.push(bswap(load_partial(blocks.remainder())));
+            }
+            // The lengths block, byte-reversed: len(C) in bits in the low half, len(A) high.
+            g.push(_mm_set_epi64x((aad.len() as u64 * 8) as i64, (ct.len() as u64 * 8) as i64));
+            g.acc
         }
-
         /// CTR over the jobs of one group. `seal`: every job, and `tag_mask[j]` gets E(K, J0).
         /// Open: `ghash[j]` holds each job's GHASH; the tag is checked when its mask is ready and
         /// a job whose tag fails is not decrypted (`ok[j]` false).
@@ -379,7 +666,12 @@ mod x86 {
                              n: usize,
                              jobs: &mut [AeadJob<'_>],
                              ok: &mut [bool; GROUP]| {
-                self.encrypt8(blocks);
+                if self.wide {
+                    // SAFETY: `wide` is set only when VAES and AVX2 were detected (`new`).
+                    unsafe { self.encrypt8_wide(blocks) }
+                } else {
+                    self.encrypt8(blocks)
+                }
                 for (ks, &(j, off)) in blocks.iter().zip(dest).take(n) {
                     if off == usize::MAX {
                         if seal {
@@ -416,8 +708,25 @@ mod x86 {
                 j0[..NONCE_LEN].copy_from_slice(&jobs[j].nonce);
                 let base = from_bytes(j0);
                 let nblocks = len.div_ceil(16);
-                for b in 0..=nblocks {
+                // Runs of eight full blocks of a long packet are done in place, without the
+                // queue; the tag mask and the last (up to eight) blocks go through the queue,
+                // interleaved with the other packets.
+                let runs = len / (16 * LANES);
+                let mut b = 0;
+                while b <= nblocks {
                     // Block 0 is J0 (counter 1, the tag mask); data block i uses counter i + 2.
+                    if b == 1 && runs > 0 {
+                        if !seal && n > 0 {
+                            // The tag must be checked before anything is decrypted.
+                            flush(&mut blocks, &dest, n, jobs, ok);
+                            n = 0;
+                        }
+                        if ok[j] {
+                            self.ctr_runs(base, &mut jobs[j].data[..runs * 16 * LANES]);
+                        }
+                        b += runs * LANES;
+                        continue;
+                    }
                     let ctr = (b as u32 + 1).to_be();
                     blocks[n] = _mm_insert_epi32::<3>(base, ctr as i32);
                     dest[n] = (j, if b == 0 { usize::MAX } else { (b - 1) * 16 });
@@ -426,10 +735,67 @@ mod x86 {
                         flush(&mut blocks, &dest, n, jobs, ok);
                         n = 0;
                     }
+                    b += 1;
                 }
             }
             if n > 0 {
                 flush(&mut blocks, &dest, n, jobs, ok);
+            }
+        }
+
+        /// CTR over `data` (a multiple of 128 bytes: data blocks 0.. of a packet whose J0 is
+        /// `base`), eight blocks at a time.
+        #[inline]
+        #[target_feature(enable = "aes,sse2,sse4.1")]
+        fn ctr_runs(&self, base: __m128i, data: &mut [u8]) {
+            if self.wide {
+                // SAFETY: `wide` is set only when VAES and AVX2 were detected (`new`).
+                return unsafe { self.ctr_runs_wide(base, data) };
+            }
+            let mut ctr = 2u32;
+            for chunk in data.chunks_exact_mut(16 * LANES) {
+                let mut ks = [base; LANES];
+                for k in ks.iter_mut() {
+                    *k = _mm_insert_epi32::<3>(base, ctr.to_be() as i32);
+                    ctr = ctr.wrapping_add(1);
+                }
+                if self.wide {
+                    // SAFETY: `wide` is set only when VAES and AVX2 were detected (`new`).
+                    unsafe { self.encrypt8_wide(&mut ks) }
+                } else {
+                    self.encrypt8(&mut ks)
+                }
+                for (d, k) in chunk.chunks_exact_mut(16).zip(ks) {
+                    let d: &mut [u8; 16] = d.try_into().unwrap_or_else(|_| unreachable!("16-byte chunk"));
+                    *d = (u128::from_ne_bytes(*d) ^ u128::from_ne_bytes(to_bytes(k))).to_ne_bytes();
+                }
+            }
+        }
+
+        /// [`GcmKey::ctr_runs`] with VAES, counters built in registers.
+        #[target_feature(enable = "vaes,avx2,aes,sse2")]
+        fn ctr_runs_wide(&self, base: __m128i, data: &mut [u8]) {
+            let base = _mm256_set_m128i(base, base);
+            let mut ctr = 2u32;
+            for chunk in data.chunks_exact_mut(16 * LANES) {
+                let mut y = [base; 4];
+                for x in y.iter_mut() {
+                    *x = _mm256_insert_epi32::<3>(*x, ctr.to_be() as i32);
+                    *x = _mm256_insert_epi32::<7>(*x, ctr.wrapping_add(1).to_be() as i32);
+                    ctr = ctr.wrapping_add(2);
+                    *x = _mm256_xor_si256(*x, self.rk2[0]);
+                }
+                for r in &self.rk2[1..self.rounds] {
+                    for x in y.iter_mut() {
+                        *x = _mm256_aesenc_epi128(*x, *r);
+                    }
+                }
+                let last = self.rk2[self.rounds];
+                for (d, x) in chunk.chunks_exact_mut(32).zip(y) {
+                    let d: &mut [u8; 32] = d.try_into().unwrap_or_else(|_| unreachable!("32-byte chunk"));
+                    let v = _mm256_xor_si256(_mm256_aesenclast_epi128(x, last), from_bytes32(*d));
+                    *d = to_bytes32(v);
+                }
             }
         }
 
@@ -448,7 +814,7 @@ mod x86 {
                 self.ctr_group(group, &mut mask, &[z; GROUP], &mut ok, true);
                 for (j, job) in group.iter_mut().enumerate() {
                     if ok[j] {
-                        let s = bswap(self.ghash(job.aad, job.data));
+                        let s = bswap(self.ghash_any(job.aad, job.data));
                         *job.icv = to_bytes(xor(s, mask[j]));
                         job.result = Ok(());
                     }
@@ -463,7 +829,7 @@ mod x86 {
                 let mut gh = [z; GROUP];
                 let mut ok = [false; GROUP];
                 for (j, job) in group.iter().enumerate() {
-                    gh[j] = bswap(self.ghash(job.aad, job.data));
+                    gh[j] = bswap(self.ghash_any(job.aad, job.data));
                 }
                 self.ctr_group(group, &mut [z; GROUP], &gh, &mut ok, false);
                 for (j, job) in group.iter_mut().enumerate() {

@@ -51,7 +51,7 @@ pub struct IpHeader {
 impl IpHeader {
     /// Parses the IP header at the start of `d` (which may extend past the packet, e.g. an
     /// Ethernet pad).
-    #[inline]
+    #[inline(always)]
     pub fn parse(d: &[u8]) -> Result<Self, DropReason> {
         let Some(&first) = d.first() else { return Err(DropReason::Truncated) };
         match first >> 4 {
@@ -61,7 +61,7 @@ impl IpHeader {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn parse_v4(d: &[u8]) -> Result<Self, DropReason> {
         if d.len() < IPV4_HEADER_LEN {
             return Err(DropReason::Truncated);
@@ -148,7 +148,7 @@ impl IpHeader {
     }
 
     /// The selector key of the packet whose header this is (`d` starts at the IP header).
-    #[inline]
+    #[inline(always)]
     pub fn flow_key(&self, d: &[u8]) -> FlowKey {
         let ports = match self.proto {
             ip_proto::TCP | ip_proto::UDP | ip_proto::SCTP
