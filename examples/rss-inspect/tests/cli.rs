@@ -1,4 +1,4 @@
-//! `rss-inspect` end to end: the Microsoft RSS vectors and DESIGN.md's symmetric vectors
+//! `rss-inspect` end to end: the Microsoft RSS vectors and the symmetric-mode vectors derived from their row 1
 //! through `hash`, errors naming the line, and `pcap` over every file of the tcpdump corpus
 //! (/work/shared/corpus/tcpdump) without a panic.
 
@@ -70,7 +70,7 @@ fn hash_microsoft_vectors() {
     assert_eq!(stdout_lines(&o), want);
 }
 
-/// DESIGN.md's symmetric vectors on row 1, in both directions.
+/// Symmetric-mode vectors of Microsoft row 1 (each mode's input transform, then Toeplitz), in both directions.
 #[test]
 fn hash_symmetric_modes() {
     let input = "66.9.149.187 161.142.100.80\n66.9.149.187 161.142.100.80 2794 1766\n\
