@@ -14,6 +14,8 @@ if ! command -v dpdk-testpmd >/dev/null; then
 fi
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out/machine.txt"
 bash "$shared/peer-anchors.sh" | tee "$out/peers.txt"
+# The like-for-like peer of pipeline/l3fwd (same per-packet work in C on net_null).
+bash tools/l3fwd-peer.sh 5 | tee -a "$out/peers.txt"
 # Quick but stable enough: 3 s warm-up, 10 s measurement per bench.
 for b in pipeline toeplitz stages esp; do
   [ -f "benches/benches/$b.rs" ] || continue

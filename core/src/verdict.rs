@@ -96,6 +96,13 @@ drop_reasons! {
     EspSeqOverflow = "esp_seq_overflow",
     /// No headroom/tailroom (or MTU) for the ESP encapsulation.
     EspNoRoom = "esp_no_room",
+    /// An inbound ESP packet's SPI names an SA, but its outer addresses are not the SA's tunnel
+    /// endpoints (misconfigured `local`/`remote`, or a spoofed packet).
+    EspWrongEndpoint = "esp_wrong_endpoint",
+    /// The encapsulated packet would not fit the outer IP header's 16-bit length field.
+    EspTooBig = "esp_too_big",
+    /// The encapsulated packet exceeds the configured outer MTU.
+    EspMtuExceeded = "esp_mtu_exceeded",
     /// The packet was dropped because its shard was shutting down.
     Shutdown = "shutdown",
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wirespeed_core::rss::{HashTypes, RssConfig, RssGroup, SteeringPlan, SteeringRule, SymmetricMode};
+use wirespeed_stages::esp::aead::{builtin_providers, fastest_provider};
 use wirespeed_stages::esp::{
     AeadAlgorithm, Direction, EspMode, IpPrefix, Lifetime, Limits, PolicyAction, SaConfig,
     SecurityAssociation, SecurityPolicy, Selector, UdpEncap,
@@ -345,6 +346,11 @@ pub struct SaEntry {
     /// Lifetimes.
     #[serde(default)]
     pub lifetime: LifetimeEntry,
+    /// AEAD provider: `fastest` (default: the fastest compiled in for this CPU), or a provider
+    /// name (`rustcrypto`; `ring` with the `accel` feature).
+    pub provider: Option<String>,
+    /// Outer MTU: packets whose encapsulation would exceed it are dropped and counted.
+    pub mtu: Option<u16>,
 }
 
 fn default_mode() -> String {
@@ -936,10 +942,7 @@ fn sa_config(i: usize, e: &SaEntry, shards: usize, base: Option<&Path>) -> Resul
             if local.is_ipv4() != remote.is_ipv4() {
                 return Err(invalid(key("remote"), remote, "address family differs from local"));
             }
-            match direction {
-                Direction::Outbound { .. } => EspMode::Tunnel { src: local, dst: remote },
-                Direction::Inbound => EspMode::Tunnel { src: remote, dst: local },
-            }
+            EspMode::Tunnel { local, remote }
         }
         "transport" => {
             if e.local.is_some() || e.remote.is_some() {
@@ -959,6 +962,18 @@ fn sa_config(i: usize, e: &SaEntry, shards: usize, base: Option<&Path>) -> Resul
         nonzero_port(&key("nat_t_port"), p)?;
         cfg.udp_encap = Some(UdpEncap { src_port: p, dst_port: p });
     }
+    cfg.provider = match e.provider.as_deref() {
+        None | Some("fastest") => fastest_provider(algorithm),
+        Some(name) => builtin_providers().into_iter().find(|p| p.name() == name).ok_or_else(|| {
+            let known: Vec<String> = builtin_providers().iter().map(|p| p.name().to_string()).collect();
+            invalid(
+                key("provider"),
+                name,
+                format!("want fastest or one of {known:?} (compiled into this build)"),
+            )
+        })?,
+    };
+    cfg.mtu = e.mtu;
     cfg.esn = e.esn;
     if let Some(w) = e.replay_window {
         cfg.replay_window = w;

@@ -83,15 +83,13 @@ fn base_config_is_valid_and_typed() {
     assert_eq!(c.management.side, Side::Lan);
     assert_eq!(c.sas.len(), 3);
     assert_eq!(c.sas[0].direction, Direction::Outbound { shard: 0 });
-    // Outbound: local is the outer source; inbound: local is the outer destination.
-    assert_eq!(
-        c.sas[0].mode,
-        EspMode::Tunnel { src: "192.0.2.100".parse().unwrap(), dst: "203.0.113.1".parse().unwrap() }
-    );
-    assert_eq!(
-        c.sas[2].mode,
-        EspMode::Tunnel { src: "203.0.113.1".parse().unwrap(), dst: "192.0.2.100".parse().unwrap() }
-    );
+    // local is this gateway, remote the peer, in both directions.
+    for i in [0, 2] {
+        assert_eq!(
+            c.sas[i].mode,
+            EspMode::Tunnel { local: "192.0.2.100".parse().unwrap(), remote: "203.0.113.1".parse().unwrap() }
+        );
+    }
     // The inbound SA checks the policy reversed.
     let sel = c.sas[2].selector.expect("policy attached");
     assert_eq!(sel.src.addr, "10.2.0.0".parse::<std::net::IpAddr>().unwrap());
@@ -193,6 +191,8 @@ fn every_config_error_names_key_and_value() {
             &["sa[0].lifetime.soft_packets", "10", "hard_packets = 5"],
         ),
         (with("shard = 0\n", "shard = 0\nnat_t_port = 0\n"), &["sa[0].nat_t_port", "0"]),
+        (with("shard = 0\n", "shard = 0\nprovider = \"qat\"\n"), &["sa[0].provider", "qat"]),
+        (with("shard = 0\n", "shard = 0\nmtu = 10\n"), &["sa[0].spi", "0x100"]),
         ("this is = not toml [".to_string(), &["<test>"]),
     ];
     for (text, needles) in &cases {

@@ -7,7 +7,8 @@ use ipsec_gateway::demo::{self, DemoError, DemoOptions, FILES};
 fn demo_round_trip_through_two_gateways_keeps_captures_and_configs() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    demo::run(&DemoOptions { out: Some(out.clone()), shards: 2, packets: Some(2000) }).expect("demo passes its checks");
+    demo::run(&DemoOptions { out: Some(out.clone()), shards: 2, packets: Some(2000) })
+        .expect("demo passes its checks");
     for f in FILES {
         let m = std::fs::metadata(out.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(m.len() > 0, "{f} is empty");

@@ -278,15 +278,18 @@ impl OuterTemplate {
     }
 
     /// Writes the header for a packet of `ip_len` bytes (header included) with `tos`
-    /// (DSCP ‖ ECN, copied from the inner packet) and IPv4 identification `id`.
+    /// (DSCP ‖ ECN, copied from the inner packet) and IPv4 identification `id`. The caller
+    /// checks that `ip_len` fits the length field (at most 65 535, or 65 575 for IPv6, whose
+    /// payload length excludes the fixed header); a larger value is truncated, never a panic.
     #[inline]
-    pub fn write(&self, h: &mut [u8], tos: u8, ip_len: u16, id: u16) {
+    pub fn write(&self, h: &mut [u8], tos: u8, ip_len: usize, id: u16) {
         if self.v6 {
             h[..40].copy_from_slice(&self.hdr);
             let w = (6u32 << 28) | ((tos as u32) << 20);
             h[0..4].copy_from_slice(&w.to_be_bytes());
-            h[4..6].copy_from_slice(&(ip_len - 40).to_be_bytes());
+            h[4..6].copy_from_slice(&(ip_len.saturating_sub(40) as u16).to_be_bytes());
         } else {
+            let ip_len = ip_len as u16;
             h[..20].copy_from_slice(&self.hdr[..20]);
             h[1] = tos;
             h[2..4].copy_from_slice(&ip_len.to_be_bytes());
@@ -331,7 +334,7 @@ mod tests {
             [(0u8, 20u16, 0u16), (0xff, 0xffff, 0xffff), (0xb8, 1500, 0x8001), (3, 77, 65535)]
         {
             let mut h = [0u8; 20];
-            t.write(&mut h, tos, len, id);
+            t.write(&mut h, tos, len as usize, id);
             let mut r = h;
             set_ipv4_checksum(&mut r);
             assert_eq!(h, r, "tos {tos} len {len} id {id}");
