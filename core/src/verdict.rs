@@ -76,6 +76,8 @@ drop_reasons! {
     DispatchRingFull = "dispatch_ring_full",
     /// The punt queue to the control plane was full.
     PuntQueueFull = "punt_queue_full",
+    /// A frame punted to the control plane that it neither answered nor delivered to a socket.
+    ControlIgnored = "control_ignored",
     /// An IPsec policy said discard.
     PolicyDiscard = "policy_discard",
     /// No SA for the SPI (inbound) or the policy (outbound).

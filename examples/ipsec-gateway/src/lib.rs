@@ -33,4 +33,5 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+mod outpath;
 pub mod ports;

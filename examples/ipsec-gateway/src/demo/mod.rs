@@ -63,28 +63,12 @@ pub enum DemoError {
 /// File names inside the output directory.
 pub const FILES: [&str; 5] = ["lan-in.pcap", "esp.pcap", "lan-out.pcap", "gateway-a.toml", "gateway-b.toml"];
 
-/// Checks that `dir` can hold the demo's files: a directory (created if absent) whose demo
-/// files, where they exist, are regular files — never FIFOs, devices or links to them (the demo
-/// would block on a FIFO or silently write nothing to `/dev/null`).
+/// Checks that `dir` can hold the demo's files (a directory, or absent; each demo file a
+/// regular file, or absent: never a FIFO or a device such as `/dev/null`), then creates it.
 pub fn prepare_out_dir(dir: &Path) -> Result<(), DemoError> {
-    let err = |path: &Path, why: String| DemoError::File { path: path.to_path_buf(), why };
-    match std::fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => return Err(err(dir, "--out must be a directory".into())),
-        Ok(_) => {}
-        Err(_) => std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?,
-    }
-    for f in FILES {
-        let p = dir.join(f);
-        if let Ok(m) = std::fs::metadata(&p)
-            && !m.is_file()
-        {
-            return Err(err(
-                &p,
-                "exists and is not a regular file (FIFO, device or directory); refusing to write it".into(),
-            ));
-        }
-    }
-    Ok(())
+    let files: Vec<PathBuf> = FILES.iter().map(|f| dir.join(f)).collect();
+    crate::outpath::check_output_paths(dir, &files)?;
+    std::fs::create_dir_all(dir).map_err(|e| DemoError::File { path: dir.to_path_buf(), why: e.to_string() })
 }
 
 /// Runs the demo and prints its report.
