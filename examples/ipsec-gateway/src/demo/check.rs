@@ -95,16 +95,25 @@ fn key_of(ip: &[u8]) -> Option<(IpAddr, IpAddr, u8, u16, u16)> {
 
 /// Checks B's LAN output capture against the flows.
 pub fn lan_output(flows: &[Flow], path: &Path) -> Result<Verdict, String> {
+    let mut r = CaptureReader::open(path).map_err(|e| e.to_string())?;
+    let frames = std::iter::from_fn(move || r.next_frame().map(|f| f.map(|f| f.data.to_vec())));
+    lan_frames(flows, frames.map(|f| f.map_err(|e| e.to_string())))
+}
+
+/// Checks frames that left B's LAN side (in order) against the flows.
+pub fn lan_frames(
+    flows: &[Flow],
+    frames: impl Iterator<Item = Result<Vec<u8>, String>>,
+) -> Result<Verdict, String> {
     let mut v = Verdict::default();
     let mut by_key = BTreeMap::new();
     for (i, f) in flows.iter().enumerate().filter(|(_, f)| tunnelled(f)) {
         by_key.insert((f.src, f.dst, f.proto, f.sport, f.dport), (i, 0u32));
         v.flows.insert(describe(f), FlowResult { expected: f.packets as u64, ..FlowResult::default() });
     }
-    let mut r = CaptureReader::open(path).map_err(|e| e.to_string())?;
-    while let Some(frame) = r.next_frame() {
-        let frame = frame.map_err(|e| e.to_string())?;
-        let d = frame.data;
+    for frame in frames {
+        let frame = frame?;
+        let d = &frame[..];
         let Some(ip) = d.get(14..) else {
             v.strays += 1;
             continue;

@@ -75,15 +75,19 @@ fn mac(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
-/// The configuration of gateway `site` with `shards` data shards. `lan_in`/`lan_out`/`wan_in`/
-/// `wan_out` are capture file names (relative to the configuration file) or `None`.
-pub fn config(site: Site, shards: usize, files: [Option<&str>; 4]) -> String {
+/// The configuration of gateway `site` with `shards` data shards. `files` are the pcap
+/// backend's `[lan_in, lan_out, wan_in, wan_out]` capture names (relative to the configuration
+/// file, each optional); `None` makes both ports `mem` (tests).
+pub fn config(site: Site, shards: usize, files: Option<[Option<&str>; 4]>) -> String {
     let (me, peer) = match site {
         Site::A => (Site::A, Site::B),
         Site::B => (Site::B, Site::A),
     };
-    let [lan_in, lan_out, wan_in, wan_out] = files;
+    let [lan_in, lan_out, wan_in, wan_out] = files.unwrap_or_default();
     let port = |input: Option<&str>, output: Option<&str>| {
+        if files.is_none() {
+            return String::from("{ backend = \"mem\" }");
+        }
         let mut s = String::from("{ backend = \"pcap\"");
         if let Some(i) = input {
             let _ = write!(s, ", input = \"{i}\"");

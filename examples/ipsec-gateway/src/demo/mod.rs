@@ -102,8 +102,14 @@ fn run_in(dir: &Path, opts: &DemoOptions) -> Result<(), DemoError> {
     );
 
     // 2. The two gateways' configurations, written as files and loaded like `run` loads them.
-    write(&dir.join(cfg_a), &configs::config(Site::A, opts.shards, [Some(lan_in), None, None, Some(esp)]))?;
-    write(&dir.join(cfg_b), &configs::config(Site::B, opts.shards, [None, Some(lan_out), Some(esp), None]))?;
+    write(
+        &dir.join(cfg_a),
+        &configs::config(Site::A, opts.shards, Some([Some(lan_in), None, None, Some(esp)])),
+    )?;
+    write(
+        &dir.join(cfg_b),
+        &configs::config(Site::B, opts.shards, Some([None, Some(lan_out), Some(esp), None])),
+    )?;
     let a = GatewayConfig::load(&dir.join(cfg_a))?;
     let b = GatewayConfig::load(&dir.join(cfg_b))?;
 

@@ -1,0 +1,382 @@
+//! End to end on the mem backend: the demo's two gateways built from their configuration text
+//! with `gateway::build`, frames injected on the queue the steering plan picks, outputs
+//! collected from every Tx queue. Round trip A → B, replayed / unknown-SPI / tampered ESP,
+//! cleartext on the WAN, inner packets outside the SA's policy, ping and `/metrics` on the
+//! management address.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use etherparse::{Icmpv4Type, PacketBuilder, SlicedPacket, TransportSlice};
+use ipsec_gateway::config::{GatewayConfig, Side};
+use ipsec_gateway::demo::configs::{self, Site};
+use ipsec_gateway::demo::{check, traffic};
+use ipsec_gateway::gateway::{self, Gateway, GatewayPorts, RunMode, Steering, queues_per_port};
+use wirespeed_core::backend::mem::{MemConfig, MemHandle, MemPort};
+use wirespeed_core::{BufferPool, DropReason, PacketBuf, PoolConfig, ShardCounters};
+use wirespeed_stages::esp::{Direction, SaState, SecurityAssociation, encapsulate};
+
+const SHARDS: usize = 2;
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x10, 0x01];
+
+struct Rig {
+    cfg: GatewayConfig,
+    gw: Option<Gateway>,
+    ports: [MemHandle; 2],
+    steering: Steering,
+    injected: u64,
+}
+
+impl Rig {
+    fn start(site: Site) -> Self {
+        let text = configs::config(site, SHARDS, None);
+        let cfg = GatewayConfig::from_toml(&text, None, "test").expect("generated config is valid");
+        let pool = BufferPool::new(PoolConfig { buffers: 16384, ..PoolConfig::default() }).unwrap();
+        let q = queues_per_port(&cfg);
+        let mem = |side: Side, mac| MemConfig {
+            name: side.name().into(),
+            port_id: side.port(),
+            queues: q,
+            ring_size: 4096,
+            mac,
+        };
+        let (lan, lh) = MemPort::new(mem(Side::Lan, cfg.lan.mac), pool);
+        let (wan, wh) = MemPort::new(mem(Side::Wan, cfg.wan.mac), pool);
+        let gw = gateway::build(&cfg, GatewayPorts { lan, wan }, pool, RunMode::UntilStopped)
+            .expect("gateway starts");
+        let steering = Steering::new(&cfg).unwrap();
+        Self { cfg, gw: Some(gw), ports: [lh, wh], steering, injected: 0 }
+    }
+
+    fn gw(&self) -> &Gateway {
+        self.gw.as_ref().expect("running")
+    }
+
+    /// Injects `frame` on `side` where the steering plan puts it.
+    fn send(&mut self, side: Side, frame: &[u8]) {
+        let q = self.steering.queue(frame).unwrap_or(self.steering.management_queue());
+        self.ports[side as usize].inject(q, frame).expect("inject");
+        self.injected += 1;
+    }
+
+    /// Waits until the shards have received everything injected and published it.
+    fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rx: u64 = self.gw().stats().iter().map(|s| s.counters.rx_packets).sum();
+            if rx >= self.injected {
+                // One more round so the last batch's Tx and counters are published.
+                std::thread::sleep(Duration::from_millis(30));
+                return;
+            }
+            assert!(Instant::now() < deadline, "shards received {rx} of {} frames", self.injected);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Everything transmitted on `side`, queue by queue (order kept per queue, hence per flow).
+    fn take(&self, side: Side) -> Vec<Vec<u8>> {
+        (0..queues_per_port(&self.cfg)).flat_map(|q| self.ports[side as usize].drain_tx(q)).collect()
+    }
+
+    fn totals(&self) -> ShardCounters {
+        let mut t = ShardCounters::default();
+        for s in self.gw().stats() {
+            t.accumulate(&s.counters);
+        }
+        t
+    }
+
+    fn stop(mut self) -> ShardCounters {
+        let stats = self.gw.take().unwrap().stop().expect("clean stop");
+        let mut t = ShardCounters::default();
+        for s in &stats {
+            t.accumulate(&s.counters);
+        }
+        t
+    }
+}
+
+/// The demo traffic through A; returns the flows and A's ESP output.
+fn through_a() -> (Vec<traffic::Flow>, Vec<Vec<u8>>, ShardCounters) {
+    let flows = traffic::demo_flows(None);
+    let mut a = Rig::start(Site::A);
+    let longest = flows.iter().map(|f| f.packets).max().unwrap();
+    for seq in 0..longest {
+        for f in flows.iter().filter(|f| seq < f.packets) {
+            a.send(Side::Lan, &traffic::frame(f, seq as u32));
+        }
+    }
+    a.settle();
+    let esp = a.take(Side::Wan);
+    assert!(a.take(Side::Lan).is_empty(), "nothing goes back to A's LAN");
+    let totals = a.stop();
+    (flows, esp, totals)
+}
+
+#[test]
+fn round_trip_a_to_b() {
+    let (flows, esp, ta) = through_a();
+    let tunnelled: u64 = flows.iter().filter(|f| check::tunnelled(f)).map(|f| f.packets as u64).sum();
+    assert_eq!(esp.len() as u64, tunnelled, "A: {ta}");
+    assert_eq!(ta.drops_of(DropReason::NoRoute), 5, "{ta}");
+    assert_eq!(ta.drops_of(DropReason::TtlExpired), 3, "{ta}");
+    for f in &esp {
+        assert_eq!(f[23], 50, "ESP in IPv4");
+        assert_eq!(f[0..6], configs::B_WAN_MAC, "to the WAN router");
+    }
+
+    let mut b = Rig::start(Site::B);
+    for f in &esp {
+        b.send(Side::Wan, f);
+    }
+    b.settle();
+    let out = b.take(Side::Lan);
+    let tb = b.stop();
+    assert_eq!(tb.total_drops(), 0, "{tb}");
+    let v = check::lan_frames(&flows, out.into_iter().map(Ok)).unwrap();
+    assert!(v.ok(), "{v:#?}");
+    assert_eq!(v.flows.len(), 12);
+}
+
+#[test]
+fn replayed_unknown_spi_and_tampered_esp_are_counted_drops() {
+    let (_, esp, _) = through_a();
+    let mut b = Rig::start(Site::B);
+    b.send(Side::Wan, &esp[0]);
+    b.settle();
+    // The same packet again: a replay.
+    b.send(Side::Wan, &esp[0]);
+    // An SPI nobody has.
+    let mut unknown = esp[1].clone();
+    unknown[34..38].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+    b.send(Side::Wan, &unknown);
+    // A flipped ciphertext bit: authentication fails.
+    let mut tampered = esp[2].clone();
+    let n = tampered.len();
+    tampered[n - 20] ^= 0x01;
+    b.send(Side::Wan, &tampered);
+    b.settle();
+    let t = b.totals();
+    assert_eq!(t.drops_of(DropReason::EspReplay), 1, "{t}");
+    assert_eq!(t.drops_of(DropReason::EspNoSa), 1, "{t}");
+    assert_eq!(t.drops_of(DropReason::EspAuthFailed), 1, "{t}");
+    assert_eq!(t.total_drops(), 3, "{t}");
+    assert_eq!(b.take(Side::Lan).len(), 1, "only the first copy is delivered");
+    b.stop();
+}
+
+#[test]
+fn cleartext_on_the_wan_and_inner_packets_outside_the_policy_are_dropped() {
+    let mut b = Rig::start(Site::B);
+    // Site-1 traffic arriving in clear on B's WAN: the policy says it must come through the
+    // tunnel.
+    let flows = traffic::demo_flows(None);
+    let mut clear = traffic::frame(&flows[0], 0);
+    clear[0..6].copy_from_slice(&configs::B_WAN_MAC);
+    b.send(Side::Wan, &clear);
+    // Authentic ESP from A whose inner source is outside the SA's policy (10.9.0.0/16 is not
+    // site 1): decrypts, then fails the inbound selector check.
+    let a_cfg = GatewayConfig::from_toml(&configs::config(Site::A, SHARDS, None), None, "a").unwrap();
+    let sa_cfg = a_cfg.sas.iter().find(|s| matches!(s.direction, Direction::Outbound { shard: 0 })).unwrap();
+    let sa = SecurityAssociation::new(sa_cfg).unwrap();
+    let mut st = SaState::new(&sa);
+    let mut rogue = traffic::Flow { src: IpAddr::from([10, 9, 0, 1]), ..flows[0].clone() };
+    rogue.ttl = 64;
+    let pool = BufferPool::new(PoolConfig::default()).unwrap();
+    let mut p = pool.alloc().unwrap();
+    p.copy_from(&traffic::frame(&rogue, 0)).unwrap();
+    encapsulate(&mut p, 14, &sa, &mut st, Instant::now(), |_| {}).unwrap();
+    b.send(Side::Wan, p.data());
+    b.settle();
+    let t = b.totals();
+    assert_eq!(t.drops_of(DropReason::PolicyDiscard), 2, "{t}");
+    assert_eq!(t.total_drops(), 2, "{t}");
+    assert!(b.take(Side::Lan).is_empty());
+    b.stop();
+}
+
+/// RFC 826 request from the client for `target`.
+fn arp_request(client: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&client);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f.resize(60, 0);
+    f
+}
+
+fn wait_for_tx(rig: &Rig, side: Side, n: usize) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        got.extend(rig.take(side));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    got
+}
+
+#[test]
+fn management_ping_is_answered_by_the_control_plane() {
+    let mut a = Rig::start(Site::A);
+    let me = [10, 1, 0, 1];
+    let client = [10, 1, 0, 50];
+    a.send(Side::Lan, &arp_request(client, me));
+    let arp = wait_for_tx(&a, Side::Lan, 1);
+    assert_eq!(arp.len(), 1, "{arp:02x?}");
+    assert_eq!(&arp[0][12..14], &[0x08, 0x06]);
+    assert_eq!(&arp[0][22..28], &configs::A_LAN_MAC, "A answers with its LAN MAC");
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, configs::A_LAN_MAC)
+        .ipv4(client, me, 64)
+        .icmpv4_echo_request(7, 1);
+    let mut ping = Vec::new();
+    b.write(&mut ping, b"are you there").unwrap();
+    a.send(Side::Lan, &ping);
+    let out = wait_for_tx(&a, Side::Lan, 1);
+    assert_eq!(out.len(), 1, "{out:02x?}");
+    let p = SlicedPacket::from_ethernet(&out[0]).unwrap();
+    let Some(TransportSlice::Icmpv4(icmp)) = p.transport else { panic!("not ICMP: {p:?}") };
+    assert!(matches!(icmp.icmp_type(), Icmpv4Type::EchoReply(e) if (e.id, e.seq) == (7, 1)));
+    assert_eq!(icmp.payload(), b"are you there");
+    a.stop();
+}
+
+// A smoltcp client on A's LAN: what it sends goes in on the queue the steering plan picks (the
+// management queue), what A transmits on its LAN is what it receives.
+mod client {
+    use super::*;
+    use smoltcp::phy::{self, DeviceCapabilities, Medium};
+    use smoltcp::time::Instant as SInstant;
+
+    pub struct Dev<'a> {
+        pub rig: &'a mut Rig,
+        pub rx: Vec<Vec<u8>>,
+    }
+
+    pub struct Rx(Vec<u8>);
+    impl phy::RxToken for Rx {
+        fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+            f(&self.0)
+        }
+    }
+
+    pub struct Tx<'a, 'b>(&'a mut Rig, std::marker::PhantomData<&'b ()>);
+    impl phy::TxToken for Tx<'_, '_> {
+        fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+            let mut buf = vec![0; len];
+            let r = f(&mut buf);
+            self.0.send(Side::Lan, &buf);
+            r
+        }
+    }
+
+    impl<'a> phy::Device for Dev<'a> {
+        type RxToken<'b>
+            = Rx
+        where
+            Self: 'b;
+        type TxToken<'b>
+            = Tx<'b, 'a>
+        where
+            Self: 'b;
+        fn receive(&mut self, _t: SInstant) -> Option<(Rx, Tx<'_, 'a>)> {
+            if self.rx.is_empty() {
+                self.rx = self.rig.take(Side::Lan);
+                self.rx.reverse();
+            }
+            let f = self.rx.pop()?;
+            Some((Rx(f), Tx(self.rig, std::marker::PhantomData)))
+        }
+        fn transmit(&mut self, _t: SInstant) -> Option<Tx<'_, 'a>> {
+            Some(Tx(self.rig, std::marker::PhantomData))
+        }
+        fn capabilities(&self) -> DeviceCapabilities {
+            let mut c = DeviceCapabilities::default();
+            c.medium = Medium::Ethernet;
+            c.max_transmission_unit = 1514;
+            c
+        }
+    }
+}
+
+#[test]
+fn metrics_are_served_over_http_on_the_management_address() {
+    let (_, esp, _) = through_a();
+    let mut b = Rig::start(Site::B);
+    for f in &esp[..10] {
+        b.send(Side::Wan, f);
+    }
+    let mut bad = esp[10].clone();
+    bad[34..38].copy_from_slice(&0x0bad_0badu32.to_be_bytes());
+    b.send(Side::Wan, &bad);
+    b.settle();
+    b.gw().refresh_metrics();
+    // B's management interface is its LAN (10.2.0.1): the client sits there.
+    assert_eq!(b.cfg.management.side, Side::Lan);
+    let resp = http_get(&mut b, [10, 2, 0, 50], [10, 2, 0, 1]);
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not HTTP: {resp:?}"));
+    assert!(head.starts_with("HTTP/1.0 200 OK"), "{head}");
+    assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
+    let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+    assert_eq!(len, body.len());
+    assert!(body.contains("# TYPE wirespeed_rx_packets_total counter"), "{body}");
+    let rx: u64 = body
+        .lines()
+        .filter(|l| {
+            l.starts_with("wirespeed_rx_packets_total{") && !l.contains(&format!("shard=\"{SHARDS}\""))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(rx, 11, "{body}");
+    assert!(body.contains("reason=\"esp_no_sa\"} 1"), "{body}");
+    assert_eq!(body, b.gw().metrics_text(), "the control plane serves what the gateway computed");
+    b.stop();
+}
+
+/// `GET /metrics` over TCP from `client` to the gateway's management address `me` (port 9000),
+/// through the data plane's steering and the smoltcp control plane; returns the raw response.
+fn http_get(rig: &mut Rig, client: [u8; 4], me: [u8; 4]) -> String {
+    use smoltcp::iface::{Config, Interface, SocketSet};
+    use smoltcp::socket::tcp;
+    use smoltcp::time::Instant as SInstant;
+    use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+    let start = Instant::now();
+    let now = || SInstant::from_millis(start.elapsed().as_millis() as i64);
+    let mut dev = client::Dev { rig, rx: Vec::new() };
+    let mut iface =
+        Interface::new(Config::new(HardwareAddress::Ethernet(EthernetAddress(CLIENT_MAC))), &mut dev, now());
+    iface.update_ip_addrs(|v| v.push(IpCidr::new(IpAddress::from(Ipv4Addr::from(client)), 16)).unwrap());
+    let mut sockets = SocketSet::new(Vec::new());
+    let h = sockets
+        .add(tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 65536]), tcp::SocketBuffer::new(vec![0; 1024])));
+    sockets
+        .get_mut::<tcp::Socket<'_>>(h)
+        .connect(iface.context(), (IpAddress::from(Ipv4Addr::from(me)), 9000), 49152)
+        .unwrap();
+    let mut text = Vec::new();
+    let mut sent = false;
+    while start.elapsed() < Duration::from_secs(20) {
+        iface.poll(now(), &mut dev, &mut sockets);
+        let s = sockets.get_mut::<tcp::Socket<'_>>(h);
+        if !sent && s.may_send() {
+            s.send_slice(b"GET /metrics HTTP/1.1\r\nHost: gateway\r\n\r\n").unwrap();
+            sent = true;
+        }
+        while s.can_recv() {
+            s.recv(|b| {
+                text.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        if !text.is_empty() && !s.may_recv() {
+            s.close();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    String::from_utf8(text).unwrap()
+}
