@@ -24,6 +24,9 @@ pub enum RunError {
     /// Building or running the shards.
     #[error(transparent)]
     Build(#[from] gateway::BuildError),
+    /// The host-side metrics listener.
+    #[error("management.host_listen = {0}: {1}")]
+    Listen(std::net::SocketAddr, String),
     /// The configuration names a backend `run` cannot open.
     #[error("backend `{0}` is for embedding (tests build mem ports themselves); `run` opens pcap")]
     Backend(&'static str),
@@ -85,6 +88,13 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
     let p = open.ports.take().ok_or(RunError::Backend("pcap"))?;
     let start = Instant::now();
     let gw = gateway::build(cfg, p, pool, RunMode::UntilInputEnds)?;
+    let _metrics = match cfg.management.host_listen {
+        Some(addr) => Some(
+            crate::metrics::MetricsServer::start(addr, gw.metrics_handle())
+                .map_err(|e| RunError::Listen(addr, e.to_string()))?,
+        ),
+        None => None,
+    };
     let mut last = (Instant::now(), gw.stats());
     let mut interrupted = false;
     let tick = Duration::from_millis(20);

@@ -257,11 +257,19 @@ pub struct ManagementSection {
     pub gateway_v4: Option<String>,
     /// IPv6 default gateway of the management interface.
     pub gateway_v6: Option<String>,
+    /// Also serve `/metrics` on the host's network stack at this address (`"127.0.0.1:9100"`).
+    pub host_listen: Option<String>,
 }
 
 impl Default for ManagementSection {
     fn default() -> Self {
-        Self { interface: "lan".into(), http_port: 9000, gateway_v4: None, gateway_v6: None }
+        Self {
+            interface: "lan".into(),
+            http_port: 9000,
+            gateway_v4: None,
+            gateway_v6: None,
+            host_listen: None,
+        }
     }
 }
 
@@ -462,6 +470,8 @@ pub struct Management {
     pub gateway_v4: Option<std::net::Ipv4Addr>,
     /// IPv6 default gateway.
     pub gateway_v6: Option<std::net::Ipv6Addr>,
+    /// Host-side `/metrics` listener.
+    pub host_listen: Option<std::net::SocketAddr>,
 }
 
 /// A complete, checked configuration: everything `gateway::build` needs.
@@ -606,6 +616,11 @@ impl FileConfig {
                 .gateway_v6
                 .as_deref()
                 .map(|s| s.parse().map_err(|_| invalid("management.gateway_v6", s, "not an IPv6 address")))
+                .transpose()?,
+            host_listen: m
+                .host_listen
+                .as_deref()
+                .map(|s| s.parse().map_err(|_| invalid("management.host_listen", s, "want address:port")))
                 .transpose()?,
         };
         let own: Vec<IpAddr> = lan.addresses.iter().chain(&wan.addresses).map(|(a, _)| *a).collect();

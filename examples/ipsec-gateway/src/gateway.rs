@@ -362,6 +362,11 @@ impl Gateway {
         }
     }
 
+    /// The shared `/metrics` text, for another server (e.g. [`crate::metrics::MetricsServer`]).
+    pub fn metrics_handle(&self) -> Arc<Mutex<String>> {
+        self.metrics.clone()
+    }
+
     /// The `/metrics` text as last refreshed.
     pub fn metrics_text(&self) -> String {
         self.metrics.lock().map(|m| m.clone()).unwrap_or_default()

@@ -33,5 +33,6 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod metrics;
 mod outpath;
 pub mod ports;

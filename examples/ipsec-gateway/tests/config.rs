@@ -138,6 +138,10 @@ fn every_config_error_names_key_and_value() {
         ),
         (with("[[routes]]", "[management]\nhttp_port = 0\n\n[[routes]]"), &["management.http_port", "0"]),
         (
+            with("[[routes]]", "[management]\nhost_listen = \"localhost\"\n\n[[routes]]"),
+            &["management.host_listen", "localhost"],
+        ),
+        (
             with("[[routes]]", "[management]\ngateway_v4 = \"fd00::1\"\n\n[[routes]]"),
             &["management.gateway_v4", "fd00::1"],
         ),

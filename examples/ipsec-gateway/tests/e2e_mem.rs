@@ -380,3 +380,45 @@ fn http_get(rig: &mut Rig, client: [u8; 4], me: [u8; 4]) -> String {
     }
     String::from_utf8(text).unwrap()
 }
+
+#[test]
+fn metrics_scraped_by_a_real_http_client_on_the_host_listener() {
+    let (_, esp, _) = through_a();
+    let mut b = Rig::start(Site::B);
+    for f in &esp[..5] {
+        b.send(Side::Wan, f);
+    }
+    let mut tampered = esp[5].clone();
+    let n = tampered.len();
+    tampered[n - 1] ^= 0x80;
+    b.send(Side::Wan, &tampered);
+    b.settle();
+    b.gw().refresh_metrics();
+    let server =
+        ipsec_gateway::metrics::MetricsServer::start("127.0.0.1:0".parse().unwrap(), b.gw().metrics_handle())
+            .expect("listen on localhost");
+    let url = format!("http://{}/metrics", server.addr());
+    let mut resp = ureq::get(&url).call().expect("HTTP GET /metrics");
+    assert_eq!(resp.status(), 200);
+    let ct = resp.headers().get("content-type").unwrap().to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let body = resp.body_mut().read_to_string().unwrap();
+    assert_eq!(body, b.gw().metrics_text());
+    for shard in 0..=SHARDS {
+        assert!(
+            body.contains(&format!("wirespeed_tx_packets_total{{gateway=\"gateway-b\",shard=\"{shard}\"}}")),
+            "{body}"
+        );
+    }
+    let auth: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("wirespeed_drops_total{") && l.contains("reason=\"esp_auth_failed\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(auth, 1, "{body}");
+    // Anything but /metrics is a 404.
+    let other = ureq::get(&format!("http://{}/", server.addr())).call();
+    assert!(matches!(other, Err(ureq::Error::StatusCode(404))), "{other:?}");
+    drop(server);
+    b.stop();
+}
