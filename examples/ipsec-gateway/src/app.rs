@@ -27,6 +27,9 @@ pub enum RunError {
     /// The host-side metrics listener.
     #[error("management.host_listen = {0}: {1}")]
     Listen(std::net::SocketAddr, String),
+    /// The control socket.
+    #[error("gateway.control_socket = {0}: {1}")]
+    Listen2(String, String),
     /// The configuration names a backend `run` cannot open.
     #[error("backend `{0}` is for embedding (tests build mem ports themselves); `run` opens pcap")]
     Backend(&'static str),
@@ -95,6 +98,15 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
         ),
         None => None,
     };
+    let mut gw = gw;
+    let ctl = match &cfg.control_socket {
+        Some(path) => Some(
+            crate::ctl::CtlServer::start(path)
+                .map_err(|e| RunError::Listen2(path.display().to_string(), e.to_string()))?,
+        ),
+        None => None,
+    };
+    let mut control = crate::ctl::Control::default();
     let mut last = (Instant::now(), gw.stats());
     let mut interrupted = false;
     let tick = Duration::from_millis(20);
@@ -105,6 +117,16 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
                 "{}: SA event: SPI {:#x} (uid {}) on shard {}: {:?}",
                 cfg.name, ev.spi, ev.uid, ev.shard, ev.kind
             );
+        }
+        if let Some((_, requests)) = &ctl {
+            while let Ok((line, reply)) = requests.try_recv() {
+                let answer = control.handle(&mut gw, cfg, &line);
+                eprintln!("{}: ctl: {line} -> {answer}", cfg.name);
+                let _ = reply.send(answer);
+            }
+        }
+        for spi in control.tick(&mut gw, Instant::now()) {
+            eprintln!("{}: ctl: rekeyed inbound SA {spi:#x} removed after its grace period", cfg.name);
         }
         gw.refresh_metrics();
         if let Some(p) = &opts.progress {
@@ -126,6 +148,7 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
             break;
         }
     }
+    drop(ctl);
     let stats = if interrupted { gw.stop()? } else { gw.wait_finished()? };
     drop(open);
     let report = RunReport { stats, elapsed: start.elapsed(), interrupted };

@@ -728,6 +728,34 @@ impl FileConfig {
     }
 }
 
+/// Validates one SA written as in a `[[sa]]` table against a running configuration (shard
+/// count, policy names): what the control socket's `sa add` / `sa rekey` use. `key` names it
+/// in errors.
+pub fn sa_from_entry(cfg: &GatewayConfig, e: &SaEntry, key: &str) -> Result<SaConfig, ConfigError> {
+    let rename = |err: ConfigError| match err {
+        ConfigError::Invalid { key: k, value, reason } => {
+            ConfigError::Invalid { key: k.replacen("sa[0]", key, 1), value, reason }
+        }
+        ConfigError::Missing { key: k, reason } => {
+            ConfigError::Missing { key: k.replacen("sa[0]", key, 1), reason }
+        }
+        other => other,
+    };
+    let mut sa = sa_config(0, e, cfg.shards, None).map_err(rename)?;
+    if let Some(name) = &e.policy {
+        if e.direction != "inbound" {
+            return Err(invalid(format!("{key}.policy"), name, "only inbound SAs check a policy"));
+        }
+        let p = cfg
+            .policies
+            .iter()
+            .find(|p| &p.name == name)
+            .ok_or_else(|| invalid(format!("{key}.policy"), name, "no such policy"))?;
+        sa.selector = Some(reversed(&p.policy.selector));
+    }
+    Ok(sa)
+}
+
 /// A selector with source and destination swapped (what the peer's traffic looks like).
 pub fn reversed(s: &Selector) -> Selector {
     Selector { src: s.dst, dst: s.src, proto: s.proto, src_ports: s.dst_ports, dst_ports: s.src_ports }
@@ -780,6 +808,11 @@ fn interface(key: &str, e: &InterfaceEntry, base: Option<&Path>) -> Result<Inter
         }
     }
     Ok(Interface { mac, addresses, port })
+}
+
+/// Parses `02:00:00:00:00:01` (or with `-`).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    mac("", s).ok()
 }
 
 fn mac(key: &str, s: &str) -> Result<[u8; 6], ConfigError> {

@@ -31,6 +31,7 @@
 
 pub mod app;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod gateway;
 pub mod metrics;

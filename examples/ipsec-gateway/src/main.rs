@@ -13,6 +13,7 @@ use ipsec_gateway::demo::{self, DemoOptions};
 const USAGE: &str = "usage:
   ipsec-gateway run --config FILE [--json]
   ipsec-gateway check --config FILE
+  ipsec-gateway ctl SOCKET [REQUEST]
   ipsec-gateway demo [--out DIR] [--shards N] [--packets N]
 
   run      run the gateway of FILE (TOML, see examples/ipsec-gateway/configs/) until its
@@ -20,6 +21,17 @@ const USAGE: &str = "usage:
            a stats line per shard every [gateway] stats_interval seconds (--json: one JSON
            object per line); GET /metrics (Prometheus text) on the management address
   check    validate FILE and exit
+  ctl      send REQUEST (or each line of stdin) to a running gateway's control socket
+           ([gateway] control_socket), print the replies; one request a line:
+             sa add { spi = 0x4100, direction = \"inbound\", aead = \"aes128gcm\", key = \"HEX\",
+                      local = \"ADDR\", remote = \"ADDR\", policy = \"NAME\" }
+             sa remove SPI inbound|outbound
+             sa rekey OLD_SPI { new SA, same keys as sa add } [grace=SECONDS]
+             route add PREFIX [via ADDR]      route remove PREFIX
+             neighbor add ADDR MAC lan|wan    neighbor remove ADDR
+             show sas
+           rekey is make-before-break: rekey the receiver's inbound SA first (the old one
+           lingers for the grace period, default 5 s), then the sender's outbound SA
   demo     two gateways offline: generated traffic -> gateway A (encrypt) -> ESP capture ->
            gateway B (decrypt), every inner packet checked; prints throughput
     --out DIR      keep the three captures and both configurations (keys included) in DIR
@@ -27,7 +39,7 @@ const USAGE: &str = "usage:
     --packets N    scale the traffic to about N packets (progress bar on stderr from 100000)
 
 exit codes: 0 success (also after a signal-initiated drain), 1 runtime failure (ports, files,
-shards), 2 bad command line or configuration, 3 demo check failed";
+shards; for ctl, any request refused), 2 bad command line or configuration, 3 demo check failed";
 
 /// Exit code of a bad command line or configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -68,6 +80,28 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
     let Some((cmd, rest)) = args.split_first() else {
         return Err(Failure::Usage("no command given".into()));
     };
+    if cmd == "ctl" {
+        let Some((socket, request)) = rest.split_first() else {
+            return Err(Failure::Usage("ctl needs SOCKET".into()));
+        };
+        let lines: Vec<String> = if request.is_empty() {
+            std::io::stdin().lines().map_while(Result::ok).filter(|l| !l.trim().is_empty()).collect()
+        } else {
+            vec![request.join(" ")]
+        };
+        let replies = ipsec_gateway::ctl::request(std::path::Path::new(socket), &lines)
+            .map_err(|e| Failure::Runtime(format!("{socket}: {e}")))?;
+        let mut failed = 0;
+        for r in &replies {
+            println!("{r}");
+            failed += usize::from(!r.starts_with("ok"));
+        }
+        return if failed == 0 {
+            Ok(())
+        } else {
+            Err(Failure::Runtime(format!("{failed} request(s) refused")))
+        };
+    }
     let mut it = rest.iter();
     let mut config = None;
     let mut json = false;
