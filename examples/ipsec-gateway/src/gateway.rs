@@ -132,6 +132,95 @@ pub fn sad(cfg: &GatewayConfig) -> Result<(Vec<Arc<SecurityAssociation>>, Spd), 
     Ok((sas, spd))
 }
 
+/// What every data shard's stages share: the classifier's view of the appliance, the output
+/// ports' MACs, the punt queues to the control plane (LAN, WAN) and the SA event queue.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    /// Own addresses and management port, for [`Classify`].
+    pub classify: wirespeed_stages::classify::ClassifyConfig,
+    /// Source MAC per output port ([`Side::port`]).
+    pub macs: [[u8; 6]; 2],
+    /// Punt queue per side.
+    pub punts: [PuntQueue<PoolBuf>; 2],
+    /// SA lifetime events.
+    pub events: EventQueue,
+}
+
+impl Shared {
+    /// The shared pieces of `cfg`.
+    pub fn new(cfg: &GatewayConfig) -> Self {
+        let mut classify = wirespeed_stages::classify::ClassifyConfig {
+            management_tcp_port: cfg.management.http_port,
+            ..Default::default()
+        };
+        for a in cfg.own_addresses() {
+            match a {
+                IpAddr::V4(v) => classify.own_ipv4.push(v),
+                IpAddr::V6(v) => classify.own_ipv6.push(v),
+            }
+        }
+        Self {
+            classify,
+            macs: [cfg.lan.mac, cfg.wan.mac],
+            punts: [punt_queue(1024), punt_queue(1024)],
+            events: event_queue(256),
+        }
+    }
+
+    /// The LAN → WAN path of one shard: classify, punt, route, SPD + encrypt.
+    pub fn outbound(&self, fib: Subscriber<Fib>, sas: Subscriber<SaSet>) -> Outbound {
+        (
+            Classify::new(self.classify.clone()),
+            Punt::new(self.punts[Side::Lan as usize].clone()),
+            Forward::new(fib, &self.macs),
+            EspEncrypt::new(sas).with_events(self.events.clone()),
+        )
+    }
+
+    /// The WAN → LAN path of one shard: classify, punt, cleartext guard, decrypt (SA by SPI,
+    /// inbound selector check), route.
+    pub fn inbound(
+        &self,
+        fib: Subscriber<Fib>,
+        decrypt: Subscriber<SaSet>,
+        guard: Subscriber<SaSet>,
+    ) -> Inbound {
+        (
+            Classify::new(self.classify.clone()),
+            Punt::new(self.punts[Side::Wan as usize].clone()),
+            CleartextGuard::new(guard),
+            EspDecrypt::new(decrypt).with_events(self.events.clone()),
+            Forward::new(fib, &self.macs),
+        )
+    }
+}
+
+/// The route and SA tables of a configuration: the editable sources and their publishers.
+#[derive(Debug)]
+pub struct Tables {
+    /// Routes and neighbors (edit, then build and publish).
+    pub route_table: FibBuilder,
+    /// The FIB publisher shards subscribe to.
+    pub routes: Publisher<Fib>,
+    /// The SAs.
+    pub sa_table: Vec<Arc<SecurityAssociation>>,
+    /// The SPD.
+    pub spd: Spd,
+    /// The SA set publisher shards subscribe to.
+    pub sad: Publisher<SaSet>,
+}
+
+impl Tables {
+    /// The tables of `cfg`, checked.
+    pub fn new(cfg: &GatewayConfig) -> Result<Self, BuildError> {
+        let route_table = fib_builder(cfg)?;
+        let fib = route_table.build().map_err(|e| BuildError::Routes(e.to_string()))?;
+        let (sa_table, spd) = sad(cfg)?;
+        let set = SaSet::new(sa_table.iter().cloned(), &spd).map_err(|e| BuildError::Sad(e.to_string()))?;
+        Ok(Self { route_table, routes: Publisher::new(fib), sa_table, spd, sad: Publisher::new(set) })
+    }
+}
+
 /// A running gateway: its shards and the control side of its tables.
 pub struct Gateway {
     runtime: Option<Runtime<()>>,
@@ -180,13 +269,9 @@ where
     P: Port<Buf = PoolBuf> + Send + 'static,
 {
     let shards = cfg.shards;
-    let route_table = fib_builder(cfg)?;
-    let fib = route_table.build().map_err(|e| BuildError::Routes(e.to_string()))?;
-    let (sa_table, spd) = sad(cfg)?;
-    let set = SaSet::new(sa_table.iter().cloned(), &spd).map_err(|e| BuildError::Sad(e.to_string()))?;
-    let mut routes = Publisher::new(fib);
-    let mut sad = Publisher::new(set);
-    let events = event_queue(256);
+    let Tables { route_table, mut routes, sa_table, spd, mut sad } = Tables::new(cfg)?;
+    let shared = Shared::new(cfg);
+    let events = shared.events.clone();
 
     // Hand-out: every shard's queues and subscriptions, taken once by its factory.
     let GatewayPorts { mut lan, mut wan } = ports;
@@ -208,19 +293,6 @@ where
     let data = Mutex::new(data);
     let control = Mutex::new(Some(control));
 
-    let punts: [PuntQueue<PoolBuf>; 2] = [punt_queue(1024), punt_queue(1024)];
-    let macs = [cfg.lan.mac, cfg.wan.mac];
-    let own: Vec<IpAddr> = cfg.own_addresses();
-    let mut classify_cfg = wirespeed_stages::classify::ClassifyConfig {
-        management_tcp_port: cfg.management.http_port,
-        ..Default::default()
-    };
-    for a in &own {
-        match a {
-            IpAddr::V4(v) => classify_cfg.own_ipv4.push(*v),
-            IpAddr::V6(v) => classify_cfg.own_ipv6.push(*v),
-        }
-    }
     let metrics = Arc::new(Mutex::new(String::new()));
     let control_cfgs: Vec<ControlConfig> = [Side::Lan, Side::Wan]
         .into_iter()
@@ -238,7 +310,6 @@ where
         })
         .collect();
     let mgmt_side = cfg.management.side;
-    let ev = events.clone();
     let served = metrics.clone();
 
     let rt_cfg = RuntimeConfig {
@@ -256,24 +327,12 @@ where
             let parts =
                 data.lock().map_err(|_| "hand-out lock poisoned")?[shard].take().ok_or("taken twice")?;
             let DataParts { lan, wan, fib: [fib_out, fib_in], sas: [sa_enc, sa_dec, sa_guard] } = parts;
-            let classify = Classify::new(classify_cfg.clone());
             Ok(ShardWorker::Data(Box::new(DataShard {
                 lan_rx: lan.0,
                 wan_rx: wan.0,
                 tx: [lan.1, wan.1],
-                outbound: (
-                    classify.clone(),
-                    Punt::new(punts[0].clone()),
-                    Forward::new(fib_out, &macs),
-                    EspEncrypt::new(sa_enc).with_events(ev.clone()),
-                ),
-                inbound: (
-                    classify,
-                    Punt::new(punts[1].clone()),
-                    CleartextGuard::new(sa_guard),
-                    EspDecrypt::new(sa_dec).with_events(ev.clone()),
-                    Forward::new(fib_in, &macs),
-                ),
+                outbound: shared.outbound(fib_out, sa_enc),
+                inbound: shared.inbound(fib_in, sa_dec, sa_guard),
                 batch: Batch::new(),
                 scratch: Batch::new(),
             })))
@@ -282,7 +341,7 @@ where
             let mut sides = Vec::with_capacity(2);
             for (side, (rx, tx)) in [(Side::Lan, parts.lan), (Side::Wan, parts.wan)] {
                 let i = side as usize;
-                let mut plane = ControlPlane::new(control_cfgs[i].clone(), punts[i].clone(), tx, pool)
+                let mut plane = ControlPlane::new(control_cfgs[i].clone(), shared.punts[i].clone(), tx, pool)
                     .map_err(|e| format!("{} control plane: {e}", side.name()))?;
                 if side == mgmt_side {
                     let m = served.clone();
@@ -298,8 +357,8 @@ where
                 }
                 sides.push(ControlSide {
                     rx,
-                    classify: Classify::new(classify_cfg.clone()),
-                    punt: Punt::new(punts[i].clone()),
+                    classify: Classify::new(shared.classify.clone()),
+                    punt: Punt::new(shared.punts[i].clone()),
                     plane,
                     batch: Batch::new(),
                 });
@@ -503,8 +562,10 @@ where
     }
 }
 
-type Outbound = (Classify, Punt<PoolBuf>, Forward, EspEncrypt);
-type Inbound = (Classify, Punt<PoolBuf>, CleartextGuard, EspDecrypt, Forward);
+/// The stages of a data shard's LAN → WAN path.
+pub type Outbound = (Classify, Punt<PoolBuf>, Forward, EspEncrypt);
+/// The stages of a data shard's WAN → LAN path.
+pub type Inbound = (Classify, Punt<PoolBuf>, CleartextGuard, EspDecrypt, Forward);
 
 /// One data shard: both directions over queue `i` of both ports.
 struct DataShard<P: Port<Buf = PoolBuf>> {
