@@ -52,9 +52,9 @@ pub use buf::{BufError, PacketBuf};
 pub use meta::{FlowClass, L3Kind, PacketMeta};
 pub use pipeline::Pipeline;
 pub use pool::{BufferPool, PoolBuf, PoolConfig, PoolError, PoolStats};
-pub use runtime::{Command, LoopOptions, Poll, ShardControl, ShardState, Worker};
+pub use runtime::{Command, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker};
 #[cfg(not(loom))]
-pub use runtime::{Runtime, RuntimeConfig, RuntimeError};
+pub use runtime::{PerShard, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardReport};
 pub use stage::{Chain, PerPacket, Stage};
 pub use stats::{ShardCounters, ShardCtx, ShardId, ShardStats, StatsCell};
 pub use verdict::{DropReason, Verdict};

@@ -1,5 +1,7 @@
 //! The standard shard worker: Rx burst → stages → Tx burst, one batch at a time.
 
+use std::any::Any;
+
 use arrayvec::ArrayVec;
 
 use crate::backend::{RxQueue, TxQueue};
@@ -13,17 +15,24 @@ use crate::verdict::DropReason;
 /// Most output ports one pipeline transmits on.
 pub const MAX_TX_PORTS: usize = 8;
 
-/// Update applied to a running pipeline between batches: a closure over its stages.
-pub type StageUpdate<S> = Box<dyn FnOnce(&mut S) + Send>;
+type StageReport<S> = Box<dyn FnOnce(&mut S) -> Box<dyn Any + Send>>;
 
 /// A shard's pipeline: one Rx queue, stages `S`, and one Tx queue per output port
 /// (indexed by [`crate::PacketMeta::out_port`]).
+///
+/// As a [`Worker`] it polls one batch at a time; at the end of its input it calls
+/// [`Stage::finish`] on its stages once (a dispatcher stage then tells its receivers), and typed
+/// runtime updates may address either the pipeline or its stages `S`
+/// (`rt.update(shard, |stages: &mut S| ..)`); [`Pipeline::with_report`] sets what it reports when
+/// its shard ends.
 pub struct Pipeline<Rx: RxQueue, Tx, S> {
     rx: Rx,
     tx: ArrayVec<Tx, MAX_TX_PORTS>,
     stages: S,
     batch: Batch<Rx::Buf>,
     scratch: Batch<Rx::Buf>,
+    finished: bool,
+    report: Option<StageReport<S>>,
 }
 
 impl<Rx, Tx, S> Pipeline<Rx, Tx, S>
@@ -36,7 +45,23 @@ where
     pub fn new(rx: Rx, tx: Tx, stages: S) -> Self {
         let mut txs = ArrayVec::new();
         txs.push(tx);
-        Self { rx, tx: txs, stages, batch: Batch::new(), scratch: Batch::new() }
+        Self {
+            rx,
+            tx: txs,
+            stages,
+            batch: Batch::new(),
+            scratch: Batch::new(),
+            finished: false,
+            report: None,
+        }
+    }
+
+    /// Sets the shard's report: when the shard ends, `f` runs on the shard's thread over the
+    /// stages and its result is handed back by `Runtime::stop`/`wait_finished`
+    /// ([`crate::runtime::ShardReport::report`]) — e.g. a custom stage's counts or state.
+    pub fn with_report<R: Send + 'static>(mut self, f: impl FnOnce(&mut S) -> R + 'static) -> Self {
+        self.report = Some(Box::new(move |s: &mut S| Box::new(f(s)) as Box<dyn Any + Send>));
+        self
     }
 
     /// Adds another output port; returns its index, or gives `tx` back when at [`MAX_TX_PORTS`].
@@ -128,19 +153,29 @@ where
     Tx: TxQueue<Buf = Rx::Buf> + 'static,
     S: Stage<Rx::Buf> + 'static,
 {
-    type Update = StageUpdate<S>;
-
     #[inline]
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         match self.run_once(cx) {
-            0 if self.rx.at_end() => Poll::Finished,
+            0 if self.rx.at_end() => {
+                if !self.finished {
+                    // End of input reaches every stage once (a dispatcher closes its rings).
+                    self.finished = true;
+                    self.stages.finish(cx);
+                }
+                Poll::Finished
+            }
             0 => Poll::Idle,
             n => Poll::Busy(n),
         }
     }
 
-    fn apply(&mut self, _cx: &mut ShardCtx, update: Self::Update) {
-        update(&mut self.stages);
+    fn inner(&mut self) -> Option<&mut dyn Any> {
+        Some(&mut self.stages)
+    }
+
+    fn report(&mut self) -> Option<Box<dyn Any + Send>> {
+        let f = self.report.take()?;
+        Some(f(&mut self.stages))
     }
 
     fn drain(&mut self, cx: &mut ShardCtx) {

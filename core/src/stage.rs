@@ -17,6 +17,14 @@ use crate::verdict::Verdict;
 pub trait Stage<B: PacketBuf> {
     /// Processes the batch in place.
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>);
+
+    /// The input has ended for good (end of a capture): flush what the stage holds, tell
+    /// downstream consumers. Called once, by [`crate::Pipeline`] when its Rx queue is at its end;
+    /// a [`crate::rss::Dispatcher`] closes its rings here so the shards it feeds finish too.
+    /// Does nothing by default.
+    fn finish(&mut self, cx: &mut ShardCtx) {
+        let _ = cx;
+    }
 }
 
 impl<B: PacketBuf, S: Stage<B> + ?Sized> Stage<B> for &mut S {
@@ -24,12 +32,20 @@ impl<B: PacketBuf, S: Stage<B> + ?Sized> Stage<B> for &mut S {
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
         (**self).process(cx, batch)
     }
+
+    fn finish(&mut self, cx: &mut ShardCtx) {
+        (**self).finish(cx)
+    }
 }
 
 impl<B: PacketBuf, S: Stage<B> + ?Sized> Stage<B> for Box<S> {
     #[inline(always)]
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
         (**self).process(cx, batch)
+    }
+
+    fn finish(&mut self, cx: &mut ShardCtx) {
+        (**self).finish(cx)
     }
 }
 
@@ -51,6 +67,11 @@ impl<P: PacketBuf, A: Stage<P>, B: Stage<P>> Stage<P> for Chain<A, B> {
             self.1.process(cx, batch);
         }
     }
+
+    fn finish(&mut self, cx: &mut ShardCtx) {
+        self.0.finish(cx);
+        self.1.finish(cx);
+    }
 }
 
 macro_rules! tuple_stage {
@@ -63,6 +84,10 @@ macro_rules! tuple_stage {
                     if batch.is_empty() { return; }
                     self.$idx.process(cx, batch);
                 )+
+            }
+
+            fn finish(&mut self, cx: &mut ShardCtx) {
+                $( self.$idx.finish(cx); )+
             }
         }
     };
@@ -77,14 +102,17 @@ tuple_stage!(A.0, B.1, C.2, D.3, E.4, F.5);
 tuple_stage!(A.0, B.1, C.2, D.3, E.4, F.5, G.6);
 tuple_stage!(A.0, B.1, C.2, D.3, E.4, F.5, G.6, H.7);
 
-/// A stage from a per-packet closure returning a [`Verdict`]; punted packets are dropped and
-/// counted as [`crate::DropReason::PuntQueueFull`] (use a real punt stage when you need one).
+/// A stage from a per-packet closure returning a [`Verdict`].
+///
+/// `PerPacket` has no path to a control plane: a [`Verdict::Punt`] is dropped and counted as
+/// [`crate::DropReason::Unsupported`] (nothing in this pipeline handles the packet). For a real
+/// punt, write the stage with [`Batch::apply`] and a punt sink.
 #[derive(Clone, Debug)]
 pub struct PerPacket<F>(pub F);
 
 impl<P: PacketBuf, F: FnMut(&mut ShardCtx, &mut P) -> Verdict> Stage<P> for PerPacket<F> {
     #[inline(always)]
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<P>) {
-        batch.apply(cx, |cx, _p| cx.counters.drop_packet(crate::DropReason::PuntQueueFull), &mut self.0);
+        batch.apply(cx, |cx, _p| cx.counters.drop_packet(crate::DropReason::Unsupported), &mut self.0);
     }
 }

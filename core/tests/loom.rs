@@ -20,8 +20,6 @@ struct Mock {
 }
 
 impl Worker for Mock {
-    type Update = u32;
-
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         if self.left == 0 {
             return Poll::Idle;
@@ -36,10 +34,6 @@ impl Worker for Mock {
         Poll::Busy(1)
     }
 
-    fn apply(&mut self, _cx: &mut ShardCtx, update: u32) {
-        self.applied.push(update);
-    }
-
     fn drain(&mut self, _cx: &mut ShardCtx) {
         self.drained = true;
     }
@@ -48,26 +42,35 @@ impl Worker for Mock {
 #[test]
 fn control_updates_in_order_then_stop_drains_and_publishes() {
     loom::model(|| {
-        let ctl = Arc::new(ShardControl::<u32>::new(0, 4));
+        let ctl = Arc::new(ShardControl::new(0, 4));
         let shard_ctl = ctl.clone();
         let shard = thread::spawn(move || {
             let mut w = Mock { left: 2, applied: Vec::new(), drained: false };
             let mut cx = ShardCtx::new(0);
-            let opts = LoopOptions { stats_every: 1000, exit_when_finished: false, spin_before_yield: 0 };
+            let opts = LoopOptions {
+                stats_every: 1000,
+                exit_when_finished: false,
+                spin_before_yield: 0,
+                clock_every: 16,
+            };
             let exit = run_shard(&shard_ctl, &mut w, &mut cx, &opts);
             (exit, w.applied, w.drained, cx.counters)
         });
-        ctl.send(Command::Update(7)).unwrap();
-        ctl.send(Command::Update(8)).unwrap();
+        ctl.update(|m: &mut Mock| m.applied.push(7)).unwrap();
+        ctl.update(|m: &mut Mock| m.applied.push(8)).unwrap();
         ctl.send(Command::Stop).unwrap();
+        // Observe `Exited` *before* joining and read the stats right then: the shard must have
+        // published its final counters before it announced `Exited` (a shard that published
+        // after would let this snapshot miss them; reading only after `join()` cannot tell).
+        while ctl.state() != ShardState::Exited {
+            thread::yield_now();
+        }
+        let snap = ctl.stats();
         let (exit, applied, drained, counters) = shard.join().unwrap();
         assert_eq!(exit, ShardExit::Stopped);
         assert_eq!(applied, vec![7, 8], "updates applied in order, none lost");
         assert!(drained, "stop drains the worker");
-        assert_eq!(ctl.state(), ShardState::Exited);
-        // The final publish happens-before the state change the join observed.
-        let snap = ctl.stats();
-        assert_eq!(snap.counters, counters, "final stats are the shard's last counters");
+        assert_eq!(snap.counters, counters, "stats seen at `Exited` are the shard's final counters");
     });
 }
 

@@ -1,13 +1,17 @@
-//! The shard runtime end to end: two pinned shards, each owning a queue pair of a `mem` port,
-//! updated while running, observed through lock-free stats, stopped with a drain.
+//! The shard runtime end to end: pinned shards owning queue pairs of a `mem` port, updated while
+//! running, observed through lock-free stats, stopped with a drain; shards of different worker
+//! types; reports; panicking shards.
 
 use std::time::{Duration, Instant};
 
 use wirespeed_core::backend::mem::{MemConfig, MemPort};
-use wirespeed_core::backend::null::udp4_frame;
-use wirespeed_core::runtime::ShardState;
+use wirespeed_core::backend::null::{NullConfig, NullPort, udp4_frame};
+use wirespeed_core::runtime::{
+    LoopOptions, PerShard, Poll, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardState, UpdateError,
+    Worker,
+};
 use wirespeed_core::{
-    BufferPool, DropReason, PacketBuf, PerPacket, Pipeline, PoolConfig, Port, Runtime, RuntimeConfig,
+    BufferPool, DropReason, PacketBuf, PerPacket, Pipeline, PoolBuf, PoolConfig, Port, ShardControl,
     ShardCtx, Verdict,
 };
 
@@ -19,23 +23,33 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Runs `f` on another thread; fails the test if it does not return within `secs` (a hang).
+fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs)).unwrap_or_else(|_| panic!("{what} hung for {secs} s"))
+}
+
+type Filter = PerPacket<Box<dyn FnMut(&mut ShardCtx, &mut PoolBuf) -> Verdict>>;
+
 #[test]
 fn two_shards_forward_update_and_stop() {
     let pool = BufferPool::new(PoolConfig { buffers: 2048, ..PoolConfig::default() }).unwrap();
-    let (port, wire) = MemPort::new(MemConfig { queues: 2, ..MemConfig::default() }, pool);
-    let port = std::sync::Mutex::new(port);
+    let (mut port, wire) = MemPort::new(MemConfig { queues: 2, ..MemConfig::default() }, pool);
+    let queues = PerShard::queue_pairs(&mut port, 2).unwrap();
 
     // Each shard drops frames longer than its limit; the limit is changed by an update.
-    type Filter = PerPacket<Box<dyn FnMut(&mut ShardCtx, &mut wirespeed_core::PoolBuf) -> Verdict>>;
     let rt = Runtime::launch(RuntimeConfig { shards: 2, ..RuntimeConfig::default() }, move |shard| {
-        let (rx, tx) = port.lock().unwrap().queue_pair(shard as u16)?;
+        let (rx, tx) = queues.take(shard)?;
         let limit = std::rc::Rc::new(std::cell::Cell::new(usize::MAX)); // !Send state is fine
         let l = limit.clone();
         let stage: Filter = PerPacket(Box::new(move |_cx, p| {
             if p.len() > l.get() { Verdict::Drop(DropReason::TooLarge) } else { Verdict::Continue }
         }));
         let _keep = limit;
-        Ok::<_, wirespeed_core::PortError>(Pipeline::new(rx, tx, (stage,)))
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Pipeline::new(rx, tx, (stage,)))
     })
     .unwrap();
 
@@ -53,17 +67,21 @@ fn two_shards_forward_update_and_stop() {
     assert_eq!(wire.drain_tx(0).len(), 100);
     assert_eq!(wire.drain_tx(1).len(), 100);
 
-    // Swap shard 1's stage for one that drops everything over 80 bytes.
-    rt.update(
-        1,
-        Box::new(|stages: &mut (Filter,)| {
-            stages.0 = PerPacket(Box::new(|_cx, p| {
-                if p.len() > 80 { Verdict::Drop(DropReason::TooLarge) } else { Verdict::Continue }
-            }));
-        }),
-    )
-    .map_err(|e| e.shard)
+    // Swap shard 1's stage for one that drops everything over 80 bytes: a typed update of the
+    // pipeline's stages.
+    rt.update(1, |stages: &mut (Filter,)| {
+        stages.0 = PerPacket(Box::new(|_cx, p| {
+            if p.len() > 80 { Verdict::Drop(DropReason::TooLarge) } else { Verdict::Continue }
+        }));
+    })
     .expect("control queue has room");
+    // An update of a type the shard does not run is refused when sent.
+    let wrong = rt.update(1, |_: &mut u32| {}).unwrap_err();
+    assert!(matches!(wrong, UpdateError::WrongType { shard: 1, wanted: "u32", .. }), "{wrong}");
+    assert!(matches!(
+        rt.update(7, |_: &mut (Filter,)| {}),
+        Err(UpdateError::NoSuchShard { shard: 7, shards: 2 })
+    ));
     std::thread::sleep(Duration::from_millis(20));
     for _ in 0..50 {
         wire.inject(1, &udp4_frame(100)).unwrap();
@@ -74,12 +92,15 @@ fn two_shards_forward_update_and_stop() {
     assert_eq!(s1.drops_of(DropReason::TooLarge), 50);
     assert_eq!(s1.tx_packets, 150);
     assert_eq!(rt.control(0).unwrap().state(), ShardState::Running);
+    assert_eq!(rt.control(1).unwrap().misdirected_updates(), 0);
 
     let last = rt.stop().unwrap();
-    let total: u64 = last.iter().map(|s| s.counters.rx_packets).sum();
+    let total: u64 = last.iter().map(|s| s.counters().rx_packets).sum();
     assert_eq!(total, 300);
     for s in &last {
-        assert_eq!(s.counters.rx_packets, s.counters.tx_packets + s.counters.total_drops());
+        assert_eq!(s.outcome, ShardOutcome::Stopped);
+        let c = s.counters();
+        assert_eq!(c.rx_packets, c.tx_packets + c.total_drops());
     }
 }
 
@@ -94,7 +115,7 @@ fn factory_failure_is_reported_with_context() {
             Err(format!("no queue for shard {shard}"))
         } else {
             Ok(Pipeline::new(
-                wirespeed_core::backend::mem::MemPort::new(
+                MemPort::new(
                     MemConfig::default(),
                     BufferPool::new(PoolConfig { buffers: 64, ..PoolConfig::default() }).unwrap(),
                 )
@@ -107,17 +128,185 @@ fn factory_failure_is_reported_with_context() {
             ))
         }
     })
-    .err()
-    .expect("launch must fail");
+    .expect_err("launch must fail");
     assert_eq!(err.to_string(), "shard 1 failed to start: no queue for shard 1");
+}
+
+#[test]
+fn factory_panic_is_a_launch_error() {
+    let err =
+        Runtime::launch(RuntimeConfig { shards: 1, cores: Some(vec![]), ..RuntimeConfig::default() }, |_| {
+            if true {
+                panic!("no config");
+            }
+            Ok::<_, String>(Idle(0))
+        })
+        .expect_err("launch must fail");
+    assert_eq!(err.to_string(), "shard 0 failed to start: factory panicked: no config");
 }
 
 struct NoTx;
 impl wirespeed_core::TxQueue for NoTx {
-    type Buf = wirespeed_core::PoolBuf;
+    type Buf = PoolBuf;
     fn tx_burst(&mut self, b: &mut wirespeed_core::Batch<Self::Buf>) -> usize {
         let n = b.len();
         b.clear();
         n
     }
+}
+
+/// A worker of its own type: idles, counts polls, reports the count.
+struct Idle(u64);
+impl Worker for Idle {
+    fn poll(&mut self, _cx: &mut ShardCtx) -> Poll {
+        self.0 += 1;
+        Poll::Idle
+    }
+    fn report(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
+        Some(Box::new(self.0))
+    }
+}
+
+/// Shards of different worker types in one runtime, with uniform control handles, typed
+/// updates checked per shard, and typed reports.
+#[test]
+fn shards_of_different_types_share_one_runtime() {
+    let pool = BufferPool::new(PoolConfig { buffers: 256, ..PoolConfig::default() }).unwrap();
+    let mut port = NullPort::new(NullConfig { limit: Some(640), ..NullConfig::default() }, pool);
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    let cfg = RuntimeConfig { cores: Some(vec![]), ..RuntimeConfig::default() };
+    let rt = Runtime::builder(cfg)
+        .shard(move |_| Ok::<_, String>(Pipeline::new(rx, tx, ()).with_report(|_: &mut ()| "pipeline")))
+        .shard(|_| Ok::<_, String>(Idle(0)))
+        .launch()
+        .unwrap();
+    assert_eq!(rt.shards(), 2);
+    let controls: [&ShardControl; 2] = [rt.control(0).unwrap(), rt.control(1).unwrap()];
+    assert!(controls[1].worker_type().unwrap().ends_with("Idle"));
+    controls[1].update(|w: &mut Idle| w.0 += 1_000_000_000).unwrap();
+    assert!(matches!(
+        controls[0].update(|w: &mut Idle| w.0 = 0),
+        Err(UpdateError::WrongType { shard: 0, .. })
+    ));
+    wait_until("shard 0 at end of input", || controls[0].state() == ShardState::Finished);
+    // Commands are applied in order: the update lands before the stop.
+    let mut reports = rt.stop().unwrap();
+    assert_eq!(reports[0].report::<&str>(), Some(&"pipeline"));
+    assert_eq!(reports[0].counters().tx_packets, 640);
+    assert_eq!(reports[1].report::<&str>(), None, "typed access checks the type");
+    let polls: u64 = reports[1].take_report().unwrap();
+    assert!(polls >= 1_000_000_000, "the update reached the Idle worker: {polls}");
+}
+
+/// One factory can build different workers per shard by returning `Box<dyn Worker>`.
+#[test]
+fn one_factory_may_return_boxed_workers() {
+    let pool = BufferPool::new(PoolConfig { buffers: 256, ..PoolConfig::default() }).unwrap();
+    let mut port = NullPort::new(NullConfig { limit: Some(64), ..NullConfig::default() }, pool);
+    let queue = PerShard::new([port.queue_pair(0).unwrap()]);
+    let cfg = RuntimeConfig {
+        shards: 2,
+        cores: Some(vec![]),
+        loop_options: LoopOptions { exit_when_finished: true, ..LoopOptions::default() },
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::launch(
+        cfg,
+        move |shard| -> Result<Box<dyn Worker>, wirespeed_core::runtime::HandOutError> {
+            if shard == 0 {
+                let (rx, tx) = queue.take(0)?;
+                Ok(Box::new(Pipeline::new(rx, tx, ())))
+            } else {
+                Ok(Box::new(Finishing))
+            }
+        },
+    )
+    .unwrap();
+    let reports = rt.wait_finished().unwrap();
+    assert_eq!(reports[0].counters().tx_packets, 64);
+    assert!(reports.iter().all(|r| r.outcome == ShardOutcome::Finished));
+}
+
+struct Finishing;
+impl Worker for Finishing {
+    fn poll(&mut self, _cx: &mut ShardCtx) -> Poll {
+        Poll::Finished
+    }
+}
+
+/// A worker that panics on the first poll after it is armed by an update.
+struct Bomb {
+    armed: bool,
+}
+impl Worker for Bomb {
+    fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
+        if self.armed {
+            cx.counters.rx_packets += 1;
+            panic!("bomb on shard {}", cx.shard);
+        }
+        Poll::Idle
+    }
+}
+
+fn bomb_runtime(control_capacity: usize) -> Runtime {
+    let cfg = RuntimeConfig { shards: 2, cores: Some(vec![]), control_capacity, ..RuntimeConfig::default() };
+    Runtime::launch(cfg, |_| Ok::<_, String>(Bomb { armed: false })).unwrap()
+}
+
+/// Issue 13: a panicking shard is marked `Failed` with its message (not left `Running`), and
+/// `stop` finishes even though the dead shard's control queue is full, reporting the panic.
+#[test]
+fn panicking_shard_is_marked_failed_and_stop_finishes() {
+    let rt = bomb_runtime(2);
+    rt.update(1, |b: &mut Bomb| b.armed = true).unwrap();
+    wait_until("shard 1 marked failed", || rt.control(1).unwrap().state() == ShardState::Failed);
+    let c1 = rt.control(1).unwrap();
+    assert_eq!(c1.failure(), Some("bomb on shard 1"));
+    assert_eq!(c1.stats().counters.rx_packets, 1, "counters up to the panic are published");
+    assert_eq!(rt.failures(), vec![(1, "bomb on shard 1".to_string())]);
+    assert!(matches!(
+        rt.update(1, |b: &mut Bomb| b.armed = false),
+        Err(UpdateError::NotRunning { shard: 1, .. })
+    ));
+    // Fill the dead shard's control queue.
+    while c1.send(wirespeed_core::Command::PublishStats).is_ok() {}
+    assert_eq!(rt.control(0).unwrap().state(), ShardState::Running);
+    let result = within(10, "stop", move || rt.stop());
+    match result {
+        Err(RuntimeError::Panicked { shard: 1, message }) => assert_eq!(message, "bomb on shard 1"),
+        other => panic!("expected shard 1's panic, got {other:?}"),
+    }
+}
+
+/// Dropping a runtime with a dead shard whose queue is full finishes too; all reports are kept.
+#[test]
+fn drop_and_reports_survive_a_panicked_shard() {
+    let rt = bomb_runtime(1);
+    rt.update(0, |b: &mut Bomb| b.armed = true).unwrap();
+    wait_until("shard 0 failed", || rt.control(0).unwrap().state() == ShardState::Failed);
+    while rt.control(0).unwrap().send(wirespeed_core::Command::PublishStats).is_ok() {}
+    within(10, "drop", move || drop(rt));
+
+    let rt = bomb_runtime(1);
+    rt.update(0, |b: &mut Bomb| b.armed = true).unwrap();
+    wait_until("shard 0 failed", || rt.control(0).unwrap().state() == ShardState::Failed);
+    let reports = within(10, "stop_all_reports", move || rt.stop_all_reports());
+    assert_eq!(reports[0].outcome, ShardOutcome::Failed("bomb on shard 0".into()));
+    assert_eq!(reports[1].outcome, ShardOutcome::Stopped);
+}
+
+/// `wait_finished` returns (with the panic) when a shard dies instead of finishing its input.
+#[test]
+fn wait_finished_returns_when_a_shard_panics() {
+    let rt = bomb_runtime(4);
+    rt.update(0, |b: &mut Bomb| b.armed = true).unwrap();
+    // Shard 1 idles forever: wait_finished must not wait for it once shard 0 failed... it does
+    // wait for unfinished shards, so finish shard 1 by stopping through a handle.
+    let c1 = rt.control_handle(1).unwrap();
+    let r = within(10, "wait_finished", move || {
+        wait_until("shard 0 failed", || rt.control(0).unwrap().state() == ShardState::Failed);
+        c1.send(wirespeed_core::Command::Stop).unwrap();
+        rt.wait_finished()
+    });
+    assert!(matches!(r, Err(RuntimeError::Panicked { shard: 0, .. })), "{r:?}");
 }

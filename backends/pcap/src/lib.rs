@@ -8,7 +8,7 @@
 //! [`Frame::to_ethernet`] normalises a frame into Ethernet II, which is what pipeline stages
 //! parse. [`PcapWriter`] writes pcap files. [`PcapPort`] puts both behind the
 //! [`wirespeed_core::Port`] contract: one Rx queue per input file (or one file spread over the
-//! queues by a symmetric [`flow_hash`]), Tx writing per-queue or shared output files. Live capture through libpcap is the opt-in `live` feature
+//! queues by the RSS steering of `wirespeed_core::rss`), Tx writing per-queue or shared output files. Live capture through libpcap is the opt-in `live` feature
 //! (`LivePort`); the default build needs no C library.
 //!
 //! Reading and writing allocate nothing per frame, and no length read from a file is trusted
@@ -53,9 +53,6 @@ pub use error::PcapError;
 pub use link::{LinkType, NormalizeError};
 #[cfg(feature = "live")]
 pub use live::{LiveConfig, LivePort, LiveRx, LiveTx};
-pub use port::{
-    PcapOutput, PcapPort, PcapPortBuilder, PcapRx, PcapStatus, PcapTx, Steer, TxTimestamp, flow_hash,
-    queue_file,
-};
+pub use port::{PcapOutput, PcapPort, PcapPortBuilder, PcapRx, PcapStatus, PcapTx, TxTimestamp, queue_file};
 pub use reader::{CaptureFormat, CaptureReader, Frame, MAX_RECORD, to_ethernet};
 pub use writer::{PcapWriter, TsResolution, WriterOptions};

@@ -5,10 +5,13 @@
 //! inputs (e.g. an output-only port); the Rx of such a queue is at its end from the start.
 //!
 //! Alternatively one file can be *spread* over all queues ([`PcapPortBuilder::spread_input`]),
-//! like a NIC's RSS: every Rx queue reads the file on its own and keeps the frames whose
-//! [`Steer`] hash modulo the queue count is its index ([`flow_hash`], symmetric over addresses
-//! and ports, keeps each flow, both directions, on one queue). Nothing is shared between the
-//! queues; each one parses every frame's headers but copies only its own frames.
+//! like a NIC's RSS: every Rx queue reads the file on its own and keeps the frames that a
+//! [`Steer`] — normally the RSS [`SteeringEngine`](wirespeed_core::rss::SteeringEngine), so the
+//! same key, symmetric mode and RETA as a NIC and the software dispatcher — assigns to its
+//! index. Nothing is shared between the queues; each one parses every frame's headers but copies
+//! only its own frames (Ethernet captures; other link types are normalised first). Frames the
+//! steering drops, or sends to a queue the port does not have, are counted once (by queue 0) as
+//! [`DropReason::SteeringDrop`].
 //!
 //! **Output.** [`PcapOutput`] chooses what Tx does with packets:
 //! - [`PcapOutput::PerQueue`]: one writer per Tx queue, files named by [`queue_file`]
@@ -37,6 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use wirespeed_core::rss::Steer;
 use wirespeed_core::{
     Batch, BufferPool, DropReason, PacketBuf, PacketMeta, PoolBuf, Port, PortError, PortInfo, RxQueue,
     TxQueue,
@@ -44,7 +48,7 @@ use wirespeed_core::{
 
 use crate::error::PcapError;
 use crate::link::NormalizeError;
-use crate::reader::{CaptureReader, Frame};
+use crate::reader::CaptureReader;
 use crate::writer::{PcapWriter, WriterOptions};
 
 /// Where a [`PcapPort`]'s transmitted packets go.
@@ -135,48 +139,6 @@ impl PcapStatus {
     }
 }
 
-/// Hash that picks the queue of a frame when one input is spread over several queues
-/// (queue = hash % queues).
-pub type Steer = fn(&Frame<'_>) -> u32;
-
-/// Symmetric flow hash of a frame: IPv4/IPv6 addresses, and TCP/UDP/SCTP ports of
-/// unfragmented packets, each pair sorted before mixing (like DPDK's symmetric `sort` mode) so
-/// that both directions of a flow hash alike; 0 for frames without an IP header. Cheap and good
-/// enough to spread a replay; not Toeplitz, so the queues differ from a NIC's RSS.
-pub fn flow_hash(frame: &Frame<'_>) -> u32 {
-    let d = frame.data;
-    let word = |at: usize| d.get(at..at + 4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    let half = |at: usize| d.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as u32);
-    let (src, dst, proto, l4) = match frame.l3() {
-        Some((crate::link::ETHERTYPE_IPV4, o)) => {
-            let ihl = (d.get(o).copied().unwrap_or(0) & 0x0f) as usize * 4;
-            let fragmented = half(o + 6) & 0x3fff != 0;
-            let proto = if fragmented { 0 } else { d.get(o + 9).copied().unwrap_or(0) };
-            (word(o + 12), word(o + 16), proto, o + ihl)
-        }
-        Some((crate::link::ETHERTYPE_IPV6, o)) => {
-            let addr = |at: usize| (0..4).fold(0x6000_0000, |h, i| mix(h ^ word(at + 4 * i)));
-            (addr(o + 8), addr(o + 24), d.get(o + 6).copied().unwrap_or(0), o + 40)
-        }
-        _ => return 0,
-    };
-    let (sp, dp) = if matches!(proto, 6 | 17 | 132) { (half(l4), half(l4 + 2)) } else { (0, 0) };
-    let mut h = mix(src.min(dst));
-    h = mix(h ^ src.max(dst));
-    h = mix(h ^ (sp.min(dp) << 16 | sp.max(dp)));
-    mix(h ^ u32::from(proto))
-}
-
-/// The murmur3 finaliser: every input bit affects every output bit.
-#[inline]
-fn mix(mut h: u32) -> u32 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
-
 enum Input {
     Path(PathBuf),
     Reader(CaptureReader),
@@ -193,7 +155,7 @@ pub struct PcapPortBuilder {
     mac: Option<[u8; 6]>,
     writer: WriterOptions,
     tx_timestamp: TxTimestamp,
-    spread: Option<(PathBuf, Steer)>,
+    spread: Option<(PathBuf, Arc<dyn Steer>)>,
 }
 
 impl PcapPortBuilder {
@@ -222,11 +184,24 @@ impl PcapPortBuilder {
     }
 
     /// Spreads one input over every queue instead of one input per queue: queue `q` replays the
-    /// frames of `path` for which `steer(frame) % queues == q` (see [`flow_hash`]). Set the
-    /// queue count with [`PcapPortBuilder::queues`]; cannot be combined with
-    /// [`PcapPortBuilder::input`].
-    pub fn spread_input(mut self, path: impl Into<PathBuf>, steer: Steer) -> Self {
-        self.spread = Some((path.into(), steer));
+    /// frames of `path` whose Ethernet form `steer` assigns to queue `q` — pass the
+    /// [`SteeringEngine`](wirespeed_core::rss::SteeringEngine) (or an `Arc` of it) to get the
+    /// NIC's and the dispatcher's choice, or any `Fn(&[u8]) -> u16`. Set the queue count with
+    /// [`PcapPortBuilder::queues`]; cannot be combined with [`PcapPortBuilder::input`].
+    ///
+    /// ```
+    /// use wirespeed_core::rss::{RssConfig, RssGroup, RssHasher, SteeringEngine, SteeringPlan, SymmetricMode};
+    /// # let input = std::env::temp_dir().join(format!("spread-doc-{}.pcap", std::process::id()));
+    /// # wirespeed_pcap::PcapWriter::create(&input)?.flush()?;
+    /// let hasher = RssHasher::new(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() })?;
+    /// let engine = SteeringEngine::new(hasher, SteeringPlan::rss_only(RssGroup::first(2)), 2)?;
+    /// let pool = wirespeed_core::BufferPool::new(wirespeed_core::PoolConfig::default())?;
+    /// let port = wirespeed_pcap::PcapPort::builder(pool).spread_input(&input, engine).queues(2).build()?;
+    /// # std::fs::remove_file(&input)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spread_input(mut self, path: impl Into<PathBuf>, steer: impl Steer + 'static) -> Self {
+        self.spread = Some((path.into(), Arc::new(steer)));
         self
     }
 
@@ -394,7 +369,7 @@ pub struct PcapPort {
     queues: Vec<Option<(Option<CaptureReader>, Sink)>>,
     status: PcapStatus,
     tx_timestamp: TxTimestamp,
-    steer: Option<Steer>,
+    steer: Option<Arc<dyn Steer>>,
 }
 
 impl std::fmt::Debug for PcapPort {
@@ -466,7 +441,7 @@ impl Port for PcapPort {
             queue,
             drops: [0; DROP_KINDS.len()],
             status: self.status.clone(),
-            steer: self.steer.map(|s| (s, u32::from(queues))),
+            steer: self.steer.clone().map(|s| (s, queues)),
         };
         let tx = PcapTx {
             sink,
@@ -481,12 +456,34 @@ impl Port for PcapPort {
 }
 
 /// Drop reasons an Rx queue counts, in the order they are reported.
-const DROP_KINDS: [DropReason; 4] =
-    [DropReason::PoolExhausted, DropReason::TooLarge, DropReason::Unsupported, DropReason::Truncated];
+const DROP_KINDS: [DropReason; 5] = [
+    DropReason::PoolExhausted,
+    DropReason::TooLarge,
+    DropReason::Unsupported,
+    DropReason::Truncated,
+    DropReason::SteeringDrop,
+];
 const POOL_EXHAUSTED: usize = 0;
 const TOO_LARGE: usize = 1;
 const UNSUPPORTED: usize = 2;
 const TRUNCATED: usize = 3;
+const STEERING_DROP: usize = 4;
+
+/// With a spread input: whether `queue` keeps the Ethernet `frame`. A frame the steering drops or
+/// sends to a queue the port lacks is nobody's: queue 0 counts it.
+#[inline]
+fn mine(steer: &Option<(Arc<dyn Steer>, u16)>, queue: u16, frame: &[u8], drops: &mut [u64; 5]) -> bool {
+    let Some((steer, queues)) = steer else { return true };
+    match steer.queue(frame) {
+        Some(q) if q < *queues => q == queue,
+        _ => {
+            if queue == 0 {
+                drops[STEERING_DROP] += 1;
+            }
+            false
+        }
+    }
+}
 
 /// Rx queue of a [`PcapPort`]: replays one capture file.
 pub struct PcapRx {
@@ -497,8 +494,8 @@ pub struct PcapRx {
     finished: bool,
     drops: [u64; DROP_KINDS.len()],
     status: PcapStatus,
-    /// Spread input: the hash and the queue count.
-    steer: Option<(Steer, u32)>,
+    /// Spread input: the steering and the port's queue count.
+    steer: Option<(Arc<dyn Steer>, u16)>,
 }
 
 impl std::fmt::Debug for PcapRx {
@@ -520,8 +517,8 @@ impl RxQueue for PcapRx {
                     break;
                 }
                 Some(Ok(frame)) => {
-                    if let Some((steer, queues)) = self.steer
-                        && steer(&frame) % queues != u32::from(self.queue)
+                    if frame.link == crate::LinkType::Ethernet
+                        && !mine(&self.steer, self.queue, frame.data, &mut self.drops)
                     {
                         continue; // another queue's frame
                     }
@@ -571,6 +568,11 @@ impl RxQueue for PcapRx {
                 // Cannot happen after the checks above; counted rather than assumed.
                 self.drops[TOO_LARGE] += 1;
                 continue;
+            }
+            if frame.link != crate::LinkType::Ethernet
+                && !mine(&self.steer, self.queue, buf.data(), &mut self.drops)
+            {
+                continue; // another queue's frame (the buffer goes back to the pool)
             }
             *buf.meta_mut() = PacketMeta::received(self.port_id, self.queue);
             // Cannot fail: the loop stops when `out` is full.

@@ -3,8 +3,10 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use common::*;
+use wirespeed_core::rss::{RssConfig, RssGroup, RssHasher, SteeringEngine, SteeringPlan, SymmetricMode};
 use wirespeed_core::{
     BufferPool, DropReason, PacketBuf, Pipeline, PoolConfig, Port, PortError, RxQueue, ShardCtx, Worker,
 };
@@ -250,8 +252,13 @@ fn one_input_spread_over_queues_by_flow() {
     w.flush().unwrap();
     drop(w);
     let base = temp_path("spread.pcap");
+    // The same steering a NIC and the software dispatcher use: symmetric Toeplitz and the RETA.
+    let hasher = RssHasher::new(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() }).unwrap();
+    let engine =
+        Arc::new(SteeringEngine::new(hasher, SteeringPlan::rss_only(RssGroup::first(3)), 3).unwrap());
+    let reta = engine.default_reta().unwrap();
     let mut port = PcapPort::builder(pool(512, 2048))
-        .spread_input(&input, wirespeed_pcap::flow_hash)
+        .spread_input(&input, engine.clone())
         .queues(3)
         .output(PcapOutput::PerQueue(base.clone()))
         .build()
@@ -271,31 +278,32 @@ fn one_input_spread_over_queues_by_flow() {
             (0..3).find(|&q| per_queue[q].get(next[q]) == Some(f)).expect("frame in some queue, in order");
         next[q] += 1;
         assert_eq!(*owner.entry(*flow).or_insert(q), q, "flow {flow} on two queues");
+        assert_eq!(engine.decide_frame(f, &reta).queue(), Some(q as u16), "the dispatcher's choice");
     }
-    let e =
-        PcapPort::builder(pool(8, 256)).input(&input).spread_input(&input, wirespeed_pcap::flow_hash).build();
+    let e = PcapPort::builder(pool(8, 256)).input(&input).spread_input(&input, engine).build();
     assert!(matches!(e, Err(PcapError::InvalidConfig { field: "spread_input", .. })));
 }
 
+/// A spread input's steering may drop a frame or name a queue the port lacks: such frames are
+/// nobody's, counted once (by queue 0) as `SteeringDrop`, never silently lost or wrapped.
 #[test]
-fn flow_hash_is_symmetric_and_ignores_non_ip() {
-    let hash = |frame: &[u8]| {
-        let mut w = PcapWriter::new(Vec::new()).unwrap();
-        w.write_frame(frame, 0).unwrap();
-        let mut r = CaptureReader::from_reader(std::io::Cursor::new(w.into_inner().unwrap())).unwrap();
-        wirespeed_pcap::flow_hash(&r.next_frame().unwrap().unwrap())
-    };
-    let mut seen = std::collections::HashSet::new();
-    for v6 in [false, true] {
-        for proto in [6, 17] {
-            let there = hash(&flow_frame(v6, proto, 1, 2, 1234, 80));
-            assert_eq!(there, hash(&flow_frame(v6, proto, 2, 1, 80, 1234)), "v6={v6} proto={proto}");
-            assert_ne!(there, hash(&flow_frame(v6, proto, 1, 2, 1235, 80)), "ports count");
-            seen.insert(there);
-        }
+fn spread_steering_drops_are_counted_once() {
+    let input = temp_path("spread-drop-in.pcap");
+    let mut w = PcapWriter::create(&input).unwrap();
+    for i in 0..30u16 {
+        w.write_frame(&flow_frame(false, 17, i + 1, 99, 1000 + i, 53), 0).unwrap();
     }
-    assert_eq!(seen.len(), 4);
-    assert_eq!(hash(&ethernet(0x0806, &[0; 28])), 0, "ARP has no flow");
+    w.flush().unwrap();
+    drop(w);
+    // Queue = last byte of the source address modulo 3 (0, 1, 2); 2 is not a queue of this port.
+    let steer = |frame: &[u8]| u16::from(frame[29]) % 3;
+    let mut port = PcapPort::builder(pool(64, 2048)).spread_input(&input, steer).queues(2).build().unwrap();
+    let cx: Vec<ShardCtx> = (0..2).map(|q| run_to_end(&mut port, q)).collect();
+    assert_eq!(cx[0].counters.tx_packets, 10);
+    assert_eq!(cx[1].counters.tx_packets, 10);
+    assert_eq!(cx[0].counters.drops_of(DropReason::SteeringDrop), 10);
+    assert_eq!(cx[1].counters.total_drops(), 0);
+    let _ = std::fs::remove_file(input);
 }
 
 /// Two shards writing one shared output file: every frame of both inputs is in it once, and

@@ -22,11 +22,14 @@ pub struct NullConfig {
     pub frame: Vec<u8>,
     /// Copy `frame` into each buffer (true) or only set the length (false).
     pub copy: bool,
+    /// Packets each Rx queue delivers before it is at its end ([`RxQueue::at_end`]), like a
+    /// capture of that many frames; `None` (the default) never ends.
+    pub limit: Option<u64>,
 }
 
 impl Default for NullConfig {
     fn default() -> Self {
-        Self { port_id: 0, queues: 1, frame: udp4_frame(64), copy: false }
+        Self { port_id: 0, queues: 1, frame: udp4_frame(64), copy: false, limit: None }
     }
 }
 
@@ -69,6 +72,7 @@ impl Port for NullPort {
                 pool: self.pool,
                 frame: self.frame.clone(),
                 copy: self.cfg.copy,
+                left: self.cfg.limit.unwrap_or(u64::MAX),
                 port: self.cfg.port_id,
                 queue,
                 _owned: ShardOwned::default(),
@@ -83,6 +87,8 @@ pub struct NullRx {
     pool: BufferPool,
     frame: Arc<[u8]>,
     copy: bool,
+    /// Packets left to deliver (`u64::MAX`: endless).
+    left: u64,
     port: u16,
     queue: u16,
     _owned: ShardOwned,
@@ -93,6 +99,27 @@ impl RxQueue for NullRx {
 
     #[inline]
     fn rx_burst(&mut self, out: &mut Batch<PoolBuf>) -> usize {
+        if self.left == u64::MAX {
+            return self.fill(out);
+        }
+        let mut n = self.fill(out);
+        while n as u64 > self.left {
+            // Past the limit: give the extra buffers straight back.
+            drop(out.pop());
+            n -= 1;
+        }
+        self.left -= n as u64;
+        n
+    }
+
+    fn at_end(&self) -> bool {
+        self.left == 0
+    }
+}
+
+impl NullRx {
+    #[inline(always)]
+    fn fill(&mut self, out: &mut Batch<PoolBuf>) -> usize {
         let meta = PacketMeta::received(self.port, self.queue);
         // The pool's data room is checked against the frame when the port is built by callers;
         // a frame that does not fit is simply returned short.

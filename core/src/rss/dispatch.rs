@@ -119,6 +119,8 @@ pub struct SteeringEngine {
     plan: SteeringPlan,
     actions: Vec<Action>,
     queues: u16,
+    /// The default group's initial RETA, for [`Steer`] (static steering without epochs).
+    reta: Reta,
 }
 
 impl std::fmt::Debug for SteeringEngine {
@@ -142,7 +144,8 @@ impl SteeringEngine {
                 })
             })
             .collect::<Result<Vec<_>, RssError>>()?;
-        Ok(Self { hasher, plan, actions, queues })
+        let reta = plan.default.reta()?;
+        Ok(Self { hasher, plan, actions, queues, reta })
     }
 
     /// The hasher.
@@ -197,6 +200,37 @@ impl SteeringEngine {
     #[inline]
     pub fn decide_frame(&self, frame: &[u8], reta: &Reta) -> SteeringDecision {
         self.decide(&PacketInfo::parse_ethernet(frame), reta)
+    }
+}
+
+/// Chooses the queue of an Ethernet frame (`None`: drop it). The one steering path for
+/// everything that spreads packets in software: [`SteeringEngine`] implements it with its plan,
+/// Toeplitz key, symmetric mode and initial RETA — the same choice the [`Dispatcher`] and a
+/// NIC make — and so does any `Fn(&[u8]) -> u16`. Backends that spread one input over several
+/// queues (the pcap port's `spread_input`) take a `Steer`.
+pub trait Steer: Send + Sync {
+    /// The queue of `frame`, or `None` to drop it.
+    fn queue(&self, frame: &[u8]) -> Option<u16>;
+}
+
+impl Steer for SteeringEngine {
+    #[inline]
+    fn queue(&self, frame: &[u8]) -> Option<u16> {
+        self.decide_frame(frame, &self.reta).queue()
+    }
+}
+
+impl<F: Fn(&[u8]) -> u16 + Send + Sync> Steer for F {
+    #[inline]
+    fn queue(&self, frame: &[u8]) -> Option<u16> {
+        Some(self(frame))
+    }
+}
+
+impl<S: Steer + ?Sized> Steer for Arc<S> {
+    #[inline]
+    fn queue(&self, frame: &[u8]) -> Option<u16> {
+        (**self).queue(frame)
     }
 }
 
@@ -458,10 +492,20 @@ impl<B> Drop for Dispatcher<B> {
     }
 }
 
+/// Pushes a staging batch to its owner's ring. A handed-off packet is received (`rx_packets`,
+/// `rx_bytes`) by the shard that processes it, not by this one: the Rx shard counted it when its
+/// Rx queue delivered it, so it takes it back out here and counts it as `handed_off` instead.
+/// Summed over shards, `rx_packets` then counts every packet once, and each shard balances
+/// (`rx == tx + drops`).
 fn ship<B: PacketBuf>(ring: &Ring<B>, stage: &mut Batch<B>, cx: &mut ShardCtx) {
     let n = stage.len() as u64;
+    let bytes = stage.bytes();
     match ring.push(std::mem::take(stage)) {
-        Ok(()) => cx.counters.handed_off += n,
+        Ok(()) => {
+            cx.counters.handed_off += n;
+            cx.counters.rx_packets = cx.counters.rx_packets.saturating_sub(n);
+            cx.counters.rx_bytes = cx.counters.rx_bytes.saturating_sub(bytes);
+        }
         Err(lost) => {
             cx.counters.drop_packets(DropReason::DispatchRingFull, n);
             drop(lost);
@@ -473,6 +517,11 @@ impl<B: PacketBuf> Stage<B> for Dispatcher<B> {
     #[inline]
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
         self.dispatch(cx, batch);
+    }
+
+    /// End of input: the receivers finish once they have drained the rings.
+    fn finish(&mut self, _cx: &mut ShardCtx) {
+        self.close();
     }
 }
 
@@ -499,8 +548,6 @@ impl<R: RxQueue> DispatchWorker<R> {
 }
 
 impl<R: RxQueue + 'static> Worker for DispatchWorker<R> {
-    type Update = ();
-
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         let n = self.rx.rx_burst(&mut self.batch);
         if let Some((reason, count)) = self.rx.take_drops() {

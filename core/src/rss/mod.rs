@@ -42,8 +42,8 @@ mod tests;
 mod tests_dispatch;
 
 pub use dispatch::{
-    DispatchFabric, DispatchRx, DispatchWorker, Dispatcher, LoadReceiver, LoadSender, SteeringDecision,
-    SteeringEngine, load_channel,
+    DispatchFabric, DispatchRx, DispatchWorker, Dispatcher, LoadReceiver, LoadSender, Steer,
+    SteeringDecision, SteeringEngine, load_channel,
 };
 pub use hash::{FlowTuple, HashInput, HashTypes, L4, RssConfig, RssHasher, SymmetricMode};
 pub use parse::PacketInfo;

@@ -87,8 +87,7 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
         }
     }
     let pool = BufferPool::new(PoolConfig { buffers: cfg.buffers, ..PoolConfig::default() })?;
-    let mut open = ports::open_pcap(cfg, &pool, Steering::new(cfg)?)?;
-    let p = open.ports.take().ok_or(RunError::Backend("pcap"))?;
+    let p = ports::open_pcap(cfg, &pool, Steering::new(cfg)?)?;
     let start = Instant::now();
     let gw = gateway::build(cfg, p, pool, RunMode::UntilInputEnds)?;
     let _metrics = match cfg.management.host_listen {
@@ -150,7 +149,6 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
     }
     drop(ctl);
     let stats = if interrupted { gw.stop()? } else { gw.wait_finished()? };
-    drop(open);
     let report = RunReport { stats, elapsed: start.elapsed(), interrupted };
     if !opts.quiet {
         print_final(cfg, &report, opts.json);

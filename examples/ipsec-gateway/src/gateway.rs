@@ -107,6 +107,13 @@ impl Steering {
     }
 }
 
+/// Frames the plan drops go to the management queue, where the control shard counts them.
+impl wirespeed_core::rss::Steer for Steering {
+    fn queue(&self, frame: &[u8]) -> Option<u16> {
+        Some(Steering::queue(self, frame).unwrap_or(self.management_queue()))
+    }
+}
+
 /// The FIB of a configuration.
 pub fn fib_builder(cfg: &GatewayConfig) -> Result<FibBuilder, BuildError> {
     let mut b = FibBuilder::new();
@@ -223,7 +230,7 @@ impl Tables {
 
 /// A running gateway: its shards and the control side of its tables.
 pub struct Gateway {
-    runtime: Option<Runtime<()>>,
+    runtime: Option<Runtime>,
     shards: usize,
     routes: Publisher<Fib>,
     route_table: FibBuilder,
@@ -276,22 +283,20 @@ where
     // Hand-out: every shard's queues and subscriptions, taken once by its factory.
     let GatewayPorts { mut lan, mut wan } = ports;
     let port_err = |e: wirespeed_core::PortError| BuildError::Port(e.to_string());
-    let mut data: Vec<Option<DataParts<P>>> = Vec::with_capacity(shards);
+    let mut data: Vec<DataParts<P>> = Vec::with_capacity(shards);
     for q in 0..shards as u16 {
-        data.push(Some(DataParts {
+        data.push(DataParts {
             lan: lan.queue_pair(q).map_err(port_err)?,
             wan: wan.queue_pair(q).map_err(port_err)?,
             fib: [routes.subscribe(), routes.subscribe()],
             sas: [sad.subscribe(), sad.subscribe(), sad.subscribe()],
-        }));
+        });
     }
     let mgmt_q = shards as u16;
     let control = ControlParts::<P> {
         lan: lan.queue_pair(mgmt_q).map_err(port_err)?,
         wan: wan.queue_pair(mgmt_q).map_err(port_err)?,
     };
-    let data = Mutex::new(data);
-    let control = Mutex::new(Some(control));
 
     let metrics = Arc::new(Mutex::new(String::new()));
     let control_cfgs: Vec<ControlConfig> = [Side::Lan, Side::Wan]
@@ -322,12 +327,14 @@ where
         name: cfg.name.clone(),
         ..RuntimeConfig::default()
     };
-    let runtime = Runtime::launch(rt_cfg, move |shard| -> Result<ShardWorker<P>, String> {
-        if shard < shards {
-            let parts =
-                data.lock().map_err(|_| "hand-out lock poisoned")?[shard].take().ok_or("taken twice")?;
+    // One factory per shard, each moving its own queues and subscriptions in; data shards and
+    // the control shard are different workers in one runtime.
+    let mut builder = Runtime::builder(rt_cfg);
+    for parts in data {
+        let shared = shared.clone();
+        builder = builder.shard(move |_| -> Result<DataShard<P>, String> {
             let DataParts { lan, wan, fib: [fib_out, fib_in], sas: [sa_enc, sa_dec, sa_guard] } = parts;
-            Ok(ShardWorker::Data(Box::new(DataShard {
+            Ok(DataShard {
                 lan_rx: lan.0,
                 wan_rx: wan.0,
                 tx: [lan.1, wan.1],
@@ -335,11 +342,13 @@ where
                 inbound: shared.inbound(fib_in, sa_dec, sa_guard),
                 batch: Batch::new(),
                 scratch: Batch::new(),
-            })))
-        } else {
-            let parts = control.lock().map_err(|_| "hand-out lock poisoned")?.take().ok_or("taken twice")?;
+            })
+        });
+    }
+    let runtime = builder
+        .shard(move |_| -> Result<ControlShard<P>, String> {
             let mut sides = Vec::with_capacity(2);
-            for (side, (rx, tx)) in [(Side::Lan, parts.lan), (Side::Wan, parts.wan)] {
+            for (side, (rx, tx)) in [(Side::Lan, control.lan), (Side::Wan, control.wan)] {
                 let i = side as usize;
                 let mut plane = ControlPlane::new(control_cfgs[i].clone(), shared.punts[i].clone(), tx, pool)
                     .map_err(|e| format!("{} control plane: {e}", side.name()))?;
@@ -363,9 +372,9 @@ where
                     batch: Batch::new(),
                 });
             }
-            Ok(ShardWorker::Control(Box::new(ControlShard { sides })))
-        }
-    })?;
+            Ok(ControlShard { sides })
+        })
+        .launch()?;
     routes.reclaim();
     sad.reclaim();
     let gw = Gateway {
@@ -481,16 +490,16 @@ impl Gateway {
     /// Waits for offline input to end, then returns every shard's final counters.
     pub fn wait_finished(mut self) -> Result<Vec<ShardStats>, BuildError> {
         let rt = self.runtime.take().ok_or(BuildError::Port("already stopped".into()))?;
-        let stats = rt.wait_finished()?;
+        let reports = rt.wait_finished()?;
         self.routes.reclaim();
         self.sad.reclaim();
-        Ok(stats)
+        Ok(reports.into_iter().map(|r| r.stats).collect())
     }
 
     /// Drains and stops every shard; returns their final counters.
     pub fn stop(mut self) -> Result<Vec<ShardStats>, BuildError> {
         let rt = self.runtime.take().ok_or(BuildError::Port("already stopped".into()))?;
-        Ok(rt.stop()?)
+        Ok(rt.stop()?.into_iter().map(|r| r.stats).collect())
     }
 }
 
@@ -533,33 +542,43 @@ pub fn prometheus(gateway: &str, stats: &[ShardStats]) -> String {
 // Shard workers.
 // ---------------------------------------------------------------------------------------------
 
-/// A shard of the gateway: data or control. (One worker type per runtime today; the enum costs
-/// one branch per batch.)
-enum ShardWorker<P: Port<Buf = PoolBuf>> {
-    Data(Box<DataShard<P>>),
-    Control(Box<ControlShard<P>>),
-}
-
-impl<P: Port<Buf = PoolBuf> + 'static> Worker for ShardWorker<P>
-where
-    P::Rx: 'static,
-    P::Tx: 'static,
-{
-    type Update = ();
-
+impl<P: Port<Buf = PoolBuf> + 'static> Worker for DataShard<P> {
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
-        match self {
-            ShardWorker::Data(d) => d.poll(cx),
-            ShardWorker::Control(c) => c.poll(cx),
-        }
+        DataShard::poll(self, cx)
     }
 
     fn drain(&mut self, cx: &mut ShardCtx) {
-        match self {
-            ShardWorker::Data(d) => d.drain(cx),
-            ShardWorker::Control(c) => c.drain(),
-        }
+        DataShard::drain(self, cx)
     }
+
+    fn report(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
+        Some(Box::new(DataReport {
+            encrypt: *self.outbound.3.stats(),
+            decrypt: *self.inbound.3.stats(),
+            cleartext_dropped: self.inbound.2.dropped(),
+        }))
+    }
+}
+
+impl<P: Port<Buf = PoolBuf> + 'static> Worker for ControlShard<P> {
+    fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
+        ControlShard::poll(self, cx)
+    }
+
+    fn drain(&mut self, _cx: &mut ShardCtx) {
+        ControlShard::drain(self)
+    }
+}
+
+/// What a data shard reports when it ends: its ESP stages' counters and the cleartext guard's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataReport {
+    /// The encrypt stage.
+    pub encrypt: wirespeed_stages::esp::EspStats,
+    /// The decrypt stage.
+    pub decrypt: wirespeed_stages::esp::EspStats,
+    /// Cleartext packets the WAN side refused.
+    pub cleartext_dropped: u64,
 }
 
 /// The stages of a data shard's LAN → WAN path.

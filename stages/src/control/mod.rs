@@ -593,17 +593,12 @@ pub fn format_shard_stats(stats: &[ShardStats], out: &mut String) {
     }
 }
 
-/// An update to a running control plane (applied between polls).
-pub type ControlUpdate<B, T, A> = Box<dyn FnOnce(&mut ControlPlane<B, T, A>) + Send>;
-
 impl<B, T, A> Worker for ControlPlane<B, T, A>
 where
     B: PacketBuf,
     T: TxQueue<Buf = B> + 'static,
     A: TxAlloc<B> + 'static,
 {
-    type Update = ControlUpdate<B, T, A>;
-
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         let before = self.dev.counters();
         let ignored = self.counters.ignored;
@@ -618,10 +613,6 @@ where
         cx.counters.drop_packets(DropReason::TxFull, after.tx_dropped - before.tx_dropped);
         cx.counters.drop_packets(DropReason::ControlIgnored, self.counters.ignored - ignored);
         if busy { Poll::Busy((after.received - before.received) as usize) } else { Poll::Idle }
-    }
-
-    fn apply(&mut self, _cx: &mut ShardCtx, update: Self::Update) {
-        update(self)
     }
 
     fn drain(&mut self, _cx: &mut ShardCtx) {

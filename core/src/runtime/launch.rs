@@ -1,0 +1,529 @@
+//! [`Runtime`]: pinned shard threads, each building its worker with its factory and running
+//! [`run_shard`] inside a panic boundary.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::{Command, LoopOptions, ShardControl, ShardExit, ShardState, UpdateError, Worker, run_shard};
+use crate::stats::{ShardCounters, ShardCtx, ShardId, ShardStats};
+use crate::sync::Arc;
+
+/// How to launch shards.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Number of shards (threads) for [`Runtime::launch`]. [`Runtime::builder`] launches one
+    /// shard per factory given and ignores this field.
+    pub shards: usize,
+    /// Core of each shard; `None` pins shard `i` to the `i`-th available core (wrapping),
+    /// `Some(vec![])` disables pinning.
+    pub cores: Option<Vec<usize>>,
+    /// Commands each control queue holds.
+    pub control_capacity: usize,
+    /// Loop behaviour.
+    pub loop_options: LoopOptions,
+    /// Thread name prefix.
+    pub name: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            shards: 1,
+            cores: None,
+            control_capacity: 64,
+            loop_options: LoopOptions::default(),
+            name: "wirespeed-shard".into(),
+        }
+    }
+}
+
+/// Why shards could not be launched or ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Zero shards asked for.
+    #[error("a runtime needs at least one shard")]
+    NoShards,
+    /// The OS refused a thread.
+    #[error("could not spawn shard {shard}: {source}")]
+    Spawn {
+        /// Shard.
+        shard: ShardId,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A shard's factory failed (returned an error or panicked).
+    #[error("shard {shard} failed to start: {message}")]
+    Factory {
+        /// Shard.
+        shard: ShardId,
+        /// Factory's error.
+        message: String,
+    },
+    /// A shard panicked while running; the other shards were stopped normally.
+    #[error("shard {shard} panicked: {message}")]
+    Panicked {
+        /// Shard.
+        shard: ShardId,
+        /// The panic message.
+        message: String,
+    },
+}
+
+/// Where a shard runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Core the shard is pinned to, if pinned.
+    pub core: Option<usize>,
+    /// NUMA node of that core, read from sysfs, if known.
+    pub numa_node: Option<usize>,
+}
+
+/// What a factory may return: any [`Worker`], or an already boxed `Box<dyn Worker>` (so one
+/// factory can build different workers for different shards).
+pub trait IntoWorker {
+    /// The worker, boxed for the shard boundary.
+    fn into_worker(self) -> Box<dyn Worker>;
+}
+
+impl<W: Worker> IntoWorker for W {
+    fn into_worker(self) -> Box<dyn Worker> {
+        Box::new(self)
+    }
+}
+
+impl IntoWorker for Box<dyn Worker> {
+    fn into_worker(self) -> Box<dyn Worker> {
+        self
+    }
+}
+
+/// How a shard ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardOutcome {
+    /// Stopped by [`Runtime::stop`] (or after [`Runtime::wait_finished`] saw its input finish).
+    Stopped,
+    /// Left its loop at the end of its input ([`LoopOptions::exit_when_finished`]).
+    Finished,
+    /// Panicked; the message of the panic.
+    Failed(String),
+}
+
+/// One shard's end: final counters, how it ended, and its worker's [`Worker::report`].
+#[derive(Debug)]
+pub struct ShardReport {
+    /// Final counters (the last ones published, for a failed shard).
+    pub stats: ShardStats,
+    /// How the shard ended.
+    pub outcome: ShardOutcome,
+    report: Option<Box<dyn Any + Send>>,
+}
+
+impl ShardReport {
+    /// The shard.
+    pub fn shard(&self) -> ShardId {
+        self.stats.shard
+    }
+
+    /// Final counters.
+    pub fn counters(&self) -> &ShardCounters {
+        &self.stats.counters
+    }
+
+    /// The worker's report, if it made one of type `T`.
+    pub fn report<T: Any>(&self) -> Option<&T> {
+        self.report.as_ref()?.downcast_ref()
+    }
+
+    /// Takes the worker's report out, if it is a `T` (it stays when it is not).
+    pub fn take_report<T: Any>(&mut self) -> Option<T> {
+        match self.report.take()?.downcast::<T>() {
+            Ok(t) => Some(*t),
+            Err(other) => {
+                self.report = Some(other);
+                None
+            }
+        }
+    }
+}
+
+type ShardFactory = Box<dyn FnOnce(ShardId) -> Result<Box<dyn Worker>, String> + Send>;
+type ThreadEnd = Result<(ShardExit, Option<Box<dyn Any + Send>>), String>;
+
+struct Shard {
+    control: Arc<ShardControl>,
+    thread: Option<std::thread::JoinHandle<ThreadEnd>>,
+    placement: Placement,
+}
+
+/// Running shards. Dropping it stops them.
+pub struct Runtime {
+    shards: Vec<Shard>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("shards", &self.shards.len()).finish()
+    }
+}
+
+/// Launches shards with one factory each, so shards may run different workers.
+///
+/// ```
+/// use wirespeed_core::backend::null::{NullConfig, NullPort};
+/// use wirespeed_core::runtime::{Poll, Runtime, RuntimeConfig, Worker};
+/// use wirespeed_core::{BufferPool, PoolConfig, Port, Pipeline, ShardCtx};
+///
+/// /// A worker of another type: counts its polls.
+/// struct Ticker(u64);
+/// impl Worker for Ticker {
+///     fn poll(&mut self, _cx: &mut ShardCtx) -> Poll {
+///         self.0 += 1;
+///         Poll::Idle
+///     }
+///     fn report(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
+///         Some(Box::new(self.0))
+///     }
+/// }
+///
+/// let mut port = NullPort::new(NullConfig::default(), BufferPool::new(PoolConfig::default())?);
+/// let (rx, tx) = port.queue_pair(0)?;
+/// let cfg = RuntimeConfig { cores: Some(vec![]), ..RuntimeConfig::default() };
+/// let rt = Runtime::builder(cfg)
+///     .shard(move |_| Ok::<_, String>(Pipeline::new(rx, tx, ())))
+///     .shard(|_| Ok::<_, String>(Ticker(0)))
+///     .launch()?;
+/// // Uniform control handles; typed updates are checked against each shard's worker.
+/// let [c0, c1] = [rt.control(0).unwrap(), rt.control(1).unwrap()];
+/// c1.update(|t: &mut Ticker| t.0 += 1_000_000)?;
+/// assert!(c0.update(|t: &mut Ticker| t.0 = 0).is_err()); // shard 0 is a pipeline
+/// let reports = rt.stop()?;
+/// assert!(*reports[1].report::<u64>().unwrap() >= 1_000_000);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RuntimeBuilder {
+    cfg: RuntimeConfig,
+    factories: Vec<ShardFactory>,
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("cfg", &self.cfg)
+            .field("shards", &self.factories.len())
+            .finish()
+    }
+}
+
+impl RuntimeBuilder {
+    /// Adds the next shard (shard ids count up from 0 in the order added). `factory` runs once,
+    /// on the shard's own thread, so what it builds may be `!Send`; it may move its pieces (a
+    /// queue pair, a subscriber) in.
+    pub fn shard<W, E, F>(mut self, factory: F) -> Self
+    where
+        W: IntoWorker,
+        E: std::fmt::Display,
+        F: FnOnce(ShardId) -> Result<W, E> + Send + 'static,
+    {
+        self.factories.push(Box::new(move |shard| {
+            factory(shard).map(IntoWorker::into_worker).map_err(|e| e.to_string())
+        }));
+        self
+    }
+
+    /// Shards added so far.
+    pub fn len(&self) -> usize {
+        self.factories.len()
+    }
+
+    /// True when no shard was added.
+    pub fn is_empty(&self) -> bool {
+        self.factories.is_empty()
+    }
+
+    /// Starts every shard; returns once every worker is built (or one failed, in which case the
+    /// others are stopped and the first failure returned).
+    pub fn launch(self) -> Result<Runtime, RuntimeError> {
+        Runtime::spawn(self.cfg, self.factories)
+    }
+}
+
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&'static str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+impl Runtime {
+    /// Launches `cfg.shards` threads; shard `i` builds its worker with `factory(i)` on its own
+    /// thread, then loops. Returns once every worker is built (or one failed).
+    ///
+    /// The factory may return any [`Worker`] — or a `Box<dyn Worker>` to build different
+    /// workers for different shards. Hand per-shard pieces to it with [`super::PerShard`].
+    pub fn launch<W, F, E>(cfg: RuntimeConfig, factory: F) -> Result<Self, RuntimeError>
+    where
+        W: IntoWorker,
+        F: Fn(ShardId) -> Result<W, E> + Send + Sync + 'static,
+        E: std::fmt::Display,
+    {
+        let factory = Arc::new(factory);
+        let factories = (0..cfg.shards)
+            .map(|_| {
+                let f = factory.clone();
+                Box::new(move |shard| f(shard).map(IntoWorker::into_worker).map_err(|e| e.to_string()))
+                    as ShardFactory
+            })
+            .collect();
+        Self::spawn(cfg, factories)
+    }
+
+    /// A builder that takes one factory per shard ([`RuntimeBuilder::shard`]).
+    pub fn builder(cfg: RuntimeConfig) -> RuntimeBuilder {
+        RuntimeBuilder { cfg, factories: Vec::new() }
+    }
+
+    fn spawn(cfg: RuntimeConfig, factories: Vec<ShardFactory>) -> Result<Self, RuntimeError> {
+        if factories.is_empty() {
+            return Err(RuntimeError::NoShards);
+        }
+        let count = factories.len();
+        let available: Vec<usize> =
+            core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<(ShardId, Result<(), String>)>();
+        let mut rt = Runtime { shards: Vec::with_capacity(count) };
+        for (i, factory) in factories.into_iter().enumerate() {
+            let core = match &cfg.cores {
+                Some(list) if list.is_empty() => None,
+                Some(list) => Some(list[i % list.len()]),
+                None if available.is_empty() => None,
+                None => Some(available[i % available.len()]),
+            };
+            let placement = Placement { core, numa_node: core.and_then(numa_node_of_cpu) };
+            let control = Arc::new(ShardControl::new(i, cfg.control_capacity));
+            let ctl = control.clone();
+            let ready = ready_tx.clone();
+            let opts = cfg.loop_options;
+            let thread = std::thread::Builder::new()
+                .name(format!("{}-{i}", cfg.name))
+                .spawn(move || shard_main(i, core, factory, &ctl, ready, &opts));
+            match thread {
+                Ok(t) => rt.shards.push(Shard { control, thread: Some(t), placement }),
+                Err(source) => {
+                    let _ = rt.stop_all();
+                    return Err(RuntimeError::Spawn { shard: i, source });
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut failure = None;
+        for _ in 0..count {
+            match ready_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((shard, Err(message))) => {
+                    failure.get_or_insert(RuntimeError::Factory { shard, message });
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(f) = failure {
+            let _ = rt.stop_all();
+            return Err(f);
+        }
+        Ok(rt)
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Control block of a shard (send commands and updates, read state and stats). Every
+    /// shard's control block has the same type, whatever its worker.
+    pub fn control(&self, shard: ShardId) -> Option<&ShardControl> {
+        self.shards.get(shard).map(|s| &*s.control)
+    }
+
+    /// Every shard's control block, in shard order.
+    pub fn controls(&self) -> impl Iterator<Item = &ShardControl> {
+        self.shards.iter().map(|s| &*s.control)
+    }
+
+    /// A shared handle on a shard's control block (for a control thread that outlives borrows).
+    pub fn control_handle(&self, shard: ShardId) -> Option<Arc<ShardControl>> {
+        self.shards.get(shard).map(|s| s.control.clone())
+    }
+
+    /// Where a shard runs.
+    pub fn placement(&self, shard: ShardId) -> Option<Placement> {
+        self.shards.get(shard).map(|s| s.placement)
+    }
+
+    /// Queues a typed update for one shard: `f` runs between batches on the shard's worker if it
+    /// is a `T`, else on its [`Worker::inner`] part (a pipeline's stages). See
+    /// [`ShardControl::update`].
+    pub fn update<T: Any>(
+        &self,
+        shard: ShardId,
+        f: impl FnOnce(&mut T) + Send + 'static,
+    ) -> Result<(), UpdateError> {
+        match self.shards.get(shard) {
+            Some(s) => s.control.update(f),
+            None => Err(UpdateError::NoSuchShard { shard, shards: self.shards.len() }),
+        }
+    }
+
+    /// Consistent per-shard counter snapshots, read without stopping or locking anything.
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.shards.iter().map(|s| s.control.stats()).collect()
+    }
+
+    /// Shards that failed so far, with why (their factory's error or panic message).
+    pub fn failures(&self) -> Vec<(ShardId, String)> {
+        self.shards
+            .iter()
+            .filter_map(|s| s.control.failure().map(|m| (s.control.shard(), m.to_string())))
+            .collect()
+    }
+
+    /// True when every shard's input has finished (or it exited or failed).
+    pub fn all_finished(&self) -> bool {
+        self.shards.iter().all(|s| {
+            matches!(s.control.state(), ShardState::Finished | ShardState::Exited | ShardState::Failed)
+        })
+    }
+
+    /// Waits until every shard finished its input (or failed), then stops them; returns each
+    /// shard's report. A failed shard makes this an error ([`RuntimeError::Panicked`]) after every
+    /// other shard was stopped.
+    pub fn wait_finished(mut self) -> Result<Vec<ShardReport>, RuntimeError> {
+        while !self.all_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Self::check(self.stop_all())
+    }
+
+    /// Stops every shard (draining in-flight batches) and returns each shard's report. A shard
+    /// that had panicked makes this an error ([`RuntimeError::Panicked`]); the others are still
+    /// stopped and joined.
+    pub fn stop(mut self) -> Result<Vec<ShardReport>, RuntimeError> {
+        Self::check(self.stop_all())
+    }
+
+    /// Like [`Runtime::stop`], but returns every shard's report, failed ones included
+    /// ([`ShardOutcome::Failed`]), for appliances that restart or report shards one by one.
+    pub fn stop_all_reports(mut self) -> Vec<ShardReport> {
+        self.stop_all()
+    }
+
+    fn check(reports: Vec<ShardReport>) -> Result<Vec<ShardReport>, RuntimeError> {
+        for r in &reports {
+            if let ShardOutcome::Failed(message) = &r.outcome {
+                return Err(RuntimeError::Panicked { shard: r.shard(), message: message.clone() });
+            }
+        }
+        Ok(reports)
+    }
+
+    fn stop_all(&mut self) -> Vec<ShardReport> {
+        for s in &self.shards {
+            let mut cmd = Command::Stop;
+            loop {
+                // A shard that left its loop, or whose thread is gone, takes no command: never
+                // wait on its (possibly full) queue.
+                let gone = s.thread.as_ref().is_none_or(|t| t.is_finished());
+                if gone || s.control.state().is_terminal() {
+                    break;
+                }
+                match s.control.send(cmd) {
+                    Ok(()) => break,
+                    Err(full) => {
+                        cmd = full.command;
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                    }
+                }
+            }
+        }
+        let mut reports = Vec::with_capacity(self.shards.len());
+        for s in &mut self.shards {
+            let Some(t) = s.thread.take() else { continue };
+            let (outcome, report) = match t.join() {
+                Ok(Ok((ShardExit::Stopped, report))) => (ShardOutcome::Stopped, report),
+                Ok(Ok((ShardExit::Finished, report))) => (ShardOutcome::Finished, report),
+                Ok(Err(message)) => (ShardOutcome::Failed(message), None),
+                Err(payload) => {
+                    let message = panic_message(&*payload);
+                    s.control.mark_failed(message.clone());
+                    (ShardOutcome::Failed(message), None)
+                }
+            };
+            reports.push(ShardReport { stats: s.control.stats(), outcome, report });
+        }
+        reports
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if self.shards.iter().any(|s| s.thread.is_some()) {
+            let _ = self.stop_all();
+        }
+    }
+}
+
+/// A shard thread: pin, build the worker, run the loop; a factory error or any panic marks the
+/// shard failed with its message instead of leaving it `Running` forever.
+fn shard_main(
+    shard: ShardId,
+    core: Option<usize>,
+    factory: ShardFactory,
+    ctl: &ShardControl,
+    ready: std::sync::mpsc::Sender<(ShardId, Result<(), String>)>,
+    opts: &LoopOptions,
+) -> ThreadEnd {
+    if let Some(c) = core {
+        // Pinning is best effort: a container may forbid some cores.
+        let _ = core_affinity::set_for_current(core_affinity::CoreId { id: c });
+    }
+    let built = catch_unwind(AssertUnwindSafe(|| factory(shard)))
+        .unwrap_or_else(|p| Err(format!("factory panicked: {}", panic_message(&*p))));
+    let mut worker = match built {
+        Ok(w) => w,
+        Err(message) => {
+            ctl.mark_failed(message.clone());
+            let _ = ready.send((shard, Err(message.clone())));
+            return Err(message);
+        }
+    };
+    ctl.note_worker(&mut *worker);
+    let _ = ready.send((shard, Ok(())));
+    drop(ready);
+    let mut cx = ShardCtx::new(shard);
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        let exit = run_shard(ctl, &mut *worker, &mut cx, opts);
+        (exit, worker.report())
+    }));
+    match run {
+        Ok(end) => Ok(end),
+        Err(p) => {
+            let message = panic_message(&*p);
+            // The counters up to the panic, then the state: readers that see `Failed` see them.
+            ctl.stats.publish(&cx.counters);
+            ctl.mark_failed(message.clone());
+            // The worker may be mid-batch: drop it inside a boundary too.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(worker)));
+            Err(message)
+        }
+    }
+}
+
+/// NUMA node of a CPU, from `/sys/devices/system/cpu/cpuN/nodeM`; `None` where sysfs has no
+/// NUMA information (containers, non-Linux).
+pub fn numa_node_of_cpu(cpu: usize) -> Option<usize> {
+    let dir = std::fs::read_dir(format!("/sys/devices/system/cpu/cpu{cpu}")).ok()?;
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("node")?.parse().ok()))
+        .next()
+}
