@@ -712,7 +712,11 @@ impl FileConfig {
             shards: g.shards,
             cores: g.cores.clone(),
             stats_interval: (g.stats_interval > 0.0).then(|| Duration::from_secs_f64(g.stats_interval)),
-            control_socket: g.control_socket.clone(),
+            // Relative to the configuration file, like captures and key files.
+            control_socket: g.control_socket.as_ref().map(|p| match base {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p.clone(),
+            }),
             buffers: g.buffers,
             lan,
             wan,

@@ -60,7 +60,7 @@ fn sigint_drains_and_prints_final_counters() {
     let flows = traffic::demo_flows(Some(200_000));
     traffic::write_capture(&flows, &dir.path().join("in.pcap")).unwrap();
     let text = configs::config(Site::A, 2, Some([Some("in.pcap"), None, None, Some("esp.pcap")]))
-        .replace("stats_interval = 0", "stats_interval = 0.05");
+        .replace("stats_interval = 0", "stats_interval = 0.05\ncontrol_socket = \"ctl.sock\"");
     std::fs::write(dir.path().join("a.toml"), text).unwrap();
     let mut child = bin()
         .args(["run", "--config"])
@@ -76,6 +76,19 @@ fn sigint_drains_and_prints_final_counters() {
         first.contains(" shard 0: ") && first.contains(" pps ") && first.contains(" Gbps drops: "),
         "{first}"
     );
+    // Live changes through the control socket, from the `ctl` command.
+    let sock = dir.path().join("ctl.sock");
+    let ok = bin()
+        .arg("ctl")
+        .arg(&sock)
+        .args(["route", "add", "10.3.0.0/16", "via", "192.0.2.1"])
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok route 10.3.0.0/16 set, epoch "));
+    let bad = bin().arg("ctl").arg(&sock).args(["sa", "remove", "0x1", "inbound"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stdout).starts_with("error no inbound SA 0x1"));
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -325,3 +325,28 @@ fn metrics_scraped_by_a_real_http_client_on_the_host_listener() {
     drop(server);
     b.stop();
 }
+
+#[test]
+fn sa_lifetime_events_reach_the_control_side() {
+    // Gateway A with a short-lived IPv4 SA on shard 0: soft limit at 3 packets, hard at 5.
+    let text = configs::config(Site::A, SHARDS, None).replacen(
+        "direction = \"outbound\"\nshard = 0\n",
+        "direction = \"outbound\"\nshard = 0\nlifetime = { soft_packets = 3, hard_packets = 5 }\n",
+        1,
+    );
+    let spi = configs::spi(Site::A, false, 0, SHARDS);
+    let mut a = Rig::start_with(&text);
+    for f in traffic::demo_flows(None).iter().filter(|f| f.src.is_ipv4() && check::tunnelled(f)) {
+        for seq in 0..10 {
+            a.send(Side::Lan, &traffic::frame(f, seq));
+        }
+    }
+    a.settle();
+    let events = a.gw().take_events();
+    let kinds: Vec<_> = events.iter().filter(|e| e.spi == spi).map(|e| e.kind).collect();
+    use wirespeed_stages::esp::SaEventKind;
+    assert_eq!(kinds, vec![SaEventKind::SoftLifetime, SaEventKind::HardLifetime], "{events:?}");
+    let t = a.totals();
+    assert!(t.drops_of(DropReason::EspSaExpired) > 0, "{t}");
+    a.stop();
+}

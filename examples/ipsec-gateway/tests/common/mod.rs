@@ -24,8 +24,12 @@ pub struct Rig {
 
 impl Rig {
     pub fn start(site: Site) -> Self {
-        let text = configs::config(site, SHARDS, None);
-        let cfg = GatewayConfig::from_toml(&text, None, "test").expect("generated config is valid");
+        Self::start_with(&configs::config(site, SHARDS, None))
+    }
+
+    /// A gateway from configuration text (mem ports).
+    pub fn start_with(text: &str) -> Self {
+        let cfg = GatewayConfig::from_toml(text, None, "test").expect("generated config is valid");
         let pool = BufferPool::new(PoolConfig { buffers: 16384, ..PoolConfig::default() }).unwrap();
         let q = queues_per_port(&cfg);
         let mem = |side: Side, mac| MemConfig {
