@@ -333,16 +333,8 @@ where
     for parts in data {
         let shared = shared.clone();
         builder = builder.shard(move |_| -> Result<DataShard<P>, String> {
-            let DataParts { lan, wan, fib: [fib_out, fib_in], sas: [sa_enc, sa_dec, sa_guard] } = parts;
-            Ok(DataShard {
-                lan_rx: lan.0,
-                wan_rx: wan.0,
-                tx: [lan.1, wan.1],
-                outbound: shared.outbound(fib_out, sa_enc),
-                inbound: shared.inbound(fib_in, sa_dec, sa_guard),
-                batch: Batch::new(),
-                scratch: Batch::new(),
-            })
+            let DataParts { lan, wan, fib, sas } = parts;
+            Ok(DataShard::new(&shared, lan, wan, fib, sas))
         });
     }
     let runtime = builder
@@ -586,8 +578,9 @@ pub type Outbound = (Classify, Punt<PoolBuf>, Forward, EspEncrypt);
 /// The stages of a data shard's WAN → LAN path.
 pub type Inbound = (Classify, Punt<PoolBuf>, CleartextGuard, EspDecrypt, Forward);
 
-/// One data shard: both directions over queue `i` of both ports.
-struct DataShard<P: Port<Buf = PoolBuf>> {
+/// One data shard: both directions over queue `i` of both ports. A [`Worker`]: the runtime polls
+/// it on its own thread; tests may poll it directly.
+pub struct DataShard<P: Port<Buf = PoolBuf>> {
     lan_rx: P::Rx,
     wan_rx: P::Rx,
     /// Indexed by output port ([`Side::port`]).
@@ -599,6 +592,29 @@ struct DataShard<P: Port<Buf = PoolBuf>> {
 }
 
 impl<P: Port<Buf = PoolBuf>> DataShard<P> {
+    /// A data shard on the LAN and WAN queue pairs `lan` and `wan`, with the FIB subscriptions of
+    /// its outbound and inbound paths and the SA subscriptions of its encrypt, decrypt and
+    /// cleartext-guard stages.
+    pub fn new(
+        shared: &Shared,
+        lan: (P::Rx, P::Tx),
+        wan: (P::Rx, P::Tx),
+        fib: [Subscriber<Fib>; 2],
+        sas: [Subscriber<SaSet>; 3],
+    ) -> Self {
+        let [fib_out, fib_in] = fib;
+        let [sa_enc, sa_dec, sa_guard] = sas;
+        Self {
+            lan_rx: lan.0,
+            wan_rx: wan.0,
+            tx: [lan.1, wan.1],
+            outbound: shared.outbound(fib_out, sa_enc),
+            inbound: shared.inbound(fib_in, sa_dec, sa_guard),
+            batch: Batch::new(),
+            scratch: Batch::new(),
+        }
+    }
+
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         let n = Self::run(
             &mut self.lan_rx,
