@@ -180,8 +180,8 @@ const GCM_CASES: &[GcmCase] = &[
     },
 ];
 
-fn providers() -> Vec<ProviderRef> {
-    builtin_providers()
+fn providers(alg: AeadAlgorithm) -> Vec<ProviderRef> {
+    builtin_providers().into_iter().filter(|p| p.supports(alg)).collect()
 }
 
 const SRC: [u8; 4] = [192, 0, 2, 1];
@@ -248,7 +248,7 @@ fn transport_sa(p: &Parsed, direction: Direction, provider: ProviderRef) -> Secu
 #[test]
 fn draft_mcgrew_gcm_test_01_encapsulate() {
     let mut checked = 0;
-    for provider in providers() {
+    for provider in providers(AeadAlgorithm::Aes128Gcm) {
         for c in GCM_CASES {
             let p = parse(c);
             if p.spi == 0 {
@@ -278,7 +278,7 @@ fn draft_mcgrew_gcm_test_01_encapsulate() {
 #[test]
 fn draft_mcgrew_gcm_test_01_decapsulate() {
     let mut checked = 0;
-    for provider in providers() {
+    for provider in providers(AeadAlgorithm::Aes128Gcm) {
         for c in GCM_CASES {
             let p = parse(c);
             // SPI 0 is reserved (RFC 4303 §2.1): no SA can be built for that case.
@@ -357,7 +357,7 @@ fn rfc7634_sa(direction: Direction, provider: ProviderRef) -> Arc<SecurityAssoci
 
 #[test]
 fn rfc7634_appendix_a_encapsulate() {
-    for provider in providers() {
+    for provider in providers(AeadAlgorithm::ChaCha20Poly1305) {
         let sa = rfc7634_sa(Direction::Outbound { shard: 0 }, provider.clone());
         let mut st = SaState::new(&sa);
         st.set_seq(4);
@@ -379,7 +379,7 @@ fn rfc7634_appendix_a_encapsulate() {
 
 #[test]
 fn rfc7634_appendix_a_decapsulate() {
-    for provider in providers() {
+    for provider in providers(AeadAlgorithm::ChaCha20Poly1305) {
         let sa = rfc7634_sa(Direction::Inbound, provider.clone());
         let mut st = SaState::new(&sa);
         let esp = hex(RFC7634_ESP);

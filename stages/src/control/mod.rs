@@ -147,7 +147,9 @@ pub struct ControlConfig {
     pub management_port: u16,
     /// Management connections open at once, handshakes included: the listener backlog. When
     /// every one is taken and a new SYN arrives, the oldest half-open connection is reclaimed
-    /// for it; when all are established, the SYN is refused (RST) and counted.
+    /// for it; when all are established, the SYN is refused (RST) and counted. Each costs
+    /// about 17 KiB of socket buffers; the default, 16, lets a legitimate handshake survive
+    /// 15 flood SYNs arriving within its round trip (smoltcp has no SYN cookies).
     pub connections: usize,
     /// A connection still in the handshake (SYN received, no ACK) after this long is reclaimed.
     pub handshake_timeout: Duration,
@@ -170,7 +172,7 @@ impl Default for ControlConfig {
             gateway_v4: None,
             gateway_v6: None,
             management_port: 9000,
-            connections: 8,
+            connections: 16,
             handshake_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(10),
             connection_lifetime: Duration::from_secs(60),

@@ -14,6 +14,8 @@
 //!   the accelerated paths and is what the benches use (see the repository `.cargo/config.toml`).
 //! - `Ring` (feature `accel`): ring's BoringSSL-derived assembly (AES-GCM with AVX/VAES and
 //!   CLMUL, ChaCha20-Poly1305 with AVX2). Also detects CPU features at run time.
+//! - [`super::gcm::BatchGcm`]: this crate's batch AES-GCM (AES-NI + PCLMULQDQ, detected at run
+//!   time), which interleaves the packets of a batch; AES-GCM only.
 //!
 //! Third-party providers (hardware offload, …) implement the same trait outside this crate; see
 //! the example on [`AeadProvider`]. The choice is per SA ([`crate::esp::SaConfig::provider`]),
@@ -72,7 +74,7 @@ impl AeadAlgorithm {
 /// A source of [`EspAead`] ciphers: given an algorithm and a key, it expands the key into an
 /// object that seals and opens packets. This is the plug-in point for crypto, in the style of
 /// rustls' `CryptoProvider`: the built-in providers ([`RustCrypto`], `Ring` with the `accel`
-/// feature) are ordinary values implementing it, and a third party
+/// feature, [`super::gcm::BatchGcm`]) are ordinary values implementing it, and a third party
 /// (a hardware offload, a FIPS module, a test double) implements it outside this crate and
 /// hands it to [`crate::esp::SaConfig::provider`] — no fork, no enum to extend.
 ///
@@ -135,11 +137,15 @@ pub fn default_provider() -> ProviderRef {
 }
 
 /// Every provider compiled into this build that works on this CPU, fastest first per the
-/// benches in `benches/benches/esp.rs`: ring (feature `accel`), RustCrypto.
+/// benches in `benches/benches/esp.rs`: the batch AES-GCM [`super::gcm::BatchGcm`] (AES-GCM
+/// only, when the CPU has AES-NI and PCLMULQDQ), ring (feature `accel`), RustCrypto.
 // Entries depend on features and the CPU, hence pushes rather than `vec![]`.
 #[allow(clippy::vec_init_then_push)]
 pub fn builtin_providers() -> Vec<ProviderRef> {
     let mut v: Vec<ProviderRef> = Vec::new();
+    if super::gcm::BatchGcm::detected() {
+        v.push(std::sync::Arc::new(super::gcm::BatchGcm));
+    }
     #[cfg(feature = "accel")]
     v.push(std::sync::Arc::new(Ring));
     v.push(std::sync::Arc::new(RustCrypto));

@@ -179,7 +179,9 @@ fn encapsulate_inner<B: PacketBuf>(
     iv: Option<[u8; IV_LEN]>,
     events: impl FnMut(SaEventKind),
 ) -> Result<(), DropReason> {
-    let plan = prepare_encap(pkt, l3, sa, state, now, iv, events)?;
+    let Some(d) = pkt.data().get(l3..) else { return Err(DropReason::Truncated) };
+    let ip = IpHeader::parse(d)?;
+    let plan = prepare_encap(pkt, l3, &ip, sa, state, now, iv, events)?;
     {
         let (ct, icv) = plan.crypto.split(pkt.data_mut()).ok_or(DropReason::EspNoRoom)?;
         sa.cipher()
@@ -228,10 +230,13 @@ pub(crate) struct EncapPlan {
 }
 
 /// Everything of an encapsulation but the seal: lifetime, sequence number, framing, headers.
+/// `ip` is the header at `l3`, parsed by the caller.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare_encap<B: PacketBuf>(
     pkt: &mut B,
     l3: usize,
+    ip: &IpHeader,
     sa: &SecurityAssociation,
     state: &mut SaState,
     now: Instant,
@@ -241,8 +246,6 @@ pub(crate) fn prepare_encap<B: PacketBuf>(
     if !state.admit(sa, now, &mut events) {
         return Err(DropReason::EspSaExpired);
     }
-    let Some(d) = pkt.data().get(l3..) else { return Err(DropReason::Truncated) };
-    let ip = IpHeader::parse(d)?;
     let udp = sa.udp_encap();
     let udp_len = if udp.is_some() { UDP_HDR_LEN } else { 0 };
     let (outer_len, payload_off, payload_len, next_header) = match sa.mode() {

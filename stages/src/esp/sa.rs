@@ -12,8 +12,8 @@ use super::replay::{DEFAULT_WINDOW, MAX_WINDOW, ReplayWindow};
 use super::spd::{CompiledSelector, FlowKey, Selector};
 use super::wire::{OuterTemplate, PROTO_ESP, PROTO_UDP};
 
-/// Default UDP port of RFC 3948 encapsulation (IKE NAT traversal).
-pub const NAT_T_PORT: u16 = 4500;
+/// Default UDP port of RFC 3948 encapsulation (IKE NAT traversal), from [`wirespeed_core::wire`].
+pub use wirespeed_core::wire::NAT_T_PORT;
 
 /// How an SA carries packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

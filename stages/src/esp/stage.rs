@@ -161,7 +161,7 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
                     OutboundDecision::NoSa => Verdict::Drop(DropReason::EspNoSa),
                     OutboundDecision::Protect(i) => {
                         let sa = set.sa(i);
-                        let r = prepare_encap(p, l3, sa, &mut states[i], now, None, |kind| {
+                        let r = prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
                             raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
                         });
                         match r {

@@ -4,48 +4,23 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use super::dispatch::{DispatchFabric, SteeringDecision, SteeringEngine};
-use super::hash::HashInput;
-use super::rebalance::imbalance;
-use super::*;
-use crate::backend::mem::{MemConfig, MemPort};
-use crate::backend::{Port, RxQueue};
-use crate::batch::Batch;
-use crate::buf::PacketBuf;
-use crate::epoch::Publisher;
-use crate::pool::{BufferPool, PoolBuf, PoolConfig};
-use crate::stats::ShardCtx;
-use crate::verdict::DropReason;
+use wirespeed_core::backend::mem::{MemConfig, MemPort};
+use wirespeed_core::backend::{Port, RxQueue};
+use wirespeed_core::batch::Batch;
+use wirespeed_core::buf::PacketBuf;
+use wirespeed_core::epoch::Publisher;
+use wirespeed_core::pool::{BufferPool, PoolBuf, PoolConfig};
+use wirespeed_core::rss::hash::HashInput;
+use wirespeed_core::rss::rebalance::imbalance;
+use wirespeed_core::rss::*;
+use wirespeed_core::stats::ShardCtx;
+use wirespeed_core::verdict::DropReason;
+use wirespeed_pcap::{CaptureReader, LinkType};
 
-pub(crate) fn corpus_dir() -> PathBuf {
+fn corpus_dir() -> PathBuf {
     std::env::var_os("WIRESPEED_CORPUS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/tcpdump")))
-}
-
-/// Minimal classic-pcap reading for the test: `(linktype, frames)`, or `None` for pcapng and
-/// anything malformed (the corpus has both; this test only needs the readable Ethernet ones).
-fn read_pcap(bytes: &[u8]) -> Option<(u32, Vec<Vec<u8>>)> {
-    let magic = bytes.get(..4)?;
-    let le = match magic {
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
-        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
-        _ => return None,
-    };
-    let u32_at = |o: usize| -> Option<u32> {
-        let b: [u8; 4] = bytes.get(o..o + 4)?.try_into().ok()?;
-        Some(if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
-    };
-    let link = u32_at(20)?;
-    let mut off = 24;
-    let mut frames = Vec::new();
-    while off + 16 <= bytes.len() {
-        let incl = u32_at(off + 8)? as usize;
-        let data = bytes.get(off + 16..off + 16 + incl)?;
-        frames.push(data.to_vec());
-        off += 16 + incl;
-    }
-    Some((link, frames))
 }
 
 /// Every Ethernet frame of the classic-pcap files of the corpus, with the file name.
@@ -59,10 +34,14 @@ fn corpus_ethernet_frames() -> Vec<(String, Vec<u8>)> {
     names.sort();
     let mut out = Vec::new();
     for p in names {
-        let Ok(bytes) = std::fs::read(&p) else { continue };
-        if let Some((1, frames)) = read_pcap(&bytes) {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            out.extend(frames.into_iter().filter(|f| f.len() <= 2000).map(|f| (name.clone(), f)));
+        // pcap and pcapng, through the pcap backend's reader; unreadable files are skipped (the
+        // corpus holds deliberately broken ones), as are frames after a read error.
+        let Ok(mut r) = CaptureReader::open(&p) else { continue };
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        while let Some(Ok(f)) = r.next_frame() {
+            if f.link == LinkType::Ethernet && f.data.len() <= 2000 {
+                out.push((name.clone(), f.data.to_vec()));
+            }
         }
     }
     out
@@ -83,7 +62,7 @@ fn test_plan() -> SteeringPlan {
     });
     plan.rules.push(SteeringRule {
         name: "esp".into(),
-        matches: Match { ip_proto: Some(hash::proto::ESP), ..Match::default() },
+        matches: Match { ip_proto: Some(wirespeed_core::wire::ip_proto::ESP), ..Match::default() },
         action: SteeringAction::Rss(RssGroup { queues: vec![1, 2], reta_size: 64 }),
     });
     plan
@@ -124,7 +103,8 @@ fn dispatcher_matches_reference_on_corpus() {
     let (mut port, handle) = MemPort::new(MemConfig { ring_size: 1024, ..MemConfig::default() }, pool);
     let (mut rx, _tx) = port.queue_pair(0).expect("queue");
     let fabric: DispatchFabric<PoolBuf> = DispatchFabric::new(1, 4, 64).expect("fabric");
-    let mut disp = fabric.dispatcher(0, crate::sync::Arc::new(engine), sub, Some(0)).expect("dispatcher");
+    let mut disp =
+        fabric.dispatcher(0, wirespeed_core::sync::Arc::new(engine), sub, Some(0)).expect("dispatcher");
     let mut receivers: Vec<_> = (0..4).map(|s| fabric.receiver(s).expect("receiver")).collect();
 
     let mut cx = ShardCtx::new(0);
@@ -204,10 +184,10 @@ fn full_ring_drops_are_counted() {
     let mut publisher = Publisher::new(engine.default_reta().expect("reta"));
     let fabric: DispatchFabric<PoolBuf> = DispatchFabric::new(1, 2, 1).expect("fabric");
     let mut disp = fabric
-        .dispatcher(0, crate::sync::Arc::new(engine), publisher.subscribe(), Some(0))
+        .dispatcher(0, wirespeed_core::sync::Arc::new(engine), publisher.subscribe(), Some(0))
         .expect("dispatcher");
     let pool = BufferPool::new(PoolConfig::default()).expect("pool");
-    let frame = crate::backend::null::udp4_frame(128);
+    let frame = wirespeed_core::backend::null::udp4_frame(128);
     let mut cx = ShardCtx::new(0);
     for _ in 0..3 {
         let mut b: Batch<PoolBuf> = Batch::new();
@@ -242,20 +222,28 @@ fn management_plan_routes_control_traffic() {
         ..PacketInfo::default()
     };
     let q = |p: &PacketInfo| engine.decide(p, &reta).queue();
-    let v4 = |t| info(t, parse::ETHERTYPE_IPV4);
-    let v6 = |t| info(t, parse::ETHERTYPE_IPV6);
+    let v4 = |t| info(t, wirespeed_core::wire::ETHERTYPE_IPV4);
+    let v6 = |t| info(t, wirespeed_core::wire::ETHERTYPE_IPV6);
     let peer = ip("198.51.100.9");
     // ARP.
-    assert_eq!(q(&PacketInfo { ethertype: parse::ETHERTYPE_ARP, ..PacketInfo::default() }), Some(7));
+    assert_eq!(
+        q(&PacketInfo { ethertype: wirespeed_core::wire::ETHERTYPE_ARP, ..PacketInfo::default() }),
+        Some(7)
+    );
     // ICMP to us → mgmt; transit ICMP → data.
-    let icmp = |d| FlowTuple { src: peer, dst: d, proto: hash::proto::ICMP, l4: L4::Icmp { ty: 8, code: 0 } };
+    let icmp = |d| FlowTuple {
+        src: peer,
+        dst: d,
+        proto: wirespeed_core::wire::ip_proto::ICMP,
+        l4: L4::Icmp { ty: 8, code: 0 },
+    };
     assert_eq!(q(&v4(icmp(own[0]))), Some(7));
     assert!(q(&v4(icmp(ip("203.0.113.5")))).is_some_and(|x| x < 4));
     // ND from anyone → mgmt.
     let nd = FlowTuple {
         src: ip("fe80::2"),
         dst: ip("ff02::1"),
-        proto: hash::proto::ICMPV6,
+        proto: wirespeed_core::wire::ip_proto::ICMPV6,
         l4: L4::Icmp { ty: 135, code: 0 },
     };
     assert_eq!(q(&v6(nd)), Some(7));
@@ -267,7 +255,7 @@ fn management_plan_routes_control_traffic() {
     let natt = FlowTuple {
         src: peer,
         dst: own[0],
-        proto: hash::proto::UDP,
+        proto: wirespeed_core::wire::ip_proto::UDP,
         l4: L4::UdpEsp { sport: 4500, dport: 4500, spi: 9 },
     };
     assert!(q(&v4(natt)).is_some_and(|x| x < 4));
@@ -432,7 +420,7 @@ fn picked_source_port_brings_replies_home() {
     let engine =
         SteeringEngine::new(hasher.clone(), SteeringPlan::rss_only(RssGroup::first(6)), 6).expect("plan");
     let info = PacketInfo {
-        ethertype: parse::ETHERTYPE_IPV4,
+        ethertype: wirespeed_core::wire::ETHERTYPE_IPV4,
         tuple: Some(template.reversed()),
         ..PacketInfo::default()
     };
@@ -506,17 +494,17 @@ fn steering_plan_toml_round_trip() {
 /// exactly once, at its owner, in order; the owners see the end of input and finish.
 #[test]
 fn dispatch_worker_feeds_owner_threads() {
-    use crate::runtime::{LoopOptions, ShardControl, run_shard};
-    use crate::sync::Arc as SArc;
+    use wirespeed_core::runtime::{LoopOptions, ShardControl, run_shard};
+    use wirespeed_core::sync::Arc as SArc;
 
     struct Owner {
-        rx: super::DispatchRx<PoolBuf>,
+        rx: DispatchRx<PoolBuf>,
         seen: Vec<(u32, u16)>,
         engine: SArc<SteeringEngine>,
         reta: Reta,
     }
-    impl crate::runtime::Worker for Owner {
-        fn poll(&mut self, _cx: &mut ShardCtx) -> crate::runtime::Poll {
+    impl wirespeed_core::runtime::Worker for Owner {
+        fn poll(&mut self, _cx: &mut ShardCtx) -> wirespeed_core::runtime::Poll {
             let mut b: Batch<PoolBuf> = Batch::new();
             let n = self.rx.rx_burst(&mut b);
             for p in b.drain(..) {
@@ -525,9 +513,9 @@ fn dispatch_worker_feeds_owner_threads() {
                     .push((u32::from_be_bytes([p.data()[26], p.data()[27], p.data()[28], p.data()[29]]), q));
             }
             match n {
-                0 if self.rx.at_end() => crate::runtime::Poll::Finished,
-                0 => crate::runtime::Poll::Idle,
-                n => crate::runtime::Poll::Busy(n),
+                0 if self.rx.at_end() => wirespeed_core::runtime::Poll::Finished,
+                0 => wirespeed_core::runtime::Poll::Idle,
+                n => wirespeed_core::runtime::Poll::Busy(n),
             }
         }
     }
@@ -543,12 +531,12 @@ fn dispatch_worker_feeds_owner_threads() {
     let (rx, _tx) = port.queue_pair(0).expect("queue");
     // 3000 frames, source address = sequence number.
     for i in 0..3000u32 {
-        let mut f = crate::backend::null::udp4_frame(80);
+        let mut f = wirespeed_core::backend::null::udp4_frame(80);
         f[26..30].copy_from_slice(&i.to_be_bytes());
         handle.inject(0, &f).expect("inject");
     }
     // The mem port is "live" (never at end); this one ends once everything injected was read.
-    struct Finite(crate::backend::mem::MemRx, crate::backend::mem::MemHandle);
+    struct Finite(wirespeed_core::backend::mem::MemRx, wirespeed_core::backend::mem::MemHandle);
     impl RxQueue for Finite {
         type Buf = PoolBuf;
         fn rx_burst(&mut self, out: &mut Batch<PoolBuf>) -> usize {
@@ -558,7 +546,7 @@ fn dispatch_worker_feeds_owner_threads() {
             self.1.rx_pending(0) == 0
         }
     }
-    let worker = super::dispatch::DispatchWorker::new(
+    let worker = DispatchWorker::new(
         Finite(rx, handle.clone()),
         fabric.dispatcher(0, engine.clone(), publisher.subscribe(), None).expect("dispatcher"),
     );
@@ -609,7 +597,7 @@ fn dispatch_worker_feeds_owner_threads() {
 fn load_reports_drive_rebalancing_through_epoch() {
     use std::time::Duration;
     let hasher = RssHasher::new(&RssConfig::default()).expect("config");
-    let engine = crate::sync::Arc::new(
+    let engine = wirespeed_core::sync::Arc::new(
         SteeringEngine::new(
             hasher.clone(),
             SteeringPlan::rss_only(RssGroup { queues: vec![0, 1], reta_size: 8 }),
@@ -621,13 +609,13 @@ fn load_reports_drive_rebalancing_through_epoch() {
     let mut publisher = Publisher::new(reta.clone());
     let fabric: DispatchFabric<PoolBuf> = DispatchFabric::new(1, 2, 64).expect("fabric");
     let mut disp = fabric.dispatcher(0, engine.clone(), publisher.subscribe(), Some(0)).expect("dispatcher");
-    let (tx, rx) = super::load_channel(8);
+    let (tx, rx) = load_channel(8);
     disp.report_load(tx, 4);
     let pool = BufferPool::new(PoolConfig::default()).expect("pool");
     // Frames of flows that all hash to queue-0 entries under the initial RETA.
     let frames: Vec<Vec<u8>> = (1000..3000u16)
         .filter_map(|sport| {
-            let mut f = crate::backend::null::udp4_frame(64);
+            let mut f = wirespeed_core::backend::null::udp4_frame(64);
             f[34..36].copy_from_slice(&sport.to_be_bytes());
             let info = PacketInfo::parse_ethernet(&f);
             let h = hasher.hash_tuple(&info.tuple?)?;
