@@ -364,7 +364,8 @@ where
                     batch: Batch::new(),
                 });
             }
-            Ok(ControlShard { sides })
+            let not_ours = DropReason::register(NOT_FOR_CONTROL_PLANE).unwrap_or(DropReason::Unsupported);
+            Ok(ControlShard { sides, not_ours })
         })
         .launch()?;
     routes.reclaim();
@@ -706,19 +707,27 @@ fn transmit<T: TxQueue<Buf = PoolBuf>>(
     cx.counters.drop_packets(DropReason::NoRoute, n);
 }
 
+/// Name of the drop reason of [`CleartextGuard`].
+pub const CLEARTEXT_ON_WAN: &str = "cleartext_on_wan";
+
 /// Drops cleartext arriving on the WAN side that the SPD says must come protected: a packet
 /// from the remote side whose reversed flow matches a protect policy (RFC 4301 §5.2: inbound
-/// traffic a protect policy covers must arrive through its SA). Counted as `PolicyDiscard`.
+/// traffic a protect policy covers must arrive through its SA). Counted under the appliance's
+/// own drop reason [`CLEARTEXT_ON_WAN`].
 #[derive(Debug)]
 pub struct CleartextGuard {
     sas: Subscriber<SaSet>,
+    reason: DropReason,
     dropped: u64,
 }
 
 impl CleartextGuard {
     /// A guard reading the SPD from `sas`.
     pub fn new(sas: Subscriber<SaSet>) -> Self {
-        Self { sas, dropped: 0 }
+        // Registration is idempotent; if every custom slot were taken, fall back to the
+        // built-in policy reason rather than fail.
+        let reason = DropReason::register(CLEARTEXT_ON_WAN).unwrap_or(DropReason::PolicyDiscard);
+        Self { sas, reason, dropped: 0 }
     }
 
     /// Packets dropped so far.
@@ -735,6 +744,7 @@ impl<B: PacketBuf> Stage<B> for CleartextGuard {
             return;
         }
         let shard = cx.shard;
+        let reason = self.reason;
         let dropped = &mut self.dropped;
         batch.apply(
             cx,
@@ -759,7 +769,7 @@ impl<B: PacketBuf> Stage<B> for CleartextGuard {
                 match set.decide_outbound(&reversed, shard) {
                     OutboundDecision::Protect(_) | OutboundDecision::NoSa => {
                         *dropped += 1;
-                        Verdict::Drop(DropReason::PolicyDiscard)
+                        Verdict::Drop(reason)
                     }
                     OutboundDecision::Bypass | OutboundDecision::Discard => Verdict::Continue,
                 }
@@ -781,7 +791,12 @@ struct ControlSide<P: Port<Buf = PoolBuf>> {
 /// control plane per interface.
 struct ControlShard<P: Port<Buf = PoolBuf>> {
     sides: Vec<ControlSide<P>>,
+    not_ours: DropReason,
 }
+
+/// Name of the drop reason of frames the steering plan sends to the management queue that the
+/// control plane does not take (rules an operator added that match data traffic).
+pub const NOT_FOR_CONTROL_PLANE: &str = "not_for_control_plane";
 
 impl<P: Port<Buf = PoolBuf>> ControlShard<P> {
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
@@ -798,7 +813,7 @@ impl<P: Port<Buf = PoolBuf>> ControlShard<P> {
                 s.classify.process(cx, &mut s.batch);
                 s.punt.process(cx, &mut s.batch);
                 // What the steering plan sent here but is not for the control plane.
-                cx.counters.drop_packets(DropReason::Unsupported, s.batch.len() as u64);
+                cx.counters.drop_packets(self.not_ours, s.batch.len() as u64);
                 s.batch.clear();
             }
             let before = s.plane.counters().device;
