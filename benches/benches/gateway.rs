@@ -104,6 +104,51 @@ fn run<S: Stage<PoolBuf>>(
     start.elapsed()
 }
 
+/// This thread's CPU time (user + system) from `/proc/thread-self/stat`, in clock ticks (USER_HZ,
+/// 100 on Linux); `None` off Linux.
+fn thread_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The CPU clock in MHz as the kernel reports it (first `cpu MHz` line).
+fn cpu_mhz() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse().ok()
+}
+
+/// Cycles per packet from this thread's CPU time (not wall time) over about two seconds of
+/// batches: on a machine shared with other jobs, wall time counts the time the thread waited for
+/// a core; CPU time does not. Printed next to criterion's wall-clock figures.
+fn cycles_per_packet<S: Stage<PoolBuf>>(
+    name: &str,
+    p: &mut Pipeline<CycleRx, wirespeed_core::backend::null::NullTx, S>,
+    cx: &mut ShardCtx,
+) {
+    let (Some(t0), Some(mhz)) = (thread_cpu_ticks(), cpu_mhz()) else { return };
+    let mut batches = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        for _ in 0..1000 {
+            black_box(p.run_once(cx));
+        }
+        batches += 1000;
+    }
+    let Some(t1) = thread_cpu_ticks() else { return };
+    let cpu_ns = (t1 - t0) as f64 * 1e7; // USER_HZ = 100: 10 ms per tick
+    let per_packet = cpu_ns / (batches * BATCH_SIZE as u64) as f64;
+    eprintln!(
+        "gateway/{name}: {per_packet:.0} ns CPU time per packet = {:.0} cycles at {mhz:.0} MHz ({} packets, {:.2} s CPU of {:.2} s wall)",
+        per_packet * mhz / 1000.0,
+        batches * BATCH_SIZE as u64,
+        cpu_ns / 1e9,
+        start.elapsed().as_secs_f64()
+    );
+}
+
 fn bench_gateway(c: &mut Criterion) {
     let pool = BufferPool::new(PoolConfig { buffers: 4096, ..PoolConfig::default() }).unwrap();
     let a = config(Site::A);
@@ -140,6 +185,7 @@ fn bench_gateway(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH_SIZE as u64));
     let before = cx.counters;
     g.bench_function("encrypt_imix", |b| b.iter_custom(|iters| run(&mut enc, &mut cx, iters)));
+    cycles_per_packet("encrypt_imix", &mut enc, &mut cx);
     assert_eq!(cx.counters.total_drops(), before.total_drops(), "no drops while benching: {}", cx.counters);
 
     let bcfg = config(Site::B);
@@ -149,6 +195,7 @@ fn bench_gateway(c: &mut Criterion) {
     let mut dec = pipeline(pool, esp, 1, inbound);
     let mut cx = ShardCtx::new(0);
     g.bench_function("decrypt_imix", |b| b.iter_custom(|iters| run(&mut dec, &mut cx, iters)));
+    cycles_per_packet("decrypt_imix", &mut dec, &mut cx);
     assert_eq!(cx.counters.total_drops(), 0, "no drops while benching: {}", cx.counters);
     assert!(cx.counters.tx_packets > 0);
     g.finish();
