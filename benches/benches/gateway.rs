@@ -5,8 +5,9 @@
 //! - `gateway/decrypt_imix`: WAN Rx → classify → punt check → cleartext guard → ESP decrypt (SA
 //!   by SPI, inbound selector check) → route → LAN Tx.
 //!
-//! The stages are the gateway's own ([`ipsec_gateway::gateway::Shared`]), built from the demo's
-//! configuration with one shard. Rx copies each frame into a pool buffer (as a NIC's DMA would
+//! The worker is the gateway's own data shard ([`ipsec_gateway::gateway::DataShard`]: both Rx
+//! queues polled, stages, Tx by output port), built from the demo's configuration with one shard;
+//! the other direction's Rx is idle. Rx copies each frame into a pool buffer (as a NIC's DMA would
 //! fill it); Tx frees the buffers (null port). IMIX is 7:4:1 of 64, 594 and 1518-byte frames on
 //! the wire (60, 590 and 1514 bytes without the FCS), interleaved, over six UDP flows. An
 //! iteration is one batch of 32 packets; the throughput unit is packets.
@@ -20,11 +21,11 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ipsec_gateway::config::GatewayConfig;
 use ipsec_gateway::demo::configs::{self, Site};
-use ipsec_gateway::gateway::{Shared, Tables};
-use wirespeed_core::backend::null::{NullConfig, NullPort};
+use ipsec_gateway::gateway::{DataShard, Shared, Tables};
+use wirespeed_core::backend::null::{NullConfig, NullPort, NullTx};
 use wirespeed_core::{
-    BATCH_SIZE, Batch, BufferPool, PacketBuf, PacketMeta, Pipeline, PoolBuf, PoolConfig, Port, RxQueue,
-    ShardCtx, Stage,
+    BATCH_SIZE, Batch, BufferPool, PacketBuf, PacketMeta, PoolBuf, PoolConfig, Port, RxQueue, ShardCtx,
+    Stage, Worker,
 };
 
 /// Frame sizes without FCS, in IMIX order: 7 × 64, 4 × 594, 1 × 1518 on the wire, interleaved.
@@ -42,11 +43,63 @@ impl RxQueue for CycleRx {
     type Buf = PoolBuf;
     fn rx_burst(&mut self, out: &mut Batch<PoolBuf>) -> usize {
         let Self { pool, frames, next, port } = self;
+        if frames.is_empty() {
+            return 0;
+        }
         pool.alloc_batch(out, PacketMeta::received(*port, 0), |b| {
             let _ = b.copy_from(&frames[*next]);
             *next = (*next + 1) % frames.len();
         })
     }
+}
+
+/// A port whose Rx cycles through `frames` (none: idle) and whose Tx frees (null).
+struct BenchPort {
+    pool: BufferPool,
+    frames: Vec<Vec<u8>>,
+    id: u16,
+    null: NullPort,
+}
+
+impl BenchPort {
+    fn new(pool: BufferPool, id: u16, frames: Vec<Vec<u8>>) -> Self {
+        Self {
+            pool,
+            frames,
+            id,
+            null: NullPort::new(NullConfig { port_id: id, ..NullConfig::default() }, pool),
+        }
+    }
+}
+
+impl Port for BenchPort {
+    type Rx = CycleRx;
+    type Tx = NullTx;
+    type Buf = PoolBuf;
+    fn info(&self) -> wirespeed_core::PortInfo {
+        self.null.info()
+    }
+    fn queue_pair(&mut self, queue: u16) -> Result<(CycleRx, NullTx), wirespeed_core::PortError> {
+        let (_, tx) = self.null.queue_pair(queue)?;
+        let frames = std::mem::take(&mut self.frames);
+        Ok((CycleRx { pool: self.pool, frames, next: 0, port: self.id }, tx))
+    }
+}
+
+/// One data shard of the gateway `cfg` with `lan` / `wan` frames on its Rx queues.
+fn data_shard(
+    cfg: &GatewayConfig,
+    tables: &mut Tables,
+    pool: BufferPool,
+    lan: Vec<Vec<u8>>,
+    wan: Vec<Vec<u8>>,
+) -> DataShard<BenchPort> {
+    let shared = Shared::new(cfg);
+    let mut lan = BenchPort::new(pool, 0, lan);
+    let mut wan = BenchPort::new(pool, 1, wan);
+    let fib = [tables.routes.subscribe(), tables.routes.subscribe()];
+    let sas = [tables.sad.subscribe(), tables.sad.subscribe(), tables.sad.subscribe()];
+    DataShard::new(&shared, lan.queue_pair(0).unwrap(), wan.queue_pair(0).unwrap(), fib, sas)
 }
 
 fn config(site: Site) -> GatewayConfig {
@@ -77,29 +130,10 @@ fn imix_frames() -> Vec<Vec<u8>> {
     out
 }
 
-/// A one-shard path: Rx cycling `frames`, the given stages, null Tx on both output ports.
-fn pipeline<S: Stage<PoolBuf>>(
-    pool: BufferPool,
-    frames: Vec<Vec<u8>>,
-    port: u16,
-    stages: S,
-) -> Pipeline<CycleRx, wirespeed_core::backend::null::NullTx, S> {
-    let mut null = NullPort::new(NullConfig { queues: 2, ..NullConfig::default() }, pool);
-    let (_, tx0) = null.queue_pair(0).unwrap();
-    let (_, tx1) = null.queue_pair(1).unwrap();
-    let mut p = Pipeline::new(CycleRx { pool, frames, next: 0, port }, tx0, stages);
-    let _ = p.add_tx(tx1);
-    p
-}
-
-fn run<S: Stage<PoolBuf>>(
-    p: &mut Pipeline<CycleRx, wirespeed_core::backend::null::NullTx, S>,
-    cx: &mut ShardCtx,
-    iters: u64,
-) -> Duration {
+fn run(w: &mut DataShard<BenchPort>, cx: &mut ShardCtx, iters: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
-        black_box(p.run_once(cx));
+        black_box(w.poll(cx));
     }
     start.elapsed()
 }
@@ -123,17 +157,13 @@ fn cpu_mhz() -> Option<f64> {
 /// Cycles per packet from this thread's CPU time (not wall time) over about two seconds of
 /// batches: on a machine shared with other jobs, wall time counts the time the thread waited for
 /// a core; CPU time does not. Printed next to criterion's wall-clock figures.
-fn cycles_per_packet<S: Stage<PoolBuf>>(
-    name: &str,
-    p: &mut Pipeline<CycleRx, wirespeed_core::backend::null::NullTx, S>,
-    cx: &mut ShardCtx,
-) {
+fn cycles_per_packet(name: &str, p: &mut DataShard<BenchPort>, cx: &mut ShardCtx) {
     let (Some(t0), Some(mhz)) = (thread_cpu_ticks(), cpu_mhz()) else { return };
     let mut batches = 0u64;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {
         for _ in 0..1000 {
-            black_box(p.run_once(cx));
+            black_box(p.poll(cx));
         }
         batches += 1000;
     }
@@ -154,8 +184,7 @@ fn bench_gateway(c: &mut Criterion) {
     let a = config(Site::A);
     let mut ta = Tables::new(&a).unwrap();
     let sa = Shared::new(&a);
-    let outbound = sa.outbound(ta.routes.subscribe(), ta.sad.subscribe());
-    let mut enc = pipeline(pool, imix_frames(), 0, outbound);
+    let mut enc = data_shard(&a, &mut ta, pool, imix_frames(), Vec::new());
     let mut cx = ShardCtx::new(0);
 
     // The ESP packets gateway A sends for one round of the IMIX frames, for the decrypt bench.
@@ -190,9 +219,7 @@ fn bench_gateway(c: &mut Criterion) {
 
     let bcfg = config(Site::B);
     let mut tb = Tables::new(&bcfg).unwrap();
-    let sb = Shared::new(&bcfg);
-    let inbound = sb.inbound(tb.routes.subscribe(), tb.sad.subscribe(), tb.sad.subscribe());
-    let mut dec = pipeline(pool, esp, 1, inbound);
+    let mut dec = data_shard(&bcfg, &mut tb, pool, Vec::new(), esp);
     let mut cx = ShardCtx::new(0);
     g.bench_function("decrypt_imix", |b| b.iter_custom(|iters| run(&mut dec, &mut cx, iters)));
     cycles_per_packet("decrypt_imix", &mut dec, &mut cx);

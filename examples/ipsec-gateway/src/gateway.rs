@@ -678,6 +678,14 @@ fn transmit<T: TxQueue<Buf = PoolBuf>>(
     tx: &mut [T; 2],
     cx: &mut ShardCtx,
 ) {
+    // The common case: the whole batch leaves by one port (LAN → WAN, or WAN → LAN).
+    if let Some(first) = batch.as_slice().first().map(|p| p.meta().out_port)
+        && (first as usize) < tx.len()
+        && batch.iter().all(|p| p.meta().out_port == first)
+    {
+        send(&mut tx[first as usize], batch, cx);
+        return;
+    }
     for (port, t) in tx.iter_mut().enumerate() {
         while let Some(i) = batch.iter().position(|p| p.meta().out_port as usize == port) {
             // Move the run of this port's packets starting at i, keeping order.
@@ -690,21 +698,27 @@ fn transmit<T: TxQueue<Buf = PoolBuf>>(
             }
         }
         if !scratch.is_empty() {
-            let bytes = scratch.bytes();
-            let want = scratch.len();
-            let sent = t.tx_burst(scratch);
-            cx.counters.tx_packets += sent as u64;
-            cx.counters.tx_bytes += bytes - scratch.bytes();
-            if sent < want {
-                cx.counters.drop_packets(DropReason::TxFull, scratch.len() as u64);
-                scratch.clear();
-            }
+            send(t, scratch, cx);
         }
     }
     // An output port the gateway does not have.
     let n = batch.len() as u64;
     batch.clear();
     cx.counters.drop_packets(DropReason::NoRoute, n);
+}
+
+/// Sends `batch` on `t`, counting what went out and what the queue refused.
+#[inline]
+fn send<T: TxQueue<Buf = PoolBuf>>(t: &mut T, batch: &mut Batch<PoolBuf>, cx: &mut ShardCtx) {
+    let bytes = batch.bytes();
+    let want = batch.len();
+    let sent = t.tx_burst(batch);
+    cx.counters.tx_packets += sent as u64;
+    cx.counters.tx_bytes += bytes - batch.bytes();
+    if sent < want {
+        cx.counters.drop_packets(DropReason::TxFull, batch.len() as u64);
+        batch.clear();
+    }
 }
 
 /// Name of the drop reason of [`CleartextGuard`].
