@@ -349,7 +349,7 @@ fn esp_pair(alg: AeadAlgorithm, natt: bool) -> (EspEncrypt, EspDecrypt, Publishe
         GW4.into(),
         PEER4.into(),
     );
-    let mut i = SaConfig::tunnel(0x100, Direction::Inbound, alg, &keymat(alg), GW4.into(), PEER4.into());
+    let mut i = SaConfig::tunnel(0x100, Direction::Inbound, alg, &keymat(alg), PEER4.into(), GW4.into());
     if natt {
         o.udp_encap = Some(UdpEncap::default());
         i.udp_encap = Some(UdpEncap::default());

@@ -64,7 +64,7 @@ impl KernelPass {
     /// the software path). The program matches ports × addresses, so covering `ssh@A` and
     /// `bgp@B` also passes SSH to B.
     pub fn from_plan(plan: &SteeringPlan, mgmt_queue: u16) -> (Self, Vec<String>) {
-        use wirespeed_core::rss::parse::{ETHERTYPE_ARP, ETHERTYPE_IPV6};
+        use wirespeed_core::wire::{ETHERTYPE_ARP, ETHERTYPE_IPV6};
         let mut pass = Self::none();
         let mut covered = Vec::new();
         let mut any_address = false;

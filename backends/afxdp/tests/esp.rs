@@ -67,7 +67,7 @@ fn esp_round_trip_through_the_gateway_stages() {
     let (k_out, k_in) = ([0x11u8; 36], [0x22u8; 36]);
     let ours = [
         SaConfig::tunnel(0x1001, Direction::Outbound { shard: 0 }, alg, &k_out, gw, peer),
-        SaConfig::tunnel(0x2001, Direction::Inbound, alg, &k_in, peer, gw),
+        SaConfig::tunnel(0x2001, Direction::Inbound, alg, &k_in, gw, peer),
     ];
     let spd = Spd::new(vec![SecurityPolicy {
         selector: Selector::between(
@@ -120,7 +120,7 @@ fn esp_round_trip_through_the_gateway_stages() {
     assert_eq!(u32::from_be_bytes(f[34..38].try_into().unwrap()), 0x1001);
     let pool = BufferPool::new(PoolConfig { buffers: 64, ..PoolConfig::default() }).unwrap();
     let peer_in =
-        SecurityAssociation::new(&SaConfig::tunnel(0x1001, Direction::Inbound, alg, &k_out, gw, peer))
+        SecurityAssociation::new(&SaConfig::tunnel(0x1001, Direction::Inbound, alg, &k_out, peer, gw))
             .unwrap();
     let mut st = SaState::new(&peer_in);
     let mut pb = pool.alloc().unwrap();

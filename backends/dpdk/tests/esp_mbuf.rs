@@ -39,7 +39,7 @@ fn gateway_stages_encrypt_and_decrypt_in_mbufs() {
     let (k_out, k_in) = ([0x11u8; 20], [0x22u8; 20]);
     let ours = [
         SaConfig::tunnel(0x1001, Direction::Outbound { shard: 0 }, alg, &k_out, gw, peer),
-        SaConfig::tunnel(0x2001, Direction::Inbound, alg, &k_in, peer, gw),
+        SaConfig::tunnel(0x2001, Direction::Inbound, alg, &k_in, gw, peer),
     ];
     let spd = Spd::new(vec![SecurityPolicy {
         selector: Selector::between(
@@ -87,7 +87,7 @@ fn gateway_stages_encrypt_and_decrypt_in_mbufs() {
 
     // The peer's inbound SA decrypts each, in its mbuf, to the original inner packet.
     let peer_in =
-        SecurityAssociation::new(&SaConfig::tunnel(0x1001, Direction::Inbound, alg, &k_out, gw, peer))
+        SecurityAssociation::new(&SaConfig::tunnel(0x1001, Direction::Inbound, alg, &k_out, peer, gw))
             .unwrap();
     let mut st = SaState::new(&peer_in);
     for (m, orig) in out.iter_mut().zip(&clear) {
