@@ -85,9 +85,9 @@ pub fn run(input: &Path, output: &Path, keymat: &[u8]) -> Result<Vec<ShardReport
     let rt = Runtime::builder(RuntimeConfig { cores: Some(vec![]), ..RuntimeConfig::default() })
         .shard(move |_| {
             let pipeline = Pipeline::new(rx0, tx0, (dispatcher, l3_0, encrypt));
-            Ok::<_, String>(pipeline.with_report(|(_, (_, fw, _), esp)| (fw.1, *esp.stats())))
+            pipeline.with_report(|(_, (_, fw, _), esp)| (fw.1, *esp.stats()))
         })
-        .shard(move |_| Ok::<_, String>(Pipeline::new(rx1, tx1, l3_1).with_report(|(_, fw, _)| fw.1)))
+        .shard(move |_| Pipeline::new(rx1, tx1, l3_1).with_report(|(_, fw, _)| fw.1))
         .launch()?;
     Ok(rt.wait_finished()?)
 }
