@@ -6,12 +6,14 @@
 //! others to shard 1, which receives them through a `DispatchRx`. Both shards then run classify,
 //! the appliance's own [`Firewall`] (ICMP denied under its own drop reason `fw_icmp_denied`) and
 //! forward (LPM, TTL, MAC rewrite); shard 0 also encrypts LAN → servers traffic into an ESP
-//! tunnel. Each shard writes its own output capture and reports its firewall's state when it
-//! ends (shard 0 with its ESP statistics). `tests/appliance.rs` runs it on a real capture and
-//! checks the output.
+//! tunnel to a peer reached through the servers' router (forward runs first, so its MAC rewrite
+//! stays on the ESP frame). Each shard writes its own output capture and reports its firewall's
+//! state when it ends (shard 0 with its ESP statistics). `tests/appliance.rs` runs it on a real
+//! capture and checks the output.
 //!
-//! This file is the whole appliance; its line count (code lines, comments and blank lines not
-//! counted) is what issue 10 measures.
+//! This file is the whole appliance: 60 lines of code as `rustfmt` leaves them, imports,
+//! constants and type definitions included, comments and blank lines not counted
+//! (`grep -vcE '^\s*(//|$)' src/lib.rs`).
 use std::{error::Error, net::IpAddr, net::Ipv4Addr, path::Path, sync::Arc};
 
 use wirespeed_core::rss::{DispatchFabric, RssConfig, SteeringEngine, SymmetricMode::Sort};

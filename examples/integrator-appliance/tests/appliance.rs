@@ -83,8 +83,9 @@ fn appliance_runs_to_completion_and_its_output_checks_out() {
     let deny = DropReason::register("fw_icmp_denied").unwrap(); // the same reason again
     assert_eq!(deny.name(), "fw_icmp_denied");
 
-    // Expectations from the input. The same symmetric RSS choice as the appliance's, to check
-    // that each packet came out of the shard owning its flow.
+    // Expectations from the input. The same symmetric RSS choice as the appliance's (spelled out
+    // here rather than with `SteeringEngine::rss_only`), to check that each packet came out of
+    // the shard owning its flow.
     let sent = frames(&input);
     let hasher = RssHasher::new(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() }).unwrap();
     let engine = SteeringEngine::new(hasher, SteeringPlan::rss_only(RssGroup::first(2)), 2).unwrap();
@@ -160,6 +161,7 @@ fn appliance_runs_to_completion_and_its_output_checks_out() {
             let inner = if ip[9] == 50 {
                 // ESP from this appliance to the peer, only from shard 0, only LAN → servers.
                 assert_eq!(shard, 0);
+                assert_eq!(f[..6], MACS[1], "the peer is reached through the servers' router");
                 assert_eq!((IpAddr::from(v4(&ip[12..])), IpAddr::from(v4(&ip[16..]))), (LOCAL, REMOTE));
                 let mut b = pool.alloc().unwrap();
                 b.copy_from(&f).unwrap();
@@ -197,5 +199,6 @@ fn appliance_runs_to_completion_and_its_output_checks_out() {
     assert!(expected.is_empty(), "{} forwarded packets never came out", expected.len());
     assert!(esp_frames > 0);
     assert_eq!(esp_stats.encrypted, esp_frames);
+    assert_eq!(esp_stats.encrypted + esp_stats.passed, c0.tx_packets, "the rest bypasses the tunnel");
     let _ = std::fs::remove_dir_all(dir);
 }
