@@ -1,7 +1,6 @@
 //! `rss-inspect` end to end: the Microsoft RSS vectors and the symmetric-mode vectors of core's
-//! `rss` tests
-//! through `hash`, errors naming the line, and `pcap` over every file of the tcpdump corpus
-//! (/work/shared/corpus/tcpdump) without a panic.
+//! `rss` tests through `hash`, errors naming the line, and `pcap` over every file of the tcpdump
+//! corpus (/work/shared/corpus/tcpdump) without a panic.
 
 use std::io::Write;
 use std::path::PathBuf;
