@@ -67,8 +67,8 @@ mod launch;
 pub use handout::{HandOutError, PerShard};
 #[cfg(not(loom))]
 pub use launch::{
-    IntoWorker, Placement, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, ShardOutcome, ShardReport,
-    numa_node_of_cpu,
+    FactoryOutput, IntoWorker, Placement, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, ShardOutcome,
+    ShardReport, numa_node_of_cpu,
 };
 
 /// What one `poll` of a worker did.

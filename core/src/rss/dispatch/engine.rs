@@ -85,6 +85,37 @@ impl SteeringEngine {
         Ok(Self { hasher, plan, actions, queues, reta })
     }
 
+    /// Plain RSS as a NIC with `queues` queues does it: the hash `cfg` describes (key, hash
+    /// types, symmetric mode), no steering rules, the default round-robin RETA over queues
+    /// `0..queues`. Shorthand for [`SteeringEngine::new`] with
+    /// [`SteeringPlan::rss_only`]`(`[`RssGroup::first`]`(queues))`.
+    ///
+    /// ```
+    /// use wirespeed_core::rss::{RssConfig, SteeringEngine, SymmetricMode};
+    ///
+    /// let engine = SteeringEngine::rss_only(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() }, 2)?;
+    /// let reta = engine.default_reta()?;
+    /// let mut frame = wirespeed_core::backend::null::udp4_frame(64);
+    /// let there = engine.decide_frame(&frame, &reta).queue();
+    /// // The reply (addresses and ports swapped) lands on the same queue: symmetric RSS.
+    /// let (src, dst) = (frame[26..30].to_vec(), frame[30..34].to_vec());
+    /// frame[26..30].copy_from_slice(&dst);
+    /// frame[30..34].copy_from_slice(&src);
+    /// let (sport, dport) = (frame[34..36].to_vec(), frame[36..38].to_vec());
+    /// frame[34..36].copy_from_slice(&dport);
+    /// frame[36..38].copy_from_slice(&sport);
+    /// assert_eq!(engine.decide_frame(&frame, &reta).queue(), there);
+    /// assert!(there.is_some_and(|q| q < 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// [`RssGroup::first`]: crate::rss::RssGroup::first
+    pub fn rss_only(cfg: &crate::rss::RssConfig, queues: u16) -> Result<Self, RssError> {
+        // Paths spelled out rather than imported: keeps this file's import block as it was.
+        let group = crate::rss::RssGroup::first(queues);
+        Self::new(RssHasher::new(cfg)?, SteeringPlan::rss_only(group), queues)
+    }
+
     /// The hasher.
     pub fn hasher(&self) -> &RssHasher {
         &self.hasher
