@@ -713,7 +713,7 @@ mod batch_hash {
             let types = if v4_only { HashTypes::from_names(&["ipv4", "ipv4-tcp", "ipv4-esp"]).unwrap() } else { HashTypes::ALL };
             let h = RssHasher::new(&RssConfig { mode, types, ..RssConfig::default() }).unwrap();
             let mut out = vec![Some(0xdead_beef); tuples.len()];
-            h.hash_batch(&mut HashScratch::new(), tuples.iter().map(Option::as_ref), &mut out);
+            h.hash_batch(&mut HashBatch::new(), tuples.iter().map(Option::as_ref), &mut out);
             for (t, o) in tuples.iter().zip(&out) {
                 let want = t.as_ref().and_then(|t| h.hash_tuple(t));
                 prop_assert_eq!(*o, want);

@@ -46,7 +46,7 @@ pub use dispatch::{
     SteeringDecision, SteeringEngine, load_channel,
 };
 pub use hash::{FlowTuple, HashInput, HashTypes, L4, RssConfig, RssHasher, SymmetricMode};
-pub use hash_batch::{HASH_BATCH, HashScratch};
+pub use hash_batch::{HASH_BATCH, HashBatch};
 pub use parse::PacketInfo;
 pub use pick::pick_source_port;
 pub use rebalance::{MoveReason, RebalanceMove, Rebalancer, RetaLoad, imbalance};

@@ -3,7 +3,7 @@
 
 use crate::rss::RssError;
 use crate::rss::hash::RssHasher;
-use crate::rss::hash_batch::{HASH_BATCH, HashScratch};
+use crate::rss::hash_batch::{HASH_BATCH, HashBatch};
 use crate::rss::parse::PacketInfo;
 use crate::rss::reta::Reta;
 use crate::rss::steering::{SteeringAction, SteeringPlan};
@@ -181,10 +181,17 @@ impl SteeringEngine {
         let n = infos.len().min(out.len()).min(HASH_BATCH);
         let (infos, out) = (&infos[..n], &mut out[..n]);
         // 1. Rules: a queue or drop rule decides without a hash; an RSS rule or the default group
-        //    needs one (`group[i]`: the rule, or NO_RULE for the default group).
+        //    needs one (`group[i]`: the rule, or NO_RULE for the default group), whose input is
+        //    staged for the batch hash right away.
+        s.hash.clear();
         if self.plan.rules.is_empty() {
             s.need[..n].fill(true);
             s.group[..n].fill(NO_RULE);
+            for (i, p) in infos.iter().enumerate() {
+                if let Some(t) = &p.tuple {
+                    s.hash.push(&self.hasher, i, t);
+                }
+            }
         } else {
             for (i, p) in infos.iter().enumerate() {
                 s.need[i] = true;
@@ -207,18 +214,22 @@ impl SteeringEngine {
                     }
                     break;
                 }
+                if s.need[i]
+                    && let Some(t) = &p.tuple
+                {
+                    s.hash.push(&self.hasher, i, t);
+                }
             }
         }
-        // 2. One batch hash for every packet that needs one.
-        let tuples =
-            infos.iter().zip(&s.need[..n]).map(|(p, &need)| if need { p.tuple.as_ref() } else { None });
-        self.hasher.hash_batch(&mut s.hash, tuples, &mut s.hashes[..n]);
+        // 2. One batch hash per input length.
+        let hashed = s.hash.hash_into(&self.hasher, &mut s.hashes);
         // 3. The RETA (the default group's, or the rule group's).
-        let decided = out.iter_mut().zip(&s.need[..n]).zip(s.hashes[..n].iter().zip(&s.group[..n]));
-        for ((o, &need), (&h, &group)) in decided {
+        let decided = out.iter_mut().zip(&s.need[..n]).zip(s.hashes.iter().zip(&s.group[..n]));
+        for (i, ((o, &need), (&hash, &group))) in decided.enumerate() {
             if !need {
                 continue;
             }
+            let h = (hashed & (1 << i) != 0).then_some(hash);
             *o = match group {
                 NO_RULE => {
                     let entry = reta.index(h.unwrap_or(0));
@@ -254,8 +265,8 @@ const NO_RULE: u16 = u16::MAX;
 
 /// Reusable scratch of [`SteeringEngine::decide_batch`] (a few KiB; keep one per dispatcher).
 pub struct DecideScratch {
-    hash: HashScratch,
-    hashes: [Option<u32>; HASH_BATCH],
+    hash: HashBatch,
+    hashes: [u32; HASH_BATCH],
     need: [bool; HASH_BATCH],
     group: [u16; HASH_BATCH],
 }
@@ -276,8 +287,8 @@ impl DecideScratch {
     /// Empty scratch.
     pub fn new() -> Self {
         Self {
-            hash: HashScratch::new(),
-            hashes: [None; HASH_BATCH],
+            hash: HashBatch::new(),
+            hashes: [0; HASH_BATCH],
             need: [false; HASH_BATCH],
             group: [NO_RULE; HASH_BATCH],
         }
