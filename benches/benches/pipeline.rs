@@ -8,6 +8,11 @@
 //! `copy=1`) → classify → forward (route lookup, TTL, RFC 1624 checksum, MAC rewrite) → null Tx,
 //! one batch of 32 per iteration. Peer: DPDK testpmd `5tswap` on net_null copy=1.
 //! `pipeline/null_copy_baseline` is the same Rx/Tx with no stage, to separate the backend's cost.
+//!
+//! `pipeline/dpdk_null_io` (feature `dpdk`): the same forward-untouched pipeline on the DPDK
+//! backend — Rx on DPDK `net_null0`, Tx on `net_null1`, zero-copy mbufs — exactly what
+//! `dpdk-testpmd --forward-mode=io` does on the same two vdevs (the peer of `null_io`). One
+//! iteration = one batch of 32.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -70,5 +75,38 @@ fn l3fwd(c: &mut Criterion) {
     g.finish();
 }
 
+#[cfg(feature = "dpdk")]
+fn dpdk_null_io(c: &mut Criterion) {
+    use wirespeed_dpdk::{DpdkPort, DpdkPortConfig, TEST_EAL_ARGS};
+    // The EAL arguments of testpmd in peer-anchors.sh (`-l 0,1`, no hugepages) and its two vdevs.
+    let mut eal: Vec<String> = TEST_EAL_ARGS.iter().map(|s| s.to_string()).collect();
+    eal.extend(["-l", "0,1", "--vdev=net_null0", "--vdev=net_null1"].map(String::from));
+    let make = |dev: &str| {
+        let mut cfg = DpdkPortConfig::new(eal.clone(), dev);
+        cfg.mempool.mbufs = 8192;
+        match DpdkPort::new(&cfg) {
+            Ok(p) => Some(p),
+            Err(wirespeed_dpdk::DpdkError::NotInstalled) => None,
+            Err(e) => panic!("{dev}: {e}"),
+        }
+    };
+    let (Some(mut p0), Some(mut p1)) = (make("net_null0"), make("net_null1")) else {
+        eprintln!("pipeline/dpdk_null_io skipped: DPDK is not installed");
+        return;
+    };
+    let (rx, _) = p0.queue_pair(0).unwrap();
+    let (_, tx) = p1.queue_pair(0).unwrap();
+    let mut pipeline = Pipeline::new(rx, tx, ());
+    let mut cx = ShardCtx::new(0);
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(BATCH_SIZE as u64));
+    g.bench_function("dpdk_null_io", |b| b.iter(|| black_box(pipeline.run_once(&mut cx))));
+    g.finish();
+    assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
+}
+
+#[cfg(not(feature = "dpdk"))]
 criterion_group!(benches, null_io, l3fwd);
+#[cfg(feature = "dpdk")]
+criterion_group!(benches, null_io, l3fwd, dpdk_null_io);
 criterion_main!(benches);

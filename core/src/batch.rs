@@ -197,6 +197,49 @@ impl<B: PacketBuf, const N: usize> Batch<B, N> {
         )
     }
 
+    /// Removes the packets whose slot in `drops` holds a reason, counting each under it; the
+    /// kept packets stay in order. Slot `i` is packet `i`.
+    ///
+    /// The companion of a mark-then-sweep stage loop: decide every packet in a plain loop (which
+    /// the compiler inlines whole), record drops in a stack array, and call this only when
+    /// something was marked (rare on the fast path).
+    ///
+    /// ```
+    /// use wirespeed_core::backend::null::udp4_frame;
+    /// use wirespeed_core::{BATCH_SIZE, Batch, BufferPool, DropReason, PacketBuf, PoolConfig, ShardCtx};
+    ///
+    /// let pool = BufferPool::new(PoolConfig::default())?;
+    /// let mut batch = Batch::new();
+    /// for _ in 0..3 {
+    ///     let mut p = pool.alloc().expect("a buffer");
+    ///     p.copy_from(&udp4_frame(64))?;
+    ///     batch.push(p).ok();
+    /// }
+    /// let mut drops = [None; BATCH_SIZE];
+    /// drops[1] = Some(DropReason::TtlExpired);
+    /// let mut cx = ShardCtx::new(0);
+    /// batch.remove_marked(&mut cx, &drops);
+    /// assert_eq!(batch.len(), 2);
+    /// assert_eq!(cx.counters.drops_of(DropReason::TtlExpired), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline(never)]
+    pub fn remove_marked(&mut self, cx: &mut ShardCtx, drops: &[Option<DropReason>; N]) {
+        let mut i = 0;
+        // `retain` visits every packet once, in order.
+        self.pkts.retain(|_| {
+            let d = drops[i];
+            i += 1;
+            match d {
+                Some(r) => {
+                    cx.counters.drop_packet(r);
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+
     /// Total bytes in the batch.
     #[inline]
     pub fn bytes(&self) -> u64 {

@@ -43,8 +43,13 @@ pub mod rss;
 pub mod runtime;
 pub mod stage;
 pub mod stats;
+// The concurrency facade (std or loom atomics, `Arc`, threads, bounded queue). Public only so
+// wirespeed's own crates and their loom model tests build on the same primitives; integrators
+// use `std` directly. Hidden from the documentation and not covered by semver.
+#[doc(hidden)]
 pub mod sync;
 pub mod verdict;
+pub mod wire;
 
 pub use backend::{Port, PortError, PortInfo, RxQueue, TxQueue};
 pub use batch::{BATCH_SIZE, Batch};
@@ -57,7 +62,8 @@ pub use runtime::{Command, LoopOptions, Poll, ShardControl, ShardState, Update, 
 pub use runtime::{PerShard, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardReport};
 pub use stage::{Chain, PerPacket, Stage};
 pub use stats::{ShardCounters, ShardCtx, ShardId, ShardStats, StatsCell};
-pub use verdict::{DropReason, Verdict};
+pub use verdict::{CustomReason, DropReason, Verdict};
+pub use wire::IpPrefix;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -14,7 +14,9 @@ pub enum FlowClass {
     Management,
     /// Control-plane protocols: IKE (UDP 500, 4500 with the non-ESP marker), BGP.
     Control,
-    /// ESP (IP protocol 50).
+    /// ESP (IP protocol 50). ESP is a wire-level class like TCP or UDP here, not a stage
+    /// concept: NIC RSS hashes it by SPI (DPDK `RTE_ETH_RSS_ESP`, ethtool `esp4`/`esp6` flow
+    /// types) and so does [`crate::rss`].
     Esp,
     /// ESP in UDP (RFC 3948, port 4500, non-zero SPI).
     EspInUdp,
@@ -53,6 +55,11 @@ pub mod flags {
     pub const DECRYPTED: u16 = 1 << 4;
     /// The packet was encapsulated into ESP on this pass.
     pub const ENCRYPTED: u16 = 1 << 5;
+    /// Bits reserved for appliance-defined stages: no wirespeed stage or backend sets or clears
+    /// them after Rx (backends start every packet with all flags clear).
+    pub const APPLIANCE_MASK: u16 = 0xff00;
+    /// The lowest appliance-defined bit (the others are `APPLIANCE_FIRST << 1` … `<< 7`).
+    pub const APPLIANCE_FIRST: u16 = 1 << 8;
 }
 
 /// Metadata of one packet. `Copy`, 40 bytes, reset by the backend on every Rx.

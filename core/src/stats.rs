@@ -10,7 +10,13 @@ use std::time::Instant;
 use crate::sync::atomic::{AtomicU64, Ordering, fence};
 use crate::verdict::DropReason;
 
-/// Index of a shard (0-based, dense).
+/// Index of a shard (0-based, dense): an index into the runtime's shards, hence `usize`.
+///
+/// Queue ids are `u16` ([`crate::Port::queue_pair`], [`crate::PacketMeta::rx_queue`]) because
+/// that is what NICs and DPDK use (`uint16_t` queue ids). A shard is not a queue — a shard may own
+/// several queues, or none (a dispatcher consumer) — so the two types stay apart; the usual
+/// one-queue-per-shard layout converts with `u16::try_from(shard)`, which fails only beyond
+/// 65 536 shards.
 pub type ShardId = usize;
 
 /// Counters of one shard, owned and written by it alone.
@@ -174,6 +180,8 @@ pub struct ShardStats {
 /// ordering the protocol needs (Boehm, "Can seqlocks get along with programming language memory
 /// models?", 2012).
 #[derive(Debug)]
+// Public for `core/tests/loom.rs` only; integrators read counters through `StatsCell`.
+#[doc(hidden)]
 pub struct SeqLock<const N: usize> {
     seq: AtomicU64,
     words: [AtomicU64; N],
@@ -221,7 +229,7 @@ impl<const N: usize> SeqLock<N> {
     }
 }
 
-/// Single-writer, many-reader cell of [`ShardCounters`]: a [`SeqLock`] over their words.
+/// Single-writer, many-reader cell of [`ShardCounters`]: a sequence lock over their words.
 #[derive(Debug, Default)]
 pub struct StatsCell {
     lock: SeqLock<WORDS>,

@@ -1,5 +1,6 @@
 //! The concurrency facade: every concurrent structure in `wirespeed-core` imports its atomics,
-//! `Arc`, threads and bounded queues from here, never from `std` directly.
+//! `Arc`, threads and bounded queues from here, never from `std` directly. Internal to wirespeed
+//! (hidden from the public documentation).
 //!
 //! Normally these are `std` atomics and `crossbeam_queue::ArrayQueue`. Under `--cfg loom` they are
 //! loom's instrumented versions, so `core/tests/loom.rs` can exhaustively check the control

@@ -62,7 +62,7 @@ fn test_plan() -> SteeringPlan {
     });
     plan.rules.push(SteeringRule {
         name: "esp".into(),
-        matches: Match { ip_proto: Some(hash::proto::ESP), ..Match::default() },
+        matches: Match { ip_proto: Some(wirespeed_core::wire::ip_proto::ESP), ..Match::default() },
         action: SteeringAction::Rss(RssGroup { queues: vec![1, 2], reta_size: 64 }),
     });
     plan
@@ -222,20 +222,28 @@ fn management_plan_routes_control_traffic() {
         ..PacketInfo::default()
     };
     let q = |p: &PacketInfo| engine.decide(p, &reta).queue();
-    let v4 = |t| info(t, parse::ETHERTYPE_IPV4);
-    let v6 = |t| info(t, parse::ETHERTYPE_IPV6);
+    let v4 = |t| info(t, wirespeed_core::wire::ETHERTYPE_IPV4);
+    let v6 = |t| info(t, wirespeed_core::wire::ETHERTYPE_IPV6);
     let peer = ip("198.51.100.9");
     // ARP.
-    assert_eq!(q(&PacketInfo { ethertype: parse::ETHERTYPE_ARP, ..PacketInfo::default() }), Some(7));
+    assert_eq!(
+        q(&PacketInfo { ethertype: wirespeed_core::wire::ETHERTYPE_ARP, ..PacketInfo::default() }),
+        Some(7)
+    );
     // ICMP to us → mgmt; transit ICMP → data.
-    let icmp = |d| FlowTuple { src: peer, dst: d, proto: hash::proto::ICMP, l4: L4::Icmp { ty: 8, code: 0 } };
+    let icmp = |d| FlowTuple {
+        src: peer,
+        dst: d,
+        proto: wirespeed_core::wire::ip_proto::ICMP,
+        l4: L4::Icmp { ty: 8, code: 0 },
+    };
     assert_eq!(q(&v4(icmp(own[0]))), Some(7));
     assert!(q(&v4(icmp(ip("203.0.113.5")))).is_some_and(|x| x < 4));
     // ND from anyone → mgmt.
     let nd = FlowTuple {
         src: ip("fe80::2"),
         dst: ip("ff02::1"),
-        proto: hash::proto::ICMPV6,
+        proto: wirespeed_core::wire::ip_proto::ICMPV6,
         l4: L4::Icmp { ty: 135, code: 0 },
     };
     assert_eq!(q(&v6(nd)), Some(7));
@@ -247,7 +255,7 @@ fn management_plan_routes_control_traffic() {
     let natt = FlowTuple {
         src: peer,
         dst: own[0],
-        proto: hash::proto::UDP,
+        proto: wirespeed_core::wire::ip_proto::UDP,
         l4: L4::UdpEsp { sport: 4500, dport: 4500, spi: 9 },
     };
     assert!(q(&v4(natt)).is_some_and(|x| x < 4));
@@ -412,7 +420,7 @@ fn picked_source_port_brings_replies_home() {
     let engine =
         SteeringEngine::new(hasher.clone(), SteeringPlan::rss_only(RssGroup::first(6)), 6).expect("plan");
     let info = PacketInfo {
-        ethertype: parse::ETHERTYPE_IPV4,
+        ethertype: wirespeed_core::wire::ETHERTYPE_IPV4,
         tuple: Some(template.reversed()),
         ..PacketInfo::default()
     };

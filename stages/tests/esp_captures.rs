@@ -54,14 +54,14 @@ fn read_pcap(name: &str) -> (u32, Vec<Vec<u8>>) {
 
 fn foreign_sa_set(spi: u32) -> (Publisher<SaSet>, Arc<SecurityAssociation>) {
     let alg = AeadAlgorithm::Aes128Gcm;
-    // Tunnel endpoints of the captures: 192.1.2.23 → 192.1.2.45.
+    // Tunnel endpoints of the captures: 192.1.2.23 → 192.1.2.45 (we are the receiver, .45).
     let cfg = SaConfig::tunnel(
         spi,
         Direction::Inbound,
         alg,
         &[0x42; 20],
-        [192, 1, 2, 23].into(),
         [192, 1, 2, 45].into(),
+        [192, 1, 2, 23].into(),
     );
     let sa = Arc::new(SecurityAssociation::new(&cfg).unwrap());
     (Publisher::new(SaSet::new([sa.clone()], &Spd::default()).unwrap()), sa)

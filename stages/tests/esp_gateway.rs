@@ -43,7 +43,7 @@ fn gateway_encrypts_lan_traffic_and_decrypts_tunnel_traffic() {
     // Our side: outbound 0x1001 (to the peer), inbound 0x2001 (from the peer).
     let ours = [
         SaConfig::tunnel(0x1001, Direction::Outbound { shard: 0 }, alg, &k_out, gw, peer),
-        SaConfig::tunnel(0x2001, Direction::Inbound, alg, &k_in, peer, gw),
+        SaConfig::tunnel(0x2001, Direction::Inbound, alg, &k_in, gw, peer),
     ];
     let spd = Spd::new(vec![SecurityPolicy {
         selector: Selector::between(
@@ -94,7 +94,7 @@ fn gateway_encrypts_lan_traffic_and_decrypts_tunnel_traffic() {
 
     // The peer's view of it: its inbound SA 0x1001 decrypts our packet to the original.
     let peer_in =
-        SecurityAssociation::new(&SaConfig::tunnel(0x1001, Direction::Inbound, alg, &k_out, gw, peer))
+        SecurityAssociation::new(&SaConfig::tunnel(0x1001, Direction::Inbound, alg, &k_out, peer, gw))
             .unwrap();
     let mut st = SaState::new(&peer_in);
     let mut pb = pool.alloc().unwrap();

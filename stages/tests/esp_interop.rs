@@ -132,7 +132,7 @@ fn run_case(peer: &mut Peer, alg: AeadAlgorithm, inner_v6: bool, outer_v6: bool,
     let km_out = keymat(alg, 1);
     let km_in = keymat(alg, 2);
     let mut out_cfg = SaConfig::tunnel(0x5001, Direction::Outbound { shard: 0 }, alg, &km_out, gw, remote);
-    let mut in_cfg = SaConfig::tunnel(0x6001, Direction::Inbound, alg, &km_in, remote, gw);
+    let mut in_cfg = SaConfig::tunnel(0x6001, Direction::Inbound, alg, &km_in, gw, remote);
     if natt {
         out_cfg.udp_encap = Some(UdpEncap::default());
         in_cfg.udp_encap = Some(UdpEncap::default());

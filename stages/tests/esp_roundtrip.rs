@@ -91,7 +91,7 @@ fn protect_all(spi: u32, inner_v6: bool) -> Spd {
 fn tunnel_pair(alg: AeadAlgorithm, outer_v6: bool, inner_v6: bool, natt: bool, framing: Framing) -> Pair {
     let (gw, peer) = if outer_v6 { (v6(1), v6(2)) } else { (v4(GW4), v4(PEER4)) };
     let mut o = SaConfig::tunnel(0x100, Direction::Outbound { shard: 0 }, alg, &km(alg), gw, peer);
-    let mut i = SaConfig::tunnel(0x100, Direction::Inbound, alg, &km(alg), gw, peer);
+    let mut i = SaConfig::tunnel(0x100, Direction::Inbound, alg, &km(alg), peer, gw);
     if natt {
         o.udp_encap = Some(UdpEncap::default());
         i.udp_encap = Some(UdpEncap::default());
@@ -237,7 +237,7 @@ fn encrypt_n(p: &mut Pair, cx: &mut ShardCtx, n: usize) -> Vec<Vec<u8>> {
 fn replay_too_old_and_reordering_have_distinct_counters() {
     let alg = AeadAlgorithm::Aes128Gcm;
     let mut o = SaConfig::tunnel(0x300, Direction::Outbound { shard: 0 }, alg, &km(alg), v4(GW4), v4(PEER4));
-    let mut i = SaConfig::tunnel(0x300, Direction::Inbound, alg, &km(alg), v4(GW4), v4(PEER4));
+    let mut i = SaConfig::tunnel(0x300, Direction::Inbound, alg, &km(alg), v4(PEER4), v4(GW4));
     o.replay_window = 64;
     i.replay_window = 64;
     let mut p = pair_with(o, i, protect_all(0x300, false), Framing::Ip);
@@ -280,6 +280,22 @@ fn forgery_truncation_and_unknown_spi_are_dropped() {
     let mut e = enc[3].clone();
     e[20..24].copy_from_slice(&0xdead_beefu32.to_be_bytes());
     assert!(run(&mut p.dec, &mut cx, &[e]).is_empty());
+    assert_eq!(cx.counters.drops_of(DropReason::EspNoSa), 1);
+    // Known SPI, wrong tunnel endpoints (issue 10 item 6): its own reason, not EspNoSa. Outer
+    // destination changed (not the SA's local address), then outer source (not its remote).
+    for at in [16, 12] {
+        let mut e = enc[3].clone();
+        e[at] ^= 0x01;
+        let c = esp_common::ipv4_checksum(&{
+            let mut h = e[..20].to_vec();
+            h[10] = 0;
+            h[11] = 0;
+            h
+        });
+        e[10..12].copy_from_slice(&c.to_be_bytes());
+        assert!(run(&mut p.dec, &mut cx, &[e]).is_empty());
+    }
+    assert_eq!(cx.counters.drops_of(DropReason::EspWrongEndpoint), 2);
     assert_eq!(cx.counters.drops_of(DropReason::EspNoSa), 1);
     // Truncated at every length (with the IP length fixed up, and without).
     let full = enc[4].clone();
@@ -370,7 +386,7 @@ fn lifetimes_raise_events_and_expire() {
         soft: Limits { packets: Some(3), ..Limits::default() },
         hard: Limits { packets: Some(5), ..Limits::default() },
     };
-    let mut i = SaConfig::tunnel(0x400, Direction::Inbound, alg, &km(alg), v4(GW4), v4(PEER4));
+    let mut i = SaConfig::tunnel(0x400, Direction::Inbound, alg, &km(alg), v4(PEER4), v4(GW4));
     i.lifetime.hard = Limits { bytes: Some(100), ..Limits::default() };
     let mut p = pair_with(o, i, protect_all(0x400, false), Framing::Ip);
     let q = event_queue(16);
@@ -392,7 +408,7 @@ fn lifetimes_raise_events_and_expire() {
     // Time lifetime.
     let mut o = SaConfig::tunnel(0x401, Direction::Outbound { shard: 0 }, alg, &km(alg), v4(GW4), v4(PEER4));
     o.lifetime.hard.time = Some(Duration::from_secs(60));
-    let i = SaConfig::tunnel(0x401, Direction::Inbound, alg, &km(alg), v4(GW4), v4(PEER4));
+    let i = SaConfig::tunnel(0x401, Direction::Inbound, alg, &km(alg), v4(PEER4), v4(GW4));
     let mut p = pair_with(o, i, protect_all(0x401, false), Framing::Ip);
     assert_eq!(run(&mut p.enc, &mut cx, &[inner4(1)]).len(), 1);
     cx.now = Instant::now() + Duration::from_secs(61);
@@ -415,7 +431,7 @@ fn sequence_overflow_and_esn_across_the_32_bit_boundary() {
     assert_eq!(q.pop().map(|e| e.kind), Some(SaEventKind::SeqOverflow));
     // With ESN the sender crosses 2^32 and the receiver infers the high bits.
     let mut o = SaConfig::tunnel(0x500, Direction::Outbound { shard: 0 }, alg, &km(alg), v4(GW4), v4(PEER4));
-    let mut i = SaConfig::tunnel(0x500, Direction::Inbound, alg, &km(alg), v4(GW4), v4(PEER4));
+    let mut i = SaConfig::tunnel(0x500, Direction::Inbound, alg, &km(alg), v4(PEER4), v4(GW4));
     o.esn = true;
     i.esn = true;
     let mut p = pair_with(o, i, protect_all(0x500, false), Framing::Ip);
@@ -458,7 +474,7 @@ fn sequence_overflow_and_esn_across_the_32_bit_boundary() {
 fn policies_bypass_discard_default_and_no_room() {
     let alg = AeadAlgorithm::Aes128Gcm;
     let o = SaConfig::tunnel(0x600, Direction::Outbound { shard: 0 }, alg, &km(alg), v4(GW4), v4(PEER4));
-    let i = SaConfig::tunnel(0x600, Direction::Inbound, alg, &km(alg), v4(GW4), v4(PEER4));
+    let i = SaConfig::tunnel(0x600, Direction::Inbound, alg, &km(alg), v4(PEER4), v4(GW4));
     let spd = Spd {
         policies: vec![
             SecurityPolicy {
@@ -512,7 +528,7 @@ fn policies_bypass_discard_default_and_no_room() {
 fn inbound_selector_is_enforced_after_decryption() {
     let alg = AeadAlgorithm::Aes128Gcm;
     let o = SaConfig::tunnel(0x800, Direction::Outbound { shard: 0 }, alg, &km(alg), v4(GW4), v4(PEER4));
-    let mut i = SaConfig::tunnel(0x800, Direction::Inbound, alg, &km(alg), v4(GW4), v4(PEER4));
+    let mut i = SaConfig::tunnel(0x800, Direction::Inbound, alg, &km(alg), v4(PEER4), v4(GW4));
     i.selector =
         Some(Selector::between(IpPrefix::new(v4([10, 0, 0, 0]), 24), IpPrefix::new(v4([10, 9, 0, 0]), 16)));
     let mut p = pair_with(o, i, protect_all(0x800, false), Framing::Ip);
@@ -572,7 +588,7 @@ fn per_shard_sas_for_one_tunnel() {
             .unwrap(),
         ));
         sas.push(Arc::new(
-            SecurityAssociation::new(&SaConfig::tunnel(spi, Direction::Inbound, alg, &k, v4(GW4), v4(PEER4)))
+            SecurityAssociation::new(&SaConfig::tunnel(spi, Direction::Inbound, alg, &k, v4(PEER4), v4(GW4)))
                 .unwrap(),
         ));
     }
@@ -638,14 +654,33 @@ fn invalid_sets_and_sas_are_refused() {
     c.esn = true;
     c.replay_window = 0;
     assert_eq!(SecurityAssociation::new(&c).unwrap_err(), SaError::EsnWithoutWindow { spi: 5 });
-    if !Provider::Ring.available() {
-        let mut c = SaConfig::tunnel(5, Direction::Inbound, alg, &km(alg), v4(GW4), v4(PEER4));
-        c.provider = Provider::Ring;
-        assert!(matches!(
-            SecurityAssociation::new(&c),
-            Err(SaError::Aead { source: AeadError::ProviderUnavailable(_), .. })
-        ));
+    // A provider that does not implement the algorithm is refused at SA creation.
+    #[derive(Debug)]
+    struct GcmOnly;
+    impl AeadProvider for GcmOnly {
+        fn name(&self) -> &str {
+            "gcm-only"
+        }
+        fn supports(&self, a: AeadAlgorithm) -> bool {
+            a != AeadAlgorithm::ChaCha20Poly1305
+        }
+        fn new_aead(&self, a: AeadAlgorithm, key: &[u8]) -> Result<Box<dyn EspAead>, AeadError> {
+            RustCrypto.new_aead(a, key)
+        }
     }
+    let cc = AeadAlgorithm::ChaCha20Poly1305;
+    let c = SaConfig::tunnel(5, Direction::Inbound, cc, &km(cc), v4(GW4), v4(PEER4))
+        .with_provider(Arc::new(GcmOnly));
+    assert_eq!(
+        SecurityAssociation::new(&c).unwrap_err(),
+        SaError::Aead { spi: 5, source: AeadError::Unsupported(cc) }
+    );
+    let mut c = SaConfig::tunnel(5, Direction::Inbound, alg, &km(alg), v4(GW4), v4(PEER4));
+    c.mtu = Some(1000);
+    assert_eq!(
+        SecurityAssociation::new(&c).unwrap_err(),
+        SaError::MtuTooSmall { spi: 5, mtu: 1000, min: 1280 }
+    );
 }
 
 #[test]
@@ -673,8 +708,8 @@ fn rekey_by_epoch_keeps_state_of_surviving_sas() {
             Direction::Inbound,
             alg,
             &km(alg),
-            v4(GW4),
             v4(PEER4),
+            v4(GW4),
         ))
         .unwrap(),
     );
@@ -756,8 +791,8 @@ proptest! {
     fn mutated_esp_packets_are_dropped_or_intact(at in 0usize..200, xor in 1u8..=255, len in 0usize..100) {
         let alg = AeadAlgorithm::Aes128Gcm;
         let o = SaConfig::tunnel(0x100, Direction::Outbound { shard: 0 }, alg, &km(alg), v4(GW4), v4(PEER4));
-        let mut i = SaConfig::tunnel(0x100, Direction::Inbound, alg, &km(alg), v4(GW4), v4(PEER4));
-        i.mode = EspMode::Tunnel { src: v4(GW4), dst: IpAddr::from([0u8; 4]) };
+        let mut i = SaConfig::tunnel(0x100, Direction::Inbound, alg, &km(alg), v4(PEER4), v4(GW4));
+        i.mode = EspMode::Tunnel { local: IpAddr::from([0u8; 4]), remote: v4(GW4) };
         let mut p = pair_with(o, i, protect_all(0x100, false), Framing::Ip);
         let mut cx = ShardCtx::new(0);
         let inner = inner4(len);

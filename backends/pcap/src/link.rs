@@ -5,12 +5,11 @@
 //! tunnel, on `any` (Linux cooked) or on loopback is given a synthesised Ethernet header with
 //! zero MAC addresses and the EtherType of the payload.
 
-/// EtherType of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-/// EtherType of IPv6.
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
-/// Length of an Ethernet II header without tags.
-pub const ETHERNET_HEADER_LEN: usize = 14;
+// Crate-internal aliases: `port.rs` names the EtherTypes through this module.
+use wirespeed_core::wire::{
+    ETHERNET_HEADER_LEN, ETHERTYPE_MIN, EthernetFrame, VLAN_TAG_LEN, VlanTag, is_vlan_tpid,
+};
+pub(crate) use wirespeed_core::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 
 /// Most VLAN tags skipped before giving up (QinQ is two; more is hostile or broken).
 const MAX_VLAN_TAGS: usize = 8;
@@ -169,7 +168,7 @@ fn ip_version(data: &[u8]) -> Option<u16> {
 #[inline]
 fn link_payload(link: LinkType, data: &[u8]) -> Option<(u16, usize)> {
     match link {
-        LinkType::Ethernet => Some((be16(data, 12)?, ETHERNET_HEADER_LEN)),
+        LinkType::Ethernet => Some((EthernetFrame::new_checked(data).ok()?.ethertype(), ETHERNET_HEADER_LEN)),
         LinkType::Raw => Some((ip_version(data)?, 0)),
         LinkType::Ipv4 => (!data.is_empty()).then_some((ETHERTYPE_IPV4, 0)),
         LinkType::Ipv6 => (!data.is_empty()).then_some((ETHERTYPE_IPV6, 0)),
@@ -191,7 +190,7 @@ fn link_payload(link: LinkType, data: &[u8]) -> Option<(u16, usize)> {
             // packet type, ARPHRD type, address length, 8 address bytes, protocol.
             let hatype = be16(data, 2)?;
             let proto = be16(data, 14)?;
-            (hatype != ARPHRD_NETLINK && proto >= 0x0600).then_some((proto, 16))
+            (hatype != ARPHRD_NETLINK && proto >= ETHERTYPE_MIN).then_some((proto, 16))
         }
         LinkType::LinuxSll2 => {
             // protocol, reserved, interface index, ARPHRD type, packet type, address length, 8
@@ -201,7 +200,7 @@ fn link_payload(link: LinkType, data: &[u8]) -> Option<(u16, usize)> {
             if data.len() < 20 {
                 return None;
             }
-            (hatype != ARPHRD_NETLINK && proto >= 0x0600).then_some((proto, 20))
+            (hatype != ARPHRD_NETLINK && proto >= ETHERTYPE_MIN).then_some((proto, 20))
         }
     }
 }
@@ -211,15 +210,15 @@ fn link_payload(link: LinkType, data: &[u8]) -> Option<(u16, usize)> {
 #[inline]
 fn skip_tags(data: &[u8], mut ethertype: u16, mut off: usize) -> Option<(u16, usize)> {
     let mut tags = 0;
-    while matches!(ethertype, 0x8100 | 0x88a8 | 0x9100) {
+    while is_vlan_tpid(ethertype) {
         if tags == MAX_VLAN_TAGS {
             return None;
         }
-        ethertype = be16(data, off + 2)?;
-        off += 4;
+        ethertype = VlanTag::new_checked(data.get(off..)?).ok()?.ethertype();
+        off += VLAN_TAG_LEN;
         tags += 1;
     }
-    if ethertype < 0x0600 {
+    if ethertype < ETHERTYPE_MIN {
         // 802.3 length field: only RFC 1042 SNAP encapsulation carries an EtherType.
         let llc = data.get(off..off + 8)?;
         if llc[..6] != [0xaa, 0xaa, 0x03, 0, 0, 0] {
@@ -227,7 +226,7 @@ fn skip_tags(data: &[u8], mut ethertype: u16, mut off: usize) -> Option<(u16, us
         }
         ethertype = u16::from_be_bytes([llc[6], llc[7]]);
         off += 8;
-        if ethertype < 0x0600 {
+        if ethertype < ETHERTYPE_MIN {
             return None;
         }
     }

@@ -1,7 +1,8 @@
 //! What a packet's RSS hash is computed over: hash types (like a NIC's RSS types), symmetric
 //! modes, and the hasher that puts key, mode and types together.
 //!
-//! Input layouts (network byte order), per DESIGN.md:
+//! Input layouts (network byte order; the 2- and 4-tuple ones are Microsoft's RSS hash inputs,
+//! "RSS Hashing Types" in the Windows driver documentation, which NICs implement):
 //!
 //! | class | input |
 //! |---|---|
@@ -18,24 +19,8 @@ use std::net::IpAddr;
 use super::RssError;
 use super::toeplitz::{MAX_INPUT, SYMMETRIC_KEY, Toeplitz, toeplitz_reference};
 
-/// IP protocol numbers used by RSS.
-pub mod proto {
-    /// ICMP.
-    pub const ICMP: u8 = 1;
-    /// TCP.
-    pub const TCP: u8 = 6;
-    /// UDP.
-    pub const UDP: u8 = 17;
-    /// ESP (RFC 4303).
-    pub const ESP: u8 = 50;
-    /// AH.
-    pub const AH: u8 = 51;
-    /// ICMPv6.
-    pub const ICMPV6: u8 = 58;
-}
-
-/// UDP port of IKE and of ESP-in-UDP (RFC 3948).
-pub const NATT_PORT: u16 = 4500;
+// Crate-internal alias of the protocol numbers (the public ones are [`crate::wire::ip_proto`]).
+pub(crate) use crate::wire::ip_proto as proto;
 
 /// A set of hash types: which packet classes are hashed over which fields, like NIC RSS types
 /// (`ETH_RSS_*`, ethtool `rx-flow-hash`).
@@ -147,7 +132,17 @@ impl Default for HashTypes {
     }
 }
 
-/// How the hash is made the same in both directions of a flow (DESIGN.md, "Symmetric modes").
+/// How the hash is made the same in both directions of a flow.
+///
+/// Each mode is one that NICs or drivers implement, so the software path can match the hardware:
+/// `Key` is Woo & Park's symmetric key ("Scalable TCP Session Monitoring with Symmetric
+/// Receive-side Scaling", 2012); `Xor` and `OrXor` are the input transforms of the Linux ethtool
+/// `rxfh` interface (`ethtool -X … xfrm symmetric-xor | symmetric-or-xor`, `RXH_XFRM_SYM_XOR` and
+/// `RXH_XFRM_SYM_OR_XOR` in `linux/ethtool.h`); `Xor` and `Sort` are DPDK's
+/// `RTE_ETH_HASH_FUNCTION_SYMMETRIC_TOEPLITZ` and `…_SYMMETRIC_TOEPLITZ_SORT` (`rte_ethdev.h`).
+/// Every mode except `None` gives both directions of a flow the same hash; they differ in which
+/// NICs can do them and in how well they spread (`Key` and `Xor` lose entropy: flows whose
+/// addresses XOR to the same value collide).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]

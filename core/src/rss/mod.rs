@@ -15,13 +15,19 @@
 //! the same configuration drives the NIC.
 //!
 //! ```
-//! use wirespeed_core::rss::{FlowTuple, Reta, RssConfig, RssHasher, SymmetricMode};
+//! use wirespeed_core::rss::{FlowTuple, MS_KEY, Reta, RssConfig, RssHasher, SymmetricMode, toeplitz_reference};
 //!
 //! let hasher = RssHasher::new(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() })?;
 //! let reta = Reta::round_robin(128, 4)?;
+//! // Row 1 of Microsoft's "Verifying the RSS Hash Calculation" table.
 //! let a = FlowTuple::tcp("66.9.149.187".parse()?, "161.142.100.80".parse()?, 2794, 1766);
 //! let h = hasher.hash_tuple(&a).unwrap_or(0);
-//! assert_eq!(h, 0x759c4e0e); // DESIGN.md: `sort` mode, row 1, 4-tuple
+//! // `sort` puts the smaller address first and sorts the ports independently, then hashes
+//! // src ‖ dst ‖ sport ‖ dport with the default (Microsoft) key: here 66.9.149.187,
+//! // 161.142.100.80, port 1766, port 2794.
+//! let sorted = [66, 9, 149, 187, 161, 142, 100, 80, 0x06, 0xe6, 0x0a, 0xea];
+//! assert_eq!(h, toeplitz_reference(&MS_KEY, &sorted));
+//! assert_eq!(h, 0x759c4e0e);
 //! assert_eq!(hasher.hash_tuple(&a.reversed()), Some(h)); // both directions, one queue
 //! assert_eq!(reta.queue(h), (0x759c4e0e_u32 & 127) as u16 % 4);
 //! # Ok::<(), Box<dyn std::error::Error>>(())

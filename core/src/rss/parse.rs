@@ -6,18 +6,17 @@
 //! is cut short just ends the parse with what was found so far (the packet then hashes on fewer
 //! fields, as a NIC would). Validating packets is the classify stage's job, not this one's.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-use super::hash::{FlowTuple, L4, NATT_PORT, proto};
+use super::hash::{FlowTuple, L4};
+// Crate-internal aliases (tests and steering name them through this module); the public names
+// live in [`crate::wire`].
+pub(crate) use crate::wire::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::wire::{
+    EthernetFrame, IPV6_HEADER_LEN, Ipv4Packet, Ipv6Packet, NAT_T_PORT, VLAN_TAG_LEN, VlanTag, ip_proto,
+    is_ipv6_generic_ext, is_vlan_tpid,
+};
 
-/// EtherType of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-/// EtherType of IPv6.
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
-/// EtherType of ARP.
-pub const ETHERTYPE_ARP: u16 = 0x0806;
-
-const VLAN_TPIDS: [u16; 3] = [0x8100, 0x88a8, 0x9100];
 const MAX_VLAN_TAGS: usize = 4;
 const MAX_IPV6_EXT: usize = 8;
 
@@ -42,24 +41,25 @@ impl PacketInfo {
     /// Parses an Ethernet frame.
     pub fn parse_ethernet(frame: &[u8]) -> Self {
         let mut info = Self::default();
-        let Some(mut ethertype) = be16(frame, 12) else { return info };
-        let mut off = 14;
+        let Ok(eth) = EthernetFrame::new_checked(frame) else { return info };
+        let mut ethertype = eth.ethertype();
+        let mut rest = eth.payload();
         for _ in 0..MAX_VLAN_TAGS {
-            if !VLAN_TPIDS.contains(&ethertype) {
+            if !is_vlan_tpid(ethertype) {
                 break;
             }
-            let (Some(tci), Some(inner)) = (be16(frame, off), be16(frame, off + 2)) else {
+            let Ok(tag) = VlanTag::new_checked(rest) else {
                 info.ethertype = ethertype;
                 return info;
             };
             if info.vlan.is_none() {
-                info.vlan = Some(tci & 0x0fff);
+                info.vlan = Some(tag.vid());
             }
-            ethertype = inner;
-            off += 4;
+            ethertype = tag.ethertype();
+            rest = rest.get(VLAN_TAG_LEN..).unwrap_or(&[]);
         }
         info.ethertype = ethertype;
-        info.parse_ip(ethertype, frame.get(off..).unwrap_or(&[]));
+        info.parse_ip(ethertype, rest);
         info
     }
 
@@ -80,69 +80,50 @@ impl PacketInfo {
     }
 
     fn parse_ipv4(&mut self, h: &[u8]) {
-        let Some(&vihl) = h.first() else { return };
-        let ihl = usize::from(vihl & 0x0f) * 4;
-        if vihl >> 4 != 4 || ihl < 20 || h.len() < ihl {
-            return;
-        }
-        let (Some(tos), Some(total), Some(frag), Some(&p), Some(src), Some(dst)) =
-            (h.get(1), be16(h, 2), be16(h, 6), h.get(9), arr4(h, 12), arr4(h, 16))
-        else {
-            return;
-        };
-        self.dscp = tos >> 2;
+        let Ok(ip) = Ipv4Packet::new_checked(h) else { return };
+        self.dscp = ip.dscp();
+        self.fragment = ip.is_fragment();
+        let p = ip.protocol();
         // The payload ends at the total length when that is sane, else at the end of the data.
-        let end = if usize::from(total) >= ihl { h.len().min(usize::from(total)) } else { h.len() };
-        self.fragment = frag & 0x3fff != 0; // MF flag or a fragment offset
-        let l4 = if self.fragment { L4::None } else { self.parse_l4(p, h.get(ihl..end).unwrap_or(&[])) };
-        self.tuple = Some(FlowTuple {
-            src: IpAddr::V4(Ipv4Addr::from(src)),
-            dst: IpAddr::V4(Ipv4Addr::from(dst)),
-            proto: p,
-            l4,
-        });
+        let l4 = if self.fragment { L4::None } else { self.parse_l4(p, ip.payload()) };
+        self.tuple =
+            Some(FlowTuple { src: IpAddr::V4(ip.src_addr()), dst: IpAddr::V4(ip.dst_addr()), proto: p, l4 });
     }
 
     fn parse_ipv6(&mut self, h: &[u8]) {
-        let (Some(&b0), Some(&b1), Some(plen), Some(&first_nh), Some(src), Some(dst)) =
-            (h.first(), h.get(1), be16(h, 4), h.get(6), arr16(h, 8), arr16(h, 24))
-        else {
-            return;
-        };
-        if b0 >> 4 != 6 {
-            return;
-        }
-        self.dscp = ((b0 & 0x0f) << 2) | (b1 >> 6);
-        // Jumbograms (payload length 0) and short captures: use what is there.
-        let end = if plen == 0 { h.len() } else { h.len().min(40 + usize::from(plen)) };
-        let mut nh = first_nh;
-        let mut off = 40;
+        let Ok(ip) = Ipv6Packet::new_checked(h) else { return };
+        self.dscp = ip.dscp();
+        // Jumbograms (payload length 0) and short captures: use what is there. Offsets below
+        // are from the start of the fixed header.
+        let end = IPV6_HEADER_LEN + ip.payload().len();
+        let mut nh = ip.next_header();
+        let mut off = IPV6_HEADER_LEN;
         let mut l4 = L4::None;
         for _ in 0..MAX_IPV6_EXT {
             match nh {
                 // Hop-by-hop, routing, destination options: length in 8-byte units, not counting
                 // the first 8.
-                0 | 43 | 60 => {
-                    let (Some(&next), Some(&len)) = (h.get(off), h.get(off + 1)) else {
+                n if is_ipv6_generic_ext(n) => {
+                    let Some(&[next, len]) = h.get(off..).and_then(|e| e.first_chunk::<2>()) else {
                         break;
                     };
                     nh = next;
                     off += (usize::from(len) + 1) * 8;
                 }
                 // AH: length in 4-byte units, not counting the first 8 bytes.
-                proto::AH => {
-                    let (Some(&next), Some(&len)) = (h.get(off), h.get(off + 1)) else {
+                ip_proto::AH => {
+                    let Some(&[next, len]) = h.get(off..).and_then(|e| e.first_chunk::<2>()) else {
                         break;
                     };
                     nh = next;
                     off += (usize::from(len) + 2) * 4;
                 }
-                44 => {
-                    let (Some(&next), Some(fo)) = (h.get(off), be16(h, off + 2)) else {
+                ip_proto::IPV6_FRAG => {
+                    let Some(&[next, _, fo0, fo1]) = h.get(off..).and_then(|e| e.first_chunk::<4>()) else {
                         break;
                     };
                     // Offset or M flag: a real fragment. (An atomic fragment is neither.)
-                    if fo & 0xfff9 != 0 {
+                    if u16::from_be_bytes([fo0, fo1]) & 0xfff9 != 0 {
                         self.fragment = true;
                         nh = next;
                         break;
@@ -156,25 +137,23 @@ impl PacketInfo {
                 }
             }
         }
-        self.tuple = Some(FlowTuple {
-            src: IpAddr::V6(Ipv6Addr::from(src)),
-            dst: IpAddr::V6(Ipv6Addr::from(dst)),
-            proto: nh,
-            l4,
-        });
+        self.tuple =
+            Some(FlowTuple { src: IpAddr::V6(ip.src_addr()), dst: IpAddr::V6(ip.dst_addr()), proto: nh, l4 });
     }
 
+    /// Transport fields. Deliberately lenient (like a NIC): the ports need only their four
+    /// bytes, not a whole valid header; validating is the classify stage's job.
     fn parse_l4(&mut self, p: u8, l4: &[u8]) -> L4 {
         match p {
-            proto::TCP => match (be16(l4, 0), be16(l4, 2)) {
-                (Some(sport), Some(dport)) => L4::Ports { sport, dport },
-                _ => L4::None,
+            ip_proto::TCP => match ports(l4) {
+                Some((sport, dport)) => L4::Ports { sport, dport },
+                None => L4::None,
             },
-            proto::UDP => {
-                let (Some(sport), Some(dport)) = (be16(l4, 0), be16(l4, 2)) else {
+            ip_proto::UDP => {
+                let Some((sport, dport)) = ports(l4) else {
                     return L4::None;
                 };
-                if sport == NATT_PORT || dport == NATT_PORT {
+                if sport == NAT_T_PORT || dport == NAT_T_PORT {
                     match be32(l4, 8) {
                         Some(0) => self.non_esp_marker = true,
                         Some(spi) => return L4::UdpEsp { sport, dport, spi },
@@ -184,12 +163,12 @@ impl PacketInfo {
                 }
                 L4::Ports { sport, dport }
             }
-            proto::ESP => match be32(l4, 0) {
+            ip_proto::ESP => match be32(l4, 0) {
                 Some(spi) => L4::Esp { spi },
                 None => L4::None,
             },
-            proto::ICMP | proto::ICMPV6 => match (l4.first(), l4.get(1)) {
-                (Some(&ty), Some(&code)) => L4::Icmp { ty, code },
+            ip_proto::ICMP | ip_proto::ICMPV6 => match l4.first_chunk::<2>() {
+                Some(&[ty, code]) => L4::Icmp { ty, code },
                 _ => L4::None,
             },
             _ => L4::None,
@@ -197,24 +176,16 @@ impl PacketInfo {
     }
 }
 
+/// Source and destination port: the first four bytes of a TCP or UDP header.
 #[inline]
-fn be16(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(*b.get(off..)?.first_chunk::<2>()?))
+fn ports(l4: &[u8]) -> Option<(u16, u16)> {
+    let &[a, b, c, d] = l4.first_chunk::<4>()?;
+    Some((u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])))
 }
 
 #[inline]
 fn be32(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_be_bytes(*b.get(off..)?.first_chunk::<4>()?))
-}
-
-#[inline]
-fn arr4(b: &[u8], off: usize) -> Option<[u8; 4]> {
-    b.get(off..)?.first_chunk::<4>().copied()
-}
-
-#[inline]
-fn arr16(b: &[u8], off: usize) -> Option<[u8; 16]> {
-    b.get(off..)?.first_chunk::<16>().copied()
 }
 
 #[cfg(test)]

@@ -12,78 +12,9 @@ use super::RssError;
 use super::hash::{L4, proto};
 use super::parse::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, PacketInfo};
 use super::reta::{MAX_RETA_SIZE, Reta};
+use crate::wire::{IKE_PORT, NAT_T_PORT};
 
-/// An address prefix, written `10.0.0.0/8` or `2001:db8::/32` (a bare address is a host).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(try_from = "String", into = "String"))]
-pub struct IpPrefix {
-    /// Network address.
-    pub addr: IpAddr,
-    /// Prefix length in bits.
-    pub len: u8,
-}
-
-impl IpPrefix {
-    /// The prefix `addr/len`; `len` must not exceed the address width.
-    pub fn new(addr: IpAddr, len: u8) -> Result<Self, RssError> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if len > max {
-            return Err(RssError::BadConfig(format!("prefix length /{len} too long for {addr}")));
-        }
-        Ok(Self { addr, len })
-    }
-
-    /// The host prefix of `addr` (/32 or /128).
-    pub fn host(addr: IpAddr) -> Self {
-        Self { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
-    }
-
-    /// True when `a` is inside the prefix (never across address families).
-    pub fn contains(&self, a: &IpAddr) -> bool {
-        match (self.addr, a) {
-            (IpAddr::V4(p), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
-                (u32::from(p) ^ u32::from(*a)) & mask == 0
-            }
-            (IpAddr::V6(p), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
-                (u128::from(p) ^ u128::from(*a)) & mask == 0
-            }
-            _ => false,
-        }
-    }
-}
-
-impl std::fmt::Display for IpPrefix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl std::str::FromStr for IpPrefix {
-    type Err = RssError;
-    fn from_str(s: &str) -> Result<Self, RssError> {
-        let bad = || RssError::BadConfig(format!("`{s}` is not an address prefix (like 10.0.0.0/8)"));
-        match s.split_once('/') {
-            Some((a, l)) => Self::new(a.parse().map_err(|_| bad())?, l.parse().map_err(|_| bad())?),
-            None => Ok(Self::host(s.parse().map_err(|_| bad())?)),
-        }
-    }
-}
-
-impl TryFrom<String> for IpPrefix {
-    type Error = RssError;
-    fn try_from(s: String) -> Result<Self, RssError> {
-        s.parse()
-    }
-}
-
-impl From<IpPrefix> for String {
-    fn from(p: IpPrefix) -> String {
-        p.to_string()
-    }
-}
+pub use crate::wire::IpPrefix;
 
 /// An inclusive range of port numbers (or ICMP types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -288,11 +219,11 @@ impl SteeringPlan {
                 Some(IpAddr::V6(_)) => add("icmpv6", m(Some(ETHERTYPE_IPV6), proto::ICMPV6)),
                 None => {}
             }
-            add("ike", Match { dst_port: Some(PortRange::one(500)), ..m(None, proto::UDP) });
+            add("ike", Match { dst_port: Some(PortRange::one(IKE_PORT)), ..m(None, proto::UDP) });
             add(
                 "ike-natt",
                 Match {
-                    dst_port: Some(PortRange::one(4500)),
+                    dst_port: Some(PortRange::one(NAT_T_PORT)),
                     non_esp_marker: Some(true),
                     ..m(None, proto::UDP)
                 },

@@ -1,8 +1,8 @@
 //! Vectors and properties of the RSS module.
 //!
 //! Vectors: the Microsoft RSS verification suite ("Verifying the RSS Hash Calculation",
-//! Microsoft Docs, NDIS), as reproduced in DESIGN.md; symmetric-mode vectors derived in
-//! DESIGN.md from its row 1.
+//! Microsoft Docs, NDIS); symmetric-mode vectors computed from its row 1 by applying each mode's
+//! input transform (see [`SymmetricMode`]) and hashing with the bit-serial reference.
 
 use std::net::IpAddr;
 
@@ -122,7 +122,7 @@ fn clmul_is_used_on_this_machine() {
     }
 }
 
-/// DESIGN.md symmetric vectors, row 1 (66.9.149.187:2794 → 161.142.100.80:1766), both directions.
+/// Symmetric-mode vectors of Microsoft row 1 (66.9.149.187:2794 → 161.142.100.80:1766), both directions.
 #[test]
 fn symmetric_mode_vectors() {
     let cases = [

@@ -42,6 +42,11 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("wirespeed-demo-{}", std::process::id())),
     };
+    // Refuse FIFOs, devices and the like before opening anything (opening a FIFO blocks).
+    let captures: Vec<PathBuf> = std::iter::once(dir.join("input.pcap"))
+        .chain((0..opts.shards).map(|q| queue_file(&dir.join("output.pcap"), q as u16)))
+        .collect();
+    crate::outpath::check_output_paths(&dir, &captures)?;
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
 
     // 1. Synthetic traffic.

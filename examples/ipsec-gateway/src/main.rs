@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod outpath;
 mod traffic;
 mod tunnel;
 

@@ -43,7 +43,9 @@ fn addr(s: &str) -> IpAddr {
 fn sa_config(v6: bool, shard: usize, outbound: bool) -> SaConfig {
     let spi = spi(v6, shard);
     let dir = if outbound { Direction::Outbound { shard } } else { Direction::Inbound };
-    SaConfig::tunnel(spi, dir, algorithm(v6), &keymat(v6, spi), addr(LOCAL), addr(PEER))
+    // Our SAs are LOCAL ↔ PEER; the peer's inbound SAs see the tunnel from the other end.
+    let (local, remote) = if outbound { (LOCAL, PEER) } else { (PEER, LOCAL) };
+    SaConfig::tunnel(spi, dir, algorithm(v6), &keymat(v6, spi), addr(local), addr(remote))
 }
 
 /// Our SAD/SPD: protect LAN ↔ remote traffic with the shards' outbound SAs, bypass the rest.

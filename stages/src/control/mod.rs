@@ -32,8 +32,24 @@
 //!
 //! Neighbors: the control plane also records who answers ARP / Neighbor Discovery for which
 //! address on which port ([`ControlPlane::take_neighbor_changes`]); the application feeds those
-//! into its [`crate::forward::FibBuilder`] and publishes a new FIB (learning from ARP requests and
-//! replies addressed to the appliance, and from NS/NA with hop limit 255, RFC 4861 §7.1).
+//! into its [`crate::forward::FibBuilder`] and publishes a new FIB. What is learned is validated
+//! (ICMPv6 checksum, hop limit 255, sane sender addresses on a configured subnet, no unsolicited
+//! advertisement for an unknown neighbor), the table and the pending changes are bounded and
+//! evict the least recently confirmed neighbor; rejects are counted by reason
+//! ([`SnoopCounters`]).
+//!
+//! Management endpoint under attack: [`ControlConfig::connections`] connections (handshakes
+//! included) are open at once. A SYN that finds none listening reclaims the oldest half-open
+//! connection; a handshake not completed within [`ControlConfig::handshake_timeout`], and an
+//! established connection that makes no progress for [`ControlConfig::idle_timeout`] (a peer
+//! advertising a zero window, one that never acknowledges or closes) or outlives
+//! [`ControlConfig::connection_lifetime`], is aborted. Refused and reclaimed connections are
+//! counted ([`ControlCounters`]). Timers run on the clock given to [`ControlPlane::poll_at`]; as a
+//! [`Worker`], on the shard's `ShardCtx::now`.
+//!
+//! Accounting: every frame taken from the punt queue is answered (counted in Tx), taken by a
+//! management connection, or counted as a [`DropReason::ControlIgnored`] drop on the control
+//! shard, so for request/response traffic rx == tx + drops there.
 //!
 //! Limits: VLAN-tagged punted frames are not understood by smoltcp and are dropped by it; the
 //! control plane resolves nothing by itself for transit traffic (a next hop nobody has talked
@@ -45,10 +61,11 @@ mod snoop;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 use wirespeed_core::stats::ShardStats;
 
 use crate::forward::Neighbor;
@@ -59,7 +76,7 @@ use wirespeed_core::{
 };
 
 pub use device::{DeviceCounters, PuntDevice};
-pub use snoop::MAX_LEARNED;
+pub use snoop::{MAX_CHANGES, MAX_LEARNED, SnoopCounters};
 
 /// The queue from data shards to the control shard.
 pub type PuntQueue<B> = Arc<BoundedQueue<B>>;
@@ -128,8 +145,19 @@ pub struct ControlConfig {
     pub gateway_v6: Option<Ipv6Addr>,
     /// TCP port of the management endpoint.
     pub management_port: u16,
-    /// Management connections served at once.
+    /// Management connections open at once, handshakes included: the listener backlog. When
+    /// every one is taken and a new SYN arrives, the oldest half-open connection is reclaimed
+    /// for it; when all are established, the SYN is refused (RST) and counted. Each costs
+    /// about 17 KiB of socket buffers; the default, 16, lets a legitimate handshake survive
+    /// 15 flood SYNs arriving within its round trip (smoltcp has no SYN cookies).
     pub connections: usize,
+    /// A connection still in the handshake (SYN received, no ACK) after this long is reclaimed.
+    pub handshake_timeout: Duration,
+    /// An established connection that makes no progress (nothing acknowledged, nothing
+    /// received — e.g. a peer advertising a zero window) for this long is aborted.
+    pub idle_timeout: Duration,
+    /// Longest a management connection may stay open, whatever it does.
+    pub connection_lifetime: Duration,
     /// Largest frame sent or received, Ethernet header included.
     pub max_frame: usize,
     /// Seed for smoltcp's TCP initial sequence numbers and ephemeral ports; vary it per boot.
@@ -144,7 +172,10 @@ impl Default for ControlConfig {
             gateway_v4: None,
             gateway_v6: None,
             management_port: 9000,
-            connections: 2,
+            connections: 16,
+            handshake_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(10),
+            connection_lifetime: Duration::from_secs(60),
             max_frame: 1514,
             random_seed: 0x5eed_0fc0_4740_1d0e,
         }
@@ -197,6 +228,9 @@ pub enum ControlError {
     /// A default route smoltcp rejects.
     #[error("bad default gateway {0}")]
     BadGateway(IpAddr),
+    /// The management TCP port is 0.
+    #[error("management_port 0 is not a TCP port")]
+    ZeroManagementPort,
 }
 
 /// Most own addresses (smoltcp is built with `iface-max-addr-count-4`).
@@ -209,6 +243,19 @@ pub struct ControlCounters {
     pub device: DeviceCounters,
     /// Management connections answered with the stats text.
     pub connections_served: u64,
+    /// Connection requests (SYN) to the management port refused because every connection was
+    /// established.
+    pub connections_refused: u64,
+    /// Half-open connections reclaimed (handshake timed out, or the slot was needed).
+    pub reclaimed_half_open: u64,
+    /// Established connections aborted for making no progress or outliving their lifetime.
+    pub reclaimed_stalled: u64,
+    /// Frames smoltcp neither answered nor delivered to a socket (not for the appliance,
+    /// unsupported, malformed, or an ARP/ND answer it only learns from); counted on the
+    /// control shard as [`DropReason::ControlIgnored`].
+    pub ignored: u64,
+    /// Neighbor learning: what was learned, evicted and rejected, by reason.
+    pub snoop: SnoopCounters,
 }
 
 /// Writes the stats text for the management endpoint.
@@ -219,6 +266,45 @@ struct Conn {
     out: Vec<u8>,
     sent: usize,
     served: bool,
+    /// When the connection left `Listen`.
+    opened: Option<smoltcp::time::Instant>,
+    /// Last time it made progress, and what progress looked like then.
+    progress_at: smoltcp::time::Instant,
+    progress: (usize, usize, u64),
+    received: u64,
+}
+
+impl Conn {
+    fn reset(&mut self) {
+        self.served = false;
+        self.out.clear();
+        self.sent = 0;
+        self.opened = None;
+        self.received = 0;
+        self.progress = (0, 0, 0);
+    }
+}
+
+/// Most frames taken from the punt queue per poll, so one poll is bounded work.
+const FRAMES_PER_POLL: usize = 64;
+
+/// Puts a connection's socket back to listening with fresh smoltcp metadata: a socket set
+/// remembers per socket which neighbor it was waiting for and stays silent for a second after
+/// a failed resolution, which must not carry over to the next client.
+fn relisten(sockets: &mut SocketSet<'static>, c: &mut Conn, port: u16) {
+    c.reset();
+    #[allow(irrefutable_let_patterns)] // only TCP sockets are enabled here, maybe not downstream
+    let smoltcp::socket::Socket::Tcp(mut s) = sockets.remove(c.handle) else {
+        unreachable!("the control plane's socket set holds only TCP sockets")
+    };
+    s.abort();
+    // Cannot fail: the socket is closed and the port is not zero (checked at construction).
+    let _ = s.listen(port);
+    c.handle = sockets.add(s);
+}
+
+fn to_duration(d: Duration) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// The control plane: a smoltcp interface over the punt queue and a Tx queue.
@@ -229,7 +315,10 @@ pub struct ControlPlane<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> {
     conns: Vec<Conn>,
     port: u16,
     stats: StatsSource,
-    served: u64,
+    counters: ControlCounters,
+    handshake_timeout: smoltcp::time::Duration,
+    idle_timeout: smoltcp::time::Duration,
+    lifetime: smoltcp::time::Duration,
     start: std::time::Instant,
 }
 
@@ -247,11 +336,15 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
         if !mac.is_unicast() {
             return Err(ControlError::BadMac { mac: cfg.mac });
         }
+        if cfg.management_port == 0 {
+            return Err(ControlError::ZeroManagementPort);
+        }
         if cfg.addresses.len() > MAX_ADDRESSES {
             return Err(ControlError::TooManyAddresses { given: cfg.addresses.len(), max: MAX_ADDRESSES });
         }
         let mut dev = PuntDevice::new(punt, tx, alloc, cfg.max_frame);
         dev.snoop = snoop::Snoop::new(&cfg.addresses);
+        dev.mgmt_port = cfg.management_port;
         let mut icfg = Config::new(HardwareAddress::Ethernet(mac));
         icfg.random_seed = cfg.random_seed;
         let start = std::time::Instant::now();
@@ -278,15 +371,25 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
             iface.routes_mut().add_default_ipv6_route(gw).map_err(|_| ControlError::BadGateway(gw.into()))?;
         }
         let mut sockets = SocketSet::new(Vec::new());
+        let idle_timeout = to_duration(cfg.idle_timeout);
         let conns = (0..cfg.connections.max(1))
             .map(|_| {
                 let rx = tcp::SocketBuffer::new(vec![0; 1024]);
                 let tx = tcp::SocketBuffer::new(vec![0; 16 * 1024]);
+                let mut s = tcp::Socket::new(rx, tx);
+                // smoltcp's own timers are the backstop for peers that vanish: keep-alive probes
+                // an idle connection, and the timeout aborts one whose peer stays silent.
+                s.set_timeout(Some(idle_timeout * 2));
+                s.set_keep_alive(Some(idle_timeout / 2));
                 Conn {
-                    handle: sockets.add(tcp::Socket::new(rx, tx)),
+                    handle: sockets.add(s),
                     out: Vec::new(),
                     sent: 0,
                     served: false,
+                    opened: None,
+                    progress_at: smoltcp::time::Instant::ZERO,
+                    progress: (0, 0, 0),
+                    received: 0,
                 }
             })
             .collect();
@@ -297,7 +400,10 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
             conns,
             port: cfg.management_port,
             stats: Box::new(|out: &mut String| out.push_str("no stats source\n")),
-            served: 0,
+            counters: ControlCounters::default(),
+            handshake_timeout: to_duration(cfg.handshake_timeout),
+            idle_timeout,
+            lifetime: to_duration(cfg.connection_lifetime),
             start,
         })
     }
@@ -322,44 +428,131 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
 
     /// Counters so far.
     pub fn counters(&self) -> ControlCounters {
-        ControlCounters { device: self.dev.counters(), connections_served: self.served }
+        ControlCounters { device: self.dev.counters(), snoop: self.dev.snoop.counters(), ..self.counters }
+    }
+
+    /// The smoltcp time of `at` (the control plane's clock starts at construction).
+    pub fn time_at(&self, at: std::time::Instant) -> smoltcp::time::Instant {
+        let since = at.saturating_duration_since(self.start);
+        smoltcp::time::Instant::from_micros(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
     }
 
     /// Runs the interface once at the wall-clock time since construction; returns true if any
     /// frame was received or sent.
     pub fn poll(&mut self) -> bool {
-        let now = smoltcp::time::Instant::from_micros(self.start.elapsed().as_micros() as i64);
+        let now = self.time_at(std::time::Instant::now());
         self.poll_at(now)
     }
 
-    /// Runs the interface once at `now` (monotonic): takes punted frames, answers, serves the
-    /// management connections. Returns true if any frame was received or sent.
+    /// Runs the interface once at `now` (monotonic): takes up to 64 punted frames, answers,
+    /// serves and reclaims the management connections. Returns true if any frame was received
+    /// or sent.
     pub fn poll_at(&mut self, now: smoltcp::time::Instant) -> bool {
         let before = self.dev.counters();
-        self.iface.poll(now, &mut self.dev, &mut self.sockets);
-        self.serve();
-        // Push out what serving queued.
-        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        self.iface.poll_maintenance(now);
+        for _ in 0..FRAMES_PER_POLL {
+            let Some(seen) = self.dev.prefetch() else { break };
+            self.keep_listening(now, seen.tcp);
+            if self.iface.poll_ingress_single(now, &mut self.dev, &mut self.sockets)
+                == PollIngressSingleResult::None
+            {
+                break;
+            }
+            self.account_frame();
+        }
+        self.serve(now);
+        // Push out what serving queued (bounded: one pass per socket at most each time).
+        for _ in 0..=self.conns.len() {
+            if self.iface.poll_egress(now, &mut self.dev, &mut self.sockets)
+                == smoltcp::iface::PollResult::None
+            {
+                break;
+            }
+        }
+        self.keep_listening(now, None);
         let after = self.dev.counters();
         after.received != before.received || after.transmitted != before.transmitted
     }
 
-    fn serve(&mut self) {
+    /// Puts closed connections back to listening; when `incoming` (the next frame) is a new
+    /// connection request and no connection is listening, reclaims the oldest half-open one
+    /// for it.
+    fn keep_listening(&mut self, now: smoltcp::time::Instant, incoming: Option<(IpEndpoint, bool)>) {
+        let mut listening = false;
+        let mut oldest_half_open: Option<(smoltcp::time::Instant, usize)> = None;
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            if !self.sockets.get::<tcp::Socket<'_>>(c.handle).is_open() {
+                // Closed or in TIME-WAIT: take the next connection.
+                relisten(&mut self.sockets, c, self.port);
+            }
+            let s = self.sockets.get::<tcp::Socket<'_>>(c.handle);
+            match s.state() {
+                tcp::State::Listen => listening = true,
+                tcp::State::SynReceived => {
+                    let at = *c.opened.get_or_insert(now);
+                    if oldest_half_open.is_none_or(|(t, _)| at < t) {
+                        oldest_half_open = Some((at, i));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some((from, true)) = incoming else { return };
+        let known = self
+            .conns
+            .iter()
+            .any(|c| self.sockets.get::<tcp::Socket<'_>>(c.handle).remote_endpoint() == Some(from));
+        if !listening
+            && !known
+            && let Some((_, i)) = oldest_half_open
+        {
+            relisten(&mut self.sockets, &mut self.conns[i], self.port);
+            self.counters.reclaimed_half_open += 1;
+        }
+    }
+
+    /// Accounts for the frame smoltcp just took: refused connection requests, and frames that
+    /// ended without an answer or a socket.
+    fn account_frame(&mut self) {
+        let seen = self.dev.frame_seen();
+        if !seen.received {
+            return;
+        }
+        let taken = seen.tcp.is_some_and(|(from, _)| {
+            self.conns
+                .iter()
+                .any(|c| self.sockets.get::<tcp::Socket<'_>>(c.handle).remote_endpoint() == Some(from))
+        });
+        if let Some((_, true)) = seen.tcp
+            && !taken
+        {
+            self.counters.connections_refused += 1;
+        }
+        if !seen.replied && !taken {
+            self.counters.ignored += 1;
+        }
+    }
+
+    fn serve(&mut self, now: smoltcp::time::Instant) {
         for c in &mut self.conns {
             let s = self.sockets.get_mut::<tcp::Socket<'_>>(c.handle);
-            if !s.is_open() {
-                // Closed or in TIME-WAIT: take the next connection.
-                c.served = false;
-                c.out.clear();
-                c.sent = 0;
-                if s.listen(self.port).is_err() {
-                    continue;
+            if !s.is_open() || s.state() == tcp::State::Listen {
+                continue;
+            }
+            let opened = *c.opened.get_or_insert(now);
+            if s.state() == tcp::State::SynReceived {
+                if now >= opened + self.handshake_timeout {
+                    s.abort();
+                    c.reset();
+                    self.counters.reclaimed_half_open += 1;
                 }
+                continue;
             }
             // Requests are not interpreted: whatever the client sends is read and discarded.
             while s.can_recv() {
-                if s.recv(|b| (b.len(), ())).is_err() {
-                    break;
+                match s.recv(|b| (b.len(), b.len())) {
+                    Ok(n) => c.received += n as u64,
+                    Err(_) => break,
                 }
             }
             if s.may_send() && !c.served {
@@ -367,7 +560,7 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
                 (self.stats)(&mut text);
                 c.out = text.into_bytes();
                 c.served = true;
-                self.served += 1;
+                self.counters.connections_served += 1;
             }
             if c.served
                 && c.sent < c.out.len()
@@ -378,6 +571,18 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
             }
             if c.served && c.sent == c.out.len() && s.may_send() {
                 s.close();
+            }
+            // Progress: more of the text queued or acknowledged, or anything received. A peer
+            // that advertises a zero window, or never acknowledges nor closes, makes none.
+            let mark = (c.sent, c.sent - s.send_queue().min(c.sent), c.received);
+            if c.opened == Some(now) || mark != c.progress {
+                c.progress = mark;
+                c.progress_at = now;
+            }
+            if now >= c.progress_at + self.idle_timeout || now >= opened + self.lifetime {
+                s.abort();
+                c.reset();
+                self.counters.reclaimed_stalled += 1;
             }
         }
     }
@@ -398,13 +603,17 @@ where
 {
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         let before = self.dev.counters();
-        let busy = ControlPlane::poll(self);
+        let ignored = self.counters.ignored;
+        // The shard's clock drives smoltcp's timers (handshake, idle, retransmission).
+        let now = self.time_at(cx.now);
+        let busy = self.poll_at(now);
         let after = self.dev.counters();
         cx.counters.rx_packets += after.received - before.received;
         cx.counters.rx_bytes += after.received_bytes - before.received_bytes;
         cx.counters.tx_packets += after.transmitted - before.transmitted;
         cx.counters.tx_bytes += after.transmitted_bytes - before.transmitted_bytes;
         cx.counters.drop_packets(DropReason::TxFull, after.tx_dropped - before.tx_dropped);
+        cx.counters.drop_packets(DropReason::ControlIgnored, self.counters.ignored - ignored);
         if busy { Poll::Busy((after.received - before.received) as usize) } else { Poll::Idle }
     }
 

@@ -2,127 +2,348 @@
 //! Discovery frame punted to it, and records who claims which address on which port, so the
 //! application can feed them into a [`crate::forward::FibBuilder`] and publish a new FIB.
 //!
-//! Only answers that concern the appliance are learned, as smoltcp itself does: ARP requests or
-//! replies whose target is one of its addresses (RFC 826 "merge" step), and Neighbor
-//! Solicitations / Advertisements with hop limit 255 (RFC 4861 §7.1: anything else was forwarded
-//! by a router and is not from the link).
+//! The wire is untrusted, so a frame is learned from only when all of these hold (anything else
+//! is a counted reject, by reason, in [`SnoopCounters`]):
+//!
+//! - ARP (RFC 826): Ethernet/IPv4 with the right lengths; the target is one of the appliance's
+//!   addresses (the "merge" step smoltcp also does); the sender MAC is unicast and the one the
+//!   Ethernet frame came from; the sender address is not ours, not unspecified, broadcast,
+//!   multicast, loopback or a subnet's broadcast address, and lies on a configured subnet.
+//! - Neighbor Discovery (RFC 4861 §7.1): ICMPv6 right after the IPv6 header, hop limit 255
+//!   (anything less was forwarded by a router and is not from the link), a valid ICMPv6
+//!   checksum (RFC 4443 §2.3), code 0, well-formed options (a zero-length option invalidates
+//!   the message). A Neighbor Solicitation teaches its source (from the source link-layer
+//!   option) when it asks for one of our addresses; a Neighbor Advertisement teaches its target
+//!   (from the target link-layer option), but an unsolicited one (S flag clear) only updates a
+//!   neighbor already known, as RFC 4861 §7.2.5 says, and without the Override flag it does not
+//!   change a known MAC. The address learned is not ours, not unspecified or multicast, and is
+//!   link-local or on a configured subnet.
+//!
+//! Every structure is bounded: the table holds [`MAX_LEARNED`] neighbors and, when full, evicts
+//! the least recently confirmed one (so a flood can displace, but never lock out, legitimate
+//! neighbors); pending changes are kept per address (a neighbor flipping its MAC 300 000 times
+//! is one pending change), so they never outnumber the table. The table is keyed by addresses
+//! the wire chose, so it uses the standard library's keyed (SipHash) hasher.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::forward::{AddrMap, Neighbor};
+use crate::forward::Neighbor;
 
-/// Most neighbors remembered; past this, new addresses are ignored (existing ones still update).
+/// Most neighbors remembered; past this the least recently confirmed one is evicted.
 pub const MAX_LEARNED: usize = 4096;
+
+/// Most pending neighbor changes (one per address, and only for addresses in the table).
+pub const MAX_CHANGES: usize = MAX_LEARNED;
+
+/// What neighbor learning did with the ARP and Neighbor Discovery frames it saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnoopCounters {
+    /// Neighbors learned or changed.
+    pub learned: u64,
+    /// Neighbors evicted (least recently confirmed) to make room for a new one.
+    pub evicted: u64,
+    /// ARP or ND not concerning the appliance (target not one of its addresses): not learned.
+    pub not_for_us: u64,
+    /// Rejected: truncated or malformed (lengths, hardware/protocol type, ICMPv6 code, options).
+    pub malformed: u64,
+    /// Rejected: ICMPv6 checksum did not verify.
+    pub bad_checksum: u64,
+    /// Rejected: Neighbor Discovery with a hop limit other than 255.
+    pub bad_hop_limit: u64,
+    /// Rejected: sender or target address (or MAC) is ours, unspecified, broadcast, multicast
+    /// or loopback, or the ARP sender MAC is not the frame's source.
+    pub bad_sender: u64,
+    /// Rejected: the address is on none of the configured subnets (nor link-local).
+    pub off_subnet: u64,
+    /// Rejected: an unsolicited advertisement for an unknown neighbor, or one without the
+    /// Override flag that would change a known MAC.
+    pub unsolicited: u64,
+}
+
+/// Why a frame taught nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reject {
+    NotForUs,
+    Malformed,
+    BadChecksum,
+    BadHopLimit,
+    BadSender,
+    OffSubnet,
+    Unsolicited,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    n: Neighbor,
+    /// When it was last confirmed (a logical clock), its key in `lru`.
+    tick: u64,
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Snoop {
-    own4: Vec<Ipv4Addr>,
-    table: AddrMap<IpAddr, Neighbor>,
-    changed: Vec<(IpAddr, Neighbor)>,
+    own: Vec<IpAddr>,
+    subnets: Vec<(IpAddr, u8)>,
+    table: HashMap<IpAddr, Entry>,
+    /// Entries by last confirmation, oldest first.
+    lru: BTreeMap<u64, IpAddr>,
+    tick: u64,
+    /// Pending changes: address → change number; `changes` orders them.
+    pending: HashMap<IpAddr, u64>,
+    changes: BTreeMap<u64, (IpAddr, Neighbor)>,
+    counters: SnoopCounters,
+}
+
+fn prefix_match(a: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (a, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The ICMPv6 checksum of `icmp` (checksum field included) under the IPv6 pseudo-header
+/// (RFC 8200 §8.1): 0 when it verifies.
+fn icmpv6_checksum(src: &[u8], dst: &[u8], icmp: &[u8]) -> u16 {
+    let mut sum: u64 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(src);
+    add(dst);
+    add(&(icmp.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 58]);
+    add(icmp);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 impl Snoop {
     pub(crate) fn new(own: &[(IpAddr, u8)]) -> Self {
-        let own4 = own
-            .iter()
-            .filter_map(|(a, _)| match a {
-                IpAddr::V4(v) => Some(*v),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        Self { own4, ..Self::default() }
+        Self { own: own.iter().map(|&(a, _)| a).collect(), subnets: own.to_vec(), ..Self::default() }
     }
 
     pub(crate) fn learned(&self) -> impl Iterator<Item = (IpAddr, Neighbor)> + '_ {
-        self.table.iter().map(|(a, n)| (*a, *n))
+        self.table.iter().map(|(a, e)| (*a, e.n))
+    }
+
+    pub(crate) fn counters(&self) -> SnoopCounters {
+        self.counters
     }
 
     pub(crate) fn take_changes(&mut self) -> Vec<(IpAddr, Neighbor)> {
-        std::mem::take(&mut self.changed)
+        self.pending.clear();
+        std::mem::take(&mut self.changes).into_values().collect()
     }
 
-    fn learn(&mut self, ip: IpAddr, mac: [u8; 6], port: u16) {
+    fn reject(&mut self, r: Reject) {
+        let c = &mut self.counters;
+        *match r {
+            Reject::NotForUs => &mut c.not_for_us,
+            Reject::Malformed => &mut c.malformed,
+            Reject::BadChecksum => &mut c.bad_checksum,
+            Reject::BadHopLimit => &mut c.bad_hop_limit,
+            Reject::BadSender => &mut c.bad_sender,
+            Reject::OffSubnet => &mut c.off_subnet,
+            Reject::Unsolicited => &mut c.unsolicited,
+        } += 1;
+    }
+
+    /// Sender-address sanity shared by ARP and ND: not ours, not a special address, on-link.
+    fn check_addr(&self, ip: IpAddr) -> Result<(), Reject> {
+        let special = match ip {
+            IpAddr::V4(v) => v.is_unspecified() || v.is_broadcast() || v.is_multicast() || v.is_loopback(),
+            IpAddr::V6(v) => v.is_unspecified() || v.is_multicast() || v.is_loopback(),
+        };
+        if special || self.own.contains(&ip) {
+            return Err(Reject::BadSender);
+        }
+        if let IpAddr::V4(v) = ip {
+            // The directed broadcast address of a configured subnet is nobody's.
+            let is_bcast = self.subnets.iter().any(|&(n, len)| {
+                len <= 30 && prefix_match(ip, n, len) && {
+                    let host = u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+                    u32::from(v) & host == host
+                }
+            });
+            if is_bcast {
+                return Err(Reject::BadSender);
+            }
+        }
+        let link_local = matches!(ip, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80);
+        if link_local || self.subnets.iter().any(|&(n, len)| prefix_match(ip, n, len)) {
+            Ok(())
+        } else {
+            Err(Reject::OffSubnet)
+        }
+    }
+
+    /// Records `ip` at `mac`; `create` false only updates a neighbor already known.
+    fn learn(
+        &mut self,
+        ip: IpAddr,
+        mac: [u8; 6],
+        port: u16,
+        create: bool,
+        may_change: bool,
+    ) -> Result<(), Reject> {
         // Zero, broadcast and multicast MACs are never a neighbor's.
         if mac == [0; 6] || mac[0] & 1 == 1 {
-            return;
+            return Err(Reject::BadSender);
         }
+        self.check_addr(ip)?;
         let n = Neighbor { mac, port };
-        if self.table.get(&ip) == Some(&n) {
-            return;
+        self.tick += 1;
+        let tick = self.tick;
+        match self.table.get_mut(&ip) {
+            Some(e) => {
+                if e.n != n && !may_change {
+                    return Err(Reject::Unsolicited);
+                }
+                self.lru.remove(&e.tick);
+                self.lru.insert(tick, ip);
+                e.tick = tick;
+                if e.n == n {
+                    return Ok(());
+                }
+                e.n = n;
+            }
+            None => {
+                if !create {
+                    return Err(Reject::Unsolicited);
+                }
+                if self.table.len() >= MAX_LEARNED
+                    && let Some((_, old)) = self.lru.pop_first()
+                {
+                    self.table.remove(&old);
+                    if let Some(seq) = self.pending.remove(&old) {
+                        self.changes.remove(&seq);
+                    }
+                    self.counters.evicted += 1;
+                }
+                self.table.insert(ip, Entry { n, tick });
+                self.lru.insert(tick, ip);
+            }
         }
-        if self.table.len() >= MAX_LEARNED && !self.table.contains_key(&ip) {
-            return;
+        // One pending change per address: the latest wins, in the order of its last change.
+        if let Some(seq) = self.pending.insert(ip, tick) {
+            self.changes.remove(&seq);
         }
-        self.table.insert(ip, n);
-        self.changed.push((ip, n));
+        self.changes.insert(tick, (ip, n));
+        debug_assert!(self.changes.len() <= MAX_CHANGES);
+        self.counters.learned += 1;
+        Ok(())
     }
 
     /// Looks at one punted frame (untagged Ethernet II).
     pub(crate) fn frame(&mut self, f: &[u8], port: u16) {
         let Some(et) = f.get(12..14) else { return };
-        match u16::from_be_bytes([et[0], et[1]]) {
-            0x0806 => self.arp(&f[14..], port),
+        let r = match u16::from_be_bytes([et[0], et[1]]) {
+            0x0806 => self.arp(f, port),
             0x86dd => self.nd(&f[14..], port),
-            _ => {}
+            _ => Ok(()),
+        };
+        if let Err(r) = r {
+            self.reject(r);
         }
     }
 
-    fn arp(&mut self, a: &[u8], port: u16) {
+    fn arp(&mut self, f: &[u8], port: u16) -> Result<(), Reject> {
         // RFC 826, Ethernet (1) / IPv4 (0x0800), hlen 6, plen 4.
-        let Some(a) = a.get(..28) else { return };
+        let a = f.get(14..42).ok_or(Reject::Malformed)?;
         if a[0..6] != [0, 1, 0x08, 0x00, 6, 4] {
-            return;
+            return Err(Reject::Malformed);
         }
         let spa = Ipv4Addr::new(a[14], a[15], a[16], a[17]);
         let tpa = Ipv4Addr::new(a[24], a[25], a[26], a[27]);
-        if spa.is_unspecified() || !self.own4.contains(&tpa) {
-            return;
+        if !self.own.contains(&IpAddr::V4(tpa)) {
+            return Err(Reject::NotForUs);
+        }
+        if a[8..14] != f[6..12] {
+            return Err(Reject::BadSender);
         }
         let mut sha = [0u8; 6];
         sha.copy_from_slice(&a[8..14]);
-        self.learn(spa.into(), sha, port);
+        self.learn(spa.into(), sha, port, true, true)
     }
 
-    fn nd(&mut self, ip: &[u8], port: u16) {
-        // IPv6 header without extension headers, ICMPv6 (58), hop limit 255.
-        let Some(h) = ip.get(..40) else { return };
-        if h[0] >> 4 != 6 || h[6] != 58 || h[7] != 255 {
-            return;
+    fn nd(&mut self, ip: &[u8], port: u16) -> Result<(), Reject> {
+        // IPv6 header without extension headers, ICMPv6 (58).
+        let Some(h) = ip.get(..40) else { return Ok(()) };
+        if h[0] >> 4 != 6 || h[6] != 58 {
+            return Ok(());
         }
         let plen = u16::from_be_bytes([h[4], h[5]]) as usize;
-        let Some(icmp) = ip.get(40..40 + plen) else { return };
-        let Some(&ty) = icmp.first() else { return };
-        let mut src = [0u8; 16];
-        src.copy_from_slice(&h[8..24]);
+        let icmp = ip.get(40..40 + plen).ok_or(Reject::Malformed)?;
+        let ty = *icmp.first().ok_or(Reject::Malformed)?;
+        if ty != 135 && ty != 136 {
+            return Ok(());
+        }
+        if h[7] != 255 {
+            return Err(Reject::BadHopLimit);
+        }
+        if icmp.len() < 24 || icmp[1] != 0 {
+            return Err(Reject::Malformed);
+        }
+        if icmpv6_checksum(&h[8..24], &h[24..40], icmp) != 0 {
+            return Err(Reject::BadChecksum);
+        }
+        let addr = |b: &[u8]| {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            Ipv6Addr::from(a)
+        };
+        let target = addr(&icmp[8..24]);
         // NS (135): the source link-layer option (1) gives the solicitor's MAC for its source
         // address. NA (136): the target link-layer option (2) gives the target's MAC.
-        let (addr, want_opt) = match ty {
-            135 => (Ipv6Addr::from(src), 1),
-            136 => {
-                let Some(t) = icmp.get(8..24) else { return };
-                let mut a = [0u8; 16];
-                a.copy_from_slice(t);
-                (Ipv6Addr::from(a), 2)
+        let (learn, want_opt, create, may_change) = match ty {
+            135 => {
+                if !self.own.contains(&IpAddr::V6(target)) {
+                    return Err(Reject::NotForUs);
+                }
+                let src = addr(&h[8..24]);
+                if src.is_unspecified() {
+                    return Ok(()); // duplicate address detection: nobody to learn
+                }
+                (src, 1, true, true)
             }
-            _ => return,
+            _ => {
+                if target.is_multicast() {
+                    return Err(Reject::Malformed); // RFC 4861 §7.1.2
+                }
+                let solicited = icmp[4] & 0x40 != 0;
+                let overrides = icmp[4] & 0x20 != 0;
+                (target, 2, solicited, overrides)
+            }
         };
-        if addr.is_unspecified() || addr.is_multicast() {
-            return;
-        }
         // Options start after type, code, checksum, reserved/flags (8) and the target (16).
-        let mut opts = icmp.get(24..).unwrap_or(&[]);
-        while opts.len() >= 8 {
-            let len = opts[1] as usize * 8;
+        let mut opts = &icmp[24..];
+        let mut mac = None;
+        while !opts.is_empty() {
+            let len = usize::from(*opts.get(1).ok_or(Reject::Malformed)?) * 8;
             if len == 0 || len > opts.len() {
-                return; // RFC 4861 §4.6: a zero-length option invalidates the message
+                return Err(Reject::Malformed); // RFC 4861 §4.6: a zero-length option invalidates the message
             }
             if opts[0] == want_opt && len == 8 {
-                let mut mac = [0u8; 6];
-                mac.copy_from_slice(&opts[2..8]);
-                self.learn(addr.into(), mac, port);
-                return;
+                let mut m = [0u8; 6];
+                m.copy_from_slice(&opts[2..8]);
+                mac = Some(m);
             }
             opts = &opts[len..];
+        }
+        match mac {
+            Some(mac) => self.learn(learn.into(), mac, port, create, may_change),
+            None => Ok(()),
         }
     }
 }
@@ -133,9 +354,9 @@ mod tests {
 
     const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x42];
 
-    /// Ethernet + IPv6 (hop limit `hl`) + an ICMPv6 NA for `target` with a target link-layer
-    /// option (RFC 4861 §4.4); checksum left zero (the snooper does not verify it, smoltcp does).
-    fn na(target: Ipv6Addr, hl: u8, opt_len: u8) -> Vec<u8> {
+    /// Ethernet + IPv6 (hop limit `hl`) + an ICMPv6 NA for `target` with flags `flags` and a
+    /// target link-layer option (RFC 4861 §4.4), checksum filled in.
+    pub(crate) fn na(target: Ipv6Addr, hl: u8, opt_len: u8, flags: u8) -> Vec<u8> {
         let mut f = vec![0u8; 14];
         f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
         let icmp_len = 24 + 8;
@@ -143,26 +364,41 @@ mod tests {
         ip.extend_from_slice(&target.octets());
         ip.extend_from_slice(&"ff02::1".parse::<Ipv6Addr>().unwrap().octets());
         f.extend_from_slice(&ip);
-        f.extend_from_slice(&[136, 0, 0, 0, 0x60, 0, 0, 0]);
-        f.extend_from_slice(&target.octets());
-        f.extend_from_slice(&[2, opt_len]);
-        f.extend_from_slice(&MAC);
+        let mut icmp = vec![136, 0, 0, 0, flags, 0, 0, 0];
+        icmp.extend_from_slice(&target.octets());
+        icmp.extend_from_slice(&[2, opt_len]);
+        icmp.extend_from_slice(&MAC);
+        let c = icmpv6_checksum(&f[22..38], &f[38..54], &icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&icmp);
         f
+    }
+
+    fn snoop() -> Snoop {
+        Snoop::new(&[("2001:db8::1".parse().unwrap(), 64), ("192.0.2.1".parse().unwrap(), 24)])
     }
 
     #[test]
     fn learns_na_only_from_the_link() {
         let t: Ipv6Addr = "2001:db8::42".parse().unwrap();
-        let mut s = Snoop::default();
-        s.frame(&na(t, 64, 1), 3);
-        s.frame(&na(t, 255, 0), 3);
+        let mut s = snoop();
+        s.frame(&na(t, 64, 1, 0x60), 3);
+        s.frame(&na(t, 255, 0, 0x60), 3);
         assert!(s.take_changes().is_empty(), "routed NA or zero-length option learned");
-        s.frame(&na(t, 255, 1), 3);
+        assert_eq!((s.counters.bad_hop_limit, s.counters.malformed), (1, 1));
+        s.frame(&na(t, 255, 1, 0x60), 3);
         assert_eq!(s.take_changes(), vec![(IpAddr::V6(t), Neighbor { mac: MAC, port: 3 })]);
-        s.frame(&na(t, 255, 1), 3);
+        s.frame(&na(t, 255, 1, 0x60), 3);
         assert!(s.take_changes().is_empty(), "an unchanged neighbor is not a change");
         for n in 0..20 {
-            s.frame(&na(t, 255, 1)[..n], 3);
+            s.frame(&na(t, 255, 1, 0x60)[..n], 3);
         }
+    }
+
+    #[test]
+    fn checksum_matches_a_known_packet() {
+        // A verified NA: the checksum computed over the packet, including it, is 0.
+        let f = na("2001:db8::42".parse().unwrap(), 255, 1, 0x60);
+        assert_eq!(icmpv6_checksum(&f[22..38], &f[38..54], &f[54..]), 0);
     }
 }

@@ -5,18 +5,23 @@
 //! key material ‖ 8-byte explicit IV), the ESP header as AAD and a detached 16-byte ICV. That is
 //! what [`EspAead`] is, so a provider is a thin adapter and never copies the payload.
 //!
-//! Providers:
-//! - [`Provider::RustCrypto`] (default, pure Rust): `aes-gcm` and `chacha20poly1305` through the
+//! A provider is a value implementing [`AeadProvider`]: it turns an algorithm and a key into
+//! a boxed [`EspAead`]. Built in:
+//! - [`RustCrypto`] (default, pure Rust): `aes-gcm` and `chacha20poly1305` through the
 //!   `aead` 0.6 `AeadInOut` detached API. AES-NI/PCLMULQDQ (AES-GCM) and AVX2 (ChaCha20,
 //!   Poly1305) are detected at run time by those crates, so the library stays portable; building
 //!   with `-C target-cpu=x86-64-v3 -C target-feature=+aes,+pclmulqdq` lets the compiler inline
 //!   the accelerated paths and is what the benches use (see the repository `.cargo/config.toml`).
-//! - [`Provider::Ring`] (feature `accel`): ring's BoringSSL-derived assembly (AES-GCM with
-//!   AVX/VAES and CLMUL, ChaCha20-Poly1305 with AVX2), selected per SA. Also detects CPU
-//!   features at run time.
+//! - `Ring` (feature `accel`): ring's BoringSSL-derived assembly (AES-GCM with AVX/VAES and
+//!   CLMUL, ChaCha20-Poly1305 with AVX2). Also detects CPU features at run time.
+//! - [`super::gcm::BatchGcm`]: this crate's batch AES-GCM (AES-NI + PCLMULQDQ, detected at run
+//!   time), which interleaves the packets of a batch; AES-GCM only.
 //!
-//! The choice is per SA ([`crate::esp::SaConfig::provider`]); dispatch is a `match` on a small
-//! enum ([`Cipher`]), not a virtual call.
+//! Third-party providers (hardware offload, …) implement the same trait outside this crate; see
+//! the example on [`AeadProvider`]. The choice is per SA ([`crate::esp::SaConfig::provider`]),
+//! [`fastest_provider`] picks the best built-in one for the CPU. The ESP stages hand a provider
+//! a whole batch of packets of one SA at a time ([`EspAead::seal_batch`]), so the virtual call
+//! is paid once per batch, and a provider that interleaves packets can do so.
 
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit};
@@ -66,25 +71,91 @@ impl AeadAlgorithm {
     }
 }
 
-/// Which implementation performs an SA's AEAD.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Provider {
-    /// RustCrypto `aes-gcm` / `chacha20poly1305` (pure Rust, always available).
-    #[default]
-    RustCrypto,
-    /// ring (assembly); needs the `accel` feature, otherwise SA creation fails with
-    /// [`AeadError::ProviderUnavailable`].
-    Ring,
+/// A source of [`EspAead`] ciphers: given an algorithm and a key, it expands the key into an
+/// object that seals and opens packets. This is the plug-in point for crypto, in the style of
+/// rustls' `CryptoProvider`: the built-in providers ([`RustCrypto`], `Ring` with the `accel`
+/// feature, [`super::gcm::BatchGcm`]) are ordinary values implementing it, and a third party
+/// (a hardware offload, a FIPS module, a test double) implements it outside this crate and
+/// hands it to [`crate::esp::SaConfig::provider`] — no fork, no enum to extend.
+///
+/// A provider is shared by every SA that names it (an `Arc<dyn AeadProvider>`); the ciphers
+/// it makes are shared read-only by every shard.
+///
+/// ```
+/// use std::sync::Arc;
+/// use wirespeed_stages::esp::aead::{AeadAlgorithm, AeadError, AeadProvider, EspAead, ICV_LEN, NONCE_LEN};
+/// use wirespeed_stages::esp::{Direction, SaConfig, SecurityAssociation};
+///
+/// /// A provider that only counts how many keys were expanded, then delegates to RustCrypto
+/// /// (stand-in for a hardware offload's driver).
+/// #[derive(Debug, Default)]
+/// struct Counting(std::sync::atomic::AtomicUsize);
+///
+/// impl AeadProvider for Counting {
+///     fn name(&self) -> &str {
+///         "counting"
+///     }
+///     fn new_aead(&self, algorithm: AeadAlgorithm, key: &[u8]) -> Result<Box<dyn EspAead>, AeadError> {
+///         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///         wirespeed_stages::esp::aead::RustCrypto.new_aead(algorithm, key)
+///     }
+/// }
+///
+/// let provider = Arc::new(Counting::default());
+/// let gw = "192.0.2.1".parse()?;
+/// let peer = "198.51.100.7".parse()?;
+/// let cfg = SaConfig::tunnel(0x42, Direction::Inbound, AeadAlgorithm::Aes128Gcm, &[1; 20], gw, peer)
+///     .with_provider(provider.clone());
+/// let sa = SecurityAssociation::new(&cfg)?;
+/// assert_eq!(sa.cipher().provider_name(), "rustcrypto");
+/// assert_eq!(provider.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait AeadProvider: Send + Sync + std::fmt::Debug {
+    /// Short stable name, for logs and stats (`rustcrypto`, `ring`, `batch-gcm`, …).
+    fn name(&self) -> &str;
+
+    /// True when this provider can build ciphers of `algorithm` on this machine (a provider
+    /// may depend on CPU features or on a device being present).
+    fn supports(&self, algorithm: AeadAlgorithm) -> bool {
+        let _ = algorithm;
+        true
+    }
+
+    /// Expands `key` (the cipher key only; the salt stays with the SA) for `algorithm`. A key
+    /// of the wrong length is [`AeadError::BadKeyLength`]; an algorithm the provider does not
+    /// implement is [`AeadError::Unsupported`].
+    fn new_aead(&self, algorithm: AeadAlgorithm, key: &[u8]) -> Result<Box<dyn EspAead>, AeadError>;
 }
 
-impl Provider {
-    /// True when this build can use the provider.
-    pub const fn available(self) -> bool {
-        match self {
-            Provider::RustCrypto => true,
-            Provider::Ring => cfg!(feature = "accel"),
-        }
+/// A shared handle to a provider, as SA configurations hold it.
+pub type ProviderRef = std::sync::Arc<dyn AeadProvider>;
+
+/// The default provider: [`RustCrypto`] (pure Rust, always available).
+pub fn default_provider() -> ProviderRef {
+    std::sync::Arc::new(RustCrypto)
+}
+
+/// Every provider compiled into this build that works on this CPU, fastest first per the
+/// benches in `benches/benches/esp.rs`: the batch AES-GCM [`super::gcm::BatchGcm`] (AES-GCM
+/// only, when the CPU has AES-NI and PCLMULQDQ), ring (feature `accel`), RustCrypto.
+// Entries depend on features and the CPU, hence pushes rather than `vec![]`.
+#[allow(clippy::vec_init_then_push)]
+pub fn builtin_providers() -> Vec<ProviderRef> {
+    let mut v: Vec<ProviderRef> = Vec::new();
+    if super::gcm::BatchGcm::detected() {
+        v.push(std::sync::Arc::new(super::gcm::BatchGcm));
     }
+    #[cfg(feature = "accel")]
+    v.push(std::sync::Arc::new(Ring));
+    v.push(std::sync::Arc::new(RustCrypto));
+    v
+}
+
+/// The fastest correct provider for `algorithm` on this CPU, among those compiled in (see
+/// [`builtin_providers`]). This is what an appliance should use unless configured otherwise.
+pub fn fastest_provider(algorithm: AeadAlgorithm) -> ProviderRef {
+    builtin_providers().into_iter().find(|p| p.supports(algorithm)).unwrap_or_else(default_provider)
 }
 
 /// Errors of the AEAD layer.
@@ -100,22 +171,62 @@ pub enum AeadError {
         /// Bytes given.
         got: usize,
     },
-    /// The provider was not compiled in (feature `accel` for ring).
-    #[error("AEAD provider {0:?} is not built in (enable the `accel` feature)")]
-    ProviderUnavailable(Provider),
+    /// The provider does not implement the algorithm (on this machine).
+    #[error("the AEAD provider does not support {0:?} here")]
+    Unsupported(AeadAlgorithm),
     /// The ICV did not verify.
     #[error("ICV verification failed")]
     AuthFailed,
     /// The provider refused the input (too long for the algorithm).
     #[error("AEAD input rejected by the provider")]
     Rejected,
+    /// The job was not processed (a batch implementation left it untouched).
+    #[error("AEAD job not processed")]
+    NotProcessed,
+}
+
+/// One packet of a batch for [`EspAead::seal_batch`] / [`EspAead::open_batch`]: the nonce, the
+/// AAD (the ESP header, or SPI ‖ ESN high ‖ low), the bytes to encrypt or decrypt in place and
+/// the ICV (written by seal, read by open). The provider stores the outcome in `result`.
+#[derive(Debug)]
+pub struct AeadJob<'a> {
+    /// Salt ‖ explicit IV.
+    pub nonce: [u8; NONCE_LEN],
+    /// Additional authenticated data (8 or 12 bytes in ESP).
+    pub aad: &'a [u8],
+    /// Plaintext (seal) or ciphertext (open), transformed in place.
+    pub data: &'a mut [u8],
+    /// The ICV: output of seal, input of open.
+    pub icv: &'a mut [u8; ICV_LEN],
+    /// Outcome, set by the provider ([`AeadError::NotProcessed`] until then).
+    pub result: Result<(), AeadError>,
+}
+
+impl<'a> AeadJob<'a> {
+    /// A job not processed yet.
+    pub fn new(
+        nonce: [u8; NONCE_LEN],
+        aad: &'a [u8],
+        data: &'a mut [u8],
+        icv: &'a mut [u8; ICV_LEN],
+    ) -> Self {
+        Self { nonce, aad, data, icv, result: Err(AeadError::NotProcessed) }
+    }
 }
 
 /// An in-place, detached-tag AEAD as ESP uses it. Implementations hold an expanded key and are
 /// immutable after construction, so one instance is shared read-only by every shard.
-pub trait EspAead: Send + Sync {
+///
+/// The single-packet [`seal`](EspAead::seal) / [`open`](EspAead::open) are required; the batch
+/// forms default to a loop over them, and a provider that can interleave packets (pipelined
+/// AES rounds, multi-lane Poly1305, an offload queue) overrides them. The ESP stages always call
+/// the batch forms, once per SA and batch.
+pub trait EspAead: Send + Sync + std::fmt::Debug {
     /// The algorithm.
     fn algorithm(&self) -> AeadAlgorithm;
+
+    /// Name of the provider that made this cipher.
+    fn provider_name(&self) -> &str;
 
     /// Encrypts `data` in place and writes the tag to `icv`.
     fn seal(
@@ -134,9 +245,53 @@ pub trait EspAead: Send + Sync {
         data: &mut [u8],
         icv: &[u8; ICV_LEN],
     ) -> Result<(), AeadError>;
+
+    /// Seals every job, setting each job's `result`.
+    fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
+        for j in jobs {
+            j.result = self.seal(&j.nonce, j.aad, j.data, j.icv);
+        }
+    }
+
+    /// Opens every job, setting each job's `result` (a failed job's data is garbage).
+    fn open_batch(&self, jobs: &mut [AeadJob<'_>]) {
+        for j in jobs {
+            j.result = self.open(&j.nonce, j.aad, j.data, j.icv);
+        }
+    }
 }
 
-/// The RustCrypto provider. Boxed key schedules keep [`Cipher`] small.
+/// The pure-Rust provider (`aes-gcm`, `chacha20poly1305`); the default. AES-NI/PCLMULQDQ and
+/// AVX2 are detected at run time by those crates.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RustCrypto;
+
+impl AeadProvider for RustCrypto {
+    fn name(&self) -> &str {
+        "rustcrypto"
+    }
+    fn new_aead(&self, algorithm: AeadAlgorithm, key: &[u8]) -> Result<Box<dyn EspAead>, AeadError> {
+        Ok(Box::new(RustCryptoAead::new(algorithm, key)?))
+    }
+}
+
+/// The ring provider (feature `accel`): BoringSSL-derived assembly, AES-GCM with AVX/VAES and
+/// CLMUL, ChaCha20-Poly1305 with AVX2.
+#[cfg(feature = "accel")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ring;
+
+#[cfg(feature = "accel")]
+impl AeadProvider for Ring {
+    fn name(&self) -> &str {
+        "ring"
+    }
+    fn new_aead(&self, algorithm: AeadAlgorithm, key: &[u8]) -> Result<Box<dyn EspAead>, AeadError> {
+        Ok(Box::new(RingAead::new(algorithm, key)?))
+    }
+}
+
+/// A RustCrypto cipher (made by [`RustCrypto`]).
 pub enum RustCryptoAead {
     /// AES-128-GCM.
     Aes128(Box<Aes128Gcm>),
@@ -202,6 +357,10 @@ fn rc_open<A: AeadInOut<NonceSize = aes_gcm::aead::consts::U12, TagSize = aes_gc
 }
 
 impl EspAead for RustCryptoAead {
+    fn provider_name(&self) -> &str {
+        "rustcrypto"
+    }
+
     fn algorithm(&self) -> AeadAlgorithm {
         match self {
             RustCryptoAead::Aes128(_) => AeadAlgorithm::Aes128Gcm,
@@ -241,7 +400,7 @@ impl EspAead for RustCryptoAead {
     }
 }
 
-/// The ring provider (feature `accel`).
+/// A ring cipher (made by [`Ring`], feature `accel`).
 #[cfg(feature = "accel")]
 pub struct RingAead {
     key: ring::aead::LessSafeKey,
@@ -275,6 +434,10 @@ impl RingAead {
 
 #[cfg(feature = "accel")]
 impl EspAead for RingAead {
+    fn provider_name(&self) -> &str {
+        "ring"
+    }
+
     fn algorithm(&self) -> AeadAlgorithm {
         self.algorithm
     }
@@ -315,80 +478,5 @@ impl EspAead for RingAead {
             )
             .map(|_| ())
             .map_err(|_| AeadError::AuthFailed)
-    }
-}
-
-/// An SA's cipher: one of the compiled-in providers, dispatched by `match`.
-// ring's expanded key is stored inline (no extra pointer chase per packet); a Cipher lives once
-// per SA inside an `Arc`, so the size of the larger variant costs nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum Cipher {
-    /// RustCrypto.
-    RustCrypto(RustCryptoAead),
-    /// ring.
-    #[cfg(feature = "accel")]
-    Ring(RingAead),
-}
-
-impl Cipher {
-    /// Builds the cipher for `algorithm` from `key` (cipher key only, no salt) with `provider`.
-    pub fn new(provider: Provider, algorithm: AeadAlgorithm, key: &[u8]) -> Result<Self, AeadError> {
-        match provider {
-            Provider::RustCrypto => Ok(Cipher::RustCrypto(RustCryptoAead::new(algorithm, key)?)),
-            #[cfg(feature = "accel")]
-            Provider::Ring => Ok(Cipher::Ring(RingAead::new(algorithm, key)?)),
-            #[cfg(not(feature = "accel"))]
-            Provider::Ring => Err(AeadError::ProviderUnavailable(provider)),
-        }
-    }
-
-    /// The provider behind this cipher.
-    pub fn provider(&self) -> Provider {
-        match self {
-            Cipher::RustCrypto(_) => Provider::RustCrypto,
-            #[cfg(feature = "accel")]
-            Cipher::Ring(_) => Provider::Ring,
-        }
-    }
-}
-
-impl EspAead for Cipher {
-    fn algorithm(&self) -> AeadAlgorithm {
-        match self {
-            Cipher::RustCrypto(c) => c.algorithm(),
-            #[cfg(feature = "accel")]
-            Cipher::Ring(c) => c.algorithm(),
-        }
-    }
-
-    #[inline]
-    fn seal(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        data: &mut [u8],
-        icv: &mut [u8; ICV_LEN],
-    ) -> Result<(), AeadError> {
-        match self {
-            Cipher::RustCrypto(c) => c.seal(nonce, aad, data, icv),
-            #[cfg(feature = "accel")]
-            Cipher::Ring(c) => c.seal(nonce, aad, data, icv),
-        }
-    }
-
-    #[inline]
-    fn open(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        data: &mut [u8],
-        icv: &[u8; ICV_LEN],
-    ) -> Result<(), AeadError> {
-        match self {
-            Cipher::RustCrypto(c) => c.open(nonce, aad, data, icv),
-            #[cfg(feature = "accel")]
-            Cipher::Ring(c) => c.open(nonce, aad, data, icv),
-        }
     }
 }

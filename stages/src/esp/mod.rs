@@ -4,8 +4,9 @@
 //! RFC 4303 ESN, lifetimes, and RFC 9611 per-shard SAs.
 //!
 //! The pieces, from the bottom up:
-//! - [`aead`]: the [`EspAead`] trait and its providers (RustCrypto by default, ring with the
-//!   `accel` feature), chosen per SA.
+//! - [`aead`]: the [`AeadProvider`] trait (a provider is a value: RustCrypto by default, ring
+//!   with the `accel` feature, or a third party's) and the [`EspAead`] ciphers it makes, with
+//!   batch seal/open; chosen per SA.
 //! - [`SaConfig`] → [`SecurityAssociation`] (immutable: keys, mode, lifetimes) and [`SaState`]
 //!   (one shard's mutable part: sequence number, [`ReplayWindow`], counters).
 //! - [`Spd`] of [`SecurityPolicy`]s ([`Selector`] → [`PolicyAction`]) and [`SaSet`], the SAD
@@ -24,7 +25,8 @@
 //! let gw: std::net::IpAddr = "192.0.2.1".parse()?;
 //! let peer: std::net::IpAddr = "198.51.100.7".parse()?;
 //! let out = SaConfig::tunnel(0x1001, Direction::Outbound { shard: 0 }, AeadAlgorithm::Aes128Gcm, &keymat, gw, peer);
-//! let inb = SaConfig::tunnel(0x1001, Direction::Inbound, AeadAlgorithm::Aes128Gcm, &keymat, gw, peer);
+//! // The same gateway decrypts its own traffic here: as the receiver, "local" is the peer.
+//! let inb = SaConfig::tunnel(0x1001, Direction::Inbound, AeadAlgorithm::Aes128Gcm, &keymat, peer, gw);
 //! let spd = Spd::new(vec![SecurityPolicy {
 //!     selector: Selector::between(IpPrefix::any_v4(), IpPrefix::new("10.9.0.0".parse()?, 16)),
 //!     action: PolicyAction::Protect { spis: vec![0x1001] },
@@ -50,6 +52,7 @@
 //! ```
 
 pub mod aead;
+pub mod gcm;
 mod packet;
 pub mod replay;
 mod sa;
@@ -58,7 +61,11 @@ mod spd;
 mod stage;
 pub mod wire;
 
-pub use aead::{AeadAlgorithm, AeadError, Cipher, EspAead, Provider};
+pub use aead::{
+    AeadAlgorithm, AeadError, AeadJob, AeadProvider, EspAead, ProviderRef, RustCrypto, builtin_providers,
+    default_provider, fastest_provider,
+};
+pub use gcm::{BatchGcm, BatchGcmAesNi};
 pub use packet::{
     Decapsulated, ESP_HDR_LEN, EspLocation, MIN_ESP_LEN, UDP_HDR_LEN, decapsulate, encapsulate,
     encapsulate_with_iv, locate_esp,

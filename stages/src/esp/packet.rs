@@ -21,7 +21,7 @@ use std::time::Instant;
 use wirespeed_core::meta::flags;
 use wirespeed_core::{DropReason, FlowClass, L3Kind, PacketBuf};
 
-use super::aead::{EspAead, ICV_LEN, IV_LEN, NONCE_LEN, SALT_LEN};
+use super::aead::{ICV_LEN, IV_LEN, NONCE_LEN, SALT_LEN};
 use super::replay::ReplayError;
 use super::sa::{EspMode, SaEventKind, SaState, SecurityAssociation};
 use super::wire::{
@@ -177,13 +177,75 @@ fn encapsulate_inner<B: PacketBuf>(
     state: &mut SaState,
     now: Instant,
     iv: Option<[u8; IV_LEN]>,
-    mut events: impl FnMut(SaEventKind),
+    events: impl FnMut(SaEventKind),
 ) -> Result<(), DropReason> {
+    let Some(d) = pkt.data().get(l3..) else { return Err(DropReason::Truncated) };
+    let ip = IpHeader::parse(d)?;
+    let plan = prepare_encap(pkt, l3, &ip, sa, state, now, iv, events)?;
+    {
+        let (ct, icv) = plan.crypto.split(pkt.data_mut()).ok_or(DropReason::EspNoRoom)?;
+        sa.cipher()
+            .seal(&plan.crypto.nonce, plan.crypto.aad(), ct, icv)
+            .map_err(|_| DropReason::EspNoRoom)?;
+    }
+    finish_encap(pkt, &plan);
+    Ok(())
+}
+
+/// Where one packet's AEAD input lies, and its nonce and AAD: the part of an encapsulation or
+/// decapsulation handed to the provider (one packet of a batch).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CryptoPlan {
+    /// Offset of the ciphertext (plaintext before sealing) in the packet data; the ICV follows.
+    pub ct_off: usize,
+    /// Its length.
+    pub ct_len: usize,
+    aad: [u8; 12],
+    aad_len: usize,
+    pub nonce: [u8; NONCE_LEN],
+}
+
+impl CryptoPlan {
+    #[inline]
+    pub fn aad(&self) -> &[u8] {
+        &self.aad[..self.aad_len]
+    }
+
+    /// The data and ICV ranges of `data`.
+    #[inline]
+    pub fn split<'a>(&self, data: &'a mut [u8]) -> Option<(&'a mut [u8], &'a mut [u8; ICV_LEN])> {
+        let r = data.get_mut(self.ct_off..self.ct_off + self.ct_len + ICV_LEN)?;
+        let (ct, icv) = r.split_at_mut(self.ct_len);
+        Some((ct, icv.try_into().ok()?))
+    }
+}
+
+/// An encapsulation framed and waiting for its seal.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EncapPlan {
+    pub crypto: CryptoPlan,
+    /// IPv6 UDP encapsulation: (IP header start, IP header length) for the checksum over the
+    /// ciphertext, computed after sealing.
+    udp6: Option<(usize, usize)>,
+}
+
+/// Everything of an encapsulation but the seal: lifetime, sequence number, framing, headers.
+/// `ip` is the header at `l3`, parsed by the caller.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prepare_encap<B: PacketBuf>(
+    pkt: &mut B,
+    l3: usize,
+    ip: &IpHeader,
+    sa: &SecurityAssociation,
+    state: &mut SaState,
+    now: Instant,
+    iv: Option<[u8; IV_LEN]>,
+    mut events: impl FnMut(SaEventKind),
+) -> Result<EncapPlan, DropReason> {
     if !state.admit(sa, now, &mut events) {
         return Err(DropReason::EspSaExpired);
     }
-    let Some(d) = pkt.data().get(l3..) else { return Err(DropReason::Truncated) };
-    let ip = IpHeader::parse(d)?;
     let udp = sa.udp_encap();
     let udp_len = if udp.is_some() { UDP_HDR_LEN } else { 0 };
     let (outer_len, payload_off, payload_len, next_header) = match sa.mode() {
@@ -203,6 +265,17 @@ fn encapsulate_inner<B: PacketBuf>(
     let pad = (4 - (payload_len + 2) % 4) % 4;
     let ct_len = payload_len + pad + 2;
     let new_len = payload_off + ct_len + ICV_LEN;
+    // The outer IP packet, header included, must fit its length field (IPv4 total length;
+    // IPv6 payload length, which excludes the 40-byte fixed header) and the SA's MTU. Checked
+    // before anything is written or a sequence number is spent.
+    let outer_v6 = sa.outer_template().map_or(ip.v6, |t| t.is_v6());
+    let ip_total = new_len + outer_len - l3;
+    if ip_total > if outer_v6 { u16::MAX as usize + 40 } else { u16::MAX as usize } {
+        return Err(DropReason::EspTooBig);
+    }
+    if ip_total > sa.mtu_limit() {
+        return Err(DropReason::EspMtuExceeded);
+    }
     if pkt.headroom() < outer_len || pkt.len() + pkt.tailroom() < new_len {
         return Err(DropReason::EspNoRoom);
     }
@@ -222,12 +295,13 @@ fn encapsulate_inner<B: PacketBuf>(
     let total = pkt.len();
     let data = pkt.data_mut();
     // Tunnel SAs have an outer header template; transport SAs do not.
-    let (esp, outer_v6, outer_ip_len) = match sa.outer_template() {
+    // Lengths below fit their 16-bit fields: `ip_total` was checked above.
+    let (esp, outer_ip_len) = match sa.outer_template() {
         Some(outer) => {
             data.copy_within(outer_len..outer_len + l3, 0);
             set_ethertype(data, l3, outer.is_v6());
-            outer.write(&mut data[l3..], ip.tos, (total - l3) as u16, ip_id);
-            (l3 + outer.len() + udp_len, outer.is_v6(), outer.len())
+            outer.write(&mut data[l3..], ip.tos, total - l3, ip_id);
+            (l3 + outer.len() + udp_len, outer.len())
         }
         None => {
             data.copy_within(outer_len..outer_len + l3 + ip.hdr_len, 0);
@@ -240,7 +314,7 @@ fn encapsulate_inner<B: PacketBuf>(
                 h[2..4].copy_from_slice(&((total - l3) as u16).to_be_bytes());
                 set_ipv4_checksum(h);
             }
-            (l3 + ip.hdr_len + udp_len, ip.v6, ip.hdr_len)
+            (l3 + ip.hdr_len + udp_len, ip.hdr_len)
         }
     };
     if let Some(u) = udp {
@@ -254,18 +328,9 @@ fn encapsulate_inner<B: PacketBuf>(
     data[esp + 4..esp + 8].copy_from_slice(&(seq as u32).to_be_bytes());
     data[esp + 8..esp + 16].copy_from_slice(&iv);
     let (aad, aad_len, nonce) = aad_and_nonce(sa, seq, &iv);
-    let body = &mut data[esp + ESP_HDR_LEN + IV_LEN..];
-    let (ct, icv) = body.split_at_mut(ct_len);
-    let icv: &mut [u8; ICV_LEN] = icv.try_into().map_err(|_| DropReason::EspNoRoom)?;
-    sa.cipher().seal(&nonce, &aad[..aad_len], ct, icv).map_err(|_| DropReason::EspNoRoom)?;
-    if udp.is_some() && outer_v6 {
-        // UDP over IPv6 needs a checksum (RFC 8200 §8.1), over the ciphertext.
-        let ip_start = l3 + outer_ip_len - 40;
-        let (iph, rest) = data[ip_start..].split_at_mut(40);
-        let u = &mut rest[outer_ip_len - 40..];
-        let c = udp6_checksum(iph, u);
-        u[6..8].copy_from_slice(&c.to_be_bytes());
-    }
+    let crypto = CryptoPlan { ct_off: esp + ESP_HDR_LEN + IV_LEN, ct_len, aad, aad_len, nonce };
+    // UDP over IPv6 needs a checksum (RFC 8200 §8.1), over the ciphertext: after the seal.
+    let udp6 = (udp.is_some() && outer_v6).then_some((l3, outer_ip_len));
     state.account(ip.total_len);
     let m = pkt.meta_mut();
     m.flags |= flags::ENCRYPTED;
@@ -288,7 +353,17 @@ fn encapsulate_inner<B: PacketBuf>(
             m.flow_class = FlowClass::Esp;
         }
     }
-    Ok(())
+    Ok(EncapPlan { crypto, udp6 })
+}
+
+/// The part of an encapsulation after the seal (the IPv6 UDP checksum).
+#[inline]
+pub(crate) fn finish_encap<B: PacketBuf>(pkt: &mut B, plan: &EncapPlan) {
+    if let Some((ip_start, ip_len)) = plan.udp6 {
+        let (iph, udp) = pkt.data_mut()[ip_start..].split_at_mut(ip_len);
+        let c = udp6_checksum(&iph[..40], udp);
+        udp[6..8].copy_from_slice(&c.to_be_bytes());
+    }
 }
 
 /// What decapsulation produced.
@@ -317,20 +392,51 @@ pub fn decapsulate<B: PacketBuf>(
     now: Instant,
     mut events: impl FnMut(SaEventKind),
 ) -> Result<Decapsulated, DropReason> {
+    let plan = prepare_decap(pkt, loc, sa, state, now, &mut events)?;
+    let opened = {
+        let (ct, icv) = plan.crypto.split(pkt.data_mut()).ok_or(DropReason::EspMalformed)?;
+        sa.cipher().open(&plan.crypto.nonce, plan.crypto.aad(), ct, icv).is_ok()
+    };
+    finish_decap(pkt, l3, &plan, opened, sa, state, now, events)
+}
+
+/// An inbound packet checked and waiting for its open.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DecapPlan {
+    pub crypto: CryptoPlan,
+    seq: u64,
+    loc: EspLocation,
+}
+
+#[inline]
+fn replay_check(state: &SaState, seq: u64) -> Result<(), DropReason> {
+    match state.replay() {
+        Some(w) => w.check(seq).map_err(|e| match e {
+            ReplayError::Replay => DropReason::EspReplay,
+            ReplayError::TooOld => DropReason::EspTooOld,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Everything of a decapsulation before the open: lifetime, replay check, lengths, nonce.
+#[inline(always)]
+pub(crate) fn prepare_decap<B: PacketBuf>(
+    pkt: &B,
+    loc: &EspLocation,
+    sa: &SecurityAssociation,
+    state: &mut SaState,
+    now: Instant,
+    mut events: impl FnMut(SaEventKind),
+) -> Result<DecapPlan, DropReason> {
     if !state.admit(sa, now, &mut events) {
         return Err(DropReason::EspSaExpired);
     }
     let seq = match state.replay() {
-        Some(w) => {
-            let seq = if sa.esn() { w.infer_esn(loc.seq_lo) } else { loc.seq_lo as u64 };
-            w.check(seq).map_err(|e| match e {
-                ReplayError::Replay => DropReason::EspReplay,
-                ReplayError::TooOld => DropReason::EspTooOld,
-            })?;
-            seq
-        }
-        None => loc.seq_lo as u64,
+        Some(w) if sa.esn() => w.infer_esn(loc.seq_lo),
+        _ => loc.seq_lo as u64,
     };
+    replay_check(state, seq)?;
     let esp = loc.esp_offset;
     let ct_start = esp + ESP_HDR_LEN + IV_LEN;
     if loc.end > pkt.len() || ct_start + 4 + ICV_LEN > loc.end {
@@ -340,18 +446,40 @@ pub fn decapsulate<B: PacketBuf>(
     if !ct_len.is_multiple_of(4) {
         return Err(DropReason::EspMalformed);
     }
-    let data = pkt.data_mut();
     let mut iv = [0u8; IV_LEN];
-    iv.copy_from_slice(&data[esp + ESP_HDR_LEN..ct_start]);
+    iv.copy_from_slice(&pkt.data()[esp + ESP_HDR_LEN..ct_start]);
     let (aad, aad_len, nonce) = aad_and_nonce(sa, seq, &iv);
-    {
-        let (ct, icv) = data[ct_start..loc.end].split_at_mut(ct_len);
-        let icv: &[u8; ICV_LEN] = (&*icv).try_into().map_err(|_| DropReason::EspMalformed)?;
-        sa.cipher().open(&nonce, &aad[..aad_len], ct, icv).map_err(|_| DropReason::EspAuthFailed)?;
+    Ok(DecapPlan { crypto: CryptoPlan { ct_off: ct_start, ct_len, aad, aad_len, nonce }, seq, loc: *loc })
+}
+
+/// The part of a decapsulation after the open (`opened`: the ICV verified): the replay window
+/// (re-checked, since an earlier packet of the same batch may have taken the sequence number),
+/// the lifetime (re-checked for the same reason), trailer, header move, selector.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn finish_decap<B: PacketBuf>(
+    pkt: &mut B,
+    l3: usize,
+    plan: &DecapPlan,
+    opened: bool,
+    sa: &SecurityAssociation,
+    state: &mut SaState,
+    now: Instant,
+    mut events: impl FnMut(SaEventKind),
+) -> Result<Decapsulated, DropReason> {
+    if !opened {
+        return Err(DropReason::EspAuthFailed);
+    }
+    let (seq, loc) = (plan.seq, &plan.loc);
+    replay_check(state, seq)?;
+    if !state.admit(sa, now, &mut events) {
+        return Err(DropReason::EspSaExpired);
     }
     if let Some(w) = state.replay_mut() {
         w.update(seq);
     }
+    let (ct_start, ct_len) = (plan.crypto.ct_off, plan.crypto.ct_len);
+    let data = pkt.data_mut();
     let pad = data[ct_start + ct_len - 2] as usize;
     let next_header = data[ct_start + ct_len - 1];
     if pad + 2 > ct_len {

@@ -7,24 +7,30 @@ use std::time::{Duration, Instant};
 
 use wirespeed_core::ShardId;
 
-use super::aead::{AeadAlgorithm, AeadError, Cipher, Provider, SALT_LEN};
+use super::aead::{AeadAlgorithm, AeadError, EspAead, ProviderRef, SALT_LEN, default_provider};
 use super::replay::{DEFAULT_WINDOW, MAX_WINDOW, ReplayWindow};
 use super::spd::{CompiledSelector, FlowKey, Selector};
 use super::wire::{OuterTemplate, PROTO_ESP, PROTO_UDP};
 
-/// Default UDP port of RFC 3948 encapsulation (IKE NAT traversal).
-pub const NAT_T_PORT: u16 = 4500;
+/// Default UDP port of RFC 3948 encapsulation (IKE NAT traversal), from [`wirespeed_core::wire`].
+pub use wirespeed_core::wire::NAT_T_PORT;
 
 /// How an SA carries packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EspMode {
-    /// Tunnel mode: the whole inner IP packet is encrypted behind a new outer header from `src`
-    /// to `dst` (either family, independent of the inner one).
+    /// Tunnel mode: the whole inner IP packet is encrypted behind a new outer header between
+    /// this gateway (`local`) and the peer (`remote`), either family, independent of the inner
+    /// one. The names are the same for both directions: an outbound SA sends from `local` to
+    /// `remote`; an inbound SA accepts packets from `remote` to `local` (others are dropped as
+    /// `EspWrongEndpoint`).
     Tunnel {
-        /// Outer source (this gateway for outbound SAs, the peer for inbound ones).
-        src: IpAddr,
-        /// Outer destination (the peer for outbound SAs, this gateway for inbound ones).
-        dst: IpAddr,
+        /// This gateway's tunnel address: outer source of outbound packets, outer destination
+        /// of inbound ones. Unspecified (`0.0.0.0`/`::`) on an inbound SA accepts any.
+        local: IpAddr,
+        /// The peer's tunnel address: outer destination of outbound packets, outer source of
+        /// inbound ones (checked only for ESP not carried in UDP: NAT may rewrite the source of
+        /// RFC 3948 packets). Unspecified on an inbound SA accepts any.
+        remote: IpAddr,
     },
     /// Transport mode: ESP is inserted after the packet's own IP header (host-to-host).
     Transport,
@@ -83,7 +89,7 @@ pub struct Lifetime {
 
 /// Everything needed to build an SA. Keys are given as key material: cipher key ‖ 4-byte salt
 /// (RFC 4106 §8.1, RFC 7634 §4), as IKEv2 derives them.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct SaConfig {
     /// Security parameter index (non-zero; 1–255 are reserved by IANA but accepted).
     pub spi: u32,
@@ -91,8 +97,9 @@ pub struct SaConfig {
     pub direction: Direction,
     /// The AEAD.
     pub algorithm: AeadAlgorithm,
-    /// Who computes it.
-    pub provider: Provider,
+    /// Who computes it: any [`crate::esp::aead::AeadProvider`], built in or not
+    /// (default [`crate::esp::aead::RustCrypto`]).
+    pub provider: ProviderRef,
     /// Key ‖ salt; length [`AeadAlgorithm::keymat_len`].
     pub keymat: Vec<u8>,
     /// Tunnel or transport.
@@ -108,6 +115,10 @@ pub struct SaConfig {
     pub lifetime: Lifetime,
     /// TTL / hop limit of outer headers built in tunnel mode.
     pub outer_ttl: u8,
+    /// Largest outer IP packet (bytes, IP header included) an outbound SA may produce; larger
+    /// encapsulations are dropped as `EspMtuExceeded`. `None`: only the 65 535-byte limit of the
+    /// IP length field applies (`EspTooBig`).
+    pub mtu: Option<u16>,
     /// Inbound: the traffic selector decrypted packets must match (RFC 4301 §5.2: a peer may
     /// only send what the SA was negotiated for); mismatches are dropped as `PolicyDiscard`.
     /// `None` accepts any inner packet.
@@ -121,42 +132,72 @@ impl std::fmt::Debug for SaConfig {
             .field("spi", &format_args!("{:#010x}", self.spi))
             .field("direction", &self.direction)
             .field("algorithm", &self.algorithm)
-            .field("provider", &self.provider)
+            .field("provider", &self.provider.name())
             .field("mode", &self.mode)
             .field("udp_encap", &self.udp_encap)
             .field("esn", &self.esn)
             .field("replay_window", &self.replay_window)
             .field("lifetime", &self.lifetime)
+            .field("mtu", &self.mtu)
             .field("selector", &self.selector)
             .finish_non_exhaustive()
     }
 }
 
+impl PartialEq for SaConfig {
+    /// Providers compare by [`crate::esp::aead::AeadProvider::name`].
+    fn eq(&self, o: &Self) -> bool {
+        self.spi == o.spi
+            && self.direction == o.direction
+            && self.algorithm == o.algorithm
+            && self.provider.name() == o.provider.name()
+            && self.keymat == o.keymat
+            && self.mode == o.mode
+            && self.udp_encap == o.udp_encap
+            && self.esn == o.esn
+            && self.replay_window == o.replay_window
+            && self.lifetime == o.lifetime
+            && self.outer_ttl == o.outer_ttl
+            && self.mtu == o.mtu
+            && self.selector == o.selector
+    }
+}
+
+impl Eq for SaConfig {}
+
 impl SaConfig {
-    /// A tunnel-mode SA with the defaults: RustCrypto provider, no NAT-T, no ESN, a
-    /// [`DEFAULT_WINDOW`] replay window, unlimited lifetime, outer TTL 64.
+    /// A tunnel-mode SA between this gateway (`local`) and the peer (`remote`) — the same
+    /// order for inbound and outbound SAs — with the defaults: RustCrypto provider, no NAT-T,
+    /// no ESN, a [`DEFAULT_WINDOW`] replay window, unlimited lifetime, outer TTL 64, no MTU.
     pub fn tunnel(
         spi: u32,
         direction: Direction,
         algorithm: AeadAlgorithm,
         keymat: &[u8],
-        src: IpAddr,
-        dst: IpAddr,
+        local: IpAddr,
+        remote: IpAddr,
     ) -> Self {
         Self {
             spi,
             direction,
             algorithm,
-            provider: Provider::RustCrypto,
+            provider: default_provider(),
             keymat: keymat.to_vec(),
-            mode: EspMode::Tunnel { src, dst },
+            mode: EspMode::Tunnel { local, remote },
             udp_encap: None,
             esn: false,
             replay_window: DEFAULT_WINDOW,
             lifetime: Lifetime::default(),
             outer_ttl: 64,
+            mtu: None,
             selector: None,
         }
+    }
+
+    /// Sets the provider (builder style).
+    pub fn with_provider(mut self, provider: ProviderRef) -> Self {
+        self.provider = provider;
+        self
     }
 
     /// A transport-mode SA with the same defaults as [`SaConfig::tunnel`].
@@ -189,14 +230,24 @@ pub enum SaError {
         spi: u32,
     },
     /// Tunnel endpoints of different address families.
-    #[error("SA {spi:#010x}: tunnel endpoints {src} and {dst} are of different families")]
+    #[error("SA {spi:#010x}: tunnel endpoints local {local} and remote {remote} are of different families")]
     MixedTunnelFamilies {
         /// The SA.
         spi: u32,
-        /// Source.
-        src: IpAddr,
-        /// Destination.
-        dst: IpAddr,
+        /// This gateway's address.
+        local: IpAddr,
+        /// The peer's address.
+        remote: IpAddr,
+    },
+    /// An outer MTU too small for any ESP packet.
+    #[error("SA {spi:#010x}: MTU {mtu} is too small (minimum {min})")]
+    MtuTooSmall {
+        /// The SA.
+        spi: u32,
+        /// MTU asked for.
+        mtu: u16,
+        /// The minimum.
+        min: u16,
     },
     /// Window over [`MAX_WINDOW`].
     #[error("SA {spi:#010x}: replay window {window} exceeds {max}")]
@@ -225,8 +276,10 @@ pub struct SecurityAssociation {
     replay_window: u32,
     lifetime: Lifetime,
     outer_ttl: u8,
+    /// Largest outer IP packet; `usize::MAX` without an MTU.
+    mtu: usize,
     salt: [u8; SALT_LEN],
-    cipher: Cipher,
+    cipher: Box<dyn EspAead>,
     created: Instant,
     selector: Option<CompiledSelector>,
     outer: Option<OuterTemplate>,
@@ -245,10 +298,17 @@ impl SecurityAssociation {
         if cfg.replay_window > MAX_WINDOW {
             return Err(SaError::WindowTooLarge { spi, window: cfg.replay_window, max: MAX_WINDOW });
         }
-        if let EspMode::Tunnel { src, dst } = cfg.mode
-            && src.is_ipv6() != dst.is_ipv6()
+        if let EspMode::Tunnel { local, remote } = cfg.mode
+            && local.is_ipv6() != remote.is_ipv6()
         {
-            return Err(SaError::MixedTunnelFamilies { spi, src, dst });
+            return Err(SaError::MixedTunnelFamilies { spi, local, remote });
+        }
+        // IPv6 minimum link MTU (RFC 8200 §5); smaller is a configuration error.
+        const MIN_MTU: u16 = 1280;
+        if let Some(mtu) = cfg.mtu
+            && mtu < MIN_MTU
+        {
+            return Err(SaError::MtuTooSmall { spi, mtu, min: MIN_MTU });
         }
         let want = cfg.algorithm.keymat_len();
         if cfg.keymat.len() != want {
@@ -262,8 +322,11 @@ impl SecurityAssociation {
             });
         }
         let (key, salt) = cfg.keymat.split_at(want - SALT_LEN);
+        if !cfg.provider.supports(cfg.algorithm) {
+            return Err(SaError::Aead { spi, source: AeadError::Unsupported(cfg.algorithm) });
+        }
         let cipher =
-            Cipher::new(cfg.provider, cfg.algorithm, key).map_err(|source| SaError::Aead { spi, source })?;
+            cfg.provider.new_aead(cfg.algorithm, key).map_err(|source| SaError::Aead { spi, source })?;
         let mut s = [0u8; SALT_LEN];
         s.copy_from_slice(salt);
         Ok(Self {
@@ -276,14 +339,15 @@ impl SecurityAssociation {
             replay_window: cfg.replay_window,
             lifetime: cfg.lifetime,
             outer_ttl: cfg.outer_ttl,
+            mtu: cfg.mtu.map_or(usize::MAX, usize::from),
             salt: s,
             cipher,
             created: Instant::now(),
             selector: cfg.selector.as_ref().map(CompiledSelector::new),
             outer: match cfg.mode {
-                EspMode::Tunnel { src, dst } => {
+                EspMode::Tunnel { local, remote } => {
                     let proto = if cfg.udp_encap.is_some() { PROTO_UDP } else { PROTO_ESP };
-                    Some(OuterTemplate::new(src, dst, proto, cfg.outer_ttl))
+                    Some(OuterTemplate::new(local, remote, proto, cfg.outer_ttl))
                 }
                 EspMode::Transport => None,
             },
@@ -330,9 +394,17 @@ impl SecurityAssociation {
     pub(crate) fn salt(&self) -> &[u8; SALT_LEN] {
         &self.salt
     }
-    /// The AEAD.
-    pub fn cipher(&self) -> &Cipher {
-        &self.cipher
+    /// The AEAD (made by the SA's provider).
+    pub fn cipher(&self) -> &dyn EspAead {
+        &*self.cipher
+    }
+    /// Largest outer IP packet this SA produces, when configured.
+    pub fn mtu(&self) -> Option<u16> {
+        u16::try_from(self.mtu).ok()
+    }
+    #[inline]
+    pub(crate) fn mtu_limit(&self) -> usize {
+        self.mtu
     }
     /// True when the decapsulated packet with `key` is allowed by the SA's selector.
     #[inline]

@@ -5,43 +5,13 @@
 //! allocation). That is the right structure for the tens of policies a gateway has; a large SPD
 //! would want a decision tree, behind the same API.
 
-use std::net::IpAddr;
+/// Selectors use the one address-prefix type of wirespeed ([`wirespeed_core::IpPrefix`]).
+pub use wirespeed_core::IpPrefix;
 
-/// An address prefix (`10.0.0.0/8`, `2001:db8::/32`); length 0 matches the whole family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct IpPrefix {
-    /// The address (host bits are ignored).
-    pub addr: IpAddr,
-    /// Prefix length (clamped to 32 / 128).
-    pub len: u8,
-}
-
-impl IpPrefix {
-    /// `addr/len`.
-    pub const fn new(addr: IpAddr, len: u8) -> Self {
-        Self { addr, len }
-    }
-
-    /// Every IPv4 address.
-    pub const fn any_v4() -> Self {
-        Self { addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), len: 0 }
-    }
-
-    /// Every IPv6 address.
-    pub const fn any_v6() -> Self {
-        Self { addr: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), len: 0 }
-    }
-
-    /// The address as a left-aligned 128-bit integer, its family and a mask of the prefix.
-    fn compile(&self) -> CompiledPrefix {
-        let (v6, bits, width) = match self.addr {
-            IpAddr::V4(a) => (false, (u32::from(a) as u128) << 96, 32u8),
-            IpAddr::V6(a) => (true, u128::from(a), 128u8),
-        };
-        let len = self.len.min(width) as u32;
-        let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
-        CompiledPrefix { v6, bits: bits & mask, mask }
-    }
+/// The prefix as a left-aligned 128-bit integer, its family and mask.
+fn compile(p: &IpPrefix) -> CompiledPrefix {
+    let (bits, mask) = p.left_aligned();
+    CompiledPrefix { v6: p.addr.is_ipv6(), bits, mask }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,8 +129,8 @@ pub(crate) struct CompiledSelector {
 impl CompiledSelector {
     pub(crate) fn new(s: &Selector) -> Self {
         Self {
-            src: s.src.compile(),
-            dst: s.dst.compile(),
+            src: compile(&s.src),
+            dst: compile(&s.dst),
             proto: s.proto,
             src_ports: s.src_ports,
             dst_ports: s.dst_ports,

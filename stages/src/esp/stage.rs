@@ -6,11 +6,16 @@
 //! has no atomic operation, lock or allocation. SA lifecycle events (soft/hard lifetime,
 //! sequence overflow) go to the control side over a bounded queue, once per SA and shard.
 
+use arrayvec::ArrayVec;
 use wirespeed_core::epoch::Subscriber;
 use wirespeed_core::sync::{Arc, BoundedQueue};
-use wirespeed_core::{Batch, DropReason, L3Kind, PacketBuf, ShardCtx, ShardId, Stage, Verdict};
+use wirespeed_core::{BATCH_SIZE, Batch, DropReason, L3Kind, PacketBuf, ShardCtx, ShardId, Stage, Verdict};
 
-use super::packet::{Decapsulated, decapsulate, encapsulate, locate_esp};
+use super::aead::AeadJob;
+use super::packet::{
+    CryptoPlan, DecapPlan, Decapsulated, EncapPlan, decapsulate, finish_decap, finish_encap, locate_esp,
+    prepare_decap, prepare_encap,
+};
 use super::sa::{EspMode, NAT_T_PORT, SaEvent, SaEventKind};
 use super::sad::{OutboundDecision, SaSet, ShardSas};
 use super::wire::{IpHeader, ethernet_l3_offset};
@@ -127,10 +132,13 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
         }
         let shard: ShardId = cx.shard;
         let now = cx.now;
-        batch.apply(
-            cx,
-            |cx, _| cx.counters.drop_packet(DropReason::Unsupported),
-            |_, p| {
+        // Three passes, so that the provider seals the whole batch at once: frame every packet
+        // (policy, SA, sequence number, headers), seal all of them (one call per SA), then
+        // finish (IPv6 UDP checksum) and apply the verdicts.
+        let mut verdicts = [Verdict::Continue; BATCH_SIZE];
+        let mut plans: [Option<(usize, EncapPlan)>; BATCH_SIZE] = [None; BATCH_SIZE];
+        for (k, p) in batch.iter_mut().enumerate() {
+            verdicts[k] = (|| {
                 let Some(l3) = l3_offset(p, *framing) else {
                     stats.passed += 1;
                     return Verdict::Continue;
@@ -153,25 +161,105 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
                     OutboundDecision::NoSa => Verdict::Drop(DropReason::EspNoSa),
                     OutboundDecision::Protect(i) => {
                         let sa = set.sa(i);
-                        let r = encapsulate(p, l3, sa, &mut states[i], now, |kind| {
+                        let r = prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
                             raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
                         });
                         match r {
-                            Ok(()) => {
-                                stats.encrypted += 1;
+                            Ok(plan) => {
+                                plans[k] = Some((i, plan));
                                 Verdict::Continue
                             }
                             Err(r) => Verdict::Drop(r),
                         }
                     }
                 }
-            },
+            })();
+        }
+        let mut ok = [false; BATCH_SIZE];
+        crypt_batch(
+            set,
+            batch.as_mut_slice(),
+            |k| plans[k].as_ref().map(|(i, p)| (*i, &p.crypto)),
+            &mut ok,
+            true,
         );
+        for (k, p) in batch.iter_mut().enumerate() {
+            if let Some((_, plan)) = &plans[k] {
+                if ok[k] {
+                    finish_encap(p, plan);
+                    stats.encrypted += 1;
+                } else {
+                    verdicts[k] = Verdict::Drop(DropReason::EspNoRoom);
+                }
+            }
+        }
+        apply_verdicts(cx, batch, &verdicts);
     }
 }
 
+/// Seals (`seal`) or opens every packet that has a plan (`plan(k)`: SA index and crypto plan of
+/// packet `k`), one provider call per SA, and sets `ok[k]` for those that succeeded. No
+/// allocation: the jobs live in a fixed array on the stack.
+#[inline]
+fn crypt_batch<'p, B: PacketBuf>(
+    set: &SaSet,
+    pkts: &mut [B],
+    plan: impl Fn(usize) -> Option<(usize, &'p CryptoPlan)>,
+    ok: &mut [bool; BATCH_SIZE],
+    seal: bool,
+) {
+    // Group by SA (order within an SA does not matter: the jobs are independent).
+    let mut order: ArrayVec<(usize, usize), BATCH_SIZE> =
+        (0..pkts.len()).filter_map(|k| plan(k).map(|(i, _)| (i, k))).collect();
+    if order.is_empty() {
+        return;
+    }
+    order.sort_unstable();
+    let mut refs: ArrayVec<Option<&mut B>, BATCH_SIZE> = pkts.iter_mut().map(Some).collect();
+    let mut jobs: ArrayVec<AeadJob<'_>, BATCH_SIZE> = ArrayVec::new();
+    let mut owner: ArrayVec<(usize, usize), BATCH_SIZE> = ArrayVec::new();
+    for &(i, k) in &order {
+        let (Some(p), Some((_, c))) = (refs[k].take(), plan(k)) else { continue };
+        if let Some((data, icv)) = c.split(p.data_mut()) {
+            jobs.push(AeadJob::new(c.nonce, c.aad(), data, icv));
+            owner.push((i, k));
+        }
+    }
+    let mut start = 0;
+    while start < jobs.len() {
+        let sa = owner[start].0;
+        let end = start + owner[start..].iter().take_while(|o| o.0 == sa).count();
+        let cipher = set.sa(sa).cipher();
+        if seal {
+            cipher.seal_batch(&mut jobs[start..end]);
+        } else {
+            cipher.open_batch(&mut jobs[start..end]);
+        }
+        start = end;
+    }
+    for (j, &(_, k)) in jobs.iter().zip(&owner) {
+        ok[k] = j.result.is_ok();
+    }
+}
+
+/// Applies verdicts decided earlier, in batch order.
+#[inline]
+fn apply_verdicts<B: PacketBuf>(cx: &mut ShardCtx, batch: &mut Batch<B>, verdicts: &[Verdict; BATCH_SIZE]) {
+    let mut k = 0;
+    batch.apply(
+        cx,
+        |cx, _| cx.counters.drop_packet(DropReason::Unsupported),
+        |_, _| {
+            let v = verdicts[k];
+            k += 1;
+            v
+        },
+    );
+}
+
 /// Inbound IPsec: ESP (IP protocol 50) and RFC 3948 UDP-encapsulated ESP are looked up by SPI
-/// (and, for tunnel SAs, checked against the SA's local address) and decapsulated; all other
+/// (and, for tunnel SAs, checked against the SA's `local`/`remote` endpoints: a mismatch is
+/// `EspWrongEndpoint`, not `EspNoSa`) and decapsulated; all other
 /// packets, IKE and NAT keepalives included, pass through untouched.
 #[derive(Debug)]
 pub struct EspDecrypt {
@@ -231,10 +319,12 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
         let shard = cx.shard;
         let now = cx.now;
         let port = *nat_t_port;
-        batch.apply(
-            cx,
-            |cx, _| cx.counters.drop_packet(DropReason::Unsupported),
-            |_, p| {
+        // Check every packet (SPI, endpoints, lifetime, replay, lengths), open all of them (one
+        // provider call per SA), then finish each in order (window, trailer, header move).
+        let mut verdicts = [Verdict::Continue; BATCH_SIZE];
+        let mut plans: [Option<(usize, usize, DecapPlan)>; BATCH_SIZE] = [None; BATCH_SIZE];
+        for (k, p) in batch.iter_mut().enumerate() {
+            verdicts[k] = (|| {
                 let Some(l3) = l3_offset(p, *framing) else {
                     stats.passed += 1;
                     return Verdict::Continue;
@@ -249,32 +339,72 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                 };
                 let Some(i) = set.inbound_index(loc.spi) else { return Verdict::Drop(DropReason::EspNoSa) };
                 let sa = set.sa(i);
-                if let EspMode::Tunnel { dst, .. } = sa.mode()
-                    && !dst.is_unspecified()
-                    && dst_bits(dst) != (loc.outer.v6, loc.outer.dst)
-                {
-                    return Verdict::Drop(DropReason::EspNoSa);
+                if !endpoints_match(sa.mode(), &loc) {
+                    return Verdict::Drop(DropReason::EspWrongEndpoint);
                 }
-                let r = decapsulate(p, l3, &loc, sa, &mut states[i], now, |kind: SaEventKind| {
+                let ev = |kind: SaEventKind| {
                     raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
-                });
-                match r {
-                    Ok(Decapsulated::Packet) => {
-                        stats.decrypted += 1;
+                };
+                if sa.esn() {
+                    // The ESN high bits are inferred from the window as left by the previous
+                    // packet of the SA (RFC 4303 Appendix A), so ESN packets are done one by
+                    // one, in order.
+                    return decap_verdict(decapsulate(p, l3, &loc, sa, &mut states[i], now, ev), stats);
+                }
+                match prepare_decap(p, &loc, sa, &mut states[i], now, ev) {
+                    Ok(plan) => {
+                        plans[k] = Some((i, l3, plan));
                         Verdict::Continue
-                    }
-                    Ok(Decapsulated::Dummy) => {
-                        stats.dummy += 1;
-                        Verdict::Drop(DropReason::PolicyDiscard)
                     }
                     Err(r) => Verdict::Drop(r),
                 }
-            },
+            })();
+        }
+        let mut ok = [false; BATCH_SIZE];
+        crypt_batch(
+            set,
+            batch.as_mut_slice(),
+            |k| plans[k].as_ref().map(|(i, _, p)| (*i, &p.crypto)),
+            &mut ok,
+            false,
         );
+        for (k, p) in batch.iter_mut().enumerate() {
+            let Some((i, l3, plan)) = &plans[k] else { continue };
+            let sa = set.sa(*i);
+            let r = finish_decap(p, *l3, plan, ok[k], sa, &mut states[*i], now, |kind: SaEventKind| {
+                raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
+            });
+            verdicts[k] = decap_verdict(r, stats);
+        }
+        apply_verdicts(cx, batch, &verdicts);
     }
 }
 
-fn dst_bits(a: std::net::IpAddr) -> (bool, u128) {
+#[inline]
+fn decap_verdict(r: Result<Decapsulated, DropReason>, stats: &mut EspStats) -> Verdict {
+    match r {
+        Ok(Decapsulated::Packet) => {
+            stats.decrypted += 1;
+            Verdict::Continue
+        }
+        Ok(Decapsulated::Dummy) => {
+            stats.dummy += 1;
+            Verdict::Drop(DropReason::PolicyDiscard)
+        }
+        Err(r) => Verdict::Drop(r),
+    }
+}
+
+/// An inbound tunnel SA accepts packets to its `local` address, and (ESP not in UDP, whose
+/// source NAT may rewrite) from its `remote` address; an unspecified address accepts any.
+#[inline]
+fn endpoints_match(mode: EspMode, loc: &super::packet::EspLocation) -> bool {
+    let EspMode::Tunnel { local, remote } = mode else { return true };
+    let fits = |a: std::net::IpAddr, got: u128| a.is_unspecified() || addr_bits(a) == (loc.outer.v6, got);
+    fits(local, loc.outer.dst) && (loc.udp || fits(remote, loc.outer.src))
+}
+
+fn addr_bits(a: std::net::IpAddr) -> (bool, u128) {
     match a {
         std::net::IpAddr::V4(a) => (false, (u32::from(a) as u128) << 96),
         std::net::IpAddr::V6(a) => (true, u128::from(a)),

@@ -1,24 +1,26 @@
-//! The few IP/UDP header facts ESP needs, parsed and written by hand (fixed offsets, no
-//! allocation). Parsing checks lengths once; every later index is within what was checked.
+//! The few IP/UDP header facts ESP needs: the IP header summary ESP works from, the outer
+//! header template of a tunnel, checksums. Headers are read through the
+//! [`wirespeed_core::wire`] views, protocol numbers come from there (re-exported here under the
+//! names the ESP code uses), and nothing allocates. Parsing checks lengths once; every later
+//! index is within what was checked.
 
 use wirespeed_core::DropReason;
+use wirespeed_core::wire::{
+    ETHERTYPE_QINQ, ETHERTYPE_VLAN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, Ipv4Packet, Ipv6Packet, ip_proto,
+};
 
 use super::spd::FlowKey;
 
-/// IP protocol number of ESP.
-pub const PROTO_ESP: u8 = 50;
-/// IP protocol number of UDP.
-pub const PROTO_UDP: u8 = 17;
-/// Next header of an IPv4 packet inside ESP.
-pub const PROTO_IPV4: u8 = 4;
-/// Next header of an IPv6 packet inside ESP.
-pub const PROTO_IPV6: u8 = 41;
-/// "No next header": an RFC 4303 §2.6 dummy (TFC) packet.
-pub const PROTO_NONE: u8 = 59;
-/// EtherType of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-/// EtherType of IPv6.
-pub const ETHERTYPE_IPV6: u16 = 0x86DD;
+/// The Internet checksum helpers, from [`wirespeed_core::wire::checksum`] (`fold` under the name
+/// this module has always used).
+pub use wirespeed_core::wire::checksum::{fold as fold_checksum, ones_sum};
+/// IP protocol numbers ESP uses, from [`wirespeed_core::wire::ip_proto`]: ESP, UDP, the
+/// tunnel-mode next headers IPv4 / IPv6, and "no next header" (an RFC 4303 §2.6 dummy packet).
+pub use wirespeed_core::wire::ip_proto::{
+    ESP as PROTO_ESP, IPV4 as PROTO_IPV4, IPV6 as PROTO_IPV6, NONE as PROTO_NONE, UDP as PROTO_UDP,
+};
+/// EtherTypes, from [`wirespeed_core::wire`].
+pub use wirespeed_core::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 
 /// An IP header as ESP needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +51,7 @@ pub struct IpHeader {
 impl IpHeader {
     /// Parses the IP header at the start of `d` (which may extend past the packet, e.g. an
     /// Ethernet pad).
-    #[inline]
+    #[inline(always)]
     pub fn parse(d: &[u8]) -> Result<Self, DropReason> {
         let Some(&first) = d.first() else { return Err(DropReason::Truncated) };
         match first >> 4 {
@@ -59,70 +61,69 @@ impl IpHeader {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn parse_v4(d: &[u8]) -> Result<Self, DropReason> {
-        if d.len() < 20 {
+        if d.len() < IPV4_HEADER_LEN {
             return Err(DropReason::Truncated);
         }
-        let ihl = (d[0] & 0x0f) as usize * 4;
-        let total = u16::from_be_bytes([d[2], d[3]]) as usize;
-        if ihl < 20 || total < ihl {
+        // Checked by hand in this order (not `new_checked`) so the drop reasons stay as they were:
+        // a bad IHL or total length is malformed, a short packet truncated.
+        let ip = Ipv4Packet::new_unchecked(d);
+        let ihl = ip.header_len();
+        let total = usize::from(ip.total_len());
+        if ihl < IPV4_HEADER_LEN || total < ihl {
             return Err(DropReason::MalformedIpv4);
         }
         if d.len() < total {
             return Err(DropReason::Truncated);
         }
-        let frag = u16::from_be_bytes([d[6], d[7]]);
-        let offset = frag & 0x1fff;
+        let offset = ip.frag_offset();
         Ok(Self {
             v6: false,
             hdr_len: ihl,
             total_len: total,
-            proto: d[9],
+            proto: ip.protocol(),
             proto_off: 9,
-            fragment: frag & 0x2000 != 0 || offset != 0,
+            fragment: ip.more_frags() || offset != 0,
             later_fragment: offset != 0,
-            tos: d[1],
-            src: (u32::from_be_bytes([d[12], d[13], d[14], d[15]]) as u128) << 96,
-            dst: (u32::from_be_bytes([d[16], d[17], d[18], d[19]]) as u128) << 96,
+            tos: ip.tos(),
+            src: (ip.src_bits() as u128) << 96,
+            dst: (ip.dst_bits() as u128) << 96,
         })
     }
 
     fn parse_v6(d: &[u8]) -> Result<Self, DropReason> {
-        if d.len() < 40 {
+        if d.len() < IPV6_HEADER_LEN {
             return Err(DropReason::Truncated);
         }
-        let total = 40 + u16::from_be_bytes([d[4], d[5]]) as usize;
+        let ip = Ipv6Packet::new_unchecked(d);
+        let total = IPV6_HEADER_LEN + usize::from(ip.payload_len());
         if d.len() < total {
             return Err(DropReason::Truncated);
         }
-        let mut src = [0u8; 16];
-        src.copy_from_slice(&d[8..24]);
-        let mut dst = [0u8; 16];
-        dst.copy_from_slice(&d[24..40]);
         let mut h = Self {
             v6: true,
-            hdr_len: 40,
+            hdr_len: IPV6_HEADER_LEN,
             total_len: total,
-            proto: d[6],
+            proto: ip.next_header(),
             proto_off: 6,
             fragment: false,
             later_fragment: false,
-            tos: ((u16::from_be_bytes([d[0], d[1]]) >> 4) & 0xff) as u8,
-            src: u128::from_be_bytes(src),
-            dst: u128::from_be_bytes(dst),
+            tos: ip.traffic_class(),
+            src: ip.src_bits(),
+            dst: ip.dst_bits(),
         };
         // Walk the extension headers that precede ESP / the transport header (bounded).
         for _ in 0..8 {
             let off = h.hdr_len;
             let len = match h.proto {
-                0 | 43 | 60 => {
+                ip_proto::HOPOPT | ip_proto::IPV6_ROUTE | ip_proto::IPV6_OPTS => {
                     if off + 2 > total {
                         return Err(DropReason::MalformedIpv6);
                     }
                     (d[off + 1] as usize + 1) * 8
                 }
-                44 => {
+                ip_proto::IPV6_FRAG => {
                     if off + 8 > total {
                         return Err(DropReason::MalformedIpv6);
                     }
@@ -147,10 +148,12 @@ impl IpHeader {
     }
 
     /// The selector key of the packet whose header this is (`d` starts at the IP header).
-    #[inline]
+    #[inline(always)]
     pub fn flow_key(&self, d: &[u8]) -> FlowKey {
         let ports = match self.proto {
-            6 | 17 | 132 if !self.later_fragment && self.hdr_len + 4 <= self.total_len => {
+            ip_proto::TCP | ip_proto::UDP | ip_proto::SCTP
+                if !self.later_fragment && self.hdr_len + 4 <= self.total_len =>
+            {
                 let l4 = &d[self.hdr_len..];
                 Some((u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]])))
             }
@@ -167,42 +170,12 @@ pub fn ethernet_l3_offset(frame: &[u8]) -> Option<usize> {
     for _ in 0..3 {
         let et = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
         match et {
-            0x8100 | 0x88a8 => off += 4,
+            ETHERTYPE_VLAN | ETHERTYPE_QINQ => off += 4,
             ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => return Some(off + 2),
             _ => return None,
         }
     }
     None
-}
-
-/// Internet checksum (RFC 1071) of `d`, folded, not complemented, starting from `sum`.
-#[inline]
-pub fn ones_sum(mut sum: u64, d: &[u8]) -> u64 {
-    let mut chunks = d.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        let (s, carry) = sum.overflowing_add(w);
-        sum = s + carry as u64;
-    }
-    let mut rest = chunks.remainder().chunks_exact(2);
-    for c in &mut rest {
-        let (s, carry) = sum.overflowing_add(u16::from_be_bytes([c[0], c[1]]) as u64);
-        sum = s + carry as u64;
-    }
-    if let [b] = rest.remainder() {
-        let (s, carry) = sum.overflowing_add((*b as u64) << 8);
-        sum = s + carry as u64;
-    }
-    sum
-}
-
-/// Folds a 64-bit one's-complement sum to 16 bits and complements it.
-#[inline]
-pub fn fold_checksum(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Recomputes the IPv4 header checksum of `hdr` (the whole header, options included).
@@ -278,15 +251,18 @@ impl OuterTemplate {
     }
 
     /// Writes the header for a packet of `ip_len` bytes (header included) with `tos`
-    /// (DSCP ‖ ECN, copied from the inner packet) and IPv4 identification `id`.
+    /// (DSCP ‖ ECN, copied from the inner packet) and IPv4 identification `id`. The caller
+    /// checks that `ip_len` fits the length field (at most 65 535, or 65 575 for IPv6, whose
+    /// payload length excludes the fixed header); a larger value is truncated, never a panic.
     #[inline]
-    pub fn write(&self, h: &mut [u8], tos: u8, ip_len: u16, id: u16) {
+    pub fn write(&self, h: &mut [u8], tos: u8, ip_len: usize, id: u16) {
         if self.v6 {
             h[..40].copy_from_slice(&self.hdr);
             let w = (6u32 << 28) | ((tos as u32) << 20);
             h[0..4].copy_from_slice(&w.to_be_bytes());
-            h[4..6].copy_from_slice(&(ip_len - 40).to_be_bytes());
+            h[4..6].copy_from_slice(&(ip_len.saturating_sub(40) as u16).to_be_bytes());
         } else {
+            let ip_len = ip_len as u16;
             h[..20].copy_from_slice(&self.hdr[..20]);
             h[1] = tos;
             h[2..4].copy_from_slice(&ip_len.to_be_bytes());
@@ -331,7 +307,7 @@ mod tests {
             [(0u8, 20u16, 0u16), (0xff, 0xffff, 0xffff), (0xb8, 1500, 0x8001), (3, 77, 65535)]
         {
             let mut h = [0u8; 20];
-            t.write(&mut h, tos, len, id);
+            t.write(&mut h, tos, len as usize, id);
             let mut r = h;
             set_ipv4_checksum(&mut r);
             assert_eq!(h, r, "tos {tos} len {len} id {id}");

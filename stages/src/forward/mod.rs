@@ -7,20 +7,42 @@
 //! newest version at the start of every batch, so a shard never reads a table that is being
 //! changed or freed and pays one atomic load per batch, nothing per packet.
 //!
+//! A data shard's pipeline: classify, punt what is for the appliance itself (the forward stage
+//! routes every IP packet it is given by destination, so packets to the appliance must leave
+//! the batch before it), then forward.
+//!
 //! ```
 //! use std::net::IpAddr;
+//! use wirespeed_core::backend::null::{NullConfig, NullPort};
 //! use wirespeed_core::epoch::Publisher;
+//! use wirespeed_core::{BufferPool, IpPrefix, Pipeline, PoolBuf, PoolConfig, Port, ShardCtx};
+//! use wirespeed_stages::classify::{Classify, ClassifyConfig};
+//! use wirespeed_stages::control::{Punt, punt_queue};
 //! use wirespeed_stages::forward::{FibBuilder, Forward, NextHop};
 //!
 //! let gw: IpAddr = "192.0.2.254".parse()?;
 //! let mut b = FibBuilder::new();
-//! b.route("0.0.0.0".parse()?, 0, NextHop::Gateway(gw))?;
-//! b.route("198.51.100.0".parse()?, 24, NextHop::Direct)?;
-//! b.neighbor(gw, [0x02, 0, 0, 0, 0, 0xfe], 1);
+//! b.route_prefix(IpPrefix::any_v4(), NextHop::Gateway(gw));
+//! b.route_prefix("198.51.100.0/24".parse()?, NextHop::Direct);
+//! b.neighbor(gw, [0x02, 0, 0, 0, 0, 0xfe], 0);
 //! let mut routes = Publisher::new(b.build()?);
-//! let forward = Forward::new(routes.subscribe(), &[[0x02, 0, 0, 0, 0, 1], [0x02, 0, 0, 0, 0, 2]]);
+//!
+//! let pool = BufferPool::new(PoolConfig::default())?;
+//! let mut port = NullPort::new(NullConfig { copy: true, ..NullConfig::default() }, pool);
+//! let (rx, tx) = port.queue_pair(0)?;
+//! let punted = punt_queue::<PoolBuf>(1024); // the control shard reads this
+//! let stages = (
+//!     Classify::new(ClassifyConfig { own_ipv4: vec!["10.0.1.1".parse()?], ..ClassifyConfig::default() }),
+//!     Punt::new(punted.clone()),
+//!     Forward::new(routes.subscribe(), &[[0x02, 0, 0, 0, 0, 1]]),
+//! );
+//! let mut pipeline = Pipeline::new(rx, tx, stages);
+//! let mut cx = ShardCtx::new(0);
+//! pipeline.run_once(&mut cx);
+//! // The null port's frames are UDP to 10.0.1.1, the appliance's own address: all punted.
+//! assert_eq!(cx.counters.punted, 32);
+//! assert_eq!(punted.len(), 32);
 //! // Later, from the control thread: routes.publish(new_builder.build()?);
-//! # drop(forward);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -39,8 +61,9 @@ use std::net::IpAddr;
 use arrayvec::ArrayVec;
 use wirespeed_core::epoch::Subscriber;
 use wirespeed_core::pipeline::MAX_TX_PORTS;
+use wirespeed_core::wire::{EthernetFrame, Ipv4Packet, Ipv6Packet};
 use wirespeed_core::{
-    BATCH_SIZE, Batch, DropReason, L3Kind, PacketBuf, PacketMeta, ShardCtx, Stage, Verdict,
+    BATCH_SIZE, Batch, DropReason, IpPrefix, L3Kind, PacketBuf, PacketMeta, ShardCtx, Stage, Verdict,
 };
 
 pub use lpm4::Dir24_8;
@@ -115,8 +138,19 @@ impl FibBuilder {
         Self::default()
     }
 
-    /// Adds a route `prefix/len via next_hop` (host bits of `prefix` are ignored). A prefix
-    /// added twice keeps the last next hop.
+    /// Adds a route `prefix via next_hop` (host bits of the prefix are ignored). A prefix added
+    /// twice keeps the last next hop. Infallible: an [`IpPrefix`] is never longer than its
+    /// address.
+    pub fn route_prefix(&mut self, prefix: IpPrefix, via: NextHop) -> &mut Self {
+        match prefix.addr {
+            IpAddr::V4(a) => self.v4.push((a.to_bits(), prefix.len.min(32), via)),
+            IpAddr::V6(a) => self.v6.push((a.to_bits(), prefix.len.min(128), via)),
+        }
+        self
+    }
+
+    /// Adds a route `prefix/len via next_hop`: [`FibBuilder::route_prefix`] for an address and
+    /// length given apart, refusing a length beyond the address width.
     pub fn route(&mut self, prefix: IpAddr, len: u8, via: NextHop) -> Result<&mut Self, FibError> {
         match prefix {
             IpAddr::V4(a) => {
@@ -282,35 +316,11 @@ impl Fib {
     }
 }
 
-/// RFC 1624 eqn. 3 incremental update of an Internet checksum `hc` when a 16-bit word of the
-/// covered data changes from `old` to `new`: `HC' = ~(~HC + ~m + m')`. Unlike eqn. 2 it never
-/// produces the `-0` (0xffff) the RFC warns about.
-#[inline(always)]
-pub fn checksum_adjust(hc: u16, old: u16, new: u16) -> u16 {
-    let mut sum = (!hc) as u32 + (!old) as u32 + new as u32;
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
-}
-
-/// [`checksum_adjust`] specialised to the TTL decrement, where the changed word (TTL, protocol)
-/// drops by exactly 0x0100: `~m + m'` is then the constant 0xfeff (for TTL ≥ 1), so
-/// `HC' = ~(~HC + 0xfeff)`, the same sum eqn. 3 computes. The sum is at most 0x1fefe, so one
-/// end-around carry folds it.
-#[inline(always)]
-pub fn ttl_decrement_checksum(hc: u16) -> u16 {
-    let sum = (!hc) as u32 + 0xfeff;
-    !((sum & 0xffff) + (sum >> 16)) as u16
-}
-
-/// [`ttl_decrement_checksum`] on a checksum read and written in native byte order: the same
-/// one's-complement sum with the constant byte-swapped (RFC 1071 §2(B)). The sum is at most
-/// 0x1fffd, so one end-around carry still folds it.
-#[inline(always)]
-fn ttl_decrement_checksum_ne(hc_ne: u16) -> u16 {
-    let sum = (!hc_ne) as u32 + 0xfeffu16.to_be() as u32;
-    !((sum & 0xffff) + (sum >> 16)) as u16
-}
+/// The RFC 1624 checksum updates, re-exported from [`wirespeed_core::wire::checksum`] where
+/// they live (under the names this module has always used).
+pub use wirespeed_core::wire::checksum::{
+    adjust as checksum_adjust, ttl_decrement as ttl_decrement_checksum,
+};
 
 /// Destinations a router never forwards by unicast route (RFC 1812 §5.3.7, §5.3.5.1): multicast
 /// (no multicast routing here) is `Unsupported`; 0/8, loopback 127/8 and the limited broadcast
@@ -345,9 +355,10 @@ fn check_v6(dst: u128) -> Result<(), DropReason> {
 
 /// The forward stage: route lookup, TTL / hop limit, checksum, MAC rewrite, output port.
 ///
-/// Expects classified packets ([`crate::classify::Classify`] before it) and a punt stage before
-/// it for traffic to the appliance itself: it routes whatever IPv4/IPv6 packet it is given by
-/// destination, and drops other packets as [`DropReason::Unsupported`].
+/// Expects classified packets ([`crate::classify::Classify`] before it) and a punt stage
+/// ([`crate::control::Punt`]) between them for traffic to the appliance itself: it routes
+/// whatever IPv4/IPv6 packet it is given by destination, and drops other packets as
+/// [`DropReason::Unsupported`]. The [module example](self) shows the three in one pipeline.
 #[derive(Debug)]
 pub struct Forward {
     fib: Subscriber<Fib>,
@@ -384,46 +395,45 @@ impl Forward {
 
     #[inline(always)]
     fn route(&self, f: &mut [u8], kind: L3Kind, l3_offset: u16) -> Result<u16, DropReason> {
-        let l3 = l3_offset as usize;
+        let l3 = f.get_mut(usize::from(l3_offset)..).ok_or(DropReason::Truncated)?;
         let nb = match kind {
             L3Kind::Ipv4 => {
-                // One length check: the range end, then a view whose size is known.
-                let h: &mut [u8; 20] =
-                    f.get_mut(l3..l3 + 20).and_then(|h| h.try_into().ok()).ok_or(DropReason::Truncated)?;
-                let ttl = h[8];
-                if ttl <= 1 {
+                // The classifier validated the header; the view re-checks its length only.
+                let mut ip = Ipv4Packet::new_unchecked(l3);
+                if ip.fixed_header_mut().is_none() {
+                    return Err(DropReason::Truncated);
+                }
+                if ip.ttl() <= 1 {
                     return Err(DropReason::TtlExpired);
                 }
-                let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+                let dst = ip.dst_bits();
                 check_v4(dst)?;
                 let nb = self.fib.lookup_v4(dst)?;
-                // Native byte order: the one's-complement sum does not care (RFC 1071 §2(B)),
-                // and it saves two byte swaps.
-                let hc = u16::from_ne_bytes([h[10], h[11]]);
-                h[8] = ttl - 1;
-                h[10..12].copy_from_slice(&ttl_decrement_checksum_ne(hc).to_ne_bytes());
+                ip.decrement_ttl();
                 nb
             }
             L3Kind::Ipv6 => {
-                let h = f.get_mut(l3..l3 + 40).ok_or(DropReason::Truncated)?;
-                if h[7] <= 1 {
+                let mut ip = Ipv6Packet::new_unchecked(l3);
+                if ip.fixed_header_mut().is_none() {
+                    return Err(DropReason::Truncated);
+                }
+                let hops = ip.hop_limit();
+                if hops <= 1 {
                     return Err(DropReason::TtlExpired);
                 }
-                let mut d = [0u8; 16];
-                d.copy_from_slice(&h[24..40]);
-                let dst = u128::from_be_bytes(d);
+                let dst = ip.dst_bits();
                 check_v6(dst)?;
                 let nb = self.fib.lookup_v6(dst)?;
                 // No IPv6 header checksum (RFC 8200 §3).
-                h[7] -= 1;
+                ip.set_hop_limit(hops - 1);
                 nb
             }
             _ => return Err(DropReason::Unsupported),
         };
         let src = self.port_macs.get(nb.port as usize).ok_or(DropReason::NoRoute)?;
-        let eth = f.get_mut(0..12).ok_or(DropReason::Truncated)?;
-        eth[0..6].copy_from_slice(&nb.mac);
-        eth[6..12].copy_from_slice(src);
+        let mut eth = EthernetFrame::new_checked(f).map_err(|_| DropReason::Truncated)?;
+        eth.set_dst_addr(nb.mac);
+        eth.set_src_addr(*src);
         Ok(nb.port)
     }
 }
@@ -445,7 +455,7 @@ impl<B: PacketBuf> Stage<B> for Forward {
             }
         }
         if any {
-            crate::classify::remove_marked(cx, batch, &drops);
+            batch.remove_marked(cx, &drops);
         }
     }
 }
@@ -453,26 +463,6 @@ impl<B: PacketBuf> Stage<B> for Forward {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The TTL shortcut (big-endian and native-endian forms) gives exactly what RFC 1624 eqn. 3
-    /// gives, for every checksum value and every TTL that is decremented (2..=255).
-    #[test]
-    fn ttl_shortcut_equals_rfc1624_eqn3() {
-        for hc in 0..=u16::MAX {
-            for ttl in 2..=255u8 {
-                let proto = ttl.wrapping_mul(37); // vary the low byte of the word too
-                let old = u16::from_be_bytes([ttl, proto]);
-                let new = u16::from_be_bytes([ttl - 1, proto]);
-                let want = checksum_adjust(hc, old, new);
-                assert_eq!(ttl_decrement_checksum(hc), want, "hc {hc:#06x} ttl {ttl}");
-                if ttl == 2 || ttl == 255 {
-                    let ne = u16::from_ne_bytes(hc.to_be_bytes());
-                    let got = ttl_decrement_checksum_ne(ne).to_ne_bytes();
-                    assert_eq!(u16::from_be_bytes(got), want, "native order, hc {hc:#06x}");
-                }
-            }
-        }
-    }
 
     /// The unicast shortcut agrees with the full rule on every first octet.
     #[test]

@@ -1,0 +1,61 @@
+//! Errors of the AF_XDP backend.
+
+use std::io;
+
+/// Why an AF_XDP port or queue could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AfXdpError {
+    /// A configuration field has a value the backend cannot use.
+    #[error("afxdp config: `{field}` = {value}: {why}")]
+    BadConfig {
+        /// Field name.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        why: &'static str,
+    },
+    /// The interface does not exist (in this network namespace).
+    #[error("interface {interface}: {source}")]
+    NoInterface {
+        /// Interface name.
+        interface: String,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// The kernel has no AF_XDP (built without `CONFIG_XDP_SOCKETS`) or it is not Linux.
+    #[error("AF_XDP is not available: {0}")]
+    Unsupported(String),
+    /// A system call failed.
+    #[error("{interface} queue {queue:?}: {op}: {source}")]
+    Syscall {
+        /// Interface name.
+        interface: String,
+        /// Queue, when the call was for one.
+        queue: Option<u16>,
+        /// What was being done.
+        op: &'static str,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// The XDP program could not be attached in any allowed mode.
+    #[error("{interface}: cannot attach the XDP program ({tried}): {source}")]
+    Attach {
+        /// Interface name.
+        interface: String,
+        /// Modes tried.
+        tried: String,
+        /// The last error.
+        source: io::Error,
+    },
+    /// `mode = "zerocopy"` was asked for and the driver cannot do it.
+    #[error("{interface} queue {queue}: zero-copy unavailable: {reason}")]
+    ZeroCopyUnavailable {
+        /// Interface name.
+        interface: String,
+        /// Queue.
+        queue: u16,
+        /// Why.
+        reason: String,
+    },
+}

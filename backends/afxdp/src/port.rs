@@ -1,0 +1,735 @@
+//! [`AfXdpPort`]: the XDP program on an interface plus one AF_XDP socket per claimed queue,
+//! exposed through the core [`Port`]/[`RxQueue`]/[`TxQueue`] traits.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use wirespeed_core::backend::{Port, PortError, PortInfo, QueueClaims, RxQueue, ShardOwned, TxQueue};
+use wirespeed_core::{BATCH_SIZE, Batch, DropReason, PacketBuf, PacketMeta};
+
+use wirespeed_core::rss::{Applied, Reta, RssConfig, RssControl, RssError, SteeringPlan, SymmetricMode};
+
+use crate::bpf;
+use crate::config::{AfXdpPortConfig, XdpMode};
+use crate::error::AfXdpError;
+use crate::ethtool::{self, HwItem, HwReport, Placed};
+use crate::program;
+use crate::ring::Ring;
+use crate::sys;
+use crate::umem::{Umem, XdpBuf};
+
+/// Where the XDP program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver's receive path (`XDP_FLAGS_DRV_MODE`).
+    Driver,
+    /// Generic XDP on the skb (`XDP_FLAGS_SKB_MODE`).
+    Generic,
+}
+
+/// How one queue's socket moves packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindMode {
+    /// The NIC DMAs straight into UMEM (`XDP_ZEROCOPY`).
+    ZeroCopy,
+    /// The kernel copies between its buffers and UMEM (`XDP_COPY`).
+    Copy,
+}
+
+/// What the port got from the kernel, and why it settled for less when it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachReport {
+    /// Interface.
+    pub interface: String,
+    /// Where the program runs.
+    pub attach: AttachMode,
+    /// Why driver mode was not used (when `attach` is `Generic`).
+    pub driver_mode_refused: Option<String>,
+    /// Per claimed queue: how its socket is bound and, for copy mode under `auto`, why
+    /// zero-copy was refused.
+    pub queues: Vec<(u16, BindMode, Option<String>)>,
+}
+
+impl std::fmt::Display for AttachReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: XDP in {:?} mode", self.interface, self.attach)?;
+        if let Some(r) = &self.driver_mode_refused {
+            write!(f, " (driver mode refused: {r})")?;
+        }
+        for (q, m, why) in &self.queues {
+            write!(f, "; queue {q}: {m:?}")?;
+            if let Some(w) = why {
+                write!(f, " (zero-copy refused: {w})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The program attached to the interface. Detaches when the last holder (the port or one of
+/// its queues) drops: closing the `bpf_link` fd is the detach, so it also happens when a shard
+/// panics (its queues drop while unwinding) or the process dies.
+struct Attachment {
+    _link: OwnedFd,
+    map: OwnedFd,
+    _prog: OwnedFd,
+}
+
+/// An AF_XDP port: the XDP redirect program on one interface and a socket per claimed queue.
+pub struct AfXdpPort {
+    cfg: AfXdpPortConfig,
+    ifindex: u32,
+    mac: [u8; 6],
+    mtu: usize,
+    queues: u16,
+    claims: QueueClaims,
+    xdp: Option<Arc<Attachment>>,
+    report: AttachReport,
+}
+
+impl std::fmt::Debug for AfXdpPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfXdpPort").field("report", &self.report).finish()
+    }
+}
+
+/// Receive queues of `interface` in the calling thread's network namespace: the driver's
+/// channel count (`ETHTOOL_GCHANNELS`, combined + receive-only), else the `rx-N` queues in
+/// sysfs (which shows the namespace it was mounted in).
+pub fn rx_queue_count(interface: &str) -> std::io::Result<u16> {
+    if let Ok(ch) = ethtool::channels(interface)
+        && ch.rx_queues() > 0
+    {
+        return Ok(ch.rx_queues().min(u32::from(u16::MAX)) as u16);
+    }
+    let n = std::fs::read_dir(format!("/sys/class/net/{interface}/queues"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    Ok(n.max(1) as u16)
+}
+
+/// True when this kernel can open AF_XDP sockets (`CONFIG_XDP_SOCKETS`); the error says why
+/// not (not compiled in, not permitted).
+pub fn probe() -> Result<(), AfXdpError> {
+    sys::xsk_socket().map(drop).map_err(|e| AfXdpError::Unsupported(format!("socket(AF_XDP): {e}")))
+}
+
+impl AfXdpPort {
+    /// Loads the XDP program, attaches it to `cfg.interface` as `cfg.mode` allows, and prepares
+    /// `cfg.queues` queues (sockets are opened when a shard claims its queue).
+    pub fn open(cfg: AfXdpPortConfig) -> Result<Self, AfXdpError> {
+        cfg.validate()?;
+        probe()?;
+        let name = cfg.interface.clone();
+        let ifindex = sys::if_index(&name)
+            .map_err(|source| AfXdpError::NoInterface { interface: name.clone(), source })?;
+        let sys_err = |op: &'static str| {
+            let name = name.clone();
+            move |source| AfXdpError::Syscall { interface: name, queue: None, op, source }
+        };
+        // ioctls, not sysfs: they answer for the calling thread's network namespace.
+        let mac = sys::if_hwaddr(&name).map_err(sys_err("SIOCGIFHWADDR"))?;
+        let mtu = sys::if_mtu(&name).map_err(sys_err("SIOCGIFMTU"))? as usize;
+        let hw_queues = rx_queue_count(&name).map_err(sys_err("count queues"))?;
+        let queues = match cfg.queues {
+            Some(q) if q > hw_queues => {
+                return Err(AfXdpError::BadConfig {
+                    field: "queues",
+                    value: q.to_string(),
+                    why: "more queues than the interface has receive queues",
+                });
+            }
+            Some(q) => q,
+            None => hw_queues,
+        };
+        let map = bpf::create_xskmap(u32::from(hw_queues)).map_err(sys_err("create XSKMAP"))?;
+        let insns = program::assemble(&cfg.kernel_pass, map.as_raw_fd());
+        let prog = bpf::load_xdp(&insns, "ws_xsk_redirect").map_err(sys_err("load XDP program"))?;
+        let (link, attach, refused) = attach(&prog, ifindex, cfg.mode, &name)?;
+        let report = AttachReport {
+            interface: name.clone(),
+            attach,
+            driver_mode_refused: refused,
+            queues: Vec::new(),
+        };
+        let claims = QueueClaims::new(name, queues);
+        Ok(Self {
+            cfg,
+            ifindex,
+            mac,
+            mtu,
+            queues,
+            claims,
+            xdp: Some(Arc::new(Attachment { _link: link, map, _prog: prog })),
+            report,
+        })
+    }
+
+    /// What was attached and how each claimed queue is bound.
+    pub fn report(&self) -> &AttachReport {
+        &self.report
+    }
+
+    /// Channel counts from the driver (`ETHTOOL_GCHANNELS`).
+    pub fn channels(&self) -> std::io::Result<ethtool::Channels> {
+        ethtool::channels(&self.cfg.interface)
+    }
+
+    /// Programs the port's RSS configuration into the NIC as far as the driver allows: 4-tuple
+    /// hash fields, the Toeplitz key, the indirection table and symmetric hashing. Symmetric
+    /// modes the NIC has no form for (`sort`, `or-xor`) and every refused item are reported as
+    /// left to the software dispatcher.
+    pub fn apply_rss(&mut self, rss: &RssConfig, reta: &Reta) -> HwReport {
+        let mut report = HwReport::default();
+        let name = &self.cfg.interface;
+        let symmetric = match rss.mode {
+            SymmetricMode::Xor => true,
+            SymmetricMode::None | SymmetricMode::Key => false,
+            other => {
+                report.items.push(HwItem {
+                    item: format!("symmetric mode {other:?}"),
+                    placed: Placed::Software("NICs hash symmetrically only by xor".into()),
+                });
+                false
+            }
+        };
+        ethtool::apply_rss(name, &rss.key, reta, symmetric, &mut report);
+        report
+    }
+
+    /// Compiles the plan's rules to ntuple filters where the driver takes them; reports each
+    /// rule as hardware or software (the software dispatcher runs the rest, and the whole plan
+    /// when the driver has no ntuple support).
+    pub fn apply_plan(&mut self, plan: &SteeringPlan) -> HwReport {
+        let mut report = HwReport::default();
+        ethtool::apply_plan(&self.cfg.interface, plan, &mut report);
+        report
+    }
+
+    /// Where the shards owning this port's queues should run (queue `q` → shard `q` → the
+    /// core at `shard_cores[q]`, on the NIC's NUMA node), pointing each queue's interrupt at that
+    /// core when `set_irqs`; every mismatch is in the report (see [`crate::placement`]).
+    pub fn placement(&self, set_irqs: bool) -> crate::placement::PlacementReport {
+        crate::placement::place(&self.cfg.interface, self.queues, set_irqs)
+    }
+
+    /// The configuration the port was opened with.
+    pub fn config(&self) -> &AfXdpPortConfig {
+        &self.cfg
+    }
+
+    /// Opens, binds and registers the socket of `queue`.
+    fn open_queue(&mut self, queue: u16) -> Result<(XdpRx, XdpTx), AfXdpError> {
+        let Some(xdp) = self.xdp.clone() else {
+            unreachable!("the attachment is only taken in Drop");
+        };
+        let cfg = &self.cfg;
+        let name = cfg.interface.clone();
+        let err = |op: &'static str| {
+            let name = name.clone();
+            move |source| AfXdpError::Syscall { interface: name, queue: Some(queue), op, source }
+        };
+        let fd = sys::xsk_socket().map_err(err("socket(AF_XDP)"))?;
+        let raw = fd.as_raw_fd();
+        let umem = Umem::new(cfg.frames, cfg.frame_size).map_err(err("map UMEM"))?;
+        umem.register(raw, cfg.headroom).map_err(err("XDP_UMEM_REG"))?;
+        sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_UMEM_FILL_RING, &cfg.fill_ring)
+            .map_err(err("XDP_UMEM_FILL_RING"))?;
+        sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_UMEM_COMPLETION_RING, &cfg.completion_ring)
+            .map_err(err("XDP_UMEM_COMPLETION_RING"))?;
+        sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_RX_RING, &cfg.rx_ring).map_err(err("XDP_RX_RING"))?;
+        sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_TX_RING, &cfg.tx_ring).map_err(err("XDP_TX_RING"))?;
+        let off = sys::mmap_offsets(raw).map_err(err("XDP_MMAP_OFFSETS"))?;
+        let fill = Ring::<u64>::map(raw, &off.fr, cfg.fill_ring, libc::XDP_UMEM_PGOFF_FILL_RING, true)
+            .map_err(err("mmap fill ring"))?;
+        let comp =
+            Ring::<u64>::map(raw, &off.cr, cfg.completion_ring, libc::XDP_UMEM_PGOFF_COMPLETION_RING, false)
+                .map_err(err("mmap completion ring"))?;
+        let rx =
+            Ring::<libc::xdp_desc>::map(raw, &off.rx, cfg.rx_ring, libc::XDP_PGOFF_RX_RING as u64, false)
+                .map_err(err("mmap rx ring"))?;
+        let tx = Ring::<libc::xdp_desc>::map(raw, &off.tx, cfg.tx_ring, libc::XDP_PGOFF_TX_RING as u64, true)
+            .map_err(err("mmap tx ring"))?;
+
+        let wake = if cfg.need_wakeup { libc::XDP_USE_NEED_WAKEUP } else { 0 };
+        let (bind, why) = match (cfg.mode, self.report.attach) {
+            (XdpMode::Skb, _) | (_, AttachMode::Generic) => {
+                bind_retry(raw, self.ifindex, u32::from(queue), libc::XDP_COPY | wake)
+                    .map_err(err("bind (copy)"))?;
+                let why =
+                    (cfg.mode == XdpMode::Auto).then(|| "the program runs in generic (SKB) mode".to_string());
+                (BindMode::Copy, why)
+            }
+            (mode, AttachMode::Driver) => {
+                match bind_retry(raw, self.ifindex, u32::from(queue), libc::XDP_ZEROCOPY | wake) {
+                    Ok(()) => (BindMode::ZeroCopy, None),
+                    Err(e) if mode == XdpMode::Zerocopy => {
+                        return Err(AfXdpError::ZeroCopyUnavailable {
+                            interface: name,
+                            queue,
+                            reason: format!("bind with XDP_ZEROCOPY: {e}"),
+                        });
+                    }
+                    Err(e) => {
+                        bind_retry(raw, self.ifindex, u32::from(queue), libc::XDP_COPY | wake)
+                            .map_err(err("bind (copy)"))?;
+                        let why =
+                            (mode == XdpMode::Auto).then(|| format!("driver refused XDP_ZEROCOPY: {e}"));
+                        (BindMode::Copy, why)
+                    }
+                }
+            }
+        };
+        let sock = Arc::new(Socket { fd, xdp, queue, _umem: ClosesUmem(umem) });
+        let mut rxq = XdpRx {
+            sock: sock.clone(),
+            umem,
+            fill,
+            rx,
+            meta: PacketMeta::received(cfg.port_id, queue),
+            bad_descs: 0,
+            in_kernel: 0,
+            lost: false,
+            kernel_dropped: 0,
+            calls: 0,
+            need_wakeup: cfg.need_wakeup,
+            _owned: ShardOwned::default(),
+        };
+        rxq.refill();
+        bpf::xskmap_set(&sock.xdp.map, u32::from(queue), raw).map_err(err("insert socket into XSKMAP"))?;
+        let txq = XdpTx {
+            sock,
+            umem,
+            tx,
+            comp,
+            tx_head: cfg.rx_headroom(),
+            in_kernel: 0,
+            lost: false,
+            need_wakeup: cfg.need_wakeup,
+            bind,
+            _owned: ShardOwned::default(),
+        };
+        self.report.queues.push((queue, bind, why));
+        Ok((rxq, txq))
+    }
+}
+
+/// Binds, retrying for up to a second while the queue is busy: the kernel releases a closed
+/// socket's hold on its queue in deferred work, so a queue reopened right after a close (a
+/// restarted shard) can see `EBUSY` for a moment.
+fn bind_retry(fd: RawFd, ifindex: u32, queue: u32, flags: u16) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match sys::xsk_bind(fd, ifindex, queue, flags) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn attach(
+    prog: &OwnedFd,
+    ifindex: u32,
+    mode: XdpMode,
+    name: &str,
+) -> Result<(OwnedFd, AttachMode, Option<String>), AfXdpError> {
+    let generic = |refused: Option<String>| match bpf::link_xdp(prog, ifindex, bpf::XDP_FLAGS_SKB_MODE) {
+        Ok(l) => Ok((l, AttachMode::Generic, refused)),
+        Err(source) => Err(AfXdpError::Attach {
+            interface: name.into(),
+            tried: if mode == XdpMode::Skb { "generic" } else { "driver, then generic" }.into(),
+            source,
+        }),
+    };
+    if mode == XdpMode::Skb {
+        return generic(None);
+    }
+    match bpf::link_xdp(prog, ifindex, bpf::XDP_FLAGS_DRV_MODE) {
+        Ok(l) => Ok((l, AttachMode::Driver, None)),
+        Err(source) if mode == XdpMode::Zerocopy => {
+            Err(AfXdpError::Attach { interface: name.into(), tried: "driver".into(), source })
+        }
+        Err(e) => generic(Some(e.to_string())),
+    }
+}
+
+impl Drop for AfXdpPort {
+    fn drop(&mut self) {
+        // Queues still running keep their own reference; the program detaches with the last.
+        self.xdp = None;
+    }
+}
+
+impl Port for AfXdpPort {
+    type Rx = XdpRx;
+    type Tx = XdpTx;
+    type Buf = XdpBuf;
+
+    fn info(&self) -> PortInfo {
+        let room = (self.cfg.frame_size - self.cfg.rx_headroom()) as usize;
+        PortInfo {
+            name: self.cfg.interface.clone(),
+            queues: self.queues,
+            mac: self.mac,
+            max_frame: (self.mtu + 14).min(room),
+        }
+    }
+
+    fn queue_pair(&mut self, queue: u16) -> Result<(XdpRx, XdpTx), PortError> {
+        self.claims.claim(queue)?;
+        self.open_queue(queue)
+            .map_err(|e| PortError::Backend { port: self.cfg.interface.clone(), message: e.to_string() })
+    }
+
+    fn rss(&mut self) -> Option<&mut dyn RssControl> {
+        Some(self)
+    }
+}
+
+fn device_err(e: std::io::Error) -> RssError {
+    if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        RssError::Device("unsupported by this driver".into())
+    } else {
+        RssError::Device(e.to_string())
+    }
+}
+
+impl RssControl for AfXdpPort {
+    fn set_key(&mut self, key: &[u8]) -> Result<(), RssError> {
+        ethtool::set_key(&self.cfg.interface, key).map_err(device_err)
+    }
+
+    fn set_reta(&mut self, reta: &Reta) -> Result<(), RssError> {
+        ethtool::set_reta(&self.cfg.interface, reta).map_err(device_err)
+    }
+
+    fn apply_steering(&mut self, plan: &SteeringPlan) -> Result<Applied, RssError> {
+        let mut report = HwReport::default();
+        let (in_hardware, in_software) = ethtool::apply_plan(&self.cfg.interface, plan, &mut report);
+        Ok(Applied { in_hardware, in_software })
+    }
+}
+
+/// One queue's socket, shared by its Rx and Tx halves (both on the owning shard).
+struct Socket {
+    fd: OwnedFd,
+    xdp: Arc<Attachment>,
+    queue: u16,
+    /// Declared last, so it drops after `fd` is closed: then the UMEM may be unmapped.
+    _umem: ClosesUmem,
+}
+
+/// Tells the UMEM its socket is closed (see `umem`'s module docs on when it is unmapped).
+struct ClosesUmem(&'static Umem);
+
+impl Drop for ClosesUmem {
+    fn drop(&mut self) {
+        self.0.socket_closed();
+    }
+}
+
+impl Socket {
+    fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // Closing the socket removes it from the XSKMAP too; clearing first means no frame is
+        // redirected to a socket that is going away (they fall back to XDP_PASS).
+        let _ = bpf::xskmap_clear(&self.xdp.map, u32::from(self.queue));
+    }
+}
+
+/// Kernel statistics of one socket (`XDP_STATISTICS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketStats {
+    /// Frames the kernel dropped for this socket (no fill buffer, too large).
+    pub rx_dropped: u64,
+    /// Rx descriptors the kernel found invalid.
+    pub rx_invalid_descs: u64,
+    /// Tx descriptors the kernel found invalid.
+    pub tx_invalid_descs: u64,
+    /// Frames dropped because the Rx ring was full.
+    pub rx_ring_full: u64,
+    /// Times the fill ring was found empty.
+    pub rx_fill_ring_empty: u64,
+    /// Times the Tx ring was found empty when woken.
+    pub tx_ring_empty: u64,
+}
+
+/// Rx half of one queue: owns the fill and Rx rings.
+pub struct XdpRx {
+    sock: Arc<Socket>,
+    umem: &'static Umem,
+    fill: Ring<u64>,
+    rx: Ring<libc::xdp_desc>,
+    meta: PacketMeta,
+    bad_descs: u64,
+    /// Frames on the fill and Rx rings (submitted to fill, not yet read from Rx).
+    in_kernel: u32,
+    /// A descriptor named no frame of ours: the count above can no longer be trusted.
+    lost: bool,
+    kernel_dropped: u64,
+    calls: u32,
+    need_wakeup: bool,
+    _owned: ShardOwned,
+}
+
+impl Drop for XdpRx {
+    fn drop(&mut self) {
+        self.umem.rx_closed((!self.lost).then_some(self.in_kernel));
+    }
+}
+
+impl Drop for XdpTx {
+    fn drop(&mut self) {
+        self.umem.tx_closed((!self.lost).then_some(self.in_kernel));
+    }
+}
+
+impl std::fmt::Debug for XdpRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpRx").field("queue", &self.sock.queue).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for XdpTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpTx")
+            .field("queue", &self.sock.queue)
+            .field("bind", &self.bind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpRx {
+    /// Moves free frames to the fill ring.
+    #[inline]
+    fn refill(&mut self) {
+        let want = self.fill.free(BATCH_SIZE as u32);
+        let mut n = 0;
+        while n < want {
+            let Some(f) = self.umem.take_frame() else { break };
+            self.fill.write(n, self.umem.frame_addr(f));
+            n += 1;
+        }
+        if n > 0 {
+            self.fill.submit(n);
+            self.in_kernel += n;
+        }
+    }
+
+    /// Queue index.
+    pub fn queue(&self) -> u16 {
+        self.sock.queue
+    }
+
+    /// The kernel's counters for this socket.
+    pub fn socket_stats(&self) -> std::io::Result<SocketStats> {
+        let s = sys_stats(self.sock.raw())?;
+        Ok(s)
+    }
+
+    /// UMEM frames on the free list now (neither in the kernel nor held by a buffer).
+    pub fn free_frames(&self) -> usize {
+        self.umem.free_frames()
+    }
+}
+
+fn sys_stats(fd: RawFd) -> std::io::Result<SocketStats> {
+    let s = sys::xdp_statistics(fd)?;
+    Ok(SocketStats {
+        rx_dropped: s.rx_dropped,
+        rx_invalid_descs: s.rx_invalid_descs,
+        tx_invalid_descs: s.tx_invalid_descs,
+        rx_ring_full: s.rx_ring_full,
+        rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
+        tx_ring_empty: s.tx_ring_empty_descs,
+    })
+}
+
+impl RxQueue for XdpRx {
+    type Buf = XdpBuf;
+
+    #[inline]
+    fn rx_burst(&mut self, out: &mut Batch<XdpBuf>) -> usize {
+        self.refill();
+        let n = self.rx.ready(out.remaining() as u32);
+        if n == 0 {
+            if self.need_wakeup && self.fill.needs_wakeup() {
+                sys::kick_rx(self.sock.raw());
+            }
+            return 0;
+        }
+        let mut got = 0;
+        for i in 0..n {
+            let d = self.rx.read(i);
+            match self.umem.locate(d.addr, d.len) {
+                Some((frame, head)) => {
+                    let _ = out.push(self.umem.buf(frame, head, d.len, self.meta));
+                    got += 1;
+                }
+                None => {
+                    // A kernel bug if ever: the frame cannot be recovered.
+                    self.bad_descs += 1;
+                    self.lost = true;
+                }
+            }
+        }
+        self.rx.release(n);
+        self.in_kernel -= n;
+        got
+    }
+
+    fn take_drops(&mut self) -> Option<(DropReason, u64)> {
+        if self.bad_descs > 0 {
+            return Some((DropReason::MalformedL2, std::mem::take(&mut self.bad_descs)));
+        }
+        // The kernel's drop counter costs a syscall: look every 1024 bursts.
+        self.calls = self.calls.wrapping_add(1);
+        if !self.calls.is_multiple_of(1024) {
+            return None;
+        }
+        let s = sys_stats(self.sock.raw()).ok()?;
+        let total = s.rx_dropped + s.rx_ring_full;
+        let new = total.saturating_sub(self.kernel_dropped);
+        self.kernel_dropped = total;
+        (new > 0).then_some((DropReason::PoolExhausted, new))
+    }
+}
+
+/// Tx half of one queue: owns the Tx and completion rings.
+pub struct XdpTx {
+    sock: Arc<Socket>,
+    umem: &'static Umem,
+    tx: Ring<libc::xdp_desc>,
+    comp: Ring<u64>,
+    tx_head: u32,
+    /// Frames on the Tx and completion rings (submitted, not yet reclaimed).
+    in_kernel: u32,
+    /// A completion named no frame of ours: the count above can no longer be trusted.
+    lost: bool,
+    need_wakeup: bool,
+    bind: BindMode,
+    _owned: ShardOwned,
+}
+
+impl XdpTx {
+    /// Returns completed Tx frames to the free list.
+    #[inline]
+    fn reclaim(&mut self) {
+        let n = self.comp.ready(self.comp.size());
+        for i in 0..n {
+            let addr = self.comp.read(i);
+            match self.umem.locate(addr, 0) {
+                Some((frame, _)) => self.umem.put_frame(frame),
+                None => self.lost = true,
+            }
+        }
+        if n > 0 {
+            self.comp.release(n);
+            self.in_kernel -= n;
+        }
+    }
+
+    #[inline]
+    fn kick(&mut self) {
+        if !self.need_wakeup || self.tx.needs_wakeup() {
+            sys::kick_tx(self.sock.raw());
+        }
+    }
+
+    /// An empty buffer from this queue's UMEM (with the same headroom as received ones), for
+    /// packets the application originates; `None` when every frame is in use.
+    pub fn alloc(&self) -> Option<XdpBuf> {
+        let f = self.umem.take_frame()?;
+        Some(self.umem.buf(f, self.tx_head, 0, PacketMeta::default()))
+    }
+
+    /// How this queue's socket is bound.
+    pub fn bind_mode(&self) -> BindMode {
+        self.bind
+    }
+
+    /// Queue index.
+    pub fn queue(&self) -> u16 {
+        self.sock.queue
+    }
+}
+
+/// Shortest frame the Tx queue hands to the kernel: an Ethernet header.
+const MIN_FRAME: usize = 14;
+
+impl TxQueue for XdpTx {
+    type Buf = XdpBuf;
+
+    #[inline]
+    fn tx_burst(&mut self, batch: &mut Batch<XdpBuf>) -> usize {
+        self.reclaim();
+        let want = batch.len() as u32;
+        let mut free = self.tx.free(want);
+        if free < want {
+            // Ring full: let the kernel make progress, then look again.
+            self.kick();
+            self.reclaim();
+            free = self.tx.free(want);
+        }
+        let k = free.min(want) as usize;
+        // Buffers from another UMEM (another queue or port) are copied into frames of ours;
+        // take those frames first so a shortage stops the burst before anything moves.
+        // A foreign buffer too large for our frames, or a packet shorter than an Ethernet
+        // header (which the kernel would reject or a driver drop unseen), also ends the burst:
+        // it stays in the batch and the caller counts it as not sent.
+        let room = self.umem.frame_size() as usize - self.tx_head as usize;
+        let mut spare = [0u32; BATCH_SIZE];
+        let mut taken = 0;
+        let mut sendable = 0;
+        for b in batch.iter().take(k.min(BATCH_SIZE)) {
+            if b.len() < MIN_FRAME {
+                break;
+            }
+            if !b.is_in(self.umem) {
+                if b.len() > room {
+                    break;
+                }
+                let Some(f) = self.umem.take_frame() else { break };
+                spare[taken] = f;
+                taken += 1;
+            }
+            sendable += 1;
+        }
+        let mut used = 0;
+        for (i, b) in batch.drain(..sendable).enumerate() {
+            let (addr, len) = if b.is_in(self.umem) {
+                let (_, addr, len) = b.into_desc();
+                (addr, len)
+            } else {
+                let f = spare[used];
+                used += 1;
+                let mut own = self.umem.buf(f, self.tx_head, 0, *b.meta());
+                // Cannot fail: the length was checked against `room` above.
+                let _ = own.copy_from(b.data());
+                let (_, addr, len) = own.into_desc();
+                (addr, len)
+            };
+            self.tx.write(i as u32, libc::xdp_desc { addr, len, options: 0 });
+        }
+        if sendable > 0 {
+            self.tx.submit(sendable as u32);
+            self.in_kernel += sendable as u32;
+            self.kick();
+        }
+        sendable
+    }
+
+    fn flush(&mut self) {
+        sys::kick_tx(self.sock.raw());
+        self.reclaim();
+    }
+}

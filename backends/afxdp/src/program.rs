@@ -1,0 +1,406 @@
+//! The XDP program, assembled here from eBPF instructions (no clang, no libbpf, no ELF).
+//!
+//! What it does with each frame on the interface:
+//!
+//! 1. **Kernel pass** (`XDP_PASS`, the frame goes to the Linux stack as if no program ran) for
+//!    the management traffic named in [`KernelPass`]: by default ARP, IPv6 neighbor discovery
+//!    (ICMPv6 types 133–137) and TCP to destination port 22 (SSH), over untagged IPv4/IPv6. So
+//!    the box stays reachable by SSH and keeps resolving neighbors while the data plane owns the
+//!    interface. With [`KernelPass::own_addresses`] given, only TCP to those addresses is
+//!    passed, so transit TCP to a management port stays in the data plane; without, the port
+//!    match takes any destination. IPv4 fragments other than the first are never matched (they
+//!    carry no ports), nor is IPv6 with extension headers before TCP.
+//! 2. **Everything else** is redirected with `bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)`
+//!    to the AF_XDP socket of the queue it arrived on; when that queue has no socket (not
+//!    claimed by a shard yet), the fallback action passes it to the kernel rather than dropping.
+//!
+//! VLAN-tagged frames are not looked into: they always go to the sockets, where the stages
+//! classify them.
+
+// The assembler is used by the Linux port only; elsewhere the crate offers `KernelPass` alone.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+
+use std::net::IpAddr;
+
+use wirespeed_core::rss::{SteeringAction, SteeringPlan};
+
+/// Which management traffic the XDP program hands to the kernel stack instead of the sockets.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KernelPass {
+    /// ARP (EtherType 0x0806).
+    pub arp: bool,
+    /// IPv6 neighbor discovery: ICMPv6 types 133–137 (RS, RA, NS, NA, redirect).
+    pub ipv6_nd: bool,
+    /// TCP destination ports, e.g. `[22]` for SSH. At most 8.
+    pub tcp_dst_ports: Vec<u16>,
+    /// The box's own addresses: when given, TCP to `tcp_dst_ports` goes to the kernel only when
+    /// addressed to one of them (transit SSH stays in the data plane); when empty, to any
+    /// address. At most 8.
+    pub own_addresses: Vec<IpAddr>,
+}
+
+impl Default for KernelPass {
+    fn default() -> Self {
+        Self { arp: true, ipv6_nd: true, tcp_dst_ports: vec![22], own_addresses: Vec::new() }
+    }
+}
+
+/// Most own addresses the program compares against.
+pub const MAX_OWN_ADDRESSES: usize = 8;
+
+/// Most TCP ports the program compares against (each costs two instructions per TCP frame).
+pub const MAX_TCP_PORTS: usize = 8;
+
+impl KernelPass {
+    /// Nothing to the kernel: every frame goes to the sockets.
+    pub fn none() -> Self {
+        Self { arp: false, ipv6_nd: false, tcp_dst_ports: Vec::new(), own_addresses: Vec::new() }
+    }
+
+    /// The management rules of a steering plan that the program can express: rules sending to
+    /// `mgmt_queue` that match ARP, IPv6 ND, or one TCP destination port (optionally to one host
+    /// address). Returns the pass set and the names of the rules it covers (the others stay with
+    /// the software path). The program matches ports × addresses, so covering `ssh@A` and
+    /// `bgp@B` also passes SSH to B.
+    pub fn from_plan(plan: &SteeringPlan, mgmt_queue: u16) -> (Self, Vec<String>) {
+        use wirespeed_core::wire::{ETHERTYPE_ARP, ETHERTYPE_IPV6};
+        let mut pass = Self::none();
+        let mut covered = Vec::new();
+        let mut any_address = false;
+        for r in &plan.rules {
+            if r.action != SteeringAction::Queue(mgmt_queue) {
+                continue;
+            }
+            let m = &r.matches;
+            let only = |m2: &wirespeed_core::rss::Match| m2 == m;
+            let arp = wirespeed_core::rss::Match { ethertype: Some(ETHERTYPE_ARP), ..Default::default() };
+            if only(&arp) {
+                pass.arp = true;
+                covered.push(r.name.clone());
+                continue;
+            }
+            if m.ethertype == Some(ETHERTYPE_IPV6)
+                && m.ip_proto == Some(58)
+                && m.icmp_type.is_some_and(|t| (133..=137).contains(&t.lo) && (133..=137).contains(&t.hi))
+                && m.src.is_none()
+                && m.dst.is_none()
+            {
+                pass.ipv6_nd = true;
+                covered.push(r.name.clone());
+                continue;
+            }
+            let tcp_port_only = wirespeed_core::rss::Match {
+                ip_proto: Some(6),
+                dst_port: m.dst_port,
+                ethertype: m.ethertype,
+                dst: m.dst,
+                ..Default::default()
+            };
+            let host = m.dst.filter(|d| d.len == if d.addr.is_ipv4() { 32 } else { 128 });
+            if m.ip_proto == Some(6)
+                && only(&tcp_port_only)
+                && (m.dst.is_none() || host.is_some())
+                && let Some(p) = m.dst_port.filter(|p| p.lo == p.hi)
+                && pass.tcp_dst_ports.len() < MAX_TCP_PORTS
+            {
+                if !pass.tcp_dst_ports.contains(&p.lo) {
+                    pass.tcp_dst_ports.push(p.lo);
+                }
+                match host {
+                    Some(h) if !pass.own_addresses.contains(&h.addr) => pass.own_addresses.push(h.addr),
+                    Some(_) => {}
+                    None => any_address = true,
+                }
+                covered.push(r.name.clone());
+            }
+        }
+        if any_address || pass.own_addresses.len() > MAX_OWN_ADDRESSES {
+            // One rule for any address makes the port match address-free for all (a superset).
+            pass.own_addresses.clear();
+        }
+        (pass, covered)
+    }
+}
+
+/// One eBPF instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Insn {
+    code: u8,
+    dst: u8,
+    src: u8,
+    off: i16,
+    imm: i32,
+}
+
+impl Insn {
+    fn encode(self) -> u64 {
+        let regs = (self.src << 4) | (self.dst & 0x0f);
+        let b = [
+            self.code,
+            regs,
+            self.off.to_le_bytes()[0],
+            self.off.to_le_bytes()[1],
+            self.imm.to_le_bytes()[0],
+            self.imm.to_le_bytes()[1],
+            self.imm.to_le_bytes()[2],
+            self.imm.to_le_bytes()[3],
+        ];
+        // The kernel reads `struct bpf_insn` in host byte order with the register nibbles in
+        // the order of the C bitfield (dst low on little-endian).
+        if cfg!(target_endian = "big") {
+            let regs = (self.dst << 4) | (self.src & 0x0f);
+            let mut b = b;
+            b[1] = regs;
+            b[2..4].copy_from_slice(&self.off.to_be_bytes());
+            b[4..8].copy_from_slice(&self.imm.to_be_bytes());
+            return u64::from_ne_bytes(b);
+        }
+        u64::from_ne_bytes(b)
+    }
+}
+
+// Opcodes (include/uapi/linux/bpf.h, bpf_common.h).
+const LDX_W: u8 = 0x61;
+const LDX_H: u8 = 0x69;
+const LDX_B: u8 = 0x71;
+const MOV64_X: u8 = 0xbf;
+const MOV64_K: u8 = 0xb7;
+const ADD64_K: u8 = 0x07;
+const ADD64_X: u8 = 0x0f;
+const AND64_K: u8 = 0x57;
+const LSH64_K: u8 = 0x67;
+const JEQ_K: u8 = 0x15;
+const JNE_K: u8 = 0x55;
+const JGT_X: u8 = 0x2d;
+const JLT_K: u8 = 0xa5;
+const JGT_K: u8 = 0x25;
+const JSET_K: u8 = 0x45;
+/// 32-bit compares (`BPF_JMP32`): an address word compared as a sign-extended 64-bit immediate
+/// would never match a zero-extended load with its top bit set.
+const JEQ32_K: u8 = 0x16;
+const JNE32_K: u8 = 0x56;
+const JA: u8 = 0x05;
+const CALL: u8 = 0x85;
+const EXIT: u8 = 0x95;
+const LD_IMM64: u8 = 0x18;
+const PSEUDO_MAP_FD: u8 = 1;
+const HELPER_REDIRECT_MAP: i32 = 51;
+/// `XDP_PASS`.
+pub(crate) const XDP_PASS: i32 = 2;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Label {
+    Pass,
+    Redirect,
+    Ipv6,
+    Ipv6Tcp,
+    Dst4,
+    Dst6,
+    /// Compare the IPv6 destination with own address `i`.
+    Cand6(usize),
+}
+
+/// A tiny assembler: instructions plus jumps to labels resolved at the end.
+struct Asm {
+    insns: Vec<Insn>,
+    fixups: Vec<(usize, Label)>,
+    labels: Vec<(Label, usize)>,
+}
+
+impl Asm {
+    fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+        self.insns.push(Insn { code, dst, src, off, imm });
+    }
+    fn jmp(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: Label) {
+        self.fixups.push((self.insns.len(), to));
+        self.op(code, dst, src, 0, imm);
+    }
+    fn label(&mut self, l: Label) {
+        self.labels.push((l, self.insns.len()));
+    }
+    fn finish(mut self) -> Vec<u64> {
+        for (at, l) in &self.fixups {
+            let target = self.labels.iter().find(|(x, _)| x == l).map(|(_, i)| *i);
+            let target = target.unwrap_or_else(|| unreachable!("label {l:?} placed by `assemble`"));
+            self.insns[*at].off = (target as i64 - *at as i64 - 1) as i16;
+        }
+        self.insns.into_iter().map(Insn::encode).collect()
+    }
+}
+
+/// Network-order 16-bit constant as the program loads it (a `u16` load is host-order).
+fn be16(v: u16) -> i32 {
+    i32::from(u16::from_ne_bytes(v.to_be_bytes()))
+}
+
+/// Assembles the program for an XSKMAP whose fd is `map_fd`.
+pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
+    // Registers: r6 = ctx, r2 = data, r3 = data_end, r4/r5/r7 scratch.
+    let mut a = Asm { insns: Vec::new(), fixups: Vec::new(), labels: Vec::new() };
+    let any_pass = pass.arp || pass.ipv6_nd || !pass.tcp_dst_ports.is_empty();
+    let own4: Vec<std::net::Ipv4Addr> = pass
+        .own_addresses
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(v) => Some(*v),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let any_address = pass.own_addresses.is_empty();
+    let own6: Vec<std::net::Ipv6Addr> = pass
+        .own_addresses
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V6(v) => Some(*v),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    a.op(MOV64_X, 6, 1, 0, 0);
+    if any_pass {
+        a.op(LDX_W, 2, 6, 0, 0); // data
+        a.op(LDX_W, 3, 6, 4, 0); // data_end
+        a.op(MOV64_X, 4, 2, 0, 0);
+        a.op(ADD64_K, 4, 0, 0, 14);
+        a.jmp(JGT_X, 4, 3, 0, Label::Redirect); // shorter than an Ethernet header
+        a.op(LDX_H, 5, 2, 12, 0); // EtherType
+        if pass.arp {
+            a.jmp(JEQ_K, 5, 0, be16(0x0806), Label::Pass);
+        }
+        a.jmp(JEQ_K, 5, 0, be16(0x86dd), Label::Ipv6);
+        if !pass.tcp_dst_ports.is_empty() {
+            // IPv4: need the 20-byte base header.
+            a.jmp(JNE_K, 5, 0, be16(0x0800), Label::Redirect);
+            a.op(MOV64_X, 4, 2, 0, 0);
+            a.op(ADD64_K, 4, 0, 0, 34);
+            a.jmp(JGT_X, 4, 3, 0, Label::Redirect);
+            a.op(LDX_B, 5, 2, 23, 0); // protocol
+            a.jmp(JNE_K, 5, 0, 6, Label::Redirect);
+            a.op(LDX_H, 5, 2, 20, 0); // flags + fragment offset
+            a.jmp(JSET_K, 5, 0, be16(0x1fff), Label::Redirect); // a later fragment: no ports
+            a.op(LDX_B, 5, 2, 14, 0); // version + IHL
+            a.op(AND64_K, 5, 0, 0, 0x0f);
+            a.op(LSH64_K, 5, 0, 0, 2);
+            a.jmp(JLT_K, 5, 0, 20, Label::Redirect); // malformed: the stages count it
+            a.op(MOV64_X, 4, 2, 0, 0);
+            a.op(ADD64_X, 4, 5, 0, 0); // r4 = data + IHL
+            a.op(MOV64_X, 7, 4, 0, 0);
+            a.op(ADD64_K, 7, 0, 0, 18); // through the TCP ports
+            a.jmp(JGT_X, 7, 3, 0, Label::Redirect);
+            a.op(LDX_H, 5, 4, 16, 0); // TCP destination port
+            for p in &pass.tcp_dst_ports {
+                a.jmp(JEQ_K, 5, 0, be16(*p), if any_address { Label::Pass } else { Label::Dst4 });
+            }
+            if !any_address {
+                a.jmp(JA, 0, 0, 0, Label::Redirect);
+                a.label(Label::Dst4);
+                a.op(LDX_W, 5, 2, 30, 0); // IPv4 destination (inside the 34 bytes checked)
+                for addr in &own4 {
+                    a.jmp(JEQ32_K, 5, 0, i32::from_ne_bytes(addr.octets()), Label::Pass);
+                }
+            }
+        }
+        a.jmp(JA, 0, 0, 0, Label::Redirect);
+        a.label(Label::Ipv6);
+        if pass.ipv6_nd || !pass.tcp_dst_ports.is_empty() {
+            a.op(MOV64_X, 4, 2, 0, 0);
+            a.op(ADD64_K, 4, 0, 0, 58); // Ethernet + IPv6 + 4 bytes of L4
+            a.jmp(JGT_X, 4, 3, 0, Label::Redirect);
+            a.op(LDX_B, 5, 2, 20, 0); // next header
+            if pass.ipv6_nd {
+                a.op(LDX_B, 7, 2, 54, 0); // ICMPv6 type
+                a.jmp(JNE_K, 5, 0, 58, Label::Ipv6Tcp);
+                a.jmp(JLT_K, 7, 0, 133, Label::Redirect);
+                a.jmp(JGT_K, 7, 0, 137, Label::Redirect);
+                a.jmp(JA, 0, 0, 0, Label::Pass);
+            }
+            a.label(Label::Ipv6Tcp);
+            if !pass.tcp_dst_ports.is_empty() {
+                a.jmp(JNE_K, 5, 0, 6, Label::Redirect);
+                a.op(LDX_H, 5, 2, 56, 0);
+                for p in &pass.tcp_dst_ports {
+                    a.jmp(JEQ_K, 5, 0, be16(*p), if any_address { Label::Pass } else { Label::Dst6 });
+                }
+                if !any_address {
+                    a.jmp(JA, 0, 0, 0, Label::Redirect);
+                    a.label(Label::Dst6);
+                }
+                // IPv6 destination: four words at 38..54 (inside the 58 bytes checked).
+                for (i, addr) in own6.iter().enumerate() {
+                    a.label(Label::Cand6(i));
+                    let next = if i + 1 < own6.len() { Label::Cand6(i + 1) } else { Label::Redirect };
+                    for (w, chunk) in addr.octets().chunks(4).enumerate() {
+                        a.op(LDX_W, 7, 2, 38 + 4 * w as i16, 0);
+                        let word = i32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                        a.jmp(JNE32_K, 7, 0, word, next);
+                    }
+                    a.jmp(JA, 0, 0, 0, Label::Pass);
+                }
+            }
+        }
+    }
+    a.label(Label::Redirect);
+    a.op(LD_IMM64, 1, PSEUDO_MAP_FD, 0, map_fd);
+    a.op(0, 0, 0, 0, 0);
+    a.op(LDX_W, 2, 6, 16, 0); // rx_queue_index
+    a.op(MOV64_K, 3, 0, 0, XDP_PASS); // fallback action when the slot is empty
+    a.op(CALL, 0, 0, 0, HELPER_REDIRECT_MAP);
+    a.op(EXIT, 0, 0, 0, 0);
+    if any_pass {
+        // (The verifier rejects unreachable instructions, so the tail exists only when used.)
+        a.label(Label::Pass);
+        a.op(MOV64_K, 0, 0, 0, XDP_PASS);
+        a.op(EXIT, 0, 0, 0, 0);
+    }
+    a.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wirespeed_core::rss::RssGroup;
+
+    #[test]
+    fn plan_management_rules_become_kernel_pass() {
+        let plan = SteeringPlan::management_default(0, RssGroup::first(4), &[]);
+        let (pass, covered) = KernelPass::from_plan(&plan, 0);
+        assert!(pass.arp && pass.ipv6_nd);
+        assert_eq!(pass.tcp_dst_ports, vec![22, 179]);
+        assert_eq!(covered, vec!["arp", "ipv6-nd", "ssh", "bgp"]);
+        assert!(pass.own_addresses.is_empty(), "the plan's rules match any address");
+        // Rules bound to the box's addresses restrict the TCP pass to those addresses.
+        let own: [IpAddr; 2] = ["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        let plan = SteeringPlan::management_default(0, RssGroup::first(4), &own);
+        let (pass, covered) = KernelPass::from_plan(&plan, 0);
+        assert_eq!(pass.tcp_dst_ports, vec![22, 179]);
+        assert_eq!(pass.own_addresses, own.to_vec());
+        let want = ["arp", "ipv6-nd", "ssh@192.0.2.1", "bgp@192.0.2.1", "ssh@2001:db8::1", "bgp@2001:db8::1"];
+        assert_eq!(covered, want);
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn program_shape() {
+        // Redirect only: ctx save, map load (two slots), queue index, fallback, call, exit.
+        let p = assemble(&KernelPass::none(), 7);
+        assert_eq!(p.len(), 7);
+        let first = p[1].to_ne_bytes();
+        assert_eq!((first[0], first[1]), (LD_IMM64, (PSEUDO_MAP_FD << 4) | 1), "map fd load into r1");
+        assert_eq!(i32::from_ne_bytes(first[4..8].try_into().unwrap()), 7);
+        // Every jump of the full programs lands inside them.
+        let with_own = KernelPass {
+            own_addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+            ..KernelPass::default()
+        };
+        for full in [assemble(&KernelPass::default(), 3), assemble(&with_own, 3)] {
+            for (i, w) in full.iter().enumerate() {
+                let b = w.to_ne_bytes();
+                if matches!(b[0] & 0x07, 0x05 | 0x06) && b[0] != CALL && b[0] != EXIT {
+                    let off = i16::from_ne_bytes([b[2], b[3]]) as i64;
+                    let to = i as i64 + 1 + off;
+                    assert!((0..full.len() as i64).contains(&to), "jump at {i} to {to}");
+                }
+            }
+        }
+    }
+}

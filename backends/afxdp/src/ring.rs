@@ -1,0 +1,171 @@
+//! The four single-producer/single-consumer rings an AF_XDP socket shares with the kernel.
+//!
+//! Each ring is a power-of-two array of entries plus a `producer` and a `consumer` index in
+//! shared memory (free-running `u32`s, masked on access) and a `flags` word (`XDP_RING_NEED_WAKEUP`).
+//! We produce on the fill and Tx rings and consume from the Rx and completion rings. The protocol
+//! (Documentation/networking/af_xdp.rst): read the other side's index with acquire ordering, touch
+//! only the entries between the two indices that belong to us, publish ours with release
+//! ordering. Both sides cache the other's index and re-read it only when the cache says the ring
+//! looks full (producer) or empty (consumer).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::sys::Mmap;
+
+/// One ring mapped from the socket. `E` is `u64` (fill/completion: UMEM addresses) or
+/// `libc::xdp_desc` (Rx/Tx).
+pub(crate) struct Ring<E> {
+    _map: Mmap,
+    producer: *const AtomicU32,
+    consumer: *const AtomicU32,
+    flags: *const AtomicU32,
+    entries: *mut E,
+    mask: u32,
+    size: u32,
+    /// Our copy of our own index (producer for Tx/fill, consumer for Rx/completion).
+    local: u32,
+    /// Our cached view of the other side's index (for a producer ring: consumer + size).
+    cached: u32,
+    _entry: PhantomData<E>,
+}
+
+// SAFETY: a ring is owned by one queue handle and used from one thread at a time; the pointers
+// point into `map`, which moves with it. The kernel side synchronises through the atomics.
+unsafe impl<E: Send> Send for Ring<E> {}
+
+impl<E: Copy> Ring<E> {
+    /// Maps the ring of `size` entries at page offset `pgoff` with the offsets the kernel gave.
+    pub(crate) fn map(
+        fd: RawFd,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+        pgoff: u64,
+        producer: bool,
+    ) -> io::Result<Self> {
+        debug_assert!(size.is_power_of_two());
+        let len = off.desc as usize + size as usize * std::mem::size_of::<E>();
+        let map = Mmap::ring(fd, len, pgoff)?;
+        let base = map.ptr().as_ptr();
+        for o in [off.producer, off.consumer, off.flags] {
+            if o as usize + 4 > len || o % 4 != 0 {
+                return Err(io::Error::other(format!("kernel ring offset {o} outside the {len}-byte ring")));
+            }
+        }
+        // SAFETY: the offsets were checked to lie inside the mapping and be 4-byte aligned; the
+        // kernel guarantees the descriptor array of `size` entries starts at `off.desc`.
+        let (p, c, f, d) = unsafe {
+            (
+                base.add(off.producer as usize).cast::<AtomicU32>(),
+                base.add(off.consumer as usize).cast::<AtomicU32>(),
+                base.add(off.flags as usize).cast::<AtomicU32>(),
+                base.add(off.desc as usize).cast::<E>(),
+            )
+        };
+        let mut r = Ring {
+            _map: map,
+            producer: p,
+            consumer: c,
+            flags: f,
+            entries: d,
+            mask: size - 1,
+            size,
+            local: 0,
+            cached: 0,
+            _entry: PhantomData,
+        };
+        if producer {
+            r.local = r.producer().load(Ordering::Relaxed);
+            r.cached = r.consumer().load(Ordering::Acquire).wrapping_add(size);
+        } else {
+            r.local = r.consumer().load(Ordering::Relaxed);
+            r.cached = r.producer().load(Ordering::Acquire);
+        }
+        Ok(r)
+    }
+
+    fn producer(&self) -> &AtomicU32 {
+        // SAFETY: points into `self.map` (checked in `map`), which lives as long as `self`.
+        unsafe { &*self.producer }
+    }
+
+    fn consumer(&self) -> &AtomicU32 {
+        // SAFETY: as for `producer`.
+        unsafe { &*self.consumer }
+    }
+
+    /// True when the kernel asked to be woken up (`XDP_RING_NEED_WAKEUP`).
+    #[inline]
+    pub(crate) fn needs_wakeup(&self) -> bool {
+        // SAFETY: as for `producer`.
+        let f = unsafe { &*self.flags };
+        f.load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
+    }
+
+    /// Ring size in entries.
+    pub(crate) fn size(&self) -> u32 {
+        self.size
+    }
+
+    // ---- producer side (fill, Tx) ----
+
+    /// Free slots, at most `want` (re-reads the consumer index only when the cache falls short).
+    #[inline]
+    pub(crate) fn free(&mut self, want: u32) -> u32 {
+        let free = self.cached.wrapping_sub(self.local);
+        if free >= want {
+            return free;
+        }
+        self.cached = self.consumer().load(Ordering::Acquire).wrapping_add(self.size);
+        self.cached.wrapping_sub(self.local)
+    }
+
+    /// Writes entry `i` (0-based from the next free slot); the caller checked `i < free()`.
+    #[inline]
+    pub(crate) fn write(&mut self, i: u32, e: E) {
+        let idx = (self.local.wrapping_add(i) & self.mask) as usize;
+        debug_assert!(idx < self.size as usize);
+        // SAFETY: `idx` is masked into the array of `size` entries inside the mapping; the slot
+        // is between the consumer and producer indices, so the kernel does not read it now.
+        unsafe { self.entries.add(idx).write_volatile(e) };
+    }
+
+    /// Publishes `n` written entries to the kernel.
+    #[inline]
+    pub(crate) fn submit(&mut self, n: u32) {
+        self.local = self.local.wrapping_add(n);
+        self.producer().store(self.local, Ordering::Release);
+    }
+
+    // ---- consumer side (Rx, completion) ----
+
+    /// Entries ready to consume, at most `max`.
+    #[inline]
+    pub(crate) fn ready(&mut self, max: u32) -> u32 {
+        let mut n = self.cached.wrapping_sub(self.local);
+        if n == 0 {
+            self.cached = self.producer().load(Ordering::Acquire);
+            n = self.cached.wrapping_sub(self.local);
+        }
+        n.min(max)
+    }
+
+    /// Reads entry `i` (0-based from the next unread one); the caller checked `i < ready()`.
+    #[inline]
+    pub(crate) fn read(&self, i: u32) -> E {
+        let idx = (self.local.wrapping_add(i) & self.mask) as usize;
+        // SAFETY: `idx` is masked into the array; the kernel published this slot (acquire load
+        // in `ready`) and will not touch it until we release it.
+        unsafe { self.entries.add(idx).read_volatile() }
+    }
+
+    /// Gives `n` consumed entries back to the kernel.
+    #[inline]
+    pub(crate) fn release(&mut self, n: u32) {
+        self.local = self.local.wrapping_add(n);
+        self.consumer().store(self.local, Ordering::Release);
+    }
+}

@@ -1,0 +1,381 @@
+//! UMEM — the packet memory one AF_XDP socket shares with the kernel — and [`XdpBuf`], the
+//! [`PacketBuf`] over one of its frames.
+//!
+//! A UMEM is an anonymous mapping cut into `frames` equal, power-of-two sized frames ("aligned
+//! chunk mode"). Every frame is in exactly one place at a time: the kernel (fill ring → Rx ring,
+//! or Tx ring → completion ring), one [`XdpBuf`], or the UMEM's free list. That exclusive
+//! ownership is what makes handing out `&mut [u8]` over shared memory sound.
+//!
+//! The kernel writes a received frame at `frame + XDP_PACKET_HEADROOM (256) + umem headroom`, so
+//! every received buffer starts with at least 256 bytes of headroom — room for the outer
+//! Ethernet, IPv6, UDP and ESP headers that encapsulation prepends.
+//!
+//! Buffers may be dropped on any thread (a stage dropping a packet, another shard after a
+//! software dispatch): the free list is a lock-free bounded queue.
+//!
+//! A buffer may outlive its queue (held by a stage while the port is torn down), so the mapping
+//! is not unmapped when the queue closes but when the last frame comes home: each half of the
+//! queue counts exactly how many frames it left with the kernel (fill/Rx, Tx/completion), and
+//! once the socket is closed, the frame that brings the free list up to `frames − those` unmaps
+//! the area. Until a buffer is dropped the memory stays valid; the small `Umem` header itself is
+//! never freed (a late `put_frame` may still read it). A queue that ever saw a descriptor it
+//! could not place keeps its mapping for the life of the process rather than risk a dangling
+//! buffer.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use crossbeam_queue::ArrayQueue;
+use wirespeed_core::{BufError, PacketBuf, PacketMeta};
+
+use crate::sys::{self, Mmap};
+
+/// Frames-with-the-kernel count of a half that has not closed yet (or lost track of a frame).
+const UNKNOWN: u32 = u32::MAX;
+
+/// A registered-or-registrable UMEM area and its free frames.
+pub(crate) struct Umem {
+    base: NonNull<u8>,
+    len: usize,
+    frame_size: u32,
+    frames: u32,
+    free: ArrayQueue<u32>,
+    /// Frames the Rx half (fill + Rx rings) left with the kernel when it closed.
+    kernel_rx: AtomicU32,
+    /// Frames the Tx half (Tx + completion rings) left with the kernel when it closed.
+    kernel_tx: AtomicU32,
+    /// The socket is closed: the kernel no longer touches the area.
+    closed: AtomicBool,
+    unmapped: AtomicBool,
+}
+
+// SAFETY: the area is shared, but each frame is accessed only by its one owner (the kernel, one
+// `XdpBuf`, or nobody while on the free list); everything else is atomics and a concurrent queue.
+unsafe impl Send for Umem {}
+// SAFETY: as above.
+unsafe impl Sync for Umem {}
+
+impl Umem {
+    /// Maps `frames` frames of `frame_size` bytes, all free. The header lives until process
+    /// exit; the area until the queue has closed and every frame has come home (module docs).
+    pub(crate) fn new(frames: u32, frame_size: u32) -> io::Result<&'static Umem> {
+        let (base, len) = Mmap::anonymous(frames as usize * frame_size as usize)?.into_raw();
+        let free = ArrayQueue::new(frames as usize);
+        for f in 0..frames {
+            let _ = free.push(f);
+        }
+        Ok(Box::leak(Box::new(Umem {
+            base,
+            len,
+            frame_size,
+            frames,
+            free,
+            kernel_rx: AtomicU32::new(UNKNOWN),
+            kernel_tx: AtomicU32::new(UNKNOWN),
+            closed: AtomicBool::new(false),
+            unmapped: AtomicBool::new(false),
+        })))
+    }
+
+    /// The Rx half closed leaving `frames` with the kernel (`None`: it lost track of one).
+    pub(crate) fn rx_closed(&self, frames: Option<u32>) {
+        self.kernel_rx.store(frames.unwrap_or(UNKNOWN), Ordering::SeqCst);
+    }
+
+    /// The Tx half closed leaving `frames` with the kernel (`None`: it lost track of one).
+    pub(crate) fn tx_closed(&self, frames: Option<u32>) {
+        self.kernel_tx.store(frames.unwrap_or(UNKNOWN), Ordering::SeqCst);
+    }
+
+    /// The socket is closed (after both halves): unmap now if every frame is home, else when
+    /// the last buffer drops.
+    pub(crate) fn socket_closed(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.try_unmap();
+    }
+
+    /// True once the area has been unmapped (tests).
+    #[cfg(test)]
+    pub(crate) fn is_unmapped(&self) -> bool {
+        self.unmapped.load(Ordering::SeqCst)
+    }
+
+    #[cold]
+    fn try_unmap(&self) {
+        let (rx, tx) = (self.kernel_rx.load(Ordering::SeqCst), self.kernel_tx.load(Ordering::SeqCst));
+        if rx == UNKNOWN || tx == UNKNOWN {
+            return;
+        }
+        // Frames are with the kernel (which no longer uses them), on the free list, or in a
+        // buffer; with none in a buffer, nothing can touch the area any more.
+        let home = self.frames.saturating_sub(rx.saturating_add(tx)) as usize;
+        if self.free.len() >= home
+            && self.unmapped.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        {
+            // SAFETY: `base`/`len` are the mapping `new` created; the CAS makes this the only
+            // unmap; the socket is closed so the kernel no longer accesses it, and every frame
+            // is on the free list or was left with the kernel, so no `XdpBuf` refers to it.
+            unsafe { sys::unmap(self.base, self.len) };
+        }
+    }
+
+    /// Registers the area with socket `fd` (`XDP_UMEM_REG`) with `headroom` extra bytes the
+    /// kernel leaves before each received packet.
+    pub(crate) fn register(&self, fd: RawFd, headroom: u32) -> io::Result<()> {
+        let reg = libc::xdp_umem_reg {
+            addr: self.base.as_ptr() as u64,
+            len: self.len as u64,
+            chunk_size: self.frame_size,
+            headroom,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        sys::setsockopt(fd, libc::SOL_XDP, libc::XDP_UMEM_REG, &reg)
+    }
+
+    /// Frame size in bytes.
+    pub(crate) fn frame_size(&self) -> u32 {
+        self.frame_size
+    }
+
+    /// Frames on the free list now.
+    pub(crate) fn free_frames(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Takes a free frame index.
+    #[inline]
+    pub(crate) fn take_frame(&self) -> Option<u32> {
+        self.free.pop()
+    }
+
+    /// Returns frame `f` to the free list.
+    #[inline]
+    pub(crate) fn put_frame(&self, f: u32) {
+        // Cannot overflow: the queue holds every frame and each frame is returned once.
+        let _ = self.free.push(f);
+        // SeqCst pairs with `socket_closed`: either it sees this frame home, or this sees it
+        // closed and checks again.
+        if self.closed.load(Ordering::SeqCst) {
+            self.try_unmap();
+        }
+    }
+
+    /// UMEM address of the start of frame `f`.
+    #[inline]
+    pub(crate) fn frame_addr(&self, f: u32) -> u64 {
+        u64::from(f) * u64::from(self.frame_size)
+    }
+
+    /// Splits a kernel descriptor address into (frame, offset in frame), or `None` when it does
+    /// not lie in this UMEM.
+    #[inline]
+    pub(crate) fn locate(&self, addr: u64, len: u32) -> Option<(u32, u32)> {
+        let fs = u64::from(self.frame_size);
+        let frame = addr / fs;
+        let off = (addr % fs) as u32;
+        (frame < u64::from(self.frames) && off as u64 + u64::from(len) <= fs).then_some((frame as u32, off))
+    }
+
+    /// A buffer owning frame `frame`, data at `head`, `len` bytes long.
+    #[inline]
+    pub(crate) fn buf(&'static self, frame: u32, head: u32, len: u32, meta: PacketMeta) -> XdpBuf {
+        XdpBuf { umem: self, frame, head, len, meta }
+    }
+}
+
+const NO_FRAME: u32 = u32::MAX;
+
+/// A packet in a UMEM frame. Dropping it returns the frame to its UMEM's free list, from which
+/// the owning queue refills the kernel's fill ring.
+pub struct XdpBuf {
+    umem: &'static Umem,
+    frame: u32,
+    head: u32,
+    len: u32,
+    meta: PacketMeta,
+}
+
+impl std::fmt::Debug for XdpBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpBuf")
+            .field("frame", &self.frame)
+            .field("head", &self.head)
+            .field("len", &self.len)
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+// `XdpBuf` is `Send` (and `Sync`) through its fields: the UMEM is shared read-only apart from
+// the frames, each of which is touched only by the one buffer that owns it.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<XdpBuf>();
+};
+
+impl XdpBuf {
+    /// True when `self` lives in `umem`.
+    #[inline]
+    pub(crate) fn is_in(&self, umem: &Umem) -> bool {
+        std::ptr::eq(self.umem, umem)
+    }
+
+    /// Gives up the frame without returning it to the free list (it goes to the Tx ring) and
+    /// returns its descriptor `(addr, len)`.
+    #[inline]
+    pub(crate) fn into_desc(mut self) -> (u32, u64, u32) {
+        let f = std::mem::replace(&mut self.frame, NO_FRAME);
+        (f, self.umem.frame_addr(f) + u64::from(self.head), self.len)
+    }
+
+    #[inline]
+    fn frame_bytes(&self) -> *mut u8 {
+        debug_assert!(self.frame < self.umem.frames);
+        // SAFETY: `frame < frames` (an `XdpBuf` is only built for frames of its UMEM), so the
+        // offset stays inside the mapping.
+        unsafe { self.umem.base.as_ptr().add(self.umem.frame_addr(self.frame) as usize) }
+    }
+
+    /// Total bytes of the frame (headroom + data + tailroom).
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.umem.frame_size as usize
+    }
+}
+
+impl Drop for XdpBuf {
+    #[inline]
+    fn drop(&mut self) {
+        if self.frame != NO_FRAME {
+            self.umem.put_frame(self.frame);
+        }
+    }
+}
+
+impl PacketBuf for XdpBuf {
+    #[inline]
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    #[inline]
+    fn data(&self) -> &[u8] {
+        // SAFETY: `head + len <= frame_size` is an invariant of every constructor and mutator,
+        // and this buffer exclusively owns the frame, so nobody writes these bytes meanwhile.
+        unsafe { std::slice::from_raw_parts(self.frame_bytes().add(self.head as usize), self.len as usize) }
+    }
+
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`; `&mut self` makes the slice unique.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.frame_bytes().add(self.head as usize), self.len as usize)
+        }
+    }
+
+    #[inline]
+    fn headroom(&self) -> usize {
+        self.head as usize
+    }
+
+    #[inline]
+    fn tailroom(&self) -> usize {
+        (self.umem.frame_size - self.head - self.len) as usize
+    }
+
+    #[inline]
+    fn prepend(&mut self, n: usize) -> Result<&mut [u8], BufError> {
+        if n > self.head as usize {
+            return Err(BufError::NoHeadroom { needed: n, available: self.head as usize });
+        }
+        self.head -= n as u32;
+        self.len += n as u32;
+        Ok(&mut self.data_mut()[..n])
+    }
+
+    #[inline]
+    fn trim_front(&mut self, n: usize) -> Result<(), BufError> {
+        if n > self.len as usize {
+            return Err(BufError::TooShort { trim: n, len: self.len as usize });
+        }
+        self.head += n as u32;
+        self.len -= n as u32;
+        Ok(())
+    }
+
+    #[inline]
+    fn set_len(&mut self, len: usize) -> Result<(), BufError> {
+        let capacity = (self.umem.frame_size - self.head) as usize;
+        if len > capacity {
+            return Err(BufError::NoTailroom { wanted: len, capacity });
+        }
+        self.len = len as u32;
+        Ok(())
+    }
+
+    #[inline]
+    fn meta(&self) -> &PacketMeta {
+        &self.meta
+    }
+
+    #[inline]
+    fn meta_mut(&mut self) -> &mut PacketMeta {
+        &mut self.meta
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_arithmetic_respects_frame_bounds() {
+        let u = Umem::new(4, 2048).unwrap();
+        let f = u.take_frame().unwrap();
+        let mut b = u.buf(f, 256, 0, PacketMeta::default());
+        assert_eq!(b.headroom(), 256);
+        b.copy_from(&[1, 2, 3]).unwrap();
+        assert_eq!(b.data(), &[1, 2, 3]);
+        b.prepend(2).unwrap().copy_from_slice(&[9, 9]);
+        assert_eq!(b.data(), &[9, 9, 1, 2, 3]);
+        assert_eq!(b.headroom(), 254);
+        assert_eq!(b.tailroom(), 2048 - 254 - 5);
+        assert!(matches!(b.prepend(255), Err(BufError::NoHeadroom { needed: 255, available: 254 })));
+        b.trim_front(2).unwrap();
+        assert_eq!(b.data(), &[1, 2, 3]);
+        assert!(matches!(b.set_len(2048 - 256 + 1), Err(BufError::NoTailroom { capacity: 1792, .. })));
+        assert!(b.trim_front(4).is_err());
+        assert_eq!(u.free_frames(), 3);
+        drop(b);
+        assert_eq!(u.free_frames(), 4, "dropping a buffer returns its frame");
+        assert_eq!(u.locate(2048 * 3 + 300, 100), Some((3, 300)));
+        assert_eq!(u.locate(2048 * 4, 1), None);
+        assert_eq!(u.locate(2048 + 2000, 100), None, "crosses the frame end");
+    }
+
+    #[test]
+    fn the_area_is_unmapped_when_the_last_frame_comes_home() {
+        let u = Umem::new(8, 2048).unwrap();
+        let held = u.buf(u.take_frame().unwrap(), 256, 0, PacketMeta::default());
+        let (k1, k2) = (u.take_frame().unwrap(), u.take_frame().unwrap()); // "with the kernel"
+        let _ = (k1, k2);
+        u.rx_closed(Some(1));
+        u.tx_closed(Some(1));
+        u.socket_closed();
+        assert!(!u.is_unmapped(), "a buffer is still out");
+        assert_eq!(held.data().len(), 0);
+        drop(held);
+        assert!(u.is_unmapped(), "the last buffer home unmaps");
+
+        // A half that lost track of a frame keeps the area mapped for good.
+        let u = Umem::new(4, 2048).unwrap();
+        u.rx_closed(None);
+        u.tx_closed(Some(0));
+        u.socket_closed();
+        assert!(!u.is_unmapped());
+    }
+}

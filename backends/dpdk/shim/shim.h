@@ -1,0 +1,150 @@
+/* wirespeed-dpdk C shim: DPDK's static-inline functions and the few struct fields wirespeed needs,
+ * behind functions and small structs whose layout this file owns. The Rust side declares exactly
+ * these functions (src/ffi.rs) and never depends on a DPDK struct layout. */
+#ifndef WIRESPEED_DPDK_SHIM_H
+#define WIRESPEED_DPDK_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct rte_mbuf;
+struct rte_mempool;
+
+/* Byte offsets of the rte_mbuf fields the Rust hot path reads, as the C compiler lays them out. */
+struct ws_mbuf_layout {
+    uint32_t buf_addr;
+    uint32_t data_off;
+    uint32_t data_len;
+    uint32_t pkt_len;
+    uint32_t buf_len;
+    uint32_t ol_flags;
+    uint32_t rss;
+    uint32_t port;
+    uint32_t nb_segs;
+    uint64_t rss_flag;       /* RTE_MBUF_F_RX_RSS_HASH */
+    uint32_t headroom;       /* RTE_PKTMBUF_HEADROOM */
+};
+
+struct ws_dev_info {
+    char driver_name[32];
+    uint16_t max_rx_queues;
+    uint16_t max_tx_queues;
+    uint16_t reta_size;
+    uint8_t hash_key_size;
+    int32_t socket_id;
+    uint32_t max_rx_pktlen;
+    uint64_t flow_type_rss_offloads; /* in wirespeed hash-type bits */
+    uint64_t flow_type_rss_dpdk;     /* raw RTE_ETH_RSS_* bits */
+};
+
+struct ws_link {
+    uint32_t speed_mbps;
+    uint8_t up;
+    uint8_t full_duplex;
+    uint8_t autoneg;
+};
+
+struct ws_stats {
+    uint64_t ipackets, opackets, ibytes, obytes, imissed, ierrors, oerrors, rx_nombuf;
+};
+
+/* A steering rule flattened to what rte_flow can express. */
+struct ws_flow_rule {
+    uint8_t has_ethertype;
+    uint16_t ethertype;
+    uint8_t has_vlan;
+    uint16_t vlan;
+    uint8_t ip_version;      /* 0 none, 4, 6 */
+    uint8_t has_proto;
+    uint8_t proto;
+    uint8_t has_src, has_dst;
+    uint8_t src[16], src_mask[16], dst[16], dst_mask[16];
+    uint8_t has_dscp;
+    uint8_t dscp;
+    uint8_t l4;              /* 0 none, 6 tcp, 17 udp, 50 esp, 1 icmp, 58 icmpv6 */
+    uint8_t has_sport, has_dport;
+    uint16_t sport, dport;
+    uint8_t has_spi;
+    uint32_t spi;
+    uint8_t has_icmp_type;
+    uint8_t icmp_type;
+    uint8_t action;          /* 0 queue, 1 rss, 2 drop */
+    uint16_t queue;
+    uint16_t n_queues;
+    const uint16_t *queues;
+    uint32_t rss_types;      /* wirespeed hash-type bits */
+    const uint8_t *key;
+    uint8_t key_len;
+    uint8_t symmetric;       /* RTE_ETH_HASH_FUNCTION_SYMMETRIC_TOEPLITZ */
+    uint32_t priority;
+};
+
+void ws_mbuf_layout_get(struct ws_mbuf_layout *out);
+
+int ws_eal_init(int argc, char **argv);
+int ws_errno(void);
+const char *ws_strerror(int err);
+int ws_thread_register(void);
+void ws_thread_unregister(void);
+unsigned ws_lcore_id(void);
+int ws_socket_id(void);
+unsigned ws_socket_count(void);
+int ws_socket_id_by_idx(unsigned idx);
+
+struct rte_mempool *ws_pktmbuf_pool_create(const char *name, unsigned n, unsigned cache, uint16_t data_room,
+                                           int socket);
+unsigned ws_mempool_avail_count(const struct rte_mempool *mp);
+unsigned ws_mempool_in_use_count(const struct rte_mempool *mp);
+
+struct rte_mbuf *ws_pktmbuf_alloc(struct rte_mempool *mp);
+int ws_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned n);
+void ws_pktmbuf_free(struct rte_mbuf *m);
+void ws_pktmbuf_free_bulk(struct rte_mbuf **mbufs, unsigned n);
+uint8_t *ws_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
+uint8_t *ws_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
+uint8_t *ws_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
+int ws_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
+uint16_t ws_pktmbuf_headroom(const struct rte_mbuf *m);
+uint16_t ws_pktmbuf_tailroom(const struct rte_mbuf *m);
+uint8_t *ws_pktmbuf_mtod(struct rte_mbuf *m);
+uint32_t ws_pktmbuf_pkt_len(const struct rte_mbuf *m);
+void ws_mbuf_set_rss(struct rte_mbuf *m, uint32_t hash);
+int ws_mbuf_rss(const struct rte_mbuf *m, uint32_t *hash);
+
+uint16_t ws_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+uint16_t ws_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+
+uint16_t ws_eth_dev_count_avail(void);
+int ws_eth_dev_get_port_by_name(const char *name, uint16_t *port);
+int ws_dev_probe(const char *devargs);
+int ws_eth_dev_info(uint16_t port, struct ws_dev_info *out);
+int ws_eth_dev_configure(uint16_t port, uint16_t nb_rx, uint16_t nb_tx, int rss, uint32_t ws_types,
+                         const uint8_t *key, uint8_t key_len);
+int ws_eth_rx_queue_setup(uint16_t port, uint16_t queue, uint16_t nb_desc, int socket, struct rte_mempool *mp);
+int ws_eth_tx_queue_setup(uint16_t port, uint16_t queue, uint16_t nb_desc, int socket);
+int ws_eth_dev_start(uint16_t port);
+int ws_eth_dev_stop(uint16_t port);
+int ws_eth_dev_close(uint16_t port);
+int ws_eth_promiscuous_enable(uint16_t port);
+int ws_eth_macaddr_get(uint16_t port, uint8_t mac[6]);
+int ws_eth_link_get_nowait(uint16_t port, struct ws_link *out);
+int ws_eth_stats_get(uint16_t port, struct ws_stats *out);
+int ws_eth_xstats_count(uint16_t port);
+int ws_eth_xstats_names(uint16_t port, char *names, unsigned stride, unsigned n);
+int ws_eth_xstats_values(uint16_t port, uint64_t *values, unsigned n);
+
+uint64_t ws_rss_hf(uint32_t ws_types);
+uint32_t ws_rss_types_of_hf(uint64_t hf);
+int ws_eth_rss_hash_update(uint16_t port, const uint8_t *key, uint8_t key_len, uint32_t ws_types);
+int ws_eth_rss_hash_conf_get(uint16_t port, uint8_t *key, uint8_t *key_len, uint64_t *hf);
+int ws_eth_reta_update(uint16_t port, const uint16_t *reta, uint16_t size);
+int ws_eth_reta_query(uint16_t port, uint16_t *reta, uint16_t size);
+
+int ws_flow_validate(uint16_t port, const struct ws_flow_rule *rule, char *err, size_t err_len);
+void *ws_flow_create(uint16_t port, const struct ws_flow_rule *rule, char *err, size_t err_len);
+int ws_flow_destroy(uint16_t port, void *flow);
+
+uint32_t ws_softrss_v4(uint32_t src, uint32_t dst, uint32_t l4_word, int with_l4, const uint8_t *key);
+uint32_t ws_softrss_v6(const uint8_t *src, const uint8_t *dst, uint32_t l4_word, int with_l4, const uint8_t *key);
+
+#endif

@@ -1,0 +1,293 @@
+//! [`Mbuf`]: wirespeed's [`PacketBuf`] over a DPDK `rte_mbuf`, and the burst Rx/Tx that move
+//! mbufs between DPDK and [`Batch`]es without copying or allocating.
+//!
+//! The packet bytes are the mbuf's own data room: nothing is copied on Rx or Tx. Reads of the
+//! data pointer and length use field offsets the C shim reports (`offsetof`, so no DPDK layout
+//! is hard-coded here); changes of the packet's extent go through DPDK's own
+//! `rte_pktmbuf_prepend/adj/append/trim`. Dropping an [`Mbuf`] returns it to its mempool.
+//!
+//! Headroom: DPDK reserves `RTE_PKTMBUF_HEADROOM` (128 bytes in Debian's build) before every
+//! received packet, which covers the largest ESP tunnel encapsulation wirespeed prepends (outer
+//! Ethernet 14 + IPv6 40 + UDP 8 + ESP 8 + IV 8 = 78 bytes); [`crate::DpdkPort::new`] checks it is at
+//! least [`wirespeed_core::pool::MIN_HEADROOM`].
+#![allow(unsafe_code)]
+
+use std::ptr::NonNull;
+use std::sync::LazyLock;
+
+use wirespeed_core::{Batch, BufError, PacketBuf, PacketMeta, meta::flags};
+
+use crate::ffi::{self, MbufLayout, RteMbuf};
+use crate::mempool::Mempool;
+
+static LAYOUT: LazyLock<MbufLayout> = LazyLock::new(ffi::mbuf_layout);
+
+/// One packet in a DPDK mbuf (single segment), with wirespeed's [`PacketMeta`] beside it.
+///
+/// The data pointer and length are cached beside the mbuf pointer (read once at Rx, refreshed
+/// after every change of extent), so the per-packet reads of the hot path (`len`, `data`) stay
+/// in the batch array instead of chasing the mbuf header.
+pub struct Mbuf {
+    m: NonNull<RteMbuf>,
+    data: NonNull<u8>,
+    len: u16,
+    meta: PacketMeta,
+}
+
+// SAFETY: an Mbuf owns its rte_mbuf exclusively (refcount 1, single segment, never shared), and
+// freeing an mbuf from any thread is allowed (the mempool is multi-producer/multi-consumer).
+unsafe impl Send for Mbuf {}
+
+impl std::fmt::Debug for Mbuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mbuf").field("len", &self.len()).field("headroom", &self.headroom()).finish()
+    }
+}
+
+impl Mbuf {
+    /// Takes an empty mbuf from `pool` (headroom reserved), or `None` when the pool is empty.
+    pub fn alloc(pool: &Mempool) -> Option<Mbuf> {
+        // SAFETY: `pool.raw()` is a live mempool (pools are never freed).
+        let m = unsafe { ffi::ws_pktmbuf_alloc(pool.raw().as_ptr()) };
+        let m = NonNull::new(m)?;
+        Some(Mbuf::wrap(m, &LAYOUT, PacketMeta::default()))
+    }
+
+    /// An mbuf from `pool` holding a copy of `bytes` (for injecting test traffic and templates).
+    pub fn from_bytes(pool: &Mempool, bytes: &[u8]) -> Result<Option<Mbuf>, BufError> {
+        let Some(mut m) = Mbuf::alloc(pool) else { return Ok(None) };
+        m.copy_from(bytes)?;
+        Ok(Some(m))
+    }
+
+    /// The RSS hash the NIC stored in the mbuf (`RTE_MBUF_F_RX_RSS_HASH`), if any.
+    #[inline]
+    pub fn hw_rss_hash(&self) -> Option<u32> {
+        let l = &*LAYOUT;
+        // SAFETY: `m` is a live mbuf we own; the offsets are the C compiler's own for
+        // rte_mbuf.ol_flags (u64) and rte_mbuf.hash.rss (u32).
+        unsafe {
+            let base = self.m.as_ptr().cast::<u8>();
+            let ol = base.add(l.ol_flags as usize).cast::<u64>().read_unaligned();
+            (ol & l.rss_flag != 0).then(|| base.add(l.rss as usize).cast::<u32>().read_unaligned())
+        }
+    }
+
+    /// Stores `hash` as the mbuf's RSS hash and sets `RTE_MBUF_F_RX_RSS_HASH`, as a NIC does
+    /// (for tests of the hardware-hash self-test) and mirrors it into the metadata.
+    pub fn set_hw_rss_hash(&mut self, hash: u32) {
+        // SAFETY: `m` is a live mbuf we own exclusively.
+        unsafe { ffi::ws_mbuf_set_rss(self.m.as_ptr(), hash) };
+        self.meta.rss_hash = Some(hash);
+        self.meta.flags |= flags::HW_RSS;
+    }
+
+    /// Wraps an mbuf we own, reading its data pointer and length.
+    #[inline]
+    fn wrap(m: NonNull<RteMbuf>, l: &MbufLayout, meta: PacketMeta) -> Mbuf {
+        // SAFETY: `m` is a live mbuf; buf_addr (void *), data_off and data_len (u16) are read at
+        // the offsets the C compiler reported; buf_addr + data_off is inside the mbuf's buffer
+        // by DPDK's invariant, and never null.
+        let (data, len) = unsafe {
+            let base = m.as_ptr().cast::<u8>();
+            let buf = base.add(l.buf_addr as usize).cast::<*mut u8>().read_unaligned();
+            let off = base.add(l.data_off as usize).cast::<u16>().read_unaligned();
+            let len = base.add(l.data_len as usize).cast::<u16>().read_unaligned();
+            (NonNull::new_unchecked(buf.add(off as usize)), len)
+        };
+        Mbuf { m, data, len, meta }
+    }
+
+    /// Re-reads the data pointer and length after DPDK changed them.
+    fn refresh(&mut self) {
+        let l = &*LAYOUT;
+        let fresh = Mbuf::wrap(self.m, l, PacketMeta::default());
+        self.data = fresh.data;
+        self.len = fresh.len;
+        std::mem::forget(fresh);
+    }
+
+    /// Gives up ownership: the caller must hand the pointer to DPDK (Tx) or free it.
+    #[inline]
+    fn into_raw(self) -> *mut RteMbuf {
+        let m = self.m.as_ptr();
+        std::mem::forget(self);
+        m
+    }
+
+    #[inline]
+    fn field_u16(&self, off: u32) -> u16 {
+        // SAFETY: `m` is a live mbuf; `off` is the offsetof of a u16 field of rte_mbuf.
+        unsafe { self.m.as_ptr().cast::<u8>().add(off as usize).cast::<u16>().read_unaligned() }
+    }
+
+    fn err_len(&self, wanted: usize) -> BufError {
+        BufError::NoTailroom { wanted, capacity: self.len() + self.tailroom() }
+    }
+}
+
+impl Drop for Mbuf {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf; it is freed once, here, back to its mempool.
+        unsafe { ffi::ws_pktmbuf_free(self.m.as_ptr()) }
+    }
+}
+
+impl PacketBuf for Mbuf {
+    #[inline]
+    fn data(&self) -> &[u8] {
+        // SAFETY: a single-segment mbuf holds `data_len` initialised bytes at its data pointer
+        // (both cached in `wrap`/`refresh`, after every change); the slice lives no longer than
+        // `&self`, during which nothing else touches the mbuf.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), usize::from(self.len)) }
+    }
+
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`, and `&mut self` makes the access exclusive (we own the mbuf,
+        // refcount 1).
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), usize::from(self.len)) }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    #[inline]
+    fn headroom(&self) -> usize {
+        self.field_u16(LAYOUT.data_off) as usize
+    }
+
+    #[inline]
+    fn tailroom(&self) -> usize {
+        let l = &*LAYOUT;
+        let end = self.field_u16(l.data_off) as usize + self.field_u16(l.data_len) as usize;
+        (self.field_u16(l.buf_len) as usize).saturating_sub(end)
+    }
+
+    fn prepend(&mut self, n: usize) -> Result<&mut [u8], BufError> {
+        let available = self.headroom();
+        if n > available {
+            return Err(BufError::NoHeadroom { needed: n, available });
+        }
+        // SAFETY: we own the mbuf; n ≤ headroom ≤ u16::MAX, so rte_pktmbuf_prepend succeeds.
+        let p = unsafe { ffi::ws_pktmbuf_prepend(self.m.as_ptr(), n as u16) };
+        if p.is_null() {
+            return Err(BufError::NoHeadroom { needed: n, available });
+        }
+        self.refresh();
+        Ok(&mut self.data_mut()[..n])
+    }
+
+    fn trim_front(&mut self, n: usize) -> Result<(), BufError> {
+        let len = self.len();
+        if n > len {
+            return Err(BufError::TooShort { trim: n, len });
+        }
+        // SAFETY: we own the mbuf; n ≤ data_len, so rte_pktmbuf_adj succeeds.
+        let p = unsafe { ffi::ws_pktmbuf_adj(self.m.as_ptr(), n as u16) };
+        if p.is_null() {
+            return Err(BufError::TooShort { trim: n, len });
+        }
+        self.refresh();
+        Ok(())
+    }
+
+    fn set_len(&mut self, len: usize) -> Result<(), BufError> {
+        let cur = self.len();
+        if len > cur {
+            if len - cur > self.tailroom() {
+                return Err(self.err_len(len));
+            }
+            // SAFETY: we own the mbuf; the growth fits the tailroom (checked above).
+            let p = unsafe { ffi::ws_pktmbuf_append(self.m.as_ptr(), (len - cur) as u16) };
+            if p.is_null() {
+                return Err(self.err_len(len));
+            }
+        } else if len < cur {
+            // SAFETY: we own the mbuf; cur - len ≤ data_len.
+            let rc = unsafe { ffi::ws_pktmbuf_trim(self.m.as_ptr(), (cur - len) as u16) };
+            if rc != 0 {
+                return Err(BufError::TooShort { trim: cur - len, len: cur });
+            }
+        }
+        self.refresh();
+        Ok(())
+    }
+
+    #[inline]
+    fn meta(&self) -> &PacketMeta {
+        &self.meta
+    }
+
+    #[inline]
+    fn meta_mut(&mut self) -> &mut PacketMeta {
+        &mut self.meta
+    }
+}
+
+/// Receives up to `out.remaining()` packets from `port`/`queue` into `out`, stamping metadata
+/// (port index `meta_port`, the queue, the NIC's RSS hash). Chained (multi-segment) mbufs,
+/// which a `PacketBuf` cannot represent, are freed and counted in `too_large`.
+#[inline]
+pub(crate) fn rx_burst(
+    port: u16,
+    queue: u16,
+    meta_port: u16,
+    out: &mut Batch<Mbuf>,
+    too_large: &mut u64,
+) -> usize {
+    let want = out.remaining().min(wirespeed_core::BATCH_SIZE);
+    let mut raw: [*mut RteMbuf; wirespeed_core::BATCH_SIZE] =
+        [std::ptr::null_mut(); wirespeed_core::BATCH_SIZE];
+    // SAFETY: `raw` has room for `want` pointers; the queue is owned by the caller's shard
+    // (one thread), as rte_eth_rx_burst requires.
+    let n = unsafe { ffi::ws_rx_burst(port, queue, raw.as_mut_ptr(), want as u16) } as usize;
+    let l = *LAYOUT;
+    let mut got = 0;
+    for &m in &raw[..n.min(want)] {
+        let Some(m) = NonNull::new(m) else { continue };
+        let mut b = Mbuf::wrap(m, &l, PacketMeta::received(meta_port, queue));
+        if b.field_u16(l.nb_segs) != 1 {
+            *too_large += 1;
+            continue; // dropped here: back to the pool
+        }
+        // SAFETY: `m` is a live mbuf; ol_flags (u64) and hash.rss (u32) at the C offsets.
+        unsafe {
+            let base = m.as_ptr().cast::<u8>();
+            if base.add(l.ol_flags as usize).cast::<u64>().read_unaligned() & l.rss_flag != 0 {
+                b.meta.rss_hash = Some(base.add(l.rss as usize).cast::<u32>().read_unaligned());
+                b.meta.flags |= flags::HW_RSS;
+            }
+        }
+        if out.push(b).is_ok() {
+            got += 1;
+        }
+    }
+    got
+}
+
+/// Transmits packets from the front of `batch` on `port`/`queue`; sent ones leave the batch
+/// (DPDK frees them after transmission), the rest stay. Returns how many were sent.
+#[inline]
+pub(crate) fn tx_burst(port: u16, queue: u16, batch: &mut Batch<Mbuf>) -> usize {
+    let n = batch.len();
+    if n == 0 {
+        return 0;
+    }
+    let mut raw: [*mut RteMbuf; wirespeed_core::BATCH_SIZE] =
+        [std::ptr::null_mut(); wirespeed_core::BATCH_SIZE];
+    for (slot, b) in raw.iter_mut().zip(batch.iter()) {
+        *slot = b.m.as_ptr();
+    }
+    // SAFETY: `raw[..n]` are live mbufs owned by `batch`; the PMD takes ownership of the first
+    // `sent`, which we then forget (not free); the queue is owned by the caller's shard.
+    let sent = unsafe { ffi::ws_tx_burst(port, queue, raw.as_mut_ptr(), n as u16) } as usize;
+    let sent = sent.min(n);
+    for b in batch.drain(..sent) {
+        let _ = b.into_raw();
+    }
+    sent
+}

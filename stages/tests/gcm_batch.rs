@@ -1,0 +1,192 @@
+//! The batch AES-GCM provider ([`BatchGcm`]) against the GCM specification's test cases and,
+//! differentially, against RustCrypto's `aes-gcm` (through the [`RustCrypto`] provider) on
+//! random keys, nonces, AAD and lengths, batched and single, seal and open, including forged
+//! tags (rejected, data left as it was).
+//!
+//! Skipped (with a message) on CPUs without AES-NI/PCLMULQDQ.
+
+mod esp_common;
+
+use esp_common::{hex, to_hex};
+use proptest::prelude::*;
+use wirespeed_stages::esp::aead::{AeadJob, ICV_LEN, NONCE_LEN};
+use wirespeed_stages::esp::*;
+
+fn cipher(p: &dyn AeadProvider, alg: AeadAlgorithm, key: &[u8]) -> Box<dyn EspAead> {
+    p.new_aead(alg, key).expect("cipher")
+}
+
+fn available() -> bool {
+    if !BatchGcm.supports(AeadAlgorithm::Aes128Gcm) {
+        eprintln!("skipped: this CPU has no AES-NI/PCLMULQDQ");
+        return false;
+    }
+    true
+}
+
+/// Test cases 2, 3, 4, 15 and 16 of McGrew & Viega, "The Galois/Counter Mode of Operation
+/// (GCM)", Appendix B (the vectors draft-mcgrew-gcm-test-01 builds on). (key, iv, aad, pt, ct, tag)
+const SPEC: [(&str, &str, &str, &str, &str, &str); 5] = [
+    (
+        "00000000000000000000000000000000",
+        "000000000000000000000000",
+        "",
+        "00000000000000000000000000000000",
+        "0388dace60b6a392f328c2b971b2fe78",
+        "ab6e47d42cec13bdf53a67b21257bddf",
+    ),
+    (
+        "feffe9928665731c6d6a8f9467308308",
+        "cafebabefacedbaddecaf888",
+        "",
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
+        "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091473f5985",
+        "4d5c2af327cd64a62cf35abd2ba6fab4",
+    ),
+    (
+        "feffe9928665731c6d6a8f9467308308",
+        "cafebabefacedbaddecaf888",
+        "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+        "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091",
+        "5bc94fbc3221a5db94fae95ae7121a47",
+    ),
+    (
+        "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+        "cafebabefacedbaddecaf888",
+        "",
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
+        "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad",
+        "b094dac5d93471bdec1a502270e3cc6c",
+    ),
+    (
+        "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+        "cafebabefacedbaddecaf888",
+        "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+        "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+        "76fc6ece0f4e1768cddf8853bb2d551b",
+    ),
+];
+
+#[test]
+fn gcm_spec_test_cases() {
+    if !available() {
+        return;
+    }
+    for (i, (k, iv, aad, pt, ct, tag)) in SPEC.iter().enumerate() {
+        let key = hex(k);
+        let alg = if key.len() == 16 { AeadAlgorithm::Aes128Gcm } else { AeadAlgorithm::Aes256Gcm };
+        let nonce: [u8; NONCE_LEN] = hex(iv).try_into().unwrap();
+        let aad = hex(aad);
+        for p in [&BatchGcm as &dyn AeadProvider, &BatchGcmAesNi, &RustCrypto] {
+            let c = cipher(p, alg, &key);
+            let mut data = hex(pt);
+            let mut icv = [0u8; ICV_LEN];
+            c.seal(&nonce, &aad, &mut data, &mut icv).unwrap();
+            assert_eq!(to_hex(&data), *ct, "case {i} ({})", p.name());
+            assert_eq!(to_hex(&icv), *tag, "case {i} ({})", p.name());
+            c.open(&nonce, &aad, &mut data, &icv).unwrap();
+            assert_eq!(to_hex(&data), *pt, "case {i} ({})", p.name());
+        }
+    }
+}
+
+/// A batch of packets: (nonce, aad, plaintext).
+type Packet = ([u8; NONCE_LEN], Vec<u8>, Vec<u8>);
+
+fn packets() -> impl Strategy<Value = Vec<Packet>> {
+    let len = prop_oneof![0usize..100, 100usize..600, Just(1500usize), Just(4099usize)];
+    let pkt = (any::<[u8; NONCE_LEN]>(), prop::collection::vec(any::<u8>(), 0..40), len, any::<u8>())
+        .prop_map(|(n, aad, len, seed)| {
+            (n, aad, (0..len).map(|i| (i as u8).wrapping_mul(seed) ^ seed).collect())
+        });
+    prop::collection::vec(pkt, 1..40)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Batch seal equals RustCrypto packet by packet; batch open restores; a flipped tag bit
+    /// fails that packet only and leaves its ciphertext as it was.
+    #[test]
+    fn batch_matches_rustcrypto(key in prop::collection::vec(any::<u8>(), 32), aes256 in any::<bool>(), aesni_only in any::<bool>(), pkts in packets(), forge in any::<prop::sample::Index>()) {
+        if !available() {
+            return Ok(());
+        }
+        let alg = if aes256 { AeadAlgorithm::Aes256Gcm } else { AeadAlgorithm::Aes128Gcm };
+        let key = &key[..alg.key_len()];
+        // Both code paths: VAES/VPCLMULQDQ where the CPU has them, and 128-bit AES-NI.
+        let ours = if aesni_only { cipher(&BatchGcmAesNi, alg, key) } else { cipher(&BatchGcm, alg, key) };
+        let reference = cipher(&RustCrypto, alg, key);
+        let mut want: Vec<(Vec<u8>, [u8; ICV_LEN])> = Vec::new();
+        for (n, aad, pt) in &pkts {
+            let mut d = pt.clone();
+            let mut t = [0u8; ICV_LEN];
+            reference.seal(n, aad, &mut d, &mut t).unwrap();
+            want.push((d, t));
+        }
+        let mut data: Vec<Vec<u8>> = pkts.iter().map(|p| p.2.clone()).collect();
+        let mut tags = vec![[0u8; ICV_LEN]; pkts.len()];
+        {
+            let mut jobs: Vec<AeadJob<'_>> = pkts
+                .iter()
+                .zip(data.iter_mut())
+                .zip(tags.iter_mut())
+                .map(|(((n, aad, _), d), t)| AeadJob::new(*n, aad, d, t))
+                .collect();
+            ours.seal_batch(&mut jobs);
+            prop_assert!(jobs.iter().all(|j| j.result.is_ok()));
+        }
+        for (i, (d, t)) in data.iter().zip(&tags).enumerate() {
+            prop_assert_eq!(d, &want[i].0, "ciphertext of packet {}", i);
+            prop_assert_eq!(t, &want[i].1, "tag of packet {}", i);
+        }
+        // Single-packet seal agrees too.
+        let (n, aad, pt) = &pkts[0];
+        let mut d = pt.clone();
+        let mut t = [0u8; ICV_LEN];
+        ours.seal(n, aad, &mut d, &mut t).unwrap();
+        prop_assert_eq!((&d, &t), (&want[0].0, &want[0].1));
+        // Open the batch with one forged tag.
+        let bad = forge.index(pkts.len());
+        tags[bad][bad % ICV_LEN] ^= 0x80;
+        let results: Vec<_> = {
+            let mut jobs: Vec<AeadJob<'_>> = pkts
+                .iter()
+                .zip(data.iter_mut())
+                .zip(tags.iter_mut())
+                .map(|(((n, aad, _), d), t)| AeadJob::new(*n, aad, d, t))
+                .collect();
+            ours.open_batch(&mut jobs);
+            jobs.iter().map(|j| j.result).collect()
+        };
+        for (i, r) in results.iter().enumerate() {
+            if i == bad {
+                prop_assert_eq!(*r, Err(AeadError::AuthFailed));
+                prop_assert_eq!(&data[i], &want[i].0, "a forged packet is not decrypted");
+            } else {
+                prop_assert_eq!(*r, Ok(()));
+                prop_assert_eq!(&data[i], &pkts[i].2);
+            }
+        }
+        // The reference opens our output (and refuses the forgery) as well.
+        let mut d = want[bad].0.clone();
+        prop_assert!(reference.open(&pkts[bad].0, &pkts[bad].1, &mut d, &tags[bad]).is_err());
+    }
+}
+
+#[test]
+fn chacha_is_not_offered() {
+    let cc = AeadAlgorithm::ChaCha20Poly1305;
+    assert!(!BatchGcm.supports(cc));
+    assert_eq!(BatchGcm.new_aead(cc, &[0; 32]).unwrap_err(), AeadError::Unsupported(cc));
+    assert!(fastest_provider(cc).supports(cc));
+    if available() {
+        assert_eq!(fastest_provider(AeadAlgorithm::Aes128Gcm).name(), "batch-gcm");
+        assert!(matches!(
+            BatchGcm.new_aead(AeadAlgorithm::Aes128Gcm, &[0; 15]),
+            Err(AeadError::BadKeyLength { .. })
+        ));
+    }
+}
