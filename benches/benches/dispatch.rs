@@ -68,9 +68,7 @@ fn dispatch(c: &mut Criterion) {
     g.bench_function("batch32_ipv4_udp", |b| {
         b.iter(|| {
             let hashed = black_box(&staged).hash_into(engine.hasher(), &mut hashes);
-            for (q, &h) in queues.iter_mut().zip(&hashes) {
-                *q = reta.queue(h);
-            }
+            reta.queues_into(&hashes, &mut queues);
             black_box(hashed);
             black_box(&queues);
         })
