@@ -64,7 +64,7 @@ pub mod load;
 pub mod receiver;
 
 pub use dispatcher::{DispatchWorker, Dispatcher};
-pub use engine::{Steer, SteeringDecision, SteeringEngine};
+pub use engine::{DecideScratch, Steer, SteeringDecision, SteeringEngine};
 pub use fabric::DispatchFabric;
 pub use load::{LoadReceiver, LoadSender, load_channel};
 pub use receiver::DispatchRx;
