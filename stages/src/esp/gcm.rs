@@ -667,20 +667,20 @@ mod x86 {
             g.push(_mm_set_epi64x((aad.len() as u64 * 8) as i64, (ct.len() as u64 * 8) as i64));
             g.acc
         }
-        /// CTR over the jobs of one group. `seal`: every job, and `tag_mask[j]` gets E(K, J0).
+        /// CTR over the jobs of one group. `SEAL`: every job, and `tag_mask[j]` gets E(K, J0).
         /// Open: `ghash[j]` holds each job's GHASH; the tag is checked when its mask is ready and
         /// a job whose tag fails is not decrypted (`ok[j]` false).
         #[inline]
         #[target_feature(enable = "aes,pclmulqdq,sse2,ssse3,sse4.1")]
-        fn ctr_group(
+        fn ctr_group<const SEAL: bool>(
             &self,
             jobs: &mut [AeadJob<'_>],
             tag_mask: &mut [__m128i; GROUP],
             ghash: &[__m128i; GROUP],
             ok: &mut [bool; GROUP],
-            seal: bool,
         ) {
-            // Queue entries: (job, byte offset or usize::MAX for the tag mask).
+            // Queue entries: counter blocks, and (job, byte offset or `TAG` for the tag mask).
+            const TAG: usize = usize::MAX;
             let mut blocks = [_mm_setzero_si128(); LANES];
             let mut dest = [(0usize, 0usize); LANES];
             let mut n = 0;
@@ -695,27 +695,30 @@ mod x86 {
                 } else {
                     self.encrypt8(blocks)
                 }
-                for (ks, &(j, off)) in blocks.iter().zip(dest).take(n) {
-                    if off == usize::MAX {
-                        if seal {
-                            tag_mask[j] = *ks;
+                for (&ks, &(j, off)) in blocks[..n].iter().zip(&dest[..n]) {
+                    if off == TAG {
+                        if SEAL {
+                            tag_mask[j] = ks;
                         } else {
-                            let want = to_bytes(xor(*ks, ghash[j]));
+                            let want = to_bytes(xor(ks, ghash[j]));
                             let diff = want.iter().zip(jobs[j].icv.iter()).fold(0u8, |d, (a, b)| d | (a ^ b));
                             ok[j] = diff == 0;
                         }
                         continue;
                     }
-                    if !ok[j] {
+                    // Sealing queues only jobs that are processed (`ok` is true for all).
+                    if !SEAL && !ok[j] {
                         continue;
                     }
-                    let data = &mut jobs[j].data;
-                    let end = data.len().min(off + 16);
-                    let ks = to_bytes(*ks);
-                    match <&mut [u8; 16]>::try_from(&mut data[off..end]) {
-                        Ok(d) => *d = (u128::from_ne_bytes(*d) ^ u128::from_ne_bytes(ks)).to_ne_bytes(),
-                        Err(_) => {
-                            for (d, k) in data[off..end].iter_mut().zip(ks) {
+                    let data = &mut *jobs[j].data;
+                    match data.get_mut(off..off + 16) {
+                        Some(d) => {
+                            let d: &mut [u8; 16] =
+                                d.try_into().unwrap_or_else(|_| unreachable!("16-byte range"));
+                            *d = to_bytes(xor(from_bytes(*d), ks));
+                        }
+                        None => {
+                            for (d, k) in data[off..].iter_mut().zip(to_bytes(ks)) {
                                 *d ^= k;
                             }
                         }
@@ -729,28 +732,33 @@ mod x86 {
                 }
                 let base = j0_base(&jobs[j].nonce);
                 let nblocks = len.div_ceil(16);
+                // Block 0 is J0 (counter 1, the tag mask); data block i uses counter i + 2.
+                blocks[n] = _mm_insert_epi32::<3>(base, 1u32.to_be() as i32);
+                dest[n] = (j, TAG);
+                n += 1;
+                if n == LANES {
+                    flush(&mut blocks, &dest, n, jobs, ok);
+                    n = 0;
+                }
                 // Runs of eight full blocks of a long packet are done in place, without the
-                // queue; the tag mask and the last (up to eight) blocks go through the queue,
-                // interleaved with the other packets.
+                // queue; the last (up to eight) blocks go through the queue, interleaved with
+                // the other packets.
                 let runs = len / (16 * LANES);
-                let mut b = 0;
-                while b <= nblocks {
-                    // Block 0 is J0 (counter 1, the tag mask); data block i uses counter i + 2.
-                    if b == 1 && runs > 0 {
-                        if !seal && n > 0 {
-                            // The tag must be checked before anything is decrypted.
-                            flush(&mut blocks, &dest, n, jobs, ok);
-                            n = 0;
-                        }
-                        if ok[j] {
-                            self.ctr_runs(base, &mut jobs[j].data[..runs * 16 * LANES]);
-                        }
-                        b += runs * LANES;
-                        continue;
+                let mut b = 1;
+                if runs > 0 {
+                    if !SEAL && n > 0 {
+                        // The tag must be checked before anything is decrypted.
+                        flush(&mut blocks, &dest, n, jobs, ok);
+                        n = 0;
                     }
-                    let ctr = (b as u32 + 1).to_be();
-                    blocks[n] = _mm_insert_epi32::<3>(base, ctr as i32);
-                    dest[n] = (j, if b == 0 { usize::MAX } else { (b - 1) * 16 });
+                    if ok[j] {
+                        self.ctr_runs(base, &mut jobs[j].data[..runs * 16 * LANES]);
+                    }
+                    b += runs * LANES;
+                }
+                while b <= nblocks {
+                    blocks[n] = _mm_insert_epi32::<3>(base, (b as u32 + 1).to_be() as i32);
+                    dest[n] = (j, (b - 1) * 16);
                     n += 1;
                     if n == LANES {
                         flush(&mut blocks, &dest, n, jobs, ok);
@@ -832,7 +840,7 @@ mod x86 {
                     }
                 }
                 let mut mask = [z; GROUP];
-                self.ctr_group(group, &mut mask, &[z; GROUP], &mut ok, true);
+                self.ctr_group::<true>(group, &mut mask, &[z; GROUP], &mut ok);
                 for (j, job) in group.iter_mut().enumerate() {
                     if ok[j] {
                         let s = bswap(self.ghash_any(job.aad, job.data));
@@ -852,7 +860,7 @@ mod x86 {
                 for (j, job) in group.iter().enumerate() {
                     gh[j] = bswap(self.ghash_any(job.aad, job.data));
                 }
-                self.ctr_group(group, &mut [z; GROUP], &gh, &mut ok, false);
+                self.ctr_group::<false>(group, &mut [z; GROUP], &gh, &mut ok);
                 for (j, job) in group.iter_mut().enumerate() {
                     job.result =
                         if ok[j] && job.data.len() <= MAX_LEN { Ok(()) } else { Err(AeadError::AuthFailed) };

@@ -139,6 +139,19 @@ fn set_ethertype(data: &mut [u8], l3: usize, v6: bool) {
     }
 }
 
+/// Moves the `len` header bytes at `from` to `to` (as `copy_within`); the usual 14-byte
+/// Ethernet header goes through registers instead of a `memmove` call.
+#[inline(always)]
+fn move_header(data: &mut [u8], from: usize, len: usize, to: usize) {
+    if len == 14 {
+        let mut h = [0u8; 14];
+        h.copy_from_slice(&data[from..from + 14]);
+        data[to..to + 14].copy_from_slice(&h);
+    } else {
+        data.copy_within(from..from + len, to);
+    }
+}
+
 /// Encapsulates the IP packet at `l3` with `sa`, using the next sequence number of `state` as
 /// both sequence number and explicit IV (RFC 4106 §3.1 allows any unique IV; the counter is the
 /// usual choice and costs nothing). Checks and updates the lifetime; `events` hears about soft
@@ -298,7 +311,7 @@ pub(crate) fn prepare_encap<B: PacketBuf>(
     // Lengths below fit their 16-bit fields: `ip_total` was checked above.
     let (esp, outer_ip_len) = match sa.outer_template() {
         Some(outer) => {
-            data.copy_within(outer_len..outer_len + l3, 0);
+            move_header(data, outer_len, l3, 0);
             set_ethertype(data, l3, outer.is_v6());
             outer.write(&mut data[l3..], ip.tos, total - l3, ip_id);
             (l3 + outer.len() + udp_len, outer.len())
@@ -522,7 +535,7 @@ pub(crate) fn finish_decap<B: PacketBuf>(
             }
             // TFC padding (RFC 4303 §2.4) may follow the inner packet: its own length rules.
             let shift = ct_start - l3;
-            data.copy_within(0..l3, shift);
+            move_header(data, 0, l3, shift);
             set_ethertype(&mut data[shift..], l3, ip.v6);
             pkt.trim_front(shift).map_err(|_| DropReason::EspMalformed)?;
             pkt.set_len(l3 + ip.total_len).map_err(|_| DropReason::EspMalformed)?;

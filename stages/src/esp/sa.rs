@@ -261,6 +261,36 @@ pub enum SaError {
     },
 }
 
+/// A time limit as an instant: reached when `now.saturating_duration_since(created) >= limit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deadline {
+    /// No limit (or one beyond the clock's range).
+    Never,
+    /// A zero limit: reached even by an instant taken before the SA was created.
+    Always,
+    /// Reached from this instant on.
+    At(Instant),
+}
+
+impl Deadline {
+    fn new(created: Instant, limit: Option<Duration>) -> Self {
+        match limit {
+            None => Deadline::Never,
+            Some(t) if t.is_zero() => Deadline::Always,
+            Some(t) => created.checked_add(t).map_or(Deadline::Never, Deadline::At),
+        }
+    }
+
+    #[inline]
+    fn reached(self, now: Instant) -> bool {
+        match self {
+            Deadline::Never => false,
+            Deadline::Always => true,
+            Deadline::At(d) => now >= d,
+        }
+    }
+}
+
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
 /// An SA ready for the data path: configuration plus expanded key. Immutable and shared (in an
@@ -275,6 +305,12 @@ pub struct SecurityAssociation {
     esn: bool,
     replay_window: u32,
     lifetime: Lifetime,
+    /// No soft or hard limit at all: [`SaState::admit`] only checks the status.
+    unlimited: bool,
+    /// `created` plus the soft and hard time limits, so that the per-packet check is one
+    /// comparison.
+    soft_deadline: Deadline,
+    hard_deadline: Deadline,
     outer_ttl: u8,
     /// Largest outer IP packet; `usize::MAX` without an MTU.
     mtu: usize,
@@ -329,6 +365,7 @@ impl SecurityAssociation {
             cfg.provider.new_aead(cfg.algorithm, key).map_err(|source| SaError::Aead { spi, source })?;
         let mut s = [0u8; SALT_LEN];
         s.copy_from_slice(salt);
+        let created = Instant::now();
         Ok(Self {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             spi,
@@ -338,11 +375,14 @@ impl SecurityAssociation {
             esn: cfg.esn,
             replay_window: cfg.replay_window,
             lifetime: cfg.lifetime,
+            unlimited: cfg.lifetime == Lifetime::default(),
+            soft_deadline: Deadline::new(created, cfg.lifetime.soft.time),
+            hard_deadline: Deadline::new(created, cfg.lifetime.hard.time),
             outer_ttl: cfg.outer_ttl,
             mtu: cfg.mtu.map_or(usize::MAX, usize::from),
             salt: s,
             cipher,
-            created: Instant::now(),
+            created,
             selector: cfg.selector.as_ref().map(CompiledSelector::new),
             outer: match cfg.mode {
                 EspMode::Tunnel { local, remote } => {
@@ -545,8 +585,11 @@ impl SaState {
         if self.status == SaStatus::Expired {
             return false;
         }
+        if sa.unlimited {
+            return true;
+        }
         let hard = &sa.lifetime.hard;
-        let expired = hard.time.is_some_and(|t| now.saturating_duration_since(sa.created) >= t)
+        let expired = sa.hard_deadline.reached(now)
             || hard.packets.is_some_and(|p| self.packets >= p)
             || hard.bytes.is_some_and(|b| self.bytes >= b);
         if expired {
@@ -556,7 +599,7 @@ impl SaState {
         }
         if self.status == SaStatus::Live {
             let soft = &sa.lifetime.soft;
-            if soft.time.is_some_and(|t| now.saturating_duration_since(sa.created) >= t)
+            if sa.soft_deadline.reached(now)
                 || soft.packets.is_some_and(|p| self.packets >= p)
                 || soft.bytes.is_some_and(|b| self.bytes >= b)
             {

@@ -208,21 +208,48 @@ fn crypt_batch<'p, B: PacketBuf>(
     ok: &mut [bool; BATCH_SIZE],
     seal: bool,
 ) {
-    // Group by SA (order within an SA does not matter: the jobs are independent).
-    let mut order: ArrayVec<(usize, usize), BATCH_SIZE> =
-        (0..pkts.len()).filter_map(|k| plan(k).map(|(i, _)| (i, k))).collect();
-    if order.is_empty() {
-        return;
-    }
-    order.sort_unstable();
-    let mut refs: ArrayVec<Option<&mut B>, BATCH_SIZE> = pkts.iter_mut().map(Some).collect();
+    // Jobs are grouped by SA (order within an SA does not matter: the jobs are independent).
+    // Usual case: the packets of an SA are already contiguous in batch order (one SA per
+    // batch, or runs of one), and the jobs are built in one pass without sorting.
     let mut jobs: ArrayVec<AeadJob<'_>, BATCH_SIZE> = ArrayVec::new();
     let mut owner: ArrayVec<(usize, usize), BATCH_SIZE> = ArrayVec::new();
-    for &(i, k) in &order {
-        let (Some(p), Some((_, c))) = (refs[k].take(), plan(k)) else { continue };
-        if let Some((data, icv)) = c.split(p.data_mut()) {
-            jobs.push(AeadJob::new(c.nonce, c.aad(), data, icv));
-            owner.push((i, k));
+    let mut grouped = true;
+    let mut last = usize::MAX;
+    let mut seen = 0u64;
+    for k in 0..pkts.len() {
+        if let Some((i, _)) = plan(k)
+            && i != last
+        {
+            // An SA seen before, after another one: not contiguous. (Indices are folded
+            // modulo 64; a collision only sends the batch down the sorting path.)
+            let bit = 1u64 << (i % 64);
+            if seen & bit != 0 {
+                grouped = false;
+                break;
+            }
+            seen |= bit;
+            last = i;
+        }
+    }
+    if grouped {
+        for (k, p) in pkts.iter_mut().enumerate() {
+            let Some((i, c)) = plan(k) else { continue };
+            if let Some((data, icv)) = c.split(p.data_mut()) {
+                jobs.push(AeadJob::new(c.nonce, c.aad(), data, icv));
+                owner.push((i, k));
+            }
+        }
+    } else {
+        let mut order: ArrayVec<(usize, usize), BATCH_SIZE> =
+            (0..pkts.len()).filter_map(|k| plan(k).map(|(i, _)| (i, k))).collect();
+        order.sort_unstable();
+        let mut refs: ArrayVec<Option<&mut B>, BATCH_SIZE> = pkts.iter_mut().map(Some).collect();
+        for &(i, k) in &order {
+            let (Some(p), Some((_, c))) = (refs[k].take(), plan(k)) else { continue };
+            if let Some((data, icv)) = c.split(p.data_mut()) {
+                jobs.push(AeadJob::new(c.nonce, c.aad(), data, icv));
+                owner.push((i, k));
+            }
         }
     }
     let mut start = 0;
