@@ -368,11 +368,13 @@ mod x86 {
     /// (at most) eight, and each chunk is reduced once.
     struct Ghash<'k> {
         key: &'k GcmKey,
+        /// The reduced sum of the chunks done, xored into the next block pushed (the first of
+        /// its chunk), then zero; after the last block, the result.
         acc: __m128i,
         sum: (__m128i, __m128i, __m128i),
-        /// Size of the current chunk and position in it; blocks left after it.
-        k: usize,
-        t: usize,
+        /// Key power of the next block (counts down to 0 within a chunk); blocks left after
+        /// the current chunk.
+        p: usize,
         left: usize,
     }
 
@@ -382,24 +384,23 @@ mod x86 {
         fn new(key: &'k GcmKey, total: usize) -> Self {
             let z = _mm_setzero_si128();
             let k = total.min(8);
-            Self { key, acc: z, sum: (z, z, z), k, t: 0, left: total - k }
+            Self { key, acc: z, sum: (z, z, z), p: k.wrapping_sub(1), left: total - k }
         }
 
         #[inline]
         #[target_feature(enable = "pclmulqdq,sse2")]
-        fn push(&mut self, mut x: __m128i) {
-            if self.t == 0 {
-                x = xor(x, self.acc);
-            }
-            mul_acc(&mut self.sum, x, self.key.hpow[(self.k - 1 - self.t) & 7]);
-            self.t += 1;
-            if self.t == self.k {
+        fn push(&mut self, x: __m128i) {
+            let z = _mm_setzero_si128();
+            mul_acc(&mut self.sum, xor(x, self.acc), self.key.hpow[self.p & 7]);
+            self.acc = z;
+            if self.p == 0 {
                 self.acc = reduce(self.sum);
-                let z = _mm_setzero_si128();
                 self.sum = (z, z, z);
-                self.k = self.left.min(8);
-                self.left -= self.k;
-                self.t = 0;
+                let k = self.left.min(8);
+                self.left -= k;
+                self.p = k.wrapping_sub(1);
+            } else {
+                self.p -= 1;
             }
         }
     }

@@ -58,6 +58,17 @@ pub struct EspLocation {
 /// keepalive. `Ok(None)` means "not ESP, pass through".
 #[inline]
 pub fn locate_esp(data: &[u8], l3: usize, nat_t_port: u16) -> Result<Option<EspLocation>, DropReason> {
+    locate_esp_inline(data, l3, nat_t_port)
+}
+
+/// [`locate_esp`], always inlined: the decrypt stage's per-packet path (the location is built
+/// in place instead of being returned through memory and copied).
+#[inline(always)]
+pub(crate) fn locate_esp_inline(
+    data: &[u8],
+    l3: usize,
+    nat_t_port: u16,
+) -> Result<Option<EspLocation>, DropReason> {
     let Some(d) = data.get(l3..) else { return Err(DropReason::Truncated) };
     let ip = match IpHeader::parse(d) {
         Ok(ip) => ip,

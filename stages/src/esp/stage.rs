@@ -13,8 +13,8 @@ use wirespeed_core::{BATCH_SIZE, Batch, DropReason, L3Kind, PacketBuf, ShardCtx,
 
 use super::aead::AeadJob;
 use super::packet::{
-    CryptoPlan, DecapPlan, Decapsulated, EncapPlan, decapsulate, finish_decap, finish_encap, locate_esp,
-    prepare_decap, prepare_encap,
+    CryptoPlan, DecapPlan, Decapsulated, EncapPlan, decapsulate, finish_decap, finish_encap,
+    locate_esp_inline, prepare_decap, prepare_encap,
 };
 use super::sa::{EspMode, NAT_T_PORT, SaEvent, SaEventKind};
 use super::sad::{OutboundDecision, SaSet, ShardSas};
@@ -356,7 +356,7 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                     stats.passed += 1;
                     return Verdict::Continue;
                 };
-                let loc = match locate_esp(p.data(), l3, port) {
+                let loc = match locate_esp_inline(p.data(), l3, port) {
                     Ok(Some(loc)) => loc,
                     Ok(None) => {
                         stats.passed += 1;
