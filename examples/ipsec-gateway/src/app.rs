@@ -31,8 +31,8 @@ pub enum RunError {
     #[error("gateway.control_socket = {0}: {1}")]
     Listen2(String, String),
     /// The configuration names a backend `run` cannot open.
-    #[error("backend `{0}` is for embedding (tests build mem ports themselves); `run` opens pcap")]
-    Backend(&'static str),
+    #[error("interfaces.lan.port.backend = {0}: {1}")]
+    Backend(&'static str, &'static str),
 }
 
 /// Options of a run.
@@ -82,8 +82,21 @@ impl RunReport {
 /// Runs the gateway of `cfg` on its pcap ports until the input ends or `opts.stop` is set.
 pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError> {
     for itf in [&cfg.lan, &cfg.wan] {
-        if let PortConfig::Mem(_) = itf.port {
-            return Err(RunError::Backend("mem"));
+        match itf.port {
+            PortConfig::Mem(_) => {
+                return Err(RunError::Backend(
+                    "mem",
+                    "for embedding (tests build mem ports themselves); `run` opens pcap",
+                ));
+            }
+            PortConfig::Afxdp(_) | PortConfig::Dpdk(_) => {
+                return Err(RunError::Backend(
+                    itf.port.backend(),
+                    "validated, but `run` does not open kernel-bypass ports yet: the gateway's shards \
+                     run on pool buffers (pcap, mem) only",
+                ));
+            }
+            PortConfig::Pcap(_) => {}
         }
     }
     let pool = BufferPool::new(PoolConfig { buffers: cfg.buffers, ..PoolConfig::default() })?;

@@ -154,7 +154,7 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
             }
             let r = app::run(&cfg, &RunOptions { json, stop: Some(stop), ..RunOptions::default() }).map_err(
                 |e| match e {
-                    app::RunError::Backend(_) => Failure::Config(e.to_string()),
+                    app::RunError::Backend(..) => Failure::Config(e.to_string()),
                     e => Failure::Runtime(e.to_string()),
                 },
             )?;
