@@ -79,30 +79,39 @@ impl RunReport {
     }
 }
 
-/// Runs the gateway of `cfg` on its pcap ports until the input ends or `opts.stop` is set.
+/// Runs the gateway of `cfg` on its pcap ports until the input ends or `opts.stop` is set, or on
+/// its AF_XDP ports until `opts.stop` is set.
 pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError> {
-    for itf in [&cfg.lan, &cfg.wan] {
-        match itf.port {
-            PortConfig::Mem(_) => {
-                return Err(RunError::Backend(
-                    "mem",
-                    "for embedding (tests build mem ports themselves); `run` opens pcap",
-                ));
-            }
-            PortConfig::Afxdp(_) | PortConfig::Dpdk(_) => {
-                return Err(RunError::Backend(
-                    itf.port.backend(),
-                    "validated, but `run` does not open kernel-bypass ports yet: the gateway's shards \
-                     run on pool buffers (pcap, mem) only",
-                ));
-            }
-            PortConfig::Pcap(_) => {}
-        }
-    }
-    let pool = BufferPool::new(PoolConfig { buffers: cfg.buffers, ..PoolConfig::default() })?;
-    let p = ports::open_pcap(cfg, &pool, Steering::new(cfg)?)?;
     let start = Instant::now();
-    let gw = gateway::build(cfg, p, pool, RunMode::UntilInputEnds)?;
+    let gw = match &cfg.lan.port {
+        PortConfig::Mem(_) => {
+            return Err(RunError::Backend(
+                "mem",
+                "for embedding (tests build mem ports themselves); `run` opens pcap and afxdp",
+            ));
+        }
+        PortConfig::Pcap(_) => {
+            let pool = BufferPool::new(PoolConfig { buffers: cfg.buffers, ..PoolConfig::default() })?;
+            let p = ports::open_pcap(cfg, &pool, Steering::new(cfg)?)?;
+            gateway::build(cfg, p, pool, RunMode::UntilInputEnds)?
+        }
+        #[cfg(target_os = "linux")]
+        PortConfig::Afxdp(_) => {
+            let (p, notes) = ports::open_afxdp(cfg, &Steering::new(cfg)?)?;
+            for n in notes {
+                eprintln!("{}: {n}", cfg.name);
+            }
+            gateway::build_with(cfg, p, ports::XdpControlTx::split, RunMode::UntilStopped)?
+        }
+        #[cfg(not(target_os = "linux"))]
+        PortConfig::Afxdp(_) => return Err(RunError::Backend("afxdp", "AF_XDP exists on Linux only")),
+        PortConfig::Dpdk(_) => {
+            return Err(RunError::Backend(
+                "dpdk",
+                "validated, but `run` does not open DPDK ports yet (build_with takes them from an embedding program)",
+            ));
+        }
+    };
     let _metrics = match cfg.management.host_listen {
         Some(addr) => Some(
             crate::metrics::MetricsServer::start(addr, gw.metrics_handle())

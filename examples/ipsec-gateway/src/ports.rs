@@ -1,5 +1,6 @@
 //! Opening the ports a configuration names. `mem` ports are made by the embedding program (tests)
-//! and passed to [`crate::gateway::build`] directly; this module opens `pcap` ports.
+//! and passed to [`crate::gateway::build`] directly; this module opens `pcap` ports and, on
+//! Linux, `afxdp` ports (for [`crate::gateway::build_with`]).
 //!
 //! A capture file has one input, but the gateway has one queue per shard plus the management
 //! queue: the pcap port spreads the input over them with the gateway's own [`Steering`] (the
@@ -24,6 +25,14 @@ pub enum PortOpenError {
         side: &'static str,
         /// The error.
         source: wirespeed_pcap::PcapError,
+    },
+    /// An AF_XDP port.
+    #[error("interfaces.{side}.port: {source}")]
+    AfXdp {
+        /// Which interface.
+        side: &'static str,
+        /// The error.
+        source: wirespeed_afxdp::AfXdpError,
     },
     /// A backend this function does not open.
     #[error("interfaces.{side}.port: backend `{backend}` {why}")]
@@ -79,4 +88,89 @@ pub fn open_pcap(
     let lan = open(Side::Lan)?;
     let wan = open(Side::Wan)?;
     Ok(GatewayPorts { lan, wan })
+}
+
+/// The control plane's side of an AF_XDP management queue: the queue's transmit half, shared
+/// between sending and allocating frames from its UMEM. Both halves live on the control shard's
+/// thread, so the lock is never contended (and this is the management path, not the data path).
+#[cfg(target_os = "linux")]
+pub struct XdpControlTx(Arc<std::sync::Mutex<wirespeed_afxdp::XdpTx>>);
+
+#[cfg(target_os = "linux")]
+impl XdpControlTx {
+    /// The transmit queue and the allocator of one management queue.
+    pub fn split(tx: wirespeed_afxdp::XdpTx) -> (Self, Self) {
+        let tx = Arc::new(std::sync::Mutex::new(tx));
+        (Self(tx.clone()), Self(tx))
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl wirespeed_core::TxQueue for XdpControlTx {
+    type Buf = wirespeed_afxdp::XdpBuf;
+
+    fn tx_burst(&mut self, batch: &mut wirespeed_core::Batch<Self::Buf>) -> usize {
+        self.0.lock().map_or(0, |mut t| t.tx_burst(batch))
+    }
+
+    fn flush(&mut self) {
+        if let Ok(mut t) = self.0.lock() {
+            t.flush()
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl wirespeed_stages::control::TxAlloc<wirespeed_afxdp::XdpBuf> for XdpControlTx {
+    fn alloc_tx(&mut self) -> Option<wirespeed_afxdp::XdpBuf> {
+        self.0.lock().ok()?.alloc()
+    }
+}
+
+/// Opens both AF_XDP ports of `cfg`, each with [`queues_per_port`] queues (queue `q` of a port
+/// is data shard `q`'s; the last is the management queue) and `port_id` set to its side, then
+/// programs the gateway's RSS configuration and steering plan into the NIC as far as the driver
+/// allows. Returns the ports and one line per item of what runs in hardware and what the NIC
+/// left undone (traffic of the management rules that lands on a data queue is still punted to
+/// the control plane by the data shard's `Punt` stage; RSS the NIC does not do means an uneven
+/// spread, never a wrong packet).
+#[cfg(target_os = "linux")]
+pub fn open_afxdp(
+    cfg: &GatewayConfig,
+    steering: &Steering,
+) -> Result<(GatewayPorts<wirespeed_afxdp::AfXdpPort>, Vec<String>), PortOpenError> {
+    use wirespeed_core::Port;
+    let mut notes = Vec::new();
+    let mut open = |side: Side| -> Result<wirespeed_afxdp::AfXdpPort, PortOpenError> {
+        let itf = cfg.interface(side);
+        let PortConfig::Afxdp(p) = &itf.port else {
+            return Err(PortOpenError::Unsupported {
+                side: side.name(),
+                backend: itf.port.backend(),
+                why: "is not an AF_XDP port",
+            });
+        };
+        let mut p = p.clone();
+        p.port_id = side.port();
+        p.queues = Some(queues_per_port(cfg));
+        let mut port = wirespeed_afxdp::AfXdpPort::open(p)
+            .map_err(|source| PortOpenError::AfXdp { side: side.name(), source })?;
+        let name = side.name();
+        notes.push(format!("{name}: {}", port.report()));
+        if port.info().mac != itf.mac {
+            notes.push(format!(
+                "{name}: interfaces.{name}.mac differs from {}'s own MAC: frames to the configured MAC \
+                 reach the gateway only if the interface accepts them (promiscuous, or set its MAC)",
+                port.config().interface
+            ));
+        }
+        let rss = port.apply_rss(&cfg.rss, steering.reta());
+        let plan = port.apply_plan(&cfg.steering);
+        notes.push(format!("{name}: RSS: {rss}"));
+        notes.push(format!("{name}: steering plan: {plan}"));
+        Ok(port)
+    };
+    let lan = open(Side::Lan)?;
+    let wan = open(Side::Wan)?;
+    Ok((GatewayPorts { lan, wan }, notes))
 }
