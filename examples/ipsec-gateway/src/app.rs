@@ -80,14 +80,14 @@ impl RunReport {
 }
 
 /// Runs the gateway of `cfg` on its pcap ports until the input ends or `opts.stop` is set, or on
-/// its AF_XDP ports until `opts.stop` is set.
+/// its AF_XDP or DPDK ports until `opts.stop` is set.
 pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError> {
     let start = Instant::now();
     let gw = match &cfg.lan.port {
         PortConfig::Mem(_) => {
             return Err(RunError::Backend(
                 "mem",
-                "for embedding (tests build mem ports themselves); `run` opens pcap and afxdp",
+                "for embedding (tests build mem ports themselves); `run` opens pcap, afxdp and dpdk",
             ));
         }
         PortConfig::Pcap(_) => {
@@ -105,11 +105,17 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
         }
         #[cfg(not(target_os = "linux"))]
         PortConfig::Afxdp(_) => return Err(RunError::Backend("afxdp", "AF_XDP exists on Linux only")),
+        #[cfg(feature = "dpdk")]
         PortConfig::Dpdk(_) => {
-            return Err(RunError::Backend(
-                "dpdk",
-                "validated, but `run` does not open DPDK ports yet (build_with takes them from an embedding program)",
-            ));
+            let (p, alloc, notes) = ports::open_dpdk(cfg, &Steering::new(cfg)?)?;
+            for n in notes {
+                eprintln!("{}: {n}", cfg.name);
+            }
+            gateway::build_with(cfg, p, move |tx| (tx, alloc), RunMode::UntilStopped)?
+        }
+        #[cfg(not(feature = "dpdk"))]
+        PortConfig::Dpdk(_) => {
+            return Err(RunError::Backend("dpdk", "needs ipsec-gateway built with `--features dpdk`"));
         }
     };
     let _metrics = match cfg.management.host_listen {

@@ -1,6 +1,7 @@
 //! Opening the ports a configuration names. `mem` ports are made by the embedding program (tests)
 //! and passed to [`crate::gateway::build`] directly; this module opens `pcap` ports and, on
-//! Linux, `afxdp` ports (for [`crate::gateway::build_with`]).
+//! Linux, `afxdp` ports and, with the `dpdk` feature, `dpdk` ports (for
+//! [`crate::gateway::build_with`]).
 //!
 //! A capture file has one input, but the gateway has one queue per shard plus the management
 //! queue: the pcap port spreads the input over them with the gateway's own [`Steering`] (the
@@ -33,6 +34,15 @@ pub enum PortOpenError {
         side: &'static str,
         /// The error.
         source: wirespeed_afxdp::AfXdpError,
+    },
+    /// A DPDK port.
+    #[cfg(feature = "dpdk")]
+    #[error("interfaces.{side}.port: {source}")]
+    Dpdk {
+        /// Which interface.
+        side: &'static str,
+        /// The error.
+        source: wirespeed_dpdk::DpdkError,
     },
     /// A backend this function does not open.
     #[error("interfaces.{side}.port: backend `{backend}` {why}")]
@@ -173,4 +183,78 @@ pub fn open_afxdp(
     let lan = open(Side::Lan)?;
     let wan = open(Side::Wan)?;
     Ok((GatewayPorts { lan, wan }, notes))
+}
+
+/// The control plane's buffer allocator on DPDK ports: mbufs from the port's mempool.
+#[cfg(feature = "dpdk")]
+#[derive(Clone, Copy, Debug)]
+pub struct MbufAlloc(pub wirespeed_dpdk::Mempool);
+
+#[cfg(feature = "dpdk")]
+impl wirespeed_stages::control::TxAlloc<wirespeed_dpdk::Mbuf> for MbufAlloc {
+    fn alloc_tx(&mut self) -> Option<wirespeed_dpdk::Mbuf> {
+        wirespeed_dpdk::Mbuf::alloc(&self.0)
+    }
+}
+
+/// Opens both DPDK ports of `cfg` (the EAL is initialised by the first, with the LAN port's
+/// `eal` list), `port_index` set to their side. When a port's `rss` table is absent and it has
+/// more than one queue, the gateway's `[rss]` key, mode and hash types are programmed (RETA size:
+/// `rss.reta_size`). Then the gateway's indirection table (data queues only) and its steering
+/// plan (management rules to the last queue, through `rte_flow`) are applied as far as the PMD
+/// allows. Returns the ports, an allocator for the control planes, and one line per report
+/// (what runs in hardware, what does not; management traffic a data queue receives is still
+/// punted to the control plane by the data shard's `Punt` stage).
+#[cfg(feature = "dpdk")]
+pub fn open_dpdk(
+    cfg: &GatewayConfig,
+    steering: &Steering,
+) -> Result<(GatewayPorts<wirespeed_dpdk::DpdkPort>, MbufAlloc, Vec<String>), PortOpenError> {
+    let mut notes = Vec::new();
+    let eal = match &cfg.lan.port {
+        PortConfig::Dpdk(p) => p.eal.clone(),
+        _ => Vec::new(),
+    };
+    let mut open = |side: Side| -> Result<wirespeed_dpdk::DpdkPort, PortOpenError> {
+        let itf = cfg.interface(side);
+        let PortConfig::Dpdk(p) = &itf.port else {
+            return Err(PortOpenError::Unsupported {
+                side: side.name(),
+                backend: itf.port.backend(),
+                why: "is not a DPDK port",
+            });
+        };
+        let mut p = p.clone();
+        p.port_index = side.port();
+        if p.eal.is_empty() {
+            p.eal = eal.clone();
+        }
+        if p.rss.is_none() && p.queues > 1 {
+            p.rss =
+                Some(wirespeed_dpdk::RssSettings { hash: cfg.rss.clone(), reta_size: Some(cfg.reta_size) });
+        }
+        let mut port = wirespeed_dpdk::DpdkPort::new(&p)
+            .map_err(|source| PortOpenError::Dpdk { side: side.name(), source })?;
+        let name = side.name();
+        if let Some(hw) = port.hw_rss() {
+            notes.push(format!("{name}: RSS: {}", hw.report()));
+            match wirespeed_core::rss::RssControl::set_reta(hw, steering.reta()) {
+                Ok(()) => notes.push(format!("{name}: RETA: data queues only, in hardware")),
+                Err(e) => {
+                    notes.push(format!("{name}: RETA not programmed ({e}): the NIC spreads over every queue"))
+                }
+            }
+            match hw.apply_steering_report(&cfg.steering) {
+                Ok(r) => notes.push(format!("{name}: steering plan: {r}")),
+                Err(e) => notes.push(format!("{name}: steering plan left to software ({e})")),
+            }
+        } else {
+            notes.push(format!("{name}: no hardware RSS: every packet arrives on queue 0 (shard 0)"));
+        }
+        Ok(port)
+    };
+    let lan = open(Side::Lan)?;
+    let wan = open(Side::Wan)?;
+    let alloc = MbufAlloc(lan.mempool());
+    Ok((GatewayPorts { lan, wan }, alloc, notes))
 }
