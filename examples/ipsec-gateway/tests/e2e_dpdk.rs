@@ -146,11 +146,11 @@ fn demo_traffic_through_gateway_a_on_net_pcap_decrypts_at_b() {
 
     let mut esp = Vec::new();
     for i in 0..q {
-        let mut r = wirespeed_pcap::CaptureReader::open(&path(&format!("wan-out-{i}.pcap"))).unwrap();
+        let mut r = wirespeed_pcap::CaptureReader::open(path(&format!("wan-out-{i}.pcap"))).unwrap();
         while let Some(f) = r.next_frame() {
             esp.push(f.unwrap().data.to_vec());
         }
-        let mut r = wirespeed_pcap::CaptureReader::open(&path(&format!("lan-out-{i}.pcap"))).unwrap();
+        let mut r = wirespeed_pcap::CaptureReader::open(path(&format!("lan-out-{i}.pcap"))).unwrap();
         assert!(r.next_frame().is_none(), "nothing goes back out of A's LAN side");
     }
     assert_eq!(esp.len() as u64, tunnelled);
