@@ -59,7 +59,7 @@ pub use pipeline::Pipeline;
 pub use pool::{BufferPool, PoolBuf, PoolConfig, PoolError, PoolStats};
 pub use runtime::{Command, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker};
 #[cfg(not(loom))]
-pub use runtime::{PerShard, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardReport};
+pub use runtime::{HandOutError, PerShard, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardReport};
 pub use stage::{Chain, PerPacket, Stage};
 pub use stats::{ShardCounters, ShardCtx, ShardId, ShardStats, StatsCell};
 pub use verdict::{CustomReason, DropReason, Verdict};

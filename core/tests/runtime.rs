@@ -310,3 +310,29 @@ fn wait_finished_returns_when_a_shard_panics() {
     });
     assert!(matches!(r, Err(RuntimeError::Panicked { shard: 0, .. })), "{r:?}");
 }
+
+/// A factory that cannot fail returns its worker itself (no `Ok::<_, E>(..)`), with `launch` and
+/// with the builder, boxed or not; a factory returning a `Result` still fails the launch with its
+/// `Err`.
+#[test]
+fn infallible_factories_return_the_worker_itself() {
+    let cfg = RuntimeConfig { shards: 2, cores: Some(vec![]), ..RuntimeConfig::default() };
+    let rt = Runtime::launch(cfg.clone(), |shard| Idle(shard as u64 * 1_000_000_000)).unwrap();
+    let reports = rt.stop().unwrap();
+    assert!(*reports[1].report::<u64>().unwrap() >= 1_000_000_000);
+
+    let rt = Runtime::builder(cfg.clone())
+        .shard(|_| Idle(0))
+        .shard(|_| Box::new(Idle(7)) as Box<dyn Worker>)
+        .launch()
+        .unwrap();
+    let reports = rt.stop().unwrap();
+    assert!(*reports[1].report::<u64>().unwrap() >= 7);
+
+    let err = Runtime::builder(cfg)
+        .shard(|_| Idle(0))
+        .shard(|_| Err::<Idle, _>("no queue for this shard"))
+        .launch()
+        .expect_err("launch must fail");
+    assert_eq!(err.to_string(), "shard 1 failed to start: no queue for this shard");
+}

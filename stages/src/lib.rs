@@ -45,7 +45,7 @@ pub mod forward;
 pub use classify::{Classify, ClassifyConfig};
 pub use control::{ControlConfig, ControlPlane, Punt, PuntQueue};
 pub use esp::{
-    AeadAlgorithm, Direction, EspDecrypt, EspEncrypt, EspMode, EspStats, PolicyAction, SaConfig, SaSet,
-    SecurityPolicy, Selector, ShardSas, Spd,
+    AeadAlgorithm, Direction, EspDecrypt, EspEncrypt, EspMode, EspStats, Framing, PolicyAction, SaConfig,
+    SaSet, SecurityAssociation, SecurityPolicy, Selector, ShardSas, Spd,
 };
-pub use forward::{Fib, FibBuilder, Forward, NextHop};
+pub use forward::{Fib, FibBuilder, FibError, Forward, NextHop};

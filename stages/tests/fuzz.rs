@@ -349,6 +349,7 @@ fn esp_pair(alg: AeadAlgorithm, natt: bool) -> (EspEncrypt, EspDecrypt, Publishe
         GW4.into(),
         PEER4.into(),
     );
+    // Loopback: the inbound SA is the peer's (local = PEER4, remote = GW4).
     let mut i = SaConfig::tunnel(0x100, Direction::Inbound, alg, &keymat(alg), PEER4.into(), GW4.into());
     if natt {
         o.udp_encap = Some(UdpEncap::default());

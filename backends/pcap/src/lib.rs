@@ -7,8 +7,10 @@
 //! VLAN/QinQ tags, raw IPv4/IPv6, Linux cooked SLL and SLL2, BSD null and OpenBSD loop), and
 //! [`Frame::to_ethernet`] normalises a frame into Ethernet II, which is what pipeline stages
 //! parse. [`PcapWriter`] writes pcap files. [`PcapPort`] puts both behind the
-//! [`wirespeed_core::Port`] contract: one Rx queue per input file (or one file spread over the
-//! queues by the RSS steering of `wirespeed_core::rss`), Tx writing per-queue or shared output files. Live capture through libpcap is the opt-in `live` feature
+//! [`wirespeed_core::Port`] contract: one Rx queue per input file, or one file spread over the
+//! queues by the same RSS steering engine as a NIC's and the software dispatcher's
+//! ([`PcapPortBuilder::spread_input`] with a `wirespeed_core::rss::SteeringEngine`), Tx writing
+//! per-queue or shared output files. Live capture through libpcap is the opt-in `live` feature
 //! (`LivePort`); the default build needs no C library.
 //!
 //! Reading and writing allocate nothing per frame, and no length read from a file is trusted

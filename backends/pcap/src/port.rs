@@ -190,11 +190,10 @@ impl PcapPortBuilder {
     /// [`PcapPortBuilder::queues`]; cannot be combined with [`PcapPortBuilder::input`].
     ///
     /// ```
-    /// use wirespeed_core::rss::{RssConfig, RssGroup, RssHasher, SteeringEngine, SteeringPlan, SymmetricMode};
+    /// use wirespeed_core::rss::{RssConfig, SteeringEngine, SymmetricMode};
     /// # let input = std::env::temp_dir().join(format!("spread-doc-{}.pcap", std::process::id()));
     /// # wirespeed_pcap::PcapWriter::create(&input)?.flush()?;
-    /// let hasher = RssHasher::new(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() })?;
-    /// let engine = SteeringEngine::new(hasher, SteeringPlan::rss_only(RssGroup::first(2)), 2)?;
+    /// let engine = SteeringEngine::rss_only(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() }, 2)?;
     /// let pool = wirespeed_core::BufferPool::new(wirespeed_core::PoolConfig::default())?;
     /// let port = wirespeed_pcap::PcapPort::builder(pool).spread_input(&input, engine).queues(2).build()?;
     /// # std::fs::remove_file(&input)?;
@@ -212,7 +211,9 @@ impl PcapPortBuilder {
     }
 
     /// Number of queue pairs (default: the number of inputs, at least 1). Must not be below the
-    /// number of inputs.
+    /// number of inputs. A queue beyond the inputs has an Rx that is at its end from the start
+    /// and a Tx like any other: the output of a shard that receives from a software dispatcher
+    /// (`wirespeed_core::rss::DispatchRx`) rather than from the port.
     pub fn queues(mut self, queues: u16) -> Self {
         self.queues = Some(queues);
         self

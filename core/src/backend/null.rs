@@ -167,7 +167,7 @@ pub fn udp4_frame(len: usize) -> Vec<u8> {
     let mut f = vec![0u8; len];
     f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
     f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    f[12..14].copy_from_slice(&crate::wire::ETHERTYPE_IPV4.to_be_bytes());
     let ip_len = (len - 14) as u16;
     let ip = &mut f[14..34];
     ip[0] = 0x45;
@@ -188,13 +188,5 @@ pub fn udp4_frame(len: usize) -> Vec<u8> {
 
 /// RFC 1071 checksum of an IPv4 header whose checksum field is zero.
 pub fn ipv4_header_checksum(hdr: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in hdr.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
-        sum += w as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    crate::wire::checksum::checksum(hdr)
 }

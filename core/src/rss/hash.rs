@@ -329,14 +329,14 @@ impl HashInput {
 
 /// What follows the addresses in the input.
 #[derive(Clone, Copy)]
-enum Tail {
+pub(super) enum Tail {
     Ports(u16, u16),
     Spi(u32),
 }
 
 impl Tail {
     #[inline]
-    fn bytes(self, mode: SymmetricMode) -> [u8; 4] {
+    pub(super) fn bytes(self, mode: SymmetricMode) -> [u8; 4] {
         match self {
             Tail::Spi(spi) => spi.to_be_bytes(),
             Tail::Ports(sp, dp) => {
@@ -355,7 +355,7 @@ impl Tail {
 
 /// The class of `t` under `types`: `None` = no hash, `Some(None)` = 2-tuple, else the tail.
 #[inline]
-fn tail(t: &FlowTuple, types: HashTypes, v6: bool) -> Option<Option<Tail>> {
+pub(super) fn tail(t: &FlowTuple, types: HashTypes, v6: bool) -> Option<Option<Tail>> {
     let ty = |v4t: HashTypes, v6t: HashTypes| types.contains(if v6 { v6t } else { v4t });
     let tcp = t.proto == proto::TCP;
     let udp = t.proto == proto::UDP;
@@ -378,7 +378,7 @@ fn tail(t: &FlowTuple, types: HashTypes, v6: bool) -> Option<Option<Tail>> {
 
 /// The two address fields of the input under `mode`.
 #[inline]
-fn mix<const A: usize>(mode: SymmetricMode, s: &[u8; A], d: &[u8; A]) -> ([u8; A], [u8; A]) {
+pub(super) fn mix<const A: usize>(mode: SymmetricMode, s: &[u8; A], d: &[u8; A]) -> ([u8; A], [u8; A]) {
     match mode {
         SymmetricMode::None | SymmetricMode::Key => (*s, *d),
         SymmetricMode::Xor => {

@@ -2,6 +2,7 @@
 //!
 //! * [`toeplitz`]: the Toeplitz hash — bit-serial reference, per-byte tables, CLMUL batches.
 //! * [`hash`]: hash types, symmetric modes, [`RssConfig`] and the [`RssHasher`] built from it.
+//! * [`hash_batch`]: a whole batch of flows hashed at once (the dispatcher's path).
 //! * [`reta`]: the indirection table (hash → queue) and its builders.
 //! * [`steering`]: the declarative [`SteeringPlan`] (rules → queue / RSS group / drop).
 //! * [`parse`]: the few header fields RSS and steering read from a frame.
@@ -35,6 +36,7 @@
 mod clmul;
 pub mod dispatch;
 pub mod hash;
+pub mod hash_batch;
 pub mod parse;
 pub mod pick;
 pub mod rebalance;
@@ -46,10 +48,11 @@ pub mod toeplitz;
 mod tests;
 
 pub use dispatch::{
-    DispatchFabric, DispatchRx, DispatchWorker, Dispatcher, LoadReceiver, LoadSender, Steer,
+    DecideScratch, DispatchFabric, DispatchRx, DispatchWorker, Dispatcher, LoadReceiver, LoadSender, Steer,
     SteeringDecision, SteeringEngine, load_channel,
 };
 pub use hash::{FlowTuple, HashInput, HashTypes, L4, RssConfig, RssHasher, SymmetricMode};
+pub use hash_batch::{HASH_BATCH, HashBatch};
 pub use parse::PacketInfo;
 pub use pick::pick_source_port;
 pub use rebalance::{MoveReason, RebalanceMove, Rebalancer, RetaLoad, imbalance};

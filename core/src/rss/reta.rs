@@ -114,6 +114,18 @@ impl Reta {
         self.entries[hash as usize & (self.entries.len() - 1)]
     }
 
+    /// Queues of a batch of hashes: `out[i]` = [`Reta::queue`]`(hashes[i])` (up to the shorter
+    /// length). The table and its mask are loaded once for the whole batch.
+    #[inline]
+    pub fn queues_into(&self, hashes: &[u32], out: &mut [u16]) {
+        let entries = &self.entries[..];
+        let mask = entries.len().wrapping_sub(1);
+        for (q, &h) in out.iter_mut().zip(hashes) {
+            // The mask keeps the index below the (power-of-two) length; `get` never fails.
+            *q = entries.get(h as usize & mask).copied().unwrap_or(0);
+        }
+    }
+
     /// Entry index for a hash.
     #[inline]
     pub fn index(&self, hash: u32) -> usize {

@@ -97,6 +97,26 @@ impl IntoWorker for Box<dyn Worker> {
     }
 }
 
+/// What a shard factory returns: a worker (anything [`IntoWorker`]) when building it cannot
+/// fail, or a `Result` of one, whose `Err` fails the launch with its message
+/// ([`RuntimeError::Factory`]).
+pub trait FactoryOutput {
+    /// The worker, or the factory's error message.
+    fn into_worker_result(self) -> Result<Box<dyn Worker>, String>;
+}
+
+impl<W: IntoWorker> FactoryOutput for W {
+    fn into_worker_result(self) -> Result<Box<dyn Worker>, String> {
+        Ok(self.into_worker())
+    }
+}
+
+impl<W: IntoWorker, E: std::fmt::Display> FactoryOutput for Result<W, E> {
+    fn into_worker_result(self) -> Result<Box<dyn Worker>, String> {
+        self.map(IntoWorker::into_worker).map_err(|e| e.to_string())
+    }
+}
+
 /// How a shard ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShardOutcome {
@@ -190,7 +210,7 @@ impl std::fmt::Debug for Runtime {
 /// let cfg = RuntimeConfig { cores: Some(vec![]), ..RuntimeConfig::default() };
 /// let rt = Runtime::builder(cfg)
 ///     .shard(move |_| Ok::<_, String>(Pipeline::new(rx, tx, ())))
-///     .shard(|_| Ok::<_, String>(Ticker(0)))
+///     .shard(|_| Ticker(0)) // a factory that cannot fail returns the worker itself
 ///     .launch()?;
 /// // Uniform control handles; typed updates are checked against each shard's worker.
 /// let [c0, c1] = [rt.control(0).unwrap(), rt.control(1).unwrap()];
@@ -217,16 +237,14 @@ impl std::fmt::Debug for RuntimeBuilder {
 impl RuntimeBuilder {
     /// Adds the next shard (shard ids count up from 0 in the order added). `factory` runs once,
     /// on the shard's own thread, so what it builds may be `!Send`; it may move its pieces (a
-    /// queue pair, a subscriber) in.
-    pub fn shard<W, E, F>(mut self, factory: F) -> Self
+    /// queue pair, a subscriber) in. It returns the worker, or a `Result` of it when building
+    /// can fail ([`FactoryOutput`]).
+    pub fn shard<R, F>(mut self, factory: F) -> Self
     where
-        W: IntoWorker,
-        E: std::fmt::Display,
-        F: FnOnce(ShardId) -> Result<W, E> + Send + 'static,
+        R: FactoryOutput,
+        F: FnOnce(ShardId) -> R + Send + 'static,
     {
-        self.factories.push(Box::new(move |shard| {
-            factory(shard).map(IntoWorker::into_worker).map_err(|e| e.to_string())
-        }));
+        self.factories.push(Box::new(move |shard| factory(shard).into_worker_result()));
         self
     }
 
@@ -262,19 +280,18 @@ impl Runtime {
     /// thread, then loops. Returns once every worker is built (or one failed).
     ///
     /// The factory may return any [`Worker`] — or a `Box<dyn Worker>` to build different
-    /// workers for different shards. Hand per-shard pieces to it with [`super::PerShard`].
-    pub fn launch<W, F, E>(cfg: RuntimeConfig, factory: F) -> Result<Self, RuntimeError>
+    /// workers for different shards — or a `Result` of one ([`FactoryOutput`]). Hand per-shard
+    /// pieces to it with [`super::PerShard`].
+    pub fn launch<R, F>(cfg: RuntimeConfig, factory: F) -> Result<Self, RuntimeError>
     where
-        W: IntoWorker,
-        F: Fn(ShardId) -> Result<W, E> + Send + Sync + 'static,
-        E: std::fmt::Display,
+        R: FactoryOutput,
+        F: Fn(ShardId) -> R + Send + Sync + 'static,
     {
         let factory = Arc::new(factory);
         let factories = (0..cfg.shards)
             .map(|_| {
                 let f = factory.clone();
-                Box::new(move |shard| f(shard).map(IntoWorker::into_worker).map_err(|e| e.to_string()))
-                    as ShardFactory
+                Box::new(move |shard| f(shard).into_worker_result()) as ShardFactory
             })
             .collect();
         Self::spawn(cfg, factories)

@@ -18,7 +18,7 @@
 //! * A shard that panics is caught at the shard boundary and marked [`ShardState::Failed`] with
 //!   the panic message; `stop`, `wait_finished` and `Drop` still finish and report it.
 //!
-//! The loop checks the control queue once per iteration (two loads when empty), runs a batch,
+//! The loop checks the control queue once per iteration (two plain loads when empty), runs a batch,
 //! refreshes [`ShardCtx::now`] every [`LoopOptions::clock_every`] busy polls (not per batch) and
 //! publishes counters every [`LoopOptions::stats_every`] batches and whenever it goes idle.
 //!
@@ -67,8 +67,8 @@ mod launch;
 pub use handout::{HandOutError, PerShard};
 #[cfg(not(loom))]
 pub use launch::{
-    IntoWorker, Placement, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, ShardOutcome, ShardReport,
-    numa_node_of_cpu,
+    FactoryOutput, IntoWorker, Placement, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, ShardOutcome,
+    ShardReport, numa_node_of_cpu,
 };
 
 /// What one `poll` of a worker did.
@@ -450,7 +450,10 @@ pub fn run_shard<W: Worker + ?Sized>(
     let mut finished = false;
     cx.now = std::time::Instant::now();
     loop {
-        while let Some(cmd) = ctl.commands.pop() {
+        // `is_empty` is two plain loads; an empty `pop` would also issue a full fence.
+        while !ctl.commands.is_empty()
+            && let Some(cmd) = ctl.commands.pop()
+        {
             match cmd {
                 Command::Stop => {
                     worker.drain(cx);

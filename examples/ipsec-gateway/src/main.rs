@@ -1,99 +1,176 @@
-//! `ipsec-gateway`: the example wirespeed appliance.
-//!
-//! `ipsec-gateway demo [--out DIR] [--shards N]` runs the whole appliance offline: it generates a
-//! synthetic traffic capture (IPv4 and IPv6, TCP and UDP flows), replays it through an N-shard
-//! pipeline on the pcap backend, writes one output capture per shard and prints per-shard
-//! counters. No NIC, no root.
+//! `ipsec-gateway`: the example wirespeed appliance. See `USAGE` for the commands and exit codes.
 #![forbid(unsafe_code)]
-
-mod demo;
-mod outpath;
-mod traffic;
-mod tunnel;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-const USAGE: &str = "usage: ipsec-gateway demo [--out DIR] [--shards N]
+use ipsec_gateway::app::{self, RunOptions};
+use ipsec_gateway::config::GatewayConfig;
+use ipsec_gateway::demo::{self, DemoOptions};
 
-  demo     generate synthetic traffic, run it through the gateway pipeline on the pcap
-           backend (offline, no NIC, no root), write the output captures, print counters
-  --out    directory for the input and output captures (default: a new temp directory)
-  --shards number of shards (threads), default 2";
+const USAGE: &str = "usage:
+  ipsec-gateway run --config FILE [--json]
+  ipsec-gateway check --config FILE
+  ipsec-gateway ctl SOCKET [REQUEST]
+  ipsec-gateway demo [--out DIR] [--shards N] [--packets N]
 
-/// Errors the binary reports before exiting non-zero.
-#[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
-    /// Bad command line.
-    #[error("{0}\n\n{USAGE}")]
+  run      run the gateway of FILE (TOML, see examples/ipsec-gateway/configs/) until its
+           input ends or SIGINT/SIGTERM, which drains the shards and prints final counters;
+           a stats line per shard every [gateway] stats_interval seconds (--json: one JSON
+           object per line); GET /metrics (Prometheus text) on the management address
+  check    validate FILE and exit
+  ctl      send REQUEST (or each line of stdin) to a running gateway's control socket
+           ([gateway] control_socket), print the replies; one request a line:
+             sa add { spi = 0x4100, direction = \"inbound\", aead = \"aes128gcm\", key = \"HEX\",
+                      local = \"ADDR\", remote = \"ADDR\", policy = \"NAME\" }
+             sa remove SPI inbound|outbound
+             sa rekey OLD_SPI { new SA, same keys as sa add } [grace=SECONDS]
+             route add PREFIX [via ADDR]      route remove PREFIX
+             neighbor add ADDR MAC lan|wan    neighbor remove ADDR
+             show sas
+           rekey is make-before-break: rekey the receiver's inbound SA first (the old one
+           lingers for the grace period, default 5 s), then the sender's outbound SA
+  demo     two gateways offline: generated traffic -> gateway A (encrypt) -> ESP capture ->
+           gateway B (decrypt), every inner packet checked; prints throughput
+    --out DIR      keep the three captures and both configurations (keys included) in DIR
+    --shards N     data shards per gateway (default 2)
+    --packets N    scale the traffic to about N packets (progress bar on stderr from 100000)
+
+exit codes: 0 success (also after a signal-initiated drain), 1 runtime failure (ports, files,
+shards; for ctl, any request refused), 2 bad command line or configuration, 3 demo check failed";
+
+/// Exit code of a bad command line or configuration.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code of a demo whose output is wrong.
+const EXIT_CHECK: u8 = 3;
+
+enum Failure {
     Usage(String),
-    /// File system trouble with a path.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Capture file trouble.
-    #[error(transparent)]
-    Pcap(#[from] wirespeed_pcap::PcapError),
-    /// Buffer pool configuration.
-    #[error(transparent)]
-    Pool(#[from] wirespeed_core::PoolError),
-    /// Shard runtime.
-    #[error(transparent)]
-    Runtime(#[from] wirespeed_core::RuntimeError),
-    /// A port refused its queues.
-    #[error(transparent)]
-    Port(#[from] wirespeed_core::PortError),
-    /// The run finished but its results are inconsistent.
-    #[error("check failed: {0}")]
+    Config(String),
+    Runtime(String),
     Check(String),
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    match dispatch(&args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ipsec-gateway: {e}");
+        Err(Failure::Usage(m)) => {
+            eprintln!("ipsec-gateway: {m}\n\n{USAGE}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Config(m)) => {
+            eprintln!("ipsec-gateway: configuration: {m}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Runtime(m)) => {
+            eprintln!("ipsec-gateway: {m}");
             ExitCode::FAILURE
+        }
+        Err(Failure::Check(m)) => {
+            eprintln!("ipsec-gateway: {m}");
+            ExitCode::from(EXIT_CHECK)
         }
     }
 }
 
-fn run(args: &[String]) -> Result<(), GatewayError> {
+fn dispatch(args: &[String]) -> Result<(), Failure> {
     let Some((cmd, rest)) = args.split_first() else {
-        return Err(GatewayError::Usage("no command given".into()));
+        return Err(Failure::Usage("no command given".into()));
     };
-    match cmd.as_str() {
-        "demo" => {
-            let mut opts = demo::DemoOptions::default();
-            let mut it = rest.iter();
-            while let Some(a) = it.next() {
-                let mut value = |name: &str| {
-                    it.next().cloned().ok_or_else(|| GatewayError::Usage(format!("{name} needs a value")))
-                };
-                match a.as_str() {
-                    "--out" => opts.out = Some(PathBuf::from(value("--out")?)),
-                    "--shards" => {
-                        let v = value("--shards")?;
-                        opts.shards = v
-                            .parse()
-                            .ok()
-                            .filter(|n| (1..=64).contains(n))
-                            .ok_or_else(|| GatewayError::Usage(format!("--shards {v}: want 1..=64")))?;
-                    }
-                    other => return Err(GatewayError::Usage(format!("unknown option {other}"))),
-                }
-            }
-            demo::run(&opts)
+    if cmd == "ctl" {
+        let Some((socket, request)) = rest.split_first() else {
+            return Err(Failure::Usage("ctl needs SOCKET".into()));
+        };
+        let lines: Vec<String> = if request.is_empty() {
+            std::io::stdin().lines().map_while(Result::ok).filter(|l| !l.trim().is_empty()).collect()
+        } else {
+            vec![request.join(" ")]
+        };
+        let replies = ipsec_gateway::ctl::request(std::path::Path::new(socket), &lines)
+            .map_err(|e| Failure::Runtime(format!("{socket}: {e}")))?;
+        let mut failed = 0;
+        for r in &replies {
+            println!("{r}");
+            failed += usize::from(!r.starts_with("ok"));
         }
+        return if failed == 0 {
+            Ok(())
+        } else {
+            Err(Failure::Runtime(format!("{failed} request(s) refused")))
+        };
+    }
+    let mut it = rest.iter();
+    let mut config = None;
+    let mut json = false;
+    let mut demo = DemoOptions::default();
+    while let Some(a) = it.next() {
+        let mut value =
+            |name: &str| it.next().cloned().ok_or_else(|| Failure::Usage(format!("{name} needs a value")));
+        match (cmd.as_str(), a.as_str()) {
+            ("run" | "check", "--config") => config = Some(PathBuf::from(value("--config")?)),
+            ("run", "--json") => json = true,
+            ("demo", "--out") => demo.out = Some(PathBuf::from(value("--out")?)),
+            ("demo", "--shards") => {
+                let v = value("--shards")?;
+                demo.shards = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| Failure::Usage(format!("--shards {v}: want 1..=64")))?;
+            }
+            ("demo", "--packets") => {
+                let v = value("--packets")?;
+                demo.packets = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (16..=100_000_000).contains(n))
+                        .ok_or_else(|| Failure::Usage(format!("--packets {v}: want 16..=100000000")))?,
+                );
+            }
+            (_, other) => return Err(Failure::Usage(format!("{cmd}: unknown option {other}"))),
+        }
+    }
+    match cmd.as_str() {
+        "run" | "check" => {
+            let path = config.ok_or_else(|| Failure::Usage(format!("{cmd} needs --config FILE")))?;
+            let cfg = GatewayConfig::load(&path).map_err(|e| Failure::Config(e.to_string()))?;
+            if cmd == "check" {
+                println!(
+                    "{}: ok ({} shards, {} SAs, {} policies)",
+                    path.display(),
+                    cfg.shards,
+                    cfg.sas.len(),
+                    cfg.policies.len()
+                );
+                return Ok(());
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, stop.clone())
+                    .map_err(|e| Failure::Runtime(format!("signal handler: {e}")))?;
+            }
+            let r = app::run(&cfg, &RunOptions { json, stop: Some(stop), ..RunOptions::default() }).map_err(
+                |e| match e {
+                    app::RunError::Backend(_) => Failure::Config(e.to_string()),
+                    e => Failure::Runtime(e.to_string()),
+                },
+            )?;
+            if r.interrupted {
+                eprintln!("ipsec-gateway: stopped by signal; shards drained");
+            }
+            Ok(())
+        }
+        "demo" => demo::run(&demo).map_err(|e| match e {
+            demo::DemoError::Check(m) => Failure::Check(m),
+            e => Failure::Runtime(e.to_string()),
+        }),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
         }
-        other => Err(GatewayError::Usage(format!("unknown command {other}"))),
+        other => Err(Failure::Usage(format!("unknown command {other}"))),
     }
 }

@@ -6,7 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::GatewayError;
+use crate::demo::DemoError as GatewayError;
 
 /// What a non-regular file is, for the error message.
 fn kind(t: std::fs::FileType) -> &'static str {
@@ -35,8 +35,8 @@ fn kind(t: std::fs::FileType) -> &'static str {
     }
 }
 
-fn refuse(path: &Path, msg: String) -> GatewayError {
-    GatewayError::Io { path: path.to_path_buf(), source: io::Error::new(io::ErrorKind::InvalidInput, msg) }
+fn refuse(path: &Path, why: String) -> GatewayError {
+    GatewayError::File { path: path.to_path_buf(), why }
 }
 
 /// Checks that `dir` is a directory or absent, and each of `files` (paths inside it the run
@@ -50,7 +50,7 @@ pub fn check_output_paths(dir: &Path, files: &[PathBuf]) -> Result<(), GatewayEr
             return Err(refuse(dir, format!("output must be a directory, this is {}", kind(m.file_type()))));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(GatewayError::Io { path: dir.to_path_buf(), source }),
+        Err(e) => return Err(refuse(dir, e.to_string())),
     }
     for f in files {
         match std::fs::metadata(f) {
@@ -65,7 +65,7 @@ pub fn check_output_paths(dir: &Path, files: &[PathBuf]) -> Result<(), GatewayEr
                 ));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(GatewayError::Io { path: f.clone(), source }),
+            Err(e) => return Err(refuse(f, e.to_string())),
         }
     }
     Ok(())

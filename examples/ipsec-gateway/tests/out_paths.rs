@@ -44,10 +44,10 @@ fn fifo_in_place_of_a_capture_is_refused_without_blocking() {
     let dir: PathBuf = std::env::temp_dir().join(format!("wirespeed-fifo-out-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let fifo = dir.join("input.pcap");
+    let fifo = dir.join("lan-in.pcap");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success(), "mkfifo");
     let (code, err) = demo_out(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("input.pcap") && err.contains("FIFO"), "{err}");
+    assert!(err.contains("lan-in.pcap") && err.contains("FIFO"), "{err}");
 }

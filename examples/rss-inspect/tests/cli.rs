@@ -1,6 +1,6 @@
-//! `rss-inspect` end to end: the Microsoft RSS vectors and DESIGN.md's symmetric vectors
-//! through `hash`, errors naming the line, and `pcap` over every file of the tcpdump corpus
-//! (/work/shared/corpus/tcpdump) without a panic.
+//! `rss-inspect` end to end: the Microsoft RSS vectors and the symmetric-mode vectors of core's
+//! `rss` tests through `hash`, errors naming the line, and `pcap` over every file of the tcpdump
+//! corpus (/work/shared/corpus/tcpdump) without a panic.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -70,7 +70,8 @@ fn hash_microsoft_vectors() {
     assert_eq!(stdout_lines(&o), want);
 }
 
-/// DESIGN.md's symmetric vectors on row 1, in both directions.
+/// The symmetric-mode vectors of Microsoft row 1 (as in `core/src/rss/tests.rs`), in both
+/// directions.
 #[test]
 fn hash_symmetric_modes() {
     let input = "66.9.149.187 161.142.100.80\n66.9.149.187 161.142.100.80 2794 1766\n\

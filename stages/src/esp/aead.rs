@@ -219,8 +219,10 @@ impl<'a> AeadJob<'a> {
 ///
 /// The single-packet [`seal`](EspAead::seal) / [`open`](EspAead::open) are required; the batch
 /// forms default to a loop over them, and a provider that can interleave packets (pipelined
-/// AES rounds, multi-lane Poly1305, an offload queue) overrides them. The ESP stages always call
-/// the batch forms, once per SA and batch.
+/// AES rounds, multi-lane Poly1305, an offload queue) overrides them. The ESP stages call the
+/// batch forms, once per SA and batch (inbound ESN SAs excepted: their packets are opened one
+/// by one, in order, since each one's high sequence bits are inferred from the replay window the
+/// previous one left).
 pub trait EspAead: Send + Sync + std::fmt::Debug {
     /// The algorithm.
     fn algorithm(&self) -> AeadAlgorithm;

@@ -272,6 +272,25 @@ mod x86 {
         reduce(acc)
     }
 
+    /// The nonce ‖ 0^32 block, assembled in registers (building it in a stack array and loading
+    /// that stalls on store-to-load forwarding).
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn j0_base(nonce: &[u8; NONCE_LEN]) -> __m128i {
+        let lo = u64::from_le_bytes([
+            nonce[0], nonce[1], nonce[2], nonce[3], nonce[4], nonce[5], nonce[6], nonce[7],
+        ]);
+        let hi = u32::from_le_bytes([nonce[8], nonce[9], nonce[10], nonce[11]]);
+        _mm_set_epi64x(hi as i64, lo as i64)
+    }
+
+    /// GHASH's lengths block, byte-reversed.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn lens_block(aad: &[u8], ct: &[u8]) -> __m128i {
+        _mm_set_epi64x((aad.len() as u64 * 8) as i64, (ct.len() as u64 * 8) as i64)
+    }
+
     /// A full block (`b` has 16 bytes).
     #[inline(always)]
     fn load16(b: &[u8]) -> __m128i {
@@ -307,18 +326,22 @@ mod x86 {
         na: usize,
         total: usize,
         i: usize,
-        /// The lengths block's halves (bits of AAD, bits of ciphertext), when it ends the stream.
-        lens: (u64, u64),
+        /// The lengths block (byte-reversed: bits of AAD high, bits of ciphertext low), when it
+        /// ends the stream. One 16-byte value, so it is stored and loaded whole.
+        lens: __m128i,
     }
 
     impl<'a> Blocks<'a> {
         /// The whole input of a packet: `aad`, `ct`, lengths.
+        #[inline]
+        #[target_feature(enable = "sse2")]
         fn new(aad: &'a [u8], ct: &'a [u8]) -> Self {
-            Self::part(aad, ct, true, (aad.len() as u64 * 8, ct.len() as u64 * 8))
+            Self::part(aad, ct, true, lens_block(aad, ct))
         }
 
         /// Part of it: `a` then `b` (each zero-padded), then the lengths block if `with_lens`.
-        fn part(a: &'a [u8], b: &'a [u8], with_lens: bool, lens: (u64, u64)) -> Self {
+        #[inline]
+        fn part(a: &'a [u8], b: &'a [u8], with_lens: bool, lens: __m128i) -> Self {
             let na = a.len().div_ceil(16);
             Self { aad: a, ct: b, na, total: na + b.len().div_ceil(16) + with_lens as usize, i: 0, lens }
         }
@@ -334,7 +357,7 @@ mod x86 {
             } else if (i - self.na) * 16 < self.ct.len() {
                 (self.ct, (i - self.na) * 16)
             } else {
-                return _mm_set_epi64x(self.lens.0 as i64, self.lens.1 as i64);
+                return self.lens;
             };
             let b = &s[o..s.len().min(o + 16)];
             bswap(if b.len() == 16 { load16(b) } else { load_partial(b) })
@@ -504,7 +527,7 @@ mod x86 {
             }
             // Long packets: AAD, then eight ciphertext blocks at a time straight from memory,
             // then the rest with the lengths.
-            let lens = (aad.len() as u64 * 8, ct.len() as u64 * 8);
+            let lens = lens_block(aad, ct);
             let mut acc = self.absorb_wide(z, Blocks::part(aad, &[], false, lens));
             let mut chunks = ct.chunks_exact(16 * LANES);
             for c in &mut chunks {
@@ -704,9 +727,7 @@ mod x86 {
                 if len > MAX_LEN {
                     continue;
                 }
-                let mut j0 = [0u8; 16];
-                j0[..NONCE_LEN].copy_from_slice(&jobs[j].nonce);
-                let base = from_bytes(j0);
+                let base = j0_base(&jobs[j].nonce);
                 let nblocks = len.div_ceil(16);
                 // Runs of eight full blocks of a long packet are done in place, without the
                 // queue; the tag mask and the last (up to eight) blocks go through the queue,

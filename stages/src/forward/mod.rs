@@ -61,7 +61,9 @@ use std::net::IpAddr;
 use arrayvec::ArrayVec;
 use wirespeed_core::epoch::Subscriber;
 use wirespeed_core::pipeline::MAX_TX_PORTS;
-use wirespeed_core::wire::{EthernetFrame, Ipv4Packet, Ipv6Packet};
+use wirespeed_core::wire::{
+    ETHERNET_HEADER_LEN, EthernetFrame, IPV4_HEADER_LEN, IPV6_HEADER_LEN, Ipv4Packet, Ipv6Packet,
+};
 use wirespeed_core::{
     BATCH_SIZE, Batch, DropReason, IpPrefix, L3Kind, PacketBuf, PacketMeta, ShardCtx, Stage, Verdict,
 };
@@ -395,14 +397,13 @@ impl Forward {
 
     #[inline(always)]
     fn route(&self, f: &mut [u8], kind: L3Kind, l3_offset: u16) -> Result<u16, DropReason> {
+        // Views over exactly the fixed headers (the classifier validated them), so every access
+        // is a constant offset into an array: one length check per header.
         let l3 = f.get_mut(usize::from(l3_offset)..).ok_or(DropReason::Truncated)?;
         let nb = match kind {
             L3Kind::Ipv4 => {
-                // The classifier validated the header; the view re-checks its length only.
-                let mut ip = Ipv4Packet::new_unchecked(l3);
-                if ip.fixed_header_mut().is_none() {
-                    return Err(DropReason::Truncated);
-                }
+                let h = l3.first_chunk_mut::<IPV4_HEADER_LEN>().ok_or(DropReason::Truncated)?;
+                let mut ip = Ipv4Packet::new_unchecked(h);
                 if ip.ttl() <= 1 {
                     return Err(DropReason::TtlExpired);
                 }
@@ -413,10 +414,8 @@ impl Forward {
                 nb
             }
             L3Kind::Ipv6 => {
-                let mut ip = Ipv6Packet::new_unchecked(l3);
-                if ip.fixed_header_mut().is_none() {
-                    return Err(DropReason::Truncated);
-                }
+                let h = l3.first_chunk_mut::<IPV6_HEADER_LEN>().ok_or(DropReason::Truncated)?;
+                let mut ip = Ipv6Packet::new_unchecked(h);
                 let hops = ip.hop_limit();
                 if hops <= 1 {
                     return Err(DropReason::TtlExpired);
@@ -431,7 +430,8 @@ impl Forward {
             _ => return Err(DropReason::Unsupported),
         };
         let src = self.port_macs.get(nb.port as usize).ok_or(DropReason::NoRoute)?;
-        let mut eth = EthernetFrame::new_checked(f).map_err(|_| DropReason::Truncated)?;
+        let eth = f.first_chunk_mut::<ETHERNET_HEADER_LEN>().ok_or(DropReason::Truncated)?;
+        let mut eth = EthernetFrame::new_unchecked(eth);
         eth.set_dst_addr(nb.mac);
         eth.set_src_addr(*src);
         Ok(nb.port)

@@ -3,13 +3,14 @@
 
 use std::time::Instant;
 
-use super::engine::{SteeringDecision, SteeringEngine};
+use super::engine::{DecideScratch, SteeringDecision, SteeringEngine};
 use super::fabric::Ring;
 use super::load::LoadSender;
 use crate::backend::RxQueue;
-use crate::batch::Batch;
+use crate::batch::{BATCH_SIZE, Batch};
 use crate::buf::PacketBuf;
 use crate::epoch::Subscriber;
+use crate::rss::parse::PacketInfo;
 use crate::rss::rebalance::RetaLoad;
 use crate::rss::reta::Reta;
 use crate::runtime::{Poll, Worker};
@@ -32,6 +33,14 @@ pub struct Dispatcher<B> {
     epoch: Instant,
     closed: Arc<AtomicBool>,
     report: Option<(LoadSender, u32, u32)>,
+    batch: Box<BatchScratch>,
+}
+
+/// What one batch is decided with: its parsed headers, its decisions, the engine's scratch.
+struct BatchScratch {
+    infos: [PacketInfo; BATCH_SIZE],
+    decisions: [SteeringDecision; BATCH_SIZE],
+    decide: DecideScratch,
 }
 
 impl<B> std::fmt::Debug for Dispatcher<B> {
@@ -60,6 +69,11 @@ impl<B: PacketBuf> Dispatcher<B> {
             epoch: Instant::now(),
             closed,
             report: None,
+            batch: Box::new(BatchScratch {
+                infos: [PacketInfo::default(); BATCH_SIZE],
+                decisions: [SteeringDecision::Drop { rule: 0 }; BATCH_SIZE],
+                decide: DecideScratch::new(),
+            }),
         }
     }
 
@@ -110,11 +124,16 @@ impl<B: PacketBuf> Dispatcher<B> {
             self.load = RetaLoad::new(self.reta.len());
         }
         let now = self.clock(cx);
+        // The whole batch at once: parse every packet, decide all of them with one batch hash
+        // (the same decisions `SteeringEngine::decide` makes one at a time), then move them.
+        let bs = &mut *self.batch;
+        let n = batch.len().min(BATCH_SIZE);
+        for (info, p) in bs.infos.iter_mut().zip(batch.iter()) {
+            *info = PacketInfo::parse_ethernet(p.data());
+        }
+        self.engine.decide_batch(&bs.infos[..n], &self.reta, &mut bs.decide, &mut bs.decisions[..n]);
         batch.move_into(&mut self.scratch);
-        let engine = &*self.engine;
-        let reta: &Reta = &self.reta;
-        for mut p in self.scratch.drain(..) {
-            let d = engine.decide_frame(p.data(), reta);
+        for (mut p, &d) in self.scratch.drain(..).zip(&bs.decisions[..n]) {
             let SteeringDecision::Queue { queue, hash, entry, .. } = d else {
                 cx.counters.drop_packet(DropReason::SteeringDrop);
                 continue;

@@ -3,6 +3,7 @@
 
 use crate::rss::RssError;
 use crate::rss::hash::RssHasher;
+use crate::rss::hash_batch::{HASH_BATCH, HashBatch};
 use crate::rss::parse::PacketInfo;
 use crate::rss::reta::Reta;
 use crate::rss::steering::{SteeringAction, SteeringPlan};
@@ -85,6 +86,37 @@ impl SteeringEngine {
         Ok(Self { hasher, plan, actions, queues, reta })
     }
 
+    /// Plain RSS as a NIC with `queues` queues does it: the hash `cfg` describes (key, hash
+    /// types, symmetric mode), no steering rules, the default round-robin RETA over queues
+    /// `0..queues`. Shorthand for [`SteeringEngine::new`] with
+    /// [`SteeringPlan::rss_only`]`(`[`RssGroup::first`]`(queues))`.
+    ///
+    /// ```
+    /// use wirespeed_core::rss::{RssConfig, SteeringEngine, SymmetricMode};
+    ///
+    /// let engine = SteeringEngine::rss_only(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() }, 2)?;
+    /// let reta = engine.default_reta()?;
+    /// let mut frame = wirespeed_core::backend::null::udp4_frame(64);
+    /// let there = engine.decide_frame(&frame, &reta).queue();
+    /// // The reply (addresses and ports swapped) lands on the same queue: symmetric RSS.
+    /// let (src, dst) = (frame[26..30].to_vec(), frame[30..34].to_vec());
+    /// frame[26..30].copy_from_slice(&dst);
+    /// frame[30..34].copy_from_slice(&src);
+    /// let (sport, dport) = (frame[34..36].to_vec(), frame[36..38].to_vec());
+    /// frame[34..36].copy_from_slice(&dport);
+    /// frame[36..38].copy_from_slice(&sport);
+    /// assert_eq!(engine.decide_frame(&frame, &reta).queue(), there);
+    /// assert!(there.is_some_and(|q| q < 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// [`RssGroup::first`]: crate::rss::RssGroup::first
+    pub fn rss_only(cfg: &crate::rss::RssConfig, queues: u16) -> Result<Self, RssError> {
+        // Paths spelled out rather than imported: keeps this file's import block as it was.
+        let group = crate::rss::RssGroup::first(queues);
+        Self::new(RssHasher::new(cfg)?, SteeringPlan::rss_only(group), queues)
+    }
+
     /// The hasher.
     pub fn hasher(&self) -> &RssHasher {
         &self.hasher
@@ -133,10 +165,164 @@ impl SteeringEngine {
         }
     }
 
+    /// Decides a batch of parsed packets at once — the dispatcher's path: the plan's rules per
+    /// packet, then one batch hash ([`RssHasher::hash_batch`]) for every packet whose decision
+    /// needs a hash, then the RETA. `out[i]` is exactly what [`SteeringEngine::decide`] gives
+    /// for `infos[i]`; `out` must be at least as long as `infos` (extra packets are not decided).
+    ///
+    /// ```
+    /// use wirespeed_core::rss::{DecideScratch, PacketInfo, RssConfig, RssGroup, RssHasher, SteeringDecision, SteeringEngine, SteeringPlan};
+    ///
+    /// let engine = SteeringEngine::new(RssHasher::new(&RssConfig::default())?, SteeringPlan::rss_only(RssGroup::first(4)), 4)?;
+    /// let reta = engine.default_reta()?;
+    /// let infos: Vec<PacketInfo> = (0..40u16)
+    ///     .map(|i| {
+    ///         let mut f = wirespeed_core::backend::null::udp4_frame(64);
+    ///         f[34..36].copy_from_slice(&(1000 + i).to_be_bytes());
+    ///         PacketInfo::parse_ethernet(&f)
+    ///     })
+    ///     .collect();
+    /// let mut out = vec![SteeringDecision::Drop { rule: 0 }; infos.len()];
+    /// engine.decide_batch(&infos, &reta, &mut DecideScratch::new(), &mut out);
+    /// for (p, d) in infos.iter().zip(&out) {
+    ///     assert_eq!(*d, engine.decide(p, &reta));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decide_batch(
+        &self,
+        infos: &[PacketInfo],
+        reta: &Reta,
+        scratch: &mut DecideScratch,
+        out: &mut [SteeringDecision],
+    ) {
+        for (infos, out) in infos.chunks(HASH_BATCH).zip(out.chunks_mut(HASH_BATCH)) {
+            self.decide_round(infos, reta, scratch, out);
+        }
+    }
+
+    #[inline]
+    fn decide_round(
+        &self,
+        infos: &[PacketInfo],
+        reta: &Reta,
+        s: &mut DecideScratch,
+        out: &mut [SteeringDecision],
+    ) {
+        let n = infos.len().min(out.len()).min(HASH_BATCH);
+        let (infos, out) = (&infos[..n], &mut out[..n]);
+        // 1. Rules: a queue or drop rule decides without a hash; an RSS rule or the default group
+        //    needs one (`group[i]`: the rule, or NO_RULE for the default group), whose input is
+        //    staged for the batch hash right away.
+        s.hash.clear();
+        if self.plan.rules.is_empty() {
+            s.need[..n].fill(true);
+            s.group[..n].fill(NO_RULE);
+            for (i, p) in infos.iter().enumerate() {
+                if let Some(t) = &p.tuple {
+                    s.hash.push(&self.hasher, i, t);
+                }
+            }
+        } else {
+            for (i, p) in infos.iter().enumerate() {
+                s.need[i] = true;
+                s.group[i] = NO_RULE;
+                for (r, (rule, action)) in self.plan.rules.iter().zip(&self.actions).enumerate() {
+                    if !rule.matches.matches(p) {
+                        continue;
+                    }
+                    let rule = Some(r as u16);
+                    match action {
+                        Action::Queue(q) => {
+                            out[i] = SteeringDecision::Queue { queue: *q, hash: None, entry: None, rule };
+                            s.need[i] = false;
+                        }
+                        Action::Drop => {
+                            out[i] = SteeringDecision::Drop { rule: r as u16 };
+                            s.need[i] = false;
+                        }
+                        Action::Group(_) => s.group[i] = r as u16,
+                    }
+                    break;
+                }
+                if s.need[i]
+                    && let Some(t) = &p.tuple
+                {
+                    s.hash.push(&self.hasher, i, t);
+                }
+            }
+        }
+        // 2. One batch hash per input length.
+        let hashed = s.hash.hash_into(&self.hasher, &mut s.hashes);
+        // 3. The RETA (the default group's, or the rule group's).
+        let decided = out.iter_mut().zip(&s.need[..n]).zip(s.hashes.iter().zip(&s.group[..n]));
+        for (i, ((o, &need), (&hash, &group))) in decided.enumerate() {
+            if !need {
+                continue;
+            }
+            let h = (hashed & (1 << i) != 0).then_some(hash);
+            *o = match group {
+                NO_RULE => {
+                    let entry = reta.index(h.unwrap_or(0));
+                    SteeringDecision::Queue {
+                        queue: reta.entries()[entry],
+                        hash: h,
+                        entry: Some(entry as u16),
+                        rule: None,
+                    }
+                }
+                r => match self.actions.get(usize::from(r)) {
+                    Some(Action::Group(g)) => SteeringDecision::Queue {
+                        queue: g.queue(h.unwrap_or(0)),
+                        hash: h,
+                        entry: None,
+                        rule: Some(r),
+                    },
+                    // Unreachable: `group` only names group rules.
+                    _ => SteeringDecision::Drop { rule: r },
+                },
+            };
+        }
+    }
+
     /// Parses an Ethernet frame and decides it.
     #[inline]
     pub fn decide_frame(&self, frame: &[u8], reta: &Reta) -> SteeringDecision {
         self.decide(&PacketInfo::parse_ethernet(frame), reta)
+    }
+}
+
+const NO_RULE: u16 = u16::MAX;
+
+/// Reusable scratch of [`SteeringEngine::decide_batch`] (a few KiB; keep one per dispatcher).
+pub struct DecideScratch {
+    hash: HashBatch,
+    hashes: [u32; HASH_BATCH],
+    need: [bool; HASH_BATCH],
+    group: [u16; HASH_BATCH],
+}
+
+impl std::fmt::Debug for DecideScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecideScratch").finish_non_exhaustive()
+    }
+}
+
+impl Default for DecideScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DecideScratch {
+    /// Empty scratch.
+    pub fn new() -> Self {
+        Self {
+            hash: HashBatch::new(),
+            hashes: [0; HASH_BATCH],
+            need: [false; HASH_BATCH],
+            group: [NO_RULE; HASH_BATCH],
+        }
     }
 }
 

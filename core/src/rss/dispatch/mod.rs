@@ -21,8 +21,8 @@
 //! ```
 //! use wirespeed_core::backend::mem::{MemConfig, MemPort};
 //! use wirespeed_core::epoch::Publisher;
-//! use wirespeed_core::rss::{DispatchFabric, RssConfig, RssGroup, RssHasher, SteeringEngine, SteeringPlan, SymmetricMode};
-//! use wirespeed_core::sync::Arc;
+//! use std::sync::Arc;
+//! use wirespeed_core::rss::{DispatchFabric, RssConfig, SteeringEngine, SymmetricMode};
 //! use wirespeed_core::{BufferPool, Pipeline, PoolBuf, PoolConfig, Port, ShardCtx};
 //!
 //! let pool = BufferPool::new(PoolConfig::default())?;
@@ -30,8 +30,8 @@
 //! let (rx0, tx0) = port.queue_pair(0)?;
 //! let (_rx1, tx1) = port.queue_pair(1)?; // the hardware queue 1 gets nothing: one-queue NIC
 //!
-//! let hasher = RssHasher::new(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() })?;
-//! let engine = Arc::new(SteeringEngine::new(hasher, SteeringPlan::rss_only(RssGroup::first(2)), 2)?);
+//! let rss = RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() };
+//! let engine = Arc::new(SteeringEngine::rss_only(&rss, 2)?); // what a 2-queue NIC would do
 //! let mut reta = Publisher::new(engine.default_reta()?); // the rebalancer publishes here
 //! let fabric = DispatchFabric::<PoolBuf>::new(1, 2, 64)?;
 //! let dispatcher = fabric.dispatcher(0, engine.clone(), reta.subscribe(), Some(0))?;
@@ -64,7 +64,7 @@ pub mod load;
 pub mod receiver;
 
 pub use dispatcher::{DispatchWorker, Dispatcher};
-pub use engine::{Steer, SteeringDecision, SteeringEngine};
+pub use engine::{DecideScratch, Steer, SteeringDecision, SteeringEngine};
 pub use fabric::DispatchFabric;
 pub use load::{LoadReceiver, LoadSender, load_channel};
 pub use receiver::DispatchRx;

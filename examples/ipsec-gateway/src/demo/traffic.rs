@@ -26,12 +26,19 @@ pub struct Flow {
 
 /// MAC of the host that sends the demo traffic.
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x10, 0x01];
-/// MAC of the gateway's LAN port.
-pub const GATEWAY_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+/// MAC of the gateway's LAN port (gateway A).
+pub const GATEWAY_MAC: [u8; 6] = super::configs::A_LAN_MAC;
 
 /// The demo's flow mix: LAN hosts (10.1.0.0/16, fd00:1::/64) talking to remote sites
-/// (10.2.0.0/16, fd00:2::/64) over TCP and UDP, with mixed packet sizes.
-pub fn demo_flows() -> Vec<Flow> {
+/// (10.2.0.0/16, fd00:2::/64) over TCP and UDP, with mixed packet sizes; `packets` scales the
+/// tunnelled flows so the capture holds about that many packets (default about 700).
+pub fn demo_flows(packets: Option<usize>) -> Vec<Flow> {
+    let weight = |i: usize| 40 + 10 * (i % 5);
+    let total_weight: usize = (0..12).map(weight).sum();
+    let per_flow = |i: usize| match packets {
+        Some(n) => (n.saturating_sub(8) * weight(i) / total_weight).max(1),
+        None => weight(i),
+    };
     let mut flows = Vec::new();
     for i in 0..12u16 {
         let v6 = i % 3 == 2;
@@ -50,7 +57,7 @@ pub fn demo_flows() -> Vec<Flow> {
             sport: 40_000 + i * 7,
             dport: [443, 53, 8080, 5001][i as usize % 4],
             payload: [64, 512, 1200, 100][i as usize % 4],
-            packets: 40 + 10 * (i as usize % 5),
+            packets: per_flow(i as usize),
             ttl: 64,
         });
     }
@@ -79,18 +86,22 @@ pub fn demo_flows() -> Vec<Flow> {
     flows
 }
 
-/// All packets of `flows`, interleaved round-robin, as Ethernet frames with timestamps (ns).
-pub fn frames(flows: &[Flow]) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
+/// Writes every packet of `flows`, interleaved round-robin the way a busy link interleaves
+/// them, to a capture at `path` (streamed: nothing is held in memory); returns the count.
+pub fn write_capture(flows: &[Flow], path: &std::path::Path) -> Result<u64, wirespeed_pcap::PcapError> {
+    let mut w = wirespeed_pcap::PcapWriter::create(path)?;
     let longest = flows.iter().map(|f| f.packets).max().unwrap_or(0);
     let mut t = 1_764_000_000_000_000_000u64;
-    for n in 0..longest {
-        for f in flows.iter().filter(|f| n < f.packets) {
-            out.push((t, frame(f, n as u32)));
+    let mut n = 0;
+    for seq in 0..longest {
+        for f in flows.iter().filter(|f| seq < f.packets) {
+            w.write_frame(&frame(f, seq as u32), t)?;
             t += 1_000;
+            n += 1;
         }
     }
-    out
+    w.flush()?;
+    Ok(n)
 }
 
 /// Packet `seq` of `flow` as an Ethernet frame.
@@ -100,7 +111,8 @@ pub fn frame(flow: &Flow, seq: u32) -> Vec<u8> {
     l4[0..2].copy_from_slice(&flow.sport.to_be_bytes());
     l4[2..4].copy_from_slice(&flow.dport.to_be_bytes());
     let hdr = if flow.proto == 6 {
-        l4[4..8].copy_from_slice(&(1000 + seq * flow.payload as u32).to_be_bytes());
+        l4[4..8]
+            .copy_from_slice(&(1000u32.wrapping_add(seq.wrapping_mul(flow.payload as u32))).to_be_bytes());
         l4[12] = 5 << 4;
         l4[13] = 0x18; // PSH|ACK
         l4[14..16].copy_from_slice(&65535u16.to_be_bytes());
@@ -195,7 +207,7 @@ mod tests {
 
     #[test]
     fn checksums_verify() {
-        for f in demo_flows() {
+        for f in demo_flows(None) {
             let fr = frame(&f, 3);
             if fr[12..14] == [0x08, 0x00] {
                 assert_eq!(checksum(&[&fr[14..34]]), 0, "IPv4 header verifies");

@@ -1,0 +1,855 @@
+//! The appliance's wiring: [`build`] turns a [`GatewayConfig`] and two ports (LAN and WAN, any
+//! backend) into running shards.
+//!
+//! ```text
+//!  data shard i (one per RSS queue i of both ports):
+//!    LAN rx i ─► Classify ─► Punt ─► Forward ─► EspEncrypt (SPD → this shard's SA) ─┐
+//!    WAN rx i ─► Classify ─► Punt ─► CleartextGuard ─► EspDecrypt (SA by SPI,        ├─► LAN tx i / WAN tx i
+//!                                     inbound selector check) ─► Forward ────────────┘   (by output port)
+//!  control shard (queue `shards` of both ports, the steering plan's management queue):
+//!    mgmt rx ─► Classify ─► Punt ─► smoltcp ControlPlane per interface (ARP, ND, ping,
+//!    HTTP /metrics on the management interface) ─► mgmt tx
+//! ```
+//!
+//! Routes and SAs are read-mostly tables published by epoch from the [`Gateway`] handle, so
+//! [`Gateway::publish_routes`] / [`Gateway::publish_sas`] change them under running shards.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use wirespeed_core::epoch::{Publisher, Subscriber};
+use wirespeed_core::rss::{Reta, RssHasher, SteeringEngine};
+use wirespeed_core::{
+    Batch, BufferPool, DropReason, FlowClass, LoopOptions, PacketBuf, Poll, PoolBuf, Port, Runtime,
+    RuntimeConfig, RxQueue, ShardCounters, ShardCtx, ShardStats, Stage, TxQueue, Verdict, Worker,
+};
+use wirespeed_stages::classify::Classify;
+use wirespeed_stages::control::{ControlConfig, ControlPlane, Punt, PuntQueue, punt_queue};
+use wirespeed_stages::esp::wire::{IpHeader, ethernet_l3_offset};
+use wirespeed_stages::esp::{
+    EspDecrypt, EspEncrypt, EventQueue, FlowKey, OutboundDecision, SaConfig, SaEvent, SaSet,
+    SecurityAssociation, Spd, event_queue,
+};
+use wirespeed_stages::forward::{Fib, FibBuilder, Forward, NextHop};
+
+use crate::config::{GatewayConfig, Side};
+
+/// Why a gateway could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The routes do not make a FIB.
+    #[error("routes: {0}")]
+    Routes(String),
+    /// The SAs and policies do not make a SAD.
+    #[error("SAD: {0}")]
+    Sad(String),
+    /// A port could not hand out its queues.
+    #[error("port: {0}")]
+    Port(String),
+    /// RSS / steering.
+    #[error("steering: {0}")]
+    Steering(String),
+    /// The shards.
+    #[error(transparent)]
+    Runtime(#[from] wirespeed_core::RuntimeError),
+}
+
+/// The two ports of a gateway (any backend whose buffers are pool buffers: pcap, mem).
+#[derive(Debug)]
+pub struct GatewayPorts<P> {
+    /// Protected side.
+    pub lan: P,
+    /// Untrusted side.
+    pub wan: P,
+}
+
+/// How the shards end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Offline captures: every shard exits once its inputs are exhausted.
+    UntilInputEnds,
+    /// Live ports: run until [`Gateway::stop`].
+    UntilStopped,
+}
+
+/// Queues each port needs: one per data shard plus the management queue.
+pub fn queues_per_port(cfg: &GatewayConfig) -> u16 {
+    cfg.shards as u16 + 1
+}
+
+/// The steering decision of the gateway's ports (what a NIC with this RSS configuration and
+/// steering plan computes in hardware; what the pcap port and tests use in software).
+#[derive(Debug)]
+pub struct Steering {
+    engine: SteeringEngine,
+    reta: Reta,
+}
+
+impl Steering {
+    /// The engine of `cfg`.
+    pub fn new(cfg: &GatewayConfig) -> Result<Self, BuildError> {
+        let err = |e: wirespeed_core::rss::RssError| BuildError::Steering(e.to_string());
+        let hasher = RssHasher::new(&cfg.rss).map_err(err)?;
+        let engine = SteeringEngine::new(hasher, cfg.steering.clone(), queues_per_port(cfg)).map_err(err)?;
+        let reta = engine.default_reta().map_err(err)?;
+        Ok(Self { engine, reta })
+    }
+
+    /// The management queue (the last one).
+    pub fn management_queue(&self) -> u16 {
+        self.engine.queues() - 1
+    }
+
+    /// Queue of `frame` (`None`: the plan drops it).
+    pub fn queue(&self, frame: &[u8]) -> Option<u16> {
+        self.engine.decide_frame(frame, &self.reta).queue()
+    }
+}
+
+/// Frames the plan drops go to the management queue, where the control shard counts them.
+impl wirespeed_core::rss::Steer for Steering {
+    fn queue(&self, frame: &[u8]) -> Option<u16> {
+        Some(Steering::queue(self, frame).unwrap_or(self.management_queue()))
+    }
+}
+
+/// The FIB of a configuration.
+pub fn fib_builder(cfg: &GatewayConfig) -> Result<FibBuilder, BuildError> {
+    let mut b = FibBuilder::new();
+    for r in &cfg.routes {
+        let via = r.via.map_or(NextHop::Direct, NextHop::Gateway);
+        b.route(r.prefix.addr, r.prefix.len, via).map_err(|e| BuildError::Routes(e.to_string()))?;
+    }
+    for n in &cfg.neighbors {
+        b.neighbor(n.ip, n.mac, n.side.port());
+    }
+    Ok(b)
+}
+
+/// The SA table and SPD of a configuration.
+pub fn sad(cfg: &GatewayConfig) -> Result<(Vec<Arc<SecurityAssociation>>, Spd), BuildError> {
+    let sas = cfg
+        .sas
+        .iter()
+        .map(|c| SecurityAssociation::new(c).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BuildError::Sad(e.to_string()))?;
+    let spd = Spd::new(cfg.policies.iter().map(|p| p.policy.clone()).collect());
+    Ok((sas, spd))
+}
+
+/// What every data shard's stages share: the classifier's view of the appliance, the output
+/// ports' MACs, the punt queues to the control plane (LAN, WAN) and the SA event queue.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    /// Own addresses and management port, for [`Classify`].
+    pub classify: wirespeed_stages::classify::ClassifyConfig,
+    /// Source MAC per output port ([`Side::port`]).
+    pub macs: [[u8; 6]; 2],
+    /// Punt queue per side.
+    pub punts: [PuntQueue<PoolBuf>; 2],
+    /// SA lifetime events.
+    pub events: EventQueue,
+}
+
+impl Shared {
+    /// The shared pieces of `cfg`.
+    pub fn new(cfg: &GatewayConfig) -> Self {
+        let mut classify = wirespeed_stages::classify::ClassifyConfig {
+            management_tcp_port: cfg.management.http_port,
+            ..Default::default()
+        };
+        for a in cfg.own_addresses() {
+            match a {
+                IpAddr::V4(v) => classify.own_ipv4.push(v),
+                IpAddr::V6(v) => classify.own_ipv6.push(v),
+            }
+        }
+        Self {
+            classify,
+            macs: [cfg.lan.mac, cfg.wan.mac],
+            punts: [punt_queue(1024), punt_queue(1024)],
+            events: event_queue(256),
+        }
+    }
+
+    /// The LAN → WAN path of one shard: classify, punt, route, SPD + encrypt.
+    pub fn outbound(&self, fib: Subscriber<Fib>, sas: Subscriber<SaSet>) -> Outbound {
+        (
+            Classify::new(self.classify.clone()),
+            Punt::new(self.punts[Side::Lan as usize].clone()),
+            Forward::new(fib, &self.macs),
+            EspEncrypt::new(sas).with_events(self.events.clone()),
+        )
+    }
+
+    /// The WAN → LAN path of one shard: classify, punt, cleartext guard, decrypt (SA by SPI,
+    /// inbound selector check), route.
+    pub fn inbound(
+        &self,
+        fib: Subscriber<Fib>,
+        decrypt: Subscriber<SaSet>,
+        guard: Subscriber<SaSet>,
+    ) -> Inbound {
+        (
+            Classify::new(self.classify.clone()),
+            Punt::new(self.punts[Side::Wan as usize].clone()),
+            CleartextGuard::new(guard),
+            EspDecrypt::new(decrypt).with_events(self.events.clone()),
+            Forward::new(fib, &self.macs),
+        )
+    }
+}
+
+/// The route and SA tables of a configuration: the editable sources and their publishers.
+#[derive(Debug)]
+pub struct Tables {
+    /// Routes and neighbors (edit, then build and publish).
+    pub route_table: FibBuilder,
+    /// The FIB publisher shards subscribe to.
+    pub routes: Publisher<Fib>,
+    /// The SAs.
+    pub sa_table: Vec<Arc<SecurityAssociation>>,
+    /// The SPD.
+    pub spd: Spd,
+    /// The SA set publisher shards subscribe to.
+    pub sad: Publisher<SaSet>,
+}
+
+impl Tables {
+    /// The tables of `cfg`, checked.
+    pub fn new(cfg: &GatewayConfig) -> Result<Self, BuildError> {
+        let route_table = fib_builder(cfg)?;
+        let fib = route_table.build().map_err(|e| BuildError::Routes(e.to_string()))?;
+        let (sa_table, spd) = sad(cfg)?;
+        let set = SaSet::new(sa_table.iter().cloned(), &spd).map_err(|e| BuildError::Sad(e.to_string()))?;
+        Ok(Self { route_table, routes: Publisher::new(fib), sa_table, spd, sad: Publisher::new(set) })
+    }
+}
+
+/// A running gateway: its shards and the control side of its tables.
+pub struct Gateway {
+    runtime: Option<Runtime>,
+    shards: usize,
+    routes: Publisher<Fib>,
+    route_table: FibBuilder,
+    sad: Publisher<SaSet>,
+    sa_table: Vec<Arc<SecurityAssociation>>,
+    spd: Spd,
+    events: EventQueue,
+    metrics: Arc<Mutex<String>>,
+    name: String,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("name", &self.name)
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one data shard receives from the hand-out at start.
+struct DataParts<P: Port> {
+    lan: (P::Rx, P::Tx),
+    wan: (P::Rx, P::Tx),
+    fib: [Subscriber<Fib>; 2],
+    sas: [Subscriber<SaSet>; 3],
+}
+
+/// What the control shard receives.
+struct ControlParts<P: Port> {
+    lan: (P::Rx, P::Tx),
+    wan: (P::Rx, P::Tx),
+}
+
+/// Builds and starts a gateway on `ports` (each with [`queues_per_port`] queues).
+pub fn build<P>(
+    cfg: &GatewayConfig,
+    ports: GatewayPorts<P>,
+    pool: BufferPool,
+    mode: RunMode,
+) -> Result<Gateway, BuildError>
+where
+    P: Port<Buf = PoolBuf> + Send + 'static,
+{
+    let shards = cfg.shards;
+    let Tables { route_table, mut routes, sa_table, spd, mut sad } = Tables::new(cfg)?;
+    let shared = Shared::new(cfg);
+    let events = shared.events.clone();
+
+    // Hand-out: every shard's queues and subscriptions, taken once by its factory.
+    let GatewayPorts { mut lan, mut wan } = ports;
+    let port_err = |e: wirespeed_core::PortError| BuildError::Port(e.to_string());
+    let mut data: Vec<DataParts<P>> = Vec::with_capacity(shards);
+    for q in 0..shards as u16 {
+        data.push(DataParts {
+            lan: lan.queue_pair(q).map_err(port_err)?,
+            wan: wan.queue_pair(q).map_err(port_err)?,
+            fib: [routes.subscribe(), routes.subscribe()],
+            sas: [sad.subscribe(), sad.subscribe(), sad.subscribe()],
+        });
+    }
+    let mgmt_q = shards as u16;
+    let control = ControlParts::<P> {
+        lan: lan.queue_pair(mgmt_q).map_err(port_err)?,
+        wan: wan.queue_pair(mgmt_q).map_err(port_err)?,
+    };
+
+    let metrics = Arc::new(Mutex::new(String::new()));
+    let control_cfgs: Vec<ControlConfig> = [Side::Lan, Side::Wan]
+        .into_iter()
+        .map(|side| {
+            let itf = cfg.interface(side);
+            let m = &cfg.management;
+            ControlConfig {
+                mac: itf.mac,
+                addresses: itf.addresses.clone(),
+                gateway_v4: if side == m.side { m.gateway_v4 } else { None },
+                gateway_v6: if side == m.side { m.gateway_v6 } else { None },
+                management_port: m.http_port,
+                ..ControlConfig::default()
+            }
+        })
+        .collect();
+    let mgmt_side = cfg.management.side;
+    let served = metrics.clone();
+
+    let rt_cfg = RuntimeConfig {
+        shards: shards + 1,
+        cores: if cfg.cores.is_empty() { None } else { Some(cfg.cores.clone()) },
+        loop_options: LoopOptions {
+            exit_when_finished: mode == RunMode::UntilInputEnds,
+            ..LoopOptions::default()
+        },
+        name: cfg.name.clone(),
+        ..RuntimeConfig::default()
+    };
+    // One factory per shard, each moving its own queues and subscriptions in; data shards and
+    // the control shard are different workers in one runtime.
+    let mut builder = Runtime::builder(rt_cfg);
+    for parts in data {
+        let shared = shared.clone();
+        builder = builder.shard(move |_| -> Result<DataShard<P>, String> {
+            let DataParts { lan, wan, fib, sas } = parts;
+            Ok(DataShard::new(&shared, lan, wan, fib, sas))
+        });
+    }
+    let runtime = builder
+        .shard(move |_| -> Result<ControlShard<P>, String> {
+            let mut sides = Vec::with_capacity(2);
+            for (side, (rx, tx)) in [(Side::Lan, control.lan), (Side::Wan, control.wan)] {
+                let i = side as usize;
+                let mut plane = ControlPlane::new(control_cfgs[i].clone(), shared.punts[i].clone(), tx, pool)
+                    .map_err(|e| format!("{} control plane: {e}", side.name()))?;
+                if side == mgmt_side {
+                    let m = served.clone();
+                    plane.set_stats_source(move |out: &mut String| {
+                        http_response(out, &m.lock().map(|s| s.clone()).unwrap_or_default())
+                    });
+                } else {
+                    plane.set_stats_source(|out: &mut String| {
+                        out.push_str(
+                            "HTTP/1.0 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                    });
+                }
+                sides.push(ControlSide {
+                    rx,
+                    classify: Classify::new(shared.classify.clone()),
+                    punt: Punt::new(shared.punts[i].clone()),
+                    plane,
+                    batch: Batch::new(),
+                });
+            }
+            let not_ours = DropReason::register(NOT_FOR_CONTROL_PLANE).unwrap_or(DropReason::Unsupported);
+            Ok(ControlShard { sides, not_ours })
+        })
+        .launch()?;
+    routes.reclaim();
+    sad.reclaim();
+    let gw = Gateway {
+        runtime: Some(runtime),
+        shards,
+        routes,
+        route_table,
+        sad,
+        sa_table,
+        spd,
+        events,
+        metrics,
+        name: cfg.name.clone(),
+    };
+    gw.refresh_metrics();
+    Ok(gw)
+}
+
+fn http_response(out: &mut String, body: &str) {
+    let _ = write!(
+        out,
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+impl Gateway {
+    /// Data shards (the control shard is one more).
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Counters of every shard, data shards first, the control shard last.
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.runtime.as_ref().map(|r| r.stats()).unwrap_or_default()
+    }
+
+    /// True once every shard has finished its input (offline runs).
+    pub fn finished(&self) -> bool {
+        self.runtime.as_ref().is_none_or(|r| r.all_finished())
+    }
+
+    /// SA lifetime events raised by the shards since the last call.
+    pub fn take_events(&self) -> Vec<SaEvent> {
+        std::iter::from_fn(|| self.events.pop()).collect()
+    }
+
+    /// Recomputes the `/metrics` text served by the control plane from the shards' counters.
+    pub fn refresh_metrics(&self) {
+        let text = prometheus(&self.name, &self.stats());
+        if let Ok(mut m) = self.metrics.lock() {
+            *m = text;
+        }
+    }
+
+    /// The shared `/metrics` text, for another server (e.g. [`crate::metrics::MetricsServer`]).
+    pub fn metrics_handle(&self) -> Arc<Mutex<String>> {
+        self.metrics.clone()
+    }
+
+    /// The `/metrics` text as last refreshed.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The route table (edit it, then [`Gateway::publish_routes`]).
+    pub fn routes_mut(&mut self) -> &mut FibBuilder {
+        &mut self.route_table
+    }
+
+    /// Publishes the edited route table to every shard (adopted at their next batch).
+    pub fn publish_routes(&mut self) -> Result<u64, BuildError> {
+        let fib = self.route_table.build().map_err(|e| BuildError::Routes(e.to_string()))?;
+        let v = self.routes.publish(fib);
+        self.routes.reclaim();
+        Ok(v)
+    }
+
+    /// The SAs in force.
+    pub fn sas(&self) -> &[Arc<SecurityAssociation>] {
+        &self.sa_table
+    }
+
+    /// The SPD in force.
+    pub fn spd(&self) -> &Spd {
+        &self.spd
+    }
+
+    /// Replaces the SA table and SPD and publishes them to every shard. The set is checked
+    /// first; on error nothing changes.
+    pub fn publish_sas(&mut self, sas: Vec<Arc<SecurityAssociation>>, spd: Spd) -> Result<u64, BuildError> {
+        let set = SaSet::new(sas.iter().cloned(), &spd).map_err(|e| BuildError::Sad(e.to_string()))?;
+        self.sa_table = sas;
+        self.spd = spd;
+        let v = self.sad.publish(set);
+        self.sad.reclaim();
+        Ok(v)
+    }
+
+    /// Adds an SA built from `cfg` (to a copy of the table) and publishes.
+    pub fn add_sa(&mut self, cfg: &SaConfig) -> Result<u64, BuildError> {
+        let sa = Arc::new(SecurityAssociation::new(cfg).map_err(|e| BuildError::Sad(e.to_string()))?);
+        let mut sas = self.sa_table.clone();
+        sas.push(sa);
+        self.publish_sas(sas, self.spd.clone())
+    }
+
+    /// True when every shard runs on the newest SA set and route table.
+    pub fn updates_adopted(&self) -> bool {
+        self.sad.adopted_by_all(self.sad.version()) && self.routes.adopted_by_all(self.routes.version())
+    }
+
+    /// Waits for offline input to end, then returns every shard's final counters.
+    pub fn wait_finished(mut self) -> Result<Vec<ShardStats>, BuildError> {
+        let rt = self.runtime.take().ok_or(BuildError::Port("already stopped".into()))?;
+        let reports = rt.wait_finished()?;
+        self.routes.reclaim();
+        self.sad.reclaim();
+        Ok(reports.into_iter().map(|r| r.stats).collect())
+    }
+
+    /// Drains and stops every shard; returns their final counters.
+    pub fn stop(mut self) -> Result<Vec<ShardStats>, BuildError> {
+        let rt = self.runtime.take().ok_or(BuildError::Port("already stopped".into()))?;
+        Ok(rt.stop()?.into_iter().map(|r| r.stats).collect())
+    }
+}
+
+/// Prometheus text exposition of shard counters: per-shard packet and byte counters with a
+/// `shard` label, drops with `shard` and `reason` labels.
+pub fn prometheus(gateway: &str, stats: &[ShardStats]) -> String {
+    let mut out = String::new();
+    type Get = fn(&ShardCounters) -> u64;
+    let series: [(&str, &str, Get); 4] = [
+        ("wirespeed_rx_packets_total", "Packets received.", |c| c.rx_packets),
+        ("wirespeed_rx_bytes_total", "Bytes received.", |c| c.rx_bytes),
+        ("wirespeed_tx_packets_total", "Packets transmitted.", |c| c.tx_packets),
+        ("wirespeed_tx_bytes_total", "Bytes transmitted.", |c| c.tx_bytes),
+    ];
+    for (name, help, get) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for s in stats {
+            let _ =
+                writeln!(out, "{name}{{gateway=\"{gateway}\",shard=\"{}\"}} {}", s.shard, get(&s.counters));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wirespeed_drops_total Packets dropped, by reason.\n# TYPE wirespeed_drops_total counter"
+    );
+    for s in stats {
+        for (reason, n) in s.counters.nonzero_drops() {
+            let _ = writeln!(
+                out,
+                "wirespeed_drops_total{{gateway=\"{gateway}\",shard=\"{}\",reason=\"{}\"}} {n}",
+                s.shard,
+                reason.name()
+            );
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shard workers.
+// ---------------------------------------------------------------------------------------------
+
+impl<P: Port<Buf = PoolBuf> + 'static> Worker for DataShard<P> {
+    fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
+        DataShard::poll(self, cx)
+    }
+
+    fn drain(&mut self, cx: &mut ShardCtx) {
+        DataShard::drain(self, cx)
+    }
+
+    fn report(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
+        Some(Box::new(DataReport {
+            encrypt: *self.outbound.3.stats(),
+            decrypt: *self.inbound.3.stats(),
+            cleartext_dropped: self.inbound.2.dropped(),
+        }))
+    }
+}
+
+impl<P: Port<Buf = PoolBuf> + 'static> Worker for ControlShard<P> {
+    fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
+        ControlShard::poll(self, cx)
+    }
+
+    fn drain(&mut self, _cx: &mut ShardCtx) {
+        ControlShard::drain(self)
+    }
+}
+
+/// What a data shard reports when it ends: its ESP stages' counters and the cleartext guard's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataReport {
+    /// The encrypt stage.
+    pub encrypt: wirespeed_stages::esp::EspStats,
+    /// The decrypt stage.
+    pub decrypt: wirespeed_stages::esp::EspStats,
+    /// Cleartext packets the WAN side refused.
+    pub cleartext_dropped: u64,
+}
+
+/// The stages of a data shard's LAN → WAN path.
+pub type Outbound = (Classify, Punt<PoolBuf>, Forward, EspEncrypt);
+/// The stages of a data shard's WAN → LAN path.
+pub type Inbound = (Classify, Punt<PoolBuf>, CleartextGuard, EspDecrypt, Forward);
+
+/// One data shard: both directions over queue `i` of both ports. A [`Worker`]: the runtime polls
+/// it on its own thread; tests may poll it directly.
+pub struct DataShard<P: Port<Buf = PoolBuf>> {
+    lan_rx: P::Rx,
+    wan_rx: P::Rx,
+    /// Indexed by output port ([`Side::port`]).
+    tx: [P::Tx; 2],
+    outbound: Outbound,
+    inbound: Inbound,
+    batch: Batch<PoolBuf>,
+    scratch: Batch<PoolBuf>,
+}
+
+impl<P: Port<Buf = PoolBuf>> DataShard<P> {
+    /// A data shard on the LAN and WAN queue pairs `lan` and `wan`, with the FIB subscriptions of
+    /// its outbound and inbound paths and the SA subscriptions of its encrypt, decrypt and
+    /// cleartext-guard stages.
+    pub fn new(
+        shared: &Shared,
+        lan: (P::Rx, P::Tx),
+        wan: (P::Rx, P::Tx),
+        fib: [Subscriber<Fib>; 2],
+        sas: [Subscriber<SaSet>; 3],
+    ) -> Self {
+        let [fib_out, fib_in] = fib;
+        let [sa_enc, sa_dec, sa_guard] = sas;
+        Self {
+            lan_rx: lan.0,
+            wan_rx: wan.0,
+            tx: [lan.1, wan.1],
+            outbound: shared.outbound(fib_out, sa_enc),
+            inbound: shared.inbound(fib_in, sa_dec, sa_guard),
+            batch: Batch::new(),
+            scratch: Batch::new(),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
+        let n = Self::run(
+            &mut self.lan_rx,
+            &mut self.outbound,
+            &mut self.batch,
+            &mut self.scratch,
+            &mut self.tx,
+            cx,
+        ) + Self::run(
+            &mut self.wan_rx,
+            &mut self.inbound,
+            &mut self.batch,
+            &mut self.scratch,
+            &mut self.tx,
+            cx,
+        );
+        match n {
+            0 if self.lan_rx.at_end() && self.wan_rx.at_end() => Poll::Finished,
+            0 => Poll::Idle,
+            n => Poll::Busy(n),
+        }
+    }
+
+    #[inline]
+    fn run<S: Stage<PoolBuf>>(
+        rx: &mut P::Rx,
+        stages: &mut S,
+        batch: &mut Batch<PoolBuf>,
+        scratch: &mut Batch<PoolBuf>,
+        tx: &mut [P::Tx; 2],
+        cx: &mut ShardCtx,
+    ) -> usize {
+        let n = rx.rx_burst(batch);
+        if let Some((reason, count)) = rx.take_drops() {
+            cx.counters.drop_packets(reason, count);
+        }
+        if n == 0 {
+            return 0;
+        }
+        cx.counters.rx_packets += n as u64;
+        cx.counters.rx_bytes += batch.bytes();
+        stages.process(cx, batch);
+        transmit(batch, scratch, tx, cx);
+        n
+    }
+
+    fn drain(&mut self, cx: &mut ShardCtx) {
+        transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        for t in &mut self.tx {
+            t.flush();
+        }
+    }
+}
+
+/// Sends each packet on its output port's queue, in order per port.
+#[inline]
+fn transmit<T: TxQueue<Buf = PoolBuf>>(
+    batch: &mut Batch<PoolBuf>,
+    scratch: &mut Batch<PoolBuf>,
+    tx: &mut [T; 2],
+    cx: &mut ShardCtx,
+) {
+    // The common case: the whole batch leaves by one port (LAN → WAN, or WAN → LAN).
+    if let Some(first) = batch.as_slice().first().map(|p| p.meta().out_port)
+        && (first as usize) < tx.len()
+        && batch.iter().all(|p| p.meta().out_port == first)
+    {
+        send(&mut tx[first as usize], batch, cx);
+        return;
+    }
+    for (port, t) in tx.iter_mut().enumerate() {
+        while let Some(i) = batch.iter().position(|p| p.meta().out_port as usize == port) {
+            // Move the run of this port's packets starting at i, keeping order.
+            let mut j = i;
+            while j < batch.len() && batch.as_slice()[j].meta().out_port as usize == port {
+                j += 1;
+            }
+            for p in batch.drain(i..j) {
+                let _ = scratch.push(p);
+            }
+        }
+        if !scratch.is_empty() {
+            send(t, scratch, cx);
+        }
+    }
+    // An output port the gateway does not have.
+    let n = batch.len() as u64;
+    batch.clear();
+    cx.counters.drop_packets(DropReason::NoRoute, n);
+}
+
+/// Sends `batch` on `t`, counting what went out and what the queue refused.
+#[inline]
+fn send<T: TxQueue<Buf = PoolBuf>>(t: &mut T, batch: &mut Batch<PoolBuf>, cx: &mut ShardCtx) {
+    let bytes = batch.bytes();
+    let want = batch.len();
+    let sent = t.tx_burst(batch);
+    cx.counters.tx_packets += sent as u64;
+    cx.counters.tx_bytes += bytes - batch.bytes();
+    if sent < want {
+        cx.counters.drop_packets(DropReason::TxFull, batch.len() as u64);
+        batch.clear();
+    }
+}
+
+/// Name of the drop reason of [`CleartextGuard`].
+pub const CLEARTEXT_ON_WAN: &str = "cleartext_on_wan";
+
+/// Drops cleartext arriving on the WAN side that the SPD says must come protected: a packet
+/// from the remote side whose reversed flow matches a protect policy (RFC 4301 §5.2: inbound
+/// traffic a protect policy covers must arrive through its SA). Counted under the appliance's
+/// own drop reason [`CLEARTEXT_ON_WAN`].
+#[derive(Debug)]
+pub struct CleartextGuard {
+    sas: Subscriber<SaSet>,
+    reason: DropReason,
+    dropped: u64,
+}
+
+impl CleartextGuard {
+    /// A guard reading the SPD from `sas`.
+    pub fn new(sas: Subscriber<SaSet>) -> Self {
+        // Registration is idempotent; if every custom slot were taken, fall back to the
+        // built-in policy reason rather than fail.
+        let reason = DropReason::register(CLEARTEXT_ON_WAN).unwrap_or(DropReason::PolicyDiscard);
+        Self { sas, reason, dropped: 0 }
+    }
+
+    /// Packets dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+impl<B: PacketBuf> Stage<B> for CleartextGuard {
+    fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        self.sas.refresh();
+        let set = self.sas.get();
+        if !set.has_policies() {
+            return;
+        }
+        let shard = cx.shard;
+        let reason = self.reason;
+        let dropped = &mut self.dropped;
+        batch.apply(
+            cx,
+            |cx, _| cx.counters.drop_packet(DropReason::Unsupported),
+            |_, p| {
+                let m = p.meta();
+                if matches!(m.flow_class, FlowClass::Esp | FlowClass::EspInUdp) {
+                    return Verdict::Continue;
+                }
+                let l3 = match m.l3 {
+                    wirespeed_core::L3Kind::Ipv4 | wirespeed_core::L3Kind::Ipv6 => m.l3_offset as usize,
+                    wirespeed_core::L3Kind::None => match ethernet_l3_offset(p.data()) {
+                        Some(l3) => l3,
+                        None => return Verdict::Continue,
+                    },
+                    _ => return Verdict::Continue,
+                };
+                let Some(d) = p.data().get(l3..) else { return Verdict::Continue };
+                let Ok(ip) = IpHeader::parse(d) else { return Verdict::Continue };
+                let k = ip.flow_key(d);
+                let reversed = FlowKey { src: k.dst, dst: k.src, ports: k.ports.map(|(s, d)| (d, s)), ..k };
+                match set.decide_outbound(&reversed, shard) {
+                    OutboundDecision::Protect(_) | OutboundDecision::NoSa => {
+                        *dropped += 1;
+                        Verdict::Drop(reason)
+                    }
+                    OutboundDecision::Bypass | OutboundDecision::Discard => Verdict::Continue,
+                }
+            },
+        );
+    }
+}
+
+/// One interface's management path on the control shard.
+struct ControlSide<P: Port<Buf = PoolBuf>> {
+    rx: P::Rx,
+    classify: Classify,
+    punt: Punt<PoolBuf>,
+    plane: ControlPlane<PoolBuf, P::Tx, BufferPool>,
+    batch: Batch<PoolBuf>,
+}
+
+/// The control shard: the steering plan's management queue of both ports into one smoltcp
+/// control plane per interface.
+struct ControlShard<P: Port<Buf = PoolBuf>> {
+    sides: Vec<ControlSide<P>>,
+    not_ours: DropReason,
+}
+
+/// Name of the drop reason of frames the steering plan sends to the management queue that the
+/// control plane does not take (rules an operator added that match data traffic).
+pub const NOT_FOR_CONTROL_PLANE: &str = "not_for_control_plane";
+
+impl<P: Port<Buf = PoolBuf>> ControlShard<P> {
+    fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
+        let mut busy = 0;
+        let mut ended = true;
+        for s in &mut self.sides {
+            let n = s.rx.rx_burst(&mut s.batch);
+            if let Some((reason, count)) = s.rx.take_drops() {
+                cx.counters.drop_packets(reason, count);
+            }
+            if n > 0 {
+                cx.counters.rx_packets += n as u64;
+                cx.counters.rx_bytes += s.batch.bytes();
+                s.classify.process(cx, &mut s.batch);
+                s.punt.process(cx, &mut s.batch);
+                // What the steering plan sent here but is not for the control plane.
+                cx.counters.drop_packets(self.not_ours, s.batch.len() as u64);
+                s.batch.clear();
+            }
+            let before = s.plane.counters().device;
+            if s.plane.poll() {
+                busy += 1;
+            }
+            let after = s.plane.counters().device;
+            cx.counters.tx_packets += after.transmitted - before.transmitted;
+            cx.counters.tx_bytes += after.transmitted_bytes - before.transmitted_bytes;
+            busy += n;
+            ended &= s.rx.at_end();
+        }
+        match busy {
+            0 if ended => Poll::Finished,
+            0 => Poll::Idle,
+            n => Poll::Busy(n),
+        }
+    }
+
+    fn drain(&mut self) {
+        for s in &mut self.sides {
+            s.plane.poll();
+        }
+    }
+}
