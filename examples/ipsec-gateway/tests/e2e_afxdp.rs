@@ -154,3 +154,70 @@ fn demo_flows_through_gateway_a_on_afxdp_decrypt_at_b() {
         }
     }
 }
+
+/// An ARP request (RFC 826) for `target` from `CLIENT_MAC` / `sender`, padded to 60 bytes.
+fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&traffic::CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&traffic::CLIENT_MAC);
+    f.extend_from_slice(&sender);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f.resize(60, 0);
+    f
+}
+
+/// Management traffic over AF_XDP: an ARP request and a ping to A's LAN address, sent from the
+/// LAN namespace, arrive on a data queue, are punted to the control plane, and are answered
+/// through the management queue's socket (frames allocated from its UMEM).
+#[test]
+fn arp_and_ping_to_the_gateway_are_answered_over_afxdp() {
+    require_kernel!();
+    let q = common::SHARDS as u16 + 1;
+    let lan = Veth::new(q, configs::A_LAN_MAC, traffic::CLIENT_MAC);
+    let wan = Veth::new(q, configs::A_WAN_MAC, configs::B_WAN_MAC);
+    let cfg = GatewayConfig::from_toml(&afxdp_config(&lan.local, &wan.local), None, "afxdp-ping").unwrap();
+    let (ports, _) = ports::open_afxdp(&cfg, &Steering::new(&cfg).unwrap()).expect("ports open");
+    let gw =
+        gateway::build_with(&cfg, ports, XdpControlTx::split, RunMode::UntilStopped).expect("gateway starts");
+    let (me, client) = ([10, 1, 0, 1], [10, 1, 0, 50]);
+    let mut ping = Vec::new();
+    etherparse::PacketBuilder::ethernet2(traffic::CLIENT_MAC, configs::A_LAN_MAC)
+        .ipv4(client, me, 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut ping, b"are you there")
+        .unwrap();
+    let (ns, dev) = (lan.ns.clone(), lan.peer.clone());
+    let replies = std::thread::spawn(move || {
+        assert!(core_affinity::set_for_current(core_affinity::CoreId { id: 0 }), "pin to cpu 0");
+        enter_netns(&ns).unwrap();
+        let s = RawSocket::open(&dev).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        for frame in [arp_request(client, me), ping] {
+            assert!(s.send(&frame).unwrap());
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                if let Some(n) = s.recv(&mut buf, 50).unwrap()
+                    && buf[6..12] == configs::A_LAN_MAC
+                {
+                    got.push(buf[..n].to_vec());
+                    break;
+                }
+            }
+        }
+        got
+    })
+    .join()
+    .unwrap();
+    let stats = gw.stop().unwrap();
+    assert_eq!(replies.len(), 2, "answers: {replies:02x?}; shards: {stats:?}");
+    assert_eq!(replies[0][12..14], [0x08, 0x06], "ARP");
+    assert_eq!(replies[0][20..22], [0, 2], "ARP reply");
+    assert_eq!(replies[0][22..28], configs::A_LAN_MAC, "A answers with its LAN MAC");
+    let p = etherparse::SlicedPacket::from_ethernet(&replies[1]).unwrap();
+    let Some(etherparse::TransportSlice::Icmpv4(icmp)) = p.transport else { panic!("not ICMP: {p:?}") };
+    assert!(matches!(icmp.icmp_type(), etherparse::Icmpv4Type::EchoReply(e) if (e.id, e.seq) == (7, 1)));
+    assert_eq!(icmp.payload(), b"are you there");
+}
