@@ -221,3 +221,28 @@ fn arp_and_ping_to_the_gateway_are_answered_over_afxdp() {
     assert!(matches!(icmp.icmp_type(), etherparse::Icmpv4Type::EchoReply(e) if (e.id, e.seq) == (7, 1)));
     assert_eq!(icmp.payload(), b"are you there");
 }
+
+/// `run` opens AF_XDP ports from the configuration and serves them until told to stop, then
+/// drains and reports every shard; the programs detach afterwards.
+#[test]
+fn run_serves_afxdp_ports_until_stopped() {
+    require_kernel!();
+    let q = common::SHARDS as u16 + 1;
+    let lan = Veth::new(q, configs::A_LAN_MAC, traffic::CLIENT_MAC);
+    let wan = Veth::new(q, configs::A_WAN_MAC, configs::B_WAN_MAC);
+    let cfg = GatewayConfig::from_toml(&afxdp_config(&lan.local, &wan.local), None, "afxdp-run").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = ipsec_gateway::app::RunOptions { quiet: true, stop: Some(stop.clone()), ..Default::default() };
+    let runner = std::thread::spawn(move || ipsec_gateway::app::run(&cfg, &opts));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!runner.is_finished(), "live ports run until stopped");
+    stop.store(true, Ordering::Relaxed);
+    let report = runner.join().unwrap().expect("run succeeds");
+    assert!(report.interrupted);
+    assert_eq!(report.stats.len(), common::SHARDS + 1);
+    for veth in [&lan, &wan] {
+        if let Err(shown) = veth.detached() {
+            panic!("XDP program still attached to {}:\n{shown}", veth.local);
+        }
+    }
+}
