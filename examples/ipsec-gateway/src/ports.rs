@@ -167,6 +167,18 @@ pub fn open_afxdp(
             .map_err(|source| PortOpenError::AfXdp { side: side.name(), source })?;
         let name = side.name();
         notes.push(format!("{name}: {}", port.report()));
+        if let Ok(n) = wirespeed_afxdp::rx_queue_count(&port.config().interface)
+            && n > queues_per_port(cfg)
+        {
+            notes.push(format!(
+                "{name}: {} has {n} receive queues and the gateway serves {}: traffic the NIC puts on the \
+                 others goes to the kernel stack (set `ethtool -L {} combined {}`)",
+                port.config().interface,
+                queues_per_port(cfg),
+                port.config().interface,
+                queues_per_port(cfg)
+            ));
+        }
         if port.info().mac != itf.mac {
             notes.push(format!(
                 "{name}: interfaces.{name}.mac differs from {}'s own MAC: frames to the configured MAC \
