@@ -57,9 +57,13 @@ pub use buf::{BufError, PacketBuf};
 pub use meta::{FlowClass, L3Kind, PacketMeta};
 pub use pipeline::Pipeline;
 pub use pool::{BufferPool, PoolBuf, PoolConfig, PoolError, PoolStats};
-pub use runtime::{Command, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker};
+pub use runtime::{
+    Command, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker, WorkerReport,
+};
 #[cfg(not(loom))]
-pub use runtime::{HandOutError, PerShard, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardReport};
+pub use runtime::{
+    HandOutError, PerShard, Pinning, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardReport,
+};
 pub use stage::{Chain, PerPacket, Stage};
 pub use stats::{ShardCounters, ShardCtx, ShardId, ShardStats, StatsCell};
 pub use verdict::{CustomReason, DropReason, Verdict};
