@@ -39,6 +39,7 @@ pub mod epoch;
 pub mod meta;
 pub mod pipeline;
 pub mod pool;
+pub mod queue;
 pub mod rss;
 pub mod runtime;
 pub mod stage;
