@@ -103,7 +103,7 @@ where
             return;
         }
         // An OR over every packet (no early exit) is a short straight loop; mixed ports are rare.
-        let single = self.batch.iter().fold(0, |any, p| any | p.meta().out_port) == 0;
+        let single = self.batch.iter().fold(0, |any, p| any | p.out_port()) == 0;
         if single {
             send(&mut self.tx[0], &mut self.batch, cx);
             return;
@@ -112,7 +112,7 @@ where
         for port in 0..self.tx.len() {
             let mut i = 0;
             while i < self.batch.len() {
-                if self.batch.as_slice()[i].meta().out_port as usize == port {
+                if self.batch.as_slice()[i].out_port() as usize == port {
                     let p = self.batch.drain(i..i + 1).next();
                     if let Some(p) = p {
                         let _ = self.scratch.push(p);
