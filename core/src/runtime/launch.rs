@@ -213,7 +213,8 @@ impl ShardReport {
         &self.stats.counters
     }
 
-    /// The worker's report, if it made one of type `T`.
+    /// The worker's report, if it made one of type `T` ([`ShardReport::try_report`] says what it
+    /// made instead).
     pub fn report<T: Any>(&self) -> Option<&T> {
         self.report.as_ref()?.downcast_ref()
     }
