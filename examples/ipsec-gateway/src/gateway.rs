@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use wirespeed_core::epoch::{Publisher, Subscriber};
 use wirespeed_core::rss::{Reta, RssHasher, SteeringEngine};
 use wirespeed_core::{
-    Batch, BufferPool, DropReason, FlowClass, LoopOptions, PacketBuf, Poll, PoolBuf, Port, Runtime,
+    Batch, BufferPool, DropReason, FlowClass, LoopOptions, PacketBuf, Pinning, Poll, PoolBuf, Port, Runtime,
     RuntimeConfig, RxQueue, ShardCounters, ShardCtx, ShardStats, Stage, TxQueue, Verdict, Worker,
 };
 use wirespeed_stages::classify::Classify;
@@ -366,7 +366,7 @@ where
 
     let rt_cfg = RuntimeConfig {
         shards: shards + 1,
-        cores: if cfg.cores.is_empty() { None } else { Some(cfg.cores.clone()) },
+        pinning: if cfg.cores.is_empty() { Pinning::Auto } else { Pinning::Cores(cfg.cores.clone()) },
         loop_options: LoopOptions {
             exit_when_finished: mode == RunMode::UntilInputEnds,
             ..LoopOptions::default()
@@ -593,8 +593,8 @@ impl<P: Port + 'static> Worker for DataShard<P> {
         DataShard::drain(self, cx)
     }
 
-    fn report(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
-        Some(Box::new(DataReport {
+    fn report(&mut self) -> Option<wirespeed_core::runtime::WorkerReport> {
+        Some(wirespeed_core::runtime::WorkerReport::new(DataReport {
             encrypt: *self.outbound.3.stats(),
             decrypt: *self.inbound.3.stats(),
             cleartext_dropped: self.inbound.2.dropped(),
