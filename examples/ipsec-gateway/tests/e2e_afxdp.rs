@@ -4,6 +4,8 @@
 //! from the LAN namespace; the ESP leaving A's WAN veth is collected in the WAN namespace and
 //! decrypted by gateway B (mem backend), which must deliver every tunnelled inner packet
 //! byte-identical (TTL aside) and in order per flow. The XDP programs are detached afterwards.
+//! The mirror: ESP from gateway A (mem) into gateway B on AF_XDP, decrypted out of its LAN veth.
+//! Also: ARP and ping answered through the management queue's socket, and `run` on AF_XDP.
 #![cfg(target_os = "linux")]
 
 use std::sync::Arc;
@@ -23,9 +25,9 @@ mod support;
 
 use support::netns::Veth;
 
-/// Gateway A's demo configuration with AF_XDP ports on `lan` and `wan`.
-fn afxdp_config(lan: &str, wan: &str) -> String {
-    let text = configs::config(Site::A, common::SHARDS, None);
+/// A demo gateway's configuration with AF_XDP ports on `lan` and `wan`.
+fn afxdp_config(site: Site, lan: &str, wan: &str) -> String {
+    let text = configs::config(site, common::SHARDS, None);
     let mem = "port = { backend = \"mem\" }";
     assert_eq!(text.matches(mem).count(), 2, "{text}");
     // Nothing passed to the kernel: the gateway's control plane answers ARP and ND itself.
@@ -44,7 +46,7 @@ fn demo_flows_through_gateway_a_on_afxdp_decrypt_at_b() {
     let q = common::SHARDS as u16 + 1;
     let lan = Veth::new(q, configs::A_LAN_MAC, traffic::CLIENT_MAC);
     let wan = Veth::new(q, configs::A_WAN_MAC, configs::B_WAN_MAC);
-    let cfg = GatewayConfig::from_toml(&afxdp_config(&lan.local, &wan.local), None, "afxdp-test")
+    let cfg = GatewayConfig::from_toml(&afxdp_config(Site::A, &lan.local, &wan.local), None, "afxdp-test")
         .expect("valid configuration");
     assert!(matches!(cfg.lan.port, PortConfig::Afxdp(_)));
     assert_eq!(queues_per_port(&cfg), q);
@@ -66,61 +68,9 @@ fn demo_flows_through_gateway_a_on_afxdp_decrypt_at_b() {
         }
     }
 
-    // The WAN side: collect ESP (IPv4 protocol 50) until every tunnelled packet is in.
-    let received = Arc::new(AtomicUsize::new(0));
-    let ready = Arc::new(AtomicBool::new(false));
-    let collector = {
-        let (ns, dev, received, ready) = (wan.ns.clone(), wan.peer.clone(), received.clone(), ready.clone());
-        std::thread::spawn(move || {
-            enter_netns(&ns).unwrap();
-            let s = RawSocket::open(&dev).unwrap();
-            ready.store(true, Ordering::Release);
-            let mut esp = Vec::new();
-            let mut buf = vec![0u8; 4096];
-            let end = Instant::now() + Duration::from_secs(30);
-            while esp.len() < tunnelled && Instant::now() < end {
-                if let Some(n) = s.recv(&mut buf, 50).unwrap() {
-                    let f = &buf[..n];
-                    if n > 34 && f[12..14] == [0x08, 0x00] && f[23] == 50 {
-                        esp.push(f.to_vec());
-                        received.fetch_add(1, Ordering::Release);
-                    }
-                }
-            }
-            esp
-        })
-    };
-    while !ready.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-
-    // The LAN side: send in order from one CPU (a raw socket bypassing the qdisc transmits on
-    // queue `cpu % queues`, so every frame reaches the gateway on data queue 0), at most WINDOW
-    // tunnelled frames ahead of what arrived: a veth queue holds 256 frames, and overrunning it
-    // would be loss this test is not about.
-    {
-        let (ns, dev, received) = (lan.ns.clone(), lan.peer.clone(), received.clone());
-        std::thread::spawn(move || {
-            assert!(core_affinity::set_for_current(core_affinity::CoreId { id: 0 }), "pin to cpu 0");
-            enter_netns(&ns).unwrap();
-            let s = RawSocket::open(&dev).unwrap();
-            const WINDOW: usize = 48;
-            let end = Instant::now() + Duration::from_secs(30);
-            let mut sent_esp = 0;
-            for (f, esp) in &frames {
-                while sent_esp >= received.load(Ordering::Acquire) + WINDOW && Instant::now() < end {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                while !s.send(f).unwrap() {
-                    std::thread::sleep(Duration::from_micros(50));
-                }
-                sent_esp += usize::from(*esp);
-            }
-        })
-        .join()
-        .unwrap();
-    }
-    let esp = collector.join().unwrap();
+    // The WAN side collects ESP (IPv4 protocol 50).
+    let esp =
+        exchange(&lan, frames, &wan, tunnelled, |f| f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == 50);
     let stats = gw.stop().expect("gateway stops");
     let mut totals = wirespeed_core::ShardCounters::default();
     for s in &stats {
@@ -177,7 +127,8 @@ fn arp_and_ping_to_the_gateway_are_answered_over_afxdp() {
     let q = common::SHARDS as u16 + 1;
     let lan = Veth::new(q, configs::A_LAN_MAC, traffic::CLIENT_MAC);
     let wan = Veth::new(q, configs::A_WAN_MAC, configs::B_WAN_MAC);
-    let cfg = GatewayConfig::from_toml(&afxdp_config(&lan.local, &wan.local), None, "afxdp-ping").unwrap();
+    let cfg =
+        GatewayConfig::from_toml(&afxdp_config(Site::A, &lan.local, &wan.local), None, "afxdp-ping").unwrap();
     let (ports, _) = ports::open_afxdp(&cfg, &Steering::new(&cfg).unwrap()).expect("ports open");
     let gw =
         gateway::build_with(&cfg, ports, XdpControlTx::split, RunMode::UntilStopped).expect("gateway starts");
@@ -230,7 +181,8 @@ fn run_serves_afxdp_ports_until_stopped() {
     let q = common::SHARDS as u16 + 1;
     let lan = Veth::new(q, configs::A_LAN_MAC, traffic::CLIENT_MAC);
     let wan = Veth::new(q, configs::A_WAN_MAC, configs::B_WAN_MAC);
-    let cfg = GatewayConfig::from_toml(&afxdp_config(&lan.local, &wan.local), None, "afxdp-run").unwrap();
+    let cfg =
+        GatewayConfig::from_toml(&afxdp_config(Site::A, &lan.local, &wan.local), None, "afxdp-run").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let opts = ipsec_gateway::app::RunOptions { quiet: true, stop: Some(stop.clone()), ..Default::default() };
     let runner = std::thread::spawn(move || ipsec_gateway::app::run(&cfg, &opts));
@@ -245,4 +197,94 @@ fn run_serves_afxdp_ports_until_stopped() {
             panic!("XDP program still attached to {}:\n{shown}", veth.local);
         }
     }
+}
+
+/// Sends `frames` (each with whether it should produce an output frame) from the peer end of
+/// `from`, in order and from one CPU (a raw socket bypassing the qdisc transmits on queue
+/// `cpu % queues`, so every frame reaches the gateway on data queue 0), at most WINDOW producing
+/// frames ahead of what arrived — a veth queue holds 256 frames, and overrunning it would be loss
+/// these tests are not about. Collects at the peer end of `to` the frames `keep` accepts until
+/// `expect` have arrived or 30 s passed.
+fn exchange(
+    from: &Veth,
+    frames: Vec<(Vec<u8>, bool)>,
+    to: &Veth,
+    expect: usize,
+    keep: fn(&[u8]) -> bool,
+) -> Vec<Vec<u8>> {
+    let received = Arc::new(AtomicUsize::new(0));
+    let ready = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let (ns, dev, received, ready) = (to.ns.clone(), to.peer.clone(), received.clone(), ready.clone());
+        std::thread::spawn(move || {
+            enter_netns(&ns).unwrap();
+            let s = RawSocket::open(&dev).unwrap();
+            ready.store(true, Ordering::Release);
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 4096];
+            let end = Instant::now() + Duration::from_secs(30);
+            while out.len() < expect && Instant::now() < end {
+                if let Some(n) = s.recv(&mut buf, 50).unwrap()
+                    && keep(&buf[..n])
+                {
+                    out.push(buf[..n].to_vec());
+                    received.fetch_add(1, Ordering::Release);
+                }
+            }
+            out
+        })
+    };
+    while !ready.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (ns, dev) = (from.ns.clone(), from.peer.clone());
+    std::thread::spawn(move || {
+        assert!(core_affinity::set_for_current(core_affinity::CoreId { id: 0 }), "pin to cpu 0");
+        enter_netns(&ns).unwrap();
+        let s = RawSocket::open(&dev).unwrap();
+        const WINDOW: usize = 48;
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut sent = 0;
+        for (f, produces) in &frames {
+            while sent >= received.load(Ordering::Acquire) + WINDOW && Instant::now() < end {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            while !s.send(f).unwrap() {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            sent += usize::from(*produces);
+        }
+    })
+    .join()
+    .unwrap();
+    collector.join().unwrap()
+}
+
+/// The other direction: gateway A (mem) encrypts the demo traffic; its ESP is sent into
+/// gateway B's WAN veth, and B, on AF_XDP, decrypts, checks policy and routes every inner packet
+/// out of its LAN veth, byte-identical (TTL aside) and in order per flow.
+#[test]
+fn esp_from_gateway_a_decrypted_by_gateway_b_on_afxdp() {
+    require_kernel!();
+    let (flows, esp, _) = common::through_a();
+    let q = common::SHARDS as u16 + 1;
+    let lan = Veth::new(q, configs::B_LAN_MAC, configs::B_LAN_ROUTER_MAC);
+    let wan = Veth::new(q, configs::B_WAN_MAC, configs::A_WAN_MAC);
+    let cfg =
+        GatewayConfig::from_toml(&afxdp_config(Site::B, &lan.local, &wan.local), None, "afxdp-b").unwrap();
+    let (ports, _) = ports::open_afxdp(&cfg, &Steering::new(&cfg).unwrap()).expect("ports open");
+    let gw =
+        gateway::build_with(&cfg, ports, XdpControlTx::split, RunMode::UntilStopped).expect("gateway starts");
+    let expect = esp.len();
+    let frames = esp.into_iter().map(|f| (f, true)).collect();
+    let out = exchange(&wan, frames, &lan, expect, |f| f.len() > 14 && f[6..12] == configs::B_LAN_MAC);
+    let stats = gw.stop().expect("gateway stops");
+    let mut totals = wirespeed_core::ShardCounters::default();
+    for s in &stats {
+        totals.accumulate(&s.counters);
+    }
+    assert_eq!(totals.total_drops(), 0, "B on AF_XDP: {totals}");
+    let v = check::lan_frames(&flows, out.into_iter().map(Ok)).unwrap();
+    assert!(v.ok(), "{v:#?}");
+    assert_eq!(v.flows.len(), 12);
 }
