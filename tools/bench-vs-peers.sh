@@ -16,9 +16,13 @@ echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(n
 bash "$shared/peer-anchors.sh" | tee "$out/peers.txt"
 # The like-for-like peer of pipeline/l3fwd (same per-packet work in C on net_null).
 bash tools/l3fwd-peer.sh 5 | tee -a "$out/peers.txt"
-# Quick but stable enough: 3 s warm-up, 10 s measurement per bench.
-for b in pipeline toeplitz stages esp; do
+# Quick but stable enough: 2 s warm-up, 5 s measurement per bench. BENCH_FILTER narrows the
+# criterion ids (a regex), e.g. BENCH_FILTER='batch32|null_io' tools/bench-vs-peers.sh.
+# `accel` adds the ring provider; `dpdk` adds pipeline/dpdk_null_io (needs libdpdk-dev).
+features=accel
+pkg-config --exists libdpdk 2>/dev/null && features=accel,dpdk
+for b in pipeline runtime dispatch toeplitz stages esp gateway; do
   [ -f "benches/benches/$b.rs" ] || continue
-  cargo bench -p wirespeed-benches --features accel --bench "$b" -- --warm-up-time 3 --measurement-time 10 2>&1 |
-    grep -E '^[a-z0-9_/]+ +time:|^ +thrpt:|^[a-z0-9_/]+$|^ +time:' | tee "$out/$b.txt"
+  cargo bench -p wirespeed-benches --features "$features" --bench "$b" -- --warm-up-time 2 --measurement-time 5 ${BENCH_FILTER:+"$BENCH_FILTER"} 2>&1 |
+    grep -E '^[a-z0-9_/.]+ +time:|^ +thrpt:|^[a-z0-9_/.]+$|^ +time:|cycles|per CPU' | tee "$out/$b.txt"
 done

@@ -56,6 +56,13 @@ pub trait PacketBuf: Send + 'static {
     /// The metadata, writable.
     fn meta_mut(&mut self) -> &mut PacketMeta;
 
+    /// The port the packet leaves by ([`PacketMeta::out_port`]). Backends whose metadata is
+    /// built lazily override it to answer without building it.
+    #[inline]
+    fn out_port(&self) -> u16 {
+        self.meta().out_port
+    }
+
     /// Packet length in bytes.
     #[inline]
     fn len(&self) -> usize {

@@ -112,6 +112,18 @@ impl<T> Publisher<T> {
 }
 
 impl<T> Subscriber<T> {
+    /// A subscriber to a value that never changes (version 1, no publisher): for a stage that
+    /// takes a `Subscriber` when the table is fixed for the whole run.
+    ///
+    /// ```
+    /// let mut fixed = wirespeed_core::epoch::Subscriber::fixed(7u32);
+    /// assert!(!fixed.refresh());
+    /// assert_eq!((*fixed, fixed.version()), (7, 1));
+    /// ```
+    pub fn fixed(value: T) -> Self {
+        Publisher::new(value).subscribe()
+    }
+
     /// Adopts the newest published version if there is one; returns true if it changed.
     /// Call at batch boundaries.
     #[inline]

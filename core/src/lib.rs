@@ -39,6 +39,7 @@ pub mod epoch;
 pub mod meta;
 pub mod pipeline;
 pub mod pool;
+pub mod queue;
 pub mod rss;
 pub mod runtime;
 pub mod stage;
@@ -57,9 +58,13 @@ pub use buf::{BufError, PacketBuf};
 pub use meta::{FlowClass, L3Kind, PacketMeta};
 pub use pipeline::Pipeline;
 pub use pool::{BufferPool, PoolBuf, PoolConfig, PoolError, PoolStats};
-pub use runtime::{Command, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker};
+pub use runtime::{
+    Command, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker, WorkerReport,
+};
 #[cfg(not(loom))]
-pub use runtime::{HandOutError, PerShard, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardReport};
+pub use runtime::{
+    HandOutError, PerShard, Pinning, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardReport,
+};
 pub use stage::{Chain, PerPacket, Stage};
 pub use stats::{ShardCounters, ShardCtx, ShardId, ShardStats, StatsCell};
 pub use verdict::{CustomReason, DropReason, Verdict};

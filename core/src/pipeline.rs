@@ -7,7 +7,7 @@ use arrayvec::ArrayVec;
 use crate::backend::{RxQueue, TxQueue};
 use crate::batch::Batch;
 use crate::buf::PacketBuf;
-use crate::runtime::{Poll, Worker};
+use crate::runtime::{Poll, Worker, WorkerReport};
 use crate::stage::Stage;
 use crate::stats::ShardCtx;
 use crate::verdict::DropReason;
@@ -15,7 +15,7 @@ use crate::verdict::DropReason;
 /// Most output ports one pipeline transmits on.
 pub const MAX_TX_PORTS: usize = 8;
 
-type StageReport<S> = Box<dyn FnOnce(&mut S) -> Box<dyn Any + Send>>;
+type StageReport<S> = Box<dyn FnOnce(&mut S) -> WorkerReport>;
 
 /// A shard's pipeline: one Rx queue, stages `S`, and one Tx queue per output port
 /// (indexed by [`crate::PacketMeta::out_port`]).
@@ -60,7 +60,7 @@ where
     /// stages and its result is handed back by `Runtime::stop`/`wait_finished`
     /// ([`crate::runtime::ShardReport::report`]) — e.g. a custom stage's counts or state.
     pub fn with_report<R: Send + 'static>(mut self, f: impl FnOnce(&mut S) -> R + 'static) -> Self {
-        self.report = Some(Box::new(move |s: &mut S| Box::new(f(s)) as Box<dyn Any + Send>));
+        self.report = Some(Box::new(move |s: &mut S| WorkerReport::new(f(s))));
         self
     }
 
@@ -103,7 +103,7 @@ where
             return;
         }
         // An OR over every packet (no early exit) is a short straight loop; mixed ports are rare.
-        let single = self.batch.iter().fold(0, |any, p| any | p.meta().out_port) == 0;
+        let single = self.batch.iter().fold(0, |any, p| any | p.out_port()) == 0;
         if single {
             send(&mut self.tx[0], &mut self.batch, cx);
             return;
@@ -112,7 +112,7 @@ where
         for port in 0..self.tx.len() {
             let mut i = 0;
             while i < self.batch.len() {
-                if self.batch.as_slice()[i].meta().out_port as usize == port {
+                if self.batch.as_slice()[i].out_port() as usize == port {
                     let p = self.batch.drain(i..i + 1).next();
                     if let Some(p) = p {
                         let _ = self.scratch.push(p);
@@ -173,7 +173,7 @@ where
         Some(&mut self.stages)
     }
 
-    fn report(&mut self) -> Option<Box<dyn Any + Send>> {
+    fn report(&mut self) -> Option<WorkerReport> {
         let f = self.report.take()?;
         Some(f(&mut self.stages))
     }

@@ -11,7 +11,7 @@ use wirespeed_core::epoch::Publisher;
 use wirespeed_core::rss::{
     DispatchFabric, RssConfig, RssGroup, RssHasher, SteeringEngine, SteeringPlan, SymmetricMode,
 };
-use wirespeed_core::runtime::{Runtime, RuntimeConfig, ShardOutcome};
+use wirespeed_core::runtime::{Pinning, Runtime, RuntimeConfig, ShardOutcome};
 use wirespeed_core::{BufferPool, Pipeline, PoolBuf, PoolConfig, Port};
 use wirespeed_pcap::{CaptureReader, PcapOutput, PcapPort, PcapWriter, TxTimestamp, queue_file};
 
@@ -78,7 +78,7 @@ fn pcap_rx_with_dispatcher_on_shard0_and_dispatch_rx_on_shard1_finishes() {
 
     // Default loop options: shards idle at the end of input until stopped — the case that used
     // to hang, because the dispatcher never told shard 1 that input had ended.
-    let cfg = RuntimeConfig { cores: Some(vec![]), ..RuntimeConfig::default() };
+    let cfg = RuntimeConfig { pinning: Pinning::None, ..RuntimeConfig::default() };
     let rt = Runtime::builder(cfg)
         .shard(move |_| Ok::<_, String>(Pipeline::new(rx0, tx0, (dispatcher,))))
         .shard(move |_| Ok::<_, String>(Pipeline::new(receiver, tx1, ())))

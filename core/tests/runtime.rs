@@ -2,13 +2,14 @@
 //! running, observed through lock-free stats, stopped with a drain; shards of different worker
 //! types; reports; panicking shards.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wirespeed_core::backend::mem::{MemConfig, MemPort};
 use wirespeed_core::backend::null::{NullConfig, NullPort, udp4_frame};
 use wirespeed_core::runtime::{
-    LoopOptions, PerShard, Poll, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardState, UpdateError,
-    Worker,
+    LoopOptions, PerShard, Pinning, Poll, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardState,
+    UpdateError, WaitError, Worker, WorkerReport,
 };
 use wirespeed_core::{
     BufferPool, DropReason, PacketBuf, PerPacket, Pipeline, PoolBuf, PoolConfig, Port, ShardControl,
@@ -134,14 +135,16 @@ fn factory_failure_is_reported_with_context() {
 
 #[test]
 fn factory_panic_is_a_launch_error() {
-    let err =
-        Runtime::launch(RuntimeConfig { shards: 1, cores: Some(vec![]), ..RuntimeConfig::default() }, |_| {
+    let err = Runtime::launch(
+        RuntimeConfig { shards: 1, pinning: Pinning::None, ..RuntimeConfig::default() },
+        |_| {
             if true {
                 panic!("no config");
             }
             Ok::<_, String>(Idle(0))
-        })
-        .expect_err("launch must fail");
+        },
+    )
+    .expect_err("launch must fail");
     assert_eq!(err.to_string(), "shard 0 failed to start: factory panicked: no config");
 }
 
@@ -162,8 +165,8 @@ impl Worker for Idle {
         self.0 += 1;
         Poll::Idle
     }
-    fn report(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
-        Some(Box::new(self.0))
+    fn report(&mut self) -> Option<WorkerReport> {
+        Some(WorkerReport::new(self.0))
     }
 }
 
@@ -174,7 +177,7 @@ fn shards_of_different_types_share_one_runtime() {
     let pool = BufferPool::new(PoolConfig { buffers: 256, ..PoolConfig::default() }).unwrap();
     let mut port = NullPort::new(NullConfig { limit: Some(640), ..NullConfig::default() }, pool);
     let (rx, tx) = port.queue_pair(0).unwrap();
-    let cfg = RuntimeConfig { cores: Some(vec![]), ..RuntimeConfig::default() };
+    let cfg = RuntimeConfig { pinning: Pinning::None, ..RuntimeConfig::default() };
     let rt = Runtime::builder(cfg)
         .shard(move |_| Ok::<_, String>(Pipeline::new(rx, tx, ()).with_report(|_: &mut ()| "pipeline")))
         .shard(|_| Ok::<_, String>(Idle(0)))
@@ -194,8 +197,44 @@ fn shards_of_different_types_share_one_runtime() {
     assert_eq!(reports[0].report::<&str>(), Some(&"pipeline"));
     assert_eq!(reports[0].counters().tx_packets, 640);
     assert_eq!(reports[1].report::<&str>(), None, "typed access checks the type");
+    let wrong = reports[1].try_report::<&str>().unwrap_err();
+    assert_eq!((wrong.shard, wrong.found), (1, Some("u64")), "the error names what was reported");
+    assert!(format!("{:?}", reports[1]).contains("WorkerReport(\"u64\")"), "{:?}", reports[1]);
     let polls: u64 = reports[1].take_report().unwrap();
     assert!(polls >= 1_000_000_000, "the update reached the Idle worker: {polls}");
+}
+
+/// A worker that idles until its flag is set, then reports its input finished.
+struct FinishWhen(Arc<std::sync::atomic::AtomicBool>);
+impl Worker for FinishWhen {
+    fn poll(&mut self, _cx: &mut ShardCtx) -> Poll {
+        if self.0.load(std::sync::atomic::Ordering::Acquire) { Poll::Finished } else { Poll::Idle }
+    }
+    fn report(&mut self) -> Option<WorkerReport> {
+        Some(WorkerReport::new("finished"))
+    }
+}
+
+/// A bounded wait hands the running runtime back on timeout; waiting again after the input
+/// finished returns the reports.
+#[test]
+fn wait_finished_timeout_gives_the_runtime_back() {
+    let finish = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = finish.clone();
+    let cfg = RuntimeConfig { shards: 2, pinning: Pinning::None, ..RuntimeConfig::default() };
+    let rt = Runtime::launch(cfg, move |_| FinishWhen(flag.clone())).unwrap();
+    let rt = match rt.wait_finished_timeout(Duration::from_millis(20)) {
+        Err(WaitError::TimedOut { runtime, after }) => {
+            assert_eq!(after, Duration::from_millis(20));
+            runtime
+        }
+        other => panic!("shards whose input never ends finished: {other:?}"),
+    };
+    assert_eq!(rt.stats().len(), 2, "the runtime still runs");
+    finish.store(true, std::sync::atomic::Ordering::Release);
+    let reports = rt.wait_finished_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(reports.len(), 2);
+    assert!(reports.iter().all(|r| r.try_report::<&str>() == Ok(&"finished")));
 }
 
 /// One factory can build different workers per shard by returning `Box<dyn Worker>`.
@@ -206,7 +245,7 @@ fn one_factory_may_return_boxed_workers() {
     let queue = PerShard::new([port.queue_pair(0).unwrap()]);
     let cfg = RuntimeConfig {
         shards: 2,
-        cores: Some(vec![]),
+        pinning: Pinning::None,
         loop_options: LoopOptions { exit_when_finished: true, ..LoopOptions::default() },
         ..RuntimeConfig::default()
     };
@@ -249,7 +288,8 @@ impl Worker for Bomb {
 }
 
 fn bomb_runtime(control_capacity: usize) -> Runtime {
-    let cfg = RuntimeConfig { shards: 2, cores: Some(vec![]), control_capacity, ..RuntimeConfig::default() };
+    let cfg =
+        RuntimeConfig { shards: 2, pinning: Pinning::None, control_capacity, ..RuntimeConfig::default() };
     Runtime::launch(cfg, |_| Ok::<_, String>(Bomb { armed: false })).unwrap()
 }
 
@@ -316,7 +356,7 @@ fn wait_finished_returns_when_a_shard_panics() {
 /// `Err`.
 #[test]
 fn infallible_factories_return_the_worker_itself() {
-    let cfg = RuntimeConfig { shards: 2, cores: Some(vec![]), ..RuntimeConfig::default() };
+    let cfg = RuntimeConfig { shards: 2, pinning: Pinning::None, ..RuntimeConfig::default() };
     let rt = Runtime::launch(cfg.clone(), |shard| Idle(shard as u64 * 1_000_000_000)).unwrap();
     let reports = rt.stop().unwrap();
     assert!(*reports[1].report::<u64>().unwrap() >= 1_000_000_000);

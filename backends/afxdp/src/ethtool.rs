@@ -9,6 +9,7 @@ use std::io;
 use std::net::IpAddr;
 
 use wirespeed_core::rss::{Match, PortRange, Reta, SteeringAction, SteeringPlan, SteeringRule};
+use wirespeed_core::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ip_proto};
 
 use crate::sys;
 
@@ -236,11 +237,11 @@ fn ntuple(rule: &SteeringRule) -> Result<Vec<Rxnfc>, &'static str> {
         SteeringAction::Rss(_) => return Err("RSS-group actions need RSS contexts, not programmed"),
     };
     let tcp = match m.ip_proto {
-        Some(6) => true,
-        Some(17) => false,
+        Some(ip_proto::TCP) => true,
+        Some(ip_proto::UDP) => false,
         _ => return Err("ntuple rules cover TCP and UDP only"),
     };
-    if m.ethertype.is_some_and(|e| e != 0x0800 && e != 0x86dd)
+    if m.ethertype.is_some_and(|e| e != ETHERTYPE_IPV4 && e != ETHERTYPE_IPV6)
         || m.vlan.is_some()
         || m.spi.is_some()
         || m.icmp_type.is_some()
@@ -249,8 +250,10 @@ fn ntuple(rule: &SteeringRule) -> Result<Vec<Rxnfc>, &'static str> {
     {
         return Err("matches fields ntuple filters cannot express");
     }
-    let v4_only = m.ethertype == Some(0x0800) || [m.src, m.dst].iter().flatten().any(|p| p.addr.is_ipv4());
-    let v6_only = m.ethertype == Some(0x86dd) || [m.src, m.dst].iter().flatten().any(|p| p.addr.is_ipv6());
+    let v4_only =
+        m.ethertype == Some(ETHERTYPE_IPV4) || [m.src, m.dst].iter().flatten().any(|p| p.addr.is_ipv4());
+    let v6_only =
+        m.ethertype == Some(ETHERTYPE_IPV6) || [m.src, m.dst].iter().flatten().any(|p| p.addr.is_ipv6());
     if v4_only && v6_only {
         return Err("mixes IPv4 and IPv6");
     }
@@ -325,7 +328,7 @@ fn install_all(interface: &str, filters: Vec<Rxnfc>) -> io::Result<()> {
 /// ranges, or a non-IP EtherType against a rule that needs an IP protocol).
 fn disjoint(a: &Match, b: &Match) -> bool {
     let differ = |x: Option<u16>, y: Option<u16>| x.zip(y).is_some_and(|(x, y)| x != y);
-    let not_ip = |m: &Match| m.ethertype.is_some_and(|e| e != 0x0800 && e != 0x86dd);
+    let not_ip = |m: &Match| m.ethertype.is_some_and(|e| e != ETHERTYPE_IPV4 && e != ETHERTYPE_IPV6);
     let apart = |x: Option<PortRange>, y: Option<PortRange>| {
         x.zip(y).is_some_and(|(x, y)| x.hi < y.lo || y.hi < x.lo)
     };
@@ -403,7 +406,7 @@ mod tests {
         assert_eq!(u64::from_ne_bytes(b[168..176].try_into().unwrap()), 3);
         let arp = SteeringRule {
             name: "arp".into(),
-            matches: Match { ethertype: Some(0x0806), ..Match::default() },
+            matches: Match { ethertype: Some(wirespeed_core::wire::ETHERTYPE_ARP), ..Match::default() },
             action: SteeringAction::Queue(0),
         };
         assert!(ntuple(&arp).is_err());

@@ -14,11 +14,9 @@
 use std::net::IpAddr;
 
 use wirespeed_core::rss::{Applied, RssConfig, SteeringAction, SteeringPlan, SteeringRule};
+use wirespeed_core::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ip_proto};
 
 use crate::ffi::{self, FlowHandle, FlowRule};
-
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 /// Where a rule runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,7 +219,13 @@ fn compile(rule: &SteeringRule) -> Result<Vec<FlowRule>, String> {
     if let Some(p) = m.ip_proto {
         base.has_proto = 1;
         base.proto = p;
-        base.l4 = if matches!(p, 1 | 6 | 17 | 50 | 58) { p } else { 0 };
+        base.l4 =
+            if matches!(p, ip_proto::ICMP | ip_proto::TCP | ip_proto::UDP | ip_proto::ESP | ip_proto::ICMPV6)
+            {
+                p
+            } else {
+                0
+            };
     }
     let single = |r: &wirespeed_core::rss::PortRange, what: &str| {
         if r.lo == r.hi {
@@ -231,7 +235,7 @@ fn compile(rule: &SteeringRule) -> Result<Vec<FlowRule>, String> {
         }
     };
     if m.src_port.is_some() || m.dst_port.is_some() {
-        if !matches!(m.ip_proto, Some(6 | 17)) {
+        if !matches!(m.ip_proto, Some(ip_proto::TCP | ip_proto::UDP)) {
             return Err("ports without ip_proto TCP or UDP".into());
         }
         if let Some(r) = &m.src_port {
@@ -244,14 +248,14 @@ fn compile(rule: &SteeringRule) -> Result<Vec<FlowRule>, String> {
         }
     }
     if let Some(spi) = m.spi {
-        if m.ip_proto != Some(50) {
+        if m.ip_proto != Some(ip_proto::ESP) {
             return Err("SPI without ip_proto 50 also matches NAT-T (SPI inside UDP)".into());
         }
         base.has_spi = 1;
         base.spi = spi;
     }
     if let Some(r) = &m.icmp_type {
-        if !matches!(m.ip_proto, Some(1 | 58)) {
+        if !matches!(m.ip_proto, Some(ip_proto::ICMP | ip_proto::ICMPV6)) {
             return Err("ICMP type without ip_proto ICMP or ICMPv6".into());
         }
         base.has_icmp_type = 1;
@@ -313,7 +317,10 @@ mod tests {
         let plan = SteeringPlan::management_default(0, RssGroup::first(2), &["192.0.2.1".parse().unwrap()]);
         let placed: Vec<_> = plan.rules.iter().map(|r| (r.name.clone(), compile(r))).collect();
         let arp = &placed[0].1.as_ref().unwrap()[0];
-        assert_eq!((arp.has_ethertype, arp.ethertype, arp.ip_version), (1, 0x0806, 0));
+        assert_eq!(
+            (arp.has_ethertype, arp.ethertype, arp.ip_version),
+            (1, wirespeed_core::wire::ETHERTYPE_ARP, 0)
+        );
         // ND matches ICMPv6 types 133..=137: a range.
         assert!(placed[1].1.as_ref().unwrap_err().contains("ICMP type range 133-137"));
         let (_, ike) = placed.iter().find(|(n, _)| n.starts_with("ike@")).unwrap();

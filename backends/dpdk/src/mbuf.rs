@@ -12,6 +12,8 @@
 //! least [`wirespeed_core::pool::MIN_HEADROOM`].
 #![allow(unsafe_code)]
 
+use std::cell::{Cell, UnsafeCell};
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::LazyLock;
 
@@ -27,11 +29,20 @@ static LAYOUT: LazyLock<MbufLayout> = LazyLock::new(ffi::mbuf_layout);
 /// The data pointer and length are cached beside the mbuf pointer (read once at Rx, refreshed
 /// after every change of extent), so the per-packet reads of the hot path (`len`, `data`) stay
 /// in the batch array instead of chasing the mbuf header.
+///
+/// The [`PacketMeta`] is built lazily, on the first [`PacketBuf::meta`]/[`PacketBuf::meta_mut`]:
+/// Rx records only the port and queue, and the NIC's RSS hash is read from the mbuf then. A
+/// packet that is only forwarded (no stage looks at its metadata) costs Rx no metadata writes
+/// and no extra mbuf reads, as in `testpmd --forward-mode=io`.
 pub struct Mbuf {
     m: NonNull<RteMbuf>,
     data: NonNull<u8>,
     len: u16,
-    meta: PacketMeta,
+    rx_port: u16,
+    rx_queue: u16,
+    /// `meta` holds a valid value (written once, before any reference to it is handed out).
+    meta_ready: Cell<bool>,
+    meta: UnsafeCell<MaybeUninit<PacketMeta>>,
 }
 
 // SAFETY: an Mbuf owns its rte_mbuf exclusively (refcount 1, single segment, never shared), and
@@ -50,7 +61,7 @@ impl Mbuf {
         // SAFETY: `pool.raw()` is a live mempool (pools are never freed).
         let m = unsafe { ffi::ws_pktmbuf_alloc(pool.raw().as_ptr()) };
         let m = NonNull::new(m)?;
-        Some(Mbuf::wrap(m, &LAYOUT, PacketMeta::default()))
+        Some(Mbuf::wrap(m, &LAYOUT, 0, 0))
     }
 
     /// An mbuf from `pool` holding a copy of `bytes` (for injecting test traffic and templates).
@@ -78,33 +89,63 @@ impl Mbuf {
     pub fn set_hw_rss_hash(&mut self, hash: u32) {
         // SAFETY: `m` is a live mbuf we own exclusively.
         unsafe { ffi::ws_mbuf_set_rss(self.m.as_ptr(), hash) };
-        self.meta.rss_hash = Some(hash);
-        self.meta.flags |= flags::HW_RSS;
+        if self.meta_ready.get() {
+            let meta = self.meta_mut();
+            meta.rss_hash = Some(hash);
+            meta.flags |= flags::HW_RSS;
+        } // else the lazy initialisation reads it from the mbuf.
     }
 
-    /// Wraps an mbuf we own, reading its data pointer and length.
+    /// Builds the metadata of a received packet: port, queue and the NIC's RSS hash.
+    #[cold]
+    #[inline(never)]
+    fn init_meta(&self) {
+        let mut meta = PacketMeta::received(self.rx_port, self.rx_queue);
+        if let Some(hash) = self.hw_rss_hash() {
+            meta.rss_hash = Some(hash);
+            meta.flags |= flags::HW_RSS;
+        }
+        // SAFETY: `meta_ready` is false, so no reference to `meta` was ever handed out (they are
+        // only created after it is set below) and this write cannot alias one; `Mbuf` is not
+        // `Sync`, so no other thread reaches this cell.
+        unsafe { (*self.meta.get()).write(meta) };
+        self.meta_ready.set(true);
+    }
+
+    /// Wraps an mbuf we own, reading its data pointer and length; the metadata is built on
+    /// first use from `rx_port`/`rx_queue`.
     #[inline]
-    fn wrap(m: NonNull<RteMbuf>, l: &MbufLayout, meta: PacketMeta) -> Mbuf {
+    fn wrap(m: NonNull<RteMbuf>, l: &MbufLayout, rx_port: u16, rx_queue: u16) -> Mbuf {
+        let (data, len) = Mbuf::extent(m, l);
+        Mbuf {
+            m,
+            data,
+            len,
+            rx_port,
+            rx_queue,
+            meta_ready: Cell::new(false),
+            meta: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    /// The data pointer and length of `m`.
+    #[inline]
+    fn extent(m: NonNull<RteMbuf>, l: &MbufLayout) -> (NonNull<u8>, u16) {
         // SAFETY: `m` is a live mbuf; buf_addr (void *), data_off and data_len (u16) are read at
         // the offsets the C compiler reported; buf_addr + data_off is inside the mbuf's buffer
         // by DPDK's invariant, and never null.
-        let (data, len) = unsafe {
+        unsafe {
             let base = m.as_ptr().cast::<u8>();
             let buf = base.add(l.buf_addr as usize).cast::<*mut u8>().read_unaligned();
             let off = base.add(l.data_off as usize).cast::<u16>().read_unaligned();
             let len = base.add(l.data_len as usize).cast::<u16>().read_unaligned();
             (NonNull::new_unchecked(buf.add(off as usize)), len)
-        };
-        Mbuf { m, data, len, meta }
+        }
     }
 
     /// Re-reads the data pointer and length after DPDK changed them.
     fn refresh(&mut self) {
-        let l = &*LAYOUT;
-        let fresh = Mbuf::wrap(self.m, l, PacketMeta::default());
-        self.data = fresh.data;
-        self.len = fresh.len;
-        std::mem::forget(fresh);
+        (self.data, self.len) = Mbuf::extent(self.m, &LAYOUT);
     }
 
     /// Gives up ownership: the caller must hand the pointer to DPDK (Tx) or free it.
@@ -219,17 +260,33 @@ impl PacketBuf for Mbuf {
 
     #[inline]
     fn meta(&self) -> &PacketMeta {
-        &self.meta
+        if !self.meta_ready.get() {
+            self.init_meta();
+        }
+        // SAFETY: `meta_ready` is set, so `init_meta` wrote a valid value, and nothing writes
+        // through the cell again except through `&mut self` (`meta_mut`), which cannot overlap
+        // the lifetime of this shared reference.
+        unsafe { (*self.meta.get()).assume_init_ref() }
     }
 
     #[inline]
     fn meta_mut(&mut self) -> &mut PacketMeta {
-        &mut self.meta
+        if !self.meta_ready.get() {
+            self.init_meta();
+        }
+        // SAFETY: `meta_ready` is set, so the value is initialised; `&mut self` is exclusive.
+        unsafe { self.meta.get_mut().assume_init_mut() }
+    }
+
+    #[inline]
+    fn out_port(&self) -> u16 {
+        // Unbuilt metadata is that of a received packet: out_port 0.
+        if self.meta_ready.get() { self.meta().out_port } else { 0 }
     }
 }
 
-/// Receives up to `out.remaining()` packets from `port`/`queue` into `out`, stamping metadata
-/// (port index `meta_port`, the queue, the NIC's RSS hash). Chained (multi-segment) mbufs,
+/// Receives up to `out.remaining()` packets from `port`/`queue` into `out`, recording the port
+/// index `meta_port` and the queue for their (lazily built) metadata. Chained (multi-segment) mbufs,
 /// which a `PacketBuf` cannot represent, are freed and counted in `too_large`.
 #[inline]
 pub(crate) fn rx_burst(
@@ -245,28 +302,22 @@ pub(crate) fn rx_burst(
     // SAFETY: `raw` has room for `want` pointers; the queue is owned by the caller's shard
     // (one thread), as rte_eth_rx_burst requires.
     let n = unsafe { ffi::ws_rx_burst(port, queue, raw.as_mut_ptr(), want as u16) } as usize;
+    // A local copy, so the offsets stay in registers instead of being reloaded from the static
+    // after every store into the batch.
     let l = *LAYOUT;
-    let mut got = 0;
+    let before = out.len();
     for &m in &raw[..n.min(want)] {
         let Some(m) = NonNull::new(m) else { continue };
-        let mut b = Mbuf::wrap(m, &l, PacketMeta::received(meta_port, queue));
+        let b = Mbuf::wrap(m, &l, meta_port, queue);
         if b.field_u16(l.nb_segs) != 1 {
             *too_large += 1;
             continue; // dropped here: back to the pool
         }
-        // SAFETY: `m` is a live mbuf; ol_flags (u64) and hash.rss (u32) at the C offsets.
-        unsafe {
-            let base = m.as_ptr().cast::<u8>();
-            if base.add(l.ol_flags as usize).cast::<u64>().read_unaligned() & l.rss_flag != 0 {
-                b.meta.rss_hash = Some(base.add(l.rss as usize).cast::<u32>().read_unaligned());
-                b.meta.flags |= flags::HW_RSS;
-            }
-        }
-        if out.push(b).is_ok() {
-            got += 1;
-        }
+        // `want` ≤ `out.remaining()`, so this never gives the packet back (were it to, dropping
+        // it frees the mbuf).
+        let _ = out.push(b);
     }
-    got
+    out.len() - before
 }
 
 /// Transmits packets from the front of `batch` on `port`/`queue`; sent ones leave the batch

@@ -143,3 +143,45 @@ fn shard_threads_give_their_lcore_back_when_they_exit() {
             .unwrap_or_else(|e| panic!("thread {i}: {e}"));
     }
 }
+
+/// The metadata of a received mbuf is built on first use (Rx records only port and queue), and
+/// then says what an eagerly built one would: the port index, the queue, the NIC's RSS hash;
+/// `out_port` answers 0 without building it.
+#[test]
+fn metadata_is_built_on_first_use_with_port_queue_and_hash() {
+    use wirespeed_core::meta::flags;
+    let _g = serial();
+    let Some(mut port) = port(&VDEVS, "net_ring0", |c| c.port_index = 3) else { return };
+    let pool = port.mempool();
+    let (mut rx, mut tx) = port.queue_pair(0).unwrap();
+    let frame = udp4([192, 0, 2, 1], [198, 51, 100, 2], 1000, 53, 64, 7);
+    let mut batch: Batch<Mbuf> = Batch::new();
+    for _ in 0..3 {
+        batch.push(Mbuf::from_bytes(&pool, &frame).unwrap().unwrap()).unwrap();
+    }
+    assert_eq!(tx.tx_burst(&mut batch), 3);
+    assert_eq!(rx.rx_burst(&mut batch), 3);
+    let [a, b, c] = batch.as_mut_slice() else { panic!("3 packets") };
+
+    // Built by `meta()`: port index and queue from Rx, no hash (net_ring gives none).
+    assert_eq!(a.out_port(), 0);
+    assert_eq!(a.meta().rx_port, 3);
+    assert_eq!(a.meta().rx_queue, 0);
+    assert_eq!(a.meta().rss_hash, None);
+    assert!(!a.meta().has(flags::HW_RSS));
+
+    // A hash stored in the mbuf before the metadata is built is picked up when it is.
+    b.set_hw_rss_hash(0x1234_5678);
+    assert_eq!(b.hw_rss_hash(), Some(0x1234_5678));
+    assert_eq!(b.meta().rss_hash, Some(0x1234_5678));
+    assert!(b.meta().has(flags::HW_RSS));
+    assert_eq!(b.meta().rx_port, 3);
+
+    // After it is built, writes go to it and the hash setter updates it too.
+    c.meta_mut().out_port = 2;
+    assert_eq!(c.out_port(), 2);
+    c.set_hw_rss_hash(0xdead_beef);
+    assert_eq!(c.meta().rss_hash, Some(0xdead_beef));
+    assert_eq!(c.meta().out_port, 2);
+    batch.clear();
+}

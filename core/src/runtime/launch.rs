@@ -4,9 +4,45 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use super::{Command, LoopOptions, ShardControl, ShardExit, ShardState, UpdateError, Worker, run_shard};
+use super::{
+    Command, LoopOptions, ShardControl, ShardExit, ShardState, UpdateError, Worker, WorkerReport, run_shard,
+};
 use crate::stats::{ShardCounters, ShardCtx, ShardId, ShardStats};
 use crate::sync::Arc;
+
+/// Which cores shard threads are pinned to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Pinning {
+    /// Shard `i` on the `i`-th core the process may use (wrapping); unpinned when that list
+    /// cannot be read.
+    #[default]
+    Auto,
+    /// Shard `i` on core `cores[i % cores.len()]` (an empty list pins nothing).
+    Cores(Vec<usize>),
+    /// No pinning: the OS schedules the shard threads (tests, doctests, shared machines).
+    None,
+}
+
+impl Pinning {
+    /// The core of shard `shard`, given the cores the process may use (`available`).
+    ///
+    /// ```
+    /// use wirespeed_core::runtime::Pinning;
+    /// assert_eq!(Pinning::Auto.core_of(3, &[4, 5]), Some(5));
+    /// assert_eq!(Pinning::Auto.core_of(0, &[]), None);
+    /// assert_eq!(Pinning::Cores(vec![2, 6, 7]).core_of(1, &[0]), Some(6));
+    /// assert_eq!(Pinning::Cores(vec![]).core_of(1, &[0]), None);
+    /// assert_eq!(Pinning::None.core_of(0, &[0]), None);
+    /// ```
+    pub fn core_of(&self, shard: ShardId, available: &[usize]) -> Option<usize> {
+        let list = match self {
+            Pinning::Auto => available,
+            Pinning::Cores(cores) => cores,
+            Pinning::None => return None,
+        };
+        (!list.is_empty()).then(|| list[shard % list.len()])
+    }
+}
 
 /// How to launch shards.
 #[derive(Clone, Debug)]
@@ -14,9 +50,8 @@ pub struct RuntimeConfig {
     /// Number of shards (threads) for [`Runtime::launch`]. [`Runtime::builder`] launches one
     /// shard per factory given and ignores this field.
     pub shards: usize,
-    /// Core of each shard; `None` pins shard `i` to the `i`-th available core (wrapping),
-    /// `Some(vec![])` disables pinning.
-    pub cores: Option<Vec<usize>>,
+    /// Which core each shard runs on ([`Pinning::Auto`] by default).
+    pub pinning: Pinning,
     /// Commands each control queue holds.
     pub control_capacity: usize,
     /// Loop behaviour.
@@ -29,7 +64,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             shards: 1,
-            cores: None,
+            pinning: Pinning::Auto,
             control_capacity: 64,
             loop_options: LoopOptions::default(),
             name: "wirespeed-shard".into(),
@@ -67,6 +102,23 @@ pub enum RuntimeError {
         /// The panic message.
         message: String,
     },
+}
+
+/// Why [`Runtime::wait_finished_timeout`] returned no reports.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// Some shard's input had not finished in time; the shards keep running and the runtime is
+    /// handed back (wait again, read its stats, or [`Runtime::stop`] it).
+    #[error("shards still running after {after:?}")]
+    TimedOut {
+        /// The runtime, still running.
+        runtime: Runtime,
+        /// The timeout that passed.
+        after: std::time::Duration,
+    },
+    /// Every shard finished, but one had failed (see [`Runtime::wait_finished`]).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
 }
 
 /// Where a shard runs.
@@ -135,7 +187,19 @@ pub struct ShardReport {
     pub stats: ShardStats,
     /// How the shard ended.
     pub outcome: ShardOutcome,
-    report: Option<Box<dyn Any + Send>>,
+    report: Option<WorkerReport>,
+}
+
+/// [`ShardReport::try_report`] asked for a type the worker did not report.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("shard {shard} reported {}, not {expected}", found.unwrap_or("nothing"))]
+pub struct ReportTypeError {
+    /// The shard.
+    pub shard: ShardId,
+    /// The type asked for.
+    pub expected: &'static str,
+    /// The type of the report it made, if it made one.
+    pub found: Option<&'static str>,
 }
 
 impl ShardReport {
@@ -149,15 +213,49 @@ impl ShardReport {
         &self.stats.counters
     }
 
-    /// The worker's report, if it made one of type `T`.
+    /// The worker's report, if it made one of type `T` ([`ShardReport::try_report`] says what it
+    /// made instead).
     pub fn report<T: Any>(&self) -> Option<&T> {
         self.report.as_ref()?.downcast_ref()
+    }
+
+    /// The worker's report as a `T`, or an error naming the type it actually reported (or that
+    /// it reported nothing).
+    ///
+    /// ```
+    /// use wirespeed_core::backend::null::{NullConfig, NullPort};
+    /// use wirespeed_core::{BufferPool, Pinning, Pipeline, PoolConfig, Port, Runtime, RuntimeConfig};
+    ///
+    /// let mut port = NullPort::new(NullConfig::default(), BufferPool::new(PoolConfig::default())?);
+    /// let (rx, tx) = port.queue_pair(0)?;
+    /// let cfg = RuntimeConfig { pinning: Pinning::None, ..RuntimeConfig::default() };
+    /// let rt = Runtime::builder(cfg).shard(move |_| Pipeline::new(rx, tx, ()).with_report(|_| 7u32)).launch()?;
+    /// let reports = rt.stop()?;
+    /// assert_eq!(reports[0].try_report::<u32>(), Ok(&7));
+    /// let err = reports[0].try_report::<u64>().unwrap_err();
+    /// assert_eq!((err.expected, err.found), ("u64", Some("u32")));
+    /// assert_eq!(err.to_string(), "shard 0 reported u32, not u64");
+    /// assert_eq!(reports[0].report_type_name(), Some("u32"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_report<T: Any>(&self) -> Result<&T, ReportTypeError> {
+        let found = self.report.as_ref();
+        found.and_then(WorkerReport::downcast_ref).ok_or(ReportTypeError {
+            shard: self.shard(),
+            expected: std::any::type_name::<T>(),
+            found: found.map(WorkerReport::type_name),
+        })
+    }
+
+    /// The name of the type of the worker's report, if it made one.
+    pub fn report_type_name(&self) -> Option<&'static str> {
+        self.report.as_ref().map(WorkerReport::type_name)
     }
 
     /// Takes the worker's report out, if it is a `T` (it stays when it is not).
     pub fn take_report<T: Any>(&mut self) -> Option<T> {
         match self.report.take()?.downcast::<T>() {
-            Ok(t) => Some(*t),
+            Ok(t) => Some(t),
             Err(other) => {
                 self.report = Some(other);
                 None
@@ -167,7 +265,7 @@ impl ShardReport {
 }
 
 type ShardFactory = Box<dyn FnOnce(ShardId) -> Result<Box<dyn Worker>, String> + Send>;
-type ThreadEnd = Result<(ShardExit, Option<Box<dyn Any + Send>>), String>;
+type ThreadEnd = Result<(ShardExit, Option<WorkerReport>), String>;
 
 struct Shard {
     control: Arc<ShardControl>,
@@ -190,7 +288,7 @@ impl std::fmt::Debug for Runtime {
 ///
 /// ```
 /// use wirespeed_core::backend::null::{NullConfig, NullPort};
-/// use wirespeed_core::runtime::{Poll, Runtime, RuntimeConfig, Worker};
+/// use wirespeed_core::runtime::{Pinning, Poll, Runtime, RuntimeConfig, Worker, WorkerReport};
 /// use wirespeed_core::{BufferPool, PoolConfig, Port, Pipeline, ShardCtx};
 ///
 /// /// A worker of another type: counts its polls.
@@ -200,14 +298,14 @@ impl std::fmt::Debug for Runtime {
 ///         self.0 += 1;
 ///         Poll::Idle
 ///     }
-///     fn report(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
-///         Some(Box::new(self.0))
+///     fn report(&mut self) -> Option<WorkerReport> {
+///         Some(WorkerReport::new(self.0))
 ///     }
 /// }
 ///
 /// let mut port = NullPort::new(NullConfig::default(), BufferPool::new(PoolConfig::default())?);
 /// let (rx, tx) = port.queue_pair(0)?;
-/// let cfg = RuntimeConfig { cores: Some(vec![]), ..RuntimeConfig::default() };
+/// let cfg = RuntimeConfig { pinning: Pinning::None, ..RuntimeConfig::default() };
 /// let rt = Runtime::builder(cfg)
 ///     .shard(move |_| Ok::<_, String>(Pipeline::new(rx, tx, ())))
 ///     .shard(|_| Ticker(0)) // a factory that cannot fail returns the worker itself
@@ -312,12 +410,7 @@ impl Runtime {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<(ShardId, Result<(), String>)>();
         let mut rt = Runtime { shards: Vec::with_capacity(count) };
         for (i, factory) in factories.into_iter().enumerate() {
-            let core = match &cfg.cores {
-                Some(list) if list.is_empty() => None,
-                Some(list) => Some(list[i % list.len()]),
-                None if available.is_empty() => None,
-                None => Some(available[i % available.len()]),
-            };
+            let core = cfg.pinning.core_of(i, &available);
             let placement = Placement { core, numa_node: core.and_then(numa_node_of_cpu) };
             let control = Arc::new(ShardControl::new(i, cfg.control_capacity));
             let ctl = control.clone();
@@ -420,6 +513,41 @@ impl Runtime {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         Self::check(self.stop_all())
+    }
+
+    /// [`Runtime::wait_finished`] for at most `timeout`: when some shard's input has not finished
+    /// by then, the still running runtime comes back in [`WaitError::TimedOut`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use wirespeed_core::runtime::WaitError;
+    /// use wirespeed_core::{Poll, Runtime, RuntimeConfig, ShardCtx, Worker};
+    ///
+    /// struct Endless; // never finishes its input
+    /// impl Worker for Endless {
+    ///     fn poll(&mut self, _: &mut ShardCtx) -> Poll {
+    ///         Poll::Idle
+    ///     }
+    /// }
+    /// let rt = Runtime::launch(RuntimeConfig::default(), |_| Endless)?;
+    /// let Err(WaitError::TimedOut { runtime, .. }) = rt.wait_finished_timeout(Duration::from_millis(20)) else {
+    ///     panic!("an endless shard finished");
+    /// };
+    /// assert_eq!(runtime.stop()?.len(), 1);
+    /// # Ok::<(), wirespeed_core::RuntimeError>(())
+    /// ```
+    pub fn wait_finished_timeout(
+        mut self,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<ShardReport>, WaitError> {
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        while !self.all_finished() {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(WaitError::TimedOut { runtime: self, after: timeout });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(Self::check(self.stop_all())?)
     }
 
     /// Stops every shard (draining in-flight batches) and returns each shard's report. A shard

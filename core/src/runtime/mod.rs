@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use wirespeed_core::backend::null::{NullConfig, NullPort};
-//! use wirespeed_core::runtime::{PerShard, Runtime, RuntimeConfig, ShardOutcome};
+//! use wirespeed_core::runtime::{PerShard, Pinning, Runtime, RuntimeConfig, ShardOutcome};
 //! use wirespeed_core::{BufferPool, LoopOptions, Pipeline, PoolConfig};
 //!
 //! let pool = BufferPool::new(PoolConfig::default())?;
@@ -32,7 +32,7 @@
 //! let queues = PerShard::queue_pairs(&mut port, 2)?;
 //! let cfg = RuntimeConfig {
 //!     shards: 2,
-//!     cores: Some(vec![]), // unpinned, for a doctest
+//!     pinning: Pinning::None, // unpinned, for a doctest
 //!     loop_options: LoopOptions { exit_when_finished: true, ..LoopOptions::default() },
 //!     ..RuntimeConfig::default()
 //! };
@@ -67,8 +67,8 @@ mod launch;
 pub use handout::{HandOutError, PerShard};
 #[cfg(not(loom))]
 pub use launch::{
-    FactoryOutput, IntoWorker, Placement, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, ShardOutcome,
-    ShardReport, numa_node_of_cpu,
+    FactoryOutput, IntoWorker, Pinning, Placement, ReportTypeError, Runtime, RuntimeBuilder, RuntimeConfig,
+    RuntimeError, ShardOutcome, ShardReport, WaitError, numa_node_of_cpu,
 };
 
 /// What one `poll` of a worker did.
@@ -128,8 +128,47 @@ pub trait Worker: AsAny {
     /// Called once on the shard's thread after the loop ended (and the worker drained): what it
     /// returns is handed back in the shard's [`ShardReport`] by `Runtime::stop` /
     /// `Runtime::wait_finished`. `None` by default.
-    fn report(&mut self) -> Option<Box<dyn Any + Send>> {
+    fn report(&mut self) -> Option<WorkerReport> {
         None
+    }
+}
+
+/// What a worker hands back when its shard ends ([`Worker::report`]): any `Send` value, with the
+/// name of its type so that asking for the wrong type says what was there
+/// ([`ShardReport::try_report`]).
+pub struct WorkerReport {
+    value: Box<dyn Any + Send>,
+    type_name: &'static str,
+}
+
+impl WorkerReport {
+    /// Wraps `value`.
+    pub fn new<T: Any + Send>(value: T) -> Self {
+        Self { value: Box::new(value), type_name: std::any::type_name::<T>() }
+    }
+
+    /// The name of the value's type ([`std::any::type_name`]).
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// The value, if it is a `T`.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        self.value.downcast_ref()
+    }
+
+    /// The value if it is a `T`, else the report back.
+    pub fn downcast<T: Any>(self) -> Result<T, Self> {
+        match self.value.downcast::<T>() {
+            Ok(t) => Ok(*t),
+            Err(value) => Err(Self { value, type_name: self.type_name }),
+        }
+    }
+}
+
+impl std::fmt::Debug for WorkerReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WorkerReport").field(&self.type_name).finish()
     }
 }
 

@@ -14,15 +14,15 @@
 //! This file is the whole appliance: 60 lines of code as `rustfmt` leaves them, imports,
 //! constants and type definitions included, comments and blank lines not counted
 //! (`grep -vcE '^\s*(//|$)' src/lib.rs`).
-use std::{error::Error, net::IpAddr, net::Ipv4Addr, path::Path, sync::Arc};
+use std::{error::Error, net::IpAddr, net::Ipv4Addr, path::Path};
 
+use wirespeed_core::epoch::Publisher;
 use wirespeed_core::rss::{DispatchFabric, RssConfig, SteeringEngine, SymmetricMode::Sort};
-use wirespeed_core::{Batch, BufferPool, DropReason, PacketBuf, Pipeline, PoolConfig, Port, Runtime};
-use wirespeed_core::{RuntimeConfig, ShardCtx, ShardReport, Stage, epoch::Publisher, wire::ip_proto};
+use wirespeed_core::{Batch, BufferPool, DropReason, PacketBuf, Pinning, Pipeline, PoolConfig, Port};
+use wirespeed_core::{Runtime, RuntimeConfig, ShardCtx, ShardReport, Stage, wire::ip_proto::ICMP};
 use wirespeed_pcap::{PcapOutput::PerQueue, PcapPort};
 use wirespeed_stages::{AeadAlgorithm::Aes128Gcm, Classify, Direction::Outbound, EspEncrypt, Forward};
-use wirespeed_stages::{FibBuilder, NextHop, PolicyAction, SaConfig, SaSet, SecurityAssociation};
-use wirespeed_stages::{SecurityPolicy, Selector, Spd};
+use wirespeed_stages::{FibBuilder, NextHop, PolicyAction, SaConfig, SaSet, SecurityPolicy, Selector, Spd};
 
 /// This appliance's tunnel address (the outer source of its ESP packets).
 pub const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
@@ -52,7 +52,7 @@ impl<B: PacketBuf> Stage<B> for Firewall {
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
         let Firewall(deny, seen) = self;
         batch.keep_or_drop(cx, |p| {
-            let icmp = p.meta().l4_proto == ip_proto::ICMP;
+            let icmp = p.meta().l4_proto == ICMP;
             *(if icmp { &mut seen.denied } else { &mut seen.passed }) += 1;
             if icmp { Err(*deny) } else { Ok(()) }
         });
@@ -68,9 +68,9 @@ pub fn run(input: &Path, output: &Path, keymat: &[u8]) -> Result<Vec<ShardReport
     let mut port = PcapPort::builder(pool).input(input).queues(2).output(PerQueue(output.into())).build()?;
     let ((rx0, tx0), (_, tx1)) = (port.queue_pair(0)?, port.queue_pair(1)?); // queue 1: no input, Tx only
     // Symmetric RSS in software: shard 0 dispatches, shard 1 receives.
-    let engine = SteeringEngine::rss_only(&RssConfig { mode: Sort, ..RssConfig::default() }, 2)?;
-    let (fabric, mut reta) = (DispatchFabric::new(1, 2, 64)?, Publisher::new(engine.default_reta()?));
-    let dispatcher = fabric.dispatcher(0, Arc::new(engine), reta.subscribe(), Some(0))?;
+    let symmetric = RssConfig { mode: Sort, ..RssConfig::default() };
+    let (fabric, engine) = (DispatchFabric::new(1, 2, 64)?, SteeringEngine::rss_only(&symmetric, 2)?);
+    let dispatcher = fabric.fixed_dispatcher(0, engine, Some(0))?;
     let mut fib = FibBuilder::new();
     for ((net, router), mac) in [LAN, SERVERS].into_iter().zip(MACS) {
         fib.route_prefix(net.parse()?, NextHop::Gateway(router.parse()?)).neighbor(router.parse()?, mac, 0);
@@ -79,12 +79,12 @@ pub fn run(input: &Path, output: &Path, keymat: &[u8]) -> Result<Vec<ShardReport
     let sa = SaConfig::tunnel(SPI, Outbound { shard: 0 }, Aes128Gcm, keymat, LOCAL, REMOTE);
     let selector = Selector::between(LAN.0.parse()?, SERVERS.0.parse()?);
     let spd = Spd::new(vec![SecurityPolicy { selector, action: PolicyAction::Protect { spis: vec![SPI] } }]);
-    let mut sad = Publisher::new(SaSet::new([Arc::new(SecurityAssociation::new(&sa)?)], &spd)?);
+    let mut sad = Publisher::new(SaSet::from_configs(&[sa], &spd)?);
     let mut l3 = || {
         (Classify::default(), Firewall(deny, Default::default()), Forward::new(fib.subscribe(), &MACS[2..]))
     };
     let (l3_0, l3_1, encrypt, rx1) = (l3(), l3(), EspEncrypt::new(sad.subscribe()), fabric.receiver(1)?);
-    let rt = Runtime::builder(RuntimeConfig { cores: Some(vec![]), ..RuntimeConfig::default() })
+    let rt = Runtime::builder(RuntimeConfig { pinning: Pinning::None, ..RuntimeConfig::default() })
         .shard(move |_| {
             let pipeline = Pipeline::new(rx0, tx0, (dispatcher, l3_0, encrypt));
             pipeline.with_report(|(_, (_, fw, _), esp)| (fw.1, *esp.stats()))

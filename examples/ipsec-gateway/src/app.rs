@@ -31,8 +31,8 @@ pub enum RunError {
     #[error("gateway.control_socket = {0}: {1}")]
     Listen2(String, String),
     /// The configuration names a backend `run` cannot open.
-    #[error("backend `{0}` is for embedding (tests build mem ports themselves); `run` opens pcap")]
-    Backend(&'static str),
+    #[error("interfaces.lan.port.backend = {0}: {1}")]
+    Backend(&'static str, &'static str),
 }
 
 /// Options of a run.
@@ -79,17 +79,45 @@ impl RunReport {
     }
 }
 
-/// Runs the gateway of `cfg` on its pcap ports until the input ends or `opts.stop` is set.
+/// Runs the gateway of `cfg` on its pcap ports until the input ends or `opts.stop` is set, or on
+/// its AF_XDP or DPDK ports until `opts.stop` is set.
 pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError> {
-    for itf in [&cfg.lan, &cfg.wan] {
-        if let PortConfig::Mem(_) = itf.port {
-            return Err(RunError::Backend("mem"));
-        }
-    }
-    let pool = BufferPool::new(PoolConfig { buffers: cfg.buffers, ..PoolConfig::default() })?;
-    let p = ports::open_pcap(cfg, &pool, Steering::new(cfg)?)?;
     let start = Instant::now();
-    let gw = gateway::build(cfg, p, pool, RunMode::UntilInputEnds)?;
+    let gw = match &cfg.lan.port {
+        PortConfig::Mem(_) => {
+            return Err(RunError::Backend(
+                "mem",
+                "for embedding (tests build mem ports themselves); `run` opens pcap, afxdp and dpdk",
+            ));
+        }
+        PortConfig::Pcap(_) => {
+            let pool = BufferPool::new(PoolConfig { buffers: cfg.buffers, ..PoolConfig::default() })?;
+            let p = ports::open_pcap(cfg, &pool, Steering::new(cfg)?)?;
+            gateway::build(cfg, p, pool, RunMode::UntilInputEnds)?
+        }
+        #[cfg(target_os = "linux")]
+        PortConfig::Afxdp(_) => {
+            let (p, notes) = ports::open_afxdp(cfg, &Steering::new(cfg)?)?;
+            for n in notes {
+                eprintln!("{}: {n}", cfg.name);
+            }
+            gateway::build_with(cfg, p, ports::XdpControlTx::split, RunMode::UntilStopped)?
+        }
+        #[cfg(not(target_os = "linux"))]
+        PortConfig::Afxdp(_) => return Err(RunError::Backend("afxdp", "AF_XDP exists on Linux only")),
+        #[cfg(feature = "dpdk")]
+        PortConfig::Dpdk(_) => {
+            let (p, alloc, notes) = ports::open_dpdk(cfg, &Steering::new(cfg)?)?;
+            for n in notes {
+                eprintln!("{}: {n}", cfg.name);
+            }
+            gateway::build_with(cfg, p, move |tx| (tx, alloc), RunMode::UntilStopped)?
+        }
+        #[cfg(not(feature = "dpdk"))]
+        PortConfig::Dpdk(_) => {
+            return Err(RunError::Backend("dpdk", "needs ipsec-gateway built with `--features dpdk`"));
+        }
+    };
     let _metrics = match cfg.management.host_listen {
         Some(addr) => Some(
             crate::metrics::MetricsServer::start(addr, gw.metrics_handle())

@@ -171,7 +171,7 @@ pub struct InterfaceEntry {
 }
 
 /// `[interfaces.X.port]`: which backend carries the interface, tagged by `backend`. AF_XDP and
-/// DPDK add their variants here, each with its backend crate's own settings struct.
+/// DPDK take their backend crate's own settings struct.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "backend", rename_all = "lowercase")]
 pub enum PortConfig {
@@ -179,6 +179,30 @@ pub enum PortConfig {
     Pcap(PcapPortConfig),
     /// In-memory queues: tests and embedding (frames injected and collected by the caller).
     Mem(MemPortConfig),
+    /// A Linux interface through AF_XDP sockets (`wirespeed-afxdp`): `interface`, `queues`,
+    /// `mode` and the rest of [`wirespeed_afxdp::AfXdpPortConfig`]. `port_id` is set by the
+    /// gateway (0 for LAN, 1 for WAN).
+    Afxdp(wirespeed_afxdp::AfXdpPortConfig),
+    /// A DPDK ethdev (`wirespeed-dpdk`): `eal` arguments, `device`, `queues` and the rest of
+    /// `wirespeed_dpdk::DpdkPortConfig`. `port_index` is set by the gateway.
+    #[cfg(feature = "dpdk")]
+    Dpdk(wirespeed_dpdk::DpdkPortConfig),
+    /// `backend = "dpdk"` in a binary built without the `dpdk` feature: parsed so that validation
+    /// can say how to get it, never opened.
+    #[cfg(not(feature = "dpdk"))]
+    Dpdk(DpdkNotBuilt),
+}
+
+/// The settings of a `backend = "dpdk"` port when ipsec-gateway is built without its `dpdk`
+/// feature: accepted by the parser and refused by validation with that reason.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct DpdkNotBuilt {}
+
+impl<'de> Deserialize<'de> for DpdkNotBuilt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Self {})
+    }
 }
 
 /// `backend = "mem"`.
@@ -201,6 +225,8 @@ impl PortConfig {
         match self {
             PortConfig::Pcap(_) => "pcap",
             PortConfig::Mem(_) => "mem",
+            PortConfig::Afxdp(_) => "afxdp",
+            PortConfig::Dpdk(_) => "dpdk",
         }
     }
 }
@@ -586,6 +612,7 @@ impl FileConfig {
                 format!("both interfaces must use one backend (lan uses {})", lan.port.backend()),
             ));
         }
+        kernel_bypass_ports(&lan.port, &wan.port, g.shards)?;
 
         // RSS and steering.
         let r = &self.rss;
@@ -812,6 +839,87 @@ fn interface(key: &str, e: &InterfaceEntry, base: Option<&Path>) -> Result<Inter
         }
     }
     Ok(Interface { mac, addresses, port })
+}
+
+/// Checks the AF_XDP and DPDK settings of both ports: each port's own fields (through its backend
+/// crate's check, the key named under `interfaces.X.port`), then what the gateway needs of the
+/// pair: one queue per data shard plus the management queue, two different devices, one EAL.
+fn kernel_bypass_ports(lan: &PortConfig, wan: &PortConfig, shards: usize) -> Result<(), ConfigError> {
+    let want = shards + 1;
+    for (key, port) in [("interfaces.lan.port", lan), ("interfaces.wan.port", wan)] {
+        match port {
+            PortConfig::Afxdp(p) => {
+                p.validate().map_err(|e| match e {
+                    wirespeed_afxdp::AfXdpError::BadConfig { field, value, why } => {
+                        invalid(format!("{key}.{field}"), value, why)
+                    }
+                    other => invalid(key, "afxdp", other.to_string()),
+                })?;
+                if let Some(q) = p.queues
+                    && usize::from(q) != want
+                {
+                    return Err(invalid(
+                        format!("{key}.queues"),
+                        q,
+                        format!("want {want}: one queue per data shard ({shards}) plus the management queue"),
+                    ));
+                }
+            }
+            #[cfg(feature = "dpdk")]
+            PortConfig::Dpdk(p) => {
+                p.check().map_err(|e| match e {
+                    wirespeed_dpdk::DpdkError::BadConfig { field, value, why } => {
+                        invalid(format!("{key}.{field}"), value, why)
+                    }
+                    other => invalid(key, "dpdk", other.to_string()),
+                })?;
+                if usize::from(p.queues) != want {
+                    return Err(invalid(
+                        format!("{key}.queues"),
+                        p.queues,
+                        format!(
+                            "want {want}: one queue pair per data shard ({shards}) plus the management queue"
+                        ),
+                    ));
+                }
+            }
+            #[cfg(not(feature = "dpdk"))]
+            PortConfig::Dpdk(_) => {
+                return Err(invalid(
+                    format!("{key}.backend"),
+                    "dpdk",
+                    "needs ipsec-gateway built with `--features dpdk` (links libdpdk)",
+                ));
+            }
+            PortConfig::Pcap(_) | PortConfig::Mem(_) => {}
+        }
+    }
+    match (lan, wan) {
+        (PortConfig::Afxdp(l), PortConfig::Afxdp(w)) if l.interface == w.interface => Err(invalid(
+            "interfaces.wan.port.interface",
+            &w.interface,
+            "the LAN port uses the same interface; each side needs its own",
+        )),
+        #[cfg(feature = "dpdk")]
+        (PortConfig::Dpdk(l), PortConfig::Dpdk(w)) => {
+            if l.device == w.device {
+                return Err(invalid(
+                    "interfaces.wan.port.device",
+                    &w.device,
+                    "the LAN port uses the same device; each side needs its own",
+                ));
+            }
+            if !w.eal.is_empty() && w.eal != l.eal {
+                return Err(invalid(
+                    "interfaces.wan.port.eal",
+                    format!("{:?}", w.eal),
+                    "the EAL is initialised once per process: give the LAN port's list or none",
+                ));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Parses `02:00:00:00:00:01` (or with `-`).

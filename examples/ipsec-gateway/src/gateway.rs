@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex};
 use wirespeed_core::epoch::{Publisher, Subscriber};
 use wirespeed_core::rss::{Reta, RssHasher, SteeringEngine};
 use wirespeed_core::{
-    Batch, BufferPool, DropReason, FlowClass, LoopOptions, PacketBuf, Poll, PoolBuf, Port, Runtime,
+    Batch, BufferPool, DropReason, FlowClass, LoopOptions, PacketBuf, Pinning, Poll, PoolBuf, Port, Runtime,
     RuntimeConfig, RxQueue, ShardCounters, ShardCtx, ShardStats, Stage, TxQueue, Verdict, Worker,
 };
 use wirespeed_stages::classify::Classify;
-use wirespeed_stages::control::{ControlConfig, ControlPlane, Punt, PuntQueue, punt_queue};
+use wirespeed_stages::control::{ControlConfig, ControlPlane, Punt, PuntQueue, TxAlloc, punt_queue};
 use wirespeed_stages::esp::wire::{IpHeader, ethernet_l3_offset};
 use wirespeed_stages::esp::{
     EspDecrypt, EspEncrypt, EventQueue, FlowKey, OutboundDecision, SaConfig, SaEvent, SaSet,
@@ -55,7 +55,8 @@ pub enum BuildError {
     Runtime(#[from] wirespeed_core::RuntimeError),
 }
 
-/// The two ports of a gateway (any backend whose buffers are pool buffers: pcap, mem).
+/// The two ports of a gateway (any backend: pcap and mem through [`build`], AF_XDP and DPDK
+/// through [`build_with`]).
 #[derive(Debug)]
 pub struct GatewayPorts<P> {
     /// Protected side.
@@ -94,6 +95,11 @@ impl Steering {
         let engine = SteeringEngine::new(hasher, cfg.steering.clone(), queues_per_port(cfg)).map_err(err)?;
         let reta = engine.default_reta().map_err(err)?;
         Ok(Self { engine, reta })
+    }
+
+    /// The indirection table (what the ports program into the NIC).
+    pub fn reta(&self) -> &Reta {
+        &self.reta
     }
 
     /// The management queue (the last one).
@@ -141,19 +147,39 @@ pub fn sad(cfg: &GatewayConfig) -> Result<(Vec<Arc<SecurityAssociation>>, Spd), 
 
 /// What every data shard's stages share: the classifier's view of the appliance, the output
 /// ports' MACs, the punt queues to the control plane (LAN, WAN) and the SA event queue.
-#[derive(Clone, Debug)]
-pub struct Shared {
+pub struct Shared<B: PacketBuf = PoolBuf> {
     /// Own addresses and management port, for [`Classify`].
     pub classify: wirespeed_stages::classify::ClassifyConfig,
     /// Source MAC per output port ([`Side::port`]).
     pub macs: [[u8; 6]; 2],
     /// Punt queue per side.
-    pub punts: [PuntQueue<PoolBuf>; 2],
+    pub punts: [PuntQueue<B>; 2],
     /// SA lifetime events.
     pub events: EventQueue,
 }
 
-impl Shared {
+// By hand: the derives would ask `B: Clone + Debug`, which buffers are not.
+impl<B: PacketBuf> Clone for Shared<B> {
+    fn clone(&self) -> Self {
+        Self {
+            classify: self.classify.clone(),
+            macs: self.macs,
+            punts: self.punts.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+impl<B: PacketBuf> std::fmt::Debug for Shared<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("classify", &self.classify)
+            .field("macs", &self.macs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: PacketBuf> Shared<B> {
     /// The shared pieces of `cfg`.
     pub fn new(cfg: &GatewayConfig) -> Self {
         let mut classify = wirespeed_stages::classify::ClassifyConfig {
@@ -175,7 +201,7 @@ impl Shared {
     }
 
     /// The LAN → WAN path of one shard: classify, punt, route, SPD + encrypt.
-    pub fn outbound(&self, fib: Subscriber<Fib>, sas: Subscriber<SaSet>) -> Outbound {
+    pub fn outbound(&self, fib: Subscriber<Fib>, sas: Subscriber<SaSet>) -> Outbound<B> {
         (
             Classify::new(self.classify.clone()),
             Punt::new(self.punts[Side::Lan as usize].clone()),
@@ -191,7 +217,7 @@ impl Shared {
         fib: Subscriber<Fib>,
         decrypt: Subscriber<SaSet>,
         guard: Subscriber<SaSet>,
-    ) -> Inbound {
+    ) -> Inbound<B> {
         (
             Classify::new(self.classify.clone()),
             Punt::new(self.punts[Side::Wan as usize].clone()),
@@ -265,7 +291,8 @@ struct ControlParts<P: Port> {
     wan: (P::Rx, P::Tx),
 }
 
-/// Builds and starts a gateway on `ports` (each with [`queues_per_port`] queues).
+/// Builds and starts a gateway on `ports` (each with [`queues_per_port`] queues) whose buffers
+/// are `pool`'s: the control planes allocate their replies from `pool` too.
 pub fn build<P>(
     cfg: &GatewayConfig,
     ports: GatewayPorts<P>,
@@ -275,9 +302,29 @@ pub fn build<P>(
 where
     P: Port<Buf = PoolBuf> + Send + 'static,
 {
+    build_with(cfg, ports, move |tx: P::Tx| (tx, pool), mode)
+}
+
+/// Builds and starts a gateway on `ports` of any backend (each with [`queues_per_port`]
+/// queues). `control_tx` runs on the control shard's thread and turns each management queue's
+/// transmit half into the transmit queue and buffer allocator of that side's control plane
+/// (pool backends: the queue and the pool; AF_XDP: the queue sharing its UMEM; DPDK: the queue
+/// and the port's mempool).
+pub fn build_with<P, T, A, F>(
+    cfg: &GatewayConfig,
+    ports: GatewayPorts<P>,
+    control_tx: F,
+    mode: RunMode,
+) -> Result<Gateway, BuildError>
+where
+    P: Port + Send + 'static,
+    T: TxQueue<Buf = P::Buf> + 'static,
+    A: TxAlloc<P::Buf> + 'static,
+    F: Fn(P::Tx) -> (T, A) + Send + 'static,
+{
     let shards = cfg.shards;
     let Tables { route_table, mut routes, sa_table, spd, mut sad } = Tables::new(cfg)?;
-    let shared = Shared::new(cfg);
+    let shared = Shared::<P::Buf>::new(cfg);
     let events = shared.events.clone();
 
     // Hand-out: every shard's queues and subscriptions, taken once by its factory.
@@ -319,7 +366,7 @@ where
 
     let rt_cfg = RuntimeConfig {
         shards: shards + 1,
-        cores: if cfg.cores.is_empty() { None } else { Some(cfg.cores.clone()) },
+        pinning: if cfg.cores.is_empty() { Pinning::Auto } else { Pinning::Cores(cfg.cores.clone()) },
         loop_options: LoopOptions {
             exit_when_finished: mode == RunMode::UntilInputEnds,
             ..LoopOptions::default()
@@ -338,12 +385,14 @@ where
         });
     }
     let runtime = builder
-        .shard(move |_| -> Result<ControlShard<P>, String> {
+        .shard(move |_| -> Result<ControlShard<P, T, A>, String> {
             let mut sides = Vec::with_capacity(2);
             for (side, (rx, tx)) in [(Side::Lan, control.lan), (Side::Wan, control.wan)] {
                 let i = side as usize;
-                let mut plane = ControlPlane::new(control_cfgs[i].clone(), shared.punts[i].clone(), tx, pool)
-                    .map_err(|e| format!("{} control plane: {e}", side.name()))?;
+                let (tx, alloc) = control_tx(tx);
+                let mut plane =
+                    ControlPlane::new(control_cfgs[i].clone(), shared.punts[i].clone(), tx, alloc)
+                        .map_err(|e| format!("{} control plane: {e}", side.name()))?;
                 if side == mgmt_side {
                     let m = served.clone();
                     plane.set_stats_source(move |out: &mut String| {
@@ -535,7 +584,7 @@ pub fn prometheus(gateway: &str, stats: &[ShardStats]) -> String {
 // Shard workers.
 // ---------------------------------------------------------------------------------------------
 
-impl<P: Port<Buf = PoolBuf> + 'static> Worker for DataShard<P> {
+impl<P: Port + 'static> Worker for DataShard<P> {
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         DataShard::poll(self, cx)
     }
@@ -544,8 +593,8 @@ impl<P: Port<Buf = PoolBuf> + 'static> Worker for DataShard<P> {
         DataShard::drain(self, cx)
     }
 
-    fn report(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
-        Some(Box::new(DataReport {
+    fn report(&mut self) -> Option<wirespeed_core::runtime::WorkerReport> {
+        Some(wirespeed_core::runtime::WorkerReport::new(DataReport {
             encrypt: *self.outbound.3.stats(),
             decrypt: *self.inbound.3.stats(),
             cleartext_dropped: self.inbound.2.dropped(),
@@ -553,7 +602,12 @@ impl<P: Port<Buf = PoolBuf> + 'static> Worker for DataShard<P> {
     }
 }
 
-impl<P: Port<Buf = PoolBuf> + 'static> Worker for ControlShard<P> {
+impl<P, T, A> Worker for ControlShard<P, T, A>
+where
+    P: Port + 'static,
+    T: TxQueue<Buf = P::Buf> + 'static,
+    A: TxAlloc<P::Buf> + 'static,
+{
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         ControlShard::poll(self, cx)
     }
@@ -575,29 +629,29 @@ pub struct DataReport {
 }
 
 /// The stages of a data shard's LAN → WAN path.
-pub type Outbound = (Classify, Punt<PoolBuf>, Forward, EspEncrypt);
+pub type Outbound<B = PoolBuf> = (Classify, Punt<B>, Forward, EspEncrypt);
 /// The stages of a data shard's WAN → LAN path.
-pub type Inbound = (Classify, Punt<PoolBuf>, CleartextGuard, EspDecrypt, Forward);
+pub type Inbound<B = PoolBuf> = (Classify, Punt<B>, CleartextGuard, EspDecrypt, Forward);
 
 /// One data shard: both directions over queue `i` of both ports. A [`Worker`]: the runtime polls
 /// it on its own thread; tests may poll it directly.
-pub struct DataShard<P: Port<Buf = PoolBuf>> {
+pub struct DataShard<P: Port> {
     lan_rx: P::Rx,
     wan_rx: P::Rx,
     /// Indexed by output port ([`Side::port`]).
     tx: [P::Tx; 2],
-    outbound: Outbound,
-    inbound: Inbound,
-    batch: Batch<PoolBuf>,
-    scratch: Batch<PoolBuf>,
+    outbound: Outbound<P::Buf>,
+    inbound: Inbound<P::Buf>,
+    batch: Batch<P::Buf>,
+    scratch: Batch<P::Buf>,
 }
 
-impl<P: Port<Buf = PoolBuf>> DataShard<P> {
+impl<P: Port> DataShard<P> {
     /// A data shard on the LAN and WAN queue pairs `lan` and `wan`, with the FIB subscriptions of
     /// its outbound and inbound paths and the SA subscriptions of its encrypt, decrypt and
     /// cleartext-guard stages.
     pub fn new(
-        shared: &Shared,
+        shared: &Shared<P::Buf>,
         lan: (P::Rx, P::Tx),
         wan: (P::Rx, P::Tx),
         fib: [Subscriber<Fib>; 2],
@@ -640,11 +694,11 @@ impl<P: Port<Buf = PoolBuf>> DataShard<P> {
     }
 
     #[inline]
-    fn run<S: Stage<PoolBuf>>(
+    fn run<S: Stage<P::Buf>>(
         rx: &mut P::Rx,
         stages: &mut S,
-        batch: &mut Batch<PoolBuf>,
-        scratch: &mut Batch<PoolBuf>,
+        batch: &mut Batch<P::Buf>,
+        scratch: &mut Batch<P::Buf>,
         tx: &mut [P::Tx; 2],
         cx: &mut ShardCtx,
     ) -> usize {
@@ -672,9 +726,9 @@ impl<P: Port<Buf = PoolBuf>> DataShard<P> {
 
 /// Sends each packet on its output port's queue, in order per port.
 #[inline]
-fn transmit<T: TxQueue<Buf = PoolBuf>>(
-    batch: &mut Batch<PoolBuf>,
-    scratch: &mut Batch<PoolBuf>,
+fn transmit<B: PacketBuf, T: TxQueue<Buf = B>>(
+    batch: &mut Batch<B>,
+    scratch: &mut Batch<B>,
     tx: &mut [T; 2],
     cx: &mut ShardCtx,
 ) {
@@ -709,7 +763,7 @@ fn transmit<T: TxQueue<Buf = PoolBuf>>(
 
 /// Sends `batch` on `t`, counting what went out and what the queue refused.
 #[inline]
-fn send<T: TxQueue<Buf = PoolBuf>>(t: &mut T, batch: &mut Batch<PoolBuf>, cx: &mut ShardCtx) {
+fn send<B: PacketBuf, T: TxQueue<Buf = B>>(t: &mut T, batch: &mut Batch<B>, cx: &mut ShardCtx) {
     let bytes = batch.bytes();
     let want = batch.len();
     let sent = t.tx_burst(batch);
@@ -793,18 +847,18 @@ impl<B: PacketBuf> Stage<B> for CleartextGuard {
 }
 
 /// One interface's management path on the control shard.
-struct ControlSide<P: Port<Buf = PoolBuf>> {
+struct ControlSide<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> {
     rx: P::Rx,
     classify: Classify,
-    punt: Punt<PoolBuf>,
-    plane: ControlPlane<PoolBuf, P::Tx, BufferPool>,
-    batch: Batch<PoolBuf>,
+    punt: Punt<P::Buf>,
+    plane: ControlPlane<P::Buf, T, A>,
+    batch: Batch<P::Buf>,
 }
 
 /// The control shard: the steering plan's management queue of both ports into one smoltcp
 /// control plane per interface.
-struct ControlShard<P: Port<Buf = PoolBuf>> {
-    sides: Vec<ControlSide<P>>,
+struct ControlShard<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> {
+    sides: Vec<ControlSide<P, T, A>>,
     not_ours: DropReason,
 }
 
@@ -812,7 +866,7 @@ struct ControlShard<P: Port<Buf = PoolBuf>> {
 /// control plane does not take (rules an operator added that match data traffic).
 pub const NOT_FOR_CONTROL_PLANE: &str = "not_for_control_plane";
 
-impl<P: Port<Buf = PoolBuf>> ControlShard<P> {
+impl<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> ControlShard<P, T, A> {
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         let mut busy = 0;
         let mut ended = true;

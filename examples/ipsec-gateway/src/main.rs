@@ -17,7 +17,8 @@ const USAGE: &str = "usage:
   ipsec-gateway demo [--out DIR] [--shards N] [--packets N]
 
   run      run the gateway of FILE (TOML, see examples/ipsec-gateway/configs/) until its
-           input ends or SIGINT/SIGTERM, which drains the shards and prints final counters;
+           input ends (pcap) or SIGINT/SIGTERM, which drains the shards and prints final
+           counters; backends pcap, afxdp (root) and, built with --features dpdk, dpdk;
            a stats line per shard every [gateway] stats_interval seconds (--json: one JSON
            object per line); GET /metrics (Prometheus text) on the management address
   check    validate FILE and exit
@@ -154,7 +155,7 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
             }
             let r = app::run(&cfg, &RunOptions { json, stop: Some(stop), ..RunOptions::default() }).map_err(
                 |e| match e {
-                    app::RunError::Backend(_) => Failure::Config(e.to_string()),
+                    app::RunError::Backend(..) => Failure::Config(e.to_string()),
                     e => Failure::Runtime(e.to_string()),
                 },
             )?;

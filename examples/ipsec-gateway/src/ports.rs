@@ -1,5 +1,7 @@
 //! Opening the ports a configuration names. `mem` ports are made by the embedding program (tests)
-//! and passed to [`crate::gateway::build`] directly; this module opens `pcap` ports.
+//! and passed to [`crate::gateway::build`] directly; this module opens `pcap` ports and, on
+//! Linux, `afxdp` ports and, with the `dpdk` feature, `dpdk` ports (for
+//! [`crate::gateway::build_with`]).
 //!
 //! A capture file has one input, but the gateway has one queue per shard plus the management
 //! queue: the pcap port spreads the input over them with the gateway's own [`Steering`] (the
@@ -24,6 +26,23 @@ pub enum PortOpenError {
         side: &'static str,
         /// The error.
         source: wirespeed_pcap::PcapError,
+    },
+    /// An AF_XDP port.
+    #[error("interfaces.{side}.port: {source}")]
+    AfXdp {
+        /// Which interface.
+        side: &'static str,
+        /// The error.
+        source: wirespeed_afxdp::AfXdpError,
+    },
+    /// A DPDK port.
+    #[cfg(feature = "dpdk")]
+    #[error("interfaces.{side}.port: {source}")]
+    Dpdk {
+        /// Which interface.
+        side: &'static str,
+        /// The error.
+        source: wirespeed_dpdk::DpdkError,
     },
     /// A backend this function does not open.
     #[error("interfaces.{side}.port: backend `{backend}` {why}")]
@@ -79,4 +98,175 @@ pub fn open_pcap(
     let lan = open(Side::Lan)?;
     let wan = open(Side::Wan)?;
     Ok(GatewayPorts { lan, wan })
+}
+
+/// The control plane's side of an AF_XDP management queue: the queue's transmit half, shared
+/// between sending and allocating frames from its UMEM. Both halves live on the control shard's
+/// thread, so the lock is never contended (and this is the management path, not the data path).
+#[cfg(target_os = "linux")]
+pub struct XdpControlTx(Arc<std::sync::Mutex<wirespeed_afxdp::XdpTx>>);
+
+#[cfg(target_os = "linux")]
+impl XdpControlTx {
+    /// The transmit queue and the allocator of one management queue.
+    pub fn split(tx: wirespeed_afxdp::XdpTx) -> (Self, Self) {
+        let tx = Arc::new(std::sync::Mutex::new(tx));
+        (Self(tx.clone()), Self(tx))
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl wirespeed_core::TxQueue for XdpControlTx {
+    type Buf = wirespeed_afxdp::XdpBuf;
+
+    fn tx_burst(&mut self, batch: &mut wirespeed_core::Batch<Self::Buf>) -> usize {
+        self.0.lock().map_or(0, |mut t| t.tx_burst(batch))
+    }
+
+    fn flush(&mut self) {
+        if let Ok(mut t) = self.0.lock() {
+            t.flush()
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl wirespeed_stages::control::TxAlloc<wirespeed_afxdp::XdpBuf> for XdpControlTx {
+    fn alloc_tx(&mut self) -> Option<wirespeed_afxdp::XdpBuf> {
+        self.0.lock().ok()?.alloc()
+    }
+}
+
+/// Opens both AF_XDP ports of `cfg`, each with [`queues_per_port`] queues (queue `q` of a port
+/// is data shard `q`'s; the last is the management queue) and `port_id` set to its side, then
+/// programs the gateway's RSS configuration and steering plan into the NIC as far as the driver
+/// allows. Returns the ports and one line per item of what runs in hardware and what the NIC
+/// left undone (traffic of the management rules that lands on a data queue is still punted to
+/// the control plane by the data shard's `Punt` stage; RSS the NIC does not do means an uneven
+/// spread, never a wrong packet).
+#[cfg(target_os = "linux")]
+pub fn open_afxdp(
+    cfg: &GatewayConfig,
+    steering: &Steering,
+) -> Result<(GatewayPorts<wirespeed_afxdp::AfXdpPort>, Vec<String>), PortOpenError> {
+    use wirespeed_core::Port;
+    let mut notes = Vec::new();
+    let mut open = |side: Side| -> Result<wirespeed_afxdp::AfXdpPort, PortOpenError> {
+        let itf = cfg.interface(side);
+        let PortConfig::Afxdp(p) = &itf.port else {
+            return Err(PortOpenError::Unsupported {
+                side: side.name(),
+                backend: itf.port.backend(),
+                why: "is not an AF_XDP port",
+            });
+        };
+        let mut p = p.clone();
+        p.port_id = side.port();
+        p.queues = Some(queues_per_port(cfg));
+        let mut port = wirespeed_afxdp::AfXdpPort::open(p)
+            .map_err(|source| PortOpenError::AfXdp { side: side.name(), source })?;
+        let name = side.name();
+        notes.push(format!("{name}: {}", port.report()));
+        if let Ok(n) = wirespeed_afxdp::rx_queue_count(&port.config().interface)
+            && n > queues_per_port(cfg)
+        {
+            notes.push(format!(
+                "{name}: {} has {n} receive queues and the gateway serves {}: traffic the NIC puts on the \
+                 others goes to the kernel stack (set `ethtool -L {} combined {}`)",
+                port.config().interface,
+                queues_per_port(cfg),
+                port.config().interface,
+                queues_per_port(cfg)
+            ));
+        }
+        if port.info().mac != itf.mac {
+            notes.push(format!(
+                "{name}: interfaces.{name}.mac differs from {}'s own MAC: frames to the configured MAC \
+                 reach the gateway only if the interface accepts them (promiscuous, or set its MAC)",
+                port.config().interface
+            ));
+        }
+        let rss = port.apply_rss(&cfg.rss, steering.reta());
+        let plan = port.apply_plan(&cfg.steering);
+        notes.push(format!("{name}: RSS: {rss}"));
+        notes.push(format!("{name}: steering plan: {plan}"));
+        Ok(port)
+    };
+    let lan = open(Side::Lan)?;
+    let wan = open(Side::Wan)?;
+    Ok((GatewayPorts { lan, wan }, notes))
+}
+
+/// The control plane's buffer allocator on DPDK ports: mbufs from the port's mempool.
+#[cfg(feature = "dpdk")]
+#[derive(Clone, Copy, Debug)]
+pub struct MbufAlloc(pub wirespeed_dpdk::Mempool);
+
+#[cfg(feature = "dpdk")]
+impl wirespeed_stages::control::TxAlloc<wirespeed_dpdk::Mbuf> for MbufAlloc {
+    fn alloc_tx(&mut self) -> Option<wirespeed_dpdk::Mbuf> {
+        wirespeed_dpdk::Mbuf::alloc(&self.0)
+    }
+}
+
+/// Opens both DPDK ports of `cfg` (the EAL is initialised by the first, with the LAN port's
+/// `eal` list), `port_index` set to their side. When a port's `rss` table is absent and it has
+/// more than one queue, the gateway's `[rss]` key, mode and hash types are programmed (RETA size:
+/// `rss.reta_size`). Then the gateway's indirection table (data queues only) and its steering
+/// plan (management rules to the last queue, through `rte_flow`) are applied as far as the PMD
+/// allows. Returns the ports, an allocator for the control planes, and one line per report
+/// (what runs in hardware, what does not; management traffic a data queue receives is still
+/// punted to the control plane by the data shard's `Punt` stage).
+#[cfg(feature = "dpdk")]
+pub fn open_dpdk(
+    cfg: &GatewayConfig,
+    steering: &Steering,
+) -> Result<(GatewayPorts<wirespeed_dpdk::DpdkPort>, MbufAlloc, Vec<String>), PortOpenError> {
+    let mut notes = Vec::new();
+    let eal = match &cfg.lan.port {
+        PortConfig::Dpdk(p) => p.eal.clone(),
+        _ => Vec::new(),
+    };
+    let mut open = |side: Side| -> Result<wirespeed_dpdk::DpdkPort, PortOpenError> {
+        let itf = cfg.interface(side);
+        let PortConfig::Dpdk(p) = &itf.port else {
+            return Err(PortOpenError::Unsupported {
+                side: side.name(),
+                backend: itf.port.backend(),
+                why: "is not a DPDK port",
+            });
+        };
+        let mut p = p.clone();
+        p.port_index = side.port();
+        if p.eal.is_empty() {
+            p.eal = eal.clone();
+        }
+        if p.rss.is_none() && p.queues > 1 {
+            p.rss =
+                Some(wirespeed_dpdk::RssSettings { hash: cfg.rss.clone(), reta_size: Some(cfg.reta_size) });
+        }
+        let mut port = wirespeed_dpdk::DpdkPort::new(&p)
+            .map_err(|source| PortOpenError::Dpdk { side: side.name(), source })?;
+        let name = side.name();
+        if let Some(hw) = port.hw_rss() {
+            notes.push(format!("{name}: RSS: {}", hw.report()));
+            match wirespeed_core::rss::RssControl::set_reta(hw, steering.reta()) {
+                Ok(()) => notes.push(format!("{name}: RETA: data queues only, in hardware")),
+                Err(e) => {
+                    notes.push(format!("{name}: RETA not programmed ({e}): the NIC spreads over every queue"))
+                }
+            }
+            match hw.apply_steering_report(&cfg.steering) {
+                Ok(r) => notes.push(format!("{name}: steering plan: {r}")),
+                Err(e) => notes.push(format!("{name}: steering plan left to software ({e})")),
+            }
+        } else {
+            notes.push(format!("{name}: no hardware RSS: every packet arrives on queue 0 (shard 0)"));
+        }
+        Ok(port)
+    };
+    let lan = open(Side::Lan)?;
+    let wan = open(Side::Wan)?;
+    let alloc = MbufAlloc(lan.mempool());
+    Ok((GatewayPorts { lan, wan }, alloc, notes))
 }

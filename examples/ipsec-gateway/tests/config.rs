@@ -235,10 +235,136 @@ fn example_configs_load() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "toml") {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            n += 1;
+            if name.starts_with("dpdk") && !cfg!(feature = "dpdk") {
+                // Parsed, and refused for the one reason that applies.
+                let e = GatewayConfig::load(&p).unwrap_err().to_string();
+                assert!(
+                    e.contains("interfaces.lan.port.backend = dpdk") && e.contains("--features dpdk"),
+                    "{e}"
+                );
+                continue;
+            }
             let c = GatewayConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             assert!(!c.sas.is_empty() && !c.policies.is_empty() && !c.routes.is_empty(), "{}", p.display());
-            n += 1;
+            assert!(name.starts_with(c.lan.port.backend()), "{name}: {:?}", c.lan.port);
         }
     }
-    assert!(n >= 2, "one example config per backend (pcap, mem)");
+    assert!(n >= 4, "one example config per backend (pcap, mem, afxdp, dpdk)");
+}
+
+/// `BASE` with both ports replaced by `lan` / `wan` (inline tables).
+fn with_ports(lan: &str, wan: &str) -> String {
+    let mut it = BASE.splitn(3, "port = { backend = \"mem\" }");
+    let (a, b, c) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    format!("{a}port = {lan}{b}port = {wan}{c}")
+}
+
+fn invalid_key(text: &str) -> (String, String) {
+    match parse(text) {
+        Err(ConfigError::Invalid { key, value, .. }) => (key, value),
+        other => panic!("want Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn afxdp_ports_parse_into_the_backend_config() {
+    let c = parse(&with_ports(
+        r#"{ backend = "afxdp", interface = "veth-lan", queues = 3, mode = "copy" }"#,
+        r#"{ backend = "afxdp", interface = "veth-wan", frames = 8192, kernel_pass = { tcp_dst_ports = [22] } }"#,
+    ))
+    .expect("valid");
+    let PortConfig::Afxdp(lan) = &c.lan.port else { panic!("{:?}", c.lan.port) };
+    assert_eq!(
+        (lan.interface.as_str(), lan.queues, lan.mode),
+        ("veth-lan", Some(3), wirespeed_afxdp::XdpMode::Copy)
+    );
+    let PortConfig::Afxdp(wan) = &c.wan.port else { panic!("{:?}", c.wan.port) };
+    assert_eq!((wan.queues, wan.frames, wan.kernel_pass.tcp_dst_ports.as_slice()), (None, 8192, &[22][..]));
+    assert_eq!(c.lan.port.backend(), "afxdp");
+}
+
+#[test]
+fn afxdp_errors_name_key_and_value() {
+    let wan = r#"{ backend = "afxdp", interface = "veth-wan" }"#;
+    let cases = [
+        (r#"{ backend = "afxdp", interface = "veth-lan", queues = 2 }"#, "interfaces.lan.port.queues", "2"),
+        (
+            r#"{ backend = "afxdp", interface = "veth-lan", frame_size = 3000 }"#,
+            "interfaces.lan.port.frame_size",
+            "3000",
+        ),
+        (
+            r#"{ backend = "afxdp", interface = "a-name-far-too-long" }"#,
+            "interfaces.lan.port.interface",
+            "a-name-far-too-long",
+        ),
+        (
+            r#"{ backend = "afxdp", interface = "veth-lan", rx_ring = 100 }"#,
+            "interfaces.lan.port.rx_ring",
+            "100",
+        ),
+        (r#"{ backend = "afxdp", interface = "veth-wan" }"#, "interfaces.wan.port.interface", "veth-wan"),
+    ];
+    for (lan, key, value) in cases {
+        assert_eq!(invalid_key(&with_ports(lan, wan)), (key.to_string(), value.to_string()), "{lan}");
+    }
+    // Unknown keys and modes are syntax errors naming the key.
+    let e = parse(&with_ports(r#"{ backend = "afxdp", interface = "x", queue = 3 }"#, wan))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("queue"), "{e}");
+    let e = parse(&with_ports(r#"{ backend = "afxdp", interface = "x", mode = "fast" }"#, wan))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fast"), "{e}");
+    // One backend for both sides.
+    let (k, v) =
+        invalid_key(&with_ports(r#"{ backend = "afxdp", interface = "x" }"#, r#"{ backend = "mem" }"#));
+    assert_eq!((k.as_str(), v.as_str()), ("interfaces.wan.port.backend", "mem"));
+}
+
+#[cfg(not(feature = "dpdk"))]
+#[test]
+fn dpdk_without_the_feature_says_how_to_get_it() {
+    let p = r#"{ backend = "dpdk", device = "net_null0", queues = 3 }"#;
+    let e = parse(&with_ports(p, p)).unwrap_err();
+    assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "interfaces.lan.port.backend"), "{e}");
+    assert!(e.to_string().contains("--features dpdk"), "{e}");
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_ports_parse_and_errors_name_key_and_value() {
+    let eal = r#"eal = ["--no-huge", "-m", "512", "--no-pci", "--vdev", "net_null0", "--vdev", "net_null1"]"#;
+    let lan = format!(r#"{{ backend = "dpdk", {eal}, device = "net_null0", queues = 3 }}"#);
+    let wan = r#"{ backend = "dpdk", device = "net_null1", queues = 3, rx_desc = 512 }"#;
+    let c = parse(&with_ports(&lan, wan)).expect("valid");
+    let PortConfig::Dpdk(l) = &c.lan.port else { panic!("{:?}", c.lan.port) };
+    assert_eq!((l.device.as_str(), l.queues, l.eal.len()), ("net_null0", 3, 8));
+    let PortConfig::Dpdk(w) = &c.wan.port else { panic!("{:?}", c.wan.port) };
+    assert_eq!((w.rx_desc, w.eal.len()), (512, 0));
+
+    let cases = [
+        (lan.replace("queues = 3", "queues = 2"), wan.to_string(), "interfaces.lan.port.queues", "2"),
+        (lan.replace("queues = 3", "queues = 0"), wan.to_string(), "interfaces.lan.port.queues", "0"),
+        (lan.clone(), wan.replace("net_null1", ""), "interfaces.wan.port.device", "\"\""),
+        (lan.clone(), wan.replace("net_null1", "net_null0"), "interfaces.wan.port.device", "net_null0"),
+        (
+            lan.clone(),
+            wan.replace("rx_desc = 512", "mempool = { mbufs = 1000 }"),
+            "interfaces.wan.port.mempool.mbufs",
+            "1000",
+        ),
+        (
+            lan.clone(),
+            wan.replace("queues = 3", r#"queues = 3, eal = ["-l", "1"]"#),
+            "interfaces.wan.port.eal",
+            r#"["-l", "1"]"#,
+        ),
+    ];
+    for (l, w, key, value) in cases {
+        assert_eq!(invalid_key(&with_ports(&l, &w)), (key.to_string(), value.to_string()), "{l} / {w}");
+    }
 }

@@ -4,6 +4,7 @@
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint};
+use wirespeed_core::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ip_proto};
 use wirespeed_core::{Batch, PacketBuf, TxQueue};
 
 use super::snoop::Snoop;
@@ -54,17 +55,17 @@ pub(crate) struct FrameSeen {
 fn tcp_to_port(f: &[u8], port: u16) -> Option<(IpEndpoint, bool)> {
     let et = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
     let (src, l4): (IpAddress, &[u8]) = match et {
-        0x0800 => {
+        ETHERTYPE_IPV4 => {
             let ip = f.get(14..34)?;
             let ihl = usize::from(ip[0] & 0x0f) * 4;
-            if ip[0] >> 4 != 4 || ip[9] != 6 || ihl < 20 {
+            if ip[0] >> 4 != 4 || ip[9] != ip_proto::TCP || ihl < 20 {
                 return None;
             }
             (IpAddress::Ipv4([ip[12], ip[13], ip[14], ip[15]].into()), f.get(14 + ihl..)?)
         }
-        0x86dd => {
+        ETHERTYPE_IPV6 => {
             let ip = f.get(14..54)?;
-            if ip[0] >> 4 != 6 || ip[6] != 6 {
+            if ip[0] >> 4 != 6 || ip[6] != ip_proto::TCP {
                 return None;
             }
             let mut a = [0u8; 16];

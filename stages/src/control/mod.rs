@@ -69,7 +69,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpo
 use wirespeed_core::stats::ShardStats;
 
 use crate::forward::Neighbor;
-use wirespeed_core::sync::{Arc, BoundedQueue};
+use wirespeed_core::queue::SharedQueue;
 use wirespeed_core::{
     Batch, BufferPool, DropReason, FlowClass, PacketBuf, Poll, PoolBuf, ShardCtx, Stage, TxQueue, Verdict,
     Worker,
@@ -78,12 +78,13 @@ use wirespeed_core::{
 pub use device::{DeviceCounters, PuntDevice};
 pub use snoop::{MAX_CHANGES, MAX_LEARNED, SnoopCounters};
 
-/// The queue from data shards to the control shard.
-pub type PuntQueue<B> = Arc<BoundedQueue<B>>;
+/// The queue from data shards to the control shard: a [`SharedQueue`] of packets (clone it for
+/// each data shard's [`Punt`]).
+pub type PuntQueue<B> = SharedQueue<B>;
 
-/// A punt queue holding at most `capacity` packets.
+/// A punt queue holding at most `capacity` packets (at least one).
 pub fn punt_queue<B>(capacity: usize) -> PuntQueue<B> {
-    Arc::new(BoundedQueue::new(capacity.max(1)))
+    SharedQueue::new(capacity)
 }
 
 /// The punt stage: moves `Management` and `Control` packets to the control plane's queue.

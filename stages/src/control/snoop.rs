@@ -28,6 +28,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use wirespeed_core::wire::{ETHERTYPE_ARP, ETHERTYPE_IPV6, ip_proto};
+
 use crate::forward::Neighbor;
 
 /// Most neighbors remembered; past this the least recently confirmed one is evicted.
@@ -249,8 +251,8 @@ impl Snoop {
     pub(crate) fn frame(&mut self, f: &[u8], port: u16) {
         let Some(et) = f.get(12..14) else { return };
         let r = match u16::from_be_bytes([et[0], et[1]]) {
-            0x0806 => self.arp(f, port),
-            0x86dd => self.nd(&f[14..], port),
+            ETHERTYPE_ARP => self.arp(f, port),
+            ETHERTYPE_IPV6 => self.nd(&f[14..], port),
             _ => Ok(()),
         };
         if let Err(r) = r {
@@ -280,7 +282,7 @@ impl Snoop {
     fn nd(&mut self, ip: &[u8], port: u16) -> Result<(), Reject> {
         // IPv6 header without extension headers, ICMPv6 (58).
         let Some(h) = ip.get(..40) else { return Ok(()) };
-        if h[0] >> 4 != 6 || h[6] != 58 {
+        if h[0] >> 4 != 6 || h[6] != ip_proto::ICMPV6 {
             return Ok(());
         }
         let plen = u16::from_be_bytes([h[4], h[5]]) as usize;
@@ -358,7 +360,7 @@ mod tests {
     /// target link-layer option (RFC 4861 §4.4), checksum filled in.
     pub(crate) fn na(target: Ipv6Addr, hl: u8, opt_len: u8, flags: u8) -> Vec<u8> {
         let mut f = vec![0u8; 14];
-        f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
         let icmp_len = 24 + 8;
         let mut ip = vec![0x60, 0, 0, 0, 0, icmp_len as u8, 58, hl];
         ip.extend_from_slice(&target.octets());

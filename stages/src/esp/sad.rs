@@ -15,7 +15,7 @@ use std::sync::Arc;
 use wirespeed_core::ShardId;
 use wirespeed_core::epoch::Subscriber;
 
-use super::sa::{Direction, SaState, SecurityAssociation};
+use super::sa::{Direction, SaConfig, SaError, SaState, SecurityAssociation};
 use super::spd::{CompiledSelector, DefaultAction, FlowKey, PolicyAction, Spd};
 
 /// An SA set that cannot be built.
@@ -56,6 +56,16 @@ pub enum SadError {
         a: u32,
         /// Second SPI.
         b: u32,
+    },
+    /// A configuration given to [`SaSet::from_configs`] is not a valid SA.
+    #[error("SA config {index} (SPI {spi:#010x}): {source}")]
+    Config {
+        /// Index of the configuration in the slice.
+        index: usize,
+        /// Its SPI.
+        spi: u32,
+        /// What is wrong with it.
+        source: SaError,
     },
 }
 
@@ -103,6 +113,36 @@ impl SaSet {
     /// An empty set: no SAs, every packet bypasses.
     pub fn empty() -> Self {
         Self::default()
+    }
+
+    /// Builds a set from SA configurations and the outbound SPD: [`SecurityAssociation::new`] on
+    /// each configuration, then [`SaSet::new`]. For a first set; to keep unchanged SAs (and
+    /// their state) across a rekey, build the next set from [`SaSet::sas`] with [`SaSet::new`].
+    ///
+    /// ```
+    /// use wirespeed_stages::esp::{AeadAlgorithm::Aes128Gcm, Direction, SaConfig, SaSet, SadError, Spd};
+    /// let (local, remote) = ("192.0.2.1".parse()?, "198.51.100.7".parse()?);
+    /// let out = Direction::Outbound { shard: 0 };
+    /// let sa = SaConfig::tunnel(0x1000, out, Aes128Gcm, &[7; 20], local, remote);
+    /// let set = SaSet::from_configs(&[sa.clone()], &Spd::new(vec![]))?;
+    /// assert_eq!((set.len(), set.sa(0).spi()), (1, 0x1000));
+    ///
+    /// // A 3-byte key: the error names the configuration.
+    /// let bad = SaConfig::tunnel(0x2000, out, Aes128Gcm, &[7; 3], local, remote);
+    /// let err = SaSet::from_configs(&[sa, bad], &Spd::new(vec![])).unwrap_err();
+    /// assert!(matches!(err, SadError::Config { index: 1, spi: 0x2000, .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_configs(configs: &[SaConfig], spd: &Spd) -> Result<Self, SadError> {
+        let sas = configs.iter().enumerate().map(|(index, c)| {
+            let sa = SecurityAssociation::new(c).map_err(|source| SadError::Config {
+                index,
+                spi: c.spi,
+                source,
+            })?;
+            Ok(Arc::new(sa))
+        });
+        Self::new(sas.collect::<Result<Vec<_>, SadError>>()?, spd)
     }
 
     /// Builds a set from SAs and the outbound SPD, checking SPI uniqueness, that every protect

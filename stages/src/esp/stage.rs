@@ -8,7 +8,7 @@
 
 use arrayvec::ArrayVec;
 use wirespeed_core::epoch::Subscriber;
-use wirespeed_core::sync::{Arc, BoundedQueue};
+use wirespeed_core::queue::SharedQueue;
 use wirespeed_core::{BATCH_SIZE, Batch, DropReason, L3Kind, PacketBuf, ShardCtx, ShardId, Stage, Verdict};
 
 use super::aead::AeadJob;
@@ -31,12 +31,12 @@ pub enum Framing {
     Ip,
 }
 
-/// The queue SA events are sent over (shared with the control side).
-pub type EventQueue = Arc<BoundedQueue<SaEvent>>;
+/// The queue SA events are sent over: a [`SharedQueue`] (clone it for the control side).
+pub type EventQueue = SharedQueue<SaEvent>;
 
-/// Creates an event queue holding up to `capacity` events.
+/// Creates an event queue holding up to `capacity` events (at least one).
 pub fn event_queue(capacity: usize) -> EventQueue {
-    Arc::new(BoundedQueue::new(capacity.max(1)))
+    SharedQueue::new(capacity)
 }
 
 /// What an ESP stage did, beyond the drops it counts in the shard counters.

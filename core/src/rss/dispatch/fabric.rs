@@ -70,6 +70,28 @@ impl<B: PacketBuf> DispatchFabric<B> {
         Ok(Dispatcher::new(engine, reta, rings, keep_local, self.closed[rx].clone()))
     }
 
+    /// [`DispatchFabric::dispatcher`] for a RETA fixed for the whole run: `engine`'s default
+    /// RETA ([`SteeringEngine::default_reta`]), with no [`crate::epoch::Publisher`] to keep.
+    ///
+    /// ```
+    /// use wirespeed_core::rss::{DispatchFabric, RssConfig, SteeringEngine};
+    /// let fabric = DispatchFabric::<wirespeed_core::PoolBuf>::new(1, 2, 64)?;
+    /// let engine = SteeringEngine::rss_only(&RssConfig::default(), 2)?;
+    /// let dispatcher = fabric.fixed_dispatcher(0, engine, Some(0))?;
+    /// # let _ = (dispatcher, fabric.receiver(1)?);
+    /// assert!(fabric.fixed_dispatcher(1, SteeringEngine::rss_only(&RssConfig::default(), 2)?, None).is_err());
+    /// # Ok::<(), wirespeed_core::rss::RssError>(())
+    /// ```
+    pub fn fixed_dispatcher(
+        &self,
+        rx: usize,
+        engine: SteeringEngine,
+        keep_local: Option<ShardId>,
+    ) -> Result<Dispatcher<B>, RssError> {
+        let reta = Subscriber::fixed(engine.default_reta()?);
+        self.dispatcher(rx, Arc::new(engine), reta, keep_local)
+    }
+
     /// The receive side of owner shard `shard`.
     pub fn receiver(&self, shard: ShardId) -> Result<DispatchRx<B>, RssError> {
         if shard >= self.shards {
