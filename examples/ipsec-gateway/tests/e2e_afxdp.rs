@@ -44,8 +44,8 @@ fn afxdp_config(site: Site, lan: &str, wan: &str) -> String {
 fn demo_flows_through_gateway_a_on_afxdp_decrypt_at_b() {
     require_kernel!();
     let q = common::SHARDS as u16 + 1;
-    let lan = Veth::new(q, configs::A_LAN_MAC, traffic::CLIENT_MAC);
-    let wan = Veth::new(q, configs::A_WAN_MAC, configs::B_WAN_MAC);
+    let lan = Veth::with_macs(q, configs::A_LAN_MAC, traffic::CLIENT_MAC);
+    let wan = Veth::with_macs(q, configs::A_WAN_MAC, configs::B_WAN_MAC);
     let cfg = GatewayConfig::from_toml(&afxdp_config(Site::A, &lan.local, &wan.local), None, "afxdp-test")
         .expect("valid configuration");
     assert!(matches!(cfg.lan.port, PortConfig::Afxdp(_)));
@@ -125,8 +125,8 @@ fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
 fn arp_and_ping_to_the_gateway_are_answered_over_afxdp() {
     require_kernel!();
     let q = common::SHARDS as u16 + 1;
-    let lan = Veth::new(q, configs::A_LAN_MAC, traffic::CLIENT_MAC);
-    let wan = Veth::new(q, configs::A_WAN_MAC, configs::B_WAN_MAC);
+    let lan = Veth::with_macs(q, configs::A_LAN_MAC, traffic::CLIENT_MAC);
+    let wan = Veth::with_macs(q, configs::A_WAN_MAC, configs::B_WAN_MAC);
     let cfg =
         GatewayConfig::from_toml(&afxdp_config(Site::A, &lan.local, &wan.local), None, "afxdp-ping").unwrap();
     let (ports, _) = ports::open_afxdp(&cfg, &Steering::new(&cfg).unwrap()).expect("ports open");
@@ -179,8 +179,8 @@ fn arp_and_ping_to_the_gateway_are_answered_over_afxdp() {
 fn run_serves_afxdp_ports_until_stopped() {
     require_kernel!();
     let q = common::SHARDS as u16 + 1;
-    let lan = Veth::new(q, configs::A_LAN_MAC, traffic::CLIENT_MAC);
-    let wan = Veth::new(q, configs::A_WAN_MAC, configs::B_WAN_MAC);
+    let lan = Veth::with_macs(q, configs::A_LAN_MAC, traffic::CLIENT_MAC);
+    let wan = Veth::with_macs(q, configs::A_WAN_MAC, configs::B_WAN_MAC);
     let cfg =
         GatewayConfig::from_toml(&afxdp_config(Site::A, &lan.local, &wan.local), None, "afxdp-run").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -268,8 +268,8 @@ fn esp_from_gateway_a_decrypted_by_gateway_b_on_afxdp() {
     require_kernel!();
     let (flows, esp, _) = common::through_a();
     let q = common::SHARDS as u16 + 1;
-    let lan = Veth::new(q, configs::B_LAN_MAC, configs::B_LAN_ROUTER_MAC);
-    let wan = Veth::new(q, configs::B_WAN_MAC, configs::A_WAN_MAC);
+    let lan = Veth::with_macs(q, configs::B_LAN_MAC, configs::B_LAN_ROUTER_MAC);
+    let wan = Veth::with_macs(q, configs::B_WAN_MAC, configs::A_WAN_MAC);
     let cfg =
         GatewayConfig::from_toml(&afxdp_config(Site::B, &lan.local, &wan.local), None, "afxdp-b").unwrap();
     let (ports, _) = ports::open_afxdp(&cfg, &Steering::new(&cfg).unwrap()).expect("ports open");
