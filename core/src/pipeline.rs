@@ -99,37 +99,50 @@ where
 
     #[inline]
     fn transmit(&mut self, cx: &mut ShardCtx) {
-        if self.batch.is_empty() {
-            return;
-        }
-        // An OR over every packet (no early exit) is a short straight loop; mixed ports are rare.
-        let single = self.batch.iter().fold(0, |any, p| any | p.out_port()) == 0;
-        if single {
-            send(&mut self.tx[0], &mut self.batch, cx);
-            return;
-        }
-        // Mixed output ports: send per port, keeping each port's packets in order.
-        for port in 0..self.tx.len() {
-            let mut i = 0;
-            while i < self.batch.len() {
-                if self.batch.as_slice()[i].out_port() as usize == port {
-                    let p = self.batch.drain(i..i + 1).next();
-                    if let Some(p) = p {
-                        let _ = self.scratch.push(p);
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            if !self.scratch.is_empty() {
-                send(&mut self.tx[port], &mut self.scratch, cx);
-            }
-        }
-        // Whatever is left names a port this pipeline does not have.
-        let n = self.batch.len() as u64;
-        self.batch.clear();
-        cx.counters.drop_packets(DropReason::NoRoute, n);
+        transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
     }
+}
+
+/// Sends every packet of `batch` on the queue of its output port (`tx[out_port]`), in order per
+/// port, counting what went out (`tx_packets`/`tx_bytes`), what a queue refused (`TxFull`) and
+/// packets naming a port `tx` does not have (`NoRoute`); `batch` is empty afterwards. `scratch`
+/// (empty) collects one port's packets when a batch leaves by several ports. This is the Tx
+/// step of [`Pipeline`], for workers that run their own loop over several ports.
+#[inline]
+pub fn transmit<B: PacketBuf, T: TxQueue<Buf = B>>(
+    batch: &mut Batch<B>,
+    scratch: &mut Batch<B>,
+    tx: &mut [T],
+    cx: &mut ShardCtx,
+) {
+    let Some(first) = batch.as_slice().first().map(|p| p.out_port()) else { return };
+    // The common case: the whole batch leaves by one port. An OR over every packet (no early
+    // exit) is a short straight loop; mixed ports are rare.
+    let mixed = batch.iter().fold(0, |any, p| any | (p.out_port() ^ first)) != 0;
+    if !mixed && let Some(t) = tx.get_mut(first as usize) {
+        send(t, batch, cx);
+        return;
+    }
+    // Mixed output ports: send per port, keeping each port's packets in order.
+    for (port, t) in tx.iter_mut().enumerate() {
+        while let Some(i) = batch.iter().position(|p| p.out_port() as usize == port) {
+            // Move the run of this port's packets starting at i.
+            let mut j = i;
+            while j < batch.len() && batch.as_slice()[j].out_port() as usize == port {
+                j += 1;
+            }
+            for p in batch.drain(i..j) {
+                let _ = scratch.push(p);
+            }
+        }
+        if !scratch.is_empty() {
+            send(t, scratch, cx);
+        }
+    }
+    // Whatever is left names a port this pipeline does not have.
+    let n = batch.len() as u64;
+    batch.clear();
+    cx.counters.drop_packets(DropReason::NoRoute, n);
 }
 
 #[inline]

@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use wirespeed_core::epoch::{Publisher, Subscriber};
+use wirespeed_core::pipeline::transmit;
 use wirespeed_core::rss::{Reta, RssHasher, SteeringEngine};
 use wirespeed_core::{
     Batch, BufferPool, DropReason, FlowClass, LoopOptions, PacketBuf, Pinning, Poll, PoolBuf, Port, Runtime,
@@ -721,57 +722,6 @@ impl<P: Port> DataShard<P> {
         for t in &mut self.tx {
             t.flush();
         }
-    }
-}
-
-/// Sends each packet on its output port's queue, in order per port.
-#[inline]
-fn transmit<B: PacketBuf, T: TxQueue<Buf = B>>(
-    batch: &mut Batch<B>,
-    scratch: &mut Batch<B>,
-    tx: &mut [T; 2],
-    cx: &mut ShardCtx,
-) {
-    // The common case: the whole batch leaves by one port (LAN → WAN, or WAN → LAN).
-    if let Some(first) = batch.as_slice().first().map(|p| p.meta().out_port)
-        && (first as usize) < tx.len()
-        && batch.iter().all(|p| p.meta().out_port == first)
-    {
-        send(&mut tx[first as usize], batch, cx);
-        return;
-    }
-    for (port, t) in tx.iter_mut().enumerate() {
-        while let Some(i) = batch.iter().position(|p| p.meta().out_port as usize == port) {
-            // Move the run of this port's packets starting at i, keeping order.
-            let mut j = i;
-            while j < batch.len() && batch.as_slice()[j].meta().out_port as usize == port {
-                j += 1;
-            }
-            for p in batch.drain(i..j) {
-                let _ = scratch.push(p);
-            }
-        }
-        if !scratch.is_empty() {
-            send(t, scratch, cx);
-        }
-    }
-    // An output port the gateway does not have.
-    let n = batch.len() as u64;
-    batch.clear();
-    cx.counters.drop_packets(DropReason::NoRoute, n);
-}
-
-/// Sends `batch` on `t`, counting what went out and what the queue refused.
-#[inline]
-fn send<B: PacketBuf, T: TxQueue<Buf = B>>(t: &mut T, batch: &mut Batch<B>, cx: &mut ShardCtx) {
-    let bytes = batch.bytes();
-    let want = batch.len();
-    let sent = t.tx_burst(batch);
-    cx.counters.tx_packets += sent as u64;
-    cx.counters.tx_bytes += bytes - batch.bytes();
-    if sent < want {
-        cx.counters.drop_packets(DropReason::TxFull, batch.len() as u64);
-        batch.clear();
     }
 }
 
