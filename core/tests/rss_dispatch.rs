@@ -1,5 +1,5 @@
 //! Steering, software dispatch, rebalancing and source-port choice, on real captures (the
-//! tcpdump test corpus, /work/shared/corpus/tcpdump) and deterministic synthetic traffic.
+//! tcpdump test corpus, testing/corpus/tcpdump) and deterministic synthetic traffic.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -18,9 +18,7 @@ use wirespeed_core::verdict::DropReason;
 use wirespeed_pcap::{CaptureReader, LinkType};
 
 fn corpus_dir() -> PathBuf {
-    std::env::var_os("WIRESPEED_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/tcpdump")))
+    wirespeed_test_corpus::dir()
 }
 
 /// Every Ethernet frame of the classic-pcap files of the corpus, with the file name.

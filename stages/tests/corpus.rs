@@ -1,5 +1,5 @@
 //! Classify and forward every frame of every capture in the tcpdump test corpus
-//! (`shared/corpus/tcpdump`, the captures of the tcpdump project's test suite: many of them are
+//! (`testing/corpus/tcpdump`, the captures of the tcpdump project's test suite: many of them are
 //! deliberately malformed, fuzzer-found frames). Frames are read with `wirespeed-pcap` (classic
 //! pcap and pcapng) and normalised to Ethernet II (Linux SLL, raw IP, loopback ... get a synthetic
 //! Ethernet header). Nothing may panic; both classify paths must agree; offsets must stay inside
@@ -15,12 +15,8 @@ use wirespeed_pcap::{CaptureReader, MAX_RECORD};
 use wirespeed_stages::classify::ClassifyConfig;
 use wirespeed_stages::forward::{FibBuilder, Forward, NextHop};
 
-fn corpus_dir() -> Option<PathBuf> {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // The corpus is `shared/corpus/tcpdump` beside the repository (CI) or under /work/shared.
-    [here.join("../../shared/corpus/tcpdump"), PathBuf::from("/work/shared/corpus/tcpdump")]
-        .into_iter()
-        .find(|p| p.is_dir())
+fn corpus_dir() -> PathBuf {
+    wirespeed_test_corpus::dir()
 }
 
 /// Every frame of `path` that normalises to Ethernet, as owned bytes; plus frames the reader or
@@ -49,9 +45,7 @@ fn ethernet_frames(path: &Path) -> Option<(Vec<Vec<u8>>, u64)> {
 
 #[test]
 fn every_corpus_frame_classifies_and_forwards_without_panic() {
-    let Some(dir) = corpus_dir() else {
-        panic!("tcpdump corpus not found (expected shared/corpus/tcpdump beside the repository)");
-    };
+    let dir = corpus_dir();
     let cfg = ClassifyConfig {
         own_ipv4: vec!["10.0.0.1".parse().unwrap(), "192.168.1.1".parse().unwrap()],
         own_ipv6: vec!["fe80::1".parse().unwrap()],
@@ -131,7 +125,7 @@ fn every_corpus_frame_classifies_and_forwards_without_panic() {
 #[test]
 fn esp_capture_yields_spis() {
     // 02-sunrise-sunset-esp.pcap: ESP between 192.1.2.23 and 192.0.2.1 (tcpdump's ESP tests).
-    let Some(dir) = corpus_dir() else { panic!("tcpdump corpus not found") };
+    let dir = corpus_dir();
     let (frames, bad) = ethernet_frames(&dir.join("02-sunrise-sunset-esp.pcap")).expect("readable");
     assert_eq!(bad, 0);
     let cfg = ClassifyConfig::default();

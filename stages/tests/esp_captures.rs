@@ -1,5 +1,5 @@
-//! Real captures from tcpdump's test corpus (`shared/corpus/tcpdump` beside the repository, or
-//! under /work/shared): ESP (`02-sunrise-sunset-esp.pcap`, `08-sunrise-sunset-esp2.pcap`),
+//! Real captures from tcpdump's test corpus (`testing/corpus/tcpdump`,
+//! vendored): ESP (`02-sunrise-sunset-esp.pcap`, `08-sunrise-sunset-esp2.pcap`),
 //! RFC 3948 ESP-in-UDP (`espudp1.pcap`), IKEv2 (`ikev2four.pcap`, BSD loopback framing) and a
 //! truncated NAT-T frame (`esp_truncated.pcap`).
 //!
@@ -20,14 +20,7 @@ use wirespeed_stages::esp::wire::ethernet_l3_offset;
 use wirespeed_stages::esp::*;
 
 fn corpus(name: &str) -> PathBuf {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    [here.join("../../shared/corpus/tcpdump"), PathBuf::from("/work/shared/corpus/tcpdump")]
-        .into_iter()
-        .find(|d| d.is_dir())
-        .unwrap_or_else(|| {
-            panic!("tcpdump corpus not found (expected shared/corpus/tcpdump beside the repository)")
-        })
-        .join(name)
+    wirespeed_test_corpus::file(name)
 }
 
 /// Frames of a classic pcap file and its link type.

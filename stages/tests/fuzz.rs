@@ -1,5 +1,5 @@
 //! The fuzz suite: property tests over mutations of real frames and captures (the tcpdump test
-//! corpus in `../shared/corpus/tcpdump`, many of them fuzzer-found malformed frames), for every
+//! corpus in `testing/corpus/tcpdump`, many of them fuzzer-found malformed frames), for every
 //! place untrusted wire input is parsed: the pcap/pcapng reader, classify (both paths), the RSS
 //! parser and hasher, a whole data shard (classify → punt → forward), ESP decapsulation, and the
 //! control plane (smoltcp + neighbor learning).
@@ -19,13 +19,13 @@
 //! Cases per property: 1000 by default (the whole suite runs in about 10 s in a debug build
 //! on 2 cores); set `WIRESPEED_FUZZ_CASES=N` for longer runs, e.g.
 //! `WIRESPEED_FUZZ_CASES=100000 cargo test --release -p wirespeed-stages --test fuzz`.
-//! The corpus is found at `../shared/corpus/tcpdump` beside the repository, or `WIRESPEED_CORPUS`.
+//! The corpus is found at `testing/corpus/tcpdump` (vendored), or `WIRESPEED_CORPUS`.
 
 mod esp_common;
 
 use std::io::Cursor;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use esp_common::buf;
@@ -53,14 +53,7 @@ fn config() -> ProptestConfig {
 }
 
 fn corpus_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("WIRESPEED_CORPUS") {
-        return PathBuf::from(d);
-    }
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    [here.join("../../shared/corpus/tcpdump"), PathBuf::from("/work/shared/corpus/tcpdump")]
-        .into_iter()
-        .find(|p| p.is_dir())
-        .expect("tcpdump corpus not found (shared/corpus/tcpdump beside the repository, or WIRESPEED_CORPUS)")
+    wirespeed_test_corpus::dir()
 }
 
 struct Seeds {

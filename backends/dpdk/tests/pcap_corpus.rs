@@ -14,14 +14,8 @@ use wirespeed_pcap::CaptureReader;
 
 const CAPTURE: &str = "08-sunrise-sunset-esp2.pcap";
 
-fn corpus_file() -> Option<PathBuf> {
-    // backends/dpdk -> repository root -> its parent, where shared/ sits beside the checkout
-    // (`WIRESPEED_CORPUS_DIR` overrides, for checkouts elsewhere).
-    let dir = std::env::var_os("WIRESPEED_CORPUS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/tcpdump"));
-    let f = dir.join(CAPTURE);
-    f.is_file().then_some(f)
+fn corpus_file() -> PathBuf {
+    wirespeed_test_corpus::file(CAPTURE)
 }
 
 fn frames_of(path: &std::path::Path) -> Vec<Vec<u8>> {
@@ -36,10 +30,7 @@ fn frames_of(path: &std::path::Path) -> Vec<Vec<u8>> {
 #[test]
 fn net_pcap_delivers_the_corpus_capture_frame_for_frame() {
     let _g = serial();
-    let Some(input) = corpus_file() else {
-        eprintln!("NOTE: tcpdump corpus not found beside the repository; net_pcap test skipped");
-        return;
-    };
+    let input = corpus_file();
     let out = std::env::temp_dir().join(format!("wirespeed-dpdk-pcap-{}.pcap", std::process::id()));
     let vdev = format!("net_pcap0,rx_pcap={},tx_pcap={}", input.display(), out.display());
     let Some(mut port) = port(&[vdev.as_str()], "net_pcap0", |_| {}) else { return };

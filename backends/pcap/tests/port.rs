@@ -61,7 +61,7 @@ where
 
 #[test]
 fn corpus_capture_through_a_pipeline_comes_out_identical() {
-    let Some(input) = corpus_file("mptcp-v0.pcap") else { return };
+    let input = corpus_file("mptcp-v0.pcap");
     let out = temp_path("pipeline-out.pcap");
     let mut port = PcapPort::new(pool(256, 2048), [&input], PcapOutput::Shared(out.clone())).unwrap();
     let status = port.status();
@@ -80,9 +80,7 @@ fn corpus_capture_through_a_pipeline_comes_out_identical() {
 
 #[test]
 fn one_queue_per_input_and_one_file_per_queue() {
-    let (Some(a), Some(b)) = (corpus_file("mptcp-v0.pcap"), corpus_file("RADIUS-RFC3162.pcap")) else {
-        return;
-    };
+    let (a, b) = (corpus_file("mptcp-v0.pcap"), corpus_file("RADIUS-RFC3162.pcap"));
     let base = temp_path("multi.pcap");
     let mut port = PcapPort::builder(pool(512, 2048))
         .port_id(3)
@@ -208,7 +206,7 @@ fn truncated_input_ends_the_queue_with_a_kept_error() {
 
 #[test]
 fn configuration_errors() {
-    let Some(input) = corpus_file("mptcp-v0.pcap") else { return };
+    let input = corpus_file("mptcp-v0.pcap");
     let e = PcapPort::builder(pool(8, 256)).input(&input).input(&input).queues(1).build().unwrap_err();
     assert!(matches!(e, PcapError::InvalidConfig { field: "queues", .. }), "{e}");
     let opts = WriterOptions { link: LinkType::Raw, ..WriterOptions::default() };

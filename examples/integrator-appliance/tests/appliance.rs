@@ -22,12 +22,7 @@ use wirespeed_stages::{EspDecrypt, EspStats, SaSet, Spd};
 const KEYMAT: [u8; 20] = *b"integrator-key-salt!";
 
 fn corpus(name: &str) -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    [here.join("../../../shared/corpus/tcpdump"), PathBuf::from("/work/shared/corpus/tcpdump")]
-        .into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.exists())
-        .expect("tcpdump corpus not found (shared/corpus/tcpdump beside the repository)")
+    wirespeed_test_corpus::file(name)
 }
 
 fn frames(path: &Path) -> Vec<Vec<u8>> {

@@ -1,6 +1,6 @@
 //! `rss-inspect` end to end: the Microsoft RSS vectors and the symmetric-mode vectors of core's
 //! `rss` tests through `hash`, errors naming the line, and `pcap` over every file of the tcpdump
-//! corpus (/work/shared/corpus/tcpdump) without a panic.
+//! corpus (testing/corpus/tcpdump) without a panic.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -131,9 +131,7 @@ fn hash_bad_line_names_it() {
 }
 
 fn corpus_dir() -> PathBuf {
-    std::env::var_os("WIRESPEED_CORPUS").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/tcpdump"))
-    })
+    wirespeed_test_corpus::dir()
 }
 
 /// Every corpus file: success, or a clean error (exit 1 with a message) — never a panic.

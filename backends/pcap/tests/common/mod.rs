@@ -189,22 +189,14 @@ pub fn temp_path(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// The tcpdump corpus directory beside the repository, when present.
-pub fn corpus_dir() -> Option<PathBuf> {
-    // backends/pcap -> repository root -> its parent, where shared/ sits beside the checkout.
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/tcpdump");
-    dir.is_dir().then_some(dir)
+/// The vendored tcpdump corpus directory (`testing/corpus/tcpdump`).
+pub fn corpus_dir() -> PathBuf {
+    wirespeed_test_corpus::dir()
 }
 
-/// A corpus file, or `None` (with a note) when the corpus is absent.
-pub fn corpus_file(name: &str) -> Option<PathBuf> {
-    match corpus_dir() {
-        Some(d) => Some(d.join(name)),
-        None => {
-            eprintln!("NOTE: tcpdump corpus not found beside the repository; {name} part skipped");
-            None
-        }
-    }
+/// A corpus file (panics when missing: the corpus is part of the repository).
+pub fn corpus_file(name: &str) -> PathBuf {
+    wirespeed_test_corpus::file(name)
 }
 
 /// An Ethernet frame carrying IPv4 (RFC 791, 20-byte header) or IPv6 (RFC 8200) with a TCP
