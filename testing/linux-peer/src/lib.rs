@@ -357,7 +357,10 @@ impl LinuxPeer {
             qemu.args(["-netdev", &format!("tap,id=n{i},ifname=tap{i},script=no,downscript=no")]);
             // Fixed PCI slots: eth0, eth1, ... in the guest follow them.
             let mac = mac_text(Options::mac(i));
-            qemu.args(["-device", &format!("virtio-net-pci,netdev=n{i},mac={mac},addr={:#x}", 0x10 + i)]);
+            qemu.args([
+                "-device",
+                &format!("virtio-net-pci,netdev=n{i},mac={mac},addr={:#x},romfile=", 0x10 + i),
+            ]);
         }
         let log = std::fs::File::create(dir.join("qemu.log")).map_err(|e| fail("qemu.log", &e))?;
         let log2 = log.try_clone().map_err(|e| fail("qemu.log", &e))?;
@@ -395,8 +398,18 @@ impl LinuxPeer {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        // The taps come after the socket (QEMU sets up netdevs later).
         for i in 0..opts.nics {
             let (tap, br) = (format!("tap{i}"), format!("br{i}"));
+            while host_cmd(&["ip", "-n", &ns, "link", "show", &tap]).is_err() {
+                if let Ok(Some(status)) = peer.child.get_mut().unwrap().try_wait() {
+                    return Err(BootError::Failed(format!("{QEMU} exited ({status}): {}", peer.logs())));
+                }
+                if Instant::now() > deadline {
+                    return Err(BootError::Failed(format!("no {tap}: {}", peer.logs())));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             host_cmd(&["ip", "-n", &ns, "link", "set", &tap, "master", &br, "up"])
                 .map_err(|e| fail("tap", &e))?;
         }
