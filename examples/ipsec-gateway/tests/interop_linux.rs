@@ -13,9 +13,11 @@
 //!
 //! Site 1 (10.1.0.0/16, fd00:1::/64) is behind the gateway, site 2 (10.2.0.0/24, fd00:2::/64)
 //! behind the Linux peer; the host on site 2 is the peer namespace's `br1`. Pings go both ways
-//! through the tunnel, IPv4 and IPv6 inner over IPv4 outer, with each AEAD; then iperf3 TCP both
-//! ways. Afterwards the peer's `/proc/net/xfrm_stat` is all zero, its SAs counted the packets,
-//! and the gateway's only drops are the ones explained below.
+//! through the tunnel, IPv4 and IPv6 inner over IPv4 outer, with each AEAD; iperf3 TCP both ways
+//! and UDP (AES-128-GCM). Then both directions are rekeyed (`ctl` on the gateway, `ip xfrm` on
+//! the peer, make-before-break) under UDP both ways: no datagram lost. After each part the
+//! peer's `/proc/net/xfrm_stat` is all zero, its SAs counted the packets, and the gateway
+//! dropped nothing.
 #![cfg(target_os = "linux")]
 
 use std::sync::Arc;
@@ -196,11 +198,9 @@ fn linux_xfrm(aead: &Aead, round: usize) -> String {
 
 /// Packets counted by the peer's SA `spi` (`ip -s xfrm state`).
 fn sa_packets(peer: &LinuxPeer, spi: u32) -> u64 {
-    let (src, dst) = if spi == 0x4000 || spi == 0x6000 {
-        ("192.0.2.100", "192.0.2.1")
-    } else {
-        ("192.0.2.1", "192.0.2.100")
-    };
+    // 0x4xxx and 0x6xxx: the gateway's outbound, the peer's inbound.
+    let (src, dst) =
+        if matches!(spi >> 12, 4 | 6) { ("192.0.2.100", "192.0.2.1") } else { ("192.0.2.1", "192.0.2.100") };
     let text =
         peer.check(&format!("ip -s xfrm state get src {src} dst {dst} proto esp spi {spi:#x}")).unwrap();
     // "  lifetime current:\n    1234(bytes), 12(packets)"
@@ -244,7 +244,7 @@ impl Running {
 }
 
 #[test]
-fn linux_xfrm_peer_pings_and_tcp_through_the_tunnel_with_each_aead() {
+fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
     require_kernel!();
     let Some(peer) = LinuxPeer::for_test(&Options::default(), module_path!()) else { return };
     eprintln!("linux peer: kernel {} up in {:.1?} ({:?})", peer.kernel(), peer.boot_time(), peer.accel());
@@ -266,8 +266,8 @@ fn linux_xfrm_peer_pings_and_tcp_through_the_tunnel_with_each_aead() {
     sh(&["ip", "netns", "exec", &lan.ns, "ethtool", "-K", &lan.peer, "tx", "off"]);
     pin_tx_queue_0(peer.netns(), &wan.peer);
     let ns = lan.ns.as_str();
-    let key = format!("net.ipv6.conf.{}.disable_ipv6=0", lan.peer);
-    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &key]);
+    let v6_on = format!("net.ipv6.conf.{}.disable_ipv6=0", lan.peer);
+    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &v6_on]);
     sh(&["ip", "-n", ns, "addr", "add", "10.1.0.50/16", "dev", &lan.peer]);
     sh(&["ip", "-n", ns, "addr", "add", "fd00:1::50/64", "dev", &lan.peer, "nodad"]);
     sh(&["ip", "-n", ns, "route", "add", "default", "via", "10.1.0.1"]);
@@ -321,7 +321,7 @@ fn linux_xfrm_peer_pings_and_tcp_through_the_tunnel_with_each_aead() {
             for args in [
                 &["-t", "3", "-M", MSS][..],
                 &["-t", "3", "-M", MSS, "-R"],
-                &["-t", "3", "-u", "-b", "20M", "-l", "1200"],
+                &["-t", "3", "-u", "-b", "10M", "-l", "1200"],
             ] {
                 bulk.push((args.join(" "), iperf3(&peer, ns, args)));
             }
@@ -359,6 +359,79 @@ fn linux_xfrm_peer_pings_and_tcp_through_the_tunnel_with_each_aead() {
         let unexplained: Vec<_> = t.nonzero_drops().filter(|(r, _)| !explained(*r)).collect();
         assert!(unexplained.is_empty(), "{}: unexplained gateway drops {unexplained:?}: {t}", aead.gateway);
     }
+
+    // Rekey both directions of the IPv4 tunnel under UDP traffic both ways, make-before-break on
+    // both sides: the receiver installs the new SA first, then the sender switches; no datagram
+    // may be lost.
+    let aead = &AEADS[0];
+    let round = AEADS.len();
+    peer.check(&linux_xfrm(aead, round)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let text = gateway_config(aead, round, &lan.local, &wan.local, peer_mac).replace(
+        "stats_interval = 0",
+        &format!("stats_interval = 0\ncontrol_socket = \"{}\"", sock.display()),
+    );
+    let gw = Running::start(&text);
+    let (ok, text) = ping(false, "10.2.0.50");
+    assert!(ok, "before the rekey: {text}");
+    let traffic: Vec<_> = [&["-p", "5202"][..], &["-p", "5203", "-R"]]
+        .into_iter()
+        .map(|args| {
+            let (peer_ns, lan_ns) = (peer.netns().to_string(), ns.to_string());
+            let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            args.extend(["-t", "10", "-u", "-b", "2M", "-l", "1000"].map(String::from));
+            std::thread::spawn(move || iperf3_in(&peer_ns, &lan_ns, &args))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let ctl = |line: String| {
+        let reply = ipsec_gateway::ctl::request(&sock, std::slice::from_ref(&line)).unwrap();
+        assert!(reply[0].starts_with("ok"), "{line}: {reply:?}");
+        eprintln!("ctl: {line} -> {}", reply[0]);
+    };
+    let sa = |spi: u32, dir: &str, extra: &str| {
+        format!(
+            "{{ spi = {spi:#x}, direction = \"{dir}\", aead = \"{}\", key = \"{}\", mode = \"tunnel\", \
+             local = \"192.0.2.100\", remote = \"192.0.2.1\", {extra} }}",
+            aead.gateway,
+            key(aead, spi, round)
+        )
+    };
+    let state = |src: &str, dst: &str, spi: u32, reqid: u32| {
+        format!(
+            "ip xfrm state add src {src} dst {dst} proto esp spi {spi:#x} reqid {reqid} mode tunnel aead '{}' 0x{} 128",
+            aead.linux,
+            key(aead, spi, round)
+        )
+    };
+    // Gateway → peer: the peer accepts 0x4100 next to 0x4000, the gateway switches.
+    peer.check(&state("192.0.2.100", "192.0.2.1", 0x4100, 0x4000)).unwrap();
+    ctl(format!("sa rekey 0x4000 {}", sa(0x4100, "outbound", "shard = 0")));
+    // Peer → gateway: the gateway accepts 0x5100 next to 0x5000 (kept 30 s), the peer switches
+    // (its newest state for the policy's reqid; the old one deleted).
+    ctl(format!("sa rekey 0x5000 {} grace=30", sa(0x5100, "inbound", "policy = \"v4\"")));
+    peer.check(&state("192.0.2.1", "192.0.2.100", 0x5100, 0x5000)).unwrap();
+    peer.check("ip xfrm state delete src 192.0.2.1 dst 192.0.2.100 proto esp spi 0x5000").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    // The peer forgets the old inbound SA once nothing uses it.
+    peer.check("ip xfrm state delete src 192.0.2.100 dst 192.0.2.1 proto esp spi 0x4000").unwrap();
+    let results: Vec<_> = traffic.into_iter().map(|t| t.join().unwrap()).collect();
+    let report = gw.stop();
+    let t = report.total();
+    for r in &results {
+        let (bps, lost, sent) =
+            r.as_ref().unwrap_or_else(|e| panic!("iperf3 during the rekey: {e}\ngateway: {t}"));
+        eprintln!("rekey: UDP {:.1} Mbit/s, {lost} of {sent} datagrams lost", bps / 1e6);
+        assert!(*sent > 1000, "{r:?}");
+        assert_eq!(*lost, 0, "datagrams lost during the rekey; gateway: {t}");
+    }
+    for spi in [0x4100, 0x5100] {
+        assert!(sa_packets(&peer, spi) >= 100, "peer SA {spi:#x} idle after the rekey");
+    }
+    let stat = peer.xfrm_stat().unwrap();
+    assert!(stat.iter().all(|(_, n)| *n == 0), "rekey: peer's xfrm_stat: {stat:?}");
+    assert_eq!(t.total_drops(), 0, "rekey: gateway {t}");
 }
 
 /// Drops the gateway may count here and why: none so far.
@@ -399,8 +472,16 @@ const MSS: &str = "1380";
 /// iperf3 from the LAN host (namespace `lan_ns`) to the site-2 host (the peer's namespace) with
 /// `args`: (bits per second received, datagrams lost, datagrams sent; 0 and 0 for TCP).
 fn iperf3(peer: &LinuxPeer, lan_ns: &str, args: &[&str]) -> Result<(f64, u64, u64), String> {
+    iperf3_in(peer.netns(), lan_ns, args)
+}
+
+/// [`iperf3`] with the site-2 host in namespace `peer_ns`; a `-p PORT` in `args` is the server's
+/// too.
+fn iperf3_in<S: AsRef<str>>(peer_ns: &str, lan_ns: &str, args: &[S]) -> Result<(f64, u64, u64), String> {
+    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+    let port = args.iter().position(|a| *a == "-p").map_or("5201", |i| args[i + 1]);
     let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", peer.netns(), "iperf3", "-s", "-1", "-B", "10.2.0.50"])
+        .args(["netns", "exec", peer_ns, "iperf3", "-s", "-1", "-B", "10.2.0.50", "-p", port])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -420,7 +501,7 @@ fn iperf3(peer: &LinuxPeer, lan_ns: &str, args: &[&str]) -> Result<(f64, u64, u6
             "-c",
             "10.2.0.50",
         ])
-        .args(args)
+        .args(&args)
         .output()
         .map_err(|e| e.to_string());
     let _ = server.kill();
@@ -433,6 +514,7 @@ fn iperf3(peer: &LinuxPeer, lan_ns: &str, args: &[&str]) -> Result<(f64, u64, u6
     }
     let end = &v["end"];
     if args.contains(&"-u") {
+        // -R: the client received; either way the receiver's loss count is the one reported.
         let sum = &end["sum"];
         let bps = sum["bits_per_second"].as_f64().ok_or_else(|| text.to_string())?;
         Ok((bps, sum["lost_packets"].as_u64().unwrap_or(u64::MAX), sum["packets"].as_u64().unwrap_or(0)))
