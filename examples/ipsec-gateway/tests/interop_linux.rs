@@ -344,6 +344,7 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
         }
         peer.check(&linux_xfrm(aead, round, outer)).unwrap();
         let gw = Running::start(&gateway_config(aead, round, outer, &lan.local, &wan.local, peer_mac));
+        let udp_before = udp_in_datagrams(&peer);
         // The first pings also resolve the peer's and the LAN host's neighbors (the gateway
         // answers ARP and ND itself): allow one retry.
         let mut results = Vec::new();
@@ -391,6 +392,15 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
                 r.2
             );
             assert!(r.0 > 1e6, "{}: iperf3 {args}: {r:?}", aead.gateway);
+        }
+        if outer.nat_t {
+            // The ESP the peer received came in UDP (counted by its UDP layer, then decrypted).
+            let udp = udp_in_datagrams(&peer) - udp_before;
+            assert!(
+                udp >= 20,
+                "{}: {udp} UDP datagrams received by the peer during NAT-T pings",
+                aead.gateway
+            );
         }
         for (spi, _, _) in SAS {
             assert!(
@@ -562,4 +572,13 @@ fn iperf3_in<S: AsRef<str>>(peer_ns: &str, lan_ns: &str, args: &[S]) -> Result<(
         let bps = end["sum_received"]["bits_per_second"].as_f64().ok_or_else(|| text.to_string())?;
         Ok((bps, 0, 0))
     }
+}
+
+/// The peer's `Udp: InDatagrams` (`/proc/net/snmp`): ESP-in-UDP handed to XFRM counts there.
+fn udp_in_datagrams(peer: &LinuxPeer) -> u64 {
+    let text = peer.check("grep '^Udp:' /proc/net/snmp").unwrap();
+    let mut lines = text.lines();
+    let (names, values) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+    let i = names.split_whitespace().position(|n| n == "InDatagrams").unwrap_or_else(|| panic!("{text}"));
+    values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
 }
