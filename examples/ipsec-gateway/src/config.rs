@@ -616,8 +616,8 @@ impl FileConfig {
 
         // RSS and steering.
         let r = &self.rss;
-        let key = wirespeed_core::rss::hash::parse_key(&r.key)
-            .map_err(|e| invalid("rss.key", &r.key, e.to_string()))?;
+        let key =
+            wirespeed_core::rss::parse_key(&r.key).map_err(|e| invalid("rss.key", &r.key, e.to_string()))?;
         let mode: SymmetricMode = r
             .symmetric
             .parse()
