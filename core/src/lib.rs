@@ -55,7 +55,7 @@ pub mod wire;
 pub use backend::mem::InjectError;
 pub use backend::{Port, PortError, PortInfo, RxQueue, TxQueue};
 pub use batch::{BATCH_SIZE, Batch};
-pub use buf::{BufError, PacketBuf};
+pub use buf::{BufError, BufWindow, PacketBuf};
 pub use meta::{FlowClass, L3Kind, PacketMeta};
 pub use pipeline::{Pipeline, StageSet};
 pub use pool::{BufferPool, PoolBuf, PoolConfig, PoolError, PoolStats};
