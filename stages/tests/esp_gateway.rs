@@ -50,3 +50,26 @@ fn gateway_encrypts_lan_traffic_and_decrypts_tunnel_traffic() {
     EspGateway::assert_decrypted(&out[0], &reply, HOST);
     assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
 }
+
+// Compile-time check: the gateway's pipeline, with a report closure, is `Send` (it can be built
+// on the control thread and moved to its shard).
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    fn with_report(
+        p: Pipeline<
+            wirespeed_core::backend::mem::MemRx,
+            wirespeed_core::backend::mem::MemTx,
+            wirespeed_test_esp::GatewayStages,
+        >,
+    ) -> impl Send {
+        p.with_report(|s| s.get::<wirespeed_stages::esp::EspEncrypt>().map(|e| *e.stats()))
+    }
+    assert_send::<
+        Pipeline<
+            wirespeed_core::backend::mem::MemRx,
+            wirespeed_core::backend::mem::MemTx,
+            wirespeed_test_esp::GatewayStages,
+        >,
+    >();
+    let _ = with_report;
+};
