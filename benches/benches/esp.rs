@@ -52,7 +52,9 @@ fn sa(alg: AeadAlgorithm, provider: &ProviderRef, direction: Direction) -> Optio
     c.provider = provider.clone();
     c.replay_window = 0;
     SecurityAssociation::new(&c)
-        .map_err(|e| eprintln!("note: {} refuses {}: {e}; its bench ids are skipped", provider.name(), alg.name()))
+        .map_err(|e| {
+            eprintln!("note: {} refuses {}: {e}; its bench ids are skipped", provider.name(), alg.name())
+        })
         .ok()
 }
 
@@ -104,9 +106,10 @@ fn bench_esp(c: &mut Criterion) {
                 });
             }
             for n in SIZES_DECRYPT {
-                let (Some(out), Some(inb)) =
-                    (sa(alg, &provider, Direction::Outbound { shard: 0 }), sa(alg, &provider, Direction::Inbound))
-                else {
+                let (Some(out), Some(inb)) = (
+                    sa(alg, &provider, Direction::Outbound { shard: 0 }),
+                    sa(alg, &provider, Direction::Inbound),
+                ) else {
                     continue;
                 };
                 let mut st_out = SaState::new(&out);
