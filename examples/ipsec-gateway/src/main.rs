@@ -1,13 +1,13 @@
 //! `ipsec-gateway`: the example wirespeed appliance. See `USAGE` for the commands and exit codes.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use ipsec_gateway::app::{self, RunOptions};
-use ipsec_gateway::config::GatewayConfig;
+use ipsec_gateway::config::{ConfigError, GatewayConfig};
 use ipsec_gateway::demo::{self, DemoOptions};
 
 const USAGE: &str = "usage:
@@ -47,11 +47,48 @@ const EXIT_CONFIG: u8 = 2;
 /// Exit code of a demo whose output is wrong.
 const EXIT_CHECK: u8 = 3;
 
+/// Why a command failed: the message (Display of the error and its source chain) and, for
+/// some, a hint line.
 enum Failure {
     Usage(String),
-    Config(String),
+    Config(String, Option<String>),
     Runtime(String),
     Check(String),
+}
+
+/// `err` and its sources, joined by `: `, each source left out when the text so far already
+/// shows it (most errors here embed their source in their own message).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// A configuration error, with the hint for a missing input capture: the demo makes them.
+fn config_failure(e: &ConfigError) -> Failure {
+    let hint = match e {
+        ConfigError::Input { path, .. } => {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            Some(if demo::FILES.contains(&name) {
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                format!("`ipsec-gateway demo --out {}` creates {name} there", dir.display())
+            } else {
+                "`ipsec-gateway demo --out DIR` creates sample captures in DIR (lan-in.pcap: cleartext \
+                 site-1 traffic, the input of configs/pcap.toml)"
+                    .to_string()
+            })
+        }
+        _ => None,
+    };
+    Failure::Config(chain(e), hint)
 }
 
 fn main() -> ExitCode {
@@ -59,19 +96,22 @@ fn main() -> ExitCode {
     match dispatch(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(m)) => {
-            eprintln!("ipsec-gateway: {m}\n\n{USAGE}");
+            eprintln!("error: {m}\n\n{USAGE}");
             ExitCode::from(EXIT_CONFIG)
         }
-        Err(Failure::Config(m)) => {
-            eprintln!("ipsec-gateway: configuration: {m}");
+        Err(Failure::Config(m, hint)) => {
+            eprintln!("error: configuration: {m}");
+            if let Some(h) = hint {
+                eprintln!("hint: {h}");
+            }
             ExitCode::from(EXIT_CONFIG)
         }
         Err(Failure::Runtime(m)) => {
-            eprintln!("ipsec-gateway: {m}");
+            eprintln!("error: {m}");
             ExitCode::FAILURE
         }
         Err(Failure::Check(m)) => {
-            eprintln!("ipsec-gateway: {m}");
+            eprintln!("error: {m}");
             ExitCode::from(EXIT_CHECK)
         }
     }
@@ -91,7 +131,7 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
             vec![request.join(" ")]
         };
         let replies = ipsec_gateway::ctl::request(std::path::Path::new(socket), &lines)
-            .map_err(|e| Failure::Runtime(format!("{socket}: {e}")))?;
+            .map_err(|e| Failure::Runtime(format!("{socket}: {}", chain(&e))))?;
         let mut failed = 0;
         for r in &replies {
             println!("{r}");
@@ -137,7 +177,8 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
     match cmd.as_str() {
         "run" | "check" => {
             let path = config.ok_or_else(|| Failure::Usage(format!("{cmd} needs --config FILE")))?;
-            let cfg = GatewayConfig::load(&path).map_err(|e| Failure::Config(e.to_string()))?;
+            let cfg = GatewayConfig::load(&path).map_err(|e| config_failure(&e))?;
+            cfg.check_inputs().map_err(|e| config_failure(&e))?;
             if cmd == "check" {
                 println!(
                     "{}: ok ({} shards, {} SAs, {} policies)",
@@ -151,12 +192,12 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(sig, stop.clone())
-                    .map_err(|e| Failure::Runtime(format!("signal handler: {e}")))?;
+                    .map_err(|e| Failure::Runtime(format!("signal handler: {}", chain(&e))))?;
             }
             let r = app::run(&cfg, &RunOptions { json, stop: Some(stop), ..RunOptions::default() }).map_err(
                 |e| match e {
-                    app::RunError::Backend(..) => Failure::Config(e.to_string()),
-                    e => Failure::Runtime(e.to_string()),
+                    app::RunError::Backend(..) => Failure::Config(chain(&e), None),
+                    e => Failure::Runtime(chain(&e)),
                 },
             )?;
             if r.interrupted {
@@ -166,7 +207,7 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
         }
         "demo" => demo::run(&demo).map_err(|e| match e {
             demo::DemoError::Check(m) => Failure::Check(m),
-            e => Failure::Runtime(e.to_string()),
+            e => Failure::Runtime(chain(&e)),
         }),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
