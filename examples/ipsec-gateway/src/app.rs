@@ -133,10 +133,14 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
         }
     };
     let _metrics = match cfg.management.host_listen {
-        Some(addr) => Some(
-            crate::metrics::MetricsServer::start(addr, gw.metrics_handle())
-                .map_err(|e| RunError::Listen(addr, e.to_string()))?,
-        ),
+        Some(addr) => {
+            let server = crate::metrics::MetricsServer::start(addr, gw.metrics_handle())
+                .map_err(|e| RunError::Listen(addr, e.to_string()))?;
+            if !opts.quiet {
+                eprintln!("{}: GET /metrics on http://{}/metrics", cfg.name, server.addr());
+            }
+            Some(server)
+        }
         None => None,
     };
     let mut gw = gw;
@@ -297,4 +301,81 @@ pub fn print_final(cfg: &GatewayConfig, r: &RunReport, json: bool) {
         };
         writeln!(out, "{} total: {total} in {wall:.3} s wall{processing}", cfg.name)
     };
+}
+
+/// `err` and its sources joined by `: `, each source left out when the text so far already
+/// shows it (most errors here embed their source in their own message): what a command line
+/// prints, instead of the `Debug` form.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Any error, for `fn main() -> Result<(), Report>`: when `main` returns it, Rust prints
+/// `Error: ` and its `Debug` form, which here is [`error_chain`] (the message and its sources),
+/// not the error's structure.
+pub struct Report(Box<dyn std::error::Error>);
+
+impl<E: Into<Box<dyn std::error::Error>>> From<E> for Report {
+    fn from(e: E) -> Self {
+        Self(e.into())
+    }
+}
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&error_chain(&*self.0))
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&error_chain(&*self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open x: {0}")]
+    struct Embeds(#[source] std::io::Error);
+
+    fn not_found() -> std::io::Error {
+        std::io::Error::from_raw_os_error(2)
+    }
+
+    #[test]
+    fn chain_appends_sources_the_message_does_not_show() {
+        assert_eq!(error_chain(&Outer(not_found())), "outer: No such file or directory (os error 2)");
+        assert_eq!(
+            error_chain(&Embeds(not_found())),
+            "cannot open x: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn report_debug_is_the_chain_not_the_structure() {
+        let r: Report = Outer(not_found()).into();
+        assert_eq!(format!("{r:?}"), "outer: No such file or directory (os error 2)");
+        let r: Report = crate::config::GatewayConfig::load(std::path::Path::new("/nonexistent.toml"))
+            .map(|_| ())
+            .unwrap_err()
+            .into();
+        assert_eq!(format!("{r:?}"), "/nonexistent.toml: No such file or directory (os error 2)");
+    }
 }

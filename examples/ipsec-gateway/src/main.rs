@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use ipsec_gateway::app::{self, RunOptions};
+use ipsec_gateway::app::{self, RunOptions, error_chain as chain};
 use ipsec_gateway::config::{ConfigError, GatewayConfig};
 use ipsec_gateway::demo::{self, DemoOptions};
 
@@ -17,11 +17,16 @@ const USAGE: &str = "usage:
   ipsec-gateway demo [--out DIR] [--shards N] [--packets N]
 
   run      run the gateway of FILE (TOML, see examples/ipsec-gateway/configs/) until its
-           input ends (pcap) or SIGINT/SIGTERM, which drains the shards and prints final
-           counters; backends pcap, afxdp (root) and, built with --features dpdk, dpdk;
-           a stats line per shard every [gateway] stats_interval seconds (--json: one JSON
-           object per line); GET /metrics (Prometheus text) on the management address
-  check    validate FILE and exit
+           input ends (pcap) or SIGINT/SIGTERM, which drains the shards; backends pcap,
+           afxdp (root) and, built with --features dpdk, dpdk. Every [gateway] stats_interval
+           seconds a line per shard: the interval's rate and drops (+N), then its cumulative
+           total; at the end always a final line per shard (data/control) and a total line
+           with the wall time and, for pcap input, the packet-processing time and rate
+           (--json: one JSON object per line; \"final\": true per shard, \"total\": true last).
+           GET /metrics (Prometheus text): in-band on the management address (afxdp, dpdk;
+           on pcap it exists only inside the captures) and, with [management] host_listen,
+           on the host's own network stack (any backend)
+  check    validate FILE and that its pcap input captures exist, and exit
   ctl      send REQUEST (or each line of stdin) to a running gateway's control socket
            ([gateway] control_socket), print the replies; one request a line:
              sa add { spi = 0x4100, direction = \"inbound\", aead = \"aes128gcm\", key = \"HEX\",
@@ -34,13 +39,17 @@ const USAGE: &str = "usage:
            rekey is make-before-break: rekey the receiver's inbound SA first (the old one
            lingers for the grace period, default 5 s), then the sender's outbound SA
   demo     two gateways offline: generated traffic -> gateway A (encrypt) -> ESP capture ->
-           gateway B (decrypt), every inner packet checked; prints throughput
-    --out DIR      keep the three captures and both configurations (keys included) in DIR
+           gateway B (decrypt), every inner packet checked; prints the throughput over the
+           packet-processing time (file I/O included, start-up not) and the wall time
+    --out DIR      keep the three captures (lan-in.pcap, esp.pcap, lan-out.pcap) and both
+                   configurations (keys included) in DIR; configs/pcap.toml reads
+                   DIR=configs/captures and writes its own *-run.pcap files next to them
     --shards N     data shards per gateway (default 2)
     --packets N    scale the traffic to about N packets (progress bar on stderr from 100000)
 
 exit codes: 0 success (also after a signal-initiated drain), 1 runtime failure (ports, files,
-shards; for ctl, any request refused), 2 bad command line or configuration, 3 demo check failed";
+shards; for ctl, any request refused), 2 bad command line or configuration (a missing input
+capture included), 3 demo check failed";
 
 /// Exit code of a bad command line or configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -54,22 +63,6 @@ enum Failure {
     Config(String, Option<String>),
     Runtime(String),
     Check(String),
-}
-
-/// `err` and its sources, joined by `: `, each source left out when the text so far already
-/// shows it (most errors here embed their source in their own message).
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// A configuration error, with the hint for a missing input capture: the demo makes them.
@@ -214,5 +207,32 @@ fn dispatch(args: &[String]) -> Result<(), Failure> {
             Ok(())
         }
         other => Err(Failure::Usage(format!("unknown command {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_found() -> std::io::Error {
+        std::io::Error::from_raw_os_error(2)
+    }
+
+    #[test]
+    fn missing_demo_input_hint_names_the_directory() {
+        let e = ConfigError::Input {
+            key: "interfaces.wan.port.input".into(),
+            path: PathBuf::from("some/dir/esp.pcap"),
+            source: not_found(),
+        };
+        let Failure::Config(msg, Some(hint)) = config_failure(&e) else { panic!("a hint") };
+        assert_eq!(
+            msg,
+            "interfaces.wan.port.input: cannot open some/dir/esp.pcap: No such file or directory (os error 2)"
+        );
+        assert_eq!(hint, "`ipsec-gateway demo --out some/dir` creates esp.pcap there");
+        let e = ConfigError::Input { key: "k".into(), path: PathBuf::from("mine.pcap"), source: not_found() };
+        let Failure::Config(_, Some(hint)) = config_failure(&e) else { panic!("a hint") };
+        assert!(hint.starts_with("`ipsec-gateway demo --out DIR` creates sample captures"), "{hint}");
     }
 }

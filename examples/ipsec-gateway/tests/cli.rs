@@ -240,3 +240,33 @@ fn errors_are_printed_with_display_and_their_source_not_debug() {
         }
     }
 }
+
+#[test]
+fn pcap_run_serves_metrics_on_host_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = traffic::demo_flows(Some(200_000));
+    traffic::write_capture(&flows, &dir.path().join("in.pcap")).unwrap();
+    let text = configs::config(Site::A, 2, Some([Some("in.pcap"), None, None, Some("esp.pcap")]))
+        .replace("http_port = 9000\n", "http_port = 9000\nhost_listen = \"127.0.0.1:0\"\n");
+    std::fs::write(dir.path().join("a.toml"), text).unwrap();
+    let mut child = bin()
+        .args(["run", "--config"])
+        .arg(dir.path().join("a.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The run says where it serves (port 0: the one the OS picked).
+    let first = err.next().unwrap().unwrap();
+    let url = first.strip_prefix("gateway-a: GET /metrics on ").unwrap_or_else(|| panic!("{first}"));
+    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"), "{url}");
+    let mut resp = ureq::get(url).call().expect("GET /metrics while the run lasts");
+    assert_eq!(resp.status(), 200);
+    let body = resp.body_mut().read_to_string().unwrap();
+    assert!(body.contains("wirespeed_rx_packets_total{gateway=\"gateway-a\",shard=\"0\"}"), "{body}");
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
