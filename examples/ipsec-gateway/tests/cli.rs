@@ -247,12 +247,13 @@ fn pcap_run_serves_metrics_on_host_listen() {
     let flows = traffic::demo_flows(Some(200_000));
     traffic::write_capture(&flows, &dir.path().join("in.pcap")).unwrap();
     let text = configs::config(Site::A, 2, Some([Some("in.pcap"), None, None, Some("esp.pcap")]))
-        .replace("http_port = 9000\n", "http_port = 9000\nhost_listen = \"127.0.0.1:0\"\n");
+        .replace("http_port = 9000\n", "http_port = 9000\nhost_listen = \"127.0.0.1:0\"\n")
+        .replace("stats_interval = 0", "stats_interval = 0.05");
     std::fs::write(dir.path().join("a.toml"), text).unwrap();
     let mut child = bin()
-        .args(["run", "--config"])
+        .args(["run", "--json", "--config"])
         .arg(dir.path().join("a.toml"))
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -265,8 +266,28 @@ fn pcap_run_serves_metrics_on_host_listen() {
     assert_eq!(resp.status(), 200);
     let body = resp.body_mut().read_to_string().unwrap();
     assert!(body.contains("wirespeed_rx_packets_total{gateway=\"gateway-a\",shard=\"0\"}"), "{body}");
+    // The JSON interval lines: the interval's rate and drops, the shard's cumulative total.
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&out.next().unwrap().unwrap()).unwrap();
+    assert_eq!((first["shard"].as_u64(), first["role"].as_str()), (Some(0), Some("data")), "{first}");
+    assert!(first["interval_s"].as_f64().unwrap() >= 0.05, "{first}");
+    assert!(
+        first["pps"].is_f64() && first["gbps"].is_f64() && first["interval_drops"].is_object(),
+        "{first}"
+    );
+    for key in ["rx_packets", "tx_packets", "punted", "handed_off", "dropped"] {
+        assert!(first["total"][key].is_u64(), "{key}: {first}");
+    }
     let pid = child.id().to_string();
     let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let rest: Vec<String> = out.map(|l| l.unwrap()).collect();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+    let total: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert_eq!(
+        (total["total"].as_bool(), total["interrupted"].as_bool()),
+        (Some(true), Some(true)),
+        "{total}"
+    );
+    assert!(total["processing_s"].is_null(), "no processing window after a signal: {total}");
 }

@@ -65,7 +65,8 @@ fn demo_and_run_in_one_directory_never_clobber_each_other() {
     std::fs::copy(shipped_pcap_toml(), &cfg).unwrap();
     let captures = dir.path().join("captures");
 
-    ok(bin().args(["demo", "--shards", "1", "--out"]).arg(&captures));
+    let report = ok(bin().args(["demo", "--shards", "1", "--out"]).arg(&captures));
+    demo_rates_are_over_the_processing_window(&report);
     let demo_files = snapshot(&captures);
     assert_eq!(demo_files.len(), FILES.len(), "{:?}", demo_files.keys());
     let lan_out = &demo_files["lan-out.pcap"];
@@ -89,5 +90,34 @@ fn demo_and_run_in_one_directory_never_clobber_each_other() {
     let after_demo = snapshot(&captures);
     for (name, bytes) in &run_files {
         assert!(after_demo[name] == *bytes, "the demo changed the run's {name}");
+    }
+}
+
+/// The demo's throughput line divides by the processing window, which lies inside the run's
+/// wall time (start-up included) printed on the next line.
+fn demo_rates_are_over_the_processing_window(report: &str) {
+    let line = |prefix: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix}: {report}"))
+            .to_string()
+    };
+    let rates = line("throughput while processing (pcap files, 1 data shards each): A ");
+    let wall = line("wall time with start-up: A ");
+    // "... A 0.078 Mpps (698 packets in 8.9 ms), B 0.090 Mpps (690 packets in 7.7 ms)"
+    let ms: Vec<f64> = rates
+        .split(" packets in ")
+        .skip(1)
+        .map(|s| s.split(" ms)").next().unwrap().parse().unwrap())
+        .collect();
+    // "wall time with start-up: A 0.101 s, B 0.087 s; ..."
+    let secs: Vec<f64> = ["A ", "B "]
+        .iter()
+        .map(|g| wall.split(g).nth(1).unwrap().split(" s").next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!((ms.len(), secs.len()), (2, 2), "{rates}\n{wall}");
+    for (m, s) in ms.iter().zip(&secs) {
+        assert!(*m > 0.0 && m / 1e3 <= *s, "processing {m} ms, wall {s} s:\n{rates}\n{wall}");
     }
 }

@@ -231,16 +231,18 @@ fn progress_bar(show: bool) -> Option<indicatif::ProgressBar> {
     if !show {
         return None;
     }
-    let p = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+    let p = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::hidden());
+    // The average since this gateway's bar was reset (indicatif's `{per_sec}` is a smoothed
+    // estimate printed with four decimals).
     let rate = |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-        let _ = write!(w, "{:.0} pkt/s", s.per_sec());
+        let secs = s.elapsed().as_secs_f64();
+        let _ = write!(w, "{:.0} pkt/s", if secs > 0.0 { s.pos() as f64 / secs } else { 0.0 });
     };
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} packets ({rate})")
     {
         p.set_style(style.with_key("rate", rate).progress_chars("=> "));
     }
-    p.enable_steady_tick(Duration::from_millis(200));
     Some(p)
 }
 
@@ -252,9 +254,12 @@ fn run_gateway(
     expect: u64,
 ) -> Result<RunReport, DemoError> {
     let progress: Option<Arc<dyn Fn(u64) + Send + Sync>> = bar.clone().map(|p| {
-        p.reset();
-        p.set_length(expect);
+        p.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         p.set_prefix(cfg.name.clone());
+        p.set_length(expect);
+        p.reset();
+        p.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        p.enable_steady_tick(Duration::from_millis(200));
         Arc::new(move |n: u64| p.set_position(n)) as Arc<dyn Fn(u64) + Send + Sync>
     });
     Ok(app::run(cfg, &RunOptions { quiet: true, progress, ..RunOptions::default() })?)
