@@ -70,7 +70,7 @@ fn config_failure(e: &ConfigError) -> Failure {
     let hint = match e {
         ConfigError::Input { path, .. } => {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            Some(if demo::FILES.contains(&name) {
+            Some(if name.ends_with(".pcap") && demo::FILES.contains(&name) {
                 let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
                 format!("`ipsec-gateway demo --out {}` creates {name} there", dir.display())
             } else {
