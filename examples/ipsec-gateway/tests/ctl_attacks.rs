@@ -360,7 +360,7 @@ fn fuzzed_requests_never_stop_the_gateway() {
             .prop_map(|b| String::from_utf8_lossy(&b).replace('\n', " ")),
         // TOML nesting bombs inside the SA table.
         (1usize..20000).prop_map(|n| format!("sa add {{ spi = {}{} }}", "[".repeat(n), "]".repeat(n))),
-        (1usize..10000).prop_map(|n| format!("sa add {}{}", "{ a = ".repeat(n), "}".repeat(n))),
+        (1usize..9000).prop_map(|n| format!("sa add {}{}", "{ a = ".repeat(n), "}".repeat(n))),
     ];
     let mut runner = TestRunner::new(Config { cases: 1, ..Config::default() });
     let lines: Vec<String> = (0..400).map(|_| line.new_tree(&mut runner).unwrap().current()).collect();
