@@ -32,7 +32,10 @@ use wirespeed_stages::esp::{
     EspDecrypt, EspEncrypt, EventQueue, FlowKey, OutboundDecision, SaConfig, SaEvent, SaSet,
     SecurityAssociation, Spd, event_queue,
 };
-use wirespeed_stages::forward::{Fib, FibBuilder, Forward, NextHop};
+use wirespeed_stages::forward::{
+    Fib, FibBuilder, Forward, HoldConfig, HoldCounters, Neighbors, NextHop, ResolveQueue, Resolving,
+    resolve_queue,
+};
 
 use crate::config::{GatewayConfig, Side};
 
@@ -157,6 +160,10 @@ pub struct Shared<B: PacketBuf = PoolBuf> {
     pub punts: [PuntQueue<B>; 2],
     /// SA lifetime events.
     pub events: EventQueue,
+    /// Next hops the data shards want resolved (read by the control shard).
+    pub resolve: ResolveQueue,
+    /// How data shards hold packets while their next hop is resolved.
+    pub hold: HoldConfig,
 }
 
 // By hand: the derives would ask `B: Clone + Debug`, which buffers are not.
@@ -167,6 +174,8 @@ impl<B: PacketBuf> Clone for Shared<B> {
             macs: self.macs,
             punts: self.punts.clone(),
             events: self.events.clone(),
+            resolve: self.resolve.clone(),
+            hold: self.hold,
         }
     }
 }
@@ -198,15 +207,27 @@ impl<B: PacketBuf> Shared<B> {
             macs: [cfg.lan.mac, cfg.wan.mac],
             punts: [punt_queue(1024), punt_queue(1024)],
             events: event_queue(256),
+            resolve: resolve_queue(256),
+            hold: HoldConfig::default(),
         }
     }
 
-    /// The LAN → WAN path of one shard: classify, punt, route, SPD + encrypt.
-    pub fn outbound(&self, fib: Subscriber<Fib>, sas: Subscriber<SaSet>) -> Outbound<B> {
+    fn forward(&self, fib: Subscriber<Fib>, learned: Subscriber<Neighbors>) -> Resolving<B> {
+        Resolving::new(Forward::new(fib, &self.macs).with_neighbors(learned), self.resolve.clone(), self.hold)
+    }
+
+    /// The LAN → WAN path of one shard: classify, punt, route (static then learned
+    /// neighbors, holding packets while a next hop is resolved), SPD + encrypt.
+    pub fn outbound(
+        &self,
+        fib: Subscriber<Fib>,
+        learned: Subscriber<Neighbors>,
+        sas: Subscriber<SaSet>,
+    ) -> Outbound<B> {
         (
             Classify::new(self.classify.clone()),
             Punt::new(self.punts[Side::Lan as usize].clone()),
-            Forward::new(fib, &self.macs),
+            self.forward(fib, learned),
             EspEncrypt::new(sas).with_events(self.events.clone()),
         )
     }
@@ -216,6 +237,7 @@ impl<B: PacketBuf> Shared<B> {
     pub fn inbound(
         &self,
         fib: Subscriber<Fib>,
+        learned: Subscriber<Neighbors>,
         decrypt: Subscriber<SaSet>,
         guard: Subscriber<SaSet>,
     ) -> Inbound<B> {
@@ -224,7 +246,7 @@ impl<B: PacketBuf> Shared<B> {
             Punt::new(self.punts[Side::Wan as usize].clone()),
             CleartextGuard::new(guard),
             EspDecrypt::new(decrypt).with_events(self.events.clone()),
-            Forward::new(fib, &self.macs),
+            self.forward(fib, learned),
         )
     }
 }
@@ -242,6 +264,8 @@ pub struct Tables {
     pub spd: Spd,
     /// The SA set publisher shards subscribe to.
     pub sad: Publisher<SaSet>,
+    /// The learned-neighbor table shards subscribe to (the control shard publishes it).
+    pub learned: Publisher<Neighbors>,
 }
 
 impl Tables {
@@ -251,7 +275,14 @@ impl Tables {
         let fib = route_table.build().map_err(|e| BuildError::Routes(e.to_string()))?;
         let (sa_table, spd) = sad(cfg)?;
         let set = SaSet::new(sa_table.iter().cloned(), &spd).map_err(|e| BuildError::Sad(e.to_string()))?;
-        Ok(Self { route_table, routes: Publisher::new(fib), sa_table, spd, sad: Publisher::new(set) })
+        Ok(Self {
+            route_table,
+            routes: Publisher::new(fib),
+            sa_table,
+            spd,
+            sad: Publisher::new(set),
+            learned: Publisher::new(Neighbors::new()),
+        })
     }
 }
 
@@ -283,6 +314,7 @@ struct DataParts<P: Port> {
     lan: (P::Rx, P::Tx),
     wan: (P::Rx, P::Tx),
     fib: [Subscriber<Fib>; 2],
+    learned: [Subscriber<Neighbors>; 2],
     sas: [Subscriber<SaSet>; 3],
 }
 
@@ -324,7 +356,7 @@ where
     F: Fn(P::Tx) -> (T, A) + Send + 'static,
 {
     let shards = cfg.shards;
-    let Tables { route_table, mut routes, sa_table, spd, mut sad } = Tables::new(cfg)?;
+    let Tables { route_table, mut routes, sa_table, spd, mut sad, mut learned } = Tables::new(cfg)?;
     let shared = Shared::<P::Buf>::new(cfg);
     let events = shared.events.clone();
 
@@ -337,6 +369,7 @@ where
             lan: lan.queue_pair(q).map_err(port_err)?,
             wan: wan.queue_pair(q).map_err(port_err)?,
             fib: [routes.subscribe(), routes.subscribe()],
+            learned: [learned.subscribe(), learned.subscribe()],
             sas: [sad.subscribe(), sad.subscribe(), sad.subscribe()],
         });
     }
@@ -381,8 +414,8 @@ where
     for parts in data {
         let shared = shared.clone();
         builder = builder.shard(move |_| -> Result<DataShard<P>, String> {
-            let DataParts { lan, wan, fib, sas } = parts;
-            Ok(DataShard::new(&shared, lan, wan, fib, sas))
+            let DataParts { lan, wan, fib, learned, sas } = parts;
+            Ok(DataShard::new(&shared, lan, wan, fib, learned, sas))
         });
     }
     let runtime = builder
@@ -415,7 +448,13 @@ where
                 });
             }
             let not_ours = DropReason::register(NOT_FOR_CONTROL_PLANE).unwrap_or(DropReason::Unsupported);
-            Ok(ControlShard { sides, not_ours })
+            Ok(ControlShard {
+                sides,
+                not_ours,
+                learned,
+                table: Neighbors::new(),
+                resolve: shared.resolve.clone(),
+            })
         })
         .launch()?;
     routes.reclaim();
@@ -599,6 +638,7 @@ impl<P: Port + 'static> Worker for DataShard<P> {
             encrypt: *self.outbound.3.stats(),
             decrypt: *self.inbound.3.stats(),
             cleartext_dropped: self.inbound.2.dropped(),
+            hold: [self.outbound.2.counters(), self.inbound.4.counters()],
         }))
     }
 }
@@ -627,12 +667,14 @@ pub struct DataReport {
     pub decrypt: wirespeed_stages::esp::EspStats,
     /// Cleartext packets the WAN side refused.
     pub cleartext_dropped: u64,
+    /// Packets held for next-hop resolution, outbound and inbound path.
+    pub hold: [HoldCounters; 2],
 }
 
 /// The stages of a data shard's LAN → WAN path.
-pub type Outbound<B = PoolBuf> = (Classify, Punt<B>, Forward, EspEncrypt);
+pub type Outbound<B = PoolBuf> = (Classify, Punt<B>, Resolving<B>, EspEncrypt);
 /// The stages of a data shard's WAN → LAN path.
-pub type Inbound<B = PoolBuf> = (Classify, Punt<B>, CleartextGuard, EspDecrypt, Forward);
+pub type Inbound<B = PoolBuf> = (Classify, Punt<B>, CleartextGuard, EspDecrypt, Resolving<B>);
 
 /// One data shard: both directions over queue `i` of both ports. A [`Worker`]: the runtime polls
 /// it on its own thread; tests may poll it directly.
@@ -648,45 +690,50 @@ pub struct DataShard<P: Port> {
 }
 
 impl<P: Port> DataShard<P> {
-    /// A data shard on the LAN and WAN queue pairs `lan` and `wan`, with the FIB subscriptions of
-    /// its outbound and inbound paths and the SA subscriptions of its encrypt, decrypt and
-    /// cleartext-guard stages.
+    /// A data shard on the LAN and WAN queue pairs `lan` and `wan`, with the FIB and
+    /// learned-neighbor subscriptions of its outbound and inbound paths and the SA
+    /// subscriptions of its encrypt, decrypt and cleartext-guard stages.
     pub fn new(
         shared: &Shared<P::Buf>,
         lan: (P::Rx, P::Tx),
         wan: (P::Rx, P::Tx),
         fib: [Subscriber<Fib>; 2],
+        learned: [Subscriber<Neighbors>; 2],
         sas: [Subscriber<SaSet>; 3],
     ) -> Self {
         let [fib_out, fib_in] = fib;
+        let [learned_out, learned_in] = learned;
         let [sa_enc, sa_dec, sa_guard] = sas;
         Self {
             lan_rx: lan.0,
             wan_rx: wan.0,
             tx: [lan.1, wan.1],
-            outbound: shared.outbound(fib_out, sa_enc),
-            inbound: shared.inbound(fib_in, sa_dec, sa_guard),
+            outbound: shared.outbound(fib_out, learned_out, sa_enc),
+            inbound: shared.inbound(fib_in, learned_in, sa_dec, sa_guard),
             batch: Batch::new(),
             scratch: Batch::new(),
         }
     }
 
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
-        let n = Self::run(
-            &mut self.lan_rx,
-            &mut self.outbound,
-            &mut self.batch,
-            &mut self.scratch,
-            &mut self.tx,
-            cx,
-        ) + Self::run(
-            &mut self.wan_rx,
-            &mut self.inbound,
-            &mut self.batch,
-            &mut self.scratch,
-            &mut self.tx,
-            cx,
-        );
+        let released = self.release(cx);
+        let n = released
+            + Self::run(
+                &mut self.lan_rx,
+                &mut self.outbound,
+                &mut self.batch,
+                &mut self.scratch,
+                &mut self.tx,
+                cx,
+            )
+            + Self::run(
+                &mut self.wan_rx,
+                &mut self.inbound,
+                &mut self.batch,
+                &mut self.scratch,
+                &mut self.tx,
+                cx,
+            );
         match n {
             0 if self.lan_rx.at_end() && self.wan_rx.at_end() => Poll::Finished,
             0 => Poll::Idle,
@@ -717,11 +764,32 @@ impl<P: Port> DataShard<P> {
         n
     }
 
+    /// Sends the packets held for next-hop resolution that resolve now (a new neighbor or
+    /// route table was published), drops those that timed out: the rest of each path runs on
+    /// what the forward stage releases. Returns how many were sent on.
+    fn release(&mut self, cx: &mut ShardCtx) -> usize {
+        let mut n = 0;
+        if self.outbound.2.needs_service(cx.now) {
+            self.outbound.2.process(cx, &mut self.batch);
+            self.outbound.3.process(cx, &mut self.batch);
+            n += self.batch.len();
+            transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        }
+        if self.inbound.4.needs_service(cx.now) {
+            self.inbound.4.process(cx, &mut self.batch);
+            n += self.batch.len();
+            transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        }
+        n
+    }
+
     fn drain(&mut self, cx: &mut ShardCtx) {
         transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
         for t in &mut self.tx {
             t.flush();
         }
+        self.outbound.2.drop_held(cx);
+        self.inbound.4.drop_held(cx);
     }
 }
 
@@ -810,7 +878,15 @@ struct ControlSide<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> {
 struct ControlShard<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> {
     sides: Vec<ControlSide<P, T, A>>,
     not_ours: DropReason,
+    /// The learned-neighbor table and its publisher (the data shards' forward stages read it).
+    learned: Publisher<Neighbors>,
+    table: Neighbors,
+    /// Next hops the data shards asked for.
+    resolve: ResolveQueue,
 }
+
+/// Most resolution requests the control shard takes per poll.
+const RESOLVE_PER_POLL: usize = 64;
 
 /// Name of the drop reason of frames the steering plan sends to the management queue that the
 /// control plane does not take (rules an operator added that match data traffic).
@@ -820,6 +896,24 @@ impl<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> ControlShard<P, T, A
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         let mut busy = 0;
         let mut ended = true;
+        // Solicit the next hops the data shards asked for, on the interface they are on.
+        let sent = |sides: &[ControlSide<P, T, A>]| {
+            sides
+                .iter()
+                .map(|s| s.plane.counters().device)
+                .fold((0, 0), |(n, b), d| (n + d.transmitted, b + d.transmitted_bytes))
+        };
+        let before = sent(&self.sides);
+        for _ in 0..RESOLVE_PER_POLL {
+            let Some(ip) = self.resolve.pop() else { break };
+            if let Some(s) = self.sides.iter_mut().find(|s| s.plane.on_link(ip)) {
+                s.plane.solicit(ip);
+                busy += 1;
+            }
+        }
+        let after = sent(&self.sides);
+        cx.counters.tx_packets += after.0 - before.0;
+        cx.counters.tx_bytes += after.1 - before.1;
         for s in &mut self.sides {
             let n = s.rx.rx_burst(&mut s.batch);
             if let Some((reason, count)) = s.rx.take_drops() {
@@ -844,6 +938,20 @@ impl<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> ControlShard<P, T, A
             busy += n;
             ended &= s.rx.at_end();
         }
+        // What the control planes learned (or aged out) goes to the data shards by epoch.
+        let mut changed = false;
+        for s in &mut self.sides {
+            for (ip, n) in s.plane.take_neighbor_updates() {
+                changed |= match n {
+                    Some(n) => self.table.insert(ip, n),
+                    None => self.table.remove(ip),
+                };
+            }
+        }
+        if changed {
+            self.learned.publish(self.table.clone());
+        }
+        self.learned.reclaim();
         match busy {
             0 if ended => Poll::Finished,
             0 => Poll::Idle,
