@@ -164,6 +164,9 @@ pub struct Shared<B: PacketBuf = PoolBuf> {
     pub resolve: ResolveQueue,
     /// How data shards hold packets while their next hop is resolved.
     pub hold: HoldConfig,
+    /// Per data shard, per side: data traffic the NIC put on the management queue, handed
+    /// from the control shard to the data shard the software RSS picks.
+    pub handoff: Vec<[PuntQueue<B>; 2]>,
 }
 
 // By hand: the derives would ask `B: Clone + Debug`, which buffers are not.
@@ -176,6 +179,7 @@ impl<B: PacketBuf> Clone for Shared<B> {
             events: self.events.clone(),
             resolve: self.resolve.clone(),
             hold: self.hold,
+            handoff: self.handoff.clone(),
         }
     }
 }
@@ -209,6 +213,9 @@ impl<B: PacketBuf> Shared<B> {
             events: event_queue(256),
             resolve: resolve_queue(256),
             hold: HoldConfig::default(),
+            handoff: (0..cfg.shards)
+                .map(|_| [punt_queue(HANDOFF_CAPACITY), punt_queue(HANDOFF_CAPACITY)])
+                .collect(),
         }
     }
 
@@ -250,6 +257,9 @@ impl<B: PacketBuf> Shared<B> {
         )
     }
 }
+
+/// Packets each hand-off queue (control shard → data shard) holds.
+pub const HANDOFF_CAPACITY: usize = 1024;
 
 /// The route and SA tables of a configuration: the editable sources and their publishers.
 #[derive(Debug)]
@@ -411,13 +421,16 @@ where
     // One factory per shard, each moving its own queues and subscriptions in; data shards and
     // the control shard are different workers in one runtime.
     let mut builder = Runtime::builder(rt_cfg);
-    for parts in data {
+    for (i, parts) in data.into_iter().enumerate() {
         let shared = shared.clone();
         builder = builder.shard(move |_| -> Result<DataShard<P>, String> {
             let DataParts { lan, wan, fib, learned, sas } = parts;
-            Ok(DataShard::new(&shared, lan, wan, fib, learned, sas))
+            let handoff = shared.handoff[i].clone();
+            Ok(DataShard::new(&shared, lan, wan, fib, learned, sas).with_handoff(handoff))
         });
     }
+    // The control shard's software RSS, for data traffic the NIC put on the management queue.
+    let steering = Steering::new(cfg)?;
     let runtime = builder
         .shard(move |_| -> Result<ControlShard<P, T, A>, String> {
             let mut sides = Vec::with_capacity(2);
@@ -440,6 +453,7 @@ where
                     });
                 }
                 sides.push(ControlSide {
+                    side: i,
                     rx,
                     classify: Classify::new(shared.classify.clone()),
                     punt: Punt::new(shared.punts[i].clone()),
@@ -454,6 +468,8 @@ where
                 learned,
                 table: Neighbors::new(),
                 resolve: shared.resolve.clone(),
+                steering,
+                handoff: shared.handoff.clone(),
             })
         })
         .launch()?;
@@ -687,9 +703,18 @@ pub struct DataShard<P: Port> {
     inbound: Inbound<P::Buf>,
     batch: Batch<P::Buf>,
     scratch: Batch<P::Buf>,
+    /// Packets the control shard hands over (LAN, WAN), see [`DataShard::with_handoff`].
+    handoff: Option<[PuntQueue<P::Buf>; 2]>,
 }
 
 impl<P: Port> DataShard<P> {
+    /// Also takes the data packets the control shard received on the management queue and
+    /// handed to this shard (`[LAN, WAN]`): they run the same paths as the shard's own queues.
+    pub fn with_handoff(mut self, queues: [PuntQueue<P::Buf>; 2]) -> Self {
+        self.handoff = Some(queues);
+        self
+    }
+
     /// A data shard on the LAN and WAN queue pairs `lan` and `wan`, with the FIB and
     /// learned-neighbor subscriptions of its outbound and inbound paths and the SA
     /// subscriptions of its encrypt, decrypt and cleartext-guard stages.
@@ -712,11 +737,12 @@ impl<P: Port> DataShard<P> {
             inbound: shared.inbound(fib_in, learned_in, sa_dec, sa_guard),
             batch: Batch::new(),
             scratch: Batch::new(),
+            handoff: None,
         }
     }
 
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
-        let released = self.release(cx);
+        let released = self.release(cx) + self.take_handoff(cx);
         let n = released
             + Self::run(
                 &mut self.lan_rx,
@@ -761,6 +787,33 @@ impl<P: Port> DataShard<P> {
         cx.counters.rx_bytes += batch.bytes();
         stages.process(cx, batch);
         transmit(batch, scratch, tx, cx);
+        n
+    }
+
+    /// Runs what the control shard handed over through the outbound (LAN) and inbound (WAN)
+    /// paths. Returns how many packets were taken.
+    fn take_handoff(&mut self, cx: &mut ShardCtx) -> usize {
+        let Some([lan, wan]) = &self.handoff else { return 0 };
+        let mut n = 0;
+        for (q, outbound) in [(lan, true), (wan, false)] {
+            while !self.batch.is_full() {
+                let Some(p) = q.pop() else { break };
+                // Cannot fail: the batch has room.
+                let _ = self.batch.push(p);
+            }
+            if self.batch.is_empty() {
+                continue;
+            }
+            n += self.batch.len();
+            cx.counters.rx_packets += self.batch.len() as u64;
+            cx.counters.rx_bytes += self.batch.bytes();
+            if outbound {
+                self.outbound.process(cx, &mut self.batch);
+            } else {
+                self.inbound.process(cx, &mut self.batch);
+            }
+            transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        }
         n
     }
 
@@ -866,6 +919,8 @@ impl<B: PacketBuf> Stage<B> for CleartextGuard {
 
 /// One interface's management path on the control shard.
 struct ControlSide<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> {
+    /// [`Side`] as an index.
+    side: usize,
     rx: P::Rx,
     classify: Classify,
     punt: Punt<P::Buf>,
@@ -883,6 +938,9 @@ struct ControlShard<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> {
     table: Neighbors,
     /// Next hops the data shards asked for.
     resolve: ResolveQueue,
+    /// The software RSS decision and the data shards' hand-off queues.
+    steering: Steering,
+    handoff: Vec<[PuntQueue<P::Buf>; 2]>,
 }
 
 /// Most resolution requests the control shard takes per poll.
@@ -924,9 +982,29 @@ impl<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> ControlShard<P, T, A
                 cx.counters.rx_bytes += s.batch.bytes();
                 s.classify.process(cx, &mut s.batch);
                 s.punt.process(cx, &mut s.batch);
-                // What the steering plan sent here but is not for the control plane.
-                cx.counters.drop_packets(self.not_ours, s.batch.len() as u64);
-                s.batch.clear();
+                // Data traffic here (a NIC that cannot keep it off the management queue, e.g.
+                // veth): to the data shard the software RSS picks. What the steering plan sent
+                // here on purpose but is not for the control plane is dropped.
+                for p in s.batch.drain(..) {
+                    let q = self.steering.queue(p.data()).map(usize::from);
+                    let Some(to) = q.and_then(|q| self.handoff.get(q)) else {
+                        cx.counters.drop_packet(self.not_ours);
+                        continue;
+                    };
+                    let len = p.len() as u64;
+                    match to[s.side].push(p) {
+                        Ok(()) => {
+                            // Received (and counted) by the data shard that processes it.
+                            cx.counters.handed_off += 1;
+                            cx.counters.rx_packets -= 1;
+                            cx.counters.rx_bytes -= len;
+                        }
+                        Err(p) => {
+                            drop(p);
+                            cx.counters.drop_packet(DropReason::DispatchRingFull);
+                        }
+                    }
+                }
             }
             let before = s.plane.counters().device;
             if s.plane.poll() {
