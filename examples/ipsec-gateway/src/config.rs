@@ -760,14 +760,23 @@ impl FileConfig {
                 side: Side::parse(&format!("neighbors[{i}].interface"), &n.interface)?,
             });
         }
+        // A next hop is resolved by ARP / Neighbor Discovery when it is on a connected subnet;
+        // anywhere else it needs a static neighbor.
+        let connected = |v: IpAddr| {
+            lan.addresses
+                .iter()
+                .chain(&wan.addresses)
+                .any(|&(a, len)| wirespeed_core::IpPrefix::new(a, len).contains(&v) && a != v)
+        };
         for (i, rt) in routes.iter().enumerate() {
             if let Some(v) = rt.via
                 && !neighbors.iter().any(|n| n.ip == v)
+                && !connected(v)
             {
                 return Err(invalid(
                     format!("routes[{i}].via"),
                     v,
-                    "no [[neighbors]] entry for this next hop (where is it, what is its MAC?)",
+                    "not on a connected subnet of an interface, and no [[neighbors]] entry (where is it, what is its MAC?)",
                 ));
             }
         }
