@@ -14,7 +14,7 @@ use crate::config::{AfXdpPortConfig, XdpMode};
 use crate::error::AfXdpError;
 use crate::ethtool::{self, HwItem, HwReport, Placed};
 use crate::program;
-use crate::ring::Ring;
+use crate::ring::{Ring, RingLevel};
 use crate::sys;
 use crate::umem::{Umem, XdpBuf};
 
@@ -240,6 +240,13 @@ impl AfXdpPort {
             .map_err(err("XDP_UMEM_COMPLETION_RING"))?;
         sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_RX_RING, &cfg.rx_ring).map_err(err("XDP_RX_RING"))?;
         sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_TX_RING, &cfg.tx_ring).map_err(err("XDP_TX_RING"))?;
+        // Copy mode sends at most this many descriptors per kick (32 unless the kernel, 6.17+,
+        // lets us raise it): a whole ring's worth means one kick drains any backlog the device
+        // accepts. Older kernels refuse the option (ENOPROTOOPT): they keep 32.
+        let tx_budget = match sys::setsockopt(raw, libc::SOL_XDP, sys::XDP_MAX_TX_SKB_BUDGET, &cfg.tx_ring) {
+            Ok(()) => cfg.tx_ring,
+            Err(_) => sys::DEFAULT_TX_BUDGET,
+        };
         let off = sys::mmap_offsets(raw).map_err(err("XDP_MMAP_OFFSETS"))?;
         let fill = Ring::<u64>::map(raw, &off.fr, cfg.fill_ring, libc::XDP_UMEM_PGOFF_FILL_RING, true)
             .map_err(err("mmap fill ring"))?;
@@ -282,11 +289,15 @@ impl AfXdpPort {
             }
         };
         let sock = Arc::new(Socket { fd, xdp, queue, _umem: ClosesUmem(umem) });
+        let tx_level = (bind == BindMode::Copy).then(|| tx.level());
         let mut rxq = XdpRx {
             sock: sock.clone(),
             umem,
+            fill_target: initial_fill_target(cfg),
+            fill_ring: cfg.fill_ring,
             fill,
             rx,
+            tx_level,
             meta: PacketMeta::received(cfg.port_id, queue),
             bad_descs: 0,
             in_kernel: 0,
@@ -308,6 +319,8 @@ impl AfXdpPort {
             lost: false,
             need_wakeup: cfg.need_wakeup,
             bind,
+            tx_budget,
+            stats: TxStats::default(),
             _owned: ShardOwned::default(),
         };
         self.report.queues.push((queue, bind, why));
@@ -467,8 +480,16 @@ pub struct SocketStats {
 pub struct XdpRx {
     sock: Arc<Socket>,
     umem: &'static Umem,
+    /// Frames the fill and Rx rings may hold together: starts at an eighth of the UMEM and
+    /// doubles (up to the fill ring) each time the kernel nearly ran out of fill buffers, so a
+    /// queue that only transmits does not park half its frames where nothing arrives.
+    fill_target: u32,
+    fill_ring: u32,
     fill: Ring<u64>,
     rx: Ring<libc::xdp_desc>,
+    /// The Tx ring's backlog (copy mode): an empty poll kicks the kernel while descriptors wait
+    /// there, so a burst the device pushed back goes out even when no more traffic arrives.
+    tx_level: Option<RingLevel>,
     meta: PacketMeta,
     bad_descs: u64,
     /// Frames on the fill and Rx rings (submitted to fill, not yet read from Rx).
@@ -509,10 +530,21 @@ impl std::fmt::Debug for XdpTx {
 }
 
 impl XdpRx {
-    /// Moves free frames to the fill ring.
+    /// Moves free frames to the fill ring, keeping at most `fill_target` with the kernel.
     #[inline]
     fn refill(&mut self) {
-        let want = self.fill.free(BATCH_SIZE as u32);
+        if self.in_kernel >= self.fill_target {
+            return;
+        }
+        // The kernel nearly ran dry since the last top-up: packets arrive faster than the
+        // target covers, so let more frames wait for them.
+        if self.fill_target < self.fill_ring
+            && self.in_kernel > 0
+            && self.fill.unconsumed() < self.fill_target / 4
+        {
+            self.fill_target = (self.fill_target * 2).min(self.fill_ring);
+        }
+        let want = self.fill.free(BATCH_SIZE as u32).min(self.fill_target - self.in_kernel);
         let mut n = 0;
         while n < want {
             let Some(f) = self.umem.take_frame() else { break };
@@ -540,6 +572,16 @@ impl XdpRx {
     pub fn free_frames(&self) -> usize {
         self.umem.free_frames()
     }
+
+    /// Frames the fill and Rx rings may hold now (grows under load, up to `fill_ring`).
+    pub fn fill_target(&self) -> u32 {
+        self.fill_target
+    }
+}
+
+/// First fill target: an eighth of the UMEM, at least two batches, at most the fill ring.
+fn initial_fill_target(cfg: &AfXdpPortConfig) -> u32 {
+    (cfg.frames / 8).max(2 * BATCH_SIZE as u32).min(cfg.fill_ring)
 }
 
 fn sys_stats(fd: RawFd) -> std::io::Result<SocketStats> {
@@ -564,6 +606,10 @@ impl RxQueue for XdpRx {
         if n == 0 {
             if self.need_wakeup && self.fill.needs_wakeup() {
                 sys::kick_rx(self.sock.raw());
+            }
+            // One kick per empty poll while the Tx ring holds a backlog (bounded: a poll).
+            if self.tx_level.as_ref().is_some_and(|t| t.unconsumed() > 0) {
+                sys::kick_tx(self.sock.raw());
             }
             return 0;
         }
@@ -617,8 +663,26 @@ pub struct XdpTx {
     lost: bool,
     need_wakeup: bool,
     bind: BindMode,
+    /// Descriptors one copy-mode kick sends at most (`XDP_MAX_TX_SKB_BUDGET`, else 32).
+    tx_budget: u32,
+    stats: TxStats,
     _owned: ShardOwned,
 }
+
+/// What the Tx half did to get packets out (see [`XdpTx::tx_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxStats {
+    /// `sendto` kicks issued by the Tx half.
+    pub kicks: u64,
+    /// Kicks after which the kernel left descriptors on the ring (the device pushed back, or
+    /// the per-kick budget ran out).
+    pub backlogged: u64,
+    /// Bursts that found the Tx ring too full for the whole batch even after kicking.
+    pub ring_full: u64,
+}
+
+/// Most kicks one call makes while the kernel keeps taking descriptors off the Tx ring.
+const MAX_KICKS: u32 = 8;
 
 impl XdpTx {
     /// Returns completed Tx frames to the free list.
@@ -638,11 +702,51 @@ impl XdpTx {
         }
     }
 
+    /// Gets what is on the Tx ring to the kernel. Zero-copy: one wakeup when the driver asks
+    /// for it (it sends asynchronously). Copy mode: the kernel sends synchronously in `sendto`,
+    /// at most `tx_budget` descriptors per call, and stops early when the device pushes back —
+    /// so kick again while descriptors remain and the last kick moved some, at most
+    /// [`MAX_KICKS`] times; what is left waits for the next burst or empty Rx poll.
     #[inline]
     fn kick(&mut self) {
-        if !self.need_wakeup || self.tx.needs_wakeup() {
-            sys::kick_tx(self.sock.raw());
+        if self.bind == BindMode::ZeroCopy {
+            if !self.need_wakeup || self.tx.needs_wakeup() {
+                self.stats.kicks += 1;
+                sys::kick_tx(self.sock.raw());
+            }
+            return;
         }
+        let mut left = self.tx.unconsumed();
+        let mut kicks = 0;
+        while left > 0 && kicks < MAX_KICKS {
+            sys::kick_tx(self.sock.raw());
+            kicks += 1;
+            let now = self.tx.unconsumed();
+            if now >= left {
+                break;
+            }
+            left = now;
+        }
+        self.stats.kicks += u64::from(kicks);
+        if left > 0 && kicks > 0 {
+            self.stats.backlogged += 1;
+        }
+    }
+
+    /// Kick and reclaim counters of this queue.
+    pub fn tx_stats(&self) -> TxStats {
+        self.stats
+    }
+
+    /// Descriptors one copy-mode kick may send: the Tx ring's size where the kernel takes
+    /// `XDP_MAX_TX_SKB_BUDGET` (6.17+), else its fixed 32.
+    pub fn tx_budget(&self) -> u32 {
+        self.tx_budget
+    }
+
+    /// Descriptors on the Tx ring the kernel has not taken yet.
+    pub fn tx_backlog(&self) -> u32 {
+        self.tx.unconsumed()
     }
 
     /// An empty buffer from this queue's UMEM (with the same headroom as received ones), for
@@ -673,12 +777,20 @@ impl TxQueue for XdpTx {
     fn tx_burst(&mut self, batch: &mut Batch<XdpBuf>) -> usize {
         self.reclaim();
         let want = batch.len() as u32;
+        if self.bind == BindMode::Copy && self.tx.unconsumed() > 0 {
+            // A backlog from a burst the device pushed back: send it first (order is kept).
+            self.kick();
+            self.reclaim();
+        }
         let mut free = self.tx.free(want);
         if free < want {
             // Ring full: let the kernel make progress, then look again.
             self.kick();
             self.reclaim();
             free = self.tx.free(want);
+            if free < want {
+                self.stats.ring_full += 1;
+            }
         }
         let k = free.min(want) as usize;
         // Buffers from another UMEM (another queue or port) are copied into frames of ours;
@@ -729,7 +841,11 @@ impl TxQueue for XdpTx {
     }
 
     fn flush(&mut self) {
-        sys::kick_tx(self.sock.raw());
+        if self.bind == BindMode::ZeroCopy || self.tx.unconsumed() == 0 {
+            sys::kick_tx(self.sock.raw());
+        } else {
+            self.kick();
+        }
         self.reclaim();
     }
 }

@@ -15,6 +15,13 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
+/// `SOL_XDP` option (6.17+): most descriptors one copy-mode `sendto` sends (32 to the Tx ring's
+/// size). Not in `libc` yet.
+pub(crate) const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+/// What one copy-mode `sendto` sends at most where the kernel has no `XDP_MAX_TX_SKB_BUDGET`.
+pub(crate) const DEFAULT_TX_BUDGET: u32 = 32;
+
 /// Opens an `AF_XDP` socket.
 pub(crate) fn xsk_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with constant arguments; the returned fd is checked before wrapping.
