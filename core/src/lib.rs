@@ -59,7 +59,8 @@ pub use meta::{FlowClass, L3Kind, PacketMeta};
 pub use pipeline::Pipeline;
 pub use pool::{BufferPool, PoolBuf, PoolConfig, PoolError, PoolStats};
 pub use runtime::{
-    Command, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker, WorkerReport,
+    Command, IdlePolicy, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker,
+    WorkerReport,
 };
 #[cfg(not(loom))]
 pub use runtime::{

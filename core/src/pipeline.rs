@@ -7,7 +7,7 @@ use arrayvec::ArrayVec;
 use crate::backend::{RxQueue, TxQueue};
 use crate::batch::Batch;
 use crate::buf::PacketBuf;
-use crate::runtime::{Poll, Worker, WorkerReport};
+use crate::runtime::{IdlePolicy, Poll, Worker, WorkerReport};
 use crate::stage::Stage;
 use crate::stats::ShardCtx;
 use crate::verdict::DropReason;
@@ -184,6 +184,14 @@ where
 
     fn inner(&mut self) -> Option<&mut dyn Any> {
         Some(&mut self.stages)
+    }
+
+    fn set_idle_policy(&mut self, policy: IdlePolicy) {
+        self.rx.set_idle_policy(policy);
+    }
+
+    fn wait(&mut self, timeout: std::time::Duration) -> bool {
+        self.rx.wait(timeout)
     }
 
     fn report(&mut self) -> Option<WorkerReport> {

@@ -5,6 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use wirespeed_core::backend::{Port, PortError, PortInfo, QueueClaims, RxQueue, ShardOwned, TxQueue};
+use wirespeed_core::runtime::IdlePolicy;
 use wirespeed_core::{BATCH_SIZE, Batch, DropReason, PacketBuf, PacketMeta};
 
 use wirespeed_core::rss::{Applied, Reta, RssConfig, RssControl, RssError, SteeringPlan, SymmetricMode};
@@ -305,6 +306,9 @@ impl AfXdpPort {
             kernel_dropped: 0,
             calls: 0,
             need_wakeup: cfg.need_wakeup,
+            busy_poll: false,
+            idle_policy: IdlePolicy::Spin,
+            idle_error: None,
             _owned: ShardOwned::default(),
         };
         rxq.refill();
@@ -499,6 +503,10 @@ pub struct XdpRx {
     kernel_dropped: u64,
     calls: u32,
     need_wakeup: bool,
+    /// `IdlePolicy::PreferBusyPoll` is on: every Rx poll drives the device's NAPI.
+    busy_poll: bool,
+    idle_policy: IdlePolicy,
+    idle_error: Option<String>,
     _owned: ShardOwned,
 }
 
@@ -577,6 +585,20 @@ impl XdpRx {
     pub fn fill_target(&self) -> u32 {
         self.fill_target
     }
+
+    /// The idle policy the queue was given, and why the kernel refused part of it (busy-poll
+    /// socket options) if it did.
+    pub fn idle_policy(&self) -> (IdlePolicy, Option<&str>) {
+        (self.idle_policy, self.idle_error.as_deref())
+    }
+
+    /// Kicks the kernel's Tx path when the Tx ring holds a backlog (copy mode).
+    #[inline]
+    fn kick_tx_backlog(&self) {
+        if self.tx_level.as_ref().is_some_and(|t| t.unconsumed() > 0) {
+            sys::kick_tx(self.sock.raw());
+        }
+    }
 }
 
 /// First fill target: an eighth of the UMEM, at least two batches, at most the fill ring.
@@ -602,15 +624,17 @@ impl RxQueue for XdpRx {
     #[inline]
     fn rx_burst(&mut self, out: &mut Batch<XdpBuf>) -> usize {
         self.refill();
+        if self.busy_poll {
+            // Preferred busy polling: the device's NAPI runs in this call, on this core.
+            sys::kick_rx(self.sock.raw());
+        }
         let n = self.rx.ready(out.remaining() as u32);
         if n == 0 {
-            if self.need_wakeup && self.fill.needs_wakeup() {
+            if !self.busy_poll && self.need_wakeup && self.fill.needs_wakeup() {
                 sys::kick_rx(self.sock.raw());
             }
             // One kick per empty poll while the Tx ring holds a backlog (bounded: a poll).
-            if self.tx_level.as_ref().is_some_and(|t| t.unconsumed() > 0) {
-                sys::kick_tx(self.sock.raw());
-            }
+            self.kick_tx_backlog();
             return 0;
         }
         let mut got = 0;
@@ -631,6 +655,41 @@ impl RxQueue for XdpRx {
         self.rx.release(n);
         self.in_kernel -= n;
         got
+    }
+
+    /// `PreferBusyPoll` sets `SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL` and `SO_BUSY_POLL_BUDGET`
+    /// on the socket and makes every Rx poll a busy poll; a refusal is kept for
+    /// [`XdpRx::idle_policy`] and the queue spins as under `Spin`. The other policies need
+    /// nothing from the socket.
+    fn set_idle_policy(&mut self, policy: IdlePolicy) {
+        self.idle_policy = policy;
+        self.busy_poll = false;
+        self.idle_error = None;
+        if let IdlePolicy::PreferBusyPoll { usecs, budget } = policy {
+            let fd = self.sock.raw();
+            let set = |name, what, v: u32| {
+                sys::setsockopt(fd, libc::SOL_SOCKET, name, &(v.min(i32::MAX as u32) as libc::c_int))
+                    .map_err(|e| format!("{what}: {e}"))
+            };
+            match set(sys::SO_PREFER_BUSY_POLL, "SO_PREFER_BUSY_POLL", 1)
+                .and_then(|()| set(sys::SO_BUSY_POLL, "SO_BUSY_POLL", usecs))
+                .and_then(|()| set(sys::SO_BUSY_POLL_BUDGET, "SO_BUSY_POLL_BUDGET", budget))
+            {
+                Ok(()) => self.busy_poll = true,
+                Err(e) => self.idle_error = Some(e),
+            }
+        }
+    }
+
+    /// Sleeps in `poll()` on the socket until a frame arrives or `timeout` passes, after giving
+    /// the kernel fill buffers and sending any Tx backlog.
+    fn wait(&mut self, timeout: std::time::Duration) -> bool {
+        self.refill();
+        if self.rx.ready(1) > 0 {
+            return true;
+        }
+        self.kick_tx_backlog();
+        sys::wait_readable(self.sock.raw(), timeout).is_ok()
     }
 
     fn take_drops(&mut self) -> Option<(DropReason, u64)> {

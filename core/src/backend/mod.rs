@@ -11,6 +11,8 @@ pub mod null;
 use crate::batch::Batch;
 use crate::buf::PacketBuf;
 use crate::rss::RssControl;
+use crate::runtime::IdlePolicy;
+use std::time::Duration;
 
 /// Receive side of one queue.
 pub trait RxQueue: Send {
@@ -32,6 +34,20 @@ pub trait RxQueue: Send {
     /// lost to pool exhaustion). The pipeline moves them into the shard counters.
     fn take_drops(&mut self) -> Option<(crate::DropReason, u64)> {
         None
+    }
+
+    /// Takes the shard's idle policy (once, on the shard's thread, before its loop): a backend
+    /// with kernel busy polling sets it up for [`IdlePolicy::PreferBusyPoll`]. Ignored by
+    /// default.
+    fn set_idle_policy(&mut self, policy: IdlePolicy) {
+        let _ = policy;
+    }
+
+    /// Waits until a packet may be ready or `timeout` passes; `false` when the queue cannot
+    /// wait (the default: the runtime sleeps instead). Blocking idle policies call it.
+    fn wait(&mut self, timeout: Duration) -> bool {
+        let _ = timeout;
+        false
     }
 }
 
