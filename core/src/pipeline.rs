@@ -88,6 +88,9 @@ where
             cx.counters.drop_packets(reason, count);
         }
         if n == 0 {
+            for t in self.tx.iter_mut() {
+                t.idle();
+            }
             return 0;
         }
         cx.counters.rx_packets += n as u64;

@@ -899,6 +899,15 @@ impl TxQueue for XdpTx {
         sendable
     }
 
+    /// Sends a pushed-back backlog (copy mode) and reclaims completions.
+    #[inline]
+    fn idle(&mut self) {
+        if self.bind == BindMode::Copy && self.tx.unconsumed() > 0 {
+            self.kick();
+        }
+        self.reclaim();
+    }
+
     fn flush(&mut self) {
         if self.bind == BindMode::ZeroCopy || self.tx.unconsumed() == 0 {
             sys::kick_tx(self.sock.raw());

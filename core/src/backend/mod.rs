@@ -62,6 +62,11 @@ pub trait TxQueue: Send {
 
     /// Pushes out anything the queue buffers internally (file writers, doorbell batching).
     fn flush(&mut self) {}
+
+    /// Called when a poll of the shard received nothing: a queue holding packets the device
+    /// pushed back earlier moves them on and reclaims finished buffers (cheap when there are
+    /// none). Nothing by default.
+    fn idle(&mut self) {}
 }
 
 /// Static facts about a port.

@@ -727,6 +727,9 @@ impl<P: Port> DataShard<P> {
             cx.counters.drop_packets(reason, count);
         }
         if n == 0 {
+            for t in tx.iter_mut() {
+                t.idle();
+            }
             return 0;
         }
         cx.counters.rx_packets += n as u64;
