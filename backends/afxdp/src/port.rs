@@ -132,6 +132,19 @@ impl AfXdpPort {
         // ioctls, not sysfs: they answer for the calling thread's network namespace.
         let mac = sys::if_hwaddr(&name).map_err(sys_err("SIOCGIFHWADDR"))?;
         let mtu = sys::if_mtu(&name).map_err(sys_err("SIOCGIFMTU"))? as usize;
+        // A frame holds the headroom and the whole Ethernet frame (14 bytes of header on top of
+        // the MTU; a VLAN tag would take 4 more, which the kernel then drops as too large).
+        let max_mtu = |frame: u32| (frame - cfg.rx_headroom()) as usize - 14;
+        if mtu > max_mtu(cfg.frame_size) {
+            return Err(AfXdpError::MtuTooLarge {
+                interface: name,
+                mtu,
+                frame_size: cfg.frame_size,
+                headroom: cfg.rx_headroom(),
+                max_mtu: max_mtu(cfg.frame_size),
+                max_mtu_4k: max_mtu(4096),
+            });
+        }
         let hw_queues = rx_queue_count(&name).map_err(sys_err("count queues"))?;
         let queues = match cfg.queues {
             Some(q) if q > hw_queues => {
