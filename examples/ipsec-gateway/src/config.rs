@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wirespeed_core::rss::{HashTypes, RssConfig, RssGroup, SteeringPlan, SteeringRule, SymmetricMode};
+use wirespeed_core::runtime::IdlePolicy;
 use wirespeed_stages::esp::aead::{builtin_providers, fastest_provider};
 use wirespeed_stages::esp::{
     AeadAlgorithm, Direction, EspMode, IpPrefix, Lifetime, Limits, PolicyAction, SaConfig,
@@ -107,6 +108,25 @@ pub struct FileConfig {
     /// `[[sa]]` (the static SAD).
     #[serde(default)]
     pub sa: Vec<SaEntry>,
+    /// `[runtime]`: how the shards behave.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+}
+
+/// `[runtime]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    /// What an idle shard does: `spin` (lowest latency, a core per shard), `busy-poll` (spin,
+    /// with the kernel's preferred busy polling on AF_XDP sockets), `block` (sleep until
+    /// traffic arrives: next to no CPU when idle) or `adaptive` (spin briefly, then block).
+    pub idle: String,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self { idle: "spin".into() }
+    }
 }
 
 /// `[gateway]`.
@@ -552,6 +572,8 @@ pub struct GatewayConfig {
     pub policies: Vec<NamedPolicy>,
     /// The SAD.
     pub sas: Vec<SaConfig>,
+    /// What idle shards do (`[runtime] idle`).
+    pub idle: IdlePolicy,
 }
 
 impl GatewayConfig {
@@ -843,7 +865,11 @@ impl FileConfig {
             }
         }
 
+        let idle = self.runtime.idle.parse::<IdlePolicy>().map_err(|_| {
+            invalid("runtime.idle", &self.runtime.idle, "want spin, busy-poll, block or adaptive")
+        })?;
         Ok(GatewayConfig {
+            idle,
             name: g.name.clone(),
             shards: g.shards,
             cores: g.cores.clone(),

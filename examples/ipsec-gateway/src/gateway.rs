@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use wirespeed_core::epoch::{Publisher, Subscriber};
 use wirespeed_core::pipeline::transmit;
 use wirespeed_core::rss::{Reta, RssHasher, SteeringEngine};
+use wirespeed_core::runtime::IdlePolicy;
 use wirespeed_core::{
     Batch, BufferPool, DropReason, FlowClass, LoopOptions, PacketBuf, Pinning, Poll, PoolBuf, Port, Runtime,
     RuntimeConfig, RxQueue, ShardCounters, ShardCtx, ShardStats, Stage, TxQueue, Verdict, Worker,
@@ -413,6 +414,7 @@ where
         pinning: if cfg.cores.is_empty() { Pinning::Auto } else { Pinning::Cores(cfg.cores.clone()) },
         loop_options: LoopOptions {
             exit_when_finished: mode == RunMode::UntilInputEnds,
+            idle: cfg.idle,
             ..LoopOptions::default()
         },
         name: cfg.name.clone(),
@@ -670,6 +672,20 @@ impl<P: Port + 'static> Worker for DataShard<P> {
         DataShard::drain(self, cx)
     }
 
+    fn set_idle_policy(&mut self, policy: IdlePolicy) {
+        self.lan_rx.set_idle_policy(policy);
+        self.wan_rx.set_idle_policy(policy);
+    }
+
+    /// Waits on the LAN and the WAN queue in turn, for half the timeout each (a queue cannot
+    /// wait on another's socket), so the first packet after an idle spell on the side not
+    /// waited on waits at most that half. A port that cannot wait makes the runtime sleep.
+    fn wait(&mut self, timeout: std::time::Duration) -> bool {
+        self.wait_wan = !self.wait_wan;
+        let rx = if self.wait_wan { &mut self.wan_rx } else { &mut self.lan_rx };
+        rx.wait(timeout / 2)
+    }
+
     fn report(&mut self) -> Option<wirespeed_core::runtime::WorkerReport> {
         Some(wirespeed_core::runtime::WorkerReport::new(DataReport {
             encrypt: *self.outbound.3.stats(),
@@ -734,6 +750,8 @@ pub struct DataShard<P: Port> {
     window: (Option<std::time::Instant>, Option<std::time::Instant>),
     /// Packets the control shard hands over (LAN, WAN), see [`DataShard::with_handoff`].
     handoff: Option<[PuntQueue<P::Buf>; 2]>,
+    /// Which queue the next blocking wait is on.
+    wait_wan: bool,
 }
 
 impl<P: Port> DataShard<P> {
@@ -768,6 +786,7 @@ impl<P: Port> DataShard<P> {
             scratch: Batch::new(),
             window: (None, None),
             handoff: None,
+            wait_wan: false,
         }
     }
 
@@ -811,6 +830,9 @@ impl<P: Port> DataShard<P> {
             cx.counters.drop_packets(reason, count);
         }
         if n == 0 {
+            for t in tx.iter_mut() {
+                t.idle();
+            }
             return 0;
         }
         cx.counters.rx_packets += n as u64;
