@@ -30,6 +30,16 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// A pcap input capture that cannot be opened (`check` and `run` look before starting).
+    #[error("{key}: cannot open {}: {source}", path.display())]
+    Input {
+        /// The key: `interfaces.lan.port.input`.
+        key: String,
+        /// The capture, resolved against the configuration file's directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Not TOML, or a key the format does not have, or a value of the wrong type (the message
     /// from the TOML parser names the key and shows the line).
     #[error("{path}: {message}")]
@@ -573,6 +583,23 @@ impl GatewayConfig {
     /// Every own address (both interfaces).
     pub fn own_addresses(&self) -> Vec<IpAddr> {
         self.lan.addresses.iter().chain(&self.wan.addresses).map(|(a, _)| *a).collect()
+    }
+}
+
+impl GatewayConfig {
+    /// Checks that every pcap input capture can be opened for reading: a missing input is a
+    /// [`ConfigError::Input`] before any port or shard exists. Not part of [`Self::load`], so a
+    /// configuration can be loaded before the captures it reads are written (the demo does).
+    pub fn check_inputs(&self) -> Result<(), ConfigError> {
+        for (side, itf) in [("lan", &self.lan), ("wan", &self.wan)] {
+            if let PortConfig::Pcap(PcapPortConfig { input: Some(path), .. }) = &itf.port
+                && let Err(source) = std::fs::File::open(path)
+            {
+                let key = format!("interfaces.{side}.port.input");
+                return Err(ConfigError::Input { key, path: path.clone(), source });
+            }
+        }
+        Ok(())
     }
 }
 

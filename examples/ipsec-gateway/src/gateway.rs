@@ -531,12 +531,25 @@ impl Gateway {
     }
 
     /// Waits for offline input to end, then returns every shard's final counters.
-    pub fn wait_finished(mut self) -> Result<Vec<ShardStats>, BuildError> {
+    pub fn wait_finished(self) -> Result<Vec<ShardStats>, BuildError> {
+        self.wait_finished_timed().map(|(stats, _)| stats)
+    }
+
+    /// [`Gateway::wait_finished`], also returning the packet-processing window: from the first
+    /// data shard's first busy poll to the end of the last one's input (`None` when no data
+    /// shard had a packet). Start-up (pool, ports, tables, threads) and shutdown are outside it.
+    pub fn wait_finished_timed(
+        mut self,
+    ) -> Result<(Vec<ShardStats>, Option<std::time::Duration>), BuildError> {
         let rt = self.runtime.take().ok_or(BuildError::Port("already stopped".into()))?;
         let reports = rt.wait_finished()?;
         self.routes.reclaim();
         self.sad.reclaim();
-        Ok(reports.into_iter().map(|r| r.stats).collect())
+        let data: Vec<&DataReport> = reports.iter().filter_map(|r| r.report::<DataReport>()).collect();
+        let start = data.iter().filter_map(|d| d.first_busy).min();
+        let end = data.iter().filter_map(|d| d.input_ended).max();
+        let window = start.zip(end).map(|(s, e)| e.saturating_duration_since(s));
+        Ok((reports.into_iter().map(|r| r.stats).collect(), window))
     }
 
     /// Drains and stops every shard; returns their final counters.
@@ -587,7 +600,15 @@ pub fn prometheus(gateway: &str, stats: &[ShardStats]) -> String {
 
 impl<P: Port + 'static> Worker for DataShard<P> {
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
-        DataShard::poll(self, cx)
+        let p = DataShard::poll(self, cx);
+        // The processing window, for throughput figures: one branch per poll, a clock read
+        // only at the end (the start takes the loop's coarse clock, which is never later).
+        match p {
+            Poll::Busy(_) if self.window.0.is_none() => self.window.0 = Some(cx.now),
+            Poll::Finished if self.window.1.is_none() => self.window.1 = Some(std::time::Instant::now()),
+            _ => {}
+        }
+        p
     }
 
     fn drain(&mut self, cx: &mut ShardCtx) {
@@ -599,6 +620,8 @@ impl<P: Port + 'static> Worker for DataShard<P> {
             encrypt: *self.outbound.3.stats(),
             decrypt: *self.inbound.3.stats(),
             cleartext_dropped: self.inbound.2.dropped(),
+            first_busy: self.window.0,
+            input_ended: self.window.1,
         }))
     }
 }
@@ -627,6 +650,10 @@ pub struct DataReport {
     pub decrypt: wirespeed_stages::esp::EspStats,
     /// Cleartext packets the WAN side refused.
     pub cleartext_dropped: u64,
+    /// When the shard first had packets to process (`None`: it never had any).
+    pub first_busy: Option<std::time::Instant>,
+    /// When its input ended, everything processed (`None`: stopped before, or live ports).
+    pub input_ended: Option<std::time::Instant>,
 }
 
 /// The stages of a data shard's LAN → WAN path.
@@ -645,6 +672,8 @@ pub struct DataShard<P: Port> {
     inbound: Inbound<P::Buf>,
     batch: Batch<P::Buf>,
     scratch: Batch<P::Buf>,
+    /// First busy poll and end of input, for [`DataReport`].
+    window: (Option<std::time::Instant>, Option<std::time::Instant>),
 }
 
 impl<P: Port> DataShard<P> {
@@ -668,6 +697,7 @@ impl<P: Port> DataShard<P> {
             inbound: shared.inbound(fib_in, sa_dec, sa_guard),
             batch: Batch::new(),
             scratch: Batch::new(),
+            window: (None, None),
         }
     }
 
