@@ -18,7 +18,7 @@
 
 use std::hint::black_box;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
@@ -156,18 +156,44 @@ fn stages(alg: AeadAlgorithm, provider: &ProviderRef) -> Option<(EspEncrypt, Esp
     Some((enc, dec, publisher))
 }
 
+/// This thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// `WIRESPEED_BENCH_CLOCK=cpu`: the batch ids time this thread's CPU time instead of wall time,
+/// so that their rates are per CPU-second, robust to a machine shared with other jobs (wall time
+/// counts the time the thread waited for a core).
+fn cpu_clock() -> bool {
+    std::env::var("WIRESPEED_BENCH_CLOCK").is_ok_and(|v| v == "cpu")
+}
+
+/// Runs `f` `iters` times; the elapsed wall or CPU time ([`cpu_clock`]).
+fn timed(iters: u64, cpu: bool, mut f: impl FnMut()) -> Duration {
+    let (w, c) = (Instant::now(), thread_cpu_time());
+    for _ in 0..iters {
+        f();
+    }
+    if cpu { thread_cpu_time() - c } else { w.elapsed() }
+}
+
 /// Batch ids: `esp/{encrypt,decrypt}_batch32_{alg}/{size}`: 32 packets per iteration through
 /// the [`EspEncrypt`] / [`EspDecrypt`] stage (SPD lookup, framing, one batch seal/open per
 /// SA), with the provider `fastest_provider()` picks here; `…_{alg}_{provider}` ids run the
 /// same with each built-in provider, for comparison in one run. Set-up in the time: encrypt
-/// restores the 42 header bytes of each packet, decrypt copies each ESP packet back.
+/// restores the 42 header bytes of each packet, decrypt copies each ESP packet back. Wall time,
+/// or CPU time of the thread with `WIRESPEED_BENCH_CLOCK=cpu` ([`cpu_clock`]); the batch
+/// AES-GCM's code path can be chosen with `WIRESPEED_GCM_PATH` (`avx512`, `vaes256`, `aesni`).
 fn bench_esp_batch(c: &mut Criterion) {
+    let cpu = cpu_clock();
     let pool = BufferPool::new(PoolConfig { buffers: 256, data_room: 2048, headroom: 256 }).unwrap();
     let mut g = c.benchmark_group("esp");
     let cases = [
         (AeadAlgorithm::Aes128Gcm, 64, true),
         (AeadAlgorithm::Aes128Gcm, 1420, false),
         (AeadAlgorithm::Aes128Gcm, 64, false),
+        (AeadAlgorithm::Aes128Gcm, 1420, true),
         (AeadAlgorithm::ChaCha20Poly1305, 1420, false),
     ];
     for (alg, n, decrypt) in cases {
@@ -192,15 +218,17 @@ fn bench_esp_batch(c: &mut Criterion) {
             let id = BenchmarkId::new(format!("{dir}_batch32_{}{suffix}", alg.name()), n);
             if !decrypt {
                 g.bench_function(id, |bench| {
-                    bench.iter(|| {
-                        for b in batch.iter_mut() {
-                            b.reset();
-                            b.set_len(tmpl.len()).unwrap();
-                            b.data_mut()[..42].copy_from_slice(&tmpl[..42]);
-                        }
-                        enc.process(&mut cx, &mut batch);
-                        debug_assert_eq!(batch.len(), BATCH_SIZE);
-                        black_box(batch.len())
+                    bench.iter_custom(|iters| {
+                        timed(iters, cpu, || {
+                            for b in batch.iter_mut() {
+                                b.reset();
+                                b.set_len(tmpl.len()).unwrap();
+                                b.data_mut()[..42].copy_from_slice(&tmpl[..42]);
+                            }
+                            enc.process(&mut cx, &mut batch);
+                            debug_assert_eq!(batch.len(), BATCH_SIZE);
+                            black_box(batch.len());
+                        })
                     })
                 });
             } else {
@@ -211,14 +239,16 @@ fn bench_esp_batch(c: &mut Criterion) {
                 assert_eq!(batch.len(), BATCH_SIZE, "{}", cx.counters);
                 assert_eq!(batch.as_slice()[0].data(), &tmpl[..]);
                 g.bench_function(id, |bench| {
-                    bench.iter(|| {
-                        for b in batch.iter_mut() {
-                            b.reset();
-                            b.copy_from(&esp).unwrap();
-                        }
-                        dec.process(&mut cx, &mut batch);
-                        debug_assert_eq!(batch.len(), BATCH_SIZE);
-                        black_box(batch.len())
+                    bench.iter_custom(|iters| {
+                        timed(iters, cpu, || {
+                            for b in batch.iter_mut() {
+                                b.reset();
+                                b.copy_from(&esp).unwrap();
+                            }
+                            dec.process(&mut cx, &mut batch);
+                            debug_assert_eq!(batch.len(), BATCH_SIZE);
+                            black_box(batch.len());
+                        })
                     })
                 });
             }
@@ -227,5 +257,57 @@ fn bench_esp_batch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_esp, bench_esp_batch);
+/// Raw AEAD ids, the like-for-like of the intel-ipsec-mb peer (`benches/peers/ipsecmb_gcm_peer.c`):
+/// `esp/aead_{seal,open}_batch32_aes128gcm_{path}/{size}`: one `seal_batch` / `open_batch` of
+/// 32 in-place buffers of `size` bytes (8-byte AAD), on each [`GcmPath`] of the batch AES-GCM
+/// this CPU has (`avx512`, `vaes256`, `aesni`); no ESP framing. Open verifies real tags.
+/// Wall or CPU time as the batch ids ([`cpu_clock`]).
+fn bench_aead_batch(c: &mut Criterion) {
+    use wirespeed_stages::esp::aead::{AeadJob, ICV_LEN};
+    let cpu = cpu_clock();
+    let mut g = c.benchmark_group("esp");
+    g.throughput(Throughput::Elements(BATCH_SIZE as u64));
+    let alg = AeadAlgorithm::Aes128Gcm;
+    let key: Vec<u8> = (0..16u8).collect();
+    for path in GcmPath::ALL.into_iter().filter(|p| p.available()) {
+        let aead = BatchGcmForced(path).new_aead(alg, &key).expect("cipher");
+        for n in [64usize, 1420] {
+            let aad = [7u8; 8];
+            let mut bufs = vec![vec![0x5au8; n]; BATCH_SIZE];
+            let mut tags = vec![[0u8; ICV_LEN]; BATCH_SIZE];
+            let nonce = |i: usize| -> [u8; 12] { std::array::from_fn(|j| (i + j) as u8) };
+            let run = |seal: bool, bufs: &mut [Vec<u8>], tags: &mut [[u8; ICV_LEN]]| {
+                let mut jobs: arrayvec::ArrayVec<AeadJob<'_>, BATCH_SIZE> = bufs
+                    .iter_mut()
+                    .zip(tags.iter_mut())
+                    .enumerate()
+                    .map(|(i, (d, t))| AeadJob::new(nonce(i), &aad, d, t))
+                    .collect();
+                if seal {
+                    aead.seal_batch(&mut jobs);
+                } else {
+                    aead.open_batch(&mut jobs);
+                }
+                jobs.iter().all(|j| j.result.is_ok())
+            };
+            g.bench_function(BenchmarkId::new(format!("aead_seal_batch32_aes128gcm_{}", path.name()), n), |b| {
+                b.iter_custom(|iters| timed(iters, cpu, || assert!(run(true, &mut bufs, &mut tags))))
+            });
+            // Sealed once more, then opened and sealed again in turn so every open verifies.
+            g.bench_function(BenchmarkId::new(format!("aead_open_batch32_aes128gcm_{}", path.name()), n), |b| {
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        assert!(run(true, &mut bufs, &mut tags));
+                        spent += timed(1, cpu, || assert!(run(false, &mut bufs, &mut tags)));
+                    }
+                    spent
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_esp, bench_esp_batch, bench_aead_batch);
 criterion_main!(benches);
