@@ -15,6 +15,9 @@
 //! and update cost a few ns).
 //!
 //! Target features: see the repository's `.cargo/config.toml` and BENCHMARKS.md.
+//!
+//! Every id also runs under `cpu/esp/...`: the same routine timed by the bench thread's CPU time
+//! (`wirespeed_benches::ThreadCpuTime`), whose throughput is per CPU-second.
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -22,7 +25,8 @@ use std::time::Instant;
 
 use std::sync::Arc;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use wirespeed_benches::Clock;
 use wirespeed_core::epoch::Publisher;
 use wirespeed_core::{BATCH_SIZE, Batch, BufferPool, PacketBuf, PoolBuf, PoolConfig, ShardCtx, Stage};
 use wirespeed_stages::esp::*;
@@ -52,7 +56,9 @@ fn sa(alg: AeadAlgorithm, provider: &ProviderRef, direction: Direction) -> Optio
     c.provider = provider.clone();
     c.replay_window = 0;
     SecurityAssociation::new(&c)
-        .map_err(|e| eprintln!("note: {} refuses {}: {e}; its bench ids are skipped", provider.name(), alg.name()))
+        .map_err(|e| {
+            eprintln!("note: {} refuses {}: {e}; its bench ids are skipped", provider.name(), alg.name())
+        })
         .ok()
 }
 
@@ -73,9 +79,9 @@ fn providers() -> Vec<(ProviderRef, &'static str)> {
         .collect()
 }
 
-fn bench_esp(c: &mut Criterion) {
+fn bench_esp<M: Clock>(c: &mut Criterion<M>) {
     let pool = BufferPool::new(PoolConfig { buffers: 256, data_room: 2048, headroom: 256 }).unwrap();
-    let mut g = c.benchmark_group("esp");
+    let mut g = c.benchmark_group(M::group("esp"));
     let now = Instant::now();
     for (provider, suffix) in providers() {
         for alg in [AeadAlgorithm::Aes128Gcm, AeadAlgorithm::ChaCha20Poly1305] {
@@ -104,9 +110,10 @@ fn bench_esp(c: &mut Criterion) {
                 });
             }
             for n in SIZES_DECRYPT {
-                let (Some(out), Some(inb)) =
-                    (sa(alg, &provider, Direction::Outbound { shard: 0 }), sa(alg, &provider, Direction::Inbound))
-                else {
+                let (Some(out), Some(inb)) = (
+                    sa(alg, &provider, Direction::Outbound { shard: 0 }),
+                    sa(alg, &provider, Direction::Inbound),
+                ) else {
                     continue;
                 };
                 let mut st_out = SaState::new(&out);
@@ -158,9 +165,9 @@ fn stages(alg: AeadAlgorithm, provider: &ProviderRef) -> Option<(EspEncrypt, Esp
 /// SA), with the provider `fastest_provider()` picks here; `…_{alg}_{provider}` ids run the
 /// same with each built-in provider, for comparison in one run. Set-up in the time: encrypt
 /// restores the 42 header bytes of each packet, decrypt copies each ESP packet back.
-fn bench_esp_batch(c: &mut Criterion) {
+fn bench_esp_batch<M: Clock>(c: &mut Criterion<M>) {
     let pool = BufferPool::new(PoolConfig { buffers: 256, data_room: 2048, headroom: 256 }).unwrap();
-    let mut g = c.benchmark_group("esp");
+    let mut g = c.benchmark_group(M::group("esp"));
     let cases = [
         (AeadAlgorithm::Aes128Gcm, 64, true),
         (AeadAlgorithm::Aes128Gcm, 1420, false),
@@ -224,5 +231,4 @@ fn bench_esp_batch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_esp, bench_esp_batch);
-criterion_main!(benches);
+wirespeed_benches::wall_and_cpu_main!(bench_esp, bench_esp_batch);
