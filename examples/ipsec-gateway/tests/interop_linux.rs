@@ -5,19 +5,23 @@
 //! `WIRESPEED_LINUX_PEER_REQUIRE` (or `WIRESPEED_AFXDP_REQUIRE_KERNEL`) is set.
 //!
 //! ```text
-//!  netns lan            host (gateway, AF_XDP)              netns wslp-N (the peer's)    VM
-//!  10.1.0.50  ── veth ── LAN 10.1.0.1                                                    
-//!  fd00:1::50            WAN 192.0.2.100 ── veth ──── br0 ── tap0 ── eth0 192.0.2.1      
-//!                                               10.2.0.50 br1 ── tap1 ── eth1 10.2.0.1   
+//!  netns lan                 host: gateway (AF_XDP)      netns wslp-N (the peer's)     VM
+//!  10.1.0.50, fd00:1::50 ── veth ── LAN 10.1.0.1, fd00:1::1
+//!                                   WAN 192.0.2.100,  ── veth ── br0 ── tap0 ── eth0 192.0.2.1,
+//!                                       2001:db8::100                            2001:db8::1
+//!                           site-2 host: br1 10.2.0.50, ── tap1 ── eth1 10.2.0.1, fd00:2::1
+//!                                        fd00:2::50
 //! ```
 //!
 //! Site 1 (10.1.0.0/16, fd00:1::/64) is behind the gateway, site 2 (10.2.0.0/24, fd00:2::/64)
 //! behind the Linux peer; the host on site 2 is the peer namespace's `br1`. Pings go both ways
-//! through the tunnel, IPv4 and IPv6 inner over IPv4 outer, with each AEAD; iperf3 TCP both ways
-//! and UDP (AES-128-GCM). Then both directions are rekeyed (`ctl` on the gateway, `ip xfrm` on
-//! the peer, make-before-break) under UDP both ways: no datagram lost. After each part the
-//! peer's `/proc/net/xfrm_stat` is all zero, its SAs counted the packets, and the gateway
-//! dropped nothing.
+//! through the tunnel, IPv4 and IPv6 inner, with each AEAD over IPv4, then over IPv6 outer and
+//! with NAT-T (UDP 4500); iperf3 TCP both ways and UDP (AES-128-GCM). Then both directions are
+//! rekeyed (`ctl` on the gateway, `ip xfrm` on the peer, make-before-break) under UDP both ways:
+//! no datagram lost. After each part the peer's `/proc/net/xfrm_stat` is all zero, its SAs
+//! counted the packets, and the gateway dropped nothing. The gateway's neighbors are static
+//! (`[[neighbors]]`), and TCP runs with a 1380-byte MSS (full segments fit the WAN's 1500-byte
+//! MTU after ESP) until path MTU discovery through the gateway is tested here.
 #![cfg(target_os = "linux")]
 
 use std::sync::Arc;

@@ -334,8 +334,10 @@ impl LinuxPeer {
             }
             Ok(())
         };
-        let mut qemu = Command::new("ip");
-        qemu.args(["netns", "exec", &ns, QEMU, "-nodefaults", "-no-user-config", "-nographic"]);
+        // No core file when QEMU aborts (a KVM it cannot drive does that).
+        let mut qemu = Command::new("sh");
+        qemu.args(["-c", "ulimit -c 0; exec \"$@\"", "sh", "ip", "netns", "exec", &ns, QEMU]);
+        qemu.args(["-nodefaults", "-no-user-config", "-nographic"]);
         qemu.args(["-display", "none", "-monitor", "none", "-no-reboot"]);
         match accel {
             Accel::Kvm => qemu.args(["-accel", "kvm", "-cpu", "host"]),
