@@ -512,9 +512,20 @@ fn diagnostics(peer: &LinuxPeer, lan_ns: &str) -> String {
 
 /// XPS: every CPU of the host transmits on queue 0 of `dev` (in namespace `ns`).
 fn pin_tx_queue_0(ns: &str, dev: &str) {
+    // Every possible CPU ("0-N" in sysfs) as a cpumask: 32-bit hex groups, most significant first.
+    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let last: usize = possible.trim().rsplit(['-', ',']).next().and_then(|n| n.parse().ok()).unwrap();
+    let cpus = last + 1;
+    let groups: Vec<String> = (0..cpus.div_ceil(32))
+        .rev()
+        .map(|g| {
+            let bits = (cpus - g * 32).min(32);
+            format!("{:08x}", if bits == 32 { u32::MAX } else { (1u32 << bits) - 1 })
+        })
+        .collect();
     let script = format!(
-        "n=$(nproc --all); printf %x $(( (1 << n) - 1 )) > /sys/class/net/{dev}/queues/tx-0/xps_cpus && \
-         echo 0 > /sys/class/net/{dev}/queues/tx-1/xps_cpus"
+        "echo {} > /sys/class/net/{dev}/queues/tx-0/xps_cpus && echo 0 > /sys/class/net/{dev}/queues/tx-1/xps_cpus",
+        groups.join(",")
     );
     sh(&["ip", "netns", "exec", ns, "sh", "-c", &script]);
 }
