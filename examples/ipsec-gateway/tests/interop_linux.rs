@@ -19,9 +19,10 @@
 //! with NAT-T (UDP 4500); iperf3 TCP both ways and UDP (AES-128-GCM). Then both directions are
 //! rekeyed (`ctl` on the gateway, `ip xfrm` on the peer, make-before-break) under UDP both ways:
 //! no datagram lost. After each part the peer's `/proc/net/xfrm_stat` is all zero, its SAs
-//! counted the packets, and the gateway dropped nothing. The gateway's neighbors are static
-//! (`[[neighbors]]`), and TCP runs with a 1380-byte MSS (full segments fit the WAN's 1500-byte
-//! MTU after ESP) until path MTU discovery through the gateway is tested here.
+//! counted the packets, and the gateway dropped nothing. No neighbor is configured: the gateway
+//! resolves the peer and the LAN host by ARP / ND. TCP runs with a 1380-byte MSS (full segments
+//! fit the WAN's 1500-byte MTU after ESP) until path MTU discovery through the gateway is tested
+//! here.
 #![cfg(target_os = "linux")]
 
 use std::sync::Arc;
@@ -92,14 +93,7 @@ fn key(aead: &Aead, spi: u32, round: usize) -> String {
 }
 
 /// The gateway's configuration: one data shard, AF_XDP ports on `lan` and `wan`.
-fn gateway_config(
-    aead: &Aead,
-    round: usize,
-    outer: Outer,
-    lan: &str,
-    wan: &str,
-    peer_mac: [u8; 6],
-) -> String {
+fn gateway_config(aead: &Aead, round: usize, outer: Outer, lan: &str, wan: &str) -> String {
     let port = |itf: &str| {
         format!(
             "{{ backend = \"afxdp\", interface = \"{itf}\", mode = \"auto\", frames = 4096, fill_ring = 1024, \
@@ -129,7 +123,7 @@ via = "192.0.2.1"
 
 [[routes]]
 prefix = "fd00:2::/64"
-via = "fe80::5054:ff:fe1e:0"
+via = "2001:db8::1"
 
 [[routes]]
 prefix = "10.1.0.0/16"
@@ -137,26 +131,8 @@ prefix = "10.1.0.0/16"
 [[routes]]
 prefix = "fd00:1::/64"
 
-# Static neighbors (no dynamic neighbor resolution yet).
-[[neighbors]]
-ip = "192.0.2.1"
-mac = "{peer_mac}"
-interface = "wan"
-
-[[neighbors]]
-ip = "fe80::5054:ff:fe1e:0"
-mac = "{peer_mac}"
-interface = "wan"
-
-[[neighbors]]
-ip = "10.1.0.50"
-mac = "{host_mac}"
-interface = "lan"
-
-[[neighbors]]
-ip = "fd00:1::50"
-mac = "{host_mac}"
-interface = "lan"
+# No [[neighbors]]: every next hop is on a connected subnet, resolved by ARP / ND (the peer's
+# 192.0.2.1 and 2001:db8::1 on the WAN, the LAN host on the LAN).
 
 [[policies]]
 name = "v4"
@@ -176,8 +152,6 @@ sas = [0x6000]
         wan_mac = mac_text(A_WAN_MAC),
         lan_port = port(lan),
         wan_port = port(wan),
-        peer_mac = mac_text(peer_mac),
-        host_mac = mac_text(LAN_HOST_MAC),
     );
     for (spi, dir, fam) in SAS {
         let k = key(aead, spi, round);
@@ -284,22 +258,18 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
     let Some(peer) = LinuxPeer::for_test(&Options::default(), module_path!()) else { return };
     eprintln!("linux peer: kernel {} up in {:.1?} ({:?})", peer.kernel(), peer.boot_time(), peer.accel());
     let (eth0, eth1) = (peer.nic(0).guest.clone(), peer.nic(1).guest.clone());
-    let peer_mac = peer.nic(0).mac;
 
     // The wires: the gateway's LAN veth to a host namespace, its WAN veth onto the VM's NIC 0.
     let lan = Veth::with_macs(2, A_LAN_MAC, LAN_HOST_MAC);
     let wan = Veth::with_macs(2, A_WAN_MAC, [0x02, 0, 0, 0, 0xff, 0x02]);
     peer.attach(0, Some(&wan.ns), &wan.peer).unwrap();
-    // A veth delivers a frame on the Rx queue the sender's kernel picked for Tx; without steering
-    // (a NIC's RSS and ntuple rules), frames the sender hashed onto the management queue would
-    // reach the control plane, which drops data frames (not_for_control_plane). XPS sends every
-    // CPU's frames on queue 0, the data shard's: it punts ARP/ND to the control plane itself.
-    pin_tx_queue_0(&lan.ns, &lan.peer);
+    // A veth delivers a frame on the Rx queue the sender's kernel picked for Tx (no RSS, no
+    // ntuple rules): data frames also arrive on the management queue, and the control shard
+    // hands them to the data shard (counted as handed off).
     // The LAN host's kernel leaves TCP/UDP checksums to the "hardware" of its veth (checksum
     // offload); AF_XDP hands the gateway the frame as it is, checksum unfilled. A real wire has
     // no such frames: checksums are computed in software here.
     sh(&["ip", "netns", "exec", &lan.ns, "ethtool", "-K", &lan.peer, "tx", "off"]);
-    pin_tx_queue_0(peer.netns(), &wan.peer);
     let ns = lan.ns.as_str();
     let v6_on = format!("net.ipv6.conf.{}.disable_ipv6=0", lan.peer);
     sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &v6_on]);
@@ -320,9 +290,7 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
          ip addr add 2001:db8::1/64 dev {eth0} nodad\n\
          ip addr add fd00:2::1/64 dev {eth1} nodad\nip link set {eth0} up\nip link set {eth1} up\n\
          ip route add 10.1.0.0/16 via 192.0.2.100 dev {eth0}\n\
-         ip -6 route add fd00:1::/64 via fe80::ff:fe00:a02 dev {eth0}\n\
-         ip -6 neigh replace fe80::ff:fe00:a02 lladdr {} dev {eth0}",
-        mac_text(A_WAN_MAC)
+         ip -6 route add fd00:1::/64 via 2001:db8::100 dev {eth0}"
     ))
     .unwrap();
 
@@ -347,7 +315,7 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
             .unwrap();
         }
         peer.check(&linux_xfrm(aead, round, outer)).unwrap();
-        let gw = Running::start(&gateway_config(aead, round, outer, &lan.local, &wan.local, peer_mac));
+        let gw = Running::start(&gateway_config(aead, round, outer, &lan.local, &wan.local));
         let udp_before = udp_in_datagrams(&peer);
         // The first pings also resolve the peer's and the LAN host's neighbors (the gateway
         // answers ARP and ND itself): allow one retry.
@@ -427,7 +395,7 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
     peer.check(&linux_xfrm(aead, round, OUTER_V4)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("ctl.sock");
-    let text = gateway_config(aead, round, OUTER_V4, &lan.local, &wan.local, peer_mac).replace(
+    let text = gateway_config(aead, round, OUTER_V4, &lan.local, &wan.local).replace(
         "stats_interval = 0",
         &format!("stats_interval = 0\ncontrol_socket = \"{}\"", sock.display()),
     );
@@ -508,26 +476,6 @@ fn diagnostics(peer: &LinuxPeer, lan_ns: &str) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     format!("--- guest\n{guest}\n--- peer namespace\n{host}\n--- LAN namespace\n{lan}")
-}
-
-/// XPS: every CPU of the host transmits on queue 0 of `dev` (in namespace `ns`).
-fn pin_tx_queue_0(ns: &str, dev: &str) {
-    // Every possible CPU ("0-N" in sysfs) as a cpumask: 32-bit hex groups, most significant first.
-    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
-    let last: usize = possible.trim().rsplit(['-', ',']).next().and_then(|n| n.parse().ok()).unwrap();
-    let cpus = last + 1;
-    let groups: Vec<String> = (0..cpus.div_ceil(32))
-        .rev()
-        .map(|g| {
-            let bits = (cpus - g * 32).min(32);
-            format!("{:08x}", if bits == 32 { u32::MAX } else { (1u32 << bits) - 1 })
-        })
-        .collect();
-    let script = format!(
-        "echo {} > /sys/class/net/{dev}/queues/tx-0/xps_cpus && echo 0 > /sys/class/net/{dev}/queues/tx-1/xps_cpus",
-        groups.join(",")
-    );
-    sh(&["ip", "netns", "exec", ns, "sh", "-c", &script]);
 }
 
 /// TCP maximum segment size of the bulk tests: the ESP packet of a full segment (IPv4 outer: 20 +
