@@ -346,7 +346,10 @@ impl LinuxPeer {
         let p = |f: &str| prepared.join(f).display().to_string();
         let d = |f: &str| dir.join(f).display().to_string();
         qemu.args(["-smp", &opts.cpus.to_string(), "-m", &opts.memory_mib.to_string()]);
-        qemu.args(["-kernel", &p("vmlinuz"), "-initrd", &p("initrd.gz")]);
+        // The unpacked kernel when prepare.sh made one (PVH entry: no firmware setup, no
+        // decompression in the emulator), else the bzImage.
+        let kernel_image = if prepared.join("vmlinux").is_file() { "vmlinux" } else { "vmlinuz" };
+        qemu.args(["-kernel", &p(kernel_image), "-initrd", &p("initrd.gz")]);
         // edd=off: some hypervisors hang at "Probing EDD"; quiet: a serial console is slow on TCG.
         qemu.args(["-append", "console=ttyS0 edd=off panic=-1 quiet"]);
         qemu.args(["-serial", &format!("file:{}", d("console.log"))]);
