@@ -350,7 +350,11 @@ fn invariants(cfg: &GatewayConfig) -> Result<(), String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // 512 mutants by default; `WIRESPEED_FUZZ_CASES=N` for longer runs.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("WIRESPEED_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn mutated_example_configs_are_refused_cleanly_or_valid(

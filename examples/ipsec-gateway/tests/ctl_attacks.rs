@@ -161,6 +161,45 @@ fn inconsistent_route_and_neighbor_edits_are_refused_and_change_nothing() {
     a.stop();
 }
 
+/// The nonce reuse, end to end: ESP leaving A before and after the same-key rekey of
+/// its shard-0 SA carries no (SPI, sequence number, IV) twice. The old code answered "ok" and
+/// restarted sequence number and IV at 1 under the same key.
+#[test]
+fn refused_same_key_rekey_repeats_no_nonce() {
+    let mut a = Rig::start(Site::A);
+    let cfg = a.cfg.clone();
+    let mut c = Control::default();
+    let (out, _) = spis();
+    let flows: Vec<_> = traffic::demo_flows(Some(600)).into_iter().filter(check::tunnelled).collect();
+    let mut esp = Vec::new();
+    let mut pump = |a: &mut Rig, seqs: std::ops::Range<u32>| {
+        for seq in seqs {
+            for f in &flows {
+                a.send(Side::Lan, &traffic::frame(f, seq));
+            }
+        }
+        a.settle();
+        esp.extend(a.take(Side::Wan));
+    };
+    pump(&mut a, 0..20);
+    let key = configs::keymat(out, false);
+    let r = c.handle(a.gw_mut(), &cfg, &format!("sa rekey {out:#x} {}", sa_text(out, "outbound", &key)));
+    pump(&mut a, 20..40);
+    a.stop();
+    // IPv4 outer header without options: SPI at 34, sequence number at 38, IV at 42..50.
+    let ours: Vec<&Vec<u8>> = esp.iter().filter(|f| f[23] == 50 && f[34..38] == out.to_be_bytes()).collect();
+    assert!(ours.len() > 20, "shard 0's SA carried traffic: {}", ours.len());
+    let mut seen = std::collections::HashSet::new();
+    for f in &ours {
+        assert!(
+            seen.insert(f[38..50].to_vec()),
+            "sequence number / IV {:02x?} sent twice under {out:#x} (rekey answered {r:?})",
+            &f[38..50]
+        );
+    }
+    assert!(r.starts_with("error sa.spi"), "{r}");
+}
+
 /// Serves requests of `rx` on this thread (as `app::run` does) until `done` returns true.
 fn serve_until(
     a: &mut Rig,
