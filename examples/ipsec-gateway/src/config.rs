@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wirespeed_core::rss::{HashTypes, RssConfig, RssGroup, SteeringPlan, SteeringRule, SymmetricMode};
+use wirespeed_core::runtime::IdlePolicy;
 use wirespeed_stages::esp::aead::{builtin_providers, fastest_provider};
 use wirespeed_stages::esp::{
     AeadAlgorithm, Direction, EspMode, IpPrefix, Lifetime, Limits, PolicyAction, SaConfig,
@@ -26,6 +27,16 @@ pub enum ConfigError {
     #[error("{path}: {source}")]
     Read {
         /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A pcap input capture that cannot be opened (`check` and `run` look before starting).
+    #[error("{key}: cannot open {}: {source}", path.display())]
+    Input {
+        /// The key: `interfaces.lan.port.input`.
+        key: String,
+        /// The capture, resolved against the configuration file's directory.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
@@ -97,6 +108,25 @@ pub struct FileConfig {
     /// `[[sa]]` (the static SAD).
     #[serde(default)]
     pub sa: Vec<SaEntry>,
+    /// `[runtime]`: how the shards behave.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+}
+
+/// `[runtime]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    /// What an idle shard does: `spin` (lowest latency, a core per shard), `busy-poll` (spin,
+    /// with the kernel's preferred busy polling on AF_XDP sockets), `block` (sleep until
+    /// traffic arrives: next to no CPU when idle) or `adaptive` (spin briefly, then block).
+    pub idle: String,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self { idle: "spin".into() }
+    }
 }
 
 /// `[gateway]`.
@@ -542,6 +572,8 @@ pub struct GatewayConfig {
     pub policies: Vec<NamedPolicy>,
     /// The SAD.
     pub sas: Vec<SaConfig>,
+    /// What idle shards do (`[runtime] idle`).
+    pub idle: IdlePolicy,
 }
 
 impl GatewayConfig {
@@ -579,6 +611,23 @@ impl GatewayConfig {
     /// Every own address (both interfaces).
     pub fn own_addresses(&self) -> Vec<IpAddr> {
         self.lan.addresses.iter().chain(&self.wan.addresses).map(|(a, _)| *a).collect()
+    }
+}
+
+impl GatewayConfig {
+    /// Checks that every pcap input capture can be opened for reading: a missing input is a
+    /// [`ConfigError::Input`] before any port or shard exists. Not part of [`Self::load`], so a
+    /// configuration can be loaded before the captures it reads are written (the demo does).
+    pub fn check_inputs(&self) -> Result<(), ConfigError> {
+        for (side, itf) in [("lan", &self.lan), ("wan", &self.wan)] {
+            if let PortConfig::Pcap(PcapPortConfig { input: Some(path), .. }) = &itf.port
+                && let Err(source) = std::fs::File::open(path)
+            {
+                let key = format!("interfaces.{side}.port.input");
+                return Err(ConfigError::Input { key, path: path.clone(), source });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -646,8 +695,8 @@ impl FileConfig {
 
         // RSS and steering.
         let r = &self.rss;
-        let key = wirespeed_core::rss::hash::parse_key(&r.key)
-            .map_err(|e| invalid("rss.key", &r.key, e.to_string()))?;
+        let key =
+            wirespeed_core::rss::parse_key(&r.key).map_err(|e| invalid("rss.key", &r.key, e.to_string()))?;
         let mode: SymmetricMode = r
             .symmetric
             .parse()
@@ -738,14 +787,23 @@ impl FileConfig {
                 side: Side::parse(&format!("neighbors[{i}].interface"), &n.interface)?,
             });
         }
+        // A next hop is resolved by ARP / Neighbor Discovery when it is on a connected subnet;
+        // anywhere else it needs a static neighbor.
+        let connected = |v: IpAddr| {
+            lan.addresses
+                .iter()
+                .chain(&wan.addresses)
+                .any(|&(a, len)| wirespeed_core::IpPrefix::new(a, len).contains(&v) && a != v)
+        };
         for (i, rt) in routes.iter().enumerate() {
             if let Some(v) = rt.via
                 && !neighbors.iter().any(|n| n.ip == v)
+                && !connected(v)
             {
                 return Err(invalid(
                     format!("routes[{i}].via"),
                     v,
-                    "no [[neighbors]] entry for this next hop (where is it, what is its MAC?)",
+                    "not on a connected subnet of an interface, and no [[neighbors]] entry (where is it, what is its MAC?)",
                 ));
             }
         }
@@ -822,7 +880,11 @@ impl FileConfig {
             }
         }
 
+        let idle = self.runtime.idle.parse::<IdlePolicy>().map_err(|_| {
+            invalid("runtime.idle", &self.runtime.idle, "want spin, busy-poll, block or adaptive")
+        })?;
         Ok(GatewayConfig {
+            idle,
             name: g.name.clone(),
             shards: g.shards,
             cores: g.cores.clone(),

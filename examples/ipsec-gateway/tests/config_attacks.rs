@@ -408,6 +408,8 @@ proptest! {
                 prop_assert!(path == name && !message.is_empty());
             }
             Err(ConfigError::Read { path, .. }) => prop_assert!(false, "read error {path:?}"),
+            // `from_toml` never opens inputs (`check_inputs` does): an input error here is a bug.
+            Err(ConfigError::Input { key, .. }) => prop_assert!(false, "input error from from_toml: {key}"),
             Ok(cfg) => {
                 if let Err(e) = invariants(&cfg) {
                     prop_assert!(false, "{name} after {muts:?} accepted although {e}");

@@ -65,7 +65,7 @@ pub use aead::{
     AeadAlgorithm, AeadError, AeadJob, AeadProvider, EspAead, ProviderRef, RustCrypto, builtin_providers,
     default_provider, fastest_provider,
 };
-pub use gcm::{BatchGcm, BatchGcmAesNi};
+pub use gcm::{BatchGcm, BatchGcmAesNi, BatchGcmForced, GcmPath, PATH_ENV};
 pub use packet::{
     Decapsulated, ESP_HDR_LEN, EspLocation, MIN_ESP_LEN, UDP_HDR_LEN, decapsulate, encapsulate,
     encapsulate_with_iv, locate_esp,
