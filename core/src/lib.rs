@@ -60,7 +60,7 @@ pub use meta::{FlowClass, L3Kind, PacketMeta};
 pub use pipeline::{Pipeline, StageSet};
 pub use pool::{BufferPool, PoolBuf, PoolConfig, PoolError, PoolStats};
 pub use runtime::{
-    Command, ControlFull, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker,
+    Command, IdlePolicy, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker,
     WorkerReport,
 };
 #[cfg(not(loom))]

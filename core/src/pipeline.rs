@@ -8,7 +8,7 @@ use arrayvec::ArrayVec;
 use crate::backend::{RxQueue, TxQueue};
 use crate::batch::Batch;
 use crate::buf::PacketBuf;
-use crate::runtime::{Poll, Worker, WorkerReport};
+use crate::runtime::{IdlePolicy, Poll, Worker, WorkerReport};
 use crate::stage::Stage;
 use crate::stats::ShardCtx;
 use crate::verdict::DropReason;
@@ -185,6 +185,9 @@ where
             cx.counters.drop_packets(reason, count);
         }
         if n == 0 {
+            for t in self.tx.iter_mut() {
+                t.idle();
+            }
             return 0;
         }
         cx.counters.rx_packets += n as u64;
@@ -281,6 +284,14 @@ where
 
     fn inner(&mut self) -> Option<&mut dyn Any> {
         Some(&mut self.stages)
+    }
+
+    fn set_idle_policy(&mut self, policy: IdlePolicy) {
+        self.rx.set_idle_policy(policy);
+    }
+
+    fn wait(&mut self, timeout: std::time::Duration) -> bool {
+        self.rx.wait(timeout)
     }
 
     fn report(&mut self) -> Option<WorkerReport> {

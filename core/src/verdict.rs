@@ -109,6 +109,9 @@ drop_reasons! {
     NoRoute = "no_route",
     /// The next hop has no resolved neighbor (MAC).
     NoNeighbor = "no_neighbor",
+    /// The next hop is being resolved (ARP / Neighbor Discovery) and the bounded queue of
+    /// packets waiting for it was full (Linux's `unres_qlen` overflow).
+    NeighborQueueFull = "neighbor_queue_full",
     /// A steering rule said drop.
     SteeringDrop = "steering_drop",
     /// The software dispatcher's ring to the owning shard was full.

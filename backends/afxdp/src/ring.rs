@@ -12,6 +12,7 @@
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::sys::Mmap;
@@ -19,7 +20,8 @@ use crate::sys::Mmap;
 /// One ring mapped from the socket. `E` is `u64` (fill/completion: UMEM addresses) or
 /// `libc::xdp_desc` (Rx/Tx).
 pub(crate) struct Ring<E> {
-    _map: Mmap,
+    /// Shared with [`RingLevel`] views, so a view never outlives the memory it reads.
+    map: Arc<Mmap>,
     producer: *const AtomicU32,
     consumer: *const AtomicU32,
     flags: *const AtomicU32,
@@ -76,7 +78,7 @@ impl<E: Copy> Ring<E> {
             )
         };
         let mut r = Ring {
-            _map: map,
+            map: Arc::new(map),
             producer: p,
             consumer: c,
             flags: f,
@@ -120,7 +122,19 @@ impl<E: Copy> Ring<E> {
         self.size
     }
 
+    /// A read-only view of how many entries of this (producer) ring the kernel has not consumed
+    /// yet, for the other half of the queue (the Rx half watches the Tx ring's backlog).
+    pub(crate) fn level(&self) -> RingLevel {
+        RingLevel { _map: self.map.clone(), producer: self.producer, consumer: self.consumer }
+    }
+
     // ---- producer side (fill, Tx) ----
+
+    /// Entries we produced that the kernel has not consumed yet (always re-reads its index).
+    #[inline]
+    pub(crate) fn unconsumed(&self) -> u32 {
+        self.local.wrapping_sub(self.consumer().load(Ordering::Acquire))
+    }
 
     /// Free slots, at most `want` (re-reads the consumer index only when the cache falls short).
     #[inline]
@@ -189,6 +203,31 @@ impl<E: Copy> Ring<E> {
     pub(crate) fn release(&mut self, n: u32) {
         self.local = self.local.wrapping_add(n);
         self.consumer().store(self.local, Ordering::Release);
+    }
+}
+
+/// How full a producer ring is, as seen from outside its owner: both indices read from the
+/// shared memory. Keeps the ring's mapping alive.
+pub(crate) struct RingLevel {
+    _map: Arc<Mmap>,
+    producer: *const AtomicU32,
+    consumer: *const AtomicU32,
+}
+
+// SAFETY: the pointers point into `_map`, which this value keeps alive; both are only loaded
+// atomically, which is sound from any thread.
+unsafe impl Send for RingLevel {}
+// SAFETY: as above: shared access is atomic loads only.
+unsafe impl Sync for RingLevel {}
+
+impl RingLevel {
+    /// Entries produced and not yet consumed by the kernel.
+    #[inline]
+    pub(crate) fn unconsumed(&self) -> u32 {
+        // SAFETY: both pointers point into the mapping `_map` keeps alive (checked in
+        // `Ring::map`); the words are only accessed atomically.
+        let (p, c) = unsafe { (&*self.producer, &*self.consumer) };
+        p.load(Ordering::Acquire).wrapping_sub(c.load(Ordering::Acquire))
     }
 }
 
