@@ -750,6 +750,11 @@ impl FileConfig {
             {
                 return Err(invalid(format!("routes[{i}].via"), v, "address family differs from the prefix"));
             }
+            if let Some(v) = via
+                && own.contains(&v)
+            {
+                return Err(invalid(format!("routes[{i}].via"), v, "is this gateway's own address"));
+            }
             if let Some(j) = routes.iter().position(|r: &Route| r.prefix == prefix) {
                 return Err(invalid(
                     format!("routes[{i}].prefix"),
@@ -835,6 +840,16 @@ impl FileConfig {
                         "same key as sa[{j}] (spi {:#x}); every SA needs its own key (nonce reuse)",
                         sas[j].spi
                     ),
+                ));
+            }
+            if let EspMode::Tunnel { local, .. } = sa.mode
+                && !local.is_unspecified()
+                && !own.contains(&local)
+            {
+                return Err(invalid(
+                    format!("sa[{i}].local"),
+                    local,
+                    "not an address of this gateway (interfaces.lan/wan.addresses)",
                 ));
             }
             sas.push(sa);
@@ -974,6 +989,16 @@ pub fn sa_from_entry(cfg: &GatewayConfig, e: &SaEntry, key: &str) -> Result<SaCo
         other => other,
     };
     let mut sa = sa_config(0, e, cfg.shards, None).map_err(rename)?;
+    if let EspMode::Tunnel { local, .. } = sa.mode
+        && !local.is_unspecified()
+        && !cfg.own_addresses().contains(&local)
+    {
+        return Err(invalid(
+            format!("{key}.local"),
+            local,
+            "not an address of this gateway (interfaces.lan/wan.addresses)",
+        ));
+    }
     if let Some(name) = &e.policy {
         if e.direction != "inbound" {
             return Err(invalid(format!("{key}.policy"), name, "only inbound SAs check a policy"));

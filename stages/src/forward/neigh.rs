@@ -138,8 +138,8 @@ struct Pending {
     queued: usize,
 }
 
-/// A [`Forward`] stage that resolves next hops instead of dropping misses: see the
-/// [module docs](self).
+/// A [`Forward`] stage that resolves next hops instead of dropping misses: packets whose next
+/// hop has no neighbor entry yet are held (bounded, per shard) while the control plane solicits.
 pub struct Resolving<B> {
     fwd: Forward,
     requests: ResolveQueue,
