@@ -52,11 +52,12 @@ pub mod sync;
 pub mod verdict;
 pub mod wire;
 
+pub use backend::mem::InjectError;
 pub use backend::{Port, PortError, PortInfo, RxQueue, TxQueue};
 pub use batch::{BATCH_SIZE, Batch};
-pub use buf::{BufError, PacketBuf};
+pub use buf::{BufError, BufWindow, PacketBuf};
 pub use meta::{FlowClass, L3Kind, PacketMeta};
-pub use pipeline::Pipeline;
+pub use pipeline::{Pipeline, StageSet};
 pub use pool::{BufferPool, PoolBuf, PoolConfig, PoolError, PoolStats};
 pub use runtime::{
     Command, IdlePolicy, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker,
@@ -64,12 +65,13 @@ pub use runtime::{
 };
 #[cfg(not(loom))]
 pub use runtime::{
-    HandOutError, PerShard, Pinning, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardReport,
+    HandOutError, PerShard, Pinning, ReportTypeError, Runtime, RuntimeConfig, RuntimeError, ShardOutcome,
+    ShardReport, WaitError,
 };
 pub use stage::{Chain, PerPacket, Stage};
 pub use stats::{ShardCounters, ShardCtx, ShardId, ShardStats, StatsCell};
-pub use verdict::{CustomReason, DropReason, Verdict};
-pub use wire::IpPrefix;
+pub use verdict::{CustomReason, DropReason, DropReasonError, Verdict};
+pub use wire::{IpPrefix, PrefixError, WireError};
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use wirespeed_core::backend::{Port, PortError, PortInfo, QueueClaims, RxQueue, ShardOwned, TxQueue};
 use wirespeed_core::runtime::IdlePolicy;
-use wirespeed_core::{BATCH_SIZE, Batch, DropReason, PacketBuf, PacketMeta};
+use wirespeed_core::{BATCH_SIZE, Batch, BufWindow, DropReason, PacketBuf, PacketMeta};
 
 use wirespeed_core::rss::{Applied, Reta, RssConfig, RssControl, RssError, SteeringPlan, SymmetricMode};
 
@@ -326,12 +326,19 @@ impl AfXdpPort {
         };
         rxq.refill();
         bpf::xskmap_set(&sock.xdp.map, u32::from(queue), raw).map_err(err("insert socket into XSKMAP"))?;
+        // Validated with the configuration (headroom at most half a frame); checked again here
+        // because every buffer the Tx side makes trusts it.
+        let tx_win = umem.window(cfg.rx_headroom() as usize, 0).ok_or_else(|| AfXdpError::BadConfig {
+            field: "headroom",
+            value: cfg.rx_headroom().to_string(),
+            why: "leaves no room in a frame",
+        })?;
         let txq = XdpTx {
             sock,
             umem,
             tx,
             comp,
-            tx_head: cfg.rx_headroom(),
+            tx_win,
             in_kernel: 0,
             lost: false,
             need_wakeup: cfg.need_wakeup,
@@ -569,7 +576,11 @@ impl XdpRx {
         let mut n = 0;
         while n < want {
             let Some(f) = self.umem.take_frame() else { break };
-            self.fill.write(n, self.umem.frame_addr(f));
+            if !self.fill.write(n, self.umem.frame_addr(f)) {
+                // Not below `free`: cannot happen (n < want), but never overwrite a slot.
+                self.umem.put_frame(f);
+                break;
+            }
             n += 1;
         }
         if n > 0 {
@@ -652,10 +663,14 @@ impl RxQueue for XdpRx {
         }
         let mut got = 0;
         for i in 0..n {
-            let d = self.rx.read(i);
+            // `n` came from `ready`, so every read succeeds.
+            let Some(d) = self.rx.read(i) else {
+                self.lost = true;
+                break;
+            };
             match self.umem.locate(d.addr, d.len) {
-                Some((frame, head)) => {
-                    let _ = out.push(self.umem.buf(frame, head, d.len, self.meta));
+                Some((frame, win)) => {
+                    let _ = out.push(self.umem.buf(frame, win, self.meta));
                     got += 1;
                 }
                 None => {
@@ -728,7 +743,8 @@ pub struct XdpTx {
     umem: &'static Umem,
     tx: Ring<libc::xdp_desc>,
     comp: Ring<u64>,
-    tx_head: u32,
+    /// An empty packet after the same headroom as received ones.
+    tx_win: BufWindow,
     /// Frames on the Tx and completion rings (submitted, not yet reclaimed).
     in_kernel: u32,
     /// A completion named no frame of ours: the count above can no longer be trusted.
@@ -762,7 +778,10 @@ impl XdpTx {
     fn reclaim(&mut self) {
         let n = self.comp.ready(self.comp.size());
         for i in 0..n {
-            let addr = self.comp.read(i);
+            let Some(addr) = self.comp.read(i) else {
+                self.lost = true;
+                break;
+            };
             match self.umem.locate(addr, 0) {
                 Some((frame, _)) => self.umem.put_frame(frame),
                 None => self.lost = true,
@@ -825,7 +844,7 @@ impl XdpTx {
     /// packets the application originates; `None` when every frame is in use.
     pub fn alloc(&self) -> Option<XdpBuf> {
         let f = self.umem.take_frame()?;
-        Some(self.umem.buf(f, self.tx_head, 0, PacketMeta::default()))
+        Some(self.umem.buf(f, self.tx_win, PacketMeta::default()))
     }
 
     /// How this queue's socket is bound.
@@ -870,7 +889,7 @@ impl TxQueue for XdpTx {
         // A foreign buffer too large for our frames, or a packet shorter than an Ethernet
         // header (which the kernel would reject or a driver drop unseen), also ends the burst:
         // it stays in the batch and the caller counts it as not sent.
-        let room = self.umem.frame_size() as usize - self.tx_head as usize;
+        let room = self.tx_win.tailroom(self.umem.frame_size() as usize);
         let mut spare = [0u32; BATCH_SIZE];
         let mut taken = 0;
         let mut sendable = 0;
@@ -889,6 +908,7 @@ impl TxQueue for XdpTx {
             sendable += 1;
         }
         let mut used = 0;
+        let mut written = 0;
         for (i, b) in batch.drain(..sendable).enumerate() {
             let (addr, len) = if b.is_in(self.umem) {
                 let (_, addr, len) = b.into_desc();
@@ -896,17 +916,22 @@ impl TxQueue for XdpTx {
             } else {
                 let f = spare[used];
                 used += 1;
-                let mut own = self.umem.buf(f, self.tx_head, 0, *b.meta());
+                let mut own = self.umem.buf(f, self.tx_win, *b.meta());
                 // Cannot fail: the length was checked against `room` above.
                 let _ = own.copy_from(b.data());
                 let (_, addr, len) = own.into_desc();
                 (addr, len)
             };
-            self.tx.write(i as u32, libc::xdp_desc { addr, len, options: 0 });
+            if self.tx.write(i as u32, libc::xdp_desc { addr, len, options: 0 }) {
+                written += 1;
+            } else {
+                // Cannot happen (`sendable <= free`); if it did, the frame would be lost.
+                self.lost = true;
+            }
         }
-        if sendable > 0 {
-            self.tx.submit(sendable as u32);
-            self.in_kernel += sendable as u32;
+        if written > 0 {
+            self.tx.submit(written);
+            self.in_kernel += written;
             self.kick();
         }
         sendable

@@ -48,9 +48,19 @@ impl<E: Copy> Ring<E> {
         pgoff: u64,
         producer: bool,
     ) -> io::Result<Self> {
-        debug_assert!(size.is_power_of_two());
         let len = off.desc as usize + size as usize * std::mem::size_of::<E>();
-        let map = Mmap::ring(fd, len, pgoff)?;
+        Self::over(Mmap::ring(fd, len, pgoff)?, len, off, size, producer)
+    }
+
+    /// A ring over `map` (`len` bytes) laid out as `off` says.
+    fn over(
+        map: Mmap,
+        len: usize,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+        producer: bool,
+    ) -> io::Result<Self> {
+        debug_assert!(size.is_power_of_two());
         let base = map.ptr().as_ptr();
         for o in [off.producer, off.consumer, off.flags] {
             if o as usize + 4 > len || o % 4 != 0 {
@@ -137,14 +147,21 @@ impl<E: Copy> Ring<E> {
         self.cached.wrapping_sub(self.local)
     }
 
-    /// Writes entry `i` (0-based from the next free slot); the caller checked `i < free()`.
+    /// Writes entry `i` (0-based from the next free slot). Returns `false` and writes nothing
+    /// unless `i` is below the free count [`Ring::free`] last returned: a slot beyond it may
+    /// still hold an entry the kernel has not consumed.
     #[inline]
-    pub(crate) fn write(&mut self, i: u32, e: E) {
+    #[must_use]
+    pub(crate) fn write(&mut self, i: u32, e: E) -> bool {
+        if i >= self.cached.wrapping_sub(self.local) {
+            return false;
+        }
         let idx = (self.local.wrapping_add(i) & self.mask) as usize;
-        debug_assert!(idx < self.size as usize);
         // SAFETY: `idx` is masked into the array of `size` entries inside the mapping; the slot
-        // is between the consumer and producer indices, so the kernel does not read it now.
+        // is below the free count (checked above), i.e. between the kernel's consumer index and
+        // ours, so the kernel does not read it now.
         unsafe { self.entries.add(idx).write_volatile(e) };
+        true
     }
 
     /// Publishes `n` written entries to the kernel.
@@ -167,13 +184,18 @@ impl<E: Copy> Ring<E> {
         n.min(max)
     }
 
-    /// Reads entry `i` (0-based from the next unread one); the caller checked `i < ready()`.
+    /// Reads entry `i` (0-based from the next unread one); `None` unless `i` is below what the
+    /// kernel published as of the last [`Ring::ready`] (a slot beyond it may be mid-write).
     #[inline]
-    pub(crate) fn read(&self, i: u32) -> E {
+    pub(crate) fn read(&self, i: u32) -> Option<E> {
+        if i >= self.cached.wrapping_sub(self.local) {
+            return None;
+        }
         let idx = (self.local.wrapping_add(i) & self.mask) as usize;
-        // SAFETY: `idx` is masked into the array; the kernel published this slot (acquire load
-        // in `ready`) and will not touch it until we release it.
-        unsafe { self.entries.add(idx).read_volatile() }
+        // SAFETY: `idx` is masked into the array; the slot is below the producer index the
+        // kernel published (checked above; acquire load in `ready`), and the kernel will not
+        // touch it until we release it.
+        Some(unsafe { self.entries.add(idx).read_volatile() })
     }
 
     /// Gives `n` consumed entries back to the kernel.
@@ -206,5 +228,48 @@ impl RingLevel {
         // `Ring::map`); the words are only accessed atomically.
         let (p, c) = unsafe { (&*self.producer, &*self.consumer) };
         p.load(Ordering::Acquire).wrapping_sub(c.load(Ordering::Acquire))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring of `size` `u64` entries in anonymous memory, as the kernel lays one out.
+    fn ring(size: u32, producer: bool) -> Ring<u64> {
+        let off = libc::xdp_ring_offset { producer: 0, consumer: 4, flags: 8, desc: 64 };
+        let len = 64 + size as usize * 8;
+        Ring::over(Mmap::anonymous(len).unwrap(), len, &off, size, producer).unwrap()
+    }
+
+    #[test]
+    fn write_refuses_slots_beyond_the_free_count() {
+        let mut r = ring(4, true);
+        assert_eq!(r.free(2), 4);
+        assert!(r.write(3, 7));
+        assert!(!r.write(4, 8), "slot 4 wraps onto slot 0, which is not free");
+        r.submit(4);
+        assert_eq!(r.free(1), 0, "the kernel consumed nothing");
+        assert!(!r.write(0, 9));
+        // The kernel consumes two entries.
+        r.consumer().store(2, Ordering::Release);
+        assert_eq!(r.free(1), 2);
+        assert!(r.write(1, 10) && !r.write(2, 11));
+    }
+
+    #[test]
+    fn read_refuses_slots_the_kernel_has_not_published() {
+        let mut r = ring(4, false);
+        assert_eq!(r.ready(4), 0);
+        assert_eq!(r.read(0), None);
+        // The kernel publishes two entries.
+        // SAFETY: the test plays the kernel, writing slots it has not yet published.
+        unsafe { r.entries.write(5) };
+        unsafe { r.entries.add(1).write(6) };
+        r.producer().store(2, Ordering::Release);
+        assert_eq!(r.ready(4), 2);
+        assert_eq!((r.read(0), r.read(1), r.read(2)), (Some(5), Some(6), None));
+        r.release(2);
+        assert_eq!(r.read(0), None);
     }
 }
