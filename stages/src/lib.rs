@@ -41,6 +41,7 @@ pub mod classify;
 pub mod control;
 pub mod esp;
 pub mod forward;
+pub mod icmp;
 
 pub use classify::{Classify, ClassifyConfig};
 pub use control::{ControlConfig, ControlPlane, Punt, PuntQueue};

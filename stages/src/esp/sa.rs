@@ -446,6 +446,23 @@ impl SecurityAssociation {
     pub(crate) fn mtu_limit(&self) -> usize {
         self.mtu
     }
+    /// The largest inner packet (bytes, IP header included) a tunnel-mode SA carries within
+    /// its [`SaConfig::mtu`]: the MTU less the outer IP header, UDP encapsulation, ESP header,
+    /// IV, ICV and the minimum trailer, padding rounded (RFC 4301 §8.1, RFC 4459). `None` for
+    /// transport mode or without an MTU.
+    pub fn inner_mtu(&self) -> Option<u16> {
+        use super::aead::{ICV_LEN, IV_LEN};
+        use super::packet::{ESP_HDR_LEN, UDP_HDR_LEN};
+        if !matches!(self.mode(), EspMode::Tunnel { .. }) {
+            return None;
+        }
+        let mtu = usize::from(self.mtu()?);
+        let udp = if self.udp_encap().is_some() { UDP_HDR_LEN } else { 0 };
+        let outer = self.outer_template().map_or(20, |t| t.len()) + udp + ESP_HDR_LEN + IV_LEN;
+        // payload + pad + 2 is a multiple of 4 and at most mtu - outer - ICV.
+        let room = mtu.checked_sub(outer + ICV_LEN)? & !3;
+        u16::try_from(room.checked_sub(2)?).ok()
+    }
     /// True when the decapsulated packet with `key` is allowed by the SA's selector.
     #[inline]
     pub(crate) fn admits_inner(&self, key: &FlowKey) -> bool {

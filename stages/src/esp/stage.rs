@@ -16,9 +16,10 @@ use super::packet::{
     CryptoPlan, DecapPlan, Decapsulated, EncapPlan, decapsulate, finish_decap, finish_encap,
     locate_esp_inline, prepare_decap, prepare_encap,
 };
-use super::sa::{EspMode, NAT_T_PORT, SaEvent, SaEventKind};
+use super::sa::{EspMode, NAT_T_PORT, SaEvent, SaEventKind, SecurityAssociation};
 use super::sad::{OutboundDecision, SaSet, ShardSas};
 use super::wire::{IpHeader, ethernet_l3_offset};
+use crate::icmp::{IcmpCounters, IcmpError, IcmpErrors};
 
 /// Where the IP header starts in packets that the classifier has not annotated
 /// (`meta.l3 == L3Kind::None`).
@@ -85,18 +86,40 @@ pub struct EspEncrypt {
     framing: Framing,
     events: Option<EventQueue>,
     stats: EspStats,
+    icmp: Option<IcmpErrors>,
 }
 
 impl EspEncrypt {
     /// A stage on `sub` (one subscription per shard), Ethernet framing, no event queue.
     pub fn new(sub: Subscriber<SaSet>) -> Self {
-        Self { sas: ShardSas::new(sub), framing: Framing::Ethernet, events: None, stats: EspStats::default() }
+        Self {
+            sas: ShardSas::new(sub),
+            framing: Framing::Ethernet,
+            events: None,
+            stats: EspStats::default(),
+            icmp: None,
+        }
     }
 
     /// Sets the framing of unclassified packets.
     pub fn with_framing(mut self, framing: Framing) -> Self {
         self.framing = framing;
         self
+    }
+
+    /// Answers a packet that does not fit its tunnel SA's MTU (ESP overhead included,
+    /// [`SecurityAssociation::inner_mtu`]) with ICMP Fragmentation Needed (IPv4 with DF set)
+    /// or ICMPv6 Packet Too Big carrying that MTU, sent back towards its source (give `icmp`
+    /// [`IcmpErrors::with_routes`]: the packet was already forwarded). IPv4 without DF is not
+    /// fragmented here: it is dropped as `EspMtuExceeded`, as are packets over the rate.
+    pub fn with_icmp_errors(mut self, icmp: IcmpErrors) -> Self {
+        self.icmp = Some(icmp);
+        self
+    }
+
+    /// What the ICMP error generator did (zeros without one).
+    pub fn icmp_counters(&self) -> IcmpCounters {
+        self.icmp.as_ref().map(|i| i.counters()).unwrap_or_default()
     }
 
     /// Sends SA events to `queue`.
@@ -123,7 +146,7 @@ impl EspEncrypt {
 
 impl<B: PacketBuf> Stage<B> for EspEncrypt {
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
-        let Self { sas, framing, events, stats } = self;
+        let Self { sas, framing, events, stats, icmp } = self;
         sas.refresh();
         let (set, states) = sas.parts();
         if !set.has_policies() {
@@ -169,6 +192,7 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
                                 plans[k] = Some((i, plan));
                                 Verdict::Continue
                             }
+                            Err(DropReason::EspMtuExceeded) => too_big(icmp, p, l3, &ip, sa, now),
                             Err(r) => Verdict::Drop(r),
                         }
                     }
@@ -194,6 +218,29 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
             }
         }
         apply_verdicts(cx, batch, &verdicts);
+    }
+}
+
+/// The ICMP error for a packet that does not fit its SA, or its drop.
+#[inline(never)]
+fn too_big<B: PacketBuf>(
+    icmp: &mut Option<IcmpErrors>,
+    p: &mut B,
+    l3: usize,
+    ip: &IpHeader,
+    sa: &SecurityAssociation,
+    now: std::time::Instant,
+) -> Verdict {
+    let drop = Verdict::Drop(DropReason::EspMtuExceeded);
+    let (Some(icmp), Some(mtu)) = (icmp.as_mut(), sa.inner_mtu()) else { return drop };
+    // IPv4 without DF may be fragmented by a router; this one does not: dropped, counted.
+    let df = p.data().get(l3 + 6).is_some_and(|b| b & 0x40 != 0);
+    if !ip.v6 && !df {
+        return drop;
+    }
+    match icmp.reply(p, l3, IcmpError::TooBig { mtu }, now) {
+        Some(port) => Verdict::Forward { port },
+        None => drop,
     }
 }
 
