@@ -97,6 +97,26 @@ pub struct FileConfig {
     /// `[[sa]]` (the static SAD).
     #[serde(default)]
     pub sa: Vec<SaEntry>,
+    /// `[icmp]`: ICMP errors from the data plane.
+    #[serde(default)]
+    pub icmp: IcmpSection,
+}
+
+/// `[icmp]`: what the gateway answers with ICMP / ICMPv6 errors (Time Exceeded, Destination
+/// Unreachable, Fragmentation Needed / Packet Too Big for packets that do not fit a tunnel).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IcmpSection {
+    /// Send errors (default true); false drops those packets silently (counted).
+    pub errors: bool,
+    /// Errors per second per data shard and path (token bucket).
+    pub rate: u32,
+}
+
+impl Default for IcmpSection {
+    fn default() -> Self {
+        Self { errors: true, rate: 100 }
+    }
 }
 
 /// `[gateway]`.
@@ -536,6 +556,8 @@ pub struct GatewayConfig {
     pub policies: Vec<NamedPolicy>,
     /// The SAD.
     pub sas: Vec<SaConfig>,
+    /// ICMP errors: `Some(rate)` per second per shard and path when enabled.
+    pub icmp_rate: Option<u32>,
 }
 
 impl GatewayConfig {
@@ -764,6 +786,7 @@ impl FileConfig {
             neighbors,
             policies,
             sas,
+            icmp_rate: (self.icmp.errors && self.icmp.rate > 0).then_some(self.icmp.rate),
         })
     }
 }

@@ -36,6 +36,7 @@ use wirespeed_stages::forward::{
     Fib, FibBuilder, Forward, HoldConfig, HoldCounters, Neighbors, NextHop, ResolveQueue, Resolving,
     resolve_queue,
 };
+use wirespeed_stages::icmp::{IcmpConfig, IcmpErrors};
 
 use crate::config::{GatewayConfig, Side};
 
@@ -167,6 +168,8 @@ pub struct Shared<B: PacketBuf = PoolBuf> {
     /// Per data shard, per side: data traffic the NIC put on the management queue, handed
     /// from the control shard to the data shard the software RSS picks.
     pub handoff: Vec<[PuntQueue<B>; 2]>,
+    /// ICMP errors (sources and MACs per port, rate), when enabled.
+    pub icmp: Option<IcmpConfig>,
 }
 
 // By hand: the derives would ask `B: Clone + Debug`, which buffers are not.
@@ -180,6 +183,7 @@ impl<B: PacketBuf> Clone for Shared<B> {
             resolve: self.resolve.clone(),
             hold: self.hold,
             handoff: self.handoff.clone(),
+            icmp: self.icmp.clone(),
         }
     }
 }
@@ -216,11 +220,34 @@ impl<B: PacketBuf> Shared<B> {
             handoff: (0..cfg.shards)
                 .map(|_| [punt_queue(HANDOFF_CAPACITY), punt_queue(HANDOFF_CAPACITY)])
                 .collect(),
+            icmp: cfg.icmp_rate.map(|rate| IcmpConfig {
+                // Errors leave from the interface's first address of each family.
+                sources: [&cfg.lan, &cfg.wan]
+                    .into_iter()
+                    .map(|itf| {
+                        let v4 = itf.addresses.iter().find_map(|(a, _)| match a {
+                            IpAddr::V4(v) => Some(*v),
+                            IpAddr::V6(_) => None,
+                        });
+                        let v6 = itf.addresses.iter().find_map(|(a, _)| match a {
+                            IpAddr::V6(v) => Some(*v),
+                            IpAddr::V4(_) => None,
+                        });
+                        (v4, v6)
+                    })
+                    .collect(),
+                macs: vec![cfg.lan.mac, cfg.wan.mac],
+                rate,
+            }),
         }
     }
 
     fn forward(&self, fib: Subscriber<Fib>, learned: Subscriber<Neighbors>) -> Resolving<B> {
-        Resolving::new(Forward::new(fib, &self.macs).with_neighbors(learned), self.resolve.clone(), self.hold)
+        let mut fwd = Forward::new(fib, &self.macs).with_neighbors(learned);
+        if let Some(icmp) = &self.icmp {
+            fwd = fwd.with_icmp_errors(IcmpErrors::new(icmp));
+        }
+        Resolving::new(fwd, self.resolve.clone(), self.hold)
     }
 
     /// The LAN → WAN path of one shard: classify, punt, route (static then learned
@@ -326,6 +353,8 @@ struct DataParts<P: Port> {
     fib: [Subscriber<Fib>; 2],
     learned: [Subscriber<Neighbors>; 2],
     sas: [Subscriber<SaSet>; 3],
+    /// Routes for the encrypt stage's ICMP errors.
+    icmp_routes: (Subscriber<Fib>, Subscriber<Neighbors>),
 }
 
 /// What the control shard receives.
@@ -380,6 +409,7 @@ where
             wan: wan.queue_pair(q).map_err(port_err)?,
             fib: [routes.subscribe(), routes.subscribe()],
             learned: [learned.subscribe(), learned.subscribe()],
+            icmp_routes: (routes.subscribe(), learned.subscribe()),
             sas: [sad.subscribe(), sad.subscribe(), sad.subscribe()],
         });
     }
@@ -424,9 +454,11 @@ where
     for (i, parts) in data.into_iter().enumerate() {
         let shared = shared.clone();
         builder = builder.shard(move |_| -> Result<DataShard<P>, String> {
-            let DataParts { lan, wan, fib, learned, sas } = parts;
+            let DataParts { lan, wan, fib, learned, sas, icmp_routes } = parts;
             let handoff = shared.handoff[i].clone();
-            Ok(DataShard::new(&shared, lan, wan, fib, learned, sas).with_handoff(handoff))
+            Ok(DataShard::new(&shared, lan, wan, fib, learned, sas)
+                .with_handoff(handoff)
+                .with_icmp_routes(&shared, icmp_routes))
         });
     }
     // The control shard's software RSS, for data traffic the NIC put on the management queue.
@@ -712,6 +744,21 @@ impl<P: Port> DataShard<P> {
     /// handed to this shard (`[LAN, WAN]`): they run the same paths as the shard's own queues.
     pub fn with_handoff(mut self, queues: [PuntQueue<P::Buf>; 2]) -> Self {
         self.handoff = Some(queues);
+        self
+    }
+
+    /// Lets the encrypt stage answer packets too big for their tunnel with ICMP Fragmentation
+    /// Needed / Packet Too Big (when `shared` enables ICMP errors), routed back to their source
+    /// through `routes` (FIB and learned neighbors: the packet was already forwarded).
+    pub fn with_icmp_routes(
+        mut self,
+        shared: &Shared<P::Buf>,
+        routes: (Subscriber<Fib>, Subscriber<Neighbors>),
+    ) -> Self {
+        if let Some(icmp) = &shared.icmp {
+            let (fib, learned) = routes;
+            self.outbound.3.set_icmp_errors(IcmpErrors::new(icmp).with_routes(fib, Some(learned)));
+        }
         self
     }
 

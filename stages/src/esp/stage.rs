@@ -117,6 +117,11 @@ impl EspEncrypt {
         self
     }
 
+    /// [`EspEncrypt::with_icmp_errors`] on a stage already built.
+    pub fn set_icmp_errors(&mut self, icmp: IcmpErrors) {
+        self.icmp = Some(icmp);
+    }
+
     /// What the ICMP error generator did (zeros without one).
     pub fn icmp_counters(&self) -> IcmpCounters {
         self.icmp.as_ref().map(|i| i.counters()).unwrap_or_default()
