@@ -9,7 +9,15 @@
 //!  control shard (queue `shards` of both ports, the steering plan's management queue):
 //!    mgmt rx ─► Classify ─► Punt ─► smoltcp ControlPlane per interface (ARP, ND, ping,
 //!    HTTP /metrics on the management interface) ─► mgmt tx
+//!           └─► data traffic (a NIC that cannot steer) ─► hand-off queue of the data shard
+//!               the software RSS picks
 //! ```
+//!
+//! The forward stages are [`Resolving`]: a next hop on a connected subnet without a static
+//! neighbor is resolved by the control shard (ARP / Neighbor Solicitation), learned neighbors
+//! are published to the shards by epoch, and packets wait in a bounded per-shard queue
+//! meanwhile. With `[icmp] errors` (the default) TTL expiry, missing routes and packets too big
+//! for their tunnel are answered with ICMP errors.
 //!
 //! Routes and SAs are read-mostly tables published by epoch from the [`Gateway`] handle, so
 //! [`Gateway::publish_routes`] / [`Gateway::publish_sas`] change them under running shards.
@@ -994,7 +1002,8 @@ struct ControlShard<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> {
 const RESOLVE_PER_POLL: usize = 64;
 
 /// Name of the drop reason of frames the steering plan sends to the management queue that the
-/// control plane does not take (rules an operator added that match data traffic).
+/// control plane does not take (rules an operator added that match data traffic). Data traffic
+/// the NIC itself put there (no steering) is handed to a data shard instead (`handed_off`).
 pub const NOT_FOR_CONTROL_PLANE: &str = "not_for_control_plane";
 
 impl<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> ControlShard<P, T, A> {

@@ -49,8 +49,11 @@
 //! Multicast, loopback, link-local and other never-forwarded destinations are dropped before the
 //! lookup (RFC 1812 §5.3.7, RFC 4291).
 //!
-//! Not done here: ICMP Time Exceeded / Destination Unreachable errors (TTL expiry and missing
-//! routes are counted drops only), and IPv4 options are forwarded untouched.
+//! Next hops without a static neighbor resolve from learned neighbors
+//! ([`Forward::with_neighbors`]); the [`Resolving`] stage holds packets while one is resolved
+//! (see [`neigh`]). With [`Forward::with_icmp_errors`], TTL expiry and missing routes are
+//! answered with ICMP errors ([`crate::icmp`]) instead of dropped. IPv4 options are forwarded
+//! untouched.
 
 pub mod lpm4;
 pub mod lpm6;
