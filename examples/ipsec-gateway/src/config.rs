@@ -403,8 +403,12 @@ pub struct SaEntry {
     /// AEAD provider: `fastest` (default: the fastest compiled in for this CPU), or a provider
     /// name (`rustcrypto`; `ring` with the `accel` feature).
     pub provider: Option<String>,
-    /// Outer MTU: packets whose encapsulation would exceed it are dropped and counted.
+    /// Outer MTU: packets whose encapsulation would exceed it are answered with ICMP
+    /// Fragmentation Needed / Packet Too Big (`[icmp]`) or dropped, and counted.
     pub mtu: Option<u16>,
+    /// Clamp the MSS option of TCP SYN segments through this SA to at most this value.
+    #[serde(default)]
+    pub mss_clamp: Option<u16>,
 }
 
 fn default_mode() -> String {
@@ -1166,6 +1170,7 @@ fn sa_config(i: usize, e: &SaEntry, shards: usize, base: Option<&Path>) -> Resul
         })?,
     };
     cfg.mtu = e.mtu;
+    cfg.mss_clamp = e.mss_clamp;
     cfg.esn = e.esn;
     if let Some(w) = e.replay_window {
         cfg.replay_window = w;

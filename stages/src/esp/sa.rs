@@ -119,6 +119,10 @@ pub struct SaConfig {
     /// encapsulations are dropped as `EspMtuExceeded`. `None`: only the 65 535-byte limit of the
     /// IP length field applies (`EspTooBig`).
     pub mtu: Option<u16>,
+    /// Clamp the MSS option of TCP SYN segments through this SA to at most this many bytes
+    /// (outbound: before encryption; inbound: after decryption), so TCP sessions fit the tunnel
+    /// without fragmentation or PMTU discovery. `None`: segments are left alone.
+    pub mss_clamp: Option<u16>,
     /// Inbound: the traffic selector decrypted packets must match (RFC 4301 §5.2: a peer may
     /// only send what the SA was negotiated for); mismatches are dropped as `PolicyDiscard`.
     /// `None` accepts any inner packet.
@@ -139,6 +143,7 @@ impl std::fmt::Debug for SaConfig {
             .field("replay_window", &self.replay_window)
             .field("lifetime", &self.lifetime)
             .field("mtu", &self.mtu)
+            .field("mss_clamp", &self.mss_clamp)
             .field("selector", &self.selector)
             .finish_non_exhaustive()
     }
@@ -159,6 +164,7 @@ impl PartialEq for SaConfig {
             && self.lifetime == o.lifetime
             && self.outer_ttl == o.outer_ttl
             && self.mtu == o.mtu
+            && self.mss_clamp == o.mss_clamp
             && self.selector == o.selector
     }
 }
@@ -190,6 +196,7 @@ impl SaConfig {
             lifetime: Lifetime::default(),
             outer_ttl: 64,
             mtu: None,
+            mss_clamp: None,
             selector: None,
         }
     }
@@ -314,6 +321,7 @@ pub struct SecurityAssociation {
     outer_ttl: u8,
     /// Largest outer IP packet; `usize::MAX` without an MTU.
     mtu: usize,
+    mss_clamp: Option<u16>,
     salt: [u8; SALT_LEN],
     cipher: Box<dyn EspAead>,
     created: Instant,
@@ -380,6 +388,7 @@ impl SecurityAssociation {
             hard_deadline: Deadline::new(created, cfg.lifetime.hard.time),
             outer_ttl: cfg.outer_ttl,
             mtu: cfg.mtu.map_or(usize::MAX, usize::from),
+            mss_clamp: cfg.mss_clamp,
             salt: s,
             cipher,
             created,
@@ -441,6 +450,11 @@ impl SecurityAssociation {
     /// Largest outer IP packet this SA produces, when configured.
     pub fn mtu(&self) -> Option<u16> {
         u16::try_from(self.mtu).ok()
+    }
+    /// The MSS clamp of TCP SYN segments through this SA ([`SaConfig::mss_clamp`]).
+    #[inline]
+    pub fn mss_clamp(&self) -> Option<u16> {
+        self.mss_clamp
     }
     #[inline]
     pub(crate) fn mtu_limit(&self) -> usize {

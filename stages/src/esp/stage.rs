@@ -55,6 +55,8 @@ pub struct EspStats {
     pub events_sent: u64,
     /// SA events lost (queue full or no queue configured).
     pub events_lost: u64,
+    /// TCP SYN segments whose MSS option was clamped ([`crate::esp::SaConfig::mss_clamp`]).
+    pub mss_clamped: u64,
 }
 
 #[inline]
@@ -189,6 +191,11 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
                     OutboundDecision::NoSa => Verdict::Drop(DropReason::EspNoSa),
                     OutboundDecision::Protect(i) => {
                         let sa = set.sa(i);
+                        if let Some(mss) = sa.mss_clamp()
+                            && crate::mss::clamp(&mut p.data_mut()[l3..], mss)
+                        {
+                            stats.mss_clamped += 1;
+                        }
                         let r = prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
                             raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
                         });
@@ -428,7 +435,9 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                     // The ESN high bits are inferred from the window as left by the previous
                     // packet of the SA (RFC 4303 Appendix A), so ESN packets are done one by
                     // one, in order.
-                    return decap_verdict(decapsulate(p, l3, &loc, sa, &mut states[i], now, ev), stats);
+                    let v = decap_verdict(decapsulate(p, l3, &loc, sa, &mut states[i], now, ev), stats);
+                    clamp_inner(p, l3, sa, v, stats);
+                    return v;
                 }
                 match prepare_decap(p, &loc, sa, &mut states[i], now, ev) {
                     Ok(plan) => {
@@ -454,8 +463,26 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                 raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
             });
             verdicts[k] = decap_verdict(r, stats);
+            clamp_inner(p, *l3, sa, verdicts[k], stats);
         }
         apply_verdicts(cx, batch, &verdicts);
+    }
+}
+
+/// Clamps the MSS of a decrypted TCP SYN when its SA says so.
+#[inline]
+fn clamp_inner<B: PacketBuf>(
+    p: &mut B,
+    l3: usize,
+    sa: &SecurityAssociation,
+    v: Verdict,
+    stats: &mut EspStats,
+) {
+    if let (Some(mss), Verdict::Continue) = (sa.mss_clamp(), v)
+        && let Some(ip) = p.data_mut().get_mut(l3..)
+        && crate::mss::clamp(ip, mss)
+    {
+        stats.mss_clamped += 1;
     }
 }
 
