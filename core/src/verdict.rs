@@ -222,6 +222,31 @@ impl CustomReason {
     }
 }
 
+/// The reason's stable name ([`DropReason::name`]): `tx_full`, or the name a custom reason was
+/// registered with (`custom_N` for a slot never registered).
+///
+/// ```
+/// use wirespeed_core::{CustomReason, DropReason};
+///
+/// assert_eq!(DropReason::EspWrongEndpoint.to_string(), "esp_wrong_endpoint");
+/// let r = DropReason::register("display_example")?;
+/// assert_eq!(format!("{r}"), "display_example");
+/// assert_eq!(DropReason::Custom(CustomReason::new(31).unwrap()).to_string(), "custom_31");
+/// # Ok::<(), wirespeed_core::DropReasonError>(())
+/// ```
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// The slot's name, as [`CustomReason::name`].
+impl std::fmt::Display for CustomReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
 /// Why a custom drop reason could not be registered.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DropReasonError {

@@ -7,7 +7,7 @@ use ipsec_gateway::gateway::{Shared, Tables};
 use wirespeed_core::backend::mem::{MemConfig, MemPort};
 use wirespeed_core::{BufferPool, Pipeline, PoolConfig, Port, Runtime, RuntimeConfig};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), ipsec_gateway::app::Report> {
     // Configuration: TOML, checked up front; its routes and SAs become epoch-published tables.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let cfg = GatewayConfig::load(&dir.join("configs/mem.toml"))?;

@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use wirespeed_core::epoch::{Publisher, Subscriber};
 use wirespeed_core::pipeline::transmit;
 use wirespeed_core::rss::{Reta, RssHasher, SteeringEngine};
+use wirespeed_core::runtime::IdlePolicy;
 use wirespeed_core::{
     Batch, BufferPool, DropReason, FlowClass, LoopOptions, PacketBuf, Pinning, Poll, PoolBuf, Port, Runtime,
     RuntimeConfig, RxQueue, ShardCounters, ShardCtx, ShardStats, Stage, TxQueue, Verdict, Worker,
@@ -451,6 +452,7 @@ where
         pinning: if cfg.cores.is_empty() { Pinning::Auto } else { Pinning::Cores(cfg.cores.clone()) },
         loop_options: LoopOptions {
             exit_when_finished: mode == RunMode::UntilInputEnds,
+            idle: cfg.idle,
             ..LoopOptions::default()
         },
         name: cfg.name.clone(),
@@ -626,12 +628,25 @@ impl Gateway {
     }
 
     /// Waits for offline input to end, then returns every shard's final counters.
-    pub fn wait_finished(mut self) -> Result<Vec<ShardStats>, BuildError> {
+    pub fn wait_finished(self) -> Result<Vec<ShardStats>, BuildError> {
+        self.wait_finished_timed().map(|(stats, _)| stats)
+    }
+
+    /// [`Gateway::wait_finished`], also returning the packet-processing window: from the first
+    /// data shard's first busy poll to the end of the last one's input (`None` when no data
+    /// shard had a packet). Start-up (pool, ports, tables, threads) and shutdown are outside it.
+    pub fn wait_finished_timed(
+        mut self,
+    ) -> Result<(Vec<ShardStats>, Option<std::time::Duration>), BuildError> {
         let rt = self.runtime.take().ok_or(BuildError::Port("already stopped".into()))?;
         let reports = rt.wait_finished()?;
         self.routes.reclaim();
         self.sad.reclaim();
-        Ok(reports.into_iter().map(|r| r.stats).collect())
+        let data: Vec<&DataReport> = reports.iter().filter_map(|r| r.report::<DataReport>()).collect();
+        let start = data.iter().filter_map(|d| d.first_busy).min();
+        let end = data.iter().filter_map(|d| d.input_ended).max();
+        let window = start.zip(end).map(|(s, e)| e.saturating_duration_since(s));
+        Ok((reports.into_iter().map(|r| r.stats).collect(), window))
     }
 
     /// Drains and stops every shard; returns their final counters.
@@ -682,11 +697,33 @@ pub fn prometheus(gateway: &str, stats: &[ShardStats]) -> String {
 
 impl<P: Port + 'static> Worker for DataShard<P> {
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
-        DataShard::poll(self, cx)
+        let p = DataShard::poll(self, cx);
+        // The processing window, for throughput figures: one branch per poll, a clock read
+        // only at the end (the start takes the loop's coarse clock, which is never later).
+        match p {
+            Poll::Busy(_) if self.window.0.is_none() => self.window.0 = Some(cx.now),
+            Poll::Finished if self.window.1.is_none() => self.window.1 = Some(std::time::Instant::now()),
+            _ => {}
+        }
+        p
     }
 
     fn drain(&mut self, cx: &mut ShardCtx) {
         DataShard::drain(self, cx)
+    }
+
+    fn set_idle_policy(&mut self, policy: IdlePolicy) {
+        self.lan_rx.set_idle_policy(policy);
+        self.wan_rx.set_idle_policy(policy);
+    }
+
+    /// Waits on the LAN and the WAN queue in turn, for half the timeout each (a queue cannot
+    /// wait on another's socket), so the first packet after an idle spell on the side not
+    /// waited on waits at most that half. A port that cannot wait makes the runtime sleep.
+    fn wait(&mut self, timeout: std::time::Duration) -> bool {
+        self.wait_wan = !self.wait_wan;
+        let rx = if self.wait_wan { &mut self.wan_rx } else { &mut self.lan_rx };
+        rx.wait(timeout / 2)
     }
 
     fn report(&mut self) -> Option<wirespeed_core::runtime::WorkerReport> {
@@ -694,6 +731,8 @@ impl<P: Port + 'static> Worker for DataShard<P> {
             encrypt: *self.outbound.3.stats(),
             decrypt: *self.inbound.3.stats(),
             cleartext_dropped: self.inbound.2.dropped(),
+            first_busy: self.window.0,
+            input_ended: self.window.1,
             hold: [self.outbound.2.counters(), self.inbound.4.counters()],
         }))
     }
@@ -723,6 +762,10 @@ pub struct DataReport {
     pub decrypt: wirespeed_stages::esp::EspStats,
     /// Cleartext packets the WAN side refused.
     pub cleartext_dropped: u64,
+    /// When the shard first had packets to process (`None`: it never had any).
+    pub first_busy: Option<std::time::Instant>,
+    /// When its input ended, everything processed (`None`: stopped before, or live ports).
+    pub input_ended: Option<std::time::Instant>,
     /// Packets held for next-hop resolution, outbound and inbound path.
     pub hold: [HoldCounters; 2],
 }
@@ -743,8 +786,12 @@ pub struct DataShard<P: Port> {
     inbound: Inbound<P::Buf>,
     batch: Batch<P::Buf>,
     scratch: Batch<P::Buf>,
+    /// First busy poll and end of input, for [`DataReport`].
+    window: (Option<std::time::Instant>, Option<std::time::Instant>),
     /// Packets the control shard hands over (LAN, WAN), see [`DataShard::with_handoff`].
     handoff: Option<[PuntQueue<P::Buf>; 2]>,
+    /// Which queue the next blocking wait is on.
+    wait_wan: bool,
 }
 
 impl<P: Port> DataShard<P> {
@@ -792,7 +839,9 @@ impl<P: Port> DataShard<P> {
             inbound: shared.inbound(fib_in, learned_in, sa_dec, sa_guard),
             batch: Batch::new(),
             scratch: Batch::new(),
+            window: (None, None),
             handoff: None,
+            wait_wan: false,
         }
     }
 
@@ -836,6 +885,9 @@ impl<P: Port> DataShard<P> {
             cx.counters.drop_packets(reason, count);
         }
         if n == 0 {
+            for t in tx.iter_mut() {
+                t.idle();
+            }
             return 0;
         }
         cx.counters.rx_packets += n as u64;

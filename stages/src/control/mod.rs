@@ -159,7 +159,9 @@ pub struct ControlConfig {
     pub management_port: u16,
     /// Management connections open at once, handshakes included: the listener backlog. When
     /// every one is taken and a new SYN arrives, the oldest half-open connection is reclaimed
-    /// for it; when all are established, the SYN is refused (RST) and counted. Each costs
+    /// for it; when all are established, the oldest connection of the source address holding
+    /// the most is reclaimed if that source holds at least two more than the new one's source
+    /// (per-source fairness), else the SYN is refused (RST) and counted. Each costs
     /// about 17 KiB of socket buffers; the default, 16, lets a legitimate handshake survive
     /// 15 flood SYNs arriving within its round trip (smoltcp has no SYN cookies).
     pub connections: usize,
@@ -275,6 +277,9 @@ pub struct ControlCounters {
     pub reclaimed_half_open: u64,
     /// Established connections aborted for making no progress or outliving their lifetime.
     pub reclaimed_stalled: u64,
+    /// Connections taken from the source holding the most of them so that a source holding
+    /// fewer could connect (per-source fairness: a few clients cannot hold every slot).
+    pub reclaimed_for_fairness: u64,
     /// Frames smoltcp neither answered nor delivered to a socket (not for the appliance,
     /// unsupported, malformed, or an ARP/ND answer it only learns from); counted on the
     /// control shard as [`DropReason::ControlIgnored`].
@@ -668,13 +673,43 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
             .conns
             .iter()
             .any(|c| self.sockets.get::<tcp::Socket<'_>>(c.handle).remote_endpoint() == Some(from));
-        if !listening
-            && !known
-            && let Some((_, i)) = oldest_half_open
-        {
+        if listening || known {
+            return;
+        }
+        if let Some((_, i)) = oldest_half_open {
             relisten(&mut self.sockets, &mut self.conns[i], self.port);
             self.counters.reclaimed_half_open += 1;
+            return;
         }
+        if let Some(i) = self.unfair_slot(from.addr) {
+            relisten(&mut self.sockets, &mut self.conns[i], self.port);
+            self.counters.reclaimed_for_fairness += 1;
+        }
+    }
+
+    /// Every slot is established and `newcomer` asks for one: the oldest connection of the
+    /// source holding the most slots, if it holds at least two and two more than `newcomer`.
+    fn unfair_slot(&self, newcomer: IpAddress) -> Option<usize> {
+        let sources: Vec<(usize, Option<IpAddress>, Option<smoltcp::time::Instant>)> = self
+            .conns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let s = self.sockets.get::<tcp::Socket<'_>>(c.handle);
+                (i, s.remote_endpoint().map(|e| e.addr), c.opened)
+            })
+            .collect();
+        let count = |a: IpAddress| sources.iter().filter(|(_, s, _)| *s == Some(a)).count();
+        let (heaviest, most) =
+            sources.iter().filter_map(|(_, s, _)| *s).map(|a| (a, count(a))).max_by_key(|(_, n)| *n)?;
+        if most < 2 || most < count(newcomer) + 2 {
+            return None;
+        }
+        sources
+            .iter()
+            .filter(|(_, s, _)| *s == Some(heaviest))
+            .min_by_key(|(_, _, opened)| *opened)
+            .map(|(i, _, _)| *i)
     }
 
     /// Accounts for the frame smoltcp just took: refused connection requests, and frames that
