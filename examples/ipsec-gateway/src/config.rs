@@ -108,9 +108,29 @@ pub struct FileConfig {
     /// `[[sa]]` (the static SAD).
     #[serde(default)]
     pub sa: Vec<SaEntry>,
+    /// `[icmp]`: ICMP errors from the data plane.
+    #[serde(default)]
+    pub icmp: IcmpSection,
     /// `[runtime]`: how the shards behave.
     #[serde(default)]
     pub runtime: RuntimeSection,
+}
+
+/// `[icmp]`: what the gateway answers with ICMP / ICMPv6 errors (Time Exceeded, Destination
+/// Unreachable, Fragmentation Needed / Packet Too Big for packets that do not fit a tunnel).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IcmpSection {
+    /// Send errors (default true); false drops those packets silently (counted).
+    pub errors: bool,
+    /// Errors per second per data shard and path (token bucket).
+    pub rate: u32,
+}
+
+impl Default for IcmpSection {
+    fn default() -> Self {
+        Self { errors: true, rate: 100 }
+    }
 }
 
 /// `[runtime]`.
@@ -417,8 +437,12 @@ pub struct SaEntry {
     /// AEAD provider: `fastest` (default: the fastest compiled in for this CPU), or a provider
     /// name (`rustcrypto`; `ring` with the `accel` feature).
     pub provider: Option<String>,
-    /// Outer MTU: packets whose encapsulation would exceed it are dropped and counted.
+    /// Outer MTU: packets whose encapsulation would exceed it are answered with ICMP
+    /// Fragmentation Needed / Packet Too Big (`[icmp]`) or dropped, and counted.
     pub mtu: Option<u16>,
+    /// Clamp the MSS option of TCP SYN segments through this SA to at most this value.
+    #[serde(default)]
+    pub mss_clamp: Option<u16>,
 }
 
 fn default_mode() -> String {
@@ -572,6 +596,8 @@ pub struct GatewayConfig {
     pub policies: Vec<NamedPolicy>,
     /// The SAD.
     pub sas: Vec<SaConfig>,
+    /// ICMP errors: `Some(rate)` per second per shard and path when enabled.
+    pub icmp_rate: Option<u32>,
     /// What idle shards do (`[runtime] idle`).
     pub idle: IdlePolicy,
 }
@@ -906,6 +932,7 @@ impl FileConfig {
             neighbors,
             policies,
             sas,
+            icmp_rate: (self.icmp.errors && self.icmp.rate > 0).then_some(self.icmp.rate),
         })
     }
 }
@@ -1369,6 +1396,7 @@ fn sa_config(i: usize, e: &SaEntry, shards: usize, base: Option<&Path>) -> Resul
         })?,
     };
     cfg.mtu = e.mtu;
+    cfg.mss_clamp = e.mss_clamp;
     cfg.esn = e.esn;
     if let Some(w) = e.replay_window {
         cfg.replay_window = w;

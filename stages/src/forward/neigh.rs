@@ -299,6 +299,14 @@ impl<B: PacketBuf> Resolving<B> {
                         continue;
                     }
                     Err(Miss::Drop(r)) => {
+                        if self.fwd.icmp.is_some() && self.fwd.icmp_error(&mut h.pkt, r, now) {
+                            let _ = batch.push(h.pkt);
+                            released += 1;
+                            if let Some(p) = self.pending(h.hop) {
+                                p.queued -= 1;
+                            }
+                            continue;
+                        }
                         cx.counters.drop_packet(r);
                         outcome = Some(true);
                     }
@@ -369,6 +377,7 @@ impl<B: PacketBuf> Stage<B> for Resolving<B> {
             }
             match self.fwd.route(p.data_mut(), kind, off) {
                 Ok(port) => p.meta_mut().out_port = port,
+                Err(Miss::Drop(r)) if self.fwd.icmp.is_some() && self.fwd.icmp_error(p, r, cx.now) => {}
                 Err(m) => {
                     *o = Some(m);
                     any = true;
