@@ -16,6 +16,8 @@
 //!   CLMUL, ChaCha20-Poly1305 with AVX2). Also detects CPU features at run time.
 //! - [`super::gcm::BatchGcm`]: this crate's batch AES-GCM (AES-NI + PCLMULQDQ, detected at run
 //!   time), which interleaves the packets of a batch; AES-GCM only.
+//! - [`super::chacha::BatchChaCha`]: this crate's batch ChaCha20-Poly1305 (AVX-512 or AVX2,
+//!   detected at run time), ChaCha20 across the packets of a batch; ChaCha20-Poly1305 only.
 //!
 //! Third-party providers (hardware offload, …) implement the same trait outside this crate; see
 //! the example on [`AeadProvider`]. The choice is per SA ([`crate::esp::SaConfig::provider`]),
@@ -138,13 +140,18 @@ pub fn default_provider() -> ProviderRef {
 
 /// Every provider compiled into this build that works on this CPU, fastest first per the
 /// benches in `benches/benches/esp.rs`: the batch AES-GCM [`super::gcm::BatchGcm`] (AES-GCM
-/// only, when the CPU has AES-NI and PCLMULQDQ), ring (feature `accel`), RustCrypto.
+/// only, when the CPU has AES-NI and PCLMULQDQ), the batch ChaCha20-Poly1305
+/// [`super::chacha::BatchChaCha`] (ChaCha20-Poly1305 only, when the CPU has AVX2), ring
+/// (feature `accel`), RustCrypto.
 // Entries depend on features and the CPU, hence pushes rather than `vec![]`.
 #[allow(clippy::vec_init_then_push)]
 pub fn builtin_providers() -> Vec<ProviderRef> {
     let mut v: Vec<ProviderRef> = Vec::new();
     if super::gcm::BatchGcm::detected() {
         v.push(std::sync::Arc::new(super::gcm::BatchGcm));
+    }
+    if super::chacha::BatchChaCha::detected() {
+        v.push(std::sync::Arc::new(super::chacha::BatchChaCha));
     }
     #[cfg(feature = "accel")]
     v.push(std::sync::Arc::new(Ring));

@@ -1,0 +1,506 @@
+//! The x86-64 kernels of the batch ChaCha20-Poly1305: ChaCha20 on sixteen (AVX-512) or eight
+//! (AVX2) blocks at once, *state-transposed*: register `i` holds word `i` of every block, one
+//! block per 32-bit lane, so the quarter rounds are plain lane-wise adds, xors and rotates and
+//! the blocks of a call may belong to any packets of the batch (each lane has its own nonce and
+//! counter). The sixteen words are transposed back to sixteen 64-byte blocks at the end.
+//!
+//! The batch driver ([`seal_all`], [`open_all`]) runs groups of up to [`GROUP`] packets:
+//! 1. the Poly1305 key of every packet of the group (block 0 of each: one kernel call);
+//! 2. opening: each packet's tag is computed over the ciphertext and checked (constant time);
+//! 3. the data blocks (counter 1, 2, …) of every packet (opening: of every packet whose tag
+//!    verified) are queued and generated sixteen at a time whatever the packet boundaries, and
+//!    xored into the packets in place;
+//! 4. sealing: the tags over the ciphertext.
+//!
+//! Poly1305 is scalar (`poly1305.rs`), two packets at a time so that the CPU overlaps their
+//! multiply chains.
+//!
+//! `unsafe` here: the loads and stores between the lane arrays / keystream buffer and the
+//! registers (pointers into arrays of exactly the loaded size), and the calls into
+//! `#[target_feature]` functions, which are only made through a [`Kernel`], which exists only
+//! when run-time detection found the features.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use zeroize::Zeroize;
+
+use super::poly1305::{Poly1305, aead_tag};
+use super::{ChaChaPath, MAX_LEN};
+use crate::esp::aead::{AeadError, AeadJob, ICV_LEN, NONCE_LEN};
+
+/// Packets per group (their data stays in L1 between the passes; one kernel call makes all
+/// their Poly1305 keys).
+const GROUP: usize = 16;
+/// The most blocks one kernel call makes.
+const LANES: usize = 16;
+
+/// "expand 32-byte k".
+const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
+
+/// The per-block inputs of a kernel call, one lane per block: counter and the three nonce
+/// words (structure of arrays, so each is one vector load).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(super) struct Lanes {
+    ctr: [u32; LANES],
+    n0: [u32; LANES],
+    n1: [u32; LANES],
+    n2: [u32; LANES],
+}
+
+impl Lanes {
+    const fn new() -> Self {
+        Self { ctr: [0; LANES], n0: [0; LANES], n1: [0; LANES], n2: [0; LANES] }
+    }
+
+    #[inline(always)]
+    fn set(&mut self, lane: usize, ctr: u32, nonce: &[u32; 3]) {
+        self.ctr[lane] = ctr;
+        self.n0[lane] = nonce[0];
+        self.n1[lane] = nonce[1];
+        self.n2[lane] = nonce[2];
+    }
+}
+
+/// The output of a kernel call: block `i` is lane `i`'s keystream.
+#[repr(C, align(64))]
+pub(super) struct Keystream([[u8; 64]; LANES]);
+
+impl Drop for Keystream {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// A ChaCha20 kernel the CPU has: only made by [`Kernel::new`], after detection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Kernel(ChaChaPath);
+
+impl Kernel {
+    /// The kernel of `path`, if this CPU runs it.
+    pub(super) fn new(path: ChaChaPath) -> Option<Self> {
+        path.available().then_some(Kernel(path))
+    }
+
+    pub(super) fn path(self) -> ChaChaPath {
+        self.0
+    }
+}
+
+/// The key words (little endian).
+pub(super) fn key_words(key: &[u8; 32]) -> [u32; 8] {
+    std::array::from_fn(|i| u32::from_le_bytes([key[4 * i], key[4 * i + 1], key[4 * i + 2], key[4 * i + 3]]))
+}
+
+fn nonce_words(n: &[u8; NONCE_LEN]) -> [u32; 3] {
+    std::array::from_fn(|i| u32::from_le_bytes([n[4 * i], n[4 * i + 1], n[4 * i + 2], n[4 * i + 3]]))
+}
+
+macro_rules! rounds {
+    ($x:ident, $add:ident, $xor:ident, $rol16:expr, $rol12:expr, $rol8:expr, $rol7:expr) => {{
+        macro_rules! qr {
+            ($a:literal, $b:literal, $c:literal, $d:literal) => {
+                $x[$a] = $add($x[$a], $x[$b]);
+                $x[$d] = $rol16($xor($x[$d], $x[$a]));
+                $x[$c] = $add($x[$c], $x[$d]);
+                $x[$b] = $rol12($xor($x[$b], $x[$c]));
+                $x[$a] = $add($x[$a], $x[$b]);
+                $x[$d] = $rol8($xor($x[$d], $x[$a]));
+                $x[$c] = $add($x[$c], $x[$d]);
+                $x[$b] = $rol7($xor($x[$b], $x[$c]));
+            };
+        }
+        for _ in 0..10 {
+            qr!(0, 4, 8, 12);
+            qr!(1, 5, 9, 13);
+            qr!(2, 6, 10, 14);
+            qr!(3, 7, 11, 15);
+            qr!(0, 5, 10, 15);
+            qr!(1, 6, 11, 12);
+            qr!(2, 7, 8, 13);
+            qr!(3, 4, 9, 14);
+        }
+    }};
+}
+
+/// Sixteen blocks (lanes 0..16) in 512-bit registers.
+#[target_feature(enable = "avx512f")]
+fn blocks16(key: &[u32; 8], l: &Lanes, out: &mut Keystream) {
+    // SAFETY: each array is 16 `u32`s = 64 readable bytes; the loads are unaligned.
+    let ld = |a: &[u32; LANES]| unsafe { _mm512_loadu_si512(a.as_ptr().cast()) };
+    let mut init = [_mm512_setzero_si512(); 16];
+    for i in 0..4 {
+        init[i] = _mm512_set1_epi32(SIGMA[i] as i32);
+    }
+    for i in 0..8 {
+        init[4 + i] = _mm512_set1_epi32(key[i] as i32);
+    }
+    init[12] = ld(&l.ctr);
+    init[13] = ld(&l.n0);
+    init[14] = ld(&l.n1);
+    init[15] = ld(&l.n2);
+    let mut x = init;
+    rounds!(
+        x,
+        _mm512_add_epi32,
+        _mm512_xor_si512,
+        _mm512_rol_epi32::<16>,
+        _mm512_rol_epi32::<12>,
+        _mm512_rol_epi32::<8>,
+        _mm512_rol_epi32::<7>
+    );
+    for i in 0..16 {
+        x[i] = _mm512_add_epi32(x[i], init[i]);
+    }
+    // Transpose: for each group q of four words, a[q][k] holds in its 128-bit lane L the
+    // words 4q..4q+4 of block 4L + k.
+    let mut a = [[_mm512_setzero_si512(); 4]; 4];
+    for q in 0..4 {
+        let (x0, x1, x2, x3) = (x[4 * q], x[4 * q + 1], x[4 * q + 2], x[4 * q + 3]);
+        let t0 = _mm512_unpacklo_epi32(x0, x1);
+        let t1 = _mm512_unpackhi_epi32(x0, x1);
+        let t2 = _mm512_unpacklo_epi32(x2, x3);
+        let t3 = _mm512_unpackhi_epi32(x2, x3);
+        a[q] = [
+            _mm512_unpacklo_epi64(t0, t2),
+            _mm512_unpackhi_epi64(t0, t2),
+            _mm512_unpacklo_epi64(t1, t3),
+            _mm512_unpackhi_epi64(t1, t3),
+        ];
+    }
+    // SAFETY: each block is 64 writable bytes; the stores are unaligned.
+    let st = |b: &mut [u8; 64], v: __m512i| unsafe { _mm512_storeu_si512(b.as_mut_ptr().cast(), v) };
+    for k in 0..4 {
+        let e0 = _mm512_shuffle_i32x4::<0x44>(a[0][k], a[1][k]);
+        let e1 = _mm512_shuffle_i32x4::<0xee>(a[0][k], a[1][k]);
+        let f0 = _mm512_shuffle_i32x4::<0x44>(a[2][k], a[3][k]);
+        let f1 = _mm512_shuffle_i32x4::<0xee>(a[2][k], a[3][k]);
+        st(&mut out.0[k], _mm512_shuffle_i32x4::<0x88>(e0, f0));
+        st(&mut out.0[4 + k], _mm512_shuffle_i32x4::<0xdd>(e0, f0));
+        st(&mut out.0[8 + k], _mm512_shuffle_i32x4::<0x88>(e1, f1));
+        st(&mut out.0[12 + k], _mm512_shuffle_i32x4::<0xdd>(e1, f1));
+    }
+}
+
+#[inline(always)]
+fn rol256<const L: i32, const R: i32>(v: __m256i) -> __m256i {
+    // SAFETY: only inlined into `blocks8`, which enables AVX2.
+    unsafe { _mm256_or_si256(_mm256_slli_epi32::<L>(v), _mm256_srli_epi32::<R>(v)) }
+}
+
+/// Eight blocks (lanes `base..base + 8`) in 256-bit registers.
+#[target_feature(enable = "avx2")]
+fn blocks8(key: &[u32; 8], l: &Lanes, base: usize, out: &mut Keystream) {
+    let ld = |a: &[u32; LANES]| {
+        let a: &[u32; 8] = a[base..base + 8].try_into().unwrap_or_else(|_| unreachable!("8 lanes"));
+        // SAFETY: `a` is 32 readable bytes; the load is unaligned.
+        unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
+    };
+    let mut init = [_mm256_setzero_si256(); 16];
+    for i in 0..4 {
+        init[i] = _mm256_set1_epi32(SIGMA[i] as i32);
+    }
+    for i in 0..8 {
+        init[4 + i] = _mm256_set1_epi32(key[i] as i32);
+    }
+    init[12] = ld(&l.ctr);
+    init[13] = ld(&l.n0);
+    init[14] = ld(&l.n1);
+    init[15] = ld(&l.n2);
+    let r16 = _mm256_set_epi8(
+        13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2, 13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0,
+        3, 2,
+    );
+    let r8 = _mm256_set_epi8(
+        14, 13, 12, 15, 10, 9, 8, 11, 6, 5, 4, 7, 2, 1, 0, 3, 14, 13, 12, 15, 10, 9, 8, 11, 6, 5, 4, 7, 2, 1,
+        0, 3,
+    );
+    let rol16 = |v| _mm256_shuffle_epi8(v, r16);
+    let rol8 = |v| _mm256_shuffle_epi8(v, r8);
+    let mut x = init;
+    rounds!(x, _mm256_add_epi32, _mm256_xor_si256, rol16, rol256::<12, 20>, rol8, rol256::<7, 25>);
+    for i in 0..16 {
+        x[i] = _mm256_add_epi32(x[i], init[i]);
+    }
+    let mut a = [[_mm256_setzero_si256(); 4]; 4];
+    for q in 0..4 {
+        let (x0, x1, x2, x3) = (x[4 * q], x[4 * q + 1], x[4 * q + 2], x[4 * q + 3]);
+        let t0 = _mm256_unpacklo_epi32(x0, x1);
+        let t1 = _mm256_unpackhi_epi32(x0, x1);
+        let t2 = _mm256_unpacklo_epi32(x2, x3);
+        let t3 = _mm256_unpackhi_epi32(x2, x3);
+        a[q] = [
+            _mm256_unpacklo_epi64(t0, t2),
+            _mm256_unpackhi_epi64(t0, t2),
+            _mm256_unpacklo_epi64(t1, t3),
+            _mm256_unpackhi_epi64(t1, t3),
+        ];
+    }
+    // SAFETY: `b` is 32 writable bytes; the store is unaligned.
+    let st = |b: &mut [u8], v: __m256i| unsafe { _mm256_storeu_si256(b[..32].as_mut_ptr().cast(), v) };
+    for k in 0..4 {
+        // Block 4L + k is a[0][k].L ‖ a[1][k].L ‖ a[2][k].L ‖ a[3][k].L.
+        let lo = &mut out.0[base + k];
+        st(&mut lo[..32], _mm256_permute2x128_si256::<0x20>(a[0][k], a[1][k]));
+        st(&mut lo[32..], _mm256_permute2x128_si256::<0x20>(a[2][k], a[3][k]));
+        let hi = &mut out.0[base + 4 + k];
+        st(&mut hi[..32], _mm256_permute2x128_si256::<0x31>(a[0][k], a[1][k]));
+        st(&mut hi[32..], _mm256_permute2x128_si256::<0x31>(a[2][k], a[3][k]));
+    }
+}
+
+impl Kernel {
+    /// The keystream of lanes `0..n` (`n` ≤ 16) into `out`.
+    #[inline(always)]
+    pub(super) fn run(self, key: &[u32; 8], l: &Lanes, n: usize, out: &mut Keystream) {
+        match self.0 {
+            // SAFETY: a `Kernel` of this path exists only when the CPU has AVX-512F and AVX2
+            // (`Kernel::new`).
+            ChaChaPath::Avx512 if n > 8 => unsafe { blocks16(key, l, out) },
+            ChaChaPath::Avx512 | ChaChaPath::Avx2 => {
+                // SAFETY: every path needs AVX2 (`Kernel::new`).
+                unsafe { blocks8(key, l, 0, out) };
+                if n > 8 {
+                    // SAFETY: as above.
+                    unsafe { blocks8(key, l, 8, out) };
+                }
+            }
+        }
+    }
+}
+
+/// `d ^= ks` (`d` at most 64 bytes).
+#[inline(always)]
+fn xor_block(d: &mut [u8], ks: &[u8; 64]) {
+    if d.len() == 64 {
+        for (d, k) in d.chunks_exact_mut(8).zip(ks.chunks_exact(8)) {
+            let x = u64::from_ne_bytes(d.try_into().unwrap_or([0; 8]))
+                ^ u64::from_ne_bytes(k.try_into().unwrap_or([0; 8]));
+            d.copy_from_slice(&x.to_ne_bytes());
+        }
+    } else {
+        for (d, k) in d.iter_mut().zip(ks) {
+            *d ^= k;
+        }
+    }
+}
+
+/// The data blocks of a group, queued across packets and generated sixteen at a time.
+struct Queue {
+    lanes: Lanes,
+    /// (packet of the group, byte offset) of each lane's block.
+    dest: [(usize, usize); LANES],
+    n: usize,
+    ks: Keystream,
+}
+
+impl Queue {
+    #[inline(always)]
+    fn flush(&mut self, k: Kernel, key: &[u32; 8], jobs: &mut [AeadJob<'_>]) {
+        k.run(key, &self.lanes, self.n, &mut self.ks);
+        for (&(j, off), ks) in self.dest[..self.n].iter().zip(&self.ks.0) {
+            let data = &mut *jobs[j].data;
+            let end = data.len().min(off + 64);
+            xor_block(&mut data[off..end], ks);
+        }
+        self.n = 0;
+    }
+}
+
+/// Steps 1 and 3 for a group; `keys` gets each packet's Poly1305 key, `todo[j]` says whether
+/// packet `j`'s data is transformed (step 2 runs between them: `between`).
+#[inline(always)]
+fn group(
+    k: Kernel,
+    key: &[u32; 8],
+    jobs: &mut [AeadJob<'_>],
+    todo: &mut [bool; GROUP],
+    keys: &mut [[u8; 32]; GROUP],
+    between: impl FnOnce(&mut [AeadJob<'_>], &[[u8; 32]; GROUP], &mut [bool; GROUP]),
+) {
+    let mut q = Queue { lanes: Lanes::new(), dest: [(0, 0); LANES], n: 0, ks: Keystream([[0; 64]; LANES]) };
+    let mut nonces = [[0u32; 3]; GROUP];
+    for (j, job) in jobs.iter().enumerate() {
+        nonces[j] = nonce_words(&job.nonce);
+        q.lanes.set(j, 0, &nonces[j]);
+    }
+    k.run(key, &q.lanes, jobs.len(), &mut q.ks);
+    for (d, s) in keys.iter_mut().zip(&q.ks.0) {
+        d.copy_from_slice(&s[..32]);
+    }
+    between(jobs, keys, todo);
+    for j in 0..jobs.len() {
+        if !todo[j] {
+            continue;
+        }
+        let len = jobs[j].data.len();
+        let mut off = 0;
+        let mut ctr = 1u32;
+        while off < len {
+            q.lanes.set(q.n, ctr, &nonces[j]);
+            q.dest[q.n] = (j, off);
+            q.n += 1;
+            if q.n == LANES {
+                q.flush(k, key, jobs);
+            }
+            off += 64;
+            ctr = ctr.wrapping_add(1);
+        }
+    }
+    if q.n > 0 {
+        q.flush(k, key, jobs);
+    }
+}
+
+/// The tags of packets `a` and `b` (two chains in one loop, overlapped by the CPU).
+#[inline(always)]
+fn tags2(ka: &[u8; 32], a: &AeadJob<'_>, kb: &[u8; 32], b: &AeadJob<'_>) -> ([u8; 16], [u8; 16]) {
+    let (mut pa, mut pb) = (Poly1305::new(ka), Poly1305::new(kb));
+    pa.padded(a.aad);
+    pb.padded(b.aad);
+    let (da, db) = (&*a.data, &*b.data);
+    let common = da.len().min(db.len()) & !15;
+    Poly1305::padded2(&mut pa, &da[..common], &mut pb, &db[..common]);
+    pa.padded(&da[common..]);
+    pb.padded(&db[common..]);
+    pa.lengths(a.aad.len(), da.len());
+    pb.lengths(b.aad.len(), db.len());
+    (pa.finish(), pb.finish())
+}
+
+/// The tag of every job of `jobs` whose `want[j]` is set, into `out[j]`.
+#[inline(always)]
+fn tags(jobs: &[AeadJob<'_>], keys: &[[u8; 32]; GROUP], want: &[bool; GROUP], out: &mut [[u8; 16]; GROUP]) {
+    let mut pending: Option<usize> = None;
+    for j in 0..jobs.len() {
+        if !want[j] {
+            continue;
+        }
+        match pending.take() {
+            None => pending = Some(j),
+            Some(i) => (out[i], out[j]) = tags2(&keys[i], &jobs[i], &keys[j], &jobs[j]),
+        }
+    }
+    if let Some(i) = pending {
+        out[i] = aead_tag(&keys[i], jobs[i].aad, jobs[i].data);
+    }
+}
+
+/// Constant-time equality of two tags.
+#[inline(always)]
+fn tag_eq(a: &[u8; ICV_LEN], b: &[u8; ICV_LEN]) -> bool {
+    let d = u128::from_ne_bytes(*a) ^ u128::from_ne_bytes(*b);
+    std::hint::black_box(d) == 0
+}
+
+#[inline(always)]
+fn seal_impl(k: Kernel, key: &[u32; 8], jobs: &mut [AeadJob<'_>]) {
+    for chunk in jobs.chunks_mut(GROUP) {
+        let mut todo = [false; GROUP];
+        for (j, job) in chunk.iter_mut().enumerate() {
+            todo[j] = job.data.len() <= MAX_LEN;
+            if !todo[j] {
+                job.result = Err(AeadError::Rejected);
+            }
+        }
+        let mut keys = [[0u8; 32]; GROUP];
+        group(k, key, chunk, &mut todo, &mut keys, |_, _, _| {});
+        let mut out = [[0u8; 16]; GROUP];
+        tags(chunk, &keys, &todo, &mut out);
+        keys.zeroize();
+        for (j, job) in chunk.iter_mut().enumerate() {
+            if todo[j] {
+                *job.icv = out[j];
+                job.result = Ok(());
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn open_impl(k: Kernel, key: &[u32; 8], jobs: &mut [AeadJob<'_>]) {
+    for chunk in jobs.chunks_mut(GROUP) {
+        let mut todo = [false; GROUP];
+        for (j, job) in chunk.iter().enumerate() {
+            todo[j] = job.data.len() <= MAX_LEN;
+        }
+        let mut keys = [[0u8; 32]; GROUP];
+        group(k, key, chunk, &mut todo, &mut keys, |jobs, keys, todo| {
+            let mut out = [[0u8; 16]; GROUP];
+            tags(jobs, keys, todo, &mut out);
+            for (j, job) in jobs.iter().enumerate() {
+                // Only the verdict (public: the packet is dropped or not) is branched on.
+                todo[j] = todo[j] && tag_eq(&out[j], job.icv);
+            }
+        });
+        keys.zeroize();
+        for (j, job) in chunk.iter_mut().enumerate() {
+            job.result = if todo[j] { Ok(()) } else { Err(AeadError::AuthFailed) };
+        }
+    }
+}
+
+/// Seals every job with the AVX-512 kernel.
+#[target_feature(enable = "avx512f,avx2")]
+fn seal_512(k: Kernel, key: &[u32; 8], jobs: &mut [AeadJob<'_>]) {
+    seal_impl(k, key, jobs)
+}
+
+/// Opens every job with the AVX-512 kernel.
+#[target_feature(enable = "avx512f,avx2")]
+fn open_512(k: Kernel, key: &[u32; 8], jobs: &mut [AeadJob<'_>]) {
+    open_impl(k, key, jobs)
+}
+
+/// Seals every job with the AVX2 kernel.
+#[target_feature(enable = "avx2")]
+fn seal_256(k: Kernel, key: &[u32; 8], jobs: &mut [AeadJob<'_>]) {
+    seal_impl(k, key, jobs)
+}
+
+/// Opens every job with the AVX2 kernel.
+#[target_feature(enable = "avx2")]
+fn open_256(k: Kernel, key: &[u32; 8], jobs: &mut [AeadJob<'_>]) {
+    open_impl(k, key, jobs)
+}
+
+/// Seals every job (sets each `result`).
+pub(super) fn seal_all(k: Kernel, key: &[u32; 8], jobs: &mut [AeadJob<'_>]) {
+    match k.0 {
+        // SAFETY: a `Kernel` of this path exists only when the CPU has its features.
+        ChaChaPath::Avx512 => unsafe { seal_512(k, key, jobs) },
+        // SAFETY: as above.
+        ChaChaPath::Avx2 => unsafe { seal_256(k, key, jobs) },
+    }
+}
+
+/// Opens every job (sets each `result`); a packet whose tag fails is left as it came.
+pub(super) fn open_all(k: Kernel, key: &[u32; 8], jobs: &mut [AeadJob<'_>]) {
+    match k.0 {
+        // SAFETY: a `Kernel` of this path exists only when the CPU has its features.
+        ChaChaPath::Avx512 => unsafe { open_512(k, key, jobs) },
+        // SAFETY: as above.
+        ChaChaPath::Avx2 => unsafe { open_256(k, key, jobs) },
+    }
+}
+
+/// The raw ChaCha20 block function (RFC 8439 §2.3) through the kernel, for tests: the 64-byte
+/// keystream blocks `counter..counter + n` (`n` ≤ 16) under `nonce`.
+#[cfg(test)]
+pub(super) fn keystream(
+    k: Kernel,
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    counter: u32,
+    n: usize,
+) -> Vec<[u8; 64]> {
+    let mut l = Lanes::new();
+    let nw = nonce_words(nonce);
+    for i in 0..n {
+        l.set(i, counter.wrapping_add(i as u32), &nw);
+    }
+    let mut out = Keystream([[0; 64]; LANES]);
+    k.run(&key_words(key), &l, n, &mut out);
+    out.0[..n].to_vec()
+}
