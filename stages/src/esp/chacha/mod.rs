@@ -379,4 +379,35 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        /// Poly1305 equals the `poly1305` crate on random keys and messages (all lengths to
+        /// 300 bytes, partial last blocks included), and the AEAD padding and the two-chain
+        /// loop equal the one-chain code.
+        #[test]
+        fn poly1305_matches_rustcrypto(key in proptest::prelude::any::<[u8; 32]>(), msg in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), other in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            use ::poly1305::universal_hash::KeyInit;
+            let mut p = Poly1305::new(&key);
+            p.message(&msg);
+            let want = ::poly1305::Poly1305::new(&key.into()).compute_unpadded(&msg);
+            proptest::prop_assert_eq!(p.finish().to_vec(), want.to_vec());
+            let common = msg.len().min(other.len()) & !15;
+            let (mut a, mut b) = (Poly1305::new(&key), Poly1305::new(&[7; 32]));
+            Poly1305::padded2(&mut a, &msg[..common], &mut b, &other[..common]);
+            a.padded(&msg[common..]);
+            b.padded(&other[common..]);
+            a.lengths(3, msg.len());
+            b.lengths(3, other.len());
+            let mut padded = msg.clone();
+            padded.resize(msg.len().div_ceil(16) * 16, 0);
+            padded.extend_from_slice(&3u64.to_le_bytes());
+            padded.extend_from_slice(&(msg.len() as u64).to_le_bytes());
+            let want = ::poly1305::Poly1305::new(&key.into()).compute_unpadded(&padded);
+            proptest::prop_assert_eq!(a.finish().to_vec(), want.to_vec());
+            let mut c = Poly1305::new(&[7; 32]);
+            c.padded(&other);
+            c.lengths(3, other.len());
+            proptest::prop_assert_eq!(b.finish(), c.finish());
+        }
+    }
 }
