@@ -125,6 +125,8 @@ macro_rules! rounds {
 }
 
 /// Sixteen blocks (lanes 0..16) in 512-bit registers.
+// Indices address several arrays at once (state word, lane, block): plainer than zips.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f")]
 fn blocks16(key: &[u32; 8], l: &Lanes, out: &mut Keystream) {
     // SAFETY: each array is 16 `u32`s = 64 readable bytes; the loads are unaligned.
@@ -190,6 +192,8 @@ fn rol256<const L: i32, const R: i32>(v: __m256i) -> __m256i {
 }
 
 /// Eight blocks (lanes `base..base + 8`) in 256-bit registers.
+// Indices address several arrays at once (state word, lane, block): plainer than zips.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2")]
 fn blocks8(key: &[u32; 8], l: &Lanes, base: usize, out: &mut Keystream) {
     let ld = |a: &[u32; LANES]| {
