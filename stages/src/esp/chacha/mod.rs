@@ -49,9 +49,12 @@ const MAX_LEN: usize = ((1u64 << 32) - 1) as usize * 64;
 /// The code paths of the batch ChaCha20-Poly1305, widest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChaChaPath {
-    /// AVX-512F: sixteen blocks per kernel call in 512-bit registers (`vprold` rotates).
+    /// AVX-512F and AVX-512 IFMA: ChaCha20 sixteen blocks per kernel call in 512-bit
+    /// registers (`vprold` rotates); Poly1305 eight packets at a time, one per 64-bit lane, in
+    /// radix 2^44 with 52-bit multiply-adds (`vpmadd52luq`/`vpmadd52huq`).
     Avx512,
-    /// AVX2: eight blocks per kernel call in 256-bit registers.
+    /// AVX2: ChaCha20 eight blocks per kernel call in 256-bit registers; Poly1305 scalar, two
+    /// packets at a time.
     Avx2,
 }
 
@@ -79,7 +82,7 @@ impl ChaChaPath {
             use std::arch::is_x86_feature_detected as has;
             match self {
                 ChaChaPath::Avx2 => has!("avx2"),
-                ChaChaPath::Avx512 => has!("avx2") && has!("avx512f"),
+                ChaChaPath::Avx512 => has!("avx2") && has!("avx512f") && has!("avx512ifma"),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]

@@ -27,7 +27,7 @@ impl Drop for Poly1305 {
 }
 
 #[inline(always)]
-fn le64(b: &[u8]) -> u64 {
+pub(super) fn le64(b: &[u8]) -> u64 {
     u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]))
 }
 
@@ -35,9 +35,23 @@ impl Poly1305 {
     /// The one-time key: `r` ‖ `s` (RFC 8439 §2.5).
     #[inline(always)]
     pub(super) fn new(key: &[u8; 32]) -> Self {
-        let r0 = le64(&key[0..]) & 0x0fff_fffc_0fff_ffff;
-        let r1 = le64(&key[8..]) & 0x0fff_fffc_0fff_fffc;
+        let (r0, r1) = Self::clamped_r(key);
         Self { h: [0; 3], r: [r0, r1], s1: r1 + (r1 >> 2), pad: [le64(&key[16..]), le64(&key[24..])] }
+    }
+
+    /// The tag of an accumulator `h` (radix 2^64, `h < 2^131`) computed elsewhere (the
+    /// vector code) with the pad of `key`.
+    #[inline(always)]
+    pub(super) fn finish_from(h: [u64; 3], key: &[u8; 32]) -> [u8; 16] {
+        let mut p = Self::new(key);
+        p.h = h;
+        p.finish()
+    }
+
+    /// The clamped `r` of `key` as (low, high) 64-bit halves.
+    #[inline(always)]
+    pub(super) fn clamped_r(key: &[u8; 32]) -> (u64, u64) {
+        (le64(&key[0..]) & 0x0fff_fffc_0fff_ffff, le64(&key[8..]) & 0x0fff_fffc_0fff_fffc)
     }
 
     /// Absorbs one block `m0 + 2^64 m1 + 2^128 hibit`.
