@@ -443,9 +443,113 @@ fn tags8_ifma(jobs: &[AeadJob<'_>], idx: &[usize], keys: &[[u8; 32]; GROUP], out
     let hibit = _mm512_set1_epi64(1 << 40);
     let z = _mm512_setzero_si512();
     let (mut h0, mut h1, mut h2) = (z, z, z);
+    // One block per lane: `$vlo`, `$vhi` the block's two little-endian words in each lane.
+    macro_rules! step {
+        ($vlo:expr, $vhi:expr, $active:expr) => {{
+            let (vlo, vhi) = ($vlo, $vhi);
+            let m0 = _mm512_and_si512(vlo, m44);
+            let m1 = _mm512_and_si512(
+                _mm512_or_si512(_mm512_srli_epi64::<44>(vlo), _mm512_slli_epi64::<20>(vhi)),
+                m44,
+            );
+            let m2 = _mm512_or_si512(_mm512_srli_epi64::<24>(vhi), hibit);
+            let t0 = _mm512_add_epi64(h0, m0);
+            let t1 = _mm512_add_epi64(h1, m1);
+            let t2 = _mm512_add_epi64(h2, m2);
+            // d0 = t0 r0 + 20 (t1 r2 + t2 r1), d1 = t0 r1 + t1 r0 + 20 t2 r2, d2 = t0 r2 + t1 r1 + t2 r0,
+            // each as low 52 bits (l) plus high part (h, weight 2^52).
+            let l0 = _mm512_madd52lo_epu64(
+                _mm512_madd52lo_epu64(_mm512_madd52lo_epu64(z, t0, vr0), t1, vs2),
+                t2,
+                vs1,
+            );
+            let g0 = _mm512_madd52hi_epu64(
+                _mm512_madd52hi_epu64(_mm512_madd52hi_epu64(z, t0, vr0), t1, vs2),
+                t2,
+                vs1,
+            );
+            let l1 = _mm512_madd52lo_epu64(
+                _mm512_madd52lo_epu64(_mm512_madd52lo_epu64(z, t0, vr1), t1, vr0),
+                t2,
+                vs2,
+            );
+            let g1 = _mm512_madd52hi_epu64(
+                _mm512_madd52hi_epu64(_mm512_madd52hi_epu64(z, t0, vr1), t1, vr0),
+                t2,
+                vs2,
+            );
+            let l2 = _mm512_madd52lo_epu64(
+                _mm512_madd52lo_epu64(_mm512_madd52lo_epu64(z, t0, vr2), t1, vr1),
+                t2,
+                vr0,
+            );
+            let g2 = _mm512_madd52hi_epu64(
+                _mm512_madd52hi_epu64(_mm512_madd52hi_epu64(z, t0, vr2), t1, vr1),
+                t2,
+                vr0,
+            );
+            // Carries: limb i's bits past 44 (42 for the top) and its high part (2^52 = 2^8 · 2^44).
+            let c = _mm512_add_epi64(_mm512_srli_epi64::<44>(l0), _mm512_slli_epi64::<8>(g0));
+            let n0 = _mm512_and_si512(l0, m44);
+            let l1 = _mm512_add_epi64(l1, c);
+            let c = _mm512_add_epi64(_mm512_srli_epi64::<44>(l1), _mm512_slli_epi64::<8>(g1));
+            let n1 = _mm512_and_si512(l1, m44);
+            let l2 = _mm512_add_epi64(l2, c);
+            let c = _mm512_add_epi64(_mm512_srli_epi64::<42>(l2), _mm512_slli_epi64::<10>(g2));
+            let n2 = _mm512_and_si512(l2, m42);
+            // 2^130 ≡ 5.
+            let n0 = _mm512_add_epi64(n0, _mm512_add_epi64(c, _mm512_slli_epi64::<2>(c)));
+            let n1 = _mm512_add_epi64(n1, _mm512_srli_epi64::<44>(n0));
+            let n0 = _mm512_and_si512(n0, m44);
+            h0 = _mm512_mask_mov_epi64(h0, $active, n0);
+            h1 = _mm512_mask_mov_epi64(h1, $active, n1);
+            h2 = _mm512_mask_mov_epi64(h2, $active, n2);
+        }};
+    }
     let steps = total.iter().copied().max().unwrap_or(0);
+    let present = ((1u16 << idx.len()) - 1) as u8;
     let (mut lo, mut hi) = ([0u64; 8], [0u64; 8]);
-    for s in 0..steps {
+    let mut s = 0;
+    while s < steps {
+        // Fast path: four full ciphertext blocks in every lane, loaded 64 bytes per lane and
+        // transposed in registers (8×8 words) rather than assembled through memory.
+        let four = |st: &Option<Stream<'_>>| {
+            st.as_ref().is_none_or(|st| s >= st.na && (s - st.na + 4) * 16 <= st.ct.len())
+        };
+        if streams.iter().all(four) {
+            let r: [__m512i; 8] = std::array::from_fn(|l| match &streams[l] {
+                Some(st) => {
+                    let b = &st.ct[(s - st.na) * 16..][..64];
+                    // SAFETY: `b` is 64 readable bytes; unaligned load.
+                    unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }
+                }
+                None => z,
+            });
+            let u: [__m512i; 8] = std::array::from_fn(|i| {
+                if i % 2 == 0 {
+                    _mm512_unpacklo_epi64(r[i & !1], r[i | 1])
+                } else {
+                    _mm512_unpackhi_epi64(r[i & !1], r[i | 1])
+                }
+            });
+            let mut c = [z; 8];
+            for p in 0..2 {
+                let e0 = _mm512_shuffle_i64x2::<0x44>(u[p], u[2 + p]);
+                let e1 = _mm512_shuffle_i64x2::<0xee>(u[p], u[2 + p]);
+                let f0 = _mm512_shuffle_i64x2::<0x44>(u[4 + p], u[6 + p]);
+                let f1 = _mm512_shuffle_i64x2::<0xee>(u[4 + p], u[6 + p]);
+                c[p] = _mm512_shuffle_i64x2::<0x88>(e0, f0);
+                c[2 + p] = _mm512_shuffle_i64x2::<0xdd>(e0, f0);
+                c[4 + p] = _mm512_shuffle_i64x2::<0x88>(e1, f1);
+                c[6 + p] = _mm512_shuffle_i64x2::<0xdd>(e1, f1);
+            }
+            step!(c[0], c[1], present);
+            step!(c[2], c[3], present);
+            step!(c[4], c[5], present);
+            step!(c[6], c[7], present);
+            s += 4;
+            continue;
+        }
         let mut active = 0u8;
         for (l, st) in streams.iter().enumerate() {
             if let Some(st) = st
@@ -455,46 +559,8 @@ fn tags8_ifma(jobs: &[AeadJob<'_>], idx: &[usize], keys: &[[u8; 32]; GROUP], out
                 active |= 1 << l;
             }
         }
-        let (vlo, vhi) = (ld(&lo), ld(&hi));
-        let m0 = _mm512_and_si512(vlo, m44);
-        let m1 = _mm512_and_si512(
-            _mm512_or_si512(_mm512_srli_epi64::<44>(vlo), _mm512_slli_epi64::<20>(vhi)),
-            m44,
-        );
-        let m2 = _mm512_or_si512(_mm512_srli_epi64::<24>(vhi), hibit);
-        let t0 = _mm512_add_epi64(h0, m0);
-        let t1 = _mm512_add_epi64(h1, m1);
-        let t2 = _mm512_add_epi64(h2, m2);
-        // d0 = t0 r0 + 20 (t1 r2 + t2 r1), d1 = t0 r1 + t1 r0 + 20 t2 r2, d2 = t0 r2 + t1 r1 + t2 r0,
-        // each as low 52 bits (l) plus high part (h, weight 2^52).
-        let l0 =
-            _mm512_madd52lo_epu64(_mm512_madd52lo_epu64(_mm512_madd52lo_epu64(z, t0, vr0), t1, vs2), t2, vs1);
-        let g0 =
-            _mm512_madd52hi_epu64(_mm512_madd52hi_epu64(_mm512_madd52hi_epu64(z, t0, vr0), t1, vs2), t2, vs1);
-        let l1 =
-            _mm512_madd52lo_epu64(_mm512_madd52lo_epu64(_mm512_madd52lo_epu64(z, t0, vr1), t1, vr0), t2, vs2);
-        let g1 =
-            _mm512_madd52hi_epu64(_mm512_madd52hi_epu64(_mm512_madd52hi_epu64(z, t0, vr1), t1, vr0), t2, vs2);
-        let l2 =
-            _mm512_madd52lo_epu64(_mm512_madd52lo_epu64(_mm512_madd52lo_epu64(z, t0, vr2), t1, vr1), t2, vr0);
-        let g2 =
-            _mm512_madd52hi_epu64(_mm512_madd52hi_epu64(_mm512_madd52hi_epu64(z, t0, vr2), t1, vr1), t2, vr0);
-        // Carries: limb i's bits past 44 (42 for the top) and its high part (2^52 = 2^8 · 2^44).
-        let c = _mm512_add_epi64(_mm512_srli_epi64::<44>(l0), _mm512_slli_epi64::<8>(g0));
-        let n0 = _mm512_and_si512(l0, m44);
-        let l1 = _mm512_add_epi64(l1, c);
-        let c = _mm512_add_epi64(_mm512_srli_epi64::<44>(l1), _mm512_slli_epi64::<8>(g1));
-        let n1 = _mm512_and_si512(l1, m44);
-        let l2 = _mm512_add_epi64(l2, c);
-        let c = _mm512_add_epi64(_mm512_srli_epi64::<42>(l2), _mm512_slli_epi64::<10>(g2));
-        let n2 = _mm512_and_si512(l2, m42);
-        // 2^130 ≡ 5.
-        let n0 = _mm512_add_epi64(n0, _mm512_add_epi64(c, _mm512_slli_epi64::<2>(c)));
-        let n1 = _mm512_add_epi64(n1, _mm512_srli_epi64::<44>(n0));
-        let n0 = _mm512_and_si512(n0, m44);
-        h0 = _mm512_mask_mov_epi64(h0, active, n0);
-        h1 = _mm512_mask_mov_epi64(h1, active, n1);
-        h2 = _mm512_mask_mov_epi64(h2, active, n2);
+        step!(ld(&lo), ld(&hi), active);
+        s += 1;
     }
     let (mut a0, mut a1, mut a2) = ([0u64; 8], [0u64; 8], [0u64; 8]);
     // SAFETY: each array is 64 writable bytes; unaligned stores.
