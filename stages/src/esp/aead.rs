@@ -141,8 +141,9 @@ pub fn default_provider() -> ProviderRef {
 /// Every provider compiled into this build that works on this CPU, fastest first per the
 /// benches in `benches/benches/esp.rs`: the batch AES-GCM [`super::gcm::BatchGcm`] (AES-GCM
 /// only, when the CPU has AES-NI and PCLMULQDQ), the batch ChaCha20-Poly1305
-/// [`super::chacha::BatchChaCha`] (ChaCha20-Poly1305 only, when the CPU has AVX2), ring
-/// (feature `accel`), RustCrypto.
+/// [`super::chacha::BatchChaCha`] (ChaCha20-Poly1305 only) when it runs its AVX-512 + IFMA
+/// path, ring (feature `accel`), the batch ChaCha20-Poly1305 on its AVX2 path (slower than
+/// ring's AVX2 assembly, faster than RustCrypto), RustCrypto.
 // Entries depend on features and the CPU, hence pushes rather than `vec![]`.
 #[allow(clippy::vec_init_then_push)]
 pub fn builtin_providers() -> Vec<ProviderRef> {
@@ -150,11 +151,17 @@ pub fn builtin_providers() -> Vec<ProviderRef> {
     if super::gcm::BatchGcm::detected() {
         v.push(std::sync::Arc::new(super::gcm::BatchGcm));
     }
-    if super::chacha::BatchChaCha::detected() {
+    let chacha = super::chacha::BatchChaCha::detected();
+    let chacha_wide =
+        chacha && super::chacha::ChaChaPath::selected() == Some(super::chacha::ChaChaPath::Avx512);
+    if chacha_wide {
         v.push(std::sync::Arc::new(super::chacha::BatchChaCha));
     }
     #[cfg(feature = "accel")]
     v.push(std::sync::Arc::new(Ring));
+    if chacha && !chacha_wide {
+        v.push(std::sync::Arc::new(super::chacha::BatchChaCha));
+    }
     v.push(std::sync::Arc::new(RustCrypto));
     v
 }
