@@ -601,11 +601,9 @@ fn tags(
     if k.0 == ChaChaPath::Avx512 {
         let mut idx = [0usize; GROUP];
         let mut n = 0;
-        for j in 0..jobs.len() {
-            if want[j] {
-                idx[n] = j;
-                n += 1;
-            }
+        for (j, _) in want[..jobs.len()].iter().enumerate().filter(|w| *w.1) {
+            idx[n] = j;
+            n += 1;
         }
         for chunk in idx[..n].chunks(8) {
             // SAFETY: a `Kernel` of this path exists only when the CPU has AVX-512F and IFMA.
