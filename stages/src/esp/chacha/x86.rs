@@ -586,6 +586,10 @@ fn tags8_ifma(jobs: &[AeadJob<'_>], idx: &[usize], keys: &[[u8; 32]; GROUP], out
     }
     lo.zeroize();
     hi.zeroize();
+    // The key `r` (secret); the accumulators `a*` hold the unpadded tags (secret until sent).
+    for x in [&mut r0, &mut r1, &mut r2, &mut a0, &mut a1, &mut a2] {
+        x.zeroize();
+    }
 }
 
 /// The tag of every job of `jobs` whose `want[j]` is set, into `out[j]`: eight packets at a
