@@ -243,7 +243,8 @@ impl Refusal {
     }
 }
 
-/// Identity of a kernel SA.
+/// Identity of a kernel SA: what the kernel's own lookup (`xfrm_state_lookup`) compares. The
+/// if_id is not part of it: an UPDSA adds it to an ALLOCSPI placeholder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SaKey {
     /// Destination address.
@@ -254,8 +255,6 @@ pub struct SaKey {
     pub proto: u8,
     /// Mark (zero when none).
     pub mark: Mark,
-    /// if_id (zero when none).
-    pub if_id: u32,
 }
 
 /// An SA mirrored into the data plane, with where it came from.
@@ -268,6 +267,8 @@ pub struct MirroredSa {
     pub saddr: IpAddr,
     /// Request id (binds it to policy templates).
     pub reqid: u32,
+    /// `XFRMA_IF_ID` (0 none).
+    pub if_id: u32,
     /// Outbound: last sequence number the kernel state had sent; the data plane continues
     /// after it ([`wirespeed_stages::esp::SaState::set_seq`]). Inbound: highest sequence
     /// number seen.
@@ -442,13 +443,7 @@ fn seconds(v: u64) -> Option<Duration> {
 }
 
 fn sa_key(id_daddr: IpAddr, spi: u32, proto: u8, attrs: &Attrs) -> SaKey {
-    SaKey {
-        daddr: id_daddr,
-        spi,
-        proto,
-        mark: attrs.mark.unwrap_or_default(),
-        if_id: attrs.if_id.unwrap_or(0),
-    }
+    SaKey { daddr: id_daddr, spi, proto, mark: attrs.mark.unwrap_or_default() }
 }
 
 impl Mirror {
@@ -854,8 +849,16 @@ impl Mirror {
             mtu: if outbound { self.cfg.mtu } else { None },
             selector: sel,
         };
-        let mut out =
-            MirroredSa { config, key: *key, saddr, reqid: info.reqid, seq, kernel_lifetime: *lft, order: 0 };
+        let mut out = MirroredSa {
+            config,
+            key: *key,
+            saddr,
+            reqid: info.reqid,
+            if_id: a.if_id.unwrap_or(0),
+            seq,
+            kernel_lifetime: *lft,
+            order: 0,
+        };
         if let Err(source) = SecurityAssociation::new(&out.config) {
             out.config.keymat.zeroize();
             return Err(Refusal::Invalid { spi, source });
@@ -914,7 +917,7 @@ impl Mirror {
             .filter(|sa| {
                 sa.is_outbound()
                     && (t.reqid == 0 || sa.reqid == t.reqid)
-                    && sa.key.if_id == p.attrs.if_id.unwrap_or(0)
+                    && sa.if_id == p.attrs.if_id.unwrap_or(0)
                     && sa.key.mark == p.attrs.mark.unwrap_or_default()
                     && (t.mode != wire::MODE_TUNNEL
                         || (tdst.is_none_or(|d| d == sa.key.daddr) && tsrc.is_none_or(|s| s == sa.saddr)))
