@@ -21,6 +21,7 @@
 //! refused ([`mirror::Refusal::UnscopedOutbound`]) because kernel traffic could select it too
 //! and reuse its nonces.
 
+pub mod feedback;
 pub mod mirror;
 pub mod msg;
 #[cfg(target_os = "linux")]
@@ -28,6 +29,7 @@ pub mod msg;
 pub mod socket;
 pub mod wire;
 
+pub use feedback::{Feedback, SaCounters};
 pub use mirror::{Applied, Mirror, MirrorConfig, MirrorStats, MirroredSa, Refusal, SaEntry, SaKey, Scope};
 pub use msg::{SaRef, XfrmMsg};
 #[cfg(target_os = "linux")]

@@ -273,6 +273,9 @@ pub struct MirroredSa {
     /// after it ([`wirespeed_stages::esp::SaState::set_seq`]). Inbound: highest sequence
     /// number seen.
     pub seq: u64,
+    /// `curlft.add_time` of the kernel SA: counters pushed back must carry it unchanged (the
+    /// kernel's time limits count from it).
+    pub kernel_add_time: u64,
     /// The kernel lifetime (use-time limits are enforced by the kernel, from the counters
     /// that [`crate::msg::newae`] pushes).
     pub kernel_lifetime: LifetimeCfg,
@@ -856,6 +859,7 @@ impl Mirror {
             reqid: info.reqid,
             if_id: a.if_id.unwrap_or(0),
             seq,
+            kernel_add_time: info.curlft.add_time,
             kernel_lifetime: *lft,
             order: 0,
         };
