@@ -2,10 +2,10 @@
 //! (`XFRM_MSG_NEWAE`), data-plane expiry (`XFRM_MSG_EXPIRE`) and SA requests
 //! (`XFRM_MSG_ACQUIRE`), paced so a busy data plane does not flood the daemon.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::mirror::Mirror;
+use crate::mirror::{Mirror, Refusal, SaEntry};
 use crate::msg::{self, Builder};
 use crate::wire::LifetimeCur;
 
@@ -32,6 +32,7 @@ pub struct Feedback {
     acquired: HashMap<(u8, u32), Instant>,
     first_use: HashMap<(u32, bool), u64>,
     expired: HashMap<(u32, bool), bool>,
+    retired: HashSet<u32>,
     seq: u32,
 }
 
@@ -49,6 +50,7 @@ impl Feedback {
             acquired: HashMap::new(),
             first_use: HashMap::new(),
             expired: HashMap::new(),
+            retired: HashSet::new(),
             seq: 0,
         }
     }
@@ -107,6 +109,22 @@ impl Feedback {
         msg::expire(b, seq, &sa.sa_ref(), hard, false);
         self.expired.retain(|&(spi, out), _| mirror.find(spi, out).is_some() || (spi, out) == key);
         true
+    }
+
+    /// Appends a soft `EXPIRE` (rekey now) for every outbound SA refused as already used
+    /// ([`crate::Refusal::UsedOutbound`]) and not asked for before. Returns how many were built.
+    pub fn retire_used(&mut self, mirror: &Mirror, b: &mut Builder) -> usize {
+        let mut n = 0;
+        for (_, e) in mirror.entries() {
+            if let SaEntry::Refused(Refusal::UsedOutbound { spi, sa, .. }) = e {
+                if self.retired.insert(*spi) {
+                    let seq = self.next_seq();
+                    msg::expire(b, seq, sa, false, false);
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     /// Appends an `ACQUIRE` for every outbound policy that has no SA, at most once per policy

@@ -183,6 +183,23 @@ pub enum Refusal {
         /// SPI.
         spi: u32,
     },
+    /// An outbound SA that already carried packets when the mirror first saw it (the kernel
+    /// state shows counters or an outbound sequence number, e.g. after a data-plane restart):
+    /// the sequence numbers used since the last report are unknown, so continuing could reuse
+    /// nonces. [`crate::Feedback::retire_used`] asks the IKE daemon to rekey it.
+    #[error(
+        "SA {spi:#010x}: outbound SA already used ({packets} packets, sequence {seq}); not continued under the same key, rekey requested"
+    )]
+    UsedOutbound {
+        /// SPI.
+        spi: u32,
+        /// Kernel packet counter.
+        packets: u64,
+        /// Kernel outbound sequence number.
+        seq: u64,
+        /// How to name it in an EXPIRE.
+        sa: SaRef,
+    },
     /// The SA is not a valid wirespeed SA.
     #[error("SA {spi:#010x}: {source}")]
     Invalid {
@@ -235,6 +252,7 @@ impl Refusal {
             Refusal::UnknownDirection { .. } => "unknown_direction",
             Refusal::DuplicateSpi { .. } => "duplicate_spi",
             Refusal::ActiveSaChanged { .. } => "active_sa_changed",
+            Refusal::UsedOutbound { .. } => "used_outbound",
             Refusal::Invalid { .. } => "invalid",
             Refusal::BadAddress { .. } => "bad_address",
             Refusal::UnsupportedSelector { .. } => "unsupported_selector",
@@ -269,9 +287,10 @@ pub struct MirroredSa {
     pub reqid: u32,
     /// `XFRMA_IF_ID` (0 none).
     pub if_id: u32,
-    /// Outbound: last sequence number the kernel state had sent; the data plane continues
-    /// after it ([`wirespeed_stages::esp::SaState::set_seq`]). Inbound: highest sequence
-    /// number seen.
+    /// Sequence number of the kernel state. Outbound: the last one sent, always 0 for a
+    /// mirrored SA (a used outbound SA is refused, [`Refusal::UsedOutbound`]), so numbering
+    /// starts at 1. Inbound: the highest one seen, to resume the replay window from
+    /// ([`wirespeed_stages::esp::SaState::resume_inbound`]).
     pub seq: u64,
     /// `curlft.add_time` of the kernel SA: counters pushed back must carry it unchanged (the
     /// kernel's time limits count from it).
@@ -708,6 +727,19 @@ impl Mirror {
                     return Err(self.refuse(Refusal::ActiveSaChanged { spi }));
                 }
                 let outbound = new.is_outbound();
+                if outbound && (new.seq > 0 || info.curlft.packets > 0) {
+                    // Someone (this data plane before a restart, reporting through NEWAE, or the
+                    // kernel) already sent under this key, maybe beyond what the kernel state
+                    // says: continuing could reuse sequence numbers, i.e. GCM/ChaCha nonces.
+                    let r = self.refuse(Refusal::UsedOutbound {
+                        spi,
+                        packets: info.curlft.packets,
+                        seq: new.seq,
+                        sa: new.sa_ref(),
+                    });
+                    self.sas.insert(key, Entry { state: SaEntry::Refused(r.clone()), generation });
+                    return Err(r);
+                }
                 if self.sas.iter().any(|(k, e)| {
                     *k != key && matches!(&e.state, SaEntry::Active(o) if o.key.spi == spi && o.is_outbound() == outbound)
                 }) {

@@ -61,7 +61,7 @@ fn allocspi_placeholder_is_filled_by_updsa() {
 }
 
 #[test]
-fn outbound_sa_resolves_its_policy_and_continues_the_sequence() {
+fn outbound_sa_resolves_its_policy_and_rekeys() {
     let mut m = mirror();
     let pol = out_policy(0x201, 100, "10.1.0.0", 16, "10.2.0.0", 16);
     let pa = A { tmpls: vec![tmpl(LOCAL, PEER, 3)], if_id: Some(IF_ID), ..A::default() };
@@ -74,12 +74,12 @@ fn outbound_sa_resolves_its_policy_and_continues_the_sequence() {
     let info =
         UsersaInfo { flags: wire::STATE_ESN, replay_window: 0, ..sa_info(LOCAL, PEER, 0xa000_0003, 3) };
     let a = A {
-        esn: Some(ReplayStateEsn { bmp_len: 4, oseq: 9, seq: 0, oseq_hi: 1, seq_hi: 0, replay_window: 0 }),
+        esn: Some(ReplayStateEsn { bmp_len: 4, oseq: 0, seq: 0, oseq_hi: 0, seq_hi: 0, replay_window: 0 }),
         ..scoped_gcm(2)
     };
     assert_eq!(apply(&mut m, &newsa(msg_type::NEWSA, &info, &a)), Ok(Applied::Changed));
     let sa = m.find(0xa000_0003, true).unwrap();
-    assert_eq!(sa.seq, (1 << 32) | 9, "outbound sequence continues from the kernel's oseq");
+    assert_eq!(sa.seq, 0, "a fresh outbound SA starts its numbering at 1");
     assert_eq!(sa.config.direction, Direction::Outbound { shard: 1 }, "0xa0000003 % 2 shards");
     assert!(sa.config.esn);
     assert!(sa.config.replay_window > 0, "ESN SAs get a window even outbound");
@@ -211,20 +211,11 @@ fn transport_nat_t_replay_and_lifetimes() {
     };
     let out = UsersaInfo { mode: wire::MODE_TRANSPORT, lft, ..sa_info(LOCAL, PEER, 0xd000_0001, 1) };
     let encap = EncapTmpl { encap_type: wire::UDP_ENCAP_ESPINUDP, sport: 4500, dport: 34567, oa: [0; 16] };
-    let a = A {
-        encap: Some(encap),
-        raw: vec![(wire::attr::REPLAY_VAL, {
-            let mut v = Vec::new();
-            ReplayState { oseq: 77, seq: 0, bitmap: 0 }.write(&mut v);
-            v
-        })],
-        ..scoped_gcm(1)
-    };
+    let a = A { encap: Some(encap), ..scoped_gcm(1) };
     assert_eq!(apply(&mut m, &newsa(msg_type::NEWSA, &out, &a)), Ok(Applied::Changed));
     let sa = m.find(0xd000_0001, true).unwrap();
     assert_eq!(sa.config.mode, EspMode::Transport);
     assert_eq!(sa.config.udp_encap, Some(UdpEncap { src_port: 4500, dst_port: 34567 }));
-    assert_eq!(sa.seq, 77);
     assert_eq!(
         sa.config.lifetime.soft,
         Limits { packets: None, bytes: Some(1_000_000), time: Some(Duration::from_secs(3000)) }
@@ -236,7 +227,14 @@ fn transport_nat_t_replay_and_lifetimes() {
     // Inbound: the kernel's ports are those of received packets; wirespeed's those it writes.
     let inb = sa_info(PEER, LOCAL, 0xd000_0002, 1);
     let encap_in = EncapTmpl { sport: 34567, dport: 4500, ..encap };
-    apply(&mut m, &newsa(msg_type::NEWSA, &inb, &A { encap: Some(encap_in), ..scoped_gcm(2) })).unwrap();
+    let replay = {
+        let mut v = Vec::new();
+        ReplayState { oseq: 0, seq: 77, bitmap: 0 }.write(&mut v);
+        v
+    };
+    let a = A { encap: Some(encap_in), raw: vec![(wire::attr::REPLAY_VAL, replay)], ..scoped_gcm(2) };
+    apply(&mut m, &newsa(msg_type::NEWSA, &inb, &a)).unwrap();
+    assert_eq!(m.find(0xd000_0002, false).unwrap().seq, 77, "inbound: highest sequence seen");
     assert_eq!(
         m.find(0xd000_0002, false).unwrap().config.udp_encap,
         Some(UdpEncap { src_port: 4500, dst_port: 34567 })
@@ -413,4 +411,51 @@ fn resync_sweeps_what_the_new_dump_lacks() {
     assert_eq!(m.end_resync(), Applied::Changed);
     assert_eq!(m.configs().len(), 1);
     assert!(m.find(0x41, false).is_some());
+}
+
+#[test]
+fn used_outbound_sa_is_refused_and_retired_with_a_rekey() {
+    let mut m = mirror();
+    // After a data-plane restart the kernel SA shows the counters the data plane pushed back.
+    let used = UsersaInfo {
+        curlft: wire::LifetimeCur { packets: 1000, bytes: 1_500_000, ..Default::default() },
+        ..sa_info(LOCAL, PEER, 0x61, 1)
+    };
+    let r = apply(&mut m, &newsa(msg_type::NEWSA, &used, &scoped_gcm(1)));
+    assert!(matches!(r, Err(Refusal::UsedOutbound { spi: 0x61, packets: 1000, .. })), "{r:?}");
+    // Or a kernel outbound sequence number.
+    let a = A {
+        esn: Some(ReplayStateEsn {
+            bmp_len: 1,
+            oseq: 5,
+            oseq_hi: 0,
+            replay_window: 32,
+            ..Default::default()
+        }),
+        ..scoped_gcm(2)
+    };
+    let seq_used = UsersaInfo { flags: wire::STATE_ESN, ..sa_info(LOCAL, PEER, 0x62, 1) };
+    assert!(matches!(
+        apply(&mut m, &newsa(msg_type::NEWSA, &seq_used, &a)),
+        Err(Refusal::UsedOutbound { seq: 5, .. })
+    ));
+    assert!(m.configs().is_empty());
+    // Inbound SAs with counters are fine.
+    let inbound = UsersaInfo { curlft: used.curlft, ..sa_info(PEER, LOCAL, 0x63, 1) };
+    assert_eq!(apply(&mut m, &newsa(msg_type::NEWSA, &inbound, &scoped_gcm(3))), Ok(Applied::Changed));
+    // The feedback asks the daemon to rekey both, once.
+    let mut f = wirespeed_xfrm::Feedback::new(Duration::from_secs(1), Duration::from_secs(1));
+    let mut b = msg::Builder::new();
+    assert_eq!(f.retire_used(&m, &mut b), 2);
+    assert_eq!(f.retire_used(&m, &mut b), 0);
+    let spis: Vec<(u32, bool)> = msg::messages(b.bytes())
+        .map(|r| {
+            let (h, p) = r.unwrap();
+            match XfrmMsg::decode(h.kind, p).unwrap() {
+                XfrmMsg::Expire { sa, hard } => (sa.info.id.spi, hard),
+                x => panic!("{x:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(spis, vec![(0x61, false), (0x62, false)]);
 }
