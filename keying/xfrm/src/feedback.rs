@@ -116,12 +116,12 @@ impl Feedback {
     pub fn retire_used(&mut self, mirror: &Mirror, b: &mut Builder) -> usize {
         let mut n = 0;
         for (_, e) in mirror.entries() {
-            if let SaEntry::Refused(Refusal::UsedOutbound { spi, sa, .. }) = e {
-                if self.retired.insert(*spi) {
-                    let seq = self.next_seq();
-                    msg::expire(b, seq, sa, false, false);
-                    n += 1;
-                }
+            if let SaEntry::Refused(Refusal::UsedOutbound { spi, sa, .. }) = e
+                && self.retired.insert(*spi)
+            {
+                let seq = self.next_seq();
+                msg::expire(b, seq, sa, false, false);
+                n += 1;
             }
         }
         n
