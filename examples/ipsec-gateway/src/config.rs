@@ -107,6 +107,9 @@ pub struct FileConfig {
     /// `[[sa]]` (the static SAD).
     #[serde(default)]
     pub sa: Vec<SaEntry>,
+    /// `[keying]`: SAs from an IKE daemon besides `[[sa]]` ([`crate::keying`]).
+    #[serde(default)]
+    pub keying: crate::keying::KeyingSection,
 }
 
 /// `[gateway]`.
@@ -546,6 +549,8 @@ pub struct GatewayConfig {
     pub policies: Vec<NamedPolicy>,
     /// The SAD.
     pub sas: Vec<SaConfig>,
+    /// Where more SAs come from (`[keying]`).
+    pub keying: crate::keying::Keying,
 }
 
 impl GatewayConfig {
@@ -782,6 +787,7 @@ impl FileConfig {
             neighbors,
             policies,
             sas,
+            keying: self.keying.validate()?,
         })
     }
 }

@@ -27,7 +27,7 @@ pub struct SaCounters {
 #[derive(Debug)]
 pub struct Feedback {
     interval: Duration,
-    next_counters: Option<Instant>,
+    last_counters: Option<Instant>,
     acquire_holdoff: Duration,
     acquired: HashMap<(u8, u32), Instant>,
     first_use: HashMap<(u32, bool), u64>,
@@ -45,7 +45,7 @@ impl Feedback {
     pub fn new(interval: Duration, acquire_holdoff: Duration) -> Self {
         Self {
             interval,
-            next_counters: None,
+            last_counters: None,
             acquire_holdoff,
             acquired: HashMap::new(),
             first_use: HashMap::new(),
@@ -62,10 +62,10 @@ impl Feedback {
 
     /// Whether counters are due at `now` (then not again before `now + interval`).
     pub fn counters_due(&mut self, now: Instant) -> bool {
-        match self.next_counters {
-            Some(t) if now < t => false,
+        match self.last_counters {
+            Some(t) if now.saturating_duration_since(t) < self.interval => false,
             _ => {
-                self.next_counters = Some(now + self.interval);
+                self.last_counters = Some(now);
                 true
             }
         }

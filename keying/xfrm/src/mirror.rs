@@ -1,6 +1,6 @@
 //! The mirror: turns XFRM events into the SA set and outbound SPD the data plane should run.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -408,6 +408,8 @@ const RECENT: usize = 64;
 pub struct Mirror {
     cfg: MirrorConfig,
     sas: BTreeMap<SaKey, Entry>,
+    /// Active SAs by (SPI, outbound): duplicate checks and [`Mirror::find`] in O(1).
+    index: HashMap<(u32, bool), SaKey>,
     policies: BTreeMap<(u8, u32), PolicyEntry>,
     order: u64,
     version: u64,
@@ -474,6 +476,7 @@ impl Mirror {
         Self {
             cfg,
             sas: BTreeMap::new(),
+            index: HashMap::new(),
             policies: BTreeMap::new(),
             order: 0,
             version: 0,
@@ -533,7 +536,10 @@ impl Mirror {
 
     /// The active SA with this SPI and direction.
     pub fn find(&self, spi: u32, outbound: bool) -> Option<&MirroredSa> {
-        self.active().find(|sa| sa.key.spi == spi && sa.is_outbound() == outbound)
+        match &self.sas.get(self.index.get(&(spi, outbound))?)?.state {
+            SaEntry::Active(sa) => Some(sa),
+            _ => None,
+        }
     }
 
     /// Number of placeholders (SPIs allocated, keys not yet installed).
@@ -590,6 +596,7 @@ impl Mirror {
         let lost_active =
             self.sas.values().any(|e| e.generation < g && matches!(e.state, SaEntry::Active(_)));
         self.sas.retain(|_, e| e.generation >= g);
+        self.reindex();
         let policies = self.policies.len();
         self.policies.retain(|_, p| p.generation >= g);
         self.changed_if(lost_active || policies != self.policies.len())
@@ -621,6 +628,7 @@ impl Mirror {
                     |m: &Self| m.sas.values().filter(|e| matches!(e.state, SaEntry::Active(_))).count();
                 let before = active(self);
                 self.sas.retain(|k, _| !(all || k.proto == *proto));
+                self.reindex();
                 Ok(self.changed_if(active(self) != before))
             }
             XfrmMsg::NewPolicy(p) | XfrmMsg::UpdPolicy(p) => self.upsert_policy(p),
@@ -678,6 +686,44 @@ impl Mirror {
         }
     }
 
+    /// Inserts an entry, keeping the index of active SAs.
+    fn put(&mut self, key: SaKey, e: Entry) -> Option<Entry> {
+        if let SaEntry::Active(sa) = &e.state {
+            self.index.insert((sa.key.spi, sa.is_outbound()), key);
+        }
+        let prev = self.sas.insert(key, e);
+        self.unindex(&key, prev.as_ref());
+        prev
+    }
+
+    /// Removes an entry, keeping the index of active SAs.
+    fn take(&mut self, key: &SaKey) -> Option<Entry> {
+        let prev = self.sas.remove(key);
+        self.unindex(key, prev.as_ref());
+        prev
+    }
+
+    /// Drops the index entry of a replaced or removed active SA, unless `key` is active again.
+    fn unindex(&mut self, key: &SaKey, prev: Option<&Entry>) {
+        if let Some(Entry { state: SaEntry::Active(old), .. }) = prev {
+            let still = matches!(self.sas.get(key), Some(Entry { state: SaEntry::Active(n), .. }) if n.is_outbound() == old.is_outbound());
+            if !still && self.index.get(&(old.key.spi, old.is_outbound())) == Some(key) {
+                self.index.remove(&(old.key.spi, old.is_outbound()));
+            }
+        }
+    }
+
+    fn reindex(&mut self) {
+        self.index = self
+            .sas
+            .iter()
+            .filter_map(|(k, e)| match &e.state {
+                SaEntry::Active(sa) => Some(((sa.key.spi, sa.is_outbound()), *k)),
+                _ => None,
+            })
+            .collect();
+    }
+
     fn changed_if(&mut self, changed: bool) -> Applied {
         if changed {
             self.version += 1;
@@ -688,7 +734,7 @@ impl Mirror {
     }
 
     fn remove_sa(&mut self, key: &SaKey) -> Applied {
-        match self.sas.remove(key) {
+        match self.take(key) {
             Some(Entry { state: SaEntry::Active(_), .. }) => self.changed_if(true),
             Some(_) => Applied::Unchanged,
             None => {
@@ -710,7 +756,7 @@ impl Mirror {
         let is_placeholder = sa.attrs.aead.is_none() && sa.attrs.crypt.is_none() && sa.attrs.auth.is_none();
         if is_placeholder {
             // An SPI reservation (ALLOCSPI) or an ACQUIRE larval state: no keys yet.
-            let prev = self.sas.insert(key, Entry { state: SaEntry::Placeholder, generation });
+            let prev = self.put(key, Entry { state: SaEntry::Placeholder, generation });
             return Ok(self.changed_if(matches!(prev, Some(Entry { state: SaEntry::Active(_), .. }))));
         }
         let converted = self.convert(&key, sa);
@@ -737,28 +783,26 @@ impl Mirror {
                         seq: new.seq,
                         sa: new.sa_ref(),
                     });
-                    self.sas.insert(key, Entry { state: SaEntry::Refused(r.clone()), generation });
+                    self.put(key, Entry { state: SaEntry::Refused(r.clone()), generation });
                     return Err(r);
                 }
-                if self.sas.iter().any(|(k, e)| {
-                    *k != key && matches!(&e.state, SaEntry::Active(o) if o.key.spi == spi && o.is_outbound() == outbound)
-                }) {
+                if self.index.get(&(spi, outbound)).is_some_and(|k| *k != key) {
                     let r = self.refuse(Refusal::DuplicateSpi {
                         spi,
                         direction: if outbound { "outbound" } else { "inbound" },
                     });
-                    self.sas.insert(key, Entry { state: SaEntry::Refused(r.clone()), generation });
+                    self.put(key, Entry { state: SaEntry::Refused(r.clone()), generation });
                     return Err(r);
                 }
                 self.order += 1;
                 let mut new = new;
                 new.order = self.order;
-                self.sas.insert(key, Entry { state: SaEntry::Active(Box::new(new)), generation });
+                self.put(key, Entry { state: SaEntry::Active(Box::new(new)), generation });
                 Ok(self.changed_if(true))
             }
             Err(r) => {
                 let r = self.refuse(r);
-                let prev = self.sas.insert(key, Entry { state: SaEntry::Refused(r.clone()), generation });
+                let prev = self.put(key, Entry { state: SaEntry::Refused(r.clone()), generation });
                 if matches!(prev, Some(Entry { state: SaEntry::Active(_), .. })) {
                     self.version += 1;
                 }

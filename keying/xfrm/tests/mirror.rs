@@ -459,3 +459,39 @@ fn used_outbound_sa_is_refused_and_retired_with_a_rekey() {
         .collect();
     assert_eq!(spis, vec![(0x61, false), (0x62, false)]);
 }
+
+mod index {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// After any sequence of installs, deletions, expiries and flushes, `find` (indexed)
+        /// agrees with a scan of the active SAs, and the desired state builds.
+        #[test]
+        fn find_agrees_with_a_scan(ops in prop::collection::vec((0u8..5, 0u32..6, any::<bool>()), 1..40)) {
+            let mut m = mirror();
+            for (op, spi, outbound) in ops {
+                let (src, dst) = if outbound { (LOCAL, PEER) } else { (PEER, LOCAL) };
+                let info = sa_info(src, dst, 0x100 + spi, 1);
+                let bytes = match op {
+                    0 | 1 => newsa(msg_type::NEWSA, &info, &scoped_gcm(spi as u8)),
+                    2 => delsa(&info, &A::default()),
+                    3 => expire(&info, true, &A::default()),
+                    _ => flushsa(0),
+                };
+                m.apply_datagram(&bytes);
+                for sa in m.active() {
+                    let found = m.find(sa.key.spi, sa.is_outbound()).map(|f| f.key);
+                    prop_assert_eq!(found, Some(sa.key));
+                }
+                for spi in 0x100..0x106 {
+                    for out in [false, true] {
+                        let scan = m.active().find(|s| s.key.spi == spi && s.is_outbound() == out).map(|s| s.key);
+                        prop_assert_eq!(m.find(spi, out).map(|s| s.key), scan);
+                    }
+                }
+                prop_assert!(SaSet::from_configs(&m.configs(), &m.spd()).is_ok());
+            }
+        }
+    }
+}
