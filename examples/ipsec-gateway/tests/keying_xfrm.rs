@@ -1,6 +1,8 @@
 //! `[keying] source = "xfrm"`: the configuration section, and a mirror's SAs and policies
 //! published into a running gateway next to its static ones (mem backend, kernel messages from
-//! byte fixtures: this machine's kernel cannot hold keyed ESP SAs).
+//! byte fixtures: this machine's kernel cannot hold keyed ESP SAs); and, as root in a private
+//! network namespace, the gateway's XFRM source on the real NETLINK_XFRM socket.
+#![allow(unsafe_code)] // unshare(2) of the kernel test, fenced in `private_netns`
 
 mod common;
 
@@ -209,5 +211,80 @@ fn mirrored_sas_join_the_static_ones_and_seal_traffic() {
     let now: Vec<(u32, Direction)> = rig.gw().sas().iter().map(|s| (s.spi(), s.direction())).collect();
     assert_eq!(now, static_sas);
     assert_eq!(rig.gw().spd().policies, static_policies);
+    rig.stop();
+}
+
+/// Moves this test's thread into a fresh network namespace (its own XFRM database).
+fn private_netns() {
+    // SAFETY: unshare(2) with a constant flag; it only changes this thread's namespace.
+    let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+}
+
+fn ip_cmd(args: &[&str]) {
+    let out = std::process::Command::new("ip").args(args).output().expect("spawn ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn xfrm_source_follows_the_kernel() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if !status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0")) {
+        let why = "not root: NETLINK_XFRM needs CAP_NET_ADMIN";
+        if std::env::var_os("WIRESPEED_XFRM_REQUIRE_KERNEL").is_some() {
+            panic!(
+                "xfrm_source_follows_the_kernel cannot run and WIRESPEED_XFRM_REQUIRE_KERNEL is set: {why}"
+            );
+        }
+        eprintln!("SKIPPED xfrm_source_follows_the_kernel: {why}");
+        return;
+    }
+    private_netns();
+    let text =
+        format!("{}\n[keying]\nsource = \"xfrm\"\nif_ids = [{IF_ID}]\n", configs::config(Site::A, 1, None));
+    let mut rig = Rig::start_with(&text);
+    let cfg = rig.cfg.clone();
+    let Keying::Xfrm(k) = &cfg.keying else { panic!() };
+    let static_policies = rig.gw().spd().policies.len();
+    let (mut src, log) =
+        ipsec_gateway::keying::XfrmSource::start(&cfg, k, rig.gw_mut()).expect("xfrm source");
+    assert!(log.iter().any(|l| l.contains("0 mirrored SAs, 0 mirrored policies")), "{log:?}");
+    let (a, b) = (configs::A_WAN, configs::B_WAN);
+    let if_id = IF_ID.to_string();
+    ip_cmd(&[
+        "xfrm",
+        "policy",
+        "add",
+        "src",
+        "10.1.0.0/16",
+        "dst",
+        "10.77.0.0/16",
+        "dir",
+        "out",
+        "tmpl",
+        "src",
+        a,
+        "dst",
+        b,
+        "proto",
+        "esp",
+        "reqid",
+        "9",
+        "mode",
+        "tunnel",
+        "if_id",
+        &if_id,
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while rig.gw().spd().policies.len() == static_policies {
+        assert!(std::time::Instant::now() < deadline, "the mirrored policy never reached the gateway");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        src.poll(rig.gw_mut(), std::time::Instant::now());
+    }
+    let last = rig.gw().spd().policies.last().unwrap().clone();
+    assert_eq!(last.action, PolicyAction::Protect { spis: vec![] }, "no SA yet: drop, never clear");
+    assert_eq!(last.selector.dst.to_string(), "10.77.0.0/16");
+    let metrics = src.metrics("A", rig.gw());
+    assert!(metrics.contains("wirespeed_xfrm_messages_total"), "{metrics}");
     rig.stop();
 }
