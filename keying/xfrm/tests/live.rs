@@ -283,3 +283,43 @@ fn keyed_esp_sa_is_mirrored() {
     assert_eq!(sa.config.keymat, (1..=20).collect::<Vec<u8>>());
     assert_eq!(sa.if_id, 7);
 }
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Clears CAP_NET_ADMIN from this thread's effective set (capabilities are per thread).
+fn drop_net_admin() {
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_ADMIN: u32 = 12;
+    let mut hdr = CapHeader { version: VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget(2) with a version-3 header and the two data words it fills.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) };
+    assert_eq!(r, 0, "capget: {}", std::io::Error::last_os_error());
+    data[0].effective &= !(1 << CAP_NET_ADMIN);
+    // SAFETY: capset(2) on this thread (pid 0) with the words capget returned, one bit cleared.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
+    assert_eq!(r, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn without_cap_net_admin_the_error_says_so() {
+    if skip("without_cap_net_admin_the_error_says_so") {
+        return;
+    }
+    drop_net_admin();
+    let e = Follower::start(mirror()).expect_err("no CAP_NET_ADMIN, no XFRM groups");
+    assert!(matches!(e, wirespeed_xfrm::SocketError::PermissionDenied { .. }), "{e:?}");
+    assert!(e.to_string().contains("CAP_NET_ADMIN"), "{e}");
+}
