@@ -149,8 +149,11 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
     let mut gw = gw;
     let ctl = match &cfg.control_socket {
         Some(path) => Some(
-            crate::ctl::CtlServer::start(path)
-                .map_err(|e| RunError::Listen2(path.display().to_string(), e.to_string()))?,
+            crate::ctl::CtlServer::start_with(
+                path,
+                crate::ctl::CtlOptions { group: cfg.control_group, ..crate::ctl::CtlOptions::default() },
+            )
+            .map_err(|e| RunError::Listen2(path.display().to_string(), e.to_string()))?,
         ),
         None => None,
     };
