@@ -7,6 +7,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use zeroize::{Zeroize, Zeroizing};
+
 use crate::mirror::{Applied, Mirror};
 use crate::msg::{self, Builder};
 use crate::wire::group;
@@ -76,7 +78,10 @@ pub enum Received<'a> {
 #[derive(Debug)]
 pub struct XfrmSocket {
     fd: OwnedFd,
-    buf: Vec<u8>,
+    /// Receive buffer; SA notifications carry keys, so what a datagram left in it is wiped
+    /// before the next receive and when the socket is dropped.
+    buf: Zeroizing<Vec<u8>>,
+    last: usize,
 }
 
 /// Bit mask of multicast groups for `sockaddr_nl.nl_groups`.
@@ -133,7 +138,7 @@ impl XfrmSocket {
         if r < 0 {
             return Err(err("bind(NETLINK_XFRM groups)", io::Error::last_os_error()));
         }
-        Ok(Self { fd, buf: vec![0; 1 << 16] })
+        Ok(Self { fd, buf: Zeroizing::new(vec![0; 1 << 16]), last: 0 })
     }
 
     /// Sends `bytes` (one or more netlink messages) to the kernel.
@@ -158,8 +163,10 @@ impl XfrmSocket {
         Ok(())
     }
 
-    /// Receives one datagram without blocking.
+    /// Receives one datagram without blocking (wiping the previous one first).
     pub fn recv(&mut self) -> Result<Received<'_>, SocketError> {
+        self.buf[..self.last].zeroize();
+        self.last = 0;
         // SAFETY: the buffer is valid for writes of its length.
         let n = unsafe {
             libc::recv(self.fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), libc::MSG_TRUNC)
@@ -173,6 +180,7 @@ impl XfrmSocket {
             };
         }
         let n = n as usize;
+        self.last = n.min(self.buf.len());
         if n > self.buf.len() {
             return Ok(Received::Overrun);
         }
@@ -237,6 +245,8 @@ pub struct Follower {
     seq: u32,
     builder: Builder,
     overruns: u64,
+    /// An overrun happened while a dump was running: dump again once it ends.
+    redump: bool,
 }
 
 impl Follower {
@@ -245,8 +255,15 @@ impl Follower {
     /// that race the dump are applied idempotently).
     pub fn start(mirror: Mirror) -> Result<Self, SocketError> {
         let sock = XfrmSocket::open(&[group::SA, group::POLICY, group::EXPIRE, group::ACQUIRE])?;
-        let mut f =
-            Self { sock, mirror, phase: Phase::DumpingSas, seq: 0, builder: Builder::new(), overruns: 0 };
+        let mut f = Self {
+            sock,
+            mirror,
+            phase: Phase::DumpingSas,
+            seq: 0,
+            builder: Builder::new(),
+            overruns: 0,
+            redump: false,
+        };
         f.request_dump(false)?;
         Ok(f)
     }
@@ -299,12 +316,17 @@ impl Follower {
             let (changed, done) = match self.sock.recv()? {
                 Received::WouldBlock => return Ok(out),
                 Received::Overrun => {
-                    // Events were lost: dump everything again and sweep what disappeared.
+                    // Events were lost: dump everything again and sweep what disappeared. A
+                    // dump already running must end first (the kernel runs one at a time).
                     self.overruns += 1;
                     out.resync = true;
                     self.mirror.begin_resync();
-                    self.phase = Phase::DumpingSas;
-                    self.request_dump(false)?;
+                    if self.phase == Phase::Following {
+                        self.phase = Phase::DumpingSas;
+                        self.request_dump(false)?;
+                    } else {
+                        self.redump = true;
+                    }
                     continue;
                 }
                 Received::Datagram(d) => {
@@ -323,7 +345,11 @@ impl Follower {
                 }
             };
             out.changed |= changed;
-            if done {
+            if done && self.redump {
+                self.redump = false;
+                self.phase = Phase::DumpingSas;
+                self.request_dump(false)?;
+            } else if done {
                 match self.phase {
                     Phase::DumpingSas => {
                         self.phase = Phase::DumpingPolicies;
