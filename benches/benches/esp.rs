@@ -290,20 +290,24 @@ fn bench_aead_batch(c: &mut Criterion) {
                 }
                 jobs.iter().all(|j| j.result.is_ok())
             };
-            g.bench_function(BenchmarkId::new(format!("aead_seal_batch32_aes128gcm_{}", path.name()), n), |b| {
-                b.iter_custom(|iters| timed(iters, cpu, || assert!(run(true, &mut bufs, &mut tags))))
-            });
+            g.bench_function(
+                BenchmarkId::new(format!("aead_seal_batch32_aes128gcm_{}", path.name()), n),
+                |b| b.iter_custom(|iters| timed(iters, cpu, || assert!(run(true, &mut bufs, &mut tags)))),
+            );
             // Sealed once more, then opened and sealed again in turn so every open verifies.
-            g.bench_function(BenchmarkId::new(format!("aead_open_batch32_aes128gcm_{}", path.name()), n), |b| {
-                b.iter_custom(|iters| {
-                    let mut spent = Duration::ZERO;
-                    for _ in 0..iters {
-                        assert!(run(true, &mut bufs, &mut tags));
-                        spent += timed(1, cpu, || assert!(run(false, &mut bufs, &mut tags)));
-                    }
-                    spent
-                })
-            });
+            g.bench_function(
+                BenchmarkId::new(format!("aead_open_batch32_aes128gcm_{}", path.name()), n),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let mut spent = Duration::ZERO;
+                        for _ in 0..iters {
+                            assert!(run(true, &mut bufs, &mut tags));
+                            spent += timed(1, cpu, || assert!(run(false, &mut bufs, &mut tags)));
+                        }
+                        spent
+                    })
+                },
+            );
         }
     }
     g.finish();

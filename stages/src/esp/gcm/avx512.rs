@@ -34,13 +34,15 @@ pub(super) struct Tables {
     /// `hp[i]` = `H^(NPOW - i)` for `i < NPOW`, then four zero blocks: the powers of blocks
     /// that need `H^e, H^(e-1), …` start at `hp[NPOW - e]`.
     hp: [__m128i; NPOW + 4],
+    /// Karatsuba's middle factors: `hk[i]` = low ⊕ high half of `hp[i]`, in both halves.
+    hk: [__m128i; NPOW + 4],
 }
 
 impl Drop for Tables {
     fn drop(&mut self) {
         // Best effort: do not leave the key schedule in freed memory.
         let z = from_bytes([0; 16]);
-        for r in self.hp.iter_mut() {
+        for r in self.hp.iter_mut().chain(self.hk.iter_mut()) {
             // SAFETY: `r` is a valid, aligned, exclusive reference.
             unsafe { std::ptr::write_volatile(r, z) };
         }
@@ -57,25 +59,34 @@ impl Tables {
     /// `rk`: the round keys; `pows[i]` = `H^(i+1)` (POLYVAL representation).
     #[target_feature(enable = "avx512f")]
     pub(super) fn new(rk: &[__m128i; 15], pows: &[__m128i; NPOW]) -> Box<Self> {
-        let mut t = Box::new(Self { rk: [_mm512_setzero_si512(); 15], hp: [_mm_setzero_si128(); NPOW + 4] });
+        let z = _mm_setzero_si128();
+        let mut t = Box::new(Self { rk: [_mm512_setzero_si512(); 15], hp: [z; NPOW + 4], hk: [z; NPOW + 4] });
         for (d, s) in t.rk.iter_mut().zip(rk) {
             *d = _mm512_broadcast_i32x4(*s);
         }
         for (i, p) in pows.iter().enumerate() {
             t.hp[NPOW - 1 - i] = *p;
+            t.hk[NPOW - 1 - i] = _mm_xor_si128(*p, _mm_shuffle_epi32::<0x4e>(*p));
         }
         t
     }
 
-    /// The powers `H^e, H^(e-1), H^(e-2), H^(e-3)` (zero where the exponent is below 1).
+    /// The powers `H^e, H^(e-1), H^(e-2), H^(e-3)` (zero where the exponent is below 1), with
+    /// their Karatsuba middle factors.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn pow(&self, e: usize) -> __m512i {
-        let run: &[__m128i; 4] =
-            self.hp[NPOW - e..][..4].try_into().unwrap_or_else(|_| unreachable!("4 entries"));
-        // SAFETY: `run` is 64 readable bytes; the load is unaligned.
-        unsafe { _mm512_loadu_si512(run.as_ptr().cast()) }
+    fn pow(&self, e: usize) -> (__m512i, __m512i) {
+        (run4(&self.hp, NPOW - e), run4(&self.hk, NPOW - e))
     }
+}
+
+/// Entries `i..i + 4` of a power table.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn run4(t: &[__m128i; NPOW + 4], i: usize) -> __m512i {
+    let run: &[__m128i; 4] = t[i..][..4].try_into().unwrap_or_else(|_| unreachable!("4 entries"));
+    // SAFETY: `run` is 64 readable bytes; the load is unaligned.
+    unsafe { _mm512_loadu_si512(run.as_ptr().cast()) }
 }
 
 /// Bytes `0..n` (at most 64) of a register as a mask.
@@ -149,26 +160,30 @@ impl Sum {
         Self { lo: z, mid: z, hi: z }
     }
 
-    /// `+= x · h`, four blocks.
+    /// `+= x · h`, four blocks, Karatsuba (three multiplications; `mid` gets
+    /// (x_lo ⊕ x_hi)(h_lo ⊕ h_hi), from which `lo` and `hi` are taken in [`Sum::finish`]).
     #[inline]
     #[target_feature(enable = "avx512f,vpclmulqdq")]
-    fn mul_acc(&mut self, x: __m512i, h: __m512i) {
+    fn mul_acc(&mut self, x: __m512i, (h, hk): (__m512i, __m512i)) {
         self.lo = xor4(self.lo, _mm512_clmulepi64_epi128::<0x00>(x, h));
         self.hi = xor4(self.hi, _mm512_clmulepi64_epi128::<0x11>(x, h));
-        self.mid = _mm512_ternarylogic_epi64::<0x96>(
-            self.mid,
-            _mm512_clmulepi64_epi128::<0x01>(x, h),
-            _mm512_clmulepi64_epi128::<0x10>(x, h),
-        );
+        let xk = xor4(x, _mm512_shuffle_epi32::<0x4e>(x));
+        self.mid = xor4(self.mid, _mm512_clmulepi64_epi128::<0x00>(xk, hk));
     }
 
-    /// The four lanes folded and reduced: the GHASH value after the group.
+    /// The GHASH value after the group: the four lanes folded, plus `carry` (the value before
+    /// the group) times `H^e` (`e`: the power of the group's first block), reduced. Adding the
+    /// carry here rather than into the first block keeps the lane folding off the dependency
+    /// chain from one group to the next: on it are only one multiplication and the reduction.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,pclmulqdq,sse2")]
-    fn finish(self) -> __m128i {
-        let lo = xor4(self.lo, _mm512_bslli_epi128::<8>(self.mid));
-        let hi = xor4(self.hi, _mm512_bsrli_epi128::<8>(self.mid));
-        reduce((fold(lo), _mm_setzero_si128(), fold(hi)))
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,pclmulqdq,sse2")]
+    fn finish(self, t: &Tables, carry: __m128i, e: usize) -> __m128i {
+        let (h, hk) = (t.hp[NPOW - e], t.hk[NPOW - e]);
+        let lo = xor(fold(self.lo), _mm_clmulepi64_si128::<0x00>(carry, h));
+        let hi = xor(fold(self.hi), _mm_clmulepi64_si128::<0x11>(carry, h));
+        let ck = xor(carry, _mm_shuffle_epi32::<0x4e>(carry));
+        let mk = xor(fold(self.mid), _mm_clmulepi64_si128::<0x00>(ck, hk));
+        reduce((lo, _mm_ternarylogic_epi64::<0x96>(mk, lo, hi), hi))
     }
 }
 
@@ -211,36 +226,33 @@ fn next_counters<const N: usize>(ctr: &mut [__m512i; 4]) -> [__m512i; N] {
     x
 }
 
-/// The ciphertext of a full chunk (four registers, byte-reversed) into its reduction group,
-/// `carry` (the GHASH value so far) xored into its first block; returns the new GHASH value
-/// as the next carry.
+/// The ciphertext of a full chunk (four registers, byte-reversed) into its reduction group
+/// (`e`: the power of the group's first block, 16 or more when the AAD opens the group), after
+/// `carry` (the GHASH value so far); returns the new GHASH value.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,vpclmulqdq,pclmulqdq,sse2")]
-fn ghash_full(t: &Tables, sum: &mut Sum, g: [__m512i; 4], carry: __m512i) -> __m512i {
-    sum.mul_acc(xor4(g[0], carry), t.pow(16));
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,vpclmulqdq,pclmulqdq,sse2")]
+fn ghash_full(t: &Tables, sum: &mut Sum, g: [__m512i; 4], carry: __m128i, e: usize) -> __m128i {
+    sum.mul_acc(g[0], t.pow(16));
     sum.mul_acc(g[1], t.pow(12));
     sum.mul_acc(g[2], t.pow(8));
     sum.mul_acc(g[3], t.pow(4));
-    let acc = std::mem::replace(sum, Sum::zero()).finish();
-    _mm512_zextsi128_si512(acc)
+    std::mem::replace(sum, Sum::zero()).finish(t, carry, e)
 }
 
 /// GHASH of `s` (no lengths block) onto zero, in groups of sixteen blocks: the AAD when it is
 /// longer than sixteen blocks.
-#[target_feature(enable = "avx512f,avx512bw,vpclmulqdq,pclmulqdq,sse2,ssse3")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,vpclmulqdq,pclmulqdq,sse2,ssse3")]
 fn absorb(t: &Tables, s: &[u8]) -> __m128i {
-    let mut acc = _mm512_setzero_si512();
+    let mut acc = _mm_setzero_si128();
     for group in s.chunks(256) {
         let m = group.len().div_ceil(16);
         let mut sum = Sum::zero();
         for (k, piece) in group.chunks(64).enumerate() {
-            let x = bswap4(load(piece));
-            let x = if k == 0 { xor4(x, acc) } else { x };
-            sum.mul_acc(x, t.pow(m - 4 * k));
+            sum.mul_acc(bswap4(load(piece)), t.pow(m - 4 * k));
         }
-        acc = _mm512_zextsi128_si512(sum.finish());
+        acc = sum.finish(t, acc, m);
     }
-    _mm512_castsi512_si128(acc)
+    acc
 }
 
 /// One packet's stitched CTR + GHASH pass over `data` (sealed if `SEAL`, else opened: GHASH of
@@ -256,21 +268,23 @@ fn pass<const R: usize, const SEAL: bool>(t: &Tables, base: __m128i, aad: &[u8],
     // Blocks of the last chunk (1..=16; 0 when there is no data).
     let m = nb - 16 * nch.saturating_sub(1);
     let mut sum = Sum::zero();
-    // The GHASH value so far, in lane 0, xored into the first block of the next group.
-    let mut carry = _mm512_setzero_si512();
+    // The GHASH value before the next group.
+    let mut carry = _mm_setzero_si128();
+    // The power of the first block of the first group that holds data.
+    let mut first = if nch > 1 { 16 } else { m + 1 };
     let na = aad.len().div_ceil(16);
     if na > 16 {
-        carry = _mm512_zextsi128_si512(absorb(t, aad));
+        carry = absorb(t, aad);
     } else if na > 0 {
         // The AAD opens the first group: AAD, chunk 0, and the lengths if chunk 0 is the last.
-        let total = na + if nch > 1 { 16 } else { m + 1 };
+        first += na;
         for (k, piece) in aad.chunks(64).enumerate() {
-            sum.mul_acc(bswap4(load(piece)), t.pow(total - 4 * k));
+            sum.mul_acc(bswap4(load(piece)), t.pow(first - 4 * k));
         }
     }
     if nch == 0 {
-        sum.mul_acc(xor4(_mm512_zextsi128_si512(lens), carry), t.pow(1));
-        return sum.finish();
+        sum.mul_acc(_mm512_zextsi128_si512(lens), t.pow(1));
+        return sum.finish(t, carry, first);
     }
     let rev = _mm512_broadcast_i32x4(bswap(base));
     // Data block i has counter i + 2.
@@ -281,62 +295,60 @@ fn pass<const R: usize, const SEAL: bool>(t: &Tables, base: __m128i, aad: &[u8],
         _mm512_add_epi32(rev, lane_ctr(14)),
     ];
     let (full, last) = data.split_at_mut(256 * (nch - 1));
-    // Sealing: the byte-reversed ciphertext of the previous full chunk, not yet hashed.
-    let mut pending: Option<[__m512i; 4]> = None;
     for chunk in full.chunks_exact_mut(256) {
         let x = next_counters::<4>(&mut ctr);
         let mut g = [_mm512_setzero_si512(); 4];
         if SEAL {
-            if let Some(p) = pending {
-                carry = ghash_full(t, &mut sum, p, carry);
-            }
+            // The GHASH of this chunk is not on the path of the next chunk's AES: the CPU
+            // overlaps the two (out of order) without holding the ciphertext across rounds.
             let ks = aes::<R, 4>(t, x);
             for (k, (piece, ks)) in chunk.chunks_exact_mut(64).zip(ks).enumerate() {
                 let c = xor4(ks, load(piece));
                 store(piece, c);
                 g[k] = bswap4(c);
             }
-            pending = Some(g);
+            carry = ghash_full(t, &mut sum, g, carry, first);
+            first = 16;
         } else {
             let mut c = [_mm512_setzero_si512(); 4];
             for (k, piece) in chunk.chunks_exact(64).enumerate() {
                 c[k] = load(piece);
                 g[k] = bswap4(c[k]);
             }
-            carry = ghash_full(t, &mut sum, g, carry);
+            carry = ghash_full(t, &mut sum, g, carry, first);
+            first = 16;
             let ks = aes::<R, 4>(t, x);
             for (k, (piece, ks)) in chunk.chunks_exact_mut(64).zip(ks).enumerate() {
                 store(piece, xor4(ks, c[k]));
             }
         }
     }
+    if nch > 1 {
+        first = m + 1;
+    }
     match m.div_ceil(4) {
-        1 => last_chunk::<R, SEAL, 1>(t, &mut sum, carry, pending, &mut ctr, last, m, lens),
-        2 => last_chunk::<R, SEAL, 2>(t, &mut sum, carry, pending, &mut ctr, last, m, lens),
-        3 => last_chunk::<R, SEAL, 3>(t, &mut sum, carry, pending, &mut ctr, last, m, lens),
-        _ => last_chunk::<R, SEAL, 4>(t, &mut sum, carry, pending, &mut ctr, last, m, lens),
+        1 => last_chunk::<R, SEAL, 1>(t, &mut sum, (carry, first), &mut ctr, last, m, lens),
+        2 => last_chunk::<R, SEAL, 2>(t, &mut sum, (carry, first), &mut ctr, last, m, lens),
+        3 => last_chunk::<R, SEAL, 3>(t, &mut sum, (carry, first), &mut ctr, last, m, lens),
+        _ => last_chunk::<R, SEAL, 4>(t, &mut sum, (carry, first), &mut ctr, last, m, lens),
     }
 }
 
-/// The last chunk (`m` blocks, `N` = ⌈m/4⌉ registers, `data` 1..=256 bytes), stitched with the
-/// GHASH of the previous full chunk when sealing, then its own group with the lengths block.
+/// The last chunk (`m` blocks, `N` = ⌈m/4⌉ registers, `data` 1..=256 bytes) and its GHASH
+/// group, which ends with the lengths block.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes,pclmulqdq,avx2,sse4.1,ssse3,sse2")]
 fn last_chunk<const R: usize, const SEAL: bool, const N: usize>(
     t: &Tables,
     sum: &mut Sum,
-    mut carry: __m512i,
-    pending: Option<[__m512i; 4]>,
+    (carry, first): (__m128i, usize),
     ctr: &mut [__m512i; 4],
     data: &mut [u8],
     m: usize,
     lens: __m128i,
 ) -> __m128i {
     let x = next_counters::<N>(ctr);
-    if let Some(p) = pending {
-        carry = ghash_full(t, sum, p, carry);
-    }
     let ks = aes::<R, N>(t, x);
     let mut g = [_mm512_setzero_si512(); N];
     for (k, (piece, ks)) in data.chunks_mut(64).zip(ks).enumerate() {
@@ -346,7 +358,6 @@ fn last_chunk<const R: usize, const SEAL: bool, const N: usize>(
         // The ciphertext, zero past the end of the data.
         g[k] = bswap4(if SEAL { _mm512_maskz_mov_epi8(bmask(piece.len()), out) } else { d });
     }
-    g[0] = xor4(g[0], carry);
     // The lengths block is block m of the group (power H^1): in the last register when it has
     // room, else alone.
     if !m.is_multiple_of(4) {
@@ -358,7 +369,7 @@ fn last_chunk<const R: usize, const SEAL: bool, const N: usize>(
     if m.is_multiple_of(4) {
         sum.mul_acc(_mm512_zextsi128_si512(lens), t.pow(1));
     }
-    sum.finish()
+    sum.finish(t, carry, first)
 }
 
 /// CTR over `data` alone (counters from 2): undoes a decryption whose tag failed.
