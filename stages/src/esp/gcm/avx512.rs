@@ -12,7 +12,9 @@
 //! end of a run).
 //!
 //! The last chunk (1 to 256 bytes) is read and written with byte-masked loads and stores, so no
-//! byte outside the packet is touched and no copy is made. Everything branches on lengths only.
+//! byte outside the packet is touched and no copy is made; when its last register has a free
+//! lane, the tag mask's counter block `J0` rides in it (no separate AES chain for small
+//! packets). Everything branches on lengths only.
 //!
 //! GHASH runs in the POLYVAL representation (RFC 8452 Appendix A) as in `x86.rs`: blocks are
 //! byte-reversed, the key powers are shared.
@@ -177,12 +179,16 @@ impl Sum {
     /// chain from one group to the next: on it are only one multiplication and the reduction.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,pclmulqdq,sse2")]
-    fn finish(self, t: &Tables, carry: __m128i, e: usize) -> __m128i {
-        let (h, hk) = (t.hp[NPOW - e], t.hk[NPOW - e]);
-        let lo = xor(fold(self.lo), _mm_clmulepi64_si128::<0x00>(carry, h));
-        let hi = xor(fold(self.hi), _mm_clmulepi64_si128::<0x11>(carry, h));
-        let ck = xor(carry, _mm_shuffle_epi32::<0x4e>(carry));
-        let mk = xor(fold(self.mid), _mm_clmulepi64_si128::<0x00>(ck, hk));
+    fn finish(self, t: &Tables, carry: Option<__m128i>, e: usize) -> __m128i {
+        let (mut lo, mut mk, mut hi) = (fold(self.lo), fold(self.mid), fold(self.hi));
+        // No carry before the first group (known from the lengths alone).
+        if let Some(c) = carry {
+            let (h, hk) = (t.hp[NPOW - e], t.hk[NPOW - e]);
+            lo = xor(lo, _mm_clmulepi64_si128::<0x00>(c, h));
+            hi = xor(hi, _mm_clmulepi64_si128::<0x11>(c, h));
+            let ck = xor(c, _mm_shuffle_epi32::<0x4e>(c));
+            mk = xor(mk, _mm_clmulepi64_si128::<0x00>(ck, hk));
+        }
         reduce((lo, _mm_ternarylogic_epi64::<0x96>(mk, lo, hi), hi))
     }
 }
@@ -231,7 +237,7 @@ fn next_counters<const N: usize>(ctr: &mut [__m512i; 4]) -> [__m512i; N] {
 /// `carry` (the GHASH value so far); returns the new GHASH value.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vpclmulqdq,pclmulqdq,sse2")]
-fn ghash_full(t: &Tables, sum: &mut Sum, g: [__m512i; 4], carry: __m128i, e: usize) -> __m128i {
+fn ghash_full(t: &Tables, sum: &mut Sum, g: [__m512i; 4], carry: Option<__m128i>, e: usize) -> __m128i {
     sum.mul_acc(g[0], t.pow(16));
     sum.mul_acc(g[1], t.pow(12));
     sum.mul_acc(g[2], t.pow(8));
@@ -242,15 +248,15 @@ fn ghash_full(t: &Tables, sum: &mut Sum, g: [__m512i; 4], carry: __m128i, e: usi
 /// GHASH of `s` (no lengths block) onto zero, in groups of sixteen blocks: the AAD when it is
 /// longer than sixteen blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vpclmulqdq,pclmulqdq,sse2,ssse3")]
-fn absorb(t: &Tables, s: &[u8]) -> __m128i {
-    let mut acc = _mm_setzero_si128();
+fn absorb(t: &Tables, s: &[u8]) -> Option<__m128i> {
+    let mut acc = None;
     for group in s.chunks(256) {
         let m = group.len().div_ceil(16);
         let mut sum = Sum::zero();
         for (k, piece) in group.chunks(64).enumerate() {
             sum.mul_acc(bswap4(load(piece)), t.pow(m - 4 * k));
         }
-        acc = sum.finish(t, acc, m);
+        acc = Some(sum.finish(t, acc, m));
     }
     acc
 }
@@ -260,8 +266,14 @@ fn absorb(t: &Tables, s: &[u8]) -> __m128i {
 /// lengths (POLYVAL domain, still byte-reversed).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes,pclmulqdq,avx2,sse4.1,ssse3,sse2")]
-fn pass<const R: usize, const SEAL: bool>(t: &Tables, base: __m128i, aad: &[u8], data: &mut [u8]) -> __m128i {
+fn pass<const R: usize, const SEAL: bool>(
+    t: &Tables,
+    base: __m128i,
+    aad: &[u8],
+    data: &mut [u8],
+) -> (__m128i, __m128i) {
     let len = data.len();
+    let j0 = _mm_insert_epi32::<3>(base, 1u32.to_be() as i32);
     let lens = lens_block(aad, data);
     let nb = len.div_ceil(16);
     let nch = nb.div_ceil(16);
@@ -269,7 +281,7 @@ fn pass<const R: usize, const SEAL: bool>(t: &Tables, base: __m128i, aad: &[u8],
     let m = nb - 16 * nch.saturating_sub(1);
     let mut sum = Sum::zero();
     // The GHASH value before the next group.
-    let mut carry = _mm_setzero_si128();
+    let mut carry = None;
     // The power of the first block of the first group that holds data.
     let mut first = if nch > 1 { 16 } else { m + 1 };
     let na = aad.len().div_ceil(16);
@@ -284,7 +296,7 @@ fn pass<const R: usize, const SEAL: bool>(t: &Tables, base: __m128i, aad: &[u8],
     }
     if nch == 0 {
         sum.mul_acc(_mm512_zextsi128_si512(lens), t.pow(1));
-        return sum.finish(t, carry, first);
+        return (sum.finish(t, carry, first), encrypt1::<R>(t, j0));
     }
     let rev = _mm512_broadcast_i32x4(bswap(base));
     // Data block i has counter i + 2.
@@ -307,7 +319,7 @@ fn pass<const R: usize, const SEAL: bool>(t: &Tables, base: __m128i, aad: &[u8],
                 store(piece, c);
                 g[k] = bswap4(c);
             }
-            carry = ghash_full(t, &mut sum, g, carry, first);
+            carry = Some(ghash_full(t, &mut sum, g, carry, first));
             first = 16;
         } else {
             let mut c = [_mm512_setzero_si512(); 4];
@@ -315,7 +327,7 @@ fn pass<const R: usize, const SEAL: bool>(t: &Tables, base: __m128i, aad: &[u8],
                 c[k] = load(piece);
                 g[k] = bswap4(c[k]);
             }
-            carry = ghash_full(t, &mut sum, g, carry, first);
+            carry = Some(ghash_full(t, &mut sum, g, carry, first));
             first = 16;
             let ks = aes::<R, 4>(t, x);
             for (k, (piece, ks)) in chunk.chunks_exact_mut(64).zip(ks).enumerate() {
@@ -327,10 +339,10 @@ fn pass<const R: usize, const SEAL: bool>(t: &Tables, base: __m128i, aad: &[u8],
         first = m + 1;
     }
     match m.div_ceil(4) {
-        1 => last_chunk::<R, SEAL, 1>(t, &mut sum, (carry, first), &mut ctr, last, m, lens),
-        2 => last_chunk::<R, SEAL, 2>(t, &mut sum, (carry, first), &mut ctr, last, m, lens),
-        3 => last_chunk::<R, SEAL, 3>(t, &mut sum, (carry, first), &mut ctr, last, m, lens),
-        _ => last_chunk::<R, SEAL, 4>(t, &mut sum, (carry, first), &mut ctr, last, m, lens),
+        1 => last_chunk::<R, SEAL, 1>(t, &mut sum, (carry, first), &mut ctr, last, m, lens, j0),
+        2 => last_chunk::<R, SEAL, 2>(t, &mut sum, (carry, first), &mut ctr, last, m, lens, j0),
+        3 => last_chunk::<R, SEAL, 3>(t, &mut sum, (carry, first), &mut ctr, last, m, lens, j0),
+        _ => last_chunk::<R, SEAL, 4>(t, &mut sum, (carry, first), &mut ctr, last, m, lens, j0),
     }
 }
 
@@ -342,14 +354,29 @@ fn pass<const R: usize, const SEAL: bool>(t: &Tables, base: __m128i, aad: &[u8],
 fn last_chunk<const R: usize, const SEAL: bool, const N: usize>(
     t: &Tables,
     sum: &mut Sum,
-    (carry, first): (__m128i, usize),
+    (carry, first): (Option<__m128i>, usize),
     ctr: &mut [__m512i; 4],
     data: &mut [u8],
     m: usize,
     lens: __m128i,
-) -> __m128i {
-    let x = next_counters::<N>(ctr);
+    j0: __m128i,
+) -> (__m128i, __m128i) {
+    let mut x = next_counters::<N>(ctr);
+    // J0 (the tag mask's counter block) takes block m's lane when the last register has room.
+    let packed = !m.is_multiple_of(4);
+    if packed {
+        x[N - 1] = _mm512_mask_broadcast_i32x4(x[N - 1], 0xf << (4 * (m % 4)), j0);
+    }
     let ks = aes::<R, N>(t, x);
+    let mask = if packed {
+        let l = (m % 4) as i64 * 2;
+        _mm512_castsi512_si128(_mm512_permutexvar_epi64(
+            _mm512_set_epi64(0, 0, 0, 0, 0, 0, l + 1, l),
+            ks[N - 1],
+        ))
+    } else {
+        encrypt1::<R>(t, j0)
+    };
     let mut g = [_mm512_setzero_si512(); N];
     for (k, (piece, ks)) in data.chunks_mut(64).zip(ks).enumerate() {
         let d = load(piece);
@@ -369,7 +396,18 @@ fn last_chunk<const R: usize, const SEAL: bool, const N: usize>(
     if m.is_multiple_of(4) {
         sum.mul_acc(_mm512_zextsi128_si512(lens), t.pow(1));
     }
-    sum.finish(t, carry, first)
+    (sum.finish(t, carry, first), mask)
+}
+
+/// One block, AES-`R`.
+#[inline]
+#[target_feature(enable = "avx512f,aes")]
+fn encrypt1<const R: usize>(t: &Tables, b: __m128i) -> __m128i {
+    let mut s = xor(b, _mm512_castsi512_si128(t.rk[0]));
+    for r in 1..R {
+        s = _mm_aesenc_si128(s, _mm512_castsi512_si128(t.rk[r]));
+    }
+    _mm_aesenclast_si128(s, _mm512_castsi512_si128(t.rk[R]))
 }
 
 /// CTR over `data` alone (counters from 2): undoes a decryption whose tag failed.
@@ -391,27 +429,24 @@ fn ctr_only<const R: usize>(t: &Tables, base: __m128i, data: &mut [u8]) {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes,pclmulqdq,avx2,sse4.1,ssse3,sse2")]
-fn seal_one<const R: usize>(key: &GcmKey, t: &Tables, job: &mut AeadJob<'_>) {
+fn seal_one<const R: usize>(t: &Tables, job: &mut AeadJob<'_>) {
     if job.data.len() > MAX_LEN {
         job.result = Err(AeadError::Rejected);
         return;
     }
-    let base = j0_base(&job.nonce);
-    let mask = key.encrypt1(_mm_insert_epi32::<3>(base, 1u32.to_be() as i32));
-    let s = pass::<R, true>(t, base, job.aad, job.data);
+    let (s, mask) = pass::<R, true>(t, j0_base(&job.nonce), job.aad, job.data);
     *job.icv = to_bytes(xor(bswap(s), mask));
     job.result = Ok(());
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes,pclmulqdq,avx2,sse4.1,ssse3,sse2")]
-fn open_one<const R: usize>(key: &GcmKey, t: &Tables, job: &mut AeadJob<'_>) {
+fn open_one<const R: usize>(t: &Tables, job: &mut AeadJob<'_>) {
     if job.data.len() > MAX_LEN {
         job.result = Err(AeadError::AuthFailed);
         return;
     }
     let base = j0_base(&job.nonce);
-    let mask = key.encrypt1(_mm_insert_epi32::<3>(base, 1u32.to_be() as i32));
-    let s = pass::<R, false>(t, base, job.aad, job.data);
+    let (s, mask) = pass::<R, false>(t, base, job.aad, job.data);
     let diff = xor(xor(bswap(s), mask), from_bytes(*job.icv));
     // Only the verdict (public: the packet is dropped or not) is branched on.
     if _mm_testz_si128(diff, diff) == 1 {
@@ -427,11 +462,11 @@ fn open_one<const R: usize>(key: &GcmKey, t: &Tables, job: &mut AeadJob<'_>) {
 pub(super) fn seal_all(key: &GcmKey, t: &Tables, jobs: &mut [AeadJob<'_>]) {
     if key.rounds == 10 {
         for job in jobs {
-            seal_one::<10>(key, t, job);
+            seal_one::<10>(t, job);
         }
     } else {
         for job in jobs {
-            seal_one::<14>(key, t, job);
+            seal_one::<14>(t, job);
         }
     }
 }
@@ -441,11 +476,11 @@ pub(super) fn seal_all(key: &GcmKey, t: &Tables, jobs: &mut [AeadJob<'_>]) {
 pub(super) fn open_all(key: &GcmKey, t: &Tables, jobs: &mut [AeadJob<'_>]) {
     if key.rounds == 10 {
         for job in jobs {
-            open_one::<10>(key, t, job);
+            open_one::<10>(t, job);
         }
     } else {
         for job in jobs {
-            open_one::<14>(key, t, job);
+            open_one::<14>(t, job);
         }
     }
 }

@@ -10,10 +10,10 @@
 //!   block share one reduction) — one GHASH reduction per sixteen blocks, the data read and
 //!   written once. Tails are masked loads and stores. Packets are independent chains the CPU
 //!   overlaps.
-//! - **[`GcmPath::Vaes256`]** and **[`GcmPath::AesNi`]** (`x86.rs`), two passes per group of
-//!   packets, which suits CPUs where 512-bit registers cost more than they give:
+//! - **[`GcmPath::Vaes256`]** and **[`GcmPath::AesNi`]** (`x86.rs`): a CTR pass and a GHASH
+//!   pass per group of packets, as described below.
 //!
-//! Why batching: (for the two-pass paths): one small packet is a latency-bound chain (a 64-byte ESP
+//! Why batching (the two-pass paths): one small packet is a latency-bound chain (a 64-byte ESP
 //! payload is six dependent AES block chains and a seven-block GHASH), so sealing packets one
 //! at a time leaves the AES and carry-less multiply units mostly idle. Here a batch is
 //! processed as one stream:
