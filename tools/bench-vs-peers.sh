@@ -18,6 +18,10 @@ echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(n
 bash "$peers/peer-anchors.sh" | tee "$out/peers.txt"
 # The like-for-like peer of pipeline/l3fwd (same per-packet work in C on net_null).
 bash tools/l3fwd-peer.sh 5 | tee -a "$out/peers.txt"
+# intel-ipsec-mb's raw AES-128-GCM per CPU-second of its thread and per wall second; on a loaded
+# machine compare the per-CPU-second figure with the esp batch ids run with
+# WIRESPEED_BENCH_CLOCK=cpu (the thread's CPU clock).
+bash tools/ipsecmb-peer.sh 3 | tee -a "$out/peers.txt"
 # Quick but stable enough: 2 s warm-up, 5 s measurement per bench. BENCH_FILTER narrows the
 # criterion ids (a regex), e.g. BENCH_FILTER='batch32|null_io' tools/bench-vs-peers.sh.
 # `accel` adds the ring provider; `dpdk` adds pipeline/dpdk_null_io (needs libdpdk-dev).
