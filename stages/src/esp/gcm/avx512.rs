@@ -24,9 +24,9 @@ use std::arch::x86_64::*;
 use super::x86::{GcmKey, MAX_LEN, bswap, from_bytes, j0_base, lens_block, reduce, to_bytes, xor};
 use super::{AeadError, AeadJob};
 
-/// Key powers kept: `H^1..H^NPOW`. A reduction group is at most sixteen AAD blocks, sixteen
-/// data blocks and the lengths block (33).
-pub(super) const NPOW: usize = 36;
+/// Key powers kept: `H^1..H^NPOW`. A reduction group is at most sixteen AAD blocks, 32 data
+/// blocks and the lengths block (49).
+pub(super) const NPOW: usize = 52;
 
 /// The per-key tables of the 512-bit path.
 #[repr(C, align(64))]
@@ -232,17 +232,14 @@ fn next_counters<const N: usize>(ctr: &mut [__m512i; 4]) -> [__m512i; N] {
     x
 }
 
-/// The ciphertext of a full chunk (four registers, byte-reversed) into its reduction group
-/// (`e`: the power of the group's first block, 16 or more when the AAD opens the group), after
-/// `carry` (the GHASH value so far); returns the new GHASH value.
+/// The products of a full chunk (four registers, byte-reversed) into its reduction group; `e`
+/// is the power of the chunk's first block.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vpclmulqdq,pclmulqdq,sse2")]
-fn ghash_full(t: &Tables, sum: &mut Sum, g: [__m512i; 4], carry: Option<__m128i>, e: usize) -> __m128i {
-    sum.mul_acc(g[0], t.pow(16));
-    sum.mul_acc(g[1], t.pow(12));
-    sum.mul_acc(g[2], t.pow(8));
-    sum.mul_acc(g[3], t.pow(4));
-    std::mem::replace(sum, Sum::zero()).finish(t, carry, e)
+fn chunk_products(t: &Tables, sum: &mut Sum, g: [__m512i; 4], e: usize) {
+    for (k, g) in g.into_iter().enumerate() {
+        sum.mul_acc(g, t.pow(e - 4 * k));
+    }
 }
 
 /// GHASH of `s` (no lengths block) onto zero, in groups of sixteen blocks: the AAD when it is
@@ -282,8 +279,13 @@ fn pass<const R: usize, const SEAL: bool>(
     let mut sum = Sum::zero();
     // The GHASH value before the next group.
     let mut carry = None;
-    // The power of the first block of the first group that holds data.
-    let mut first = if nch > 1 { 16 } else { m + 1 };
+    // Reduction groups: pairs of full chunks (32 blocks), then the last chunk with the lengths
+    // block and, when the full chunks are odd in number, the last full chunk before it.
+    let full_chunks = nch.saturating_sub(1);
+    let paired = full_chunks - full_chunks % 2;
+    let last_group = if full_chunks % 2 == 1 { 16 + m + 1 } else { m + 1 };
+    // The power of the first block of the current group.
+    let mut first = if paired > 0 { 32 } else { last_group };
     let na = aad.len().div_ceil(16);
     if na > 16 {
         carry = absorb(t, aad);
@@ -307,7 +309,15 @@ fn pass<const R: usize, const SEAL: bool>(
         _mm512_add_epi32(rev, lane_ctr(14)),
     ];
     let (full, last) = data.split_at_mut(256 * (nch - 1));
-    for chunk in full.chunks_exact_mut(256) {
+    for (ci, chunk) in full.chunks_exact_mut(256).enumerate() {
+        // The power of the chunk's first block.
+        let e = if ci >= paired {
+            16 + m + 1
+        } else if ci % 2 == 0 {
+            32
+        } else {
+            16
+        };
         let x = next_counters::<4>(&mut ctr);
         let mut g = [_mm512_setzero_si512(); 4];
         if SEAL {
@@ -319,24 +329,24 @@ fn pass<const R: usize, const SEAL: bool>(
                 store(piece, c);
                 g[k] = bswap4(c);
             }
-            carry = Some(ghash_full(t, &mut sum, g, carry, first));
-            first = 16;
+            chunk_products(t, &mut sum, g, e);
         } else {
             let mut c = [_mm512_setzero_si512(); 4];
             for (k, piece) in chunk.chunks_exact(64).enumerate() {
                 c[k] = load(piece);
                 g[k] = bswap4(c[k]);
             }
-            carry = Some(ghash_full(t, &mut sum, g, carry, first));
-            first = 16;
+            chunk_products(t, &mut sum, g, e);
             let ks = aes::<R, 4>(t, x);
             for (k, (piece, ks)) in chunk.chunks_exact_mut(64).zip(ks).enumerate() {
                 store(piece, xor4(ks, c[k]));
             }
         }
-    }
-    if nch > 1 {
-        first = m + 1;
+        if e == 16 {
+            // The end of a pair: one reduction per 32 blocks.
+            carry = Some(std::mem::replace(&mut sum, Sum::zero()).finish(t, carry, first));
+            first = if ci + 1 < paired { 32 } else { last_group };
+        }
     }
     match m.div_ceil(4) {
         1 => last_chunk::<R, SEAL, 1>(t, &mut sum, (carry, first), &mut ctr, last, m, lens, j0),
