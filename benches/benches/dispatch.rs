@@ -12,10 +12,14 @@
 //!
 //! Symmetric `sort` mode, the Microsoft key, a 128-entry round-robin RETA over 4 queues; the 32
 //! flows differ in addresses and ports.
+//!
+//! Every id also runs under `cpu/` (e.g. `cpu/dispatch/...`): the same routine timed by the bench
+//! thread's CPU time (`wirespeed_benches::ThreadCpuTime`), whose throughput is per CPU-second.
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput};
+use wirespeed_benches::Clock;
 use wirespeed_core::backend::null::udp4_frame;
 use wirespeed_core::rss::{
     DecideScratch, HashBatch, PacketInfo, RssConfig, RssGroup, RssHasher, SteeringDecision, SteeringEngine,
@@ -35,7 +39,7 @@ fn frames32() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn dispatch(c: &mut Criterion) {
+fn dispatch<M: Clock>(c: &mut Criterion<M>) {
     let hasher = RssHasher::new(&RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() }).unwrap();
     let engine = SteeringEngine::new(hasher, SteeringPlan::rss_only(RssGroup::first(4)), 4).unwrap();
     let reta = engine.default_reta().unwrap();
@@ -63,7 +67,7 @@ fn dispatch(c: &mut Criterion) {
         assert_eq!(Some(*q), d.queue());
     }
 
-    let mut g = c.benchmark_group("dispatch");
+    let mut g = c.benchmark_group(M::group("dispatch"));
     g.throughput(Throughput::Elements(32));
     g.bench_function("batch32_ipv4_udp", |b| {
         b.iter(|| {
@@ -100,5 +104,4 @@ fn dispatch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, dispatch);
-criterion_main!(benches);
+wirespeed_benches::wall_and_cpu_main!(dispatch);

@@ -15,6 +15,9 @@
 //! and update cost a few ns).
 //!
 //! Target features: see the repository's `.cargo/config.toml` and BENCHMARKS.md.
+//!
+//! Every id also runs under `cpu/esp/...`: the same routine timed by the bench thread's CPU time
+//! (`wirespeed_benches::ThreadCpuTime`), whose throughput is per CPU-second.
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -22,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use wirespeed_benches::{Clock, thread_cpu_time};
 use wirespeed_core::epoch::Publisher;
 use wirespeed_core::{BATCH_SIZE, Batch, BufferPool, PacketBuf, PoolBuf, PoolConfig, ShardCtx, Stage};
 use wirespeed_stages::esp::*;
@@ -75,9 +79,9 @@ fn providers() -> Vec<(ProviderRef, &'static str)> {
         .collect()
 }
 
-fn bench_esp(c: &mut Criterion) {
+fn bench_esp<M: Clock>(c: &mut Criterion<M>) {
     let pool = BufferPool::new(PoolConfig { buffers: 256, data_room: 2048, headroom: 256 }).unwrap();
-    let mut g = c.benchmark_group("esp");
+    let mut g = c.benchmark_group(M::group("esp"));
     let now = Instant::now();
     for (provider, suffix) in providers() {
         for alg in [AeadAlgorithm::Aes128Gcm, AeadAlgorithm::ChaCha20Poly1305] {
@@ -156,20 +160,8 @@ fn stages(alg: AeadAlgorithm, provider: &ProviderRef) -> Option<(EspEncrypt, Esp
     Some((enc, dec, publisher))
 }
 
-/// This thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`).
-fn thread_cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
-/// `WIRESPEED_BENCH_CLOCK=cpu`: the batch ids time this thread's CPU time instead of wall time,
-/// so that their rates are per CPU-second, robust to a machine shared with other jobs (wall time
-/// counts the time the thread waited for a core).
-fn cpu_clock() -> bool {
-    std::env::var("WIRESPEED_BENCH_CLOCK").is_ok_and(|v| v == "cpu")
-}
-
-/// Runs `f` `iters` times; the elapsed wall or CPU time ([`cpu_clock`]).
+/// Runs `f` `iters` times; the elapsed wall time, or this thread's CPU time when `cpu` (the
+/// `cpu/` groups), for the ids that must leave set-up work out of the time.
 fn timed(iters: u64, cpu: bool, mut f: impl FnMut()) -> Duration {
     let (w, c) = (Instant::now(), thread_cpu_time());
     for _ in 0..iters {
@@ -182,13 +174,11 @@ fn timed(iters: u64, cpu: bool, mut f: impl FnMut()) -> Duration {
 /// the [`EspEncrypt`] / [`EspDecrypt`] stage (SPD lookup, framing, one batch seal/open per
 /// SA), with the provider `fastest_provider()` picks here; `…_{alg}_{provider}` ids run the
 /// same with each built-in provider, for comparison in one run. Set-up in the time: encrypt
-/// restores the 42 header bytes of each packet, decrypt copies each ESP packet back. Wall time,
-/// or CPU time of the thread with `WIRESPEED_BENCH_CLOCK=cpu` ([`cpu_clock`]); the batch
+/// restores the 42 header bytes of each packet, decrypt copies each ESP packet back. The batch
 /// AES-GCM's code path can be chosen with `WIRESPEED_GCM_PATH` (`avx512`, `vaes256`, `aesni`).
-fn bench_esp_batch(c: &mut Criterion) {
-    let cpu = cpu_clock();
+fn bench_esp_batch<M: Clock>(c: &mut Criterion<M>) {
     let pool = BufferPool::new(PoolConfig { buffers: 256, data_room: 2048, headroom: 256 }).unwrap();
-    let mut g = c.benchmark_group("esp");
+    let mut g = c.benchmark_group(M::group("esp"));
     let cases = [
         (AeadAlgorithm::Aes128Gcm, 64, true),
         (AeadAlgorithm::Aes128Gcm, 1420, false),
@@ -218,17 +208,15 @@ fn bench_esp_batch(c: &mut Criterion) {
             let id = BenchmarkId::new(format!("{dir}_batch32_{}{suffix}", alg.name()), n);
             if !decrypt {
                 g.bench_function(id, |bench| {
-                    bench.iter_custom(|iters| {
-                        timed(iters, cpu, || {
-                            for b in batch.iter_mut() {
-                                b.reset();
-                                b.set_len(tmpl.len()).unwrap();
-                                b.data_mut()[..42].copy_from_slice(&tmpl[..42]);
-                            }
-                            enc.process(&mut cx, &mut batch);
-                            debug_assert_eq!(batch.len(), BATCH_SIZE);
-                            black_box(batch.len());
-                        })
+                    bench.iter(|| {
+                        for b in batch.iter_mut() {
+                            b.reset();
+                            b.set_len(tmpl.len()).unwrap();
+                            b.data_mut()[..42].copy_from_slice(&tmpl[..42]);
+                        }
+                        enc.process(&mut cx, &mut batch);
+                        debug_assert_eq!(batch.len(), BATCH_SIZE);
+                        black_box(batch.len())
                     })
                 });
             } else {
@@ -239,16 +227,14 @@ fn bench_esp_batch(c: &mut Criterion) {
                 assert_eq!(batch.len(), BATCH_SIZE, "{}", cx.counters);
                 assert_eq!(batch.as_slice()[0].data(), &tmpl[..]);
                 g.bench_function(id, |bench| {
-                    bench.iter_custom(|iters| {
-                        timed(iters, cpu, || {
-                            for b in batch.iter_mut() {
-                                b.reset();
-                                b.copy_from(&esp).unwrap();
-                            }
-                            dec.process(&mut cx, &mut batch);
-                            debug_assert_eq!(batch.len(), BATCH_SIZE);
-                            black_box(batch.len());
-                        })
+                    bench.iter(|| {
+                        for b in batch.iter_mut() {
+                            b.reset();
+                            b.copy_from(&esp).unwrap();
+                        }
+                        dec.process(&mut cx, &mut batch);
+                        debug_assert_eq!(batch.len(), BATCH_SIZE);
+                        black_box(batch.len())
                     })
                 });
             }
@@ -261,11 +247,11 @@ fn bench_esp_batch(c: &mut Criterion) {
 /// `esp/aead_{seal,open}_batch32_aes128gcm_{path}/{size}`: one `seal_batch` / `open_batch` of
 /// 32 in-place buffers of `size` bytes (8-byte AAD), on each [`GcmPath`] of the batch AES-GCM
 /// this CPU has (`avx512`, `vaes256`, `aesni`); no ESP framing. Open verifies real tags.
-/// Wall or CPU time as the batch ids ([`cpu_clock`]).
-fn bench_aead_batch(c: &mut Criterion) {
+/// Wall time, and the bench thread's CPU time under `cpu/esp/...`, as every id.
+fn bench_aead_batch<M: Clock>(c: &mut Criterion<M>) {
     use wirespeed_stages::esp::aead::{AeadJob, ICV_LEN};
-    let cpu = cpu_clock();
-    let mut g = c.benchmark_group("esp");
+    let cpu = M::PREFIX == "cpu/";
+    let mut g = c.benchmark_group(M::group("esp"));
     g.throughput(Throughput::Elements(BATCH_SIZE as u64));
     let alg = AeadAlgorithm::Aes128Gcm;
     let key: Vec<u8> = (0..16u8).collect();
@@ -313,5 +299,4 @@ fn bench_aead_batch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_esp, bench_esp_batch, bench_aead_batch);
-criterion_main!(benches);
+wirespeed_benches::wall_and_cpu_main!(bench_esp, bench_esp_batch, bench_aead_batch);

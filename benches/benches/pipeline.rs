@@ -2,7 +2,7 @@
 //!
 //! `pipeline/null_io`: null Rx (copy=false, like DPDK net_null copy=0) → pipeline that forwards
 //! untouched → null Tx. One iteration = one batch of 32 packets. Peer: `dpdk-testpmd
-//! --forward-mode=io` on two net_null ports (`../shared/tools/peer-anchors.sh io`).
+//! --forward-mode=io` on two net_null ports (`tools/peer-anchors.sh io`).
 //!
 //! `pipeline/l3fwd`: null Rx (64-byte frames copied into pool buffers, like DPDK `net_null`
 //! `copy=1`) → classify → forward (route lookup, TTL, RFC 1624 checksum, MAC rewrite) → null Tx,
@@ -13,17 +13,21 @@
 //! backend — Rx on DPDK `net_null0`, Tx on `net_null1`, zero-copy mbufs — exactly what
 //! `dpdk-testpmd --forward-mode=io` does on the same two vdevs (the peer of `null_io`). One
 //! iteration = one batch of 32.
+//!
+//! Every id also runs under `cpu/pipeline/...`: the same routine timed by the bench thread's CPU
+//! time (`wirespeed_benches::ThreadCpuTime`), whose throughput is per CPU-second.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput};
 use std::hint::black_box;
+use wirespeed_benches::Clock;
 use wirespeed_core::backend::null::{NullConfig, NullPort, udp4_frame};
 use wirespeed_core::epoch::Publisher;
 use wirespeed_core::{BATCH_SIZE, BufferPool, Pipeline, PoolConfig, Port, ShardCtx};
 use wirespeed_stages::classify::{Classify, ClassifyConfig};
 use wirespeed_stages::forward::{FibBuilder, Forward, NextHop};
 
-fn null_io(c: &mut Criterion) {
-    let mut g = c.benchmark_group("pipeline");
+fn null_io<M: Clock>(c: &mut Criterion<M>) {
+    let mut g = c.benchmark_group(M::group("pipeline"));
     g.throughput(Throughput::Elements(BATCH_SIZE as u64));
     let pool = BufferPool::new(PoolConfig { buffers: 8192, ..PoolConfig::default() }).unwrap();
     let mut port = NullPort::new(NullConfig { copy: false, ..NullConfig::default() }, pool);
@@ -35,7 +39,7 @@ fn null_io(c: &mut Criterion) {
     assert_eq!(cx.counters.total_drops(), 0);
 }
 
-fn l3fwd(c: &mut Criterion) {
+fn l3fwd<M: Clock>(c: &mut Criterion<M>) {
     let pool = BufferPool::new(PoolConfig { buffers: 4096, ..PoolConfig::default() }).unwrap();
     let mut port =
         NullPort::new(NullConfig { frame: udp4_frame(64), copy: true, ..NullConfig::default() }, pool);
@@ -59,7 +63,7 @@ fn l3fwd(c: &mut Criterion) {
     }
     assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
 
-    let mut g = c.benchmark_group("pipeline");
+    let mut g = c.benchmark_group(M::group("pipeline"));
     g.throughput(Throughput::Elements(32));
     g.bench_function("l3fwd", |b| b.iter(|| pipeline.run_once(&mut cx)));
     assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
@@ -76,7 +80,7 @@ fn l3fwd(c: &mut Criterion) {
 }
 
 #[cfg(feature = "dpdk")]
-fn dpdk_null_io(c: &mut Criterion) {
+fn dpdk_null_io<M: Clock>(c: &mut Criterion<M>) {
     use wirespeed_dpdk::{DpdkPort, DpdkPortConfig, TEST_EAL_ARGS};
     // The EAL arguments of testpmd in peer-anchors.sh (`-l 0,1`, no hugepages) and its two vdevs.
     let mut eal: Vec<String> = TEST_EAL_ARGS.iter().map(|s| s.to_string()).collect();
@@ -98,7 +102,7 @@ fn dpdk_null_io(c: &mut Criterion) {
     let (_, tx) = p1.queue_pair(0).unwrap();
     let mut pipeline = Pipeline::new(rx, tx, ());
     let mut cx = ShardCtx::new(0);
-    let mut g = c.benchmark_group("pipeline");
+    let mut g = c.benchmark_group(M::group("pipeline"));
     g.throughput(Throughput::Elements(BATCH_SIZE as u64));
     g.bench_function("dpdk_null_io", |b| b.iter(|| black_box(pipeline.run_once(&mut cx))));
     g.finish();
@@ -107,8 +111,9 @@ fn dpdk_null_io(c: &mut Criterion) {
     eprintln!("pipeline/dpdk_null_io forwarded {} packets", cx.counters.tx_packets);
 }
 
+// Each function runs twice: wall-clock ids (`pipeline/...`) and the bench thread's CPU time
+// (`cpu/pipeline/...`, whose throughput is per CPU-second).
 #[cfg(not(feature = "dpdk"))]
-criterion_group!(benches, null_io, l3fwd);
+wirespeed_benches::wall_and_cpu_main!(null_io, l3fwd);
 #[cfg(feature = "dpdk")]
-criterion_group!(benches, null_io, l3fwd, dpdk_null_io);
-criterion_main!(benches);
+wirespeed_benches::wall_and_cpu_main!(null_io, l3fwd, dpdk_null_io);

@@ -1,11 +1,15 @@
 //! Stage micro-benchmarks: `classify/ipv4_udp` and `classify/ipv6_tcp` (one packet per
 //! iteration, fast path) and `lpm/ipv4_lookup_1m_routes` (one DIR-24-8 lookup per iteration in a
 //! table of 1 M BGP-like random prefixes, addresses drawn from a pre-generated random array).
+//!
+//! Every id also runs under `cpu/` (`cpu/classify/...`, `cpu/lpm/...`): the same routine timed by
+//! the bench thread's CPU time (`wirespeed_benches::ThreadCpuTime`), whose throughput is per CPU-second.
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput};
+use wirespeed_benches::Clock;
 use wirespeed_core::PacketMeta;
 use wirespeed_core::backend::null::udp4_frame;
 use wirespeed_stages::classify::ClassifyConfig;
@@ -49,7 +53,7 @@ fn ipv6_tcp_frame() -> Vec<u8> {
     f
 }
 
-fn classify(c: &mut Criterion) {
+fn classify<M: Clock>(c: &mut Criterion<M>) {
     let cfg = ClassifyConfig {
         own_ipv4: vec!["192.0.2.1".parse().unwrap()],
         own_ipv6: vec!["2001:db8::1".parse().unwrap()],
@@ -57,7 +61,7 @@ fn classify(c: &mut Criterion) {
     };
     let v4 = udp4_frame(64);
     let v6 = ipv6_tcp_frame();
-    let mut g = c.benchmark_group("classify");
+    let mut g = c.benchmark_group(M::group("classify"));
     g.throughput(Throughput::Elements(1));
     for (name, frame) in [("ipv4_udp", &v4), ("ipv6_tcp", &v6)] {
         let mut m = PacketMeta::default();
@@ -89,7 +93,7 @@ fn bgp_like_routes(n: usize, seed: u64) -> Vec<(u32, u8, u32)> {
         .collect()
 }
 
-fn lpm(c: &mut Criterion) {
+fn lpm<M: Clock>(c: &mut Criterion<M>) {
     let routes = bgp_like_routes(1_000_000, 1);
     let t0 = Instant::now();
     let table = Dir24_8::build(&routes).unwrap();
@@ -97,7 +101,7 @@ fn lpm(c: &mut Criterion) {
     let mut rng = SplitMix(2);
     const N: usize = 1 << 20;
     let addrs: Vec<u32> = (0..N).map(|_| rng.next() as u32).collect();
-    let mut g = c.benchmark_group("lpm");
+    let mut g = c.benchmark_group(M::group("lpm"));
     g.throughput(Throughput::Elements(1));
     g.bench_function("ipv4_lookup_1m_routes", |b| {
         let mut i = 0usize;
@@ -110,5 +114,4 @@ fn lpm(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, classify, lpm);
-criterion_main!(benches);
+wirespeed_benches::wall_and_cpu_main!(classify, lpm);

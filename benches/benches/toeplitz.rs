@@ -13,10 +13,14 @@
 //! The previous fixed-input versions (one constant tuple, or 32 near-identical ones, per
 //! iteration) stay as `toeplitz/fixed_ipv4_4tuple`, `toeplitz/fixed_ipv6_4tuple` and
 //! `toeplitz/fixed_batch32_ipv4_4tuple`: they show the best case a hot loop on one flow gets.
+//!
+//! Every id also runs under `cpu/` (e.g. `cpu/toeplitz/...`): the same routine timed by the bench
+//! thread's CPU time (`wirespeed_benches::ThreadCpuTime`), whose throughput is per CPU-second.
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput};
+use wirespeed_benches::Clock;
 use wirespeed_core::rss::{MS_KEY, Toeplitz, toeplitz_reference};
 
 /// Row 1 of the Microsoft RSS vectors: 66.9.149.187:2794 → 161.142.100.80:1766.
@@ -65,7 +69,7 @@ fn fixed_inputs32() -> [[u8; 12]; 32] {
     v
 }
 
-fn toeplitz(c: &mut Criterion) {
+fn toeplitz<M: Clock>(c: &mut Criterion<M>) {
     let t = Toeplitz::new(&MS_KEY);
     assert_eq!(t.hash_ipv4_4tuple(&V4), 0x51ccc178, "MS vector row 1");
     assert_eq!(t.hash_ipv6_4tuple(&V6), 0x40207d3d, "MS IPv6 vector row 1");
@@ -80,7 +84,7 @@ fn toeplitz(c: &mut Criterion) {
         assert_eq!(t.hash_ipv4_4tuple(x), h);
     }
 
-    let mut g = c.benchmark_group("toeplitz");
+    let mut g = c.benchmark_group(M::group("toeplitz"));
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("reference_ipv4_4tuple", |b| {
         b.iter(|| {
@@ -141,5 +145,4 @@ fn toeplitz(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, toeplitz);
-criterion_main!(benches);
+wirespeed_benches::wall_and_cpu_main!(toeplitz);

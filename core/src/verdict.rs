@@ -109,6 +109,9 @@ drop_reasons! {
     NoRoute = "no_route",
     /// The next hop has no resolved neighbor (MAC).
     NoNeighbor = "no_neighbor",
+    /// The next hop is being resolved (ARP / Neighbor Discovery) and the bounded queue of
+    /// packets waiting for it was full (Linux's `unres_qlen` overflow).
+    NeighborQueueFull = "neighbor_queue_full",
     /// A steering rule said drop.
     SteeringDrop = "steering_drop",
     /// The software dispatcher's ring to the owning shard was full.
@@ -153,8 +156,16 @@ const CUSTOM_SLOTS: usize = 32;
 
 /// One of the [`CustomReason::SLOTS`] appliance-defined drop-reason slots. Get one from
 /// [`DropReason::register`] (by name) or [`CustomReason::new`] (by slot number).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CustomReason(u8);
+
+/// The slot and its name: `CustomReason(0, "fw_icmp_denied")`, so a `DropReason`'s `Debug` says
+/// which custom reason it is.
+impl std::fmt::Debug for CustomReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CustomReason").field(&self.0).field(&self.name()).finish()
+    }
+}
 
 /// Names of the registered custom reasons, by slot. Written at start-up only (registration), read
 /// when counters are printed; never touched per packet.
@@ -216,6 +227,32 @@ impl CustomReason {
     pub fn name(self) -> &'static str {
         let names = CUSTOM_NAMES.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         names[usize::from(self.0)].unwrap_or(UNNAMED[usize::from(self.0)])
+    }
+}
+
+/// The reason's stable name ([`DropReason::name`]): `tx_full`, or the name a custom reason was
+/// registered with (`custom_N` for a slot never registered).
+///
+/// ```
+/// use wirespeed_core::{CustomReason, DropReason};
+///
+/// assert_eq!(DropReason::EspWrongEndpoint.to_string(), "esp_wrong_endpoint");
+/// let r = DropReason::register("display_example")?;
+/// assert_eq!(format!("{r}"), "display_example");
+/// assert_eq!(DropReason::Custom(CustomReason::new(31).unwrap()).to_string(), "custom_31");
+/// assert!(format!("{r:?}").ends_with(", \"display_example\"))"), "{r:?}");
+/// # Ok::<(), wirespeed_core::DropReasonError>(())
+/// ```
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// The slot's name, as [`CustomReason::name`].
+impl std::fmt::Display for CustomReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
     }
 }
 

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use super::hash::{FlowTuple, L4};
 /// The EtherTypes steering matches on, re-exported from [`crate::wire`] where they are defined
 /// (kept here because steering code and backends name them through this module).
-pub use crate::wire::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::{
     EthernetFrame, IPV6_HEADER_LEN, Ipv4Packet, Ipv6Packet, NAT_T_PORT, VLAN_TAG_LEN, VlanTag, ip_proto,
     is_ipv6_generic_ext, is_vlan_tpid,
@@ -39,7 +39,53 @@ pub struct PacketInfo {
 
 impl PacketInfo {
     /// Parses an Ethernet frame.
+    #[inline]
     pub fn parse_ethernet(frame: &[u8]) -> Self {
+        match Self::parse_ipv4_ports_fast(frame) {
+            Some(info) => info,
+            None => Self::parse_ethernet_general(frame),
+        }
+    }
+
+    /// The common case in one bounds check and fixed offsets: an untagged IPv4 frame without
+    /// options (`0x45`), not a fragment, TCP or UDP (but not UDP on port 4500, which may carry
+    /// ESP), with its four port bytes inside the IP payload. Gives exactly what
+    /// [`Self::parse_ethernet_general`] gives for such a frame (tested against it), `None` for
+    /// anything else.
+    #[inline(always)]
+    fn parse_ipv4_ports_fast(frame: &[u8]) -> Option<Self> {
+        // Ethernet (14) + IPv4 without options (20) + the two ports (4).
+        let h = frame.first_chunk::<38>()?;
+        if u16::from_be_bytes([h[12], h[13]]) != ETHERTYPE_IPV4 || h[14] != 0x45 {
+            return None;
+        }
+        let total = u16::from_be_bytes([h[16], h[17]]);
+        let frag = u16::from_be_bytes([h[20], h[21]]) & 0x3fff;
+        let proto = h[23];
+        // The payload ends at the total length when it is at least the header length, else at
+        // the end of the frame (at least 24 bytes after the Ethernet header here): the ports
+        // are inside it unless 20 <= total < 24.
+        let ports_inside = !(20..24).contains(&total);
+        let sport = u16::from_be_bytes([h[34], h[35]]);
+        let dport = u16::from_be_bytes([h[36], h[37]]);
+        let natt = proto == ip_proto::UDP && (sport == NAT_T_PORT || dport == NAT_T_PORT);
+        if frag != 0 || !(proto == ip_proto::TCP || proto == ip_proto::UDP) || natt || !ports_inside {
+            return None;
+        }
+        let src = IpAddr::V4(u32::from_be_bytes([h[26], h[27], h[28], h[29]]).into());
+        let dst = IpAddr::V4(u32::from_be_bytes([h[30], h[31], h[32], h[33]]).into());
+        Some(Self {
+            ethertype: ETHERTYPE_IPV4,
+            vlan: None,
+            dscp: h[15] >> 2,
+            fragment: false,
+            non_esp_marker: false,
+            tuple: Some(FlowTuple { src, dst, proto, l4: L4::Ports { sport, dport } }),
+        })
+    }
+
+    /// Every frame: VLAN tags, IPv4 with options, IPv6 extension headers, fragments, ESP.
+    fn parse_ethernet_general(frame: &[u8]) -> Self {
         let mut info = Self::default();
         let Ok(eth) = EthernetFrame::new_checked(frame) else { return info };
         let mut ethertype = eth.ethertype();
@@ -220,6 +266,127 @@ mod tests {
         let i = PacketInfo::parse_ethernet(&natt_frame(0));
         assert!(i.non_esp_marker);
         assert_eq!(i.tuple.map(|t| t.l4), Some(L4::Ports { sport: 4500, dport: 4500 }));
+    }
+
+    /// Ethernet + IPv4 (no options) + UDP, 64 bytes.
+    fn udp4(sport: u16, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        f.extend_from_slice(&[0x45, 0x28, 0, 50, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 1, 1]);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&[0, 30, 0, 0]);
+        f.extend_from_slice(&[0x11; 22]);
+        f
+    }
+
+    #[test]
+    fn fast_path_takes_plain_ipv4_tcp_udp() {
+        let f = udp4(1024, 53);
+        let i = PacketInfo::parse_ipv4_ports_fast(&f).expect("plain IPv4/UDP takes the fast path");
+        assert_eq!(i, PacketInfo::parse_ethernet_general(&f));
+        assert_eq!(i.dscp, 0x28 >> 2);
+        assert_eq!(i.tuple.map(|t| t.l4), Some(L4::Ports { sport: 1024, dport: 53 }));
+        let mut tcp = f.clone();
+        tcp[23] = ip_proto::TCP;
+        assert!(PacketInfo::parse_ipv4_ports_fast(&tcp).is_some());
+        // Everything else is left to the general parser.
+        for g in [
+            udp4(4500, 53),
+            udp4(53, 4500),
+            natt_frame(7),
+            f[..37].to_vec(),
+            {
+                let mut x = f.clone();
+                x[14] = 0x46;
+                x
+            },
+            {
+                let mut x = f.clone();
+                x[21] = 1;
+                x
+            },
+            {
+                let mut x = f.clone();
+                x[20] = 0x20;
+                x
+            },
+            {
+                let mut x = f.clone();
+                x[23] = ip_proto::ESP;
+                x
+            },
+            {
+                let mut x = f.clone();
+                x[17] = 22;
+                x
+            },
+            {
+                let mut x = f.clone();
+                x[13] = 0xdd;
+                x
+            },
+        ] {
+            assert!(PacketInfo::parse_ipv4_ports_fast(&g).is_none(), "{g:02x?}");
+        }
+    }
+
+    /// A tiny deterministic generator (SplitMix64), so the comparison needs no extra crate.
+    struct Mix(u64);
+    impl Mix {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
+    /// The fast path changes no result: on frames around its boundaries (every byte it reads
+    /// set to interesting or random values, every length from 0 to 80) `parse_ethernet` equals
+    /// the general parser, field for field.
+    #[test]
+    fn fast_path_equals_general_parser() {
+        let mut rng = Mix(7);
+        // Values each header byte the fast path reads is tried with, besides random ones.
+        let interesting: [(usize, &[u8]); 8] = [
+            (12, &[0x08, 0x81, 0x86]),
+            (13, &[0x00, 0xdd, 0x06]),
+            (14, &[0x45, 0x46, 0x44, 0x65, 0x4f]),
+            (17, &[0, 19, 20, 21, 23, 24, 25, 50, 255]),
+            (20, &[0, 0x20, 0x40, 0x60, 0x1f]),
+            (21, &[0, 1, 0xff]),
+            (23, &[ip_proto::UDP, ip_proto::TCP, ip_proto::ESP, ip_proto::ICMP, 0]),
+            (35, &[0x94, 53, 0]),
+        ];
+        let mut checked = 0;
+        for round in 0..20_000 {
+            let mut f = udp4(1024, 53);
+            for &(at, vals) in &interesting {
+                if rng.next().is_multiple_of(3) {
+                    f[at] = vals[(rng.next() % vals.len() as u64) as usize];
+                }
+            }
+            if rng.next().is_multiple_of(4) {
+                // Port 4500 (0x1194) on either side.
+                let at = if rng.next().is_multiple_of(2) { 34 } else { 36 };
+                f[at..at + 2].copy_from_slice(&4500u16.to_be_bytes());
+            }
+            for _ in 0..(rng.next() % 3) {
+                let at = (rng.next() % f.len() as u64) as usize;
+                f[at] = rng.next() as u8;
+            }
+            let len = if round % 2 == 0 { f.len() } else { (rng.next() % (f.len() as u64 + 1)) as usize };
+            let frame = &f[..len];
+            assert_eq!(
+                PacketInfo::parse_ethernet(frame),
+                PacketInfo::parse_ethernet_general(frame),
+                "{frame:02x?}"
+            );
+            checked += usize::from(PacketInfo::parse_ipv4_ports_fast(frame).is_some());
+        }
+        assert!(checked > 1_000, "the fast path was taken only {checked} times");
     }
 
     #[test]

@@ -21,10 +21,10 @@ fn main() -> Result<(), ipsec_gateway::app::Report> {
     let (_, wan_tx) = wan.queue_pair(0)?;
     // Stages: classify → punt → forward → ESP encrypt, one static tuple, built on the shard's
     // own thread; the forward stage's output port picks the Tx queue (0 LAN, 1 WAN).
-    let (fib, sas) = (tables.routes.subscribe(), tables.sad.subscribe());
+    let (fib, learned, sas) = (tables.routes.subscribe(), tables.learned.subscribe(), tables.sad.subscribe());
     let rt = Runtime::builder(RuntimeConfig::default())
         .shard(move |_| {
-            let mut pipeline = Pipeline::new(lan_rx, lan_tx, shared.outbound(fib, sas));
+            let mut pipeline = Pipeline::new(lan_rx, lan_tx, shared.outbound(fib, learned, sas));
             pipeline.add_tx(wan_tx).map(|_| pipeline).map_err(|_| "too many ports")
         })
         .launch()?;

@@ -73,7 +73,7 @@ pub use packet::{
 pub use replay::ReplayWindow;
 pub use sa::{
     Direction, EspMode, Lifetime, Limits, NAT_T_PORT, SaConfig, SaError, SaEvent, SaEventKind, SaState,
-    SaStatus, SecurityAssociation, UdpEncap,
+    SaStatus, SecurityAssociation, UdpEncap, key_fingerprint,
 };
 pub use sad::{OutboundDecision, SaSet, SadError, ShardSas};
 pub use spd::{DefaultAction, FlowKey, IpPrefix, PolicyAction, SecurityPolicy, Selector, Spd};

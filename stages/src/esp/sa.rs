@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wirespeed_core::ShardId;
+use zeroize::Zeroize;
 
 use super::aead::{AeadAlgorithm, AeadError, EspAead, ProviderRef, SALT_LEN, default_provider};
 use super::replay::{DEFAULT_WINDOW, MAX_WINDOW, ReplayWindow};
@@ -119,6 +120,10 @@ pub struct SaConfig {
     /// encapsulations are dropped as `EspMtuExceeded`. `None`: only the 65 535-byte limit of the
     /// IP length field applies (`EspTooBig`).
     pub mtu: Option<u16>,
+    /// Clamp the MSS option of TCP SYN segments through this SA to at most this many bytes
+    /// (outbound: before encryption; inbound: after decryption), so TCP sessions fit the tunnel
+    /// without fragmentation or PMTU discovery. `None`: segments are left alone.
+    pub mss_clamp: Option<u16>,
     /// Inbound: the traffic selector decrypted packets must match (RFC 4301 §5.2: a peer may
     /// only send what the SA was negotiated for); mismatches are dropped as `PolicyDiscard`.
     /// `None` accepts any inner packet.
@@ -139,6 +144,7 @@ impl std::fmt::Debug for SaConfig {
             .field("replay_window", &self.replay_window)
             .field("lifetime", &self.lifetime)
             .field("mtu", &self.mtu)
+            .field("mss_clamp", &self.mss_clamp)
             .field("selector", &self.selector)
             .finish_non_exhaustive()
     }
@@ -159,6 +165,7 @@ impl PartialEq for SaConfig {
             && self.lifetime == o.lifetime
             && self.outer_ttl == o.outer_ttl
             && self.mtu == o.mtu
+            && self.mss_clamp == o.mss_clamp
             && self.selector == o.selector
     }
 }
@@ -190,6 +197,7 @@ impl SaConfig {
             lifetime: Lifetime::default(),
             outer_ttl: 64,
             mtu: None,
+            mss_clamp: None,
             selector: None,
         }
     }
@@ -202,11 +210,34 @@ impl SaConfig {
 
     /// A transport-mode SA with the same defaults as [`SaConfig::tunnel`].
     pub fn transport(spi: u32, direction: Direction, algorithm: AeadAlgorithm, keymat: &[u8]) -> Self {
-        Self {
-            mode: EspMode::Transport,
-            ..Self::tunnel(spi, direction, algorithm, keymat, IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4]))
-        }
+        let mut c =
+            Self::tunnel(spi, direction, algorithm, keymat, IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4]));
+        c.mode = EspMode::Transport;
+        c
     }
+}
+
+impl Drop for SaConfig {
+    /// Wipes the key material (`zeroize`: not optimised away).
+    fn drop(&mut self) {
+        self.keymat.zeroize();
+    }
+}
+
+/// A process-local fingerprint of the cipher key in `keymat` (key ‖ salt; the salt is left
+/// out, so two SAs that differ only in salt still count as sharing a key): SipHash under a
+/// random key drawn once per process. It lets the control plane detect key reuse — the same
+/// key installed twice restarts sequence numbers, hence GCM/ChaCha20 nonces, under it —
+/// without keeping the key itself. Equal keys give equal fingerprints; different keys collide
+/// with probability about 2^-64 (a false refusal, never a missed one).
+pub fn key_fingerprint(algorithm: AeadAlgorithm, keymat: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let key = &keymat[..keymat.len().saturating_sub(SALT_LEN)];
+    let mut h = SEED.get_or_init(std::collections::hash_map::RandomState::new).build_hasher();
+    h.write_u8(algorithm.key_len() as u8);
+    h.write(key);
+    h.finish()
 }
 
 /// A configuration that cannot be made into an SA.
@@ -314,11 +345,21 @@ pub struct SecurityAssociation {
     outer_ttl: u8,
     /// Largest outer IP packet; `usize::MAX` without an MTU.
     mtu: usize,
+    mss_clamp: Option<u16>,
     salt: [u8; SALT_LEN],
     cipher: Box<dyn EspAead>,
     created: Instant,
     selector: Option<CompiledSelector>,
     outer: Option<OuterTemplate>,
+    key_fingerprint: u64,
+}
+
+impl Drop for SecurityAssociation {
+    /// Wipes the salt; the expanded key is wiped by the cipher's own `Drop` (the RustCrypto
+    /// ciphers with their `zeroize` feature, the built-in AES-GCM key schedule explicitly).
+    fn drop(&mut self) {
+        self.salt.zeroize();
+    }
 }
 
 impl SecurityAssociation {
@@ -367,6 +408,7 @@ impl SecurityAssociation {
         s.copy_from_slice(salt);
         let created = Instant::now();
         Ok(Self {
+            key_fingerprint: key_fingerprint(cfg.algorithm, &cfg.keymat),
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             spi,
             direction: cfg.direction,
@@ -380,6 +422,7 @@ impl SecurityAssociation {
             hard_deadline: Deadline::new(created, cfg.lifetime.hard.time),
             outer_ttl: cfg.outer_ttl,
             mtu: cfg.mtu.map_or(usize::MAX, usize::from),
+            mss_clamp: cfg.mss_clamp,
             salt: s,
             cipher,
             created,
@@ -394,6 +437,10 @@ impl SecurityAssociation {
         })
     }
 
+    /// [`key_fingerprint`] of the SA's cipher key (key reuse checks without the key).
+    pub fn key_fingerprint(&self) -> u64 {
+        self.key_fingerprint
+    }
     /// Process-unique identity (SAs with the same SPI from two rekeys differ).
     pub fn uid(&self) -> u64 {
         self.uid
@@ -442,9 +489,31 @@ impl SecurityAssociation {
     pub fn mtu(&self) -> Option<u16> {
         u16::try_from(self.mtu).ok()
     }
+    /// The MSS clamp of TCP SYN segments through this SA ([`SaConfig::mss_clamp`]).
+    #[inline]
+    pub fn mss_clamp(&self) -> Option<u16> {
+        self.mss_clamp
+    }
     #[inline]
     pub(crate) fn mtu_limit(&self) -> usize {
         self.mtu
+    }
+    /// The largest inner packet (bytes, IP header included) a tunnel-mode SA carries within
+    /// its [`SaConfig::mtu`]: the MTU less the outer IP header, UDP encapsulation, ESP header,
+    /// IV, ICV and the minimum trailer, padding rounded (RFC 4301 §8.1, RFC 4459). `None` for
+    /// transport mode or without an MTU.
+    pub fn inner_mtu(&self) -> Option<u16> {
+        use super::aead::{ICV_LEN, IV_LEN};
+        use super::packet::{ESP_HDR_LEN, UDP_HDR_LEN};
+        if !matches!(self.mode(), EspMode::Tunnel { .. }) {
+            return None;
+        }
+        let mtu = usize::from(self.mtu()?);
+        let udp = if self.udp_encap().is_some() { UDP_HDR_LEN } else { 0 };
+        let outer = self.outer_template().map_or(20, |t| t.len()) + udp + ESP_HDR_LEN + IV_LEN;
+        // payload + pad + 2 is a multiple of 4 and at most mtu - outer - ICV.
+        let room = mtu.checked_sub(outer + ICV_LEN)? & !3;
+        u16::try_from(room.checked_sub(2)?).ok()
     }
     /// True when the decapsulated packet with `key` is allowed by the SA's selector.
     #[inline]

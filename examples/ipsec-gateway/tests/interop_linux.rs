@@ -1,0 +1,547 @@
+//! Interoperability with Linux's own IPsec (XFRM): the gateway runs on AF_XDP veths; its peer is
+//! Linux in a VM (`wirespeed-test-linux-peer`: Debian's kernel under QEMU), doing tunnel-mode ESP
+//! with `ip xfrm` states and policies. Root, AF_XDP, QEMU and the prepared kernel needed
+//! (`bash testing/linux-peer/prepare.sh`); skipped with the reason otherwise, a failure when
+//! `WIRESPEED_LINUX_PEER_REQUIRE` (or `WIRESPEED_AFXDP_REQUIRE_KERNEL`) is set.
+//!
+//! ```text
+//!  netns lan                 host: gateway (AF_XDP)      netns wslp-N (the peer's)     VM
+//!  10.1.0.50, fd00:1::50 ── veth ── LAN 10.1.0.1, fd00:1::1
+//!                                   WAN 192.0.2.100,  ── veth ── br0 ── tap0 ── eth0 192.0.2.1,
+//!                                       2001:db8::100                            2001:db8::1
+//!                           site-2 host: br1 10.2.0.50, ── tap1 ── eth1 10.2.0.1, fd00:2::1
+//!                                        fd00:2::50
+//! ```
+//!
+//! Site 1 (10.1.0.0/16, fd00:1::/64) is behind the gateway, site 2 (10.2.0.0/24, fd00:2::/64)
+//! behind the Linux peer; the host on site 2 is the peer namespace's `br1`. Pings go both ways
+//! through the tunnel, IPv4 and IPv6 inner, with each AEAD over IPv4, then over IPv6 outer and
+//! with NAT-T (UDP 4500); iperf3 TCP both ways and UDP (AES-128-GCM). Then both directions are
+//! rekeyed (`ctl` on the gateway, `ip xfrm` on the peer, make-before-break) under UDP both ways:
+//! no datagram lost. After each part the peer's `/proc/net/xfrm_stat` is all zero, its SAs
+//! counted the packets, and the gateway dropped nothing. No neighbor is configured: the gateway
+//! resolves the peer and the LAN host by ARP / ND. TCP runs with a 1380-byte MSS (full segments
+//! fit the WAN's 1500-byte MTU after ESP) until path MTU discovery through the gateway is tested
+//! here.
+#![cfg(target_os = "linux")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ipsec_gateway::app::{RunOptions, RunReport};
+use ipsec_gateway::config::GatewayConfig;
+use ipsec_gateway::demo::configs::{A_LAN_MAC, A_WAN_MAC};
+use wirespeed_test_linux_peer::{LinuxPeer, Options};
+
+mod support;
+
+use support::netns::Veth;
+
+/// The MAC of the LAN host (the LAN veth's far end).
+const LAN_HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x50];
+
+/// One AEAD: the gateway's name, Linux's, and the key length (salt included).
+struct Aead {
+    gateway: &'static str,
+    linux: &'static str,
+    key_bytes: usize,
+}
+
+const AEADS: [Aead; 3] = [
+    Aead { gateway: "aes128gcm", linux: "rfc4106(gcm(aes))", key_bytes: 20 },
+    Aead { gateway: "chacha20poly1305", linux: "rfc7539esp(chacha20,poly1305)", key_bytes: 36 },
+    Aead { gateway: "aes256gcm", linux: "rfc4106(gcm(aes))", key_bytes: 36 },
+];
+
+/// The SAs: (SPI, direction as the gateway sees it, inner family) — one per direction per
+/// family.
+const SAS: [(u32, &str, &str); 4] = [
+    (0x4000, "outbound", "v4"),
+    (0x5000, "inbound", "v4"),
+    (0x6000, "outbound", "v6"),
+    (0x7000, "inbound", "v6"),
+];
+
+/// The tunnel's outer addresses (the gateway's, the peer's) and whether it is UDP-encapsulated
+/// (NAT-T, RFC 3948, port 4500 both ends).
+#[derive(Clone, Copy, Debug)]
+struct Outer {
+    gateway: &'static str,
+    peer: &'static str,
+    nat_t: bool,
+}
+
+const OUTER_V4: Outer = Outer { gateway: "192.0.2.100", peer: "192.0.2.1", nat_t: false };
+const OUTER_V6: Outer = Outer { gateway: "2001:db8::100", peer: "2001:db8::1", nat_t: false };
+const OUTER_NAT_T: Outer = Outer { nat_t: true, ..OUTER_V4 };
+
+/// The rounds: an AEAD (index into AEADS) and the outer tunnel. Each AEAD over IPv4, then
+/// IPv6 outer and NAT-T.
+const ROUNDS: [(usize, Outer); 5] =
+    [(0, OUTER_V4), (1, OUTER_V4), (2, OUTER_V4), (0, OUTER_V6), (1, OUTER_NAT_T)];
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// A key for SA `spi` of `aead` (distinct per SA and per round).
+fn key(aead: &Aead, spi: u32, round: usize) -> String {
+    (0..aead.key_bytes)
+        .map(|i| format!("{:02x}", (i as u32 * 7 + spi / 0x100 + round as u32 * 31) & 0xff))
+        .collect()
+}
+
+/// The gateway's configuration: one data shard, AF_XDP ports on `lan` and `wan`.
+fn gateway_config(aead: &Aead, round: usize, outer: Outer, lan: &str, wan: &str) -> String {
+    let port = |itf: &str| {
+        format!(
+            "{{ backend = \"afxdp\", interface = \"{itf}\", mode = \"auto\", frames = 4096, fill_ring = 1024, \
+             tx_ring = 1024, kernel_pass = {{ arp = false, ipv6_nd = false, tcp_dst_ports = [] }} }}"
+        )
+    };
+    let mut t = format!(
+        r#"
+[gateway]
+name = "interop"
+shards = 1
+stats_interval = 0
+
+[interfaces.lan]
+mac = "{lan_mac}"
+addresses = ["10.1.0.1/16", "fd00:1::1/64"]
+port = {lan_port}
+
+[interfaces.wan]
+mac = "{wan_mac}"
+addresses = ["192.0.2.100/24", "2001:db8::100/64"]
+port = {wan_port}
+
+[[routes]]
+prefix = "10.2.0.0/16"
+via = "192.0.2.1"
+
+[[routes]]
+prefix = "fd00:2::/64"
+via = "2001:db8::1"
+
+[[routes]]
+prefix = "10.1.0.0/16"
+
+[[routes]]
+prefix = "fd00:1::/64"
+
+# No [[neighbors]]: every next hop is on a connected subnet, resolved by ARP / ND (the peer's
+# 192.0.2.1 and 2001:db8::1 on the WAN, the LAN host on the LAN).
+
+[[policies]]
+name = "v4"
+src = "10.1.0.0/16"
+dst = "10.2.0.0/16"
+action = "protect"
+sas = [0x4000]
+
+[[policies]]
+name = "v6"
+src = "fd00:1::/64"
+dst = "fd00:2::/64"
+action = "protect"
+sas = [0x6000]
+"#,
+        lan_mac = mac_text(A_LAN_MAC),
+        wan_mac = mac_text(A_WAN_MAC),
+        lan_port = port(lan),
+        wan_port = port(wan),
+    );
+    for (spi, dir, fam) in SAS {
+        let k = key(aead, spi, round);
+        let mut extra = match dir {
+            "outbound" => "shard = 0".to_string(),
+            _ => format!("policy = \"{fam}\""),
+        };
+        if outer.nat_t {
+            extra += "\nnat_t_port = 4500";
+        }
+        t += &format!(
+            "\n[[sa]]\nspi = {spi:#x}\ndirection = \"{dir}\"\naead = \"{}\"\nkey = \"{k}\"\nmode = \"tunnel\"\n\
+             local = \"{}\"\nremote = \"{}\"\n{extra}\n",
+            aead.gateway, outer.gateway, outer.peer
+        );
+    }
+    t
+}
+
+/// The peer's XFRM states and policies for the same SAs (its outbound are our inbound).
+fn linux_xfrm(aead: &Aead, round: usize, outer: Outer) -> String {
+    let mut s = String::from("set -e\nip xfrm state flush\nip xfrm policy flush\n");
+    for (spi, dir, fam) in SAS {
+        let (src, dst) =
+            if dir == "outbound" { (outer.gateway, outer.peer) } else { (outer.peer, outer.gateway) };
+        // The inner family, in the selector (it may differ from the outer one).
+        let mut sel =
+            if fam == "v6" { "sel src ::/0 dst ::/0" } else { "sel src 0.0.0.0/0 dst 0.0.0.0/0" }.to_string();
+        if outer.nat_t {
+            sel += " encap espinudp 4500 4500 0.0.0.0";
+        }
+        s += &format!(
+            "ip xfrm state add src {src} dst {dst} proto esp spi {spi:#x} reqid {spi} mode tunnel \
+             aead '{}' 0x{} 128 {sel}\n",
+            aead.linux,
+            key(aead, spi, round)
+        );
+    }
+    let tmpl = |src: &str, dst: &str, reqid: u32| {
+        format!("tmpl src {src} dst {dst} proto esp reqid {reqid} mode tunnel")
+    };
+    for (sel, out_reqid, in_reqid) in [
+        ("src 10.2.0.0/24 dst 10.1.0.0/16", 0x5000, 0x4000),
+        ("src fd00:2::/64 dst fd00:1::/64", 0x7000, 0x6000),
+    ] {
+        let rev = sel.replace("src ", "SRC ").replace("dst ", "src ").replace("SRC ", "dst ");
+        s += &format!("ip xfrm policy add {sel} dir out {}\n", tmpl(outer.peer, outer.gateway, out_reqid));
+        s += &format!("ip xfrm policy add {rev} dir fwd {}\n", tmpl(outer.gateway, outer.peer, in_reqid));
+        s += &format!("ip xfrm policy add {rev} dir in {}\n", tmpl(outer.gateway, outer.peer, in_reqid));
+    }
+    s
+}
+
+/// Packets counted by the peer's SA `spi` (`ip -s xfrm state`).
+fn sa_packets(peer: &LinuxPeer, spi: u32, outer: Outer) -> u64 {
+    // 0x4xxx and 0x6xxx: the gateway's outbound, the peer's inbound.
+    let (src, dst) =
+        if matches!(spi >> 12, 4 | 6) { (outer.gateway, outer.peer) } else { (outer.peer, outer.gateway) };
+    let text =
+        peer.check(&format!("ip -s xfrm state get src {src} dst {dst} proto esp spi {spi:#x}")).unwrap();
+    // "  lifetime current:\n    1234(bytes), 12(packets)"
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "current:").unwrap_or_else(|| panic!("{text}"));
+    words[i + 2].strip_suffix("(packets)").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The gateway, running `cfg` until stopped.
+struct Running {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<RunReport, ipsec_gateway::app::RunError>>,
+}
+
+impl Running {
+    fn start(text: &str) -> Self {
+        let cfg = GatewayConfig::from_toml(text, None, "interop").expect("valid configuration");
+        let stop = Arc::new(AtomicBool::new(false));
+        let opts = RunOptions { quiet: true, stop: Some(stop.clone()), ..Default::default() };
+        let thread = std::thread::spawn(move || ipsec_gateway::app::run(&cfg, &opts));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!thread.is_finished(), "the gateway runs: {:?}", thread.join().map(|r| r.map(|_| ())));
+        Running { stop, thread }
+    }
+
+    fn stop(self) -> RunReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap().expect("the gateway runs and stops")
+    }
+}
+
+#[test]
+fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
+    require_kernel!();
+    let Some(peer) = LinuxPeer::for_test(&Options::default(), module_path!()) else { return };
+    eprintln!("linux peer: kernel {} up in {:.1?} ({:?})", peer.kernel(), peer.boot_time(), peer.accel());
+    let (eth0, eth1) = (peer.nic(0).guest.clone(), peer.nic(1).guest.clone());
+
+    // The wires: the gateway's LAN veth to a host namespace, its WAN veth onto the VM's NIC 0.
+    let lan = Veth::with_macs(2, A_LAN_MAC, LAN_HOST_MAC);
+    let wan = Veth::with_macs(2, A_WAN_MAC, [0x02, 0, 0, 0, 0xff, 0x02]);
+    peer.attach(0, Some(&wan.ns), &wan.peer).unwrap();
+    // A veth delivers a frame on the Rx queue the sender's kernel picked for Tx (no RSS, no
+    // ntuple rules): data frames also arrive on the management queue, and the control shard
+    // hands them to the data shard (counted as handed off).
+    // The LAN host's kernel leaves TCP/UDP checksums to the "hardware" of its veth (checksum
+    // offload); AF_XDP hands the gateway the frame as it is, checksum unfilled. A real wire has
+    // no such frames: checksums are computed in software here.
+    sh(&["ip", "netns", "exec", &lan.ns, "ethtool", "-K", &lan.peer, "tx", "off"]);
+    let ns = lan.ns.as_str();
+    let v6_on = format!("net.ipv6.conf.{}.disable_ipv6=0", lan.peer);
+    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &v6_on]);
+    sh(&["ip", "-n", ns, "addr", "add", "10.1.0.50/16", "dev", &lan.peer]);
+    sh(&["ip", "-n", ns, "addr", "add", "fd00:1::50/64", "dev", &lan.peer, "nodad"]);
+    sh(&["ip", "-n", ns, "route", "add", "default", "via", "10.1.0.1"]);
+    sh(&["ip", "-n", ns, "-6", "route", "add", "default", "via", "fd00:1::1"]);
+    // Site 2's host: the peer namespace itself, on NIC 1's bridge.
+    peer.host(&["sysctl", "-qw", "net.ipv6.conf.br1.disable_ipv6=0"]).unwrap();
+    peer.host(&["ip", "addr", "add", "10.2.0.50/24", "dev", "br1"]).unwrap();
+    peer.host(&["ip", "addr", "add", "fd00:2::50/64", "dev", "br1", "nodad"]).unwrap();
+    peer.host(&["ip", "route", "add", "10.1.0.0/16", "via", "10.2.0.1"]).unwrap();
+    peer.host(&["ip", "-6", "route", "add", "fd00:1::/64", "via", "fd00:2::1"]).unwrap();
+    // The peer: a router between its NICs.
+    peer.check(&format!(
+        "set -e\nsysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1\n\
+         ip addr add 192.0.2.1/24 dev {eth0}\nip addr add 10.2.0.1/24 dev {eth1}\n\
+         ip addr add 2001:db8::1/64 dev {eth0} nodad\n\
+         ip addr add fd00:2::1/64 dev {eth1} nodad\nip link set {eth0} up\nip link set {eth1} up\n\
+         ip route add 10.1.0.0/16 via 192.0.2.100 dev {eth0}\n\
+         ip -6 route add fd00:1::/64 via 2001:db8::100 dev {eth0}"
+    ))
+    .unwrap();
+
+    let ping = |from_peer: bool, dst: &str| {
+        let mut args = vec!["ip", "netns", "exec"];
+        args.push(if from_peer { peer.netns() } else { ns });
+        args.extend(["busybox", "ping", "-c", "5", "-i", "0.2", "-W", "3", dst]);
+        let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), text)
+    };
+
+    for (round, &(a, outer)) in ROUNDS.iter().enumerate() {
+        let aead = &AEADS[a];
+        if outer.nat_t {
+            // ESP-in-UDP reaches XFRM through a UDP socket marked for it (an IKE daemon's).
+            peer.check(
+                "setsid python3 -c 'import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+                 s.setsockopt(socket.IPPROTO_UDP, 100, 2); s.bind((\"0.0.0.0\", 4500)); time.sleep(3600)' \
+                 </dev/null >/dev/null 2>&1 &\nsleep 1",
+            )
+            .unwrap();
+        }
+        peer.check(&linux_xfrm(aead, round, outer)).unwrap();
+        let gw = Running::start(&gateway_config(aead, round, outer, &lan.local, &wan.local));
+        let udp_before = udp_in_datagrams(&peer);
+        // The first pings also resolve the peer's and the LAN host's neighbors (the gateway
+        // answers ARP and ND itself): allow one retry.
+        let mut results = Vec::new();
+        for (from_peer, dst) in
+            [(false, "10.2.0.50"), (true, "10.1.0.50"), (false, "fd00:2::50"), (true, "fd00:1::50")]
+        {
+            let (mut ok, mut text) = ping(from_peer, dst);
+            if !ok {
+                (ok, text) = ping(from_peer, dst);
+            }
+            results.push((dst, ok, text));
+        }
+        // Bulk traffic once (under TCG the VM forwards some tens of Mbit/s): TCP both ways,
+        // then UDP. iperf3's server is the site-2 host, its client the LAN host.
+        let mut bulk = Vec::new();
+        if round == 0 && results.iter().all(|(_, ok, _)| *ok) {
+            for args in [
+                &["-t", "3", "-M", MSS][..],
+                &["-t", "3", "-M", MSS, "-R"],
+                &["-t", "3", "-u", "-b", "10M", "-l", "1200"],
+            ] {
+                bulk.push((args.join(" "), iperf3(&peer, ns, args)));
+            }
+        }
+        let report = gw.stop();
+        let t = report.total();
+        if results.iter().any(|(_, ok, _)| !ok) {
+            for (dst, ok, text) in &results {
+                eprintln!("ping {dst}: {ok}\n{text}");
+            }
+            eprintln!("{}", diagnostics(&peer, ns));
+        }
+        for (dst, ok, text) in &results {
+            assert!(ok, "{}: ping {dst} failed:\n{text}\ngateway: {t}\npeer: {}", aead.gateway, peer.logs());
+            assert!(text.contains(" 0% packet loss"), "{}: ping {dst}:\n{text}", aead.gateway);
+        }
+        for (args, r) in &bulk {
+            let r =
+                r.as_ref().unwrap_or_else(|e| panic!("{}: iperf3 {args}: {e}\ngateway: {t}", aead.gateway));
+            eprintln!(
+                "{}: iperf3 {args}: {:.1} Mbit/s received, {} of {} datagrams lost",
+                aead.gateway,
+                r.0 / 1e6,
+                r.1,
+                r.2
+            );
+            assert!(r.0 > 1e6, "{}: iperf3 {args}: {r:?}", aead.gateway);
+        }
+        if outer.nat_t {
+            // The ESP the peer received came in UDP (counted by its UDP layer, then decrypted).
+            let udp = udp_in_datagrams(&peer) - udp_before;
+            assert!(
+                udp >= 20,
+                "{}: {udp} UDP datagrams received by the peer during NAT-T pings",
+                aead.gateway
+            );
+        }
+        for (spi, _, _) in SAS {
+            assert!(
+                sa_packets(&peer, spi, outer) >= 10,
+                "{}: peer SA {spi:#x} idle ({outer:?})",
+                aead.gateway
+            );
+        }
+        let stat = peer.xfrm_stat().unwrap();
+        assert!(stat.iter().all(|(_, n)| *n == 0), "{}: peer's xfrm_stat: {stat:?}", aead.gateway);
+        eprintln!("{} {outer:?}: gateway {t}", aead.gateway);
+        assert_eq!(t.total_drops(), 0, "{} {outer:?}: gateway drops: {t}", aead.gateway);
+    }
+
+    // Rekey both directions of the IPv4 tunnel under UDP traffic both ways, make-before-break on
+    // both sides: the receiver installs the new SA first, then the sender switches; no datagram
+    // may be lost.
+    let aead = &AEADS[0];
+    let round = ROUNDS.len();
+    peer.check(&linux_xfrm(aead, round, OUTER_V4)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let text = gateway_config(aead, round, OUTER_V4, &lan.local, &wan.local).replace(
+        "stats_interval = 0",
+        &format!("stats_interval = 0\ncontrol_socket = \"{}\"", sock.display()),
+    );
+    let gw = Running::start(&text);
+    let (ok, text) = ping(false, "10.2.0.50");
+    assert!(ok, "before the rekey: {text}");
+    let traffic: Vec<_> = [&["-p", "5202"][..], &["-p", "5203", "-R"]]
+        .into_iter()
+        .map(|args| {
+            let (peer_ns, lan_ns) = (peer.netns().to_string(), ns.to_string());
+            let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            args.extend(["-t", "10", "-u", "-b", "2M", "-l", "1000"].map(String::from));
+            std::thread::spawn(move || iperf3_in(&peer_ns, &lan_ns, &args))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let ctl = |line: String| {
+        let reply = ipsec_gateway::ctl::request(&sock, std::slice::from_ref(&line)).unwrap();
+        assert!(reply[0].starts_with("ok"), "{line}: {reply:?}");
+        eprintln!("ctl: {line} -> {}", reply[0]);
+    };
+    let sa = |spi: u32, dir: &str, extra: &str| {
+        format!(
+            "{{ spi = {spi:#x}, direction = \"{dir}\", aead = \"{}\", key = \"{}\", mode = \"tunnel\", \
+             local = \"192.0.2.100\", remote = \"192.0.2.1\", {extra} }}",
+            aead.gateway,
+            key(aead, spi, round)
+        )
+    };
+    let state = |src: &str, dst: &str, spi: u32, reqid: u32| {
+        format!(
+            "ip xfrm state add src {src} dst {dst} proto esp spi {spi:#x} reqid {reqid} mode tunnel aead '{}' 0x{} 128",
+            aead.linux,
+            key(aead, spi, round)
+        )
+    };
+    // Gateway → peer: the peer accepts 0x4100 next to 0x4000, the gateway switches.
+    peer.check(&state("192.0.2.100", "192.0.2.1", 0x4100, 0x4000)).unwrap();
+    ctl(format!("sa rekey 0x4000 {}", sa(0x4100, "outbound", "shard = 0")));
+    // Peer → gateway: the gateway accepts 0x5100 next to 0x5000 (kept 30 s), the peer switches
+    // (its newest state for the policy's reqid; the old one deleted).
+    ctl(format!("sa rekey 0x5000 {} grace=30", sa(0x5100, "inbound", "policy = \"v4\"")));
+    peer.check(&state("192.0.2.1", "192.0.2.100", 0x5100, 0x5000)).unwrap();
+    peer.check("ip xfrm state delete src 192.0.2.1 dst 192.0.2.100 proto esp spi 0x5000").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    // The peer forgets the old inbound SA once nothing uses it.
+    peer.check("ip xfrm state delete src 192.0.2.100 dst 192.0.2.1 proto esp spi 0x4000").unwrap();
+    let results: Vec<_> = traffic.into_iter().map(|t| t.join().unwrap()).collect();
+    let report = gw.stop();
+    let t = report.total();
+    for r in &results {
+        let (bps, lost, sent) =
+            r.as_ref().unwrap_or_else(|e| panic!("iperf3 during the rekey: {e}\ngateway: {t}"));
+        eprintln!("rekey: UDP {:.1} Mbit/s, {lost} of {sent} datagrams lost", bps / 1e6);
+        assert!(*sent > 1000, "{r:?}");
+        assert_eq!(*lost, 0, "datagrams lost during the rekey; gateway: {t}");
+    }
+    for spi in [0x4100, 0x5100] {
+        assert!(sa_packets(&peer, spi, OUTER_V4) >= 100, "peer SA {spi:#x} idle after the rekey");
+    }
+    let stat = peer.xfrm_stat().unwrap();
+    assert!(stat.iter().all(|(_, n)| *n == 0), "rekey: peer's xfrm_stat: {stat:?}");
+    assert_eq!(t.total_drops(), 0, "rekey: gateway {t}");
+}
+
+/// What the peer and the namespaces saw, for a failure message.
+fn diagnostics(peer: &LinuxPeer, lan_ns: &str) -> String {
+    let guest = peer
+        .run("ip -s xfrm state; ip xfrm policy; ip -s link; ip neigh; ip route; ip -6 route; cat /proc/net/xfrm_stat")
+        .map(|o| o.stdout)
+        .unwrap_or_else(|e| e.to_string());
+    let host = peer
+        .host(&["sh", "-c", "ip -s link; ip neigh; ip -6 neigh; bridge fdb"])
+        .unwrap_or_else(|e| e.to_string());
+    let lan = std::process::Command::new("ip")
+        .args(["netns", "exec", lan_ns, "sh", "-c", "ip -s link; ip neigh; ip -6 neigh; ip route"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    format!("--- guest\n{guest}\n--- peer namespace\n{host}\n--- LAN namespace\n{lan}")
+}
+
+/// TCP maximum segment size of the bulk tests: the ESP packet of a full segment (IPv4 outer: 20 +
+/// 8 ESP + 8 IV + 1420 inner + at most 3 padding + 2 + 16 ICV) fits the WAN's 1500-byte MTU.
+const MSS: &str = "1380";
+
+/// iperf3 from the LAN host (namespace `lan_ns`) to the site-2 host (the peer's namespace) with
+/// `args`: (bits per second received, datagrams lost, datagrams sent; 0 and 0 for TCP).
+fn iperf3(peer: &LinuxPeer, lan_ns: &str, args: &[&str]) -> Result<(f64, u64, u64), String> {
+    iperf3_in(peer.netns(), lan_ns, args)
+}
+
+/// [`iperf3`] with the site-2 host in namespace `peer_ns`; a `-p PORT` in `args` is the server's
+/// too.
+fn iperf3_in<S: AsRef<str>>(peer_ns: &str, lan_ns: &str, args: &[S]) -> Result<(f64, u64, u64), String> {
+    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+    let port = args.iter().position(|a| *a == "-p").map_or("5201", |i| args[i + 1]);
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", peer_ns, "iperf3", "-s", "-1", "-B", "10.2.0.50", "-p", port])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(500));
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lan_ns,
+            "timeout",
+            "30",
+            "iperf3",
+            "-J",
+            "--connect-timeout",
+            "5000",
+            "-c",
+            "10.2.0.50",
+        ])
+        .args(&args)
+        .output()
+        .map_err(|e| e.to_string());
+    let _ = server.kill();
+    let _ = server.wait();
+    let out = out?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+    if let Some(e) = v.get("error") {
+        return Err(format!("{e}"));
+    }
+    let end = &v["end"];
+    if args.contains(&"-u") {
+        // -R: the client received; either way the receiver's loss count is the one reported.
+        let sum = &end["sum"];
+        let bps = sum["bits_per_second"].as_f64().ok_or_else(|| text.to_string())?;
+        Ok((bps, sum["lost_packets"].as_u64().unwrap_or(u64::MAX), sum["packets"].as_u64().unwrap_or(0)))
+    } else {
+        let bps = end["sum_received"]["bits_per_second"].as_f64().ok_or_else(|| text.to_string())?;
+        Ok((bps, 0, 0))
+    }
+}
+
+/// The peer's `Udp: InDatagrams` (`/proc/net/snmp`): ESP-in-UDP handed to XFRM counts there.
+fn udp_in_datagrams(peer: &LinuxPeer) -> u64 {
+    let text = peer.check("grep '^Udp:' /proc/net/snmp").unwrap();
+    let mut lines = text.lines();
+    let (names, values) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+    let i = names.split_whitespace().position(|n| n == "InDatagrams").unwrap_or_else(|| panic!("{text}"));
+    values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+}
