@@ -14,8 +14,8 @@
 //!   the accelerated paths and is what the benches use (see the repository `.cargo/config.toml`).
 //! - `Ring` (feature `accel`): ring's BoringSSL-derived assembly (AES-GCM with AVX/VAES and
 //!   CLMUL, ChaCha20-Poly1305 with AVX2). Also detects CPU features at run time.
-//! - [`super::gcm::BatchGcm`]: this crate's batch AES-GCM (AES-NI + PCLMULQDQ, detected at run
-//!   time), which interleaves the packets of a batch; AES-GCM only.
+//! - [`super::gcm::BatchGcm`]: this crate's batch AES-GCM (AES-NI + PCLMULQDQ, VAES-256 or a
+//!   512-bit stitched AVX-512 path, detected at run time); AES-GCM only.
 //! - [`super::chacha::BatchChaCha`]: this crate's batch ChaCha20-Poly1305 (AVX-512 or AVX2,
 //!   detected at run time), ChaCha20 across the packets of a batch; ChaCha20-Poly1305 only.
 //!
