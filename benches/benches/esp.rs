@@ -21,12 +21,12 @@
 
 use std::hint::black_box;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use wirespeed_benches::Clock;
+use wirespeed_benches::{Clock, thread_cpu_time};
 use wirespeed_core::epoch::Publisher;
 use wirespeed_core::{BATCH_SIZE, Batch, BufferPool, PacketBuf, PoolBuf, PoolConfig, ShardCtx, Stage};
 use wirespeed_stages::esp::*;
@@ -160,11 +160,22 @@ fn stages(alg: AeadAlgorithm, provider: &ProviderRef) -> Option<(EspEncrypt, Esp
     Some((enc, dec, publisher))
 }
 
+/// Runs `f` `iters` times; the elapsed wall time, or this thread's CPU time when `cpu` (the
+/// `cpu/` groups), for the ids that must leave set-up work out of the time.
+fn timed(iters: u64, cpu: bool, mut f: impl FnMut()) -> Duration {
+    let (w, c) = (Instant::now(), thread_cpu_time());
+    for _ in 0..iters {
+        f();
+    }
+    if cpu { thread_cpu_time() - c } else { w.elapsed() }
+}
+
 /// Batch ids: `esp/{encrypt,decrypt}_batch32_{alg}/{size}`: 32 packets per iteration through
 /// the [`EspEncrypt`] / [`EspDecrypt`] stage (SPD lookup, framing, one batch seal/open per
 /// SA), with the provider `fastest_provider()` picks here; `…_{alg}_{provider}` ids run the
 /// same with each built-in provider, for comparison in one run. Set-up in the time: encrypt
-/// restores the 42 header bytes of each packet, decrypt copies each ESP packet back.
+/// restores the 42 header bytes of each packet, decrypt copies each ESP packet back. The batch
+/// AES-GCM's code path can be chosen with `WIRESPEED_GCM_PATH` (`avx512`, `vaes256`, `aesni`).
 fn bench_esp_batch<M: Clock>(c: &mut Criterion<M>) {
     let pool = BufferPool::new(PoolConfig { buffers: 256, data_room: 2048, headroom: 256 }).unwrap();
     let mut g = c.benchmark_group(M::group("esp"));
@@ -172,6 +183,7 @@ fn bench_esp_batch<M: Clock>(c: &mut Criterion<M>) {
         (AeadAlgorithm::Aes128Gcm, 64, true),
         (AeadAlgorithm::Aes128Gcm, 1420, false),
         (AeadAlgorithm::Aes128Gcm, 64, false),
+        (AeadAlgorithm::Aes128Gcm, 1420, true),
         (AeadAlgorithm::ChaCha20Poly1305, 1420, false),
     ];
     for (alg, n, decrypt) in cases {
@@ -231,4 +243,60 @@ fn bench_esp_batch<M: Clock>(c: &mut Criterion<M>) {
     g.finish();
 }
 
-wirespeed_benches::wall_and_cpu_main!(bench_esp, bench_esp_batch);
+/// Raw AEAD ids, the like-for-like of the intel-ipsec-mb peer (`benches/peers/ipsecmb_gcm_peer.c`):
+/// `esp/aead_{seal,open}_batch32_aes128gcm_{path}/{size}`: one `seal_batch` / `open_batch` of
+/// 32 in-place buffers of `size` bytes (8-byte AAD), on each [`GcmPath`] of the batch AES-GCM
+/// this CPU has (`avx512`, `vaes256`, `aesni`); no ESP framing. Open verifies real tags.
+/// Wall time, and the bench thread's CPU time under `cpu/esp/...`, as every id.
+fn bench_aead_batch<M: Clock>(c: &mut Criterion<M>) {
+    use wirespeed_stages::esp::aead::{AeadJob, ICV_LEN};
+    let cpu = M::PREFIX == "cpu/";
+    let mut g = c.benchmark_group(M::group("esp"));
+    g.throughput(Throughput::Elements(BATCH_SIZE as u64));
+    let alg = AeadAlgorithm::Aes128Gcm;
+    let key: Vec<u8> = (0..16u8).collect();
+    for path in GcmPath::ALL.into_iter().filter(|p| p.available()) {
+        let aead = BatchGcmForced(path).new_aead(alg, &key).expect("cipher");
+        for n in [64usize, 1420] {
+            let aad = [7u8; 8];
+            let mut bufs = vec![vec![0x5au8; n]; BATCH_SIZE];
+            let mut tags = vec![[0u8; ICV_LEN]; BATCH_SIZE];
+            let nonce = |i: usize| -> [u8; 12] { std::array::from_fn(|j| (i + j) as u8) };
+            let run = |seal: bool, bufs: &mut [Vec<u8>], tags: &mut [[u8; ICV_LEN]]| {
+                let mut jobs: arrayvec::ArrayVec<AeadJob<'_>, BATCH_SIZE> = bufs
+                    .iter_mut()
+                    .zip(tags.iter_mut())
+                    .enumerate()
+                    .map(|(i, (d, t))| AeadJob::new(nonce(i), &aad, d, t))
+                    .collect();
+                if seal {
+                    aead.seal_batch(&mut jobs);
+                } else {
+                    aead.open_batch(&mut jobs);
+                }
+                jobs.iter().all(|j| j.result.is_ok())
+            };
+            g.bench_function(
+                BenchmarkId::new(format!("aead_seal_batch32_aes128gcm_{}", path.name()), n),
+                |b| b.iter_custom(|iters| timed(iters, cpu, || assert!(run(true, &mut bufs, &mut tags)))),
+            );
+            // Sealed once more, then opened and sealed again in turn so every open verifies.
+            g.bench_function(
+                BenchmarkId::new(format!("aead_open_batch32_aes128gcm_{}", path.name()), n),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let mut spent = Duration::ZERO;
+                        for _ in 0..iters {
+                            assert!(run(true, &mut bufs, &mut tags));
+                            spent += timed(1, cpu, || assert!(run(false, &mut bufs, &mut tags)));
+                        }
+                        spent
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+wirespeed_benches::wall_and_cpu_main!(bench_esp, bench_esp_batch, bench_aead_batch);

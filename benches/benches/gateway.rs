@@ -99,7 +99,8 @@ fn data_shard(
     let mut wan = BenchPort::new(pool, 1, wan);
     let fib = [tables.routes.subscribe(), tables.routes.subscribe()];
     let sas = [tables.sad.subscribe(), tables.sad.subscribe(), tables.sad.subscribe()];
-    DataShard::new(&shared, lan.queue_pair(0).unwrap(), wan.queue_pair(0).unwrap(), fib, sas)
+    let learned = [tables.learned.subscribe(), tables.learned.subscribe()];
+    DataShard::new(&shared, lan.queue_pair(0).unwrap(), wan.queue_pair(0).unwrap(), fib, learned, sas)
 }
 
 fn config(site: Site) -> GatewayConfig {
@@ -190,7 +191,7 @@ fn bench_gateway(c: &mut Criterion) {
     // The ESP packets gateway A sends for one round of the IMIX frames, for the decrypt bench.
     let mut esp = Vec::new();
     {
-        let mut probe = sa.outbound(ta.routes.subscribe(), ta.sad.subscribe());
+        let mut probe = sa.outbound(ta.routes.subscribe(), ta.learned.subscribe(), ta.sad.subscribe());
         let mut batch: Batch<PoolBuf> = Batch::new();
         let frames = imix_frames();
         for f in &frames {

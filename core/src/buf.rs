@@ -91,3 +91,109 @@ pub trait PacketBuf: Send + 'static {
         Ok(())
     }
 }
+
+/// Where a packet sits in its buffer: `head` bytes of headroom, then `len` packet bytes, inside
+/// a buffer of `capacity` bytes (the rest is tailroom). The bounds arithmetic of [`PacketBuf`],
+/// written once for every backend's buffer type (pool buffers, AF_XDP UMEM frames, DPDK mbufs):
+/// each check and each [`BufError`] comes from here.
+///
+/// A window keeps `head + len <= capacity` for the capacity it was made with
+/// ([`BufWindow::new`] checks it; the mutators keep it when given the same capacity), so a
+/// backend may index its storage with [`BufWindow::range`] without checking again.
+///
+/// ```
+/// use wirespeed_core::buf::{BufError, BufWindow};
+///
+/// let mut w = BufWindow::new(128, 0, 384)?;
+/// w.set_len(60, 384)?;
+/// assert_eq!(w.prepend(14)?, 114..128); // the new front bytes
+/// assert_eq!((w.headroom(), w.len(), w.tailroom(384)), (114, 74, 196));
+/// assert_eq!(w.prepend(115), Err(BufError::NoHeadroom { needed: 115, available: 114 }));
+/// assert_eq!(w.set_len(271, 384), Err(BufError::NoTailroom { wanted: 271, capacity: 270 }));
+/// w.trim_front(34)?;
+/// assert_eq!(w.range(), 148..188);
+/// assert!(BufWindow::new(300, 100, 384).is_err());
+/// # Ok::<(), BufError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufWindow {
+    head: u32,
+    len: u32,
+}
+
+impl BufWindow {
+    /// A window of `len` bytes after `head` bytes of headroom; refused when it does not fit in
+    /// `capacity` bytes (or `capacity` exceeds `u32::MAX`).
+    #[inline]
+    pub fn new(head: usize, len: usize, capacity: usize) -> Result<Self, BufError> {
+        let fits = u32::try_from(capacity).is_ok() && head <= capacity && len <= capacity - head;
+        if !fits {
+            return Err(BufError::NoTailroom { wanted: len, capacity: capacity.saturating_sub(head) });
+        }
+        Ok(Self { head: head as u32, len: len as u32 })
+    }
+
+    /// Headroom: bytes free before the packet.
+    #[inline]
+    pub const fn headroom(self) -> usize {
+        self.head as usize
+    }
+
+    /// Packet length.
+    #[inline]
+    pub const fn len(self) -> usize {
+        self.len as usize
+    }
+
+    /// True for a zero-length packet.
+    #[inline]
+    pub const fn is_empty(self) -> bool {
+        self.len == 0
+    }
+
+    /// The packet's bytes within the buffer: `head..head + len`.
+    #[inline]
+    pub const fn range(self) -> std::ops::Range<usize> {
+        self.head as usize..self.head as usize + self.len as usize
+    }
+
+    /// Tailroom in a buffer of `capacity` bytes.
+    #[inline]
+    pub const fn tailroom(self, capacity: usize) -> usize {
+        capacity.saturating_sub(self.head as usize + self.len as usize)
+    }
+
+    /// Grows the packet at the front by `n` bytes; returns the range of the new front bytes.
+    #[inline]
+    pub fn prepend(&mut self, n: usize) -> Result<std::ops::Range<usize>, BufError> {
+        let available = self.head as usize;
+        if n > available {
+            return Err(BufError::NoHeadroom { needed: n, available });
+        }
+        self.head -= n as u32;
+        self.len += n as u32;
+        Ok(self.head as usize..available)
+    }
+
+    /// Removes `n` bytes from the front of the packet.
+    #[inline]
+    pub fn trim_front(&mut self, n: usize) -> Result<(), BufError> {
+        if n > self.len as usize {
+            return Err(BufError::TooShort { trim: n, len: self.len as usize });
+        }
+        self.head += n as u32;
+        self.len -= n as u32;
+        Ok(())
+    }
+
+    /// Sets the packet length, within a buffer of `capacity` bytes.
+    #[inline]
+    pub fn set_len(&mut self, len: usize, capacity: usize) -> Result<(), BufError> {
+        let room = capacity.saturating_sub(self.head as usize).min(u32::MAX as usize);
+        if len > room {
+            return Err(BufError::NoTailroom { wanted: len, capacity: room });
+        }
+        self.len = len as u32;
+        Ok(())
+    }
+}

@@ -52,23 +52,26 @@ pub mod sync;
 pub mod verdict;
 pub mod wire;
 
+pub use backend::mem::InjectError;
 pub use backend::{Port, PortError, PortInfo, RxQueue, TxQueue};
 pub use batch::{BATCH_SIZE, Batch};
-pub use buf::{BufError, PacketBuf};
+pub use buf::{BufError, BufWindow, PacketBuf};
 pub use meta::{FlowClass, L3Kind, PacketMeta};
-pub use pipeline::Pipeline;
+pub use pipeline::{Pipeline, StageSet};
 pub use pool::{BufferPool, PoolBuf, PoolConfig, PoolError, PoolStats};
 pub use runtime::{
-    Command, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker, WorkerReport,
+    Command, IdlePolicy, LoopOptions, Poll, ShardControl, ShardState, Update, UpdateError, Worker,
+    WorkerReport,
 };
 #[cfg(not(loom))]
 pub use runtime::{
-    HandOutError, PerShard, Pinning, Runtime, RuntimeConfig, RuntimeError, ShardOutcome, ShardReport,
+    HandOutError, PerShard, Pinning, ReportTypeError, Runtime, RuntimeConfig, RuntimeError, ShardOutcome,
+    ShardReport, WaitError,
 };
 pub use stage::{Chain, PerPacket, Stage};
 pub use stats::{ShardCounters, ShardCtx, ShardId, ShardStats, StatsCell};
-pub use verdict::{CustomReason, DropReason, Verdict};
-pub use wire::IpPrefix;
+pub use verdict::{CustomReason, DropReason, DropReasonError, Verdict};
+pub use wire::{IpPrefix, PrefixError, WireError};
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -1,13 +1,14 @@
 //! The standard shard worker: Rx burst → stages → Tx burst, one batch at a time.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
+use std::marker::PhantomData;
 
 use arrayvec::ArrayVec;
 
 use crate::backend::{RxQueue, TxQueue};
 use crate::batch::Batch;
 use crate::buf::PacketBuf;
-use crate::runtime::{Poll, Worker, WorkerReport};
+use crate::runtime::{IdlePolicy, Poll, Worker, WorkerReport};
 use crate::stage::Stage;
 use crate::stats::ShardCtx;
 use crate::verdict::DropReason;
@@ -15,7 +16,44 @@ use crate::verdict::DropReason;
 /// Most output ports one pipeline transmits on.
 pub const MAX_TX_PORTS: usize = 8;
 
-type StageReport<S> = Box<dyn FnOnce(&mut S) -> WorkerReport>;
+type StageReport<S> = Box<dyn FnOnce(&mut S) -> WorkerReport + Send>;
+
+/// A pipeline's stages `S` as its report closure sees them ([`Pipeline::with_report`]): look a
+/// stage up by its type with [`StageSet::get`] — which keeps working when stages are added,
+/// removed or reordered — or reach the tuple itself with [`StageSet::inner`].
+pub struct StageSet<'a, S, B> {
+    stages: &'a mut S,
+    _buf: PhantomData<fn(B)>,
+}
+
+impl<S, B> std::fmt::Debug for StageSet<'_, S, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageSet").field("stages", &std::any::type_name::<S>()).finish()
+    }
+}
+
+impl<'a, S: Stage<B> + 'static, B: PacketBuf> StageSet<'a, S, B> {
+    /// Wraps `stages`.
+    pub fn new(stages: &'a mut S) -> Self {
+        Self { stages, _buf: PhantomData }
+    }
+
+    /// The first stage of type `T` (depth first through nested tuples and [`crate::Chain`]s;
+    /// see [`Stage::stage_by_type`]), or `None` when the pipeline has none.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        <S as Stage<B>>::stage_by_type(self.stages, TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// [`StageSet::get`], writable.
+    pub fn get_mut<T: Any>(&mut self) -> Option<&mut T> {
+        <S as Stage<B>>::stage_by_type_mut(self.stages, TypeId::of::<T>())?.downcast_mut()
+    }
+
+    /// The stages themselves, for positional access.
+    pub fn inner(&mut self) -> &mut S {
+        self.stages
+    }
+}
 
 /// A shard's pipeline: one Rx queue, stages `S`, and one Tx queue per output port
 /// (indexed by [`crate::PacketMeta::out_port`]).
@@ -59,9 +97,68 @@ where
     /// Sets the shard's report: when the shard ends, `f` runs on the shard's thread over the
     /// stages and its result is handed back by `Runtime::stop`/`wait_finished`
     /// ([`crate::runtime::ShardReport::report`]) — e.g. a custom stage's counts or state.
-    pub fn with_report<R: Send + 'static>(mut self, f: impl FnOnce(&mut S) -> R + 'static) -> Self {
-        self.report = Some(Box::new(move |s: &mut S| WorkerReport::new(f(s))));
+    ///
+    /// `f` names stages by type ([`StageSet::get`]), so adding a stage does not break it. It
+    /// must be `Send`, like everything a pipeline holds: a `Pipeline` is `Send` when its queues
+    /// and stages are, so it can be built on one thread and moved to its shard's.
+    ///
+    /// ```
+    /// use wirespeed_core::backend::null::{NullConfig, NullPort};
+    /// use wirespeed_core::{Batch, BufferPool, PacketBuf, Pipeline, PoolConfig, Port, ShardCtx, Stage};
+    ///
+    /// /// Counts the packets it sees.
+    /// #[derive(Default)]
+    /// struct Count(u64);
+    /// impl<B: PacketBuf> Stage<B> for Count {
+    ///     fn process(&mut self, _cx: &mut ShardCtx, batch: &mut Batch<B>) {
+    ///         self.0 += batch.len() as u64;
+    ///     }
+    /// }
+    ///
+    /// let mut port = NullPort::new(NullConfig::default(), BufferPool::new(PoolConfig::default())?);
+    /// let (rx, tx) = port.queue_pair(0)?;
+    /// // Wherever `Count` sits in the stages, the report finds it.
+    /// let pipeline = Pipeline::new(rx, tx, ((), (Count::default(), ())))
+    ///     .with_report(|stages| stages.get::<Count>().map(|c| c.0));
+    /// # let _ = pipeline;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// A report closure that holds something `!Send` is refused where it is written:
+    ///
+    /// ```compile_fail
+    /// # use wirespeed_core::backend::null::{NullConfig, NullPort};
+    /// # use wirespeed_core::{BufferPool, Pipeline, PoolConfig, Port};
+    /// # let mut port = NullPort::new(NullConfig::default(), BufferPool::new(PoolConfig::default()).unwrap());
+    /// # let (rx, tx) = port.queue_pair(0).unwrap();
+    /// let local = std::rc::Rc::new(1u32);
+    /// let _ = Pipeline::new(rx, tx, ()).with_report(move |_| *local);
+    /// ```
+    pub fn with_report<R: Send + 'static>(
+        mut self,
+        f: impl FnOnce(&mut StageSet<'_, S, Rx::Buf>) -> R + Send + 'static,
+    ) -> Self
+    where
+        S: 'static,
+    {
+        self.report = Some(Box::new(move |s: &mut S| WorkerReport::new(f(&mut StageSet::new(s)))));
         self
+    }
+
+    /// The first stage of type `T` (see [`StageSet::get`]).
+    pub fn stage<T: Any>(&self) -> Option<&T>
+    where
+        S: 'static,
+    {
+        self.stages.stage_by_type(TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// The first stage of type `T`, writable (between batches).
+    pub fn stage_mut<T: Any>(&mut self) -> Option<&mut T>
+    where
+        S: 'static,
+    {
+        self.stages.stage_by_type_mut(TypeId::of::<T>())?.downcast_mut()
     }
 
     /// Adds another output port; returns its index, or gives `tx` back when at [`MAX_TX_PORTS`].
@@ -88,6 +185,9 @@ where
             cx.counters.drop_packets(reason, count);
         }
         if n == 0 {
+            for t in self.tx.iter_mut() {
+                t.idle();
+            }
             return 0;
         }
         cx.counters.rx_packets += n as u64;
@@ -186,6 +286,14 @@ where
         Some(&mut self.stages)
     }
 
+    fn set_idle_policy(&mut self, policy: IdlePolicy) {
+        self.rx.set_idle_policy(policy);
+    }
+
+    fn wait(&mut self, timeout: std::time::Duration) -> bool {
+        self.rx.wait(timeout)
+    }
+
     fn report(&mut self) -> Option<WorkerReport> {
         let f = self.report.take()?;
         Some(f(&mut self.stages))
@@ -199,3 +307,11 @@ where
         }
     }
 }
+
+// Compile-time check: a `Pipeline` over `Send` queues and stages is `Send`, report included
+// (the report closure is boxed as `Send`), so it can be built on one thread and run on another.
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    type Stages = (crate::stage::PerPacket<fn(&mut ShardCtx, &mut crate::PoolBuf) -> crate::Verdict>, ());
+    assert_send::<Pipeline<crate::backend::null::NullRx, crate::backend::null::NullTx, Stages>>();
+};

@@ -17,7 +17,7 @@ use std::cell::RefCell;
 
 use arrayvec::ArrayVec;
 
-use crate::buf::{BufError, PacketBuf};
+use crate::buf::{BufError, BufWindow, PacketBuf};
 use crate::meta::PacketMeta;
 use crate::sync::BoundedQueue;
 use crate::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +84,8 @@ pub struct PoolStats {
 
 struct PoolShared {
     headroom: usize,
+    /// A fresh buffer's window: empty, after the full headroom.
+    fresh: BufWindow,
     size: usize,
     capacity: usize,
     /// Full magazines.
@@ -122,8 +124,10 @@ impl BufferPool {
             return Err(PoolError::BadBufferSize { size: cfg.data_room });
         }
         let size = cfg.headroom + cfg.data_room;
+        let fresh = BufWindow::new(cfg.headroom, 0, size).map_err(|_| PoolError::BadBufferSize { size })?;
         let shared = PoolShared {
             headroom: cfg.headroom,
+            fresh,
             size,
             capacity: cfg.buffers,
             depot: BoundedQueue::new(cfg.buffers / MAGAZINE + 1),
@@ -211,7 +215,7 @@ impl BufferPool {
         mut fill: impl FnMut(&mut PoolBuf),
     ) -> usize {
         let shared = self.shared;
-        let head = shared.headroom as u32;
+        let win = shared.fresh;
         let pkts = batch.inner_mut();
         let want = pkts.remaining_capacity();
         let mut done = 0;
@@ -229,7 +233,7 @@ impl BufferPool {
                 let from = lc.bufs.len() - k;
                 for storage in lc.bufs.drain(from..) {
                     // Cannot fail: at most `want` buffers are added.
-                    if pkts.try_push(PoolBuf { storage, pool: shared, head, len: 0, meta }).is_ok()
+                    if pkts.try_push(PoolBuf { storage, pool: shared, win, meta }).is_ok()
                         && let Some(b) = pkts.last_mut()
                     {
                         fill(b);
@@ -243,7 +247,7 @@ impl BufferPool {
             // No usable cache on this thread: straight from the depot.
             while done < want {
                 let Some(storage) = shared.take_shared() else { break };
-                if pkts.try_push(PoolBuf { storage, pool: shared, head, len: 0, meta }).is_ok()
+                if pkts.try_push(PoolBuf { storage, pool: shared, win, meta }).is_ok()
                     && let Some(b) = pkts.last_mut()
                 {
                     fill(b);
@@ -309,13 +313,7 @@ impl BufferPool {
 
     #[inline]
     fn wrap(&self, storage: Storage) -> PoolBuf {
-        PoolBuf {
-            storage,
-            pool: self.shared,
-            head: self.shared.headroom as u32,
-            len: 0,
-            meta: PacketMeta::default(),
-        }
+        PoolBuf { storage, pool: self.shared, win: self.shared.fresh, meta: PacketMeta::default() }
     }
 
     /// Counters.
@@ -489,16 +487,16 @@ fn with_cache<R>(f: impl FnOnce(&mut ThreadCaches) -> R) -> Option<R> {
 pub struct PoolBuf {
     storage: Storage,
     pool: &'static PoolShared,
-    head: u32,
-    len: u32,
+    /// Where the packet sits in `storage` (`head + len <= storage.len()`).
+    win: BufWindow,
     meta: PacketMeta,
 }
 
 impl std::fmt::Debug for PoolBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolBuf")
-            .field("head", &self.head)
-            .field("len", &self.len)
+            .field("head", &self.win.headroom())
+            .field("len", &self.win.len())
             .field("meta", &self.meta)
             .finish()
     }
@@ -509,13 +507,11 @@ impl PoolBuf {
     /// fixed-size copy the compiler does with a few vector moves instead of a `memcpy` call.
     #[inline]
     pub fn copy_from_array<const L: usize>(&mut self, bytes: &[u8; L]) -> Result<(), BufError> {
-        let h = self.head as usize;
-        let capacity = self.storage.len().saturating_sub(h);
-        let Some(dst) = self.storage.get_mut(h..).and_then(|d| d.first_chunk_mut::<L>()) else {
-            return Err(BufError::NoTailroom { wanted: L, capacity });
-        };
-        *dst = *bytes;
-        self.len = L as u32;
+        // Checked (and the error made) by the window first; the copy then always has room.
+        self.win.set_len(L, self.storage.len())?;
+        if let Some(dst) = self.storage.get_mut(self.win.range()).and_then(|d| d.first_chunk_mut::<L>()) {
+            *dst = *bytes;
+        }
         Ok(())
     }
 
@@ -527,8 +523,7 @@ impl PoolBuf {
     /// Empties the packet, restores the full headroom and resets the metadata.
     #[inline]
     pub fn reset(&mut self) {
-        self.head = self.pool.headroom as u32;
-        self.len = 0;
+        self.win = self.pool.fresh;
         self.meta = PacketMeta::default();
     }
 
@@ -571,61 +566,43 @@ impl PoolBuf {
 impl PacketBuf for PoolBuf {
     #[inline]
     fn len(&self) -> usize {
-        self.len as usize
+        self.win.len()
     }
 
     #[inline]
     fn data(&self) -> &[u8] {
-        let h = self.head as usize;
-        &self.storage[h..h + self.len as usize]
+        &self.storage[self.win.range()]
     }
 
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
-        let h = self.head as usize;
-        &mut self.storage[h..h + self.len as usize]
+        &mut self.storage[self.win.range()]
     }
 
     #[inline]
     fn headroom(&self) -> usize {
-        self.head as usize
+        self.win.headroom()
     }
 
     #[inline]
     fn tailroom(&self) -> usize {
-        self.storage.len() - self.head as usize - self.len as usize
+        self.win.tailroom(self.storage.len())
     }
 
     #[inline]
     fn prepend(&mut self, n: usize) -> Result<&mut [u8], BufError> {
-        let head = self.head as usize;
-        if n > head {
-            return Err(BufError::NoHeadroom { needed: n, available: head });
-        }
-        self.head -= n as u32;
-        self.len += n as u32;
-        let h = self.head as usize;
-        Ok(&mut self.storage[h..h + n])
+        let front = self.win.prepend(n)?;
+        Ok(&mut self.storage[front])
     }
 
     #[inline]
     fn trim_front(&mut self, n: usize) -> Result<(), BufError> {
-        if n > self.len as usize {
-            return Err(BufError::TooShort { trim: n, len: self.len as usize });
-        }
-        self.head += n as u32;
-        self.len -= n as u32;
-        Ok(())
+        self.win.trim_front(n)
     }
 
     #[inline]
     fn set_len(&mut self, len: usize) -> Result<(), BufError> {
-        let capacity = self.storage.len() - self.head as usize;
-        if len > capacity {
-            return Err(BufError::NoTailroom { wanted: len, capacity });
-        }
-        self.len = len as u32;
-        Ok(())
+        self.win.set_len(len, self.storage.len())
     }
 
     #[inline]

@@ -5,6 +5,8 @@
 //! `Box<dyn Stage<B>>` also implements `Stage` for appliances assembled from configuration at the
 //! edges, at the cost of one indirect call per batch (not per packet).
 
+use std::any::{Any, TypeId};
+
 use crate::batch::Batch;
 use crate::buf::PacketBuf;
 use crate::stats::ShardCtx;
@@ -24,6 +26,26 @@ pub trait Stage<B: PacketBuf> {
     /// Does nothing by default.
     fn finish(&mut self, cx: &mut ShardCtx) {
         let _ = cx;
+    }
+
+    /// The stage of type `ty` inside `self`: `self` itself when it is of that type, else (for a
+    /// composition: tuples, [`Chain`]) the first of its parts, searched in order and depth
+    /// first, that is or holds one. This is what [`crate::Pipeline::stage`] and
+    /// [`crate::pipeline::StageSet::get`] use to name a stage by its type instead of its
+    /// position; a stage that wraps others may override it to expose them.
+    fn stage_by_type(&self, ty: TypeId) -> Option<&(dyn Any + 'static)>
+    where
+        Self: Sized + 'static,
+    {
+        (TypeId::of::<Self>() == ty).then_some(self as &dyn Any)
+    }
+
+    /// [`Stage::stage_by_type`], writable.
+    fn stage_by_type_mut(&mut self, ty: TypeId) -> Option<&mut (dyn Any + 'static)>
+    where
+        Self: Sized + 'static,
+    {
+        (TypeId::of::<Self>() == ty).then_some(self as &mut dyn Any)
     }
 }
 
@@ -72,6 +94,29 @@ impl<P: PacketBuf, A: Stage<P>, B: Stage<P>> Stage<P> for Chain<A, B> {
         self.0.finish(cx);
         self.1.finish(cx);
     }
+
+    fn stage_by_type(&self, ty: TypeId) -> Option<&(dyn Any + 'static)>
+    where
+        Self: Sized + 'static,
+    {
+        if TypeId::of::<Self>() == ty {
+            return Some(self);
+        }
+        self.0.stage_by_type(ty).or_else(|| self.1.stage_by_type(ty))
+    }
+
+    fn stage_by_type_mut(&mut self, ty: TypeId) -> Option<&mut (dyn Any + 'static)>
+    where
+        Self: Sized + 'static,
+    {
+        if TypeId::of::<Self>() == ty {
+            return Some(self);
+        }
+        if self.0.stage_by_type(ty).is_some() {
+            return self.0.stage_by_type_mut(ty);
+        }
+        self.1.stage_by_type_mut(ty)
+    }
 }
 
 macro_rules! tuple_stage {
@@ -88,6 +133,36 @@ macro_rules! tuple_stage {
 
             fn finish(&mut self, cx: &mut ShardCtx) {
                 $( self.$idx.finish(cx); )+
+            }
+
+            fn stage_by_type(&self, ty: TypeId) -> Option<&(dyn Any + 'static)>
+            where
+                Self: Sized + 'static,
+            {
+                if TypeId::of::<Self>() == ty {
+                    return Some(self);
+                }
+                $(
+                    if let Some(s) = self.$idx.stage_by_type(ty) {
+                        return Some(s);
+                    }
+                )+
+                None
+            }
+
+            fn stage_by_type_mut(&mut self, ty: TypeId) -> Option<&mut (dyn Any + 'static)>
+            where
+                Self: Sized + 'static,
+            {
+                if TypeId::of::<Self>() == ty {
+                    return Some(self);
+                }
+                $(
+                    if self.$idx.stage_by_type(ty).is_some() {
+                        return self.$idx.stage_by_type_mut(ty);
+                    }
+                )+
+                None
             }
         }
     };

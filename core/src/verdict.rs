@@ -109,6 +109,9 @@ drop_reasons! {
     NoRoute = "no_route",
     /// The next hop has no resolved neighbor (MAC).
     NoNeighbor = "no_neighbor",
+    /// The next hop is being resolved (ARP / Neighbor Discovery) and the bounded queue of
+    /// packets waiting for it was full (Linux's `unres_qlen` overflow).
+    NeighborQueueFull = "neighbor_queue_full",
     /// A steering rule said drop.
     SteeringDrop = "steering_drop",
     /// The software dispatcher's ring to the owning shard was full.
@@ -216,6 +219,31 @@ impl CustomReason {
     pub fn name(self) -> &'static str {
         let names = CUSTOM_NAMES.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         names[usize::from(self.0)].unwrap_or(UNNAMED[usize::from(self.0)])
+    }
+}
+
+/// The reason's stable name ([`DropReason::name`]): `tx_full`, or the name a custom reason was
+/// registered with (`custom_N` for a slot never registered).
+///
+/// ```
+/// use wirespeed_core::{CustomReason, DropReason};
+///
+/// assert_eq!(DropReason::EspWrongEndpoint.to_string(), "esp_wrong_endpoint");
+/// let r = DropReason::register("display_example")?;
+/// assert_eq!(format!("{r}"), "display_example");
+/// assert_eq!(DropReason::Custom(CustomReason::new(31).unwrap()).to_string(), "custom_31");
+/// # Ok::<(), wirespeed_core::DropReasonError>(())
+/// ```
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// The slot's name, as [`CustomReason::name`].
+impl std::fmt::Display for CustomReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
     }
 }
 

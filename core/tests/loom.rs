@@ -55,6 +55,7 @@ fn control_updates_in_order_then_stop_drains_and_publishes() {
                 exit_when_finished: false,
                 spin_before_yield: 0,
                 clock_every: 16,
+                idle: wirespeed_core::IdlePolicy::Spin,
             };
             let exit = run_shard(&shard_ctl, &mut w, &mut cx, &opts);
             (exit, w.applied, w.drained, cx.counters)

@@ -4,14 +4,13 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use wirespeed_core::IpPrefix;
 use wirespeed_core::backend::mem::{MemConfig, MemPort};
 use wirespeed_core::backend::{Port, RxQueue};
 use wirespeed_core::batch::Batch;
 use wirespeed_core::buf::PacketBuf;
 use wirespeed_core::epoch::Publisher;
 use wirespeed_core::pool::{BufferPool, PoolBuf, PoolConfig};
-use wirespeed_core::rss::hash::HashInput;
-use wirespeed_core::rss::rebalance::imbalance;
 use wirespeed_core::rss::*;
 use wirespeed_core::stats::ShardCtx;
 use wirespeed_core::verdict::DropReason;
@@ -487,7 +486,7 @@ fn steering_plan_toml_round_trip() {
     assert!(toml::from_str::<RssConfig>("key = \"xyz\"").is_err_and(|e| e.to_string().contains("xyz")));
 }
 
-/// An Rx-only shard ([`DispatchWorker`](super::dispatch::DispatchWorker)) on its own thread
+/// An Rx-only shard ([`DispatchWorker`]) on its own thread
 /// feeding three owner shards on theirs, through the shard runtime loop: every packet arrives
 /// exactly once, at its owner, in order; the owners see the end of input and finish.
 #[test]

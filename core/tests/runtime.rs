@@ -179,7 +179,7 @@ fn shards_of_different_types_share_one_runtime() {
     let (rx, tx) = port.queue_pair(0).unwrap();
     let cfg = RuntimeConfig { pinning: Pinning::None, ..RuntimeConfig::default() };
     let rt = Runtime::builder(cfg)
-        .shard(move |_| Ok::<_, String>(Pipeline::new(rx, tx, ()).with_report(|_: &mut ()| "pipeline")))
+        .shard(move |_| Ok::<_, String>(Pipeline::new(rx, tx, ()).with_report(|_| "pipeline")))
         .shard(|_| Ok::<_, String>(Idle(0)))
         .launch()
         .unwrap();
@@ -375,4 +375,75 @@ fn infallible_factories_return_the_worker_itself() {
         .launch()
         .expect_err("launch must fail");
     assert_eq!(err.to_string(), "shard 1 failed to start: no queue for this shard");
+}
+
+/// Queue pairs for 2 shards with `RuntimeConfig::shards` left at its default 1 used to serve half
+/// the input and exit 0; now the launch fails naming both numbers, in either direction, and
+/// whether the factory returns the `take` error or unwraps it.
+#[test]
+fn hand_out_of_another_length_than_the_shards_fails_the_launch() {
+    let launch = |shards: usize, prepared: usize, unwrap: bool| {
+        let pool = BufferPool::new(PoolConfig { buffers: 256, ..PoolConfig::default() }).unwrap();
+        let mut port = NullPort::new(NullConfig { queues: 4, ..NullConfig::default() }, pool);
+        let queues = PerShard::queue_pairs(&mut port, prepared).unwrap();
+        let cfg = RuntimeConfig { shards, pinning: Pinning::None, ..RuntimeConfig::default() };
+        Runtime::launch(cfg, move |shard| {
+            let (rx, tx) = if unwrap { queues.take(shard).unwrap() } else { queues.take(shard)? };
+            Ok::<_, wirespeed_core::HandOutError>(Pipeline::new(rx, tx, ()))
+        })
+    };
+    for (shards, prepared) in [(1, 2), (2, 1), (3, 4)] {
+        for unwrap in [false, true] {
+            let err = launch(shards, prepared, unwrap).expect_err("launch must fail");
+            assert!(
+                matches!(err, RuntimeError::ShardCount { shards: s, handed_out: h, what: "queue pair" } if s == shards && h == prepared),
+                "{err:?}"
+            );
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{prepared} queue pairs were handed out for {shards} shards: set RuntimeConfig::shards to {prepared} or prepare {shards}"
+                )
+            );
+        }
+    }
+    // Matching lengths launch and run.
+    let rt = launch(2, 2, false).expect("2 queue pairs for 2 shards");
+    assert_eq!(rt.stop().unwrap().len(), 2);
+}
+
+/// Counts the packets it sees; found by type in a report.
+#[derive(Default)]
+struct Seen(u64);
+impl<B: PacketBuf> wirespeed_core::Stage<B> for Seen {
+    fn process(&mut self, _cx: &mut ShardCtx, batch: &mut wirespeed_core::Batch<B>) {
+        self.0 += batch.len() as u64;
+    }
+}
+
+/// Reports name stages by type, wherever they sit (nested tuples, `Chain`), and the pipeline,
+/// report included, moves to another thread (`Pipeline: Send`).
+#[test]
+fn reports_find_stages_by_type() {
+    let pool = BufferPool::new(PoolConfig { buffers: 256, ..PoolConfig::default() }).unwrap();
+    let mut port = NullPort::new(NullConfig { limit: Some(320), ..NullConfig::default() }, pool);
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    let stages = ((), (wirespeed_core::Chain((), Seen::default()), ()), ());
+    let pipeline = Pipeline::new(rx, tx, stages).with_report(|s| {
+        (s.get::<Seen>().map(|c| c.0), s.get::<Idle>().is_some(), s.get_mut::<()>().is_some())
+    });
+    // Built here, run on a shard thread.
+    let cfg = RuntimeConfig { pinning: Pinning::None, ..RuntimeConfig::default() };
+    let rt = Runtime::builder(cfg).shard(move |_| pipeline).launch().unwrap();
+    wait_until("end of input", || rt.control(0).unwrap().state() == ShardState::Finished);
+    let reports = rt.stop().unwrap();
+    assert_eq!(reports[0].report::<(Option<u64>, bool, bool)>(), Some(&(Some(320), false, true)));
+
+    let mut port = NullPort::new(NullConfig::default(), BufferPool::new(PoolConfig::default()).unwrap());
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    let mut p = Pipeline::new(rx, tx, (Seen(7), (Seen(9),)));
+    assert_eq!(p.stage::<Seen>().map(|s| s.0), Some(7), "the first in order");
+    p.stage_mut::<(Seen,)>().unwrap().0.0 = 11;
+    assert_eq!(p.stages().1.0.0, 11);
+    assert!(p.stage::<Idle>().is_none());
 }

@@ -529,3 +529,103 @@ fn control_shard_counters_balance() {
     assert_eq!(c.rx_packets, c.tx_packets + c.total_drops(), "rx == tx + drops: {c}");
     assert_eq!(rig.control.counters().ignored, ignored.len() as u64);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Per-source fairness of the management endpoint (issue 19)
+// ---------------------------------------------------------------------------------------------
+
+/// Issue 19: one source holding every management slot with slow connections (here: zero-window
+/// peers on 16 ports of one address) locked everyone else out until they were reclaimed (the
+/// idle timeout; for connections that trickle, the whole connection lifetime). With per-source
+/// fairness another source's client takes the oldest of them at once.
+#[test]
+fn one_source_holding_every_slot_does_not_lock_out_another() {
+    let mut rig = rig();
+    let defaults = ControlConfig::default();
+    let backlog = defaults.connections;
+    let (mac, ip) = ([0x02, 0, 0, 0, 3, 1], [192, 0, 2, 10]);
+    let mut peers: Vec<ZeroWindowPeer> = (0..backlog as u16)
+        .map(|i| ZeroWindowPeer { mac, ip, port: 41000 + i, established: false, reset: false })
+        .collect();
+    rig.punt(&arp(1, mac, mac, ip, ME4));
+    rig.poll(10);
+    for i in 0..peers.len() {
+        rig.punt(&tcp_frame(mac, ip, peers[i].port, 1000, None, true, 0));
+        rig.poll(10);
+        for f in rig.out() {
+            peers.iter_mut().for_each(|q| q.on_frame(&rig, &f));
+        }
+    }
+    for _ in 0..20 {
+        rig.poll(10);
+        for f in rig.out() {
+            peers.iter_mut().for_each(|q| q.on_frame(&rig, &f));
+        }
+    }
+    assert_eq!(peers.iter().filter(|p| p.established).count(), backlog, "{:?}", rig.control.counters());
+    // The same source asking for one more is refused: it already holds every slot.
+    rig.punt(&tcp_frame(mac, ip, 42000, 1000, None, true, 0));
+    rig.poll(10);
+    rig.out();
+    assert!(rig.control.counters().connections_refused >= 1, "{:?}", rig.control.counters());
+
+    // The legitimate client from another address.
+    let start = rig.elapsed();
+    let mut dev = ClientDev { inbox: Default::default(), outbox: Vec::new() };
+    let mut iface = Interface::new(
+        Config::new(HardwareAddress::Ethernet(EthernetAddress(CLIENT_MAC))),
+        &mut dev,
+        Instant::ZERO,
+    );
+    iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::from(Ipv4Addr::from(CLIENT4)), 24)).unwrap());
+    let mut sockets = SocketSet::new(Vec::new());
+    let h = sockets
+        .add(tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 8192]), tcp::SocketBuffer::new(vec![0; 1024])));
+    let mut text = Vec::new();
+    let mut attempts = 0u16;
+    let mut served_after = None;
+    while rig.elapsed() - start < defaults.idle_timeout + Duration::from_secs(5) {
+        let now = Instant::from_micros(rig.elapsed().as_micros() as i64);
+        {
+            let s = sockets.get_mut::<tcp::Socket<'_>>(h);
+            if s.state() == tcp::State::Closed && text.is_empty() {
+                attempts += 1;
+                s.connect(iface.context(), (IpAddress::from(Ipv4Addr::from(ME4)), 9000), 49152 + attempts)
+                    .unwrap();
+            }
+        }
+        iface.poll(now, &mut dev, &mut sockets);
+        for f in dev.outbox.drain(..) {
+            rig.punt(&f);
+        }
+        rig.poll(10);
+        for f in rig.out() {
+            if f[0..6] == CLIENT_MAC || (f[0] & 1 == 1 && f[12..14] == [0x08, 0x06]) {
+                dev.inbox.push_back(f.clone());
+            }
+            peers.iter_mut().for_each(|q| q.on_frame(&rig, &f));
+        }
+        let s = sockets.get_mut::<tcp::Socket<'_>>(h);
+        while s.can_recv() {
+            s.recv(|b| {
+                text.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        if !text.is_empty() && !s.may_recv() {
+            served_after = Some(rig.elapsed() - start);
+            break;
+        }
+    }
+    let c = rig.control.counters();
+    let served_after =
+        served_after.unwrap_or_else(|| panic!("client never served after {attempts} attempts: {c:?}"));
+    assert_eq!(text, b"shard 0: stats\n");
+    assert!(
+        served_after < Duration::from_secs(2),
+        "served after {served_after:?} ({attempts} attempts): {c:?}"
+    );
+    assert!(c.reclaimed_for_fairness >= 1, "{c:?}");
+    assert_eq!(c.reclaimed_stalled, 0, "served before any idle timeout: {c:?}");
+}

@@ -3,7 +3,9 @@
 //! random keys, nonces, AAD and lengths, batched and single, seal and open, including forged
 //! tags (rejected, data left as it was).
 //!
-//! Skipped (with a message) on CPUs without AES-NI/PCLMULQDQ.
+//! Every code path ([`GcmPath`]: AVX-512, VAES-256, AES-NI) the CPU has is run, forced with
+//! [`BatchGcmForced`]; the lengths cover every block, register (64 B) and chunk (256 B)
+//! boundary. Skipped (with a message) on CPUs without AES-NI/PCLMULQDQ.
 
 mod esp_common;
 
@@ -79,7 +81,10 @@ fn gcm_spec_test_cases() {
         let alg = if key.len() == 16 { AeadAlgorithm::Aes128Gcm } else { AeadAlgorithm::Aes256Gcm };
         let nonce: [u8; NONCE_LEN] = hex(iv).try_into().unwrap();
         let aad = hex(aad);
-        for p in [&BatchGcm as &dyn AeadProvider, &BatchGcmAesNi, &RustCrypto] {
+        let forced: Vec<BatchGcmForced> = paths().into_iter().map(BatchGcmForced).collect();
+        let mut providers: Vec<&dyn AeadProvider> = vec![&BatchGcm, &BatchGcmAesNi, &RustCrypto];
+        providers.extend(forced.iter().map(|p| p as &dyn AeadProvider));
+        for p in providers {
             let c = cipher(p, alg, &key);
             let mut data = hex(pt);
             let mut icv = [0u8; ICV_LEN];
@@ -92,16 +97,102 @@ fn gcm_spec_test_cases() {
     }
 }
 
+/// The paths this CPU can run, widest first.
+fn paths() -> Vec<GcmPath> {
+    GcmPath::ALL.into_iter().filter(|p| p.available()).collect()
+}
+
+/// Lengths on both sides of every block (16), register (64), chunk (256) and batch-of-chunks
+/// boundary up to 4099 bytes, and of the ESP packet sizes the benches use.
+fn boundary_lengths() -> Vec<usize> {
+    let mut v: Vec<usize> = (0..=80).collect();
+    for b in (96..=4096).step_by(16) {
+        if b % 64 == 0 || b < 300 || [1424, 1440, 1456].contains(&b) {
+            v.extend([b - 1, b, b + 1]);
+        }
+    }
+    v.extend([4095, 4097, 4098, 4099]);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// A batch of packets: (nonce, aad, plaintext).
 type Packet = ([u8; NONCE_LEN], Vec<u8>, Vec<u8>);
 
 fn packets() -> impl Strategy<Value = Vec<Packet>> {
-    let len = prop_oneof![0usize..100, 100usize..600, Just(1500usize), Just(4099usize)];
-    let pkt = (any::<[u8; NONCE_LEN]>(), prop::collection::vec(any::<u8>(), 0..40), len, any::<u8>())
-        .prop_map(|(n, aad, len, seed)| {
+    let len = prop_oneof![
+        3 => 0usize..100,
+        2 => 100usize..600,
+        3 => prop::sample::select(boundary_lengths()),
+        1 => 600usize..=4099,
+    ];
+    // ESP's AAD is 8 or 12 bytes; longer AAD (past 16 blocks) takes its own GHASH groups.
+    let aad_len = prop_oneof![4 => 0usize..40, 1 => 240usize..300];
+    let pkt = (any::<[u8; NONCE_LEN]>(), aad_len, any::<u8>(), len, any::<u8>()).prop_map(
+        |(n, aad_len, aad_seed, len, seed)| {
+            let aad = (0..aad_len).map(|i| (i as u8).wrapping_mul(aad_seed) ^ 0x5a).collect();
             (n, aad, (0..len).map(|i| (i as u8).wrapping_mul(seed) ^ seed).collect())
-        });
-    prop::collection::vec(pkt, 1..40)
+        },
+    );
+    prop::collection::vec(pkt, 1..=40)
+}
+
+/// Seal and open of one packet of each boundary length, on every path and both key sizes,
+/// equal to RustCrypto; a forged tag is refused and leaves the ciphertext as it was.
+#[test]
+fn every_path_every_boundary_length() {
+    if !available() {
+        return;
+    }
+    for path in paths() {
+        for alg in [AeadAlgorithm::Aes128Gcm, AeadAlgorithm::Aes256Gcm] {
+            let key: Vec<u8> = (0..alg.key_len() as u8).map(|i| i.wrapping_mul(29) ^ 0xa5).collect();
+            let ours = cipher(&BatchGcmForced(path), alg, &key);
+            assert!(format!("{ours:?}").contains(path.name()), "{ours:?} runs {path:?}");
+            let reference = cipher(&RustCrypto, alg, &key);
+            for len in boundary_lengths() {
+                let nonce: [u8; NONCE_LEN] = std::array::from_fn(|i| (i + len) as u8);
+                let aad = [len as u8; 8];
+                let pt: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+                let (mut want, mut want_tag) = (pt.clone(), [0u8; ICV_LEN]);
+                reference.seal(&nonce, &aad, &mut want, &mut want_tag).unwrap();
+                let (mut d, mut tag) = (pt.clone(), [0u8; ICV_LEN]);
+                ours.seal(&nonce, &aad, &mut d, &mut tag).unwrap();
+                assert_eq!(d, want, "{path:?} {alg:?} ciphertext of {len} bytes");
+                assert_eq!(tag, want_tag, "{path:?} {alg:?} tag of {len} bytes");
+                ours.open(&nonce, &aad, &mut d, &tag).unwrap();
+                assert_eq!(d, pt, "{path:?} {alg:?} open of {len} bytes");
+                let mut d = want.clone();
+                tag[len % ICV_LEN] ^= 1;
+                assert_eq!(ours.open(&nonce, &aad, &mut d, &tag), Err(AeadError::AuthFailed));
+                assert_eq!(d, want, "{path:?} {alg:?}: a forged packet of {len} bytes stays as it was");
+            }
+        }
+    }
+}
+
+/// Every path is offered exactly where the CPU has it, and [`BatchGcm`] runs the widest.
+#[test]
+fn forced_paths_follow_the_cpu() {
+    let alg = AeadAlgorithm::Aes128Gcm;
+    for path in GcmPath::ALL {
+        assert_eq!(GcmPath::from_name(path.name()), Some(path));
+        let p = BatchGcmForced(path);
+        assert_eq!(p.supports(alg), path.available(), "{path:?}");
+        match p.new_aead(alg, &[0; 16]) {
+            Ok(c) => assert!(format!("{c:?}").contains(path.name())),
+            Err(e) => assert_eq!(e, AeadError::Unsupported(alg)),
+        }
+    }
+    assert_eq!(GcmPath::from_name("sse"), None);
+    if std::env::var_os(PATH_ENV).is_none() {
+        assert_eq!(GcmPath::selected(), GcmPath::best());
+        if let Some(best) = GcmPath::best() {
+            let c = BatchGcm.new_aead(alg, &[0; 16]).unwrap();
+            assert!(format!("{c:?}").contains(best.name()), "{c:?}");
+        }
+    }
 }
 
 proptest! {
@@ -110,14 +201,15 @@ proptest! {
     /// Batch seal equals RustCrypto packet by packet; batch open restores; a flipped tag bit
     /// fails that packet only and leaves its ciphertext as it was.
     #[test]
-    fn batch_matches_rustcrypto(key in prop::collection::vec(any::<u8>(), 32), aes256 in any::<bool>(), aesni_only in any::<bool>(), pkts in packets(), forge in any::<prop::sample::Index>()) {
+    fn batch_matches_rustcrypto(key in prop::collection::vec(any::<u8>(), 32), aes256 in any::<bool>(), path in any::<prop::sample::Index>(), pkts in packets(), forge in any::<prop::sample::Index>()) {
         if !available() {
             return Ok(());
         }
         let alg = if aes256 { AeadAlgorithm::Aes256Gcm } else { AeadAlgorithm::Aes128Gcm };
         let key = &key[..alg.key_len()];
-        // Both code paths: VAES/VPCLMULQDQ where the CPU has them, and 128-bit AES-NI.
-        let ours = if aesni_only { cipher(&BatchGcmAesNi, alg, key) } else { cipher(&BatchGcm, alg, key) };
+        // Every code path the CPU has: AVX-512, VAES/VPCLMULQDQ, 128-bit AES-NI.
+        let paths = paths();
+        let ours = cipher(&BatchGcmForced(paths[path.index(paths.len())]), alg, key);
         let reference = cipher(&RustCrypto, alg, key);
         let mut want: Vec<(Vec<u8>, [u8; ICV_LEN])> = Vec::new();
         for (n, aad, pt) in &pkts {

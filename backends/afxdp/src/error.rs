@@ -48,6 +48,25 @@ pub enum AfXdpError {
         /// The last error.
         source: io::Error,
     },
+    /// The interface's MTU does not fit one UMEM frame. Frames larger than a frame need
+    /// AF_XDP multi-buffer (`XDP_USE_SG`, kernel 6.6+), which this backend does not do yet.
+    #[error(
+        "{interface}: MTU {mtu} does not fit a {frame_size}-byte UMEM frame (largest MTU {max_mtu} with          {headroom} bytes of headroom); jumbo frames need AF_XDP multi-buffer (XDP_USE_SG), which this          backend does not support yet: lower the MTU, or raise frame_size to 4096 (MTU up to {max_mtu_4k})"
+    )]
+    MtuTooLarge {
+        /// Interface name.
+        interface: String,
+        /// Its MTU.
+        mtu: usize,
+        /// UMEM frame size.
+        frame_size: u32,
+        /// Bytes before the packet in each frame.
+        headroom: u32,
+        /// Largest MTU that fits.
+        max_mtu: usize,
+        /// Largest MTU that fits a 4096-byte frame with the same headroom.
+        max_mtu_4k: usize,
+    },
     /// `mode = "zerocopy"` was asked for and the driver cannot do it.
     #[error("{interface} queue {queue}: zero-copy unavailable: {reason}")]
     ZeroCopyUnavailable {

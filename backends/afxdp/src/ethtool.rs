@@ -13,6 +13,10 @@ use wirespeed_core::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ip_proto};
 
 use crate::sys;
 
+const ETHTOOL_GTSO: u32 = 0x1e;
+const ETHTOOL_STSO: u32 = 0x1f;
+const ETHTOOL_GGRO: u32 = 0x2b;
+const ETHTOOL_SGRO: u32 = 0x2c;
 const ETHTOOL_SRXFH: u32 = 0x2a;
 const ETHTOOL_SRXCLSRLDEL: u32 = 0x31;
 const ETHTOOL_SRXCLSRLINS: u32 = 0x32;
@@ -190,6 +194,42 @@ fn set_rxfh(
         b[24 + 4 * n_indir..].copy_from_slice(k);
     }
     sys::ethtool(interface, &mut b)
+}
+
+/// An offload [`set_offload`] switches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offload {
+    /// TCP segmentation offload (`tso`). On a veth it also decides whether frames sent from an
+    /// AF_XDP socket may take the peer's NAPI path (and so see its backpressure).
+    Tso,
+    /// Generic receive offload (`gro`). On a veth it gives the device a NAPI context.
+    Gro,
+}
+
+/// Switches `offload` on or off (the legacy `ETHTOOL_STSO`/`ETHTOOL_SGRO` commands, which the
+/// kernel maps to its feature flags), in the calling thread's network namespace.
+pub fn set_offload(interface: &str, offload: Offload, on: bool) -> io::Result<()> {
+    let cmd = match offload {
+        Offload::Tso => ETHTOOL_STSO,
+        Offload::Gro => ETHTOOL_SGRO,
+    };
+    // struct ethtool_value { u32 cmd; u32 data; }
+    let mut b = [0u8; 8];
+    put_u32(&mut b, 0, cmd);
+    put_u32(&mut b, 4, u32::from(on));
+    sys::ethtool(interface, &mut b)
+}
+
+/// Whether `offload` is on.
+pub fn offload(interface: &str, offload: Offload) -> io::Result<bool> {
+    let cmd = match offload {
+        Offload::Tso => ETHTOOL_GTSO,
+        Offload::Gro => ETHTOOL_GGRO,
+    };
+    let mut b = [0u8; 8];
+    put_u32(&mut b, 0, cmd);
+    sys::ethtool(interface, &mut b)?;
+    Ok(u32_at(&b, 4) != 0)
 }
 
 /// Programs the Toeplitz key.

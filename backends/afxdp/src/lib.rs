@@ -93,7 +93,7 @@ pub use program::{KernelPass, MAX_OWN_ADDRESSES, MAX_TCP_PORTS};
 
 #[cfg(target_os = "linux")]
 pub use port::{
-    AfXdpPort, AttachMode, AttachReport, BindMode, SocketStats, XdpRx, XdpTx, probe, rx_queue_count,
+    AfXdpPort, AttachMode, AttachReport, BindMode, SocketStats, TxStats, XdpRx, XdpTx, probe, rx_queue_count,
 };
 #[cfg(target_os = "linux")]
 pub use umem::XdpBuf;

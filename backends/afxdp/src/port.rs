@@ -5,7 +5,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use wirespeed_core::backend::{Port, PortError, PortInfo, QueueClaims, RxQueue, ShardOwned, TxQueue};
-use wirespeed_core::{BATCH_SIZE, Batch, DropReason, PacketBuf, PacketMeta};
+use wirespeed_core::runtime::IdlePolicy;
+use wirespeed_core::{BATCH_SIZE, Batch, BufWindow, DropReason, PacketBuf, PacketMeta};
 
 use wirespeed_core::rss::{Applied, Reta, RssConfig, RssControl, RssError, SteeringPlan, SymmetricMode};
 
@@ -14,7 +15,7 @@ use crate::config::{AfXdpPortConfig, XdpMode};
 use crate::error::AfXdpError;
 use crate::ethtool::{self, HwItem, HwReport, Placed};
 use crate::program;
-use crate::ring::Ring;
+use crate::ring::{Ring, RingLevel};
 use crate::sys;
 use crate::umem::{Umem, XdpBuf};
 
@@ -131,6 +132,19 @@ impl AfXdpPort {
         // ioctls, not sysfs: they answer for the calling thread's network namespace.
         let mac = sys::if_hwaddr(&name).map_err(sys_err("SIOCGIFHWADDR"))?;
         let mtu = sys::if_mtu(&name).map_err(sys_err("SIOCGIFMTU"))? as usize;
+        // A frame holds the headroom and the whole Ethernet frame (14 bytes of header on top of
+        // the MTU; a VLAN tag would take 4 more, which the kernel then drops as too large).
+        let max_mtu = |frame: u32| (frame - cfg.rx_headroom()) as usize - 14;
+        if mtu > max_mtu(cfg.frame_size) {
+            return Err(AfXdpError::MtuTooLarge {
+                interface: name,
+                mtu,
+                frame_size: cfg.frame_size,
+                headroom: cfg.rx_headroom(),
+                max_mtu: max_mtu(cfg.frame_size),
+                max_mtu_4k: max_mtu(4096),
+            });
+        }
         let hw_queues = rx_queue_count(&name).map_err(sys_err("count queues"))?;
         let queues = match cfg.queues {
             Some(q) if q > hw_queues => {
@@ -240,6 +254,13 @@ impl AfXdpPort {
             .map_err(err("XDP_UMEM_COMPLETION_RING"))?;
         sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_RX_RING, &cfg.rx_ring).map_err(err("XDP_RX_RING"))?;
         sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_TX_RING, &cfg.tx_ring).map_err(err("XDP_TX_RING"))?;
+        // Copy mode sends at most this many descriptors per kick (32 unless the kernel, 6.17+,
+        // lets us raise it): a whole ring's worth means one kick drains any backlog the device
+        // accepts. Older kernels refuse the option (ENOPROTOOPT): they keep 32.
+        let tx_budget = match sys::setsockopt(raw, libc::SOL_XDP, sys::XDP_MAX_TX_SKB_BUDGET, &cfg.tx_ring) {
+            Ok(()) => cfg.tx_ring,
+            Err(_) => sys::DEFAULT_TX_BUDGET,
+        };
         let off = sys::mmap_offsets(raw).map_err(err("XDP_MMAP_OFFSETS"))?;
         let fill = Ring::<u64>::map(raw, &off.fr, cfg.fill_ring, libc::XDP_UMEM_PGOFF_FILL_RING, true)
             .map_err(err("mmap fill ring"))?;
@@ -282,11 +303,15 @@ impl AfXdpPort {
             }
         };
         let sock = Arc::new(Socket { fd, xdp, queue, _umem: ClosesUmem(umem) });
+        let tx_level = (bind == BindMode::Copy).then(|| tx.level());
         let mut rxq = XdpRx {
             sock: sock.clone(),
             umem,
+            fill_target: initial_fill_target(cfg),
+            fill_ring: cfg.fill_ring,
             fill,
             rx,
+            tx_level,
             meta: PacketMeta::received(cfg.port_id, queue),
             bad_descs: 0,
             in_kernel: 0,
@@ -294,20 +319,32 @@ impl AfXdpPort {
             kernel_dropped: 0,
             calls: 0,
             need_wakeup: cfg.need_wakeup,
+            busy_poll: false,
+            idle_policy: IdlePolicy::Spin,
+            idle_error: None,
             _owned: ShardOwned::default(),
         };
         rxq.refill();
         bpf::xskmap_set(&sock.xdp.map, u32::from(queue), raw).map_err(err("insert socket into XSKMAP"))?;
+        // Validated with the configuration (headroom at most half a frame); checked again here
+        // because every buffer the Tx side makes trusts it.
+        let tx_win = umem.window(cfg.rx_headroom() as usize, 0).ok_or_else(|| AfXdpError::BadConfig {
+            field: "headroom",
+            value: cfg.rx_headroom().to_string(),
+            why: "leaves no room in a frame",
+        })?;
         let txq = XdpTx {
             sock,
             umem,
             tx,
             comp,
-            tx_head: cfg.rx_headroom(),
+            tx_win,
             in_kernel: 0,
             lost: false,
             need_wakeup: cfg.need_wakeup,
             bind,
+            tx_budget,
+            stats: TxStats::default(),
             _owned: ShardOwned::default(),
         };
         self.report.queues.push((queue, bind, why));
@@ -467,8 +504,16 @@ pub struct SocketStats {
 pub struct XdpRx {
     sock: Arc<Socket>,
     umem: &'static Umem,
+    /// Frames the fill and Rx rings may hold together: starts at an eighth of the UMEM and
+    /// doubles (up to the fill ring) each time the kernel nearly ran out of fill buffers, so a
+    /// queue that only transmits does not park half its frames where nothing arrives.
+    fill_target: u32,
+    fill_ring: u32,
     fill: Ring<u64>,
     rx: Ring<libc::xdp_desc>,
+    /// The Tx ring's backlog (copy mode): an empty poll kicks the kernel while descriptors wait
+    /// there, so a burst the device pushed back goes out even when no more traffic arrives.
+    tx_level: Option<RingLevel>,
     meta: PacketMeta,
     bad_descs: u64,
     /// Frames on the fill and Rx rings (submitted to fill, not yet read from Rx).
@@ -478,6 +523,10 @@ pub struct XdpRx {
     kernel_dropped: u64,
     calls: u32,
     need_wakeup: bool,
+    /// `IdlePolicy::PreferBusyPoll` is on: every Rx poll drives the device's NAPI.
+    busy_poll: bool,
+    idle_policy: IdlePolicy,
+    idle_error: Option<String>,
     _owned: ShardOwned,
 }
 
@@ -509,14 +558,29 @@ impl std::fmt::Debug for XdpTx {
 }
 
 impl XdpRx {
-    /// Moves free frames to the fill ring.
+    /// Moves free frames to the fill ring, keeping at most `fill_target` with the kernel.
     #[inline]
     fn refill(&mut self) {
-        let want = self.fill.free(BATCH_SIZE as u32);
+        if self.in_kernel >= self.fill_target {
+            return;
+        }
+        // The kernel nearly ran dry since the last top-up: packets arrive faster than the
+        // target covers, so let more frames wait for them.
+        if self.fill_target < self.fill_ring
+            && self.in_kernel > 0
+            && self.fill.unconsumed() < self.fill_target / 4
+        {
+            self.fill_target = (self.fill_target * 2).min(self.fill_ring);
+        }
+        let want = self.fill.free(BATCH_SIZE as u32).min(self.fill_target - self.in_kernel);
         let mut n = 0;
         while n < want {
             let Some(f) = self.umem.take_frame() else { break };
-            self.fill.write(n, self.umem.frame_addr(f));
+            if !self.fill.write(n, self.umem.frame_addr(f)) {
+                // Not below `free`: cannot happen (n < want), but never overwrite a slot.
+                self.umem.put_frame(f);
+                break;
+            }
             n += 1;
         }
         if n > 0 {
@@ -540,6 +604,30 @@ impl XdpRx {
     pub fn free_frames(&self) -> usize {
         self.umem.free_frames()
     }
+
+    /// Frames the fill and Rx rings may hold now (grows under load, up to `fill_ring`).
+    pub fn fill_target(&self) -> u32 {
+        self.fill_target
+    }
+
+    /// The idle policy the queue was given, and why the kernel refused part of it (busy-poll
+    /// socket options) if it did.
+    pub fn idle_policy(&self) -> (IdlePolicy, Option<&str>) {
+        (self.idle_policy, self.idle_error.as_deref())
+    }
+
+    /// Kicks the kernel's Tx path when the Tx ring holds a backlog (copy mode).
+    #[inline]
+    fn kick_tx_backlog(&self) {
+        if self.tx_level.as_ref().is_some_and(|t| t.unconsumed() > 0) {
+            sys::kick_tx(self.sock.raw());
+        }
+    }
+}
+
+/// First fill target: an eighth of the UMEM, at least two batches, at most the fill ring.
+fn initial_fill_target(cfg: &AfXdpPortConfig) -> u32 {
+    (cfg.frames / 8).max(2 * BATCH_SIZE as u32).min(cfg.fill_ring)
 }
 
 fn sys_stats(fd: RawFd) -> std::io::Result<SocketStats> {
@@ -560,19 +648,29 @@ impl RxQueue for XdpRx {
     #[inline]
     fn rx_burst(&mut self, out: &mut Batch<XdpBuf>) -> usize {
         self.refill();
+        if self.busy_poll {
+            // Preferred busy polling: the device's NAPI runs in this call, on this core.
+            sys::kick_rx(self.sock.raw());
+        }
         let n = self.rx.ready(out.remaining() as u32);
         if n == 0 {
-            if self.need_wakeup && self.fill.needs_wakeup() {
+            if !self.busy_poll && self.need_wakeup && self.fill.needs_wakeup() {
                 sys::kick_rx(self.sock.raw());
             }
+            // One kick per empty poll while the Tx ring holds a backlog (bounded: a poll).
+            self.kick_tx_backlog();
             return 0;
         }
         let mut got = 0;
         for i in 0..n {
-            let d = self.rx.read(i);
+            // `n` came from `ready`, so every read succeeds.
+            let Some(d) = self.rx.read(i) else {
+                self.lost = true;
+                break;
+            };
             match self.umem.locate(d.addr, d.len) {
-                Some((frame, head)) => {
-                    let _ = out.push(self.umem.buf(frame, head, d.len, self.meta));
+                Some((frame, win)) => {
+                    let _ = out.push(self.umem.buf(frame, win, self.meta));
                     got += 1;
                 }
                 None => {
@@ -585,6 +683,41 @@ impl RxQueue for XdpRx {
         self.rx.release(n);
         self.in_kernel -= n;
         got
+    }
+
+    /// `PreferBusyPoll` sets `SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL` and `SO_BUSY_POLL_BUDGET`
+    /// on the socket and makes every Rx poll a busy poll; a refusal is kept for
+    /// [`XdpRx::idle_policy`] and the queue spins as under `Spin`. The other policies need
+    /// nothing from the socket.
+    fn set_idle_policy(&mut self, policy: IdlePolicy) {
+        self.idle_policy = policy;
+        self.busy_poll = false;
+        self.idle_error = None;
+        if let IdlePolicy::PreferBusyPoll { usecs, budget } = policy {
+            let fd = self.sock.raw();
+            let set = |name, what, v: u32| {
+                sys::setsockopt(fd, libc::SOL_SOCKET, name, &(v.min(i32::MAX as u32) as libc::c_int))
+                    .map_err(|e| format!("{what}: {e}"))
+            };
+            match set(sys::SO_PREFER_BUSY_POLL, "SO_PREFER_BUSY_POLL", 1)
+                .and_then(|()| set(sys::SO_BUSY_POLL, "SO_BUSY_POLL", usecs))
+                .and_then(|()| set(sys::SO_BUSY_POLL_BUDGET, "SO_BUSY_POLL_BUDGET", budget))
+            {
+                Ok(()) => self.busy_poll = true,
+                Err(e) => self.idle_error = Some(e),
+            }
+        }
+    }
+
+    /// Sleeps in `poll()` on the socket until a frame arrives or `timeout` passes, after giving
+    /// the kernel fill buffers and sending any Tx backlog.
+    fn wait(&mut self, timeout: std::time::Duration) -> bool {
+        self.refill();
+        if self.rx.ready(1) > 0 {
+            return true;
+        }
+        self.kick_tx_backlog();
+        sys::wait_readable(self.sock.raw(), timeout).is_ok()
     }
 
     fn take_drops(&mut self) -> Option<(DropReason, u64)> {
@@ -610,15 +743,34 @@ pub struct XdpTx {
     umem: &'static Umem,
     tx: Ring<libc::xdp_desc>,
     comp: Ring<u64>,
-    tx_head: u32,
+    /// An empty packet after the same headroom as received ones.
+    tx_win: BufWindow,
     /// Frames on the Tx and completion rings (submitted, not yet reclaimed).
     in_kernel: u32,
     /// A completion named no frame of ours: the count above can no longer be trusted.
     lost: bool,
     need_wakeup: bool,
     bind: BindMode,
+    /// Descriptors one copy-mode kick sends at most (`XDP_MAX_TX_SKB_BUDGET`, else 32).
+    tx_budget: u32,
+    stats: TxStats,
     _owned: ShardOwned,
 }
+
+/// What the Tx half did to get packets out (see [`XdpTx::tx_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxStats {
+    /// `sendto` kicks issued by the Tx half.
+    pub kicks: u64,
+    /// Kicks after which the kernel left descriptors on the ring (the device pushed back, or
+    /// the per-kick budget ran out).
+    pub backlogged: u64,
+    /// Bursts that found the Tx ring too full for the whole batch even after kicking.
+    pub ring_full: u64,
+}
+
+/// Most kicks one call makes while the kernel keeps taking descriptors off the Tx ring.
+const MAX_KICKS: u32 = 8;
 
 impl XdpTx {
     /// Returns completed Tx frames to the free list.
@@ -626,7 +778,10 @@ impl XdpTx {
     fn reclaim(&mut self) {
         let n = self.comp.ready(self.comp.size());
         for i in 0..n {
-            let addr = self.comp.read(i);
+            let Some(addr) = self.comp.read(i) else {
+                self.lost = true;
+                break;
+            };
             match self.umem.locate(addr, 0) {
                 Some((frame, _)) => self.umem.put_frame(frame),
                 None => self.lost = true,
@@ -638,18 +793,58 @@ impl XdpTx {
         }
     }
 
+    /// Gets what is on the Tx ring to the kernel. Zero-copy: one wakeup when the driver asks
+    /// for it (it sends asynchronously). Copy mode: the kernel sends synchronously in `sendto`,
+    /// at most `tx_budget` descriptors per call, and stops early when the device pushes back —
+    /// so kick again while descriptors remain and the last kick moved some, at most
+    /// [`MAX_KICKS`] times; what is left waits for the next burst or empty Rx poll.
     #[inline]
     fn kick(&mut self) {
-        if !self.need_wakeup || self.tx.needs_wakeup() {
-            sys::kick_tx(self.sock.raw());
+        if self.bind == BindMode::ZeroCopy {
+            if !self.need_wakeup || self.tx.needs_wakeup() {
+                self.stats.kicks += 1;
+                sys::kick_tx(self.sock.raw());
+            }
+            return;
         }
+        let mut left = self.tx.unconsumed();
+        let mut kicks = 0;
+        while left > 0 && kicks < MAX_KICKS {
+            sys::kick_tx(self.sock.raw());
+            kicks += 1;
+            let now = self.tx.unconsumed();
+            if now >= left {
+                break;
+            }
+            left = now;
+        }
+        self.stats.kicks += u64::from(kicks);
+        if left > 0 && kicks > 0 {
+            self.stats.backlogged += 1;
+        }
+    }
+
+    /// Kick and reclaim counters of this queue.
+    pub fn tx_stats(&self) -> TxStats {
+        self.stats
+    }
+
+    /// Descriptors one copy-mode kick may send: the Tx ring's size where the kernel takes
+    /// `XDP_MAX_TX_SKB_BUDGET` (6.17+), else its fixed 32.
+    pub fn tx_budget(&self) -> u32 {
+        self.tx_budget
+    }
+
+    /// Descriptors on the Tx ring the kernel has not taken yet.
+    pub fn tx_backlog(&self) -> u32 {
+        self.tx.unconsumed()
     }
 
     /// An empty buffer from this queue's UMEM (with the same headroom as received ones), for
     /// packets the application originates; `None` when every frame is in use.
     pub fn alloc(&self) -> Option<XdpBuf> {
         let f = self.umem.take_frame()?;
-        Some(self.umem.buf(f, self.tx_head, 0, PacketMeta::default()))
+        Some(self.umem.buf(f, self.tx_win, PacketMeta::default()))
     }
 
     /// How this queue's socket is bound.
@@ -673,12 +868,20 @@ impl TxQueue for XdpTx {
     fn tx_burst(&mut self, batch: &mut Batch<XdpBuf>) -> usize {
         self.reclaim();
         let want = batch.len() as u32;
+        if self.bind == BindMode::Copy && self.tx.unconsumed() > 0 {
+            // A backlog from a burst the device pushed back: send it first (order is kept).
+            self.kick();
+            self.reclaim();
+        }
         let mut free = self.tx.free(want);
         if free < want {
             // Ring full: let the kernel make progress, then look again.
             self.kick();
             self.reclaim();
             free = self.tx.free(want);
+            if free < want {
+                self.stats.ring_full += 1;
+            }
         }
         let k = free.min(want) as usize;
         // Buffers from another UMEM (another queue or port) are copied into frames of ours;
@@ -686,7 +889,7 @@ impl TxQueue for XdpTx {
         // A foreign buffer too large for our frames, or a packet shorter than an Ethernet
         // header (which the kernel would reject or a driver drop unseen), also ends the burst:
         // it stays in the batch and the caller counts it as not sent.
-        let room = self.umem.frame_size() as usize - self.tx_head as usize;
+        let room = self.tx_win.tailroom(self.umem.frame_size() as usize);
         let mut spare = [0u32; BATCH_SIZE];
         let mut taken = 0;
         let mut sendable = 0;
@@ -705,6 +908,7 @@ impl TxQueue for XdpTx {
             sendable += 1;
         }
         let mut used = 0;
+        let mut written = 0;
         for (i, b) in batch.drain(..sendable).enumerate() {
             let (addr, len) = if b.is_in(self.umem) {
                 let (_, addr, len) = b.into_desc();
@@ -712,24 +916,42 @@ impl TxQueue for XdpTx {
             } else {
                 let f = spare[used];
                 used += 1;
-                let mut own = self.umem.buf(f, self.tx_head, 0, *b.meta());
+                let mut own = self.umem.buf(f, self.tx_win, *b.meta());
                 // Cannot fail: the length was checked against `room` above.
                 let _ = own.copy_from(b.data());
                 let (_, addr, len) = own.into_desc();
                 (addr, len)
             };
-            self.tx.write(i as u32, libc::xdp_desc { addr, len, options: 0 });
+            if self.tx.write(i as u32, libc::xdp_desc { addr, len, options: 0 }) {
+                written += 1;
+            } else {
+                // Cannot happen (`sendable <= free`); if it did, the frame would be lost.
+                self.lost = true;
+            }
         }
-        if sendable > 0 {
-            self.tx.submit(sendable as u32);
-            self.in_kernel += sendable as u32;
+        if written > 0 {
+            self.tx.submit(written);
+            self.in_kernel += written;
             self.kick();
         }
         sendable
     }
 
+    /// Sends a pushed-back backlog (copy mode) and reclaims completions.
+    #[inline]
+    fn idle(&mut self) {
+        if self.bind == BindMode::Copy && self.tx.unconsumed() > 0 {
+            self.kick();
+        }
+        self.reclaim();
+    }
+
     fn flush(&mut self) {
-        sys::kick_tx(self.sock.raw());
+        if self.bind == BindMode::ZeroCopy || self.tx.unconsumed() == 0 {
+            sys::kick_tx(self.sock.raw());
+        } else {
+            self.kick();
+        }
         self.reclaim();
     }
 }

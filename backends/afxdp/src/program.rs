@@ -9,13 +9,16 @@
 //!    interface. With [`KernelPass::own_addresses`] given, only TCP to those addresses is
 //!    passed, so transit TCP to a management port stays in the data plane; without, the port
 //!    match takes any destination. IPv4 fragments other than the first are never matched (they
-//!    carry no ports), nor is IPv6 with extension headers before TCP.
+//!    carry no ports). Up to two VLAN tags (802.1Q `0x8100`, 802.1ad `0x88a8`) are looked
+//!    through, and up to two IPv6 extension headers (hop-by-hop, routing, destination options)
+//!    before TCP or ICMPv6; a fragment header, or more extension headers, ends the match (the
+//!    frame goes to the sockets).
 //! 2. **Everything else** is redirected with `bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)`
 //!    to the AF_XDP socket of the queue it arrived on; when that queue has no socket (not
 //!    claimed by a shard yet), the fallback action passes it to the kernel rather than dropping.
 //!
-//! VLAN-tagged frames are not looked into: they always go to the sockets, where the stages
-//! classify them.
+//! VLAN-tagged frames that are not management traffic go to the sockets with their tags, where
+//! the stages classify them.
 
 // The assembler is used by the Linux port only; elsewhere the crate offers `KernelPass` alone.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -199,7 +202,20 @@ enum Label {
     Dst6,
     /// Compare the IPv6 destination with own address `i`.
     Cand6(usize),
+    /// Step over VLAN tag `i`.
+    Vlan(usize),
+    /// Past VLAN tag `i` (or its absence).
+    VlanDone(usize),
+    /// Step over IPv6 extension header `i`.
+    Ext(usize),
+    /// Past extension header `i` (or its absence).
+    ExtDone(usize),
 }
+
+/// VLAN tags the program looks through (802.1ad outer + 802.1Q inner).
+const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers the program steps over before TCP or ICMPv6.
+const MAX_IPV6_EXT: usize = 2;
 
 /// A tiny assembler: instructions plus jumps to labels resolved at the end.
 struct Asm {
@@ -264,6 +280,20 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
         a.op(ADD64_K, 4, 0, 0, 14);
         a.jmp(JGT_X, 4, 3, 0, Label::Redirect); // shorter than an Ethernet header
         a.op(LDX_H, 5, 2, 12, 0); // EtherType
+        // VLAN tags: step the base pointer r2 over each, so every offset below stays the same.
+        for i in 0..MAX_VLAN_TAGS {
+            let tag = Label::Vlan(i);
+            a.jmp(JEQ_K, 5, 0, be16(0x8100), tag);
+            a.jmp(JEQ_K, 5, 0, be16(0x88a8), tag);
+            a.jmp(JA, 0, 0, 0, Label::VlanDone(i));
+            a.label(tag);
+            a.op(MOV64_X, 4, 2, 0, 0);
+            a.op(ADD64_K, 4, 0, 0, 18);
+            a.jmp(JGT_X, 4, 3, 0, Label::Redirect);
+            a.op(LDX_H, 5, 2, 16, 0); // the EtherType after the tag
+            a.op(ADD64_K, 2, 0, 0, 4);
+            a.label(Label::VlanDone(i));
+        }
         if pass.arp {
             a.jmp(JEQ_K, 5, 0, be16(0x0806), Label::Pass);
         }
@@ -307,8 +337,31 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
             a.op(ADD64_K, 4, 0, 0, 58); // Ethernet + IPv6 + 4 bytes of L4
             a.jmp(JGT_X, 4, 3, 0, Label::Redirect);
             a.op(LDX_B, 5, 2, 20, 0); // next header
+            // r9 = the upper-layer header: past the fixed header and any extension headers.
+            a.op(MOV64_X, 9, 2, 0, 0);
+            a.op(ADD64_K, 9, 0, 0, 54);
+            for i in 0..MAX_IPV6_EXT {
+                for hop in [0, 43, 60] {
+                    // hop-by-hop, routing, destination options
+                    a.jmp(JEQ_K, 5, 0, hop, Label::Ext(i));
+                }
+                a.jmp(JA, 0, 0, 0, Label::ExtDone(i));
+                a.label(Label::Ext(i));
+                a.op(MOV64_X, 4, 9, 0, 0);
+                a.op(ADD64_K, 4, 0, 0, 8); // an extension header is at least 8 bytes
+                a.jmp(JGT_X, 4, 3, 0, Label::Redirect);
+                a.op(LDX_B, 5, 9, 0, 0); // its next header
+                a.op(LDX_B, 8, 9, 1, 0); // its length, in 8 bytes beyond the first 8
+                a.op(ADD64_K, 8, 0, 0, 1);
+                a.op(LSH64_K, 8, 0, 0, 3);
+                a.op(ADD64_X, 9, 8, 0, 0);
+                a.label(Label::ExtDone(i));
+            }
+            a.op(MOV64_X, 4, 9, 0, 0);
+            a.op(ADD64_K, 4, 0, 0, 4); // the ICMPv6 type, or the TCP ports
+            a.jmp(JGT_X, 4, 3, 0, Label::Redirect);
             if pass.ipv6_nd {
-                a.op(LDX_B, 7, 2, 54, 0); // ICMPv6 type
+                a.op(LDX_B, 7, 9, 0, 0); // ICMPv6 type
                 a.jmp(JNE_K, 5, 0, 58, Label::Ipv6Tcp);
                 a.jmp(JLT_K, 7, 0, 133, Label::Redirect);
                 a.jmp(JGT_K, 7, 0, 137, Label::Redirect);
@@ -317,7 +370,7 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
             a.label(Label::Ipv6Tcp);
             if !pass.tcp_dst_ports.is_empty() {
                 a.jmp(JNE_K, 5, 0, 6, Label::Redirect);
-                a.op(LDX_H, 5, 2, 56, 0);
+                a.op(LDX_H, 5, 9, 2, 0); // TCP destination port
                 for p in &pass.tcp_dst_ports {
                     a.jmp(JEQ_K, 5, 0, be16(*p), if any_address { Label::Pass } else { Label::Dst6 });
                 }

@@ -12,6 +12,7 @@
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::sys::Mmap;
@@ -19,7 +20,8 @@ use crate::sys::Mmap;
 /// One ring mapped from the socket. `E` is `u64` (fill/completion: UMEM addresses) or
 /// `libc::xdp_desc` (Rx/Tx).
 pub(crate) struct Ring<E> {
-    _map: Mmap,
+    /// Shared with [`RingLevel`] views, so a view never outlives the memory it reads.
+    map: Arc<Mmap>,
     producer: *const AtomicU32,
     consumer: *const AtomicU32,
     flags: *const AtomicU32,
@@ -46,9 +48,19 @@ impl<E: Copy> Ring<E> {
         pgoff: u64,
         producer: bool,
     ) -> io::Result<Self> {
-        debug_assert!(size.is_power_of_two());
         let len = off.desc as usize + size as usize * std::mem::size_of::<E>();
-        let map = Mmap::ring(fd, len, pgoff)?;
+        Self::over(Mmap::ring(fd, len, pgoff)?, len, off, size, producer)
+    }
+
+    /// A ring over `map` (`len` bytes) laid out as `off` says.
+    fn over(
+        map: Mmap,
+        len: usize,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+        producer: bool,
+    ) -> io::Result<Self> {
+        debug_assert!(size.is_power_of_two());
         let base = map.ptr().as_ptr();
         for o in [off.producer, off.consumer, off.flags] {
             if o as usize + 4 > len || o % 4 != 0 {
@@ -66,7 +78,7 @@ impl<E: Copy> Ring<E> {
             )
         };
         let mut r = Ring {
-            _map: map,
+            map: Arc::new(map),
             producer: p,
             consumer: c,
             flags: f,
@@ -110,7 +122,19 @@ impl<E: Copy> Ring<E> {
         self.size
     }
 
+    /// A read-only view of how many entries of this (producer) ring the kernel has not consumed
+    /// yet, for the other half of the queue (the Rx half watches the Tx ring's backlog).
+    pub(crate) fn level(&self) -> RingLevel {
+        RingLevel { _map: self.map.clone(), producer: self.producer, consumer: self.consumer }
+    }
+
     // ---- producer side (fill, Tx) ----
+
+    /// Entries we produced that the kernel has not consumed yet (always re-reads its index).
+    #[inline]
+    pub(crate) fn unconsumed(&self) -> u32 {
+        self.local.wrapping_sub(self.consumer().load(Ordering::Acquire))
+    }
 
     /// Free slots, at most `want` (re-reads the consumer index only when the cache falls short).
     #[inline]
@@ -123,14 +147,21 @@ impl<E: Copy> Ring<E> {
         self.cached.wrapping_sub(self.local)
     }
 
-    /// Writes entry `i` (0-based from the next free slot); the caller checked `i < free()`.
+    /// Writes entry `i` (0-based from the next free slot). Returns `false` and writes nothing
+    /// unless `i` is below the free count [`Ring::free`] last returned: a slot beyond it may
+    /// still hold an entry the kernel has not consumed.
     #[inline]
-    pub(crate) fn write(&mut self, i: u32, e: E) {
+    #[must_use]
+    pub(crate) fn write(&mut self, i: u32, e: E) -> bool {
+        if i >= self.cached.wrapping_sub(self.local) {
+            return false;
+        }
         let idx = (self.local.wrapping_add(i) & self.mask) as usize;
-        debug_assert!(idx < self.size as usize);
         // SAFETY: `idx` is masked into the array of `size` entries inside the mapping; the slot
-        // is between the consumer and producer indices, so the kernel does not read it now.
+        // is below the free count (checked above), i.e. between the kernel's consumer index and
+        // ours, so the kernel does not read it now.
         unsafe { self.entries.add(idx).write_volatile(e) };
+        true
     }
 
     /// Publishes `n` written entries to the kernel.
@@ -153,13 +184,18 @@ impl<E: Copy> Ring<E> {
         n.min(max)
     }
 
-    /// Reads entry `i` (0-based from the next unread one); the caller checked `i < ready()`.
+    /// Reads entry `i` (0-based from the next unread one); `None` unless `i` is below what the
+    /// kernel published as of the last [`Ring::ready`] (a slot beyond it may be mid-write).
     #[inline]
-    pub(crate) fn read(&self, i: u32) -> E {
+    pub(crate) fn read(&self, i: u32) -> Option<E> {
+        if i >= self.cached.wrapping_sub(self.local) {
+            return None;
+        }
         let idx = (self.local.wrapping_add(i) & self.mask) as usize;
-        // SAFETY: `idx` is masked into the array; the kernel published this slot (acquire load
-        // in `ready`) and will not touch it until we release it.
-        unsafe { self.entries.add(idx).read_volatile() }
+        // SAFETY: `idx` is masked into the array; the slot is below the producer index the
+        // kernel published (checked above; acquire load in `ready`), and the kernel will not
+        // touch it until we release it.
+        Some(unsafe { self.entries.add(idx).read_volatile() })
     }
 
     /// Gives `n` consumed entries back to the kernel.
@@ -167,5 +203,73 @@ impl<E: Copy> Ring<E> {
     pub(crate) fn release(&mut self, n: u32) {
         self.local = self.local.wrapping_add(n);
         self.consumer().store(self.local, Ordering::Release);
+    }
+}
+
+/// How full a producer ring is, as seen from outside its owner: both indices read from the
+/// shared memory. Keeps the ring's mapping alive.
+pub(crate) struct RingLevel {
+    _map: Arc<Mmap>,
+    producer: *const AtomicU32,
+    consumer: *const AtomicU32,
+}
+
+// SAFETY: the pointers point into `_map`, which this value keeps alive; both are only loaded
+// atomically, which is sound from any thread.
+unsafe impl Send for RingLevel {}
+// SAFETY: as above: shared access is atomic loads only.
+unsafe impl Sync for RingLevel {}
+
+impl RingLevel {
+    /// Entries produced and not yet consumed by the kernel.
+    #[inline]
+    pub(crate) fn unconsumed(&self) -> u32 {
+        // SAFETY: both pointers point into the mapping `_map` keeps alive (checked in
+        // `Ring::map`); the words are only accessed atomically.
+        let (p, c) = unsafe { (&*self.producer, &*self.consumer) };
+        p.load(Ordering::Acquire).wrapping_sub(c.load(Ordering::Acquire))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring of `size` `u64` entries in anonymous memory, as the kernel lays one out.
+    fn ring(size: u32, producer: bool) -> Ring<u64> {
+        let off = libc::xdp_ring_offset { producer: 0, consumer: 4, flags: 8, desc: 64 };
+        let len = 64 + size as usize * 8;
+        Ring::over(Mmap::anonymous(len).unwrap(), len, &off, size, producer).unwrap()
+    }
+
+    #[test]
+    fn write_refuses_slots_beyond_the_free_count() {
+        let mut r = ring(4, true);
+        assert_eq!(r.free(2), 4);
+        assert!(r.write(3, 7));
+        assert!(!r.write(4, 8), "slot 4 wraps onto slot 0, which is not free");
+        r.submit(4);
+        assert_eq!(r.free(1), 0, "the kernel consumed nothing");
+        assert!(!r.write(0, 9));
+        // The kernel consumes two entries.
+        r.consumer().store(2, Ordering::Release);
+        assert_eq!(r.free(1), 2);
+        assert!(r.write(1, 10) && !r.write(2, 11));
+    }
+
+    #[test]
+    fn read_refuses_slots_the_kernel_has_not_published() {
+        let mut r = ring(4, false);
+        assert_eq!(r.ready(4), 0);
+        assert_eq!(r.read(0), None);
+        // The kernel publishes two entries.
+        // SAFETY: the test plays the kernel, writing slots it has not yet published.
+        unsafe { r.entries.write(5) };
+        unsafe { r.entries.add(1).write(6) };
+        r.producer().store(2, Ordering::Release);
+        assert_eq!(r.ready(4), 2);
+        assert_eq!((r.read(0), r.read(1), r.read(2)), (Some(5), Some(6), None));
+        r.release(2);
+        assert_eq!(r.read(0), None);
     }
 }

@@ -15,6 +15,35 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
+/// `SOL_XDP` option (6.17+): most descriptors one copy-mode `sendto` sends (32 to the Tx ring's
+/// size). Not in `libc` yet.
+pub(crate) const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+/// What one copy-mode `sendto` sends at most where the kernel has no `XDP_MAX_TX_SKB_BUDGET`.
+pub(crate) const DEFAULT_TX_BUDGET: u32 = 32;
+
+/// `SOL_SOCKET` busy-poll options (`asm-generic/socket.h`; not all in `libc` yet).
+pub(crate) const SO_BUSY_POLL: libc::c_int = 46;
+pub(crate) const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+pub(crate) const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+
+/// Waits up to `timeout` for `fd` to become readable (`ppoll`, so sub-millisecond timeouts
+/// work); `Ok(true)` when it is. An interrupted wait counts as a timeout.
+pub(crate) fn wait_readable(fd: RawFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: one valid pollfd and a valid timespec for the duration of the call; no signal mask.
+    let r = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::EINTR) { Ok(false) } else { Err(e) };
+    }
+    Ok(r > 0 && pfd.revents & libc::POLLIN != 0)
+}
+
 /// Opens an `AF_XDP` socket.
 pub(crate) fn xsk_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with constant arguments; the returned fd is checked before wrapping.

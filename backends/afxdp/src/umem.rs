@@ -29,7 +29,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crossbeam_queue::ArrayQueue;
-use wirespeed_core::{BufError, PacketBuf, PacketMeta};
+use wirespeed_core::{BufError, BufWindow, PacketBuf, PacketMeta};
 
 use crate::sys::{self, Mmap};
 
@@ -173,17 +173,28 @@ impl Umem {
     /// Splits a kernel descriptor address into (frame, offset in frame), or `None` when it does
     /// not lie in this UMEM.
     #[inline]
-    pub(crate) fn locate(&self, addr: u64, len: u32) -> Option<(u32, u32)> {
+    pub(crate) fn locate(&self, addr: u64, len: u32) -> Option<(u32, BufWindow)> {
         let fs = u64::from(self.frame_size);
         let frame = addr / fs;
-        let off = (addr % fs) as u32;
-        (frame < u64::from(self.frames) && off as u64 + u64::from(len) <= fs).then_some((frame as u32, off))
+        let off = (addr % fs) as usize;
+        if frame >= u64::from(self.frames) {
+            return None;
+        }
+        Some((frame as u32, self.window(off, len as usize)?))
     }
 
-    /// A buffer owning frame `frame`, data at `head`, `len` bytes long.
+    /// A window of `len` bytes at offset `head` of a frame; `None` when it crosses the frame end.
     #[inline]
-    pub(crate) fn buf(&'static self, frame: u32, head: u32, len: u32, meta: PacketMeta) -> XdpBuf {
-        XdpBuf { umem: self, frame, head, len, meta }
+    pub(crate) fn window(&self, head: usize, len: usize) -> Option<BufWindow> {
+        BufWindow::new(head, len, self.frame_size as usize).ok()
+    }
+
+    /// A buffer owning frame `frame` (of this UMEM: from [`Umem::take_frame`] or
+    /// [`Umem::locate`]), its packet at `win` (from [`Umem::window`] or [`Umem::locate`], so
+    /// inside the frame).
+    #[inline]
+    pub(crate) fn buf(&'static self, frame: u32, win: BufWindow, meta: PacketMeta) -> XdpBuf {
+        XdpBuf { umem: self, frame, win, meta }
     }
 }
 
@@ -194,8 +205,8 @@ const NO_FRAME: u32 = u32::MAX;
 pub struct XdpBuf {
     umem: &'static Umem,
     frame: u32,
-    head: u32,
-    len: u32,
+    /// Where the packet sits in the frame (inside it: see [`Umem::buf`]).
+    win: BufWindow,
     meta: PacketMeta,
 }
 
@@ -203,8 +214,8 @@ impl std::fmt::Debug for XdpBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XdpBuf")
             .field("frame", &self.frame)
-            .field("head", &self.head)
-            .field("len", &self.len)
+            .field("head", &self.win.headroom())
+            .field("len", &self.win.len())
             .field("meta", &self.meta)
             .finish()
     }
@@ -229,7 +240,7 @@ impl XdpBuf {
     #[inline]
     pub(crate) fn into_desc(mut self) -> (u32, u64, u32) {
         let f = std::mem::replace(&mut self.frame, NO_FRAME);
-        (f, self.umem.frame_addr(f) + u64::from(self.head), self.len)
+        (f, self.umem.frame_addr(f) + self.win.headroom() as u64, self.win.len() as u32)
     }
 
     #[inline]
@@ -259,62 +270,49 @@ impl Drop for XdpBuf {
 impl PacketBuf for XdpBuf {
     #[inline]
     fn len(&self) -> usize {
-        self.len as usize
+        self.win.len()
     }
 
     #[inline]
     fn data(&self) -> &[u8] {
-        // SAFETY: `head + len <= frame_size` is an invariant of every constructor and mutator,
-        // and this buffer exclusively owns the frame, so nobody writes these bytes meanwhile.
-        unsafe { std::slice::from_raw_parts(self.frame_bytes().add(self.head as usize), self.len as usize) }
+        let r = self.win.range();
+        // SAFETY: the window lies inside the frame (`head + len <= frame_size`: checked when it
+        // was made, kept by `BufWindow`'s mutators for the same capacity, the frame size), and
+        // this buffer exclusively owns the frame, so nobody writes these bytes meanwhile.
+        unsafe { std::slice::from_raw_parts(self.frame_bytes().add(r.start), r.len()) }
     }
 
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
+        let r = self.win.range();
         // SAFETY: as in `data`; `&mut self` makes the slice unique.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.frame_bytes().add(self.head as usize), self.len as usize)
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.frame_bytes().add(r.start), r.len()) }
     }
 
     #[inline]
     fn headroom(&self) -> usize {
-        self.head as usize
+        self.win.headroom()
     }
 
     #[inline]
     fn tailroom(&self) -> usize {
-        (self.umem.frame_size - self.head - self.len) as usize
+        self.win.tailroom(self.capacity())
     }
 
     #[inline]
     fn prepend(&mut self, n: usize) -> Result<&mut [u8], BufError> {
-        if n > self.head as usize {
-            return Err(BufError::NoHeadroom { needed: n, available: self.head as usize });
-        }
-        self.head -= n as u32;
-        self.len += n as u32;
+        self.win.prepend(n)?;
         Ok(&mut self.data_mut()[..n])
     }
 
     #[inline]
     fn trim_front(&mut self, n: usize) -> Result<(), BufError> {
-        if n > self.len as usize {
-            return Err(BufError::TooShort { trim: n, len: self.len as usize });
-        }
-        self.head += n as u32;
-        self.len -= n as u32;
-        Ok(())
+        self.win.trim_front(n)
     }
 
     #[inline]
     fn set_len(&mut self, len: usize) -> Result<(), BufError> {
-        let capacity = (self.umem.frame_size - self.head) as usize;
-        if len > capacity {
-            return Err(BufError::NoTailroom { wanted: len, capacity });
-        }
-        self.len = len as u32;
-        Ok(())
+        self.win.set_len(len, self.capacity())
     }
 
     #[inline]
@@ -336,7 +334,7 @@ mod tests {
     fn buffer_arithmetic_respects_frame_bounds() {
         let u = Umem::new(4, 2048).unwrap();
         let f = u.take_frame().unwrap();
-        let mut b = u.buf(f, 256, 0, PacketMeta::default());
+        let mut b = u.buf(f, u.window(256, 0).unwrap(), PacketMeta::default());
         assert_eq!(b.headroom(), 256);
         b.copy_from(&[1, 2, 3]).unwrap();
         assert_eq!(b.data(), &[1, 2, 3]);
@@ -352,7 +350,8 @@ mod tests {
         assert_eq!(u.free_frames(), 3);
         drop(b);
         assert_eq!(u.free_frames(), 4, "dropping a buffer returns its frame");
-        assert_eq!(u.locate(2048 * 3 + 300, 100), Some((3, 300)));
+        assert_eq!(u.locate(2048 * 3 + 300, 100), Some((3, u.window(300, 100).unwrap())));
+        assert_eq!(u.window(2000, 49), None);
         assert_eq!(u.locate(2048 * 4, 1), None);
         assert_eq!(u.locate(2048 + 2000, 100), None, "crosses the frame end");
     }
@@ -360,7 +359,7 @@ mod tests {
     #[test]
     fn the_area_is_unmapped_when_the_last_frame_comes_home() {
         let u = Umem::new(8, 2048).unwrap();
-        let held = u.buf(u.take_frame().unwrap(), 256, 0, PacketMeta::default());
+        let held = u.buf(u.take_frame().unwrap(), u.window(256, 0).unwrap(), PacketMeta::default());
         let (k1, k2) = (u.take_frame().unwrap(), u.take_frame().unwrap()); // "with the kernel"
         let _ = (k1, k2);
         u.rx_closed(Some(1));

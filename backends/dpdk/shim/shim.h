@@ -79,6 +79,84 @@ struct ws_flow_rule {
     uint32_t priority;
 };
 
+/* The layouts above, pinned: src/ffi.rs asserts the same sizes and offsets for its mirrors at
+ * compile time, so a change on either side that the other does not follow fails the build.
+ * (LP64 values: ws_flow_rule holds pointers.) */
+#define WS_ASSERT_SIZE(T, n) _Static_assert(sizeof(struct T) == (n), "size of struct " #T)
+#define WS_ASSERT_OFFSET(T, f, n) _Static_assert(offsetof(struct T, f) == (n), "offset of " #T "." #f)
+WS_ASSERT_SIZE(ws_mbuf_layout, 56);
+WS_ASSERT_OFFSET(ws_mbuf_layout, buf_addr, 0);
+WS_ASSERT_OFFSET(ws_mbuf_layout, data_off, 4);
+WS_ASSERT_OFFSET(ws_mbuf_layout, data_len, 8);
+WS_ASSERT_OFFSET(ws_mbuf_layout, pkt_len, 12);
+WS_ASSERT_OFFSET(ws_mbuf_layout, buf_len, 16);
+WS_ASSERT_OFFSET(ws_mbuf_layout, ol_flags, 20);
+WS_ASSERT_OFFSET(ws_mbuf_layout, rss, 24);
+WS_ASSERT_OFFSET(ws_mbuf_layout, port, 28);
+WS_ASSERT_OFFSET(ws_mbuf_layout, nb_segs, 32);
+WS_ASSERT_OFFSET(ws_mbuf_layout, rss_flag, 40);
+WS_ASSERT_OFFSET(ws_mbuf_layout, headroom, 48);
+WS_ASSERT_SIZE(ws_dev_info, 64);
+WS_ASSERT_OFFSET(ws_dev_info, driver_name, 0);
+WS_ASSERT_OFFSET(ws_dev_info, max_rx_queues, 32);
+WS_ASSERT_OFFSET(ws_dev_info, max_tx_queues, 34);
+WS_ASSERT_OFFSET(ws_dev_info, reta_size, 36);
+WS_ASSERT_OFFSET(ws_dev_info, hash_key_size, 38);
+WS_ASSERT_OFFSET(ws_dev_info, socket_id, 40);
+WS_ASSERT_OFFSET(ws_dev_info, max_rx_pktlen, 44);
+WS_ASSERT_OFFSET(ws_dev_info, flow_type_rss_offloads, 48);
+WS_ASSERT_OFFSET(ws_dev_info, flow_type_rss_dpdk, 56);
+WS_ASSERT_SIZE(ws_link, 8);
+WS_ASSERT_OFFSET(ws_link, speed_mbps, 0);
+WS_ASSERT_OFFSET(ws_link, up, 4);
+WS_ASSERT_OFFSET(ws_link, full_duplex, 5);
+WS_ASSERT_OFFSET(ws_link, autoneg, 6);
+WS_ASSERT_SIZE(ws_stats, 64);
+WS_ASSERT_OFFSET(ws_stats, ipackets, 0);
+WS_ASSERT_OFFSET(ws_stats, opackets, 8);
+WS_ASSERT_OFFSET(ws_stats, ibytes, 16);
+WS_ASSERT_OFFSET(ws_stats, obytes, 24);
+WS_ASSERT_OFFSET(ws_stats, imissed, 32);
+WS_ASSERT_OFFSET(ws_stats, ierrors, 40);
+WS_ASSERT_OFFSET(ws_stats, oerrors, 48);
+WS_ASSERT_OFFSET(ws_stats, rx_nombuf, 56);
+#if UINTPTR_MAX == 0xffffffffffffffffu
+WS_ASSERT_SIZE(ws_flow_rule, 136);
+WS_ASSERT_OFFSET(ws_flow_rule, has_ethertype, 0);
+WS_ASSERT_OFFSET(ws_flow_rule, ethertype, 2);
+WS_ASSERT_OFFSET(ws_flow_rule, has_vlan, 4);
+WS_ASSERT_OFFSET(ws_flow_rule, vlan, 6);
+WS_ASSERT_OFFSET(ws_flow_rule, ip_version, 8);
+WS_ASSERT_OFFSET(ws_flow_rule, has_proto, 9);
+WS_ASSERT_OFFSET(ws_flow_rule, proto, 10);
+WS_ASSERT_OFFSET(ws_flow_rule, has_src, 11);
+WS_ASSERT_OFFSET(ws_flow_rule, has_dst, 12);
+WS_ASSERT_OFFSET(ws_flow_rule, src, 13);
+WS_ASSERT_OFFSET(ws_flow_rule, src_mask, 29);
+WS_ASSERT_OFFSET(ws_flow_rule, dst, 45);
+WS_ASSERT_OFFSET(ws_flow_rule, dst_mask, 61);
+WS_ASSERT_OFFSET(ws_flow_rule, has_dscp, 77);
+WS_ASSERT_OFFSET(ws_flow_rule, dscp, 78);
+WS_ASSERT_OFFSET(ws_flow_rule, l4, 79);
+WS_ASSERT_OFFSET(ws_flow_rule, has_sport, 80);
+WS_ASSERT_OFFSET(ws_flow_rule, has_dport, 81);
+WS_ASSERT_OFFSET(ws_flow_rule, sport, 82);
+WS_ASSERT_OFFSET(ws_flow_rule, dport, 84);
+WS_ASSERT_OFFSET(ws_flow_rule, has_spi, 86);
+WS_ASSERT_OFFSET(ws_flow_rule, spi, 88);
+WS_ASSERT_OFFSET(ws_flow_rule, has_icmp_type, 92);
+WS_ASSERT_OFFSET(ws_flow_rule, icmp_type, 93);
+WS_ASSERT_OFFSET(ws_flow_rule, action, 94);
+WS_ASSERT_OFFSET(ws_flow_rule, queue, 96);
+WS_ASSERT_OFFSET(ws_flow_rule, n_queues, 98);
+WS_ASSERT_OFFSET(ws_flow_rule, queues, 104);
+WS_ASSERT_OFFSET(ws_flow_rule, rss_types, 112);
+WS_ASSERT_OFFSET(ws_flow_rule, key, 120);
+WS_ASSERT_OFFSET(ws_flow_rule, key_len, 128);
+WS_ASSERT_OFFSET(ws_flow_rule, symmetric, 129);
+WS_ASSERT_OFFSET(ws_flow_rule, priority, 132);
+#endif
+
 void ws_mbuf_layout_get(struct ws_mbuf_layout *out);
 
 int ws_eal_init(int argc, char **argv);

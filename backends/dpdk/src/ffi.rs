@@ -203,6 +203,24 @@ impl Default for FlowRule {
     }
 }
 
+// The shim's structs, pinned: the same sizes and offsets are `_Static_assert`ed in `shim.h`, so
+// a change on either side that the other does not follow fails the build (LP64 values:
+// `FlowRule` holds pointers).
+macro_rules! assert_layout {
+    ($t:ty, size $size:literal, $($field:ident @ $off:literal),* $(,)?) => {
+        const _: () = {
+            assert!(std::mem::size_of::<$t>() == $size, concat!("size of ", stringify!($t)));
+            $( assert!(std::mem::offset_of!($t, $field) == $off, concat!("offset of ", stringify!($t), ".", stringify!($field))); )*
+        };
+    };
+}
+assert_layout!(MbufLayout, size 56, buf_addr @ 0, data_off @ 4, data_len @ 8, pkt_len @ 12, buf_len @ 16, ol_flags @ 20, rss @ 24, port @ 28, nb_segs @ 32, rss_flag @ 40, headroom @ 48);
+assert_layout!(DevInfo, size 64, driver_name @ 0, max_rx_queues @ 32, max_tx_queues @ 34, reta_size @ 36, hash_key_size @ 38, socket_id @ 40, max_rx_pktlen @ 44, flow_type_rss_offloads @ 48, flow_type_rss_dpdk @ 56);
+assert_layout!(Link, size 8, speed_mbps @ 0, up @ 4, full_duplex @ 5, autoneg @ 6);
+assert_layout!(Stats, size 64, ipackets @ 0, opackets @ 8, ibytes @ 16, obytes @ 24, imissed @ 32, ierrors @ 40, oerrors @ 48, rx_nombuf @ 56);
+#[cfg(target_pointer_width = "64")]
+assert_layout!(FlowRule, size 136, has_ethertype @ 0, ethertype @ 2, has_vlan @ 4, vlan @ 6, ip_version @ 8, has_proto @ 9, proto @ 10, has_src @ 11, has_dst @ 12, src @ 13, src_mask @ 29, dst @ 45, dst_mask @ 61, has_dscp @ 77, dscp @ 78, l4 @ 79, has_sport @ 80, has_dport @ 81, sport @ 82, dport @ 84, has_spi @ 86, spi @ 88, has_icmp_type @ 92, icmp_type @ 93, action @ 94, queue @ 96, n_queues @ 98, queues @ 104, rss_types @ 112, key @ 120, key_len @ 128, symmetric @ 129, priority @ 132);
+
 /// Declares the shim's functions; without DPDK (`cfg(wirespeed_dpdk_absent)`) the same names are
 /// stubs returning an error value, never reached because [`crate::Eal::init`] fails first.
 macro_rules! shim {

@@ -17,7 +17,7 @@ use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::LazyLock;
 
-use wirespeed_core::{Batch, BufError, PacketBuf, PacketMeta, meta::flags};
+use wirespeed_core::{Batch, BufError, BufWindow, PacketBuf, PacketMeta, meta::flags};
 
 use crate::ffi::{self, MbufLayout, RteMbuf};
 use crate::mempool::Mempool;
@@ -162,8 +162,20 @@ impl Mbuf {
         unsafe { self.m.as_ptr().cast::<u8>().add(off as usize).cast::<u16>().read_unaligned() }
     }
 
-    fn err_len(&self, wanted: usize) -> BufError {
-        BufError::NoTailroom { wanted, capacity: self.len() + self.tailroom() }
+    /// Bytes of the mbuf's data buffer (`buf_len`).
+    #[inline]
+    fn capacity(&self) -> usize {
+        usize::from(self.field_u16(LAYOUT.buf_len))
+    }
+
+    /// Where the packet sits in the data buffer: the checks and errors of [`PacketBuf`] come
+    /// from this window (as for every backend); DPDK's own calls then move the mbuf's fields.
+    #[inline]
+    fn window(&self) -> BufWindow {
+        let head = usize::from(self.field_u16(LAYOUT.data_off));
+        // DPDK keeps data_off + data_len <= buf_len; were it ever broken, the empty window at
+        // offset 0 refuses every prepend and growth instead of trusting the fields.
+        BufWindow::new(head, self.len(), self.capacity()).unwrap_or_default()
     }
 }
 
@@ -198,22 +210,19 @@ impl PacketBuf for Mbuf {
 
     #[inline]
     fn headroom(&self) -> usize {
-        self.field_u16(LAYOUT.data_off) as usize
+        self.window().headroom()
     }
 
     #[inline]
     fn tailroom(&self) -> usize {
-        let l = &*LAYOUT;
-        let end = self.field_u16(l.data_off) as usize + self.field_u16(l.data_len) as usize;
-        (self.field_u16(l.buf_len) as usize).saturating_sub(end)
+        self.window().tailroom(self.capacity())
     }
 
     fn prepend(&mut self, n: usize) -> Result<&mut [u8], BufError> {
         let available = self.headroom();
-        if n > available {
-            return Err(BufError::NoHeadroom { needed: n, available });
-        }
-        // SAFETY: we own the mbuf; n ≤ headroom ≤ u16::MAX, so rte_pktmbuf_prepend succeeds.
+        self.window().prepend(n)?;
+        // SAFETY: we own the mbuf; n ≤ headroom ≤ u16::MAX (checked by the window), so
+        // rte_pktmbuf_prepend succeeds.
         let p = unsafe { ffi::ws_pktmbuf_prepend(self.m.as_ptr(), n as u16) };
         if p.is_null() {
             return Err(BufError::NoHeadroom { needed: n, available });
@@ -224,10 +233,9 @@ impl PacketBuf for Mbuf {
 
     fn trim_front(&mut self, n: usize) -> Result<(), BufError> {
         let len = self.len();
-        if n > len {
-            return Err(BufError::TooShort { trim: n, len });
-        }
-        // SAFETY: we own the mbuf; n ≤ data_len, so rte_pktmbuf_adj succeeds.
+        self.window().trim_front(n)?;
+        // SAFETY: we own the mbuf; n ≤ data_len (checked by the window), so rte_pktmbuf_adj
+        // succeeds.
         let p = unsafe { ffi::ws_pktmbuf_adj(self.m.as_ptr(), n as u16) };
         if p.is_null() {
             return Err(BufError::TooShort { trim: n, len });
@@ -238,14 +246,13 @@ impl PacketBuf for Mbuf {
 
     fn set_len(&mut self, len: usize) -> Result<(), BufError> {
         let cur = self.len();
+        let capacity = self.capacity();
+        self.window().set_len(len, capacity)?;
         if len > cur {
-            if len - cur > self.tailroom() {
-                return Err(self.err_len(len));
-            }
-            // SAFETY: we own the mbuf; the growth fits the tailroom (checked above).
+            // SAFETY: we own the mbuf; the growth fits the tailroom (checked by the window).
             let p = unsafe { ffi::ws_pktmbuf_append(self.m.as_ptr(), (len - cur) as u16) };
             if p.is_null() {
-                return Err(self.err_len(len));
+                return Err(BufError::NoTailroom { wanted: len, capacity: cur + self.tailroom() });
             }
         } else if len < cur {
             // SAFETY: we own the mbuf; cur - len ≤ data_len.

@@ -11,6 +11,8 @@ pub mod null;
 use crate::batch::Batch;
 use crate::buf::PacketBuf;
 use crate::rss::RssControl;
+use crate::runtime::IdlePolicy;
+use std::time::Duration;
 
 /// Receive side of one queue.
 pub trait RxQueue: Send {
@@ -33,6 +35,20 @@ pub trait RxQueue: Send {
     fn take_drops(&mut self) -> Option<(crate::DropReason, u64)> {
         None
     }
+
+    /// Takes the shard's idle policy (once, on the shard's thread, before its loop): a backend
+    /// with kernel busy polling sets it up for [`IdlePolicy::PreferBusyPoll`]. Ignored by
+    /// default.
+    fn set_idle_policy(&mut self, policy: IdlePolicy) {
+        let _ = policy;
+    }
+
+    /// Waits until a packet may be ready or `timeout` passes; `false` when the queue cannot
+    /// wait (the default: the runtime sleeps instead). Blocking idle policies call it.
+    fn wait(&mut self, timeout: Duration) -> bool {
+        let _ = timeout;
+        false
+    }
 }
 
 /// Transmit side of one queue.
@@ -46,6 +62,11 @@ pub trait TxQueue: Send {
 
     /// Pushes out anything the queue buffers internally (file writers, doorbell batching).
     fn flush(&mut self) {}
+
+    /// Called when a poll of the shard received nothing: a queue holding packets the device
+    /// pushed back earlier moves them on and reclaims finished buffers (cheap when there are
+    /// none). Nothing by default.
+    fn idle(&mut self) {}
 }
 
 /// Static facts about a port.

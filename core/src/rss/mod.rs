@@ -1,15 +1,19 @@
 //! Receive-side scaling: how packets are spread over queues (and so over shards).
 //!
-//! * [`toeplitz`]: the Toeplitz hash — bit-serial reference, per-byte tables, CLMUL batches.
-//! * [`hash`]: hash types, symmetric modes, [`RssConfig`] and the [`RssHasher`] built from it.
-//! * [`hash_batch`]: a whole batch of flows hashed at once (the dispatcher's path).
-//! * [`reta`]: the indirection table (hash → queue) and its builders.
-//! * [`steering`]: the declarative [`SteeringPlan`] (rules → queue / RSS group / drop).
-//! * [`parse`]: the few header fields RSS and steering read from a frame.
-//! * [`dispatch`]: the software dispatcher — the same hash, plan and RETA in software, handing
-//!   packets to their owning shard over bounded rings, for backends without (enough) hardware RSS.
-//! * [`rebalance`]: per-RETA-entry load counters and a rebalancer that only moves idle entries.
-//! * [`pick`]: choosing a source port whose replies hash to a given queue.
+//! Everything is re-exported here, one path per item (the submodules are private):
+//!
+//! * the Toeplitz hash — bit-serial reference ([`toeplitz_reference`]), per-byte tables and
+//!   CLMUL batches ([`Toeplitz`]), the keys ([`MS_KEY`], [`SYMMETRIC_KEY`], [`parse_key`]);
+//! * hash types, symmetric modes, [`RssConfig`] and the [`RssHasher`] built from it; a whole
+//!   batch of flows hashed at once ([`HashBatch`], the dispatcher's path);
+//! * the indirection table (hash → queue, [`Reta`]) and its builders;
+//! * the declarative [`SteeringPlan`] (rules → queue / RSS group / drop);
+//! * the few header fields RSS and steering read from a frame ([`PacketInfo`]);
+//! * the software dispatcher ([`Dispatcher`], [`DispatchRx`], [`DispatchFabric`],
+//!   [`SteeringEngine`]; below) for backends without (enough) hardware RSS;
+//! * per-RETA-entry load counters ([`RetaLoad`]) and a [`Rebalancer`] that only moves idle
+//!   entries;
+//! * choosing a source port whose replies hash to a given queue ([`pick_source_port`]).
 //!
 //! [`RssControl`] is what a backend with hardware RSS (AF_XDP via ethtool, DPDK) implements so
 //! the same configuration drives the NIC.
@@ -32,17 +36,73 @@
 //! assert_eq!(reta.queue(h), (0x759c4e0e_u32 & 127) as u16 % 4);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! ## The software dispatcher
+//!
+//! The NIC's RSS and steering, done by an Rx shard in software.
+//!
+//! When a backend has fewer hardware queues than shards (a capture file, single-queue AF_XDP, a
+//! NIC without the needed hash type), the shard that receives computes, per packet, exactly what
+//! the NIC would — [`SteeringEngine`]: the plan's first matching rule, else the Toeplitz hash
+//! (key, symmetric mode, hash types) and the RETA — and hands the packet to the shard owning
+//! that queue (queue *q* is owned by shard *q*).
+//!
+//! Packets travel in batches over one bounded ring per (Rx shard → owner) pair
+//! ([`DispatchFabric`]): a [`Dispatcher`] (a [`Stage`](crate::Stage)) collects each owner's packets into a
+//! staging batch and pushes whole batches; an owner's [`DispatchRx`] (an [`RxQueue`](crate::RxQueue)) pops
+//! them. Nothing allocates per packet; a full ring drops the batch, counted as
+//! [`DropReason::DispatchRingFull`](crate::DropReason::DispatchRingFull); a drop rule counts [`DropReason::SteeringDrop`](crate::DropReason::SteeringDrop). The
+//! default group's RETA comes by epoch ([`crate::epoch`]), so the rebalancer can change it
+//! without stopping anything; per-entry load is counted in a [`RetaLoad`].
+//!
+//! Wiring, for a single-queue port feeding two shards: shard 0 receives, keeps its own packets
+//! (the [`Dispatcher`] is its first stage) and hands the rest over; shard 1's pipeline receives
+//! from a [`DispatchRx`]. (With an Rx shard that owns no queue, run a [`DispatchWorker`] instead.)
+//!
+//! ```
+//! use wirespeed_core::backend::mem::{MemConfig, MemPort};
+//! use wirespeed_core::epoch::Publisher;
+//! use std::sync::Arc;
+//! use wirespeed_core::rss::{DispatchFabric, RssConfig, SteeringEngine, SymmetricMode};
+//! use wirespeed_core::{BufferPool, Pipeline, PoolBuf, PoolConfig, Port, ShardCtx};
+//!
+//! let pool = BufferPool::new(PoolConfig::default())?;
+//! let (mut port, nic) = MemPort::new(MemConfig { queues: 2, ..MemConfig::default() }, pool);
+//! let (rx0, tx0) = port.queue_pair(0)?;
+//! let (_rx1, tx1) = port.queue_pair(1)?; // the hardware queue 1 gets nothing: one-queue NIC
+//!
+//! let rss = RssConfig { mode: SymmetricMode::Sort, ..RssConfig::default() };
+//! let engine = Arc::new(SteeringEngine::rss_only(&rss, 2)?); // what a 2-queue NIC would do
+//! let mut reta = Publisher::new(engine.default_reta()?); // the rebalancer publishes here
+//! let fabric = DispatchFabric::<PoolBuf>::new(1, 2, 64)?;
+//! let dispatcher = fabric.dispatcher(0, engine.clone(), reta.subscribe(), Some(0))?;
+//! let mut shard0 = Pipeline::new(rx0, tx0, (dispatcher, /* classify, esp, forward */ ()));
+//! let mut shard1 = Pipeline::new(fabric.receiver(1)?, tx1, ());
+//!
+//! for sport in 1000..1064u16 {
+//!     let mut f = wirespeed_core::backend::null::udp4_frame(64);
+//!     f[34..36].copy_from_slice(&sport.to_be_bytes());
+//!     nic.inject(0, &f)?;
+//! }
+//! let (mut cx0, mut cx1) = (ShardCtx::new(0), ShardCtx::new(1));
+//! while shard0.run_once(&mut cx0) > 0 {}
+//! while shard1.run_once(&mut cx1) > 0 {}
+//! assert_eq!(cx0.counters.tx_packets + cx1.counters.tx_packets, 64);
+//! assert_eq!(cx0.counters.handed_off, cx1.counters.rx_packets);
+//! assert!(cx1.counters.rx_packets > 0 && cx0.counters.tx_packets > 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod clmul;
-pub mod dispatch;
-pub mod hash;
-pub mod hash_batch;
-pub mod parse;
-pub mod pick;
-pub mod rebalance;
-pub mod reta;
-pub mod steering;
-pub mod toeplitz;
+mod dispatch;
+mod hash;
+mod hash_batch;
+mod parse;
+mod pick;
+mod rebalance;
+mod reta;
+mod steering;
+mod toeplitz;
 
 #[cfg(test)]
 mod tests;
@@ -51,15 +111,13 @@ pub use dispatch::{
     DecideScratch, DispatchFabric, DispatchRx, DispatchWorker, Dispatcher, LoadReceiver, LoadSender, Steer,
     SteeringDecision, SteeringEngine, load_channel,
 };
-pub use hash::{FlowTuple, HashInput, HashTypes, L4, RssConfig, RssHasher, SymmetricMode};
+pub use hash::{FlowTuple, HashInput, HashTypes, L4, RssConfig, RssHasher, SymmetricMode, parse_key};
 pub use hash_batch::{HASH_BATCH, HashBatch};
 pub use parse::PacketInfo;
 pub use pick::pick_source_port;
 pub use rebalance::{MoveReason, RebalanceMove, Rebalancer, RetaLoad, imbalance};
-pub use reta::Reta;
-pub use steering::{
-    Applied, IpPrefix, Match, PortRange, RssGroup, SteeringAction, SteeringPlan, SteeringRule,
-};
+pub use reta::{MAX_RETA_SIZE, Reta};
+pub use steering::{Applied, Match, PortRange, RssGroup, SteeringAction, SteeringPlan, SteeringRule};
 pub use toeplitz::{MS_KEY, SYMMETRIC_KEY, Toeplitz, toeplitz_reference};
 
 /// Why an RSS configuration was refused.

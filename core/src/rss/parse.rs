@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use super::hash::{FlowTuple, L4};
 /// The EtherTypes steering matches on, re-exported from [`crate::wire`] where they are defined
 /// (kept here because steering code and backends name them through this module).
-pub use crate::wire::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::{
     EthernetFrame, IPV6_HEADER_LEN, Ipv4Packet, Ipv6Packet, NAT_T_PORT, VLAN_TAG_LEN, VlanTag, ip_proto,
     is_ipv6_generic_ext, is_vlan_tpid,

@@ -10,11 +10,12 @@ use std::net::IpAddr;
 
 use super::RssError;
 use super::hash::{L4, proto};
-use super::parse::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, PacketInfo};
+use super::parse::PacketInfo;
 use super::reta::{MAX_RETA_SIZE, Reta};
+use crate::wire::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::{IKE_PORT, NAT_T_PORT};
 
-pub use crate::wire::IpPrefix;
+use crate::wire::IpPrefix;
 
 /// An inclusive range of port numbers (or ICMP types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -37,7 +37,7 @@ pub const SYMMETRIC_KEY: [u8; 40] = {
 };
 
 /// Longest hash input: IPv6 4-tuple, `src(16) ‖ dst(16) ‖ sport(2) ‖ dport(2)`.
-pub const MAX_INPUT: usize = 36;
+pub(crate) const MAX_INPUT: usize = 36;
 
 /// Bit-serial Toeplitz hash of `input` under `key` (bits past the key's end are zero).
 ///

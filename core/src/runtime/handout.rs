@@ -1,6 +1,7 @@
 //! [`PerShard`]: per-shard pieces (queue pairs, epoch subscribers) prepared before launch and
 //! taken once by each shard's factory on its own thread.
 
+use std::cell::Cell;
 use std::sync::{Mutex, PoisonError};
 
 use crate::backend::{Port, PortError};
@@ -28,6 +29,51 @@ pub enum HandOutError {
         /// Items prepared.
         len: usize,
     },
+    /// Taken inside [`crate::runtime::Runtime::launch`]'s factory, but the hand-out holds more
+    /// items than the runtime has shards (some would never be taken: their queues never
+    /// served), or none for this shard. The launch fails with
+    /// [`crate::runtime::RuntimeError::ShardCount`].
+    #[error("{len} {what}s were prepared for {shards} shards")]
+    ShardCount {
+        /// What the hand-out holds.
+        what: &'static str,
+        /// Items prepared.
+        len: usize,
+        /// Shards launched.
+        shards: usize,
+    },
+}
+
+thread_local! {
+    /// On a shard thread while [`crate::runtime::Runtime::launch`]'s factory runs: how many
+    /// shards the runtime launches.
+    static LAUNCHED_SHARDS: Cell<Option<usize>> = const { Cell::new(None) };
+    /// The first hand-out whose length differed from that (what it holds, its length).
+    static MISMATCH: Cell<Option<(&'static str, usize)>> = const { Cell::new(None) };
+}
+
+/// Marks the current thread as running `Runtime::launch`'s factory for a runtime of `shards`
+/// shards, so every [`PerShard::take`] checks the hand-out's length against it.
+pub(super) struct LaunchScope(());
+
+impl LaunchScope {
+    pub(super) fn enter(shards: usize) -> Self {
+        LAUNCHED_SHARDS.set(Some(shards));
+        MISMATCH.set(None);
+        Self(())
+    }
+
+    /// The first hand-out taken from whose length was not the shard count.
+    pub(super) fn mismatch(&self) -> Option<(&'static str, usize)> {
+        MISMATCH.get()
+    }
+}
+
+impl Drop for LaunchScope {
+    fn drop(&mut self) {
+        LAUNCHED_SHARDS.set(None);
+        MISMATCH.set(None);
+    }
 }
 
 /// One item per shard, prepared on the control thread and taken once by each shard's factory.
@@ -35,6 +81,13 @@ pub enum HandOutError {
 /// [`crate::runtime::Runtime::launch`] takes a `Fn + Sync` factory, while handing out a queue
 /// pair or a subscriber needs `&mut` access to the port or publisher; a `PerShard` bridges the
 /// two (`Sync` whenever the items are `Send`), so a factory just calls [`PerShard::take`].
+///
+/// Inside `Runtime::launch`'s factory, `take` also checks the hand-out against the runtime's
+/// shard count: queue pairs for 2 shards taken by a runtime of 1 shard (items no shard would
+/// take), or a shard with no item, fail the launch with
+/// [`crate::runtime::RuntimeError::ShardCount`] instead of leaving a queue unserved. A hand-out
+/// with fewer items, taken only by the shards that have one, is fine. (A factory given to [`crate::runtime::RuntimeBuilder::shard`] is not checked: shards
+/// built one by one may legitimately take from hand-outs of other lengths.)
 ///
 /// ```
 /// use wirespeed_core::backend::null::{NullConfig, NullPort};
@@ -83,6 +136,16 @@ impl<T> PerShard<T> {
     pub fn take(&self, shard: ShardId) -> Result<T, HandOutError> {
         let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
         let len = items.len();
+        // Inside `Runtime::launch`: more items than shards leaves some never taken; a shard past
+        // the end finds none. (Fewer items than shards is fine when only some shards take.)
+        if let Some(shards) = LAUNCHED_SHARDS.get()
+            && (len > shards || shard >= len)
+        {
+            if MISMATCH.get().is_none() {
+                MISMATCH.set(Some((self.what, len)));
+            }
+            return Err(HandOutError::ShardCount { what: self.what, len, shards });
+        }
         match items.get_mut(shard) {
             None => Err(HandOutError::Missing { shard, what: self.what, len }),
             Some(slot) => slot.take().ok_or(HandOutError::Taken { shard, what: self.what }),

@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use super::handout;
 use super::{
     Command, LoopOptions, ShardControl, ShardExit, ShardState, UpdateError, Worker, WorkerReport, run_shard,
 };
@@ -93,6 +94,20 @@ pub enum RuntimeError {
         shard: ShardId,
         /// Factory's error.
         message: String,
+    },
+    /// [`Runtime::launch`]'s factory took from a [`super::PerShard`] hand-out holding more items
+    /// than shards were launched (e.g. queue pairs for 2 shards with [`RuntimeConfig::shards`]
+    /// left at 1, which would leave a queue unserved), or none for a shard; nothing runs.
+    #[error(
+        "{handed_out} {what}s were handed out for {shards} shards: set RuntimeConfig::shards to {handed_out} or prepare {shards}"
+    )]
+    ShardCount {
+        /// Shards launched ([`RuntimeConfig::shards`]).
+        shards: usize,
+        /// Items the hand-out holds.
+        handed_out: usize,
+        /// What the hand-out holds ("queue pair").
+        what: &'static str,
     },
     /// A shard panicked while running; the other shards were stopped normally.
     #[error("shard {shard} panicked: {message}")]
@@ -264,7 +279,36 @@ impl ShardReport {
     }
 }
 
-type ShardFactory = Box<dyn FnOnce(ShardId) -> Result<Box<dyn Worker>, String> + Send>;
+type ShardFactory = Box<dyn FnOnce(ShardId) -> Result<Box<dyn Worker>, StartFailure> + Send>;
+
+/// Why a shard's factory did not produce a worker.
+#[derive(Debug)]
+enum StartFailure {
+    /// The factory's error or panic message.
+    Factory(String),
+    /// A hand-out's length was not the shard count (see [`RuntimeError::ShardCount`]).
+    ShardCount { shards: usize, handed_out: usize, what: &'static str },
+}
+
+impl StartFailure {
+    fn into_error(self, shard: ShardId) -> RuntimeError {
+        match self {
+            StartFailure::Factory(message) => RuntimeError::Factory { shard, message },
+            StartFailure::ShardCount { shards, handed_out, what } => {
+                RuntimeError::ShardCount { shards, handed_out, what }
+            }
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            StartFailure::Factory(message) => message.clone(),
+            &StartFailure::ShardCount { shards, handed_out, what } => {
+                RuntimeError::ShardCount { shards, handed_out, what }.to_string()
+            }
+        }
+    }
+}
 type ThreadEnd = Result<(ShardExit, Option<WorkerReport>), String>;
 
 struct Shard {
@@ -342,7 +386,8 @@ impl RuntimeBuilder {
         R: FactoryOutput,
         F: FnOnce(ShardId) -> R + Send + 'static,
     {
-        self.factories.push(Box::new(move |shard| factory(shard).into_worker_result()));
+        self.factories
+            .push(Box::new(move |shard| factory(shard).into_worker_result().map_err(StartFailure::Factory)));
         self
     }
 
@@ -379,17 +424,49 @@ impl Runtime {
     ///
     /// The factory may return any [`Worker`] — or a `Box<dyn Worker>` to build different
     /// workers for different shards — or a `Result` of one ([`FactoryOutput`]). Hand per-shard
-    /// pieces to it with [`super::PerShard`].
+    /// pieces to it with [`super::PerShard`]: a hand-out the factory takes from must not hold
+    /// more than `cfg.shards` items, nor miss the item of a shard that takes, else the launch
+    /// fails with [`RuntimeError::ShardCount`].
+    ///
+    /// ```
+    /// use wirespeed_core::backend::null::{NullConfig, NullPort};
+    /// use wirespeed_core::{BufferPool, PerShard, Pinning, Pipeline, PoolConfig, Runtime, RuntimeConfig, RuntimeError};
+    ///
+    /// let mut port = NullPort::new(NullConfig { queues: 2, ..NullConfig::default() }, BufferPool::new(PoolConfig::default())?);
+    /// let queues = PerShard::queue_pairs(&mut port, 2)?;
+    /// // `shards` left at its default, 1: queue pair 1 would never be served.
+    /// let cfg = RuntimeConfig { pinning: Pinning::None, ..RuntimeConfig::default() };
+    /// let err = Runtime::launch(cfg, move |shard| {
+    ///     let (rx, tx) = queues.take(shard)?;
+    ///     Ok::<_, wirespeed_core::HandOutError>(Pipeline::new(rx, tx, ()))
+    /// })
+    /// .unwrap_err();
+    /// assert!(matches!(err, RuntimeError::ShardCount { shards: 1, handed_out: 2, what: "queue pair" }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn launch<R, F>(cfg: RuntimeConfig, factory: F) -> Result<Self, RuntimeError>
     where
         R: FactoryOutput,
         F: Fn(ShardId) -> R + Send + Sync + 'static,
     {
         let factory = Arc::new(factory);
-        let factories = (0..cfg.shards)
+        let shards = cfg.shards;
+        let factories = (0..shards)
             .map(|_| {
                 let f = factory.clone();
-                Box::new(move |shard| f(shard).into_worker_result()) as ShardFactory
+                Box::new(move |shard| {
+                    // Every `PerShard::take` in the factory checks its hand-out against `shards`.
+                    // (A factory that unwraps the failed `take` panics: still a `ShardCount`.)
+                    let scope = handout::LaunchScope::enter(shards);
+                    let built = catch_unwind(AssertUnwindSafe(|| f(shard).into_worker_result()));
+                    match (scope.mismatch(), built) {
+                        (Some((what, handed_out)), _) => {
+                            Err(StartFailure::ShardCount { shards, handed_out, what })
+                        }
+                        (None, Ok(built)) => built.map_err(StartFailure::Factory),
+                        (None, Err(panic)) => std::panic::resume_unwind(panic),
+                    }
+                }) as ShardFactory
             })
             .collect();
         Self::spawn(cfg, factories)
@@ -407,7 +484,7 @@ impl Runtime {
         let count = factories.len();
         let available: Vec<usize> =
             core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<(ShardId, Result<(), String>)>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<(ShardId, Result<(), StartFailure>)>();
         let mut rt = Runtime { shards: Vec::with_capacity(count) };
         for (i, factory) in factories.into_iter().enumerate() {
             let core = cfg.pinning.core_of(i, &available);
@@ -432,8 +509,8 @@ impl Runtime {
         for _ in 0..count {
             match ready_rx.recv() {
                 Ok((_, Ok(()))) => {}
-                Ok((shard, Err(message))) => {
-                    failure.get_or_insert(RuntimeError::Factory { shard, message });
+                Ok((shard, Err(why))) => {
+                    failure.get_or_insert(why.into_error(shard));
                 }
                 Err(_) => break,
             }
@@ -625,7 +702,7 @@ fn shard_main(
     core: Option<usize>,
     factory: ShardFactory,
     ctl: &ShardControl,
-    ready: std::sync::mpsc::Sender<(ShardId, Result<(), String>)>,
+    ready: std::sync::mpsc::Sender<(ShardId, Result<(), StartFailure>)>,
     opts: &LoopOptions,
 ) -> ThreadEnd {
     if let Some(c) = core {
@@ -633,12 +710,13 @@ fn shard_main(
         let _ = core_affinity::set_for_current(core_affinity::CoreId { id: c });
     }
     let built = catch_unwind(AssertUnwindSafe(|| factory(shard)))
-        .unwrap_or_else(|p| Err(format!("factory panicked: {}", panic_message(&*p))));
+        .unwrap_or_else(|p| Err(StartFailure::Factory(format!("factory panicked: {}", panic_message(&*p)))));
     let mut worker = match built {
         Ok(w) => w,
-        Err(message) => {
+        Err(why) => {
+            let message = why.message();
             ctl.mark_failed(message.clone());
-            let _ = ready.send((shard, Err(message.clone())));
+            let _ = ready.send((shard, Err(why)));
             return Err(message);
         }
     };

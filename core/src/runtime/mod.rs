@@ -60,11 +60,13 @@ use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 #[cfg(not(loom))]
 mod handout;
+mod idle;
 #[cfg(not(loom))]
 mod launch;
 
 #[cfg(not(loom))]
 pub use handout::{HandOutError, PerShard};
+pub use idle::{IdlePolicy, UnknownIdlePolicy};
 #[cfg(not(loom))]
 pub use launch::{
     FactoryOutput, IntoWorker, Pinning, Placement, ReportTypeError, Runtime, RuntimeBuilder, RuntimeConfig,
@@ -123,6 +125,21 @@ pub trait Worker: AsAny {
     /// pipeline's stages). `None` by default.
     fn inner(&mut self) -> Option<&mut dyn Any> {
         None
+    }
+
+    /// Called once on the shard's thread before the loop with the shard's [`IdlePolicy`], for
+    /// workers whose queues take part in it (a [`crate::Pipeline`] passes it to its Rx queue).
+    /// Ignored by default.
+    fn set_idle_policy(&mut self, policy: IdlePolicy) {
+        let _ = policy;
+    }
+
+    /// Waits until input may be ready or `timeout` has passed (blocking [`IdlePolicy`]s call it
+    /// after an idle poll); `false` when the worker cannot wait on its input (the default), and
+    /// the runtime sleeps for `timeout` instead.
+    fn wait(&mut self, timeout: std::time::Duration) -> bool {
+        let _ = timeout;
+        false
     }
 
     /// Called once on the shard's thread after the loop ended (and the worker drained): what it
@@ -451,11 +468,19 @@ pub struct LoopOptions {
     /// Refresh [`ShardCtx::now`] every this many busy polls (and on every idle poll): reading the
     /// clock per batch costs about as much as moving a batch of 32 packets.
     pub clock_every: u32,
+    /// What the shard does when a poll finds no work ([`IdlePolicy::Spin`] by default).
+    pub idle: IdlePolicy,
 }
 
 impl Default for LoopOptions {
     fn default() -> Self {
-        Self { stats_every: 64, exit_when_finished: false, spin_before_yield: 1024, clock_every: 16 }
+        Self {
+            stats_every: 64,
+            exit_when_finished: false,
+            spin_before_yield: 1024,
+            clock_every: 16,
+            idle: IdlePolicy::Spin,
+        }
     }
 }
 
@@ -481,11 +506,13 @@ pub fn run_shard<W: Worker + ?Sized>(
     opts: &LoopOptions,
 ) -> ShardExit {
     ctl.note_worker(worker);
+    worker.set_idle_policy(opts.idle);
     ctl.set_state(ShardState::Running);
     let clock_every = opts.clock_every.max(1);
     let mut busy_since_publish = 0u32;
     let mut busy_since_clock = 0u32;
     let mut idle = 0u32;
+    let mut idle_since = std::time::Instant::now();
     let mut finished = false;
     cx.now = std::time::Instant::now();
     loop {
@@ -512,7 +539,12 @@ pub fn run_shard<W: Worker + ?Sized>(
             }
         }
         if finished {
-            idle_wait(&mut idle, opts);
+            match opts.idle {
+                IdlePolicy::Block { timeout } | IdlePolicy::Adaptive { timeout, .. } => {
+                    std::thread::sleep(timeout);
+                }
+                IdlePolicy::Spin | IdlePolicy::PreferBusyPoll { .. } => idle_wait(&mut idle, opts),
+            }
             continue;
         }
         match worker.poll(cx) {
@@ -536,7 +568,26 @@ pub fn run_shard<W: Worker + ?Sized>(
                 }
                 cx.now = std::time::Instant::now();
                 busy_since_clock = 0;
-                idle_wait(&mut idle, opts);
+                if idle == 0 {
+                    idle_since = cx.now;
+                }
+                let block = match opts.idle {
+                    IdlePolicy::Block { timeout } => Some(timeout),
+                    IdlePolicy::Adaptive { spin, timeout } if cx.now.duration_since(idle_since) >= spin => {
+                        Some(timeout)
+                    }
+                    _ => None,
+                };
+                match block {
+                    Some(timeout) => {
+                        idle = idle.saturating_add(1);
+                        if !worker.wait(timeout) {
+                            std::thread::sleep(timeout);
+                        }
+                        cx.now = std::time::Instant::now();
+                    }
+                    None => idle_wait(&mut idle, opts),
+                }
             }
             Poll::Finished => {
                 worker.drain(cx);

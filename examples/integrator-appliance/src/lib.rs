@@ -11,7 +11,7 @@
 //! state when it ends (shard 0 with its ESP statistics). `tests/appliance.rs` runs it on a real
 //! capture and checks the output.
 //!
-//! This file is the whole appliance: 60 lines of code as `rustfmt` leaves them, imports,
+//! This file is the whole appliance: 62 lines of code as `rustfmt` leaves them, imports,
 //! constants and type definitions included, comments and blank lines not counted
 //! (`grep -vcE '^\s*(//|$)' src/lib.rs`).
 use std::{error::Error, net::IpAddr, net::Ipv4Addr, path::Path};
@@ -60,8 +60,8 @@ impl<B: PacketBuf> Stage<B> for Firewall {
 }
 
 /// Runs the appliance on `input` to its end, writing `output` (one file per shard: see
-/// `wirespeed_pcap::queue_file`); shard 0 reports `(FirewallState, EspStats)`, shard 1 a
-/// [`FirewallState`].
+/// `wirespeed_pcap::queue_file`); shard 0 reports `(Option<FirewallState>, Option<EspStats>)`,
+/// shard 1 an `Option<FirewallState>` (each stage found by its type: `None` if absent).
 pub fn run(input: &Path, output: &Path, keymat: &[u8]) -> Result<Vec<ShardReport>, Box<dyn Error>> {
     let deny = DropReason::register("fw_icmp_denied")?;
     let pool = BufferPool::new(PoolConfig::default())?;
@@ -87,9 +87,11 @@ pub fn run(input: &Path, output: &Path, keymat: &[u8]) -> Result<Vec<ShardReport
     let rt = Runtime::builder(RuntimeConfig { pinning: Pinning::None, ..RuntimeConfig::default() })
         .shard(move |_| {
             let pipeline = Pipeline::new(rx0, tx0, (dispatcher, l3_0, encrypt));
-            pipeline.with_report(|(_, (_, fw, _), esp)| (fw.1, *esp.stats()))
+            pipeline.with_report(|s| {
+                (s.get::<Firewall>().map(|f| f.1), s.get::<EspEncrypt>().map(|e| *e.stats()))
+            })
         })
-        .shard(move |_| Pipeline::new(rx1, tx1, l3_1).with_report(|(_, fw, _)| fw.1))
+        .shard(move |_| Pipeline::new(rx1, tx1, l3_1).with_report(|s| s.get::<Firewall>().map(|f| f.1)))
         .launch()?;
     Ok(rt.wait_finished()?)
 }

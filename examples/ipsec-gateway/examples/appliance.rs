@@ -7,7 +7,7 @@ use ipsec_gateway::gateway::{Shared, Tables};
 use wirespeed_core::backend::mem::{MemConfig, MemPort};
 use wirespeed_core::{BufferPool, Pipeline, PoolConfig, Port, Runtime, RuntimeConfig};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), ipsec_gateway::app::Report> {
     // Configuration: TOML, checked up front; its routes and SAs become epoch-published tables.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let cfg = GatewayConfig::load(&dir.join("configs/mem.toml"))?;
@@ -21,10 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (_, wan_tx) = wan.queue_pair(0)?;
     // Stages: classify → punt → forward → ESP encrypt, one static tuple, built on the shard's
     // own thread; the forward stage's output port picks the Tx queue (0 LAN, 1 WAN).
-    let (fib, sas) = (tables.routes.subscribe(), tables.sad.subscribe());
+    let (fib, learned, sas) = (tables.routes.subscribe(), tables.learned.subscribe(), tables.sad.subscribe());
     let rt = Runtime::builder(RuntimeConfig::default())
         .shard(move |_| {
-            let mut pipeline = Pipeline::new(lan_rx, lan_tx, shared.outbound(fib, sas));
+            let mut pipeline = Pipeline::new(lan_rx, lan_tx, shared.outbound(fib, learned, sas));
             pipeline.add_tx(wan_tx).map(|_| pipeline).map_err(|_| "too many ports")
         })
         .launch()?;

@@ -62,8 +62,11 @@ impl std::fmt::Debug for RunOptions {
 pub struct RunReport {
     /// Final counters per shard (control shard last).
     pub stats: Vec<ShardStats>,
-    /// Wall time from start to the last shard's exit.
+    /// Wall time from start to the last shard's exit (start-up and shutdown included).
     pub elapsed: Duration,
+    /// The packet-processing window of an offline run: from the first data shard's first busy
+    /// poll to the end of the last one's input. `None` after a signal or when no packet came.
+    pub processing: Option<Duration>,
     /// True when stopped by a signal rather than by the end of input.
     pub interrupted: bool,
 }
@@ -77,6 +80,17 @@ impl RunReport {
         }
         t
     }
+
+    /// Received packets per second over [`RunReport::processing`] (`None` without a window).
+    pub fn processing_pps(&self) -> Option<f64> {
+        let secs = self.processing?.as_secs_f64();
+        (secs > 0.0).then(|| self.total().rx_packets as f64 / secs)
+    }
+}
+
+/// `data` for data shards, `control` for the control shard (the last, number `cfg.shards`).
+pub fn shard_role(cfg: &GatewayConfig, shard: usize) -> &'static str {
+    if shard < cfg.shards { "data" } else { "control" }
 }
 
 /// Runs the gateway of `cfg` on its pcap ports until the input ends or `opts.stop` is set, or on
@@ -119,17 +133,24 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
         }
     };
     let _metrics = match cfg.management.host_listen {
-        Some(addr) => Some(
-            crate::metrics::MetricsServer::start(addr, gw.metrics_handle())
-                .map_err(|e| RunError::Listen(addr, e.to_string()))?,
-        ),
+        Some(addr) => {
+            let server = crate::metrics::MetricsServer::start(addr, gw.metrics_handle())
+                .map_err(|e| RunError::Listen(addr, e.to_string()))?;
+            if !opts.quiet {
+                eprintln!("{}: GET /metrics on http://{}/metrics", cfg.name, server.addr());
+            }
+            Some(server)
+        }
         None => None,
     };
     let mut gw = gw;
     let ctl = match &cfg.control_socket {
         Some(path) => Some(
-            crate::ctl::CtlServer::start(path)
-                .map_err(|e| RunError::Listen2(path.display().to_string(), e.to_string()))?,
+            crate::ctl::CtlServer::start_with(
+                path,
+                crate::ctl::CtlOptions { group: cfg.control_group, ..crate::ctl::CtlOptions::default() },
+            )
+            .map_err(|e| RunError::Listen2(path.display().to_string(), e.to_string()))?,
         ),
         None => None,
     };
@@ -176,15 +197,17 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
         }
     }
     drop(ctl);
-    let stats = if interrupted { gw.stop()? } else { gw.wait_finished()? };
-    let report = RunReport { stats, elapsed: start.elapsed(), interrupted };
+    let (stats, processing) = if interrupted { (gw.stop()?, None) } else { gw.wait_finished_timed()? };
+    let report = RunReport { stats, elapsed: start.elapsed(), processing, interrupted };
     if !opts.quiet {
         print_final(cfg, &report, opts.json);
     }
     Ok(report)
 }
 
-/// One stats line per shard: packets per second, Gbit/s and drops by reason over the interval.
+/// One stats line per shard, labelled: the `rate` over the interval (packets received per
+/// second, Gbit/s transmitted) and the drops counted in it (`+N`), then the shard's cumulative
+/// `total` counters. JSON: `pps`, `gbps`, `interval_s`, `interval_drops`, and `total`.
 pub fn print_interval(
     cfg: &GatewayConfig,
     before: &[ShardStats],
@@ -205,49 +228,157 @@ pub fn print_interval(
             .map(|(r, c)| (r.name().to_string(), c.saturating_sub(b.counters.drops_of(r))))
             .filter(|(_, c)| *c > 0)
             .collect();
+        let role = shard_role(cfg, n.shard);
         let _ = if json {
             let d: serde_json::Map<String, serde_json::Value> =
                 drops.iter().map(|(r, c)| (r.clone(), (*c).into())).collect();
             writeln!(
                 out,
                 "{}",
-                serde_json::json!({"gateway": cfg.name, "shard": n.shard, "pps": pps, "gbps": gbps, "drops": d})
+                serde_json::json!({"gateway": cfg.name, "shard": n.shard, "role": role,
+                    "interval_s": secs, "pps": pps, "gbps": gbps, "interval_drops": d,
+                    "total": counters_json(&n.counters)})
             )
         } else {
-            let d: Vec<String> = drops.iter().map(|(r, c)| format!("{r}={c}")).collect();
+            let d: String = drops.iter().map(|(r, c)| format!(" [{r}=+{c}]")).collect();
+            let dropped: u64 = drops.iter().map(|(_, c)| c).sum();
             writeln!(
                 out,
-                "{} shard {}: {:.0} pps {:.3} Gbps drops: {}",
-                cfg.name,
-                n.shard,
-                pps,
-                gbps,
-                if d.is_empty() { "none".into() } else { d.join(" ") }
+                "{} shard {} ({role}): rate {:.0} pps rx, {:.3} Gbps tx over {:.2} s, dropped +{dropped}{d} | total: {}",
+                cfg.name, n.shard, pps, gbps, secs, n.counters
             )
         };
     }
 }
 
-/// Final counters, one line per shard and a total.
+/// A shard's counters as a JSON object: packets, bytes, punted, handed off, drops by reason.
+fn counters_json(c: &ShardCounters) -> serde_json::Value {
+    let d: serde_json::Map<String, serde_json::Value> =
+        c.nonzero_drops().map(|(r, n)| (r.name().to_string(), n.into())).collect();
+    serde_json::json!({"rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes, "tx_packets": c.tx_packets,
+        "tx_bytes": c.tx_bytes, "punted": c.punted, "handed_off": c.handed_off,
+        "dropped": c.total_drops(), "drops": d})
+}
+
+/// Final counters: one line per shard (`final`, with its role), then the total over every
+/// shard with the run's wall time and, for offline input, the packet-processing window and
+/// the receive rate over it. JSON: per-shard objects with `"final": true`, then one with
+/// `"total": true`.
 pub fn print_final(cfg: &GatewayConfig, r: &RunReport, json: bool) {
     let mut out = std::io::stdout().lock();
     for s in &r.stats {
+        let role = shard_role(cfg, s.shard);
         let _ = if json {
-            let d: serde_json::Map<String, serde_json::Value> =
-                s.counters.nonzero_drops().map(|(r, c)| (r.name().to_string(), c.into())).collect();
-            let c = &s.counters;
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({"gateway": cfg.name, "final": true, "shard": s.shard,
-                    "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes, "tx_packets": c.tx_packets,
-                    "tx_bytes": c.tx_bytes, "drops": d})
-            )
+            let mut v = counters_json(&s.counters);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("gateway".into(), cfg.name.clone().into());
+                o.insert("final".into(), true.into());
+                o.insert("shard".into(), s.shard.into());
+                o.insert("role".into(), role.into());
+            }
+            writeln!(out, "{v}")
         } else {
-            writeln!(out, "{} shard {}: {}", cfg.name, s.shard, s.counters)
+            writeln!(out, "{} shard {} ({role}) final: {}", cfg.name, s.shard, s.counters)
         };
     }
-    if !json {
-        let _ = writeln!(out, "{} total: {} in {:.3} s", cfg.name, r.total(), r.elapsed.as_secs_f64());
+    let total = r.total();
+    let wall = r.elapsed.as_secs_f64();
+    let _ = if json {
+        let mut v = counters_json(&total);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("gateway".into(), cfg.name.clone().into());
+            o.insert("total".into(), true.into());
+            o.insert("shards".into(), r.stats.len().into());
+            o.insert("wall_s".into(), wall.into());
+            o.insert("processing_s".into(), r.processing.map(|p| p.as_secs_f64()).into());
+            o.insert("processing_pps".into(), r.processing_pps().into());
+            o.insert("interrupted".into(), r.interrupted.into());
+        }
+        writeln!(out, "{v}")
+    } else {
+        let processing = match (r.processing, r.processing_pps()) {
+            (Some(p), Some(pps)) => {
+                format!(", processing {:.3} s at {:.3} Mpps rx", p.as_secs_f64(), pps / 1e6)
+            }
+            _ => String::new(),
+        };
+        writeln!(out, "{} total: {total} in {wall:.3} s wall{processing}", cfg.name)
+    };
+}
+
+/// `err` and its sources joined by `: `, each source left out when the text so far already
+/// shows it (most errors here embed their source in their own message): what a command line
+/// prints, instead of the `Debug` form.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Any error, for `fn main() -> Result<(), Report>`: when `main` returns it, Rust prints
+/// `Error: ` and its `Debug` form, which here is [`error_chain`] (the message and its sources),
+/// not the error's structure.
+pub struct Report(Box<dyn std::error::Error>);
+
+impl<E: Into<Box<dyn std::error::Error>>> From<E> for Report {
+    fn from(e: E) -> Self {
+        Self(e.into())
+    }
+}
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&error_chain(&*self.0))
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&error_chain(&*self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open x: {0}")]
+    struct Embeds(#[source] std::io::Error);
+
+    fn not_found() -> std::io::Error {
+        std::io::Error::from_raw_os_error(2)
+    }
+
+    #[test]
+    fn chain_appends_sources_the_message_does_not_show() {
+        assert_eq!(error_chain(&Outer(not_found())), "outer: No such file or directory (os error 2)");
+        assert_eq!(
+            error_chain(&Embeds(not_found())),
+            "cannot open x: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn report_debug_is_the_chain_not_the_structure() {
+        let r: Report = Outer(not_found()).into();
+        assert_eq!(format!("{r:?}"), "outer: No such file or directory (os error 2)");
+        let r: Report = crate::config::GatewayConfig::load(std::path::Path::new("/nonexistent.toml"))
+            .map(|_| ())
+            .unwrap_err()
+            .into();
+        assert_eq!(format!("{r:?}"), "/nonexistent.toml: No such file or directory (os error 2)");
     }
 }

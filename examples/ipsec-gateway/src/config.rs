@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wirespeed_core::rss::{HashTypes, RssConfig, RssGroup, SteeringPlan, SteeringRule, SymmetricMode};
+use wirespeed_core::runtime::IdlePolicy;
 use wirespeed_stages::esp::aead::{builtin_providers, fastest_provider};
 use wirespeed_stages::esp::{
     AeadAlgorithm, Direction, EspMode, IpPrefix, Lifetime, Limits, PolicyAction, SaConfig,
@@ -26,6 +27,16 @@ pub enum ConfigError {
     #[error("{path}: {source}")]
     Read {
         /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A pcap input capture that cannot be opened (`check` and `run` look before starting).
+    #[error("{key}: cannot open {}: {source}", path.display())]
+    Input {
+        /// The key: `interfaces.lan.port.input`.
+        key: String,
+        /// The capture, resolved against the configuration file's directory.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
@@ -97,6 +108,25 @@ pub struct FileConfig {
     /// `[[sa]]` (the static SAD).
     #[serde(default)]
     pub sa: Vec<SaEntry>,
+    /// `[runtime]`: how the shards behave.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+}
+
+/// `[runtime]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    /// What an idle shard does: `spin` (lowest latency, a core per shard), `busy-poll` (spin,
+    /// with the kernel's preferred busy polling on AF_XDP sockets), `block` (sleep until
+    /// traffic arrives: next to no CPU when idle) or `adaptive` (spin briefly, then block).
+    pub idle: String,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self { idle: "spin".into() }
+    }
 }
 
 /// `[gateway]`.
@@ -113,6 +143,9 @@ pub struct GatewaySection {
     pub stats_interval: f64,
     /// Unix socket for live SA and route updates (none when absent).
     pub control_socket: Option<PathBuf>,
+    /// Group (numeric gid) allowed to use the control socket besides root and the gateway's
+    /// own user; the socket is then `0660` and owned by it (else `0600`).
+    pub control_group: Option<u32>,
     /// Buffers in the pool.
     pub buffers: usize,
 }
@@ -125,6 +158,7 @@ impl Default for GatewaySection {
             cores: Vec::new(),
             stats_interval: 1.0,
             control_socket: None,
+            control_group: None,
             buffers: 8192,
         }
     }
@@ -513,6 +547,8 @@ pub struct GatewayConfig {
     pub stats_interval: Option<Duration>,
     /// Unix control socket.
     pub control_socket: Option<PathBuf>,
+    /// Group allowed on the control socket (besides root and the gateway's user).
+    pub control_group: Option<u32>,
     /// Buffers in the pool.
     pub buffers: usize,
     /// LAN interface.
@@ -536,6 +572,8 @@ pub struct GatewayConfig {
     pub policies: Vec<NamedPolicy>,
     /// The SAD.
     pub sas: Vec<SaConfig>,
+    /// What idle shards do (`[runtime] idle`).
+    pub idle: IdlePolicy,
 }
 
 impl GatewayConfig {
@@ -576,6 +614,23 @@ impl GatewayConfig {
     }
 }
 
+impl GatewayConfig {
+    /// Checks that every pcap input capture can be opened for reading: a missing input is a
+    /// [`ConfigError::Input`] before any port or shard exists. Not part of [`Self::load`], so a
+    /// configuration can be loaded before the captures it reads are written (the demo does).
+    pub fn check_inputs(&self) -> Result<(), ConfigError> {
+        for (side, itf) in [("lan", &self.lan), ("wan", &self.wan)] {
+            if let PortConfig::Pcap(PcapPortConfig { input: Some(path), .. }) = &itf.port
+                && let Err(source) = std::fs::File::open(path)
+            {
+                let key = format!("interfaces.{side}.port.input");
+                return Err(ConfigError::Input { key, path: path.clone(), source });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl FileConfig {
     /// Checks every value and builds the typed configuration.
     pub fn validate(&self, base: Option<&Path>) -> Result<GatewayConfig, ConfigError> {
@@ -590,14 +645,38 @@ impl FileConfig {
                 format!("want one core per shard ({})", g.shards),
             ));
         }
-        if !g.stats_interval.is_finite() || g.stats_interval < 0.0 {
-            return Err(invalid("gateway.stats_interval", g.stats_interval, "want seconds >= 0"));
+        let mut seen_cores = BTreeSet::new();
+        for (i, &c) in g.cores.iter().enumerate() {
+            if c > MAX_CORE {
+                return Err(invalid(
+                    format!("gateway.cores[{i}]"),
+                    c,
+                    format!("want a core id 0..={MAX_CORE}"),
+                ));
+            }
+            if !seen_cores.insert(c) {
+                let first = g.cores.iter().position(|&x| x == c).unwrap_or(0);
+                return Err(invalid(
+                    format!("gateway.cores[{i}]"),
+                    c,
+                    format!("gateway.cores[{first}] is the same core; one core per shard"),
+                ));
+            }
         }
-        if g.buffers < 256 * g.shards {
-            return Err(invalid("gateway.buffers", g.buffers, format!("want at least {}", 256 * g.shards)));
+        if !g.stats_interval.is_finite()
+            || !(g.stats_interval == 0.0
+                || (MIN_STATS_INTERVAL..=MAX_STATS_INTERVAL).contains(&g.stats_interval))
+        {
+            return Err(invalid(
+                "gateway.stats_interval",
+                g.stats_interval,
+                format!("want 0 (none) or {MIN_STATS_INTERVAL}..={MAX_STATS_INTERVAL} seconds"),
+            ));
         }
+        buffers(g.buffers, g.shards)?;
         let lan = interface("interfaces.lan", &self.interfaces.lan, base)?;
         let wan = interface("interfaces.wan", &self.interfaces.wan, base)?;
+        own_addresses_distinct(&lan, &wan)?;
         if lan.mac == wan.mac {
             return Err(invalid(
                 "interfaces.wan.mac",
@@ -616,8 +695,8 @@ impl FileConfig {
 
         // RSS and steering.
         let r = &self.rss;
-        let key = wirespeed_core::rss::hash::parse_key(&r.key)
-            .map_err(|e| invalid("rss.key", &r.key, e.to_string()))?;
+        let key =
+            wirespeed_core::rss::parse_key(&r.key).map_err(|e| invalid("rss.key", &r.key, e.to_string()))?;
         let mode: SymmetricMode = r
             .symmetric
             .parse()
@@ -671,24 +750,55 @@ impl FileConfig {
             {
                 return Err(invalid(format!("routes[{i}].via"), v, "address family differs from the prefix"));
             }
+            if let Some(j) = routes.iter().position(|r: &Route| r.prefix == prefix) {
+                return Err(invalid(
+                    format!("routes[{i}].prefix"),
+                    &rt.prefix,
+                    format!("routes[{j}] has the same prefix; one route per prefix"),
+                ));
+            }
             routes.push(Route { prefix, via });
         }
         let mut neighbors = Vec::new();
         for (i, n) in self.neighbors.iter().enumerate() {
+            let ip = address(&format!("neighbors[{i}].ip"), &n.ip)?;
+            if let Some(j) = neighbors.iter().position(|m: &NeighborConfig| m.ip == ip) {
+                return Err(invalid(
+                    format!("neighbors[{i}].ip"),
+                    &n.ip,
+                    format!("neighbors[{j}] has the same address; one MAC and side per neighbor"),
+                ));
+            }
+            if own.contains(&ip) {
+                return Err(invalid(format!("neighbors[{i}].ip"), &n.ip, "is this gateway's own address"));
+            }
+            let nmac = mac(&format!("neighbors[{i}].mac"), &n.mac)?;
+            if nmac[0] & 1 != 0 || nmac == [0; 6] {
+                return Err(invalid(format!("neighbors[{i}].mac"), &n.mac, "want a unicast, non-zero MAC"));
+            }
             neighbors.push(NeighborConfig {
-                ip: address(&format!("neighbors[{i}].ip"), &n.ip)?,
-                mac: mac(&format!("neighbors[{i}].mac"), &n.mac)?,
+                ip,
+                mac: nmac,
                 side: Side::parse(&format!("neighbors[{i}].interface"), &n.interface)?,
             });
         }
+        // A next hop is resolved by ARP / Neighbor Discovery when it is on a connected subnet;
+        // anywhere else it needs a static neighbor.
+        let connected = |v: IpAddr| {
+            lan.addresses
+                .iter()
+                .chain(&wan.addresses)
+                .any(|&(a, len)| wirespeed_core::IpPrefix::new(a, len).contains(&v) && a != v)
+        };
         for (i, rt) in routes.iter().enumerate() {
             if let Some(v) = rt.via
                 && !neighbors.iter().any(|n| n.ip == v)
+                && !connected(v)
             {
                 return Err(invalid(
                     format!("routes[{i}].via"),
                     v,
-                    "no [[neighbors]] entry for this next hop (where is it, what is its MAC?)",
+                    "not on a connected subnet of an interface, and no [[neighbors]] entry (where is it, what is its MAC?)",
                 ));
             }
         }
@@ -700,10 +810,31 @@ impl FileConfig {
             let sa = sa_config(i, e, g.shards, base)?;
             let dir = matches!(sa.direction, Direction::Inbound);
             if !seen.insert((dir, sa.spi)) {
+                let j = sas
+                    .iter()
+                    .position(|s: &SaConfig| {
+                        s.spi == sa.spi && matches!(s.direction, Direction::Inbound) == dir
+                    })
+                    .unwrap_or(0);
                 return Err(invalid(
                     format!("sa[{i}].spi"),
                     format!("{:#x}", sa.spi),
-                    "duplicate SPI in this direction",
+                    format!("duplicate SPI in this direction (sa[{j}] has it too)"),
+                ));
+            }
+            // Key hygiene (SECURITY.md): two SAs under one key would both count sequence
+            // numbers, hence AEAD nonces, from 1 under it. Compared without the salt.
+            let cipher_key = |c: &SaConfig| c.keymat[..c.algorithm.key_len()].to_vec();
+            if let Some(j) = sas.iter().position(|s: &SaConfig| {
+                s.algorithm.key_len() == sa.algorithm.key_len() && cipher_key(s) == cipher_key(&sa)
+            }) {
+                return Err(invalid(
+                    format!("sa[{i}].key"),
+                    format!("<{} bytes>", sa.keymat.len()),
+                    format!(
+                        "same key as sa[{j}] (spi {:#x}); every SA needs its own key (nonce reuse)",
+                        sas[j].spi
+                    ),
                 ));
             }
             sas.push(sa);
@@ -734,7 +865,11 @@ impl FileConfig {
             }
         }
 
+        let idle = self.runtime.idle.parse::<IdlePolicy>().map_err(|_| {
+            invalid("runtime.idle", &self.runtime.idle, "want spin, busy-poll, block or adaptive")
+        })?;
         Ok(GatewayConfig {
+            idle,
             name: g.name.clone(),
             shards: g.shards,
             cores: g.cores.clone(),
@@ -744,6 +879,7 @@ impl FileConfig {
                 Some(b) if p.is_relative() => b.join(p),
                 _ => p.clone(),
             }),
+            control_group: g.control_group,
             buffers: g.buffers,
             lan,
             wan,
@@ -757,6 +893,71 @@ impl FileConfig {
             sas,
         })
     }
+}
+
+/// Highest core id `gateway.cores` accepts.
+pub const MAX_CORE: usize = 4095;
+/// Shortest non-zero `gateway.stats_interval` (seconds).
+pub const MIN_STATS_INTERVAL: f64 = 0.01;
+/// Longest `gateway.stats_interval` (seconds): one day.
+pub const MAX_STATS_INTERVAL: f64 = 86_400.0;
+/// Most `gateway.buffers` (about 9.7 GB of packet buffers).
+pub const MAX_BUFFERS: usize = 1 << 22;
+/// Bytes one pool buffer takes (headroom and data room of the default pool).
+pub const BUFFER_BYTES: usize = 2048 + 256;
+/// Most `ring_size` of a mem port.
+pub const MAX_MEM_RING: usize = 1 << 20;
+
+/// `gateway.buffers`: `256 * shards ..= MAX_BUFFERS`, and the pool must fit in three quarters
+/// of the memory available now (`MemAvailable` of `/proc/meminfo`, where readable).
+fn buffers(n: usize, shards: usize) -> Result<(), ConfigError> {
+    let min = 256 * shards;
+    if !(min..=MAX_BUFFERS).contains(&n) {
+        return Err(invalid(
+            "gateway.buffers",
+            n,
+            format!("want {min}..={MAX_BUFFERS} (at least 256 per shard)"),
+        ));
+    }
+    if let Some(avail) = mem_available() {
+        let need = n as u64 * BUFFER_BYTES as u64;
+        if need > avail / 4 * 3 {
+            return Err(invalid(
+                "gateway.buffers",
+                n,
+                format!(
+                    "{} MiB of buffers, but only {} MiB of memory are available",
+                    need >> 20,
+                    avail >> 20
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `MemAvailable` in bytes (Linux).
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// No address is configured twice, on one interface or across both.
+fn own_addresses_distinct(lan: &Interface, wan: &Interface) -> Result<(), ConfigError> {
+    let all: Vec<(String, IpAddr)> = [("interfaces.lan", lan), ("interfaces.wan", wan)]
+        .iter()
+        .flat_map(|(k, i)| {
+            i.addresses.iter().enumerate().map(move |(n, (a, _))| (format!("{k}.addresses[{n}]"), *a))
+        })
+        .collect();
+    for (i, (key, a)) in all.iter().enumerate() {
+        if let Some((first, _)) = all[..i].iter().find(|(_, b)| b == a) {
+            return Err(invalid(key, a, format!("{first} is the same address")));
+        }
+    }
+    Ok(())
 }
 
 /// Validates one SA written as in a `[[sa]]` table against a running configuration (shard
@@ -804,6 +1005,15 @@ fn interface(key: &str, e: &InterfaceEntry, base: Option<&Path>) -> Result<Inter
     }
     if addresses.len() > 4 {
         return Err(invalid(format!("{key}.addresses"), addresses.len(), "at most 4 addresses"));
+    }
+    if let PortConfig::Mem(m) = &e.port
+        && !(1..=MAX_MEM_RING).contains(&m.ring_size)
+    {
+        return Err(invalid(
+            format!("{key}.port.ring_size"),
+            m.ring_size,
+            format!("want 1..={MAX_MEM_RING}"),
+        ));
     }
     if let PortConfig::Pcap(p) = &e.port {
         if p.iface.is_some() && (p.input.is_some() || p.output.is_some()) {

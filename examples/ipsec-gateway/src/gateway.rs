@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use wirespeed_core::epoch::{Publisher, Subscriber};
 use wirespeed_core::pipeline::transmit;
 use wirespeed_core::rss::{Reta, RssHasher, SteeringEngine};
+use wirespeed_core::runtime::IdlePolicy;
 use wirespeed_core::{
     Batch, BufferPool, DropReason, FlowClass, LoopOptions, PacketBuf, Pinning, Poll, PoolBuf, Port, Runtime,
     RuntimeConfig, RxQueue, ShardCounters, ShardCtx, ShardStats, Stage, TxQueue, Verdict, Worker,
@@ -32,7 +33,10 @@ use wirespeed_stages::esp::{
     EspDecrypt, EspEncrypt, EventQueue, FlowKey, OutboundDecision, SaConfig, SaEvent, SaSet,
     SecurityAssociation, Spd, event_queue,
 };
-use wirespeed_stages::forward::{Fib, FibBuilder, Forward, NextHop};
+use wirespeed_stages::forward::{
+    Fib, FibBuilder, Forward, HoldConfig, HoldCounters, Neighbors, NextHop, ResolveQueue, Resolving,
+    resolve_queue,
+};
 
 use crate::config::{GatewayConfig, Side};
 
@@ -157,6 +161,13 @@ pub struct Shared<B: PacketBuf = PoolBuf> {
     pub punts: [PuntQueue<B>; 2],
     /// SA lifetime events.
     pub events: EventQueue,
+    /// Next hops the data shards want resolved (read by the control shard).
+    pub resolve: ResolveQueue,
+    /// How data shards hold packets while their next hop is resolved.
+    pub hold: HoldConfig,
+    /// Per data shard, per side: data traffic the NIC put on the management queue, handed
+    /// from the control shard to the data shard the software RSS picks.
+    pub handoff: Vec<[PuntQueue<B>; 2]>,
 }
 
 // By hand: the derives would ask `B: Clone + Debug`, which buffers are not.
@@ -167,6 +178,9 @@ impl<B: PacketBuf> Clone for Shared<B> {
             macs: self.macs,
             punts: self.punts.clone(),
             events: self.events.clone(),
+            resolve: self.resolve.clone(),
+            hold: self.hold,
+            handoff: self.handoff.clone(),
         }
     }
 }
@@ -198,15 +212,30 @@ impl<B: PacketBuf> Shared<B> {
             macs: [cfg.lan.mac, cfg.wan.mac],
             punts: [punt_queue(1024), punt_queue(1024)],
             events: event_queue(256),
+            resolve: resolve_queue(256),
+            hold: HoldConfig::default(),
+            handoff: (0..cfg.shards)
+                .map(|_| [punt_queue(HANDOFF_CAPACITY), punt_queue(HANDOFF_CAPACITY)])
+                .collect(),
         }
     }
 
-    /// The LAN → WAN path of one shard: classify, punt, route, SPD + encrypt.
-    pub fn outbound(&self, fib: Subscriber<Fib>, sas: Subscriber<SaSet>) -> Outbound<B> {
+    fn forward(&self, fib: Subscriber<Fib>, learned: Subscriber<Neighbors>) -> Resolving<B> {
+        Resolving::new(Forward::new(fib, &self.macs).with_neighbors(learned), self.resolve.clone(), self.hold)
+    }
+
+    /// The LAN → WAN path of one shard: classify, punt, route (static then learned
+    /// neighbors, holding packets while a next hop is resolved), SPD + encrypt.
+    pub fn outbound(
+        &self,
+        fib: Subscriber<Fib>,
+        learned: Subscriber<Neighbors>,
+        sas: Subscriber<SaSet>,
+    ) -> Outbound<B> {
         (
             Classify::new(self.classify.clone()),
             Punt::new(self.punts[Side::Lan as usize].clone()),
-            Forward::new(fib, &self.macs),
+            self.forward(fib, learned),
             EspEncrypt::new(sas).with_events(self.events.clone()),
         )
     }
@@ -216,6 +245,7 @@ impl<B: PacketBuf> Shared<B> {
     pub fn inbound(
         &self,
         fib: Subscriber<Fib>,
+        learned: Subscriber<Neighbors>,
         decrypt: Subscriber<SaSet>,
         guard: Subscriber<SaSet>,
     ) -> Inbound<B> {
@@ -224,10 +254,13 @@ impl<B: PacketBuf> Shared<B> {
             Punt::new(self.punts[Side::Wan as usize].clone()),
             CleartextGuard::new(guard),
             EspDecrypt::new(decrypt).with_events(self.events.clone()),
-            Forward::new(fib, &self.macs),
+            self.forward(fib, learned),
         )
     }
 }
+
+/// Packets each hand-off queue (control shard → data shard) holds.
+pub const HANDOFF_CAPACITY: usize = 1024;
 
 /// The route and SA tables of a configuration: the editable sources and their publishers.
 #[derive(Debug)]
@@ -242,6 +275,8 @@ pub struct Tables {
     pub spd: Spd,
     /// The SA set publisher shards subscribe to.
     pub sad: Publisher<SaSet>,
+    /// The learned-neighbor table shards subscribe to (the control shard publishes it).
+    pub learned: Publisher<Neighbors>,
 }
 
 impl Tables {
@@ -251,7 +286,14 @@ impl Tables {
         let fib = route_table.build().map_err(|e| BuildError::Routes(e.to_string()))?;
         let (sa_table, spd) = sad(cfg)?;
         let set = SaSet::new(sa_table.iter().cloned(), &spd).map_err(|e| BuildError::Sad(e.to_string()))?;
-        Ok(Self { route_table, routes: Publisher::new(fib), sa_table, spd, sad: Publisher::new(set) })
+        Ok(Self {
+            route_table,
+            routes: Publisher::new(fib),
+            sa_table,
+            spd,
+            sad: Publisher::new(set),
+            learned: Publisher::new(Neighbors::new()),
+        })
     }
 }
 
@@ -283,6 +325,7 @@ struct DataParts<P: Port> {
     lan: (P::Rx, P::Tx),
     wan: (P::Rx, P::Tx),
     fib: [Subscriber<Fib>; 2],
+    learned: [Subscriber<Neighbors>; 2],
     sas: [Subscriber<SaSet>; 3],
 }
 
@@ -324,7 +367,7 @@ where
     F: Fn(P::Tx) -> (T, A) + Send + 'static,
 {
     let shards = cfg.shards;
-    let Tables { route_table, mut routes, sa_table, spd, mut sad } = Tables::new(cfg)?;
+    let Tables { route_table, mut routes, sa_table, spd, mut sad, mut learned } = Tables::new(cfg)?;
     let shared = Shared::<P::Buf>::new(cfg);
     let events = shared.events.clone();
 
@@ -337,6 +380,7 @@ where
             lan: lan.queue_pair(q).map_err(port_err)?,
             wan: wan.queue_pair(q).map_err(port_err)?,
             fib: [routes.subscribe(), routes.subscribe()],
+            learned: [learned.subscribe(), learned.subscribe()],
             sas: [sad.subscribe(), sad.subscribe(), sad.subscribe()],
         });
     }
@@ -370,6 +414,7 @@ where
         pinning: if cfg.cores.is_empty() { Pinning::Auto } else { Pinning::Cores(cfg.cores.clone()) },
         loop_options: LoopOptions {
             exit_when_finished: mode == RunMode::UntilInputEnds,
+            idle: cfg.idle,
             ..LoopOptions::default()
         },
         name: cfg.name.clone(),
@@ -378,13 +423,16 @@ where
     // One factory per shard, each moving its own queues and subscriptions in; data shards and
     // the control shard are different workers in one runtime.
     let mut builder = Runtime::builder(rt_cfg);
-    for parts in data {
+    for (i, parts) in data.into_iter().enumerate() {
         let shared = shared.clone();
         builder = builder.shard(move |_| -> Result<DataShard<P>, String> {
-            let DataParts { lan, wan, fib, sas } = parts;
-            Ok(DataShard::new(&shared, lan, wan, fib, sas))
+            let DataParts { lan, wan, fib, learned, sas } = parts;
+            let handoff = shared.handoff[i].clone();
+            Ok(DataShard::new(&shared, lan, wan, fib, learned, sas).with_handoff(handoff))
         });
     }
+    // The control shard's software RSS, for data traffic the NIC put on the management queue.
+    let steering = Steering::new(cfg)?;
     let runtime = builder
         .shard(move |_| -> Result<ControlShard<P, T, A>, String> {
             let mut sides = Vec::with_capacity(2);
@@ -407,6 +455,7 @@ where
                     });
                 }
                 sides.push(ControlSide {
+                    side: i,
                     rx,
                     classify: Classify::new(shared.classify.clone()),
                     punt: Punt::new(shared.punts[i].clone()),
@@ -415,7 +464,15 @@ where
                 });
             }
             let not_ours = DropReason::register(NOT_FOR_CONTROL_PLANE).unwrap_or(DropReason::Unsupported);
-            Ok(ControlShard { sides, not_ours })
+            Ok(ControlShard {
+                sides,
+                not_ours,
+                learned,
+                table: Neighbors::new(),
+                resolve: shared.resolve.clone(),
+                steering,
+                handoff: shared.handoff.clone(),
+            })
         })
         .launch()?;
     routes.reclaim();
@@ -531,12 +588,25 @@ impl Gateway {
     }
 
     /// Waits for offline input to end, then returns every shard's final counters.
-    pub fn wait_finished(mut self) -> Result<Vec<ShardStats>, BuildError> {
+    pub fn wait_finished(self) -> Result<Vec<ShardStats>, BuildError> {
+        self.wait_finished_timed().map(|(stats, _)| stats)
+    }
+
+    /// [`Gateway::wait_finished`], also returning the packet-processing window: from the first
+    /// data shard's first busy poll to the end of the last one's input (`None` when no data
+    /// shard had a packet). Start-up (pool, ports, tables, threads) and shutdown are outside it.
+    pub fn wait_finished_timed(
+        mut self,
+    ) -> Result<(Vec<ShardStats>, Option<std::time::Duration>), BuildError> {
         let rt = self.runtime.take().ok_or(BuildError::Port("already stopped".into()))?;
         let reports = rt.wait_finished()?;
         self.routes.reclaim();
         self.sad.reclaim();
-        Ok(reports.into_iter().map(|r| r.stats).collect())
+        let data: Vec<&DataReport> = reports.iter().filter_map(|r| r.report::<DataReport>()).collect();
+        let start = data.iter().filter_map(|d| d.first_busy).min();
+        let end = data.iter().filter_map(|d| d.input_ended).max();
+        let window = start.zip(end).map(|(s, e)| e.saturating_duration_since(s));
+        Ok((reports.into_iter().map(|r| r.stats).collect(), window))
     }
 
     /// Drains and stops every shard; returns their final counters.
@@ -587,11 +657,33 @@ pub fn prometheus(gateway: &str, stats: &[ShardStats]) -> String {
 
 impl<P: Port + 'static> Worker for DataShard<P> {
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
-        DataShard::poll(self, cx)
+        let p = DataShard::poll(self, cx);
+        // The processing window, for throughput figures: one branch per poll, a clock read
+        // only at the end (the start takes the loop's coarse clock, which is never later).
+        match p {
+            Poll::Busy(_) if self.window.0.is_none() => self.window.0 = Some(cx.now),
+            Poll::Finished if self.window.1.is_none() => self.window.1 = Some(std::time::Instant::now()),
+            _ => {}
+        }
+        p
     }
 
     fn drain(&mut self, cx: &mut ShardCtx) {
         DataShard::drain(self, cx)
+    }
+
+    fn set_idle_policy(&mut self, policy: IdlePolicy) {
+        self.lan_rx.set_idle_policy(policy);
+        self.wan_rx.set_idle_policy(policy);
+    }
+
+    /// Waits on the LAN and the WAN queue in turn, for half the timeout each (a queue cannot
+    /// wait on another's socket), so the first packet after an idle spell on the side not
+    /// waited on waits at most that half. A port that cannot wait makes the runtime sleep.
+    fn wait(&mut self, timeout: std::time::Duration) -> bool {
+        self.wait_wan = !self.wait_wan;
+        let rx = if self.wait_wan { &mut self.wan_rx } else { &mut self.lan_rx };
+        rx.wait(timeout / 2)
     }
 
     fn report(&mut self) -> Option<wirespeed_core::runtime::WorkerReport> {
@@ -599,6 +691,9 @@ impl<P: Port + 'static> Worker for DataShard<P> {
             encrypt: *self.outbound.3.stats(),
             decrypt: *self.inbound.3.stats(),
             cleartext_dropped: self.inbound.2.dropped(),
+            first_busy: self.window.0,
+            input_ended: self.window.1,
+            hold: [self.outbound.2.counters(), self.inbound.4.counters()],
         }))
     }
 }
@@ -627,12 +722,18 @@ pub struct DataReport {
     pub decrypt: wirespeed_stages::esp::EspStats,
     /// Cleartext packets the WAN side refused.
     pub cleartext_dropped: u64,
+    /// When the shard first had packets to process (`None`: it never had any).
+    pub first_busy: Option<std::time::Instant>,
+    /// When its input ended, everything processed (`None`: stopped before, or live ports).
+    pub input_ended: Option<std::time::Instant>,
+    /// Packets held for next-hop resolution, outbound and inbound path.
+    pub hold: [HoldCounters; 2],
 }
 
 /// The stages of a data shard's LAN → WAN path.
-pub type Outbound<B = PoolBuf> = (Classify, Punt<B>, Forward, EspEncrypt);
+pub type Outbound<B = PoolBuf> = (Classify, Punt<B>, Resolving<B>, EspEncrypt);
 /// The stages of a data shard's WAN → LAN path.
-pub type Inbound<B = PoolBuf> = (Classify, Punt<B>, CleartextGuard, EspDecrypt, Forward);
+pub type Inbound<B = PoolBuf> = (Classify, Punt<B>, CleartextGuard, EspDecrypt, Resolving<B>);
 
 /// One data shard: both directions over queue `i` of both ports. A [`Worker`]: the runtime polls
 /// it on its own thread; tests may poll it directly.
@@ -645,48 +746,69 @@ pub struct DataShard<P: Port> {
     inbound: Inbound<P::Buf>,
     batch: Batch<P::Buf>,
     scratch: Batch<P::Buf>,
+    /// First busy poll and end of input, for [`DataReport`].
+    window: (Option<std::time::Instant>, Option<std::time::Instant>),
+    /// Packets the control shard hands over (LAN, WAN), see [`DataShard::with_handoff`].
+    handoff: Option<[PuntQueue<P::Buf>; 2]>,
+    /// Which queue the next blocking wait is on.
+    wait_wan: bool,
 }
 
 impl<P: Port> DataShard<P> {
-    /// A data shard on the LAN and WAN queue pairs `lan` and `wan`, with the FIB subscriptions of
-    /// its outbound and inbound paths and the SA subscriptions of its encrypt, decrypt and
-    /// cleartext-guard stages.
+    /// Also takes the data packets the control shard received on the management queue and
+    /// handed to this shard (`[LAN, WAN]`): they run the same paths as the shard's own queues.
+    pub fn with_handoff(mut self, queues: [PuntQueue<P::Buf>; 2]) -> Self {
+        self.handoff = Some(queues);
+        self
+    }
+
+    /// A data shard on the LAN and WAN queue pairs `lan` and `wan`, with the FIB and
+    /// learned-neighbor subscriptions of its outbound and inbound paths and the SA
+    /// subscriptions of its encrypt, decrypt and cleartext-guard stages.
     pub fn new(
         shared: &Shared<P::Buf>,
         lan: (P::Rx, P::Tx),
         wan: (P::Rx, P::Tx),
         fib: [Subscriber<Fib>; 2],
+        learned: [Subscriber<Neighbors>; 2],
         sas: [Subscriber<SaSet>; 3],
     ) -> Self {
         let [fib_out, fib_in] = fib;
+        let [learned_out, learned_in] = learned;
         let [sa_enc, sa_dec, sa_guard] = sas;
         Self {
             lan_rx: lan.0,
             wan_rx: wan.0,
             tx: [lan.1, wan.1],
-            outbound: shared.outbound(fib_out, sa_enc),
-            inbound: shared.inbound(fib_in, sa_dec, sa_guard),
+            outbound: shared.outbound(fib_out, learned_out, sa_enc),
+            inbound: shared.inbound(fib_in, learned_in, sa_dec, sa_guard),
             batch: Batch::new(),
             scratch: Batch::new(),
+            window: (None, None),
+            handoff: None,
+            wait_wan: false,
         }
     }
 
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
-        let n = Self::run(
-            &mut self.lan_rx,
-            &mut self.outbound,
-            &mut self.batch,
-            &mut self.scratch,
-            &mut self.tx,
-            cx,
-        ) + Self::run(
-            &mut self.wan_rx,
-            &mut self.inbound,
-            &mut self.batch,
-            &mut self.scratch,
-            &mut self.tx,
-            cx,
-        );
+        let released = self.release(cx) + self.take_handoff(cx);
+        let n = released
+            + Self::run(
+                &mut self.lan_rx,
+                &mut self.outbound,
+                &mut self.batch,
+                &mut self.scratch,
+                &mut self.tx,
+                cx,
+            )
+            + Self::run(
+                &mut self.wan_rx,
+                &mut self.inbound,
+                &mut self.batch,
+                &mut self.scratch,
+                &mut self.tx,
+                cx,
+            );
         match n {
             0 if self.lan_rx.at_end() && self.wan_rx.at_end() => Poll::Finished,
             0 => Poll::Idle,
@@ -708,6 +830,9 @@ impl<P: Port> DataShard<P> {
             cx.counters.drop_packets(reason, count);
         }
         if n == 0 {
+            for t in tx.iter_mut() {
+                t.idle();
+            }
             return 0;
         }
         cx.counters.rx_packets += n as u64;
@@ -717,11 +842,59 @@ impl<P: Port> DataShard<P> {
         n
     }
 
+    /// Runs what the control shard handed over through the outbound (LAN) and inbound (WAN)
+    /// paths. Returns how many packets were taken.
+    fn take_handoff(&mut self, cx: &mut ShardCtx) -> usize {
+        let Some([lan, wan]) = &self.handoff else { return 0 };
+        let mut n = 0;
+        for (q, outbound) in [(lan, true), (wan, false)] {
+            while !self.batch.is_full() {
+                let Some(p) = q.pop() else { break };
+                // Cannot fail: the batch has room.
+                let _ = self.batch.push(p);
+            }
+            if self.batch.is_empty() {
+                continue;
+            }
+            n += self.batch.len();
+            cx.counters.rx_packets += self.batch.len() as u64;
+            cx.counters.rx_bytes += self.batch.bytes();
+            if outbound {
+                self.outbound.process(cx, &mut self.batch);
+            } else {
+                self.inbound.process(cx, &mut self.batch);
+            }
+            transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        }
+        n
+    }
+
+    /// Sends the packets held for next-hop resolution that resolve now (a new neighbor or
+    /// route table was published), drops those that timed out: the rest of each path runs on
+    /// what the forward stage releases. Returns how many were sent on.
+    fn release(&mut self, cx: &mut ShardCtx) -> usize {
+        let mut n = 0;
+        if self.outbound.2.needs_service(cx.now) {
+            self.outbound.2.process(cx, &mut self.batch);
+            self.outbound.3.process(cx, &mut self.batch);
+            n += self.batch.len();
+            transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        }
+        if self.inbound.4.needs_service(cx.now) {
+            self.inbound.4.process(cx, &mut self.batch);
+            n += self.batch.len();
+            transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        }
+        n
+    }
+
     fn drain(&mut self, cx: &mut ShardCtx) {
         transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
         for t in &mut self.tx {
             t.flush();
         }
+        self.outbound.2.drop_held(cx);
+        self.inbound.4.drop_held(cx);
     }
 }
 
@@ -798,6 +971,8 @@ impl<B: PacketBuf> Stage<B> for CleartextGuard {
 
 /// One interface's management path on the control shard.
 struct ControlSide<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> {
+    /// [`Side`] as an index.
+    side: usize,
     rx: P::Rx,
     classify: Classify,
     punt: Punt<P::Buf>,
@@ -810,7 +985,18 @@ struct ControlSide<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> {
 struct ControlShard<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> {
     sides: Vec<ControlSide<P, T, A>>,
     not_ours: DropReason,
+    /// The learned-neighbor table and its publisher (the data shards' forward stages read it).
+    learned: Publisher<Neighbors>,
+    table: Neighbors,
+    /// Next hops the data shards asked for.
+    resolve: ResolveQueue,
+    /// The software RSS decision and the data shards' hand-off queues.
+    steering: Steering,
+    handoff: Vec<[PuntQueue<P::Buf>; 2]>,
 }
+
+/// Most resolution requests the control shard takes per poll.
+const RESOLVE_PER_POLL: usize = 64;
 
 /// Name of the drop reason of frames the steering plan sends to the management queue that the
 /// control plane does not take (rules an operator added that match data traffic).
@@ -820,6 +1006,24 @@ impl<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> ControlShard<P, T, A
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         let mut busy = 0;
         let mut ended = true;
+        // Solicit the next hops the data shards asked for, on the interface they are on.
+        let sent = |sides: &[ControlSide<P, T, A>]| {
+            sides
+                .iter()
+                .map(|s| s.plane.counters().device)
+                .fold((0, 0), |(n, b), d| (n + d.transmitted, b + d.transmitted_bytes))
+        };
+        let before = sent(&self.sides);
+        for _ in 0..RESOLVE_PER_POLL {
+            let Some(ip) = self.resolve.pop() else { break };
+            if let Some(s) = self.sides.iter_mut().find(|s| s.plane.on_link(ip)) {
+                s.plane.solicit(ip);
+                busy += 1;
+            }
+        }
+        let after = sent(&self.sides);
+        cx.counters.tx_packets += after.0 - before.0;
+        cx.counters.tx_bytes += after.1 - before.1;
         for s in &mut self.sides {
             let n = s.rx.rx_burst(&mut s.batch);
             if let Some((reason, count)) = s.rx.take_drops() {
@@ -830,9 +1034,29 @@ impl<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> ControlShard<P, T, A
                 cx.counters.rx_bytes += s.batch.bytes();
                 s.classify.process(cx, &mut s.batch);
                 s.punt.process(cx, &mut s.batch);
-                // What the steering plan sent here but is not for the control plane.
-                cx.counters.drop_packets(self.not_ours, s.batch.len() as u64);
-                s.batch.clear();
+                // Data traffic here (a NIC that cannot keep it off the management queue, e.g.
+                // veth): to the data shard the software RSS picks. What the steering plan sent
+                // here on purpose but is not for the control plane is dropped.
+                for p in s.batch.drain(..) {
+                    let q = self.steering.queue(p.data()).map(usize::from);
+                    let Some(to) = q.and_then(|q| self.handoff.get(q)) else {
+                        cx.counters.drop_packet(self.not_ours);
+                        continue;
+                    };
+                    let len = p.len() as u64;
+                    match to[s.side].push(p) {
+                        Ok(()) => {
+                            // Received (and counted) by the data shard that processes it.
+                            cx.counters.handed_off += 1;
+                            cx.counters.rx_packets -= 1;
+                            cx.counters.rx_bytes -= len;
+                        }
+                        Err(p) => {
+                            drop(p);
+                            cx.counters.drop_packet(DropReason::DispatchRingFull);
+                        }
+                    }
+                }
             }
             let before = s.plane.counters().device;
             if s.plane.poll() {
@@ -844,6 +1068,20 @@ impl<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> ControlShard<P, T, A
             busy += n;
             ended &= s.rx.at_end();
         }
+        // What the control planes learned (or aged out) goes to the data shards by epoch.
+        let mut changed = false;
+        for s in &mut self.sides {
+            for (ip, n) in s.plane.take_neighbor_updates() {
+                changed |= match n {
+                    Some(n) => self.table.insert(ip, n),
+                    None => self.table.remove(ip),
+                };
+            }
+        }
+        if changed {
+            self.learned.publish(self.table.clone());
+        }
+        self.learned.reclaim();
         match busy {
             0 if ended => Poll::Finished,
             0 => Poll::Idle,

@@ -153,7 +153,10 @@ fn every_config_error_names_key_and_value() {
             &["steering.rules"],
         ),
         (with("\"10.2.0.0/16\"\nvia", "\"10.2.0.0/x\"\nvia"), &["routes[0].prefix", "10.2.0.0/x"]),
-        (with("via = \"192.0.2.1\"", "via = \"192.0.2.9\""), &["routes[0].via", "192.0.2.9", "neighbors"]),
+        (
+            with("via = \"192.0.2.1\"", "via = \"198.51.100.9\""),
+            &["routes[0].via", "198.51.100.9", "neighbors"],
+        ),
         (with("via = \"192.0.2.1\"", "via = \"fd00::1\""), &["routes[0].via", "fd00::1", "family"]),
         (with("interface = \"wan\"", "interface = \"wan0\""), &["neighbors[0].interface", "wan0"]),
         (with("mac = \"02:00:00:00:ff:01\"", "mac = \"zz\""), &["neighbors[0].mac", "zz"]),

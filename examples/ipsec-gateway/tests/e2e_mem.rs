@@ -322,8 +322,10 @@ fn metrics_scraped_by_a_real_http_client_on_the_host_listener() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(auth, 1, "{body}");
-    // Anything but /metrics is a 404.
-    let other = ureq::get(&format!("http://{}/", server.addr())).call();
+    // `/` is a help line; any other path is a 404.
+    let mut help = ureq::get(&format!("http://{}/", server.addr())).call().expect("GET /");
+    assert!(help.body_mut().read_to_string().unwrap().contains("GET /metrics"));
+    let other = ureq::get(&format!("http://{}/other", server.addr())).call();
     assert!(matches!(other, Err(ureq::Error::StatusCode(404))), "{other:?}");
     drop(server);
     b.stop();

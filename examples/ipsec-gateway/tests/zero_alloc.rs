@@ -31,7 +31,9 @@ fn shard(site: Site, pool: BufferPool) -> Shard {
     let ((mut lan, lw), (mut wan, ww)) = (port(Side::Lan), port(Side::Wan));
     let fib = [tables.routes.subscribe(), tables.routes.subscribe()];
     let sas = [tables.sad.subscribe(), tables.sad.subscribe(), tables.sad.subscribe()];
-    let worker = DataShard::new(&shared, lan.queue_pair(0).unwrap(), wan.queue_pair(0).unwrap(), fib, sas);
+    let learned = [tables.learned.subscribe(), tables.learned.subscribe()];
+    let worker =
+        DataShard::new(&shared, lan.queue_pair(0).unwrap(), wan.queue_pair(0).unwrap(), fib, learned, sas);
     Shard { worker, wires: [lw, ww], _tables: tables }
 }
 

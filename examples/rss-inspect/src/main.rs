@@ -131,7 +131,7 @@ fn parse_options(args: &[String]) -> Result<Options, Failure> {
 
 /// `ms`, `6d5a`, or hex bytes (optionally `0x`-prefixed, `:` or `-` separated).
 fn parse_key(s: &str) -> Result<Vec<u8>, Failure> {
-    let key = wirespeed_core::rss::hash::parse_key(s).map_err(|e| Failure::Usage(format!("--key: {e}")))?;
+    let key = wirespeed_core::rss::parse_key(s).map_err(|e| Failure::Usage(format!("--key: {e}")))?;
     if key.len() < 16 {
         return Err(Failure::Usage(format!(
             "--key of {} bytes is too short: at least 16 (IPv4) or 40 (IPv6)",

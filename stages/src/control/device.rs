@@ -199,7 +199,7 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> phy::Device for PuntDevic
     where
         Self: 'a;
 
-    fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+    fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let b = match self.pending.take() {
             Some(b) => b,
             None => {
@@ -211,7 +211,7 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> phy::Device for PuntDevic
             }
         };
         self.last.received = true;
-        self.snoop.frame(b.data(), b.meta().rx_port);
+        self.snoop.frame(b.data(), b.meta().rx_port, timestamp.total_micros());
         self.out.counters.received += 1;
         self.out.counters.received_bytes += b.len() as u64;
         Some((PuntRx(b), PuntTx { out: &mut self.out, mtu: self.mtu, reply: true }))

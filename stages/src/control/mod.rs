@@ -58,6 +58,7 @@
 
 mod device;
 mod snoop;
+mod solicit;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -77,6 +78,7 @@ use wirespeed_core::{
 
 pub use device::{DeviceCounters, PuntDevice};
 pub use snoop::{MAX_CHANGES, MAX_LEARNED, SnoopCounters};
+pub use solicit::solicited_node;
 
 /// The queue from data shards to the control shard: a [`SharedQueue`] of packets (clone it for
 /// each data shard's [`Punt`]).
@@ -148,7 +150,9 @@ pub struct ControlConfig {
     pub management_port: u16,
     /// Management connections open at once, handshakes included: the listener backlog. When
     /// every one is taken and a new SYN arrives, the oldest half-open connection is reclaimed
-    /// for it; when all are established, the SYN is refused (RST) and counted. Each costs
+    /// for it; when all are established, the oldest connection of the source address holding
+    /// the most is reclaimed if that source holds at least two more than the new one's source
+    /// (per-source fairness), else the SYN is refused (RST) and counted. Each costs
     /// about 17 KiB of socket buffers; the default, 16, lets a legitimate handshake survive
     /// 15 flood SYNs arriving within its round trip (smoltcp has no SYN cookies).
     pub connections: usize,
@@ -163,6 +167,15 @@ pub struct ControlConfig {
     pub max_frame: usize,
     /// Seed for smoltcp's TCP initial sequence numbers and ephemeral ports; vary it per boot.
     pub random_seed: u64,
+    /// A learned neighbor confirmed (by any ARP / ND frame from it) this recently is trusted;
+    /// older, it is probed by unicast ARP request / Neighbor Solicitation.
+    pub reachable_time: Duration,
+    /// Between solicitations of one address (and between probes of one neighbor).
+    pub retrans_time: Duration,
+    /// Unanswered probes after which a learned neighbor is removed.
+    pub probes: u8,
+    /// Most ARP requests / Neighbor Solicitations sent per second (token bucket, the same burst).
+    pub solicit_rate: u32,
 }
 
 impl Default for ControlConfig {
@@ -179,6 +192,10 @@ impl Default for ControlConfig {
             connection_lifetime: Duration::from_secs(60),
             max_frame: 1514,
             random_seed: 0x5eed_0fc0_4740_1d0e,
+            reachable_time: Duration::from_secs(30),
+            retrans_time: Duration::from_secs(1),
+            probes: 3,
+            solicit_rate: 100,
         }
     }
 }
@@ -251,13 +268,37 @@ pub struct ControlCounters {
     pub reclaimed_half_open: u64,
     /// Established connections aborted for making no progress or outliving their lifetime.
     pub reclaimed_stalled: u64,
+    /// Connections taken from the source holding the most of them so that a source holding
+    /// fewer could connect (per-source fairness: a few clients cannot hold every slot).
+    pub reclaimed_for_fairness: u64,
     /// Frames smoltcp neither answered nor delivered to a socket (not for the appliance,
     /// unsupported, malformed, or an ARP/ND answer it only learns from); counted on the
     /// control shard as [`DropReason::ControlIgnored`].
     pub ignored: u64,
     /// Neighbor learning: what was learned, evicted and rejected, by reason.
     pub snoop: SnoopCounters,
+    /// ARP requests and Neighbor Solicitations sent to resolve an address (probes included).
+    pub solicitations: u64,
+    /// Solicitations not sent: the address was solicited within the retransmit time, or the
+    /// rate limit was reached.
+    pub solicit_limited: u64,
+    /// Solicitations refused: the address is on none of this interface's subnets, or is ours.
+    pub solicit_not_on_link: u64,
 }
+
+/// What [`ControlPlane::solicit_at`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Solicited {
+    /// An ARP request / Neighbor Solicitation was sent (or counted as a Tx drop).
+    Sent,
+    /// Not sent: solicited within the retransmit time, or over the rate.
+    Limited,
+    /// Not sent: the address is not on this interface's subnets (or is ours).
+    NotOnLink,
+}
+
+/// Most addresses remembered for the per-address solicitation interval.
+const SOLICITED_MEMORY: usize = 1024;
 
 /// Writes the stats text for the management endpoint.
 pub type StatsSource = Box<dyn FnMut(&mut String) + Send>;
@@ -321,6 +362,16 @@ pub struct ControlPlane<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> {
     idle_timeout: smoltcp::time::Duration,
     lifetime: smoltcp::time::Duration,
     start: std::time::Instant,
+    mac: [u8; 6],
+    aging: snoop::Aging,
+    /// Token bucket of solicitations: tokens (in millionths) and when it was last filled.
+    tokens: u64,
+    filled: i64,
+    rate: u64,
+    /// When each address was last solicited (bounded by [`SOLICITED_MEMORY`]).
+    solicited: std::collections::HashMap<IpAddr, i64>,
+    next_aging: i64,
+    probe_list: Vec<(IpAddr, Neighbor)>,
 }
 
 fn to_smol(a: IpAddr) -> IpAddress {
@@ -406,6 +457,18 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
             idle_timeout,
             lifetime: to_duration(cfg.connection_lifetime),
             start,
+            mac: cfg.mac,
+            aging: snoop::Aging {
+                reachable: to_duration(cfg.reachable_time).total_micros() as i64,
+                retrans: to_duration(cfg.retrans_time).total_micros() as i64,
+                probes: cfg.probes,
+            },
+            tokens: u64::from(cfg.solicit_rate.max(1)) * 1_000_000,
+            filled: 0,
+            rate: u64::from(cfg.solicit_rate.max(1)),
+            solicited: std::collections::HashMap::new(),
+            next_aging: 0,
+            probe_list: Vec::new(),
         })
     }
 
@@ -425,6 +488,103 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
     /// (`builder.neighbor(ip, n.mac, n.port)`) and publish a new FIB when this is not empty.
     pub fn take_neighbor_changes(&mut self) -> Vec<(IpAddr, Neighbor)> {
         self.dev.snoop.take_changes()
+    }
+
+    /// Neighbors learned, changed or removed (aged out) since the last call, oldest change
+    /// first, one per address (`None`: removed). Apply them to the learned-neighbor table
+    /// ([`crate::forward::Neighbors`]) and publish it. Drains the same changes as
+    /// [`ControlPlane::take_neighbor_changes`].
+    pub fn take_neighbor_updates(&mut self) -> Vec<(IpAddr, Option<Neighbor>)> {
+        self.dev.snoop.take_updates()
+    }
+
+    /// True when `ip` is on one of this interface's subnets (or IPv6 link-local) and not one of
+    /// its own addresses: an address this control plane resolves.
+    pub fn on_link(&self, ip: IpAddr) -> bool {
+        self.dev.snoop.on_link(ip)
+    }
+
+    /// Sends an ARP request (IPv4) or Neighbor Solicitation (IPv6, to the solicited-node
+    /// group) for `ip` at `now`, unless it is not on link, was solicited within
+    /// [`ControlConfig::retrans_time`], or the [`ControlConfig::solicit_rate`] is reached. The
+    /// answer is learned like any other ([`ControlPlane::take_neighbor_updates`]).
+    pub fn solicit_at(&mut self, ip: IpAddr, now: smoltcp::time::Instant) -> Solicited {
+        if !self.dev.snoop.on_link(ip) {
+            self.counters.solicit_not_on_link += 1;
+            return Solicited::NotOnLink;
+        }
+        let now = now.total_micros();
+        if self.solicited.get(&ip).is_some_and(|&t| now - t < self.aging.retrans) {
+            self.counters.solicit_limited += 1;
+            return Solicited::Limited;
+        }
+        if self.solicited.len() >= SOLICITED_MEMORY {
+            let retrans = self.aging.retrans;
+            self.solicited.retain(|_, t| now - *t < retrans);
+        }
+        if self.solicited.len() >= SOLICITED_MEMORY || !self.take_token(now) {
+            self.counters.solicit_limited += 1;
+            return Solicited::Limited;
+        }
+        self.solicited.insert(ip, now);
+        self.send_solicitation(ip, None);
+        Solicited::Sent
+    }
+
+    /// [`ControlPlane::solicit_at`] on the wall clock.
+    pub fn solicit(&mut self, ip: IpAddr) -> Solicited {
+        let now = self.time_at(std::time::Instant::now());
+        self.solicit_at(ip, now)
+    }
+
+    fn take_token(&mut self, now: i64) -> bool {
+        let cap = self.rate * 1_000_000;
+        let elapsed = u64::try_from(now - self.filled).unwrap_or(0);
+        self.tokens = (self.tokens + elapsed.saturating_mul(self.rate)).min(cap);
+        self.filled = now;
+        if self.tokens >= 1_000_000 {
+            self.tokens -= 1_000_000;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Sends an ARP request / Neighbor Solicitation for `ip`: broadcast / multicast, or to
+    /// `unicast` (a probe of a known neighbor).
+    fn send_solicitation(&mut self, ip: IpAddr, unicast: Option<[u8; 6]>) {
+        use smoltcp::phy::{Device, TxToken};
+        let Some(src) = self.dev.snoop.source_for(ip) else { return };
+        let mac = self.mac;
+        let Some(tx) = self.dev.transmit(smoltcp::time::Instant::ZERO) else { return };
+        tx.consume(solicit::len(ip), |f| match (src, ip) {
+            (IpAddr::V4(s), IpAddr::V4(t)) => {
+                solicit::arp_request(f, mac, unicast.unwrap_or([0xff; 6]), s, t)
+            }
+            (IpAddr::V6(s), IpAddr::V6(t)) => solicit::neighbor_solicitation(f, mac, s, t, unicast),
+            _ => {}
+        });
+        self.counters.solicitations += 1;
+    }
+
+    /// Probes learned neighbors not confirmed within the reachable time, removes those that
+    /// stopped answering (checked every 100 ms).
+    fn age_neighbors(&mut self, now: smoltcp::time::Instant) {
+        let now = now.total_micros();
+        if now < self.next_aging {
+            return;
+        }
+        self.next_aging = now + 100_000;
+        let mut probes = std::mem::take(&mut self.probe_list);
+        self.dev.snoop.age(now, self.aging, &mut probes);
+        for (ip, n) in probes.drain(..) {
+            if self.take_token(now) {
+                self.send_solicitation(ip, Some(n.mac));
+            } else {
+                self.counters.solicit_limited += 1;
+            }
+        }
+        self.probe_list = probes;
     }
 
     /// Counters so far.
@@ -451,6 +611,7 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
     pub fn poll_at(&mut self, now: smoltcp::time::Instant) -> bool {
         let before = self.dev.counters();
         self.iface.poll_maintenance(now);
+        self.age_neighbors(now);
         for _ in 0..FRAMES_PER_POLL {
             let Some(seen) = self.dev.prefetch() else { break };
             self.keep_listening(now, seen.tcp);
@@ -503,13 +664,43 @@ impl<B: PacketBuf, T: TxQueue<Buf = B>, A: TxAlloc<B>> ControlPlane<B, T, A> {
             .conns
             .iter()
             .any(|c| self.sockets.get::<tcp::Socket<'_>>(c.handle).remote_endpoint() == Some(from));
-        if !listening
-            && !known
-            && let Some((_, i)) = oldest_half_open
-        {
+        if listening || known {
+            return;
+        }
+        if let Some((_, i)) = oldest_half_open {
             relisten(&mut self.sockets, &mut self.conns[i], self.port);
             self.counters.reclaimed_half_open += 1;
+            return;
         }
+        if let Some(i) = self.unfair_slot(from.addr) {
+            relisten(&mut self.sockets, &mut self.conns[i], self.port);
+            self.counters.reclaimed_for_fairness += 1;
+        }
+    }
+
+    /// Every slot is established and `newcomer` asks for one: the oldest connection of the
+    /// source holding the most slots, if it holds at least two and two more than `newcomer`.
+    fn unfair_slot(&self, newcomer: IpAddress) -> Option<usize> {
+        let sources: Vec<(usize, Option<IpAddress>, Option<smoltcp::time::Instant>)> = self
+            .conns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let s = self.sockets.get::<tcp::Socket<'_>>(c.handle);
+                (i, s.remote_endpoint().map(|e| e.addr), c.opened)
+            })
+            .collect();
+        let count = |a: IpAddress| sources.iter().filter(|(_, s, _)| *s == Some(a)).count();
+        let (heaviest, most) =
+            sources.iter().filter_map(|(_, s, _)| *s).map(|a| (a, count(a))).max_by_key(|(_, n)| *n)?;
+        if most < 2 || most < count(newcomer) + 2 {
+            return None;
+        }
+        sources
+            .iter()
+            .filter(|(_, s, _)| *s == Some(heaviest))
+            .min_by_key(|(_, _, opened)| *opened)
+            .map(|(i, _, _)| *i)
     }
 
     /// Accounts for the frame smoltcp just took: refused connection requests, and frames that

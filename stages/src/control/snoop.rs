@@ -61,6 +61,10 @@ pub struct SnoopCounters {
     /// Rejected: an unsolicited advertisement for an unknown neighbor, or one without the
     /// Override flag that would change a known MAC.
     pub unsolicited: u64,
+    /// Neighbors removed because they stopped answering (aged out after the probes).
+    pub expired: u64,
+    /// Unicast probes sent to neighbors not confirmed within the reachable time.
+    pub probes: u64,
 }
 
 /// Why a frame taught nothing.
@@ -80,6 +84,22 @@ struct Entry {
     n: Neighbor,
     /// When it was last confirmed (a logical clock), its key in `lru`.
     tick: u64,
+    /// When it was last confirmed (microseconds of the control plane's clock).
+    at: i64,
+    /// Probes sent since, and when the last one was.
+    probes: u8,
+    probed_at: i64,
+}
+
+/// How learned neighbors age (all in microseconds of the control plane's clock).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Aging {
+    /// Confirmed this recently: trusted without a probe.
+    pub(crate) reachable: i64,
+    /// Between probes.
+    pub(crate) retrans: i64,
+    /// Unanswered probes before the neighbor is removed.
+    pub(crate) probes: u8,
 }
 
 #[derive(Debug, Default)]
@@ -90,10 +110,12 @@ pub(crate) struct Snoop {
     /// Entries by last confirmation, oldest first.
     lru: BTreeMap<u64, IpAddr>,
     tick: u64,
-    /// Pending changes: address → change number; `changes` orders them.
+    /// Pending changes: address → change number; `changes` orders them (`None`: removed).
     pending: HashMap<IpAddr, u64>,
-    changes: BTreeMap<u64, (IpAddr, Neighbor)>,
+    changes: BTreeMap<u64, (IpAddr, Option<Neighbor>)>,
     counters: SnoopCounters,
+    /// The clock of the frame being looked at (microseconds).
+    now: i64,
 }
 
 fn prefix_match(a: IpAddr, net: IpAddr, len: u8) -> bool {
@@ -112,7 +134,7 @@ fn prefix_match(a: IpAddr, net: IpAddr, len: u8) -> bool {
 
 /// The ICMPv6 checksum of `icmp` (checksum field included) under the IPv6 pseudo-header
 /// (RFC 8200 §8.1): 0 when it verifies.
-fn icmpv6_checksum(src: &[u8], dst: &[u8], icmp: &[u8]) -> u16 {
+pub(crate) fn icmpv6_checksum(src: &[u8], dst: &[u8], icmp: &[u8]) -> u16 {
     let mut sum: u64 = 0;
     let mut add = |b: &[u8]| {
         for c in b.chunks(2) {
@@ -144,8 +166,58 @@ impl Snoop {
     }
 
     pub(crate) fn take_changes(&mut self) -> Vec<(IpAddr, Neighbor)> {
+        self.take_updates().into_iter().filter_map(|(a, n)| Some((a, n?))).collect()
+    }
+
+    pub(crate) fn take_updates(&mut self) -> Vec<(IpAddr, Option<Neighbor>)> {
         self.pending.clear();
         std::mem::take(&mut self.changes).into_values().collect()
+    }
+
+    /// True when `ip` is on a configured subnet (or IPv6 link-local) and not ours: an address
+    /// the appliance may resolve.
+    pub(crate) fn on_link(&self, ip: IpAddr) -> bool {
+        self.check_addr(ip).is_ok()
+    }
+
+    /// The own address to speak from towards `ip` (one on the same subnet, else the first of
+    /// the same family).
+    pub(crate) fn source_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        self.subnets
+            .iter()
+            .find(|&&(n, len)| prefix_match(ip, n, len))
+            .or_else(|| self.subnets.iter().find(|(n, _)| n.is_ipv4() == ip.is_ipv4()))
+            .map(|&(n, _)| n)
+    }
+
+    /// Ages the table at `now`: neighbors not confirmed within the reachable time are probed
+    /// (their address and MAC pushed to `probe`), and removed after `probes` unanswered ones.
+    pub(crate) fn age(&mut self, now: i64, a: Aging, probe: &mut Vec<(IpAddr, Neighbor)>) {
+        let mut gone = Vec::new();
+        for (ip, e) in &mut self.table {
+            if now - e.at < a.reachable || (e.probes > 0 && now - e.probed_at < a.retrans) {
+                continue;
+            }
+            if e.probes >= a.probes {
+                gone.push(*ip);
+            } else {
+                e.probes += 1;
+                e.probed_at = now;
+                probe.push((*ip, e.n));
+                self.counters.probes += 1;
+            }
+        }
+        for ip in gone {
+            if let Some(e) = self.table.remove(&ip) {
+                self.lru.remove(&e.tick);
+            }
+            self.tick += 1;
+            if let Some(seq) = self.pending.insert(ip, self.tick) {
+                self.changes.remove(&seq);
+            }
+            self.changes.insert(self.tick, (ip, None));
+            self.counters.expired += 1;
+        }
     }
 
     fn reject(&mut self, r: Reject) {
@@ -215,6 +287,8 @@ impl Snoop {
                 self.lru.remove(&e.tick);
                 self.lru.insert(tick, ip);
                 e.tick = tick;
+                e.at = self.now;
+                e.probes = 0;
                 if e.n == n {
                     return Ok(());
                 }
@@ -233,7 +307,7 @@ impl Snoop {
                     }
                     self.counters.evicted += 1;
                 }
-                self.table.insert(ip, Entry { n, tick });
+                self.table.insert(ip, Entry { n, tick, at: self.now, probes: 0, probed_at: 0 });
                 self.lru.insert(tick, ip);
             }
         }
@@ -241,14 +315,15 @@ impl Snoop {
         if let Some(seq) = self.pending.insert(ip, tick) {
             self.changes.remove(&seq);
         }
-        self.changes.insert(tick, (ip, n));
+        self.changes.insert(tick, (ip, Some(n)));
         debug_assert!(self.changes.len() <= MAX_CHANGES);
         self.counters.learned += 1;
         Ok(())
     }
 
-    /// Looks at one punted frame (untagged Ethernet II).
-    pub(crate) fn frame(&mut self, f: &[u8], port: u16) {
+    /// Looks at one punted frame (untagged Ethernet II) received at `now` (microseconds).
+    pub(crate) fn frame(&mut self, f: &[u8], port: u16, now: i64) {
+        self.now = now;
         let Some(et) = f.get(12..14) else { return };
         let r = match u16::from_be_bytes([et[0], et[1]]) {
             ETHERTYPE_ARP => self.arp(f, port),
@@ -384,16 +459,16 @@ mod tests {
     fn learns_na_only_from_the_link() {
         let t: Ipv6Addr = "2001:db8::42".parse().unwrap();
         let mut s = snoop();
-        s.frame(&na(t, 64, 1, 0x60), 3);
-        s.frame(&na(t, 255, 0, 0x60), 3);
+        s.frame(&na(t, 64, 1, 0x60), 3, 0);
+        s.frame(&na(t, 255, 0, 0x60), 3, 0);
         assert!(s.take_changes().is_empty(), "routed NA or zero-length option learned");
         assert_eq!((s.counters.bad_hop_limit, s.counters.malformed), (1, 1));
-        s.frame(&na(t, 255, 1, 0x60), 3);
+        s.frame(&na(t, 255, 1, 0x60), 3, 0);
         assert_eq!(s.take_changes(), vec![(IpAddr::V6(t), Neighbor { mac: MAC, port: 3 })]);
-        s.frame(&na(t, 255, 1, 0x60), 3);
+        s.frame(&na(t, 255, 1, 0x60), 3, 0);
         assert!(s.take_changes().is_empty(), "an unchanged neighbor is not a change");
         for n in 0..20 {
-            s.frame(&na(t, 255, 1, 0x60)[..n], 3);
+            s.frame(&na(t, 255, 1, 0x60)[..n], 3, 0);
         }
     }
 

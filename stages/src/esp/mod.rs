@@ -65,7 +65,7 @@ pub use aead::{
     AeadAlgorithm, AeadError, AeadJob, AeadProvider, EspAead, ProviderRef, RustCrypto, builtin_providers,
     default_provider, fastest_provider,
 };
-pub use gcm::{BatchGcm, BatchGcmAesNi};
+pub use gcm::{BatchGcm, BatchGcmAesNi, BatchGcmForced, GcmPath, PATH_ENV};
 pub use packet::{
     Decapsulated, ESP_HDR_LEN, EspLocation, MIN_ESP_LEN, UDP_HDR_LEN, decapsulate, encapsulate,
     encapsulate_with_iv, locate_esp,
@@ -73,7 +73,7 @@ pub use packet::{
 pub use replay::ReplayWindow;
 pub use sa::{
     Direction, EspMode, Lifetime, Limits, NAT_T_PORT, SaConfig, SaError, SaEvent, SaEventKind, SaState,
-    SaStatus, SecurityAssociation, UdpEncap,
+    SaStatus, SecurityAssociation, UdpEncap, key_fingerprint,
 };
 pub use sad::{OutboundDecision, SaSet, SadError, ShardSas};
 pub use spd::{DefaultAction, FlowKey, IpPrefix, PolicyAction, SecurityPolicy, Selector, Spd};

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wirespeed_core::ShardId;
+use zeroize::Zeroize;
 
 use super::aead::{AeadAlgorithm, AeadError, EspAead, ProviderRef, SALT_LEN, default_provider};
 use super::replay::{DEFAULT_WINDOW, MAX_WINDOW, ReplayWindow};
@@ -202,11 +203,34 @@ impl SaConfig {
 
     /// A transport-mode SA with the same defaults as [`SaConfig::tunnel`].
     pub fn transport(spi: u32, direction: Direction, algorithm: AeadAlgorithm, keymat: &[u8]) -> Self {
-        Self {
-            mode: EspMode::Transport,
-            ..Self::tunnel(spi, direction, algorithm, keymat, IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4]))
-        }
+        let mut c =
+            Self::tunnel(spi, direction, algorithm, keymat, IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4]));
+        c.mode = EspMode::Transport;
+        c
     }
+}
+
+impl Drop for SaConfig {
+    /// Wipes the key material (`zeroize`: not optimised away).
+    fn drop(&mut self) {
+        self.keymat.zeroize();
+    }
+}
+
+/// A process-local fingerprint of the cipher key in `keymat` (key ‖ salt; the salt is left
+/// out, so two SAs that differ only in salt still count as sharing a key): SipHash under a
+/// random key drawn once per process. It lets the control plane detect key reuse — the same
+/// key installed twice restarts sequence numbers, hence GCM/ChaCha20 nonces, under it —
+/// without keeping the key itself. Equal keys give equal fingerprints; different keys collide
+/// with probability about 2^-64 (a false refusal, never a missed one).
+pub fn key_fingerprint(algorithm: AeadAlgorithm, keymat: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let key = &keymat[..keymat.len().saturating_sub(SALT_LEN)];
+    let mut h = SEED.get_or_init(std::collections::hash_map::RandomState::new).build_hasher();
+    h.write_u8(algorithm.key_len() as u8);
+    h.write(key);
+    h.finish()
 }
 
 /// A configuration that cannot be made into an SA.
@@ -319,6 +343,15 @@ pub struct SecurityAssociation {
     created: Instant,
     selector: Option<CompiledSelector>,
     outer: Option<OuterTemplate>,
+    key_fingerprint: u64,
+}
+
+impl Drop for SecurityAssociation {
+    /// Wipes the salt; the expanded key is wiped by the cipher's own `Drop` (the RustCrypto
+    /// ciphers with their `zeroize` feature, the built-in AES-GCM key schedule explicitly).
+    fn drop(&mut self) {
+        self.salt.zeroize();
+    }
 }
 
 impl SecurityAssociation {
@@ -367,6 +400,7 @@ impl SecurityAssociation {
         s.copy_from_slice(salt);
         let created = Instant::now();
         Ok(Self {
+            key_fingerprint: key_fingerprint(cfg.algorithm, &cfg.keymat),
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             spi,
             direction: cfg.direction,
@@ -394,6 +428,10 @@ impl SecurityAssociation {
         })
     }
 
+    /// [`key_fingerprint`] of the SA's cipher key (key reuse checks without the key).
+    pub fn key_fingerprint(&self) -> u64 {
+        self.key_fingerprint
+    }
     /// Process-unique identity (SAs with the same SPI from two rekeys differ).
     pub fn uid(&self) -> u64 {
         self.uid

@@ -77,53 +77,75 @@ fn raise(events: &Option<EventQueue>, stats: &mut EspStats, ev: SaEvent) {
     }
 }
 
-/// Outbound IPsec: for each IP packet, the SPD decides bypass, discard or protect; protected
-/// packets are encapsulated with this shard's SA of the policy.
+/// What both ESP stages hold: the shard's SAs, the framing of unclassified packets, where SA
+/// events go, and the counters.
 #[derive(Debug)]
-pub struct EspEncrypt {
+struct EspShard {
     sas: ShardSas,
     framing: Framing,
     events: Option<EventQueue>,
     stats: EspStats,
 }
 
-impl EspEncrypt {
-    /// A stage on `sub` (one subscription per shard), Ethernet framing, no event queue.
-    pub fn new(sub: Subscriber<SaSet>) -> Self {
+impl EspShard {
+    fn new(sub: Subscriber<SaSet>) -> Self {
         Self { sas: ShardSas::new(sub), framing: Framing::Ethernet, events: None, stats: EspStats::default() }
-    }
-
-    /// Sets the framing of unclassified packets.
-    pub fn with_framing(mut self, framing: Framing) -> Self {
-        self.framing = framing;
-        self
-    }
-
-    /// Sends SA events to `queue`.
-    pub fn with_events(mut self, queue: EventQueue) -> Self {
-        self.events = Some(queue);
-        self
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> &EspStats {
-        &self.stats
-    }
-
-    /// The shard's SAs and their state.
-    pub fn sas(&self) -> &ShardSas {
-        &self.sas
-    }
-
-    /// The shard's SAs and their state, writable (e.g. to resume sequence numbers).
-    pub fn sas_mut(&mut self) -> &mut ShardSas {
-        &mut self.sas
     }
 }
 
+/// The builder and accessor methods both ESP stages share (over their `shard: EspShard`).
+macro_rules! esp_stage_common {
+    ($stage:ident) => {
+        impl $stage {
+            /// Sets the framing of unclassified packets.
+            pub fn with_framing(mut self, framing: Framing) -> Self {
+                self.shard.framing = framing;
+                self
+            }
+
+            /// Sends SA events to `queue`.
+            pub fn with_events(mut self, queue: EventQueue) -> Self {
+                self.shard.events = Some(queue);
+                self
+            }
+
+            /// Counters.
+            pub fn stats(&self) -> &EspStats {
+                &self.shard.stats
+            }
+
+            /// The shard's SAs and their state.
+            pub fn sas(&self) -> &ShardSas {
+                &self.shard.sas
+            }
+
+            /// The shard's SAs and their state, writable (e.g. to resume sequence numbers).
+            pub fn sas_mut(&mut self) -> &mut ShardSas {
+                &mut self.shard.sas
+            }
+        }
+    };
+}
+
+/// Outbound IPsec: for each IP packet, the SPD decides bypass, discard or protect; protected
+/// packets are encapsulated with this shard's SA of the policy.
+#[derive(Debug)]
+pub struct EspEncrypt {
+    shard: EspShard,
+}
+
+impl EspEncrypt {
+    /// A stage on `sub` (one subscription per shard), Ethernet framing, no event queue.
+    pub fn new(sub: Subscriber<SaSet>) -> Self {
+        Self { shard: EspShard::new(sub) }
+    }
+}
+
+esp_stage_common!(EspEncrypt);
+
 impl<B: PacketBuf> Stage<B> for EspEncrypt {
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
-        let Self { sas, framing, events, stats } = self;
+        let EspShard { sas, framing, events, stats } = &mut self.shard;
         sas.refresh();
         let (set, states) = sas.parts();
         if !set.has_policies() {
@@ -290,29 +312,14 @@ fn apply_verdicts<B: PacketBuf>(cx: &mut ShardCtx, batch: &mut Batch<B>, verdict
 /// packets, IKE and NAT keepalives included, pass through untouched.
 #[derive(Debug)]
 pub struct EspDecrypt {
-    sas: ShardSas,
-    framing: Framing,
+    shard: EspShard,
     nat_t_port: u16,
-    events: Option<EventQueue>,
-    stats: EspStats,
 }
 
 impl EspDecrypt {
     /// A stage on `sub`, Ethernet framing, NAT-T on UDP port 4500, no event queue.
     pub fn new(sub: Subscriber<SaSet>) -> Self {
-        Self {
-            sas: ShardSas::new(sub),
-            framing: Framing::Ethernet,
-            nat_t_port: NAT_T_PORT,
-            events: None,
-            stats: EspStats::default(),
-        }
-    }
-
-    /// Sets the framing of unclassified packets.
-    pub fn with_framing(mut self, framing: Framing) -> Self {
-        self.framing = framing;
-        self
+        Self { shard: EspShard::new(sub), nat_t_port: NAT_T_PORT }
     }
 
     /// Sets the UDP port recognised as RFC 3948 encapsulation.
@@ -320,32 +327,18 @@ impl EspDecrypt {
         self.nat_t_port = port;
         self
     }
-
-    /// Sends SA events to `queue`.
-    pub fn with_events(mut self, queue: EventQueue) -> Self {
-        self.events = Some(queue);
-        self
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> &EspStats {
-        &self.stats
-    }
-
-    /// The shard's SAs and their state.
-    pub fn sas(&self) -> &ShardSas {
-        &self.sas
-    }
 }
+
+esp_stage_common!(EspDecrypt);
 
 impl<B: PacketBuf> Stage<B> for EspDecrypt {
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
-        let Self { sas, framing, nat_t_port, events, stats } = self;
+        let port = self.nat_t_port;
+        let EspShard { sas, framing, events, stats } = &mut self.shard;
         sas.refresh();
         let (set, states) = sas.parts();
         let shard = cx.shard;
         let now = cx.now;
-        let port = *nat_t_port;
         // Check every packet (SPI, endpoints, lifetime, replay, lengths), open all of them (one
         // provider call per SA), then finish each in order (window, trailer, header move).
         let mut verdicts = [Verdict::Continue; BATCH_SIZE];

@@ -54,6 +54,7 @@
 
 pub mod lpm4;
 pub mod lpm6;
+mod neigh;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -70,6 +71,7 @@ use wirespeed_core::{
 
 pub use lpm4::Dir24_8;
 pub use lpm6::{AddrHasher, AddrMap, Lpm6};
+pub use neigh::{HoldConfig, HoldCounters, Neighbors, ResolveQueue, Resolving, resolve_queue};
 
 /// Why a routing table could not be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -120,8 +122,19 @@ pub struct Neighbor {
 #[derive(Clone, Copy, Debug)]
 enum Adjacency {
     Resolved(Neighbor),
-    Unresolved,
+    /// A gateway with no static neighbor: resolved through the dynamic table, if any.
+    Unresolved(IpAddr),
     Direct,
+}
+
+/// Where a lookup ends: a neighbor, or the next hop address still to resolve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hop {
+    /// A static neighbor.
+    Found(Neighbor),
+    /// No static neighbor for this next hop (the destination itself on a connected route, or
+    /// the route's gateway): look it up among the learned neighbors, or resolve it.
+    Resolve(IpAddr),
 }
 
 /// Collects routes and neighbors, then builds an immutable [`Fib`]. Keep one on the control
@@ -226,11 +239,11 @@ impl FibBuilder {
                 NextHop::Gateway(IpAddr::V4(g)) => self
                     .neighbors4
                     .get(&g.to_bits())
-                    .map_or(Adjacency::Unresolved, |n| Adjacency::Resolved(*n)),
+                    .map_or(Adjacency::Unresolved(g.into()), |n| Adjacency::Resolved(*n)),
                 NextHop::Gateway(IpAddr::V6(g)) => self
                     .neighbors6
                     .get(&g.to_bits())
-                    .map_or(Adjacency::Unresolved, |n| Adjacency::Resolved(*n)),
+                    .map_or(Adjacency::Unresolved(g.into()), |n| Adjacency::Resolved(*n)),
             };
             let i = adj.len() as u32;
             if i > lpm4::MAX_VALUE {
@@ -276,30 +289,53 @@ impl Fib {
     }
 
     #[inline(always)]
-    fn resolve(&self, idx: u32, direct: impl FnOnce() -> Option<Neighbor>) -> Result<Neighbor, DropReason> {
+    fn hop(
+        &self,
+        idx: u32,
+        dst: IpAddr,
+        direct: impl FnOnce() -> Option<Neighbor>,
+    ) -> Result<Hop, DropReason> {
         match self.adj.get(idx as usize) {
-            Some(Adjacency::Resolved(n)) => Ok(*n),
-            Some(Adjacency::Direct) => direct().ok_or(DropReason::NoNeighbor),
-            Some(Adjacency::Unresolved) => Err(DropReason::NoNeighbor),
+            Some(Adjacency::Resolved(n)) => Ok(Hop::Found(*n)),
+            Some(Adjacency::Direct) => Ok(direct().map_or(Hop::Resolve(dst), Hop::Found)),
+            Some(Adjacency::Unresolved(g)) => Ok(Hop::Resolve(*g)),
             None => Err(DropReason::NoRoute),
         }
     }
 
-    /// Where a packet to IPv4 `dst` goes.
+    /// The next hop of IPv4 `dst`: a static neighbor, or the address to resolve.
+    #[inline(always)]
+    pub fn hop_v4(&self, dst: u32) -> Result<Hop, DropReason> {
+        let idx = self.v4.lookup(dst).ok_or(DropReason::NoRoute)?;
+        self.hop(idx, IpAddr::V4(dst.into()), || self.neighbors4.get(&dst).copied())
+    }
+
+    /// The next hop of IPv6 `dst`: a static neighbor, or the address to resolve.
+    #[inline(always)]
+    pub fn hop_v6(&self, dst: u128) -> Result<Hop, DropReason> {
+        let idx = self.v6.lookup(dst).ok_or(DropReason::NoRoute)?;
+        self.hop(idx, IpAddr::V6(dst.into()), || self.neighbors6.get(&dst).copied())
+    }
+
+    /// Where a packet to IPv4 `dst` goes (static neighbors only).
     #[inline(always)]
     pub fn lookup_v4(&self, dst: u32) -> Result<Neighbor, DropReason> {
-        let idx = self.v4.lookup(dst).ok_or(DropReason::NoRoute)?;
-        self.resolve(idx, || self.neighbors4.get(&dst).copied())
+        match self.hop_v4(dst)? {
+            Hop::Found(n) => Ok(n),
+            Hop::Resolve(_) => Err(DropReason::NoNeighbor),
+        }
     }
 
-    /// Where a packet to IPv6 `dst` goes.
+    /// Where a packet to IPv6 `dst` goes (static neighbors only).
     #[inline(always)]
     pub fn lookup_v6(&self, dst: u128) -> Result<Neighbor, DropReason> {
-        let idx = self.v6.lookup(dst).ok_or(DropReason::NoRoute)?;
-        self.resolve(idx, || self.neighbors6.get(&dst).copied())
+        match self.hop_v6(dst)? {
+            Hop::Found(n) => Ok(n),
+            Hop::Resolve(_) => Err(DropReason::NoNeighbor),
+        }
     }
 
-    /// Where a packet to `dst` goes.
+    /// Where a packet to `dst` goes (static neighbors only).
     pub fn lookup(&self, dst: IpAddr) -> Result<Neighbor, DropReason> {
         match dst {
             IpAddr::V4(a) => self.lookup_v4(a.to_bits()),
@@ -355,15 +391,36 @@ fn check_v6(dst: u128) -> Result<(), DropReason> {
     }
 }
 
+/// Why [`Forward`] could not route a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// A counted drop.
+    Drop(DropReason),
+    /// The next hop (this address) has no neighbor yet: hold the packet and resolve it.
+    Unresolved(IpAddr),
+}
+
+impl From<DropReason> for Miss {
+    #[inline(always)]
+    fn from(r: DropReason) -> Self {
+        Miss::Drop(r)
+    }
+}
+
 /// The forward stage: route lookup, TTL / hop limit, checksum, MAC rewrite, output port.
 ///
 /// Expects classified packets ([`crate::classify::Classify`] before it) and a punt stage
 /// ([`crate::control::Punt`]) between them for traffic to the appliance itself: it routes
 /// whatever IPv4/IPv6 packet it is given by destination, and drops other packets as
 /// [`DropReason::Unsupported`]. The [module example](self) shows the three in one pipeline.
+///
+/// Next hops resolve from the FIB's static neighbors first, then (with
+/// [`Forward::with_neighbors`]) from the learned [`Neighbors`] table; a next hop in neither is
+/// a [`DropReason::NoNeighbor`] drop here, or held and resolved by the [`Resolving`] stage.
 #[derive(Debug)]
 pub struct Forward {
     fib: Subscriber<Fib>,
+    learned: Option<Subscriber<Neighbors>>,
     port_macs: ArrayVec<[u8; 6], MAX_TX_PORTS>,
 }
 
@@ -372,7 +429,14 @@ impl Forward {
     /// packets leaving by output port `i` (at most [`MAX_TX_PORTS`]; extra ones are ignored).
     pub fn new(fib: Subscriber<Fib>, port_macs: &[[u8; 6]]) -> Self {
         let port_macs = port_macs.iter().copied().take(MAX_TX_PORTS).collect();
-        Self { fib, port_macs }
+        Self { fib, learned: None, port_macs }
+    }
+
+    /// Also resolves next hops from the learned neighbors `learned` (published by the control
+    /// side, see [`Neighbors`]); static neighbors in the FIB still win.
+    pub fn with_neighbors(mut self, learned: Subscriber<Neighbors>) -> Self {
+        self.learned = Some(learned);
+        self
     }
 
     /// The FIB version in use.
@@ -380,9 +444,17 @@ impl Forward {
         self.fib.version()
     }
 
-    /// Adopts the newest published FIB, if any (the stage does this at every batch).
+    /// The learned-neighbor table version in use (0 without one).
+    pub fn neighbors_version(&self) -> u64 {
+        self.learned.as_ref().map_or(0, |l| l.version())
+    }
+
+    /// Adopts the newest published FIB and neighbor table, if any (the stage does this at every
+    /// batch); true if either changed.
     pub fn refresh(&mut self) -> bool {
-        self.fib.refresh()
+        let f = self.fib.refresh();
+        let n = self.learned.as_mut().is_some_and(|l| l.refresh());
+        f | n
     }
 
     /// Forwards one classified frame in place (rewrites TTL, checksum and MACs) and returns the
@@ -391,12 +463,49 @@ impl Forward {
     pub fn forward_frame(&self, frame: &mut [u8], meta: &PacketMeta) -> Verdict {
         match self.route(frame, meta.l3, meta.l3_offset) {
             Ok(port) => Verdict::Forward { port },
-            Err(r) => Verdict::Drop(r),
+            Err(Miss::Drop(r)) => Verdict::Drop(r),
+            Err(Miss::Unresolved(_)) => Verdict::Drop(DropReason::NoNeighbor),
         }
     }
 
     #[inline(always)]
-    fn route(&self, f: &mut [u8], kind: L3Kind, l3_offset: u16) -> Result<u16, DropReason> {
+    fn neighbor(&self, hop: Hop) -> Result<Neighbor, Miss> {
+        match hop {
+            Hop::Found(n) => Ok(n),
+            Hop::Resolve(ip) => match &self.learned {
+                Some(l) => l.get().get(ip).ok_or(Miss::Unresolved(ip)),
+                None => Err(Miss::Unresolved(ip)),
+            },
+        }
+    }
+
+    /// The next hop address a classified frame's route leaves to neighbor resolution (no static
+    /// neighbor), whether or not it is learned yet; `None` for a static neighbor or a drop.
+    /// Reads only.
+    pub(crate) fn pending_hop(&self, f: &[u8], kind: L3Kind, l3_offset: u16) -> Option<IpAddr> {
+        let l3 = f.get(usize::from(l3_offset)..)?;
+        let hop = match kind {
+            L3Kind::Ipv4 => {
+                let h = l3.first_chunk::<IPV4_HEADER_LEN>()?;
+                self.fib.get().hop_v4(u32::from_be_bytes([h[16], h[17], h[18], h[19]])).ok()?
+            }
+            L3Kind::Ipv6 => {
+                let h = l3.first_chunk::<IPV6_HEADER_LEN>()?;
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&h[24..40]);
+                self.fib.get().hop_v6(u128::from_be_bytes(a)).ok()?
+            }
+            _ => return None,
+        };
+        match hop {
+            Hop::Resolve(ip) => Some(ip),
+            Hop::Found(_) => None,
+        }
+    }
+
+    /// Routes one frame; `Err(Miss::Unresolved)` leaves the frame untouched.
+    #[inline(always)]
+    pub(crate) fn route(&self, f: &mut [u8], kind: L3Kind, l3_offset: u16) -> Result<u16, Miss> {
         // Views over exactly the fixed headers (the classifier validated them), so every access
         // is a constant offset into an array: one length check per header.
         let l3 = f.get_mut(usize::from(l3_offset)..).ok_or(DropReason::Truncated)?;
@@ -405,11 +514,11 @@ impl Forward {
                 let h = l3.first_chunk_mut::<IPV4_HEADER_LEN>().ok_or(DropReason::Truncated)?;
                 let mut ip = Ipv4Packet::new_unchecked(h);
                 if ip.ttl() <= 1 {
-                    return Err(DropReason::TtlExpired);
+                    return Err(DropReason::TtlExpired.into());
                 }
                 let dst = ip.dst_bits();
                 check_v4(dst)?;
-                let nb = self.fib.lookup_v4(dst)?;
+                let nb = self.neighbor(self.fib.get().hop_v4(dst)?)?;
                 ip.decrement_ttl();
                 nb
             }
@@ -418,16 +527,16 @@ impl Forward {
                 let mut ip = Ipv6Packet::new_unchecked(h);
                 let hops = ip.hop_limit();
                 if hops <= 1 {
-                    return Err(DropReason::TtlExpired);
+                    return Err(DropReason::TtlExpired.into());
                 }
                 let dst = ip.dst_bits();
                 check_v6(dst)?;
-                let nb = self.fib.lookup_v6(dst)?;
+                let nb = self.neighbor(self.fib.get().hop_v6(dst)?)?;
                 // No IPv6 header checksum (RFC 8200 §3).
                 ip.set_hop_limit(hops - 1);
                 nb
             }
-            _ => return Err(DropReason::Unsupported),
+            _ => return Err(DropReason::Unsupported.into()),
         };
         let src = self.port_macs.get(nb.port as usize).ok_or(DropReason::NoRoute)?;
         let eth = f.first_chunk_mut::<ETHERNET_HEADER_LEN>().ok_or(DropReason::Truncated)?;
@@ -441,15 +550,18 @@ impl Forward {
 impl<B: PacketBuf> Stage<B> for Forward {
     #[inline]
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
-        self.fib.refresh();
+        self.refresh();
         let mut drops = [None; BATCH_SIZE];
         let mut any = false;
         for (p, d) in batch.iter_mut().zip(drops.iter_mut()) {
             let (kind, off) = (p.meta().l3, p.meta().l3_offset);
             match self.route(p.data_mut(), kind, off) {
                 Ok(port) => p.meta_mut().out_port = port,
-                Err(r) => {
-                    *d = Some(r);
+                Err(m) => {
+                    *d = Some(match m {
+                        Miss::Drop(r) => r,
+                        Miss::Unresolved(_) => DropReason::NoNeighbor,
+                    });
                     any = true;
                 }
             }
