@@ -197,3 +197,58 @@ impl BufWindow {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every window of small buffers, every operation: the window stays inside the buffer, and
+    /// an operation either does exactly what it says or fails leaving the window unchanged.
+    #[test]
+    fn window_stays_inside_the_buffer() {
+        for cap in 0..8usize {
+            for head in 0..10usize {
+                for len in 0..10usize {
+                    let Ok(w) = BufWindow::new(head, len, cap) else {
+                        assert!(head + len > cap);
+                        continue;
+                    };
+                    assert!(head + len <= cap);
+                    assert_eq!((w.headroom(), w.len(), w.tailroom(cap)), (head, len, cap - head - len));
+                    for n in 0..10usize {
+                        let mut p = w;
+                        match p.prepend(n) {
+                            Ok(front) => {
+                                assert_eq!(front, head - n..head);
+                                assert_eq!((p.headroom(), p.len()), (head - n, len + n));
+                            }
+                            Err(e) => {
+                                assert_eq!(e, BufError::NoHeadroom { needed: n, available: head });
+                                assert_eq!(p, w);
+                            }
+                        }
+                        let mut t = w;
+                        match t.trim_front(n) {
+                            Ok(()) => assert_eq!((t.headroom(), t.len()), (head + n, len - n)),
+                            Err(e) => {
+                                assert_eq!(e, BufError::TooShort { trim: n, len });
+                                assert_eq!(t, w);
+                            }
+                        }
+                        let mut s = w;
+                        match s.set_len(n, cap) {
+                            Ok(()) => assert_eq!((s.headroom(), s.len()), (head, n)),
+                            Err(e) => {
+                                assert_eq!(e, BufError::NoTailroom { wanted: n, capacity: cap - head });
+                                assert_eq!(s, w);
+                            }
+                        }
+                        for v in [p, t, s] {
+                            assert!(v.range().end <= cap, "{v:?} in {cap}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -156,8 +156,16 @@ const CUSTOM_SLOTS: usize = 32;
 
 /// One of the [`CustomReason::SLOTS`] appliance-defined drop-reason slots. Get one from
 /// [`DropReason::register`] (by name) or [`CustomReason::new`] (by slot number).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CustomReason(u8);
+
+/// The slot and its name: `CustomReason(0, "fw_icmp_denied")`, so a `DropReason`'s `Debug` says
+/// which custom reason it is.
+impl std::fmt::Debug for CustomReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CustomReason").field(&self.0).field(&self.name()).finish()
+    }
+}
 
 /// Names of the registered custom reasons, by slot. Written at start-up only (registration), read
 /// when counters are printed; never touched per packet.
@@ -232,6 +240,7 @@ impl CustomReason {
 /// let r = DropReason::register("display_example")?;
 /// assert_eq!(format!("{r}"), "display_example");
 /// assert_eq!(DropReason::Custom(CustomReason::new(31).unwrap()).to_string(), "custom_31");
+/// assert!(format!("{r:?}").ends_with(", \"display_example\"))"), "{r:?}");
 /// # Ok::<(), wirespeed_core::DropReasonError>(())
 /// ```
 impl std::fmt::Display for DropReason {

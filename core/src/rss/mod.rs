@@ -48,11 +48,12 @@
 //! that queue (queue *q* is owned by shard *q*).
 //!
 //! Packets travel in batches over one bounded ring per (Rx shard → owner) pair
-//! ([`DispatchFabric`]): a [`Dispatcher`] (a [`Stage`](crate::Stage)) collects each owner's packets into a
-//! staging batch and pushes whole batches; an owner's [`DispatchRx`] (an [`RxQueue`](crate::RxQueue)) pops
-//! them. Nothing allocates per packet; a full ring drops the batch, counted as
-//! [`DropReason::DispatchRingFull`](crate::DropReason::DispatchRingFull); a drop rule counts [`DropReason::SteeringDrop`](crate::DropReason::SteeringDrop). The
-//! default group's RETA comes by epoch ([`crate::epoch`]), so the rebalancer can change it
+//! ([`DispatchFabric`]): a [`Dispatcher`] (a [`Stage`](crate::Stage)) collects each owner's
+//! packets into a staging batch and pushes whole batches; an owner's [`DispatchRx`] (an
+//! [`RxQueue`](crate::RxQueue)) pops them. Nothing allocates per packet; a full ring drops the
+//! batch, counted as [`DropReason::DispatchRingFull`](crate::DropReason::DispatchRingFull); a
+//! drop rule counts [`DropReason::SteeringDrop`](crate::DropReason::SteeringDrop). The default
+//! group's RETA comes by epoch ([`crate::epoch`]), so the rebalancer can change it
 //! without stopping anything; per-entry load is counted in a [`RetaLoad`].
 //!
 //! Wiring, for a single-queue port feeding two shards: shard 0 receives, keeps its own packets

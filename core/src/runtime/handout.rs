@@ -86,8 +86,9 @@ impl Drop for LaunchScope {
 /// shard count: queue pairs for 2 shards taken by a runtime of 1 shard (items no shard would
 /// take), or a shard with no item, fail the launch with
 /// [`crate::runtime::RuntimeError::ShardCount`] instead of leaving a queue unserved. A hand-out
-/// with fewer items, taken only by the shards that have one, is fine. (A factory given to [`crate::runtime::RuntimeBuilder::shard`] is not checked: shards
-/// built one by one may legitimately take from hand-outs of other lengths.)
+/// with fewer items, taken only by the shards that have one, is fine. (A factory given to
+/// [`crate::runtime::RuntimeBuilder::shard`] is not checked: shards built one by one may
+/// legitimately take from hand-outs of other lengths.)
 ///
 /// ```
 /// use wirespeed_core::backend::null::{NullConfig, NullPort};
