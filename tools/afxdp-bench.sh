@@ -42,7 +42,16 @@ gcc -O2 -o target/peers/afpacket_gen benches/peers/afpacket_gen.c || exit 1
 cfwd=target/peers/afxdp_fwd
 gen=target/peers/afpacket_gen
 log=$(mktemp -d)
-trap 'teardown; rm -rf "$log"' EXIT
+pids=
+# Stops this run's generator and forwarder (by pid), then waits for them.
+stop_all() {
+  local p
+  for p in $pids; do kill "$p" 2>/dev/null; done
+  for p in $pids; do wait "$p" 2>/dev/null; done
+  pids=
+}
+trap 'stop_all; teardown; rm -rf "$log"' EXIT
+trap 'exit 1' INT TERM
 
 nsx() { ip netns exec "$@"; }
 teardown() {
@@ -90,20 +99,23 @@ run() {
   local peer=$1 mode=$2 idle=$3 size=$4 rate=$5 pid
   : >"$log/fwd"
   setup
+  # `ip netns exec` execs the command, so $! is the process itself (a backgrounded shell
+  # function would be a subshell whose child outlives a kill).
   case $peer in
-    c) nsx wsbf taskset -c "$fwd_cpu" "$cfwd" f0 f1 "$mode" >"$log/fwd" 2>&1 & pid=$! ;;
-    wirespeed) nsx wsbf "$ws" f0 f1 "$mode" "$idle" "$fwd_cpu" >"$log/fwd" 2>&1 & pid=$! ;;
+    c) ip netns exec wsbf taskset -c "$fwd_cpu" "$cfwd" f0 f1 "$mode" >"$log/fwd" 2>&1 & pid=$! ;;
+    wirespeed) ip netns exec wsbf "$ws" f0 f1 "$mode" "$idle" "$fwd_cpu" >"$log/fwd" 2>&1 & pid=$! ;;
     kernel) kernel_forwarding; pid= ;;
   esac
+  pids="$pid"
   sleep 1.5
   pin_napi
   local grate=$rate; [ "$rate" = max ] && grate=0
-  nsx wsbg taskset -c "$gen_cpu" "$gen" g0 "$(mac_of wsbf f0)" "$(mac_of wsbg g0)" "$size" "$grate" >"$log/gen" 2>&1 &
+  local dmac smac; dmac=$(mac_of wsbf f0); smac=$(mac_of wsbg g0)
+  ip netns exec wsbg taskset -c "$gen_cpu" "$gen" g0 "$dmac" "$smac" "$size" "$grate" >"$log/gen" 2>&1 &
   local gpid=$!
+  pids="$pids $gpid"
   sleep 1
-  local fpid=; [ -n "$pid" ] && fpid=$(pgrep -P "$pid" -n 2>/dev/null || true)
-  # `ip netns exec` forks the real process: measure that one.
-  local target=${fpid:-$pid}
+  local target=$pid
   local napi; napi=$(napi_pid f0)
   local o0 d0 c0 n0 o1 d1 c1 n1
   o0=$(stat_of wsbg g0 tx_packets); d0=$(stat_of wsbs s0 rx_packets)
@@ -111,8 +123,7 @@ run() {
   sleep "$secs"
   o1=$(stat_of wsbg g0 tx_packets); d1=$(stat_of wsbs s0 rx_packets)
   c1=$([ -n "$target" ] && cpu_of_pid "$target" || echo 0); n1=$(cpu_of_pid "$napi")
-  kill "$gpid" 2>/dev/null; wait "$gpid" 2>/dev/null
-  [ -n "$pid" ] && { kill "$pid" 2>/dev/null; [ -n "$fpid" ] && kill "$fpid" 2>/dev/null; wait "$pid" 2>/dev/null; }
+  stop_all
   local last; last=$(grep -E '^(wirespeed|afxdp_fwd) rx' "$log/fwd" | tail -1)
   awk -v peer="$peer" -v mode="$mode" -v idle="$idle" -v size="$size" -v rate="$rate" -v s="$secs" \
       -v o=$((o1 - o0)) -v d=$((d1 - d0)) -v c=$((c1 - c0)) -v n=$((n1 - n0)) -v last="$last" 'BEGIN {

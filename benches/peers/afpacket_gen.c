@@ -133,6 +133,10 @@ int main(int argc, char **argv) {
         int n = sendmmsg(fd, msgs, want, MSG_DONTWAIT);
         if (n > 0)
             sent += (uint64_t)n;
+        else if (n < 0 && errno != EAGAIN && errno != ENOBUFS) {
+            perror("afpacket_gen: sendmmsg"); /* the interface is gone: stop rather than spin */
+            break;
+        }
     }
     printf("afpacket_gen sent %" PRIu64 "\n", sent);
     return 0;

@@ -41,6 +41,8 @@ pub mod classify;
 pub mod control;
 pub mod esp;
 pub mod forward;
+pub mod icmp;
+pub mod mss;
 
 pub use classify::{Classify, ClassifyConfig};
 pub use control::{ControlConfig, ControlPlane, Punt, PuntQueue};

@@ -118,3 +118,43 @@ fn holding_and_releasing_for_neighbor_resolution_allocate_nothing() {
     let c = cx.counters;
     assert_eq!(c.rx_packets, c.tx_packets + c.total_drops() + pipeline.stages().1.held() as u64, "{c}");
 }
+
+/// ICMP errors are built in place: answering a stream of TTL-expired packets with Time
+/// Exceeded allocates nothing.
+#[test]
+fn icmp_time_exceeded_allocates_nothing() {
+    use wirespeed_core::backend::null::ipv4_header_checksum;
+    use wirespeed_stages::icmp::{IcmpConfig, IcmpErrors};
+
+    let pool = BufferPool::new(PoolConfig { buffers: 2048, ..PoolConfig::default() }).unwrap();
+    let mut frame = udp4_frame(64);
+    frame[22] = 1; // TTL 1: expires here
+    frame[24..26].fill(0);
+    let c = ipv4_header_checksum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&c.to_be_bytes());
+    let mut port = NullPort::new(NullConfig { frame, copy: true, ..NullConfig::default() }, pool);
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    let mut b = FibBuilder::new();
+    b.route("10.0.0.0".parse().unwrap(), 8, NextHop::Direct).unwrap();
+    let mut fib = Publisher::new(b.build().unwrap());
+    let icmp = IcmpErrors::new(&IcmpConfig {
+        sources: vec![(Some("10.0.0.254".parse().unwrap()), None)],
+        macs: vec![[0x02, 0, 0, 0, 0, 1]],
+        rate: u32::MAX,
+    });
+    let forward = Forward::new(fib.subscribe(), &[[0x02, 0, 0, 0, 0, 1]]).with_icmp_errors(icmp);
+    let mut pipeline = Pipeline::new(rx, tx, (Classify::new(ClassifyConfig::default()), forward));
+    let mut cx = ShardCtx::new(0);
+    for _ in 0..100 {
+        pipeline.run_once(&mut cx);
+    }
+    let n = allocations_during(|| {
+        for _ in 0..10_000 {
+            pipeline.run_once(&mut cx);
+        }
+    });
+    assert_eq!(n, 0, "{n} heap allocations in 10 000 batches");
+    assert_eq!(pipeline.stages().1.icmp_counters().time_exceeded, 10_100 * 32);
+    assert_eq!(cx.counters.tx_packets, 10_100 * 32, "every packet answered: {}", cx.counters);
+    assert_eq!(cx.counters.total_drops(), 0);
+}

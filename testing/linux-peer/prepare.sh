@@ -7,7 +7,7 @@
 #   bash testing/linux-peer/prepare.sh            # into target/linux-peer/ (kept if present)
 #   bash testing/linux-peer/prepare.sh --force    # rebuild
 #
-# Needs: apt-get, dpkg, busybox-static (it also builds the cpio archive), gzip.
+# Needs: apt-get, dpkg, busybox-static (it also builds the cpio archive), gzip, xz-utils.
 # The VM itself needs qemu-system-x86. Nothing here is committed; CI runs this before the tests.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -77,6 +77,21 @@ chmod +x initramfs/init
 (cd initramfs && find . | "$busybox" cpio -o -H newc 2>/dev/null | gzip -1 > ../initrd.gz.new)
 mv initrd.gz.new initrd.gz
 cp "kernel/boot/vmlinuz-$ver" vmlinuz
+# The uncompressed ELF kernel too: QEMU boots it through its PVH entry (CONFIG_PVH), skipping the
+# firmware's real-mode setup and the decompression, ~10 s of a TCG boot. (The bzImage holds one
+# XZ stream; without it the VM boots vmlinuz.)
+rm -f vmlinux
+off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' vmlinuz | head -1 | cut -d: -f1 || true)
+# (xz stops at the stream's end, so tail may die of SIGPIPE: the ELF magic is the check.)
+if [ -n "$off" ]; then
+  { tail -c +$((off + 1)) vmlinuz | xz -dc --single-stream > vmlinux.new; } 2>/dev/null || true
+fi
+if [ -s vmlinux.new ] && [ "$(head -c 4 vmlinux.new | od -An -c | tr -d ' ')" = '177ELF' ]; then
+  mv vmlinux.new vmlinux
+else
+  rm -f vmlinux.new
+  echo "linux-peer: no XZ kernel image in vmlinuz; the VM boots the compressed kernel" >&2
+fi
 echo "$ver" > VERSION
 rm -rf kernel initramfs
-echo "linux-peer: kernel $ver ($(du -h vmlinuz | cut -f1)), initramfs $(du -h initrd.gz | cut -f1) in $out"
+echo "linux-peer: kernel $ver ($(du -h vmlinuz | cut -f1)$([ -s vmlinux ] && echo ', unpacked for PVH boot')), initramfs $(du -h initrd.gz | cut -f1) in $out"

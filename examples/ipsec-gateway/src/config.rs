@@ -108,9 +108,32 @@ pub struct FileConfig {
     /// `[[sa]]` (the static SAD).
     #[serde(default)]
     pub sa: Vec<SaEntry>,
+    /// `[icmp]`: ICMP errors from the data plane.
+    #[serde(default)]
+    pub icmp: IcmpSection,
+    /// `[keying]`: SAs from an IKE daemon besides `[[sa]]` ([`crate::keying`]).
+    #[serde(default)]
+    pub keying: crate::keying::KeyingSection,
     /// `[runtime]`: how the shards behave.
     #[serde(default)]
     pub runtime: RuntimeSection,
+}
+
+/// `[icmp]`: what the gateway answers with ICMP / ICMPv6 errors (Time Exceeded, Destination
+/// Unreachable, Fragmentation Needed / Packet Too Big for packets that do not fit a tunnel).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IcmpSection {
+    /// Send errors (default true); false drops those packets silently (counted).
+    pub errors: bool,
+    /// Errors per second per data shard and path (token bucket).
+    pub rate: u32,
+}
+
+impl Default for IcmpSection {
+    fn default() -> Self {
+        Self { errors: true, rate: 100 }
+    }
 }
 
 /// `[runtime]`.
@@ -417,8 +440,12 @@ pub struct SaEntry {
     /// AEAD provider: `fastest` (default: the fastest compiled in for this CPU), or a provider
     /// name (`rustcrypto`; `ring` with the `accel` feature).
     pub provider: Option<String>,
-    /// Outer MTU: packets whose encapsulation would exceed it are dropped and counted.
+    /// Outer MTU: packets whose encapsulation would exceed it are answered with ICMP
+    /// Fragmentation Needed / Packet Too Big (`[icmp]`) or dropped, and counted.
     pub mtu: Option<u16>,
+    /// Clamp the MSS option of TCP SYN segments through this SA to at most this value.
+    #[serde(default)]
+    pub mss_clamp: Option<u16>,
 }
 
 fn default_mode() -> String {
@@ -572,6 +599,10 @@ pub struct GatewayConfig {
     pub policies: Vec<NamedPolicy>,
     /// The SAD.
     pub sas: Vec<SaConfig>,
+    /// ICMP errors: `Some(rate)` per second per shard and path when enabled.
+    pub icmp_rate: Option<u32>,
+    /// Where more SAs come from (`[keying]`).
+    pub keying: crate::keying::Keying,
     /// What idle shards do (`[runtime] idle`).
     pub idle: IdlePolicy,
 }
@@ -750,6 +781,11 @@ impl FileConfig {
             {
                 return Err(invalid(format!("routes[{i}].via"), v, "address family differs from the prefix"));
             }
+            if let Some(v) = via
+                && own.contains(&v)
+            {
+                return Err(invalid(format!("routes[{i}].via"), v, "is this gateway's own address"));
+            }
             if let Some(j) = routes.iter().position(|r: &Route| r.prefix == prefix) {
                 return Err(invalid(
                     format!("routes[{i}].prefix"),
@@ -837,6 +873,16 @@ impl FileConfig {
                     ),
                 ));
             }
+            if let EspMode::Tunnel { local, .. } = sa.mode
+                && !local.is_unspecified()
+                && !own.contains(&local)
+            {
+                return Err(invalid(
+                    format!("sa[{i}].local"),
+                    local,
+                    "not an address of this gateway (interfaces.lan/wan.addresses)",
+                ));
+            }
             sas.push(sa);
         }
         let mut policies = Vec::new();
@@ -891,6 +937,8 @@ impl FileConfig {
             neighbors,
             policies,
             sas,
+            icmp_rate: (self.icmp.errors && self.icmp.rate > 0).then_some(self.icmp.rate),
+            keying: self.keying.validate()?,
         })
     }
 }
@@ -974,6 +1022,16 @@ pub fn sa_from_entry(cfg: &GatewayConfig, e: &SaEntry, key: &str) -> Result<SaCo
         other => other,
     };
     let mut sa = sa_config(0, e, cfg.shards, None).map_err(rename)?;
+    if let EspMode::Tunnel { local, .. } = sa.mode
+        && !local.is_unspecified()
+        && !cfg.own_addresses().contains(&local)
+    {
+        return Err(invalid(
+            format!("{key}.local"),
+            local,
+            "not an address of this gateway (interfaces.lan/wan.addresses)",
+        ));
+    }
     if let Some(name) = &e.policy {
         if e.direction != "inbound" {
             return Err(invalid(format!("{key}.policy"), name, "only inbound SAs check a policy"));
@@ -1344,6 +1402,7 @@ fn sa_config(i: usize, e: &SaEntry, shards: usize, base: Option<&Path>) -> Resul
         })?,
     };
     cfg.mtu = e.mtu;
+    cfg.mss_clamp = e.mss_clamp;
     cfg.esn = e.esn;
     if let Some(w) = e.replay_window {
         cfg.replay_window = w;

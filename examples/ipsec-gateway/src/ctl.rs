@@ -13,7 +13,7 @@
 //! route remove PREFIX
 //! neighbor add ADDRESS MAC lan|wan
 //! neighbor remove ADDRESS
-//! show sas
+//! show sas                       (SAs mirrored from an IKE daemon are marked [xfrm])
 //! ```
 //!
 //! Rekeying is make-before-break. `sa rekey OLD { direction = "inbound", … }` installs the new
@@ -28,7 +28,11 @@
 //! hygiene holds (SECURITY.md, "Key hygiene"): `sa add` and `sa rekey` refuse an SA whose SPI
 //! is already live in its direction, whose key equals a live SA's key, or whose key was used
 //! by any SA since the gateway started (a key installed again restarts its sequence numbers,
-//! which are the AEAD nonces). At most [`MAX_SAS`] SAs are live.
+//! which are the AEAD nonces). At most [`MAX_SAS`] SAs are live, and `route add` /
+//! `neighbor add` add at most [`MAX_ROUTES`] / [`MAX_NEIGHBORS`]. Route and neighbor changes are
+//! made on a copy of the table and kept only if it builds and publishes (a refused request
+//! leaves the table as it was); a route's next hop must be of its prefix's family, a neighbor
+//! must not be an own address nor have a multicast MAC.
 //!
 //! The socket ([`CtlServer`]) is made `0600` (or `0660` with a group) whatever the umask, by
 //! binding it in a private directory and renaming it into place; every connection's peer
@@ -61,13 +65,24 @@ pub const MAX_GRACE: f64 = 3600.0;
 /// Most SAs (both directions) live at once through the control socket.
 pub const MAX_SAS: usize = 4096;
 
+/// Most routes `route add` adds (beyond those of the configuration).
+pub const MAX_ROUTES: usize = 65_536;
+
+/// Most neighbors `neighbor add` adds (beyond those of the configuration).
+pub const MAX_NEIGHBORS: usize = 65_536;
+
 /// The control side's state between requests: old inbound SAs waiting for their grace period,
 /// and the fingerprints ([`wirespeed_stages::esp::key_fingerprint`]) of every key an SA of this
 /// gateway has used, so that no key is ever installed twice.
 #[derive(Debug, Default)]
 pub struct Control {
     lingering: Vec<(u32, Instant)>,
+    /// Uids of the SAs mirrored from an IKE daemon (`[keying] source = "xfrm"`): `show sas`
+    /// marks them `[xfrm]`.
+    pub mirrored: Vec<u64>,
     used_keys: HashSet<u64>,
+    routes_added: usize,
+    neighbors_added: usize,
 }
 
 fn sa_table(text: &str, key: &str) -> Result<SaEntry, String> {
@@ -224,25 +239,38 @@ impl Control {
             }
             ("route", "add") => {
                 let (a, l) = prefix(words.next().ok_or("route add PREFIX [via ADDRESS]")?)?;
-                let via = match (words.next(), words.next()) {
-                    (None, _) => NextHop::Direct,
-                    (Some("via"), Some(v)) => {
-                        NextHop::Gateway(v.parse().map_err(|_| format!("via {v}: not an address"))?)
+                let via = match (words.next(), words.next(), words.next()) {
+                    (None, _, _) => NextHop::Direct,
+                    (Some("via"), Some(v), None) => {
+                        let v: std::net::IpAddr =
+                            v.parse().map_err(|_| format!("via {v}: not an address"))?;
+                        if v.is_ipv4() != a.is_ipv4() {
+                            return Err(format!("via {v}: address family differs from {a}/{l}"));
+                        }
+                        NextHop::Gateway(v)
                     }
                     _ => return Err("route add PREFIX [via ADDRESS]".into()),
                 };
-                let r = gw.routes_mut();
-                r.remove_route(a, l);
-                r.route(a, l, via).map_err(|e| e.to_string())?;
-                let v = gw.publish_routes().map_err(e)?;
+                let mut replaced = false;
+                let added = self.routes_added;
+                let v = edit_routes(gw, |r| {
+                    replaced = r.remove_route(a, l) > 0;
+                    if !replaced && added >= MAX_ROUTES {
+                        return Err(format!("{MAX_ROUTES} routes were added, remove some first"));
+                    }
+                    r.route(a, l, via).map(|_| ()).map_err(|e| e.to_string())
+                })?;
+                if !replaced {
+                    self.routes_added += 1;
+                }
                 Ok(format!("route {a}/{l} set, epoch {v}"))
             }
             ("route", "remove") => {
                 let (a, l) = prefix(words.next().ok_or("route remove PREFIX")?)?;
-                if gw.routes_mut().remove_route(a, l) == 0 {
-                    return Err(format!("no route {a}/{l}"));
-                }
-                let v = gw.publish_routes().map_err(e)?;
+                let v = edit_routes(gw, |r| {
+                    if r.remove_route(a, l) == 0 { Err(format!("no route {a}/{l}")) } else { Ok(()) }
+                })?;
+                self.routes_added = self.routes_added.saturating_sub(1);
                 Ok(format!("route {a}/{l} removed, epoch {v}"))
             }
             ("neighbor", "add") => {
@@ -257,26 +285,49 @@ impl Control {
                     "wan" => 1,
                     s => return Err(format!("{s}: want lan or wan")),
                 };
-                gw.routes_mut().neighbor(ip, mac, port);
-                let v = gw.publish_routes().map_err(e)?;
+                if mac[0] & 1 != 0 || mac == [0; 6] {
+                    return Err(format!("{}: want a unicast, non-zero MAC", crate::config::to_hex(&mac)));
+                }
+                if cfg.own_addresses().contains(&ip) {
+                    return Err(format!("{ip}: is this gateway's own address"));
+                }
+                if words.next().is_some() {
+                    return Err("neighbor add ADDRESS MAC lan|wan".into());
+                }
+                let mut replaced = false;
+                let added = self.neighbors_added;
+                let v = edit_routes(gw, |r| {
+                    replaced = r.remove_neighbor(ip);
+                    if !replaced && added >= MAX_NEIGHBORS {
+                        return Err(format!("{MAX_NEIGHBORS} neighbors were added, remove some first"));
+                    }
+                    r.neighbor(ip, mac, port);
+                    Ok(())
+                })?;
+                if !replaced {
+                    self.neighbors_added += 1;
+                }
                 Ok(format!("neighbor {ip} set, epoch {v}"))
             }
             ("neighbor", "remove") => {
                 let ip = words.next().ok_or("neighbor remove ADDRESS")?;
                 let ip: std::net::IpAddr = ip.parse().map_err(|_| format!("{ip}: not an address"))?;
-                if !gw.routes_mut().remove_neighbor(ip) {
-                    return Err(format!("no neighbor {ip}"));
-                }
-                let v = gw.publish_routes().map_err(e)?;
+                let v = edit_routes(gw, |r| {
+                    if r.remove_neighbor(ip) { Ok(()) } else { Err(format!("no neighbor {ip}")) }
+                })?;
+                self.neighbors_added = self.neighbors_added.saturating_sub(1);
                 Ok(format!("neighbor {ip} removed, epoch {v}"))
             }
             ("show", "sas") => {
                 let list: Vec<String> = gw
                     .sas()
                     .iter()
-                    .map(|s| match s.direction() {
-                        Direction::Inbound => format!("{:#x}/in", s.spi()),
-                        Direction::Outbound { shard } => format!("{:#x}/out@{shard}", s.spi()),
+                    .map(|s| {
+                        let origin = if self.mirrored.contains(&s.uid()) { "[xfrm]" } else { "" };
+                        match s.direction() {
+                            Direction::Inbound => format!("{:#x}/in{origin}", s.spi()),
+                            Direction::Outbound { shard } => format!("{:#x}/out@{shard}{origin}", s.spi()),
+                        }
                     })
                     .collect();
                 Ok(list.join(" "))
@@ -326,6 +377,22 @@ impl Control {
         }
         Ok(Arc::new(sa))
     }
+}
+
+/// Applies `edit` to a copy of the route table, checks that the copy builds, then publishes
+/// it: a refused edit leaves the table as it was.
+fn edit_routes(
+    gw: &mut Gateway,
+    edit: impl FnOnce(&mut wirespeed_stages::forward::FibBuilder) -> Result<(), String>,
+) -> Result<u64, String> {
+    let mut next = gw.routes_mut().clone();
+    edit(&mut next)?;
+    // `publish_routes` builds first and publishes nothing if the build fails.
+    let before = std::mem::replace(gw.routes_mut(), next);
+    gw.publish_routes().map_err(|e| {
+        *gw.routes_mut() = before;
+        e.to_string()
+    })
 }
 
 /// `grace=SECONDS`: finite, `0..=MAX_GRACE`.

@@ -9,7 +9,15 @@
 //!  control shard (queue `shards` of both ports, the steering plan's management queue):
 //!    mgmt rx ─► Classify ─► Punt ─► smoltcp ControlPlane per interface (ARP, ND, ping,
 //!    HTTP /metrics on the management interface) ─► mgmt tx
+//!           └─► data traffic (a NIC that cannot steer) ─► hand-off queue of the data shard
+//!               the software RSS picks
 //! ```
+//!
+//! The forward stages are [`Resolving`]: a next hop on a connected subnet without a static
+//! neighbor is resolved by the control shard (ARP / Neighbor Solicitation), learned neighbors
+//! are published to the shards by epoch, and packets wait in a bounded per-shard queue
+//! meanwhile. With `[icmp] errors` (the default) TTL expiry, missing routes and packets too big
+//! for their tunnel are answered with ICMP errors.
 //!
 //! Routes and SAs are read-mostly tables published by epoch from the [`Gateway`] handle, so
 //! [`Gateway::publish_routes`] / [`Gateway::publish_sas`] change them under running shards.
@@ -37,6 +45,7 @@ use wirespeed_stages::forward::{
     Fib, FibBuilder, Forward, HoldConfig, HoldCounters, Neighbors, NextHop, ResolveQueue, Resolving,
     resolve_queue,
 };
+use wirespeed_stages::icmp::{IcmpConfig, IcmpErrors};
 
 use crate::config::{GatewayConfig, Side};
 
@@ -168,6 +177,8 @@ pub struct Shared<B: PacketBuf = PoolBuf> {
     /// Per data shard, per side: data traffic the NIC put on the management queue, handed
     /// from the control shard to the data shard the software RSS picks.
     pub handoff: Vec<[PuntQueue<B>; 2]>,
+    /// ICMP errors (sources and MACs per port, rate), when enabled.
+    pub icmp: Option<IcmpConfig>,
 }
 
 // By hand: the derives would ask `B: Clone + Debug`, which buffers are not.
@@ -181,6 +192,7 @@ impl<B: PacketBuf> Clone for Shared<B> {
             resolve: self.resolve.clone(),
             hold: self.hold,
             handoff: self.handoff.clone(),
+            icmp: self.icmp.clone(),
         }
     }
 }
@@ -217,11 +229,34 @@ impl<B: PacketBuf> Shared<B> {
             handoff: (0..cfg.shards)
                 .map(|_| [punt_queue(HANDOFF_CAPACITY), punt_queue(HANDOFF_CAPACITY)])
                 .collect(),
+            icmp: cfg.icmp_rate.map(|rate| IcmpConfig {
+                // Errors leave from the interface's first address of each family.
+                sources: [&cfg.lan, &cfg.wan]
+                    .into_iter()
+                    .map(|itf| {
+                        let v4 = itf.addresses.iter().find_map(|(a, _)| match a {
+                            IpAddr::V4(v) => Some(*v),
+                            IpAddr::V6(_) => None,
+                        });
+                        let v6 = itf.addresses.iter().find_map(|(a, _)| match a {
+                            IpAddr::V6(v) => Some(*v),
+                            IpAddr::V4(_) => None,
+                        });
+                        (v4, v6)
+                    })
+                    .collect(),
+                macs: vec![cfg.lan.mac, cfg.wan.mac],
+                rate,
+            }),
         }
     }
 
     fn forward(&self, fib: Subscriber<Fib>, learned: Subscriber<Neighbors>) -> Resolving<B> {
-        Resolving::new(Forward::new(fib, &self.macs).with_neighbors(learned), self.resolve.clone(), self.hold)
+        let mut fwd = Forward::new(fib, &self.macs).with_neighbors(learned);
+        if let Some(icmp) = &self.icmp {
+            fwd = fwd.with_icmp_errors(IcmpErrors::new(icmp));
+        }
+        Resolving::new(fwd, self.resolve.clone(), self.hold)
     }
 
     /// The LAN → WAN path of one shard: classify, punt, route (static then learned
@@ -327,6 +362,8 @@ struct DataParts<P: Port> {
     fib: [Subscriber<Fib>; 2],
     learned: [Subscriber<Neighbors>; 2],
     sas: [Subscriber<SaSet>; 3],
+    /// Routes for the encrypt stage's ICMP errors.
+    icmp_routes: (Subscriber<Fib>, Subscriber<Neighbors>),
 }
 
 /// What the control shard receives.
@@ -381,6 +418,7 @@ where
             wan: wan.queue_pair(q).map_err(port_err)?,
             fib: [routes.subscribe(), routes.subscribe()],
             learned: [learned.subscribe(), learned.subscribe()],
+            icmp_routes: (routes.subscribe(), learned.subscribe()),
             sas: [sad.subscribe(), sad.subscribe(), sad.subscribe()],
         });
     }
@@ -426,9 +464,11 @@ where
     for (i, parts) in data.into_iter().enumerate() {
         let shared = shared.clone();
         builder = builder.shard(move |_| -> Result<DataShard<P>, String> {
-            let DataParts { lan, wan, fib, learned, sas } = parts;
+            let DataParts { lan, wan, fib, learned, sas, icmp_routes } = parts;
             let handoff = shared.handoff[i].clone();
-            Ok(DataShard::new(&shared, lan, wan, fib, learned, sas).with_handoff(handoff))
+            Ok(DataShard::new(&shared, lan, wan, fib, learned, sas)
+                .with_handoff(handoff)
+                .with_icmp_routes(&shared, icmp_routes))
         });
     }
     // The control shard's software RSS, for data traffic the NIC put on the management queue.
@@ -762,6 +802,21 @@ impl<P: Port> DataShard<P> {
         self
     }
 
+    /// Lets the encrypt stage answer packets too big for their tunnel with ICMP Fragmentation
+    /// Needed / Packet Too Big (when `shared` enables ICMP errors), routed back to their source
+    /// through `routes` (FIB and learned neighbors: the packet was already forwarded).
+    pub fn with_icmp_routes(
+        mut self,
+        shared: &Shared<P::Buf>,
+        routes: (Subscriber<Fib>, Subscriber<Neighbors>),
+    ) -> Self {
+        if let Some(icmp) = &shared.icmp {
+            let (fib, learned) = routes;
+            self.outbound.3.set_icmp_errors(IcmpErrors::new(icmp).with_routes(fib, Some(learned)));
+        }
+        self
+    }
+
     /// A data shard on the LAN and WAN queue pairs `lan` and `wan`, with the FIB and
     /// learned-neighbor subscriptions of its outbound and inbound paths and the SA
     /// subscriptions of its encrypt, decrypt and cleartext-guard stages.
@@ -999,7 +1054,8 @@ struct ControlShard<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> {
 const RESOLVE_PER_POLL: usize = 64;
 
 /// Name of the drop reason of frames the steering plan sends to the management queue that the
-/// control plane does not take (rules an operator added that match data traffic).
+/// control plane does not take (rules an operator added that match data traffic). Data traffic
+/// the NIC itself put there (no steering) is handed to a data shard instead (`handed_off`).
 pub const NOT_FOR_CONTROL_PLANE: &str = "not_for_control_plane";
 
 impl<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> ControlShard<P, T, A> {

@@ -101,6 +101,20 @@ fn two_sas_with_the_same_key_name_both_entries() {
     assert!(!e.contains(first.trim_start_matches("key = \"").trim_end_matches('"')), "{e}");
 }
 
+#[test]
+fn tunnel_endpoint_and_next_hop_must_fit_own_addresses() {
+    let base = configs::config(Site::A, 2, None);
+    let local = format!("local = \"{}\"", configs::A_WAN);
+    assert!(base.contains(&local));
+    let e = refused(&base.replacen(&local, "local = \"198.51.100.7\"", 1));
+    assert!(e.contains(".local = 198.51.100.7: not an address of this gateway"), "{e}");
+    let e = refused(&a_with(
+        "[[routes]]\n",
+        &format!("[[routes]]\nprefix = \"10.77.0.0/16\"\nvia = \"{}\"\n\n[[routes]]\n", configs::A_WAN),
+    ));
+    assert!(e.starts_with("routes[0].via = 192.0.2.100: is this gateway's own address"), "{e}");
+}
+
 fn bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_ipsec-gateway"))
 }
@@ -340,6 +354,19 @@ fn invariants(cfg: &GatewayConfig) -> Result<(), String> {
     if own.iter().collect::<HashSet<_>>().len() != own.len() {
         return Err(format!("own address twice: {own:?}"));
     }
+    for r in &cfg.routes {
+        if r.via.is_some_and(|v| own.contains(&v)) {
+            return Err(format!("route {:?} via an own address", r.prefix));
+        }
+    }
+    for s in &cfg.sas {
+        if let wirespeed_stages::esp::EspMode::Tunnel { local, .. } = s.mode
+            && !local.is_unspecified()
+            && !own.contains(&local)
+        {
+            return Err(format!("SA {:#x} local {local} is not own", s.spi));
+        }
+    }
     let mut seen = HashSet::new();
     for s in &cfg.sas {
         if !seen.insert(s.keymat[..s.algorithm.key_len()].to_vec()) {
@@ -350,7 +377,11 @@ fn invariants(cfg: &GatewayConfig) -> Result<(), String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // 512 mutants by default; `WIRESPEED_FUZZ_CASES=N` for longer runs.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("WIRESPEED_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn mutated_example_configs_are_refused_cleanly_or_valid(

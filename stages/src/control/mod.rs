@@ -51,10 +51,19 @@
 //! management connection, or counted as a [`DropReason::ControlIgnored`] drop on the control
 //! shard, so for request/response traffic rx == tx + drops there.
 //!
-//! Limits: VLAN-tagged punted frames are not understood by smoltcp and are dropped by it; the
-//! control plane resolves nothing by itself for transit traffic (a next hop nobody has talked
-//! to stays unresolved until configured or learned); IP fragments to the appliance are not
-//! reassembled; one control plane answers on one port's Tx queue.
+//! Resolution: asked for an address ([`ControlPlane::solicit_at`], e.g. by a data shard's
+//! [`crate::forward::Resolving`] stage), the control plane sends an ARP request or a Neighbor
+//! Solicitation to the solicited-node group, at most one per address per
+//! [`ControlConfig::retrans_time`] and [`ControlConfig::solicit_rate`] per second in all; the
+//! answer is learned like any other. Learned neighbors age: one not confirmed within
+//! [`ControlConfig::reachable_time`] is probed by unicast, and removed after
+//! [`ControlConfig::probes`] unanswered probes ([`ControlPlane::take_neighbor_updates`] reports
+//! it). These frames of its own are transmitted without a received one, so on a control shard
+//! `rx + solicitations == tx + drops`.
+//!
+//! Limits: VLAN-tagged punted frames are not understood by smoltcp and are dropped by it; IP
+//! fragments to the appliance are not reassembled; one control plane answers on one port's Tx
+//! queue.
 
 mod device;
 mod snoop;

@@ -120,6 +120,10 @@ pub struct SaConfig {
     /// encapsulations are dropped as `EspMtuExceeded`. `None`: only the 65 535-byte limit of the
     /// IP length field applies (`EspTooBig`).
     pub mtu: Option<u16>,
+    /// Clamp the MSS option of TCP SYN segments through this SA to at most this many bytes
+    /// (outbound: before encryption; inbound: after decryption), so TCP sessions fit the tunnel
+    /// without fragmentation or PMTU discovery. `None`: segments are left alone.
+    pub mss_clamp: Option<u16>,
     /// Inbound: the traffic selector decrypted packets must match (RFC 4301 §5.2: a peer may
     /// only send what the SA was negotiated for); mismatches are dropped as `PolicyDiscard`.
     /// `None` accepts any inner packet.
@@ -140,6 +144,7 @@ impl std::fmt::Debug for SaConfig {
             .field("replay_window", &self.replay_window)
             .field("lifetime", &self.lifetime)
             .field("mtu", &self.mtu)
+            .field("mss_clamp", &self.mss_clamp)
             .field("selector", &self.selector)
             .finish_non_exhaustive()
     }
@@ -160,6 +165,7 @@ impl PartialEq for SaConfig {
             && self.lifetime == o.lifetime
             && self.outer_ttl == o.outer_ttl
             && self.mtu == o.mtu
+            && self.mss_clamp == o.mss_clamp
             && self.selector == o.selector
     }
 }
@@ -191,6 +197,7 @@ impl SaConfig {
             lifetime: Lifetime::default(),
             outer_ttl: 64,
             mtu: None,
+            mss_clamp: None,
             selector: None,
         }
     }
@@ -338,6 +345,7 @@ pub struct SecurityAssociation {
     outer_ttl: u8,
     /// Largest outer IP packet; `usize::MAX` without an MTU.
     mtu: usize,
+    mss_clamp: Option<u16>,
     salt: [u8; SALT_LEN],
     cipher: Box<dyn EspAead>,
     created: Instant,
@@ -414,6 +422,7 @@ impl SecurityAssociation {
             hard_deadline: Deadline::new(created, cfg.lifetime.hard.time),
             outer_ttl: cfg.outer_ttl,
             mtu: cfg.mtu.map_or(usize::MAX, usize::from),
+            mss_clamp: cfg.mss_clamp,
             salt: s,
             cipher,
             created,
@@ -480,9 +489,31 @@ impl SecurityAssociation {
     pub fn mtu(&self) -> Option<u16> {
         u16::try_from(self.mtu).ok()
     }
+    /// The MSS clamp of TCP SYN segments through this SA ([`SaConfig::mss_clamp`]).
+    #[inline]
+    pub fn mss_clamp(&self) -> Option<u16> {
+        self.mss_clamp
+    }
     #[inline]
     pub(crate) fn mtu_limit(&self) -> usize {
         self.mtu
+    }
+    /// The largest inner packet (bytes, IP header included) a tunnel-mode SA carries within
+    /// its [`SaConfig::mtu`]: the MTU less the outer IP header, UDP encapsulation, ESP header,
+    /// IV, ICV and the minimum trailer, padding rounded (RFC 4301 §8.1, RFC 4459). `None` for
+    /// transport mode or without an MTU.
+    pub fn inner_mtu(&self) -> Option<u16> {
+        use super::aead::{ICV_LEN, IV_LEN};
+        use super::packet::{ESP_HDR_LEN, UDP_HDR_LEN};
+        if !matches!(self.mode(), EspMode::Tunnel { .. }) {
+            return None;
+        }
+        let mtu = usize::from(self.mtu()?);
+        let udp = if self.udp_encap().is_some() { UDP_HDR_LEN } else { 0 };
+        let outer = self.outer_template().map_or(20, |t| t.len()) + udp + ESP_HDR_LEN + IV_LEN;
+        // payload + pad + 2 is a multiple of 4 and at most mtu - outer - ICV.
+        let room = mtu.checked_sub(outer + ICV_LEN)? & !3;
+        u16::try_from(room.checked_sub(2)?).ok()
     }
     /// True when the decapsulated packet with `key` is allowed by the SA's selector.
     #[inline]

@@ -16,9 +16,10 @@ use super::packet::{
     CryptoPlan, DecapPlan, Decapsulated, EncapPlan, decapsulate, finish_decap, finish_encap,
     locate_esp_inline, prepare_decap, prepare_encap,
 };
-use super::sa::{EspMode, NAT_T_PORT, SaEvent, SaEventKind};
+use super::sa::{EspMode, NAT_T_PORT, SaEvent, SaEventKind, SecurityAssociation};
 use super::sad::{OutboundDecision, SaSet, ShardSas};
 use super::wire::{IpHeader, ethernet_l3_offset};
+use crate::icmp::{IcmpCounters, IcmpError, IcmpErrors};
 
 /// Where the IP header starts in packets that the classifier has not annotated
 /// (`meta.l3 == L3Kind::None`).
@@ -54,6 +55,8 @@ pub struct EspStats {
     pub events_sent: u64,
     /// SA events lost (queue full or no queue configured).
     pub events_lost: u64,
+    /// TCP SYN segments whose MSS option was clamped ([`crate::esp::SaConfig::mss_clamp`]).
+    pub mss_clamped: u64,
 }
 
 #[inline]
@@ -132,12 +135,33 @@ macro_rules! esp_stage_common {
 #[derive(Debug)]
 pub struct EspEncrypt {
     shard: EspShard,
+    icmp: Option<IcmpErrors>,
 }
 
 impl EspEncrypt {
     /// A stage on `sub` (one subscription per shard), Ethernet framing, no event queue.
     pub fn new(sub: Subscriber<SaSet>) -> Self {
-        Self { shard: EspShard::new(sub) }
+        Self { shard: EspShard::new(sub), icmp: None }
+    }
+
+    /// Answers a packet that does not fit its tunnel SA's MTU (ESP overhead included,
+    /// [`SecurityAssociation::inner_mtu`]) with ICMP Fragmentation Needed (IPv4 with DF set)
+    /// or ICMPv6 Packet Too Big carrying that MTU, sent back towards its source (give `icmp`
+    /// [`IcmpErrors::with_routes`]: the packet was already forwarded). IPv4 without DF is not
+    /// fragmented here: it is dropped as `EspMtuExceeded`, as are packets over the rate.
+    pub fn with_icmp_errors(mut self, icmp: IcmpErrors) -> Self {
+        self.icmp = Some(icmp);
+        self
+    }
+
+    /// [`EspEncrypt::with_icmp_errors`] on a stage already built.
+    pub fn set_icmp_errors(&mut self, icmp: IcmpErrors) {
+        self.icmp = Some(icmp);
+    }
+
+    /// What the ICMP error generator did (zeros without one).
+    pub fn icmp_counters(&self) -> IcmpCounters {
+        self.icmp.as_ref().map(|i| i.counters()).unwrap_or_default()
     }
 }
 
@@ -146,6 +170,7 @@ esp_stage_common!(EspEncrypt);
 impl<B: PacketBuf> Stage<B> for EspEncrypt {
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
         let EspShard { sas, framing, events, stats } = &mut self.shard;
+        let icmp = &mut self.icmp;
         sas.refresh();
         let (set, states) = sas.parts();
         if !set.has_policies() {
@@ -183,6 +208,11 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
                     OutboundDecision::NoSa => Verdict::Drop(DropReason::EspNoSa),
                     OutboundDecision::Protect(i) => {
                         let sa = set.sa(i);
+                        if let Some(mss) = sa.mss_clamp()
+                            && crate::mss::clamp(&mut p.data_mut()[l3..], mss)
+                        {
+                            stats.mss_clamped += 1;
+                        }
                         let r = prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
                             raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
                         });
@@ -191,6 +221,7 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
                                 plans[k] = Some((i, plan));
                                 Verdict::Continue
                             }
+                            Err(DropReason::EspMtuExceeded) => too_big(icmp, p, l3, &ip, sa, now),
                             Err(r) => Verdict::Drop(r),
                         }
                     }
@@ -216,6 +247,29 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
             }
         }
         apply_verdicts(cx, batch, &verdicts);
+    }
+}
+
+/// The ICMP error for a packet that does not fit its SA, or its drop.
+#[inline(never)]
+fn too_big<B: PacketBuf>(
+    icmp: &mut Option<IcmpErrors>,
+    p: &mut B,
+    l3: usize,
+    ip: &IpHeader,
+    sa: &SecurityAssociation,
+    now: std::time::Instant,
+) -> Verdict {
+    let drop = Verdict::Drop(DropReason::EspMtuExceeded);
+    let (Some(icmp), Some(mtu)) = (icmp.as_mut(), sa.inner_mtu()) else { return drop };
+    // IPv4 without DF may be fragmented by a router; this one does not: dropped, counted.
+    let df = p.data().get(l3 + 6).is_some_and(|b| b & 0x40 != 0);
+    if !ip.v6 && !df {
+        return drop;
+    }
+    match icmp.reply(p, l3, IcmpError::TooBig { mtu }, now) {
+        Some(port) => Verdict::Forward { port },
+        None => drop,
     }
 }
 
@@ -369,7 +423,9 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                     // The ESN high bits are inferred from the window as left by the previous
                     // packet of the SA (RFC 4303 Appendix A), so ESN packets are done one by
                     // one, in order.
-                    return decap_verdict(decapsulate(p, l3, &loc, sa, &mut states[i], now, ev), stats);
+                    let v = decap_verdict(decapsulate(p, l3, &loc, sa, &mut states[i], now, ev), stats);
+                    clamp_inner(p, l3, sa, v, stats);
+                    return v;
                 }
                 match prepare_decap(p, &loc, sa, &mut states[i], now, ev) {
                     Ok(plan) => {
@@ -395,8 +451,26 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                 raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
             });
             verdicts[k] = decap_verdict(r, stats);
+            clamp_inner(p, *l3, sa, verdicts[k], stats);
         }
         apply_verdicts(cx, batch, &verdicts);
+    }
+}
+
+/// Clamps the MSS of a decrypted TCP SYN when its SA says so.
+#[inline]
+fn clamp_inner<B: PacketBuf>(
+    p: &mut B,
+    l3: usize,
+    sa: &SecurityAssociation,
+    v: Verdict,
+    stats: &mut EspStats,
+) {
+    if let (Some(mss), Verdict::Continue) = (sa.mss_clamp(), v)
+        && let Some(ip) = p.data_mut().get_mut(l3..)
+        && crate::mss::clamp(ip, mss)
+    {
+        stats.mss_clamped += 1;
     }
 }
 

@@ -49,12 +49,15 @@
 //! Multicast, loopback, link-local and other never-forwarded destinations are dropped before the
 //! lookup (RFC 1812 §5.3.7, RFC 4291).
 //!
-//! Not done here: ICMP Time Exceeded / Destination Unreachable errors (TTL expiry and missing
-//! routes are counted drops only), and IPv4 options are forwarded untouched.
+//! Next hops without a static neighbor resolve from learned neighbors
+//! ([`Forward::with_neighbors`]); the [`Resolving`] stage holds packets while one is resolved
+//! (see [`neigh`]). With [`Forward::with_icmp_errors`], TTL expiry and missing routes are
+//! answered with ICMP errors ([`crate::icmp`]) instead of dropped. IPv4 options are forwarded
+//! untouched.
 
 pub mod lpm4;
 pub mod lpm6;
-mod neigh;
+pub mod neigh;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -69,6 +72,7 @@ use wirespeed_core::{
     BATCH_SIZE, Batch, DropReason, IpPrefix, L3Kind, PacketBuf, PacketMeta, ShardCtx, Stage, Verdict,
 };
 
+use crate::icmp::{IcmpCounters, IcmpError, IcmpErrors};
 pub use lpm4::Dir24_8;
 pub use lpm6::{AddrHasher, AddrMap, Lpm6};
 pub use neigh::{HoldConfig, HoldCounters, Neighbors, ResolveQueue, Resolving, resolve_queue};
@@ -422,6 +426,7 @@ pub struct Forward {
     fib: Subscriber<Fib>,
     learned: Option<Subscriber<Neighbors>>,
     port_macs: ArrayVec<[u8; 6], MAX_TX_PORTS>,
+    icmp: Option<IcmpErrors>,
 }
 
 impl Forward {
@@ -429,7 +434,39 @@ impl Forward {
     /// packets leaving by output port `i` (at most [`MAX_TX_PORTS`]; extra ones are ignored).
     pub fn new(fib: Subscriber<Fib>, port_macs: &[[u8; 6]]) -> Self {
         let port_macs = port_macs.iter().copied().take(MAX_TX_PORTS).collect();
-        Self { fib, learned: None, port_macs }
+        Self { fib, learned: None, port_macs, icmp: None }
+    }
+
+    /// Answers packets whose TTL / hop limit runs out with ICMP Time Exceeded, and packets
+    /// without a route with Destination Unreachable, as [`crate::icmp`] describes (rate-limited;
+    /// beyond the rate, or when no error may be sent, they are dropped as before).
+    pub fn with_icmp_errors(mut self, icmp: IcmpErrors) -> Self {
+        self.icmp = Some(icmp);
+        self
+    }
+
+    /// What the ICMP error generator did (zeros without one).
+    pub fn icmp_counters(&self) -> IcmpCounters {
+        self.icmp.as_ref().map(|i| i.counters()).unwrap_or_default()
+    }
+
+    /// Turns a packet dropped for `r` into the ICMP error that reports it, if there is one and
+    /// it may be sent; true when the packet now leaves as that error.
+    #[inline(never)]
+    pub(crate) fn icmp_error<B: PacketBuf>(
+        &mut self,
+        p: &mut B,
+        r: DropReason,
+        now: std::time::Instant,
+    ) -> bool {
+        let err = match r {
+            DropReason::TtlExpired => IcmpError::TimeExceeded,
+            DropReason::NoRoute => IcmpError::NoRoute,
+            _ => return false,
+        };
+        let Some(icmp) = &mut self.icmp else { return false };
+        let l3 = usize::from(p.meta().l3_offset);
+        icmp.reply(p, l3, err, now).is_some()
     }
 
     /// Also resolves next hops from the learned neighbors `learned` (published by the control
@@ -553,10 +590,12 @@ impl<B: PacketBuf> Stage<B> for Forward {
         self.refresh();
         let mut drops = [None; BATCH_SIZE];
         let mut any = false;
+        let now = cx.now;
         for (p, d) in batch.iter_mut().zip(drops.iter_mut()) {
             let (kind, off) = (p.meta().l3, p.meta().l3_offset);
             match self.route(p.data_mut(), kind, off) {
                 Ok(port) => p.meta_mut().out_port = port,
+                Err(Miss::Drop(r)) if self.icmp.is_some() && self.icmp_error(p, r, now) => {}
                 Err(m) => {
                     *d = Some(match m {
                         Miss::Drop(r) => r,

@@ -138,8 +138,8 @@ struct Pending {
     queued: usize,
 }
 
-/// A [`Forward`] stage that resolves next hops instead of dropping misses: see the
-/// [module docs](self).
+/// A [`Forward`] stage that resolves next hops instead of dropping misses: packets whose next
+/// hop has no neighbor entry yet are held (bounded, per shard) while the control plane solicits.
 pub struct Resolving<B> {
     fwd: Forward,
     requests: ResolveQueue,
@@ -299,6 +299,14 @@ impl<B: PacketBuf> Resolving<B> {
                         continue;
                     }
                     Err(Miss::Drop(r)) => {
+                        if self.fwd.icmp.is_some() && self.fwd.icmp_error(&mut h.pkt, r, now) {
+                            let _ = batch.push(h.pkt);
+                            released += 1;
+                            if let Some(p) = self.pending(h.hop) {
+                                p.queued -= 1;
+                            }
+                            continue;
+                        }
                         cx.counters.drop_packet(r);
                         outcome = Some(true);
                     }
@@ -369,6 +377,7 @@ impl<B: PacketBuf> Stage<B> for Resolving<B> {
             }
             match self.fwd.route(p.data_mut(), kind, off) {
                 Ok(port) => p.meta_mut().out_port = port,
+                Err(Miss::Drop(r)) if self.fwd.icmp.is_some() && self.fwd.icmp_error(p, r, cx.now) => {}
                 Err(m) => {
                     *o = Some(m);
                     any = true;

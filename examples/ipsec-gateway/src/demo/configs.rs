@@ -139,7 +139,9 @@ pub fn config(site: Site, shards: usize, files: Option<[Option<&str>; 4]>) -> St
          [interfaces.lan]\nmac = \"{}\"\naddresses = [\"{lan4}\", \"{lan6}\"]\nport = {}\n\n\
          [interfaces.wan]\nmac = \"{}\"\naddresses = [\"{wan}/24\"]\nport = {}\n\n\
          [rss]\nkey = \"ms\"\nsymmetric = \"sort\"\nhash_types = [\"all\"]\nreta_size = 128\n\n\
-         [management]\ninterface = \"lan\"\nhttp_port = 9000\n",
+         [management]\ninterface = \"lan\"\nhttp_port = 9000\n\n\
+         # The demo counts the flows it refuses (no route, TTL 1) as drops: no ICMP errors.\n\
+         [icmp]\nerrors = false\n",
         mac(lan_mac),
         port(lan_in, lan_out),
         mac(wan_mac),

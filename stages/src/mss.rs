@@ -1,0 +1,69 @@
+//! TCP MSS clamping (what VPN gateways offer as "MSS clamp"): lowers the Maximum Segment Size
+//! option of SYN segments (RFC 9293 §3.7.1) so both ends send segments that fit a tunnel
+//! without fragmentation or path MTU discovery, with an RFC 1624 incremental checksum update.
+
+use wirespeed_core::wire::checksum::adjust;
+use wirespeed_core::wire::ip_proto;
+
+/// Clamps the MSS option of the TCP SYN in the IP packet `ip` (IPv4, or IPv6 with TCP right
+/// after the fixed header) to `mss`; true when it was lowered. Anything else (not TCP, not a
+/// SYN, a non-initial fragment, no MSS option, malformed options, an MSS already small enough)
+/// is left untouched.
+pub fn clamp(ip: &mut [u8], mss: u16) -> bool {
+    let (l4, end) = match ip.first().map(|b| b >> 4) {
+        Some(4) => {
+            let Some(h) = ip.get(..20) else { return false };
+            let ihl = usize::from(h[0] & 0x0f) * 4;
+            let frag = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
+            if h[9] != ip_proto::TCP || frag != 0 || ihl < 20 {
+                return false;
+            }
+            (ihl, usize::from(u16::from_be_bytes([h[2], h[3]])))
+        }
+        Some(6) => {
+            let Some(h) = ip.get(..40) else { return false };
+            if h[6] != ip_proto::TCP {
+                return false;
+            }
+            (40, 40 + usize::from(u16::from_be_bytes([h[4], h[5]])))
+        }
+        _ => return false,
+    };
+    let Some(tcp) = ip.get_mut(l4..end) else { return false };
+    let Some(h) = tcp.get(..20) else { return false };
+    let doff = usize::from(h[12] >> 4) * 4;
+    if h[13] & 0x02 == 0 || doff < 20 || doff > tcp.len() {
+        return false;
+    }
+    // Walk the options (kind, length, value), RFC 9293 §3.2.
+    let mut i = 20;
+    while i < doff {
+        match tcp[i] {
+            0 => return false,
+            1 => i += 1,
+            kind => {
+                let Some(&len) = tcp.get(i + 1) else { return false };
+                let len = usize::from(len);
+                if len < 2 || i + len > doff {
+                    return false;
+                }
+                if kind == 2 && len == 4 {
+                    let old = u16::from_be_bytes([tcp[i + 2], tcp[i + 3]]);
+                    if old <= mss {
+                        return false;
+                    }
+                    tcp[i + 2..i + 4].copy_from_slice(&mss.to_be_bytes());
+                    // The checksum sums 16-bit words from the header start: a value at an odd
+                    // offset straddles two words, which is the byte-swapped sum (RFC 1071).
+                    let (o, n) =
+                        if (i + 2) % 2 == 0 { (old, mss) } else { (old.swap_bytes(), mss.swap_bytes()) };
+                    let c = u16::from_be_bytes([tcp[16], tcp[17]]);
+                    tcp[16..18].copy_from_slice(&adjust(c, o, n).to_be_bytes());
+                    return true;
+                }
+                i += len;
+            }
+        }
+    }
+    false
+}
