@@ -63,7 +63,7 @@ bash "$peers/peer-anchors.sh" | tee "$r1/peers.txt"
 # baseline (the counterpart of pipeline/null_copy_baseline).
 bash tools/l3fwd-peer.sh 5 | tee -a "$r1/peers.txt"
 echo "== round 1: wirespeed, load $(load)"
-for b in pipeline runtime dispatch toeplitz stages esp gateway; do
+for b in pipeline runtime dispatch toeplitz stages esp gateway xfrm; do
   bench "$r1" "$b" "${BENCH_FILTER:-}"
 done
 
