@@ -66,7 +66,7 @@ bash tools/l3fwd-peer.sh 5 | tee -a "$r1/peers.txt"
 # buffers: the like-for-like of `cpu/esp/aead_*_batch32_aes128gcm_*` and the esp batch32 ids.
 bash tools/ipsecmb-peer.sh 3 | tee -a "$r1/peers.txt"
 echo "== round 1: wirespeed, load $(load)"
-for b in pipeline runtime dispatch toeplitz stages esp gateway; do
+for b in pipeline runtime dispatch toeplitz stages esp gateway xfrm; do
   bench "$r1" "$b" "${BENCH_FILTER:-}"
 done
 
