@@ -384,7 +384,7 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
         let stat = peer.xfrm_stat().unwrap();
         assert!(stat.iter().all(|(_, n)| *n == 0), "{}: peer's xfrm_stat: {stat:?}", aead.gateway);
         eprintln!("{} {outer:?}: gateway {t}", aead.gateway);
-        assert_eq!(t.total_drops(), 0, "{} {outer:?}: gateway drops: {t}", aead.gateway);
+        assert_only_unforwardable_drops(&t, &format!("{} {outer:?}", aead.gateway));
     }
 
     // Rekey both directions of the IPv4 tunnel under UDP traffic both ways, make-before-break on
@@ -458,7 +458,23 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
     }
     let stat = peer.xfrm_stat().unwrap();
     assert!(stat.iter().all(|(_, n)| *n == 0), "rekey: peer's xfrm_stat: {stat:?}");
-    assert_eq!(t.total_drops(), 0, "rekey: gateway {t}");
+    assert_only_unforwardable_drops(&t, "rekey");
+}
+
+/// Every gateway drop accounted: none at all, except packets the hosts send on their own to
+/// destinations a router never forwards (IGMP/MLD reports to link-local multicast, counted as
+/// `unsupported`; they come when an interface or address comes up, so their number varies).
+fn assert_only_unforwardable_drops(t: &wirespeed_core::ShardCounters, what: &str) {
+    let other: Vec<_> =
+        t.nonzero_drops().filter(|(r, _)| *r != wirespeed_core::DropReason::Unsupported).collect();
+    assert!(
+        other.is_empty(),
+        "{what}: gateway drops other than never-forwarded destinations: {other:?}; {t}"
+    );
+    assert!(
+        t.drops_of(wirespeed_core::DropReason::Unsupported) <= 32,
+        "{what}: too many unforwardable packets: {t}"
+    );
 }
 
 /// What the peer and the namespaces saw, for a failure message.
