@@ -39,7 +39,7 @@ figures() {
       }
       # runtime/null_io_1shard prints its per-CPU-second rate (shard thread) itself.
       /^runtime\/null_io_1shard: .* Mpps per CPU-second/ { print "cpu/runtime/null_io_1shard:rate", $2 }
-      /^gateway\/[a-z_]+: .* cycles at/ { sub(":", "", $1); print $1 ":cycles", $8 }
+      /^gateway\/[a-z_]+: .* cycles at/ { sub(":", "", $1); print $1 ":cycles", $9 }
     ' "$f"
   done
 }

@@ -62,8 +62,11 @@ bash "$peers/peer-anchors.sh" | tee "$r1/peers.txt"
 # The like-for-like peer of pipeline/l3fwd (same per-packet work in C on net_null) and its copy
 # baseline (the counterpart of pipeline/null_copy_baseline).
 bash tools/l3fwd-peer.sh 5 | tee -a "$r1/peers.txt"
+# intel-ipsec-mb's raw AES-128-GCM per CPU-second of its thread and per wall second, over 32
+# buffers: the like-for-like of `cpu/esp/aead_*_batch32_aes128gcm_*` and the esp batch32 ids.
+bash tools/ipsecmb-peer.sh 3 | tee -a "$r1/peers.txt"
 echo "== round 1: wirespeed, load $(load)"
-for b in pipeline runtime dispatch toeplitz stages esp gateway; do
+for b in pipeline runtime dispatch toeplitz stages esp gateway xfrm; do
   bench "$r1" "$b" "${BENCH_FILTER:-}"
 done
 

@@ -175,7 +175,8 @@ fn timed(iters: u64, cpu: bool, mut f: impl FnMut()) -> Duration {
 /// SA), with the provider `fastest_provider()` picks here; `…_{alg}_{provider}` ids run the
 /// same with each built-in provider, for comparison in one run. Set-up in the time: encrypt
 /// restores the 42 header bytes of each packet, decrypt copies each ESP packet back. The batch
-/// AES-GCM's code path can be chosen with `WIRESPEED_GCM_PATH` (`avx512`, `vaes256`, `aesni`).
+/// AES-GCM's code path can be chosen with `WIRESPEED_GCM_PATH` (`avx512`, `vaes256`, `aesni`),
+/// the batch ChaCha20-Poly1305's with `WIRESPEED_CHACHA_PATH` (`avx512`, `avx2`).
 fn bench_esp_batch<M: Clock>(c: &mut Criterion<M>) {
     let pool = BufferPool::new(PoolConfig { buffers: 256, data_room: 2048, headroom: 256 }).unwrap();
     let mut g = c.benchmark_group(M::group("esp"));
@@ -185,6 +186,7 @@ fn bench_esp_batch<M: Clock>(c: &mut Criterion<M>) {
         (AeadAlgorithm::Aes128Gcm, 64, false),
         (AeadAlgorithm::Aes128Gcm, 1420, true),
         (AeadAlgorithm::ChaCha20Poly1305, 1420, false),
+        (AeadAlgorithm::ChaCha20Poly1305, 1420, true),
     ];
     for (alg, n, decrypt) in cases {
         let fastest = fastest_provider(alg);

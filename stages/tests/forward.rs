@@ -323,4 +323,17 @@ fn never_forwarded_destinations() {
         let want = want.map_or(Verdict::Forward { port: 0 }, Verdict::Drop);
         assert_eq!(fwd.forward_frame(&mut f, &m), want, "{dst}");
     }
+    // A host's link-local multicast with hop limit / TTL 1 (MLD and IGMP reports) is a
+    // never-forwarded destination, not a TTL expiry (no Time Exceeded for it).
+    let mut f = ipv6_udp_frame("ff02::16".parse().unwrap(), 1);
+    let m = classify(&f);
+    assert_eq!(fwd.forward_frame(&mut f, &m), Verdict::Drop(DropReason::Unsupported));
+    let mut f = udp4_frame(64);
+    f[30..34].copy_from_slice(&[224, 0, 0, 22]);
+    f[22] = 1;
+    f[24..26].fill(0);
+    let c = ipv4_header_checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    let m = classify(&f);
+    assert_eq!(fwd.forward_frame(&mut f, &m), Verdict::Drop(DropReason::Unsupported));
 }

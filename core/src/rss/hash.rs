@@ -335,7 +335,7 @@ pub(super) enum Tail {
 }
 
 impl Tail {
-    #[inline]
+    #[inline(always)]
     pub(super) fn bytes(self, mode: SymmetricMode) -> [u8; 4] {
         match self {
             Tail::Spi(spi) => spi.to_be_bytes(),
@@ -354,7 +354,7 @@ impl Tail {
 }
 
 /// The class of `t` under `types`: `None` = no hash, `Some(None)` = 2-tuple, else the tail.
-#[inline]
+#[inline(always)]
 pub(super) fn tail(t: &FlowTuple, types: HashTypes, v6: bool) -> Option<Option<Tail>> {
     let ty = |v4t: HashTypes, v6t: HashTypes| types.contains(if v6 { v6t } else { v4t });
     let tcp = t.proto == proto::TCP;

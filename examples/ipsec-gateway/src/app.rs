@@ -33,6 +33,9 @@ pub enum RunError {
     /// The configuration names a backend `run` cannot open.
     #[error("interfaces.lan.port.backend = {0}: {1}")]
     Backend(&'static str, &'static str),
+    /// `[keying] source = "xfrm"` cannot start (no CAP_NET_ADMIN, no NETLINK_XFRM).
+    #[error(transparent)]
+    Keying(#[from] crate::keying::KeyingError),
 }
 
 /// Options of a run.
@@ -155,6 +158,19 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
         None => None,
     };
     let mut control = crate::ctl::Control::default();
+    #[cfg(target_os = "linux")]
+    let mut xfrm = match &cfg.keying {
+        crate::keying::Keying::Xfrm(k) => {
+            let (source, log) = crate::keying::XfrmSource::start(cfg, k, &mut gw)?;
+            log.iter().for_each(|l| eprintln!("{}: {l}", cfg.name));
+            Some(source)
+        }
+        crate::keying::Keying::Static => None,
+    };
+    #[cfg(not(target_os = "linux"))]
+    if matches!(cfg.keying, crate::keying::Keying::Xfrm(_)) {
+        return Err(crate::keying::KeyingError::Unsupported.into());
+    }
     let mut last = (Instant::now(), gw.stats());
     let mut interrupted = false;
     let tick = Duration::from_millis(20);
@@ -165,6 +181,15 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
                 "{}: SA event: SPI {:#x} (uid {}) on shard {}: {:?}",
                 cfg.name, ev.spi, ev.uid, ev.shard, ev.kind
             );
+            #[cfg(target_os = "linux")]
+            if let Some(l) = xfrm.as_mut().and_then(|x| x.on_event(&ev)) {
+                eprintln!("{}: {l}", cfg.name);
+            }
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(x) = xfrm.as_mut() {
+            x.poll(&mut gw, Instant::now()).iter().for_each(|l| eprintln!("{}: {l}", cfg.name));
+            control.mirrored = x.mirrored_uids().collect();
         }
         if let Some((_, requests)) = &ctl {
             while let Ok((line, reply)) = requests.try_recv() {
@@ -177,6 +202,12 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
             eprintln!("{}: ctl: rekeyed inbound SA {spi:#x} removed after its grace period", cfg.name);
         }
         gw.refresh_metrics();
+        #[cfg(target_os = "linux")]
+        if let Some(x) = &xfrm
+            && let Ok(mut m) = gw.metrics_handle().lock()
+        {
+            m.push_str(&x.metrics(&cfg.name, &gw));
+        }
         if let Some(p) = &opts.progress {
             p(gw.stats().iter().map(|s| s.counters.rx_packets).sum());
         }

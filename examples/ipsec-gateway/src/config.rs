@@ -111,6 +111,9 @@ pub struct FileConfig {
     /// `[icmp]`: ICMP errors from the data plane.
     #[serde(default)]
     pub icmp: IcmpSection,
+    /// `[keying]`: SAs from an IKE daemon besides `[[sa]]` ([`crate::keying`]).
+    #[serde(default)]
+    pub keying: crate::keying::KeyingSection,
     /// `[runtime]`: how the shards behave.
     #[serde(default)]
     pub runtime: RuntimeSection,
@@ -598,6 +601,8 @@ pub struct GatewayConfig {
     pub sas: Vec<SaConfig>,
     /// ICMP errors: `Some(rate)` per second per shard and path when enabled.
     pub icmp_rate: Option<u32>,
+    /// Where more SAs come from (`[keying]`).
+    pub keying: crate::keying::Keying,
     /// What idle shards do (`[runtime] idle`).
     pub idle: IdlePolicy,
 }
@@ -933,6 +938,7 @@ impl FileConfig {
             policies,
             sas,
             icmp_rate: (self.icmp.errors && self.icmp.rate > 0).then_some(self.icmp.rate),
+            keying: self.keying.validate()?,
         })
     }
 }

@@ -13,7 +13,7 @@
 //! route remove PREFIX
 //! neighbor add ADDRESS MAC lan|wan
 //! neighbor remove ADDRESS
-//! show sas
+//! show sas                       (SAs mirrored from an IKE daemon are marked [xfrm])
 //! ```
 //!
 //! Rekeying is make-before-break. `sa rekey OLD { direction = "inbound", … }` installs the new
@@ -77,6 +77,9 @@ pub const MAX_NEIGHBORS: usize = 65_536;
 #[derive(Debug, Default)]
 pub struct Control {
     lingering: Vec<(u32, Instant)>,
+    /// Uids of the SAs mirrored from an IKE daemon (`[keying] source = "xfrm"`): `show sas`
+    /// marks them `[xfrm]`.
+    pub mirrored: Vec<u64>,
     used_keys: HashSet<u64>,
     routes_added: usize,
     neighbors_added: usize,
@@ -319,9 +322,12 @@ impl Control {
                 let list: Vec<String> = gw
                     .sas()
                     .iter()
-                    .map(|s| match s.direction() {
-                        Direction::Inbound => format!("{:#x}/in", s.spi()),
-                        Direction::Outbound { shard } => format!("{:#x}/out@{shard}", s.spi()),
+                    .map(|s| {
+                        let origin = if self.mirrored.contains(&s.uid()) { "[xfrm]" } else { "" };
+                        match s.direction() {
+                            Direction::Inbound => format!("{:#x}/in{origin}", s.spi()),
+                            Direction::Outbound { shard } => format!("{:#x}/out@{shard}{origin}", s.spi()),
+                        }
                     })
                     .collect();
                 Ok(list.join(" "))

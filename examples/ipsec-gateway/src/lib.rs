@@ -34,6 +34,7 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod gateway;
+pub mod keying;
 pub mod metrics;
 mod outpath;
 pub mod ports;

@@ -35,7 +35,7 @@ const USAGE: &str = "usage:
              sa rekey OLD_SPI { new SA, same keys as sa add } [grace=SECONDS]
              route add PREFIX [via ADDR]      route remove PREFIX
              neighbor add ADDR MAC lan|wan    neighbor remove ADDR
-             show sas
+             show sas            (SAs from [keying] source = \"xfrm\" marked [xfrm])
            rekey is make-before-break: rekey the receiver's inbound SA first (the old one
            lingers for the grace period, default 5 s), then the sender's outbound SA
   demo     two gateways offline: generated traffic -> gateway A (encrypt) -> ESP capture ->

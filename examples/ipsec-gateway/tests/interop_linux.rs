@@ -443,12 +443,17 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
         assert!(stat.iter().all(|(_, n)| *n == 0), "{}: peer's xfrm_stat: {stat:?}", aead.gateway);
         eprintln!("{} {outer:?}: gateway {t}", aead.gateway);
         // The LAN host's MLD reports (hop limit 1, to ff02::16), sent when its IPv6 came up,
-        // may reach the gateway in the first round, which routes no multicast: counted as TTL
-        // expired (no ICMP error about multicast). Nothing else is dropped.
+        // may reach the gateway in the first round, which routes no multicast: counted as
+        // `unsupported` (a never-forwarded destination; no ICMP error about multicast). Nothing
+        // else is dropped.
         let mld = mld_reports(ns) - mld_before;
-        let ttl = t.drops_of(wirespeed_core::DropReason::TtlExpired);
-        assert!(ttl <= mld, "{} {outer:?}: {ttl} TTL expired, {mld} MLD reports: {t}", aead.gateway);
-        assert_eq!(t.total_drops() - ttl, 0, "{} {outer:?}: gateway drops: {t}", aead.gateway);
+        let unforwardable = t.drops_of(wirespeed_core::DropReason::Unsupported);
+        assert!(
+            unforwardable <= mld,
+            "{} {outer:?}: {unforwardable} unforwardable, {mld} MLD reports: {t}",
+            aead.gateway
+        );
+        assert_eq!(t.total_drops() - unforwardable, 0, "{} {outer:?}: gateway drops: {t}", aead.gateway);
     }
 
     // Rekey both directions of the IPv4 tunnel under UDP traffic both ways, make-before-break on
@@ -522,7 +527,23 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
     }
     let stat = peer.xfrm_stat().unwrap();
     assert!(stat.iter().all(|(_, n)| *n == 0), "rekey: peer's xfrm_stat: {stat:?}");
-    assert_eq!(t.total_drops(), 0, "rekey: gateway {t}");
+    assert_only_unforwardable_drops(&t, "rekey");
+}
+
+/// Every gateway drop accounted: none at all, except packets the hosts send on their own to
+/// destinations a router never forwards (IGMP/MLD reports to link-local multicast, counted as
+/// `unsupported`; they come when an interface or address comes up, so their number varies).
+fn assert_only_unforwardable_drops(t: &wirespeed_core::ShardCounters, what: &str) {
+    let other: Vec<_> =
+        t.nonzero_drops().filter(|(r, _)| *r != wirespeed_core::DropReason::Unsupported).collect();
+    assert!(
+        other.is_empty(),
+        "{what}: gateway drops other than never-forwarded destinations: {other:?}; {t}"
+    );
+    assert!(
+        t.drops_of(wirespeed_core::DropReason::Unsupported) <= 32,
+        "{what}: too many unforwardable packets: {t}"
+    );
 }
 
 /// What the peer and the namespaces saw, for a failure message.

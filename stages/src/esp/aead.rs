@@ -14,8 +14,10 @@
 //!   the accelerated paths and is what the benches use (see the repository `.cargo/config.toml`).
 //! - `Ring` (feature `accel`): ring's BoringSSL-derived assembly (AES-GCM with AVX/VAES and
 //!   CLMUL, ChaCha20-Poly1305 with AVX2). Also detects CPU features at run time.
-//! - [`super::gcm::BatchGcm`]: this crate's batch AES-GCM (AES-NI + PCLMULQDQ, detected at run
-//!   time), which interleaves the packets of a batch; AES-GCM only.
+//! - [`super::gcm::BatchGcm`]: this crate's batch AES-GCM (AES-NI + PCLMULQDQ, VAES-256 or a
+//!   512-bit stitched AVX-512 path, detected at run time); AES-GCM only.
+//! - [`super::chacha::BatchChaCha`]: this crate's batch ChaCha20-Poly1305 (AVX-512 or AVX2,
+//!   detected at run time), ChaCha20 across the packets of a batch; ChaCha20-Poly1305 only.
 //!
 //! Third-party providers (hardware offload, …) implement the same trait outside this crate; see
 //! the example on [`AeadProvider`]. The choice is per SA ([`crate::esp::SaConfig::provider`]),
@@ -138,7 +140,10 @@ pub fn default_provider() -> ProviderRef {
 
 /// Every provider compiled into this build that works on this CPU, fastest first per the
 /// benches in `benches/benches/esp.rs`: the batch AES-GCM [`super::gcm::BatchGcm`] (AES-GCM
-/// only, when the CPU has AES-NI and PCLMULQDQ), ring (feature `accel`), RustCrypto.
+/// only, when the CPU has AES-NI and PCLMULQDQ), the batch ChaCha20-Poly1305
+/// [`super::chacha::BatchChaCha`] (ChaCha20-Poly1305 only) when it runs its AVX-512 + IFMA
+/// path, ring (feature `accel`), the batch ChaCha20-Poly1305 on its AVX2 path (slower than
+/// ring's AVX2 assembly, faster than RustCrypto), RustCrypto.
 // Entries depend on features and the CPU, hence pushes rather than `vec![]`.
 #[allow(clippy::vec_init_then_push)]
 pub fn builtin_providers() -> Vec<ProviderRef> {
@@ -146,8 +151,17 @@ pub fn builtin_providers() -> Vec<ProviderRef> {
     if super::gcm::BatchGcm::detected() {
         v.push(std::sync::Arc::new(super::gcm::BatchGcm));
     }
+    let chacha = super::chacha::BatchChaCha::detected();
+    let chacha_wide =
+        chacha && super::chacha::ChaChaPath::selected() == Some(super::chacha::ChaChaPath::Avx512);
+    if chacha_wide {
+        v.push(std::sync::Arc::new(super::chacha::BatchChaCha));
+    }
     #[cfg(feature = "accel")]
     v.push(std::sync::Arc::new(Ring));
+    if chacha && !chacha_wide {
+        v.push(std::sync::Arc::new(super::chacha::BatchChaCha));
+    }
     v.push(std::sync::Arc::new(RustCrypto));
     v
 }

@@ -52,6 +52,7 @@
 //! ```
 
 pub mod aead;
+pub mod chacha;
 pub mod gcm;
 mod packet;
 pub mod replay;
@@ -65,6 +66,7 @@ pub use aead::{
     AeadAlgorithm, AeadError, AeadJob, AeadProvider, EspAead, ProviderRef, RustCrypto, builtin_providers,
     default_provider, fastest_provider,
 };
+pub use chacha::{BatchChaCha, BatchChaChaForced, ChaChaPath, PATH_ENV as CHACHA_PATH_ENV};
 pub use gcm::{BatchGcm, BatchGcmAesNi, BatchGcmForced, GcmPath, PATH_ENV};
 pub use packet::{
     Decapsulated, ESP_HDR_LEN, EspLocation, MIN_ESP_LEN, UDP_HDR_LEN, decapsulate, encapsulate,

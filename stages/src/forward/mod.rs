@@ -550,11 +550,14 @@ impl Forward {
             L3Kind::Ipv4 => {
                 let h = l3.first_chunk_mut::<IPV4_HEADER_LEN>().ok_or(DropReason::Truncated)?;
                 let mut ip = Ipv4Packet::new_unchecked(h);
+                // Destinations a router never forwards first (RFC 1812 §5.3.7): a host's
+                // link-local multicast (IGMP reports, TTL 1) is not a TTL expiry and gets no
+                // Time Exceeded.
+                let dst = ip.dst_bits();
+                check_v4(dst)?;
                 if ip.ttl() <= 1 {
                     return Err(DropReason::TtlExpired.into());
                 }
-                let dst = ip.dst_bits();
-                check_v4(dst)?;
                 let nb = self.neighbor(self.fib.get().hop_v4(dst)?)?;
                 ip.decrement_ttl();
                 nb
@@ -563,11 +566,11 @@ impl Forward {
                 let h = l3.first_chunk_mut::<IPV6_HEADER_LEN>().ok_or(DropReason::Truncated)?;
                 let mut ip = Ipv6Packet::new_unchecked(h);
                 let hops = ip.hop_limit();
+                let dst = ip.dst_bits();
+                check_v6(dst)?;
                 if hops <= 1 {
                     return Err(DropReason::TtlExpired.into());
                 }
-                let dst = ip.dst_bits();
-                check_v6(dst)?;
                 let nb = self.neighbor(self.fib.get().hop_v6(dst)?)?;
                 // No IPv6 header checksum (RFC 8200 §3).
                 ip.set_hop_limit(hops - 1);

@@ -1,18 +1,23 @@
 //! The 512-bit path ([`super::GcmPath::Avx512`]): each packet in one stitched pass.
 //!
-//! A packet's data is cut into chunks of sixteen blocks (256 bytes), four 512-bit registers.
-//! Sealing chunk `c`, the AES rounds of its counter blocks run while the ciphertext of chunk
-//! `c - 1` (still in registers) is multiplied by `H^16..H^1`; opening, the ciphertext of a chunk
-//! is multiplied and decrypted in the same iteration. Products are summed unreduced and
-//! reduced once per chunk (aggregated reduction); the running GHASH value is xored into the
-//! first block of the next chunk. The AAD (up to sixteen blocks) and the lengths block join the
-//! first and the last reduction group, so a small packet has a single reduction. The key
-//! powers `H^1..H^NPOW` are precomputed per key, laid out so that the powers of any run of
-//! consecutive blocks are one unaligned 64-byte load (zeros after `H^1` for the lanes past the
-//! end of a run).
+//! A packet's data is cut into chunks of sixteen blocks (256 bytes), four 512-bit registers,
+//! and each chunk is encrypted (or decrypted) and hashed in the same iteration, from registers:
+//! the data is read and written once. The GHASH multiplications of a chunk do not feed the next
+//! chunk's AES rounds, so the CPU runs the two side by side (out of order), which is the
+//! stitching; holding the ciphertext in registers across the next chunk's rounds instead (the
+//! assembly way) measured 8 % slower here, from register spills. Products are summed unreduced
+//! (Karatsuba, three carry-less multiplications per block) and reduced once per 32 blocks
+//! (aggregated reduction); the running GHASH value is multiplied in at the reduction, so only
+//! one multiplication and the reduction are on the chain from one group to the next. The AAD
+//! (up to sixteen blocks) and the lengths block join the first and the last reduction group,
+//! so a small packet has a single reduction. The key powers `H^1..H^NPOW` are precomputed per
+//! key, laid out so that the powers of any run of consecutive blocks are one unaligned 64-byte
+//! load (zeros after `H^1` for the lanes past the end of a run).
 //!
 //! The last chunk (1 to 256 bytes) is read and written with byte-masked loads and stores, so no
-//! byte outside the packet is touched and no copy is made. Everything branches on lengths only.
+//! byte outside the packet is touched and no copy is made; when its last register has a free
+//! lane, the tag mask's counter block `J0` rides in it (no separate AES chain for small
+//! packets). Everything branches on lengths only.
 //!
 //! GHASH runs in the POLYVAL representation (RFC 8452 Appendix A) as in `x86.rs`: blocks are
 //! byte-reversed, the key powers are shared.
@@ -22,9 +27,9 @@ use std::arch::x86_64::*;
 use super::x86::{GcmKey, MAX_LEN, bswap, from_bytes, j0_base, lens_block, reduce, to_bytes, xor};
 use super::{AeadError, AeadJob};
 
-/// Key powers kept: `H^1..H^NPOW`. A reduction group is at most sixteen AAD blocks, sixteen
-/// data blocks and the lengths block (33).
-pub(super) const NPOW: usize = 36;
+/// Key powers kept: `H^1..H^NPOW`. A reduction group is at most sixteen AAD blocks, 32 data
+/// blocks and the lengths block (49).
+pub(super) const NPOW: usize = 52;
 
 /// The per-key tables of the 512-bit path.
 #[repr(C, align(64))]
@@ -34,13 +39,15 @@ pub(super) struct Tables {
     /// `hp[i]` = `H^(NPOW - i)` for `i < NPOW`, then four zero blocks: the powers of blocks
     /// that need `H^e, H^(e-1), …` start at `hp[NPOW - e]`.
     hp: [__m128i; NPOW + 4],
+    /// Karatsuba's middle factors: `hk[i]` = low ⊕ high half of `hp[i]`, in both halves.
+    hk: [__m128i; NPOW + 4],
 }
 
 impl Drop for Tables {
     fn drop(&mut self) {
         // Best effort: do not leave the key schedule in freed memory.
         let z = from_bytes([0; 16]);
-        for r in self.hp.iter_mut() {
+        for r in self.hp.iter_mut().chain(self.hk.iter_mut()) {
             // SAFETY: `r` is a valid, aligned, exclusive reference.
             unsafe { std::ptr::write_volatile(r, z) };
         }
@@ -57,25 +64,34 @@ impl Tables {
     /// `rk`: the round keys; `pows[i]` = `H^(i+1)` (POLYVAL representation).
     #[target_feature(enable = "avx512f")]
     pub(super) fn new(rk: &[__m128i; 15], pows: &[__m128i; NPOW]) -> Box<Self> {
-        let mut t = Box::new(Self { rk: [_mm512_setzero_si512(); 15], hp: [_mm_setzero_si128(); NPOW + 4] });
+        let z = _mm_setzero_si128();
+        let mut t = Box::new(Self { rk: [_mm512_setzero_si512(); 15], hp: [z; NPOW + 4], hk: [z; NPOW + 4] });
         for (d, s) in t.rk.iter_mut().zip(rk) {
             *d = _mm512_broadcast_i32x4(*s);
         }
         for (i, p) in pows.iter().enumerate() {
             t.hp[NPOW - 1 - i] = *p;
+            t.hk[NPOW - 1 - i] = _mm_xor_si128(*p, _mm_shuffle_epi32::<0x4e>(*p));
         }
         t
     }
 
-    /// The powers `H^e, H^(e-1), H^(e-2), H^(e-3)` (zero where the exponent is below 1).
+    /// The powers `H^e, H^(e-1), H^(e-2), H^(e-3)` (zero where the exponent is below 1), with
+    /// their Karatsuba middle factors.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn pow(&self, e: usize) -> __m512i {
-        let run: &[__m128i; 4] =
-            self.hp[NPOW - e..][..4].try_into().unwrap_or_else(|_| unreachable!("4 entries"));
-        // SAFETY: `run` is 64 readable bytes; the load is unaligned.
-        unsafe { _mm512_loadu_si512(run.as_ptr().cast()) }
+    fn pow(&self, e: usize) -> (__m512i, __m512i) {
+        (run4(&self.hp, NPOW - e), run4(&self.hk, NPOW - e))
     }
+}
+
+/// Entries `i..i + 4` of a power table.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn run4(t: &[__m128i; NPOW + 4], i: usize) -> __m512i {
+    let run: &[__m128i; 4] = t[i..][..4].try_into().unwrap_or_else(|_| unreachable!("4 entries"));
+    // SAFETY: `run` is 64 readable bytes; the load is unaligned.
+    unsafe { _mm512_loadu_si512(run.as_ptr().cast()) }
 }
 
 /// Bytes `0..n` (at most 64) of a register as a mask.
@@ -149,26 +165,34 @@ impl Sum {
         Self { lo: z, mid: z, hi: z }
     }
 
-    /// `+= x · h`, four blocks.
+    /// `+= x · h`, four blocks, Karatsuba (three multiplications; `mid` gets
+    /// (x_lo ⊕ x_hi)(h_lo ⊕ h_hi), from which `lo` and `hi` are taken in [`Sum::finish`]).
     #[inline]
     #[target_feature(enable = "avx512f,vpclmulqdq")]
-    fn mul_acc(&mut self, x: __m512i, h: __m512i) {
+    fn mul_acc(&mut self, x: __m512i, (h, hk): (__m512i, __m512i)) {
         self.lo = xor4(self.lo, _mm512_clmulepi64_epi128::<0x00>(x, h));
         self.hi = xor4(self.hi, _mm512_clmulepi64_epi128::<0x11>(x, h));
-        self.mid = _mm512_ternarylogic_epi64::<0x96>(
-            self.mid,
-            _mm512_clmulepi64_epi128::<0x01>(x, h),
-            _mm512_clmulepi64_epi128::<0x10>(x, h),
-        );
+        let xk = xor4(x, _mm512_shuffle_epi32::<0x4e>(x));
+        self.mid = xor4(self.mid, _mm512_clmulepi64_epi128::<0x00>(xk, hk));
     }
 
-    /// The four lanes folded and reduced: the GHASH value after the group.
+    /// The GHASH value after the group: the four lanes folded, plus `carry` (the value before
+    /// the group) times `H^e` (`e`: the power of the group's first block), reduced. Adding the
+    /// carry here rather than into the first block keeps the lane folding off the dependency
+    /// chain from one group to the next: on it are only one multiplication and the reduction.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,pclmulqdq,sse2")]
-    fn finish(self) -> __m128i {
-        let lo = xor4(self.lo, _mm512_bslli_epi128::<8>(self.mid));
-        let hi = xor4(self.hi, _mm512_bsrli_epi128::<8>(self.mid));
-        reduce((fold(lo), _mm_setzero_si128(), fold(hi)))
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,pclmulqdq,sse2")]
+    fn finish(self, t: &Tables, carry: Option<__m128i>, e: usize) -> __m128i {
+        let (mut lo, mut mk, mut hi) = (fold(self.lo), fold(self.mid), fold(self.hi));
+        // No carry before the first group (known from the lengths alone).
+        if let Some(c) = carry {
+            let (h, hk) = (t.hp[NPOW - e], t.hk[NPOW - e]);
+            lo = xor(lo, _mm_clmulepi64_si128::<0x00>(c, h));
+            hi = xor(hi, _mm_clmulepi64_si128::<0x11>(c, h));
+            let ck = xor(c, _mm_shuffle_epi32::<0x4e>(c));
+            mk = xor(mk, _mm_clmulepi64_si128::<0x00>(ck, hk));
+        }
+        reduce((lo, _mm_ternarylogic_epi64::<0x96>(mk, lo, hi), hi))
     }
 }
 
@@ -211,36 +235,30 @@ fn next_counters<const N: usize>(ctr: &mut [__m512i; 4]) -> [__m512i; N] {
     x
 }
 
-/// The ciphertext of a full chunk (four registers, byte-reversed) into its reduction group,
-/// `carry` (the GHASH value so far) xored into its first block; returns the new GHASH value
-/// as the next carry.
+/// The products of a full chunk (four registers, byte-reversed) into its reduction group; `e`
+/// is the power of the chunk's first block.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,vpclmulqdq,pclmulqdq,sse2")]
-fn ghash_full(t: &Tables, sum: &mut Sum, g: [__m512i; 4], carry: __m512i) -> __m512i {
-    sum.mul_acc(xor4(g[0], carry), t.pow(16));
-    sum.mul_acc(g[1], t.pow(12));
-    sum.mul_acc(g[2], t.pow(8));
-    sum.mul_acc(g[3], t.pow(4));
-    let acc = std::mem::replace(sum, Sum::zero()).finish();
-    _mm512_zextsi128_si512(acc)
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,vpclmulqdq,pclmulqdq,sse2")]
+fn chunk_products(t: &Tables, sum: &mut Sum, g: [__m512i; 4], e: usize) {
+    for (k, g) in g.into_iter().enumerate() {
+        sum.mul_acc(g, t.pow(e - 4 * k));
+    }
 }
 
 /// GHASH of `s` (no lengths block) onto zero, in groups of sixteen blocks: the AAD when it is
 /// longer than sixteen blocks.
-#[target_feature(enable = "avx512f,avx512bw,vpclmulqdq,pclmulqdq,sse2,ssse3")]
-fn absorb(t: &Tables, s: &[u8]) -> __m128i {
-    let mut acc = _mm512_setzero_si512();
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,vpclmulqdq,pclmulqdq,sse2,ssse3")]
+fn absorb(t: &Tables, s: &[u8]) -> Option<__m128i> {
+    let mut acc = None;
     for group in s.chunks(256) {
         let m = group.len().div_ceil(16);
         let mut sum = Sum::zero();
         for (k, piece) in group.chunks(64).enumerate() {
-            let x = bswap4(load(piece));
-            let x = if k == 0 { xor4(x, acc) } else { x };
-            sum.mul_acc(x, t.pow(m - 4 * k));
+            sum.mul_acc(bswap4(load(piece)), t.pow(m - 4 * k));
         }
-        acc = _mm512_zextsi128_si512(sum.finish());
+        acc = Some(sum.finish(t, acc, m));
     }
-    _mm512_castsi512_si128(acc)
+    acc
 }
 
 /// One packet's stitched CTR + GHASH pass over `data` (sealed if `SEAL`, else opened: GHASH of
@@ -248,29 +266,42 @@ fn absorb(t: &Tables, s: &[u8]) -> __m128i {
 /// lengths (POLYVAL domain, still byte-reversed).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes,pclmulqdq,avx2,sse4.1,ssse3,sse2")]
-fn pass<const R: usize, const SEAL: bool>(t: &Tables, base: __m128i, aad: &[u8], data: &mut [u8]) -> __m128i {
+fn pass<const R: usize, const SEAL: bool>(
+    t: &Tables,
+    base: __m128i,
+    aad: &[u8],
+    data: &mut [u8],
+) -> (__m128i, __m128i) {
     let len = data.len();
+    let j0 = _mm_insert_epi32::<3>(base, 1u32.to_be() as i32);
     let lens = lens_block(aad, data);
     let nb = len.div_ceil(16);
     let nch = nb.div_ceil(16);
     // Blocks of the last chunk (1..=16; 0 when there is no data).
     let m = nb - 16 * nch.saturating_sub(1);
     let mut sum = Sum::zero();
-    // The GHASH value so far, in lane 0, xored into the first block of the next group.
-    let mut carry = _mm512_setzero_si512();
+    // The GHASH value before the next group.
+    let mut carry = None;
+    // Reduction groups: pairs of full chunks (32 blocks), then the last chunk with the lengths
+    // block and, when the full chunks are odd in number, the last full chunk before it.
+    let full_chunks = nch.saturating_sub(1);
+    let paired = full_chunks - full_chunks % 2;
+    let last_group = if full_chunks % 2 == 1 { 16 + m + 1 } else { m + 1 };
+    // The power of the first block of the current group.
+    let mut first = if paired > 0 { 32 } else { last_group };
     let na = aad.len().div_ceil(16);
     if na > 16 {
-        carry = _mm512_zextsi128_si512(absorb(t, aad));
+        carry = absorb(t, aad);
     } else if na > 0 {
         // The AAD opens the first group: AAD, chunk 0, and the lengths if chunk 0 is the last.
-        let total = na + if nch > 1 { 16 } else { m + 1 };
+        first += na;
         for (k, piece) in aad.chunks(64).enumerate() {
-            sum.mul_acc(bswap4(load(piece)), t.pow(total - 4 * k));
+            sum.mul_acc(bswap4(load(piece)), t.pow(first - 4 * k));
         }
     }
     if nch == 0 {
-        sum.mul_acc(xor4(_mm512_zextsi128_si512(lens), carry), t.pow(1));
-        return sum.finish();
+        sum.mul_acc(_mm512_zextsi128_si512(lens), t.pow(1));
+        return (sum.finish(t, carry, first), encrypt1::<R>(t, j0));
     }
     let rev = _mm512_broadcast_i32x4(bswap(base));
     // Data block i has counter i + 2.
@@ -281,63 +312,84 @@ fn pass<const R: usize, const SEAL: bool>(t: &Tables, base: __m128i, aad: &[u8],
         _mm512_add_epi32(rev, lane_ctr(14)),
     ];
     let (full, last) = data.split_at_mut(256 * (nch - 1));
-    // Sealing: the byte-reversed ciphertext of the previous full chunk, not yet hashed.
-    let mut pending: Option<[__m512i; 4]> = None;
-    for chunk in full.chunks_exact_mut(256) {
+    for (ci, chunk) in full.chunks_exact_mut(256).enumerate() {
+        // The power of the chunk's first block.
+        let e = if ci >= paired {
+            16 + m + 1
+        } else if ci % 2 == 0 {
+            32
+        } else {
+            16
+        };
         let x = next_counters::<4>(&mut ctr);
         let mut g = [_mm512_setzero_si512(); 4];
         if SEAL {
-            if let Some(p) = pending {
-                carry = ghash_full(t, &mut sum, p, carry);
-            }
+            // The GHASH of this chunk is not on the path of the next chunk's AES: the CPU
+            // overlaps the two (out of order) without holding the ciphertext across rounds.
             let ks = aes::<R, 4>(t, x);
             for (k, (piece, ks)) in chunk.chunks_exact_mut(64).zip(ks).enumerate() {
                 let c = xor4(ks, load(piece));
                 store(piece, c);
                 g[k] = bswap4(c);
             }
-            pending = Some(g);
+            chunk_products(t, &mut sum, g, e);
         } else {
             let mut c = [_mm512_setzero_si512(); 4];
             for (k, piece) in chunk.chunks_exact(64).enumerate() {
                 c[k] = load(piece);
                 g[k] = bswap4(c[k]);
             }
-            carry = ghash_full(t, &mut sum, g, carry);
+            chunk_products(t, &mut sum, g, e);
             let ks = aes::<R, 4>(t, x);
             for (k, (piece, ks)) in chunk.chunks_exact_mut(64).zip(ks).enumerate() {
                 store(piece, xor4(ks, c[k]));
             }
         }
+        if e == 16 {
+            // The end of a pair: one reduction per 32 blocks.
+            carry = Some(std::mem::replace(&mut sum, Sum::zero()).finish(t, carry, first));
+            first = if ci + 1 < paired { 32 } else { last_group };
+        }
     }
     match m.div_ceil(4) {
-        1 => last_chunk::<R, SEAL, 1>(t, &mut sum, carry, pending, &mut ctr, last, m, lens),
-        2 => last_chunk::<R, SEAL, 2>(t, &mut sum, carry, pending, &mut ctr, last, m, lens),
-        3 => last_chunk::<R, SEAL, 3>(t, &mut sum, carry, pending, &mut ctr, last, m, lens),
-        _ => last_chunk::<R, SEAL, 4>(t, &mut sum, carry, pending, &mut ctr, last, m, lens),
+        1 => last_chunk::<R, SEAL, 1>(t, &mut sum, (carry, first), &mut ctr, last, m, lens, j0),
+        2 => last_chunk::<R, SEAL, 2>(t, &mut sum, (carry, first), &mut ctr, last, m, lens, j0),
+        3 => last_chunk::<R, SEAL, 3>(t, &mut sum, (carry, first), &mut ctr, last, m, lens, j0),
+        _ => last_chunk::<R, SEAL, 4>(t, &mut sum, (carry, first), &mut ctr, last, m, lens, j0),
     }
 }
 
-/// The last chunk (`m` blocks, `N` = ⌈m/4⌉ registers, `data` 1..=256 bytes), stitched with the
-/// GHASH of the previous full chunk when sealing, then its own group with the lengths block.
+/// The last chunk (`m` blocks, `N` = ⌈m/4⌉ registers, `data` 1..=256 bytes) and its GHASH
+/// group, which ends with the lengths block.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes,pclmulqdq,avx2,sse4.1,ssse3,sse2")]
 fn last_chunk<const R: usize, const SEAL: bool, const N: usize>(
     t: &Tables,
     sum: &mut Sum,
-    mut carry: __m512i,
-    pending: Option<[__m512i; 4]>,
+    (carry, first): (Option<__m128i>, usize),
     ctr: &mut [__m512i; 4],
     data: &mut [u8],
     m: usize,
     lens: __m128i,
-) -> __m128i {
-    let x = next_counters::<N>(ctr);
-    if let Some(p) = pending {
-        carry = ghash_full(t, sum, p, carry);
+    j0: __m128i,
+) -> (__m128i, __m128i) {
+    let mut x = next_counters::<N>(ctr);
+    // J0 (the tag mask's counter block) takes block m's lane when the last register has room.
+    let packed = !m.is_multiple_of(4);
+    if packed {
+        x[N - 1] = _mm512_mask_broadcast_i32x4(x[N - 1], 0xf << (4 * (m % 4)), j0);
     }
     let ks = aes::<R, N>(t, x);
+    let mask = if packed {
+        let l = (m % 4) as i64 * 2;
+        _mm512_castsi512_si128(_mm512_permutexvar_epi64(
+            _mm512_set_epi64(0, 0, 0, 0, 0, 0, l + 1, l),
+            ks[N - 1],
+        ))
+    } else {
+        encrypt1::<R>(t, j0)
+    };
     let mut g = [_mm512_setzero_si512(); N];
     for (k, (piece, ks)) in data.chunks_mut(64).zip(ks).enumerate() {
         let d = load(piece);
@@ -346,7 +398,6 @@ fn last_chunk<const R: usize, const SEAL: bool, const N: usize>(
         // The ciphertext, zero past the end of the data.
         g[k] = bswap4(if SEAL { _mm512_maskz_mov_epi8(bmask(piece.len()), out) } else { d });
     }
-    g[0] = xor4(g[0], carry);
     // The lengths block is block m of the group (power H^1): in the last register when it has
     // room, else alone.
     if !m.is_multiple_of(4) {
@@ -358,7 +409,18 @@ fn last_chunk<const R: usize, const SEAL: bool, const N: usize>(
     if m.is_multiple_of(4) {
         sum.mul_acc(_mm512_zextsi128_si512(lens), t.pow(1));
     }
-    sum.finish()
+    (sum.finish(t, carry, first), mask)
+}
+
+/// One block, AES-`R`.
+#[inline]
+#[target_feature(enable = "avx512f,aes")]
+fn encrypt1<const R: usize>(t: &Tables, b: __m128i) -> __m128i {
+    let mut s = xor(b, _mm512_castsi512_si128(t.rk[0]));
+    for r in 1..R {
+        s = _mm_aesenc_si128(s, _mm512_castsi512_si128(t.rk[r]));
+    }
+    _mm_aesenclast_si128(s, _mm512_castsi512_si128(t.rk[R]))
 }
 
 /// CTR over `data` alone (counters from 2): undoes a decryption whose tag failed.
@@ -380,27 +442,24 @@ fn ctr_only<const R: usize>(t: &Tables, base: __m128i, data: &mut [u8]) {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes,pclmulqdq,avx2,sse4.1,ssse3,sse2")]
-fn seal_one<const R: usize>(key: &GcmKey, t: &Tables, job: &mut AeadJob<'_>) {
+fn seal_one<const R: usize>(t: &Tables, job: &mut AeadJob<'_>) {
     if job.data.len() > MAX_LEN {
         job.result = Err(AeadError::Rejected);
         return;
     }
-    let base = j0_base(&job.nonce);
-    let mask = key.encrypt1(_mm_insert_epi32::<3>(base, 1u32.to_be() as i32));
-    let s = pass::<R, true>(t, base, job.aad, job.data);
+    let (s, mask) = pass::<R, true>(t, j0_base(&job.nonce), job.aad, job.data);
     *job.icv = to_bytes(xor(bswap(s), mask));
     job.result = Ok(());
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes,pclmulqdq,avx2,sse4.1,ssse3,sse2")]
-fn open_one<const R: usize>(key: &GcmKey, t: &Tables, job: &mut AeadJob<'_>) {
+fn open_one<const R: usize>(t: &Tables, job: &mut AeadJob<'_>) {
     if job.data.len() > MAX_LEN {
         job.result = Err(AeadError::AuthFailed);
         return;
     }
     let base = j0_base(&job.nonce);
-    let mask = key.encrypt1(_mm_insert_epi32::<3>(base, 1u32.to_be() as i32));
-    let s = pass::<R, false>(t, base, job.aad, job.data);
+    let (s, mask) = pass::<R, false>(t, base, job.aad, job.data);
     let diff = xor(xor(bswap(s), mask), from_bytes(*job.icv));
     // Only the verdict (public: the packet is dropped or not) is branched on.
     if _mm_testz_si128(diff, diff) == 1 {
@@ -416,11 +475,11 @@ fn open_one<const R: usize>(key: &GcmKey, t: &Tables, job: &mut AeadJob<'_>) {
 pub(super) fn seal_all(key: &GcmKey, t: &Tables, jobs: &mut [AeadJob<'_>]) {
     if key.rounds == 10 {
         for job in jobs {
-            seal_one::<10>(key, t, job);
+            seal_one::<10>(t, job);
         }
     } else {
         for job in jobs {
-            seal_one::<14>(key, t, job);
+            seal_one::<14>(t, job);
         }
     }
 }
@@ -430,11 +489,11 @@ pub(super) fn seal_all(key: &GcmKey, t: &Tables, jobs: &mut [AeadJob<'_>]) {
 pub(super) fn open_all(key: &GcmKey, t: &Tables, jobs: &mut [AeadJob<'_>]) {
     if key.rounds == 10 {
         for job in jobs {
-            open_one::<10>(key, t, job);
+            open_one::<10>(t, job);
         }
     } else {
         for job in jobs {
-            open_one::<14>(key, t, job);
+            open_one::<14>(t, job);
         }
     }
 }

@@ -4,16 +4,15 @@
 //!
 //! Three code paths ([`GcmPath`]), the widest the CPU has chosen at run time:
 //! - **[`GcmPath::Avx512`]** (`avx512.rs`; AVX-512F/BW/VL, VAES, VPCLMULQDQ): each packet in
-//!   **one stitched pass**: four 512-bit registers hold sixteen counter blocks, and while their
-//!   AES rounds run, the previous sixteen ciphertext blocks are multiplied by `H^16..H^1`
-//!   (precomputed per SA, up to `H^36` so that the AAD, a last partial chunk and the lengths
-//!   block share one reduction) — one GHASH reduction per sixteen blocks, the data read and
-//!   written once. Tails are masked loads and stores. Packets are independent chains the CPU
-//!   overlaps.
-//! - **[`GcmPath::Vaes256`]** and **[`GcmPath::AesNi`]** (`x86.rs`), two passes per group of
-//!   packets, which suits CPUs where 512-bit registers cost more than they give:
+//!   **one stitched pass**: four 512-bit registers hold sixteen counter blocks, their AES rounds
+//!   and the GHASH multiplications of the resulting ciphertext (by `H^32..H^1`, precomputed per
+//!   SA up to `H^52` so that the AAD, the last chunk and the lengths block share a reduction)
+//!   run side by side — one GHASH reduction per 32 blocks, the data read and written once.
+//!   Tails are masked loads and stores. Packets are independent chains the CPU overlaps.
+//! - **[`GcmPath::Vaes256`]** and **[`GcmPath::AesNi`]** (`x86.rs`): a CTR pass and a GHASH
+//!   pass per group of packets, as described below.
 //!
-//! Why batching: (for the two-pass paths): one small packet is a latency-bound chain (a 64-byte ESP
+//! Why batching (the two-pass paths): one small packet is a latency-bound chain (a 64-byte ESP
 //! payload is six dependent AES block chains and a seven-block GHASH), so sealing packets one
 //! at a time leaves the AES and carry-less multiply units mostly idle. Here a batch is
 //! processed as one stream:

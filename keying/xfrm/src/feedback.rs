@@ -1,0 +1,149 @@
+//! Feedback from the data plane to the IKE daemon, through the kernel: cumulative counters
+//! (`XFRM_MSG_NEWAE`), data-plane expiry (`XFRM_MSG_EXPIRE`) and SA requests
+//! (`XFRM_MSG_ACQUIRE`), paced so a busy data plane does not flood the daemon.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::mirror::{Mirror, Refusal, SaEntry};
+use crate::msg::{self, Builder};
+use crate::wire::LifetimeCur;
+
+/// What the data plane counted for one SA (totals since the SA was installed, summed over
+/// shards).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaCounters {
+    /// SPI.
+    pub spi: u32,
+    /// Outbound (else inbound).
+    pub outbound: bool,
+    /// Bytes (of inner packets).
+    pub bytes: u64,
+    /// Packets.
+    pub packets: u64,
+}
+
+/// Builds the feedback messages of a mirror.
+#[derive(Debug)]
+pub struct Feedback {
+    interval: Duration,
+    last_counters: Option<Instant>,
+    acquire_holdoff: Duration,
+    acquired: HashMap<(u8, u32), Instant>,
+    first_use: HashMap<(u32, bool), u64>,
+    expired: HashMap<(u32, bool), bool>,
+    retired: HashSet<u32>,
+    seq: u32,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Feedback {
+    /// Counters every `interval`; at most one ACQUIRE per policy per `acquire_holdoff`.
+    pub fn new(interval: Duration, acquire_holdoff: Duration) -> Self {
+        Self {
+            interval,
+            last_counters: None,
+            acquire_holdoff,
+            acquired: HashMap::new(),
+            first_use: HashMap::new(),
+            expired: HashMap::new(),
+            retired: HashSet::new(),
+            seq: 0,
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Whether counters are due at `now` (then not again before `now + interval`).
+    pub fn counters_due(&mut self, now: Instant) -> bool {
+        match self.last_counters {
+            Some(t) if now.saturating_duration_since(t) < self.interval => false,
+            _ => {
+                self.last_counters = Some(now);
+                true
+            }
+        }
+    }
+
+    /// Appends one `NEWAE` per mirrored SA in `counters` (others are skipped): cumulative
+    /// bytes and packets, the kernel's own `add_time`, and the first-use time (the first
+    /// report with packets). Returns how many were built.
+    pub fn counters(&mut self, mirror: &Mirror, counters: &[SaCounters], b: &mut Builder) -> usize {
+        let mut n = 0;
+        for c in counters {
+            let Some(sa) = mirror.find(c.spi, c.outbound) else { continue };
+            let use_time = if c.packets > 0 {
+                *self.first_use.entry((c.spi, c.outbound)).or_insert_with(unix_now)
+            } else {
+                0
+            };
+            let cur =
+                LifetimeCur { bytes: c.bytes, packets: c.packets, add_time: sa.kernel_add_time, use_time };
+            let seq = self.next_seq();
+            msg::newae(b, seq, &sa.sa_ref(), &cur, false);
+            n += 1;
+        }
+        // Forget SAs that are gone.
+        self.first_use.retain(|&(spi, out), _| mirror.find(spi, out).is_some());
+        n
+    }
+
+    /// Appends an `EXPIRE` for a data-plane lifetime event of a mirrored SA (once per SA and
+    /// kind: a soft expiry is reported once, a hard one once). Returns whether one was built.
+    pub fn expire(&mut self, mirror: &Mirror, spi: u32, outbound: bool, hard: bool, b: &mut Builder) -> bool {
+        let Some(sa) = mirror.find(spi, outbound) else { return false };
+        let key = (spi, outbound);
+        match self.expired.get(&key) {
+            Some(true) => return false,
+            Some(false) if !hard => return false,
+            _ => {}
+        }
+        self.expired.insert(key, hard);
+        let seq = self.next_seq();
+        msg::expire(b, seq, &sa.sa_ref(), hard, false);
+        self.expired.retain(|&(spi, out), _| mirror.find(spi, out).is_some() || (spi, out) == key);
+        true
+    }
+
+    /// Appends a soft `EXPIRE` (rekey now) for every outbound SA refused as already used
+    /// ([`crate::Refusal::UsedOutbound`]) and not asked for before. Returns how many were built.
+    pub fn retire_used(&mut self, mirror: &Mirror, b: &mut Builder) -> usize {
+        let mut n = 0;
+        for (_, e) in mirror.entries() {
+            if let SaEntry::Refused(Refusal::UsedOutbound { spi, sa, .. }) = e
+                && self.retired.insert(*spi)
+            {
+                let seq = self.next_seq();
+                msg::expire(b, seq, sa, false, false);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Appends an `ACQUIRE` for every outbound policy that has no SA, at most once per policy
+    /// per holdoff. Returns how many were built.
+    pub fn acquires(&mut self, mirror: &Mirror, now: Instant, b: &mut Builder) -> usize {
+        let mut n = 0;
+        let holdoff = self.acquire_holdoff;
+        let unresolved = mirror.unresolved();
+        for p in &unresolved {
+            let key = (p.info.dir, p.info.index);
+            if self.acquired.get(&key).is_some_and(|&t| now < t + holdoff) {
+                continue;
+            }
+            self.acquired.insert(key, now);
+            let seq = self.next_seq();
+            msg::acquire(b, seq, p, None, false);
+            n += 1;
+        }
+        self.acquired.retain(|k, _| unresolved.iter().any(|p| (p.info.dir, p.info.index) == *k));
+        n
+    }
+}

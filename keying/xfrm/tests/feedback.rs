@@ -1,0 +1,120 @@
+//! Feedback messages built from the mirror: counters, expiry, ACQUIRE pacing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use wirespeed_xfrm::msg::{self, Builder, XfrmMsg};
+use wirespeed_xfrm::wire::{LifetimeCur, UsersaInfo, msg_type};
+use wirespeed_xfrm::{Feedback, Mirror, MirrorConfig, SaCounters, Scope};
+
+fn setup() -> Mirror {
+    let mut m = Mirror::new(MirrorConfig::new(Scope { if_ids: vec![7], marks: vec![] }, vec![ip(LOCAL)]));
+    let out = UsersaInfo {
+        curlft: LifetimeCur { add_time: 1_700_000_000, ..Default::default() },
+        ..sa_info(LOCAL, PEER, 0x71, 3)
+    };
+    m.apply_datagram(&newsa(
+        msg_type::NEWSA,
+        &out,
+        &A { aead: Some(gcm128(1)), if_id: Some(7), ..A::default() },
+    ));
+    let pol = out_policy(0x601, 1, "10.1.0.0", 16, "10.2.0.0", 16);
+    let pa = A { tmpls: vec![tmpl(LOCAL, "198.51.100.99", 4)], if_id: Some(7), ..A::default() };
+    m.apply_datagram(&newpolicy(msg_type::NEWPOLICY, &pol, &pa));
+    assert_eq!(m.configs().len(), 1);
+    assert_eq!(m.unresolved().len(), 1);
+    m
+}
+
+fn decoded(b: &Builder) -> Vec<XfrmMsg> {
+    msg::messages(b.bytes())
+        .map(|r| {
+            let (h, p) = r.unwrap();
+            XfrmMsg::decode(h.kind, p).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn counters_are_cumulative_and_keep_the_kernel_add_time() {
+    let m = setup();
+    let mut f = Feedback::new(Duration::from_secs(10), Duration::from_secs(1));
+    let t0 = Instant::now();
+    assert!(f.counters_due(t0));
+    assert!(!f.counters_due(t0 + Duration::from_secs(5)));
+    assert!(f.counters_due(t0 + Duration::from_secs(10)));
+    let mut b = Builder::new();
+    let idle = [
+        SaCounters { spi: 0x71, outbound: true, bytes: 0, packets: 0 },
+        SaCounters { spi: 0x99, outbound: true, bytes: 1, packets: 1 },
+    ];
+    assert_eq!(f.counters(&m, &idle, &mut b), 1, "unknown SAs are skipped");
+    let busy = [SaCounters { spi: 0x71, outbound: true, bytes: 15_000, packets: 10 }];
+    f.counters(&m, &busy, &mut b);
+    let more = [SaCounters { spi: 0x71, outbound: true, bytes: 30_000, packets: 20 }];
+    f.counters(&m, &more, &mut b);
+    let ltimes: Vec<LifetimeCur> = decoded(&b)
+        .into_iter()
+        .map(|x| match x {
+            XfrmMsg::NewAe { id, attrs } => {
+                assert_eq!(id.sa_id.spi, 0x71);
+                assert_eq!(id.reqid, 3);
+                attrs.ltime.unwrap()
+            }
+            x => panic!("{x:?}"),
+        })
+        .collect();
+    assert_eq!(ltimes.len(), 3);
+    assert!(ltimes.iter().all(|l| l.add_time == 1_700_000_000));
+    assert_eq!((ltimes[0].bytes, ltimes[0].packets, ltimes[0].use_time), (0, 0, 0));
+    assert_eq!((ltimes[2].bytes, ltimes[2].packets), (30_000, 20));
+    assert!(ltimes[1].use_time > 1_700_000_000, "first use stamped");
+    assert_eq!(ltimes[1].use_time, ltimes[2].use_time, "first use is kept, not moved");
+}
+
+#[test]
+fn expiry_is_reported_once_per_kind() {
+    let m = setup();
+    let mut f = Feedback::new(Duration::from_secs(10), Duration::from_secs(1));
+    let mut b = Builder::new();
+    assert!(f.expire(&m, 0x71, true, false, &mut b));
+    assert!(!f.expire(&m, 0x71, true, false, &mut b));
+    assert!(f.expire(&m, 0x71, true, true, &mut b));
+    assert!(!f.expire(&m, 0x71, true, true, &mut b));
+    assert!(!f.expire(&m, 0x71, true, false, &mut b));
+    assert!(!f.expire(&m, 0x72, true, true, &mut b), "unknown SA");
+    let hard: Vec<bool> = decoded(&b)
+        .into_iter()
+        .map(|x| match x {
+            XfrmMsg::Expire { sa, hard } => {
+                assert_eq!(sa.info.id.spi, 0x71);
+                hard
+            }
+            x => panic!("{x:?}"),
+        })
+        .collect();
+    assert_eq!(hard, vec![false, true]);
+}
+
+#[test]
+fn acquire_is_paced_per_policy() {
+    let m = setup();
+    let mut f = Feedback::new(Duration::from_secs(10), Duration::from_secs(1));
+    let mut b = Builder::new();
+    let t0 = Instant::now();
+    assert_eq!(f.acquires(&m, t0, &mut b), 1);
+    assert_eq!(f.acquires(&m, t0 + Duration::from_millis(500), &mut b), 0);
+    assert_eq!(f.acquires(&m, t0 + Duration::from_secs(1), &mut b), 1);
+    for x in decoded(&b) {
+        match x {
+            XfrmMsg::Acquire { acquire, attrs } => {
+                assert_eq!(acquire.policy.index, 0x601);
+                assert_eq!(attrs.templates[0].reqid, 4);
+                assert_eq!(attrs.if_id, Some(7));
+            }
+            x => panic!("{x:?}"),
+        }
+    }
+}
