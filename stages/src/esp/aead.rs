@@ -346,6 +346,33 @@ impl RustCryptoAead {
 }
 
 #[inline(always)]
+/// One packet through a provider whose real work is its batch path: `seal` as a batch of one.
+pub(crate) fn seal_one(
+    aead: &dyn EspAead,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    data: &mut [u8],
+    icv: &mut [u8; ICV_LEN],
+) -> Result<(), AeadError> {
+    let mut job = [AeadJob::new(*nonce, aad, data, icv)];
+    aead.seal_batch(&mut job);
+    job[0].result
+}
+
+/// `open` as a batch of one (see [`seal_one`]).
+pub(crate) fn open_one(
+    aead: &dyn EspAead,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    data: &mut [u8],
+    icv: &[u8; ICV_LEN],
+) -> Result<(), AeadError> {
+    let mut icv = *icv;
+    let mut job = [AeadJob::new(*nonce, aad, data, &mut icv)];
+    aead.open_batch(&mut job);
+    job[0].result
+}
+
 fn rc_seal<A: AeadInOut<NonceSize = aes_gcm::aead::consts::U12, TagSize = aes_gcm::aead::consts::U16>>(
     a: &A,
     nonce: &[u8; NONCE_LEN],

@@ -227,9 +227,7 @@ impl EspAead for ChaChaKey {
         data: &mut [u8],
         icv: &mut [u8; ICV_LEN],
     ) -> Result<(), AeadError> {
-        let mut job = [AeadJob::new(*nonce, aad, data, icv)];
-        self.seal_batch(&mut job);
-        job[0].result
+        crate::esp::aead::seal_one(self, nonce, aad, data, icv)
     }
 
     fn open(
@@ -239,10 +237,7 @@ impl EspAead for ChaChaKey {
         data: &mut [u8],
         icv: &[u8; ICV_LEN],
     ) -> Result<(), AeadError> {
-        let mut icv = *icv;
-        let mut job = [AeadJob::new(*nonce, aad, data, &mut icv)];
-        self.open_batch(&mut job);
-        job[0].result
+        crate::esp::aead::open_one(self, nonce, aad, data, icv)
     }
 
     fn seal_batch(&self, jobs: &mut [AeadJob<'_>]) {
