@@ -214,9 +214,11 @@ impl wirespeed_stages::control::TxAlloc<wirespeed_dpdk::Mbuf> for MbufAlloc {
 /// more than one queue, the gateway's `[rss]` key, mode and hash types are programmed (RETA size:
 /// `rss.reta_size`). Then the gateway's indirection table (data queues only) and its steering
 /// plan (management rules to the last queue, through `rte_flow`) are applied as far as the PMD
-/// allows. Returns the ports, an allocator for the control planes, and one line per report
-/// (what runs in hardware, what does not; management traffic a data queue receives is still
-/// punted to the control plane by the data shard's `Punt` stage).
+/// allows. A port with a `host` exception path gets its filter compiled from the same steering
+/// plan, and its kernel interface the side's configured MAC. Returns the ports, an allocator for
+/// the control planes, and one line per report (what runs in hardware, what does not;
+/// management traffic a data queue receives is still punted to the control plane by the data
+/// shard's `Punt` stage; the exception path's packets never reach the shards).
 #[cfg(feature = "dpdk")]
 pub fn open_dpdk(
     cfg: &GatewayConfig,
@@ -245,9 +247,34 @@ pub fn open_dpdk(
             p.rss =
                 Some(wirespeed_dpdk::RssSettings { hash: cfg.rss.clone(), reta_size: Some(cfg.reta_size) });
         }
+        // The kernel interface of the exception path carries the interface's configured MAC
+        // (what peers address), unless the devargs say otherwise.
+        if let Some(h) = &mut p.host
+            && h.device_args.is_none()
+        {
+            h.device_args = Some(h.devargs(&itf.mac));
+        }
         let mut port = wirespeed_dpdk::DpdkPort::new(&p)
             .map_err(|source| PortOpenError::Dpdk { side: side.name(), source })?;
         let name = side.name();
+        if let Some(iface) = port.host_iface().map(str::to_string) {
+            // One plan for the NIC, the software dispatcher and the exception path.
+            port.set_host_plan(&cfg.steering)
+                .map_err(|source| PortOpenError::Dpdk { side: side.name(), source })?;
+            let rules: Vec<String> = port
+                .host_filter()
+                .map(|f| f.rules().filter(|(_, a)| *a != wirespeed_dpdk::HostAction::Keep))
+                .into_iter()
+                .flatten()
+                .map(|(n, a)| {
+                    format!("{n}{}", if a == wirespeed_dpdk::HostAction::Copy { " (copy)" } else { "" })
+                })
+                .collect();
+            notes.push(format!(
+                "{name}: host path: kernel interface {iface} receives {}; what it sends leaves by this port",
+                rules.join(", ")
+            ));
+        }
         if let Some(hw) = port.hw_rss() {
             notes.push(format!("{name}: RSS: {}", hw.report()));
             match wirespeed_core::rss::RssControl::set_reta(hw, steering.reta()) {
