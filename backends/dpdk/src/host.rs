@@ -245,6 +245,25 @@ pub struct HostCounters {
     pub from_host_full: u64,
 }
 
+/// A reader of a port's exception-path counters that outlives the port (the queues hold the
+/// counters too): for metrics once the port's queues are handed to shards.
+#[derive(Clone, Debug)]
+pub struct HostCountersHandle {
+    pub(crate) stats: Vec<Arc<HostStats>>,
+}
+
+impl HostCountersHandle {
+    /// The counters summed over the port's queues (relaxed reads: each value is exact, the set
+    /// is not a snapshot of one instant).
+    pub fn read(&self) -> HostCounters {
+        let mut c = HostCounters::default();
+        for s in &self.stats {
+            s.add_to(&mut c);
+        }
+        c
+    }
+}
+
 /// One queue's counters, shared between the queue (writer) and the port (reader).
 #[derive(Debug, Default)]
 pub(crate) struct HostStats {

@@ -55,7 +55,7 @@ pub mod selftest;
 pub use config::DpdkPortConfig;
 pub use eal::{Eal, TEST_EAL_ARGS};
 pub use error::DpdkError;
-pub use host::{HostAction, HostCounters, HostFilter, HostPathConfig};
+pub use host::{HostAction, HostCounters, HostCountersHandle, HostFilter, HostPathConfig};
 pub use mbuf::Mbuf;
 pub use mempool::{Mempool, MempoolConfig};
 pub use port::{DpdkPort, DpdkRx, DpdkTx, LinkStatus, PortCounters};

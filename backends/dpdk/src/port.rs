@@ -14,7 +14,9 @@ use crate::config::DpdkPortConfig;
 use crate::eal::{Eal, current_socket, ensure_thread_registered};
 use crate::error::DpdkError;
 use crate::ffi;
-use crate::host::{HOST_PATH_FULL, HostCounters, HostFilter, HostPathConfig, HostQueue, HostStats};
+use crate::host::{
+    HOST_PATH_FULL, HostCounters, HostCountersHandle, HostFilter, HostPathConfig, HostQueue, HostStats,
+};
 use crate::mbuf::{self, Mbuf};
 use crate::mempool::Mempool;
 use crate::rss::HwRss;
@@ -278,12 +280,13 @@ impl DpdkPort {
 
     /// The exception path's counters, summed over the port's queues (`None` without one).
     pub fn host_counters(&self) -> Option<HostCounters> {
-        let h = self.host.as_ref()?;
-        let mut c = HostCounters::default();
-        for s in &h.stats {
-            s.add_to(&mut c);
-        }
-        Some(c)
+        self.host_counters_handle().map(|h| h.read())
+    }
+
+    /// A reader of the exception path's counters that stays valid after the port is dropped
+    /// (`None` without one).
+    pub fn host_counters_handle(&self) -> Option<HostCountersHandle> {
+        self.host.as_ref().map(|h| HostCountersHandle { stats: h.stats.clone() })
     }
 
     /// DPDK port id.

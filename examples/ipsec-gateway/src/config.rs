@@ -1177,6 +1177,15 @@ fn kernel_bypass_ports(lan: &PortConfig, wan: &PortConfig, shards: usize) -> Res
                     "the LAN port uses the same device; each side needs its own",
                 ));
             }
+            if let (Some(lh), Some(wh)) = (&l.host, &w.host)
+                && lh.device() == wh.device()
+            {
+                return Err(invalid(
+                    "interfaces.wan.port.host.iface",
+                    &wh.iface,
+                    "the LAN port's host path uses the same kernel interface; each side needs its own",
+                ));
+            }
             if !w.eal.is_empty() && w.eal != l.eal {
                 return Err(invalid(
                     "interfaces.wan.port.eal",

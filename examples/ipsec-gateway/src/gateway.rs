@@ -343,8 +343,14 @@ pub struct Gateway {
     spd: Spd,
     events: EventQueue,
     metrics: Arc<Mutex<String>>,
+    /// More `/metrics` text, appended at every refresh (e.g. a port's exception-path counters).
+    extra_metrics: Vec<MetricsSource>,
     name: String,
 }
+
+/// A source of `/metrics` text: called with the gateway's name at every refresh, appends
+/// Prometheus text exposition lines.
+pub type MetricsSource = Box<dyn Fn(&str, &mut String) + Send + Sync>;
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -527,6 +533,7 @@ where
         spd,
         events,
         metrics,
+        extra_metrics: Vec::new(),
         name: cfg.name.clone(),
     };
     gw.refresh_metrics();
@@ -562,9 +569,20 @@ impl Gateway {
         std::iter::from_fn(|| self.events.pop()).collect()
     }
 
-    /// Recomputes the `/metrics` text served by the control plane from the shards' counters.
+    /// Adds a source of `/metrics` text, appended at every [`Gateway::refresh_metrics`] (and
+    /// once now).
+    pub fn add_metrics_source(&mut self, source: MetricsSource) {
+        self.extra_metrics.push(source);
+        self.refresh_metrics();
+    }
+
+    /// Recomputes the `/metrics` text served by the control plane from the shards' counters
+    /// and the added sources.
     pub fn refresh_metrics(&self) {
-        let text = prometheus(&self.name, &self.stats());
+        let mut text = prometheus(&self.name, &self.stats());
+        for source in &self.extra_metrics {
+            source(&self.name, &mut text);
+        }
         if let Ok(mut m) = self.metrics.lock() {
             *m = text;
         }

@@ -297,3 +297,80 @@ pub fn open_dpdk(
     let alloc = MbufAlloc(lan.mempool());
     Ok((GatewayPorts { lan, wan }, alloc, notes))
 }
+
+/// The `/metrics` source of the ports' host exception paths (`None` when neither port has one):
+/// `wirespeed_host_path_packets_total` and `_bytes_total` by side, kernel interface and
+/// direction (`to_host`, `from_host`), `wirespeed_host_path_drops_total` by reason
+/// (`to_host_full`, `from_host_full`, `copy_no_mbuf`), and `wirespeed_host_path_copies_total`.
+/// Take it before the ports go to [`crate::gateway::build_with`]; it reads counters the
+/// shards' queues keep.
+#[cfg(feature = "dpdk")]
+pub fn host_path_metrics(
+    ports: &GatewayPorts<wirespeed_dpdk::DpdkPort>,
+) -> Option<crate::gateway::MetricsSource> {
+    let sides: Vec<(&'static str, String, wirespeed_dpdk::HostCountersHandle)> =
+        [(Side::Lan, &ports.lan), (Side::Wan, &ports.wan)]
+            .into_iter()
+            .filter_map(|(side, p)| {
+                Some((side.name(), p.host_iface()?.to_string(), p.host_counters_handle()?))
+            })
+            .collect();
+    if sides.is_empty() {
+        return None;
+    }
+    Some(Box::new(move |gateway: &str, out: &mut String| {
+        use std::fmt::Write as _;
+        let read: Vec<_> = sides.iter().map(|(s, i, h)| (*s, i.as_str(), h.read())).collect();
+        type Get = fn(&wirespeed_dpdk::HostCounters) -> u64;
+        let to: [(&str, Get); 2] = [("to_host", |c| c.to_host), ("from_host", |c| c.from_host)];
+        let bytes: [(&str, Get); 2] =
+            [("to_host", |c| c.to_host_bytes), ("from_host", |c| c.from_host_bytes)];
+        for (name, what, values) in [
+            ("wirespeed_host_path_packets_total", "Packets", to),
+            ("wirespeed_host_path_bytes_total", "Bytes", bytes),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {what} through the DPDK host exception path, by direction.\n# TYPE {name} counter"
+            );
+            for (side, iface, c) in &read {
+                for (v, get) in values {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{gateway=\"{gateway}\",interface=\"{side}\",iface=\"{iface}\",direction=\"{v}\"}} {}",
+                        get(c)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wirespeed_host_path_copies_total Packets copied to the kernel that also stayed in the data plane.\n\
+             # TYPE wirespeed_host_path_copies_total counter"
+        );
+        for (side, iface, c) in &read {
+            let _ = writeln!(
+                out,
+                "wirespeed_host_path_copies_total{{gateway=\"{gateway}\",interface=\"{side}\",iface=\"{iface}\"}} {}",
+                c.copies
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wirespeed_host_path_drops_total Packets the host exception path dropped, by reason.\n\
+             # TYPE wirespeed_host_path_drops_total counter"
+        );
+        for (side, iface, c) in &read {
+            for (reason, n) in [
+                ("to_host_full", c.to_host_full),
+                ("from_host_full", c.from_host_full),
+                ("copy_no_mbuf", c.copy_no_mbuf),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "wirespeed_host_path_drops_total{{gateway=\"{gateway}\",interface=\"{side}\",iface=\"{iface}\",reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+    }))
+}

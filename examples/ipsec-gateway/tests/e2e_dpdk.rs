@@ -305,8 +305,10 @@ fn ike_on_the_wan_port_reaches_the_kernel_through_the_host_path() {
         s
     };
     let (s500, s4500) = (sock(500), sock(4500));
-    let gw = gateway::build_with(&cfg, ports, move |tx| (tx, alloc), RunMode::UntilStopped)
+    let host_metrics = ports::host_path_metrics(&ports).expect("the WAN port has a host path");
+    let mut gw = gateway::build_with(&cfg, ports, move |tx| (tx, alloc), RunMode::UntilStopped)
         .expect("gateway starts");
+    gw.add_metrics_source(host_metrics);
     let mut buf = [0u8; 256];
     let (n, from) = s500.recv_from(&mut buf).expect("IKE on UDP 500 reaches the kernel");
     assert_eq!((&buf[..n], from), (&ike[..], "192.0.2.1:500".parse().unwrap()));
@@ -316,6 +318,34 @@ fn ike_on_the_wan_port_reaches_the_kernel_through_the_host_path() {
     assert!(s4500.recv_from(&mut buf).is_err(), "ESP-in-UDP did not reach the kernel");
     s500.send_to(b"IKE_SA_INIT response", "192.0.2.1:500").unwrap();
     std::thread::sleep(Duration::from_millis(300)); // the shards forward it on their next polls
+    gw.refresh_metrics();
+    let text = gw.metrics_text();
+    let value = |series: &str| -> u64 {
+        let line =
+            text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let labels = format!("gateway=\"{}\",interface=\"wan\",iface=\"{iface}\"", cfg.name);
+    // IKE, IKE behind the marker, and a copy of the ARP request.
+    assert_eq!(
+        value(&format!("wirespeed_host_path_packets_total{{{labels},direction=\"to_host\"}}")),
+        3,
+        "{text}"
+    );
+    assert_eq!(value(&format!("wirespeed_host_path_copies_total{{{labels}}}")), 1, "{text}");
+    // At least the kernel's ARP reply and its UDP datagram.
+    assert!(
+        value(&format!("wirespeed_host_path_packets_total{{{labels},direction=\"from_host\"}}")) >= 2,
+        "{text}"
+    );
+    for reason in ["to_host_full", "from_host_full", "copy_no_mbuf"] {
+        assert_eq!(
+            value(&format!("wirespeed_host_path_drops_total{{{labels},reason=\"{reason}\"}}")),
+            0,
+            "{text}"
+        );
+    }
+    assert!(!text.contains("interface=\"lan\",iface="), "the LAN port has no host path");
     let stats = gw.stop().expect("gateway stops"); // closes the ports: the captures are flushed
     let mut totals = wirespeed_core::ShardCounters::default();
     for s in &stats {
