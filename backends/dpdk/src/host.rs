@@ -157,9 +157,117 @@ pub enum HostAction {
 
 /// The host-bound part of a [`SteeringPlan`]: its rules up to the last one that sends to the
 /// kernel, each with its [`HostAction`]. First match wins, as in the plan.
+///
+/// A prefilter derived from the rules that send to the kernel answers most data packets
+/// without parsing them: an untagged frame whose EtherType, IP protocol and (TCP/UDP)
+/// destination port no such rule can match is kept at once. Anything it is unsure of (VLAN
+/// tags, IPv6 extension headers, IPv4 fragments, short frames, rules without a protocol) takes
+/// the full parse and rule walk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostFilter {
     rules: Vec<(SteeringRule, HostAction)>,
+    pre: Prefilter,
+}
+
+/// What the rules that send to the kernel can match, in fields at fixed offsets of an untagged
+/// frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Prefilter {
+    /// Some rule may match any frame: always take the full path.
+    off: bool,
+    /// Non-IP EtherTypes some rule names (ARP).
+    ethertypes: Vec<u16>,
+    /// Some rule matches any IP packet.
+    any_ip: bool,
+    /// IP protocols some rule names.
+    protos: [bool; 256],
+    /// For TCP (index 0) and UDP (1): some rule names the protocol without a destination port.
+    any_port: [bool; 2],
+    /// For TCP and UDP: the destination port ranges the rules name.
+    ports: [Vec<wirespeed_core::rss::PortRange>; 2],
+}
+
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+impl Prefilter {
+    fn new<'a>(rules: impl Iterator<Item = &'a SteeringRule>) -> Prefilter {
+        let mut p = Prefilter {
+            off: false,
+            ethertypes: Vec::new(),
+            any_ip: false,
+            protos: [false; 256],
+            any_port: [false; 2],
+            ports: [Vec::new(), Vec::new()],
+        };
+        for r in rules {
+            let m = &r.matches;
+            match (m.ethertype, m.ip_proto) {
+                (Some(e), _) if e != 0x0800 && e != 0x86dd => p.ethertypes.push(e),
+                (None, None) => p.off = true,
+                (Some(_), None) => p.any_ip = true,
+                (_, Some(proto)) => {
+                    p.protos[usize::from(proto)] = true;
+                    let i = match proto {
+                        PROTO_TCP => 0,
+                        PROTO_UDP => 1,
+                        _ => continue,
+                    };
+                    match m.dst_port {
+                        Some(range) => p.ports[i].push(range),
+                        None => p.any_port[i] = true,
+                    }
+                }
+            }
+        }
+        p
+    }
+
+    /// False when no rule that sends to the kernel can match `f`; true when it may.
+    #[inline]
+    fn may_match(&self, f: &[u8]) -> bool {
+        if self.off {
+            return true;
+        }
+        let Some(et) = f.get(12..14) else { return true };
+        let (proto, l4) = match u16::from_be_bytes([et[0], et[1]]) {
+            0x0800 => {
+                let Some(ip) = f.get(14..34) else { return true };
+                let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+                if ip[0] >> 4 != 4 || ip[0] & 0x0f < 5 || frag != 0 {
+                    return true;
+                }
+                (ip[9], 14 + usize::from(ip[0] & 0x0f) * 4)
+            }
+            0x86dd => {
+                let Some(&nh) = f.get(20) else { return true };
+                // Extension headers (and anything else the parser walks through): full path.
+                if matches!(nh, 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140 | 253 | 254) {
+                    return true;
+                }
+                (nh, 54)
+            }
+            0x8100 | 0x88a8 | 0x9100 => return true,
+            e => return self.ethertypes.contains(&e),
+        };
+        if self.any_ip {
+            return true;
+        }
+        if !self.protos[usize::from(proto)] {
+            return false;
+        }
+        let i = match proto {
+            PROTO_TCP => 0,
+            PROTO_UDP => 1,
+            _ => return true,
+        };
+        if self.any_port[i] {
+            return true;
+        }
+        let Some(d) = f.get(l4 + 2..l4 + 4) else { return true };
+        let dport = u16::from_be_bytes([d[0], d[1]]);
+        self.ports[i].iter().any(|r| r.contains(dport))
+    }
 }
 
 fn named(rule: &str, name: &str) -> bool {
@@ -197,7 +305,8 @@ impl HostFilter {
         // Rules after the last host rule cannot change the answer (Keep either way).
         let last = rules.iter().rposition(|(_, a)| *a != HostAction::Keep).map_or(0, |i| i + 1);
         rules.truncate(last);
-        Ok(HostFilter { rules })
+        let pre = Prefilter::new(rules.iter().filter(|(_, a)| *a != HostAction::Keep).map(|(r, _)| r));
+        Ok(HostFilter { rules, pre })
     }
 
     /// The filter of [`SteeringPlan::management_default`] without own addresses (port-based
@@ -211,9 +320,14 @@ impl HostFilter {
     /// no allocation.
     #[inline]
     pub fn decide(&self, frame: &[u8]) -> HostAction {
-        if self.rules.is_empty() {
+        if self.rules.is_empty() || !self.pre.may_match(frame) {
             return HostAction::Keep;
         }
+        self.decide_parsed(frame)
+    }
+
+    /// [`HostFilter::decide`] without the prefilter: always the full parse and rule walk.
+    pub fn decide_parsed(&self, frame: &[u8]) -> HostAction {
         let info = PacketInfo::parse_ethernet(frame);
         self.rules.iter().find(|(r, _)| r.matches.matches(&info)).map_or(HostAction::Keep, |(_, a)| *a)
     }
@@ -438,6 +552,147 @@ mod tests {
         assert_eq!(f.decide(&[]), HostAction::Keep, "a runt is the data plane's to drop");
         // Rules after the last host rule are not kept.
         assert!(f.rules().all(|(n, _)| !n.starts_with("bgp") && !n.starts_with("ssh")));
+    }
+
+    /// Frames of every shape the prefilter reads: tags, IPv4 options and fragments, IPv6
+    /// extension headers, the management protocols and ports, own and other destinations,
+    /// zero and non-zero first payload words, cut at every length.
+    fn shapes() -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let macs = [2u8, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+        for tagged in [false, true] {
+            let l2 = |et: u16| {
+                let mut f = macs.to_vec();
+                if tagged {
+                    f.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+                }
+                f.extend_from_slice(&et.to_be_bytes());
+                f
+            };
+            let mut arp = l2(0x0806);
+            arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+            arp.extend_from_slice(&[0; 20]);
+            out.push(arp);
+            let mut lldp = l2(0x88cc);
+            lldp.extend_from_slice(&[0; 40]);
+            out.push(lldp);
+            for proto in [1u8, 6, 17, 47, 50, 58] {
+                for (sport, dport) in
+                    [(500, 500), (4500, 4500), (1234, 22), (179, 1234), (1234, 179), (53, 53), (1, 9000)]
+                {
+                    for word in [[0u8; 4], [0, 0, 0x10, 1]] {
+                        for own in [true, false] {
+                            let mut l4 = Vec::new();
+                            l4.extend_from_slice(&u16::to_be_bytes(sport));
+                            l4.extend_from_slice(&u16::to_be_bytes(dport));
+                            l4.extend_from_slice(&[0, 16, 0, 0]);
+                            l4.extend_from_slice(&word);
+                            l4.extend_from_slice(&[9; 24]);
+                            for (ihl, frag) in [(5u8, 0u16), (6, 0), (5, 0x2000), (5, 0x0010)] {
+                                let mut f = l2(0x0800);
+                                let total = (usize::from(ihl) * 4 + l4.len()) as u16;
+                                f.extend_from_slice(&[0x40 | ihl, 0]);
+                                f.extend_from_slice(&total.to_be_bytes());
+                                f.extend_from_slice(&[0, 1]);
+                                f.extend_from_slice(&frag.to_be_bytes());
+                                f.extend_from_slice(&[64, proto, 0, 0, 198, 51, 100, 2]);
+                                f.extend_from_slice(if own { &[192, 0, 2, 1] } else { &[192, 0, 2, 9] });
+                                f.extend(std::iter::repeat_n(1u8, usize::from(ihl - 5) * 4));
+                                f.extend_from_slice(&l4);
+                                out.push(f);
+                            }
+                            for hop_by_hop in [false, true] {
+                                let mut f = l2(0x86dd);
+                                let ext = if hop_by_hop { 8 } else { 0 };
+                                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                                f.extend_from_slice(&((ext + l4.len()) as u16).to_be_bytes());
+                                f.extend_from_slice(&[if hop_by_hop { 0 } else { proto }, 64]);
+                                f.extend_from_slice(&[
+                                    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
+                                ]);
+                                f.extend_from_slice(&[
+                                    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                ]);
+                                f.push(if own { 1 } else { 9 });
+                                if hop_by_hop {
+                                    f.extend_from_slice(&[proto, 0, 1, 4, 0, 0, 0, 0]);
+                                }
+                                let mut l4 = l4.clone();
+                                if proto == 58 {
+                                    l4[0] = 135; // Neighbor Solicitation
+                                }
+                                f.extend_from_slice(&l4);
+                                out.push(f);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let whole = out.clone();
+        for f in whole {
+            for cut in [0, 6, 13, 14, 20, 30, 34, 36, 38, 40, 42, 46, 54, 56, 58, 62] {
+                if cut < f.len() {
+                    out.push(f[..cut].to_vec());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_prefilter_never_changes_a_decision() {
+        use wirespeed_core::rss::{Match, PortRange, RssGroup, SteeringAction};
+        let own: [std::net::IpAddr; 2] = ["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        let mut custom = SteeringPlan::management_default(0, RssGroup::first(1), &own);
+        let q = SteeringAction::Queue(0);
+        let rule =
+            |name: &str, matches: Match| SteeringRule { name: name.into(), matches, action: q.clone() };
+        custom.rules.insert(0, rule("tagged", Match { vlan: Some(7), ..Match::default() }));
+        custom.rules.push(rule(
+            "anything-to-9",
+            Match { dst: Some("192.0.2.9/32".parse().unwrap()), ..Match::default() },
+        ));
+        custom.rules.push(rule("gre", Match { ip_proto: Some(47), ..Match::default() }));
+        custom.rules.push(rule(
+            "udp-high",
+            Match { ip_proto: Some(17), src_port: Some(PortRange { lo: 1, hi: 100 }), ..Match::default() },
+        ));
+        let with = |rules: &[&str], copy: &[&str]| HostPathConfig {
+            rules: rules.iter().map(|s| s.to_string()).collect(),
+            copy: copy.iter().map(|s| s.to_string()).collect(),
+            ..HostPathConfig::new("wan0")
+        };
+        let cases = [
+            (
+                SteeringPlan::management_default(0, RssGroup::first(1), &own),
+                with(&["ike", "ike-natt"], &["arp", "ipv6-nd"]),
+            ),
+            (
+                SteeringPlan::management_default(0, RssGroup::first(1), &[]),
+                with(&["ike", "ike-natt"], &["arp", "ipv6-nd"]),
+            ),
+            (
+                SteeringPlan::management_default(0, RssGroup::first(1), &own),
+                with(&["ike", "ssh", "bgp-reply"], &["icmp", "icmpv6"]),
+            ),
+            (custom.clone(), with(&["ike-natt", "gre"], &["tagged"])),
+            (custom.clone(), with(&["anything-to-9"], &[])),
+            (custom, with(&["udp-high", "bgp"], &["arp"])),
+        ];
+        let frames = shapes();
+        assert!(frames.len() > 5_000, "{}", frames.len());
+        for (plan, cfg) in cases {
+            let f = HostFilter::compile(&plan, &cfg).unwrap();
+            let mut seen = [0usize; 3];
+            for frame in &frames {
+                let (fast, full) = (f.decide(frame), f.decide_parsed(frame));
+                assert_eq!(fast, full, "{:?} {:?}: {frame:02x?}", cfg.rules, cfg.copy);
+                seen[fast as usize] += 1;
+            }
+            assert!(seen[1] > 0, "{:?}: some frames go to the host", cfg.rules);
+            assert!(seen[0] > 0, "{:?}: some frames stay", cfg.rules);
+        }
     }
 
     #[test]
