@@ -6,27 +6,39 @@
 //! if_ids = [42]            # strongSwan if_id_in/if_id_out of the connections the gateway carries
 //! marks = ["0x42/0xff"]    # or marks (value/mask)
 //! acquire_holdoff = 1      # seconds between two ACQUIREs of one policy
+//! counters_interval = 10   # seconds between two counter reports (NEWAE), 1..=3600
 //! ```
 //!
 //! With `source = "xfrm"` the gateway mirrors the kernel's XFRM SAs and policies scoped to it
 //! (`wirespeed-xfrm`; needs `CAP_NET_ADMIN`) next to the static ones: mirrored SAs join the SA
 //! table, mirrored `dir out` policies follow the static policies in the SPD, both through the
 //! same epoch publish as the control socket. Data-plane lifetime events become `EXPIRE`s, protect
-//! policies without SA `ACQUIRE`s, both relayed by the kernel to the daemon.
+//! policies without SA `ACQUIRE`s, both relayed by the kernel to the daemon. Every
+//! `counters_interval` the gateway collects each SA's packets, bytes and last use from the
+//! data shards ([`Gateway::request_sa_usage`]) and pushes the totals of every mirrored SA to the
+//! kernel as `XFRM_MSG_NEWAE` (replace semantics: totals, never increments), where the daemon
+//! reads them (`swanctl --list-sas`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use wirespeed_stages::esp::{Direction, SaEvent, SaEventKind, SecurityAssociation, SecurityPolicy};
 use wirespeed_xfrm::mirror::SaKey;
 use wirespeed_xfrm::msg::Builder;
 use wirespeed_xfrm::wire::Mark;
-use wirespeed_xfrm::{Feedback, Mirror, Scope};
+use wirespeed_xfrm::{Feedback, Mirror, SaCounters, Scope};
 
 use crate::config::{ConfigError, GatewayConfig};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, SaUsage};
+
+/// A shard-clock instant as seconds since the Unix epoch, given a (monotonic, wall) pair read
+/// at one moment.
+pub fn unix_seconds(t: Instant, now: (Instant, SystemTime)) -> u64 {
+    let wall = now.1.checked_sub(now.0.saturating_duration_since(t)).unwrap_or(UNIX_EPOCH);
+    wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 /// `[keying]` as written.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -40,11 +52,24 @@ pub struct KeyingSection {
     pub marks: Vec<String>,
     /// Seconds between two ACQUIREs of one policy.
     pub acquire_holdoff: f64,
+    /// Seconds between two counter reports (`NEWAE`) to the kernel.
+    pub counters_interval: f64,
 }
+
+/// Range of `[keying] counters_interval`, seconds: at least one second (each report is one
+/// netlink message per mirrored SA), at most an hour (the daemon's view of the counters, and of
+/// byte-based lifetimes it checks itself, lags by up to this).
+pub const COUNTERS_INTERVAL: std::ops::RangeInclusive<f64> = 1.0..=3600.0;
 
 impl Default for KeyingSection {
     fn default() -> Self {
-        Self { source: "static".into(), if_ids: vec![], marks: vec![], acquire_holdoff: 1.0 }
+        Self {
+            source: "static".into(),
+            if_ids: vec![],
+            marks: vec![],
+            acquire_holdoff: 1.0,
+            counters_interval: 10.0,
+        }
     }
 }
 
@@ -65,6 +90,8 @@ pub struct XfrmKeying {
     pub scope: Scope,
     /// Between two ACQUIREs of one policy.
     pub acquire_holdoff: Duration,
+    /// Between two counter reports.
+    pub counters_interval: Duration,
 }
 
 fn number(s: &str) -> Option<u32> {
@@ -116,9 +143,14 @@ impl KeyingSection {
                 if !v.is_finite() || v < 0.0 {
                     return Err(invalid("keying.acquire_holdoff", v, "want seconds >= 0"));
                 }
+                let c = self.counters_interval;
+                if !COUNTERS_INTERVAL.contains(&c) {
+                    return Err(invalid("keying.counters_interval", c, "want seconds in 1..=3600"));
+                }
                 Ok(Keying::Xfrm(XfrmKeying {
                     scope: Scope { if_ids: self.if_ids.clone(), marks },
                     acquire_holdoff: Duration::from_secs_f64(self.acquire_holdoff),
+                    counters_interval: Duration::from_secs_f64(c),
                 }))
             }
             other => Err(invalid("keying.source", other, "want \"static\" or \"xfrm\"")),
@@ -199,6 +231,47 @@ impl MirrorPublisher {
         log
     }
 
+    /// The counters of the mirrored SAs among `usage` (the gateway's per-SA totals), as the
+    /// feedback wants them (SAs without a packet yet report zeros).
+    pub fn counters(&self, usage: &[SaUsage]) -> Vec<SaCounters> {
+        let now = (Instant::now(), SystemTime::now());
+        self.installed
+            .values()
+            .map(|sa| {
+                let u = usage.iter().find(|u| u.uid == sa.uid());
+                SaCounters {
+                    spi: sa.spi(),
+                    outbound: matches!(sa.direction(), Direction::Outbound { .. }),
+                    bytes: u.map_or(0, |u| u.bytes),
+                    packets: u.map_or(0, |u| u.packets),
+                    last_use: u.and_then(|u| u.last_use).map_or(0, |t| unix_seconds(t, now)),
+                }
+            })
+            .collect()
+    }
+
+    /// The counter feedback, one step: when the shards have answered the last request, appends
+    /// one `NEWAE` per mirrored SA with its totals to `out`; when `fb` says counters are due at
+    /// `now`, asks the shards again. Returns how many `NEWAE`s were appended (to send).
+    pub fn report_counters(
+        &mut self,
+        gw: &mut Gateway,
+        m: &Mirror,
+        fb: &mut Feedback,
+        now: Instant,
+        out: &mut Builder,
+    ) -> usize {
+        let mut n = 0;
+        if let Some(usage) = gw.take_sa_usage() {
+            n = fb.counters(m, &self.counters(&usage), out);
+        }
+        if fb.counters_due(now) && !gw.request_sa_usage() {
+            // Asked again at the next poll rather than an interval later.
+            fb.counters_retry();
+        }
+        n
+    }
+
     /// Prometheus lines: every SA of the gateway with its origin, and the mirror's counters.
     pub fn metrics(&self, gateway: &str, gw: &Gateway, m: &Mirror) -> String {
         use std::fmt::Write;
@@ -217,6 +290,42 @@ impl MirrorPublisher {
                 s.spi()
             );
         }
+        let now = (Instant::now(), SystemTime::now());
+        type Get = fn(&SaUsage, (Instant, SystemTime)) -> u64;
+        let series: [(&str, &str, &str, Get); 3] = [
+            (
+                "wirespeed_sa_packets_total",
+                "counter",
+                "Packets of each SA, summed over the data shards.",
+                |u, _| u.packets,
+            ),
+            (
+                "wirespeed_sa_bytes_total",
+                "counter",
+                "Inner bytes of each SA, summed over the data shards.",
+                |u, _| u.bytes,
+            ),
+            (
+                "wirespeed_sa_last_use_seconds",
+                "gauge",
+                "When a packet of each SA was last counted, seconds since the Unix epoch.",
+                |u, now| u.last_use.map_or(0, |t| unix_seconds(t, now)),
+            ),
+        ];
+        for (name, kind, help, get) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for s in gw.sas() {
+                let Some(u) = gw.sa_usage().iter().find(|u| u.uid == s.uid()) else { continue };
+                let dir = if s.direction() == Direction::Inbound { "in" } else { "out" };
+                let origin = if mine.contains(&s.uid()) { "xfrm" } else { "static" };
+                let _ = writeln!(
+                    out,
+                    "{name}{{gateway=\"{gateway}\",spi=\"{:#x}\",direction=\"{dir}\",origin=\"{origin}\"}} {}",
+                    s.spi(),
+                    get(u, now)
+                );
+            }
+        }
         let st = m.stats();
         let _ = writeln!(
             out,
@@ -233,6 +342,40 @@ impl MirrorPublisher {
         );
         out
     }
+}
+
+/// Most bytes of feedback sent in one datagram (a report of thousands of SAs is split at
+/// message boundaries so it stays under the socket's send buffer).
+pub const SEND_CHUNK: usize = 32 * 1024;
+
+/// Splits a buffer of whole netlink messages into runs of at most `max` bytes (a message
+/// longer than `max` goes alone; a malformed length ends the split with the rest in one run).
+pub fn chunks(bytes: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        while end < rest.len() {
+            let len = rest
+                .get(end..end + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, |b| u32::from_ne_bytes(b) as usize);
+            let next = end + len.next_multiple_of(4);
+            if len < 16 || next > rest.len() {
+                end = rest.len();
+                break;
+            }
+            if end > 0 && next > max {
+                break;
+            }
+            end = next;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 /// The XFRM follower of a running gateway.
@@ -271,9 +414,7 @@ impl XfrmSource {
         follower.sync(Duration::from_secs(5))?;
         let mut s = Self {
             follower,
-            // Counters (NEWAE) need per-SA totals from the shards, which the gateway does not
-            // collect yet: only expiry and ACQUIRE are fed back.
-            feedback: Feedback::new(Duration::from_secs(10), k.acquire_holdoff),
+            feedback: Feedback::new(k.counters_interval, k.acquire_holdoff),
             out: Builder::new(),
             publisher: MirrorPublisher::default(),
         };
@@ -308,10 +449,20 @@ impl XfrmSource {
         self.out.clear();
         let mut n = self.feedback.retire_used(self.follower.mirror(), &mut self.out);
         n += self.feedback.acquires(self.follower.mirror(), now, &mut self.out);
-        if n > 0
-            && let Err(e) = self.follower.socket().send(self.out.bytes())
-        {
-            log.push(format!("xfrm: feedback not sent: {e}"));
+        n += self.publisher.report_counters(
+            gw,
+            self.follower.mirror(),
+            &mut self.feedback,
+            now,
+            &mut self.out,
+        );
+        if n > 0 {
+            for chunk in chunks(self.out.bytes(), SEND_CHUNK) {
+                if let Err(e) = self.follower.socket().send(chunk) {
+                    log.push(format!("xfrm: feedback not sent: {e}"));
+                    break;
+                }
+            }
         }
         log
     }

@@ -12,9 +12,15 @@ use common::*;
 use ipsec_gateway::config::{GatewayConfig, Side};
 use ipsec_gateway::ctl::Control;
 use ipsec_gateway::demo::configs::{self, Site};
+use ipsec_gateway::gateway::{SaUsage, sum_sa_usage};
 use ipsec_gateway::keying::{Keying, MirrorPublisher};
-use wirespeed_stages::esp::{Direction, PolicyAction};
-use wirespeed_xfrm::msg::Builder;
+use std::time::{Duration, Instant};
+use wirespeed_core::{BufferPool, DropReason, PacketBuf, PoolConfig};
+use wirespeed_stages::esp::{
+    AeadAlgorithm, Direction, PolicyAction, SaConfig, SaState, SecurityAssociation, encapsulate,
+};
+use wirespeed_xfrm::Feedback;
+use wirespeed_xfrm::msg::{self as xmsg, Builder, XfrmMsg};
 use wirespeed_xfrm::wire::{
     self, AlgoAead, UserTmpl, UserpolicyId, UserpolicyInfo, UsersaId, UsersaInfo, XfrmId, XfrmSelector, attr,
     msg_type,
@@ -124,6 +130,15 @@ fn keying_section_is_validated() {
     assert!(e.contains("keying.if_ids[0]"), "{e}");
     let e = load("source = \"xfrm\"\nmarks = [\"7/0\"]").unwrap_err().to_string();
     assert!(e.contains("zero mask"), "{e}");
+    let k = load("source = \"xfrm\"\nif_ids = [42]\ncounters_interval = 2.5").unwrap().keying;
+    let Keying::Xfrm(x) = k else { panic!("{k:?}") };
+    assert_eq!(x.counters_interval, Duration::from_millis(2500));
+    for bad in ["0.5", "0", "-1", "3601", "nan"] {
+        let e = load(&format!("source = \"xfrm\"\nif_ids = [42]\ncounters_interval = {bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keying.counters_interval"), "{bad}: {e}");
+    }
     let e = load("source = \"ike\"").unwrap_err().to_string();
     assert!(e.contains("keying.source"), "{e}");
     assert!(load("sources = \"xfrm\"").is_err(), "unknown keys refused");
@@ -286,5 +301,215 @@ fn xfrm_source_follows_the_kernel() {
     assert_eq!(last.selector.dst.to_string(), "10.77.0.0/16");
     let metrics = src.metrics("A", rig.gw());
     assert!(metrics.contains("wirespeed_xfrm_messages_total"), "{metrics}");
+    rig.stop();
+}
+
+#[test]
+fn usage_sums_over_shards_by_sa() {
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(1);
+    let u = |uid, packets, bytes, last_use| SaUsage { uid, spi: uid as u32, packets, bytes, last_use };
+    let shard0 = [u(7, 10, 1000, Some(t1)), u(9, 1, 60, Some(t0))];
+    let shard1 = [u(7, 5, 400, Some(t0))];
+    let total = sum_sa_usage(shard0.iter().chain(&shard1));
+    assert_eq!(total, vec![u(7, 15, 1400, Some(t1)), u(9, 1, 60, Some(t0))]);
+}
+
+/// An ESP frame for A's WAN under the inbound SA `spi` (B_WAN -> A_WAN, the key `newsa` gives
+/// it), carrying a `len`-byte IPv4/UDP packet 10.2.0.5 -> 10.1.0.10, sequence number `seq`.
+fn inbound_esp(spi: u32, seq: u64, len: usize) -> Vec<u8> {
+    let key: Vec<u8> = (0..20).map(|i| i as u8 ^ spi as u8).collect();
+    let cfg = SaConfig::tunnel(
+        spi,
+        Direction::Outbound { shard: 0 },
+        AeadAlgorithm::Aes128Gcm,
+        &key,
+        ip(configs::B_WAN),
+        ip(configs::A_WAN),
+    );
+    let sa = SecurityAssociation::new(&cfg).unwrap();
+    let mut st = SaState::new(&sa);
+    st.set_seq(seq - 1);
+    let mut f = configs::A_WAN_MAC.to_vec();
+    f.extend_from_slice(&configs::B_WAN_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ipv4 = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 2, 0, 5, 10, 1, 0, 10];
+    ipv4[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    let c = wirespeed_core::backend::null::ipv4_header_checksum(&ipv4);
+    ipv4[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ipv4);
+    f.extend_from_slice(&[0x30, 0x39, 0x12, 0x67]);
+    f.extend_from_slice(&((len - 20) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.resize(14 + len, 0xcd);
+    let pool = BufferPool::new(PoolConfig::default()).unwrap();
+    let mut p = pool.alloc().unwrap();
+    p.copy_from(&f).unwrap();
+    encapsulate(&mut p, 14, &sa, &mut st, Instant::now(), |_| {}).unwrap();
+    p.data().to_vec()
+}
+
+/// A 48-byte IPv4/UDP packet from A's LAN to the mirrored policy's 10.77.0.0/16.
+fn outbound_frame(n: u8) -> Vec<u8> {
+    let mut f = configs::A_LAN_MAC.to_vec();
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ipv4 = vec![0x45, 0, 0, 48, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 1, 0, 10, 10, 77, 0, n];
+    let c = wirespeed_core::backend::null::ipv4_header_checksum(&ipv4);
+    ipv4[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ipv4);
+    f.extend_from_slice(&[0x30, 0x39, 0x12, 0x67, 0, 28, 0, 0]);
+    f.extend_from_slice(&[0xab; 20]);
+    f
+}
+
+/// `(spi, bytes, packets)` of every NEWAE in `b`.
+fn newaes(b: &Builder) -> Vec<(u32, u64, u64)> {
+    xmsg::messages(b.bytes())
+        .map(|r| {
+            let (h, p) = r.unwrap();
+            match XfrmMsg::decode(h.kind, p).unwrap() {
+                XfrmMsg::NewAe { id, attrs } => {
+                    let l = attrs.ltime.unwrap();
+                    (id.sa_id.spi, l.bytes, l.packets)
+                }
+                x => panic!("not a NEWAE: {x:?}"),
+            }
+        })
+        .collect()
+}
+
+/// Counter steps at `now` for up to `patience` (a request made at `now` is answered by every
+/// shard between two of its batches): returns the NEWAEs built.
+fn counters_at(
+    rig: &mut Rig,
+    p: &mut MirrorPublisher,
+    m: &Mirror,
+    fb: &mut Feedback,
+    now: Instant,
+    patience: Duration,
+) -> Vec<(u32, u64, u64)> {
+    let mut b = Builder::new();
+    let deadline = Instant::now() + patience;
+    while p.report_counters(rig.gw_mut(), m, fb, now, &mut b) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    newaes(&b)
+}
+
+/// How long the shards may take to answer.
+const WAIT: Duration = Duration::from_secs(5);
+/// How long to watch for a report that must not come.
+const QUIET: Duration = Duration::from_millis(200);
+
+#[test]
+fn newae_carries_the_shards_totals_at_the_interval() {
+    // Two data shards: the inbound SA's packets are decrypted on both, and summed.
+    let mut rig = Rig::start_with(&configs::config(Site::A, 2, None));
+    let cfg = rig.cfg.clone();
+    let mut m = mirror(&cfg);
+    let (pol, _) = policy();
+    m.apply_datagram(&pol);
+    let (out_spi, in_spi) = (0xbeef_0010u32, 0xbeef_0011u32);
+    m.apply_datagram(&newsa(configs::A_WAN, configs::B_WAN, out_spi));
+    m.apply_datagram(&newsa(configs::B_WAN, configs::A_WAN, in_spi));
+    let mut p = MirrorPublisher::default();
+    p.sync(&m, rig.gw_mut());
+    let owner = match rig.gw().sas().iter().find(|s| s.spi() == out_spi).unwrap().direction() {
+        Direction::Outbound { shard } => shard,
+        d => panic!("{d:?}"),
+    };
+    let wan_router = cfg.routes.iter().find(|r| r.prefix.to_string() == "10.2.0.0/16").unwrap().via.unwrap();
+    let mut control = Control::default();
+    let r = control.handle(rig.gw_mut(), &cfg, &format!("route add 10.77.0.0/16 via {wan_router}"));
+    assert!(r.starts_with("ok"), "{r}");
+
+    let interval = Duration::from_secs(10);
+    let mut fb = Feedback::new(interval, Duration::from_secs(1));
+    let t0 = Instant::now();
+    // First report, nothing sent yet: every mirrored SA at zero.
+    let first = counters_at(&mut rig, &mut p, &m, &mut fb, t0, WAIT);
+    let mut first_sorted = first.clone();
+    first_sorted.sort();
+    assert_eq!(first_sorted, vec![(out_spi, 0, 0), (in_spi, 0, 0)]);
+
+    // Traffic: outbound frames on the owner's queue, inbound ESP on both shards' queues.
+    let mut sent_out = 0u64;
+    let mut sent_in = (0u64, 0u64);
+    let mut seq = 1u64;
+    let mut round = |rig: &mut Rig, outs: u64, ins: u64| {
+        for i in 0..outs {
+            rig.ports[Side::Lan as usize].inject(owner as u16, &outbound_frame(i as u8)).unwrap();
+            rig.injected += 1;
+            sent_out += 1;
+        }
+        for i in 0..ins {
+            let len = 60 + (i as usize % 5) * 100;
+            rig.ports[Side::Wan as usize].inject((i % 2) as u16, &inbound_esp(in_spi, seq, len)).unwrap();
+            rig.injected += 1;
+            seq += 1;
+            sent_in.0 += 1;
+            sent_in.1 += len as u64;
+        }
+        rig.settle();
+        (sent_out, sent_in)
+    };
+    let (o1, i1) = round(&mut rig, 7, 10);
+    let esp_out = rig.take(Side::Wan).len() as u64;
+    assert_eq!(
+        esp_out,
+        o1,
+        "every outbound frame sealed; drops {:?}",
+        rig.totals().nonzero_drops().collect::<Vec<_>>()
+    );
+
+    // Not due before the interval: nothing asked, nothing sent.
+    assert!(counters_at(&mut rig, &mut p, &m, &mut fb, t0 + interval / 2, QUIET).is_empty());
+    // Due at the interval: the totals, equal to what was encrypted and decrypted.
+    let second = counters_at(&mut rig, &mut p, &m, &mut fb, t0 + interval, WAIT);
+    let get = |v: &[(u32, u64, u64)], spi| *v.iter().find(|x| x.0 == spi).unwrap();
+    assert_eq!(get(&second, out_spi), (out_spi, 48 * o1, o1));
+    assert_eq!(get(&second, in_spi), (in_spi, i1.1, i1.0));
+    // Both shards decrypted some: the inbound totals are a sum.
+    let per_shard = rig.gw().stats();
+    assert!(per_shard[0].counters.rx_packets > 0 && per_shard[1].counters.rx_packets > 0);
+
+    // More traffic: the next report replaces with larger totals (monotonic, not increments).
+    let (o2, i2) = round(&mut rig, 3, 4);
+    assert!(counters_at(&mut rig, &mut p, &m, &mut fb, t0 + interval + interval / 2, QUIET).is_empty());
+    let third = counters_at(&mut rig, &mut p, &m, &mut fb, t0 + 2 * interval, WAIT);
+    assert_eq!(get(&third, out_spi), (out_spi, 48 * o2, o2));
+    assert_eq!(get(&third, in_spi), (in_spi, i2.1, i2.0));
+    assert!(
+        get(&third, out_spi).2 > get(&second, out_spi).2 && get(&third, in_spi).1 > get(&second, in_spi).1
+    );
+    assert_eq!(fb.regressions(), 0);
+
+    // `show sas` and /metrics give the same counters.
+    control.mirrored = p.mirrored_uids().collect();
+    let shown = control.handle(rig.gw_mut(), &cfg, "show sas");
+    assert!(shown.contains(&format!("{out_spi:#x}/out@{owner}[xfrm]:{o2}p/{}B", 48 * o2)), "{shown}");
+    assert!(shown.contains(&format!("{in_spi:#x}/in[xfrm]:{}p/{}B", i2.0, i2.1)), "{shown}");
+    let metrics = p.metrics("A", rig.gw(), &m);
+    assert!(
+        metrics.contains(&format!(
+            "wirespeed_sa_packets_total{{gateway=\"A\",spi=\"{out_spi:#x}\",direction=\"out\",origin=\"xfrm\"}} {o2}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "wirespeed_sa_bytes_total{{gateway=\"A\",spi=\"{in_spi:#x}\",direction=\"in\",origin=\"xfrm\"}} {}",
+            i2.1
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("wirespeed_sa_last_use_seconds{"), "{metrics}");
+    let t = rig.totals();
+    for r in
+        [DropReason::EspNoSa, DropReason::EspAuthFailed, DropReason::EspReplay, DropReason::PolicyDiscard]
+    {
+        assert_eq!(t.drops_of(r), 0, "{t}");
+    }
     rig.stop();
 }

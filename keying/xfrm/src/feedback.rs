@@ -9,8 +9,8 @@ use crate::mirror::{Mirror, Refusal, SaEntry};
 use crate::msg::{self, Builder};
 use crate::wire::LifetimeCur;
 
-/// What the data plane counted for one SA (totals since the SA was installed, summed over
-/// shards).
+/// What the data plane counted for one SA: totals since the SA was installed, summed over
+/// shards (never increments since the last report: `NEWAE` replaces the kernel's counters).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SaCounters {
     /// SPI.
@@ -21,7 +21,15 @@ pub struct SaCounters {
     pub bytes: u64,
     /// Packets.
     pub packets: u64,
+    /// Last use, seconds since the Unix epoch (0: never). Not sent: the kernel's
+    /// `curlft.use_time` is the *first* use (its use-time limits count from it) and no
+    /// netlink message sets an SA's last use; [`Feedback::counters`] stamps the first use.
+    pub last_use: u64,
 }
+
+/// Identity of a mirrored SA for the feedback: SPI, direction and installation order (a new SA
+/// that reuses a deleted one's SPI is another SA).
+type FbKey = (u32, bool, u64);
 
 /// Builds the feedback messages of a mirror.
 #[derive(Debug)]
@@ -30,7 +38,10 @@ pub struct Feedback {
     last_counters: Option<Instant>,
     acquire_holdoff: Duration,
     acquired: HashMap<(u8, u32), Instant>,
-    first_use: HashMap<(u32, bool), u64>,
+    first_use: HashMap<FbKey, u64>,
+    /// Last totals sent per SA (bytes, packets): replace semantics never go backwards.
+    sent: HashMap<FbKey, (u64, u64)>,
+    regressions: u64,
     expired: HashMap<(u32, bool), bool>,
     retired: HashSet<u32>,
     seq: u32,
@@ -49,6 +60,8 @@ impl Feedback {
             acquire_holdoff,
             acquired: HashMap::new(),
             first_use: HashMap::new(),
+            sent: HashMap::new(),
+            regressions: 0,
             expired: HashMap::new(),
             retired: HashSet::new(),
             seq: 0,
@@ -71,27 +84,49 @@ impl Feedback {
         }
     }
 
+    /// Makes counters due again at once (the data plane could not be asked at the last
+    /// [`Feedback::counters_due`]).
+    pub fn counters_retry(&mut self) {
+        self.last_counters = None;
+    }
+
     /// Appends one `NEWAE` per mirrored SA in `counters` (others are skipped): cumulative
-    /// bytes and packets, the kernel's own `add_time`, and the first-use time (the first
-    /// report with packets). Returns how many were built.
+    /// bytes and packets (replace semantics: the kernel's counters become these totals), the
+    /// kernel's own `add_time`, and the first-use time (the first report with packets). A
+    /// total below one already sent for the same SA is not sent lower (the kernel and the
+    /// daemon never see counters go back; counted in [`Feedback::regressions`]). Returns how
+    /// many were built.
     pub fn counters(&mut self, mirror: &Mirror, counters: &[SaCounters], b: &mut Builder) -> usize {
         let mut n = 0;
         for c in counters {
             let Some(sa) = mirror.find(c.spi, c.outbound) else { continue };
-            let use_time = if c.packets > 0 {
-                *self.first_use.entry((c.spi, c.outbound)).or_insert_with(unix_now)
-            } else {
-                0
-            };
-            let cur =
-                LifetimeCur { bytes: c.bytes, packets: c.packets, add_time: sa.kernel_add_time, use_time };
+            let key = (c.spi, c.outbound, sa.order);
+            let (mut bytes, mut packets) = (c.bytes, c.packets);
+            if let Some(&(sb, sp)) = self.sent.get(&key)
+                && (bytes < sb || packets < sp)
+            {
+                self.regressions += 1;
+                bytes = bytes.max(sb);
+                packets = packets.max(sp);
+            }
+            self.sent.insert(key, (bytes, packets));
+            let use_time = if packets > 0 { *self.first_use.entry(key).or_insert_with(unix_now) } else { 0 };
+            let cur = LifetimeCur { bytes, packets, add_time: sa.kernel_add_time, use_time };
             let seq = self.next_seq();
             msg::newae(b, seq, &sa.sa_ref(), &cur, false);
             n += 1;
         }
         // Forget SAs that are gone.
-        self.first_use.retain(|&(spi, out), _| mirror.find(spi, out).is_some());
+        let alive = |&(spi, out, order): &FbKey| mirror.find(spi, out).is_some_and(|sa| sa.order == order);
+        self.first_use.retain(|k, _| alive(k));
+        self.sent.retain(|k, _| alive(k));
         n
+    }
+
+    /// Counter reports that were lower than an earlier one for the same SA (and were sent as
+    /// the earlier totals instead).
+    pub fn regressions(&self) -> u64 {
+        self.regressions
     }
 
     /// Appends an `EXPIRE` for a data-plane lifetime event of a mirrored SA (once per SA and

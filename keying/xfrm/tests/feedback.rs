@@ -47,13 +47,15 @@ fn counters_are_cumulative_and_keep_the_kernel_add_time() {
     assert!(f.counters_due(t0 + Duration::from_secs(10)));
     let mut b = Builder::new();
     let idle = [
-        SaCounters { spi: 0x71, outbound: true, bytes: 0, packets: 0 },
-        SaCounters { spi: 0x99, outbound: true, bytes: 1, packets: 1 },
+        SaCounters { spi: 0x71, outbound: true, bytes: 0, packets: 0, ..SaCounters::default() },
+        SaCounters { spi: 0x99, outbound: true, bytes: 1, packets: 1, ..SaCounters::default() },
     ];
     assert_eq!(f.counters(&m, &idle, &mut b), 1, "unknown SAs are skipped");
-    let busy = [SaCounters { spi: 0x71, outbound: true, bytes: 15_000, packets: 10 }];
+    let busy =
+        [SaCounters { spi: 0x71, outbound: true, bytes: 15_000, packets: 10, ..SaCounters::default() }];
     f.counters(&m, &busy, &mut b);
-    let more = [SaCounters { spi: 0x71, outbound: true, bytes: 30_000, packets: 20 }];
+    let more =
+        [SaCounters { spi: 0x71, outbound: true, bytes: 30_000, packets: 20, ..SaCounters::default() }];
     f.counters(&m, &more, &mut b);
     let ltimes: Vec<LifetimeCur> = decoded(&b)
         .into_iter()
@@ -72,6 +74,40 @@ fn counters_are_cumulative_and_keep_the_kernel_add_time() {
     assert_eq!((ltimes[2].bytes, ltimes[2].packets), (30_000, 20));
     assert!(ltimes[1].use_time > 1_700_000_000, "first use stamped");
     assert_eq!(ltimes[1].use_time, ltimes[2].use_time, "first use is kept, not moved");
+}
+
+#[test]
+fn counters_replace_and_never_go_back() {
+    let m = setup();
+    let mut f = Feedback::new(Duration::from_secs(10), Duration::from_secs(1));
+    let mut b = Builder::new();
+    let c =
+        |bytes, packets| [SaCounters { spi: 0x71, outbound: true, bytes, packets, ..SaCounters::default() }];
+    // Totals, reported as they are: 100 then 250 is 250 (not 350).
+    f.counters(&m, &c(1_000, 100), &mut b);
+    f.counters(&m, &c(2_500, 250), &mut b);
+    // A lower report (a bug, or a shard that lost state) is sent as the last totals.
+    f.counters(&m, &c(2_000, 200), &mut b);
+    f.counters(&m, &c(3_000, 300), &mut b);
+    let got: Vec<(u64, u64)> = decoded(&b)
+        .into_iter()
+        .map(|x| match x {
+            XfrmMsg::NewAe { id, attrs } => {
+                assert_eq!(id.flags, wirespeed_xfrm::wire::AE_LVAL, "replace the lifetime values");
+                let l = attrs.ltime.unwrap();
+                (l.bytes, l.packets)
+            }
+            x => panic!("{x:?}"),
+        })
+        .collect();
+    assert_eq!(got, vec![(1_000, 100), (2_500, 250), (2_500, 250), (3_000, 300)]);
+    assert_eq!(f.regressions(), 1);
+    // Every NEWAE asks the kernel to replace (NLM_F_REPLACE), which it requires of NEWAE.
+    for r in msg::messages(b.bytes()) {
+        let (h, _) = r.unwrap();
+        assert_eq!(h.kind, msg_type::NEWAE);
+        assert_ne!(h.flags & 0x100, 0, "NLM_F_REPLACE");
+    }
 }
 
 #[test]
