@@ -7,7 +7,21 @@
 //! marks = ["0x42/0xff"]    # or marks (value/mask)
 //! acquire_holdoff = 1      # seconds between two ACQUIREs of one policy
 //! counters_interval = 10   # seconds between two counter reports (NEWAE), 1..=3600
+//! reqid_shards = [{ reqid = 9, shard = 1 }]  # the shard owning reqid 9's outbound SAs
+//! pcpu_shards = [0, 1]     # per-CPU SAs (RFC 9611): CPU n's SA on shard pcpu_shards[n % len]
 //! ```
+//!
+//! **Shards.** Each data shard encrypts only with outbound SAs it owns (the same rule as static
+//! SAs: one outbound SA per shard and policy); a packet of a protect policy on a shard without
+//! its SA is dropped as `EspNoSa`, never sent in clear. A mirrored outbound SA without CPU is
+//! owned by its reqid's shard (`reqid_shards`, else `reqid % shards`), so an IKE rekey (new SA,
+//! same reqid, old one deleted later) stays on that shard and loses nothing; with more than one
+//! shard, steer the policy's LAN traffic to that shard (a `[[steering.rules]]` entry on the
+//! policy's selector, `action = { queue = SHARD }`), as the steering plan steers anything else.
+//! Per-CPU SAs (`XFRMA_SA_PCPU`, Linux 6.13+ and an IKE daemon that negotiates them, strongSwan
+//! `per_cpu_sas`) need no steering: each CPU's SA goes to a shard (`pcpu_shards`, else
+//! `n % shards`), a policy has one SA on each shard that got one, and shards without use the SA
+//! without CPU where they own it.
 //!
 //! With `source = "xfrm"` the gateway mirrors the kernel's XFRM SAs and policies scoped to it
 //! (`wirespeed-xfrm`; needs `CAP_NET_ADMIN`) next to the static ones: mirrored SAs join the SA
@@ -28,7 +42,7 @@ use wirespeed_stages::esp::{Direction, SaEvent, SaEventKind, SecurityAssociation
 use wirespeed_xfrm::mirror::SaKey;
 use wirespeed_xfrm::msg::Builder;
 use wirespeed_xfrm::wire::Mark;
-use wirespeed_xfrm::{Feedback, Mirror, SaCounters, Scope};
+use wirespeed_xfrm::{Feedback, Mirror, MirrorConfig, SaCounters, Scope};
 
 use crate::config::{ConfigError, GatewayConfig};
 use crate::gateway::{Gateway, SaUsage};
@@ -54,6 +68,20 @@ pub struct KeyingSection {
     pub acquire_holdoff: f64,
     /// Seconds between two counter reports (`NEWAE`) to the kernel.
     pub counters_interval: f64,
+    /// The shard owning each listed reqid's outbound SAs (others: `reqid % shards`).
+    pub reqid_shards: Vec<ReqidShard>,
+    /// Per-CPU SAs: CPU `n`'s SA goes to shard `pcpu_shards[n % len]` (empty: `n % shards`).
+    pub pcpu_shards: Vec<usize>,
+}
+
+/// One `[keying] reqid_shards` entry.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReqidShard {
+    /// The reqid (strongSwan `reqid`, or the one charon assigns: `swanctl --list-sas`).
+    pub reqid: u32,
+    /// The data shard owning its outbound SAs.
+    pub shard: usize,
 }
 
 /// Range of `[keying] counters_interval`, seconds: at least one second (each report is one
@@ -69,6 +97,8 @@ impl Default for KeyingSection {
             marks: vec![],
             acquire_holdoff: 1.0,
             counters_interval: 10.0,
+            reqid_shards: vec![],
+            pcpu_shards: vec![],
         }
     }
 }
@@ -92,6 +122,10 @@ pub struct XfrmKeying {
     pub acquire_holdoff: Duration,
     /// Between two counter reports.
     pub counters_interval: Duration,
+    /// The shard owning each listed reqid's outbound SAs.
+    pub reqid_shards: std::collections::BTreeMap<u32, usize>,
+    /// CPU `n`'s per-CPU SA goes to `pcpu_shards[n % len]` (empty: every data shard in turn).
+    pub pcpu_shards: Vec<usize>,
 }
 
 fn number(s: &str) -> Option<u32> {
@@ -106,8 +140,8 @@ fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> ConfigErro
 }
 
 impl KeyingSection {
-    /// Checks the section.
-    pub fn validate(&self) -> Result<Keying, ConfigError> {
+    /// Checks the section (for a gateway of `shards` data shards).
+    pub fn validate(&self, shards: usize) -> Result<Keying, ConfigError> {
         match self.source.as_str() {
             "static" => Ok(Keying::Static),
             "xfrm" => {
@@ -147,15 +181,51 @@ impl KeyingSection {
                 if !COUNTERS_INTERVAL.contains(&c) {
                     return Err(invalid("keying.counters_interval", c, "want seconds in 1..=3600"));
                 }
+                let mut reqid_shards = std::collections::BTreeMap::new();
+                for (i, r) in self.reqid_shards.iter().enumerate() {
+                    let key = format!("keying.reqid_shards[{i}]");
+                    if r.shard >= shards {
+                        return Err(invalid(&key, r.shard, &format!("want a data shard 0..{shards}")));
+                    }
+                    if reqid_shards.insert(r.reqid, r.shard).is_some() {
+                        return Err(invalid(&key, r.reqid, "reqid listed twice"));
+                    }
+                }
+                if let Some(i) = self.pcpu_shards.iter().position(|&s| s >= shards) {
+                    return Err(invalid(
+                        &format!("keying.pcpu_shards[{i}]"),
+                        self.pcpu_shards[i],
+                        &format!("want a data shard 0..{shards}"),
+                    ));
+                }
+                if self.pcpu_shards.len() > 4096 {
+                    return Err(invalid(
+                        "keying.pcpu_shards",
+                        self.pcpu_shards.len(),
+                        "want at most 4096 CPUs",
+                    ));
+                }
                 Ok(Keying::Xfrm(XfrmKeying {
                     scope: Scope { if_ids: self.if_ids.clone(), marks },
                     acquire_holdoff: Duration::from_secs_f64(self.acquire_holdoff),
                     counters_interval: Duration::from_secs_f64(c),
+                    reqid_shards,
+                    pcpu_shards: self.pcpu_shards.clone(),
                 }))
             }
             other => Err(invalid("keying.source", other, "want \"static\" or \"xfrm\"")),
         }
     }
+}
+
+/// The mirror configuration of a gateway: its scope, its addresses (an SA's direction), its
+/// data shards and the `[keying]` shard mapping.
+pub fn mirror_config(cfg: &GatewayConfig, k: &XfrmKeying) -> MirrorConfig {
+    let mut mc = MirrorConfig::new(k.scope.clone(), cfg.own_addresses());
+    mc.outbound_shards = (0..cfg.shards).collect();
+    mc.reqid_shards = k.reqid_shards.clone();
+    mc.pcpu_shards = k.pcpu_shards.clone();
+    mc
 }
 
 /// Puts a mirror's desired state into a gateway's SA table and SPD, next to the static SAs and
@@ -408,9 +478,7 @@ impl XfrmSource {
         k: &XfrmKeying,
         gw: &mut Gateway,
     ) -> Result<(Self, Vec<String>), KeyingError> {
-        let mut mc = wirespeed_xfrm::MirrorConfig::new(k.scope.clone(), cfg.own_addresses());
-        mc.outbound_shards = (0..cfg.shards).collect();
-        let mut follower = wirespeed_xfrm::Follower::start(wirespeed_xfrm::Mirror::new(mc))?;
+        let mut follower = wirespeed_xfrm::Follower::start(Mirror::new(mirror_config(cfg, k)))?;
         follower.sync(Duration::from_secs(5))?;
         let mut s = Self {
             follower,
@@ -422,7 +490,7 @@ impl XfrmSource {
             s.follower.mirror_mut().drain_refusals().map(|r| format!("xfrm: not mirrored: {r}")).collect();
         if cfg.shards > 1 {
             log.push(format!(
-                "xfrm: note: each mirrored outbound SA is owned by one of the {} shards; packets of its policy that RSS puts on another shard are dropped as EspNoSa (run with shards = 1 for IKE tunnels until per-CPU SAs are mirrored)",
+                "xfrm: note: each mirrored outbound SA without CPU is owned by one of the {} shards (its reqid's: [keying] reqid_shards, else reqid % shards); steer each policy's LAN traffic to that shard with a [[steering.rules]] entry, or negotiate per-CPU SAs ([keying] pcpu_shards): packets of a policy on a shard without its SA are dropped as EspNoSa",
                 cfg.shards
             ));
         }

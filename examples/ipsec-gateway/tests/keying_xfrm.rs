@@ -46,6 +46,11 @@ fn sa_info(src: &str, dst: &str, spi: u32) -> UsersaInfo {
 }
 
 fn newsa(src: &str, dst: &str, spi: u32) -> Vec<u8> {
+    newsa_cpu(src, dst, spi, None)
+}
+
+/// `newsa`, of a per-CPU SA when `pcpu` is given (`XFRMA_SA_PCPU`).
+fn newsa_cpu(src: &str, dst: &str, spi: u32, pcpu: Option<u32>) -> Vec<u8> {
     let aead = AlgoAead {
         name: "rfc4106(gcm(aes))".into(),
         key: zeroize::Zeroizing::new((0..20).map(|i| i as u8 ^ spi as u8).collect()),
@@ -56,6 +61,9 @@ fn newsa(src: &str, dst: &str, spi: u32) -> Vec<u8> {
     b.fixed(|o| sa_info(src, dst, spi).write(o));
     b.attr(attr::ALG_AEAD, |o| aead.write(o));
     b.attr(attr::IF_ID, |o| o.extend_from_slice(&IF_ID.to_ne_bytes()));
+    if let Some(cpu) = pcpu {
+        b.attr(attr::SA_PCPU, |o| o.extend_from_slice(&cpu.to_ne_bytes()));
+    }
     b.finish(at);
     b.bytes().to_vec()
 }
@@ -139,6 +147,24 @@ fn keying_section_is_validated() {
             .to_string();
         assert!(e.contains("keying.counters_interval"), "{bad}: {e}");
     }
+    let k = load(
+        "source = \"xfrm\"\nif_ids = [42]\nreqid_shards = [{ reqid = 9, shard = 0 }]\npcpu_shards = [0, 0]",
+    )
+    .unwrap()
+    .keying;
+    let Keying::Xfrm(x) = k else { panic!("{k:?}") };
+    assert_eq!((x.reqid_shards.get(&9), &x.pcpu_shards[..]), (Some(&0), &[0, 0][..]));
+    // One data shard here: shard 1 does not exist.
+    let e = load("source = \"xfrm\"\nif_ids = [42]\nreqid_shards = [{ reqid = 9, shard = 1 }]")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("keying.reqid_shards[0]"), "{e}");
+    let e = load("source = \"xfrm\"\nif_ids = [42]\nreqid_shards = [{ reqid = 9, shard = 0 }, { reqid = 9, shard = 0 }]")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("keying.reqid_shards[1]") && e.contains("twice"), "{e}");
+    let e = load("source = \"xfrm\"\nif_ids = [42]\npcpu_shards = [0, 3]").unwrap_err().to_string();
+    assert!(e.contains("keying.pcpu_shards[1]"), "{e}");
     let e = load("source = \"ike\"").unwrap_err().to_string();
     assert!(e.contains("keying.source"), "{e}");
     assert!(load("sources = \"xfrm\"").is_err(), "unknown keys refused");
@@ -207,6 +233,9 @@ fn mirrored_sas_join_the_static_ones_and_seal_traffic() {
     );
     assert_eq!(out[0][23], 50, "ESP");
     assert_eq!(&out[0][34..38], &0xbeef_0001u32.to_be_bytes());
+    // The kernel state's outbound sequence number was 0 (a mirrored outbound SA always is: a
+    // used one is refused and rekeyed, Refusal::UsedOutbound): numbering continues at 1.
+    assert_eq!(&out[0][38..42], &1u32.to_be_bytes(), "first sequence number");
 
     // A later change keeps installed SAs as they are (same object: same sequence numbers).
     let uid = rig.gw().sas().iter().find(|s| s.spi() == 0xbeef_0001).unwrap().uid();
@@ -511,5 +540,138 @@ fn newae_carries_the_shards_totals_at_the_interval() {
     {
         assert_eq!(t.drops_of(r), 0, "{t}");
     }
+    rig.stop();
+}
+
+/// Gateway A with two data shards, `[keying]` `extra` and the steering `rules`, its mirror.
+fn two_shards(rules: &str, extra: &str) -> (Rig, Mirror) {
+    let text = format!(
+        "{}\n[steering]\nrules = [{rules}]\n\n[keying]\nsource = \"xfrm\"\nif_ids = [{IF_ID}]\n{extra}\n",
+        configs::config(Site::A, 2, None)
+    );
+    let mut rig = Rig::start_with(&text);
+    let cfg = rig.cfg.clone();
+    let Keying::Xfrm(k) = &cfg.keying else { panic!() };
+    let m = Mirror::new(ipsec_gateway::keying::mirror_config(&cfg, k));
+    let wan_router = cfg.routes.iter().find(|r| r.prefix.to_string() == "10.2.0.0/16").unwrap().via.unwrap();
+    let r =
+        Control::default().handle(rig.gw_mut(), &cfg, &format!("route add 10.77.0.0/16 via {wan_router}"));
+    assert!(r.starts_with("ok"), "{r}");
+    (rig, m)
+}
+
+/// The policy's test frames: 16 destinations, which RSS alone spreads over both shards.
+fn spread_frames(rig: &Rig) -> Vec<Vec<u8>> {
+    let frames: Vec<Vec<u8>> = (1..=16).map(outbound_frame).collect();
+    let plain =
+        ipsec_gateway::config::GatewayConfig::from_toml(&configs::config(Site::A, 2, None), None, "t")
+            .unwrap();
+    let rss = ipsec_gateway::gateway::Steering::new(&plain).unwrap();
+    let queues: std::collections::BTreeSet<u16> = frames.iter().filter_map(|f| rss.queue(f)).collect();
+    assert_eq!(queues.into_iter().collect::<Vec<_>>(), vec![0, 1], "RSS alone puts them on both shards");
+    let _ = rig;
+    frames
+}
+
+/// Sends `frames` from the LAN and returns the SPI of each ESP packet out, with the queue its
+/// frame was steered to.
+fn seal_all(rig: &mut Rig, frames: &[Vec<u8>]) -> Vec<(u16, u32)> {
+    let mut out = Vec::new();
+    for f in frames {
+        let q = rig.steering.queue(f).unwrap();
+        rig.send(Side::Lan, f);
+        rig.settle();
+        let esp = rig.take(Side::Wan);
+        assert_eq!(esp.len(), 1, "sealed; drops {:?}", rig.totals().nonzero_drops().collect::<Vec<_>>());
+        assert_eq!(esp[0][23], 50, "ESP");
+        out.push((q, u32::from_be_bytes(esp[0][34..38].try_into().unwrap())));
+    }
+    out
+}
+
+fn usage_of(rig: &mut Rig, spi: u32) -> u64 {
+    assert!(rig.gw_mut().request_sa_usage());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(u) = rig.gw_mut().take_sa_usage() {
+            let uid = rig
+                .gw()
+                .sas()
+                .iter()
+                .find(|s| s.spi() == spi && s.direction() == Direction::Inbound)
+                .map(|s| s.uid());
+            return u.iter().find(|u| Some(u.uid) == uid).map_or(0, |u| u.packets);
+        }
+        assert!(Instant::now() < deadline, "the shards did not answer");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn rekey_overlap_on_the_reqids_shard_loses_nothing() {
+    // reqid 9's outbound SAs on shard 1, and the policy's LAN traffic steered there.
+    let rule = "{ name = \"tunnel-77\", match = { dst = \"10.77.0.0/16\" }, action = { queue = 1 } }";
+    let (mut rig, mut m) = two_shards(rule, "reqid_shards = [{ reqid = 9, shard = 1 }]");
+    let frames = spread_frames(&rig);
+    let (pol, _) = policy();
+    m.apply_datagram(&pol);
+    let (old_out, old_in, new_out, new_in) = (0xbeef_0101u32, 0xbeef_0102u32, 0xbeef_0201u32, 0xbeef_0202u32);
+    m.apply_datagram(&newsa(configs::A_WAN, configs::B_WAN, old_out));
+    m.apply_datagram(&newsa(configs::B_WAN, configs::A_WAN, old_in));
+    let mut p = MirrorPublisher::default();
+    p.sync(&m, rig.gw_mut());
+    let sealed = seal_all(&mut rig, &frames);
+    assert!(sealed.iter().all(|&(q, spi)| q == 1 && spi == old_out), "{sealed:x?}");
+
+    // The rekey: new SAs of the same reqid, both old ones still there.
+    m.apply_datagram(&newsa(configs::A_WAN, configs::B_WAN, new_out));
+    m.apply_datagram(&newsa(configs::B_WAN, configs::A_WAN, new_in));
+    p.sync(&m, rig.gw_mut());
+    let new_sa = rig.gw().sas().iter().find(|s| s.spi() == new_out).unwrap().direction();
+    assert_eq!(new_sa, Direction::Outbound { shard: 1 }, "the new SA is on the reqid's shard too");
+    let sealed = seal_all(&mut rig, &frames);
+    assert!(sealed.iter().all(|&(_, spi)| spi == new_out), "{sealed:x?}");
+    // The peer may still send under the old inbound SA until it switches: it decrypts.
+    for seq in 1..=4 {
+        rig.send(Side::Wan, &inbound_esp(old_in, seq, 100));
+        rig.send(Side::Wan, &inbound_esp(new_in, seq, 100));
+    }
+    rig.settle();
+    assert_eq!((usage_of(&mut rig, old_in), usage_of(&mut rig, new_in)), (4, 4));
+
+    // The daemon deletes the old SAs later.
+    m.apply_datagram(&delsa(configs::A_WAN, configs::B_WAN, old_out));
+    m.apply_datagram(&delsa(configs::B_WAN, configs::A_WAN, old_in));
+    p.sync(&m, rig.gw_mut());
+    let sealed = seal_all(&mut rig, &frames);
+    assert!(sealed.iter().all(|&(_, spi)| spi == new_out), "{sealed:x?}");
+    let t = rig.totals();
+    for r in [DropReason::EspNoSa, DropReason::EspAuthFailed, DropReason::EspReplay] {
+        assert_eq!(t.drops_of(r), 0, "{t}");
+    }
+    rig.stop();
+}
+
+#[test]
+fn per_cpu_sas_serve_the_shards_they_map_to() {
+    // No steering: RSS spreads the policy's traffic; CPU n's SA is owned by shard n % 2.
+    let (mut rig, mut m) = two_shards("", "");
+    let frames = spread_frames(&rig);
+    let (pol, _) = policy();
+    m.apply_datagram(&pol);
+    m.apply_datagram(&newsa_cpu(configs::A_WAN, configs::B_WAN, 0xbeef_0300, Some(0)));
+    m.apply_datagram(&newsa_cpu(configs::A_WAN, configs::B_WAN, 0xbeef_0301, Some(1)));
+    assert_eq!(m.configs().len(), 2, "{:?}", m.recent_refusals().collect::<Vec<_>>());
+    let mut p = MirrorPublisher::default();
+    p.sync(&m, rig.gw_mut());
+    assert_eq!(
+        rig.gw().spd().policies.last().unwrap().action,
+        PolicyAction::Protect { spis: vec![0xbeef_0300, 0xbeef_0301] }
+    );
+    let sealed = seal_all(&mut rig, &frames);
+    for (q, spi) in &sealed {
+        assert_eq!(*spi, 0xbeef_0300 + u32::from(*q), "shard {q} seals with its CPU's SA");
+    }
+    assert_eq!(rig.totals().drops_of(DropReason::EspNoSa), 0);
     rig.stop();
 }

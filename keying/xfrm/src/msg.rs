@@ -141,6 +141,8 @@ pub struct Attrs {
     pub extra_flags: Option<u32>,
     /// `XFRMA_SA_DIR` (1 in, 2 out).
     pub sa_dir: Option<u8>,
+    /// `XFRMA_SA_PCPU`: the CPU a per-CPU SA (RFC 9611) serves.
+    pub pcpu: Option<u32>,
     /// `XFRMA_SA` (the full SA in a DELSA notification).
     pub sa: Option<UsersaInfo>,
     /// `XFRMA_POLICY` (the full policy in a DELPOLICY notification).
@@ -195,6 +197,7 @@ impl Attrs {
                         have: 0,
                     })?)
                 }
+                attr::SA_PCPU => a.pcpu = Some(u32_attr("XFRMA_SA_PCPU", p)?),
                 attr::SA => a.sa = Some(UsersaInfo::parse(p)?),
                 attr::POLICY => a.policy = Some(UserpolicyInfo::parse(p)?),
                 attr::POLICY_TYPE => {

@@ -122,6 +122,9 @@ pub mod attr {
     pub const IF_ID: u16 = 31;
     /// `XFRMA_SA_DIR` (Linux 6.10+): 1 inbound, 2 outbound.
     pub const SA_DIR: u16 = 33;
+    /// `XFRMA_SA_PCPU` (Linux 6.13+, RFC 9611 per-CPU SAs): the CPU an outbound SA serves
+    /// (`u32`).
+    pub const SA_PCPU: u16 = 35;
 }
 
 /// Netlink multicast groups (`enum xfrm_nlgroups`).
