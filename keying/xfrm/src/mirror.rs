@@ -84,6 +84,12 @@ impl MirrorConfig {
         }
     }
 
+    /// The CPU whose per-CPU SAs `shard` owns (the first that maps onto it), if any.
+    pub fn cpu_of_shard(&self, shard: ShardId) -> Option<u32> {
+        let map = if self.pcpu_shards.is_empty() { &self.outbound_shards } else { &self.pcpu_shards };
+        map.iter().position(|&s| s == shard).and_then(|i| u32::try_from(i).ok())
+    }
+
     /// The shard that owns the per-CPU outbound SA of CPU `cpu`.
     pub fn pcpu_shard(&self, cpu: u32) -> ShardId {
         if self.pcpu_shards.is_empty() {
@@ -1091,6 +1097,43 @@ impl Mirror {
             .filter(|p| p.info.action == wire::POLICY_ALLOW && !p.attrs.templates.is_empty())
             .filter(|p| self.resolve(p).is_none())
             .collect()
+    }
+
+    /// Per-CPU SAs to ask for: for each outbound policy that wants one SA per CPU
+    /// ([`wire::POLICY_CPU_ACQUIRE`]) and already has an SA, each data shard
+    /// ([`MirrorConfig::outbound_shards`]) without a per-CPU SA of its own, with the CPU whose
+    /// SAs it owns ([`MirrorConfig::cpu_of_shard`]). (A policy without any SA is in
+    /// [`Mirror::unresolved`]: its first SA is the one without CPU.)
+    pub fn per_cpu_missing(&self) -> Vec<(&PolicyMsg, ShardId, u32)> {
+        let mut shards = self.cfg.outbound_shards.clone();
+        if shards.is_empty() {
+            shards.push(0);
+        }
+        shards.sort_unstable();
+        shards.dedup();
+        let mut out = Vec::new();
+        for p in self.outbound_policies() {
+            if p.info.action != wire::POLICY_ALLOW
+                || p.attrs.templates.is_empty()
+                || p.info.flags & wire::POLICY_CPU_ACQUIRE == 0
+            {
+                continue;
+            }
+            let served = self.resolve_shards(p);
+            if served.is_empty() {
+                continue;
+            }
+            for &shard in &shards {
+                let own = served.iter().any(|sa| {
+                    sa.pcpu.is_some()
+                        && matches!(sa.config.direction, Direction::Outbound { shard: s } if s == shard)
+                });
+                if !own && let Some(cpu) = self.cfg.cpu_of_shard(shard) {
+                    out.push((p, shard, cpu));
+                }
+            }
+        }
+        out
     }
 
     fn outbound_policies(&self) -> impl Iterator<Item = &PolicyMsg> {
