@@ -328,9 +328,7 @@ impl Control {
                         let origin = if self.mirrored.contains(&s.uid()) { "[xfrm]" } else { "" };
                         // Counters as last collected from the shards ([keying] source = "xfrm").
                         let used = gw
-                            .sa_usage()
-                            .iter()
-                            .find(|u| u.uid == s.uid())
+                            .sa_usage_of(s.uid())
                             .map(|u| format!(":{}p/{}B", u.packets, u.bytes))
                             .unwrap_or_default();
                         match s.direction() {

@@ -669,14 +669,20 @@ impl Gateway {
     /// [`Gateway::request_sa_usage`] (`None` before): packets and bytes summed, last use the
     /// latest. Each SA's totals count from its installation and never go down while it is in
     /// the table (shards carry an SA's state across publishes). SAs without a packet yet are
-    /// left out. Also kept for [`Gateway::sa_usage`].
+    /// left out. Sorted by uid. Also kept for [`Gateway::sa_usage`].
     pub fn take_sa_usage(&mut self) -> Option<Vec<SaUsage>> {
         self.usage.collect()
     }
 
-    /// The totals of the last completed [`Gateway::take_sa_usage`] (empty before).
+    /// The totals of the last completed [`Gateway::take_sa_usage`] (empty before), by uid.
     pub fn sa_usage(&self) -> &[SaUsage] {
         &self.usage.last
+    }
+
+    /// The totals of one SA in [`Gateway::sa_usage`] (`None`: no packet yet, or not collected).
+    pub fn sa_usage_of(&self, uid: u64) -> Option<&SaUsage> {
+        let last = &self.usage.last;
+        last.binary_search_by_key(&uid, |u| u.uid).ok().map(|i| &last[i])
     }
 
     /// Drains and stops every shard; returns their final counters.

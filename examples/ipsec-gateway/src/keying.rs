@@ -305,10 +305,11 @@ impl MirrorPublisher {
     /// feedback wants them (SAs without a packet yet report zeros).
     pub fn counters(&self, usage: &[SaUsage]) -> Vec<SaCounters> {
         let now = (Instant::now(), SystemTime::now());
+        let by_uid: HashMap<u64, &SaUsage> = usage.iter().map(|u| (u.uid, u)).collect();
         self.installed
             .values()
             .map(|sa| {
-                let u = usage.iter().find(|u| u.uid == sa.uid());
+                let u = by_uid.get(&sa.uid()).copied();
                 SaCounters {
                     spi: sa.spi(),
                     outbound: matches!(sa.direction(), Direction::Outbound { .. }),
@@ -346,7 +347,7 @@ impl MirrorPublisher {
     pub fn metrics(&self, gateway: &str, gw: &Gateway, m: &Mirror) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let mine: Vec<u64> = self.mirrored_uids().collect();
+        let mine: std::collections::HashSet<u64> = self.mirrored_uids().collect();
         let _ = writeln!(
             out,
             "# HELP wirespeed_sa_info SAs in force, by origin.\n# TYPE wirespeed_sa_info gauge"
@@ -385,7 +386,7 @@ impl MirrorPublisher {
         for (name, kind, help, get) in series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for s in gw.sas() {
-                let Some(u) = gw.sa_usage().iter().find(|u| u.uid == s.uid()) else { continue };
+                let Some(u) = gw.sa_usage_of(s.uid()) else { continue };
                 let dir = if s.direction() == Direction::Inbound { "in" } else { "out" };
                 let origin = if mine.contains(&s.uid()) { "xfrm" } else { "static" };
                 let _ = writeln!(

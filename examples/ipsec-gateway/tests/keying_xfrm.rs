@@ -678,3 +678,40 @@ fn per_cpu_sas_serve_the_shards_they_map_to() {
     assert_eq!(rig.totals().drops_of(DropReason::EspNoSa), 0);
     rig.stop();
 }
+
+#[test]
+fn feedback_is_sent_in_chunks_of_whole_messages() {
+    use ipsec_gateway::keying::{SEND_CHUNK, chunks};
+    let mut m = mirror(&GatewayConfig::from_toml(&configs::config(Site::A, 1, None), None, "t").unwrap());
+    let mut counters = Vec::new();
+    for i in 0..1000u32 {
+        m.apply_datagram(&newsa(configs::A_WAN, configs::B_WAN, 0x1000_0000 + i));
+        counters.push(wirespeed_xfrm::SaCounters {
+            spi: 0x1000_0000 + i,
+            outbound: true,
+            bytes: 100,
+            packets: 1,
+            last_use: 0,
+        });
+    }
+    let mut fb = Feedback::new(Duration::from_secs(10), Duration::from_secs(1));
+    let mut b = Builder::new();
+    assert_eq!(fb.counters(&m, &counters, &mut b), 1000);
+    let all = b.bytes();
+    assert!(all.len() > 3 * SEND_CHUNK, "{} bytes", all.len());
+    let parts: Vec<&[u8]> = chunks(all, SEND_CHUNK).collect();
+    assert_eq!(parts.concat(), all, "nothing lost or repeated");
+    let mut n = 0;
+    for p in &parts {
+        assert!(p.len() <= SEND_CHUNK, "{}", p.len());
+        for r in xmsg::messages(p) {
+            let (h, _) = r.expect("whole messages");
+            assert_eq!(h.kind, msg_type::NEWAE);
+            n += 1;
+        }
+    }
+    assert_eq!(n, 1000);
+    // A malformed length does not loop: the rest goes in one piece.
+    let bad = [&all[..200], &[0xff; 40][..]].concat();
+    assert_eq!(chunks(&bad, 64).map(<[u8]>::len).sum::<usize>(), bad.len());
+}
