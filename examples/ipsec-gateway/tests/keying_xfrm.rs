@@ -51,6 +51,12 @@ fn newsa(src: &str, dst: &str, spi: u32) -> Vec<u8> {
 
 /// `newsa`, of a per-CPU SA when `pcpu` is given (`XFRMA_SA_PCPU`).
 fn newsa_cpu(src: &str, dst: &str, spi: u32, pcpu: Option<u32>) -> Vec<u8> {
+    newsa_info(&sa_info(src, dst, spi), pcpu)
+}
+
+/// `newsa` of the SA `info` describes (e.g. with the kernel's current lifetime counters).
+fn newsa_info(info: &UsersaInfo, pcpu: Option<u32>) -> Vec<u8> {
+    let spi = info.id.spi;
     let aead = AlgoAead {
         name: "rfc4106(gcm(aes))".into(),
         key: zeroize::Zeroizing::new((0..20).map(|i| i as u8 ^ spi as u8).collect()),
@@ -58,7 +64,7 @@ fn newsa_cpu(src: &str, dst: &str, spi: u32, pcpu: Option<u32>) -> Vec<u8> {
     };
     let mut b = Builder::new();
     let at = b.start(msg_type::NEWSA, 0, 0);
-    b.fixed(|o| sa_info(src, dst, spi).write(o));
+    b.fixed(|o| info.write(o));
     b.attr(attr::ALG_AEAD, |o| aead.write(o));
     b.attr(attr::IF_ID, |o| o.extend_from_slice(&IF_ID.to_ne_bytes()));
     if let Some(cpu) = pcpu {
@@ -537,6 +543,25 @@ fn newae_carries_the_shards_totals_at_the_interval() {
         "{metrics}"
     );
     assert!(metrics.contains("wirespeed_sa_last_use_seconds{"), "{metrics}");
+
+    // A data-plane restart: the kernel's SA now shows the totals pushed (its curlft, as a dump
+    // gives it). The outbound SA is not continued (its last sequence number is unknown) but
+    // refused, and the daemon asked to rekey it with a soft EXPIRE.
+    let (_, bytes, packets) = get(&third, out_spi);
+    let used = UsersaInfo {
+        curlft: wirespeed_xfrm::wire::LifetimeCur { bytes, packets, ..Default::default() },
+        ..sa_info(configs::A_WAN, configs::B_WAN, out_spi)
+    };
+    let mut restarted = mirror(&cfg);
+    restarted.apply_datagram(&newsa_info(&used, None));
+    assert!(restarted.find(out_spi, true).is_none(), "a used outbound SA is not mirrored");
+    let mut b = Builder::new();
+    assert_eq!(Feedback::new(interval, Duration::from_secs(1)).retire_used(&restarted, &mut b), 1);
+    let (h, p) = xmsg::messages(b.bytes()).next().unwrap().unwrap();
+    match XfrmMsg::decode(h.kind, p).unwrap() {
+        XfrmMsg::Expire { sa, hard } => assert_eq!((sa.info.id.spi, hard), (out_spi, false)),
+        x => panic!("{x:?}"),
+    }
     let t = rig.totals();
     for r in
         [DropReason::EspNoSa, DropReason::EspAuthFailed, DropReason::EspReplay, DropReason::PolicyDiscard]
