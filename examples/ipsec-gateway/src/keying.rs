@@ -336,9 +336,10 @@ impl MirrorPublisher {
         if let Some(usage) = gw.take_sa_usage() {
             n = fb.counters(m, &self.counters(&usage), out);
         }
-        if fb.counters_due(now) && !gw.request_sa_usage() {
-            // Asked again at the next poll rather than an interval later.
-            fb.counters_retry();
+        // A shard that cannot be asked (stopped, or its control queue full) is asked again
+        // at the next interval, not at every poll.
+        if fb.counters_due(now) {
+            gw.request_sa_usage();
         }
         n
     }

@@ -85,12 +85,6 @@ impl Feedback {
         }
     }
 
-    /// Makes counters due again at once (the data plane could not be asked at the last
-    /// [`Feedback::counters_due`]).
-    pub fn counters_retry(&mut self) {
-        self.last_counters = None;
-    }
-
     /// Appends one `NEWAE` per mirrored SA in `counters` whose totals changed since the last
     /// one sent for it (others are skipped: the kernel keeps what it was last told, and a
     /// gateway with thousands of idle SAs sends nothing for them): cumulative bytes and
