@@ -72,8 +72,10 @@ pub struct HostPathConfig {
     #[serde(default = "default_desc")]
     pub desc: u16,
     /// Devargs of the exception device instead of the default
-    /// `net_tap_<iface>,iface=<iface>,mac=<the data port's MAC>` (e.g. to add `persist`); its
-    /// ethdev name is what precedes the first comma.
+    /// `net_tap_<iface>,iface=<iface>,mac=<the data port's MAC>` (e.g. another MAC, or
+    /// `persist`); its ethdev name is what precedes the first comma. Any ethdev with a kernel
+    /// side could be named here (a `virtio_user` port on `/dev/vhost-net`, say), but only
+    /// `net_tap` is tested.
     #[serde(default)]
     pub device_args: Option<String>,
 }
