@@ -280,6 +280,12 @@ fn a_full_hold_queue_and_unanswered_resolution_are_counted_drops() {
     // Stopping drops the rest as shutdown.
     d.stage.drop_held(&mut d.cx);
     assert_eq!(d.cx.counters.drops_of(DropReason::Shutdown), 2);
+    // So does the end of input (`Stage::finish`, as a `Pipeline` calls it at the end of a capture).
+    assert!(d.run(&[udp4([192, 0, 2, 70], 0)]).is_empty());
+    assert_eq!(d.stage.held(), 1);
+    Stage::<PoolBuf>::finish(&mut d.stage, &mut d.cx);
+    assert_eq!(d.stage.held(), 0);
+    assert_eq!(d.cx.counters.drops_of(DropReason::Shutdown), 3, "{}", d.cx.counters);
 }
 
 #[test]

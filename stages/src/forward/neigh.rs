@@ -140,6 +140,13 @@ struct Pending {
 
 /// A [`Forward`] stage that resolves next hops instead of dropping misses: packets whose next
 /// hop has no neighbor entry yet are held (bounded, per shard) while the control plane solicits.
+///
+/// Held packets are released when the stage runs: on the next batch, or on an empty batch when
+/// [`Resolving::needs_service`] says so. [`wirespeed_core::Pipeline`] runs its stages only on
+/// received packets (and a tuple of stages stops at an empty batch), so a shard that may go
+/// quiet while packets are held runs its own [`wirespeed_core::Worker`] that calls
+/// `needs_service` between bursts and then `process` on an empty batch, as `ipsec-gateway`'s
+/// data shard and the `integrator-appliance` example `router` do.
 pub struct Resolving<B> {
     fwd: Forward,
     requests: ResolveQueue,
@@ -354,6 +361,12 @@ impl<B: PacketBuf> Resolving<B> {
 }
 
 impl<B: PacketBuf> Stage<B> for Resolving<B> {
+    /// End of input: the packets still held are dropped as [`DropReason::Shutdown`] (counted,
+    /// so `rx == tx + punted + drops` holds when the shard ends).
+    fn finish(&mut self, cx: &mut ShardCtx) {
+        self.drop_held(cx);
+    }
+
     #[inline]
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
         self.fwd.refresh();
