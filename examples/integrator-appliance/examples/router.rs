@@ -11,21 +11,20 @@
 //! errors. The shard idles as `IDLE` says (`spin`, `busy-poll`, `block`, `adaptive`; default
 //! `adaptive`).
 //!
-//! `Pipeline` runs its stages only on received packets, so held packets would wait for the next
-//! one: the shard runs its own [`Worker`] that services `Resolving` between bursts.
+//! The `Pipeline` services `Resolving` on polls that receive nothing (`Stage::needs_service`),
+//! so held packets leave as soon as their next hop is published, and it reports the end of its
+//! input only once nothing is held.
 //!
 //! Run: `cargo run -p integrator-appliance --example router [OUT.pcap]`.
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use wirespeed_core::epoch::Publisher;
-use wirespeed_core::pipeline::transmit;
-use wirespeed_core::runtime::Poll;
 use wirespeed_core::{
-    Batch, BufError, BufWindow, BufferPool, IdlePolicy, LoopOptions, PacketBuf, PacketMeta, Pinning, PoolBuf,
-    PoolConfig, Port, Runtime, RuntimeConfig, RxQueue, ShardCtx, Stage, Worker, WorkerReport,
+    Batch, BufError, BufWindow, BufferPool, IdlePolicy, LoopOptions, PacketBuf, PacketMeta, Pinning,
+    Pipeline, PoolBuf, PoolConfig, Port, Runtime, RuntimeConfig, ShardCtx, Stage,
 };
-use wirespeed_pcap::{CaptureReader, PcapOutput, PcapPort, PcapRx, PcapTx};
+use wirespeed_pcap::{CaptureReader, PcapOutput, PcapPort};
 use wirespeed_stages::forward::{HoldConfig, HoldCounters, Neighbor, Neighbors, Resolving, resolve_queue};
 use wirespeed_stages::icmp::{IcmpConfig, IcmpCounters, IcmpErrors};
 use wirespeed_stages::mss::MssClamp;
@@ -42,60 +41,6 @@ struct Report {
     mss_clamped: u64,
     hold: HoldCounters,
     icmp: IcmpCounters,
-}
-
-/// The shard's worker: a `Pipeline` plus servicing of held packets between bursts.
-struct Router {
-    rx: PcapRx,
-    tx: [PcapTx; 1],
-    batch: Batch<PoolBuf>,
-    scratch: Batch<PoolBuf>,
-    classify: Classify,
-    forward: Resolving<PoolBuf>,
-    clamp: MssClamp,
-    finished: bool,
-}
-
-impl Worker for Router {
-    fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
-        let n = self.rx.rx_burst(&mut self.batch);
-        if n > 0 {
-            cx.counters.rx_packets += n as u64;
-            cx.counters.rx_bytes += self.batch.bytes();
-            self.classify.process(cx, &mut self.batch);
-        } else if !self.forward.needs_service(cx.now) {
-            if self.rx.at_end() && self.forward.held() == 0 {
-                if !self.finished {
-                    self.finished = true;
-                    Stage::<PoolBuf>::finish(&mut self.forward, cx);
-                }
-                return Poll::Finished;
-            }
-            return Poll::Idle;
-        }
-        // Received packets, or none and held ones due: released (or expired) here.
-        self.forward.process(cx, &mut self.batch);
-        self.clamp.process(cx, &mut self.batch);
-        let sent = self.batch.len();
-        transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
-        if n + sent == 0 { Poll::Idle } else { Poll::Busy(n.max(sent)) }
-    }
-
-    fn set_idle_policy(&mut self, policy: IdlePolicy) {
-        self.rx.set_idle_policy(policy);
-    }
-
-    fn wait(&mut self, timeout: Duration) -> bool {
-        self.rx.wait(timeout)
-    }
-
-    fn report(&mut self) -> Option<WorkerReport> {
-        Some(WorkerReport::new(Report {
-            mss_clamped: self.clamp.clamped(),
-            hold: self.forward.counters(),
-            icmp: self.forward.forward().icmp_counters(),
-        }))
-    }
 }
 
 /// A buffer of the integrator's own (say, a slot of a foreign ring) whose bounds `BufWindow`
@@ -166,16 +111,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = BufferPool::new(PoolConfig::default())?;
     let mut port = PcapPort::builder(pool).input(&input).output(PcapOutput::Shared(out.clone())).build()?;
     let (rx, tx) = port.queue_pair(0)?;
-    let router = Router {
-        rx,
-        tx: [tx],
-        batch: Batch::new(),
-        scratch: Batch::new(),
-        classify: Classify::new(ClassifyConfig::default()),
-        forward: Resolving::new(forward, requests.clone(), HoldConfig::default()),
-        clamp: MssClamp::new(1360),
-        finished: false,
-    };
+    let stages = (
+        Classify::new(ClassifyConfig::default()),
+        Resolving::new(forward, requests.clone(), HoldConfig::default()),
+        MssClamp::new(1360),
+    );
+    let router = Pipeline::new(rx, tx, stages).with_report(|s| {
+        let forward = s.get::<Resolving<PoolBuf>>().expect("in the pipeline");
+        let mss_clamped = s.get::<MssClamp>().map_or(0, MssClamp::clamped);
+        Report { mss_clamped, hold: forward.counters(), icmp: forward.forward().icmp_counters() }
+    });
     let cfg = RuntimeConfig {
         pinning: Pinning::None,
         loop_options: LoopOptions { exit_when_finished: true, idle, ..LoopOptions::default() },
@@ -184,9 +129,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = Runtime::builder(cfg).shard(move |_| router).launch()?;
 
     // The control side: answer the shard's resolution request, as ARP would a little later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let asked = loop {
         if let Some(ip) = requests.pop() {
             break ip;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("the shard never asked for its next hop".into());
         }
         std::thread::sleep(Duration::from_millis(1));
     };
