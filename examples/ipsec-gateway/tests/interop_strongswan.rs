@@ -22,7 +22,22 @@
 //! mirrors them and seals/opens site 1's traffic. Charon B is an ordinary strongSwan on the
 //! kernel's ESP. The test pings both ways through the tunnel (the gw kernel's SA counters stay
 //! zero: wirespeed carried every packet), rekeys the CHILD_SA under traffic (`swanctl --rekey`),
-//! then terminates it and watches the SAs leave the gateway.
+//! then terminates it and watches the SAs leave the gateway. Then again over NAT-T (ESP-in-UDP
+//! on port 4500, next to IKE on the same port) with ChaCha20-Poly1305, where charon A rekeys by
+//! the packet counts wirespeed reports: its soft limit (`rekey_packets`) is mirrored into the
+//! data plane, which sends the soft `XFRM_MSG_EXPIRE` that makes charon rekey (the gw kernel
+//! counts nothing).
+//!
+//! A rekey may lose an echo or two here: charon A installs the new inbound SA in the kernel and
+//! at once sends the DELETE of the old CHILD_SA, upon which charon B switches to the new SA;
+//! the gateway learns the new SA asynchronously (netlink event → mirror → epoch publish), and
+//! when the first packet under the new SPI arrives before that publish it is dropped (counted
+//! as `esp_no_sa`). In-kernel IPsec has no such window (the install is synchronous); a mirror
+//! can only make it short — the gateway wakes on the XFRM socket instead of a 20 ms tick —
+//! which on real hardware is well under a round trip, but under TCG emulation, with both
+//! daemons, the gateway (a debug build) and the pings sharing two emulated CPUs, it is not
+//! always. The test bounds it ([`LOSS_PER_REKEY`]) and checks every lost echo is such a counted
+//! drop.
 #![cfg(target_os = "linux")]
 
 use std::time::{Duration, Instant};
@@ -30,6 +45,8 @@ use std::time::{Duration, Instant};
 use ipsec_gateway::demo::configs::{A_LAN_MAC, A_WAN_MAC};
 use wirespeed_test_linux_peer::{LinuxPeer, Options};
 
+/// Echoes (10 a second) a rekey may lose: the race of the module doc, 0 to 2 seen under TCG.
+const LOSS_PER_REKEY: u32 = 2;
 /// The if_id scoping charon A's SAs and policies to the gateway.
 const IF_ID: u32 = 42;
 /// The guest's working directory (its /tmp is a tmpfs of its own).
@@ -108,9 +125,9 @@ swanctl {{
     )
 }
 
-/// swanctl.conf of one side: IKEv2, PSK, AES-GCM for IKE and ESP; side `gw` scopes its
-/// CHILD_SA with if_id 42.
-fn swanctl_conf(side: &str, esp: &str) -> String {
+/// swanctl.conf of one side: IKEv2, PSK, AES-GCM for IKE, `esp` for the CHILD_SA, plus
+/// `conn_extra` / `child_extra` settings; side `gw` scopes its CHILD_SA with if_id 42.
+fn swanctl_conf(side: &str, esp: &str, conn_extra: &str, child_extra: &str) -> String {
     let (local, remote, local_ts, remote_ts, scope) = if side == "gw" {
         (
             "192.0.2.100",
@@ -129,6 +146,7 @@ fn swanctl_conf(side: &str, esp: &str) -> String {
     local_addrs = {local}
     remote_addrs = {remote}
     proposals = aes128gcm16-prfsha256-x25519
+    {conn_extra}
     local {{
       auth = psk
       id = {side}
@@ -144,6 +162,7 @@ fn swanctl_conf(side: &str, esp: &str) -> String {
         mode = tunnel
         start_action = none
         {scope}
+        {child_extra}
       }}
     }}
   }}
@@ -275,6 +294,15 @@ fn kernel_sa_counters(vm: &LinuxPeer, ns: &str) -> Vec<(String, u64, u64)> {
     out
 }
 
+/// The cumulative counters of shard `shard` in the gateway's latest JSON stats line.
+fn shard_totals(vm: &LinuxPeer, shard: u32) -> serde_json::Value {
+    let line = vm
+        .check(&format!("grep '\"shard\":{shard},' {DIR}/gw/gateway.log | grep -v final | tail -n 1"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    v["total"].clone()
+}
+
 /// Sent and received of a busybox ping summary ("5 packets transmitted, 5 packets received").
 fn ping_counts(text: &str) -> (u32, u32) {
     let words: Vec<&str> = text.split_whitespace().collect();
@@ -315,7 +343,7 @@ fn strongswan_negotiates_and_wirespeed_carries() {
     vm.check(&topology()).unwrap();
     for side in ["gw", "peer"] {
         write(&vm, &format!("{DIR}/{side}/strongswan.conf"), &strongswan_conf(side));
-        write(&vm, &format!("{DIR}/{side}/swanctl.conf"), &swanctl_conf(side, "aes128gcm16"));
+        write(&vm, &format!("{DIR}/{side}/swanctl.conf"), &swanctl_conf(side, "aes128gcm16", "", ""));
     }
     write(&vm, &format!("{DIR}/gw/gateway.toml"), &gateway_conf());
     vm.check(&format!("{gw} check --config {DIR}/gw/gateway.toml")).unwrap();
@@ -372,7 +400,11 @@ fn strongswan_negotiates_and_wirespeed_carries() {
     let peer_kernel = kernel_sa_counters(&vm, "peer");
     assert!(peer_kernel.iter().all(|c| c.2 >= 20), "the peer's SAs carried both pings: {peer_kernel:?}");
     eprintln!("gw kernel SAs {gw_kernel:?}, peer kernel SAs {peer_kernel:?}");
-    eprintln!("{}", vm.check(&swanctl("peer", "--list-sas")).unwrap());
+    let list = vm.check(&swanctl("peer", "--list-sas")).unwrap();
+    eprintln!("{list}");
+    // IKE floated to UDP 4500 (RFC 7296 §2.23): IKE_AUTH and later went through the XDP
+    // program's non-ESP-marker pass.
+    assert!(list.contains("192.0.2.100[4500]"), "IKE on port 4500: {list}");
 
     // Rekey under traffic: a ping every 100 ms through the rekey.
     let before = mirrored(&show_sas(&vm, gw));
@@ -401,7 +433,13 @@ fn strongswan_negotiates_and_wirespeed_carries() {
         .stdout;
     let (sent, got) = ping_counts(&text);
     eprintln!("ping through the rekey: {got}/{sent}");
-    assert_eq!((sent, got), (100, 100), "no loss through the rekey: {text}\n{}", logs(&vm));
+    assert_eq!(sent, 100, "{text}");
+    let mut lost = sent - got;
+    assert!(
+        lost <= LOSS_PER_REKEY,
+        "at most {LOSS_PER_REKEY} echoes lost in the rekey: {text}\n{}",
+        logs(&vm)
+    );
     let (sent, got) = ping("lan", "-c 5 -i 0.2 -W 3 10.2.0.1");
     assert_eq!((sent, got), (5, 5), "the new SAs carry\n{}", logs(&vm));
     let gw_kernel = kernel_sa_counters(&vm, "gw");
@@ -419,7 +457,94 @@ fn strongswan_negotiates_and_wirespeed_carries() {
         "terminated: SAs gone from the gateway {took:.1?} after swanctl returned ({:.1?} in all)",
         t.elapsed()
     );
-    let stats = vm.check(&format!("grep '\"shard\"' {DIR}/gw/gateway.log | tail -n 2")).unwrap();
-    eprintln!("gateway counters: {stats}");
+    // wirespeed counted every packet of the tunnel: 10 + 10 + 100 + 5 echoes, request and reply
+    // each crossing the data shard once.
+    std::thread::sleep(Duration::from_millis(1500)); // the next stats line
+    let data = shard_totals(&vm, 0);
+    eprintln!("gateway data shard: {data}");
+    assert!(data["tx_packets"].as_u64().unwrap() >= 2 * 125, "{data}");
+    // Every loss is the rekey race (module doc): a packet under an SPI the gateway has not
+    // mirrored yet, counted as esp_no_sa; nothing else is dropped.
+    let drops = data["drops"].as_object().unwrap();
+    assert!(drops.keys().all(|k| k == "esp_no_sa"), "{data}");
+    assert_eq!(data["dropped"].as_u64(), Some(u64::from(lost)), "each lost echo is one counted drop: {data}");
+
+    // Rekeys by wirespeed's counters, over NAT-T with ChaCha20-Poly1305: charon A asks for a
+    // rekey after 60 packets (its soft limit, copied into the mirrored SAs); the gw kernel
+    // counts nothing, so only the data plane's EXPIRE can trigger it. ESP-in-UDP on port 4500
+    // stays in the data plane, IKE on the same port goes to the kernel.
+    let t = Instant::now();
+    let established = |vm: &LinuxPeer| {
+        vm.check(&format!("grep -o 'CHILD_SA net{{[0-9]*}} established' {DIR}/gw/charon.log | sort -u | wc -l"))
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    let expires = |vm: &LinuxPeer| {
+        vm.check(&format!("grep -c 'soft EXPIRE sent' {DIR}/gw/gateway.log || true"))
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    let (children_before, expires_before) = (established(&vm), expires(&vm));
+    for side in ["gw", "peer"] {
+        let child = if side == "gw" {
+            "rekey_packets = 60\n        rand_packets = 0\n        life_packets = 100000"
+        } else {
+            ""
+        };
+        let conf = swanctl_conf(side, "chacha20poly1305", "encap = yes", child);
+        write(&vm, &format!("{DIR}/{side}/swanctl.conf"), &conf);
+        vm.check(&swanctl(side, &format!("--load-all --noprompt --file {DIR}/{side}/swanctl.conf"))).unwrap();
+    }
+    let up = vm
+        .run_timeout(&swanctl("gw", "--initiate --child net --timeout 90"), Duration::from_secs(100))
+        .unwrap();
+    assert_eq!(up.code, 0, "swanctl --initiate (NAT-T):\n{}\n{}", up.stdout, logs(&vm));
+    let (reply, _) = wait_sas(&vm, gw, Duration::from_secs(10), |m| m.len() == 2);
+    assert_eq!(mirrored(&reply).len(), 2, "{reply}\n{}", logs(&vm));
+    let states = vm.check("ip -n gw xfrm state").unwrap();
+    assert!(
+        states.contains("espinudp") && states.contains("rfc7539esp"),
+        "NAT-T ChaCha20-Poly1305 SAs: {states}"
+    );
+    let text = vm
+        .run_timeout("ip netns exec lan busybox ping -c 200 -i 0.1 -W 3 10.2.0.1", Duration::from_secs(240))
+        .unwrap()
+        .stdout;
+    let (sent, got) = ping_counts(&text);
+    std::thread::sleep(Duration::from_secs(2));
+    let (children, sent_expires) = (established(&vm) - children_before, expires(&vm) - expires_before);
+    eprintln!(
+        "NAT-T/ChaCha20-Poly1305: {got}/{sent} echoes, {} rekeys by charon on {sent_expires} soft EXPIREs from wirespeed ({:.1?})",
+        children.saturating_sub(1),
+        t.elapsed()
+    );
+    assert!(children >= 3, "at least two rekeys (CHILD_SAs established: {children})\n{}", logs(&vm));
+    assert!(sent_expires >= 2, "soft EXPIREs sent by the gateway: {sent_expires}\n{}", logs(&vm));
+    assert_eq!(sent, 200, "{text}");
+    let rekeys = children - 1;
+    assert!(
+        sent - got <= LOSS_PER_REKEY * rekeys,
+        "at most {LOSS_PER_REKEY} echoes lost per rekey: {text}\n{}",
+        logs(&vm)
+    );
+    lost += sent - got;
+    let gw_kernel = kernel_sa_counters(&vm, "gw");
+    assert!(
+        gw_kernel.iter().all(|c| c.1 == 0 && c.2 == 0),
+        "the gw kernel's SAs carried nothing: {gw_kernel:?}"
+    );
+    vm.check(&swanctl("gw", "--terminate --ike tun --timeout 30")).unwrap();
+    let (reply, took) = wait_sas(&vm, gw, Duration::from_secs(10), |m| m.is_empty());
+    assert!(mirrored(&reply).is_empty(), "SAs removed: {reply}\n{}", logs(&vm));
+    eprintln!("terminated: SAs gone from the gateway {took:.1?} after swanctl returned");
+    std::thread::sleep(Duration::from_millis(1500)); // the next stats line
+    let data = shard_totals(&vm, 0);
+    eprintln!("gateway data shard: {data}; echoes lost in all: {lost}");
+    assert!(data["drops"].as_object().unwrap().keys().all(|k| k == "esp_no_sa"), "{data}");
+    assert_eq!(data["dropped"].as_u64(), Some(u64::from(lost)), "each lost echo is one counted drop: {data}");
     eprintln!("test took {:.1?} (boot {:.1?})", test_start.elapsed(), vm.boot_time());
 }
