@@ -475,11 +475,13 @@ fn strongswan_negotiates_and_wirespeed_carries() {
     // stays in the data plane, IKE on the same port goes to the kernel.
     let t = Instant::now();
     let established = |vm: &LinuxPeer| {
-        vm.check(&format!("grep -o 'CHILD_SA net{{[0-9]*}} established' {DIR}/gw/charon.log | sort -u | wc -l"))
-            .unwrap()
-            .trim()
-            .parse::<u32>()
-            .unwrap_or(0)
+        vm.check(&format!(
+            "grep -o 'CHILD_SA net{{[0-9]*}} established' {DIR}/gw/charon.log | sort -u | wc -l"
+        ))
+        .unwrap()
+        .trim()
+        .parse::<u32>()
+        .unwrap_or(0)
     };
     let expires = |vm: &LinuxPeer| {
         vm.check(&format!("grep -c 'soft EXPIRE sent' {DIR}/gw/gateway.log || true"))
