@@ -272,6 +272,35 @@ fn wait_sas(
     }
 }
 
+/// `swanctl --terminate` on side A, then the time until the gateway published a table without
+/// mirrored SAs (its log line), measured in the guest; `show sas` confirms.
+fn terminate(vm: &LinuxPeer, gw: &str) {
+    let log = format!("{DIR}/gw/gateway.log");
+    let out = vm
+        .run_timeout(
+            &format!(
+                "n=$(grep -c 'xfrm: 0 mirrored SAs' {log})\n{}\nt0=$(date +%s%N)\n\
+                 for i in $(seq 1 2000); do [ $(grep -c 'xfrm: 0 mirrored SAs' {log}) -gt $n ] && break; sleep 0.005; done\n\
+                 echo $(( ($(date +%s%N) - t0) / 1000000 ))",
+                swanctl("gw", "--terminate --ike tun --timeout 30")
+            ),
+            Duration::from_secs(90),
+        )
+        .unwrap();
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let ms: u64 = out
+        .stdout
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    let reply = show_sas(vm, gw);
+    assert!(mirrored(&reply).is_empty(), "SAs removed: {reply}");
+    eprintln!("terminated: SAs gone from the gateway {ms} ms after swanctl --terminate returned");
+    // (A loaded TCG guest: well under a second when the machine is idle.)
+    assert!(ms < 5000, "SAs removed within 5 s: {ms} ms");
+}
+
 /// `(bytes, packets)` of every ESP state of namespace `ns` (`ip -s xfrm state`), by SPI.
 fn kernel_sa_counters(vm: &LinuxPeer, ns: &str) -> Vec<(String, u64, u64)> {
     let text = vm.check(&format!("ip -n {ns} -s xfrm state")).unwrap();
@@ -449,20 +478,13 @@ fn strongswan_negotiates_and_wirespeed_carries() {
     );
 
     // Terminate: the SAs leave the gateway.
-    let t = Instant::now();
-    vm.check(&swanctl("gw", "--terminate --ike tun --timeout 30")).unwrap();
-    let (reply, took) = wait_sas(&vm, gw, Duration::from_secs(10), |m| m.is_empty());
-    assert!(mirrored(&reply).is_empty(), "SAs removed: {reply}\n{}", logs(&vm));
-    eprintln!(
-        "terminated: SAs gone from the gateway {took:.1?} after swanctl returned ({:.1?} in all)",
-        t.elapsed()
-    );
-    // wirespeed counted every packet of the tunnel: 10 + 10 + 100 + 5 echoes, request and reply
-    // each crossing the data shard once.
+    terminate(&vm, gw);
+    // wirespeed forwarded every packet of the tunnel: 10 + 10 + 100 + 5 echoes, request and
+    // reply each crossing the data shard once (but the replies lost in the rekey).
     std::thread::sleep(Duration::from_millis(1500)); // the next stats line
     let data = shard_totals(&vm, 0);
     eprintln!("gateway data shard: {data}");
-    assert!(data["tx_packets"].as_u64().unwrap() >= 2 * 125, "{data}");
+    assert!(data["tx_packets"].as_u64().unwrap() >= 2 * 125 - u64::from(lost), "{data}");
     // Every loss is the rekey race (module doc): a packet under an SPI the gateway has not
     // mirrored yet, counted as esp_no_sa; nothing else is dropped.
     let drops = data["drops"].as_object().unwrap();
@@ -539,10 +561,7 @@ fn strongswan_negotiates_and_wirespeed_carries() {
         gw_kernel.iter().all(|c| c.1 == 0 && c.2 == 0),
         "the gw kernel's SAs carried nothing: {gw_kernel:?}"
     );
-    vm.check(&swanctl("gw", "--terminate --ike tun --timeout 30")).unwrap();
-    let (reply, took) = wait_sas(&vm, gw, Duration::from_secs(10), |m| m.is_empty());
-    assert!(mirrored(&reply).is_empty(), "SAs removed: {reply}\n{}", logs(&vm));
-    eprintln!("terminated: SAs gone from the gateway {took:.1?} after swanctl returned");
+    terminate(&vm, gw);
     std::thread::sleep(Duration::from_millis(1500)); // the next stats line
     let data = shard_totals(&vm, 0);
     eprintln!("gateway data shard: {data}; echoes lost in all: {lost}");
