@@ -20,13 +20,17 @@
 //! ESP stays in the data plane. Charon A installs its CHILD_SAs with `if_id_in`/`if_id_out` 42,
 //! so the gw kernel never encrypts with them (no xfrm interface has that if_id); the gateway
 //! mirrors them and seals/opens site 1's traffic. Charon B is an ordinary strongSwan on the
-//! kernel's ESP. The test pings both ways through the tunnel (the gw kernel's SA counters stay
-//! zero: wirespeed carried every packet), rekeys the CHILD_SA under traffic (`swanctl --rekey`),
-//! then terminates it and watches the SAs leave the gateway. Then again over NAT-T (ESP-in-UDP
-//! on port 4500, next to IKE on the same port) with ChaCha20-Poly1305, where charon A rekeys by
-//! the packet counts wirespeed reports: its soft limit (`rekey_packets`) is mirrored into the
-//! data plane, which sends the soft `XFRM_MSG_EXPIRE` that makes charon rekey (the gw kernel
-//! counts nothing).
+//! kernel's ESP. The test pings both ways through the tunnel — the gw kernel's SAs hold exactly
+//! the counts wirespeed reported (`XFRM_MSG_NEWAE`), `swanctl --list-sas` on A shows them, and
+//! the peer's kernel saw no replayed sequence number and no ICV failure (one sender per key) —,
+//! rekeys the CHILD_SA under traffic (`swanctl --rekey`), then terminates it and watches the
+//! SAs leave the gateway. Then again over NAT-T (ESP-in-UDP on port 4500, next to IKE on the
+//! same port) with ChaCha20-Poly1305, where charon A rekeys by the packet counts wirespeed
+//! keeps: its soft limit (`rekey_packets`) is mirrored into the data plane, which sends the soft
+//! `XFRM_MSG_EXPIRE` that makes charon rekey. Last, the gateway is restarted: it picks the SAs
+//! up from the kernel's dump, refuses to continue the outbound SA the previous run used (its
+//! sequence numbers are the AEAD nonces) and asks for a rekey, and traffic goes on under fresh
+//! SAs.
 //!
 //! A rekey may lose an echo or two here: charon A installs the new inbound SA in the kernel and
 //! at once sends the DELETE of the old CHILD_SA, upon which charon B switches to the new SA;
@@ -212,6 +216,7 @@ prefix = "10.1.0.0/16"
 [keying]
 source = "xfrm"
 if_ids = [{IF_ID}]
+counters_interval = 1
 "#,
         lan_mac = mac_text(A_LAN_MAC),
         wan_mac = mac_text(A_WAN_MAC),
@@ -252,7 +257,81 @@ fn show_sas(vm: &LinuxPeer, gw: &str) -> String {
 
 /// Mirrored SAs in a `show sas` reply.
 fn mirrored(reply: &str) -> Vec<String> {
-    reply.split_whitespace().filter(|s| s.ends_with("[xfrm]")).map(str::to_string).collect()
+    reply
+        .split_whitespace()
+        .filter(|s| s.contains("[xfrm]"))
+        .map(|s| s.split(':').next().unwrap_or(s).to_string())
+        .collect()
+}
+
+/// Packets wirespeed counted per mirrored SA (`0xc1234567/in[xfrm]:20p/1680B`), by SPI.
+fn wirespeed_packets(reply: &str) -> Vec<(u32, u64)> {
+    reply
+        .split_whitespace()
+        .filter(|s| s.contains("[xfrm]:"))
+        .filter_map(|s| {
+            let spi = u32::from_str_radix(s.strip_prefix("0x")?.split('/').next()?, 16).ok()?;
+            let packets = s.split(':').nth(1)?.split('p').next()?.parse().ok()?;
+            Some((spi, packets))
+        })
+        .collect()
+}
+
+/// Never two senders on one key, and the IKE daemon sees what wirespeed counted: with no
+/// traffic, after two counter intervals, every gw kernel SA that carried packets in this run of
+/// the gateway holds exactly the packets wirespeed reported for it (`XFRM_MSG_NEWAE`, totals),
+/// charon A lists them, together at least `at_least`; and the peer's kernel saw no sequence
+/// number twice and no ICV failure (what a second sender under the same key — the gw kernel, or
+/// the gateway renumbering a used SA — would cause).
+fn one_sender(vm: &LinuxPeer, gw: &str, at_least: u64) {
+    std::thread::sleep(Duration::from_millis(2500));
+    let reply = show_sas(vm, gw);
+    let ws: Vec<(u32, u64)> = wirespeed_packets(&reply).into_iter().filter(|w| w.1 > 0).collect();
+    assert!(ws.iter().map(|w| w.1).sum::<u64>() >= at_least, "wirespeed counted the traffic: {reply}");
+    let kernel = kernel_sa_counters(vm, "gw");
+    let list = vm.check(&swanctl("gw", "--list-sas")).unwrap();
+    for (spi, packets) in &ws {
+        let k = kernel.iter().find(|c| c.0.starts_with(&format!("{spi:#010x}"))).map(|c| c.2);
+        assert_eq!(k, Some(*packets), "gw kernel SA {spi:#x} holds wirespeed's count: {kernel:?} vs {reply}");
+        // "out c4a7a5c9 (-|0x0000002a),   1680 bytes,    20 packets"
+        let line = list.lines().find(|l| l.split_whitespace().nth(1) == Some(&format!("{spi:08x}")));
+        let shown = line.and_then(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.iter().position(|x| x.starts_with("packets")).and_then(|i| w[i - 1].parse::<u64>().ok())
+        });
+        assert!(shown == Some(*packets), "charon A shows wirespeed's count for {spi:#x} ({packets}): {list}");
+    }
+    let stat = vm.check("ip netns exec peer cat /proc/net/xfrm_stat").unwrap();
+    let bad: Vec<&str> = stat.lines().filter(|l| l.split_whitespace().nth(1) != Some("0")).collect();
+    assert!(bad.is_empty(), "the peer's xfrm_stat is all zero: {bad:?}");
+    eprintln!(
+        "one sender per key: wirespeed {ws:x?} = gw kernel (NEWAE) = charon A; peer xfrm_stat all zero"
+    );
+}
+
+/// Stops the gateway (SIGTERM) and starts it again: it rebuilds its SAs from the kernel's dump.
+fn restart_gateway(vm: &LinuxPeer, gw: &str) {
+    vm.check(&format!(
+        "pid=$(pgrep -f '{gw} run')\nkill -TERM $pid\nfor i in $(seq 1 600); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done\n\
+         kill -0 $pid 2>/dev/null && exit 1\nrm -f {DIR}/gw/ctl.sock"
+    ))
+    .unwrap();
+    start_gateway(vm, gw, ">>");
+}
+
+/// Starts the gateway in namespace gw, its log to gateway.log (`redirect`: `>` or `>>`).
+fn start_gateway(vm: &LinuxPeer, gw: &str, redirect: &str) {
+    let started = vm
+        .run_timeout(
+            &format!(
+                "cd /\nsetsid ip netns exec gw {gw} run --config {DIR}/gw/gateway.toml --json {redirect}{DIR}/gw/gateway.log 2>&1 </dev/null &\n\
+                 pid=$!\nfor i in $(seq 1 1200); do [ -S {DIR}/gw/ctl.sock ] && exit 0; kill -0 $pid 2>/dev/null || break; sleep 0.1; done\n\
+                 echo gateway did not start; cat {DIR}/gw/gateway.log; exit 1"
+            ),
+            Duration::from_secs(150),
+        )
+        .unwrap();
+    assert_eq!(started.code, 0, "{}", started.stdout);
 }
 
 /// Waits (up to `limit`) until `show sas` satisfies `want`; returns the reply and the time.
@@ -378,17 +457,7 @@ fn strongswan_negotiates_and_wirespeed_carries() {
     vm.check(&format!("{gw} check --config {DIR}/gw/gateway.toml")).unwrap();
 
     // The gateway first: it dumps the (empty) XFRM database and follows it.
-    let started = vm
-        .run_timeout(
-            &format!(
-                "cd /\nsetsid ip netns exec gw {gw} run --config {DIR}/gw/gateway.toml --json >{DIR}/gw/gateway.log 2>&1 </dev/null &\n\
-                 pid=$!\nfor i in $(seq 1 1200); do [ -S {DIR}/gw/ctl.sock ] && exit 0; kill -0 $pid 2>/dev/null || break; sleep 0.1; done\n\
-                 echo gateway did not start; cat {DIR}/gw/gateway.log; exit 1"
-            ),
-            Duration::from_secs(150),
-        )
-        .unwrap();
-    assert_eq!(started.code, 0, "{}", started.stdout);
+    start_gateway(&vm, gw, ">");
     for side in ["gw", "peer"] {
         start_charon(&vm, side);
         vm.check(&swanctl(side, &format!("--load-all --noprompt --file {DIR}/{side}/swanctl.conf")))
@@ -419,16 +488,10 @@ fn strongswan_negotiates_and_wirespeed_carries() {
     let (sent, got) = ping("peer", "-c 10 -i 0.2 -W 3 -I 10.2.0.1 10.1.0.50");
     assert_eq!((sent, got), (10, 10), "site 2 -> site 1\n{}", logs(&vm));
 
-    // The gw kernel never touched the traffic; the peer's kernel did.
-    let gw_kernel = kernel_sa_counters(&vm, "gw");
-    assert_eq!(gw_kernel.len(), 2, "{gw_kernel:?}");
-    assert!(
-        gw_kernel.iter().all(|c| c.1 == 0 && c.2 == 0),
-        "the gw kernel's SAs carried nothing: {gw_kernel:?}"
-    );
+    // wirespeed carried the traffic, alone on each key; the peer's kernel carried it too.
+    one_sender(&vm, gw, 20);
     let peer_kernel = kernel_sa_counters(&vm, "peer");
     assert!(peer_kernel.iter().all(|c| c.2 >= 20), "the peer's SAs carried both pings: {peer_kernel:?}");
-    eprintln!("gw kernel SAs {gw_kernel:?}, peer kernel SAs {peer_kernel:?}");
     let list = vm.check(&swanctl("peer", "--list-sas")).unwrap();
     eprintln!("{list}");
     // IKE floated to UDP 4500 (RFC 7296 §2.23): IKE_AUTH and later went through the XDP
@@ -471,11 +534,7 @@ fn strongswan_negotiates_and_wirespeed_carries() {
     );
     let (sent, got) = ping("lan", "-c 5 -i 0.2 -W 3 10.2.0.1");
     assert_eq!((sent, got), (5, 5), "the new SAs carry\n{}", logs(&vm));
-    let gw_kernel = kernel_sa_counters(&vm, "gw");
-    assert!(
-        gw_kernel.iter().all(|c| c.1 == 0 && c.2 == 0),
-        "the gw kernel's SAs carried nothing: {gw_kernel:?}"
-    );
+    one_sender(&vm, gw, 5);
 
     // Terminate: the SAs leave the gateway.
     terminate(&vm, gw);
@@ -556,16 +615,37 @@ fn strongswan_negotiates_and_wirespeed_carries() {
         logs(&vm)
     );
     lost += sent - got;
-    let gw_kernel = kernel_sa_counters(&vm, "gw");
-    assert!(
-        gw_kernel.iter().all(|c| c.1 == 0 && c.2 == 0),
-        "the gw kernel's SAs carried nothing: {gw_kernel:?}"
-    );
-    terminate(&vm, gw);
-    std::thread::sleep(Duration::from_millis(1500)); // the next stats line
+    one_sender(&vm, gw, 0);
     let data = shard_totals(&vm, 0);
     eprintln!("gateway data shard: {data}; echoes lost in all: {lost}");
     assert!(data["drops"].as_object().unwrap().keys().all(|k| k == "esp_no_sa"), "{data}");
     assert_eq!(data["dropped"].as_u64(), Some(u64::from(lost)), "each lost echo is one counted drop: {data}");
+
+    // A gateway restart picks the SAs up from the kernel's dump. Its outbound SA was used by the
+    // previous run (the kernel holds the NEWAE totals): continuing it would restart its sequence
+    // numbers (AES-GCM/ChaCha20 nonces) under the same key, so it is refused and a rekey asked
+    // for (soft EXPIRE); charon rekeys and the traffic goes on under fresh SAs.
+    let before = mirrored(&show_sas(&vm, gw));
+    let t = Instant::now();
+    restart_gateway(&vm, gw);
+    let (reply, took) = wait_sas(&vm, gw, Duration::from_secs(60), |m| {
+        m.iter().any(|s| s.contains("/out") && !before.contains(s))
+    });
+    let after = mirrored(&reply);
+    assert!(
+        after.iter().any(|s| s.contains("/out") && !before.contains(s)),
+        "rekeyed after the restart: {before:?} -> {reply}\n{}",
+        logs(&vm)
+    );
+    let log = vm.check(&format!("cat {DIR}/gw/gateway.log")).unwrap();
+    assert!(log.contains("already used"), "the used outbound SA was refused: {}", logs(&vm));
+    eprintln!(
+        "restart: {before:?} -> {after:?}, a fresh outbound SA {took:.1?} after the restart ({:.1?} in all)",
+        t.elapsed()
+    );
+    let (sent, got) = ping("lan", "-c 10 -i 0.2 -W 3 10.2.0.1");
+    assert_eq!((sent, got), (10, 10), "the fresh SAs carry\n{}", logs(&vm));
+    one_sender(&vm, gw, 10);
+    terminate(&vm, gw);
     eprintln!("test took {:.1?} (boot {:.1?})", test_start.elapsed(), vm.boot_time());
 }
