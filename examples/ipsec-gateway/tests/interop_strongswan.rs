@@ -304,8 +304,9 @@ fn one_sender(vm: &LinuxPeer, gw: &str, at_least: u64) {
     let stat = vm.check("ip netns exec peer cat /proc/net/xfrm_stat").unwrap();
     let bad: Vec<&str> = stat.lines().filter(|l| l.split_whitespace().nth(1) != Some("0")).collect();
     assert!(bad.is_empty(), "the peer's xfrm_stat is all zero: {bad:?}");
+    let shown: Vec<String> = ws.iter().map(|(spi, p)| format!("{spi:#x}: {p} packets")).collect();
     eprintln!(
-        "one sender per key: wirespeed {ws:x?} = gw kernel (NEWAE) = charon A; peer xfrm_stat all zero"
+        "one sender per key: wirespeed {shown:?} = gw kernel (NEWAE) = charon A; peer xfrm_stat all zero"
     );
 }
 
