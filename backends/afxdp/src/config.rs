@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::AfXdpError;
-use crate::program::{KernelPass, MAX_OWN_ADDRESSES, MAX_TCP_PORTS};
+use crate::program::{KernelPass, MAX_OWN_ADDRESSES, MAX_TCP_PORTS, MAX_UDP_PORTS};
 
 /// How the port runs the XDP program and its sockets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -169,6 +169,14 @@ impl AfXdpPortConfig {
                 "at most 8 ports",
             );
         }
+        for (field, ports) in [
+            ("kernel_pass.ike_ports", &self.kernel_pass.ike_ports),
+            ("kernel_pass.nat_t_ports", &self.kernel_pass.nat_t_ports),
+        ] {
+            if ports.len() > MAX_UDP_PORTS {
+                return bad(field, format!("{ports:?}"), "at most 4 ports");
+            }
+        }
         Ok(())
     }
 
@@ -190,6 +198,10 @@ mod tests {
         assert_eq!(cfg.mode, XdpMode::Auto);
         assert_eq!(cfg.frames, 8192);
         assert_eq!(cfg.kernel_pass.tcp_dst_ports, vec![22, 179]);
+        assert_eq!(
+            (&cfg.kernel_pass.ike_ports[..], &cfg.kernel_pass.nat_t_ports[..]),
+            (&[500][..], &[4500][..])
+        );
         cfg.validate().unwrap();
     }
 
@@ -221,6 +233,9 @@ mod tests {
         assert!(matches!(c.validate(), Err(AfXdpError::BadConfig { field: "frame_size", .. })));
         let c = AfXdpPortConfig::new("a-very-long-interface-name");
         assert!(matches!(c.validate(), Err(AfXdpError::BadConfig { field: "interface", .. })));
+        let mut c = AfXdpPortConfig::new("veth0");
+        c.kernel_pass.nat_t_ports = vec![4500, 4501, 4502, 4503, 4504];
+        assert!(matches!(c.validate(), Err(AfXdpError::BadConfig { field: "kernel_pass.nat_t_ports", .. })));
         let e = toml::from_str::<AfXdpPortConfig>("interface = \"x\"\nmode = \"turbo\"").unwrap_err();
         assert!(e.to_string().contains("turbo"), "{e}");
     }

@@ -4,15 +4,23 @@
 //!
 //! 1. **Kernel pass** (`XDP_PASS`, the frame goes to the Linux stack as if no program ran) for
 //!    the management traffic named in [`KernelPass`]: by default ARP, IPv6 neighbor discovery
-//!    (ICMPv6 types 133–137) and TCP to destination port 22 (SSH), over untagged IPv4/IPv6. So
-//!    the box stays reachable by SSH and keeps resolving neighbors while the data plane owns the
-//!    interface. With [`KernelPass::own_addresses`] given, only TCP to those addresses is
-//!    passed, so transit TCP to a management port stays in the data plane; without, the port
-//!    match takes any destination. IPv4 fragments other than the first are never matched (they
-//!    carry no ports). Up to two VLAN tags (802.1Q `0x8100`, 802.1ad `0x88a8`) are looked
-//!    through, and up to two IPv6 extension headers (hop-by-hop, routing, destination options)
-//!    before TCP or ICMPv6; a fragment header, or more extension headers, ends the match (the
-//!    frame goes to the sockets).
+//!    (ICMPv6 types 133–137), TCP to destination port 22 (SSH) and IKE, over IPv4/IPv6. So
+//!    the box stays reachable by SSH, keeps resolving neighbors and its IKE daemon (strongSwan's
+//!    charon, ...) keeps negotiating while the data plane owns the interface. IKE is UDP to
+//!    [`KernelPass::ike_ports`] (500), whole, and UDP to [`KernelPass::nat_t_ports`] (4500)
+//!    only when the first four payload bytes are zero — the non-ESP marker of RFC 3948 §2.2,
+//!    checked inside the UDP length, so padding never counts; ESP-in-UDP (a non-zero SPI there),
+//!    NAT keepalives (one byte) and ESP stay in the data plane. With
+//!    [`KernelPass::own_addresses`] given, only TCP and UDP to those addresses is passed, so
+//!    transit SSH and IKE stay in the data plane; without, the port match takes any
+//!    destination. IPv4 fragments other than the first are never matched for TCP (they carry no
+//!    ports); UDP fragments are never split between kernel and data plane: every fragment of
+//!    UDP (IPv4, or an IPv6 fragment header followed by UDP) to an own address goes to the
+//!    kernel, which reassembles a large IKE message, and without own addresses every UDP
+//!    fragment goes to the sockets. Up to two VLAN tags (802.1Q `0x8100`, 802.1ad `0x88a8`) are
+//!    looked through, and up to two IPv6 extension headers (hop-by-hop, routing, destination
+//!    options) before TCP, UDP or ICMPv6; more extension headers end the match (the frame goes
+//!    to the sockets).
 //! 2. **Everything else** is redirected with `bpf_redirect_map(xsks, rx_queue_index, XDP_PASS)`
 //!    to the AF_XDP socket of the queue it arrived on; when that queue has no socket (not
 //!    claimed by a shard yet), the fallback action passes it to the kernel rather than dropping.
@@ -26,6 +34,7 @@
 use std::net::IpAddr;
 
 use wirespeed_core::rss::{SteeringAction, SteeringPlan};
+use wirespeed_core::wire::{IKE_PORT, NAT_T_PORT};
 
 /// Which management traffic the XDP program hands to the kernel stack instead of the sockets.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -39,13 +48,27 @@ pub struct KernelPass {
     pub tcp_dst_ports: Vec<u16>,
     /// The box's own addresses: when given, TCP to `tcp_dst_ports` goes to the kernel only when
     /// addressed to one of them (transit SSH stays in the data plane); when empty, to any
-    /// address. At most 8.
+    /// address. At most 8. UDP to [`KernelPass::ike_ports`] and [`KernelPass::nat_t_ports`]
+    /// is restricted the same way.
     pub own_addresses: Vec<IpAddr>,
+    /// UDP destination ports passed whole: IKE's `[500]` by default. At most 4.
+    pub ike_ports: Vec<u16>,
+    /// UDP destination ports passed only when the first four payload bytes are zero (RFC 3948
+    /// non-ESP marker: IKE after NAT detection), `[4500]` by default; ESP-in-UDP to them (a
+    /// non-zero SPI) and NAT keepalives stay in the data plane. At most 4.
+    pub nat_t_ports: Vec<u16>,
 }
 
 impl Default for KernelPass {
     fn default() -> Self {
-        Self { arp: true, ipv6_nd: true, tcp_dst_ports: vec![22], own_addresses: Vec::new() }
+        Self {
+            arp: true,
+            ipv6_nd: true,
+            tcp_dst_ports: vec![22],
+            own_addresses: Vec::new(),
+            ike_ports: vec![IKE_PORT],
+            nat_t_ports: vec![NAT_T_PORT],
+        }
     }
 }
 
@@ -55,17 +78,28 @@ pub const MAX_OWN_ADDRESSES: usize = 8;
 /// Most TCP ports the program compares against (each costs two instructions per TCP frame).
 pub const MAX_TCP_PORTS: usize = 8;
 
+/// Most ports in each of [`KernelPass::ike_ports`] and [`KernelPass::nat_t_ports`].
+pub const MAX_UDP_PORTS: usize = 4;
+
 impl KernelPass {
     /// Nothing to the kernel: every frame goes to the sockets.
     pub fn none() -> Self {
-        Self { arp: false, ipv6_nd: false, tcp_dst_ports: Vec::new(), own_addresses: Vec::new() }
+        Self {
+            arp: false,
+            ipv6_nd: false,
+            tcp_dst_ports: Vec::new(),
+            own_addresses: Vec::new(),
+            ike_ports: Vec::new(),
+            nat_t_ports: Vec::new(),
+        }
     }
 
     /// The management rules of a steering plan that the program can express: rules sending to
-    /// `mgmt_queue` that match ARP, IPv6 ND, or one TCP destination port (optionally to one host
-    /// address). Returns the pass set and the names of the rules it covers (the others stay with
-    /// the software path). The program matches ports × addresses, so covering `ssh@A` and
-    /// `bgp@B` also passes SSH to B.
+    /// `mgmt_queue` that match ARP, IPv6 ND, one TCP destination port, one UDP destination port
+    /// (IKE), or one UDP destination port with the non-ESP marker (IKE over NAT-T) — each
+    /// optionally to one host address. Returns the pass set and the names of the rules it covers
+    /// (the others stay with the software path). The program matches ports × addresses, so
+    /// covering `ssh@A` and `bgp@B` also passes SSH to B.
     pub fn from_plan(plan: &SteeringPlan, mgmt_queue: u16) -> (Self, Vec<String>) {
         use wirespeed_core::wire::{ETHERTYPE_ARP, ETHERTYPE_IPV6};
         let mut pass = Self::none();
@@ -93,22 +127,30 @@ impl KernelPass {
                 covered.push(r.name.clone());
                 continue;
             }
-            let tcp_port_only = wirespeed_core::rss::Match {
-                ip_proto: Some(6),
+            // One transport destination port (optionally to one host): TCP, UDP, or UDP behind
+            // the non-ESP marker.
+            let port_only = wirespeed_core::rss::Match {
+                ip_proto: m.ip_proto,
                 dst_port: m.dst_port,
                 ethertype: m.ethertype,
                 dst: m.dst,
+                non_esp_marker: m.non_esp_marker,
                 ..Default::default()
             };
             let host = m.dst.filter(|d| d.len == if d.addr.is_ipv4() { 32 } else { 128 });
-            if m.ip_proto == Some(6)
-                && only(&tcp_port_only)
+            let (list, most) = match (m.ip_proto, m.non_esp_marker) {
+                (Some(6), None) => (&mut pass.tcp_dst_ports, MAX_TCP_PORTS),
+                (Some(17), None) => (&mut pass.ike_ports, MAX_UDP_PORTS),
+                (Some(17), Some(true)) => (&mut pass.nat_t_ports, MAX_UDP_PORTS),
+                _ => continue,
+            };
+            if only(&port_only)
                 && (m.dst.is_none() || host.is_some())
                 && let Some(p) = m.dst_port.filter(|p| p.lo == p.hi)
-                && pass.tcp_dst_ports.len() < MAX_TCP_PORTS
+                && (list.contains(&p.lo) || list.len() < most)
             {
-                if !pass.tcp_dst_ports.contains(&p.lo) {
-                    pass.tcp_dst_ports.push(p.lo);
+                if !list.contains(&p.lo) {
+                    list.push(p.lo);
                 }
                 match host {
                     Some(h) if !pass.own_addresses.contains(&h.addr) => pass.own_addresses.push(h.addr),
@@ -210,6 +252,18 @@ enum Label {
     Ext(usize),
     /// Past extension header `i` (or its absence).
     ExtDone(usize),
+    /// IPv4, not a fragment of UDP (to an own address).
+    V4NotUdpFrag,
+    /// IPv4 UDP.
+    V4Udp,
+    /// IPv4 UDP to a NAT-T port: check the non-ESP marker.
+    Marker4,
+    /// IPv6 UDP (or a fragment header).
+    Ipv6Udp,
+    /// IPv6, no fragment header.
+    V6NotFrag,
+    /// IPv6 UDP to a NAT-T port: check the non-ESP marker.
+    Marker6,
 }
 
 /// VLAN tags the program looks through (802.1ad outer + 802.1Q inner).
@@ -252,9 +306,12 @@ fn be16(v: u16) -> i32 {
 
 /// Assembles the program for an XSKMAP whose fd is `map_fd`.
 pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
-    // Registers: r6 = ctx, r2 = data, r3 = data_end, r4/r5/r7 scratch.
+    // Registers: r6 = ctx, r2 = data (stepped over VLAN tags), r3 = data_end, r4/r5/r7/r8/r9
+    // scratch (r9: the IPv6 upper-layer header).
     let mut a = Asm { insns: Vec::new(), fixups: Vec::new(), labels: Vec::new() };
-    let any_pass = pass.arp || pass.ipv6_nd || !pass.tcp_dst_ports.is_empty();
+    let tcp = !pass.tcp_dst_ports.is_empty();
+    let udp = !pass.ike_ports.is_empty() || !pass.nat_t_ports.is_empty();
+    let any_pass = pass.arp || pass.ipv6_nd || tcp || udp;
     let own4: Vec<std::net::Ipv4Addr> = pass
         .own_addresses
         .iter()
@@ -272,6 +329,8 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
             IpAddr::V4(_) => None,
         })
         .collect();
+    // Where a port match goes: straight to the kernel, or to the destination check first.
+    let (hit4, hit6) = if any_address { (Label::Pass, Label::Pass) } else { (Label::Dst4, Label::Dst6) };
     a.op(MOV64_X, 6, 1, 0, 0);
     if any_pass {
         a.op(LDX_W, 2, 6, 0, 0); // data
@@ -298,41 +357,65 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
             a.jmp(JEQ_K, 5, 0, be16(0x0806), Label::Pass);
         }
         a.jmp(JEQ_K, 5, 0, be16(0x86dd), Label::Ipv6);
-        if !pass.tcp_dst_ports.is_empty() {
+        if tcp || udp {
             // IPv4: need the 20-byte base header.
             a.jmp(JNE_K, 5, 0, be16(0x0800), Label::Redirect);
             a.op(MOV64_X, 4, 2, 0, 0);
             a.op(ADD64_K, 4, 0, 0, 34);
             a.jmp(JGT_X, 4, 3, 0, Label::Redirect);
-            a.op(LDX_B, 5, 2, 23, 0); // protocol
-            a.jmp(JNE_K, 5, 0, 6, Label::Redirect);
+            a.op(LDX_B, 7, 2, 23, 0); // protocol
             a.op(LDX_H, 5, 2, 20, 0); // flags + fragment offset
+            if udp && !own4.is_empty() {
+                // Any fragment of UDP to an own address: the kernel reassembles it (a large IKE
+                // message); the destination check decides.
+                a.jmp(JNE_K, 7, 0, 17, Label::V4NotUdpFrag);
+                a.jmp(JSET_K, 5, 0, be16(0x3fff), Label::Dst4);
+                a.label(Label::V4NotUdpFrag);
+            }
             a.jmp(JSET_K, 5, 0, be16(0x1fff), Label::Redirect); // a later fragment: no ports
             a.op(LDX_B, 5, 2, 14, 0); // version + IHL
             a.op(AND64_K, 5, 0, 0, 0x0f);
             a.op(LSH64_K, 5, 0, 0, 2);
             a.jmp(JLT_K, 5, 0, 20, Label::Redirect); // malformed: the stages count it
             a.op(MOV64_X, 4, 2, 0, 0);
-            a.op(ADD64_X, 4, 5, 0, 0); // r4 = data + IHL
-            a.op(MOV64_X, 7, 4, 0, 0);
-            a.op(ADD64_K, 7, 0, 0, 18); // through the TCP ports
-            a.jmp(JGT_X, 7, 3, 0, Label::Redirect);
-            a.op(LDX_H, 5, 4, 16, 0); // TCP destination port
-            for p in &pass.tcp_dst_ports {
-                a.jmp(JEQ_K, 5, 0, be16(*p), if any_address { Label::Pass } else { Label::Dst4 });
-            }
-            if !any_address {
+            a.op(ADD64_X, 4, 5, 0, 0); // r4 = data + IHL (the transport header is at r4 + 14)
+            if tcp {
+                a.jmp(JNE_K, 7, 0, 6, if udp { Label::V4Udp } else { Label::Redirect });
+                a.op(MOV64_X, 8, 4, 0, 0);
+                a.op(ADD64_K, 8, 0, 0, 18); // through the TCP ports
+                a.jmp(JGT_X, 8, 3, 0, Label::Redirect);
+                a.op(LDX_H, 5, 4, 16, 0); // TCP destination port
+                for p in &pass.tcp_dst_ports {
+                    a.jmp(JEQ_K, 5, 0, be16(*p), hit4);
+                }
                 a.jmp(JA, 0, 0, 0, Label::Redirect);
+            }
+            if udp {
+                a.label(Label::V4Udp);
+                a.jmp(JNE_K, 7, 0, 17, Label::Redirect);
+                // The first fragment of UDP not to an own address: its followers carry no ports,
+                // so the whole datagram stays in the data plane.
+                a.op(LDX_H, 5, 2, 20, 0);
+                a.jmp(JSET_K, 5, 0, be16(0x3fff), Label::Redirect);
+                a.op(MOV64_X, 8, 4, 0, 0);
+                a.op(ADD64_K, 8, 0, 0, 22); // through the UDP header
+                a.jmp(JGT_X, 8, 3, 0, Label::Redirect);
+                udp_ports(&mut a, pass, 4, 14, hit4, Label::Marker4);
+            }
+            // (Every block above ends in a jump: the verifier rejects unreachable instructions.)
+            if !any_address {
                 a.label(Label::Dst4);
                 a.op(LDX_W, 5, 2, 30, 0); // IPv4 destination (inside the 34 bytes checked)
                 for addr in &own4 {
                     a.jmp(JEQ32_K, 5, 0, i32::from_ne_bytes(addr.octets()), Label::Pass);
                 }
+                a.jmp(JA, 0, 0, 0, Label::Redirect);
             }
+        } else {
+            a.jmp(JA, 0, 0, 0, Label::Redirect);
         }
-        a.jmp(JA, 0, 0, 0, Label::Redirect);
         a.label(Label::Ipv6);
-        if pass.ipv6_nd || !pass.tcp_dst_ports.is_empty() {
+        if pass.ipv6_nd || tcp || udp {
             a.op(MOV64_X, 4, 2, 0, 0);
             a.op(ADD64_K, 4, 0, 0, 58); // Ethernet + IPv6 + 4 bytes of L4
             a.jmp(JGT_X, 4, 3, 0, Label::Redirect);
@@ -358,7 +441,7 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
                 a.label(Label::ExtDone(i));
             }
             a.op(MOV64_X, 4, 9, 0, 0);
-            a.op(ADD64_K, 4, 0, 0, 4); // the ICMPv6 type, or the TCP ports
+            a.op(ADD64_K, 4, 0, 0, 4); // the ICMPv6 type, or the ports
             a.jmp(JGT_X, 4, 3, 0, Label::Redirect);
             if pass.ipv6_nd {
                 a.op(LDX_B, 7, 9, 0, 0); // ICMPv6 type
@@ -368,16 +451,32 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
                 a.jmp(JA, 0, 0, 0, Label::Pass);
             }
             a.label(Label::Ipv6Tcp);
-            if !pass.tcp_dst_ports.is_empty() {
-                a.jmp(JNE_K, 5, 0, 6, Label::Redirect);
-                a.op(LDX_H, 5, 9, 2, 0); // TCP destination port
+            if tcp {
+                a.jmp(JNE_K, 5, 0, 6, if udp { Label::Ipv6Udp } else { Label::Redirect });
+                a.op(LDX_H, 7, 9, 2, 0); // TCP destination port
                 for p in &pass.tcp_dst_ports {
-                    a.jmp(JEQ_K, 5, 0, be16(*p), if any_address { Label::Pass } else { Label::Dst6 });
+                    a.jmp(JEQ_K, 7, 0, be16(*p), hit6);
                 }
-                if !any_address {
+                a.jmp(JA, 0, 0, 0, Label::Redirect);
+            }
+            if udp {
+                a.label(Label::Ipv6Udp);
+                if !own6.is_empty() {
+                    // A fragment header followed by UDP, to an own address: the kernel's.
+                    a.jmp(JNE_K, 5, 0, 44, Label::V6NotFrag);
+                    a.op(LDX_B, 7, 9, 0, 0); // the fragment header's next header
+                    a.jmp(JEQ_K, 7, 0, 17, Label::Dst6);
                     a.jmp(JA, 0, 0, 0, Label::Redirect);
-                    a.label(Label::Dst6);
+                    a.label(Label::V6NotFrag);
                 }
+                a.jmp(JNE_K, 5, 0, 17, Label::Redirect);
+                a.op(MOV64_X, 8, 9, 0, 0);
+                a.op(ADD64_K, 8, 0, 0, 8); // through the UDP header
+                a.jmp(JGT_X, 8, 3, 0, Label::Redirect);
+                udp_ports(&mut a, pass, 9, 0, hit6, Label::Marker6);
+            }
+            if !any_address && (tcp || udp) {
+                a.label(Label::Dst6);
                 // IPv6 destination: four words at 38..54 (inside the 58 bytes checked).
                 for (i, addr) in own6.iter().enumerate() {
                     a.label(Label::Cand6(i));
@@ -408,6 +507,37 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
     a.finish()
 }
 
+/// The UDP port match, for a UDP header at `reg + off` whose eight bytes the caller checked are
+/// in the frame: a port of [`KernelPass::ike_ports`] goes to `hit`; one of
+/// [`KernelPass::nat_t_ports`] to `hit` only behind the non-ESP marker (a UDP length of at
+/// least 12, the four bytes in the frame, all zero); anything else is redirected to the sockets.
+fn udp_ports(a: &mut Asm, pass: &KernelPass, reg: u8, off: i16, hit: Label, marker: Label) {
+    a.op(LDX_H, 5, reg, off + 2, 0); // UDP destination port
+    for p in &pass.ike_ports {
+        a.jmp(JEQ_K, 5, 0, be16(*p), hit);
+    }
+    for p in &pass.nat_t_ports {
+        a.jmp(JEQ_K, 5, 0, be16(*p), marker);
+    }
+    a.jmp(JA, 0, 0, 0, Label::Redirect);
+    if !pass.nat_t_ports.is_empty() {
+        a.label(marker);
+        a.op(MOV64_X, 8, reg, 0, 0);
+        a.op(ADD64_K, 8, 0, 0, i32::from(off) + 12); // through the first payload word
+        a.jmp(JGT_X, 8, 3, 0, Label::Redirect);
+        // The UDP length, big-endian, byte by byte: the marker must be inside the datagram (a
+        // 1-byte NAT keepalive padded to the Ethernet minimum must not look like one).
+        a.op(LDX_B, 7, reg, off + 4, 0);
+        a.op(LSH64_K, 7, 0, 0, 8);
+        a.op(LDX_B, 8, reg, off + 5, 0);
+        a.op(ADD64_X, 7, 8, 0, 0);
+        a.jmp(JLT_K, 7, 0, 12, Label::Redirect);
+        a.op(LDX_W, 7, reg, off + 8, 0);
+        a.jmp(JNE32_K, 7, 0, 0, Label::Redirect); // an SPI: ESP-in-UDP, the data plane's
+        a.jmp(JA, 0, 0, 0, hit);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,16 +549,68 @@ mod tests {
         let (pass, covered) = KernelPass::from_plan(&plan, 0);
         assert!(pass.arp && pass.ipv6_nd);
         assert_eq!(pass.tcp_dst_ports, vec![22, 179]);
-        assert_eq!(covered, vec!["arp", "ipv6-nd", "ssh", "bgp"]);
+        assert_eq!((pass.ike_ports.as_slice(), pass.nat_t_ports.as_slice()), (&[500][..], &[4500][..]));
+        assert_eq!(covered, vec!["arp", "ipv6-nd", "ike", "ike-natt", "ssh", "bgp"]);
         assert!(pass.own_addresses.is_empty(), "the plan's rules match any address");
+        assert_eq!(pass, KernelPass { tcp_dst_ports: vec![22, 179], ..KernelPass::default() });
         // Rules bound to the box's addresses restrict the TCP pass to those addresses.
         let own: [IpAddr; 2] = ["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
         let plan = SteeringPlan::management_default(0, RssGroup::first(4), &own);
         let (pass, covered) = KernelPass::from_plan(&plan, 0);
         assert_eq!(pass.tcp_dst_ports, vec![22, 179]);
         assert_eq!(pass.own_addresses, own.to_vec());
-        let want = ["arp", "ipv6-nd", "ssh@192.0.2.1", "bgp@192.0.2.1", "ssh@2001:db8::1", "bgp@2001:db8::1"];
+        assert_eq!((pass.ike_ports.as_slice(), pass.nat_t_ports.as_slice()), (&[500][..], &[4500][..]));
+        let want = [
+            "arp",
+            "ipv6-nd",
+            "ike@192.0.2.1",
+            "ike-natt@192.0.2.1",
+            "ssh@192.0.2.1",
+            "bgp@192.0.2.1",
+            "ike@2001:db8::1",
+            "ike-natt@2001:db8::1",
+            "ssh@2001:db8::1",
+            "bgp@2001:db8::1",
+        ];
         assert_eq!(covered, want);
+    }
+
+    /// What the plan cannot say to the program stays with the software path: the marker on a
+    /// port other than the plan's own rule, a source-port match, a port range, a second marker
+    /// polarity, and more ports than the program holds.
+    #[test]
+    fn plan_rules_beyond_the_program_are_not_covered() {
+        use wirespeed_core::rss::{Match, PortRange, SteeringRule};
+        let rule = |name: &str, matches: Match| SteeringRule {
+            name: name.into(),
+            matches,
+            action: SteeringAction::Queue(0),
+        };
+        let udp = |port: u16| Match {
+            ip_proto: Some(17),
+            dst_port: Some(PortRange::one(port)),
+            ..Match::default()
+        };
+        let mut rules = vec![
+            rule("ike-alt", udp(1500)),
+            rule("natt-alt", Match { non_esp_marker: Some(true), ..udp(14500) }),
+            rule("esp-in-udp", Match { non_esp_marker: Some(false), ..udp(4500) }),
+            rule(
+                "sport",
+                Match { src_port: Some(PortRange::one(500)), ip_proto: Some(17), ..Match::default() },
+            ),
+            rule("range", Match { dst_port: Some(PortRange { lo: 500, hi: 501 }), ..udp(0) }),
+            rule("spi", Match { spi: Some(7), ..udp(4500) }),
+        ];
+        for p in 0..5u16 {
+            rules.push(rule(&format!("many{p}"), udp(600 + p)));
+        }
+        let plan = SteeringPlan { rules, default: RssGroup::first(2) };
+        let (pass, covered) = KernelPass::from_plan(&plan, 0);
+        assert_eq!(pass.ike_ports, vec![1500, 600, 601, 602]);
+        assert_eq!(pass.nat_t_ports, vec![14500]);
+        assert_eq!(covered, vec!["ike-alt", "natt-alt", "many0", "many1", "many2"]);
+        assert!(!pass.arp && !pass.ipv6_nd && pass.tcp_dst_ports.is_empty());
     }
 
     #[test]
@@ -445,7 +627,10 @@ mod tests {
             own_addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
             ..KernelPass::default()
         };
-        for full in [assemble(&KernelPass::default(), 3), assemble(&with_own, 3)] {
+        let udp_only = KernelPass { ike_ports: vec![500], nat_t_ports: vec![4500], ..KernelPass::none() };
+        let udp_own6 = KernelPass { own_addresses: vec!["2001:db8::1".parse().unwrap()], ..udp_only.clone() };
+        let fulls = [&KernelPass::default(), &with_own, &udp_only, &udp_own6].map(|p| assemble(p, 3));
+        for full in fulls {
             for (i, w) in full.iter().enumerate() {
                 let b = w.to_ne_bytes();
                 if matches!(b[0] & 0x07, 0x05 | 0x06) && b[0] != CALL && b[0] != EXIT {

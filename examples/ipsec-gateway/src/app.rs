@@ -180,6 +180,14 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
     let mut interrupted = false;
     let tick = Duration::from_millis(20);
     loop {
+        // With an XFRM source, wake as soon as the kernel reports (a rekeyed SA must be in the
+        // data plane before the peer, told by the IKE daemon's DELETE, sends under it).
+        #[cfg(target_os = "linux")]
+        match &xfrm {
+            Some(x) => x.wait(tick),
+            None => std::thread::sleep(tick),
+        }
+        #[cfg(not(target_os = "linux"))]
         std::thread::sleep(tick);
         for ev in gw.take_events() {
             eprintln!(
