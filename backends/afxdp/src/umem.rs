@@ -268,6 +268,14 @@ impl Drop for XdpBuf {
 }
 
 impl PacketBuf for XdpBuf {
+    /// A free frame of the same UMEM, its (empty) packet after the same headroom as this one.
+    #[inline]
+    fn alloc_like(&self) -> Option<Self> {
+        let win = self.umem.window(self.win.headroom(), 0)?;
+        let f = self.umem.take_frame()?;
+        Some(self.umem.buf(f, win, PacketMeta::default()))
+    }
+
     #[inline]
     fn len(&self) -> usize {
         self.win.len()
