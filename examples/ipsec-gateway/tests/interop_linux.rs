@@ -322,6 +322,18 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
         (out.status.success(), text)
     };
 
+    // Packet Too Big that Linux, as the tunnel's entry for the site-2 host's IPv6, sent it: XFRM
+    // counts each such refusal as `XfrmOutStateModeError` (the size check fails in the outer
+    // mode's output, xfrm6_prepare_output, after it sent the ICMPv6 error), so that counter may
+    // grow by as many, and only by as many.
+    let mut linux_ptb6 = 0u64;
+    let xfrm_stat_clean = |what: &str, ptb6: u64| {
+        let stat = peer.xfrm_stat().unwrap();
+        for (name, n) in &stat {
+            let allowed = if name == "XfrmOutStateModeError" { ptb6 } else { 0 };
+            assert!(*n <= allowed, "{what}: peer's xfrm_stat {name} = {n} (allowed {allowed}): {stat:?}");
+        }
+    };
     for (round, &(a, outer)) in ROUNDS.iter().enumerate() {
         let aead = &AEADS[a];
         if outer.nat_t {
@@ -356,7 +368,39 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
         let mut bulk = Vec::new();
         // Per TCP run, its sender's ICMP Destination Unreachable received and path MTU learned.
         let mut pmtud = Vec::new();
+        // Round 0 also: UDP datagrams with DF clear too big for the tunnel (the gateway
+        // fragments them before encryption, the site-2 host reassembles), and IPv6 inner too
+        // big for it (ICMPv6 Packet Too Big from the gateway, then the host fragments to the
+        // path MTU; TCP over IPv6 both ways).
+        let mut big = None;
         if round == 0 && results.iter().all(|(_, ok, _)| *ok) {
+            for n in [ns, peer.netns()] {
+                sh(&["ip", "-n", n, "route", "flush", "cache"]);
+                sh(&["ip", "-n", n, "-6", "route", "flush", "cache"]);
+            }
+            let reasm = reasm_oks(peer.netns());
+            // 1472 bytes: one 1500-byte IPv4 packet, split in two by the gateway; 3000 and
+            // 8000 bytes: fragmented by the LAN host to 1500 bytes, each fragment split again.
+            let v4 = udp_echo(peer.netns(), ns, "10.2.0.50", &[1472, 3000, 8000]);
+            let reasm = reasm_oks(peer.netns()) - reasm;
+            let v6 = udp_echo(peer.netns(), ns, "fd00:2::50", &[1452, 3000]);
+            let mtu6 = route_mtu(ns, "fd00:2::50");
+            let mut tcp6 = Vec::new();
+            for args in [&["-6", "-t", "3"][..], &["-6", "-t", "3", "-R"]] {
+                for n in [ns, peer.netns()] {
+                    sh(&["ip", "-n", n, "-6", "route", "flush", "cache"]);
+                }
+                let sender = if args.contains(&"-R") { peer.netns() } else { ns };
+                let dst = if args.contains(&"-R") { "fd00:1::50" } else { "fd00:2::50" };
+                let ptb = icmp6_in_pkt_too_bigs(sender);
+                let r = iperf3_at(peer.netns(), ns, "fd00:2::50", args);
+                let ptb = icmp6_in_pkt_too_bigs(sender) - ptb;
+                if args.contains(&"-R") {
+                    linux_ptb6 += ptb;
+                }
+                tcp6.push((args.join(" "), r, route_mtu(sender, dst)));
+            }
+            big = Some((v4, reasm, v6, mtu6, tcp6));
             for args in [&["-t", "3"][..], &["-t", "3", "-R"], &["-t", "3", "-u", "-b", "10M", "-l", "1200"]]
             {
                 // The sender: the LAN host, or the site-2 host with -R.
@@ -381,6 +425,54 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
         }
         let report = gw.stop();
         let t = report.total();
+        let stages = ipsec_gateway::stagestats::StageCounters::sum(&report.stages);
+        eprintln!("{} {outer:?}: gateway stages: {stages}", aead.gateway);
+        if let Some((v4, reasm, v6, mtu6, tcp6)) = &big {
+            let v4 = v4.as_ref().unwrap_or_else(|e| {
+                panic!(
+                    "DF-clear UDP through the tunnel: {e}
+gateway: {t}"
+                )
+            });
+            eprintln!("DF clear UDP echo (size, attempts): {v4:?}; the site-2 host reassembled {reasm}");
+            assert!(v4.iter().all(|&(_, tries)| tries == 1), "DF-clear datagrams lost: {v4:?}; {stages}");
+            assert!(*reasm >= 3, "the site-2 host reassembled {reasm} datagrams");
+            // At the tunnel's inner MTU of 1446 (1424 bytes of payload per fragment): 1472 is
+            // one 1500-byte packet, 2 fragments; 3000 leaves the LAN host as 1500 + 1500 + 68
+            // bytes, the first two split in 2 each; 8000 as five of 1500 bytes (2 each) and
+            // one of 628.
+            assert_eq!(stages.fragmented, 1 + 2 + 5, "{stages}");
+            assert_eq!(stages.fragments, 2 + 4 + 10, "{stages}");
+            assert_eq!(stages.frag_failed, 0, "{stages}");
+            let v6 = v6.as_ref().unwrap_or_else(|e| {
+                panic!(
+                    "IPv6 UDP through the tunnel: {e}
+gateway: {t}"
+                )
+            });
+            eprintln!("IPv6 UDP echo (size, attempts): {v6:?}; the LAN host's path MTU {mtu6:?}");
+            assert_eq!(
+                mtu6.as_deref(),
+                Some("1446"),
+                "the LAN host learned the tunnel's MTU from Packet Too Big"
+            );
+            assert!(stages.icmp_too_big >= 1, "{stages}");
+            for (args, r, mtu) in tcp6 {
+                let r = r.as_ref().unwrap_or_else(|e| {
+                    panic!(
+                        "iperf3 {args}: {e}
+gateway: {t}"
+                    )
+                });
+                eprintln!(
+                    "{}: iperf3 {args}: {:.1} Mbit/s received, sender's path MTU {mtu:?} (Linux's Packet Too Big to the -R sender so far: {linux_ptb6})",
+                    aead.gateway,
+                    r.0 / 1e6
+                );
+                assert!(r.0 > 1e6, "iperf3 {args}: {r:?}");
+                assert_eq!(mtu.as_deref(), Some("1446"), "iperf3 {args}: the sender's path MTU");
+            }
+        }
         if results.iter().any(|(_, ok, _)| !ok) {
             for (dst, ok, text) in &results {
                 eprintln!("ping {dst}: {ok}\n{text}");
@@ -439,8 +531,7 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
                 states.lines().filter(|l| l.contains("flag") && l.split_whitespace().any(|w| w == "esn"));
             assert_eq!(esn.count(), SAS.len(), "{}: the peer's states lack ESN:\n{states}", aead.gateway);
         }
-        let stat = peer.xfrm_stat().unwrap();
-        assert!(stat.iter().all(|(_, n)| *n == 0), "{}: peer's xfrm_stat: {stat:?}", aead.gateway);
+        xfrm_stat_clean(aead.gateway, linux_ptb6);
         eprintln!("{} {outer:?}: gateway {t}", aead.gateway);
         // The LAN host's MLD reports (hop limit 1, to ff02::16), sent when its IPv6 came up,
         // may reach the gateway in the first round, which routes no multicast: counted as
@@ -525,8 +616,7 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
     for spi in [0x4100, 0x5100] {
         assert!(sa_packets(&peer, spi, OUTER_V4) >= 100, "peer SA {spi:#x} idle after the rekey");
     }
-    let stat = peer.xfrm_stat().unwrap();
-    assert!(stat.iter().all(|(_, n)| *n == 0), "rekey: peer's xfrm_stat: {stat:?}");
+    xfrm_stat_clean("rekey", linux_ptb6);
     assert_only_unforwardable_drops(&t, "rekey");
 }
 
@@ -580,6 +670,101 @@ fn icmp_in_dest_unreachs(netns: &str) -> u64 {
     values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
 }
 
+/// Sends UDP datagrams of each of `sizes` bytes with DF clear (IPv4: `IP_PMTUDISC_DONT`; IPv6
+/// fragments at the source to the path MTU anyway) from the LAN host (namespace `lan_ns`) to
+/// an echo server on `server` in the site-2 host's namespace `peer_ns`, which answers each with
+/// its length and a checksum (a small reply: the test is about the large direction). Returns
+/// per size the attempts it took (a datagram lost is sent again, at most 5 times, 1 s apart).
+fn udp_echo(peer_ns: &str, lan_ns: &str, server: &str, sizes: &[usize]) -> Result<Vec<(usize, u32)>, String> {
+    let mut srv = std::process::Command::new("ip")
+        .args(["netns", "exec", peer_ns, "timeout", "60", "python3", "-c", UDP_ECHO_PY, "server", server])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(500));
+    let sizes: Vec<String> = sizes.iter().map(|n| n.to_string()).collect();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", lan_ns, "timeout", "40", "python3", "-c", UDP_ECHO_PY, "client", server])
+        .args(&sizes)
+        .output()
+        .map_err(|e| e.to_string());
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let out = out?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().map(|x| x.parse().ok());
+            Some((w.next()??, w.next()?? as u32))
+        })
+        .collect())
+}
+
+/// The UDP echo of [`udp_echo`]: `server ADDR` answers each datagram on port 7007 with its
+/// length and CRC-32; `client ADDR SIZE...` sends datagrams of each size (IPv4 with DF clear),
+/// up to 5 times 1 s apart until the right answer comes, and prints `SIZE ATTEMPTS`.
+const UDP_ECHO_PY: &str = r#"
+import socket, sys, zlib
+mode, addr = sys.argv[1], sys.argv[2]
+fam = socket.AF_INET6 if ':' in addr else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+if fam == socket.AF_INET:
+    s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT: DF clear
+if mode == 'server':
+    s.bind((addr, 7007))
+    while True:
+        d, a = s.recvfrom(65535)
+        s.sendto(b'%d %d' % (len(d), zlib.crc32(d)), a)
+s.settimeout(1)
+for n in map(int, sys.argv[3:]):
+    d = bytes((i * 7 + n) & 255 for i in range(n))
+    want = b'%d %d' % (n, zlib.crc32(d))
+    for k in range(1, 6):
+        s.sendto(d, (addr, 7007))
+        try:
+            got = s.recv(100)
+        except socket.timeout:
+            continue
+        if got == want:
+            print(n, k, flush=True)
+            break
+    else:
+        sys.exit('no echo of %d bytes' % n)
+"#;
+
+/// `Icmp6InPktTooBigs` of namespace `netns` (its `/proc/net/snmp6`).
+fn icmp6_in_pkt_too_bigs(netns: &str) -> u64 {
+    let text = sh(&["ip", "netns", "exec", netns, "cat", "/proc/net/snmp6"]);
+    let line = text.lines().find(|l| l.starts_with("Icmp6InPktTooBigs")).unwrap_or_else(|| panic!("{text}"));
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+}
+
+/// `Ip: ReasmOKs` of namespace `netns`: datagrams it reassembled.
+fn reasm_oks(netns: &str) -> u64 {
+    let text = sh(&["ip", "netns", "exec", netns, "cat", "/proc/net/snmp"]);
+    let mut lines = text.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+    let i = names.split_whitespace().position(|n| n == "ReasmOKs").unwrap_or_else(|| panic!("{text}"));
+    values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+}
+
+/// The path MTU namespace `netns` has for `dst` (`ip route get`), if it learned one.
+fn route_mtu(netns: &str, dst: &str) -> Option<String> {
+    sh(&["ip", "-n", netns, "route", "get", dst])
+        .split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)
+        .map(String::from)
+}
+
 /// iperf3 from the LAN host (namespace `lan_ns`) to the site-2 host (the peer's namespace) with
 /// `args`: (bits per second received, datagrams lost, datagrams sent; 0 and 0 for TCP).
 fn iperf3(peer: &LinuxPeer, lan_ns: &str, args: &[&str]) -> Result<(f64, u64, u64), String> {
@@ -589,10 +774,20 @@ fn iperf3(peer: &LinuxPeer, lan_ns: &str, args: &[&str]) -> Result<(f64, u64, u6
 /// [`iperf3`] with the site-2 host in namespace `peer_ns`; a `-p PORT` in `args` is the server's
 /// too.
 fn iperf3_in<S: AsRef<str>>(peer_ns: &str, lan_ns: &str, args: &[S]) -> Result<(f64, u64, u64), String> {
+    iperf3_at(peer_ns, lan_ns, "10.2.0.50", args)
+}
+
+/// [`iperf3_in`] with the server on `server` (an address of the site-2 host).
+fn iperf3_at<S: AsRef<str>>(
+    peer_ns: &str,
+    lan_ns: &str,
+    server: &str,
+    args: &[S],
+) -> Result<(f64, u64, u64), String> {
     let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
     let port = args.iter().position(|a| *a == "-p").map_or("5201", |i| args[i + 1]);
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", peer_ns, "iperf3", "-s", "-1", "-B", "10.2.0.50", "-p", port])
+    let mut srv = std::process::Command::new("ip")
+        .args(["netns", "exec", peer_ns, "iperf3", "-s", "-1", "-B", server, "-p", port])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -610,13 +805,13 @@ fn iperf3_in<S: AsRef<str>>(peer_ns: &str, lan_ns: &str, args: &[S]) -> Result<(
             "--connect-timeout",
             "5000",
             "-c",
-            "10.2.0.50",
+            server,
         ])
         .args(&args)
         .output()
         .map_err(|e| e.to_string());
-    let _ = server.kill();
-    let _ = server.wait();
+    let _ = srv.kill();
+    let _ = srv.wait();
     let out = out?;
     let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
