@@ -1052,6 +1052,14 @@ impl<P: Port> DataShard<P> {
 
     fn drain(&mut self, cx: &mut ShardCtx) {
         transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        // Fragments still waiting for room leave too.
+        for _ in 0..wirespeed_stages::esp::FRAG_SPILL / wirespeed_core::BATCH_SIZE {
+            if self.outbound.3.pending() == 0 {
+                break;
+            }
+            self.outbound.3.process(cx, &mut self.batch);
+            transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        }
         for t in &mut self.tx {
             t.flush();
         }

@@ -42,7 +42,7 @@ stage_counters! {
     icmp_time_exceeded: "ICMP Time Exceeded / ICMPv6 Time Exceeded sent (TTL or hop limit expired).",
     icmp_unreachable: "ICMP / ICMPv6 Destination Unreachable sent (no route).",
     icmp_too_big: "ICMP Fragmentation Needed / ICMPv6 Packet Too Big sent (did not fit a tunnel).",
-    icmp_rate_limited: "ICMP errors not sent: over the [icmp] rate.",
+    icmp_rate_limited: "ICMP errors not sent: over the `[icmp]` rate.",
     icmp_suppressed: "ICMP errors not sent: about an error, a fragment, a non-unicast address, or no route back.",
     fragmented: "IPv4 packets (DF clear) fragmented before encryption to fit their SA.",
     fragments: "Fragments those made, each encrypted as its own ESP packet.",

@@ -260,7 +260,10 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
                                 Verdict::Continue
                             }
                             Err(DropReason::EspMtuExceeded)
-                                if !ip.v6 && sa.fragments() && !dont_fragment(p, l3) =>
+                                if !ip.v6
+                                    && sa.fragments()
+                                    && sa.inner_mtu().is_some()
+                                    && !dont_fragment(p, l3) =>
                             {
                                 let r = fragment(spill, p, l3, i, sa, stats).and_then(|ip| {
                                     prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
