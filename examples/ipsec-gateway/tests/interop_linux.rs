@@ -20,7 +20,11 @@
 //! TCP both ways and UDP (AES-128-GCM). Then both directions are
 //! rekeyed (`ctl` on the gateway, `ip xfrm` on the peer, make-before-break) under UDP both ways:
 //! no datagram lost. After each part the peer's `/proc/net/xfrm_stat` is all zero, its SAs
-//! counted the packets, and the gateway dropped nothing. No neighbor is configured: the gateway
+//! counted the packets, and the gateway dropped nothing. Round 0 also sends DF-clear UDP too big
+//! for the tunnel (fragmented by the gateway before encryption, reassembled by the site-2 host)
+//! and IPv6 inner too big for it (ICMPv6 Packet Too Big; UDP, iperf3 `-6` TCP both ways). Last,
+//! the gateway runs two data shards on three-queue veths (pings, iperf3 with 8 streams both ways,
+//! UDP). No neighbor is configured: the gateway
 //! resolves the peer and the LAN host by ARP / ND. TCP runs with the hosts' own MSS over
 //! 1500-byte MTUs everywhere: each sender learns the tunnel's inner MTU (1446) from the ICMP
 //! Fragmentation Needed of the tunnel's entry, the gateway's (its outbound SAs have `mtu = 1500`)
@@ -618,6 +622,118 @@ gateway: {t}"
     }
     xfrm_stat_clean("rekey", linux_ptb6);
     assert_only_unforwardable_drops(&t, "rekey");
+
+    two_data_shards(&peer, [&lan, &wan], linux_ptb6);
+}
+
+/// Two data shards: new LAN and WAN veths with three queues each (two data queues and the
+/// management queue), replacing the one-shard ones. A veth delivers each frame on the queue its
+/// sender's kernel picked, so flows land on both data queues and on the management queue (handed
+/// to a data shard by the software RSS). Outbound SAs belong to one shard each, so each policy
+/// has one per shard (0x4000 / 0x4001, 0x6000 / 0x6001), which Linux accepts under the same
+/// reqid. Pings both ways, iperf3 TCP both ways and UDP with 8 parallel streams: both data
+/// shards carry traffic, the gateway drops nothing, the peer's `xfrm_stat` stays clean.
+fn two_data_shards(peer: &LinuxPeer, old: [&Veth; 2], linux_ptb6: u64) {
+    for v in old {
+        sh(&["ip", "link", "del", &v.local]);
+    }
+    let lan = Veth::with_macs(3, A_LAN_MAC, LAN_HOST_MAC);
+    let wan = Veth::with_macs(3, A_WAN_MAC, [0x02, 0, 0, 0, 0xff, 0x03]);
+    peer.attach(0, Some(&wan.ns), &wan.peer).unwrap();
+    let ns = lan.ns.as_str();
+    sh(&["ip", "netns", "exec", ns, "ethtool", "-K", &lan.peer, "tx", "off"]);
+    let v6_on = format!("net.ipv6.conf.{}.disable_ipv6=0", lan.peer);
+    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &v6_on]);
+    sh(&["ip", "-n", ns, "addr", "add", "10.1.0.50/16", "dev", &lan.peer]);
+    sh(&["ip", "-n", ns, "addr", "add", "fd00:1::50/64", "dev", &lan.peer, "nodad"]);
+    sh(&["ip", "-n", ns, "route", "add", "default", "via", "10.1.0.1"]);
+    sh(&["ip", "-n", ns, "-6", "route", "add", "default", "via", "fd00:1::1"]);
+
+    let aead = &AEADS[0];
+    let round = ROUNDS.len() + 1;
+    let mut text = gateway_config(aead, round, OUTER_V4, &lan.local, &wan.local)
+        .replace("shards = 1\n", "shards = 2\n")
+        // Three queues per port: with 4096 frames the UMEM ran dry under 8 TCP streams
+        // (`pool_exhausted`): each queue's fill and Tx rings park up to 1024 frames each.
+        .replace("frames = 4096", "frames = 16384")
+        .replace("sas = [0x4000]", "sas = [0x4000, 0x4001]")
+        .replace("sas = [0x6000]", "sas = [0x6000, 0x6001]");
+    let mut linux = linux_xfrm(aead, round, OUTER_V4);
+    for (spi, reqid, sel) in [(0x4001u32, 0x4000u32, "0.0.0.0/0"), (0x6001, 0x6000, "::/0")] {
+        // A key of its own (`key` varies by SPI / 0x100 only).
+        let k = key(aead, spi, round + 50);
+        text += &format!(
+            "\n[[sa]]\nspi = {spi:#x}\ndirection = \"outbound\"\naead = \"{}\"\nkey = \"{k}\"\nmode = \"tunnel\"\n\
+             local = \"{}\"\nremote = \"{}\"\nshard = 1\nmtu = {WAN_MTU}\n",
+            aead.gateway, OUTER_V4.gateway, OUTER_V4.peer
+        );
+        linux += &format!(
+            "ip xfrm state add src {} dst {} proto esp spi {spi:#x} reqid {reqid} mode tunnel aead '{}' 0x{k} 128 sel src {sel} dst {sel}\n",
+            OUTER_V4.gateway, OUTER_V4.peer, aead.linux
+        );
+    }
+    peer.check(&linux).unwrap();
+    let gw = Running::start(&text);
+    let ping = |from_peer: bool, dst: &str| {
+        let mut args = vec!["ip", "netns", "exec"];
+        args.push(if from_peer { peer.netns() } else { ns });
+        args.extend(["busybox", "ping", "-c", "5", "-i", "0.2", "-W", "3", dst]);
+        let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mut pings = Vec::new();
+    for (from_peer, dst) in
+        [(false, "10.2.0.50"), (true, "10.1.0.50"), (false, "fd00:2::50"), (true, "fd00:1::50")]
+    {
+        let (mut ok, mut out) = ping(from_peer, dst);
+        if !ok {
+            (ok, out) = ping(from_peer, dst);
+        }
+        pings.push((dst, ok, out));
+    }
+    let mut bulk = Vec::new();
+    if pings.iter().all(|(_, ok, _)| *ok) {
+        for n in [ns, peer.netns()] {
+            sh(&["ip", "-n", n, "route", "flush", "cache"]);
+        }
+        for args in [
+            &["-t", "3", "-P", "8"][..],
+            &["-t", "3", "-P", "8", "-R"],
+            &["-t", "3", "-P", "8", "-u", "-b", "1M", "-l", "1200"],
+        ] {
+            bulk.push((args.join(" "), iperf3_in(peer.netns(), ns, args)));
+        }
+    }
+    let report = gw.stop();
+    let t = report.total();
+    for (dst, ok, out) in &pings {
+        assert!(ok, "two shards: ping {dst} failed:\n{out}\ngateway: {t}\n{}", diagnostics(peer, ns));
+    }
+    for (args, r) in &bulk {
+        let r = r.as_ref().unwrap_or_else(|e| panic!("two shards: iperf3 {args}: {e}\ngateway: {t}"));
+        eprintln!(
+            "two shards: iperf3 {args}: {:.1} Mbit/s received, {} of {} datagrams lost",
+            r.0 / 1e6,
+            r.1,
+            r.2
+        );
+        assert!(r.0 > 1e6, "two shards: iperf3 {args}: {r:?}");
+        assert_eq!(r.1, 0, "two shards: iperf3 {args}: datagrams lost; gateway: {t}");
+    }
+    for s in &report.stats {
+        eprintln!("two shards: shard {}: {}", s.shard, s.counters);
+    }
+    eprintln!("two shards: stages {}", ipsec_gateway::stagestats::StageCounters::sum(&report.stages));
+    let data: Vec<u64> = report.stats[..2].iter().map(|s| s.counters.rx_packets).collect();
+    assert!(data.iter().all(|&n| n > 100), "both data shards carry traffic: {data:?}");
+    let stat = peer.xfrm_stat().unwrap();
+    for (name, n) in &stat {
+        let allowed = if name == "XfrmOutStateModeError" { linux_ptb6 } else { 0 };
+        assert!(*n <= allowed, "two shards: peer's xfrm_stat {name} = {n} (allowed {allowed}): {stat:?}");
+    }
+    let used: Vec<u64> = [0x4000, 0x4001].iter().map(|&spi| sa_packets(peer, spi, OUTER_V4)).collect();
+    eprintln!("two shards: the peer's inbound SAs 0x4000 / 0x4001 counted {used:?} packets");
+    assert_only_unforwardable_drops(&t, "two shards");
 }
 
 /// Every gateway drop accounted: none at all, except packets the hosts send on their own to
