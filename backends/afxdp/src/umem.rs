@@ -365,6 +365,24 @@ mod tests {
     }
 
     #[test]
+    fn alloc_like_takes_a_free_frame_of_the_same_umem() {
+        let u = Umem::new(2, 2048).unwrap();
+        let f = u.take_frame().unwrap();
+        let mut b = u.buf(f, u.window(256, 0).unwrap(), PacketMeta::default());
+        b.copy_from(&[1, 2, 3]).unwrap();
+        b.meta_mut().out_port = 1;
+        let mut c = b.alloc_like().expect("a free frame");
+        assert!(c.is_in(u));
+        assert_eq!((c.headroom(), c.len()), (256, 0), "the same headroom, empty");
+        assert_eq!(c.meta().out_port, 0, "fresh metadata");
+        c.copy_from(&[7; 1500]).unwrap();
+        assert_eq!(b.data(), &[1, 2, 3], "its own frame");
+        assert!(b.alloc_like().is_none(), "no frame left");
+        drop(c);
+        assert_eq!(u.free_frames(), 1);
+    }
+
+    #[test]
     fn the_area_is_unmapped_when_the_last_frame_comes_home() {
         let u = Umem::new(8, 2048).unwrap();
         let held = u.buf(u.take_frame().unwrap(), u.window(256, 0).unwrap(), PacketMeta::default());
