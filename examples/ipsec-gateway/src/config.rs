@@ -955,7 +955,7 @@ impl FileConfig {
             policies,
             sas,
             icmp_rate: (self.icmp.errors && self.icmp.rate > 0).then_some(self.icmp.rate),
-            keying: self.keying.validate()?,
+            keying: self.keying.validate(g.shards)?,
         })
     }
 }
