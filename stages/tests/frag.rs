@@ -240,3 +240,72 @@ fn no_buffer_or_a_malformed_packet_is_a_counted_drop() {
     assert_eq!(cx.counters.drops_of(DropReason::MalformedIpv4), 1, "{}", cx.counters);
     assert_eq!(t.enc.stats().frag_failed, 2);
 }
+
+mod plan {
+    use proptest::prelude::*;
+    use wirespeed_core::wire::checksum::{fold, ones_sum};
+    use wirespeed_stages::frag::{FragError, plan_v4};
+
+    proptest! {
+        /// Any header bytes (options included), any flags and offset, any total length
+        /// (within the bytes or not), any MTU: no panic; what is planned splits into fragments
+        /// within the MTU, with valid checksums and continuous offsets, that carry the payload
+        /// exactly; what is refused is refused for a reason that holds.
+        #[test]
+        fn random_packets_fragment_correctly_or_are_refused(
+            ihl in 0u8..16,
+            opts in proptest::collection::vec(any::<u8>(), 40),
+            flags in any::<u16>(),
+            payload in 0usize..3000,
+            short in 0usize..4,
+            mtu in 0usize..1600,
+        ) {
+            let hdr = usize::from(ihl) * 4;
+            let total = hdr.max(20) + payload;
+            let mut p = vec![0u8; total];
+            p[0] = 0x40 | ihl;
+            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&[0x12, 0x34]);
+            p[6..8].copy_from_slice(&flags.to_be_bytes());
+            p[8] = 64;
+            p[9] = 17;
+            let n = hdr.saturating_sub(20).min(p.len() - 20);
+            p[20..20 + n].copy_from_slice(&opts[..n]);
+            for (i, b) in p[hdr.max(20)..].iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            // Sometimes the buffer is shorter than the total length says.
+            let bytes = &p[..p.len().saturating_sub(short * 7)];
+            match plan_v4(bytes, mtu) {
+                Ok(plan) => {
+                    prop_assert!(hdr >= 20 && short == 0 && total > mtu && flags & 0x4000 == 0);
+                    let mut payload_out = Vec::new();
+                    let mut first = p.clone();
+                    let len0 = plan.first_in_place(&mut first);
+                    let mut frags = vec![first[..len0].to_vec()];
+                    for k in 1..plan.count() {
+                        let mut f = vec![0u8; plan.len(k)];
+                        prop_assert_eq!(plan.write(&p, k, &mut f), plan.len(k));
+                        frags.push(f);
+                    }
+                    let base = usize::from(flags & 0x1fff) * 8;
+                    for (k, f) in frags.iter().enumerate() {
+                        let ihl = usize::from(f[0] & 0x0f) * 4;
+                        prop_assert!(f.len() <= mtu);
+                        prop_assert_eq!(fold(ones_sum(0, &f[..ihl])), 0);
+                        let fl = u16::from_be_bytes([f[6], f[7]]);
+                        prop_assert_eq!(usize::from(fl & 0x1fff) * 8, base + payload_out.len());
+                        let last = k + 1 == frags.len();
+                        prop_assert_eq!(fl & 0x2000 != 0, !last || flags & 0x2000 != 0);
+                        payload_out.extend_from_slice(&f[ihl..]);
+                    }
+                    prop_assert_eq!(&payload_out[..], &p[hdr..]);
+                }
+                Err(FragError::Fits) => prop_assert!(total <= mtu),
+                Err(FragError::DontFragment) => prop_assert!(flags & 0x4000 != 0),
+                Err(FragError::MtuTooSmall { .. }) => prop_assert!(mtu < hdr + 8 || mtu < 28),
+                Err(FragError::Malformed) => {}
+            }
+        }
+    }
+}
