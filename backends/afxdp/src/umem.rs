@@ -268,6 +268,14 @@ impl Drop for XdpBuf {
 }
 
 impl PacketBuf for XdpBuf {
+    /// A free frame of the same UMEM, its (empty) packet after the same headroom as this one.
+    #[inline]
+    fn alloc_like(&self) -> Option<Self> {
+        let win = self.umem.window(self.win.headroom(), 0)?;
+        let f = self.umem.take_frame()?;
+        Some(self.umem.buf(f, win, PacketMeta::default()))
+    }
+
     #[inline]
     fn len(&self) -> usize {
         self.win.len()
@@ -354,6 +362,24 @@ mod tests {
         assert_eq!(u.window(2000, 49), None);
         assert_eq!(u.locate(2048 * 4, 1), None);
         assert_eq!(u.locate(2048 + 2000, 100), None, "crosses the frame end");
+    }
+
+    #[test]
+    fn alloc_like_takes_a_free_frame_of_the_same_umem() {
+        let u = Umem::new(2, 2048).unwrap();
+        let f = u.take_frame().unwrap();
+        let mut b = u.buf(f, u.window(256, 0).unwrap(), PacketMeta::default());
+        b.copy_from(&[1, 2, 3]).unwrap();
+        b.meta_mut().out_port = 1;
+        let mut c = b.alloc_like().expect("a free frame");
+        assert!(c.is_in(u));
+        assert_eq!((c.headroom(), c.len()), (256, 0), "the same headroom, empty");
+        assert_eq!(c.meta().out_port, 0, "fresh metadata");
+        c.copy_from(&[7; 1500]).unwrap();
+        assert_eq!(b.data(), &[1, 2, 3], "its own frame");
+        assert!(b.alloc_like().is_none(), "no frame left");
+        drop(c);
+        assert_eq!(u.free_frames(), 1);
     }
 
     #[test]

@@ -1019,6 +1019,7 @@ impl Mirror {
             mtu: if outbound { self.cfg.mtu } else { None },
             selector: sel,
             mss_clamp: None,
+            fragment: true,
         };
         let mut out = MirroredSa {
             config,
