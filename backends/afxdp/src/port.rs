@@ -82,6 +82,8 @@ pub struct AfXdpPort {
     ifindex: u32,
     mac: [u8; 6],
     mtu: usize,
+    /// Frames per jumbo slot when the MTU needs multi-buffer (`None`: one frame holds a frame).
+    jumbo_span: Option<u32>,
     queues: u16,
     claims: QueueClaims,
     xdp: Option<Arc<Attachment>>,
@@ -135,7 +137,15 @@ impl AfXdpPort {
         // A frame holds the headroom and the whole Ethernet frame (14 bytes of header on top of
         // the MTU; a VLAN tag would take 4 more, which the kernel then drops as too large).
         let max_mtu = |frame: u32| (frame - cfg.rx_headroom()) as usize - 14;
-        if mtu > max_mtu(cfg.frame_size) {
+        let jumbo_span = if mtu > max_mtu(cfg.frame_size) && cfg.multi_buffer {
+            // A jumbo slot holds the headroom, the frame with a VLAN tag, and room for what
+            // encapsulation appends (ESP trailer and ICV).
+            let bytes = cfg.rx_headroom() as usize + mtu + 14 + 4 + JUMBO_TAILROOM;
+            Some(bytes.div_ceil(cfg.frame_size as usize) as u32)
+        } else {
+            None
+        };
+        if mtu > max_mtu(cfg.frame_size) && jumbo_span.is_none_or(|s| s > MAX_CHAIN) {
             return Err(AfXdpError::MtuTooLarge {
                 interface: name,
                 mtu,
@@ -143,6 +153,11 @@ impl AfXdpPort {
                 headroom: cfg.rx_headroom(),
                 max_mtu: max_mtu(cfg.frame_size),
                 max_mtu_4k: max_mtu(4096),
+                why: if cfg.multi_buffer {
+                    "a jumbo buffer would span more than 16 frames, the longest chain the kernel sends"
+                } else {
+                    "multi_buffer = false (set it to true for AF_XDP multi-buffer, XDP_USE_SG, kernel 6.6+)"
+                },
             });
         }
         let hw_queues = rx_queue_count(&name).map_err(sys_err("count queues"))?;
@@ -159,7 +174,20 @@ impl AfXdpPort {
         };
         let map = bpf::create_xskmap(u32::from(hw_queues)).map_err(sys_err("create XSKMAP"))?;
         let insns = program::assemble(&cfg.kernel_pass, map.as_raw_fd());
-        let prog = bpf::load_xdp(&insns, "ws_xsk_redirect").map_err(sys_err("load XDP program"))?;
+        let prog = bpf::load_xdp(&insns, "ws_xsk_redirect", jumbo_span.is_some()).map_err(|source| {
+            if jumbo_span.is_some() && source.raw_os_error() == Some(libc::EINVAL) {
+                AfXdpError::MultiBufferUnsupported {
+                    interface: name.clone(),
+                    mtu,
+                    step: "loading the XDP program with BPF_F_XDP_HAS_FRAGS",
+                    hint: "kernels before 5.18 have no multi-buffer XDP",
+                    max_mtu: max_mtu(cfg.frame_size),
+                    source,
+                }
+            } else {
+                AfXdpError::Syscall { interface: name.clone(), queue: None, op: "load XDP program", source }
+            }
+        })?;
         let (link, attach, refused) = attach(&prog, ifindex, cfg.mode, &name)?;
         let report = AttachReport {
             interface: name.clone(),
@@ -173,6 +201,7 @@ impl AfXdpPort {
             ifindex,
             mac,
             mtu,
+            jumbo_span,
             queues,
             claims,
             xdp: Some(Arc::new(Attachment { _link: link, map, _prog: prog })),
@@ -246,7 +275,11 @@ impl AfXdpPort {
         };
         let fd = sys::xsk_socket().map_err(err("socket(AF_XDP)"))?;
         let raw = fd.as_raw_fd();
-        let umem = Umem::new(cfg.frames, cfg.frame_size).map_err(err("map UMEM"))?;
+        let (jumbo, span) = match self.jumbo_span {
+            Some(span) => (cfg.jumbo_buffers, span),
+            None => (0, 0),
+        };
+        let umem = Umem::new(cfg.frames, cfg.frame_size, jumbo, span).map_err(err("map UMEM"))?;
         umem.register(raw, cfg.headroom).map_err(err("XDP_UMEM_REG"))?;
         sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_UMEM_FILL_RING, &cfg.fill_ring)
             .map_err(err("XDP_UMEM_FILL_RING"))?;
@@ -274,10 +307,32 @@ impl AfXdpPort {
             .map_err(err("mmap tx ring"))?;
 
         let wake = if cfg.need_wakeup { libc::XDP_USE_NEED_WAKEUP } else { 0 };
+        let sg = if self.jumbo_span.is_some() { libc::XDP_USE_SG } else { 0 };
+        let wake = wake | sg;
+        let max_mtu = (cfg.frame_size - cfg.rx_headroom()) as usize - 14;
+        let mtu = self.mtu;
+        // A copy-mode bind refused with EINVAL while asking for XDP_USE_SG: a kernel before 6.6.
+        let bind_err = |op: &'static str| {
+            let name = name.clone();
+            move |source: std::io::Error| {
+                if sg != 0 && source.raw_os_error() == Some(libc::EINVAL) {
+                    AfXdpError::MultiBufferUnsupported {
+                        interface: name,
+                        mtu,
+                        step: "binding the socket with XDP_USE_SG",
+                        hint: "kernels before 6.6 have no AF_XDP multi-buffer",
+                        max_mtu,
+                        source,
+                    }
+                } else {
+                    AfXdpError::Syscall { interface: name, queue: Some(queue), op, source }
+                }
+            }
+        };
         let (bind, why) = match (cfg.mode, self.report.attach) {
             (XdpMode::Skb, _) | (_, AttachMode::Generic) => {
                 bind_retry(raw, self.ifindex, u32::from(queue), libc::XDP_COPY | wake)
-                    .map_err(err("bind (copy)"))?;
+                    .map_err(bind_err("bind (copy)"))?;
                 let why =
                     (cfg.mode == XdpMode::Auto).then(|| "the program runs in generic (SKB) mode".to_string());
                 (BindMode::Copy, why)
@@ -294,7 +349,7 @@ impl AfXdpPort {
                     }
                     Err(e) => {
                         bind_retry(raw, self.ifindex, u32::from(queue), libc::XDP_COPY | wake)
-                            .map_err(err("bind (copy)"))?;
+                            .map_err(bind_err("bind (copy)"))?;
                         let why =
                             (mode == XdpMode::Auto).then(|| format!("driver refused XDP_ZEROCOPY: {e}"));
                         (BindMode::Copy, why)
@@ -313,6 +368,10 @@ impl AfXdpPort {
             rx,
             tx_level,
             meta: PacketMeta::received(cfg.port_id, queue),
+            rx_head: cfg.rx_headroom() as usize,
+            multi_buffer: self.jumbo_span.is_some(),
+            too_large: 0,
+            jumbo_exhausted: 0,
             bad_descs: 0,
             in_kernel: 0,
             lost: false,
@@ -339,6 +398,7 @@ impl AfXdpPort {
             tx,
             comp,
             tx_win,
+            jumbo_pending: vec![0; jumbo as usize],
             in_kernel: 0,
             lost: false,
             need_wakeup: cfg.need_wakeup,
@@ -407,7 +467,11 @@ impl Port for AfXdpPort {
     type Buf = XdpBuf;
 
     fn info(&self) -> PortInfo {
-        let room = (self.cfg.frame_size - self.cfg.rx_headroom()) as usize;
+        let buf = match self.jumbo_span {
+            Some(span) => span * self.cfg.frame_size,
+            None => self.cfg.frame_size,
+        };
+        let room = (buf - self.cfg.rx_headroom()) as usize;
         PortInfo {
             name: self.cfg.interface.clone(),
             queues: self.queues,
@@ -515,6 +579,14 @@ pub struct XdpRx {
     /// there, so a burst the device pushed back goes out even when no more traffic arrives.
     tx_level: Option<RingLevel>,
     meta: PacketMeta,
+    /// Where received packets start in a frame or jumbo slot.
+    rx_head: usize,
+    /// Bound with `XDP_USE_SG`: a packet may arrive as a chain of descriptors.
+    multi_buffer: bool,
+    /// Chains longer than a jumbo slot (dropped as `too_large`).
+    too_large: u64,
+    /// Chains that found no free jumbo slot (dropped as `pool_exhausted`).
+    jumbo_exhausted: u64,
     bad_descs: u64,
     /// Frames on the fill and Rx rings (submitted to fill, not yet read from Rx).
     in_kernel: u32,
@@ -605,6 +677,17 @@ impl XdpRx {
         self.umem.free_frames()
     }
 
+    /// Jumbo buffers on their free list now (0 when the MTU needs no multi-buffer).
+    pub fn free_jumbo_buffers(&self) -> usize {
+        self.umem.free_jumbo()
+    }
+
+    /// True when the socket is bound with `XDP_USE_SG`: frames larger than one UMEM frame
+    /// arrive as chains and are gathered into jumbo buffers.
+    pub fn multi_buffer(&self) -> bool {
+        self.multi_buffer
+    }
+
     /// Frames the fill and Rx rings may hold now (grows under load, up to `fill_ring`).
     pub fn fill_target(&self) -> u32 {
         self.fill_target
@@ -614,6 +697,43 @@ impl XdpRx {
     /// socket options) if it did.
     pub fn idle_policy(&self) -> (IdlePolicy, Option<&str>) {
         (self.idle_policy, self.idle_error.as_deref())
+    }
+
+    /// Copies the chain in Rx descriptors `first..end` (`total` bytes) into a jumbo slot; every
+    /// frame of the chain goes back to the free list. `None` (counted) when the chain is longer
+    /// than a slot or every slot is in use.
+    fn gather(&mut self, first: u32, end: u32, total: usize) -> Option<XdpBuf> {
+        let mut dst = match self.umem.jumbo_window(self.rx_head, total) {
+            None => {
+                self.too_large += 1;
+                None
+            }
+            Some(win) => match self.umem.take_jumbo() {
+                Some(slot) => Some(self.umem.buf(slot, win, self.meta)),
+                None => {
+                    self.jumbo_exhausted += 1;
+                    None
+                }
+            },
+        };
+        let mut at = 0;
+        for k in first..end {
+            let Some((frame, win)) = self.rx.read(k).and_then(|d| self.umem.locate(d.addr, d.len)) else {
+                // A kernel bug if ever: the frame cannot be recovered, the packet is incomplete.
+                self.bad_descs += 1;
+                self.lost = true;
+                dst = None;
+                continue;
+            };
+            // Owning the fragment for the copy returns its frame to the free list after it.
+            let frag = self.umem.buf(frame, win, self.meta);
+            // The lengths add up to `total`, the window's length, so the range is always there.
+            if let Some(to) = dst.as_mut().and_then(|d| d.data_mut().get_mut(at..at + frag.len())) {
+                to.copy_from_slice(frag.data());
+            }
+            at += frag.len();
+        }
+        dst
     }
 
     /// Kicks the kernel's Tx path when the Tx ring holds a backlog (copy mode).
@@ -652,7 +772,9 @@ impl RxQueue for XdpRx {
             // Preferred busy polling: the device's NAPI runs in this call, on this core.
             sys::kick_rx(self.sock.raw());
         }
-        let n = self.rx.ready(out.remaining() as u32);
+        // Descriptors, not packets, when chains may arrive: the loop stops at a full batch.
+        let max = if self.multi_buffer { self.rx.size() } else { out.remaining() as u32 };
+        let n = self.rx.ready(max);
         if n == 0 {
             if !self.busy_poll && self.need_wakeup && self.fill.needs_wakeup() {
                 sys::kick_rx(self.sock.raw());
@@ -662,12 +784,37 @@ impl RxQueue for XdpRx {
             return 0;
         }
         let mut got = 0;
-        for i in 0..n {
-            // `n` came from `ready`, so every read succeeds.
+        let mut i = 0;
+        while i < n && out.remaining() > 0 {
+            // `i < n` and `n` came from `ready`, so every read succeeds.
             let Some(d) = self.rx.read(i) else {
                 self.lost = true;
                 break;
             };
+            if d.options & libc::XDP_PKT_CONTD != 0 {
+                // A chain: its descriptors up to the first without XDP_PKT_CONTD.
+                let mut end = i + 1;
+                let mut total = d.len as usize;
+                let complete = loop {
+                    let Some(e) = (end < n).then(|| self.rx.read(end)).flatten() else { break false };
+                    end += 1;
+                    total += e.len as usize;
+                    if e.options & libc::XDP_PKT_CONTD == 0 {
+                        break true;
+                    }
+                };
+                if !complete {
+                    // The kernel publishes a chain at once; the rest comes with the next poll.
+                    break;
+                }
+                if let Some(b) = self.gather(i, end, total) {
+                    let _ = out.push(b);
+                    got += 1;
+                }
+                i = end;
+                continue;
+            }
+            i += 1;
             match self.umem.locate(d.addr, d.len) {
                 Some((frame, win)) => {
                     let _ = out.push(self.umem.buf(frame, win, self.meta));
@@ -680,8 +827,8 @@ impl RxQueue for XdpRx {
                 }
             }
         }
-        self.rx.release(n);
-        self.in_kernel -= n;
+        self.rx.release(i);
+        self.in_kernel -= i;
         got
     }
 
@@ -724,6 +871,12 @@ impl RxQueue for XdpRx {
         if self.bad_descs > 0 {
             return Some((DropReason::MalformedL2, std::mem::take(&mut self.bad_descs)));
         }
+        if self.too_large > 0 {
+            return Some((DropReason::TooLarge, std::mem::take(&mut self.too_large)));
+        }
+        if self.jumbo_exhausted > 0 {
+            return Some((DropReason::PoolExhausted, std::mem::take(&mut self.jumbo_exhausted)));
+        }
         // The kernel's drop counter costs a syscall: look every 1024 bursts.
         self.calls = self.calls.wrapping_add(1);
         if !self.calls.is_multiple_of(1024) {
@@ -745,7 +898,10 @@ pub struct XdpTx {
     comp: Ring<u64>,
     /// An empty packet after the same headroom as received ones.
     tx_win: BufWindow,
-    /// Frames on the Tx and completion rings (submitted, not yet reclaimed).
+    /// Per jumbo slot: its descriptors on the Tx and completion rings (the slot goes home when
+    /// the last completes). Empty without multi-buffer.
+    jumbo_pending: Vec<u8>,
+    /// Frames and jumbo slots on the Tx and completion rings (submitted, not yet reclaimed).
     in_kernel: u32,
     /// A completion named no frame of ours: the count above can no longer be trusted.
     lost: bool,
@@ -773,7 +929,8 @@ pub struct TxStats {
 const MAX_KICKS: u32 = 8;
 
 impl XdpTx {
-    /// Returns completed Tx frames to the free list.
+    /// Returns completed Tx frames to the free list, and jumbo slots whose last descriptor
+    /// completed.
     #[inline]
     fn reclaim(&mut self) {
         let n = self.comp.ready(self.comp.size());
@@ -782,14 +939,52 @@ impl XdpTx {
                 self.lost = true;
                 break;
             };
-            match self.umem.locate(addr, 0) {
-                Some((frame, _)) => self.umem.put_frame(frame),
-                None => self.lost = true,
+            let Some(c) = self.umem.chunk_of(addr) else {
+                self.lost = true;
+                continue;
+            };
+            match self.umem.jumbo_slot_of(c) {
+                None => {
+                    self.umem.put_frame(c);
+                    self.in_kernel -= 1;
+                }
+                Some(s) => match self.jumbo_pending.get_mut(s as usize) {
+                    Some(p) if *p > 0 => {
+                        *p -= 1;
+                        if *p == 0 {
+                            self.umem.put_frame(self.umem.jumbo_head(s));
+                            self.in_kernel -= 1;
+                        }
+                    }
+                    _ => self.lost = true,
+                },
             }
         }
         if n > 0 {
             self.comp.release(n);
-            self.in_kernel -= n;
+        }
+    }
+
+    /// Writes the packet at UMEM `addr` (`len` bytes) as Tx descriptors from slot `at` on: one
+    /// per frame it covers, all but the last flagged `XDP_PKT_CONTD`. Returns how many.
+    #[inline]
+    fn write_chain(&mut self, at: u32, mut addr: u64, mut len: u32) -> u32 {
+        let fs = u64::from(self.umem.frame_size());
+        let mut n = 0;
+        loop {
+            let to_frame_end = (addr / fs + 1) * fs - addr;
+            let l = u64::from(len).min(to_frame_end) as u32;
+            len -= l;
+            let options = if len > 0 { libc::XDP_PKT_CONTD } else { 0 };
+            if !self.tx.write(at + n, libc::xdp_desc { addr, len: l, options }) {
+                // Cannot happen (checked against the free count); if it did, the frame is lost.
+                self.lost = true;
+            }
+            n += 1;
+            addr += u64::from(l);
+            if len == 0 || l == 0 {
+                return n;
+            }
         }
     }
 
@@ -858,6 +1053,13 @@ impl XdpTx {
     }
 }
 
+/// Bytes a jumbo slot keeps after the largest frame, for what encapsulation appends.
+const JUMBO_TAILROOM: usize = 256;
+
+/// Most frames a jumbo slot may span: a chain the kernel sends as one skb has at most
+/// `MAX_SKB_FRAGS` (17) descriptors.
+const MAX_CHAIN: u32 = 16;
+
 /// Shortest frame the Tx queue hands to the kernel: an Ethernet header.
 const MIN_FRAME: usize = 14;
 
@@ -883,55 +1085,86 @@ impl TxQueue for XdpTx {
                 self.stats.ring_full += 1;
             }
         }
-        let k = free.min(want) as usize;
-        // Buffers from another UMEM (another queue or port) are copied into frames of ours;
-        // take those frames first so a shortage stops the burst before anything moves.
-        // A foreign buffer too large for our frames, or a packet shorter than an Ethernet
-        // header (which the kernel would reject or a driver drop unseen), also ends the burst:
-        // it stays in the batch and the caller counts it as not sent.
-        let room = self.tx_win.tailroom(self.umem.frame_size() as usize);
+        // Buffers from another UMEM (another queue or port) are copied into frames of ours
+        // (a jumbo slot when too large for a frame); take those first so a shortage stops the
+        // burst before anything moves. A foreign buffer too large for ours, a packet shorter
+        // than an Ethernet header (which the kernel would reject or a driver drop unseen), or
+        // a chain the Tx ring has no room for also ends the burst: it stays in the batch and
+        // the caller counts it as not sent.
+        let fs = u64::from(self.umem.frame_size());
+        let head = self.tx_win.headroom() as u64;
+        let room = self.tx_win.tailroom(fs as usize);
+        let jumbo_room =
+            if self.umem.jumbo_slots() > 0 { self.tx_win.tailroom(self.umem.jumbo_size()) } else { 0 };
+        // Descriptors a packet at `addr` (`len` bytes) takes: one per frame it covers.
+        let descs = |addr: u64, len: u32| ((addr + u64::from(len).max(1) - 1) / fs - addr / fs + 1) as u32;
         let mut spare = [0u32; BATCH_SIZE];
         let mut taken = 0;
         let mut sendable = 0;
-        for b in batch.iter().take(k.min(BATCH_SIZE)) {
+        let mut ring = 0;
+        for b in batch.iter().take(BATCH_SIZE) {
             if b.len() < MIN_FRAME {
                 break;
             }
-            if !b.is_in(self.umem) {
-                if b.len() > room {
+            let need = if b.is_in(self.umem) {
+                let (addr, len) = b.desc();
+                descs(addr, len)
+            } else {
+                descs(head, b.len() as u32)
+            };
+            if ring + need > free {
+                // Chains take more slots than packets: look at the kernel's index once more.
+                free = self.tx.free(ring + need);
+                if ring + need > free {
                     break;
                 }
-                let Some(f) = self.umem.take_frame() else { break };
+            }
+            if !b.is_in(self.umem) {
+                let f = if b.len() <= room {
+                    self.umem.take_frame()
+                } else if b.len() <= jumbo_room {
+                    self.umem.take_jumbo()
+                } else {
+                    None
+                };
+                let Some(f) = f else { break };
                 spare[taken] = f;
                 taken += 1;
             }
+            ring += need;
             sendable += 1;
         }
         let mut used = 0;
         let mut written = 0;
-        for (i, b) in batch.drain(..sendable).enumerate() {
-            let (addr, len) = if b.is_in(self.umem) {
-                let (_, addr, len) = b.into_desc();
-                (addr, len)
+        for b in batch.drain(..sendable) {
+            let own = if b.is_in(self.umem) {
+                b
             } else {
                 let f = spare[used];
                 used += 1;
-                let mut own = self.umem.buf(f, self.tx_win, *b.meta());
-                // Cannot fail: the length was checked against `room` above.
+                let win = if self.umem.jumbo_slot_of(f).is_some() {
+                    self.umem.jumbo_window(self.tx_win.headroom(), 0)
+                } else {
+                    Some(self.tx_win)
+                };
+                // Cannot fail: the headroom fits a frame, and the length was checked against
+                // the room of the frame or slot above.
+                let mut own = self.umem.buf(f, win.unwrap_or(self.tx_win), *b.meta());
                 let _ = own.copy_from(b.data());
-                let (_, addr, len) = own.into_desc();
-                (addr, len)
+                own
             };
-            if self.tx.write(i as u32, libc::xdp_desc { addr, len, options: 0 }) {
-                written += 1;
-            } else {
-                // Cannot happen (`sendable <= free`); if it did, the frame would be lost.
-                self.lost = true;
+            let (frame, addr, len) = own.into_desc();
+            let n = self.write_chain(written, addr, len);
+            if let Some(p) =
+                self.umem.jumbo_slot_of(frame).and_then(|s| self.jumbo_pending.get_mut(s as usize))
+            {
+                *p = n as u8;
             }
+            written += n;
+            self.in_kernel += 1;
         }
         if written > 0 {
             self.tx.submit(written);
-            self.in_kernel += written;
             self.kick();
         }
         sendable
