@@ -83,6 +83,12 @@ pub struct AfXdpPortConfig {
     /// be sent. A frame arriving while all are in use is dropped as `pool_exhausted`.
     #[serde(default = "defaults::jumbo_buffers")]
     pub jumbo_buffers: u32,
+    /// Ask the driver for each packet's RSS hash (`bpf_xdp_metadata_rx_hash`, kernel 6.3+, a
+    /// device-bound program in driver mode) and put it in [`wirespeed_core::PacketMeta::rss_hash`]
+    /// with the `HW_RSS` flag, so the software hash can be checked against the NIC's. Costs a
+    /// kfunc call per packet in the driver; the port's report says when it is not in effect.
+    #[serde(default)]
+    pub rx_hash: bool,
     /// Management traffic the XDP program passes to the kernel stack.
     #[serde(default)]
     pub kernel_pass: KernelPass,
@@ -127,6 +133,7 @@ impl AfXdpPortConfig {
             need_wakeup: true,
             multi_buffer: true,
             jumbo_buffers: defaults::jumbo_buffers(),
+            rx_hash: false,
             kernel_pass: KernelPass::default(),
         }
     }

@@ -11,6 +11,7 @@ use wirespeed_core::{BATCH_SIZE, Batch, BufWindow, DropReason, PacketBuf, Packet
 use wirespeed_core::rss::{Applied, Reta, RssConfig, RssControl, RssError, SteeringPlan, SymmetricMode};
 
 use crate::bpf;
+use crate::btf;
 use crate::config::{AfXdpPortConfig, XdpMode};
 use crate::error::AfXdpError;
 use crate::ethtool::{self, HwItem, HwReport, Placed};
@@ -46,9 +47,24 @@ pub struct AttachReport {
     pub attach: AttachMode,
     /// Why driver mode was not used (when `attach` is `Generic`).
     pub driver_mode_refused: Option<String>,
+    /// Whether the driver's RSS hash reaches each packet's metadata (`rx_hash = true`).
+    pub rx_hash: RxHashState,
     /// Per claimed queue: how its socket is bound and, for copy mode under `auto`, why
     /// zero-copy was refused.
     pub queues: Vec<(u16, BindMode, Option<String>)>,
+}
+
+/// Whether the XDP program hands the driver's RSS hash to the sockets
+/// (`bpf_xdp_metadata_rx_hash` into XDP metadata, then [`PacketMeta::rss_hash`] with the
+/// `HW_RSS` flag).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RxHashState {
+    /// Not asked for (`rx_hash = false`).
+    Off,
+    /// The device-bound program with the RX-hash prologue runs in driver mode.
+    On,
+    /// Asked for and not in effect, with the reason (no BTF or kfunc, generic XDP, refused).
+    Unavailable(String),
 }
 
 impl std::fmt::Display for AttachReport {
@@ -56,6 +72,11 @@ impl std::fmt::Display for AttachReport {
         write!(f, "{}: XDP in {:?} mode", self.interface, self.attach)?;
         if let Some(r) = &self.driver_mode_refused {
             write!(f, " (driver mode refused: {r})")?;
+        }
+        match &self.rx_hash {
+            RxHashState::Off => {}
+            RxHashState::On => write!(f, "; RX hash from the driver")?,
+            RxHashState::Unavailable(why) => write!(f, "; no RX hash ({why})")?,
         }
         for (q, m, why) in &self.queues {
             write!(f, "; queue {q}: {m:?}")?;
@@ -136,11 +157,13 @@ impl AfXdpPort {
         let mtu = sys::if_mtu(&name).map_err(sys_err("SIOCGIFMTU"))? as usize;
         // A frame holds the headroom and the whole Ethernet frame (14 bytes of header on top of
         // the MTU; a VLAN tag would take 4 more, which the kernel then drops as too large).
-        let max_mtu = |frame: u32| (frame - cfg.rx_headroom()) as usize - 14;
+        // With the RX hash, a frame carries an 8-byte prefix to the socket.
+        let prefix = if cfg.rx_hash && cfg.mode != XdpMode::Skb { program::META_LEN } else { 0 };
+        let max_mtu = |frame: u32| (frame - cfg.rx_headroom()) as usize - 14 - prefix;
         let jumbo_span = if mtu > max_mtu(cfg.frame_size) && cfg.multi_buffer {
             // A jumbo slot holds the headroom, the frame with a VLAN tag, and room for what
             // encapsulation appends (ESP trailer and ICV).
-            let bytes = cfg.rx_headroom() as usize + mtu + 14 + 4 + JUMBO_TAILROOM;
+            let bytes = cfg.rx_headroom() as usize + mtu + 14 + 4 + prefix + JUMBO_TAILROOM;
             Some(bytes.div_ceil(cfg.frame_size as usize) as u32)
         } else {
             None
@@ -173,26 +196,64 @@ impl AfXdpPort {
             None => hw_queues,
         };
         let map = bpf::create_xskmap(u32::from(hw_queues)).map_err(sys_err("create XSKMAP"))?;
-        let insns = program::assemble(&cfg.kernel_pass, map.as_raw_fd());
-        let prog = bpf::load_xdp(&insns, "ws_xsk_redirect", jumbo_span.is_some()).map_err(|source| {
-            if jumbo_span.is_some() && source.raw_os_error() == Some(libc::EINVAL) {
-                AfXdpError::MultiBufferUnsupported {
-                    interface: name.clone(),
-                    mtu,
-                    step: "loading the XDP program with BPF_F_XDP_HAS_FRAGS",
-                    hint: "kernels before 5.18 have no multi-buffer XDP",
-                    max_mtu: max_mtu(cfg.frame_size),
-                    source,
+        let insns = program::assemble(&cfg.kernel_pass, map.as_raw_fd(), None);
+        let prog =
+            bpf::load_xdp(&insns, "ws_xsk_redirect", jumbo_span.is_some(), None).map_err(|source| {
+                if jumbo_span.is_some() && source.raw_os_error() == Some(libc::EINVAL) {
+                    AfXdpError::MultiBufferUnsupported {
+                        interface: name.clone(),
+                        mtu,
+                        step: "loading the XDP program with BPF_F_XDP_HAS_FRAGS",
+                        hint: "kernels before 5.18 have no multi-buffer XDP",
+                        max_mtu: max_mtu(cfg.frame_size),
+                        source,
+                    }
+                } else {
+                    AfXdpError::Syscall {
+                        interface: name.clone(),
+                        queue: None,
+                        op: "load XDP program",
+                        source,
+                    }
                 }
-            } else {
-                AfXdpError::Syscall { interface: name.clone(), queue: None, op: "load XDP program", source }
+            })?;
+        // The RX-hash variant: bound to the device (the kfunc needs it), so driver mode only.
+        let mut rx_hash = RxHashState::Off;
+        let mut hash_prog = None;
+        if cfg.rx_hash {
+            rx_hash = RxHashState::Unavailable("generic (SKB) XDP has no driver metadata".into());
+            if cfg.mode != XdpMode::Skb {
+                match btf::vmlinux_func_id("bpf_xdp_metadata_rx_hash") {
+                    Err(e) => {
+                        rx_hash = RxHashState::Unavailable(format!("kfunc bpf_xdp_metadata_rx_hash: {e}"))
+                    }
+                    Ok(id) => {
+                        let insns = program::assemble(&cfg.kernel_pass, map.as_raw_fd(), Some(id));
+                        match bpf::load_xdp(&insns, "ws_xsk_rxhash", jumbo_span.is_some(), Some(ifindex)) {
+                            Ok(p) => hash_prog = Some(p),
+                            Err(e) => {
+                                rx_hash =
+                                    RxHashState::Unavailable(format!("load device-bound XDP program: {e}"))
+                            }
+                        }
+                    }
+                }
             }
-        })?;
-        let (link, attach, refused) = attach(&prog, ifindex, cfg.mode, &name)?;
+        }
+        let hash_loaded = hash_prog.is_some();
+        let (link, attach, refused, prog) = attach(prog, hash_prog, ifindex, cfg.mode, &name)?;
+        if hash_loaded {
+            rx_hash = match (&refused, attach) {
+                (_, AttachMode::Driver) => RxHashState::On,
+                (Some(why), _) => RxHashState::Unavailable(format!("driver mode refused: {why}")),
+                (None, _) => RxHashState::Unavailable("generic (SKB) XDP has no driver metadata".into()),
+            };
+        }
         let report = AttachReport {
             interface: name.clone(),
             attach,
             driver_mode_refused: refused,
+            rx_hash,
             queues: Vec::new(),
         };
         let claims = QueueClaims::new(name, queues);
@@ -358,17 +419,23 @@ impl AfXdpPort {
             }
         };
         let sock = Arc::new(Socket { fd, xdp, queue, _umem: ClosesUmem(umem) });
+        // Descriptors the largest frame takes: a jumbo frame empties the fill ring that many
+        // times faster, so the fill target starts that many times higher.
+        let room = (cfg.frame_size - cfg.rx_headroom()) as usize;
+        let chain = if self.jumbo_span.is_some() { (self.mtu + 14 + 8).div_ceil(room) as u32 } else { 1 };
         let tx_level = (bind == BindMode::Copy).then(|| tx.level());
         let mut rxq = XdpRx {
             sock: sock.clone(),
             umem,
-            fill_target: initial_fill_target(cfg),
+            fill_target: (initial_fill_target(cfg) * chain).min(cfg.fill_ring),
             fill_ring: cfg.fill_ring,
             fill,
             rx,
             tx_level,
             meta: PacketMeta::received(cfg.port_id, queue),
             rx_head: cfg.rx_headroom() as usize,
+            rx_hash: self.report.rx_hash == RxHashState::On,
+            hash_stats: RxHashStats::default(),
             multi_buffer: self.jumbo_span.is_some(),
             too_large: 0,
             jumbo_exhausted: 0,
@@ -428,29 +495,36 @@ fn bind_retry(fd: RawFd, ifindex: u32, queue: u32, flags: u16) -> std::io::Resul
     }
 }
 
+/// Attaches `prog` — or in driver mode `hash_prog` when given (device-bound, with the RX-hash
+/// prologue) — as `mode` allows; returns the link, where it runs, why driver mode was refused,
+/// and the program attached.
 fn attach(
-    prog: &OwnedFd,
+    prog: OwnedFd,
+    hash_prog: Option<OwnedFd>,
     ifindex: u32,
     mode: XdpMode,
     name: &str,
-) -> Result<(OwnedFd, AttachMode, Option<String>), AfXdpError> {
-    let generic = |refused: Option<String>| match bpf::link_xdp(prog, ifindex, bpf::XDP_FLAGS_SKB_MODE) {
-        Ok(l) => Ok((l, AttachMode::Generic, refused)),
-        Err(source) => Err(AfXdpError::Attach {
-            interface: name.into(),
-            tried: if mode == XdpMode::Skb { "generic" } else { "driver, then generic" }.into(),
-            source,
-        }),
-    };
+) -> Result<(OwnedFd, AttachMode, Option<String>, OwnedFd), AfXdpError> {
+    let generic =
+        |refused: Option<String>, prog: OwnedFd| match bpf::link_xdp(&prog, ifindex, bpf::XDP_FLAGS_SKB_MODE)
+        {
+            Ok(l) => Ok((l, AttachMode::Generic, refused, prog)),
+            Err(source) => Err(AfXdpError::Attach {
+                interface: name.into(),
+                tried: if mode == XdpMode::Skb { "generic" } else { "driver, then generic" }.into(),
+                source,
+            }),
+        };
     if mode == XdpMode::Skb {
-        return generic(None);
+        return generic(None, prog);
     }
-    match bpf::link_xdp(prog, ifindex, bpf::XDP_FLAGS_DRV_MODE) {
-        Ok(l) => Ok((l, AttachMode::Driver, None)),
+    let drv = hash_prog.as_ref().unwrap_or(&prog);
+    match bpf::link_xdp(drv, ifindex, bpf::XDP_FLAGS_DRV_MODE) {
+        Ok(l) => Ok((l, AttachMode::Driver, None, hash_prog.unwrap_or(prog))),
         Err(source) if mode == XdpMode::Zerocopy => {
             Err(AfXdpError::Attach { interface: name.into(), tried: "driver".into(), source })
         }
-        Err(e) => generic(Some(e.to_string())),
+        Err(e) => generic(Some(e.to_string()), prog),
     }
 }
 
@@ -564,11 +638,28 @@ pub struct SocketStats {
     pub tx_ring_empty: u64,
 }
 
+/// What the driver's RSS hash did on one queue (see [`XdpRx::rx_hash_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxHashStats {
+    /// Packets that arrived with the driver's hash.
+    pub hashed: u64,
+    /// Packets whose hash the driver refused (`bpf_xdp_metadata_rx_hash` failed).
+    pub refused: u64,
+    /// The errno of the last refusal (`EOPNOTSUPP`: the driver has no hash; `ENODATA`: none for
+    /// this packet).
+    pub last_errno: u16,
+    /// Packets without metadata from the program (it could not make room for it).
+    pub missing: u64,
+    /// The hash type (`xdp_rss_hash_type`) of the last hashed packet: `L3`/`L4` bits, IPv4/IPv6.
+    pub last_type: u16,
+}
+
 /// Rx half of one queue: owns the fill and Rx rings.
 pub struct XdpRx {
     sock: Arc<Socket>,
     umem: &'static Umem,
-    /// Frames the fill and Rx rings may hold together: starts at an eighth of the UMEM and
+    /// Frames the fill and Rx rings may hold together: starts at an eighth of the UMEM (times
+    /// the descriptors of the largest frame with multi-buffer, at most the fill ring) and
     /// doubles (up to the fill ring) each time the kernel nearly ran out of fill buffers, so a
     /// queue that only transmits does not park half its frames where nothing arrives.
     fill_target: u32,
@@ -581,6 +672,9 @@ pub struct XdpRx {
     meta: PacketMeta,
     /// Where received packets start in a frame or jumbo slot.
     rx_head: usize,
+    /// The program writes the driver's RSS hash into XDP metadata before each packet.
+    rx_hash: bool,
+    hash_stats: RxHashStats,
     /// Bound with `XDP_USE_SG`: a packet may arrive as a chain of descriptors.
     multi_buffer: bool,
     /// Chains longer than a jumbo slot (dropped as `too_large`).
@@ -699,10 +793,46 @@ impl XdpRx {
         (self.idle_policy, self.idle_error.as_deref())
     }
 
+    /// Reads the RX-hash prefix the program put in front of `b`'s frame into its
+    /// [`PacketMeta`] and strips it.
+    #[inline]
+    fn take_hash(&mut self, b: &mut XdpBuf) {
+        let Some(m) = b.data().get(..program::META_LEN) else {
+            self.hash_stats.missing += 1;
+            return;
+        };
+        let hash = u32::from_ne_bytes([m[0], m[1], m[2], m[3]]);
+        let status = u32::from_ne_bytes([m[4], m[5], m[6], m[7]]);
+        // Cannot fail: the packet is at least the prefix long (checked above).
+        let _ = b.trim_front(program::META_LEN);
+        match status & 0xffff_0000 {
+            program::META_HASH_OK => {
+                self.hash_stats.hashed += 1;
+                self.hash_stats.last_type = status as u16;
+                let meta = b.meta_mut();
+                meta.rss_hash = Some(hash);
+                meta.flags |= wirespeed_core::meta::flags::HW_RSS;
+            }
+            program::META_HASH_ERR => {
+                self.hash_stats.refused += 1;
+                self.hash_stats.last_errno = status as u16;
+            }
+            _ => self.hash_stats.missing += 1,
+        }
+    }
+
+    /// What the driver's RSS hash did on this queue so far (all zero unless the port's
+    /// [`AttachReport::rx_hash`] is [`RxHashState::On`]).
+    pub fn rx_hash_stats(&self) -> RxHashStats {
+        self.hash_stats
+    }
+
     /// Copies the chain in Rx descriptors `first..end` (`total` bytes) into a jumbo slot; every
     /// frame of the chain goes back to the free list. `None` (counted) when the chain is longer
     /// than a slot or every slot is in use.
     fn gather(&mut self, first: u32, end: u32, total: usize) -> Option<XdpBuf> {
+        // The RX-hash prefix on the first buffer is stripped, not copied.
+        let total = if self.rx_hash { total.saturating_sub(program::META_LEN) } else { total };
         let mut dst = match self.umem.jumbo_window(self.rx_head, total) {
             None => {
                 self.too_large += 1;
@@ -726,7 +856,14 @@ impl XdpRx {
                 continue;
             };
             // Owning the fragment for the copy returns its frame to the free list after it.
-            let frag = self.umem.buf(frame, win, self.meta);
+            let mut frag = self.umem.buf(frame, win, self.meta);
+            if k == first && self.rx_hash {
+                // The metadata sits before the first buffer of the chain.
+                self.take_hash(&mut frag);
+                if let Some(d) = dst.as_mut() {
+                    *d.meta_mut() = *frag.meta();
+                }
+            }
             // The lengths add up to `total`, the window's length, so the range is always there.
             if let Some(to) = dst.as_mut().and_then(|d| d.data_mut().get_mut(at..at + frag.len())) {
                 to.copy_from_slice(frag.data());
@@ -817,7 +954,11 @@ impl RxQueue for XdpRx {
             i += 1;
             match self.umem.locate(d.addr, d.len) {
                 Some((frame, win)) => {
-                    let _ = out.push(self.umem.buf(frame, win, self.meta));
+                    let mut b = self.umem.buf(frame, win, self.meta);
+                    if self.rx_hash {
+                        self.take_hash(&mut b);
+                    }
+                    let _ = out.push(b);
                     got += 1;
                 }
                 None => {

@@ -92,7 +92,7 @@ fn afxdp_jumbo_rx_stage_tx_allocates_nothing() {
         (allocs, peer.join().unwrap().len())
     };
     let (_, back) = round(500, &mut cx, &mut pipeline);
-    assert_eq!(back, 500, "warm-up");
+    assert_eq!(back, 500, "warm-up: {}", cx.counters);
     let (allocs, back) = round(2000, &mut cx, &mut pipeline);
     assert_eq!(back, 2000);
     assert_eq!(allocs, 0, "{allocs} heap allocations while forwarding 2000 jumbo frames");
