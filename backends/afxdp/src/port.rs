@@ -1110,10 +1110,11 @@ impl XdpTx {
     /// per frame it covers, all but the last flagged `XDP_PKT_CONTD`. Returns how many.
     #[inline]
     fn write_chain(&mut self, at: u32, mut addr: u64, mut len: u32) -> u32 {
+        // Frame sizes are powers of two (validated): the frame's end by masking, not dividing.
         let fs = u64::from(self.umem.frame_size());
         let mut n = 0;
         loop {
-            let to_frame_end = (addr / fs + 1) * fs - addr;
+            let to_frame_end = fs - (addr & (fs - 1));
             let l = u64::from(len).min(to_frame_end) as u32;
             len -= l;
             let options = if len > 0 { libc::XDP_PKT_CONTD } else { 0 };
@@ -1237,8 +1238,12 @@ impl TxQueue for XdpTx {
         let room = self.tx_win.tailroom(fs as usize);
         let jumbo_room =
             if self.umem.jumbo_slots() > 0 { self.tx_win.tailroom(self.umem.jumbo_size()) } else { 0 };
-        // Descriptors a packet at `addr` (`len` bytes) takes: one per frame it covers.
-        let descs = |addr: u64, len: u32| ((addr + u64::from(len).max(1) - 1) / fs - addr / fs + 1) as u32;
+        // Descriptors a packet at `addr` (`len` bytes) takes: one per frame it covers (frame
+        // sizes are powers of two: shifts, not divisions, on the per-packet path).
+        let shift = fs.trailing_zeros();
+        let descs = |addr: u64, len: u32| {
+            (((addr + u64::from(len).max(1) - 1) >> shift) - (addr >> shift) + 1) as u32
+        };
         let mut spare = [0u32; BATCH_SIZE];
         let mut taken = 0;
         let mut sendable = 0;
