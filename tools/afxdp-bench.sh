@@ -70,7 +70,8 @@ teardown() {
 }
 stat_of() { nsx "$1" cat "/sys/class/net/$2/statistics/$3"; }
 # CPU nanoseconds of every thread of process $1 (schedstat field 1).
-cpu_of_pid() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END {print s+0}'; }
+# (printf, not print: mawk prints sums past 2^31 as 3.4e+09, which shell arithmetic refuses.)
+cpu_of_pid() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END {printf "%.0f\n", s}'; }
 napi_pid() { for p in /proc/[0-9]*; do grep -q "^napi/$1-" "$p/comm" 2>/dev/null && { basename "$p"; return; }; done; }
 mac_of() { nsx "$1" cat "/sys/class/net/$2/address"; }
 
@@ -147,7 +148,7 @@ run() {
       -v o=$((o1 - o0)) -v d=$((d1 - d0)) -v c=$((c1 - c0)) -v n=$((n1 - n0)) -v last="$last" 'BEGIN {
     dp = d > 0 ? d : 1
     printf "%-9s %-3s %-9s %5d B  offered %6.3f Mpps  delivered %6.3f Mpps  fwd CPU %5.2f us/pkt (%3.0f%%)  napi(f0) %5.2f us/pkt (%3.0f%%)  [%s]\n",
-      peer, mode, (peer ~ /^ws/ ? idle : "-"), size, o / s / 1e6, d / s / 1e6,
+      peer, mode, (peer == "wirespeed" || peer == "ws-esp" ? idle : "-"), size, o / s / 1e6, d / s / 1e6,
       c / 1e3 / dp, 100 * c / 1e9 / s, n / 1e3 / dp, 100 * n / 1e9 / s, last
   }'
   case $peer in wirespeed|ws-esp) grep -m1 '^wirespeed:' "$log/fwd" | grep -q 'Generic' && [ "$mode" = drv ] && echo "  (note: driver mode refused)";; esac
