@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::DpdkError;
+use crate::host::HostPathConfig;
 use crate::mempool::MempoolConfig;
 use crate::rss::RssSettings;
 
@@ -57,6 +58,10 @@ pub struct DpdkPortConfig {
     /// Index stamped into `PacketMeta::rx_port` of received packets.
     #[serde(default)]
     pub port_index: u16,
+    /// The exception path to a kernel interface for the host's own traffic (IKE), see
+    /// [`crate::host`]. The port then has twice `queues` Tx queues.
+    #[serde(default)]
+    pub host: Option<HostPathConfig>,
 }
 
 fn one() -> u16 {
@@ -83,6 +88,7 @@ impl DpdkPortConfig {
             rss: None,
             promiscuous: true,
             port_index: 0,
+            host: None,
         }
     }
 
@@ -101,12 +107,22 @@ impl DpdkPortConfig {
                 "at least one descriptor",
             ));
         }
-        let needed = u32::from(self.queues) * (u32::from(self.rx_desc) + u32::from(self.tx_desc));
+        let q = u32::from(self.queues);
+        let mut needed = q * (u32::from(self.rx_desc) + u32::from(self.tx_desc));
+        if let Some(h) = &self.host {
+            h.check()?;
+            // The reserved Tx queues, and the tap's Rx and Tx rings.
+            needed += q * (u32::from(self.tx_desc) + 2 * u32::from(h.desc));
+        }
         if self.mempool.mbufs <= needed {
             return Err(DpdkError::bad(
                 "mempool.mbufs",
                 self.mempool.mbufs,
-                format!("more than the {needed} mbufs the rings of {} queue pairs can hold", self.queues),
+                format!(
+                    "more than the {needed} mbufs the rings of {} queue pairs{} can hold",
+                    self.queues,
+                    if self.host.is_some() { " and the exception path" } else { "" }
+                ),
             ));
         }
         Ok(())

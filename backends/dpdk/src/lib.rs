@@ -7,7 +7,9 @@
 //! headroom for ESP encapsulation. Hardware RSS ([`HwRss`]) takes wirespeed's key, hash types,
 //! RETA and symmetric mode, compiles [`wirespeed_core::rss::SteeringPlan`] rules to `rte_flow`
 //! with a rule-by-rule report of what runs in software, and [`HashSelfTest`] checks that the
-//! NIC's hash equals wirespeed's software Toeplitz.
+//! NIC's hash equals wirespeed's software Toeplitz. The [`host`] exception path sends what the
+//! steering plan marks as the host's (IKE) to a kernel TAP interface and what the kernel sends
+//! back out of the port, as VPP's linux-cp does.
 //!
 //! It links the system DPDK (22.11, `libdpdk` through pkg-config) through a small C shim; it is
 //! outside the workspace's default members. Built without DPDK, every port fails with
@@ -45,6 +47,7 @@ mod eal;
 mod error;
 mod ffi;
 pub mod flow;
+pub mod host;
 mod mbuf;
 mod mempool;
 mod port;
@@ -54,6 +57,7 @@ pub mod selftest;
 pub use config::DpdkPortConfig;
 pub use eal::{Eal, TEST_EAL_ARGS};
 pub use error::DpdkError;
+pub use host::{HostAction, HostCounters, HostCountersHandle, HostFilter, HostPathConfig};
 pub use mbuf::Mbuf;
 pub use mempool::{Mempool, MempoolConfig};
 pub use port::{DpdkPort, DpdkRx, DpdkTx, LinkStatus, PortCounters};

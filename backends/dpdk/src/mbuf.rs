@@ -293,17 +293,19 @@ impl PacketBuf for Mbuf {
 }
 
 /// Receives up to `out.remaining()` packets from `port`/`queue` into `out`, recording the port
-/// index `meta_port` and the queue for their (lazily built) metadata. Chained (multi-segment) mbufs,
-/// which a `PacketBuf` cannot represent, are freed and counted in `too_large`.
+/// index `meta_port` and the queue for their (lazily built) metadata, at most `max`. Chained
+/// (multi-segment) mbufs, which a `PacketBuf` cannot represent, are freed and counted in
+/// `too_large`.
 #[inline]
 pub(crate) fn rx_burst(
     port: u16,
     queue: u16,
     meta_port: u16,
     out: &mut Batch<Mbuf>,
+    max: usize,
     too_large: &mut u64,
 ) -> usize {
-    let want = out.remaining().min(wirespeed_core::BATCH_SIZE);
+    let want = out.remaining().min(wirespeed_core::BATCH_SIZE).min(max);
     let mut raw: [*mut RteMbuf; wirespeed_core::BATCH_SIZE] =
         [std::ptr::null_mut(); wirespeed_core::BATCH_SIZE];
     // SAFETY: `raw` has room for `want` pointers; the queue is owned by the caller's shard

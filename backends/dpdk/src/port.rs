@@ -14,6 +14,9 @@ use crate::config::DpdkPortConfig;
 use crate::eal::{Eal, current_socket, ensure_thread_registered};
 use crate::error::DpdkError;
 use crate::ffi;
+use crate::host::{
+    HOST_PATH_FULL, HostCounters, HostCountersHandle, HostFilter, HostPathConfig, HostQueue, HostStats,
+};
 use crate::mbuf::{self, Mbuf};
 use crate::mempool::Mempool;
 use crate::rss::HwRss;
@@ -95,6 +98,16 @@ pub struct DpdkPort {
     max_frame: usize,
     mempool: Mempool,
     rss: Option<HwRss>,
+    host: Option<HostPort>,
+}
+
+/// A port's exception path: the tap device, the compiled filter, one counter set per queue.
+struct HostPort {
+    cfg: HostPathConfig,
+    tap: Box<DpdkPort>,
+    filter: Arc<HostFilter>,
+    stats: Vec<Arc<HostStats>>,
+    full_reason: DropReason,
 }
 
 impl std::fmt::Debug for DpdkPort {
@@ -160,6 +173,20 @@ impl DpdkPort {
                 format!("{device} supports at most {max_q} queue pairs"),
             ));
         }
+        // With an exception path, Tx queue `queues + q` carries what the kernel sends out of tap
+        // queue `q` (owned by Rx queue `q`, so no Tx queue is shared between threads).
+        let tx_queues = if cfg.host.is_some() { 2 * cfg.queues } else { cfg.queues };
+        if tx_queues > info.max_tx_queues {
+            return Err(DpdkError::bad(
+                "host",
+                cfg.host.as_ref().map(|h| h.iface.clone()).unwrap_or_default(),
+                format!(
+                    "the exception path needs {tx_queues} Tx queues ({} for the shards, as many for the kernel's \
+                     traffic) and {device} has at most {}",
+                    cfg.queues, info.max_tx_queues
+                ),
+            ));
+        }
         let socket = if info.socket_id >= 0 { info.socket_id } else { current_socket() };
         let mempool = Mempool::for_socket(eal, socket, cfg.mempool)?;
         // Shared from here on so an error below still stops and closes the device.
@@ -173,7 +200,7 @@ impl DpdkPort {
             Some(p) => (true, p.hw_types_bits(), p.key().to_vec()),
             None => (false, 0, Vec::new()),
         };
-        let rc = ffi::dev_configure(port_id, cfg.queues, cfg.queues, rss_on, types, &key);
+        let rc = ffi::dev_configure(port_id, cfg.queues, tx_queues, rss_on, types, &key);
         if rc != 0 {
             return Err(DpdkError::port(&device, "rte_eth_dev_configure", rc));
         }
@@ -182,6 +209,8 @@ impl DpdkPort {
             if rc != 0 {
                 return Err(DpdkError::port(&device, "rte_eth_rx_queue_setup", rc));
             }
+        }
+        for q in 0..tx_queues {
             let rc = ffi::tx_queue_setup(port_id, q, cfg.tx_desc, socket);
             if rc != 0 {
                 return Err(DpdkError::port(&device, "rte_eth_tx_queue_setup", rc));
@@ -203,19 +232,61 @@ impl DpdkPort {
             None => None,
         };
         let max_frame = (info.max_rx_pktlen as usize).min(usize::from(cfg.mempool.data_room));
+        let mac = ffi::macaddr(port_id);
+        let host = match &cfg.host {
+            Some(h) => Some(HostPort::open(cfg, h, &mac)?),
+            None => None,
+        };
         Ok(DpdkPort {
             claims: QueueClaims::new(device.clone(), cfg.queues),
             queues: cfg.queues,
             meta_port: cfg.port_index,
             driver: info.driver(),
             socket,
-            mac: ffi::macaddr(port_id),
+            mac,
             max_frame,
             mempool,
             rss,
+            host,
             eal,
             shared,
         })
+    }
+
+    /// Compiles the exception path's filter from `plan` (the same plan the NIC's `rte_flow`
+    /// rules and the software dispatcher come from): queue pairs handed out afterwards send
+    /// the packets of [`HostPathConfig::rules`] to the kernel interface. Until it is called the
+    /// filter is that of [`SteeringPlan::management_default`] without own addresses. Fails when
+    /// the port has no exception path or a configured rule name is not in `plan`.
+    ///
+    /// [`SteeringPlan::management_default`]: wirespeed_core::rss::SteeringPlan::management_default
+    pub fn set_host_plan(&mut self, plan: &wirespeed_core::rss::SteeringPlan) -> Result<(), DpdkError> {
+        let Some(h) = &mut self.host else {
+            return Err(DpdkError::bad("host", "none", "this port has no exception path (set `host`)"));
+        };
+        h.filter = Arc::new(HostFilter::compile(plan, &h.cfg)?);
+        Ok(())
+    }
+
+    /// The exception path's compiled filter, if the port has one.
+    pub fn host_filter(&self) -> Option<&HostFilter> {
+        self.host.as_ref().map(|h| &*h.filter)
+    }
+
+    /// The exception path's kernel interface name, if the port has one.
+    pub fn host_iface(&self) -> Option<&str> {
+        self.host.as_ref().map(|h| h.cfg.iface.as_str())
+    }
+
+    /// The exception path's counters, summed over the port's queues (`None` without one).
+    pub fn host_counters(&self) -> Option<HostCounters> {
+        self.host_counters_handle().map(|h| h.read())
+    }
+
+    /// A reader of the exception path's counters that stays valid after the port is dropped
+    /// (`None` without one).
+    pub fn host_counters_handle(&self) -> Option<HostCountersHandle> {
+        self.host.as_ref().map(|h| HostCountersHandle { stats: h.stats.clone() })
     }
 
     /// DPDK port id.
@@ -280,6 +351,37 @@ impl DpdkPort {
     }
 }
 
+impl HostPort {
+    /// Probes (or finds) the exception device of the data port `cfg`, whose MAC is `mac`, with
+    /// one queue pair per data queue, on the same mempool.
+    fn open(cfg: &DpdkPortConfig, h: &HostPathConfig, mac: &[u8; 6]) -> Result<HostPort, DpdkError> {
+        h.check()?;
+        let tap_cfg = DpdkPortConfig {
+            eal: cfg.eal.clone(),
+            device: h.device(),
+            devargs: Some(h.devargs(mac)),
+            queues: cfg.queues,
+            rx_desc: h.desc,
+            tx_desc: h.desc,
+            mempool: cfg.mempool,
+            rss: None,
+            // Promiscuous on a tap makes the kernel interface promiscuous: not wanted.
+            promiscuous: false,
+            port_index: cfg.port_index,
+            host: None,
+        };
+        let tap = DpdkPort::new(&tap_cfg)?;
+        let full_reason = DropReason::register(HOST_PATH_FULL).unwrap_or(DropReason::DispatchRingFull);
+        Ok(HostPort {
+            filter: Arc::new(HostFilter::default_for(h)?),
+            stats: (0..cfg.queues).map(|_| Arc::default()).collect(),
+            tap: Box::new(tap),
+            full_reason,
+            cfg: h.clone(),
+        })
+    }
+}
+
 impl Port for DpdkPort {
     type Rx = DpdkRx;
     type Tx = DpdkTx;
@@ -297,6 +399,25 @@ impl Port for DpdkPort {
     fn queue_pair(&mut self, queue: u16) -> Result<(DpdkRx, DpdkTx), PortError> {
         self.claims.claim(queue)?;
         let port = self.port_id();
+        let host = match &mut self.host {
+            Some(h) => {
+                let (tap_rx, tap_tx) = h.tap.queue_pair(queue)?;
+                Some(Box::new(HostQueue {
+                    filter: h.filter.clone(),
+                    tap_rx,
+                    tap_tx,
+                    data_port: port,
+                    data_txq: self.queues + queue,
+                    pool: self.mempool,
+                    stats: h.stats[usize::from(queue)].clone(),
+                    full_reason: h.full_reason,
+                    pending_full: 0,
+                    staged: Batch::new(),
+                    to_host: Batch::new(),
+                }))
+            }
+            None => None,
+        };
         Ok((
             DpdkRx {
                 shared: self.shared.clone(),
@@ -304,6 +425,7 @@ impl Port for DpdkPort {
                 queue,
                 meta_port: self.meta_port,
                 too_large: 0,
+                host,
                 _owned: ShardOwned::default(),
             },
             DpdkTx { shared: self.shared.clone(), port, queue, _owned: ShardOwned::default() },
@@ -322,6 +444,8 @@ pub struct DpdkRx {
     queue: u16,
     meta_port: u16,
     too_large: u64,
+    /// The exception path of this queue (boxed: it holds two burst-sized batches).
+    host: Option<Box<HostQueue>>,
     _owned: ShardOwned,
 }
 
@@ -344,14 +468,39 @@ impl RxQueue for DpdkRx {
     fn rx_burst(&mut self, out: &mut Batch<Mbuf>) -> usize {
         // A thread that cannot be registered still works, without mempool caches.
         let _ = ensure_thread_registered();
-        mbuf::rx_burst(self.port, self.queue, self.meta_port, out, &mut self.too_large)
+        let Some(h) = &mut self.host else {
+            return mbuf::rx_burst(
+                self.port,
+                self.queue,
+                self.meta_port,
+                out,
+                usize::MAX,
+                &mut self.too_large,
+            );
+        };
+        // The kernel's traffic first (one burst), then one burst of the port (at most what
+        // `out` can take) into the staging batch, sorted between `out` and the tap.
+        h.forward_from_host();
+        let before = out.len();
+        let n = mbuf::rx_burst(
+            self.port,
+            self.queue,
+            self.meta_port,
+            &mut h.staged,
+            out.remaining(),
+            &mut self.too_large,
+        );
+        if n > 0 {
+            h.sort(out);
+        }
+        out.len() - before
     }
 
     fn take_drops(&mut self) -> Option<(DropReason, u64)> {
-        if self.too_large == 0 {
-            return None;
+        if self.too_large != 0 {
+            return Some((DropReason::TooLarge, std::mem::take(&mut self.too_large)));
         }
-        Some((DropReason::TooLarge, std::mem::take(&mut self.too_large)))
+        self.host.as_mut().and_then(|h| h.take_drops())
     }
 }
 

@@ -128,7 +128,12 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
             for n in notes {
                 eprintln!("{}: {n}", cfg.name);
             }
-            gateway::build_with(cfg, p, move |tx| (tx, alloc), RunMode::UntilStopped)?
+            let host = ports::host_path_metrics(&p);
+            let mut gw = gateway::build_with(cfg, p, move |tx| (tx, alloc), RunMode::UntilStopped)?;
+            if let Some(m) = host {
+                gw.add_metrics_source(m);
+            }
+            gw
         }
         #[cfg(not(feature = "dpdk"))]
         PortConfig::Dpdk(_) => {

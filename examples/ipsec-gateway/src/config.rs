@@ -938,7 +938,7 @@ impl FileConfig {
             policies,
             sas,
             icmp_rate: (self.icmp.errors && self.icmp.rate > 0).then_some(self.icmp.rate),
-            keying: self.keying.validate()?,
+            keying: self.keying.validate(g.shards)?,
         })
     }
 }
@@ -1175,6 +1175,15 @@ fn kernel_bypass_ports(lan: &PortConfig, wan: &PortConfig, shards: usize) -> Res
                     "interfaces.wan.port.device",
                     &w.device,
                     "the LAN port uses the same device; each side needs its own",
+                ));
+            }
+            if let (Some(lh), Some(wh)) = (&l.host, &w.host)
+                && lh.device() == wh.device()
+            {
+                return Err(invalid(
+                    "interfaces.wan.port.host.iface",
+                    &wh.iface,
+                    "the LAN port's host path uses the same kernel interface; each side needs its own",
                 ));
             }
             if !w.eal.is_empty() && w.eal != l.eal {

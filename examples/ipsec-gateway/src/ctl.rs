@@ -13,7 +13,9 @@
 //! route remove PREFIX
 //! neighbor add ADDRESS MAC lan|wan
 //! neighbor remove ADDRESS
-//! show sas                       (SAs mirrored from an IKE daemon are marked [xfrm])
+//! show sas                       (SAs mirrored from an IKE daemon are marked [xfrm]; with
+//!                                [keying] source = "xfrm" each SA's packets and bytes follow,
+//!                                SPI/out@SHARD[xfrm]:PACKETSp/BYTESB)
 //! ```
 //!
 //! Rekeying is make-before-break. `sa rekey OLD { direction = "inbound", … }` installs the new
@@ -324,9 +326,16 @@ impl Control {
                     .iter()
                     .map(|s| {
                         let origin = if self.mirrored.contains(&s.uid()) { "[xfrm]" } else { "" };
+                        // Counters as last collected from the shards ([keying] source = "xfrm").
+                        let used = gw
+                            .sa_usage_of(s.uid())
+                            .map(|u| format!(":{}p/{}B", u.packets, u.bytes))
+                            .unwrap_or_default();
                         match s.direction() {
-                            Direction::Inbound => format!("{:#x}/in{origin}", s.spi()),
-                            Direction::Outbound { shard } => format!("{:#x}/out@{shard}{origin}", s.spi()),
+                            Direction::Inbound => format!("{:#x}/in{origin}{used}", s.spi()),
+                            Direction::Outbound { shard } => {
+                                format!("{:#x}/out@{shard}{origin}{used}", s.spi())
+                            }
                         }
                     })
                     .collect();

@@ -29,10 +29,11 @@ use std::sync::{Arc, Mutex};
 use wirespeed_core::epoch::{Publisher, Subscriber};
 use wirespeed_core::pipeline::transmit;
 use wirespeed_core::rss::{Reta, RssHasher, SteeringEngine};
-use wirespeed_core::runtime::IdlePolicy;
+use wirespeed_core::runtime::{IdlePolicy, UpdateError};
+use wirespeed_core::sync::BoundedQueue;
 use wirespeed_core::{
     Batch, BufferPool, DropReason, FlowClass, LoopOptions, PacketBuf, Pinning, Poll, PoolBuf, Port, Runtime,
-    RuntimeConfig, RxQueue, ShardCounters, ShardCtx, ShardStats, Stage, TxQueue, Verdict, Worker,
+    RuntimeConfig, RxQueue, ShardCounters, ShardCtx, ShardId, ShardStats, Stage, TxQueue, Verdict, Worker,
 };
 use wirespeed_stages::classify::Classify;
 use wirespeed_stages::control::{ControlConfig, ControlPlane, Punt, PuntQueue, TxAlloc, punt_queue};
@@ -343,8 +344,15 @@ pub struct Gateway {
     spd: Spd,
     events: EventQueue,
     metrics: Arc<Mutex<String>>,
+    /// More `/metrics` text, appended at every refresh (e.g. a port's exception-path counters).
+    extra_metrics: Vec<MetricsSource>,
     name: String,
+    usage: UsageCollector,
 }
+
+/// A source of `/metrics` text: called with the gateway's name at every refresh, appends
+/// Prometheus text exposition lines.
+pub type MetricsSource = Box<dyn Fn(&str, &mut String) + Send + Sync>;
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -527,7 +535,9 @@ where
         spd,
         events,
         metrics,
+        extra_metrics: Vec::new(),
         name: cfg.name.clone(),
+        usage: UsageCollector::new(shards, request_usage::<P>),
     };
     gw.refresh_metrics();
     Ok(gw)
@@ -562,9 +572,20 @@ impl Gateway {
         std::iter::from_fn(|| self.events.pop()).collect()
     }
 
-    /// Recomputes the `/metrics` text served by the control plane from the shards' counters.
+    /// Adds a source of `/metrics` text, appended at every [`Gateway::refresh_metrics`] (and
+    /// once now).
+    pub fn add_metrics_source(&mut self, source: MetricsSource) {
+        self.extra_metrics.push(source);
+        self.refresh_metrics();
+    }
+
+    /// Recomputes the `/metrics` text served by the control plane from the shards' counters
+    /// and the added sources.
     pub fn refresh_metrics(&self) {
-        let text = prometheus(&self.name, &self.stats());
+        let mut text = prometheus(&self.name, &self.stats());
+        for source in &self.extra_metrics {
+            source(&self.name, &mut text);
+        }
         if let Ok(mut m) = self.metrics.lock() {
             *m = text;
         }
@@ -649,10 +670,152 @@ impl Gateway {
         Ok((reports.into_iter().map(|r| r.stats).collect(), window))
     }
 
+    /// Asks every data shard for its per-SA counters ([`SaUsage`]): each reads the state its
+    /// encrypt and decrypt stages own, on its own thread between two batches (a typed update
+    /// through its control queue, the way the runtime changes a shard), and answers over a
+    /// bounded queue; nothing is shared or locked on the packet path. A request still
+    /// unanswered is abandoned. `false` when a shard could not be asked (stopped, or its
+    /// control queue full): try again later.
+    pub fn request_sa_usage(&mut self) -> bool {
+        match &self.runtime {
+            Some(rt) => self.usage.request(rt),
+            None => false,
+        }
+    }
+
+    /// The per-SA totals over every data shard once every shard has answered the last
+    /// [`Gateway::request_sa_usage`] (`None` before): packets and bytes summed, last use the
+    /// latest. Each SA's totals count from its installation and never go down while it is in
+    /// the table (shards carry an SA's state across publishes). SAs without a packet yet are
+    /// left out. Sorted by uid. Also kept for [`Gateway::sa_usage`].
+    pub fn take_sa_usage(&mut self) -> Option<Vec<SaUsage>> {
+        self.usage.collect()
+    }
+
+    /// The totals of the last completed [`Gateway::take_sa_usage`] (empty before), by uid.
+    pub fn sa_usage(&self) -> &[SaUsage] {
+        &self.usage.last
+    }
+
+    /// The totals of one SA in [`Gateway::sa_usage`] (`None`: no packet yet, or not collected).
+    pub fn sa_usage_of(&self, uid: u64) -> Option<&SaUsage> {
+        let last = &self.usage.last;
+        last.binary_search_by_key(&uid, |u| u.uid).ok().map(|i| &last[i])
+    }
+
     /// Drains and stops every shard; returns their final counters.
     pub fn stop(mut self) -> Result<Vec<ShardStats>, BuildError> {
         let rt = self.runtime.take().ok_or(BuildError::Port("already stopped".into()))?;
         Ok(rt.stop()?.into_iter().map(|r| r.stats).collect())
+    }
+}
+
+/// One SA's counters: on one data shard (as a shard reports them), or summed over every data
+/// shard ([`Gateway::take_sa_usage`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SaUsage {
+    /// The SA ([`SecurityAssociation::uid`]).
+    pub uid: u64,
+    /// Its SPI.
+    pub spi: u32,
+    /// Packets encrypted (outbound SA) or decrypted and accepted (inbound).
+    pub packets: u64,
+    /// Bytes of those packets' inner IP packets.
+    pub bytes: u64,
+    /// When a shard last counted one (the shards' coarse loop clock).
+    pub last_use: Option<std::time::Instant>,
+}
+
+/// Sums per-SA usage reports (any number per SA, e.g. one per shard) into one total per SA, by
+/// uid: packets and bytes added, the latest last use. The order is by uid.
+pub fn sum_sa_usage<'a>(reports: impl IntoIterator<Item = &'a SaUsage>) -> Vec<SaUsage> {
+    let mut by_uid: std::collections::BTreeMap<u64, SaUsage> = std::collections::BTreeMap::new();
+    for u in reports {
+        by_uid
+            .entry(u.uid)
+            .and_modify(|t| {
+                t.packets += u.packets;
+                t.bytes += u.bytes;
+                t.last_use = t.last_use.max(u.last_use);
+            })
+            .or_insert(*u);
+    }
+    by_uid.into_values().collect()
+}
+
+/// A data shard's answer to one usage request.
+struct UsageReply {
+    round: u64,
+    shard: ShardId,
+    usage: Vec<SaUsage>,
+}
+
+/// Sends one usage request to one data shard (monomorphised for the port type in [`build_with`]).
+type UsageRequest = fn(&Runtime, ShardId, u64, &Arc<BoundedQueue<UsageReply>>) -> Result<(), UpdateError>;
+
+fn request_usage<P: Port + 'static>(
+    rt: &Runtime,
+    shard: ShardId,
+    round: u64,
+    replies: &Arc<BoundedQueue<UsageReply>>,
+) -> Result<(), UpdateError> {
+    let replies = replies.clone();
+    rt.update(shard, move |w: &mut DataShard<P>| {
+        let usage = w.sa_usage();
+        // A full queue loses this answer: the round never completes and the next one starts
+        // afresh.
+        let _ = replies.push(UsageReply { round, shard, usage });
+    })
+}
+
+/// The control side of per-SA usage collection: rounds of requests to every data shard.
+struct UsageCollector {
+    shards: usize,
+    request: UsageRequest,
+    replies: Arc<BoundedQueue<UsageReply>>,
+    round: u64,
+    /// Answers of the current round, by shard.
+    answered: Vec<Option<Vec<SaUsage>>>,
+    pending: bool,
+    last: Vec<SaUsage>,
+}
+
+impl UsageCollector {
+    fn new(shards: usize, request: UsageRequest) -> Self {
+        Self {
+            shards,
+            request,
+            // Room for two rounds: a late answer of an abandoned one does not crowd out the next.
+            replies: Arc::new(BoundedQueue::new(2 * shards.max(1))),
+            round: 0,
+            answered: vec![None; shards],
+            pending: false,
+            last: Vec::new(),
+        }
+    }
+
+    fn request(&mut self, rt: &Runtime) -> bool {
+        self.round += 1;
+        self.answered.iter_mut().for_each(|a| *a = None);
+        self.pending = (0..self.shards).all(|s| (self.request)(rt, s, self.round, &self.replies).is_ok());
+        self.pending
+    }
+
+    fn collect(&mut self) -> Option<Vec<SaUsage>> {
+        while let Some(r) = self.replies.pop() {
+            if r.round == self.round
+                && let Some(slot) = self.answered.get_mut(r.shard)
+            {
+                *slot = Some(r.usage);
+            }
+        }
+        if !self.pending || self.answered.iter().any(Option::is_none) {
+            return None;
+        }
+        self.pending = false;
+        let total = sum_sa_usage(self.answered.iter().flatten().flatten());
+        self.last = total.clone();
+        Some(total)
     }
 }
 
@@ -843,6 +1006,27 @@ impl<P: Port> DataShard<P> {
             handoff: None,
             wait_wan: false,
         }
+    }
+
+    /// This shard's counters of every SA that carried a packet here, from the state its
+    /// encrypt and decrypt stages own (one entry per SA).
+    pub fn sa_usage(&mut self) -> Vec<SaUsage> {
+        let mut out = Vec::new();
+        for sas in [self.outbound.3.sas_mut(), self.inbound.3.sas_mut()] {
+            let (set, states) = sas.parts();
+            for (sa, st) in set.sas().iter().zip(states.iter()) {
+                if st.packets() > 0 {
+                    out.push(SaUsage {
+                        uid: sa.uid(),
+                        spi: sa.spi(),
+                        packets: st.packets(),
+                        bytes: st.bytes(),
+                        last_use: st.last_use(),
+                    });
+                }
+            }
+        }
+        sum_sa_usage(&out)
     }
 
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {

@@ -6,27 +6,53 @@
 //! if_ids = [42]            # strongSwan if_id_in/if_id_out of the connections the gateway carries
 //! marks = ["0x42/0xff"]    # or marks (value/mask)
 //! acquire_holdoff = 1      # seconds between two ACQUIREs of one policy
+//! counters_interval = 10   # seconds between two counter reports (NEWAE), 1..=3600
+//! reqid_shards = [{ reqid = 9, shard = 1 }]  # the shard owning reqid 9's outbound SAs
+//! pcpu_shards = [0, 1]     # per-CPU SAs (RFC 9611): CPU n's SA on shard pcpu_shards[n % len]
 //! ```
+//!
+//! **Shards.** Each data shard encrypts only with outbound SAs it owns (the same rule as static
+//! SAs: one outbound SA per shard and policy); a packet of a protect policy on a shard without
+//! its SA is dropped as `EspNoSa`, never sent in clear. A mirrored outbound SA without CPU is
+//! owned by its reqid's shard (`reqid_shards`, else `reqid % shards`), so an IKE rekey (new SA,
+//! same reqid, old one deleted later) stays on that shard and loses nothing; with more than one
+//! shard, steer the policy's LAN traffic to that shard (a `[[steering.rules]]` entry on the
+//! policy's selector, `action = { queue = SHARD }`), as the steering plan steers anything else.
+//! Per-CPU SAs (`XFRMA_SA_PCPU`, Linux 6.13+ and an IKE daemon that negotiates them, strongSwan
+//! `per_cpu_sas`) need no steering: each CPU's SA goes to a shard (`pcpu_shards`, else
+//! `n % shards`), a policy has one SA on each shard that got one, and shards without use the SA
+//! without CPU where they own it.
 //!
 //! With `source = "xfrm"` the gateway mirrors the kernel's XFRM SAs and policies scoped to it
 //! (`wirespeed-xfrm`; needs `CAP_NET_ADMIN`) next to the static ones: mirrored SAs join the SA
 //! table, mirrored `dir out` policies follow the static policies in the SPD, both through the
 //! same epoch publish as the control socket. Data-plane lifetime events become `EXPIRE`s, protect
-//! policies without SA `ACQUIRE`s, both relayed by the kernel to the daemon.
+//! policies without SA `ACQUIRE`s, both relayed by the kernel to the daemon. Every
+//! `counters_interval` the gateway collects each SA's packets, bytes and last use from the
+//! data shards ([`Gateway::request_sa_usage`]) and pushes the totals of every mirrored SA to the
+//! kernel as `XFRM_MSG_NEWAE` (replace semantics: totals, never increments), where the daemon
+//! reads them (`swanctl --list-sas`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use wirespeed_stages::esp::{Direction, SaEvent, SaEventKind, SecurityAssociation, SecurityPolicy};
 use wirespeed_xfrm::mirror::SaKey;
 use wirespeed_xfrm::msg::Builder;
 use wirespeed_xfrm::wire::Mark;
-use wirespeed_xfrm::{Feedback, Mirror, Scope};
+use wirespeed_xfrm::{Feedback, Mirror, MirrorConfig, SaCounters, Scope};
 
 use crate::config::{ConfigError, GatewayConfig};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, SaUsage};
+
+/// A shard-clock instant as seconds since the Unix epoch, given a (monotonic, wall) pair read
+/// at one moment.
+pub fn unix_seconds(t: Instant, now: (Instant, SystemTime)) -> u64 {
+    let wall = now.1.checked_sub(now.0.saturating_duration_since(t)).unwrap_or(UNIX_EPOCH);
+    wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 /// `[keying]` as written.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -40,11 +66,40 @@ pub struct KeyingSection {
     pub marks: Vec<String>,
     /// Seconds between two ACQUIREs of one policy.
     pub acquire_holdoff: f64,
+    /// Seconds between two counter reports (`NEWAE`) to the kernel.
+    pub counters_interval: f64,
+    /// The shard owning each listed reqid's outbound SAs (others: `reqid % shards`).
+    pub reqid_shards: Vec<ReqidShard>,
+    /// Per-CPU SAs: CPU `n`'s SA goes to shard `pcpu_shards[n % len]` (empty: `n % shards`).
+    pub pcpu_shards: Vec<usize>,
 }
+
+/// One `[keying] reqid_shards` entry.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReqidShard {
+    /// The reqid (strongSwan `reqid`, or the one charon assigns: `swanctl --list-sas`).
+    pub reqid: u32,
+    /// The data shard owning its outbound SAs.
+    pub shard: usize,
+}
+
+/// Range of `[keying] counters_interval`, seconds: at least one second (each report is one
+/// netlink message per mirrored SA), at most an hour (the daemon's view of the counters, and of
+/// byte-based lifetimes it checks itself, lags by up to this).
+pub const COUNTERS_INTERVAL: std::ops::RangeInclusive<f64> = 1.0..=3600.0;
 
 impl Default for KeyingSection {
     fn default() -> Self {
-        Self { source: "static".into(), if_ids: vec![], marks: vec![], acquire_holdoff: 1.0 }
+        Self {
+            source: "static".into(),
+            if_ids: vec![],
+            marks: vec![],
+            acquire_holdoff: 1.0,
+            counters_interval: 10.0,
+            reqid_shards: vec![],
+            pcpu_shards: vec![],
+        }
     }
 }
 
@@ -65,6 +120,12 @@ pub struct XfrmKeying {
     pub scope: Scope,
     /// Between two ACQUIREs of one policy.
     pub acquire_holdoff: Duration,
+    /// Between two counter reports.
+    pub counters_interval: Duration,
+    /// The shard owning each listed reqid's outbound SAs.
+    pub reqid_shards: std::collections::BTreeMap<u32, usize>,
+    /// CPU `n`'s per-CPU SA goes to `pcpu_shards[n % len]` (empty: every data shard in turn).
+    pub pcpu_shards: Vec<usize>,
 }
 
 fn number(s: &str) -> Option<u32> {
@@ -79,8 +140,8 @@ fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> ConfigErro
 }
 
 impl KeyingSection {
-    /// Checks the section.
-    pub fn validate(&self) -> Result<Keying, ConfigError> {
+    /// Checks the section (for a gateway of `shards` data shards).
+    pub fn validate(&self, shards: usize) -> Result<Keying, ConfigError> {
         match self.source.as_str() {
             "static" => Ok(Keying::Static),
             "xfrm" => {
@@ -116,14 +177,55 @@ impl KeyingSection {
                 if !v.is_finite() || v < 0.0 {
                     return Err(invalid("keying.acquire_holdoff", v, "want seconds >= 0"));
                 }
+                let c = self.counters_interval;
+                if !COUNTERS_INTERVAL.contains(&c) {
+                    return Err(invalid("keying.counters_interval", c, "want seconds in 1..=3600"));
+                }
+                let mut reqid_shards = std::collections::BTreeMap::new();
+                for (i, r) in self.reqid_shards.iter().enumerate() {
+                    let key = format!("keying.reqid_shards[{i}]");
+                    if r.shard >= shards {
+                        return Err(invalid(&key, r.shard, &format!("want a data shard 0..{shards}")));
+                    }
+                    if reqid_shards.insert(r.reqid, r.shard).is_some() {
+                        return Err(invalid(&key, r.reqid, "reqid listed twice"));
+                    }
+                }
+                if let Some(i) = self.pcpu_shards.iter().position(|&s| s >= shards) {
+                    return Err(invalid(
+                        &format!("keying.pcpu_shards[{i}]"),
+                        self.pcpu_shards[i],
+                        &format!("want a data shard 0..{shards}"),
+                    ));
+                }
+                if self.pcpu_shards.len() > 4096 {
+                    return Err(invalid(
+                        "keying.pcpu_shards",
+                        self.pcpu_shards.len(),
+                        "want at most 4096 CPUs",
+                    ));
+                }
                 Ok(Keying::Xfrm(XfrmKeying {
                     scope: Scope { if_ids: self.if_ids.clone(), marks },
                     acquire_holdoff: Duration::from_secs_f64(self.acquire_holdoff),
+                    counters_interval: Duration::from_secs_f64(c),
+                    reqid_shards,
+                    pcpu_shards: self.pcpu_shards.clone(),
                 }))
             }
             other => Err(invalid("keying.source", other, "want \"static\" or \"xfrm\"")),
         }
     }
+}
+
+/// The mirror configuration of a gateway: its scope, its addresses (an SA's direction), its
+/// data shards and the `[keying]` shard mapping.
+pub fn mirror_config(cfg: &GatewayConfig, k: &XfrmKeying) -> MirrorConfig {
+    let mut mc = MirrorConfig::new(k.scope.clone(), cfg.own_addresses());
+    mc.outbound_shards = (0..cfg.shards).collect();
+    mc.reqid_shards = k.reqid_shards.clone();
+    mc.pcpu_shards = k.pcpu_shards.clone();
+    mc
 }
 
 /// Puts a mirror's desired state into a gateway's SA table and SPD, next to the static SAs and
@@ -199,11 +301,54 @@ impl MirrorPublisher {
         log
     }
 
+    /// The counters of the mirrored SAs among `usage` (the gateway's per-SA totals), as the
+    /// feedback wants them (SAs without a packet yet report zeros).
+    pub fn counters(&self, usage: &[SaUsage]) -> Vec<SaCounters> {
+        let now = (Instant::now(), SystemTime::now());
+        let by_uid: HashMap<u64, &SaUsage> = usage.iter().map(|u| (u.uid, u)).collect();
+        self.installed
+            .values()
+            .map(|sa| {
+                let u = by_uid.get(&sa.uid()).copied();
+                SaCounters {
+                    spi: sa.spi(),
+                    outbound: matches!(sa.direction(), Direction::Outbound { .. }),
+                    bytes: u.map_or(0, |u| u.bytes),
+                    packets: u.map_or(0, |u| u.packets),
+                    last_use: u.and_then(|u| u.last_use).map_or(0, |t| unix_seconds(t, now)),
+                }
+            })
+            .collect()
+    }
+
+    /// The counter feedback, one step: when the shards have answered the last request, appends
+    /// one `NEWAE` per mirrored SA with its totals to `out`; when `fb` says counters are due at
+    /// `now`, asks the shards again. Returns how many `NEWAE`s were appended (to send).
+    pub fn report_counters(
+        &mut self,
+        gw: &mut Gateway,
+        m: &Mirror,
+        fb: &mut Feedback,
+        now: Instant,
+        out: &mut Builder,
+    ) -> usize {
+        let mut n = 0;
+        if let Some(usage) = gw.take_sa_usage() {
+            n = fb.counters(m, &self.counters(&usage), out);
+        }
+        // A shard that cannot be asked (stopped, or its control queue full) is asked again
+        // at the next interval, not at every poll.
+        if fb.counters_due(now) {
+            gw.request_sa_usage();
+        }
+        n
+    }
+
     /// Prometheus lines: every SA of the gateway with its origin, and the mirror's counters.
     pub fn metrics(&self, gateway: &str, gw: &Gateway, m: &Mirror) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let mine: Vec<u64> = self.mirrored_uids().collect();
+        let mine: std::collections::HashSet<u64> = self.mirrored_uids().collect();
         let _ = writeln!(
             out,
             "# HELP wirespeed_sa_info SAs in force, by origin.\n# TYPE wirespeed_sa_info gauge"
@@ -216,6 +361,42 @@ impl MirrorPublisher {
                 "wirespeed_sa_info{{gateway=\"{gateway}\",spi=\"{:#x}\",direction=\"{dir}\",origin=\"{origin}\"}} 1",
                 s.spi()
             );
+        }
+        let now = (Instant::now(), SystemTime::now());
+        type Get = fn(&SaUsage, (Instant, SystemTime)) -> u64;
+        let series: [(&str, &str, &str, Get); 3] = [
+            (
+                "wirespeed_sa_packets_total",
+                "counter",
+                "Packets of each SA, summed over the data shards.",
+                |u, _| u.packets,
+            ),
+            (
+                "wirespeed_sa_bytes_total",
+                "counter",
+                "Inner bytes of each SA, summed over the data shards.",
+                |u, _| u.bytes,
+            ),
+            (
+                "wirespeed_sa_last_use_seconds",
+                "gauge",
+                "When a packet of each SA was last counted, seconds since the Unix epoch.",
+                |u, now| u.last_use.map_or(0, |t| unix_seconds(t, now)),
+            ),
+        ];
+        for (name, kind, help, get) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for s in gw.sas() {
+                let Some(u) = gw.sa_usage_of(s.uid()) else { continue };
+                let dir = if s.direction() == Direction::Inbound { "in" } else { "out" };
+                let origin = if mine.contains(&s.uid()) { "xfrm" } else { "static" };
+                let _ = writeln!(
+                    out,
+                    "{name}{{gateway=\"{gateway}\",spi=\"{:#x}\",direction=\"{dir}\",origin=\"{origin}\"}} {}",
+                    s.spi(),
+                    get(u, now)
+                );
+            }
         }
         let st = m.stats();
         let _ = writeln!(
@@ -233,6 +414,40 @@ impl MirrorPublisher {
         );
         out
     }
+}
+
+/// Most bytes of feedback sent in one datagram (a report of thousands of SAs is split at
+/// message boundaries so it stays under the socket's send buffer).
+pub const SEND_CHUNK: usize = 32 * 1024;
+
+/// Splits a buffer of whole netlink messages into runs of at most `max` bytes (a message
+/// longer than `max` goes alone; a malformed length ends the split with the rest in one run).
+pub fn chunks(bytes: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        while end < rest.len() {
+            let len = rest
+                .get(end..end + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, |b| u32::from_ne_bytes(b) as usize);
+            let next = end + len.next_multiple_of(4);
+            if len < 16 || next > rest.len() {
+                end = rest.len();
+                break;
+            }
+            if end > 0 && next > max {
+                break;
+            }
+            end = next;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 /// The XFRM follower of a running gateway.
@@ -265,15 +480,11 @@ impl XfrmSource {
         k: &XfrmKeying,
         gw: &mut Gateway,
     ) -> Result<(Self, Vec<String>), KeyingError> {
-        let mut mc = wirespeed_xfrm::MirrorConfig::new(k.scope.clone(), cfg.own_addresses());
-        mc.outbound_shards = (0..cfg.shards).collect();
-        let mut follower = wirespeed_xfrm::Follower::start(wirespeed_xfrm::Mirror::new(mc))?;
+        let mut follower = wirespeed_xfrm::Follower::start(Mirror::new(mirror_config(cfg, k)))?;
         follower.sync(Duration::from_secs(5))?;
         let mut s = Self {
             follower,
-            // Counters (NEWAE) need per-SA totals from the shards, which the gateway does not
-            // collect yet: only expiry and ACQUIRE are fed back.
-            feedback: Feedback::new(Duration::from_secs(10), k.acquire_holdoff),
+            feedback: Feedback::new(k.counters_interval, k.acquire_holdoff),
             out: Builder::new(),
             publisher: MirrorPublisher::default(),
         };
@@ -281,7 +492,7 @@ impl XfrmSource {
             s.follower.mirror_mut().drain_refusals().map(|r| format!("xfrm: not mirrored: {r}")).collect();
         if cfg.shards > 1 {
             log.push(format!(
-                "xfrm: note: each mirrored outbound SA is owned by one of the {} shards; packets of its policy that RSS puts on another shard are dropped as EspNoSa (run with shards = 1 for IKE tunnels until per-CPU SAs are mirrored)",
+                "xfrm: note: each mirrored outbound SA without CPU is owned by one of the {} shards (its reqid's: [keying] reqid_shards, else reqid % shards); steer each policy's LAN traffic to that shard with a [[steering.rules]] entry, or negotiate per-CPU SAs ([keying] pcpu_shards): packets of a policy on a shard without its SA are dropped as EspNoSa",
                 cfg.shards
             ));
         }
@@ -308,10 +519,20 @@ impl XfrmSource {
         self.out.clear();
         let mut n = self.feedback.retire_used(self.follower.mirror(), &mut self.out);
         n += self.feedback.acquires(self.follower.mirror(), now, &mut self.out);
-        if n > 0
-            && let Err(e) = self.follower.socket().send(self.out.bytes())
-        {
-            log.push(format!("xfrm: feedback not sent: {e}"));
+        n += self.publisher.report_counters(
+            gw,
+            self.follower.mirror(),
+            &mut self.feedback,
+            now,
+            &mut self.out,
+        );
+        if n > 0 {
+            for chunk in chunks(self.out.bytes(), SEND_CHUNK) {
+                if let Err(e) = self.follower.socket().send(chunk) {
+                    log.push(format!("xfrm: feedback not sent: {e}"));
+                    break;
+                }
+            }
         }
         log
     }

@@ -35,7 +35,8 @@ const USAGE: &str = "usage:
              sa rekey OLD_SPI { new SA, same keys as sa add } [grace=SECONDS]
              route add PREFIX [via ADDR]      route remove PREFIX
              neighbor add ADDR MAC lan|wan    neighbor remove ADDR
-             show sas            (SAs from [keying] source = \"xfrm\" marked [xfrm])
+             show sas            (SAs from [keying] source = \"xfrm\" marked [xfrm],
+                                  then :PACKETSp/BYTESB as last reported to the kernel)
            rekey is make-before-break: rekey the receiver's inbound SA first (the old one
            lingers for the grace period, default 5 s), then the sender's outbound SA
   demo     two gateways offline: generated traffic -> gateway A (encrypt) -> ESP capture ->

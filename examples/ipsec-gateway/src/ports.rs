@@ -214,9 +214,11 @@ impl wirespeed_stages::control::TxAlloc<wirespeed_dpdk::Mbuf> for MbufAlloc {
 /// more than one queue, the gateway's `[rss]` key, mode and hash types are programmed (RETA size:
 /// `rss.reta_size`). Then the gateway's indirection table (data queues only) and its steering
 /// plan (management rules to the last queue, through `rte_flow`) are applied as far as the PMD
-/// allows. Returns the ports, an allocator for the control planes, and one line per report
-/// (what runs in hardware, what does not; management traffic a data queue receives is still
-/// punted to the control plane by the data shard's `Punt` stage).
+/// allows. A port with a `host` exception path gets its filter compiled from the same steering
+/// plan, and its kernel interface the side's configured MAC. Returns the ports, an allocator for
+/// the control planes, and one line per report (what runs in hardware, what does not;
+/// management traffic a data queue receives is still punted to the control plane by the data
+/// shard's `Punt` stage; the exception path's packets never reach the shards).
 #[cfg(feature = "dpdk")]
 pub fn open_dpdk(
     cfg: &GatewayConfig,
@@ -245,9 +247,34 @@ pub fn open_dpdk(
             p.rss =
                 Some(wirespeed_dpdk::RssSettings { hash: cfg.rss.clone(), reta_size: Some(cfg.reta_size) });
         }
+        // The kernel interface of the exception path carries the interface's configured MAC
+        // (what peers address), unless the devargs say otherwise.
+        if let Some(h) = &mut p.host
+            && h.device_args.is_none()
+        {
+            h.device_args = Some(h.devargs(&itf.mac));
+        }
         let mut port = wirespeed_dpdk::DpdkPort::new(&p)
             .map_err(|source| PortOpenError::Dpdk { side: side.name(), source })?;
         let name = side.name();
+        if let Some(iface) = port.host_iface().map(str::to_string) {
+            // One plan for the NIC, the software dispatcher and the exception path.
+            port.set_host_plan(&cfg.steering)
+                .map_err(|source| PortOpenError::Dpdk { side: side.name(), source })?;
+            let rules: Vec<String> = port
+                .host_filter()
+                .map(|f| f.rules().filter(|(_, a)| *a != wirespeed_dpdk::HostAction::Keep))
+                .into_iter()
+                .flatten()
+                .map(|(n, a)| {
+                    format!("{n}{}", if a == wirespeed_dpdk::HostAction::Copy { " (copy)" } else { "" })
+                })
+                .collect();
+            notes.push(format!(
+                "{name}: host path: kernel interface {iface} receives {}; what it sends leaves by this port",
+                rules.join(", ")
+            ));
+        }
         if let Some(hw) = port.hw_rss() {
             notes.push(format!("{name}: RSS: {}", hw.report()));
             match wirespeed_core::rss::RssControl::set_reta(hw, steering.reta()) {
@@ -269,4 +296,81 @@ pub fn open_dpdk(
     let wan = open(Side::Wan)?;
     let alloc = MbufAlloc(lan.mempool());
     Ok((GatewayPorts { lan, wan }, alloc, notes))
+}
+
+/// The `/metrics` source of the ports' host exception paths (`None` when neither port has one):
+/// `wirespeed_host_path_packets_total` and `_bytes_total` by side, kernel interface and
+/// direction (`to_host`, `from_host`), `wirespeed_host_path_drops_total` by reason
+/// (`to_host_full`, `from_host_full`, `copy_no_mbuf`), and `wirespeed_host_path_copies_total`.
+/// Take it before the ports go to [`crate::gateway::build_with`]; it reads counters the
+/// shards' queues keep.
+#[cfg(feature = "dpdk")]
+pub fn host_path_metrics(
+    ports: &GatewayPorts<wirespeed_dpdk::DpdkPort>,
+) -> Option<crate::gateway::MetricsSource> {
+    let sides: Vec<(&'static str, String, wirespeed_dpdk::HostCountersHandle)> =
+        [(Side::Lan, &ports.lan), (Side::Wan, &ports.wan)]
+            .into_iter()
+            .filter_map(|(side, p)| {
+                Some((side.name(), p.host_iface()?.to_string(), p.host_counters_handle()?))
+            })
+            .collect();
+    if sides.is_empty() {
+        return None;
+    }
+    Some(Box::new(move |gateway: &str, out: &mut String| {
+        use std::fmt::Write as _;
+        let read: Vec<_> = sides.iter().map(|(s, i, h)| (*s, i.as_str(), h.read())).collect();
+        type Get = fn(&wirespeed_dpdk::HostCounters) -> u64;
+        let to: [(&str, Get); 2] = [("to_host", |c| c.to_host), ("from_host", |c| c.from_host)];
+        let bytes: [(&str, Get); 2] =
+            [("to_host", |c| c.to_host_bytes), ("from_host", |c| c.from_host_bytes)];
+        for (name, what, values) in [
+            ("wirespeed_host_path_packets_total", "Packets", to),
+            ("wirespeed_host_path_bytes_total", "Bytes", bytes),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {what} through the DPDK host exception path, by direction.\n# TYPE {name} counter"
+            );
+            for (side, iface, c) in &read {
+                for (v, get) in values {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{gateway=\"{gateway}\",interface=\"{side}\",iface=\"{iface}\",direction=\"{v}\"}} {}",
+                        get(c)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wirespeed_host_path_copies_total Packets copied to the kernel that also stayed in the data plane.\n\
+             # TYPE wirespeed_host_path_copies_total counter"
+        );
+        for (side, iface, c) in &read {
+            let _ = writeln!(
+                out,
+                "wirespeed_host_path_copies_total{{gateway=\"{gateway}\",interface=\"{side}\",iface=\"{iface}\"}} {}",
+                c.copies
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wirespeed_host_path_drops_total Packets the host exception path dropped, by reason.\n\
+             # TYPE wirespeed_host_path_drops_total counter"
+        );
+        for (side, iface, c) in &read {
+            for (reason, n) in [
+                ("to_host_full", c.to_host_full),
+                ("from_host_full", c.from_host_full),
+                ("copy_no_mbuf", c.copy_no_mbuf),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "wirespeed_host_path_drops_total{{gateway=\"{gateway}\",interface=\"{side}\",iface=\"{iface}\",reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+    }))
 }

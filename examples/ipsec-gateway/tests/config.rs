@@ -366,7 +366,43 @@ fn dpdk_ports_parse_and_errors_name_key_and_value() {
             "interfaces.wan.port.eal",
             r#"["-l", "1"]"#,
         ),
+        (
+            lan.replace(
+                "queues = 3",
+                r#"queues = 3, host = { iface = "wan0" }, mempool = { mbufs = 16383 }"#,
+            ),
+            wan.replace(
+                "queues = 3",
+                r#"queues = 3, host = { iface = "wan0" }, mempool = { mbufs = 16383 }"#,
+            ),
+            "interfaces.wan.port.host.iface",
+            "wan0",
+        ),
+        (
+            lan.clone(),
+            wan.replace("queues = 3", r#"queues = 3, host = { iface = "a name too long for linux" }"#),
+            "interfaces.wan.port.host.iface",
+            r#""a name too long for linux""#,
+        ),
+        (
+            lan.clone(),
+            wan.replace("queues = 3", r#"queues = 3, host = { iface = "wan0", rules = [] }"#),
+            "interfaces.wan.port.host.rules",
+            "[]",
+        ),
     ];
+    // The tap's rings come out of the same mempool: 3 × (1024 + 1024) + 3 × (1024 + 2 × 512).
+    let with_host = wan.replace("queues = 3", r#"queues = 3, host = { iface = "wan0", copy = [] }"#);
+    assert_eq!(
+        invalid_key(&with_ports(&lan, &with_host)),
+        ("interfaces.wan.port.mempool.mbufs".to_string(), "8191".to_string())
+    );
+    let with_host = with_host.replace("rx_desc = 512", "rx_desc = 512, mempool = { mbufs = 16383 }");
+    let c = parse(&with_ports(&lan, &with_host)).expect("valid");
+    let PortConfig::Dpdk(w) = &c.wan.port else { panic!("{:?}", c.wan.port) };
+    let h = w.host.as_ref().expect("host path");
+    assert_eq!((h.iface.as_str(), h.rules.len(), h.copy.len(), h.desc), ("wan0", 2, 0, 512));
+    assert_eq!(h.rules, ["ike", "ike-natt"]);
     for (l, w, key, value) in cases {
         assert_eq!(invalid_key(&with_ports(&l, &w)), (key.to_string(), value.to_string()), "{l} / {w}");
     }

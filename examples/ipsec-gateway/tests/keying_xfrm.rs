@@ -12,9 +12,15 @@ use common::*;
 use ipsec_gateway::config::{GatewayConfig, Side};
 use ipsec_gateway::ctl::Control;
 use ipsec_gateway::demo::configs::{self, Site};
+use ipsec_gateway::gateway::{SaUsage, sum_sa_usage};
 use ipsec_gateway::keying::{Keying, MirrorPublisher};
-use wirespeed_stages::esp::{Direction, PolicyAction};
-use wirespeed_xfrm::msg::Builder;
+use std::time::{Duration, Instant};
+use wirespeed_core::{BufferPool, DropReason, PacketBuf, PoolConfig};
+use wirespeed_stages::esp::{
+    AeadAlgorithm, Direction, PolicyAction, SaConfig, SaState, SecurityAssociation, encapsulate,
+};
+use wirespeed_xfrm::Feedback;
+use wirespeed_xfrm::msg::{self as xmsg, Builder, XfrmMsg};
 use wirespeed_xfrm::wire::{
     self, AlgoAead, UserTmpl, UserpolicyId, UserpolicyInfo, UsersaId, UsersaInfo, XfrmId, XfrmSelector, attr,
     msg_type,
@@ -40,6 +46,17 @@ fn sa_info(src: &str, dst: &str, spi: u32) -> UsersaInfo {
 }
 
 fn newsa(src: &str, dst: &str, spi: u32) -> Vec<u8> {
+    newsa_cpu(src, dst, spi, None)
+}
+
+/// `newsa`, of a per-CPU SA when `pcpu` is given (`XFRMA_SA_PCPU`).
+fn newsa_cpu(src: &str, dst: &str, spi: u32, pcpu: Option<u32>) -> Vec<u8> {
+    newsa_info(&sa_info(src, dst, spi), pcpu)
+}
+
+/// `newsa` of the SA `info` describes (e.g. with the kernel's current lifetime counters).
+fn newsa_info(info: &UsersaInfo, pcpu: Option<u32>) -> Vec<u8> {
+    let spi = info.id.spi;
     let aead = AlgoAead {
         name: "rfc4106(gcm(aes))".into(),
         key: zeroize::Zeroizing::new((0..20).map(|i| i as u8 ^ spi as u8).collect()),
@@ -47,9 +64,12 @@ fn newsa(src: &str, dst: &str, spi: u32) -> Vec<u8> {
     };
     let mut b = Builder::new();
     let at = b.start(msg_type::NEWSA, 0, 0);
-    b.fixed(|o| sa_info(src, dst, spi).write(o));
+    b.fixed(|o| info.write(o));
     b.attr(attr::ALG_AEAD, |o| aead.write(o));
     b.attr(attr::IF_ID, |o| o.extend_from_slice(&IF_ID.to_ne_bytes()));
+    if let Some(cpu) = pcpu {
+        b.attr(attr::SA_PCPU, |o| o.extend_from_slice(&cpu.to_ne_bytes()));
+    }
     b.finish(at);
     b.bytes().to_vec()
 }
@@ -124,6 +144,33 @@ fn keying_section_is_validated() {
     assert!(e.contains("keying.if_ids[0]"), "{e}");
     let e = load("source = \"xfrm\"\nmarks = [\"7/0\"]").unwrap_err().to_string();
     assert!(e.contains("zero mask"), "{e}");
+    let k = load("source = \"xfrm\"\nif_ids = [42]\ncounters_interval = 2.5").unwrap().keying;
+    let Keying::Xfrm(x) = k else { panic!("{k:?}") };
+    assert_eq!(x.counters_interval, Duration::from_millis(2500));
+    for bad in ["0.5", "0", "-1", "3601", "nan"] {
+        let e = load(&format!("source = \"xfrm\"\nif_ids = [42]\ncounters_interval = {bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keying.counters_interval"), "{bad}: {e}");
+    }
+    let k = load(
+        "source = \"xfrm\"\nif_ids = [42]\nreqid_shards = [{ reqid = 9, shard = 0 }]\npcpu_shards = [0, 0]",
+    )
+    .unwrap()
+    .keying;
+    let Keying::Xfrm(x) = k else { panic!("{k:?}") };
+    assert_eq!((x.reqid_shards.get(&9), &x.pcpu_shards[..]), (Some(&0), &[0, 0][..]));
+    // One data shard here: shard 1 does not exist.
+    let e = load("source = \"xfrm\"\nif_ids = [42]\nreqid_shards = [{ reqid = 9, shard = 1 }]")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("keying.reqid_shards[0]"), "{e}");
+    let e = load("source = \"xfrm\"\nif_ids = [42]\nreqid_shards = [{ reqid = 9, shard = 0 }, { reqid = 9, shard = 0 }]")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("keying.reqid_shards[1]") && e.contains("twice"), "{e}");
+    let e = load("source = \"xfrm\"\nif_ids = [42]\npcpu_shards = [0, 3]").unwrap_err().to_string();
+    assert!(e.contains("keying.pcpu_shards[1]"), "{e}");
     let e = load("source = \"ike\"").unwrap_err().to_string();
     assert!(e.contains("keying.source"), "{e}");
     assert!(load("sources = \"xfrm\"").is_err(), "unknown keys refused");
@@ -192,6 +239,9 @@ fn mirrored_sas_join_the_static_ones_and_seal_traffic() {
     );
     assert_eq!(out[0][23], 50, "ESP");
     assert_eq!(&out[0][34..38], &0xbeef_0001u32.to_be_bytes());
+    // The kernel state's outbound sequence number was 0 (a mirrored outbound SA always is: a
+    // used one is refused and rekeyed, Refusal::UsedOutbound): numbering continues at 1.
+    assert_eq!(&out[0][38..42], &1u32.to_be_bytes(), "first sequence number");
 
     // A later change keeps installed SAs as they are (same object: same sequence numbers).
     let uid = rig.gw().sas().iter().find(|s| s.spi() == 0xbeef_0001).unwrap().uid();
@@ -287,4 +337,406 @@ fn xfrm_source_follows_the_kernel() {
     let metrics = src.metrics("A", rig.gw());
     assert!(metrics.contains("wirespeed_xfrm_messages_total"), "{metrics}");
     rig.stop();
+}
+
+#[test]
+fn usage_sums_over_shards_by_sa() {
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(1);
+    let u = |uid, packets, bytes, last_use| SaUsage { uid, spi: uid as u32, packets, bytes, last_use };
+    let shard0 = [u(7, 10, 1000, Some(t1)), u(9, 1, 60, Some(t0))];
+    let shard1 = [u(7, 5, 400, Some(t0))];
+    let total = sum_sa_usage(shard0.iter().chain(&shard1));
+    assert_eq!(total, vec![u(7, 15, 1400, Some(t1)), u(9, 1, 60, Some(t0))]);
+}
+
+/// An ESP frame for A's WAN under the inbound SA `spi` (B_WAN -> A_WAN, the key `newsa` gives
+/// it), carrying a `len`-byte IPv4/UDP packet 10.2.0.5 -> 10.1.0.10, sequence number `seq`.
+fn inbound_esp(spi: u32, seq: u64, len: usize) -> Vec<u8> {
+    let key: Vec<u8> = (0..20).map(|i| i as u8 ^ spi as u8).collect();
+    let cfg = SaConfig::tunnel(
+        spi,
+        Direction::Outbound { shard: 0 },
+        AeadAlgorithm::Aes128Gcm,
+        &key,
+        ip(configs::B_WAN),
+        ip(configs::A_WAN),
+    );
+    let sa = SecurityAssociation::new(&cfg).unwrap();
+    let mut st = SaState::new(&sa);
+    st.set_seq(seq - 1);
+    let mut f = configs::A_WAN_MAC.to_vec();
+    f.extend_from_slice(&configs::B_WAN_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ipv4 = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 2, 0, 5, 10, 1, 0, 10];
+    ipv4[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    let c = wirespeed_core::backend::null::ipv4_header_checksum(&ipv4);
+    ipv4[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ipv4);
+    f.extend_from_slice(&[0x30, 0x39, 0x12, 0x67]);
+    f.extend_from_slice(&((len - 20) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.resize(14 + len, 0xcd);
+    let pool = BufferPool::new(PoolConfig::default()).unwrap();
+    let mut p = pool.alloc().unwrap();
+    p.copy_from(&f).unwrap();
+    encapsulate(&mut p, 14, &sa, &mut st, Instant::now(), |_| {}).unwrap();
+    p.data().to_vec()
+}
+
+/// A 48-byte IPv4/UDP packet from A's LAN to the mirrored policy's 10.77.0.0/16.
+fn outbound_frame(n: u8) -> Vec<u8> {
+    let mut f = configs::A_LAN_MAC.to_vec();
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ipv4 = vec![0x45, 0, 0, 48, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 1, 0, 10, 10, 77, 0, n];
+    let c = wirespeed_core::backend::null::ipv4_header_checksum(&ipv4);
+    ipv4[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ipv4);
+    f.extend_from_slice(&[0x30, 0x39, 0x12, 0x67, 0, 28, 0, 0]);
+    f.extend_from_slice(&[0xab; 20]);
+    f
+}
+
+/// `(spi, bytes, packets)` of every NEWAE in `b`.
+fn newaes(b: &Builder) -> Vec<(u32, u64, u64)> {
+    xmsg::messages(b.bytes())
+        .map(|r| {
+            let (h, p) = r.unwrap();
+            match XfrmMsg::decode(h.kind, p).unwrap() {
+                XfrmMsg::NewAe { id, attrs } => {
+                    let l = attrs.ltime.unwrap();
+                    (id.sa_id.spi, l.bytes, l.packets)
+                }
+                x => panic!("not a NEWAE: {x:?}"),
+            }
+        })
+        .collect()
+}
+
+/// Counter steps at `now` for up to `patience` (a request made at `now` is answered by every
+/// shard between two of its batches): returns the NEWAEs built.
+fn counters_at(
+    rig: &mut Rig,
+    p: &mut MirrorPublisher,
+    m: &Mirror,
+    fb: &mut Feedback,
+    now: Instant,
+    patience: Duration,
+) -> Vec<(u32, u64, u64)> {
+    let mut b = Builder::new();
+    let deadline = Instant::now() + patience;
+    while p.report_counters(rig.gw_mut(), m, fb, now, &mut b) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    newaes(&b)
+}
+
+/// How long the shards may take to answer.
+const WAIT: Duration = Duration::from_secs(5);
+/// How long to watch for a report that must not come.
+const QUIET: Duration = Duration::from_millis(200);
+
+#[test]
+fn newae_carries_the_shards_totals_at_the_interval() {
+    // Two data shards: the inbound SA's packets are decrypted on both, and summed.
+    let mut rig = Rig::start_with(&configs::config(Site::A, 2, None));
+    let cfg = rig.cfg.clone();
+    let mut m = mirror(&cfg);
+    let (pol, _) = policy();
+    m.apply_datagram(&pol);
+    let (out_spi, in_spi) = (0xbeef_0010u32, 0xbeef_0011u32);
+    m.apply_datagram(&newsa(configs::A_WAN, configs::B_WAN, out_spi));
+    m.apply_datagram(&newsa(configs::B_WAN, configs::A_WAN, in_spi));
+    let mut p = MirrorPublisher::default();
+    p.sync(&m, rig.gw_mut());
+    let owner = match rig.gw().sas().iter().find(|s| s.spi() == out_spi).unwrap().direction() {
+        Direction::Outbound { shard } => shard,
+        d => panic!("{d:?}"),
+    };
+    let wan_router = cfg.routes.iter().find(|r| r.prefix.to_string() == "10.2.0.0/16").unwrap().via.unwrap();
+    let mut control = Control::default();
+    let r = control.handle(rig.gw_mut(), &cfg, &format!("route add 10.77.0.0/16 via {wan_router}"));
+    assert!(r.starts_with("ok"), "{r}");
+
+    let interval = Duration::from_secs(10);
+    let mut fb = Feedback::new(interval, Duration::from_secs(1));
+    let t0 = Instant::now();
+    // First report, no traffic yet: the kernel's zeros stand, nothing to send.
+    let mut b = Builder::new();
+    assert_eq!(p.report_counters(rig.gw_mut(), &m, &mut fb, t0, &mut b), 0, "asks the shards");
+    let deadline = Instant::now() + WAIT;
+    while rig.gw_mut().take_sa_usage().is_none() {
+        assert!(Instant::now() < deadline, "the shards did not answer");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // Traffic: outbound frames on the owner's queue, inbound ESP on both shards' queues.
+    let mut sent_out = 0u64;
+    let mut sent_in = (0u64, 0u64);
+    let mut seq = 1u64;
+    let mut round = |rig: &mut Rig, outs: u64, ins: u64| {
+        for i in 0..outs {
+            rig.ports[Side::Lan as usize].inject(owner as u16, &outbound_frame(i as u8)).unwrap();
+            rig.injected += 1;
+            sent_out += 1;
+        }
+        for i in 0..ins {
+            let len = 60 + (i as usize % 5) * 100;
+            rig.ports[Side::Wan as usize].inject((i % 2) as u16, &inbound_esp(in_spi, seq, len)).unwrap();
+            rig.injected += 1;
+            seq += 1;
+            sent_in.0 += 1;
+            sent_in.1 += len as u64;
+        }
+        rig.settle();
+        (sent_out, sent_in)
+    };
+    let (o1, i1) = round(&mut rig, 7, 10);
+    let esp_out = rig.take(Side::Wan).len() as u64;
+    assert_eq!(
+        esp_out,
+        o1,
+        "every outbound frame sealed; drops {:?}",
+        rig.totals().nonzero_drops().collect::<Vec<_>>()
+    );
+
+    // Not due before the interval: nothing asked, nothing sent.
+    assert!(counters_at(&mut rig, &mut p, &m, &mut fb, t0 + interval / 2, QUIET).is_empty());
+    // Due at the interval: the totals, equal to what was encrypted and decrypted.
+    let second = counters_at(&mut rig, &mut p, &m, &mut fb, t0 + interval, WAIT);
+    let get = |v: &[(u32, u64, u64)], spi| *v.iter().find(|x| x.0 == spi).unwrap();
+    assert_eq!(get(&second, out_spi), (out_spi, 48 * o1, o1));
+    assert_eq!(get(&second, in_spi), (in_spi, i1.1, i1.0));
+    // Both shards decrypted some: the inbound totals are a sum.
+    let per_shard = rig.gw().stats();
+    assert!(per_shard[0].counters.rx_packets > 0 && per_shard[1].counters.rx_packets > 0);
+
+    // More traffic: the next report replaces with larger totals (monotonic, not increments).
+    let (o2, i2) = round(&mut rig, 3, 4);
+    assert!(counters_at(&mut rig, &mut p, &m, &mut fb, t0 + interval + interval / 2, QUIET).is_empty());
+    let third = counters_at(&mut rig, &mut p, &m, &mut fb, t0 + 2 * interval, WAIT);
+    assert_eq!(get(&third, out_spi), (out_spi, 48 * o2, o2));
+    assert_eq!(get(&third, in_spi), (in_spi, i2.1, i2.0));
+    assert!(
+        get(&third, out_spi).2 > get(&second, out_spi).2 && get(&third, in_spi).1 > get(&second, in_spi).1
+    );
+    assert_eq!(fb.regressions(), 0);
+
+    // `show sas` and /metrics give the same counters.
+    control.mirrored = p.mirrored_uids().collect();
+    let shown = control.handle(rig.gw_mut(), &cfg, "show sas");
+    assert!(shown.contains(&format!("{out_spi:#x}/out@{owner}[xfrm]:{o2}p/{}B", 48 * o2)), "{shown}");
+    assert!(shown.contains(&format!("{in_spi:#x}/in[xfrm]:{}p/{}B", i2.0, i2.1)), "{shown}");
+    let metrics = p.metrics("A", rig.gw(), &m);
+    assert!(
+        metrics.contains(&format!(
+            "wirespeed_sa_packets_total{{gateway=\"A\",spi=\"{out_spi:#x}\",direction=\"out\",origin=\"xfrm\"}} {o2}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "wirespeed_sa_bytes_total{{gateway=\"A\",spi=\"{in_spi:#x}\",direction=\"in\",origin=\"xfrm\"}} {}",
+            i2.1
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("wirespeed_sa_last_use_seconds{"), "{metrics}");
+
+    // A data-plane restart: the kernel's SA now shows the totals pushed (its curlft, as a dump
+    // gives it). The outbound SA is not continued (its last sequence number is unknown) but
+    // refused, and the daemon asked to rekey it with a soft EXPIRE.
+    let (_, bytes, packets) = get(&third, out_spi);
+    let used = UsersaInfo {
+        curlft: wirespeed_xfrm::wire::LifetimeCur { bytes, packets, ..Default::default() },
+        ..sa_info(configs::A_WAN, configs::B_WAN, out_spi)
+    };
+    let mut restarted = mirror(&cfg);
+    restarted.apply_datagram(&newsa_info(&used, None));
+    assert!(restarted.find(out_spi, true).is_none(), "a used outbound SA is not mirrored");
+    let mut b = Builder::new();
+    assert_eq!(Feedback::new(interval, Duration::from_secs(1)).retire_used(&restarted, &mut b), 1);
+    let (h, p) = xmsg::messages(b.bytes()).next().unwrap().unwrap();
+    match XfrmMsg::decode(h.kind, p).unwrap() {
+        XfrmMsg::Expire { sa, hard } => assert_eq!((sa.info.id.spi, hard), (out_spi, false)),
+        x => panic!("{x:?}"),
+    }
+    let t = rig.totals();
+    for r in
+        [DropReason::EspNoSa, DropReason::EspAuthFailed, DropReason::EspReplay, DropReason::PolicyDiscard]
+    {
+        assert_eq!(t.drops_of(r), 0, "{t}");
+    }
+    rig.stop();
+}
+
+/// Gateway A with two data shards, `[keying]` `extra` and the steering `rules`, its mirror.
+fn two_shards(rules: &str, extra: &str) -> (Rig, Mirror) {
+    let text = format!(
+        "{}\n[steering]\nrules = [{rules}]\n\n[keying]\nsource = \"xfrm\"\nif_ids = [{IF_ID}]\n{extra}\n",
+        configs::config(Site::A, 2, None)
+    );
+    let mut rig = Rig::start_with(&text);
+    let cfg = rig.cfg.clone();
+    let Keying::Xfrm(k) = &cfg.keying else { panic!() };
+    let m = Mirror::new(ipsec_gateway::keying::mirror_config(&cfg, k));
+    let wan_router = cfg.routes.iter().find(|r| r.prefix.to_string() == "10.2.0.0/16").unwrap().via.unwrap();
+    let r =
+        Control::default().handle(rig.gw_mut(), &cfg, &format!("route add 10.77.0.0/16 via {wan_router}"));
+    assert!(r.starts_with("ok"), "{r}");
+    (rig, m)
+}
+
+/// The policy's test frames: 16 destinations, which RSS alone spreads over both shards.
+fn spread_frames(rig: &Rig) -> Vec<Vec<u8>> {
+    let frames: Vec<Vec<u8>> = (1..=16).map(outbound_frame).collect();
+    let plain =
+        ipsec_gateway::config::GatewayConfig::from_toml(&configs::config(Site::A, 2, None), None, "t")
+            .unwrap();
+    let rss = ipsec_gateway::gateway::Steering::new(&plain).unwrap();
+    let queues: std::collections::BTreeSet<u16> = frames.iter().filter_map(|f| rss.queue(f)).collect();
+    assert_eq!(queues.into_iter().collect::<Vec<_>>(), vec![0, 1], "RSS alone puts them on both shards");
+    let _ = rig;
+    frames
+}
+
+/// Sends `frames` from the LAN and returns the SPI of each ESP packet out, with the queue its
+/// frame was steered to.
+fn seal_all(rig: &mut Rig, frames: &[Vec<u8>]) -> Vec<(u16, u32)> {
+    let mut out = Vec::new();
+    for f in frames {
+        let q = rig.steering.queue(f).unwrap();
+        rig.send(Side::Lan, f);
+        rig.settle();
+        let esp = rig.take(Side::Wan);
+        assert_eq!(esp.len(), 1, "sealed; drops {:?}", rig.totals().nonzero_drops().collect::<Vec<_>>());
+        assert_eq!(esp[0][23], 50, "ESP");
+        out.push((q, u32::from_be_bytes(esp[0][34..38].try_into().unwrap())));
+    }
+    out
+}
+
+fn usage_of(rig: &mut Rig, spi: u32) -> u64 {
+    assert!(rig.gw_mut().request_sa_usage());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(u) = rig.gw_mut().take_sa_usage() {
+            let uid = rig
+                .gw()
+                .sas()
+                .iter()
+                .find(|s| s.spi() == spi && s.direction() == Direction::Inbound)
+                .map(|s| s.uid());
+            return u.iter().find(|u| Some(u.uid) == uid).map_or(0, |u| u.packets);
+        }
+        assert!(Instant::now() < deadline, "the shards did not answer");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn rekey_overlap_on_the_reqids_shard_loses_nothing() {
+    // reqid 9's outbound SAs on shard 1, and the policy's LAN traffic steered there.
+    let rule = "{ name = \"tunnel-77\", match = { dst = \"10.77.0.0/16\" }, action = { queue = 1 } }";
+    let (mut rig, mut m) = two_shards(rule, "reqid_shards = [{ reqid = 9, shard = 1 }]");
+    let frames = spread_frames(&rig);
+    let (pol, _) = policy();
+    m.apply_datagram(&pol);
+    let (old_out, old_in, new_out, new_in) = (0xbeef_0101u32, 0xbeef_0102u32, 0xbeef_0201u32, 0xbeef_0202u32);
+    m.apply_datagram(&newsa(configs::A_WAN, configs::B_WAN, old_out));
+    m.apply_datagram(&newsa(configs::B_WAN, configs::A_WAN, old_in));
+    let mut p = MirrorPublisher::default();
+    p.sync(&m, rig.gw_mut());
+    let sealed = seal_all(&mut rig, &frames);
+    assert!(sealed.iter().all(|&(q, spi)| q == 1 && spi == old_out), "{sealed:x?}");
+
+    // The rekey: new SAs of the same reqid, both old ones still there.
+    m.apply_datagram(&newsa(configs::A_WAN, configs::B_WAN, new_out));
+    m.apply_datagram(&newsa(configs::B_WAN, configs::A_WAN, new_in));
+    p.sync(&m, rig.gw_mut());
+    let new_sa = rig.gw().sas().iter().find(|s| s.spi() == new_out).unwrap().direction();
+    assert_eq!(new_sa, Direction::Outbound { shard: 1 }, "the new SA is on the reqid's shard too");
+    let sealed = seal_all(&mut rig, &frames);
+    assert!(sealed.iter().all(|&(_, spi)| spi == new_out), "{sealed:x?}");
+    // The peer may still send under the old inbound SA until it switches: it decrypts.
+    for seq in 1..=4 {
+        rig.send(Side::Wan, &inbound_esp(old_in, seq, 100));
+        rig.send(Side::Wan, &inbound_esp(new_in, seq, 100));
+    }
+    rig.settle();
+    assert_eq!((usage_of(&mut rig, old_in), usage_of(&mut rig, new_in)), (4, 4));
+
+    // The daemon deletes the old SAs later.
+    m.apply_datagram(&delsa(configs::A_WAN, configs::B_WAN, old_out));
+    m.apply_datagram(&delsa(configs::B_WAN, configs::A_WAN, old_in));
+    p.sync(&m, rig.gw_mut());
+    let sealed = seal_all(&mut rig, &frames);
+    assert!(sealed.iter().all(|&(_, spi)| spi == new_out), "{sealed:x?}");
+    let t = rig.totals();
+    for r in [DropReason::EspNoSa, DropReason::EspAuthFailed, DropReason::EspReplay] {
+        assert_eq!(t.drops_of(r), 0, "{t}");
+    }
+    rig.stop();
+}
+
+#[test]
+fn per_cpu_sas_serve_the_shards_they_map_to() {
+    // No steering: RSS spreads the policy's traffic; CPU n's SA is owned by shard n % 2.
+    let (mut rig, mut m) = two_shards("", "");
+    let frames = spread_frames(&rig);
+    let (pol, _) = policy();
+    m.apply_datagram(&pol);
+    m.apply_datagram(&newsa_cpu(configs::A_WAN, configs::B_WAN, 0xbeef_0300, Some(0)));
+    m.apply_datagram(&newsa_cpu(configs::A_WAN, configs::B_WAN, 0xbeef_0301, Some(1)));
+    assert_eq!(m.configs().len(), 2, "{:?}", m.recent_refusals().collect::<Vec<_>>());
+    let mut p = MirrorPublisher::default();
+    p.sync(&m, rig.gw_mut());
+    assert_eq!(
+        rig.gw().spd().policies.last().unwrap().action,
+        PolicyAction::Protect { spis: vec![0xbeef_0300, 0xbeef_0301] }
+    );
+    let sealed = seal_all(&mut rig, &frames);
+    for (q, spi) in &sealed {
+        assert_eq!(*spi, 0xbeef_0300 + u32::from(*q), "shard {q} seals with its CPU's SA");
+    }
+    assert_eq!(rig.totals().drops_of(DropReason::EspNoSa), 0);
+    rig.stop();
+}
+
+#[test]
+fn feedback_is_sent_in_chunks_of_whole_messages() {
+    use ipsec_gateway::keying::{SEND_CHUNK, chunks};
+    let mut m = mirror(&GatewayConfig::from_toml(&configs::config(Site::A, 1, None), None, "t").unwrap());
+    let mut counters = Vec::new();
+    for i in 0..1000u32 {
+        m.apply_datagram(&newsa(configs::A_WAN, configs::B_WAN, 0x1000_0000 + i));
+        counters.push(wirespeed_xfrm::SaCounters {
+            spi: 0x1000_0000 + i,
+            outbound: true,
+            bytes: 100,
+            packets: 1,
+            last_use: 0,
+        });
+    }
+    let mut fb = Feedback::new(Duration::from_secs(10), Duration::from_secs(1));
+    let mut b = Builder::new();
+    assert_eq!(fb.counters(&m, &counters, &mut b), 1000);
+    let all = b.bytes();
+    assert!(all.len() > 3 * SEND_CHUNK, "{} bytes", all.len());
+    let parts: Vec<&[u8]> = chunks(all, SEND_CHUNK).collect();
+    assert_eq!(parts.concat(), all, "nothing lost or repeated");
+    let mut n = 0;
+    for p in &parts {
+        assert!(p.len() <= SEND_CHUNK, "{}", p.len());
+        for r in xmsg::messages(p) {
+            let (h, _) = r.expect("whole messages");
+            assert_eq!(h.kind, msg_type::NEWAE);
+            n += 1;
+        }
+    }
+    assert_eq!(n, 1000);
+    // A malformed length does not loop: the rest goes in one piece.
+    let bad = [&all[..200], &[0xff; 40][..]].concat();
+    assert_eq!(chunks(&bad, 64).map(<[u8]>::len).sum::<usize>(), bad.len());
 }

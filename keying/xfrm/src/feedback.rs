@@ -9,8 +9,8 @@ use crate::mirror::{Mirror, Refusal, SaEntry};
 use crate::msg::{self, Builder};
 use crate::wire::LifetimeCur;
 
-/// What the data plane counted for one SA (totals since the SA was installed, summed over
-/// shards).
+/// What the data plane counted for one SA: totals since the SA was installed, summed over
+/// shards (never increments since the last report: `NEWAE` replaces the kernel's counters).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SaCounters {
     /// SPI.
@@ -21,7 +21,15 @@ pub struct SaCounters {
     pub bytes: u64,
     /// Packets.
     pub packets: u64,
+    /// Last use, seconds since the Unix epoch (0: never). Not sent: the kernel's
+    /// `curlft.use_time` is the *first* use (its use-time limits count from it) and no
+    /// netlink message sets an SA's last use; [`Feedback::counters`] stamps the first use.
+    pub last_use: u64,
 }
+
+/// Identity of a mirrored SA for the feedback: SPI, direction and installation order (a new SA
+/// that reuses a deleted one's SPI is another SA).
+type FbKey = (u32, bool, u64);
 
 /// Builds the feedback messages of a mirror.
 #[derive(Debug)]
@@ -29,8 +37,12 @@ pub struct Feedback {
     interval: Duration,
     last_counters: Option<Instant>,
     acquire_holdoff: Duration,
-    acquired: HashMap<(u8, u32), Instant>,
-    first_use: HashMap<(u32, bool), u64>,
+    /// Last ACQUIRE per (policy direction, index, CPU or `u32::MAX`).
+    acquired: HashMap<(u8, u32, u32), Instant>,
+    first_use: HashMap<FbKey, u64>,
+    /// Last totals sent per SA (bytes, packets): replace semantics never go backwards.
+    sent: HashMap<FbKey, (u64, u64)>,
+    regressions: u64,
     expired: HashMap<(u32, bool), bool>,
     retired: HashSet<u32>,
     seq: u32,
@@ -49,6 +61,8 @@ impl Feedback {
             acquire_holdoff,
             acquired: HashMap::new(),
             first_use: HashMap::new(),
+            sent: HashMap::new(),
+            regressions: 0,
             expired: HashMap::new(),
             retired: HashSet::new(),
             seq: 0,
@@ -71,27 +85,46 @@ impl Feedback {
         }
     }
 
-    /// Appends one `NEWAE` per mirrored SA in `counters` (others are skipped): cumulative
-    /// bytes and packets, the kernel's own `add_time`, and the first-use time (the first
-    /// report with packets). Returns how many were built.
+    /// Appends one `NEWAE` per mirrored SA in `counters` whose totals changed since the last
+    /// one sent for it (others are skipped: the kernel keeps what it was last told, and a
+    /// gateway with thousands of idle SAs sends nothing for them): cumulative bytes and
+    /// packets (replace semantics: the kernel's counters become these totals), the kernel's
+    /// own `add_time`, and the first-use time (the first report with packets). A total below
+    /// one already sent for the same SA is not sent lower (the kernel and the daemon never see
+    /// counters go back; counted in [`Feedback::regressions`]). Returns how many were built.
     pub fn counters(&mut self, mirror: &Mirror, counters: &[SaCounters], b: &mut Builder) -> usize {
         let mut n = 0;
         for c in counters {
             let Some(sa) = mirror.find(c.spi, c.outbound) else { continue };
-            let use_time = if c.packets > 0 {
-                *self.first_use.entry((c.spi, c.outbound)).or_insert_with(unix_now)
-            } else {
-                0
-            };
-            let cur =
-                LifetimeCur { bytes: c.bytes, packets: c.packets, add_time: sa.kernel_add_time, use_time };
+            let key = (c.spi, c.outbound, sa.order);
+            let (mut bytes, mut packets) = (c.bytes, c.packets);
+            let last = self.sent.get(&key).copied().unwrap_or((0, 0));
+            if bytes < last.0 || packets < last.1 {
+                self.regressions += 1;
+                bytes = bytes.max(last.0);
+                packets = packets.max(last.1);
+            }
+            if (bytes, packets) == last {
+                continue;
+            }
+            self.sent.insert(key, (bytes, packets));
+            let use_time = *self.first_use.entry(key).or_insert_with(unix_now);
+            let cur = LifetimeCur { bytes, packets, add_time: sa.kernel_add_time, use_time };
             let seq = self.next_seq();
             msg::newae(b, seq, &sa.sa_ref(), &cur, false);
             n += 1;
         }
         // Forget SAs that are gone.
-        self.first_use.retain(|&(spi, out), _| mirror.find(spi, out).is_some());
+        let alive = |&(spi, out, order): &FbKey| mirror.find(spi, out).is_some_and(|sa| sa.order == order);
+        self.first_use.retain(|k, _| alive(k));
+        self.sent.retain(|k, _| alive(k));
         n
+    }
+
+    /// Counter reports that were lower than an earlier one for the same SA (and were sent as
+    /// the earlier totals instead).
+    pub fn regressions(&self) -> u64 {
+        self.regressions
     }
 
     /// Appends an `EXPIRE` for a data-plane lifetime event of a mirrored SA (once per SA and
@@ -127,23 +160,29 @@ impl Feedback {
         n
     }
 
-    /// Appends an `ACQUIRE` for every outbound policy that has no SA, at most once per policy
-    /// per holdoff. Returns how many were built.
+    /// Appends an `ACQUIRE` for every outbound policy that has no SA, and a per-CPU one
+    /// (`XFRMA_SA_PCPU`) for every shard without its own SA of a policy that wants one per CPU
+    /// ([`Mirror::per_cpu_missing`]), at most once per policy (and CPU) per holdoff. Returns
+    /// how many were built.
     pub fn acquires(&mut self, mirror: &Mirror, now: Instant, b: &mut Builder) -> usize {
         let mut n = 0;
         let holdoff = self.acquire_holdoff;
-        let unresolved = mirror.unresolved();
-        for p in &unresolved {
-            let key = (p.info.dir, p.info.index);
-            if self.acquired.get(&key).is_some_and(|&t| now < t + holdoff) {
+        let mut wanted: Vec<(&crate::msg::PolicyMsg, Option<u32>)> =
+            mirror.unresolved().into_iter().map(|p| (p, None)).collect();
+        wanted.extend(mirror.per_cpu_missing().into_iter().map(|(p, _, cpu)| (p, Some(cpu))));
+        let key =
+            |p: &crate::msg::PolicyMsg, cpu: Option<u32>| (p.info.dir, p.info.index, cpu.unwrap_or(u32::MAX));
+        for &(p, cpu) in &wanted {
+            let k = key(p, cpu);
+            if self.acquired.get(&k).is_some_and(|&t| now < t + holdoff) {
                 continue;
             }
-            self.acquired.insert(key, now);
+            self.acquired.insert(k, now);
             let seq = self.next_seq();
-            msg::acquire(b, seq, p, None, false);
+            msg::acquire_pcpu(b, seq, p, None, cpu, false);
             n += 1;
         }
-        self.acquired.retain(|k, _| unresolved.iter().any(|p| (p.info.dir, p.info.index) == *k));
+        self.acquired.retain(|k, _| wanted.iter().any(|&(p, cpu)| key(p, cpu) == *k));
         n
     }
 }

@@ -52,9 +52,19 @@ pub struct MirrorConfig {
     /// This gateway's addresses: an SA to one of them is inbound, from one of them outbound
     /// (used when the kernel gives no `XFRMA_SA_DIR`).
     pub local_addrs: Vec<IpAddr>,
-    /// Shards that may own outbound SAs; SA `spi` goes to `outbound_shards[spi % len]`
-    /// (shard 0 when empty).
+    /// Shards that may own outbound SAs of reqids not in `reqid_shards`: an SA of `reqid`
+    /// goes to `outbound_shards[reqid % len]` (shard 0 when empty), so every SA of one reqid
+    /// (one IKE child SA and all its rekeys) is owned by the same shard.
     pub outbound_shards: Vec<ShardId>,
+    /// The shard that owns the (not per-CPU) outbound SAs of a reqid. The data plane must
+    /// bring that reqid's policy traffic to this shard (a steering rule on the policy's
+    /// selector); on other shards it is dropped as `EspNoSa`, never sent in clear.
+    pub reqid_shards: BTreeMap<u32, ShardId>,
+    /// Per-CPU SAs (`XFRMA_SA_PCPU`, RFC 9611): the SA of CPU `n` is owned by
+    /// `pcpu_shards[n % len]` (when empty: `outbound_shards[n % len]`). A policy then has an
+    /// SA on each shard that has one; a shard without uses the policy's SA without CPU, if it
+    /// owns it.
+    pub pcpu_shards: Vec<ShardId>,
     /// AEAD provider of mirrored SAs.
     pub provider: ProviderRef,
     /// Outer TTL of tunnel-mode packets.
@@ -66,6 +76,29 @@ pub struct MirrorConfig {
 }
 
 impl MirrorConfig {
+    /// The shard that owns the outbound SAs of `reqid` without CPU.
+    pub fn reqid_shard(&self, reqid: u32) -> ShardId {
+        match self.reqid_shards.get(&reqid) {
+            Some(&s) => s,
+            None => pick(&self.outbound_shards, reqid),
+        }
+    }
+
+    /// The CPU whose per-CPU SAs `shard` owns (the first that maps onto it), if any.
+    pub fn cpu_of_shard(&self, shard: ShardId) -> Option<u32> {
+        let map = if self.pcpu_shards.is_empty() { &self.outbound_shards } else { &self.pcpu_shards };
+        map.iter().position(|&s| s == shard).and_then(|i| u32::try_from(i).ok())
+    }
+
+    /// The shard that owns the per-CPU outbound SA of CPU `cpu`.
+    pub fn pcpu_shard(&self, cpu: u32) -> ShardId {
+        if self.pcpu_shards.is_empty() {
+            pick(&self.outbound_shards, cpu)
+        } else {
+            pick(&self.pcpu_shards, cpu)
+        }
+    }
+
     /// A configuration with `scope` and `local_addrs`, one shard, the default provider, TTL 64,
     /// no MTU, default bypass.
     pub fn new(scope: Scope, local_addrs: Vec<IpAddr>) -> Self {
@@ -73,12 +106,18 @@ impl MirrorConfig {
             scope,
             local_addrs,
             outbound_shards: vec![0],
+            reqid_shards: BTreeMap::new(),
+            pcpu_shards: Vec::new(),
             provider: default_provider(),
             outer_ttl: 64,
             mtu: None,
             default_action: DefaultAction::Bypass,
         }
     }
+}
+
+fn pick(shards: &[ShardId], n: u32) -> ShardId {
+    if shards.is_empty() { 0 } else { shards[n as usize % shards.len()] }
 }
 
 /// Why a message was not mirrored. Every refusal is counted ([`MirrorStats::refused`] and by
@@ -287,6 +326,9 @@ pub struct MirroredSa {
     pub reqid: u32,
     /// `XFRMA_IF_ID` (0 none).
     pub if_id: u32,
+    /// `XFRMA_SA_PCPU`: the CPU this per-CPU SA serves (RFC 9611), mapped onto a shard by
+    /// [`MirrorConfig::pcpu_shard`].
+    pub pcpu: Option<u32>,
     /// Sequence number of the kernel state. Outbound: the last one sent, always 0 for a
     /// mirrored SA (a used outbound SA is refused, [`Refusal::UsedOutbound`]), so numbering
     /// starts at 1. Inbound: the highest one seen, to resume the replay window from
@@ -315,6 +357,7 @@ impl std::fmt::Debug for MirroredSa {
             .field("key", &self.key)
             .field("saddr", &self.saddr)
             .field("reqid", &self.reqid)
+            .field("pcpu", &self.pcpu)
             .field("seq", &self.seq)
             .field("order", &self.order)
             .finish()
@@ -907,8 +950,10 @@ impl Mirror {
         };
         let sel = if outbound { None } else { selector(|| format!("SA {spi:#010x}"), &info.sel)? };
         let direction = if outbound {
-            let shards = &self.cfg.outbound_shards;
-            let shard = if shards.is_empty() { 0 } else { shards[spi as usize % shards.len()] };
+            let shard = match a.pcpu {
+                Some(cpu) => self.cfg.pcpu_shard(cpu),
+                None => self.cfg.reqid_shard(info.reqid),
+            };
             Direction::Outbound { shard }
         } else {
             Direction::Inbound
@@ -935,6 +980,7 @@ impl Mirror {
             saddr,
             reqid: info.reqid,
             if_id: a.if_id.unwrap_or(0),
+            pcpu: a.pcpu,
             seq,
             kernel_add_time: info.curlft.add_time,
             kernel_lifetime: *lft,
@@ -989,22 +1035,59 @@ impl Mirror {
         }
     }
 
+    fn candidates<'a>(&'a self, p: &PolicyMsg) -> impl Iterator<Item = &'a MirroredSa> + 'a {
+        let t = p.attrs.templates.iter().find(|t| t.id.proto == IPPROTO_ESP).cloned();
+        let (if_id, mark) = (p.attrs.if_id.unwrap_or(0), p.attrs.mark.unwrap_or_default());
+        let tdst =
+            t.as_ref().and_then(|t| wire::to_ip(t.family, &t.id.daddr).ok()).filter(|a| !a.is_unspecified());
+        let tsrc =
+            t.as_ref().and_then(|t| wire::to_ip(t.family, &t.saddr).ok()).filter(|a| !a.is_unspecified());
+        self.active().filter(move |sa| {
+            let Some(t) = &t else { return false };
+            sa.is_outbound()
+                && (t.reqid == 0 || sa.reqid == t.reqid)
+                && sa.if_id == if_id
+                && sa.key.mark == mark
+                && (t.mode != wire::MODE_TUNNEL
+                    || (tdst.is_none_or(|d| d == sa.key.daddr) && tsrc.is_none_or(|s| s == sa.saddr)))
+                && (t.mode == wire::MODE_TUNNEL) == matches!(sa.config.mode, EspMode::Tunnel { .. })
+        })
+    }
+
     /// The active outbound SA a policy's ESP template resolves to (the newest), if any.
     pub fn resolve(&self, p: &PolicyMsg) -> Option<&MirroredSa> {
-        let t = p.attrs.templates.iter().find(|t| t.id.proto == IPPROTO_ESP)?;
-        let tdst = wire::to_ip(t.family, &t.id.daddr).ok().filter(|a| !a.is_unspecified());
-        let tsrc = wire::to_ip(t.family, &t.saddr).ok().filter(|a| !a.is_unspecified());
-        self.active()
-            .filter(|sa| {
-                sa.is_outbound()
-                    && (t.reqid == 0 || sa.reqid == t.reqid)
-                    && sa.if_id == p.attrs.if_id.unwrap_or(0)
-                    && sa.key.mark == p.attrs.mark.unwrap_or_default()
-                    && (t.mode != wire::MODE_TUNNEL
-                        || (tdst.is_none_or(|d| d == sa.key.daddr) && tsrc.is_none_or(|s| s == sa.saddr)))
-                    && (t.mode == wire::MODE_TUNNEL) == matches!(sa.config.mode, EspMode::Tunnel { .. })
-            })
-            .max_by_key(|sa| sa.order)
+        self.candidates(p).max_by_key(|sa| sa.order)
+    }
+
+    /// The outbound SAs that serve a policy, at most one per shard, in shard order: on each
+    /// shard the newest per-CPU SA it owns, else the newest SA without CPU if that shard owns
+    /// it. During a rekey the old SA stays installed (inbound packets under it still decrypt)
+    /// but the policy moves to the new one at once; as both are owned by the reqid's shard
+    /// ([`MirrorConfig::reqid_shard`]), no shard loses its SA in between.
+    pub fn resolve_shards(&self, p: &PolicyMsg) -> Vec<&MirroredSa> {
+        let mut per_shard: BTreeMap<ShardId, &MirroredSa> = BTreeMap::new();
+        let mut fallback: Option<&MirroredSa> = None;
+        for sa in self.candidates(p) {
+            if sa.pcpu.is_none() {
+                if fallback.is_none_or(|f| sa.order > f.order) {
+                    fallback = Some(sa);
+                }
+                continue;
+            }
+            let Direction::Outbound { shard } = sa.config.direction else { continue };
+            match per_shard.get(&shard) {
+                Some(cur) if cur.order > sa.order => {}
+                _ => {
+                    per_shard.insert(shard, sa);
+                }
+            }
+        }
+        if let Some(f) = fallback
+            && let Direction::Outbound { shard } = f.config.direction
+        {
+            per_shard.entry(shard).or_insert(f);
+        }
+        per_shard.into_values().collect()
     }
 
     /// Outbound policies with ESP templates that no active SA serves: the data plane drops
@@ -1016,6 +1099,43 @@ impl Mirror {
             .collect()
     }
 
+    /// Per-CPU SAs to ask for: for each outbound policy that wants one SA per CPU
+    /// ([`wire::POLICY_CPU_ACQUIRE`]) and already has an SA, each data shard
+    /// ([`MirrorConfig::outbound_shards`]) without a per-CPU SA of its own, with the CPU whose
+    /// SAs it owns ([`MirrorConfig::cpu_of_shard`]). (A policy without any SA is in
+    /// [`Mirror::unresolved`]: its first SA is the one without CPU.)
+    pub fn per_cpu_missing(&self) -> Vec<(&PolicyMsg, ShardId, u32)> {
+        let mut shards = self.cfg.outbound_shards.clone();
+        if shards.is_empty() {
+            shards.push(0);
+        }
+        shards.sort_unstable();
+        shards.dedup();
+        let mut out = Vec::new();
+        for p in self.outbound_policies() {
+            if p.info.action != wire::POLICY_ALLOW
+                || p.attrs.templates.is_empty()
+                || p.info.flags & wire::POLICY_CPU_ACQUIRE == 0
+            {
+                continue;
+            }
+            let served = self.resolve_shards(p);
+            if served.is_empty() {
+                continue;
+            }
+            for &shard in &shards {
+                let own = served.iter().any(|sa| {
+                    sa.pcpu.is_some()
+                        && matches!(sa.config.direction, Direction::Outbound { shard: s } if s == shard)
+                });
+                if !own && let Some(cpu) = self.cfg.cpu_of_shard(shard) {
+                    out.push((p, shard, cpu));
+                }
+            }
+        }
+        out
+    }
+
     fn outbound_policies(&self) -> impl Iterator<Item = &PolicyMsg> {
         let mut v: Vec<&PolicyMsg> =
             self.policies.values().map(|p| &p.msg).filter(|p| p.info.dir == wire::POLICY_OUT).collect();
@@ -1024,8 +1144,9 @@ impl Mirror {
     }
 
     /// The outbound SPD: mirrored `dir out` policies by kernel priority (lower first). A
-    /// protect policy names the newest active outbound SA its template resolves to, or no SA
-    /// (its packets are dropped as `EspNoSa`, never sent in clear).
+    /// protect policy names the SAs that serve it, one per shard at most
+    /// ([`Mirror::resolve_shards`]), or no SA (its packets are dropped as `EspNoSa`, never
+    /// sent in clear).
     pub fn spd(&self) -> Spd {
         let policies = self
             .outbound_policies()
@@ -1037,7 +1158,7 @@ impl Mirror {
                     PolicyAction::Bypass
                 } else {
                     PolicyAction::Protect {
-                        spis: self.resolve(p).map(|sa| vec![sa.key.spi]).unwrap_or_default(),
+                        spis: self.resolve_shards(p).iter().map(|sa| sa.key.spi).collect(),
                     }
                 };
                 Some(SecurityPolicy { selector: sel, action })

@@ -141,6 +141,8 @@ pub struct Attrs {
     pub extra_flags: Option<u32>,
     /// `XFRMA_SA_DIR` (1 in, 2 out).
     pub sa_dir: Option<u8>,
+    /// `XFRMA_SA_PCPU`: the CPU a per-CPU SA (RFC 9611) serves.
+    pub pcpu: Option<u32>,
     /// `XFRMA_SA` (the full SA in a DELSA notification).
     pub sa: Option<UsersaInfo>,
     /// `XFRMA_POLICY` (the full policy in a DELPOLICY notification).
@@ -195,6 +197,7 @@ impl Attrs {
                         have: 0,
                     })?)
                 }
+                attr::SA_PCPU => a.pcpu = Some(u32_attr("XFRMA_SA_PCPU", p)?),
                 attr::SA => a.sa = Some(UsersaInfo::parse(p)?),
                 attr::POLICY => a.policy = Some(UserpolicyInfo::parse(p)?),
                 attr::POLICY_TYPE => {
@@ -570,6 +573,20 @@ pub fn expire(b: &mut Builder, seq: u32, sa: &SaRef, hard: bool, ack: bool) {
 /// the IKE daemon (`km_query`), which negotiates one. `flow` is the packet's selector (the
 /// policy's own when `None`).
 pub fn acquire(b: &mut Builder, seq: u32, policy: &PolicyMsg, flow: Option<wire::XfrmSelector>, ack: bool) {
+    acquire_pcpu(b, seq, policy, flow, None, ack)
+}
+
+/// [`acquire`] of a per-CPU SA (RFC 9611) when `pcpu` is given: the request names the CPU in
+/// `XFRMA_SA_PCPU`, as the kernel's own ACQUIREs for a `XFRM_POLICY_CPU_ACQUIRE` policy do, so
+/// the daemon negotiates an SA for that CPU (the kernel refuses a CPU number it does not have).
+pub fn acquire_pcpu(
+    b: &mut Builder,
+    seq: u32,
+    policy: &PolicyMsg,
+    flow: Option<wire::XfrmSelector>,
+    pcpu: Option<u32>,
+    ack: bool,
+) {
     let flags = NLM_F_REQUEST | if ack { NLM_F_ACK } else { 0 };
     let at = b.start(msg_type::ACQUIRE, flags, seq);
     let t = policy.attrs.templates.first().copied().unwrap_or_default();
@@ -594,6 +611,9 @@ pub fn acquire(b: &mut Builder, seq: u32, policy: &PolicyMsg, flow: Option<wire:
     }
     if let Some(id) = policy.attrs.if_id {
         b.attr(attr::IF_ID, |o| o.extend_from_slice(&id.to_ne_bytes()));
+    }
+    if let Some(cpu) = pcpu {
+        b.attr(attr::SA_PCPU, |o| o.extend_from_slice(&cpu.to_ne_bytes()));
     }
     b.finish(at);
 }

@@ -35,6 +35,9 @@ pub const POLICY_FWD: u8 = 2;
 pub const POLICY_ALLOW: u8 = 0;
 /// `XFRM_POLICY_BLOCK`.
 pub const POLICY_BLOCK: u8 = 1;
+/// `XFRM_POLICY_CPU_ACQUIRE` in `xfrm_userpolicy_info.flags` (Linux 6.13+): the policy wants
+/// one SA per CPU (RFC 9611); ACQUIREs for it name the CPU (`XFRMA_SA_PCPU`).
+pub const POLICY_CPU_ACQUIRE: u8 = 4;
 
 /// `UDP_ENCAP_ESPINUDP` (RFC 3948).
 pub const UDP_ENCAP_ESPINUDP: u16 = 2;
@@ -122,6 +125,9 @@ pub mod attr {
     pub const IF_ID: u16 = 31;
     /// `XFRMA_SA_DIR` (Linux 6.10+): 1 inbound, 2 outbound.
     pub const SA_DIR: u16 = 33;
+    /// `XFRMA_SA_PCPU` (Linux 6.13+, RFC 9611 per-CPU SAs): the CPU an outbound SA serves
+    /// (`u32`).
+    pub const SA_PCPU: u16 = 35;
 }
 
 /// Netlink multicast groups (`enum xfrm_nlgroups`).

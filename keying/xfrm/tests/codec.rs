@@ -229,6 +229,45 @@ fn newsa_and_updsa_match_netlink_packet_xfrm() {
 }
 
 #[test]
+fn per_cpu_sa_attribute_decodes_and_frames_like_netlink_packet_xfrm() {
+    // XFRMA_SA_PCPU (35, Linux 6.13+): a u32, the CPU. netlink-packet-xfrm 0.5 has no decoder
+    // for it (its attributes end at XFRMA_IF_ID = 31): it must see a well-framed unknown
+    // attribute of kind 35 with our 4 bytes, next to the attributes it does know.
+    let info = sa_info(LOCAL, PEER, 0xc0de_0002, 42);
+    let a = A { raw: vec![(wire::attr::SA_PCPU, 3u32.to_ne_bytes().to_vec())], ..full_sa_attrs() };
+    let bytes = newsa(msg_type::NEWSA, &info, &a);
+    // The attribute as the kernel writes it: len 8 (header 4 + u32), type 35, value.
+    let at = bytes.len() - 8;
+    assert_eq!(&bytes[at..at + 2], &8u16.to_ne_bytes());
+    assert_eq!(&bytes[at + 2..at + 4], &35u16.to_ne_bytes());
+    assert_eq!(&bytes[at + 4..], &3u32.to_ne_bytes());
+    let XfrmMsg::NewSa(sa) = one(&bytes).1 else { panic!() };
+    assert_eq!(sa.attrs.pcpu, Some(3));
+    assert_eq!(sa.attrs.unknown, 0);
+    let XfrmMessage::AddSa(m) = theirs(&bytes) else { panic!() };
+    let other: Vec<_> = m
+        .nlas
+        .iter()
+        .filter_map(|n| match n {
+            XfrmAttrs::Other(d) => {
+                use netlink_packet_core::Nla;
+                let mut v = vec![0; d.value_len()];
+                d.emit_value(&mut v);
+                Some((d.kind(), v))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(other, vec![(35, 3u32.to_ne_bytes().to_vec())]);
+    assert_eq!(m.nlas.len(), 6, "the five known attributes and the per-CPU one");
+    // Truncated: a counted decode error, not a panic.
+    let short = A { raw: vec![(wire::attr::SA_PCPU, vec![3, 0])], ..A::default() };
+    let bytes = newsa(msg_type::NEWSA, &info, &short);
+    let (h, p) = msg::messages(&bytes).next().unwrap().unwrap();
+    assert!(XfrmMsg::decode(h.kind, p).is_err());
+}
+
+#[test]
 fn delsa_expire_allocspi_flushsa_match_netlink_packet_xfrm() {
     let info = sa_info(PEER, LOCAL, 0x0102_0304, 5);
     let bytes = delsa(&info, &if_id(7));

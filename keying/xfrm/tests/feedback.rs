@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use wirespeed_xfrm::msg::{self, Builder, XfrmMsg};
-use wirespeed_xfrm::wire::{LifetimeCur, UsersaInfo, msg_type};
+use wirespeed_xfrm::wire::{LifetimeCur, UserpolicyInfo, UsersaInfo, msg_type};
 use wirespeed_xfrm::{Feedback, Mirror, MirrorConfig, SaCounters, Scope};
 
 fn setup() -> Mirror {
@@ -47,13 +47,15 @@ fn counters_are_cumulative_and_keep_the_kernel_add_time() {
     assert!(f.counters_due(t0 + Duration::from_secs(10)));
     let mut b = Builder::new();
     let idle = [
-        SaCounters { spi: 0x71, outbound: true, bytes: 0, packets: 0 },
-        SaCounters { spi: 0x99, outbound: true, bytes: 1, packets: 1 },
+        SaCounters { spi: 0x71, outbound: true, bytes: 0, packets: 0, ..SaCounters::default() },
+        SaCounters { spi: 0x99, outbound: true, bytes: 1, packets: 1, ..SaCounters::default() },
     ];
-    assert_eq!(f.counters(&m, &idle, &mut b), 1, "unknown SAs are skipped");
-    let busy = [SaCounters { spi: 0x71, outbound: true, bytes: 15_000, packets: 10 }];
+    assert_eq!(f.counters(&m, &idle, &mut b), 0, "unknown SAs and unchanged totals are skipped");
+    let busy =
+        [SaCounters { spi: 0x71, outbound: true, bytes: 15_000, packets: 10, ..SaCounters::default() }];
     f.counters(&m, &busy, &mut b);
-    let more = [SaCounters { spi: 0x71, outbound: true, bytes: 30_000, packets: 20 }];
+    let more =
+        [SaCounters { spi: 0x71, outbound: true, bytes: 30_000, packets: 20, ..SaCounters::default() }];
     f.counters(&m, &more, &mut b);
     let ltimes: Vec<LifetimeCur> = decoded(&b)
         .into_iter()
@@ -66,12 +68,47 @@ fn counters_are_cumulative_and_keep_the_kernel_add_time() {
             x => panic!("{x:?}"),
         })
         .collect();
-    assert_eq!(ltimes.len(), 3);
+    assert_eq!(ltimes.len(), 2);
     assert!(ltimes.iter().all(|l| l.add_time == 1_700_000_000));
-    assert_eq!((ltimes[0].bytes, ltimes[0].packets, ltimes[0].use_time), (0, 0, 0));
-    assert_eq!((ltimes[2].bytes, ltimes[2].packets), (30_000, 20));
-    assert!(ltimes[1].use_time > 1_700_000_000, "first use stamped");
-    assert_eq!(ltimes[1].use_time, ltimes[2].use_time, "first use is kept, not moved");
+    assert_eq!((ltimes[0].bytes, ltimes[0].packets), (15_000, 10));
+    assert_eq!((ltimes[1].bytes, ltimes[1].packets), (30_000, 20));
+    assert!(ltimes[0].use_time > 1_700_000_000, "first use stamped");
+    assert_eq!(ltimes[0].use_time, ltimes[1].use_time, "first use is kept, not moved");
+}
+
+#[test]
+fn counters_replace_and_never_go_back() {
+    let m = setup();
+    let mut f = Feedback::new(Duration::from_secs(10), Duration::from_secs(1));
+    let mut b = Builder::new();
+    let c =
+        |bytes, packets| [SaCounters { spi: 0x71, outbound: true, bytes, packets, ..SaCounters::default() }];
+    // Totals, reported as they are: 100 then 250 is 250 (not 350).
+    f.counters(&m, &c(1_000, 100), &mut b);
+    f.counters(&m, &c(2_500, 250), &mut b);
+    // A lower report (a bug, or a shard that lost state) is sent as the last totals.
+    f.counters(&m, &c(2_000, 200), &mut b);
+    f.counters(&m, &c(3_000, 300), &mut b);
+    let got: Vec<(u64, u64)> = decoded(&b)
+        .into_iter()
+        .map(|x| match x {
+            XfrmMsg::NewAe { id, attrs } => {
+                assert_eq!(id.flags, wirespeed_xfrm::wire::AE_LVAL, "replace the lifetime values");
+                let l = attrs.ltime.unwrap();
+                (l.bytes, l.packets)
+            }
+            x => panic!("{x:?}"),
+        })
+        .collect();
+    // The lower report changes nothing the kernel was told: not sent.
+    assert_eq!(got, vec![(1_000, 100), (2_500, 250), (3_000, 300)]);
+    assert_eq!(f.regressions(), 1);
+    // Every NEWAE asks the kernel to replace (NLM_F_REPLACE), which it requires of NEWAE.
+    for r in msg::messages(b.bytes()) {
+        let (h, _) = r.unwrap();
+        assert_eq!(h.kind, msg_type::NEWAE);
+        assert_ne!(h.flags & 0x100, 0, "NLM_F_REPLACE");
+    }
 }
 
 #[test]
@@ -117,4 +154,61 @@ fn acquire_is_paced_per_policy() {
             x => panic!("{x:?}"),
         }
     }
+}
+
+#[test]
+fn per_cpu_policy_acquires_an_sa_for_each_shard_without_one() {
+    let mut cfg = MirrorConfig::new(Scope { if_ids: vec![7], marks: vec![] }, vec![ip(LOCAL)]);
+    cfg.outbound_shards = vec![0, 1];
+    cfg.pcpu_shards = vec![1, 0]; // CPU 0 -> shard 1, CPU 1 -> shard 0
+    let mut m = Mirror::new(cfg);
+    let pol = UserpolicyInfo {
+        flags: wirespeed_xfrm::wire::POLICY_CPU_ACQUIRE,
+        ..out_policy(0x602, 1, "10.1.0.0", 16, "10.2.0.0", 16)
+    };
+    let pa = A { tmpls: vec![tmpl(LOCAL, PEER, 5)], if_id: Some(7), ..A::default() };
+    m.apply_datagram(&newpolicy(msg_type::NEWPOLICY, &pol, &pa));
+    let mut f = Feedback::new(Duration::from_secs(10), Duration::from_secs(1));
+    let t0 = Instant::now();
+    let acquired = |f: &mut Feedback, m: &Mirror, t| {
+        let mut b = Builder::new();
+        f.acquires(m, t, &mut b);
+        decoded(&b)
+            .into_iter()
+            .map(|x| match x {
+                XfrmMsg::Acquire { acquire, attrs } => {
+                    assert_eq!(acquire.policy.index, 0x602);
+                    attrs.pcpu
+                }
+                x => panic!("{x:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    // No SA at all: one ACQUIRE without CPU (the first SA is the one without CPU).
+    assert_eq!(acquired(&mut f, &m, t0), vec![None]);
+    let gcm = |seed, cpu: Option<u32>| A {
+        aead: Some(gcm128(seed)),
+        if_id: Some(7),
+        raw: cpu
+            .map(|c| (wirespeed_xfrm::wire::attr::SA_PCPU, c.to_ne_bytes().to_vec()))
+            .into_iter()
+            .collect(),
+        ..A::default()
+    };
+    m.apply_datagram(&newsa(msg_type::NEWSA, &sa_info(LOCAL, PEER, 0x80, 5), &gcm(1, None)));
+    // Now each shard without its own per-CPU SA asks for one, naming a CPU it owns.
+    let t1 = t0 + Duration::from_secs(2);
+    let mut got = acquired(&mut f, &m, t1);
+    got.sort();
+    assert_eq!(got, vec![Some(0), Some(1)]);
+    assert!(acquired(&mut f, &m, t1 + Duration::from_millis(500)).is_empty(), "paced per CPU");
+    // CPU 1's SA arrives (shard 0): only shard 1 (CPU 0) still asks.
+    m.apply_datagram(&newsa(msg_type::NEWSA, &sa_info(LOCAL, PEER, 0x81, 5), &gcm(2, Some(1))));
+    assert_eq!(acquired(&mut f, &m, t1 + Duration::from_secs(2)), vec![Some(0)]);
+    m.apply_datagram(&newsa(msg_type::NEWSA, &sa_info(LOCAL, PEER, 0x82, 5), &gcm(3, Some(0))));
+    assert!(acquired(&mut f, &m, t1 + Duration::from_secs(4)).is_empty());
+    // Every shard has its own SA now.
+    assert!(m.per_cpu_missing().is_empty());
+    // The mirror of `setup` (a policy without the per-CPU flag) never asks for per-CPU SAs.
+    assert!(setup().per_cpu_missing().is_empty());
 }

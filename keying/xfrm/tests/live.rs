@@ -82,6 +82,61 @@ fn request(bytes: &[u8]) -> i32 {
     }
 }
 
+#[test]
+fn per_cpu_acquire_is_relayed_with_its_cpu() {
+    if skip("per_cpu_acquire_is_relayed_with_its_cpu") {
+        return;
+    }
+    private_netns();
+    let mut listener = XfrmSocket::open(&[wire::group::ACQUIRE]).expect("join XFRMNLGRP_ACQUIRE");
+    let sel = wire::XfrmSelector {
+        saddr: wire::from_ip("10.1.0.0".parse().unwrap()),
+        daddr: wire::from_ip("10.2.0.0".parse().unwrap()),
+        family: wire::AF_INET,
+        prefixlen_s: 16,
+        prefixlen_d: 16,
+        ..wire::XfrmSelector::default()
+    };
+    let info = wire::UserpolicyInfo {
+        sel,
+        index: 0x809,
+        dir: wire::POLICY_OUT,
+        flags: wire::POLICY_CPU_ACQUIRE,
+        ..wire::UserpolicyInfo::default()
+    };
+    let t = wire::UserTmpl {
+        id: wire::XfrmId { daddr: wire::from_ip(PEER.parse().unwrap()), spi: 0, proto: wire::IPPROTO_ESP },
+        family: wire::AF_INET,
+        saddr: wire::from_ip(LOCAL.parse().unwrap()),
+        reqid: 3,
+        mode: wire::MODE_TUNNEL,
+        ..wire::UserTmpl::default()
+    };
+    let pol = msg::PolicyMsg {
+        info,
+        attrs: msg::Attrs { templates: vec![t], if_id: Some(7), ..msg::Attrs::default() },
+    };
+    let mut b = Builder::new();
+    msg::acquire_pcpu(&mut b, 1, &pol, None, Some(0), true);
+    assert_eq!(request(b.bytes()), 0, "kernel accepted the per-CPU ACQUIRE");
+    // What charon would receive.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let pcpu = 'found: loop {
+        assert!(Instant::now() < deadline, "no ACQUIRE relayed");
+        listener.wait(Duration::from_millis(100)).unwrap();
+        if let Received::Datagram(d) = listener.recv().unwrap() {
+            for m in msg::messages(d) {
+                let (h, p) = m.unwrap();
+                if let Ok(XfrmMsg::Acquire { acquire, attrs }) = XfrmMsg::decode(h.kind, p) {
+                    assert_eq!(acquire.policy.index, 0x809, "the policy we named");
+                    break 'found attrs.pcpu;
+                }
+            }
+        }
+    };
+    assert_eq!(pcpu, Some(0), "the kernel relays the CPU (XFRMA_SA_PCPU, Linux 6.13+)");
+}
+
 fn sa_ref(daddr: &str, spi: u32) -> SaRef {
     let d: std::net::IpAddr = daddr.parse().unwrap();
     SaRef {

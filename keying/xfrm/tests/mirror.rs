@@ -80,7 +80,7 @@ fn outbound_sa_resolves_its_policy_and_rekeys() {
     assert_eq!(apply(&mut m, &newsa(msg_type::NEWSA, &info, &a)), Ok(Applied::Changed));
     let sa = m.find(0xa000_0003, true).unwrap();
     assert_eq!(sa.seq, 0, "a fresh outbound SA starts its numbering at 1");
-    assert_eq!(sa.config.direction, Direction::Outbound { shard: 1 }, "0xa0000003 % 2 shards");
+    assert_eq!(sa.config.direction, Direction::Outbound { shard: 1 }, "reqid 3 % 2 shards");
     assert!(sa.config.esn);
     assert!(sa.config.replay_window > 0, "ESN SAs get a window even outbound");
     assert_eq!(sa.config.mode, EspMode::Tunnel { local: ip(LOCAL), remote: ip(PEER) });
@@ -494,4 +494,93 @@ mod index {
             }
         }
     }
+}
+
+fn mirror_with(f: impl FnOnce(&mut MirrorConfig)) -> Mirror {
+    let scope = Scope { if_ids: vec![IF_ID], marks: vec![MARK] };
+    let mut cfg = MirrorConfig::new(scope, vec![ip(LOCAL)]);
+    cfg.outbound_shards = vec![0, 1, 2, 3];
+    f(&mut cfg);
+    Mirror::new(cfg)
+}
+
+fn shard_of(m: &Mirror, spi: u32) -> usize {
+    match m.find(spi, true).unwrap().config.direction {
+        Direction::Outbound { shard } => shard,
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn every_sa_of_a_reqid_is_owned_by_its_configured_shard_across_rekeys() {
+    let mut m = mirror_with(|c| {
+        c.reqid_shards.insert(9, 2);
+    });
+    let pol = out_policy(0x301, 100, "10.1.0.0", 16, "10.2.0.0", 16);
+    let pa = A { tmpls: vec![tmpl(LOCAL, PEER, 9)], if_id: Some(IF_ID), ..A::default() };
+    apply(&mut m, &newpolicy(msg_type::NEWPOLICY, &pol, &pa)).unwrap();
+    // SPIs of every residue: the reqid decides, not the SPI.
+    for (i, spi) in [0xd000_0000u32, 0xd000_0001, 0xd000_0002, 0xd000_0003].into_iter().enumerate() {
+        apply(&mut m, &newsa(msg_type::NEWSA, &sa_info(LOCAL, PEER, spi, 9), &scoped_gcm(10 + i as u8)))
+            .unwrap();
+        assert_eq!(shard_of(&m, spi), 2, "{spi:#x}");
+        // Overlap: the newest serves the policy, on the same shard as the one it replaces.
+        assert_eq!(m.spd().policies[0].action, PolicyAction::Protect { spis: vec![spi] });
+        SaSet::from_configs(&m.configs(), &m.spd()).unwrap();
+    }
+    // The old ones go later; the policy keeps the newest the whole time.
+    for spi in [0xd000_0000u32, 0xd000_0001, 0xd000_0002] {
+        apply(&mut m, &delsa(&sa_info(LOCAL, PEER, spi, 9), &if_id(IF_ID))).unwrap();
+        assert_eq!(m.spd().policies[0].action, PolicyAction::Protect { spis: vec![0xd000_0003] });
+    }
+    // Without a configured shard: reqid modulo the outbound shards (7 % 4 = 3).
+    apply(&mut m, &newsa(msg_type::NEWSA, &sa_info(LOCAL, PEER, 0xd100_0000, 7), &scoped_gcm(20))).unwrap();
+    assert_eq!(shard_of(&m, 0xd100_0000), 3);
+}
+
+#[test]
+fn per_cpu_sas_map_onto_shards() {
+    // CPU n -> shard pcpu_shards[n % 2]: CPU 0 and 2 on shard 1, CPU 1 on shard 0.
+    let mut m = mirror_with(|c| {
+        c.outbound_shards = vec![0, 1];
+        c.pcpu_shards = vec![1, 0];
+    });
+    let pol = out_policy(0x302, 100, "10.1.0.0", 16, "10.2.0.0", 16);
+    let pa = A { tmpls: vec![tmpl(LOCAL, PEER, 4)], if_id: Some(IF_ID), ..A::default() };
+    apply(&mut m, &newpolicy(msg_type::NEWPOLICY, &pol, &pa)).unwrap();
+    let pcpu = |cpu: u32, seed: u8| A {
+        raw: vec![(wire::attr::SA_PCPU, cpu.to_ne_bytes().to_vec())],
+        ..scoped_gcm(seed)
+    };
+    let protect = |m: &Mirror| match &m.spd().policies[0].action {
+        PolicyAction::Protect { spis } => spis.clone(),
+        a => panic!("{a:?}"),
+    };
+    // The SA without CPU (RFC 9611's fallback SA): reqid 4 % 2 -> shard 0.
+    apply(&mut m, &newsa(msg_type::NEWSA, &sa_info(LOCAL, PEER, 0xe000_0000, 4), &scoped_gcm(30))).unwrap();
+    assert_eq!(shard_of(&m, 0xe000_0000), 0);
+    assert_eq!(protect(&m), vec![0xe000_0000]);
+    // CPU 0's SA: shard 1 gets its own SA, shard 0 keeps the fallback.
+    apply(&mut m, &newsa(msg_type::NEWSA, &sa_info(LOCAL, PEER, 0xe000_0010, 4), &pcpu(0, 31))).unwrap();
+    assert_eq!(m.find(0xe000_0010, true).unwrap().pcpu, Some(0));
+    assert_eq!(shard_of(&m, 0xe000_0010), 1);
+    assert_eq!(protect(&m), vec![0xe000_0000, 0xe000_0010], "shard order: 0, 1");
+    // CPU 1's SA takes shard 0 from the fallback.
+    apply(&mut m, &newsa(msg_type::NEWSA, &sa_info(LOCAL, PEER, 0xe000_0011, 4), &pcpu(1, 32))).unwrap();
+    assert_eq!(shard_of(&m, 0xe000_0011), 0);
+    assert_eq!(protect(&m), vec![0xe000_0011, 0xe000_0010]);
+    // CPU 2 maps onto shard 1 too: the newer of the two serves it, one SA per shard.
+    apply(&mut m, &newsa(msg_type::NEWSA, &sa_info(LOCAL, PEER, 0xe000_0012, 4), &pcpu(2, 33))).unwrap();
+    assert_eq!(protect(&m), vec![0xe000_0011, 0xe000_0012]);
+    SaSet::from_configs(&m.configs(), &m.spd()).expect("one SA per shard");
+    // Rekey of CPU 1's SA: the new one replaces it on shard 0; the old one's deletion later
+    // changes nothing for the policy.
+    apply(&mut m, &newsa(msg_type::NEWSA, &sa_info(LOCAL, PEER, 0xe000_0021, 4), &pcpu(1, 34))).unwrap();
+    assert_eq!(protect(&m), vec![0xe000_0021, 0xe000_0012]);
+    apply(&mut m, &delsa(&sa_info(LOCAL, PEER, 0xe000_0011, 4), &if_id(IF_ID))).unwrap();
+    assert_eq!(protect(&m), vec![0xe000_0021, 0xe000_0012]);
+    // Shard 0's per-CPU SA gone: the fallback serves it again.
+    apply(&mut m, &delsa(&sa_info(LOCAL, PEER, 0xe000_0021, 4), &if_id(IF_ID))).unwrap();
+    assert_eq!(protect(&m), vec![0xe000_0000, 0xe000_0012]);
+    SaSet::from_configs(&m.configs(), &m.spd()).unwrap();
 }

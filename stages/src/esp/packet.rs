@@ -355,7 +355,7 @@ pub(crate) fn prepare_encap<B: PacketBuf>(
     let crypto = CryptoPlan { ct_off: esp + ESP_HDR_LEN + IV_LEN, ct_len, aad, aad_len, nonce };
     // UDP over IPv6 needs a checksum (RFC 8200 §8.1), over the ciphertext: after the seal.
     let udp6 = (udp.is_some() && outer_v6).then_some((l3, outer_ip_len));
-    state.account(ip.total_len);
+    state.account(ip.total_len, now);
     let m = pkt.meta_mut();
     m.flags |= flags::ENCRYPTED;
     m.l3 = if outer_v6 { L3Kind::Ipv6 } else { L3Kind::Ipv4 };
@@ -515,7 +515,7 @@ pub(crate) fn finish_decap<B: PacketBuf>(
         return Err(DropReason::EspBadTrailer);
     }
     if next_header == PROTO_NONE {
-        state.account(0);
+        state.account(0, now);
         return Ok(Decapsulated::Dummy);
     }
     let inner = match sa.mode() {
@@ -574,7 +574,7 @@ pub(crate) fn finish_decap<B: PacketBuf>(
             outer
         }
     };
-    state.account(inner.total_len);
+    state.account(inner.total_len, now);
     let key = inner.flow_key(&pkt.data()[l3..]);
     if !sa.admits_inner(&key) {
         return Err(DropReason::PolicyDiscard);

@@ -576,6 +576,8 @@ pub struct SaState {
     replay: Option<ReplayWindow>,
     packets: u64,
     bytes: u64,
+    /// The shard's clock ([`wirespeed_core::ShardCtx::now`]) at the last packet counted.
+    last_use: Option<Instant>,
     status: SaStatus,
     ip_id: u16,
 }
@@ -587,7 +589,16 @@ impl SaState {
             Direction::Inbound if sa.replay_window > 0 => Some(ReplayWindow::new(sa.replay_window)),
             _ => None,
         };
-        Self { uid: sa.uid, seq: 0, replay, packets: 0, bytes: 0, status: SaStatus::Live, ip_id: 0 }
+        Self {
+            uid: sa.uid,
+            seq: 0,
+            replay,
+            packets: 0,
+            bytes: 0,
+            last_use: None,
+            status: SaStatus::Live,
+            ip_id: 0,
+        }
     }
 
     /// The SA this state belongs to.
@@ -608,6 +619,11 @@ impl SaState {
     /// Inner bytes processed on this shard.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+    /// When this shard last counted a packet of the SA (its coarse loop clock, so up to a few
+    /// batches early); `None` before the first.
+    pub fn last_use(&self) -> Option<Instant> {
+        self.last_use
     }
     /// Lifecycle status.
     pub fn status(&self) -> SaStatus {
@@ -699,10 +715,11 @@ impl SaState {
         Some(self.seq)
     }
 
-    /// Counts a processed packet of `inner_bytes`.
+    /// Counts a processed packet of `inner_bytes` at `now`.
     #[inline]
-    pub(crate) fn account(&mut self, inner_bytes: usize) {
+    pub(crate) fn account(&mut self, inner_bytes: usize, now: Instant) {
         self.packets += 1;
         self.bytes += inner_bytes as u64;
+        self.last_use = Some(now);
     }
 }

@@ -61,3 +61,38 @@ pub fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: usize, 
     f[24..26].copy_from_slice(&c.to_be_bytes());
     f
 }
+
+/// Runs test `name` of this test binary again inside a fresh network namespace (deleted
+/// afterwards) and fails unless it passed there. Returns `false` when already inside (the
+/// caller then runs the test body). Needs root; CI runs as root.
+pub fn in_netns(name: &str) -> bool {
+    const INNER: &str = "WIRESPEED_DPDK_NETNS_INNER";
+    if std::env::var_os(INNER).is_some() {
+        return false;
+    }
+    let ns = format!("wsdh{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip").args(args).output().expect("iproute2 `ip` is needed");
+        assert!(
+            out.status.success(),
+            "ip {}: {} (root needed)",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(&["netns", "add", &ns]);
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(INNER, "1")
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("ip").args(["netns", "del", &ns]).status();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), "inner run failed");
+    assert!(text.contains("1 passed"), "inner run did not run the test");
+    true
+}
