@@ -83,6 +83,18 @@ pub trait PacketBuf: Send + 'static {
         Ok(&mut self.data_mut()[old..])
     }
 
+    /// A fresh, empty buffer from wherever this one came from (its pool, UMEM or mempool),
+    /// with fresh metadata, for a stage that turns one packet into several (IPv4
+    /// fragmentation); `None` when none is free or the backend cannot hand one out here (the
+    /// default). Buffers come from the backend's own memory: no heap allocation.
+    #[inline]
+    fn alloc_like(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
     /// Replaces the packet with `bytes` (keeps the headroom where it is).
     #[inline]
     fn copy_from(&mut self, bytes: &[u8]) -> Result<(), BufError> {

@@ -565,6 +565,11 @@ impl PoolBuf {
 
 impl PacketBuf for PoolBuf {
     #[inline]
+    fn alloc_like(&self) -> Option<Self> {
+        BufferPool { shared: self.pool }.alloc()
+    }
+
+    #[inline]
     fn len(&self) -> usize {
         self.win.len()
     }

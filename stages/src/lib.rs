@@ -41,6 +41,7 @@ pub mod classify;
 pub mod control;
 pub mod esp;
 pub mod forward;
+pub mod frag;
 pub mod icmp;
 pub mod mss;
 

@@ -136,6 +136,8 @@ fn outer_mtu_is_a_counted_drop_in_the_stage() {
     let (gw, peer) = addrs(false);
     let mut o = SaConfig::tunnel(7, Direction::Outbound { shard: 0 }, ALG, &[9; 20], gw, peer);
     o.mtu = Some(1400);
+    // Without fragmentation (on by default for DF-clear IPv4: tests/frag.rs).
+    o.fragment = false;
     let out = Arc::new(SecurityAssociation::new(&o).unwrap());
     assert_eq!(out.mtu(), Some(1400));
     let spd = Spd::new(vec![SecurityPolicy {

@@ -266,7 +266,7 @@ fn packets_over_the_tunnel_mtu_get_fragmentation_needed_with_the_effective_mtu()
     let over = forwarded(udp4([10, 9, 1, 1], 63, usize::from(mtu) - 27, true));
     let over_no_df = forwarded(udp4([10, 9, 1, 1], 63, usize::from(mtu) - 27, false));
     let out = run(&mut enc, &mut cx, &[fits, over.clone(), over_no_df]);
-    assert_eq!(out.len(), 2, "{}", cx.counters);
+    assert_eq!(out.len(), 4, "{}", cx.counters);
     let esp = &out[0].0;
     assert_eq!(esp.len() - 14, 1400, "exactly the SA's MTU");
     let (t, _) = icmp4(&out[1].0, &over);
@@ -277,7 +277,13 @@ fn packets_over_the_tunnel_mtu_get_fragmentation_needed_with_the_effective_mtu()
             next_hop_mtu: mtu
         })
     );
-    assert_eq!(cx.counters.drops_of(DropReason::EspMtuExceeded), 1, "DF clear: not fragmented, dropped");
+    // DF clear: fragmented, two ESP packets within the MTU (the second after the batch).
+    for f in [&out[2].0, &out[3].0] {
+        assert!(f.len() - 14 <= 1400);
+        assert_eq!(f[23], 50, "ESP");
+    }
+    assert_eq!((enc.stats().fragmented, enc.stats().fragments), (1, 2));
+    assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
     assert_eq!(enc.icmp_counters().too_big, 1);
 
     // IPv6: always Packet Too Big (routers never fragment IPv6).

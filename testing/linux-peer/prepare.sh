@@ -48,10 +48,11 @@ mods="kernel/lib/modules/$ver"
 
 # Modules loaded at boot, in this order (modprobe pulls in their symbol dependencies); the
 # crypto templates are named explicitly because they are requested by name, not by symbol
-# (seqiv's IV salt comes from the default RNG: drbg, seeded by jitterentropy).
+# (seqiv's IV salt comes from the default RNG: drbg, seeded by jitterentropy). veth: the
+# strongSwan test builds network namespaces joined by veth pairs inside the guest.
 load="virtio_pci virtio_net virtio_console 9pnet_virtio 9p
 xfrm_user xfrm_algo esp4 esp6 authenc seqiv echainiv ctr ghash-generic gcm aesni-intel
-chacha_generic chacha-x86_64 poly1305-x86_64 chacha20poly1305 jitterentropy_rng drbg"
+chacha_generic chacha-x86_64 poly1305-x86_64 chacha20poly1305 jitterentropy_rng drbg veth"
 
 mkdir -p initramfs/{bin,sbin,dev,proc,sys,host,tmp,etc} "initramfs/lib/modules/$ver"
 cp "$busybox" initramfs/bin/busybox

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::AfXdpError;
-use crate::program::{KernelPass, MAX_OWN_ADDRESSES, MAX_TCP_PORTS};
+use crate::program::{KernelPass, MAX_OWN_ADDRESSES, MAX_TCP_PORTS, MAX_UDP_PORTS};
 
 /// How the port runs the XDP program and its sockets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -71,6 +71,24 @@ pub struct AfXdpPortConfig {
     /// Use the need-wakeup protocol (fewer syscalls when the kernel is busy anyway).
     #[serde(default = "defaults::yes")]
     pub need_wakeup: bool,
+    /// Jumbo frames: when the interface's MTU does not fit one frame, frames arrive and leave
+    /// as chains of descriptors (AF_XDP multi-buffer: `XDP_USE_SG`, kernel 6.6+, and an XDP
+    /// program loaded with `BPF_F_XDP_HAS_FRAGS`) and are gathered into contiguous jumbo
+    /// buffers. `false` refuses such an MTU instead ([`AfXdpError::MtuTooLarge`]).
+    #[serde(default = "defaults::yes")]
+    pub multi_buffer: bool,
+    /// Jumbo buffers per queue when multi-buffer is in use (each `MTU + 14 + headroom + 256`
+    /// bytes, rounded up to whole frames, part of the queue's UMEM): a chain received is copied
+    /// into one, and a packet from another port too large for a frame is copied into one to
+    /// be sent. A frame arriving while all are in use is dropped as `pool_exhausted`.
+    #[serde(default = "defaults::jumbo_buffers")]
+    pub jumbo_buffers: u32,
+    /// Ask the driver for each packet's RSS hash (`bpf_xdp_metadata_rx_hash`, kernel 6.3+, a
+    /// device-bound program in driver mode) and put it in [`wirespeed_core::PacketMeta::rss_hash`]
+    /// with the `HW_RSS` flag, so the software hash can be checked against the NIC's. Costs a
+    /// kfunc call per packet in the driver; the port's report says when it is not in effect.
+    #[serde(default)]
+    pub rx_hash: bool,
     /// Management traffic the XDP program passes to the kernel stack.
     #[serde(default)]
     pub kernel_pass: KernelPass,
@@ -88,6 +106,9 @@ mod defaults {
     }
     pub(super) fn yes() -> bool {
         true
+    }
+    pub(super) fn jumbo_buffers() -> u32 {
+        512
     }
 }
 
@@ -110,6 +131,9 @@ impl AfXdpPortConfig {
             fill_ring: defaults::ring(),
             completion_ring: defaults::ring(),
             need_wakeup: true,
+            multi_buffer: true,
+            jumbo_buffers: defaults::jumbo_buffers(),
+            rx_hash: false,
             kernel_pass: KernelPass::default(),
         }
     }
@@ -155,6 +179,9 @@ impl AfXdpPortConfig {
                 "must be at least twice the larger of fill_ring and tx_ring, and at most 1048576",
             );
         }
+        if !(16..=65536).contains(&self.jumbo_buffers) {
+            return bad("jumbo_buffers", self.jumbo_buffers.to_string(), "must be from 16 to 65536");
+        }
         if self.kernel_pass.own_addresses.len() > MAX_OWN_ADDRESSES {
             return bad(
                 "kernel_pass.own_addresses",
@@ -168,6 +195,14 @@ impl AfXdpPortConfig {
                 format!("{:?}", self.kernel_pass.tcp_dst_ports),
                 "at most 8 ports",
             );
+        }
+        for (field, ports) in [
+            ("kernel_pass.ike_ports", &self.kernel_pass.ike_ports),
+            ("kernel_pass.nat_t_ports", &self.kernel_pass.nat_t_ports),
+        ] {
+            if ports.len() > MAX_UDP_PORTS {
+                return bad(field, format!("{ports:?}"), "at most 4 ports");
+            }
         }
         Ok(())
     }
@@ -190,6 +225,10 @@ mod tests {
         assert_eq!(cfg.mode, XdpMode::Auto);
         assert_eq!(cfg.frames, 8192);
         assert_eq!(cfg.kernel_pass.tcp_dst_ports, vec![22, 179]);
+        assert_eq!(
+            (&cfg.kernel_pass.ike_ports[..], &cfg.kernel_pass.nat_t_ports[..]),
+            (&[500][..], &[4500][..])
+        );
         cfg.validate().unwrap();
     }
 
@@ -221,6 +260,9 @@ mod tests {
         assert!(matches!(c.validate(), Err(AfXdpError::BadConfig { field: "frame_size", .. })));
         let c = AfXdpPortConfig::new("a-very-long-interface-name");
         assert!(matches!(c.validate(), Err(AfXdpError::BadConfig { field: "interface", .. })));
+        let mut c = AfXdpPortConfig::new("veth0");
+        c.kernel_pass.nat_t_ports = vec![4500, 4501, 4502, 4503, 4504];
+        assert!(matches!(c.validate(), Err(AfXdpError::BadConfig { field: "kernel_pass.nat_t_ports", .. })));
         let e = toml::from_str::<AfXdpPortConfig>("interface = \"x\"\nmode = \"turbo\"").unwrap_err();
         assert!(e.to_string().contains("turbo"), "{e}");
     }

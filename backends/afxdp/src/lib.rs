@@ -33,7 +33,9 @@
 //! let (pass, covered) = KernelPass::from_plan(&plan, 0);
 //! assert!(pass.arp && pass.ipv6_nd);
 //! assert_eq!(pass.tcp_dst_ports, [22, 179]); // SSH and BGP, to 192.0.2.1 only
-//! assert_eq!(covered, ["arp", "ipv6-nd", "ssh@192.0.2.1", "bgp@192.0.2.1"]);
+//! assert_eq!((pass.ike_ports, pass.nat_t_ports), (vec![500], vec![4500])); // IKE, to 192.0.2.1
+//! let names = ["arp", "ipv6-nd", "ike@192.0.2.1", "ike-natt@192.0.2.1", "ssh@192.0.2.1", "bgp@192.0.2.1"];
+//! assert_eq!(covered, names);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -71,9 +73,12 @@ mod config;
 mod error;
 pub mod placement;
 mod program;
+pub mod selftest;
 
 #[cfg(target_os = "linux")]
 mod bpf;
+#[cfg(target_os = "linux")]
+mod btf;
 #[cfg(target_os = "linux")]
 pub mod ethtool;
 #[cfg(target_os = "linux")]
@@ -89,11 +94,12 @@ mod umem;
 
 pub use config::{AfXdpPortConfig, XDP_PACKET_HEADROOM, XdpMode};
 pub use error::AfXdpError;
-pub use program::{KernelPass, MAX_OWN_ADDRESSES, MAX_TCP_PORTS};
+pub use program::{KernelPass, MAX_OWN_ADDRESSES, MAX_TCP_PORTS, MAX_UDP_PORTS};
 
 #[cfg(target_os = "linux")]
 pub use port::{
-    AfXdpPort, AttachMode, AttachReport, BindMode, SocketStats, TxStats, XdpRx, XdpTx, probe, rx_queue_count,
+    AfXdpPort, AttachMode, AttachReport, BindMode, RxHashState, RxHashStats, SocketStats, TxStats, XdpRx,
+    XdpTx, probe, rx_queue_count,
 };
 #[cfg(target_os = "linux")]
 pub use umem::XdpBuf;

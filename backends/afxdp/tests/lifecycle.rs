@@ -244,7 +244,25 @@ fn every_kernel_pass_shape_loads() {
         KernelPass { own_addresses: vec![v4], ..KernelPass::default() },
         KernelPass { own_addresses: vec![v6], ..KernelPass::default() },
         KernelPass { own_addresses: vec![v4, v6, "10.0.0.255".parse().unwrap()], ..KernelPass::default() },
-        KernelPass { own_addresses: vec![v4], tcp_dst_ports: vec![22], arp: false, ipv6_nd: false },
+        KernelPass { own_addresses: vec![v4], tcp_dst_ports: vec![22], ..KernelPass::none() },
+        // IKE alone, with and without the NAT-T marker check, any address or own ones.
+        KernelPass { ike_ports: vec![500], ..KernelPass::none() },
+        KernelPass { nat_t_ports: vec![4500, 14500], ..KernelPass::none() },
+        KernelPass { ike_ports: vec![500], nat_t_ports: vec![4500], ..KernelPass::none() },
+        KernelPass {
+            own_addresses: vec![v4],
+            ike_ports: vec![500],
+            nat_t_ports: vec![4500],
+            ..KernelPass::none()
+        },
+        KernelPass {
+            own_addresses: vec![v6],
+            ike_ports: vec![500],
+            nat_t_ports: vec![4500],
+            ..KernelPass::none()
+        },
+        KernelPass { ipv6_nd: true, nat_t_ports: vec![4500], ..KernelPass::none() },
+        KernelPass { tcp_dst_ports: vec![22], ike_ports: vec![500, 1500, 2500, 3500], ..KernelPass::none() },
     ];
     for pass in shapes {
         let mut cfg = AfXdpPortConfig::new(&veth.local);

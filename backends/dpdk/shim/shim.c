@@ -60,6 +60,7 @@ unsigned ws_mempool_avail_count(const struct rte_mempool *mp) { return rte_mempo
 unsigned ws_mempool_in_use_count(const struct rte_mempool *mp) { return rte_mempool_in_use_count(mp); }
 
 struct rte_mbuf *ws_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
+struct rte_mempool *ws_pktmbuf_pool_of(const struct rte_mbuf *m) { return m->pool; }
 int ws_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned n) {
     return rte_pktmbuf_alloc_bulk(mp, mbufs, n);
 }

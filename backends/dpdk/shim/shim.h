@@ -175,6 +175,7 @@ unsigned ws_mempool_avail_count(const struct rte_mempool *mp);
 unsigned ws_mempool_in_use_count(const struct rte_mempool *mp);
 
 struct rte_mbuf *ws_pktmbuf_alloc(struct rte_mempool *mp);
+struct rte_mempool *ws_pktmbuf_pool_of(const struct rte_mbuf *m);
 int ws_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned n);
 void ws_pktmbuf_free(struct rte_mbuf *m);
 void ws_pktmbuf_free_bulk(struct rte_mbuf **mbufs, unsigned n);

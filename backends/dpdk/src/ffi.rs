@@ -287,6 +287,7 @@ shim! {
     fn ws_mempool_avail_count(mp: *const RteMempool) -> c_uint;
     fn ws_mempool_in_use_count(mp: *const RteMempool) -> c_uint;
     fn ws_pktmbuf_alloc(mp: *mut RteMempool) -> *mut RteMbuf;
+    fn ws_pktmbuf_pool_of(m: *const RteMbuf) -> *mut RteMempool;
     fn ws_pktmbuf_free(m: *mut RteMbuf);
     fn ws_pktmbuf_prepend(m: *mut RteMbuf, len: u16) -> *mut u8;
     fn ws_pktmbuf_adj(m: *mut RteMbuf, len: u16) -> *mut u8;

@@ -188,6 +188,20 @@ impl Drop for Mbuf {
 }
 
 impl PacketBuf for Mbuf {
+    /// An empty mbuf (headroom reserved) from the mempool this one came from.
+    #[inline]
+    fn alloc_like(&self) -> Option<Self> {
+        // SAFETY: `self.m` is a live mbuf this handle owns; reading its pool pointer does not
+        // change it.
+        let pool = unsafe { ffi::ws_pktmbuf_pool_of(self.m.as_ptr()) };
+        if pool.is_null() {
+            return None;
+        }
+        // SAFETY: an mbuf's pool is a live mempool (pools are never freed).
+        let m = NonNull::new(unsafe { ffi::ws_pktmbuf_alloc(pool) })?;
+        Some(Mbuf::wrap(m, &LAYOUT, 0, 0))
+    }
+
     #[inline]
     fn data(&self) -> &[u8] {
         // SAFETY: a single-segment mbuf holds `data_len` initialised bytes at its data pointer

@@ -69,3 +69,22 @@ fn gateway_stages_encrypt_and_decrypt_in_mbufs() {
     drop(pipeline);
     assert_eq!(pool.in_use(), base, "every mbuf back in the pool");
 }
+
+/// `PacketBuf::alloc_like` (what IPv4 fragmentation before encryption takes its fragment
+/// buffers with): an empty mbuf from the same mempool, headroom reserved, returned on drop.
+#[test]
+fn alloc_like_takes_an_mbuf_from_the_same_pool() {
+    let _g = serial();
+    let Some(port) = port(&["net_ring0"], "net_ring0", |c| c.queues = 2) else { return };
+    let pool = port.mempool();
+    let base = pool.in_use();
+    let m = Mbuf::from_bytes(&pool, &[1, 2, 3]).unwrap().unwrap();
+    let mut sibling = m.alloc_like().expect("a free mbuf");
+    assert_eq!(pool.in_use(), base + 2);
+    assert!(sibling.is_empty());
+    assert!(sibling.headroom() >= 128, "headroom {}", sibling.headroom());
+    sibling.copy_from(&[9; 1500]).unwrap();
+    assert_eq!(sibling.len(), 1500);
+    drop((m, sibling));
+    assert_eq!(pool.in_use(), base);
+}

@@ -11,6 +11,7 @@ use wirespeed_core::{BufferPool, PoolConfig, ShardCounters, ShardStats};
 use crate::config::{GatewayConfig, PortConfig};
 use crate::gateway::{self, RunMode, Steering};
 use crate::ports;
+use crate::stagestats::StageCounters;
 
 /// Why a run failed (after the configuration was accepted).
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,9 @@ pub struct RunReport {
     pub processing: Option<Duration>,
     /// True when stopped by a signal rather than by the end of input.
     pub interrupted: bool,
+    /// Final stage counters per shard, in [`RunReport::stats`] order (ICMP errors,
+    /// fragmentation, MSS clamping, next-hop holding, solicitations).
+    pub stages: Vec<StageCounters>,
 }
 
 impl RunReport {
@@ -176,10 +180,19 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
     if matches!(cfg.keying, crate::keying::Keying::Xfrm(_)) {
         return Err(crate::keying::KeyingError::Unsupported.into());
     }
+    let cells = gw.stage_cells();
     let mut last = (Instant::now(), gw.stats());
     let mut interrupted = false;
     let tick = Duration::from_millis(20);
     loop {
+        // With an XFRM source, wake as soon as the kernel reports (a rekeyed SA must be in the
+        // data plane before the peer, told by the IKE daemon's DELETE, sends under it).
+        #[cfg(target_os = "linux")]
+        match &xfrm {
+            Some(x) => x.wait(tick),
+            None => std::thread::sleep(tick),
+        }
+        #[cfg(not(target_os = "linux"))]
         std::thread::sleep(tick);
         for ev in gw.take_events() {
             eprintln!(
@@ -221,7 +234,7 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
             && !opts.quiet
         {
             let now = gw.stats();
-            print_interval(cfg, &last.1, &now, last.0.elapsed(), opts.json);
+            print_interval(cfg, &last.1, &now, &gw.stage_stats(), last.0.elapsed(), opts.json);
             last = (Instant::now(), now);
         }
         if gw.finished() {
@@ -234,7 +247,8 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
     }
     drop(ctl);
     let (stats, processing) = if interrupted { (gw.stop()?, None) } else { gw.wait_finished_timed()? };
-    let report = RunReport { stats, elapsed: start.elapsed(), processing, interrupted };
+    let stages = cells.iter().map(|c| c.read()).collect();
+    let report = RunReport { stats, elapsed: start.elapsed(), processing, interrupted, stages };
     if !opts.quiet {
         print_final(cfg, &report, opts.json);
     }
@@ -243,11 +257,14 @@ pub fn run(cfg: &GatewayConfig, opts: &RunOptions) -> Result<RunReport, RunError
 
 /// One stats line per shard, labelled: the `rate` over the interval (packets received per
 /// second, Gbit/s transmitted) and the drops counted in it (`+N`), then the shard's cumulative
-/// `total` counters. JSON: `pps`, `gbps`, `interval_s`, `interval_drops`, and `total`.
+/// `total` counters and its `stages` counters (`stages[i]` is shard `i`'s: ICMP errors,
+/// fragmentation, MSS clamping, next-hop holding, solicitations; the non-zero ones in text).
+/// JSON: `pps`, `gbps`, `interval_s`, `interval_drops`, `total` and `stages` (every key).
 pub fn print_interval(
     cfg: &GatewayConfig,
     before: &[ShardStats],
     now: &[ShardStats],
+    stages: &[StageCounters],
     dt: Duration,
     json: bool,
 ) {
@@ -265,6 +282,7 @@ pub fn print_interval(
             .filter(|(_, c)| *c > 0)
             .collect();
         let role = shard_role(cfg, n.shard);
+        let stage = stages.get(n.shard).copied().unwrap_or_default();
         let _ = if json {
             let d: serde_json::Map<String, serde_json::Value> =
                 drops.iter().map(|(r, c)| (r.clone(), (*c).into())).collect();
@@ -273,14 +291,14 @@ pub fn print_interval(
                 "{}",
                 serde_json::json!({"gateway": cfg.name, "shard": n.shard, "role": role,
                     "interval_s": secs, "pps": pps, "gbps": gbps, "interval_drops": d,
-                    "total": counters_json(&n.counters)})
+                    "total": counters_json(&n.counters), "stages": stage.json()})
             )
         } else {
             let d: String = drops.iter().map(|(r, c)| format!(" [{r}=+{c}]")).collect();
             let dropped: u64 = drops.iter().map(|(_, c)| c).sum();
             writeln!(
                 out,
-                "{} shard {} ({role}): rate {:.0} pps rx, {:.3} Gbps tx over {:.2} s, dropped +{dropped}{d} | total: {}",
+                "{} shard {} ({role}): rate {:.0} pps rx, {:.3} Gbps tx over {:.2} s, dropped +{dropped}{d} | total: {} | stages: {stage}",
                 cfg.name, n.shard, pps, gbps, secs, n.counters
             )
         };
@@ -298,8 +316,8 @@ fn counters_json(c: &ShardCounters) -> serde_json::Value {
 
 /// Final counters: one line per shard (`final`, with its role), then the total over every
 /// shard with the run's wall time and, for offline input, the packet-processing window and
-/// the receive rate over it. JSON: per-shard objects with `"final": true`, then one with
-/// `"total": true`.
+/// the receive rate over it, then the stage counters summed over the shards. JSON: per-shard
+/// objects with `"final": true`, then one with `"total": true` (with `stages`: every key).
 pub fn print_final(cfg: &GatewayConfig, r: &RunReport, json: bool) {
     let mut out = std::io::stdout().lock();
     for s in &r.stats {
@@ -311,6 +329,7 @@ pub fn print_final(cfg: &GatewayConfig, r: &RunReport, json: bool) {
                 o.insert("final".into(), true.into());
                 o.insert("shard".into(), s.shard.into());
                 o.insert("role".into(), role.into());
+                o.insert("stages".into(), r.stages.get(s.shard).copied().unwrap_or_default().json());
             }
             writeln!(out, "{v}")
         } else {
@@ -329,6 +348,7 @@ pub fn print_final(cfg: &GatewayConfig, r: &RunReport, json: bool) {
             o.insert("processing_s".into(), r.processing.map(|p| p.as_secs_f64()).into());
             o.insert("processing_pps".into(), r.processing_pps().into());
             o.insert("interrupted".into(), r.interrupted.into());
+            o.insert("stages".into(), StageCounters::sum(&r.stages).json());
         }
         writeln!(out, "{v}")
     } else {
@@ -339,6 +359,7 @@ pub fn print_final(cfg: &GatewayConfig, r: &RunReport, json: bool) {
             _ => String::new(),
         };
         writeln!(out, "{} total: {total} in {wall:.3} s wall{processing}", cfg.name)
+            .and_then(|()| writeln!(out, "{} stages: {}", cfg.name, StageCounters::sum(&r.stages)))
     };
 }
 

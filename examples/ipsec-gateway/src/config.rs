@@ -126,7 +126,8 @@ pub struct FileConfig {
 pub struct IcmpSection {
     /// Send errors (default true); false drops those packets silently (counted).
     pub errors: bool,
-    /// Errors per second per data shard and path (token bucket).
+    /// Errors per second per data shard and path (token bucket, burst the same): 0 (none) to
+    /// [`MAX_ICMP_RATE`], default 100.
     pub rate: u32,
 }
 
@@ -446,6 +447,15 @@ pub struct SaEntry {
     /// Clamp the MSS option of TCP SYN segments through this SA to at most this value.
     #[serde(default)]
     pub mss_clamp: Option<u16>,
+    /// Outbound with an `mtu`: fragment IPv4 packets with DF clear that do not fit before
+    /// encryption, each fragment its own ESP packet (default true, as Linux does); false
+    /// drops them (`esp_mtu_exceeded`).
+    #[serde(default = "default_true")]
+    pub fragment: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_mode() -> String {
@@ -704,6 +714,13 @@ impl FileConfig {
                 format!("want 0 (none) or {MIN_STATS_INTERVAL}..={MAX_STATS_INTERVAL} seconds"),
             ));
         }
+        if self.icmp.rate > MAX_ICMP_RATE {
+            return Err(invalid(
+                "icmp.rate",
+                self.icmp.rate,
+                format!("want 0 (none) to {MAX_ICMP_RATE} errors per second per data shard and path"),
+            ));
+        }
         buffers(g.buffers, g.shards)?;
         let lan = interface("interfaces.lan", &self.interfaces.lan, base)?;
         let wan = interface("interfaces.wan", &self.interfaces.wan, base)?;
@@ -949,6 +966,9 @@ pub const MAX_CORE: usize = 4095;
 pub const MIN_STATS_INTERVAL: f64 = 0.01;
 /// Longest `gateway.stats_interval` (seconds): one day.
 pub const MAX_STATS_INTERVAL: f64 = 86_400.0;
+/// Highest `icmp.rate`: errors per second per data shard and path (each of a shard's
+/// forward stages and its encrypt stage has its own bucket, burst = rate).
+pub const MAX_ICMP_RATE: u32 = 100_000;
 /// Most `gateway.buffers` (about 9.7 GB of packet buffers).
 pub const MAX_BUFFERS: usize = 1 << 22;
 /// Bytes one pool buffer takes (headroom and data room of the default pool).
@@ -1412,6 +1432,7 @@ fn sa_config(i: usize, e: &SaEntry, shards: usize, base: Option<&Path>) -> Resul
     };
     cfg.mtu = e.mtu;
     cfg.mss_clamp = e.mss_clamp;
+    cfg.fragment = e.fragment;
     cfg.esn = e.esn;
     if let Some(w) = e.replay_window {
         cfg.replay_window = w;

@@ -49,6 +49,7 @@ use wirespeed_stages::forward::{
 use wirespeed_stages::icmp::{IcmpConfig, IcmpErrors};
 
 use crate::config::{GatewayConfig, Side};
+use crate::stagestats::{StageCell, StageCounters};
 
 /// Why a gateway could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +181,8 @@ pub struct Shared<B: PacketBuf = PoolBuf> {
     pub handoff: Vec<[PuntQueue<B>; 2]>,
     /// ICMP errors (sources and MACs per port, rate), when enabled.
     pub icmp: Option<IcmpConfig>,
+    /// Where each shard (data shards, then the control shard) publishes its stage counters.
+    pub stage_cells: Vec<Arc<StageCell>>,
 }
 
 // By hand: the derives would ask `B: Clone + Debug`, which buffers are not.
@@ -194,6 +197,7 @@ impl<B: PacketBuf> Clone for Shared<B> {
             hold: self.hold,
             handoff: self.handoff.clone(),
             icmp: self.icmp.clone(),
+            stage_cells: self.stage_cells.clone(),
         }
     }
 }
@@ -249,6 +253,7 @@ impl<B: PacketBuf> Shared<B> {
                 macs: vec![cfg.lan.mac, cfg.wan.mac],
                 rate,
             }),
+            stage_cells: (0..=cfg.shards).map(|_| Arc::new(StageCell::new())).collect(),
         }
     }
 
@@ -294,6 +299,9 @@ impl<B: PacketBuf> Shared<B> {
         )
     }
 }
+
+/// Shards publish their stage counters every this many busy polls (and when they go idle).
+pub const STAGE_PUBLISH_EVERY: u32 = 64;
 
 /// Packets each hand-off queue (control shard → data shard) holds.
 pub const HANDOFF_CAPACITY: usize = 1024;
@@ -347,6 +355,7 @@ pub struct Gateway {
     /// More `/metrics` text, appended at every refresh (e.g. a port's exception-path counters).
     extra_metrics: Vec<MetricsSource>,
     name: String,
+    stage_cells: Vec<Arc<StageCell>>,
     usage: UsageCollector,
 }
 
@@ -476,11 +485,14 @@ where
             let handoff = shared.handoff[i].clone();
             Ok(DataShard::new(&shared, lan, wan, fib, learned, sas)
                 .with_handoff(handoff)
+                .with_stage_cell(shared.stage_cells[i].clone())
                 .with_icmp_routes(&shared, icmp_routes))
         });
     }
     // The control shard's software RSS, for data traffic the NIC put on the management queue.
     let steering = Steering::new(cfg)?;
+    let stage_cells = shared.stage_cells.clone();
+    let control_cell = stage_cells[shards].clone();
     let runtime = builder
         .shard(move |_| -> Result<ControlShard<P, T, A>, String> {
             let mut sides = Vec::with_capacity(2);
@@ -520,6 +532,8 @@ where
                 resolve: shared.resolve.clone(),
                 steering,
                 handoff: shared.handoff.clone(),
+                cell: control_cell,
+                polls: 0,
             })
         })
         .launch()?;
@@ -537,6 +551,7 @@ where
         metrics,
         extra_metrics: Vec::new(),
         name: cfg.name.clone(),
+        stage_cells,
         usage: UsageCollector::new(shards, request_usage::<P>),
     };
     gw.refresh_metrics();
@@ -560,6 +575,18 @@ impl Gateway {
     /// Counters of every shard, data shards first, the control shard last.
     pub fn stats(&self) -> Vec<ShardStats> {
         self.runtime.as_ref().map(|r| r.stats()).unwrap_or_default()
+    }
+
+    /// Stage counters of every shard as last published (data shards first, the control shard
+    /// last): ICMP errors, fragmentation, MSS clamping, next-hop holding, solicitations.
+    pub fn stage_stats(&self) -> Vec<StageCounters> {
+        self.stage_cells.iter().map(|c| c.read()).collect()
+    }
+
+    /// The shards' stage-counter cells, readable after [`Gateway::stop`] (shards publish their
+    /// final counters when they stop).
+    pub fn stage_cells(&self) -> Vec<Arc<StageCell>> {
+        self.stage_cells.clone()
     }
 
     /// True once every shard has finished its input (offline runs).
@@ -586,6 +613,7 @@ impl Gateway {
         for source in &self.extra_metrics {
             source(&self.name, &mut text);
         }
+        text.push_str(&crate::stagestats::prometheus(&self.name, &StageCounters::sum(&self.stage_stats())));
         if let Ok(mut m) = self.metrics.lock() {
             *m = text;
         }
@@ -861,6 +889,17 @@ pub fn prometheus(gateway: &str, stats: &[ShardStats]) -> String {
 impl<P: Port + 'static> Worker for DataShard<P> {
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         let p = DataShard::poll(self, cx);
+        if self.cell.is_some() {
+            match p {
+                Poll::Busy(_) => self.busy_polls += 1,
+                _ if self.busy_polls > 0 => self.busy_polls = STAGE_PUBLISH_EVERY,
+                _ => {}
+            }
+            if self.busy_polls >= STAGE_PUBLISH_EVERY {
+                self.publish_stage_counters();
+                self.busy_polls = 0;
+            }
+        }
         // The processing window, for throughput figures: one branch per poll, a clock read
         // only at the end (the start takes the loop's coarse clock, which is never later).
         match p {
@@ -872,7 +911,8 @@ impl<P: Port + 'static> Worker for DataShard<P> {
     }
 
     fn drain(&mut self, cx: &mut ShardCtx) {
-        DataShard::drain(self, cx)
+        DataShard::drain(self, cx);
+        self.publish_stage_counters();
     }
 
     fn set_idle_policy(&mut self, policy: IdlePolicy) {
@@ -908,11 +948,18 @@ where
     A: TxAlloc<P::Buf> + 'static,
 {
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
-        ControlShard::poll(self, cx)
+        let p = ControlShard::poll(self, cx);
+        self.polls += 1;
+        if self.polls >= STAGE_PUBLISH_EVERY || (p == Poll::Idle && self.polls > 1) {
+            self.publish_stage_counters();
+            self.polls = 0;
+        }
+        p
     }
 
     fn drain(&mut self, _cx: &mut ShardCtx) {
-        ControlShard::drain(self)
+        ControlShard::drain(self);
+        self.publish_stage_counters();
     }
 }
 
@@ -955,6 +1002,10 @@ pub struct DataShard<P: Port> {
     handoff: Option<[PuntQueue<P::Buf>; 2]>,
     /// Which queue the next blocking wait is on.
     wait_wan: bool,
+    /// Where the stage counters go ([`DataShard::with_stage_cell`]), and busy polls since
+    /// they last went.
+    cell: Option<Arc<StageCell>>,
+    busy_polls: u32,
 }
 
 impl<P: Port> DataShard<P> {
@@ -1005,6 +1056,53 @@ impl<P: Port> DataShard<P> {
             window: (None, None),
             handoff: None,
             wait_wan: false,
+            cell: None,
+            busy_polls: 0,
+        }
+    }
+
+    /// Publishes the stages' counters ([`DataShard::stage_counters`]) to `cell` every
+    /// [`STAGE_PUBLISH_EVERY`] busy polls, when the shard goes idle, and when it stops.
+    pub fn with_stage_cell(mut self, cell: Arc<StageCell>) -> Self {
+        self.cell = Some(cell);
+        self
+    }
+
+    /// The stages' own counters: ICMP errors of the forward and encrypt stages, fragmentation,
+    /// MSS clamping, next-hop holding (both paths).
+    pub fn stage_counters(&self) -> StageCounters {
+        let mut c = StageCounters::default();
+        let icmp = [
+            self.outbound.2.forward().icmp_counters(),
+            self.inbound.4.forward().icmp_counters(),
+            self.outbound.3.icmp_counters(),
+        ];
+        for i in icmp {
+            c.icmp_time_exceeded += i.time_exceeded;
+            c.icmp_unreachable += i.unreachable;
+            c.icmp_too_big += i.too_big;
+            c.icmp_rate_limited += i.rate_limited;
+            c.icmp_suppressed += i.suppressed;
+        }
+        let (e, d) = (self.outbound.3.stats(), self.inbound.3.stats());
+        c.fragmented = e.fragmented;
+        c.fragments = e.fragments;
+        c.frag_failed = e.frag_failed;
+        c.mss_clamped = e.mss_clamped + d.mss_clamped;
+        for h in [self.outbound.2.counters(), self.inbound.4.counters()] {
+            c.neighbor_held += h.held;
+            c.neighbor_released += h.released;
+            c.neighbor_hold_overflow += h.overflow;
+            c.neighbor_hold_expired += h.expired;
+            c.neighbor_requests += h.requests;
+            c.neighbor_requests_lost += h.requests_lost;
+        }
+        c
+    }
+
+    fn publish_stage_counters(&self) {
+        if let Some(cell) = &self.cell {
+            cell.publish(&self.stage_counters());
         }
     }
 
@@ -1113,6 +1211,15 @@ impl<P: Port> DataShard<P> {
     /// what the forward stage releases. Returns how many were sent on.
     fn release(&mut self, cx: &mut ShardCtx) -> usize {
         let mut n = 0;
+        // IPv4 fragments a full batch had no room for leave first, in sequence-number order.
+        for _ in 0..wirespeed_stages::esp::FRAG_SPILL / wirespeed_core::BATCH_SIZE {
+            if self.outbound.3.pending() == 0 {
+                break;
+            }
+            self.outbound.3.process(cx, &mut self.batch);
+            n += self.batch.len();
+            transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        }
         if self.outbound.2.needs_service(cx.now) {
             self.outbound.2.process(cx, &mut self.batch);
             self.outbound.3.process(cx, &mut self.batch);
@@ -1129,6 +1236,14 @@ impl<P: Port> DataShard<P> {
 
     fn drain(&mut self, cx: &mut ShardCtx) {
         transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        // Fragments still waiting for room leave too.
+        for _ in 0..wirespeed_stages::esp::FRAG_SPILL / wirespeed_core::BATCH_SIZE {
+            if self.outbound.3.pending() == 0 {
+                break;
+            }
+            self.outbound.3.process(cx, &mut self.batch);
+            transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        }
         for t in &mut self.tx {
             t.flush();
         }
@@ -1232,6 +1347,9 @@ struct ControlShard<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> {
     /// The software RSS decision and the data shards' hand-off queues.
     steering: Steering,
     handoff: Vec<[PuntQueue<P::Buf>; 2]>,
+    /// Where the solicitation counters go, and polls since they last went.
+    cell: Arc<StageCell>,
+    polls: u32,
 }
 
 /// Most resolution requests the control shard takes per poll.
@@ -1327,6 +1445,17 @@ impl<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> ControlShard<P, T, A
             0 => Poll::Idle,
             n => Poll::Busy(n),
         }
+    }
+
+    fn publish_stage_counters(&self) {
+        let mut c = StageCounters::default();
+        for s in &self.sides {
+            let p = s.plane.counters();
+            c.solicitations += p.solicitations;
+            c.solicit_limited += p.solicit_limited;
+            c.solicit_not_on_link += p.solicit_not_on_link;
+        }
+        self.cell.publish(&c);
     }
 
     fn drain(&mut self) {

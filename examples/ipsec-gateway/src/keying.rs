@@ -458,6 +458,9 @@ pub struct XfrmSource {
     feedback: Feedback,
     out: Builder,
     publisher: MirrorPublisher,
+    /// The last poll failed: [`XfrmSource::wait`] sleeps instead of waking on a socket that
+    /// may stay readable.
+    poll_failed: bool,
 }
 
 /// Mirroring cannot start.
@@ -487,6 +490,7 @@ impl XfrmSource {
             feedback: Feedback::new(k.counters_interval, k.acquire_holdoff),
             out: Builder::new(),
             publisher: MirrorPublisher::default(),
+            poll_failed: false,
         };
         let mut log: Vec<String> =
             s.follower.mirror_mut().drain_refusals().map(|r| format!("xfrm: not mirrored: {r}")).collect();
@@ -504,7 +508,9 @@ impl XfrmSource {
     /// lines.
     pub fn poll(&mut self, gw: &mut Gateway, now: Instant) -> Vec<String> {
         let mut log = Vec::new();
-        match self.follower.poll() {
+        let polled = self.follower.poll();
+        self.poll_failed = polled.is_err();
+        match polled {
             Ok(p) => {
                 if p.resync {
                     log.push("xfrm: netlink overrun, resynchronising from a new dump".into());
@@ -561,6 +567,14 @@ impl XfrmSource {
     /// Uids of the mirrored SAs in the gateway's table (their origin is `xfrm`).
     pub fn mirrored_uids(&self) -> impl Iterator<Item = u64> + '_ {
         self.publisher.mirrored_uids()
+    }
+
+    /// Waits until the kernel has something to report, or `timeout` passes (a plain sleep when
+    /// the socket cannot be polled, or the last read failed).
+    pub fn wait(&self, timeout: Duration) {
+        if self.poll_failed || self.follower.socket().wait(timeout).is_err() {
+            std::thread::sleep(timeout);
+        }
     }
 
     /// Prometheus lines: every SA of the gateway with its origin, and the mirror's counters.

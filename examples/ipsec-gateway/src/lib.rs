@@ -38,3 +38,4 @@ pub mod keying;
 pub mod metrics;
 mod outpath;
 pub mod ports;
+pub mod stagestats;

@@ -67,6 +67,11 @@ fn run_prints_stats_lines_and_final_counters() {
     assert_eq!(total["drops"]["no_route"].as_u64(), Some(no_route), "{total}");
     let tx: u64 = finals.iter().map(|v| v["tx_packets"].as_u64().unwrap()).sum();
     assert_eq!(total["tx_packets"].as_u64(), Some(tx), "{total}");
+    // Stage counters, every key present (here all zero: the demo sends no ICMP errors).
+    let stages = total["stages"].as_object().unwrap_or_else(|| panic!("{total}"));
+    assert_eq!(stages.len(), ipsec_gateway::stagestats::StageCounters::FIELDS.len(), "{total}");
+    assert!(stages.values().all(|v| v.as_u64() == Some(0)), "{total}");
+    assert!(finals.iter().all(|v| v["stages"]["fragments"].is_u64()), "{stdout}");
     let (wall, processing) = (total["wall_s"].as_f64().unwrap(), total["processing_s"].as_f64().unwrap());
     assert!(processing > 0.0 && processing <= wall, "{total}");
 }
@@ -84,7 +89,7 @@ fn text_run_ends_with_labelled_final_counters_and_a_total() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines.len(), 5, "{stdout}");
     assert!(lines[0].starts_with("gateway-a shard 0 (data) final: rx "), "{stdout}");
     assert!(lines[1].starts_with("gateway-a shard 1 (data) final: rx "), "{stdout}");
     assert!(lines[2].starts_with("gateway-a shard 2 (control) final: rx "), "{stdout}");
@@ -92,6 +97,9 @@ fn text_run_ends_with_labelled_final_counters_and_a_total() {
     assert!(total.starts_with(&format!("gateway-a total: rx {sent} pkts / ")), "{total}");
     assert!(total.contains(" punted ") && total.contains(" handed off "), "{total}");
     assert!(total.contains(" s wall, processing ") && total.ends_with(" Mpps rx"), "{total}");
+    // Then the stage counters summed over the shards (ICMP errors are off in the demo's
+    // configuration; nothing is fragmented, clamped or held there).
+    assert_eq!(lines[4], "gateway-a stages: none", "{stdout}");
 }
 
 #[test]

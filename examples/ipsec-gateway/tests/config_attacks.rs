@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use ipsec_gateway::config::{
-    ConfigError, GatewayConfig, MAX_BUFFERS, MAX_STATS_INTERVAL, MIN_STATS_INTERVAL, PortConfig,
+    ConfigError, GatewayConfig, MAX_BUFFERS, MAX_ICMP_RATE, MAX_STATS_INTERVAL, MIN_STATS_INTERVAL,
+    PortConfig,
 };
 use ipsec_gateway::demo::configs::{self, Site};
 use ipsec_gateway::gateway;
@@ -40,6 +41,22 @@ fn stats_interval_out_of_range_is_refused_not_a_panic() {
         assert!(e.starts_with("gateway.stats_interval = ") && e.contains("want 0 (none) or"), "{v}: {e}");
     }
     parse(&a_with("stats_interval = 0\n", "stats_interval = 86400.0\n")).expect("a day is fine");
+}
+
+#[test]
+fn icmp_rate_out_of_range_is_refused() {
+    let with = |v: &str| a_with("[icmp]\nerrors = false\n", &format!("[icmp]\nrate = {v}\n"));
+    for v in [u64::from(MAX_ICMP_RATE) + 1, u64::from(u32::MAX)] {
+        let e = refused(&with(&v.to_string()));
+        assert!(e.starts_with(&format!("icmp.rate = {v}: want 0 (none) to {MAX_ICMP_RATE}")), "{e}");
+    }
+    // Not a u32 at all: refused by the parser, naming the key.
+    for v in ["-1", "4294967296", "1e9", "\"fast\""] {
+        let e = refused(&with(v));
+        assert!(e.contains("rate"), "{v}: {e}");
+    }
+    assert_eq!(parse(&with(&MAX_ICMP_RATE.to_string())).unwrap().icmp_rate, Some(MAX_ICMP_RATE));
+    assert_eq!(parse(&with("0")).unwrap().icmp_rate, None, "0: no ICMP errors");
 }
 
 #[test]
@@ -330,6 +347,9 @@ fn apply(doc: &mut Value, m: &Mutation) {
 
 /// What an accepted configuration must hold (the refusals issue #19 asks for).
 fn invariants(cfg: &GatewayConfig) -> Result<(), String> {
+    if cfg.icmp_rate.is_some_and(|r| r == 0 || r > MAX_ICMP_RATE) {
+        return Err(format!("icmp rate {:?}", cfg.icmp_rate));
+    }
     if let Some(i) = cfg.stats_interval
         && !(MIN_STATS_INTERVAL..=MAX_STATS_INTERVAL).contains(&i.as_secs_f64())
     {

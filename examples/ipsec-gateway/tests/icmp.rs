@@ -2,7 +2,9 @@
 //! default outside the demo) and a 1400-byte MTU on its outbound SAs. A traceroute-like probe
 //! gets Time Exceeded, a packet without a route gets Destination Unreachable, a DF packet too
 //! big for the tunnel gets Fragmentation Needed with the tunnel's effective MTU, routed back to
-//! its source through the LAN router; a packet that fits is encrypted as before.
+//! its source through the LAN router; a packet that fits is encrypted as before; the same
+//! packet with DF clear is fragmented before encryption and leaves as two ESP packets. The
+//! stage counters say so in `Gateway::stage_stats` and `/metrics`.
 
 use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice, icmpv4};
 use ipsec_gateway::config::Side;
@@ -45,16 +47,46 @@ fn the_gateway_answers_with_icmp_errors_and_the_tunnel_mtu() {
     let lost = udp([10, 1, 0, 99], [198, 51, 100, 7], 64, 32);
     let too_big = udp([10, 1, 0, 10], [10, 2, 0, 20], 64, usize::from(mtu) - 27);
     let fits = udp([10, 1, 0, 10], [10, 2, 0, 20], 64, usize::from(mtu) - 28);
-    for f in [&probe, &lost, &too_big, &fits] {
+    assert_ne!(too_big[20] & 0x40, 0, "etherparse sets DF");
+    let mut df_clear = too_big.clone();
+    df_clear[20] &= !0x40;
+    df_clear[24..26].fill(0);
+    let c = wirespeed_core::backend::null::ipv4_header_checksum(&df_clear[14..34]);
+    df_clear[24..26].copy_from_slice(&c.to_be_bytes());
+    for f in [&probe, &lost, &too_big, &fits, &df_clear] {
         a.send(Side::Lan, f);
     }
     a.settle();
     let lan = a.take(Side::Lan);
     let wan = a.take(Side::Wan);
+    // Shards publish their stage counters when they go idle.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stages = loop {
+        let s = ipsec_gateway::stagestats::StageCounters::sum(&a.gw().stage_stats());
+        if s.fragments == 2 && s.icmp_too_big == 1 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    a.gw().refresh_metrics();
+    let metrics = a.gw().metrics_text();
     let t = a.stop();
     assert_eq!(t.total_drops(), 0, "every refused packet answered: {t}");
-    assert_eq!(wan.len(), 1, "the packet that fits is encrypted");
+    assert_eq!(wan.len(), 3, "the packet that fits is encrypted, the DF-clear one fragmented");
     assert_eq!(wan[0].len() - 14, 1400, "to exactly the SA's MTU");
+    assert!(wan.iter().all(|f| f.len() - 14 <= 1400 && f[23] == 50), "ESP within the MTU");
+    assert_eq!(
+        (stages.icmp_time_exceeded, stages.icmp_unreachable, stages.icmp_too_big),
+        (1, 1, 1),
+        "{stages}"
+    );
+    assert_eq!((stages.fragmented, stages.fragments, stages.frag_failed), (1, 2, 0), "{stages}");
+    for line in [
+        "wirespeed_gateway_icmp_too_big_total{gateway=\"gateway-a\"} 1\n",
+        "wirespeed_gateway_fragments_total{gateway=\"gateway-a\"} 2\n",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
     assert_eq!(lan.len(), 3, "{lan:02x?}");
     let me = Ipv4Addr::new(10, 1, 0, 1);
     let mut seen = [0; 3];

@@ -20,7 +20,11 @@
 //! TCP both ways and UDP (AES-128-GCM). Then both directions are
 //! rekeyed (`ctl` on the gateway, `ip xfrm` on the peer, make-before-break) under UDP both ways:
 //! no datagram lost. After each part the peer's `/proc/net/xfrm_stat` is all zero, its SAs
-//! counted the packets, and the gateway dropped nothing. No neighbor is configured: the gateway
+//! counted the packets, and the gateway dropped nothing. Round 0 also sends DF-clear UDP too big
+//! for the tunnel (fragmented by the gateway before encryption, reassembled by the site-2 host)
+//! and IPv6 inner too big for it (ICMPv6 Packet Too Big; UDP, iperf3 `-6` TCP both ways). Last,
+//! the gateway runs two data shards on three-queue veths (pings, iperf3 with 8 streams both ways,
+//! UDP). No neighbor is configured: the gateway
 //! resolves the peer and the LAN host by ARP / ND. TCP runs with the hosts' own MSS over
 //! 1500-byte MTUs everywhere: each sender learns the tunnel's inner MTU (1446) from the ICMP
 //! Fragmentation Needed of the tunnel's entry, the gateway's (its outbound SAs have `mtu = 1500`)
@@ -322,6 +326,18 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
         (out.status.success(), text)
     };
 
+    // Packet Too Big that Linux, as the tunnel's entry for the site-2 host's IPv6, sent it: XFRM
+    // counts each such refusal as `XfrmOutStateModeError` (the size check fails in the outer
+    // mode's output, xfrm6_prepare_output, after it sent the ICMPv6 error), so that counter may
+    // grow by as many, and only by as many.
+    let mut linux_ptb6 = 0u64;
+    let xfrm_stat_clean = |what: &str, ptb6: u64| {
+        let stat = peer.xfrm_stat().unwrap();
+        for (name, n) in &stat {
+            let allowed = if name == "XfrmOutStateModeError" { ptb6 } else { 0 };
+            assert!(*n <= allowed, "{what}: peer's xfrm_stat {name} = {n} (allowed {allowed}): {stat:?}");
+        }
+    };
     for (round, &(a, outer)) in ROUNDS.iter().enumerate() {
         let aead = &AEADS[a];
         if outer.nat_t {
@@ -356,7 +372,39 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
         let mut bulk = Vec::new();
         // Per TCP run, its sender's ICMP Destination Unreachable received and path MTU learned.
         let mut pmtud = Vec::new();
+        // Round 0 also: UDP datagrams with DF clear too big for the tunnel (the gateway
+        // fragments them before encryption, the site-2 host reassembles), and IPv6 inner too
+        // big for it (ICMPv6 Packet Too Big from the gateway, then the host fragments to the
+        // path MTU; TCP over IPv6 both ways).
+        let mut big = None;
         if round == 0 && results.iter().all(|(_, ok, _)| *ok) {
+            for n in [ns, peer.netns()] {
+                sh(&["ip", "-n", n, "route", "flush", "cache"]);
+                sh(&["ip", "-n", n, "-6", "route", "flush", "cache"]);
+            }
+            let reasm = reasm_oks(peer.netns());
+            // 1472 bytes: one 1500-byte IPv4 packet, split in two by the gateway; 3000 and
+            // 8000 bytes: fragmented by the LAN host to 1500 bytes, each fragment split again.
+            let v4 = udp_echo(peer.netns(), ns, "10.2.0.50", &[1472, 3000, 8000]);
+            let reasm = reasm_oks(peer.netns()) - reasm;
+            let v6 = udp_echo(peer.netns(), ns, "fd00:2::50", &[1452, 3000]);
+            let mtu6 = route_mtu(ns, "fd00:2::50");
+            let mut tcp6 = Vec::new();
+            for args in [&["-6", "-t", "3"][..], &["-6", "-t", "3", "-R"]] {
+                for n in [ns, peer.netns()] {
+                    sh(&["ip", "-n", n, "-6", "route", "flush", "cache"]);
+                }
+                let sender = if args.contains(&"-R") { peer.netns() } else { ns };
+                let dst = if args.contains(&"-R") { "fd00:1::50" } else { "fd00:2::50" };
+                let ptb = icmp6_in_pkt_too_bigs(sender);
+                let r = iperf3_at(peer.netns(), ns, "fd00:2::50", args);
+                let ptb = icmp6_in_pkt_too_bigs(sender) - ptb;
+                if args.contains(&"-R") {
+                    linux_ptb6 += ptb;
+                }
+                tcp6.push((args.join(" "), r, route_mtu(sender, dst)));
+            }
+            big = Some((v4, reasm, v6, mtu6, tcp6));
             for args in [&["-t", "3"][..], &["-t", "3", "-R"], &["-t", "3", "-u", "-b", "10M", "-l", "1200"]]
             {
                 // The sender: the LAN host, or the site-2 host with -R.
@@ -381,6 +429,54 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
         }
         let report = gw.stop();
         let t = report.total();
+        let stages = ipsec_gateway::stagestats::StageCounters::sum(&report.stages);
+        eprintln!("{} {outer:?}: gateway stages: {stages}", aead.gateway);
+        if let Some((v4, reasm, v6, mtu6, tcp6)) = &big {
+            let v4 = v4.as_ref().unwrap_or_else(|e| {
+                panic!(
+                    "DF-clear UDP through the tunnel: {e}
+gateway: {t}"
+                )
+            });
+            eprintln!("DF clear UDP echo (size, attempts): {v4:?}; the site-2 host reassembled {reasm}");
+            assert!(v4.iter().all(|&(_, tries)| tries == 1), "DF-clear datagrams lost: {v4:?}; {stages}");
+            assert!(*reasm >= 3, "the site-2 host reassembled {reasm} datagrams");
+            // At the tunnel's inner MTU of 1446 (1424 bytes of payload per fragment): 1472 is
+            // one 1500-byte packet, 2 fragments; 3000 leaves the LAN host as 1500 + 1500 + 68
+            // bytes, the first two split in 2 each; 8000 as five of 1500 bytes (2 each) and
+            // one of 628.
+            assert_eq!(stages.fragmented, 1 + 2 + 5, "{stages}");
+            assert_eq!(stages.fragments, 2 + 4 + 10, "{stages}");
+            assert_eq!(stages.frag_failed, 0, "{stages}");
+            let v6 = v6.as_ref().unwrap_or_else(|e| {
+                panic!(
+                    "IPv6 UDP through the tunnel: {e}
+gateway: {t}"
+                )
+            });
+            eprintln!("IPv6 UDP echo (size, attempts): {v6:?}; the LAN host's path MTU {mtu6:?}");
+            assert_eq!(
+                mtu6.as_deref(),
+                Some("1446"),
+                "the LAN host learned the tunnel's MTU from Packet Too Big"
+            );
+            assert!(stages.icmp_too_big >= 1, "{stages}");
+            for (args, r, mtu) in tcp6 {
+                let r = r.as_ref().unwrap_or_else(|e| {
+                    panic!(
+                        "iperf3 {args}: {e}
+gateway: {t}"
+                    )
+                });
+                eprintln!(
+                    "{}: iperf3 {args}: {:.1} Mbit/s received, sender's path MTU {mtu:?} (Linux's Packet Too Big to the -R sender so far: {linux_ptb6})",
+                    aead.gateway,
+                    r.0 / 1e6
+                );
+                assert!(r.0 > 1e6, "iperf3 {args}: {r:?}");
+                assert_eq!(mtu.as_deref(), Some("1446"), "iperf3 {args}: the sender's path MTU");
+            }
+        }
         if results.iter().any(|(_, ok, _)| !ok) {
             for (dst, ok, text) in &results {
                 eprintln!("ping {dst}: {ok}\n{text}");
@@ -439,8 +535,7 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
                 states.lines().filter(|l| l.contains("flag") && l.split_whitespace().any(|w| w == "esn"));
             assert_eq!(esn.count(), SAS.len(), "{}: the peer's states lack ESN:\n{states}", aead.gateway);
         }
-        let stat = peer.xfrm_stat().unwrap();
-        assert!(stat.iter().all(|(_, n)| *n == 0), "{}: peer's xfrm_stat: {stat:?}", aead.gateway);
+        xfrm_stat_clean(aead.gateway, linux_ptb6);
         eprintln!("{} {outer:?}: gateway {t}", aead.gateway);
         // The LAN host's MLD reports (hop limit 1, to ff02::16), sent when its IPv6 came up,
         // may reach the gateway in the first round, which routes no multicast: counted as
@@ -525,9 +620,120 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
     for spi in [0x4100, 0x5100] {
         assert!(sa_packets(&peer, spi, OUTER_V4) >= 100, "peer SA {spi:#x} idle after the rekey");
     }
-    let stat = peer.xfrm_stat().unwrap();
-    assert!(stat.iter().all(|(_, n)| *n == 0), "rekey: peer's xfrm_stat: {stat:?}");
+    xfrm_stat_clean("rekey", linux_ptb6);
     assert_only_unforwardable_drops(&t, "rekey");
+
+    two_data_shards(&peer, [&lan, &wan], linux_ptb6);
+}
+
+/// Two data shards: new LAN and WAN veths with three queues each (two data queues and the
+/// management queue), replacing the one-shard ones. A veth delivers each frame on the queue its
+/// sender's kernel picked, so flows land on both data queues and on the management queue (handed
+/// to a data shard by the software RSS). Outbound SAs belong to one shard each, so each policy
+/// has one per shard (0x4000 / 0x4001, 0x6000 / 0x6001), which Linux accepts under the same
+/// reqid. Pings both ways, iperf3 TCP both ways and UDP with 8 parallel streams: both data
+/// shards carry traffic, the gateway drops nothing, the peer's `xfrm_stat` stays clean.
+fn two_data_shards(peer: &LinuxPeer, old: [&Veth; 2], linux_ptb6: u64) {
+    for v in old {
+        sh(&["ip", "link", "del", &v.local]);
+    }
+    let lan = Veth::with_macs(3, A_LAN_MAC, LAN_HOST_MAC);
+    let wan = Veth::with_macs(3, A_WAN_MAC, [0x02, 0, 0, 0, 0xff, 0x03]);
+    peer.attach(0, Some(&wan.ns), &wan.peer).unwrap();
+    let ns = lan.ns.as_str();
+    sh(&["ip", "netns", "exec", ns, "ethtool", "-K", &lan.peer, "tx", "off"]);
+    let v6_on = format!("net.ipv6.conf.{}.disable_ipv6=0", lan.peer);
+    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &v6_on]);
+    sh(&["ip", "-n", ns, "addr", "add", "10.1.0.50/16", "dev", &lan.peer]);
+    sh(&["ip", "-n", ns, "addr", "add", "fd00:1::50/64", "dev", &lan.peer, "nodad"]);
+    sh(&["ip", "-n", ns, "route", "add", "default", "via", "10.1.0.1"]);
+    sh(&["ip", "-n", ns, "-6", "route", "add", "default", "via", "fd00:1::1"]);
+
+    let aead = &AEADS[0];
+    let round = ROUNDS.len() + 1;
+    let mut text = gateway_config(aead, round, OUTER_V4, &lan.local, &wan.local)
+        .replace("shards = 1\n", "shards = 2\n")
+        // Three queues per port: with 4096 frames the UMEM ran dry under 8 TCP streams
+        // (`pool_exhausted`): each queue's fill and Tx rings park up to 1024 frames each.
+        .replace("frames = 4096", "frames = 16384")
+        .replace("sas = [0x4000]", "sas = [0x4000, 0x4001]")
+        .replace("sas = [0x6000]", "sas = [0x6000, 0x6001]");
+    let mut linux = linux_xfrm(aead, round, OUTER_V4);
+    for (spi, reqid, sel) in [(0x4001u32, 0x4000u32, "0.0.0.0/0"), (0x6001, 0x6000, "::/0")] {
+        // A key of its own (`key` varies by SPI / 0x100 only).
+        let k = key(aead, spi, round + 50);
+        text += &format!(
+            "\n[[sa]]\nspi = {spi:#x}\ndirection = \"outbound\"\naead = \"{}\"\nkey = \"{k}\"\nmode = \"tunnel\"\n\
+             local = \"{}\"\nremote = \"{}\"\nshard = 1\nmtu = {WAN_MTU}\n",
+            aead.gateway, OUTER_V4.gateway, OUTER_V4.peer
+        );
+        linux += &format!(
+            "ip xfrm state add src {} dst {} proto esp spi {spi:#x} reqid {reqid} mode tunnel aead '{}' 0x{k} 128 sel src {sel} dst {sel}\n",
+            OUTER_V4.gateway, OUTER_V4.peer, aead.linux
+        );
+    }
+    peer.check(&linux).unwrap();
+    let gw = Running::start(&text);
+    let ping = |from_peer: bool, dst: &str| {
+        let mut args = vec!["ip", "netns", "exec"];
+        args.push(if from_peer { peer.netns() } else { ns });
+        args.extend(["busybox", "ping", "-c", "5", "-i", "0.2", "-W", "3", dst]);
+        let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mut pings = Vec::new();
+    for (from_peer, dst) in
+        [(false, "10.2.0.50"), (true, "10.1.0.50"), (false, "fd00:2::50"), (true, "fd00:1::50")]
+    {
+        let (mut ok, mut out) = ping(from_peer, dst);
+        if !ok {
+            (ok, out) = ping(from_peer, dst);
+        }
+        pings.push((dst, ok, out));
+    }
+    let mut bulk = Vec::new();
+    if pings.iter().all(|(_, ok, _)| *ok) {
+        for n in [ns, peer.netns()] {
+            sh(&["ip", "-n", n, "route", "flush", "cache"]);
+        }
+        for args in [
+            &["-t", "3", "-P", "8"][..],
+            &["-t", "3", "-P", "8", "-R"],
+            &["-t", "3", "-P", "8", "-u", "-b", "1M", "-l", "1200"],
+        ] {
+            bulk.push((args.join(" "), iperf3_in(peer.netns(), ns, args)));
+        }
+    }
+    let report = gw.stop();
+    let t = report.total();
+    for (dst, ok, out) in &pings {
+        assert!(ok, "two shards: ping {dst} failed:\n{out}\ngateway: {t}\n{}", diagnostics(peer, ns));
+    }
+    for (args, r) in &bulk {
+        let r = r.as_ref().unwrap_or_else(|e| panic!("two shards: iperf3 {args}: {e}\ngateway: {t}"));
+        eprintln!(
+            "two shards: iperf3 {args}: {:.1} Mbit/s received, {} of {} datagrams lost",
+            r.0 / 1e6,
+            r.1,
+            r.2
+        );
+        assert!(r.0 > 1e6, "two shards: iperf3 {args}: {r:?}");
+        assert_eq!(r.1, 0, "two shards: iperf3 {args}: datagrams lost; gateway: {t}");
+    }
+    for s in &report.stats {
+        eprintln!("two shards: shard {}: {}", s.shard, s.counters);
+    }
+    eprintln!("two shards: stages {}", ipsec_gateway::stagestats::StageCounters::sum(&report.stages));
+    let data: Vec<u64> = report.stats[..2].iter().map(|s| s.counters.rx_packets).collect();
+    assert!(data.iter().all(|&n| n > 100), "both data shards carry traffic: {data:?}");
+    let stat = peer.xfrm_stat().unwrap();
+    for (name, n) in &stat {
+        let allowed = if name == "XfrmOutStateModeError" { linux_ptb6 } else { 0 };
+        assert!(*n <= allowed, "two shards: peer's xfrm_stat {name} = {n} (allowed {allowed}): {stat:?}");
+    }
+    let used: Vec<u64> = [0x4000, 0x4001].iter().map(|&spi| sa_packets(peer, spi, OUTER_V4)).collect();
+    eprintln!("two shards: the peer's inbound SAs 0x4000 / 0x4001 counted {used:?} packets");
+    assert_only_unforwardable_drops(&t, "two shards");
 }
 
 /// Every gateway drop accounted: none at all, except packets the hosts send on their own to
@@ -580,6 +786,101 @@ fn icmp_in_dest_unreachs(netns: &str) -> u64 {
     values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
 }
 
+/// Sends UDP datagrams of each of `sizes` bytes with DF clear (IPv4: `IP_PMTUDISC_DONT`; IPv6
+/// fragments at the source to the path MTU anyway) from the LAN host (namespace `lan_ns`) to
+/// an echo server on `server` in the site-2 host's namespace `peer_ns`, which answers each with
+/// its length and a checksum (a small reply: the test is about the large direction). Returns
+/// per size the attempts it took (a datagram lost is sent again, at most 5 times, 1 s apart).
+fn udp_echo(peer_ns: &str, lan_ns: &str, server: &str, sizes: &[usize]) -> Result<Vec<(usize, u32)>, String> {
+    let mut srv = std::process::Command::new("ip")
+        .args(["netns", "exec", peer_ns, "timeout", "60", "python3", "-c", UDP_ECHO_PY, "server", server])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(500));
+    let sizes: Vec<String> = sizes.iter().map(|n| n.to_string()).collect();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", lan_ns, "timeout", "40", "python3", "-c", UDP_ECHO_PY, "client", server])
+        .args(&sizes)
+        .output()
+        .map_err(|e| e.to_string());
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let out = out?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().map(|x| x.parse().ok());
+            Some((w.next()??, w.next()?? as u32))
+        })
+        .collect())
+}
+
+/// The UDP echo of [`udp_echo`]: `server ADDR` answers each datagram on port 7007 with its
+/// length and CRC-32; `client ADDR SIZE...` sends datagrams of each size (IPv4 with DF clear),
+/// up to 5 times 1 s apart until the right answer comes, and prints `SIZE ATTEMPTS`.
+const UDP_ECHO_PY: &str = r#"
+import socket, sys, zlib
+mode, addr = sys.argv[1], sys.argv[2]
+fam = socket.AF_INET6 if ':' in addr else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+if fam == socket.AF_INET:
+    s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT: DF clear
+if mode == 'server':
+    s.bind((addr, 7007))
+    while True:
+        d, a = s.recvfrom(65535)
+        s.sendto(b'%d %d' % (len(d), zlib.crc32(d)), a)
+s.settimeout(1)
+for n in map(int, sys.argv[3:]):
+    d = bytes((i * 7 + n) & 255 for i in range(n))
+    want = b'%d %d' % (n, zlib.crc32(d))
+    for k in range(1, 6):
+        s.sendto(d, (addr, 7007))
+        try:
+            got = s.recv(100)
+        except socket.timeout:
+            continue
+        if got == want:
+            print(n, k, flush=True)
+            break
+    else:
+        sys.exit('no echo of %d bytes' % n)
+"#;
+
+/// `Icmp6InPktTooBigs` of namespace `netns` (its `/proc/net/snmp6`).
+fn icmp6_in_pkt_too_bigs(netns: &str) -> u64 {
+    let text = sh(&["ip", "netns", "exec", netns, "cat", "/proc/net/snmp6"]);
+    let line = text.lines().find(|l| l.starts_with("Icmp6InPktTooBigs")).unwrap_or_else(|| panic!("{text}"));
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+}
+
+/// `Ip: ReasmOKs` of namespace `netns`: datagrams it reassembled.
+fn reasm_oks(netns: &str) -> u64 {
+    let text = sh(&["ip", "netns", "exec", netns, "cat", "/proc/net/snmp"]);
+    let mut lines = text.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+    let i = names.split_whitespace().position(|n| n == "ReasmOKs").unwrap_or_else(|| panic!("{text}"));
+    values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+}
+
+/// The path MTU namespace `netns` has for `dst` (`ip route get`), if it learned one.
+fn route_mtu(netns: &str, dst: &str) -> Option<String> {
+    sh(&["ip", "-n", netns, "route", "get", dst])
+        .split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)
+        .map(String::from)
+}
+
 /// iperf3 from the LAN host (namespace `lan_ns`) to the site-2 host (the peer's namespace) with
 /// `args`: (bits per second received, datagrams lost, datagrams sent; 0 and 0 for TCP).
 fn iperf3(peer: &LinuxPeer, lan_ns: &str, args: &[&str]) -> Result<(f64, u64, u64), String> {
@@ -589,10 +890,20 @@ fn iperf3(peer: &LinuxPeer, lan_ns: &str, args: &[&str]) -> Result<(f64, u64, u6
 /// [`iperf3`] with the site-2 host in namespace `peer_ns`; a `-p PORT` in `args` is the server's
 /// too.
 fn iperf3_in<S: AsRef<str>>(peer_ns: &str, lan_ns: &str, args: &[S]) -> Result<(f64, u64, u64), String> {
+    iperf3_at(peer_ns, lan_ns, "10.2.0.50", args)
+}
+
+/// [`iperf3_in`] with the server on `server` (an address of the site-2 host).
+fn iperf3_at<S: AsRef<str>>(
+    peer_ns: &str,
+    lan_ns: &str,
+    server: &str,
+    args: &[S],
+) -> Result<(f64, u64, u64), String> {
     let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
     let port = args.iter().position(|a| *a == "-p").map_or("5201", |i| args[i + 1]);
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", peer_ns, "iperf3", "-s", "-1", "-B", "10.2.0.50", "-p", port])
+    let mut srv = std::process::Command::new("ip")
+        .args(["netns", "exec", peer_ns, "iperf3", "-s", "-1", "-B", server, "-p", port])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -610,13 +921,13 @@ fn iperf3_in<S: AsRef<str>>(peer_ns: &str, lan_ns: &str, args: &[S]) -> Result<(
             "--connect-timeout",
             "5000",
             "-c",
-            "10.2.0.50",
+            server,
         ])
         .args(&args)
         .output()
         .map_err(|e| e.to_string());
-    let _ = server.kill();
-    let _ = server.wait();
+    let _ = srv.kill();
+    let _ = srv.wait();
     let out = out?;
     let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;

@@ -145,11 +145,14 @@ impl Feedback {
     }
 
     /// Appends a soft `EXPIRE` (rekey now) for every outbound SA refused as already used
-    /// ([`crate::Refusal::UsedOutbound`]) and not asked for before. Returns how many were built.
+    /// ([`crate::Refusal::UsedOutbound`]) or as present before the data plane started
+    /// ([`crate::Refusal::PreexistingOutbound`]) and not asked for before. Returns how many were built.
     pub fn retire_used(&mut self, mirror: &Mirror, b: &mut Builder) -> usize {
         let mut n = 0;
         for (_, e) in mirror.entries() {
-            if let SaEntry::Refused(Refusal::UsedOutbound { spi, sa, .. }) = e
+            if let SaEntry::Refused(
+                Refusal::UsedOutbound { spi, sa, .. } | Refusal::PreexistingOutbound { spi, sa },
+            ) = e
                 && self.retired.insert(*spi)
             {
                 let seq = self.next_seq();

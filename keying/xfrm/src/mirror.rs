@@ -239,6 +239,19 @@ pub enum Refusal {
         /// How to name it in an EXPIRE.
         sa: SaRef,
     },
+    /// An outbound SA that was already in the kernel when the mirror started (its initial
+    /// dump): a previous run of this data plane may have sent under its key after its last
+    /// counter report (a crash, a kill), so its sequence numbers cannot be trusted even when
+    /// the kernel shows none. [`crate::Feedback::retire_used`] asks the IKE daemon to rekey it.
+    #[error(
+        "SA {spi:#010x}: outbound SA present before this data plane started; maybe used by an earlier run, not continued under the same key, rekey requested"
+    )]
+    PreexistingOutbound {
+        /// SPI.
+        spi: u32,
+        /// How to name it in an EXPIRE.
+        sa: SaRef,
+    },
     /// The SA is not a valid wirespeed SA.
     #[error("SA {spi:#010x}: {source}")]
     Invalid {
@@ -292,6 +305,7 @@ impl Refusal {
             Refusal::DuplicateSpi { .. } => "duplicate_spi",
             Refusal::ActiveSaChanged { .. } => "active_sa_changed",
             Refusal::UsedOutbound { .. } => "used_outbound",
+            Refusal::PreexistingOutbound { .. } => "preexisting_outbound",
             Refusal::Invalid { .. } => "invalid",
             Refusal::BadAddress { .. } => "bad_address",
             Refusal::UnsupportedSelector { .. } => "unsupported_selector",
@@ -330,7 +344,8 @@ pub struct MirroredSa {
     /// [`MirrorConfig::pcpu_shard`].
     pub pcpu: Option<u32>,
     /// Sequence number of the kernel state. Outbound: the last one sent, always 0 for a
-    /// mirrored SA (a used outbound SA is refused, [`Refusal::UsedOutbound`]), so numbering
+    /// mirrored SA (a used outbound SA is refused, [`Refusal::UsedOutbound`], and so is any
+    /// outbound SA of the initial dump, [`Refusal::PreexistingOutbound`]), so numbering
     /// starts at 1. Inbound: the highest one seen, to resume the replay window from
     /// ([`wirespeed_stages::esp::SaState::resume_inbound`]).
     pub seq: u64,
@@ -627,6 +642,30 @@ impl Mirror {
         (changed, done)
     }
 
+    /// Retires every active outbound SA: call once, when the initial dump has been applied
+    /// ([`crate::Follower`] does). Such an SA was installed before this data plane started, so
+    /// an earlier run may have sent under its key after its last counter report; continuing
+    /// from the kernel's sequence number could reuse AES-GCM/ChaCha20 nonces. Each becomes a
+    /// [`Refusal::PreexistingOutbound`], and [`crate::Feedback::retire_used`] has the daemon
+    /// rekey it. Inbound SAs stay. Returns [`Applied::Changed`] when any was retired.
+    pub fn retire_preexisting_outbound(&mut self) -> Applied {
+        let keys: Vec<SaKey> = self
+            .sas
+            .iter()
+            .filter_map(|(k, e)| match &e.state {
+                SaEntry::Active(sa) if sa.is_outbound() => Some(*k),
+                _ => None,
+            })
+            .collect();
+        for k in &keys {
+            let Some(Entry { state: SaEntry::Active(sa), generation }) = self.sas.get(k) else { continue };
+            let (spi, sa_ref, generation) = (sa.key.spi, sa.sa_ref(), *generation);
+            let r = self.refuse(Refusal::PreexistingOutbound { spi, sa: sa_ref });
+            self.put(*k, Entry { state: SaEntry::Refused(r), generation });
+        }
+        self.changed_if(!keys.is_empty())
+    }
+
     /// Starts a resynchronisation (after a multicast overflow, `ENOBUFS`): dump again, apply the
     /// dump, then [`Mirror::end_resync`] drops what the dump did not contain.
     pub fn begin_resync(&mut self) {
@@ -805,6 +844,13 @@ impl Mirror {
         let converted = self.convert(&key, sa);
         match converted {
             Ok(new) => {
+                if let Some(e @ Entry { state: SaEntry::Refused(Refusal::PreexistingOutbound { .. }), .. }) =
+                    self.sas.get_mut(&key)
+                {
+                    // Seen again in a resync dump: it stays retired until the daemon deletes it.
+                    e.generation = generation;
+                    return Ok(Applied::Unchanged);
+                }
                 if let Some(Entry { state: SaEntry::Active(old), .. }) = self.sas.get_mut(&key) {
                     // Seen again (a dump during resync, or an idempotent UPDSA).
                     if old.config == new.config {
@@ -973,6 +1019,7 @@ impl Mirror {
             mtu: if outbound { self.cfg.mtu } else { None },
             selector: sel,
             mss_clamp: None,
+            fragment: true,
         };
         let mut out = MirroredSa {
             config,

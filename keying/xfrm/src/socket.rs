@@ -247,6 +247,8 @@ pub struct Follower {
     overruns: u64,
     /// An overrun happened while a dump was running: dump again once it ends.
     redump: bool,
+    /// The initial dumps ended (pre-existing outbound SAs were retired).
+    started: bool,
 }
 
 impl Follower {
@@ -263,6 +265,7 @@ impl Follower {
             builder: Builder::new(),
             overruns: 0,
             redump: false,
+            started: false,
         };
         f.request_dump(false)?;
         Ok(f)
@@ -358,6 +361,11 @@ impl Follower {
                     Phase::DumpingPolicies => {
                         self.phase = Phase::Following;
                         out.changed |= self.mirror.end_resync() == Applied::Changed;
+                        if !self.started {
+                            // Outbound SAs that predate us may have been used by an earlier run.
+                            self.started = true;
+                            out.changed |= self.mirror.retire_preexisting_outbound() == Applied::Changed;
+                        }
                     }
                     Phase::Following => {}
                 }

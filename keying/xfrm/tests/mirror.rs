@@ -460,6 +460,50 @@ fn used_outbound_sa_is_refused_and_retired_with_a_rekey() {
     assert_eq!(spis, vec![(0x61, false), (0x62, false)]);
 }
 
+#[test]
+fn outbound_sas_of_the_initial_dump_are_retired_and_stay_retired_across_resyncs() {
+    let mut m = mirror();
+    // The initial dump: an unused outbound SA (the kernel shows no counters, but an earlier run
+    // of the data plane may have sent under it after its last report) and an inbound one.
+    let out = sa_info(LOCAL, PEER, 0x71, 1);
+    let inb = sa_info(PEER, LOCAL, 0x72, 1);
+    assert_eq!(apply(&mut m, &newsa(msg_type::NEWSA, &out, &scoped_gcm(1))), Ok(Applied::Changed));
+    assert_eq!(apply(&mut m, &newsa(msg_type::NEWSA, &inb, &scoped_gcm(2))), Ok(Applied::Changed));
+    assert!(m.find(0x71, true).is_some());
+    assert_eq!(m.retire_preexisting_outbound(), Applied::Changed);
+    assert!(m.find(0x71, true).is_none(), "the outbound SA left the data plane");
+    assert!(m.find(0x72, false).is_some(), "the inbound SA stays");
+    assert!(
+        m.drain_refusals().any(|r| matches!(r, Refusal::PreexistingOutbound { spi: 0x71, .. })),
+        "refusal recorded"
+    );
+    // Nothing left to retire: a second call changes nothing.
+    assert_eq!(m.retire_preexisting_outbound(), Applied::Unchanged);
+    // A resync dump that shows it again does not bring it back.
+    m.begin_resync();
+    assert_eq!(apply(&mut m, &newsa(msg_type::NEWSA, &out, &scoped_gcm(1))), Ok(Applied::Unchanged));
+    assert_eq!(apply(&mut m, &newsa(msg_type::NEWSA, &inb, &scoped_gcm(2))), Ok(Applied::Unchanged));
+    m.end_resync();
+    assert!(m.find(0x71, true).is_none());
+    assert!(
+        m.configs().iter().all(|c| c.spi != 0x71),
+        "{:?}",
+        m.configs().iter().map(|c| c.spi).collect::<Vec<_>>()
+    );
+    // The daemon is asked to rekey it, once.
+    let mut f = wirespeed_xfrm::Feedback::new(Duration::from_secs(1), Duration::from_secs(1));
+    let mut b = msg::Builder::new();
+    assert_eq!(f.retire_used(&m, &mut b), 1);
+    assert_eq!(f.retire_used(&m, &mut b), 0);
+    // A new outbound SA that arrives live (the rekey) is mirrored.
+    let fresh = sa_info(LOCAL, PEER, 0x73, 1);
+    assert_eq!(apply(&mut m, &newsa(msg_type::NEWSA, &fresh, &scoped_gcm(3))), Ok(Applied::Changed));
+    assert!(m.find(0x73, true).is_some());
+    // The daemon deletes the retired one.
+    assert_eq!(apply(&mut m, &delsa(&out, &scoped_gcm(1))), Ok(Applied::Unchanged));
+    assert!(m.entries().all(|(k, _)| k.spi != 0x71));
+}
+
 mod index {
     use super::*;
     use proptest::prelude::*;

@@ -79,4 +79,4 @@ pub use sa::{
 };
 pub use sad::{OutboundDecision, SaSet, SadError, ShardSas};
 pub use spd::{DefaultAction, FlowKey, IpPrefix, PolicyAction, SecurityPolicy, Selector, Spd};
-pub use stage::{EspDecrypt, EspEncrypt, EspStats, EventQueue, Framing, event_queue};
+pub use stage::{EspDecrypt, EspEncrypt, EspStats, EventQueue, FRAG_SPILL, Framing, event_queue};

@@ -124,6 +124,12 @@ pub struct SaConfig {
     /// (outbound: before encryption; inbound: after decryption), so TCP sessions fit the tunnel
     /// without fragmentation or PMTU discovery. `None`: segments are left alone.
     pub mss_clamp: Option<u16>,
+    /// Outbound tunnel SAs with an [`SaConfig::mtu`]: an IPv4 packet with DF clear that does
+    /// not fit is fragmented before encryption ([`crate::frag`], RFC 4459 §3), each fragment
+    /// its own ESP packet (default true, as Linux does). False: it is dropped as
+    /// `EspMtuExceeded`, like one with DF set when ICMP errors are off (a router sends
+    /// Fragmentation Needed only for DF set, RFC 1191).
+    pub fragment: bool,
     /// Inbound: the traffic selector decrypted packets must match (RFC 4301 §5.2: a peer may
     /// only send what the SA was negotiated for); mismatches are dropped as `PolicyDiscard`.
     /// `None` accepts any inner packet.
@@ -145,6 +151,7 @@ impl std::fmt::Debug for SaConfig {
             .field("lifetime", &self.lifetime)
             .field("mtu", &self.mtu)
             .field("mss_clamp", &self.mss_clamp)
+            .field("fragment", &self.fragment)
             .field("selector", &self.selector)
             .finish_non_exhaustive()
     }
@@ -166,6 +173,7 @@ impl PartialEq for SaConfig {
             && self.outer_ttl == o.outer_ttl
             && self.mtu == o.mtu
             && self.mss_clamp == o.mss_clamp
+            && self.fragment == o.fragment
             && self.selector == o.selector
     }
 }
@@ -198,6 +206,7 @@ impl SaConfig {
             outer_ttl: 64,
             mtu: None,
             mss_clamp: None,
+            fragment: true,
             selector: None,
         }
     }
@@ -346,6 +355,7 @@ pub struct SecurityAssociation {
     /// Largest outer IP packet; `usize::MAX` without an MTU.
     mtu: usize,
     mss_clamp: Option<u16>,
+    fragment: bool,
     salt: [u8; SALT_LEN],
     cipher: Box<dyn EspAead>,
     created: Instant,
@@ -423,6 +433,7 @@ impl SecurityAssociation {
             outer_ttl: cfg.outer_ttl,
             mtu: cfg.mtu.map_or(usize::MAX, usize::from),
             mss_clamp: cfg.mss_clamp,
+            fragment: cfg.fragment,
             salt: s,
             cipher,
             created,
@@ -493,6 +504,12 @@ impl SecurityAssociation {
     #[inline]
     pub fn mss_clamp(&self) -> Option<u16> {
         self.mss_clamp
+    }
+    /// True when IPv4 packets with DF clear that do not fit are fragmented
+    /// ([`SaConfig::fragment`]).
+    #[inline]
+    pub fn fragments(&self) -> bool {
+        self.fragment
     }
     #[inline]
     pub(crate) fn mtu_limit(&self) -> usize {

@@ -16,7 +16,7 @@ use super::packet::{
     CryptoPlan, DecapPlan, Decapsulated, EncapPlan, decapsulate, finish_decap, finish_encap,
     locate_esp_inline, prepare_decap, prepare_encap,
 };
-use super::sa::{EspMode, NAT_T_PORT, SaEvent, SaEventKind, SecurityAssociation};
+use super::sa::{EspMode, NAT_T_PORT, SaEvent, SaEventKind, SaState, SecurityAssociation};
 use super::sad::{OutboundDecision, SaSet, ShardSas};
 use super::wire::{IpHeader, ethernet_l3_offset};
 use crate::icmp::{IcmpCounters, IcmpError, IcmpErrors};
@@ -57,7 +57,28 @@ pub struct EspStats {
     pub events_lost: u64,
     /// TCP SYN segments whose MSS option was clamped ([`crate::esp::SaConfig::mss_clamp`]).
     pub mss_clamped: u64,
+    /// IPv4 packets (DF clear) fragmented to fit their SA ([`crate::esp::SaConfig::fragment`]).
+    pub fragmented: u64,
+    /// Fragments those made (each encrypted as its own ESP packet).
+    pub fragments: u64,
+    /// IPv4 packets (DF clear) that should have been fragmented and were dropped instead:
+    /// malformed header or options, no free buffer, or no room for the fragments
+    /// ([`FRAG_SPILL`]); counted under the drop reason too.
+    pub frag_failed: u64,
 }
+
+/// Fragments an [`EspEncrypt`] stage keeps for the next batch when the current one has no
+/// room for them (beyond it, a packet that needs more is dropped, `frag_failed`).
+pub const FRAG_SPILL: usize = 8 * BATCH_SIZE;
+
+/// Fragments past the end of the current batch: made this call and still to be encrypted
+/// (`Some((SA index, IP header offset))`), or encrypted and waiting for room.
+struct Spill<B> {
+    q: std::collections::VecDeque<(B, Option<(usize, usize)>)>,
+}
+
+/// A type-erased [`Spill`] of the stage's buffer type.
+type AnySpill = Option<Box<dyn std::any::Any + Send>>;
 
 #[inline]
 fn l3_offset<B: PacketBuf>(p: &B, framing: Framing) -> Option<usize> {
@@ -136,19 +157,31 @@ macro_rules! esp_stage_common {
 pub struct EspEncrypt {
     shard: EspShard,
     icmp: Option<IcmpErrors>,
+    /// A `Spill<B>` for the buffer type the stage runs on (made on the first fragmentation,
+    /// once: the stage itself is not generic over buffers).
+    spill: AnySpill,
+    /// Packets in the spill.
+    spilled: usize,
 }
 
 impl EspEncrypt {
     /// A stage on `sub` (one subscription per shard), Ethernet framing, no event queue.
     pub fn new(sub: Subscriber<SaSet>) -> Self {
-        Self { shard: EspShard::new(sub), icmp: None }
+        Self { shard: EspShard::new(sub), icmp: None, spill: None, spilled: 0 }
+    }
+
+    /// Fragments waiting for room (the batch they were made in was full): run the stage on an
+    /// empty batch to send them (the gateway's data shards do before receiving more).
+    pub fn pending(&self) -> usize {
+        self.spilled
     }
 
     /// Answers a packet that does not fit its tunnel SA's MTU (ESP overhead included,
     /// [`SecurityAssociation::inner_mtu`]) with ICMP Fragmentation Needed (IPv4 with DF set)
     /// or ICMPv6 Packet Too Big carrying that MTU, sent back towards its source (give `icmp`
-    /// [`IcmpErrors::with_routes`]: the packet was already forwarded). IPv4 without DF is not
-    /// fragmented here: it is dropped as `EspMtuExceeded`, as are packets over the rate.
+    /// [`IcmpErrors::with_routes`]: the packet was already forwarded). IPv4 without DF is
+    /// fragmented instead ([`crate::esp::SaConfig::fragment`]; with it off, dropped as
+    /// `EspMtuExceeded`, as are packets over the rate).
     pub fn with_icmp_errors(mut self, icmp: IcmpErrors) -> Self {
         self.icmp = Some(icmp);
         self
@@ -171,10 +204,15 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
         let EspShard { sas, framing, events, stats } = &mut self.shard;
         let icmp = &mut self.icmp;
+        let spill = &mut self.spill;
+        let spilled = &mut self.spilled;
         sas.refresh();
         let (set, states) = sas.parts();
         if !set.has_policies() {
             stats.passed += batch.len() as u64;
+            if *spilled > 0 {
+                flush_spill::<B>(spill, spilled, batch);
+            }
             return;
         }
         let shard: ShardId = cx.shard;
@@ -221,6 +259,29 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
                                 plans[k] = Some((i, plan));
                                 Verdict::Continue
                             }
+                            Err(DropReason::EspMtuExceeded)
+                                if !ip.v6
+                                    && sa.fragments()
+                                    && sa.inner_mtu().is_some()
+                                    && !dont_fragment(p, l3) =>
+                            {
+                                let r = fragment(spill, p, l3, i, sa, stats).and_then(|ip| {
+                                    prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
+                                        raise(
+                                            events,
+                                            stats,
+                                            SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind },
+                                        )
+                                    })
+                                });
+                                match r {
+                                    Ok(plan) => {
+                                        plans[k] = Some((i, plan));
+                                        Verdict::Continue
+                                    }
+                                    Err(r) => Verdict::Drop(r),
+                                }
+                            }
                             Err(DropReason::EspMtuExceeded) => too_big(icmp, p, l3, &ip, sa, now),
                             Err(r) => Verdict::Drop(r),
                         }
@@ -247,7 +308,136 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
             }
         }
         apply_verdicts(cx, batch, &verdicts);
+        if spill.is_some() {
+            seal_fragments::<B>(spill, set, states, events, stats, cx);
+            flush_spill::<B>(spill, spilled, batch);
+        }
     }
+}
+
+#[inline]
+fn dont_fragment<B: PacketBuf>(p: &B, l3: usize) -> bool {
+    p.data().get(l3 + 6).is_none_or(|b| b & 0x40 != 0)
+}
+
+/// Splits the IPv4 packet `p` (IP header at `l3`, DF clear, too big for `sa`, index `i`) into
+/// fragments that fit: the others go to the spill (to be encrypted after the batch), `p`
+/// becomes the first; returns its new header. Nothing changes on failure (the packet is
+/// dropped, `frag_failed`).
+#[inline(never)]
+fn fragment<B: PacketBuf>(
+    spill: &mut AnySpill,
+    p: &mut B,
+    l3: usize,
+    i: usize,
+    sa: &SecurityAssociation,
+    stats: &mut EspStats,
+) -> Result<IpHeader, DropReason> {
+    let failed = |stats: &mut EspStats, r| {
+        stats.frag_failed += 1;
+        Err(r)
+    };
+    let Some(mtu) = sa.inner_mtu() else { return failed(stats, DropReason::EspMtuExceeded) };
+    let plan = match crate::frag::plan_v4(&p.data()[l3..], usize::from(mtu)) {
+        Ok(plan) => plan,
+        Err(crate::frag::FragError::Malformed) => return failed(stats, DropReason::MalformedIpv4),
+        Err(_) => return failed(stats, DropReason::EspMtuExceeded),
+    };
+    // Made once per stage, on its first fragmentation.
+    let s = spill.get_or_insert_with(|| {
+        Box::new(Spill::<B> { q: std::collections::VecDeque::with_capacity(FRAG_SPILL) })
+    });
+    let Some(s) = s.downcast_mut::<Spill<B>>() else { return failed(stats, DropReason::EspMtuExceeded) };
+    if s.q.len() + plan.count() - 1 > FRAG_SPILL {
+        return failed(stats, DropReason::EspMtuExceeded);
+    }
+    let made = s.q.len();
+    for n in 1..plan.count() {
+        let len = l3 + plan.len(n);
+        let f = p.alloc_like().and_then(|mut f| f.set_len(len).is_ok().then_some(f));
+        let Some(mut f) = f else {
+            s.q.truncate(made);
+            return failed(stats, DropReason::PoolExhausted);
+        };
+        let d = f.data_mut();
+        d[..l3].copy_from_slice(&p.data()[..l3]);
+        plan.write(&p.data()[l3..], n, &mut d[l3..]);
+        *f.meta_mut() = *p.meta();
+        s.q.push_back((f, Some((i, l3))));
+    }
+    let len = l3 + plan.first_in_place(&mut p.data_mut()[l3..]);
+    // Cannot fail: shorter than it was.
+    let _ = p.set_len(len);
+    stats.fragmented += 1;
+    stats.fragments += plan.count() as u64;
+    IpHeader::parse(&p.data()[l3..])
+}
+
+/// Encrypts the fragments made in this batch (after the batch's own packets, so sequence
+/// numbers follow the order they are sent in), one by one: this is the slow path.
+#[inline(never)]
+fn seal_fragments<B: PacketBuf>(
+    spill: &mut AnySpill,
+    set: &SaSet,
+    states: &mut [SaState],
+    events: &Option<EventQueue>,
+    stats: &mut EspStats,
+    cx: &mut ShardCtx,
+) {
+    let Some(s) = spill.as_mut().and_then(|s| s.downcast_mut::<Spill<B>>()) else { return };
+    let (shard, now) = (cx.shard, cx.now);
+    let mut k = 0;
+    while k < s.q.len() {
+        let (p, todo) = &mut s.q[k];
+        let Some((i, l3)) = todo.take() else {
+            k += 1;
+            continue;
+        };
+        let sa = set.sa(i);
+        let r = IpHeader::parse(&p.data()[l3..]).and_then(|ip| {
+            prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
+                raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
+            })
+        });
+        let r = r.and_then(|plan| {
+            let mut ok = [false; BATCH_SIZE];
+            crypt_batch(
+                set,
+                std::slice::from_mut(p),
+                |j| (j == 0).then_some((i, &plan.crypto)),
+                &mut ok,
+                true,
+            );
+            if ok[0] {
+                finish_encap(p, &plan);
+                Ok(())
+            } else {
+                Err(DropReason::EspNoRoom)
+            }
+        });
+        match r {
+            Ok(()) => {
+                stats.encrypted += 1;
+                k += 1;
+            }
+            Err(r) => {
+                s.q.remove(k);
+                cx.counters.drop_packet(r);
+            }
+        }
+    }
+}
+
+/// Moves encrypted fragments from the spill into the batch while it has room.
+#[inline]
+fn flush_spill<B: PacketBuf>(spill: &mut AnySpill, spilled: &mut usize, batch: &mut Batch<B>) {
+    let Some(s) = spill.as_mut().and_then(|s| s.downcast_mut::<Spill<B>>()) else { return };
+    while batch.remaining() > 0 && s.q.front().is_some_and(|(_, todo)| todo.is_none()) {
+        let Some((p, _)) = s.q.pop_front() else { break };
+        // Cannot fail: the batch has room.
+        let _ = batch.push(p);
+    }
+    *spilled = s.q.len();
 }
 
 /// The ICMP error for a packet that does not fit its SA, or its drop.
