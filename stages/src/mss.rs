@@ -33,7 +33,8 @@ use wirespeed_core::{Batch, L3Kind, PacketBuf, ShardCtx, Stage};
 /// A stage that clamps the MSS option of the TCP SYN segments passing through it to at most
 /// [`MssClamp::mss`] bytes ([`clamp`] on every classified IPv4 / IPv6 packet; the rest is left
 /// alone). It never drops a packet. Place it after [`crate::Classify`], which fills the
-/// metadata it reads.
+/// metadata it reads, and after [`crate::Forward`] / [`crate::Resolving`] when they send ICMP
+/// errors, so that an error quotes the packet as it arrived, not as clamped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MssClamp {
     mss: u16,
