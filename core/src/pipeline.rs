@@ -308,6 +308,12 @@ where
     }
 
     fn drain(&mut self, cx: &mut ShardCtx) {
+        // A stop ends the input too: stages that hold packets account for them (a stage waiting
+        // for a neighbor counts them as `shutdown`), a dispatcher closes its rings.
+        if !self.finished {
+            self.finished = true;
+            self.stages.finish(cx);
+        }
         // Anything still held between stages goes out; then queues flush their buffers.
         self.transmit(cx);
         for t in self.tx.iter_mut() {

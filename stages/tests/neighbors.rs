@@ -509,3 +509,39 @@ fn a_pipeline_releases_held_packets_without_new_input_and_finishes_after_them() 
         );
     }
 }
+
+/// A stop while packets are held (their next hop never answered): `drain` ends the input for the
+/// stages, so the held packets are counted as `shutdown` drops, not freed uncounted.
+#[test]
+fn a_stopped_pipeline_counts_the_packets_it_still_holds() {
+    use wirespeed_core::Pipeline;
+    use wirespeed_core::backend::null::{NullConfig, NullPort};
+    use wirespeed_core::runtime::{Poll, Worker};
+
+    let router: IpAddr = "192.0.2.254".parse().unwrap();
+    let mut b = FibBuilder::new();
+    b.route("0.0.0.0".parse().unwrap(), 0, NextHop::Gateway(router)).unwrap();
+    let mut fib = Publisher::new(b.build().unwrap());
+    let mut learned = Publisher::new(Neighbors::new());
+    let requests = resolve_queue(16);
+    let fwd = Forward::new(fib.subscribe(), &[ME_MAC]).with_neighbors(learned.subscribe());
+    let stages = (
+        Classify::new(ClassifyConfig::default()),
+        Resolving::new(fwd, requests.clone(), HoldConfig::default()),
+    );
+    let cfg = NullConfig { copy: true, limit: Some(12), ..NullConfig::default() };
+    let mut port = NullPort::new(cfg, pool());
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    let mut pipeline = Pipeline::new(rx, tx, stages);
+    let mut cx = ShardCtx::new(0);
+    cx.now = Instant::now();
+    assert_eq!(pipeline.poll(&mut cx), Poll::Busy(12));
+    assert_eq!(pipeline.stages().held(), 12);
+    pipeline.drain(&mut cx);
+    assert_eq!(pipeline.stages().held(), 0);
+    assert_eq!(cx.counters.drops_of(DropReason::Shutdown), 12, "{}", cx.counters);
+    assert_eq!(cx.counters.rx_packets, cx.counters.tx_packets + cx.counters.total_drops());
+    // A second drain (or a poll after it) counts nothing twice.
+    pipeline.drain(&mut cx);
+    assert_eq!(cx.counters.drops_of(DropReason::Shutdown), 12);
+}
