@@ -303,7 +303,8 @@ impl Port for DpdkPort {
                 port,
                 queue,
                 meta_port: self.meta_port,
-                too_large: 0,
+                pool: self.mempool.raw(),
+                drops: mbuf::RxDrops::default(),
                 _owned: ShardOwned::default(),
             },
             DpdkTx { shared: self.shared.clone(), port, queue, _owned: ShardOwned::default() },
@@ -321,7 +322,8 @@ pub struct DpdkRx {
     port: u16,
     queue: u16,
     meta_port: u16,
-    too_large: u64,
+    pool: crate::ffi::MempoolPtr,
+    drops: mbuf::RxDrops,
     _owned: ShardOwned,
 }
 
@@ -344,14 +346,18 @@ impl RxQueue for DpdkRx {
     fn rx_burst(&mut self, out: &mut Batch<Mbuf>) -> usize {
         // A thread that cannot be registered still works, without mempool caches.
         let _ = ensure_thread_registered();
-        mbuf::rx_burst(self.port, self.queue, self.meta_port, out, &mut self.too_large)
+        mbuf::rx_burst(self.port, self.queue, self.meta_port, self.pool.as_ptr(), out, &mut self.drops)
     }
 
     fn take_drops(&mut self) -> Option<(DropReason, u64)> {
-        if self.too_large == 0 {
-            return None;
+        // One reason per call; the pipeline asks after every burst, so the other is taken next.
+        if self.drops.too_large != 0 {
+            return Some((DropReason::TooLarge, std::mem::take(&mut self.drops.too_large)));
         }
-        Some((DropReason::TooLarge, std::mem::take(&mut self.too_large)))
+        if self.drops.no_meta_room != 0 {
+            return Some((DropReason::Unsupported, std::mem::take(&mut self.drops.no_meta_room)));
+        }
+        None
     }
 }
 
