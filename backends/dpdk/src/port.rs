@@ -344,6 +344,11 @@ impl RxQueue for DpdkRx {
 
     #[inline]
     fn rx_burst(&mut self, out: &mut Batch<Mbuf>) -> usize {
+        self.rx_burst_bytes(out).0
+    }
+
+    #[inline]
+    fn rx_burst_bytes(&mut self, out: &mut Batch<Mbuf>) -> (usize, u64) {
         // A thread that cannot be registered still works, without mempool caches.
         let _ = ensure_thread_registered();
         mbuf::rx_burst(self.port, self.queue, self.meta_port, self.pool.as_ptr(), out, &mut self.drops)
@@ -381,6 +386,11 @@ impl TxQueue for DpdkTx {
 
     #[inline]
     fn tx_burst(&mut self, batch: &mut Batch<Mbuf>) -> usize {
+        self.tx_burst_bytes(batch).0
+    }
+
+    #[inline]
+    fn tx_burst_bytes(&mut self, batch: &mut Batch<Mbuf>) -> (usize, u64) {
         let _ = ensure_thread_registered();
         mbuf::tx_burst(self.port, self.queue, batch)
     }

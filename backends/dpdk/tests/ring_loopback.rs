@@ -217,3 +217,27 @@ fn metadata_in_the_private_area_is_fresh_after_rx() {
         assert_eq!(meta, wirespeed_core::PacketMeta::received(3, 0), "nothing stale from before Tx");
     }
 }
+
+/// The DPDK queues count bytes during their bursts (`rx_burst_bytes`/`tx_burst_bytes`): the
+/// pipeline's counters must equal the frames' lengths.
+#[test]
+fn pipeline_byte_counters_on_mbufs_match_the_frames() {
+    let _g = serial();
+    let Some(mut port) = port(&VDEVS, "net_ring0", |_| {}) else { return };
+    let pool = port.mempool();
+    let (rx, mut tx) = port.queue_pair(0).unwrap();
+    let frames: Vec<Vec<u8>> =
+        (0..11u8).map(|i| udp4([10, 0, 0, 1], [10, 0, 0, 2], 7, 9, 20 + usize::from(i) * 97, i)).collect();
+    let total: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    let mut batch: Batch<Mbuf> = Batch::new();
+    for f in &frames {
+        batch.push(Mbuf::from_bytes(&pool, f).unwrap().unwrap()).unwrap();
+    }
+    assert_eq!(tx.tx_burst(&mut batch), frames.len());
+    let mut pipeline = Pipeline::new(rx, tx, ());
+    let mut cx = ShardCtx::new(0);
+    assert_eq!(pipeline.run_once(&mut cx), frames.len());
+    assert_eq!(cx.counters.rx_bytes, total);
+    assert_eq!(cx.counters.tx_bytes, total);
+    assert_eq!(cx.counters.tx_packets, frames.len() as u64);
+}
