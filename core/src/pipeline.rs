@@ -180,7 +180,7 @@ where
     /// Runs one batch; returns how many packets were received.
     #[inline]
     pub fn run_once(&mut self, cx: &mut ShardCtx) -> usize {
-        let (n, bytes) = self.rx.rx_burst_bytes(&mut self.batch);
+        let n = self.rx.rx_burst(&mut self.batch);
         if let Some((reason, count)) = self.rx.take_drops() {
             cx.counters.drop_packets(reason, count);
         }
@@ -191,7 +191,7 @@ where
             return 0;
         }
         cx.counters.rx_packets += n as u64;
-        cx.counters.rx_bytes += bytes;
+        cx.counters.rx_bytes += self.batch.bytes();
         self.stages.process(cx, &mut self.batch);
         self.transmit(cx);
         n
@@ -247,10 +247,14 @@ pub fn transmit<B: PacketBuf, T: TxQueue<Buf = B>>(
 
 #[inline]
 fn send<B: PacketBuf, T: TxQueue<Buf = B>>(tx: &mut T, batch: &mut Batch<B>, cx: &mut ShardCtx) {
-    let (sent, bytes) = tx.tx_burst_bytes(batch);
+    let bytes = batch.bytes();
+    let want = batch.len();
+    let sent = tx.tx_burst(batch);
     cx.counters.tx_packets += sent as u64;
-    cx.counters.tx_bytes += bytes;
-    if !batch.is_empty() {
+    if sent == want {
+        cx.counters.tx_bytes += bytes;
+    } else {
+        cx.counters.tx_bytes += bytes - batch.bytes();
         cx.counters.drop_packets(DropReason::TxFull, batch.len() as u64);
         batch.clear();
     }

@@ -28,17 +28,6 @@
 #define WS_IPV6_ESP (1u << 8)
 #define WS_IPV6_NATT (1u << 9)
 
-/* The rte_mbuf offsets the Rust hot path uses as constants (`ffi::off` in wirespeed-dpdk): a
- * DPDK whose layout differs fails the build here instead of being misread at run time. */
-_Static_assert(offsetof(struct rte_mbuf, buf_addr) == 0, "rte_mbuf.buf_addr moved: update ffi::off");
-_Static_assert(offsetof(struct rte_mbuf, data_off) == 16, "rte_mbuf.data_off moved: update ffi::off");
-_Static_assert(offsetof(struct rte_mbuf, nb_segs) == 20, "rte_mbuf.nb_segs moved: update ffi::off");
-_Static_assert(offsetof(struct rte_mbuf, data_len) == 40, "rte_mbuf.data_len moved: update ffi::off");
-_Static_assert(offsetof(struct rte_mbuf, buf_len) == 54, "rte_mbuf.buf_len moved: update ffi::off");
-_Static_assert(offsetof(struct rte_mbuf, pool) == 56, "rte_mbuf.pool moved: update ffi::off");
-_Static_assert(offsetof(struct rte_mbuf, priv_size) == 88, "rte_mbuf.priv_size moved: update ffi::off");
-_Static_assert(sizeof(struct rte_mbuf) == 128, "sizeof(rte_mbuf) changed: update ffi::off");
-
 void ws_mbuf_layout_get(struct ws_mbuf_layout *out) {
     out->buf_addr = offsetof(struct rte_mbuf, buf_addr);
     out->data_off = offsetof(struct rte_mbuf, data_off);
@@ -51,9 +40,6 @@ void ws_mbuf_layout_get(struct ws_mbuf_layout *out) {
     out->nb_segs = offsetof(struct rte_mbuf, nb_segs);
     out->rss_flag = RTE_MBUF_F_RX_RSS_HASH;
     out->headroom = RTE_PKTMBUF_HEADROOM;
-    out->pool = offsetof(struct rte_mbuf, pool);
-    out->priv_size = offsetof(struct rte_mbuf, priv_size);
-    out->mbuf_size = sizeof(struct rte_mbuf);
 }
 
 int ws_eal_init(int argc, char **argv) { return rte_eal_init(argc, argv); }
@@ -66,9 +52,9 @@ int ws_socket_id(void) { return (int)rte_socket_id(); }
 unsigned ws_socket_count(void) { return rte_socket_count(); }
 int ws_socket_id_by_idx(unsigned idx) { return rte_socket_id_by_idx(idx); }
 
-struct rte_mempool *ws_pktmbuf_pool_create(const char *name, unsigned n, unsigned cache, uint16_t priv_size,
-                                           uint16_t data_room, int socket) {
-    return rte_pktmbuf_pool_create(name, n, cache, priv_size, data_room, socket);
+struct rte_mempool *ws_pktmbuf_pool_create(const char *name, unsigned n, unsigned cache, uint16_t data_room,
+                                           int socket) {
+    return rte_pktmbuf_pool_create(name, n, cache, 0, data_room, socket);
 }
 unsigned ws_mempool_avail_count(const struct rte_mempool *mp) { return rte_mempool_avail_count(mp); }
 unsigned ws_mempool_in_use_count(const struct rte_mempool *mp) { return rte_mempool_in_use_count(mp); }

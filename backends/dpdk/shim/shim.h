@@ -23,9 +23,6 @@ struct ws_mbuf_layout {
     uint32_t nb_segs;
     uint64_t rss_flag;       /* RTE_MBUF_F_RX_RSS_HASH */
     uint32_t headroom;       /* RTE_PKTMBUF_HEADROOM */
-    uint32_t pool;           /* offsetof(pool) */
-    uint32_t priv_size;      /* offsetof(priv_size) */
-    uint32_t mbuf_size;      /* sizeof(struct rte_mbuf): the private area starts there */
 };
 
 struct ws_dev_info {
@@ -87,7 +84,7 @@ struct ws_flow_rule {
  * (LP64 values: ws_flow_rule holds pointers.) */
 #define WS_ASSERT_SIZE(T, n) _Static_assert(sizeof(struct T) == (n), "size of struct " #T)
 #define WS_ASSERT_OFFSET(T, f, n) _Static_assert(offsetof(struct T, f) == (n), "offset of " #T "." #f)
-WS_ASSERT_SIZE(ws_mbuf_layout, 64);
+WS_ASSERT_SIZE(ws_mbuf_layout, 56);
 WS_ASSERT_OFFSET(ws_mbuf_layout, buf_addr, 0);
 WS_ASSERT_OFFSET(ws_mbuf_layout, data_off, 4);
 WS_ASSERT_OFFSET(ws_mbuf_layout, data_len, 8);
@@ -99,9 +96,6 @@ WS_ASSERT_OFFSET(ws_mbuf_layout, port, 28);
 WS_ASSERT_OFFSET(ws_mbuf_layout, nb_segs, 32);
 WS_ASSERT_OFFSET(ws_mbuf_layout, rss_flag, 40);
 WS_ASSERT_OFFSET(ws_mbuf_layout, headroom, 48);
-WS_ASSERT_OFFSET(ws_mbuf_layout, pool, 52);
-WS_ASSERT_OFFSET(ws_mbuf_layout, priv_size, 56);
-WS_ASSERT_OFFSET(ws_mbuf_layout, mbuf_size, 60);
 WS_ASSERT_SIZE(ws_dev_info, 64);
 WS_ASSERT_OFFSET(ws_dev_info, driver_name, 0);
 WS_ASSERT_OFFSET(ws_dev_info, max_rx_queues, 32);
@@ -175,8 +169,8 @@ int ws_socket_id(void);
 unsigned ws_socket_count(void);
 int ws_socket_id_by_idx(unsigned idx);
 
-struct rte_mempool *ws_pktmbuf_pool_create(const char *name, unsigned n, unsigned cache, uint16_t priv_size,
-                                           uint16_t data_room, int socket);
+struct rte_mempool *ws_pktmbuf_pool_create(const char *name, unsigned n, unsigned cache, uint16_t data_room,
+                                           int socket);
 unsigned ws_mempool_avail_count(const struct rte_mempool *mp);
 unsigned ws_mempool_in_use_count(const struct rte_mempool *mp);
 

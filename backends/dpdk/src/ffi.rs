@@ -44,28 +44,6 @@ impl MempoolPtr {
     }
 }
 
-/// Offsets of the `rte_mbuf` fields the per-packet path reads, as constants so that reading one
-/// is one load (no lazily initialised layout to check first). `shim.c` asserts every one of them
-/// against the C compiler's `offsetof` at build time, and a test against [`mbuf_layout`].
-pub(crate) mod off {
-    /// `buf_addr` (`void *`).
-    pub const BUF_ADDR: usize = 0;
-    /// `data_off` (`u16`).
-    pub const DATA_OFF: usize = 16;
-    /// `nb_segs` (`u16`).
-    pub const NB_SEGS: usize = 20;
-    /// `data_len` (`u16`).
-    pub const DATA_LEN: usize = 40;
-    /// `buf_len` (`u16`).
-    pub const BUF_LEN: usize = 54;
-    /// `pool` (`struct rte_mempool *`).
-    pub const POOL: usize = 56;
-    /// `priv_size` (`u16`).
-    pub const PRIV_SIZE: usize = 88;
-    /// `sizeof(struct rte_mbuf)`: where the private area starts (`rte_mbuf_to_priv`).
-    pub const PRIV: usize = 128;
-}
-
 /// `struct ws_mbuf_layout` (shim.h): rte_mbuf field offsets as the C compiler laid them out.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -81,10 +59,6 @@ pub(crate) struct MbufLayout {
     pub nb_segs: u32,
     pub rss_flag: u64,
     pub headroom: u32,
-    pub pool: u32,
-    pub priv_size: u32,
-    /// `sizeof(struct rte_mbuf)`: the mbuf's private area starts this far from the mbuf.
-    pub mbuf_size: u32,
 }
 
 /// `struct ws_dev_info` (shim.h).
@@ -240,7 +214,7 @@ macro_rules! assert_layout {
         };
     };
 }
-assert_layout!(MbufLayout, size 64, buf_addr @ 0, data_off @ 4, data_len @ 8, pkt_len @ 12, buf_len @ 16, ol_flags @ 20, rss @ 24, port @ 28, nb_segs @ 32, rss_flag @ 40, headroom @ 48, pool @ 52, priv_size @ 56, mbuf_size @ 60);
+assert_layout!(MbufLayout, size 56, buf_addr @ 0, data_off @ 4, data_len @ 8, pkt_len @ 12, buf_len @ 16, ol_flags @ 20, rss @ 24, port @ 28, nb_segs @ 32, rss_flag @ 40, headroom @ 48);
 assert_layout!(DevInfo, size 64, driver_name @ 0, max_rx_queues @ 32, max_tx_queues @ 34, reta_size @ 36, hash_key_size @ 38, socket_id @ 40, max_rx_pktlen @ 44, flow_type_rss_offloads @ 48, flow_type_rss_dpdk @ 56);
 assert_layout!(Link, size 8, speed_mbps @ 0, up @ 4, full_duplex @ 5, autoneg @ 6);
 assert_layout!(Stats, size 64, ipackets @ 0, opackets @ 8, ibytes @ 16, obytes @ 24, imissed @ 32, ierrors @ 40, oerrors @ 48, rx_nombuf @ 56);
@@ -309,7 +283,7 @@ shim! {
     fn ws_socket_id() -> c_int;
     fn ws_socket_count() -> c_uint;
     fn ws_socket_id_by_idx(idx: c_uint) -> c_int;
-    fn ws_pktmbuf_pool_create(name: *const c_char, n: c_uint, cache: c_uint, priv_size: u16, data_room: u16, socket: c_int) -> *mut RteMempool;
+    fn ws_pktmbuf_pool_create(name: *const c_char, n: c_uint, cache: c_uint, data_room: u16, socket: c_int) -> *mut RteMempool;
     fn ws_mempool_avail_count(mp: *const RteMempool) -> c_uint;
     fn ws_mempool_in_use_count(mp: *const RteMempool) -> c_uint;
     fn ws_pktmbuf_alloc(mp: *mut RteMempool) -> *mut RteMbuf;
@@ -425,12 +399,11 @@ pub(crate) fn pktmbuf_pool_create(
     name: &CStr,
     n: u32,
     cache: u32,
-    priv_size: u16,
     data_room: u16,
     socket: i32,
 ) -> Option<MempoolPtr> {
     // SAFETY: `name` is NUL-terminated and only read during the call (DPDK copies it).
-    let mp = unsafe { ws_pktmbuf_pool_create(name.as_ptr(), n, cache, priv_size, data_room, socket) };
+    let mp = unsafe { ws_pktmbuf_pool_create(name.as_ptr(), n, cache, data_room, socket) };
     std::ptr::NonNull::new(mp).map(MempoolPtr)
 }
 
@@ -659,24 +632,4 @@ pub(crate) fn softrss_v6(src: &[u8; 16], dst: &[u8; 16], l4_word: Option<u32>, k
 pub(crate) fn mempool_counts(mp: MempoolPtr) -> (u32, u32) {
     // SAFETY: `mp` is a live mempool (never freed).
     unsafe { (ws_mempool_avail_count(mp.as_ptr()), ws_mempool_in_use_count(mp.as_ptr())) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The constant offsets of the hot path are the ones the C compiler reports (the shim also
-    /// asserts them at build time; this catches the Rust side drifting from it).
-    #[test]
-    fn mbuf_offset_constants_match_the_c_layout() {
-        let l = mbuf_layout();
-        assert_eq!(off::BUF_ADDR, l.buf_addr as usize);
-        assert_eq!(off::DATA_OFF, l.data_off as usize);
-        assert_eq!(off::NB_SEGS, l.nb_segs as usize);
-        assert_eq!(off::DATA_LEN, l.data_len as usize);
-        assert_eq!(off::BUF_LEN, l.buf_len as usize);
-        assert_eq!(off::POOL, l.pool as usize);
-        assert_eq!(off::PRIV_SIZE, l.priv_size as usize);
-        assert_eq!(off::PRIV, l.mbuf_size as usize);
-    }
 }

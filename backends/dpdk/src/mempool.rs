@@ -66,14 +66,14 @@ impl Mempool {
         let room = u16::try_from(room).map_err(|_| {
             DpdkError::bad("mempool.data_room", cfg.data_room, "data room + headroom must fit 65535")
         })?;
-        let mp =
-            ffi::pktmbuf_pool_create(&cname, cfg.mbufs, cfg.cache, crate::mbuf::META_PRIV_SIZE, room, socket)
-                .ok_or_else(|| DpdkError::Mempool {
-                    name: name.clone(),
-                    mbufs: cfg.mbufs,
-                    socket,
-                    message: ffi::strerror(ffi::errno()),
-                })?;
+        let mp = ffi::pktmbuf_pool_create(&cname, cfg.mbufs, cfg.cache, room, socket).ok_or_else(|| {
+            DpdkError::Mempool {
+                name: name.clone(),
+                mbufs: cfg.mbufs,
+                socket,
+                message: ffi::strerror(ffi::errno()),
+            }
+        })?;
         let p = Mempool { mp, socket, cfg };
         pools.insert((socket, cfg), p);
         Ok(p)

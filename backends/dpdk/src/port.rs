@@ -303,8 +303,7 @@ impl Port for DpdkPort {
                 port,
                 queue,
                 meta_port: self.meta_port,
-                pool: self.mempool.raw(),
-                drops: mbuf::RxDrops::default(),
+                too_large: 0,
                 _owned: ShardOwned::default(),
             },
             DpdkTx { shared: self.shared.clone(), port, queue, _owned: ShardOwned::default() },
@@ -322,8 +321,7 @@ pub struct DpdkRx {
     port: u16,
     queue: u16,
     meta_port: u16,
-    pool: crate::ffi::MempoolPtr,
-    drops: mbuf::RxDrops,
+    too_large: u64,
     _owned: ShardOwned,
 }
 
@@ -344,25 +342,16 @@ impl RxQueue for DpdkRx {
 
     #[inline]
     fn rx_burst(&mut self, out: &mut Batch<Mbuf>) -> usize {
-        self.rx_burst_bytes(out).0
-    }
-
-    #[inline]
-    fn rx_burst_bytes(&mut self, out: &mut Batch<Mbuf>) -> (usize, u64) {
         // A thread that cannot be registered still works, without mempool caches.
         let _ = ensure_thread_registered();
-        mbuf::rx_burst(self.port, self.queue, self.meta_port, self.pool.as_ptr(), out, &mut self.drops)
+        mbuf::rx_burst(self.port, self.queue, self.meta_port, out, &mut self.too_large)
     }
 
     fn take_drops(&mut self) -> Option<(DropReason, u64)> {
-        // One reason per call; the pipeline asks after every burst, so the other is taken next.
-        if self.drops.too_large != 0 {
-            return Some((DropReason::TooLarge, std::mem::take(&mut self.drops.too_large)));
+        if self.too_large == 0 {
+            return None;
         }
-        if self.drops.no_meta_room != 0 {
-            return Some((DropReason::Unsupported, std::mem::take(&mut self.drops.no_meta_room)));
-        }
-        None
+        Some((DropReason::TooLarge, std::mem::take(&mut self.too_large)))
     }
 }
 
@@ -386,11 +375,6 @@ impl TxQueue for DpdkTx {
 
     #[inline]
     fn tx_burst(&mut self, batch: &mut Batch<Mbuf>) -> usize {
-        self.tx_burst_bytes(batch).0
-    }
-
-    #[inline]
-    fn tx_burst_bytes(&mut self, batch: &mut Batch<Mbuf>) -> (usize, u64) {
         let _ = ensure_thread_registered();
         mbuf::tx_burst(self.port, self.queue, batch)
     }

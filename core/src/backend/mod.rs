@@ -24,18 +24,6 @@ pub trait RxQueue: Send {
     /// the queue and reported in [`RxQueue::take_drops`].
     fn rx_burst(&mut self, out: &mut Batch<Self::Buf>) -> usize;
 
-    /// [`RxQueue::rx_burst`], also returning the bytes of the packets it appended (their
-    /// [`PacketBuf::len`] summed), which the pipeline counts as `rx_bytes`. The default sums
-    /// them after the burst; a backend that reads every packet's length during its burst anyway
-    /// overrides it to save that second pass.
-    #[inline]
-    fn rx_burst_bytes(&mut self, out: &mut Batch<Self::Buf>) -> (usize, u64) {
-        let before = out.len();
-        let n = self.rx_burst(out);
-        let bytes = out.as_slice().get(before..).unwrap_or_default().iter().map(|p| p.len() as u64).sum();
-        (n, bytes)
-    }
-
     /// True when the queue can never produce another packet (end of a capture file).
     /// Live queues return `false`.
     fn at_end(&self) -> bool {
@@ -71,18 +59,6 @@ pub trait TxQueue: Send {
     /// Sends packets from the front of `batch`, removing those sent; returns how many.
     /// Packets left in the batch were not accepted (ring full); the caller retries or drops.
     fn tx_burst(&mut self, batch: &mut Batch<Self::Buf>) -> usize;
-
-    /// [`TxQueue::tx_burst`], also returning the bytes of the packets sent (their
-    /// [`PacketBuf::len`] summed), which the pipeline counts as `tx_bytes`. The default sums the
-    /// batch before and what is left after; a backend that walks every packet to hand it to the
-    /// device anyway overrides it to sum there.
-    #[inline]
-    fn tx_burst_bytes(&mut self, batch: &mut Batch<Self::Buf>) -> (usize, u64) {
-        let bytes = batch.bytes();
-        let want = batch.len();
-        let sent = self.tx_burst(batch);
-        if sent == want { (sent, bytes) } else { (sent, bytes - batch.bytes()) }
-    }
 
     /// Pushes out anything the queue buffers internally (file writers, doorbell batching).
     fn flush(&mut self) {}
