@@ -58,24 +58,108 @@ pub struct EspLocation {
 /// keepalive. `Ok(None)` means "not ESP, pass through".
 #[inline]
 pub fn locate_esp(data: &[u8], l3: usize, nat_t_port: u16) -> Result<Option<EspLocation>, DropReason> {
-    locate_esp_inline(data, l3, nat_t_port)
+    locate_with(data, l3, nat_t_port, |ip, esp_offset, end, udp, spi, seq_lo| EspLocation {
+        outer: *ip,
+        esp_offset,
+        end,
+        udp,
+        spi,
+        seq_lo,
+    })
 }
 
-/// [`locate_esp`], always inlined: the decrypt stage's per-packet path (the location is built
-/// in place instead of being returned through memory and copied).
+/// What the decrypt stage needs of an inbound ESP packet's location: [`EspLocation`] without
+/// the whole outer header. The stage reads these fields one by one from the parsed header
+/// instead of copying the `IpHeader` (a copy that was lowered to loads straddling the
+/// narrower stores that had just written it: a store-forwarding stall on every packet).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InboundEsp {
+    pub esp_offset: usize,
+    pub end: usize,
+    pub spi: u32,
+    pub seq_lo: u32,
+    /// The outer header's TOS / traffic class.
+    pub tos: u8,
+    /// The outer header is IPv6.
+    pub v6: bool,
+    /// Carried in UDP (RFC 3948).
+    pub udp: bool,
+    /// Outer source address, left-aligned.
+    pub src: u128,
+    /// Outer destination address, left-aligned.
+    pub dst: u128,
+}
+
+impl From<&EspLocation> for InboundEsp {
+    fn from(l: &EspLocation) -> Self {
+        Self {
+            esp_offset: l.esp_offset,
+            end: l.end,
+            spi: l.spi,
+            seq_lo: l.seq_lo,
+            tos: l.outer.tos,
+            v6: l.outer.v6,
+            udp: l.udp,
+            src: l.outer.src,
+            dst: l.outer.dst,
+        }
+    }
+}
+
+/// [`locate_esp`] for the decrypt stage's per-packet path: always inlined, and the result is
+/// an [`InboundEsp`] built field by field.
 #[inline(always)]
 pub(crate) fn locate_esp_inline(
     data: &[u8],
     l3: usize,
     nat_t_port: u16,
-) -> Result<Option<EspLocation>, DropReason> {
+) -> Result<Option<InboundEsp>, DropReason> {
+    locate_with(data, l3, nat_t_port, |ip, esp_offset, end, udp, spi, seq_lo| InboundEsp {
+        esp_offset,
+        end,
+        spi,
+        seq_lo,
+        tos: ip.tos,
+        v6: ip.v6,
+        udp,
+        src: ip.src,
+        dst: ip.dst,
+    })
+}
+
+/// The checks of [`locate_esp`]; `mk` builds the result from the outer header, the ESP
+/// offset, the end of the outer packet, UDP encapsulation, SPI and low sequence number.
+#[inline(always)]
+fn locate_with<T>(
+    data: &[u8],
+    l3: usize,
+    nat_t_port: u16,
+    mk: impl FnOnce(&IpHeader, usize, usize, bool, u32, u32) -> T,
+) -> Result<Option<T>, DropReason> {
     let Some(d) = data.get(l3..) else { return Err(DropReason::Truncated) };
-    let ip = match IpHeader::parse(d) {
-        Ok(ip) => ip,
+    // IPv4 on a path of its own: its header stays in registers. (Through `IpHeader::parse`,
+    // whose IPv6 arm returns in memory, the IPv4 header was stored to the stack byte by byte
+    // and its flags read back as one 16-bit load: a store-forwarding stall per packet.)
+    if d.first().is_some_and(|b| b >> 4 == 4) {
+        return locate_in(data, l3, nat_t_port, IpHeader::parse_v4(d)?, mk);
+    }
+    match IpHeader::parse(d) {
+        Ok(ip) => locate_in(data, l3, nat_t_port, ip, mk),
         // Not IPv4/IPv6: not ours.
-        Err(DropReason::Unsupported) => return Ok(None),
-        Err(r) => return Err(r),
-    };
+        Err(DropReason::Unsupported) => Ok(None),
+        Err(r) => Err(r),
+    }
+}
+
+/// The rest of [`locate_with`], after the outer header.
+#[inline(always)]
+fn locate_in<T>(
+    data: &[u8],
+    l3: usize,
+    nat_t_port: u16,
+    ip: IpHeader,
+    mk: impl FnOnce(&IpHeader, usize, usize, bool, u32, u32) -> T,
+) -> Result<Option<T>, DropReason> {
     let end = l3 + ip.total_len;
     let (esp_offset, udp) = match ip.proto {
         PROTO_ESP => {
@@ -110,14 +194,9 @@ pub(crate) fn locate_esp_inline(
         return Err(DropReason::EspMalformed);
     }
     let e = &data[esp_offset..];
-    Ok(Some(EspLocation {
-        outer: ip,
-        esp_offset,
-        end,
-        udp,
-        spi: u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
-        seq_lo: u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
-    }))
+    let spi = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+    let seq_lo = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+    Ok(Some(mk(&ip, esp_offset, end, udp, spi, seq_lo)))
 }
 
 #[inline]
@@ -381,13 +460,18 @@ pub(crate) fn prepare_encap<B: PacketBuf>(
 }
 
 /// The part of an encapsulation after the seal (the IPv6 UDP checksum).
-#[inline]
+#[inline(always)]
 pub(crate) fn finish_encap<B: PacketBuf>(pkt: &mut B, plan: &EncapPlan) {
     if let Some((ip_start, ip_len)) = plan.udp6 {
-        let (iph, udp) = pkt.data_mut()[ip_start..].split_at_mut(ip_len);
-        let c = udp6_checksum(&iph[..40], udp);
-        udp[6..8].copy_from_slice(&c.to_be_bytes());
+        set_udp6_checksum(pkt, ip_start, ip_len);
     }
+}
+
+#[inline(never)]
+fn set_udp6_checksum<B: PacketBuf>(pkt: &mut B, ip_start: usize, ip_len: usize) {
+    let (iph, udp) = pkt.data_mut()[ip_start..].split_at_mut(ip_len);
+    let c = udp6_checksum(&iph[..40], udp);
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
 }
 
 /// What decapsulation produced.
@@ -414,6 +498,20 @@ pub fn decapsulate<B: PacketBuf>(
     sa: &SecurityAssociation,
     state: &mut SaState,
     now: Instant,
+    events: impl FnMut(SaEventKind),
+) -> Result<Decapsulated, DropReason> {
+    decapsulate_one(pkt, l3, &InboundEsp::from(loc), sa, state, now, events)
+}
+
+/// [`decapsulate`] from an [`InboundEsp`] (the decrypt stage's ESN path).
+#[inline]
+pub(crate) fn decapsulate_one<B: PacketBuf>(
+    pkt: &mut B,
+    l3: usize,
+    loc: &InboundEsp,
+    sa: &SecurityAssociation,
+    state: &mut SaState,
+    now: Instant,
     mut events: impl FnMut(SaEventKind),
 ) -> Result<Decapsulated, DropReason> {
     let plan = prepare_decap(pkt, loc, sa, state, now, &mut events)?;
@@ -429,7 +527,10 @@ pub fn decapsulate<B: PacketBuf>(
 pub(crate) struct DecapPlan {
     pub crypto: CryptoPlan,
     seq: u64,
-    loc: EspLocation,
+    /// The outer header's TOS (for RFC 6040 ECN propagation). Only this is kept of the
+    /// [`EspLocation`]: the plan is stored per packet of a batch, and the transport-mode path,
+    /// which needs the whole outer header, parses it again (it is intact after the open).
+    tos: u8,
 }
 
 #[inline]
@@ -447,7 +548,7 @@ fn replay_check(state: &SaState, seq: u64) -> Result<(), DropReason> {
 #[inline(always)]
 pub(crate) fn prepare_decap<B: PacketBuf>(
     pkt: &B,
-    loc: &EspLocation,
+    loc: &InboundEsp,
     sa: &SecurityAssociation,
     state: &mut SaState,
     now: Instant,
@@ -473,7 +574,7 @@ pub(crate) fn prepare_decap<B: PacketBuf>(
     let mut iv = [0u8; IV_LEN];
     iv.copy_from_slice(&pkt.data()[esp + ESP_HDR_LEN..ct_start]);
     let (aad, aad_len, nonce) = aad_and_nonce(sa, seq, &iv);
-    Ok(DecapPlan { crypto: CryptoPlan { ct_off: ct_start, ct_len, aad, aad_len, nonce }, seq, loc: *loc })
+    Ok(DecapPlan { crypto: CryptoPlan { ct_off: ct_start, ct_len, aad, aad_len, nonce }, seq, tos: loc.tos })
 }
 
 /// The part of a decapsulation after the open (`opened`: the ICV verified): the replay window
@@ -494,7 +595,7 @@ pub(crate) fn finish_decap<B: PacketBuf>(
     if !opened {
         return Err(DropReason::EspAuthFailed);
     }
-    let (seq, loc) = (plan.seq, &plan.loc);
+    let seq = plan.seq;
     replay_check(state, seq)?;
     if !state.admit(sa, now, &mut events) {
         return Err(DropReason::EspSaExpired);
@@ -533,7 +634,7 @@ pub(crate) fn finish_decap<B: PacketBuf>(
             }
             // RFC 6040 (normal mode): congestion marked on the tunnel path is copied to an
             // ECN-capable inner packet. (A CE mark over a not-ECT inner packet is left as is.)
-            if loc.outer.tos & 3 == 3 {
+            if plan.tos & 3 == 3 {
                 let h = &mut data[ct_start..ct_start + ip.hdr_len];
                 if ip.v6 {
                     if (h[1] >> 4) & 3 != 0 {
@@ -553,7 +654,9 @@ pub(crate) fn finish_decap<B: PacketBuf>(
             ip
         }
         EspMode::Transport => {
-            let mut outer = loc.outer;
+            // The outer header as `locate_esp` parsed it (the same bytes, untouched by the open).
+            let mut outer =
+                data.get(l3..).and_then(|d| IpHeader::parse(d).ok()).ok_or(DropReason::EspMalformed)?;
             let h = outer.hdr_len;
             {
                 let hdr = &mut data[l3..l3 + h];

@@ -644,19 +644,31 @@ impl SaState {
 
     /// Checks the hard lifetime before a packet (time, and counts already reached). Raises the
     /// event once, on the transition.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn admit(
         &mut self,
         sa: &SecurityAssociation,
         now: Instant,
-        mut event: impl FnMut(SaEventKind),
+        event: impl FnMut(SaEventKind),
     ) -> bool {
+        // Per packet, twice on the inbound path: the common case (a live SA without lifetime
+        // limits) stays inline, the limit checks are a call.
         if self.status == SaStatus::Expired {
             return false;
         }
         if sa.unlimited {
             return true;
         }
+        self.admit_limited(sa, now, event)
+    }
+
+    #[inline(never)]
+    fn admit_limited(
+        &mut self,
+        sa: &SecurityAssociation,
+        now: Instant,
+        mut event: impl FnMut(SaEventKind),
+    ) -> bool {
         let hard = &sa.lifetime.hard;
         let expired = sa.hard_deadline.reached(now)
             || hard.packets.is_some_and(|p| self.packets >= p)
@@ -681,22 +693,28 @@ impl SaState {
 
     /// Next outbound sequence number, or `None` (and the SA expires, raising the event) when
     /// it would wrap: 2^32 - 1 is the last without ESN, 2^64 - 1 with (RFC 4303 §3.3.3).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn next_seq(
         &mut self,
         sa: &SecurityAssociation,
-        mut event: impl FnMut(SaEventKind),
+        event: impl FnMut(SaEventKind),
     ) -> Option<u64> {
         let limit = if sa.esn { u64::MAX } else { u32::MAX as u64 };
         if self.seq >= limit {
-            if self.status != SaStatus::Expired {
-                self.status = SaStatus::Expired;
-                event(SaEventKind::SeqOverflow);
-            }
+            self.seq_exhausted(event);
             return None;
         }
         self.seq += 1;
         Some(self.seq)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn seq_exhausted(&mut self, mut event: impl FnMut(SaEventKind)) {
+        if self.status != SaStatus::Expired {
+            self.status = SaStatus::Expired;
+            event(SaEventKind::SeqOverflow);
+        }
     }
 
     /// Counts a processed packet of `inner_bytes`.

@@ -13,7 +13,7 @@ use wirespeed_core::{BATCH_SIZE, Batch, DropReason, L3Kind, PacketBuf, ShardCtx,
 
 use super::aead::AeadJob;
 use super::packet::{
-    CryptoPlan, DecapPlan, Decapsulated, EncapPlan, decapsulate, finish_decap, finish_encap,
+    CryptoPlan, DecapPlan, Decapsulated, EncapPlan, InboundEsp, decapsulate_one, finish_decap, finish_encap,
     locate_esp_inline, prepare_decap, prepare_encap,
 };
 use super::sa::{EspMode, NAT_T_PORT, SaEvent, SaEventKind, SecurityAssociation};
@@ -423,7 +423,7 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                     // The ESN high bits are inferred from the window as left by the previous
                     // packet of the SA (RFC 4303 Appendix A), so ESN packets are done one by
                     // one, in order.
-                    let v = decap_verdict(decapsulate(p, l3, &loc, sa, &mut states[i], now, ev), stats);
+                    let v = decap_verdict(decapsulate_one(p, l3, &loc, sa, &mut states[i], now, ev), stats);
                     clamp_inner(p, l3, sa, v, stats);
                     return v;
                 }
@@ -492,10 +492,10 @@ fn decap_verdict(r: Result<Decapsulated, DropReason>, stats: &mut EspStats) -> V
 /// An inbound tunnel SA accepts packets to its `local` address, and (ESP not in UDP, whose
 /// source NAT may rewrite) from its `remote` address; an unspecified address accepts any.
 #[inline]
-fn endpoints_match(mode: EspMode, loc: &super::packet::EspLocation) -> bool {
+fn endpoints_match(mode: EspMode, loc: &InboundEsp) -> bool {
     let EspMode::Tunnel { local, remote } = mode else { return true };
-    let fits = |a: std::net::IpAddr, got: u128| a.is_unspecified() || addr_bits(a) == (loc.outer.v6, got);
-    fits(local, loc.outer.dst) && (loc.udp || fits(remote, loc.outer.src))
+    let fits = |a: std::net::IpAddr, got: u128| a.is_unspecified() || addr_bits(a) == (loc.v6, got);
+    fits(local, loc.dst) && (loc.udp || fits(remote, loc.src))
 }
 
 fn addr_bits(a: std::net::IpAddr) -> (bool, u128) {
