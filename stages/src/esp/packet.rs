@@ -384,19 +384,23 @@ pub(crate) fn prepare_encap<B: PacketBuf>(
     }
     let seq = state.next_seq(sa, &mut events).ok_or(DropReason::EspSeqOverflow)?;
     let iv = iv.unwrap_or(seq.to_be_bytes());
-    pkt.set_len(new_len).map_err(|_| DropReason::EspNoRoom)?;
-    {
-        let t = &mut pkt.data_mut()[payload_off + payload_len..payload_off + ct_len];
-        for (i, b) in t[..pad].iter_mut().enumerate() {
-            *b = i as u8 + 1;
-        }
-        t[pad] = pad as u8;
-        t[pad + 1] = next_header;
-    }
+    // Both fit (checked above): grow at the front, then at the back, and take the data once.
     pkt.prepend(outer_len).map_err(|_| DropReason::EspNoRoom)?;
+    let total = outer_len + new_len;
+    pkt.set_len(total).map_err(|_| DropReason::EspNoRoom)?;
     let ip_id = state.next_ip_id();
-    let total = pkt.len();
     let data = pkt.data_mut();
+    {
+        // Trailer: pad bytes 1 ..= pad (at most 3), pad length, next header (RFC 4303 §2.4): the
+        // last `pad + 2` bytes of the ciphertext, merged into its last 8 bytes (which exist: the
+        // ESP header and IV alone are 16) without a per-byte loop.
+        const PAD: [u64; 4] = [0x00, 0x0101, 0x01_0202, 0x0102_0303];
+        let end = outer_len + payload_off + ct_len;
+        let last: &mut [u8; 8] = (&mut data[end - 8..end]).try_into().map_err(|_| DropReason::EspNoRoom)?;
+        let mask = (1u64 << (8 * (pad + 2))) - 1;
+        let trailer = (PAD[pad] << 8) | next_header as u64;
+        *last = ((u64::from_be_bytes(*last) & !mask) | trailer).to_be_bytes();
+    }
     // Tunnel SAs have an outer header template; transport SAs do not.
     // Lengths below fit their 16-bit fields: `ip_total` was checked above.
     let (esp, outer_ip_len) = match sa.outer_template() {
@@ -577,6 +581,22 @@ pub(crate) fn prepare_decap<B: PacketBuf>(
     Ok(DecapPlan { crypto: CryptoPlan { ct_off: ct_start, ct_len, aad, aad_len, nonce }, seq, tos: loc.tos })
 }
 
+/// True when the last `pad` bytes of `d` are 1, 2, …, `pad` (RFC 4303 §2.4). Up to 6 pad bytes
+/// (a 4-byte aligned sender pads at most 3) are compared as one word, more byte by byte.
+#[inline(always)]
+fn pad_ok(d: &[u8], pad: usize) -> bool {
+    // 0x0102030405060000 >> (8 * (6 - pad)) ends in the bytes 1 ..= pad.
+    const ONE_TO_SIX: u64 = 0x0001_0203_0405_0600 >> 8;
+    if pad <= 6 && d.len() >= 8 {
+        let mut last = [0u8; 8];
+        last.copy_from_slice(&d[d.len() - 8..]);
+        let mask = if pad == 0 { 0 } else { u64::MAX >> (64 - 8 * pad) };
+        let want = ONE_TO_SIX >> (8 * (6 - pad));
+        return u64::from_be_bytes(last) & mask == want;
+    }
+    d[d.len() - pad..].iter().enumerate().all(|(i, &b)| b == i as u8 + 1)
+}
+
 /// The part of a decapsulation after the open (`opened`: the ICV verified): the replay window
 /// (re-checked, since an earlier packet of the same batch may have taken the sequence number),
 /// the lifetime (re-checked for the same reason), trailer, header move, selector.
@@ -611,8 +631,7 @@ pub(crate) fn finish_decap<B: PacketBuf>(
         return Err(DropReason::EspBadTrailer);
     }
     let payload_len = ct_len - 2 - pad;
-    let pad_bytes = &data[ct_start + payload_len..ct_start + payload_len + pad];
-    if pad_bytes.iter().enumerate().any(|(i, &b)| b != i as u8 + 1) {
+    if !pad_ok(&data[ct_start..ct_start + payload_len + pad], pad) {
         return Err(DropReason::EspBadTrailer);
     }
     if next_header == PROTO_NONE {
@@ -693,4 +712,39 @@ pub(crate) fn finish_decap<B: PacketBuf>(
     m.dscp = inner.tos >> 2;
     m.flow_class = FlowClass::Data;
     Ok(Decapsulated::Packet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pad_ok;
+
+    /// The word-wide pad check agrees with the byte-by-byte definition for every pad length a
+    /// packet can carry, with the pad bytes right and with each one of them wrong, and with or
+    /// without payload bytes in front.
+    #[test]
+    fn pad_check_matches_the_bytewise_definition() {
+        let naive =
+            |d: &[u8], pad: usize| d[d.len() - pad..].iter().enumerate().all(|(i, &b)| b == i as u8 + 1);
+        for payload in [0usize, 1, 5, 8, 20] {
+            for pad in 0..=255usize {
+                let mut d: Vec<u8> = (0..payload).map(|i| (i as u8).wrapping_mul(37) ^ 0x5a).collect();
+                d.extend((1..=pad).map(|i| i as u8));
+                assert!(pad_ok(&d, pad), "payload {payload} pad {pad}");
+                assert_eq!(pad_ok(&d, pad), naive(&d, pad));
+                for wrong in 0..pad.min(8) {
+                    let mut e = d.clone();
+                    let at = e.len() - pad + wrong;
+                    e[at] ^= 0x80;
+                    assert!(!pad_ok(&e, pad), "payload {payload} pad {pad} byte {wrong} wrong");
+                }
+                // A payload byte just before the pad never matters.
+                if payload > 0 {
+                    let mut e = d.clone();
+                    let at = e.len() - pad - 1;
+                    e[at] = e[at].wrapping_add(1);
+                    assert!(pad_ok(&e, pad));
+                }
+            }
+        }
+    }
 }

@@ -351,7 +351,34 @@ pub struct SecurityAssociation {
     created: Instant,
     selector: Option<CompiledSelector>,
     outer: Option<OuterTemplate>,
+    /// Tunnel mode: `local` and `remote` as the inbound endpoint check compares them.
+    endpoints: Option<(AddrMatch, AddrMatch)>,
     key_fingerprint: u64,
+}
+
+/// A tunnel endpoint address prepared for the per-packet comparison with a parsed header's
+/// left-aligned address bits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AddrMatch {
+    any: bool,
+    v6: bool,
+    bits: u128,
+}
+
+impl AddrMatch {
+    fn new(a: IpAddr) -> Self {
+        let (v6, bits) = match a {
+            IpAddr::V4(a) => (false, (u32::from(a) as u128) << 96),
+            IpAddr::V6(a) => (true, u128::from(a)),
+        };
+        Self { any: a.is_unspecified(), v6, bits }
+    }
+
+    /// True when the address is unspecified (accepts any) or equals `bits` of family `v6`.
+    #[inline(always)]
+    pub(crate) fn admits(&self, v6: bool, bits: u128) -> bool {
+        self.any || (self.v6 == v6 && self.bits == bits)
+    }
 }
 
 impl Drop for SecurityAssociation {
@@ -434,7 +461,17 @@ impl SecurityAssociation {
                 }
                 EspMode::Transport => None,
             },
+            endpoints: match cfg.mode {
+                EspMode::Tunnel { local, remote } => Some((AddrMatch::new(local), AddrMatch::new(remote))),
+                EspMode::Transport => None,
+            },
         })
+    }
+
+    /// Tunnel mode: the `local` and `remote` addresses prepared for the endpoint check.
+    #[inline]
+    pub(crate) fn endpoints(&self) -> Option<&(AddrMatch, AddrMatch)> {
+        self.endpoints.as_ref()
     }
 
     /// [`key_fingerprint`] of the SA's cipher key (key reuse checks without the key).

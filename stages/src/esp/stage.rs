@@ -16,7 +16,7 @@ use super::packet::{
     CryptoPlan, DecapPlan, Decapsulated, EncapPlan, InboundEsp, decapsulate_one, finish_decap, finish_encap,
     locate_esp_inline, prepare_decap, prepare_encap,
 };
-use super::sa::{EspMode, NAT_T_PORT, SaEvent, SaEventKind, SecurityAssociation};
+use super::sa::{NAT_T_PORT, SaEvent, SaEventKind, SecurityAssociation};
 use super::sad::{OutboundDecision, SaSet, ShardSas};
 use super::wire::{IpHeader, ethernet_l3_offset};
 use crate::icmp::{IcmpCounters, IcmpError, IcmpErrors};
@@ -413,7 +413,7 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                 };
                 let Some(i) = set.inbound_index(loc.spi) else { return Verdict::Drop(DropReason::EspNoSa) };
                 let sa = set.sa(i);
-                if !endpoints_match(sa.mode(), &loc) {
+                if !endpoints_match(sa, &loc) {
                     return Verdict::Drop(DropReason::EspWrongEndpoint);
                 }
                 let ev = |kind: SaEventKind| {
@@ -492,15 +492,7 @@ fn decap_verdict(r: Result<Decapsulated, DropReason>, stats: &mut EspStats) -> V
 /// An inbound tunnel SA accepts packets to its `local` address, and (ESP not in UDP, whose
 /// source NAT may rewrite) from its `remote` address; an unspecified address accepts any.
 #[inline]
-fn endpoints_match(mode: EspMode, loc: &InboundEsp) -> bool {
-    let EspMode::Tunnel { local, remote } = mode else { return true };
-    let fits = |a: std::net::IpAddr, got: u128| a.is_unspecified() || addr_bits(a) == (loc.v6, got);
-    fits(local, loc.dst) && (loc.udp || fits(remote, loc.src))
-}
-
-fn addr_bits(a: std::net::IpAddr) -> (bool, u128) {
-    match a {
-        std::net::IpAddr::V4(a) => (false, (u32::from(a) as u128) << 96),
-        std::net::IpAddr::V6(a) => (true, u128::from(a)),
-    }
+fn endpoints_match(sa: &SecurityAssociation, loc: &InboundEsp) -> bool {
+    let Some((local, remote)) = sa.endpoints() else { return true };
+    local.admits(loc.v6, loc.dst) && (loc.udp || remote.admits(loc.v6, loc.src))
 }
