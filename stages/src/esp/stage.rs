@@ -397,6 +397,7 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
         // provider call per SA), then finish each in order (window, trailer, header move).
         let mut verdicts = [Verdict::Continue; BATCH_SIZE];
         let mut plans: [Option<(usize, usize, DecapPlan)>; BATCH_SIZE] = [None; BATCH_SIZE];
+        let mut last: Option<(u32, usize, &SecurityAssociation)> = None;
         for (k, p) in batch.iter_mut().enumerate() {
             verdicts[k] = (|| {
                 let Some(l3) = l3_offset(p, *framing) else {
@@ -411,8 +412,19 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                     }
                     Err(r) => return Verdict::Drop(r),
                 };
-                let Some(i) = set.inbound_index(loc.spi) else { return Verdict::Drop(DropReason::EspNoSa) };
-                let sa = set.sa(i);
+                // Packets of a batch mostly share their SA: the previous packet's SA is reused
+                // without the SPI search and the pointer chase to it (a load chain per packet).
+                let (i, sa) = match last {
+                    Some((spi, i, sa)) if spi == loc.spi => (i, sa),
+                    _ => {
+                        let Some(i) = set.inbound_index(loc.spi) else {
+                            return Verdict::Drop(DropReason::EspNoSa);
+                        };
+                        let sa = set.sa(i);
+                        last = Some((loc.spi, i, sa));
+                        (i, sa)
+                    }
+                };
                 if !endpoints_match(sa, &loc) {
                     return Verdict::Drop(DropReason::EspWrongEndpoint);
                 }
