@@ -296,29 +296,48 @@ fn encapsulate_inner<B: PacketBuf>(
 }
 
 /// Where one packet's AEAD input lies, and its nonce and AAD: the part of an encapsulation or
-/// decapsulation handed to the provider (one packet of a batch).
+/// decapsulation handed to the provider (one packet of a batch). Kept small (offsets as `u32`,
+/// packets are far shorter): a batch stores one per packet.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CryptoPlan {
     /// Offset of the ciphertext (plaintext before sealing) in the packet data; the ICV follows.
-    pub ct_off: usize,
+    ct_off: u32,
     /// Its length.
-    pub ct_len: usize,
+    ct_len: u32,
     aad: [u8; 12],
-    aad_len: usize,
+    aad_len: u8,
     pub nonce: [u8; NONCE_LEN],
 }
 
 impl CryptoPlan {
+    #[inline(always)]
+    fn new(ct_off: usize, ct_len: usize, aad: [u8; 12], aad_len: usize, nonce: [u8; NONCE_LEN]) -> Self {
+        Self { ct_off: ct_off as u32, ct_len: ct_len as u32, aad, aad_len: aad_len as u8, nonce }
+    }
+
+    /// Offset of the ciphertext in the packet data.
+    #[inline(always)]
+    pub fn ct_off(&self) -> usize {
+        self.ct_off as usize
+    }
+
+    /// Length of the ciphertext (without the ICV).
+    #[inline(always)]
+    pub fn ct_len(&self) -> usize {
+        self.ct_len as usize
+    }
+
     #[inline]
     pub fn aad(&self) -> &[u8] {
-        &self.aad[..self.aad_len]
+        &self.aad[..self.aad_len as usize]
     }
 
     /// The data and ICV ranges of `data`.
     #[inline]
     pub fn split<'a>(&self, data: &'a mut [u8]) -> Option<(&'a mut [u8], &'a mut [u8; ICV_LEN])> {
-        let r = data.get_mut(self.ct_off..self.ct_off + self.ct_len + ICV_LEN)?;
-        let (ct, icv) = r.split_at_mut(self.ct_len);
+        let (off, len) = (self.ct_off(), self.ct_len());
+        let r = data.get_mut(off..off + len + ICV_LEN)?;
+        let (ct, icv) = r.split_at_mut(len);
         Some((ct, icv.try_into().ok()?))
     }
 }
@@ -329,7 +348,7 @@ pub(crate) struct EncapPlan {
     pub crypto: CryptoPlan,
     /// IPv6 UDP encapsulation: (IP header start, IP header length) for the checksum over the
     /// ciphertext, computed after sealing.
-    udp6: Option<(usize, usize)>,
+    udp6: Option<(u16, u16)>,
 }
 
 /// Everything of an encapsulation but the seal: lifetime, sequence number, framing, headers.
@@ -435,9 +454,9 @@ pub(crate) fn prepare_encap<B: PacketBuf>(
     data[esp + 4..esp + 8].copy_from_slice(&(seq as u32).to_be_bytes());
     data[esp + 8..esp + 16].copy_from_slice(&iv);
     let (aad, aad_len, nonce) = aad_and_nonce(sa, seq, &iv);
-    let crypto = CryptoPlan { ct_off: esp + ESP_HDR_LEN + IV_LEN, ct_len, aad, aad_len, nonce };
+    let crypto = CryptoPlan::new(esp + ESP_HDR_LEN + IV_LEN, ct_len, aad, aad_len, nonce);
     // UDP over IPv6 needs a checksum (RFC 8200 §8.1), over the ciphertext: after the seal.
-    let udp6 = (udp.is_some() && outer_v6).then_some((l3, outer_ip_len));
+    let udp6 = (udp.is_some() && outer_v6).then_some((l3 as u16, outer_ip_len as u16));
     state.account(ip.total_len);
     let m = pkt.meta_mut();
     m.flags |= flags::ENCRYPTED;
@@ -467,7 +486,7 @@ pub(crate) fn prepare_encap<B: PacketBuf>(
 #[inline(always)]
 pub(crate) fn finish_encap<B: PacketBuf>(pkt: &mut B, plan: &EncapPlan) {
     if let Some((ip_start, ip_len)) = plan.udp6 {
-        set_udp6_checksum(pkt, ip_start, ip_len);
+        set_udp6_checksum(pkt, ip_start as usize, ip_len as usize);
     }
 }
 
@@ -578,7 +597,7 @@ pub(crate) fn prepare_decap<B: PacketBuf>(
     let mut iv = [0u8; IV_LEN];
     iv.copy_from_slice(&pkt.data()[esp + ESP_HDR_LEN..ct_start]);
     let (aad, aad_len, nonce) = aad_and_nonce(sa, seq, &iv);
-    Ok(DecapPlan { crypto: CryptoPlan { ct_off: ct_start, ct_len, aad, aad_len, nonce }, seq, tos: loc.tos })
+    Ok(DecapPlan { crypto: CryptoPlan::new(ct_start, ct_len, aad, aad_len, nonce), seq, tos: loc.tos })
 }
 
 /// True when the last `pad` bytes of `d` are 1, 2, …, `pad` (RFC 4303 §2.4). Up to 6 pad bytes
@@ -623,7 +642,7 @@ pub(crate) fn finish_decap<B: PacketBuf>(
     if let Some(w) = state.replay_mut() {
         w.update(seq);
     }
-    let (ct_start, ct_len) = (plan.crypto.ct_off, plan.crypto.ct_len);
+    let (ct_start, ct_len) = (plan.crypto.ct_off(), plan.crypto.ct_len());
     let data = pkt.data_mut();
     let pad = data[ct_start + ct_len - 2] as usize;
     let next_header = data[ct_start + ct_len - 1];
