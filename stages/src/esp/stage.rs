@@ -184,50 +184,34 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
         // finish (IPv6 UDP checksum) and apply the verdicts.
         let mut verdicts = [Verdict::Continue; BATCH_SIZE];
         let mut plans: [Option<(usize, EncapPlan)>; BATCH_SIZE] = [None; BATCH_SIZE];
+        let mut cx_out = OutboundCx { set, states, shard, now, events, stats, icmp };
         for (k, p) in batch.iter_mut().enumerate() {
             verdicts[k] = (|| {
                 let Some(l3) = l3_offset(p, *framing) else {
-                    stats.passed += 1;
+                    cx_out.stats.passed += 1;
                     return Verdict::Continue;
                 };
                 let Some(d) = p.data().get(l3..) else { return Verdict::Drop(DropReason::Truncated) };
-                let ip = match IpHeader::parse(d) {
-                    Ok(ip) => ip,
+                // IPv4 on a path of its own: its header stays in registers. Through
+                // `IpHeader::parse`, whose IPv6 arm returns in memory, the header was stored
+                // field by field and copied with wider loads (store-forwarding stalls).
+                if d.first().is_some_and(|b| b >> 4 == 4) {
+                    return match IpHeader::parse_v4(d) {
+                        Ok(ip) => cx_out.protect(p, l3, ip, &mut plans[k]),
+                        Err(r) => Verdict::Drop(r),
+                    };
+                }
+                match IpHeader::parse(d) {
+                    Ok(ip) => cx_out.protect(p, l3, ip, &mut plans[k]),
                     Err(DropReason::Unsupported) => {
-                        stats.passed += 1;
-                        return Verdict::Continue;
-                    }
-                    Err(r) => return Verdict::Drop(r),
-                };
-                match set.decide_outbound(&ip.flow_key(d), shard) {
-                    OutboundDecision::Bypass => {
-                        stats.passed += 1;
+                        cx_out.stats.passed += 1;
                         Verdict::Continue
                     }
-                    OutboundDecision::Discard => Verdict::Drop(DropReason::PolicyDiscard),
-                    OutboundDecision::NoSa => Verdict::Drop(DropReason::EspNoSa),
-                    OutboundDecision::Protect(i) => {
-                        let sa = set.sa(i);
-                        if let Some(mss) = sa.mss_clamp()
-                            && crate::mss::clamp(&mut p.data_mut()[l3..], mss)
-                        {
-                            stats.mss_clamped += 1;
-                        }
-                        let r = prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
-                            raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
-                        });
-                        match r {
-                            Ok(plan) => {
-                                plans[k] = Some((i, plan));
-                                Verdict::Continue
-                            }
-                            Err(DropReason::EspMtuExceeded) => too_big(icmp, p, l3, &ip, sa, now),
-                            Err(r) => Verdict::Drop(r),
-                        }
-                    }
+                    Err(r) => Verdict::Drop(r),
                 }
             })();
         }
+        let OutboundCx { stats, .. } = cx_out;
         let mut ok = [false; BATCH_SIZE];
         crypt_batch(
             set,
@@ -247,6 +231,61 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
             }
         }
         apply_verdicts(cx, batch, &verdicts);
+    }
+}
+
+/// What the encrypt stage's per-packet policy step works with.
+struct OutboundCx<'a> {
+    set: &'a SaSet,
+    states: &'a mut [super::sa::SaState],
+    shard: ShardId,
+    now: std::time::Instant,
+    events: &'a Option<EventQueue>,
+    stats: &'a mut EspStats,
+    icmp: &'a mut Option<IcmpErrors>,
+}
+
+impl OutboundCx<'_> {
+    /// SPD decision for the packet whose IP header `ip` is at `l3`, and for protected packets
+    /// the encapsulation up to the seal (its plan goes to `plan`).
+    #[inline(always)]
+    fn protect<B: PacketBuf>(
+        &mut self,
+        p: &mut B,
+        l3: usize,
+        ip: IpHeader,
+        plan: &mut Option<(usize, EncapPlan)>,
+    ) -> Verdict {
+        let Self { set, states, shard, now, events, stats, icmp } = self;
+        let (shard, now) = (*shard, *now);
+        let d = &p.data()[l3..];
+        match set.decide_outbound(&ip.flow_key(d), shard) {
+            OutboundDecision::Bypass => {
+                stats.passed += 1;
+                Verdict::Continue
+            }
+            OutboundDecision::Discard => Verdict::Drop(DropReason::PolicyDiscard),
+            OutboundDecision::NoSa => Verdict::Drop(DropReason::EspNoSa),
+            OutboundDecision::Protect(i) => {
+                let sa = set.sa(i);
+                if let Some(mss) = sa.mss_clamp()
+                    && crate::mss::clamp(&mut p.data_mut()[l3..], mss)
+                {
+                    stats.mss_clamped += 1;
+                }
+                let r = prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
+                    raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
+                });
+                match r {
+                    Ok(pl) => {
+                        *plan = Some((i, pl));
+                        Verdict::Continue
+                    }
+                    Err(DropReason::EspMtuExceeded) => too_big(icmp, p, l3, &ip, sa, now),
+                    Err(r) => Verdict::Drop(r),
+                }
+            }
+        }
     }
 }
 
