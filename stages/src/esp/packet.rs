@@ -58,24 +58,108 @@ pub struct EspLocation {
 /// keepalive. `Ok(None)` means "not ESP, pass through".
 #[inline]
 pub fn locate_esp(data: &[u8], l3: usize, nat_t_port: u16) -> Result<Option<EspLocation>, DropReason> {
-    locate_esp_inline(data, l3, nat_t_port)
+    locate_with(data, l3, nat_t_port, |ip, esp_offset, end, udp, spi, seq_lo| EspLocation {
+        outer: *ip,
+        esp_offset,
+        end,
+        udp,
+        spi,
+        seq_lo,
+    })
 }
 
-/// [`locate_esp`], always inlined: the decrypt stage's per-packet path (the location is built
-/// in place instead of being returned through memory and copied).
+/// What the decrypt stage needs of an inbound ESP packet's location: [`EspLocation`] without
+/// the whole outer header. The stage reads these fields one by one from the parsed header
+/// instead of copying the `IpHeader` (a copy that was lowered to loads straddling the
+/// narrower stores that had just written it: a store-forwarding stall on every packet).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InboundEsp {
+    pub esp_offset: usize,
+    pub end: usize,
+    pub spi: u32,
+    pub seq_lo: u32,
+    /// The outer header's TOS / traffic class.
+    pub tos: u8,
+    /// The outer header is IPv6.
+    pub v6: bool,
+    /// Carried in UDP (RFC 3948).
+    pub udp: bool,
+    /// Outer source address, left-aligned.
+    pub src: u128,
+    /// Outer destination address, left-aligned.
+    pub dst: u128,
+}
+
+impl From<&EspLocation> for InboundEsp {
+    fn from(l: &EspLocation) -> Self {
+        Self {
+            esp_offset: l.esp_offset,
+            end: l.end,
+            spi: l.spi,
+            seq_lo: l.seq_lo,
+            tos: l.outer.tos,
+            v6: l.outer.v6,
+            udp: l.udp,
+            src: l.outer.src,
+            dst: l.outer.dst,
+        }
+    }
+}
+
+/// [`locate_esp`] for the decrypt stage's per-packet path: always inlined, and the result is
+/// an [`InboundEsp`] built field by field.
 #[inline(always)]
 pub(crate) fn locate_esp_inline(
     data: &[u8],
     l3: usize,
     nat_t_port: u16,
-) -> Result<Option<EspLocation>, DropReason> {
+) -> Result<Option<InboundEsp>, DropReason> {
+    locate_with(data, l3, nat_t_port, |ip, esp_offset, end, udp, spi, seq_lo| InboundEsp {
+        esp_offset,
+        end,
+        spi,
+        seq_lo,
+        tos: ip.tos,
+        v6: ip.v6,
+        udp,
+        src: ip.src,
+        dst: ip.dst,
+    })
+}
+
+/// The checks of [`locate_esp`]; `mk` builds the result from the outer header, the ESP
+/// offset, the end of the outer packet, UDP encapsulation, SPI and low sequence number.
+#[inline(always)]
+fn locate_with<T>(
+    data: &[u8],
+    l3: usize,
+    nat_t_port: u16,
+    mk: impl FnOnce(&IpHeader, usize, usize, bool, u32, u32) -> T,
+) -> Result<Option<T>, DropReason> {
     let Some(d) = data.get(l3..) else { return Err(DropReason::Truncated) };
-    let ip = match IpHeader::parse(d) {
-        Ok(ip) => ip,
+    // IPv4 on a path of its own: its header stays in registers. (Through `IpHeader::parse`,
+    // whose IPv6 arm returns in memory, the IPv4 header was stored to the stack byte by byte
+    // and its flags read back as one 16-bit load: a store-forwarding stall per packet.)
+    if d.first().is_some_and(|b| b >> 4 == 4) {
+        return locate_in(data, l3, nat_t_port, IpHeader::parse_v4(d)?, mk);
+    }
+    match IpHeader::parse(d) {
+        Ok(ip) => locate_in(data, l3, nat_t_port, ip, mk),
         // Not IPv4/IPv6: not ours.
-        Err(DropReason::Unsupported) => return Ok(None),
-        Err(r) => return Err(r),
-    };
+        Err(DropReason::Unsupported) => Ok(None),
+        Err(r) => Err(r),
+    }
+}
+
+/// The rest of [`locate_with`], after the outer header.
+#[inline(always)]
+fn locate_in<T>(
+    data: &[u8],
+    l3: usize,
+    nat_t_port: u16,
+    ip: IpHeader,
+    mk: impl FnOnce(&IpHeader, usize, usize, bool, u32, u32) -> T,
+) -> Result<Option<T>, DropReason> {
     let end = l3 + ip.total_len;
     let (esp_offset, udp) = match ip.proto {
         PROTO_ESP => {
@@ -110,14 +194,9 @@ pub(crate) fn locate_esp_inline(
         return Err(DropReason::EspMalformed);
     }
     let e = &data[esp_offset..];
-    Ok(Some(EspLocation {
-        outer: ip,
-        esp_offset,
-        end,
-        udp,
-        spi: u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
-        seq_lo: u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
-    }))
+    let spi = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+    let seq_lo = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+    Ok(Some(mk(&ip, esp_offset, end, udp, spi, seq_lo)))
 }
 
 #[inline]
@@ -217,29 +296,48 @@ fn encapsulate_inner<B: PacketBuf>(
 }
 
 /// Where one packet's AEAD input lies, and its nonce and AAD: the part of an encapsulation or
-/// decapsulation handed to the provider (one packet of a batch).
+/// decapsulation handed to the provider (one packet of a batch). Kept small (offsets as `u32`,
+/// packets are far shorter): a batch stores one per packet.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CryptoPlan {
     /// Offset of the ciphertext (plaintext before sealing) in the packet data; the ICV follows.
-    pub ct_off: usize,
+    ct_off: u32,
     /// Its length.
-    pub ct_len: usize,
+    ct_len: u32,
     aad: [u8; 12],
-    aad_len: usize,
+    aad_len: u8,
     pub nonce: [u8; NONCE_LEN],
 }
 
 impl CryptoPlan {
+    #[inline(always)]
+    fn new(ct_off: usize, ct_len: usize, aad: [u8; 12], aad_len: usize, nonce: [u8; NONCE_LEN]) -> Self {
+        Self { ct_off: ct_off as u32, ct_len: ct_len as u32, aad, aad_len: aad_len as u8, nonce }
+    }
+
+    /// Offset of the ciphertext in the packet data.
+    #[inline(always)]
+    pub fn ct_off(&self) -> usize {
+        self.ct_off as usize
+    }
+
+    /// Length of the ciphertext (without the ICV).
+    #[inline(always)]
+    pub fn ct_len(&self) -> usize {
+        self.ct_len as usize
+    }
+
     #[inline]
     pub fn aad(&self) -> &[u8] {
-        &self.aad[..self.aad_len]
+        &self.aad[..self.aad_len as usize]
     }
 
     /// The data and ICV ranges of `data`.
     #[inline]
     pub fn split<'a>(&self, data: &'a mut [u8]) -> Option<(&'a mut [u8], &'a mut [u8; ICV_LEN])> {
-        let r = data.get_mut(self.ct_off..self.ct_off + self.ct_len + ICV_LEN)?;
-        let (ct, icv) = r.split_at_mut(self.ct_len);
+        let (off, len) = (self.ct_off(), self.ct_len());
+        let r = data.get_mut(off..off + len + ICV_LEN)?;
+        let (ct, icv) = r.split_at_mut(len);
         Some((ct, icv.try_into().ok()?))
     }
 }
@@ -250,7 +348,7 @@ pub(crate) struct EncapPlan {
     pub crypto: CryptoPlan,
     /// IPv6 UDP encapsulation: (IP header start, IP header length) for the checksum over the
     /// ciphertext, computed after sealing.
-    udp6: Option<(usize, usize)>,
+    udp6: Option<(u16, u16)>,
 }
 
 /// Everything of an encapsulation but the seal: lifetime, sequence number, framing, headers.
@@ -305,19 +403,23 @@ pub(crate) fn prepare_encap<B: PacketBuf>(
     }
     let seq = state.next_seq(sa, &mut events).ok_or(DropReason::EspSeqOverflow)?;
     let iv = iv.unwrap_or(seq.to_be_bytes());
-    pkt.set_len(new_len).map_err(|_| DropReason::EspNoRoom)?;
-    {
-        let t = &mut pkt.data_mut()[payload_off + payload_len..payload_off + ct_len];
-        for (i, b) in t[..pad].iter_mut().enumerate() {
-            *b = i as u8 + 1;
-        }
-        t[pad] = pad as u8;
-        t[pad + 1] = next_header;
-    }
+    // Both fit (checked above): grow at the front, then at the back, and take the data once.
     pkt.prepend(outer_len).map_err(|_| DropReason::EspNoRoom)?;
+    let total = outer_len + new_len;
+    pkt.set_len(total).map_err(|_| DropReason::EspNoRoom)?;
     let ip_id = state.next_ip_id();
-    let total = pkt.len();
     let data = pkt.data_mut();
+    {
+        // Trailer: pad bytes 1 ..= pad (at most 3), pad length, next header (RFC 4303 §2.4): the
+        // last `pad + 2` bytes of the ciphertext, merged into its last 8 bytes (which exist: the
+        // ESP header and IV alone are 16) without a per-byte loop.
+        const PAD: [u64; 4] = [0x00, 0x0101, 0x01_0202, 0x0102_0303];
+        let end = outer_len + payload_off + ct_len;
+        let last: &mut [u8; 8] = (&mut data[end - 8..end]).try_into().map_err(|_| DropReason::EspNoRoom)?;
+        let mask = (1u64 << (8 * (pad + 2))) - 1;
+        let trailer = (PAD[pad] << 8) | next_header as u64;
+        *last = ((u64::from_be_bytes(*last) & !mask) | trailer).to_be_bytes();
+    }
     // Tunnel SAs have an outer header template; transport SAs do not.
     // Lengths below fit their 16-bit fields: `ip_total` was checked above.
     let (esp, outer_ip_len) = match sa.outer_template() {
@@ -352,9 +454,9 @@ pub(crate) fn prepare_encap<B: PacketBuf>(
     data[esp + 4..esp + 8].copy_from_slice(&(seq as u32).to_be_bytes());
     data[esp + 8..esp + 16].copy_from_slice(&iv);
     let (aad, aad_len, nonce) = aad_and_nonce(sa, seq, &iv);
-    let crypto = CryptoPlan { ct_off: esp + ESP_HDR_LEN + IV_LEN, ct_len, aad, aad_len, nonce };
+    let crypto = CryptoPlan::new(esp + ESP_HDR_LEN + IV_LEN, ct_len, aad, aad_len, nonce);
     // UDP over IPv6 needs a checksum (RFC 8200 §8.1), over the ciphertext: after the seal.
-    let udp6 = (udp.is_some() && outer_v6).then_some((l3, outer_ip_len));
+    let udp6 = (udp.is_some() && outer_v6).then_some((l3 as u16, outer_ip_len as u16));
     state.account(ip.total_len, now);
     let m = pkt.meta_mut();
     m.flags |= flags::ENCRYPTED;
@@ -381,13 +483,18 @@ pub(crate) fn prepare_encap<B: PacketBuf>(
 }
 
 /// The part of an encapsulation after the seal (the IPv6 UDP checksum).
-#[inline]
+#[inline(always)]
 pub(crate) fn finish_encap<B: PacketBuf>(pkt: &mut B, plan: &EncapPlan) {
     if let Some((ip_start, ip_len)) = plan.udp6 {
-        let (iph, udp) = pkt.data_mut()[ip_start..].split_at_mut(ip_len);
-        let c = udp6_checksum(&iph[..40], udp);
-        udp[6..8].copy_from_slice(&c.to_be_bytes());
+        set_udp6_checksum(pkt, ip_start as usize, ip_len as usize);
     }
+}
+
+#[inline(never)]
+fn set_udp6_checksum<B: PacketBuf>(pkt: &mut B, ip_start: usize, ip_len: usize) {
+    let (iph, udp) = pkt.data_mut()[ip_start..].split_at_mut(ip_len);
+    let c = udp6_checksum(&iph[..40], udp);
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
 }
 
 /// What decapsulation produced.
@@ -414,6 +521,20 @@ pub fn decapsulate<B: PacketBuf>(
     sa: &SecurityAssociation,
     state: &mut SaState,
     now: Instant,
+    events: impl FnMut(SaEventKind),
+) -> Result<Decapsulated, DropReason> {
+    decapsulate_one(pkt, l3, &InboundEsp::from(loc), sa, state, now, events)
+}
+
+/// [`decapsulate`] from an [`InboundEsp`] (the decrypt stage's ESN path).
+#[inline]
+pub(crate) fn decapsulate_one<B: PacketBuf>(
+    pkt: &mut B,
+    l3: usize,
+    loc: &InboundEsp,
+    sa: &SecurityAssociation,
+    state: &mut SaState,
+    now: Instant,
     mut events: impl FnMut(SaEventKind),
 ) -> Result<Decapsulated, DropReason> {
     let plan = prepare_decap(pkt, loc, sa, state, now, &mut events)?;
@@ -429,7 +550,10 @@ pub fn decapsulate<B: PacketBuf>(
 pub(crate) struct DecapPlan {
     pub crypto: CryptoPlan,
     seq: u64,
-    loc: EspLocation,
+    /// The outer header's TOS (for RFC 6040 ECN propagation). Only this is kept of the
+    /// [`EspLocation`]: the plan is stored per packet of a batch, and the transport-mode path,
+    /// which needs the whole outer header, parses it again (it is intact after the open).
+    tos: u8,
 }
 
 #[inline]
@@ -447,7 +571,7 @@ fn replay_check(state: &SaState, seq: u64) -> Result<(), DropReason> {
 #[inline(always)]
 pub(crate) fn prepare_decap<B: PacketBuf>(
     pkt: &B,
-    loc: &EspLocation,
+    loc: &InboundEsp,
     sa: &SecurityAssociation,
     state: &mut SaState,
     now: Instant,
@@ -473,7 +597,23 @@ pub(crate) fn prepare_decap<B: PacketBuf>(
     let mut iv = [0u8; IV_LEN];
     iv.copy_from_slice(&pkt.data()[esp + ESP_HDR_LEN..ct_start]);
     let (aad, aad_len, nonce) = aad_and_nonce(sa, seq, &iv);
-    Ok(DecapPlan { crypto: CryptoPlan { ct_off: ct_start, ct_len, aad, aad_len, nonce }, seq, loc: *loc })
+    Ok(DecapPlan { crypto: CryptoPlan::new(ct_start, ct_len, aad, aad_len, nonce), seq, tos: loc.tos })
+}
+
+/// True when the last `pad` bytes of `d` are 1, 2, …, `pad` (RFC 4303 §2.4). Up to 6 pad bytes
+/// (a 4-byte aligned sender pads at most 3) are compared as one word, more byte by byte.
+#[inline(always)]
+fn pad_ok(d: &[u8], pad: usize) -> bool {
+    // 0x0102030405060000 >> (8 * (6 - pad)) ends in the bytes 1 ..= pad.
+    const ONE_TO_SIX: u64 = 0x0001_0203_0405_0600 >> 8;
+    if pad <= 6 && d.len() >= 8 {
+        let mut last = [0u8; 8];
+        last.copy_from_slice(&d[d.len() - 8..]);
+        let mask = if pad == 0 { 0 } else { u64::MAX >> (64 - 8 * pad) };
+        let want = ONE_TO_SIX >> (8 * (6 - pad));
+        return u64::from_be_bytes(last) & mask == want;
+    }
+    d[d.len() - pad..].iter().enumerate().all(|(i, &b)| b == i as u8 + 1)
 }
 
 /// The part of a decapsulation after the open (`opened`: the ICV verified): the replay window
@@ -494,7 +634,7 @@ pub(crate) fn finish_decap<B: PacketBuf>(
     if !opened {
         return Err(DropReason::EspAuthFailed);
     }
-    let (seq, loc) = (plan.seq, &plan.loc);
+    let seq = plan.seq;
     replay_check(state, seq)?;
     if !state.admit(sa, now, &mut events) {
         return Err(DropReason::EspSaExpired);
@@ -502,7 +642,7 @@ pub(crate) fn finish_decap<B: PacketBuf>(
     if let Some(w) = state.replay_mut() {
         w.update(seq);
     }
-    let (ct_start, ct_len) = (plan.crypto.ct_off, plan.crypto.ct_len);
+    let (ct_start, ct_len) = (plan.crypto.ct_off(), plan.crypto.ct_len());
     let data = pkt.data_mut();
     let pad = data[ct_start + ct_len - 2] as usize;
     let next_header = data[ct_start + ct_len - 1];
@@ -510,8 +650,7 @@ pub(crate) fn finish_decap<B: PacketBuf>(
         return Err(DropReason::EspBadTrailer);
     }
     let payload_len = ct_len - 2 - pad;
-    let pad_bytes = &data[ct_start + payload_len..ct_start + payload_len + pad];
-    if pad_bytes.iter().enumerate().any(|(i, &b)| b != i as u8 + 1) {
+    if !pad_ok(&data[ct_start..ct_start + payload_len + pad], pad) {
         return Err(DropReason::EspBadTrailer);
     }
     if next_header == PROTO_NONE {
@@ -533,7 +672,7 @@ pub(crate) fn finish_decap<B: PacketBuf>(
             }
             // RFC 6040 (normal mode): congestion marked on the tunnel path is copied to an
             // ECN-capable inner packet. (A CE mark over a not-ECT inner packet is left as is.)
-            if loc.outer.tos & 3 == 3 {
+            if plan.tos & 3 == 3 {
                 let h = &mut data[ct_start..ct_start + ip.hdr_len];
                 if ip.v6 {
                     if (h[1] >> 4) & 3 != 0 {
@@ -553,7 +692,9 @@ pub(crate) fn finish_decap<B: PacketBuf>(
             ip
         }
         EspMode::Transport => {
-            let mut outer = loc.outer;
+            // The outer header as `locate_esp` parsed it (the same bytes, untouched by the open).
+            let mut outer =
+                data.get(l3..).and_then(|d| IpHeader::parse(d).ok()).ok_or(DropReason::EspMalformed)?;
             let h = outer.hdr_len;
             {
                 let hdr = &mut data[l3..l3 + h];
@@ -590,4 +731,39 @@ pub(crate) fn finish_decap<B: PacketBuf>(
     m.dscp = inner.tos >> 2;
     m.flow_class = FlowClass::Data;
     Ok(Decapsulated::Packet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pad_ok;
+
+    /// The word-wide pad check agrees with the byte-by-byte definition for every pad length a
+    /// packet can carry, with the pad bytes right and with each one of them wrong, and with or
+    /// without payload bytes in front.
+    #[test]
+    fn pad_check_matches_the_bytewise_definition() {
+        let naive =
+            |d: &[u8], pad: usize| d[d.len() - pad..].iter().enumerate().all(|(i, &b)| b == i as u8 + 1);
+        for payload in [0usize, 1, 5, 8, 20] {
+            for pad in 0..=255usize {
+                let mut d: Vec<u8> = (0..payload).map(|i| (i as u8).wrapping_mul(37) ^ 0x5a).collect();
+                d.extend((1..=pad).map(|i| i as u8));
+                assert!(pad_ok(&d, pad), "payload {payload} pad {pad}");
+                assert_eq!(pad_ok(&d, pad), naive(&d, pad));
+                for wrong in 0..pad.min(8) {
+                    let mut e = d.clone();
+                    let at = e.len() - pad + wrong;
+                    e[at] ^= 0x80;
+                    assert!(!pad_ok(&e, pad), "payload {payload} pad {pad} byte {wrong} wrong");
+                }
+                // A payload byte just before the pad never matters.
+                if payload > 0 {
+                    let mut e = d.clone();
+                    let at = e.len() - pad - 1;
+                    e[at] = e[at].wrapping_add(1);
+                    assert!(pad_ok(&e, pad));
+                }
+            }
+        }
+    }
 }

@@ -361,7 +361,34 @@ pub struct SecurityAssociation {
     created: Instant,
     selector: Option<CompiledSelector>,
     outer: Option<OuterTemplate>,
+    /// Tunnel mode: `local` and `remote` as the inbound endpoint check compares them.
+    endpoints: Option<(AddrMatch, AddrMatch)>,
     key_fingerprint: u64,
+}
+
+/// A tunnel endpoint address prepared for the per-packet comparison with a parsed header's
+/// left-aligned address bits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AddrMatch {
+    any: bool,
+    v6: bool,
+    bits: u128,
+}
+
+impl AddrMatch {
+    fn new(a: IpAddr) -> Self {
+        let (v6, bits) = match a {
+            IpAddr::V4(a) => (false, (u32::from(a) as u128) << 96),
+            IpAddr::V6(a) => (true, u128::from(a)),
+        };
+        Self { any: a.is_unspecified(), v6, bits }
+    }
+
+    /// True when the address is unspecified (accepts any) or equals `bits` of family `v6`.
+    #[inline(always)]
+    pub(crate) fn admits(&self, v6: bool, bits: u128) -> bool {
+        self.any || (self.v6 == v6 && self.bits == bits)
+    }
 }
 
 impl Drop for SecurityAssociation {
@@ -445,7 +472,17 @@ impl SecurityAssociation {
                 }
                 EspMode::Transport => None,
             },
+            endpoints: match cfg.mode {
+                EspMode::Tunnel { local, remote } => Some((AddrMatch::new(local), AddrMatch::new(remote))),
+                EspMode::Transport => None,
+            },
         })
+    }
+
+    /// Tunnel mode: the `local` and `remote` addresses prepared for the endpoint check.
+    #[inline]
+    pub(crate) fn endpoints(&self) -> Option<&(AddrMatch, AddrMatch)> {
+        self.endpoints.as_ref()
     }
 
     /// [`key_fingerprint`] of the SA's cipher key (key reuse checks without the key).
@@ -677,19 +714,31 @@ impl SaState {
 
     /// Checks the hard lifetime before a packet (time, and counts already reached). Raises the
     /// event once, on the transition.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn admit(
         &mut self,
         sa: &SecurityAssociation,
         now: Instant,
-        mut event: impl FnMut(SaEventKind),
+        event: impl FnMut(SaEventKind),
     ) -> bool {
+        // Per packet, twice on the inbound path: the common case (a live SA without lifetime
+        // limits) stays inline, the limit checks are a call.
         if self.status == SaStatus::Expired {
             return false;
         }
         if sa.unlimited {
             return true;
         }
+        self.admit_limited(sa, now, event)
+    }
+
+    #[inline(never)]
+    fn admit_limited(
+        &mut self,
+        sa: &SecurityAssociation,
+        now: Instant,
+        mut event: impl FnMut(SaEventKind),
+    ) -> bool {
         let hard = &sa.lifetime.hard;
         let expired = sa.hard_deadline.reached(now)
             || hard.packets.is_some_and(|p| self.packets >= p)
@@ -714,22 +763,28 @@ impl SaState {
 
     /// Next outbound sequence number, or `None` (and the SA expires, raising the event) when
     /// it would wrap: 2^32 - 1 is the last without ESN, 2^64 - 1 with (RFC 4303 §3.3.3).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn next_seq(
         &mut self,
         sa: &SecurityAssociation,
-        mut event: impl FnMut(SaEventKind),
+        event: impl FnMut(SaEventKind),
     ) -> Option<u64> {
         let limit = if sa.esn { u64::MAX } else { u32::MAX as u64 };
         if self.seq >= limit {
-            if self.status != SaStatus::Expired {
-                self.status = SaStatus::Expired;
-                event(SaEventKind::SeqOverflow);
-            }
+            self.seq_exhausted(event);
             return None;
         }
         self.seq += 1;
         Some(self.seq)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn seq_exhausted(&mut self, mut event: impl FnMut(SaEventKind)) {
+        if self.status != SaStatus::Expired {
+            self.status = SaStatus::Expired;
+            event(SaEventKind::SeqOverflow);
+        }
     }
 
     /// Counts a processed packet of `inner_bytes` at `now`.

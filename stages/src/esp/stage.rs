@@ -13,10 +13,10 @@ use wirespeed_core::{BATCH_SIZE, Batch, DropReason, L3Kind, PacketBuf, ShardCtx,
 
 use super::aead::AeadJob;
 use super::packet::{
-    CryptoPlan, DecapPlan, Decapsulated, EncapPlan, decapsulate, finish_decap, finish_encap,
+    CryptoPlan, DecapPlan, Decapsulated, EncapPlan, InboundEsp, decapsulate_one, finish_decap, finish_encap,
     locate_esp_inline, prepare_decap, prepare_encap,
 };
-use super::sa::{EspMode, NAT_T_PORT, SaEvent, SaEventKind, SaState, SecurityAssociation};
+use super::sa::{NAT_T_PORT, SaEvent, SaEventKind, SaState, SecurityAssociation};
 use super::sad::{OutboundDecision, SaSet, ShardSas};
 use super::wire::{IpHeader, ethernet_l3_offset};
 use crate::icmp::{IcmpCounters, IcmpError, IcmpErrors};
@@ -222,73 +222,34 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
         // finish (IPv6 UDP checksum) and apply the verdicts.
         let mut verdicts = [Verdict::Continue; BATCH_SIZE];
         let mut plans: [Option<(usize, EncapPlan)>; BATCH_SIZE] = [None; BATCH_SIZE];
+        let mut cx_out = OutboundCx { set, states, shard, now, events, stats, icmp, spill };
         for (k, p) in batch.iter_mut().enumerate() {
             verdicts[k] = (|| {
                 let Some(l3) = l3_offset(p, *framing) else {
-                    stats.passed += 1;
+                    cx_out.stats.passed += 1;
                     return Verdict::Continue;
                 };
                 let Some(d) = p.data().get(l3..) else { return Verdict::Drop(DropReason::Truncated) };
-                let ip = match IpHeader::parse(d) {
-                    Ok(ip) => ip,
+                // IPv4 on a path of its own: its header stays in registers. Through
+                // `IpHeader::parse`, whose IPv6 arm returns in memory, the header was stored
+                // field by field and copied with wider loads (store-forwarding stalls).
+                if d.first().is_some_and(|b| b >> 4 == 4) {
+                    return match IpHeader::parse_v4(d) {
+                        Ok(ip) => cx_out.protect(p, l3, ip, &mut plans[k]),
+                        Err(r) => Verdict::Drop(r),
+                    };
+                }
+                match IpHeader::parse(d) {
+                    Ok(ip) => cx_out.protect(p, l3, ip, &mut plans[k]),
                     Err(DropReason::Unsupported) => {
-                        stats.passed += 1;
-                        return Verdict::Continue;
-                    }
-                    Err(r) => return Verdict::Drop(r),
-                };
-                match set.decide_outbound(&ip.flow_key(d), shard) {
-                    OutboundDecision::Bypass => {
-                        stats.passed += 1;
+                        cx_out.stats.passed += 1;
                         Verdict::Continue
                     }
-                    OutboundDecision::Discard => Verdict::Drop(DropReason::PolicyDiscard),
-                    OutboundDecision::NoSa => Verdict::Drop(DropReason::EspNoSa),
-                    OutboundDecision::Protect(i) => {
-                        let sa = set.sa(i);
-                        if let Some(mss) = sa.mss_clamp()
-                            && crate::mss::clamp(&mut p.data_mut()[l3..], mss)
-                        {
-                            stats.mss_clamped += 1;
-                        }
-                        let r = prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
-                            raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
-                        });
-                        match r {
-                            Ok(plan) => {
-                                plans[k] = Some((i, plan));
-                                Verdict::Continue
-                            }
-                            Err(DropReason::EspMtuExceeded)
-                                if !ip.v6
-                                    && sa.fragments()
-                                    && sa.inner_mtu().is_some()
-                                    && !dont_fragment(p, l3) =>
-                            {
-                                let r = fragment(spill, p, l3, i, sa, stats).and_then(|ip| {
-                                    prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
-                                        raise(
-                                            events,
-                                            stats,
-                                            SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind },
-                                        )
-                                    })
-                                });
-                                match r {
-                                    Ok(plan) => {
-                                        plans[k] = Some((i, plan));
-                                        Verdict::Continue
-                                    }
-                                    Err(r) => Verdict::Drop(r),
-                                }
-                            }
-                            Err(DropReason::EspMtuExceeded) => too_big(icmp, p, l3, &ip, sa, now),
-                            Err(r) => Verdict::Drop(r),
-                        }
-                    }
+                    Err(r) => Verdict::Drop(r),
                 }
             })();
         }
+        let OutboundCx { stats, states, spill, .. } = cx_out;
         let mut ok = [false; BATCH_SIZE];
         crypt_batch(
             set,
@@ -440,6 +401,78 @@ fn flush_spill<B: PacketBuf>(spill: &mut AnySpill, spilled: &mut usize, batch: &
     *spilled = s.q.len();
 }
 
+/// What the encrypt stage's per-packet policy step works with.
+struct OutboundCx<'a> {
+    set: &'a SaSet,
+    states: &'a mut [super::sa::SaState],
+    shard: ShardId,
+    now: std::time::Instant,
+    events: &'a Option<EventQueue>,
+    stats: &'a mut EspStats,
+    icmp: &'a mut Option<IcmpErrors>,
+    spill: &'a mut AnySpill,
+}
+
+impl OutboundCx<'_> {
+    /// SPD decision for the packet whose IP header `ip` is at `l3`, and for protected packets
+    /// the encapsulation up to the seal (its plan goes to `plan`).
+    #[inline(always)]
+    fn protect<B: PacketBuf>(
+        &mut self,
+        p: &mut B,
+        l3: usize,
+        ip: IpHeader,
+        plan: &mut Option<(usize, EncapPlan)>,
+    ) -> Verdict {
+        let Self { set, states, shard, now, events, stats, icmp, spill } = self;
+        let (shard, now) = (*shard, *now);
+        let d = &p.data()[l3..];
+        match set.decide_outbound(&ip.flow_key(d), shard) {
+            OutboundDecision::Bypass => {
+                stats.passed += 1;
+                Verdict::Continue
+            }
+            OutboundDecision::Discard => Verdict::Drop(DropReason::PolicyDiscard),
+            OutboundDecision::NoSa => Verdict::Drop(DropReason::EspNoSa),
+            OutboundDecision::Protect(i) => {
+                let sa = set.sa(i);
+                if let Some(mss) = sa.mss_clamp()
+                    && crate::mss::clamp(&mut p.data_mut()[l3..], mss)
+                {
+                    stats.mss_clamped += 1;
+                }
+                let r = prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
+                    raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
+                });
+                match r {
+                    Ok(pl) => {
+                        *plan = Some((i, pl));
+                        Verdict::Continue
+                    }
+                    Err(DropReason::EspMtuExceeded)
+                        if !ip.v6 && sa.fragments() && sa.inner_mtu().is_some() && !dont_fragment(p, l3) =>
+                    {
+                        let r = fragment(spill, p, l3, i, sa, stats).and_then(|ip| {
+                            prepare_encap(p, l3, &ip, sa, &mut states[i], now, None, |kind| {
+                                raise(events, stats, SaEvent { shard, spi: sa.spi(), uid: sa.uid(), kind })
+                            })
+                        });
+                        match r {
+                            Ok(pl) => {
+                                *plan = Some((i, pl));
+                                Verdict::Continue
+                            }
+                            Err(r) => Verdict::Drop(r),
+                        }
+                    }
+                    Err(DropReason::EspMtuExceeded) => too_big(icmp, p, l3, &ip, sa, now),
+                    Err(r) => Verdict::Drop(r),
+                }
+            }
+        }
+    }
+}
+
 /// The ICMP error for a packet that does not fit its SA, or its drop.
 #[inline(never)]
 fn too_big<B: PacketBuf>(
@@ -587,6 +620,7 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
         // provider call per SA), then finish each in order (window, trailer, header move).
         let mut verdicts = [Verdict::Continue; BATCH_SIZE];
         let mut plans: [Option<(usize, usize, DecapPlan)>; BATCH_SIZE] = [None; BATCH_SIZE];
+        let mut last: Option<(u32, usize, &SecurityAssociation)> = None;
         for (k, p) in batch.iter_mut().enumerate() {
             verdicts[k] = (|| {
                 let Some(l3) = l3_offset(p, *framing) else {
@@ -601,9 +635,20 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                     }
                     Err(r) => return Verdict::Drop(r),
                 };
-                let Some(i) = set.inbound_index(loc.spi) else { return Verdict::Drop(DropReason::EspNoSa) };
-                let sa = set.sa(i);
-                if !endpoints_match(sa.mode(), &loc) {
+                // Packets of a batch mostly share their SA: the previous packet's SA is reused
+                // without the SPI search and the pointer chase to it (a load chain per packet).
+                let (i, sa) = match last {
+                    Some((spi, i, sa)) if spi == loc.spi => (i, sa),
+                    _ => {
+                        let Some(i) = set.inbound_index(loc.spi) else {
+                            return Verdict::Drop(DropReason::EspNoSa);
+                        };
+                        let sa = set.sa(i);
+                        last = Some((loc.spi, i, sa));
+                        (i, sa)
+                    }
+                };
+                if !endpoints_match(sa, &loc) {
                     return Verdict::Drop(DropReason::EspWrongEndpoint);
                 }
                 let ev = |kind: SaEventKind| {
@@ -613,7 +658,7 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                     // The ESN high bits are inferred from the window as left by the previous
                     // packet of the SA (RFC 4303 Appendix A), so ESN packets are done one by
                     // one, in order.
-                    let v = decap_verdict(decapsulate(p, l3, &loc, sa, &mut states[i], now, ev), stats);
+                    let v = decap_verdict(decapsulate_one(p, l3, &loc, sa, &mut states[i], now, ev), stats);
                     clamp_inner(p, l3, sa, v, stats);
                     return v;
                 }
@@ -682,15 +727,7 @@ fn decap_verdict(r: Result<Decapsulated, DropReason>, stats: &mut EspStats) -> V
 /// An inbound tunnel SA accepts packets to its `local` address, and (ESP not in UDP, whose
 /// source NAT may rewrite) from its `remote` address; an unspecified address accepts any.
 #[inline]
-fn endpoints_match(mode: EspMode, loc: &super::packet::EspLocation) -> bool {
-    let EspMode::Tunnel { local, remote } = mode else { return true };
-    let fits = |a: std::net::IpAddr, got: u128| a.is_unspecified() || addr_bits(a) == (loc.outer.v6, got);
-    fits(local, loc.outer.dst) && (loc.udp || fits(remote, loc.outer.src))
-}
-
-fn addr_bits(a: std::net::IpAddr) -> (bool, u128) {
-    match a {
-        std::net::IpAddr::V4(a) => (false, (u32::from(a) as u128) << 96),
-        std::net::IpAddr::V6(a) => (true, u128::from(a)),
-    }
+fn endpoints_match(sa: &SecurityAssociation, loc: &InboundEsp) -> bool {
+    let Some((local, remote)) = sa.endpoints() else { return true };
+    local.admits(loc.v6, loc.dst) && (loc.udp || remote.admits(loc.v6, loc.src))
 }

@@ -61,8 +61,9 @@ impl IpHeader {
         }
     }
 
+    /// [`IpHeader::parse`] of an IPv4 header (version already checked).
     #[inline(always)]
-    fn parse_v4(d: &[u8]) -> Result<Self, DropReason> {
+    pub(crate) fn parse_v4(d: &[u8]) -> Result<Self, DropReason> {
         if d.len() < IPV4_HEADER_LEN {
             return Err(DropReason::Truncated);
         }
@@ -254,7 +255,7 @@ impl OuterTemplate {
     /// (DSCP ‖ ECN, copied from the inner packet) and IPv4 identification `id`. The caller
     /// checks that `ip_len` fits the length field (at most 65 535, or 65 575 for IPv6, whose
     /// payload length excludes the fixed header); a larger value is truncated, never a panic.
-    #[inline]
+    #[inline(always)]
     pub fn write(&self, h: &mut [u8], tos: u8, ip_len: usize, id: u16) {
         if self.v6 {
             h[..40].copy_from_slice(&self.hdr);
