@@ -44,6 +44,7 @@ pub mod forward;
 pub mod frag;
 pub mod icmp;
 pub mod mss;
+pub mod reasm;
 
 pub use classify::{Classify, ClassifyConfig};
 pub use control::{ControlConfig, ControlPlane, Punt, PuntQueue};
@@ -52,3 +53,4 @@ pub use esp::{
     SaSet, SecurityAssociation, SecurityPolicy, Selector, ShardSas, Spd,
 };
 pub use forward::{Fib, FibBuilder, FibError, Forward, NextHop};
+pub use reasm::{ReasmConfig, ReasmConfigError, ReasmStats, Reassemble};
