@@ -182,6 +182,22 @@ impl<B: PacketBuf> Reassemble<B> {
         })
     }
 
+    /// A stage that reassembles nothing: every packet passes unchanged (an appliance whose
+    /// configuration turns reassembly off keeps the same pipeline type).
+    pub fn disabled() -> Self {
+        Self {
+            classify: Classify::default(),
+            cfg: ReasmConfig::default(),
+            slots: Vec::new(),
+            stats: ReasmStats::default(),
+        }
+    }
+
+    /// True unless made by [`Reassemble::disabled`].
+    pub fn enabled(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
     /// What the stage did so far.
     pub fn stats(&self) -> ReasmStats {
         self.stats
@@ -399,8 +415,8 @@ impl<B: PacketBuf> Reassemble<B> {
 impl<B: PacketBuf> Stage<B> for Reassemble<B> {
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
         self.expire(cx);
-        // Fast path: no fragment in the batch.
-        if !batch.iter().any(|p| p.meta().has(flags::FRAGMENT)) {
+        // Fast path: no fragment in the batch (or reassembly off).
+        if self.slots.is_empty() || !batch.iter().any(|p| p.meta().has(flags::FRAGMENT)) {
             return;
         }
         let mut input: Batch<B> = Batch::new();

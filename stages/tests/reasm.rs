@@ -330,6 +330,21 @@ fn transit_fragments_and_other_protocols_pass_unchanged() {
 }
 
 #[test]
+fn disabled_passes_fragments_unchanged() {
+    let ip = datagram(1500, 23, 50, OWN);
+    let mut rig = Rig::new(ReasmConfig::default());
+    rig.stage = Reassemble::disabled();
+    assert!(!rig.stage.enabled());
+    let frames = split(&ip, &[800]);
+    let out = rig.run(&frames);
+    assert_eq!(out.len(), 2);
+    for (o, f) in out.iter().zip(&frames) {
+        assert_eq!(o.data(), &f[..]);
+    }
+    assert_eq!(rig.stage.stats().fragments, 0);
+}
+
+#[test]
 fn interleaved_datagrams_and_finish() {
     let a = datagram(1600, 21, 50, OWN);
     let b = datagram(1600, 22, 17, OWN);
