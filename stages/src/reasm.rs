@@ -166,6 +166,8 @@ pub struct Reassemble<B> {
     classify: Classify,
     cfg: ReasmConfig,
     slots: Vec<Option<Context<B>>>,
+    /// No context expires before this (the earliest deadline, or earlier).
+    next_deadline: Option<Instant>,
     stats: ReasmStats,
 }
 
@@ -178,6 +180,7 @@ impl<B: PacketBuf> Reassemble<B> {
             classify: Classify::new(classify),
             cfg,
             slots: (0..cfg.contexts).map(|_| None).collect(),
+            next_deadline: None,
             stats: ReasmStats::default(),
         })
     }
@@ -189,6 +192,7 @@ impl<B: PacketBuf> Reassemble<B> {
             classify: Classify::default(),
             cfg: ReasmConfig::default(),
             slots: Vec::new(),
+            next_deadline: None,
             stats: ReasmStats::default(),
         }
     }
@@ -243,19 +247,44 @@ impl<B: PacketBuf> Reassemble<B> {
         })
     }
 
-    /// Drops every expired context, counting its fragments.
-    fn expire(&mut self, cx: &mut ShardCtx) {
-        if self.stats.active == 0 {
+    /// True when a context has reached its deadline at `now`: call [`Reassemble::expire`]
+    /// (which [`Stage::process`] also does) so its buffer goes back without waiting for traffic.
+    pub fn needs_service(&self, now: Instant) -> bool {
+        self.stats.active > 0 && self.next_deadline.is_some_and(|d| d <= now)
+    }
+
+    /// Drops every context past its deadline at `cx.now`, counting its fragments
+    /// (`reasm_timeout`).
+    pub fn expire(&mut self, cx: &mut ShardCtx) {
+        if !self.needs_service(cx.now) {
             return;
         }
+        let mut next = None::<Instant>;
         for slot in &mut self.slots {
-            if slot.as_ref().is_some_and(|c| c.deadline <= cx.now)
-                && let Some(c) = slot.take()
-            {
-                cx.counters.drop_packets(DropReason::ReasmTimeout, c.n as u64);
-                self.stats.active -= 1;
+            match slot.as_ref().map(|c| c.deadline) {
+                Some(d) if d <= cx.now => {
+                    if let Some(c) = slot.take() {
+                        cx.counters.drop_packets(DropReason::ReasmTimeout, c.n as u64);
+                        self.stats.active -= 1;
+                    }
+                }
+                Some(d) => next = Some(next.map_or(d, |n| n.min(d))),
+                None => {}
             }
         }
+        self.next_deadline = next;
+    }
+
+    /// Drops every context (the input ended or the shard stops), counting its fragments
+    /// (`shutdown`).
+    pub fn drop_held(&mut self, cx: &mut ShardCtx) {
+        for slot in &mut self.slots {
+            if let Some(c) = slot.take() {
+                cx.counters.drop_packets(DropReason::Shutdown, c.n as u64);
+            }
+        }
+        self.stats.active = 0;
+        self.next_deadline = None;
     }
 
     /// Discards the datagram in `i`, counting its fragments and the one that broke it.
@@ -283,7 +312,7 @@ impl<B: PacketBuf> Reassemble<B> {
         let Some(i) = self.slots.iter().position(|s| s.as_ref().is_some_and(|c| c.key == f.key)) else {
             return self.open(cx, p, f);
         };
-        let Some(c) = self.slots[i].as_mut() else { return Err(()) };
+        let Some(c) = self.slots[i].as_mut() else { return drop1(cx, DropReason::ReasmMalformed) };
         if c.ranges[..c.n].contains(&(start, end)) {
             return drop1(cx, DropReason::ReasmDuplicate);
         }
@@ -327,7 +356,8 @@ impl<B: PacketBuf> Reassemble<B> {
             return Ok(Outcome::Absorbed);
         }
         // `p` goes back to its pool; the context's buffer becomes the packet.
-        drop(std::mem::replace(&mut p, self.finish_slot(i)?));
+        let Ok(whole) = self.finish_slot(i) else { return drop1(cx, DropReason::ReasmMalformed) };
+        drop(std::mem::replace(&mut p, whole));
         match self.classify.classify_packet(&mut p) {
             Ok(()) => {
                 self.stats.reassembled += 1;
@@ -363,6 +393,7 @@ impl<B: PacketBuf> Reassemble<B> {
         };
         // Rightwards (`at >= src`): the headers before `src` are not touched.
         p.data_mut().copy_within(src..src + f.len, at);
+        let deadline = cx.now + self.cfg.timeout;
         let mut ranges = [(0, 0); MAX_FRAGMENTS];
         ranges[0] = (f.off as u32, (f.off + f.len) as u32);
         self.slots[i] = Some(Context {
@@ -377,8 +408,9 @@ impl<B: PacketBuf> Reassemble<B> {
             n: 1,
             held: f.len,
             end: (!f.more).then_some(f.off + f.len),
-            deadline: cx.now + self.cfg.timeout,
+            deadline,
         });
+        self.next_deadline = Some(self.next_deadline.map_or(deadline, |n| n.min(deadline)));
         self.stats.active += 1;
         self.stats.fragments += 1;
         Ok(Outcome::Absorbed)
@@ -435,11 +467,6 @@ impl<B: PacketBuf> Stage<B> for Reassemble<B> {
 
     /// Nothing more will come: the incomplete datagrams are dropped (`shutdown`).
     fn finish(&mut self, cx: &mut ShardCtx) {
-        for slot in &mut self.slots {
-            if let Some(c) = slot.take() {
-                cx.counters.drop_packets(DropReason::Shutdown, c.n as u64);
-            }
-        }
-        self.stats.active = 0;
+        self.drop_held(cx);
     }
 }

@@ -207,17 +207,38 @@ fn missing_last_times_out_on_the_shard_clock() {
     assert!(rig.run(&f[..2]).is_empty());
     assert_eq!(rig.stage.stats().active, 1);
     rig.cx.now += Duration::from_millis(999);
-    rig.run(&[]);
+    assert!(!rig.stage.needs_service(rig.cx.now));
     rig.stage.process(&mut rig.cx, &mut Batch::new());
     assert_eq!(rig.stage.stats().active, 1);
     rig.cx.now += Duration::from_millis(1);
-    rig.stage.process(&mut rig.cx, &mut Batch::new());
+    assert!(rig.stage.needs_service(rig.cx.now));
+    rig.stage.expire(&mut rig.cx);
+    assert!(!rig.stage.needs_service(rig.cx.now));
     assert_eq!(rig.stage.stats().active, 0);
     assert_eq!(rig.drops(DropReason::ReasmTimeout), 2);
     // The late last fragment starts a datagram of its own, which also cannot complete.
     assert!(rig.run(&f[2..]).is_empty());
     assert_eq!(rig.stage.stats().active, 1);
     assert_eq!(rig.in_use(), 1);
+}
+
+#[test]
+fn each_datagram_expires_at_its_own_deadline() {
+    let mut rig = Rig::new(ReasmConfig { timeout: Duration::from_secs(1), ..ReasmConfig::default() });
+    let a = datagram(1500, 30, 50, OWN);
+    let b = datagram(1500, 31, 50, OWN);
+    rig.run(&split(&a, &[800])[..1]);
+    rig.cx.now += Duration::from_millis(600);
+    rig.run(&split(&b, &[800])[..1]);
+    rig.cx.now += Duration::from_millis(400);
+    rig.stage.expire(&mut rig.cx);
+    assert_eq!((rig.stage.stats().active, rig.drops(DropReason::ReasmTimeout)), (1, 1));
+    assert!(!rig.stage.needs_service(rig.cx.now));
+    // The younger one completes in time.
+    let out = rig.run(&split(&b, &[800])[1..]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].data(), &whole(&b)[..]);
+    assert_eq!(rig.stage.stats().active, 0);
 }
 
 #[test]

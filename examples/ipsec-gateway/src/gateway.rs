@@ -1243,6 +1243,12 @@ impl<P: Port> DataShard<P> {
             n += self.batch.len();
             transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
         }
+        // Incomplete datagrams past their deadline give their buffers back; counted as work so
+        // the shard publishes the drops (an idle poll publishes only after a busy one).
+        if self.inbound.1.needs_service(cx.now) {
+            self.inbound.1.expire(cx);
+            n += 1;
+        }
         if self.inbound.5.needs_service(cx.now) {
             self.inbound.5.process(cx, &mut self.batch);
             n += self.batch.len();
@@ -1265,6 +1271,7 @@ impl<P: Port> DataShard<P> {
             t.flush();
         }
         self.outbound.2.drop_held(cx);
+        self.inbound.1.drop_held(cx);
         self.inbound.5.drop_held(cx);
     }
 }

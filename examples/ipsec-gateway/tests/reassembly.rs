@@ -153,3 +153,32 @@ fn reassembly_can_be_turned_off_and_is_validated() {
     let t = b.stop();
     assert_eq!(t.total_drops(), frags.len() as u64, "{t}");
 }
+
+#[test]
+fn an_incomplete_datagram_times_out_without_more_traffic() {
+    let (_, esp, _) = through_a();
+    let big = esp.iter().max_by_key(|f| f.len()).unwrap();
+    let frags = fragments(big, 96.max((big.len() - 14) / 2 + 24));
+    let base = configs::config(Site::B, SHARDS, None);
+    let mut b = Rig::start_with(&format!("{base}\n[reassembly]\ntimeout = 0.1\n"));
+    b.send(Side::Wan, &frags[0]);
+    b.settle();
+    // The shard expires it on its own clock, with nothing more arriving.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.totals().drops_of(DropReason::ReasmTimeout) == 0 {
+        assert!(std::time::Instant::now() < deadline, "{}", b.totals());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The rest arrives too late: a new datagram that cannot complete, dropped at stop.
+    for f in &frags[1..] {
+        b.send(Side::Wan, f);
+    }
+    b.settle();
+    assert!(b.take(Side::Lan).is_empty());
+    let t = b.stop();
+    assert_eq!(t.drops_of(DropReason::ReasmTimeout), 1, "{t}");
+    assert!(
+        t.drops_of(DropReason::ReasmTimeout) + t.drops_of(DropReason::Shutdown) == frags.len() as u64,
+        "{t}"
+    );
+}
