@@ -147,19 +147,19 @@ drop_reasons! {
     EspTooBig = "esp_too_big",
     /// The encapsulated packet exceeds the configured outer MTU.
     EspMtuExceeded = "esp_mtu_exceeded",
-    /// IPv4 reassembly: a fragment overlapped another of its datagram (RFC 5722): the whole
+    /// IP reassembly: a fragment overlapped another of its datagram (RFC 5722): the whole
     /// datagram is discarded, every fragment held counted.
     ReasmOverlap = "reasm_overlap",
-    /// IPv4 reassembly: an exact duplicate of a fragment already held (only the copy is dropped).
+    /// IP reassembly: an exact duplicate of a fragment already held (only the copy is dropped).
     ReasmDuplicate = "reasm_duplicate",
-    /// IPv4 reassembly: the datagram would not fit one buffer (or 65 535 bytes).
+    /// IP reassembly: the datagram would not fit one buffer (or 65 535 bytes).
     ReasmTooBig = "reasm_too_big",
-    /// IPv4 reassembly: the datagram was incomplete when its timeout expired (every fragment held
+    /// IP reassembly: the datagram was incomplete when its timeout expired (every fragment held
     /// counted).
     ReasmTimeout = "reasm_timeout",
-    /// IPv4 reassembly: every reassembly context was busy.
+    /// IP reassembly: every reassembly context was busy.
     ReasmNoContext = "reasm_no_context",
-    /// IPv4 reassembly: a fragment no datagram can be built from (a non-final fragment not a
+    /// IP reassembly: a fragment no datagram can be built from (a non-final fragment not a
     /// multiple of 8 bytes, empty, past the datagram's end, a second end, too many fragments).
     ReasmMalformed = "reasm_malformed",
     /// The packet was dropped because its shard was shutting down.

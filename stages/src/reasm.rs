@@ -1,17 +1,19 @@
-//! Bounded IPv4 reassembly of packets addressed to the appliance (RFC 791 §3.2, RFC 815; RFC
-//! 4301 §5.2 and RFC 4303 §3.4.1: "if required, IP reassembly is performed prior to IPsec
+//! Bounded IPv4 and IPv6 reassembly of packets addressed to the appliance (RFC 791 §3.2, RFC
+//! 815, RFC 8200 §4.5; RFC 4301 §5.2 and RFC 4303 §3.4.1: "if required, IP reassembly is performed prior to IPsec
 //! processing"): a peer that fragments an ESP packet (or a UDP-encapsulated one) on a path with
 //! a smaller MTU sends outer fragments the ESP stage cannot decrypt one by one.
 //!
 //! [`Reassemble`] runs after [`crate::Classify`] and before the punt and ESP stages. It takes
-//! the IPv4 fragments addressed to one of the appliance's own addresses whose protocol is ESP
-//! (50) or UDP (17; ESP-in-UDP and IKE share port 4500, and only the first fragment names the
-//! port); every other packet, transit fragments included, passes unchanged (a router forwards
-//! fragments as fragments).
+//! the IPv4 and IPv6 fragments addressed to one of the appliance's own addresses whose protocol
+//! is ESP (50) or UDP (17; ESP-in-UDP and IKE share port 4500, and only the first fragment
+//! names the port); every other packet, transit fragments included, passes unchanged (a router
+//! forwards fragments as fragments). An IPv6 Fragment header may follow Hop-by-Hop, Routing and
+//! Destination Options headers (at most 80 bytes of them); an atomic fragment (offset 0, no
+//! M flag, RFC 6946) passes as it is.
 //!
 //! Bounded by construction:
-//! - a fixed number of contexts per shard ([`ReasmConfig::contexts`]), each keyed by (source,
-//!   destination, protocol, identification); a fragment that needs a new context when all are
+//! - a fixed number of contexts per shard ([`ReasmConfig::contexts`]), each keyed by (family,
+//!   source, destination, protocol, identification); a fragment that needs a new context when all are
 //!   busy is dropped (`reasm_no_context`);
 //! - a context holds its fragments in one packet buffer: the buffer of the first fragment that
 //!   arrived, whose payload is moved to its place, later fragments' payloads copied in. No
@@ -28,9 +30,11 @@
 //! fragment whose payload is not a multiple of 8, an empty fragment, a fragment past the end
 //! the final one set or a second, different end drop the datagram (`reasm_malformed`).
 //!
-//! The reassembled packet carries the first fragment's link and IP headers (its options), a
-//! total length covering the whole payload, offset and More Fragments cleared, a new header
-//! checksum, and is classified again ([`Classify::classify_packet`]) so the later stages see it
+//! The reassembled packet carries the first fragment's link and IP headers. IPv4: its options,
+//! a total length covering the whole payload, offset and More Fragments cleared, a new header
+//! checksum. IPv6: the extension headers before the Fragment header, which is removed (its Next
+//! Header moves to the field that named it), a Payload Length covering them and the payload.
+//! Either way it is classified again ([`Classify::classify_packet`]) so the later stages see it
 //! like any unfragmented packet (ESP with its SPI, ESP-in-UDP, IKE).
 
 use std::time::{Duration, Instant};
@@ -45,14 +49,24 @@ use crate::classify::{Classify, ClassifyConfig};
 /// 8-byte fragments would need 250).
 pub const MAX_FRAGMENTS: usize = 64;
 
-/// IPv4 protocol numbers reassembled.
+/// IP protocol numbers reassembled.
 const ESP: u8 = 50;
 const UDP: u8 = 17;
 
 /// Longest IPv4 header.
 const MAX_IHL: usize = 60;
 
-/// Most bytes of link headers before IPv4 (Ethernet, QinQ and a few more tags).
+/// Longest IP header kept: IPv4 with options, or IPv6 with extension headers before the
+/// Fragment header (up to 80 bytes of them).
+const MAX_IP_HDR: usize = 120;
+
+/// IPv6 extension headers that may come before a Fragment header (RFC 8200 §4.1).
+const HOP_BY_HOP: u8 = 0;
+const ROUTING: u8 = 43;
+const FRAGMENT: u8 = 44;
+const DEST_OPTS: u8 = 60;
+
+/// Most bytes of link headers before IP (Ethernet, QinQ and a few more tags).
 const MAX_L2: usize = 64;
 
 /// Sizes of the reassembly table.
@@ -114,10 +128,12 @@ pub struct ReasmStats {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Key {
-    src: [u8; 4],
-    dst: [u8; 4],
+    /// IPv4 addresses in the first four bytes.
+    src: [u8; 16],
+    dst: [u8; 16],
     proto: u8,
-    id: u16,
+    id: u32,
+    v6: bool,
 }
 
 /// One datagram being reassembled.
@@ -130,9 +146,11 @@ struct Context<B> {
     capacity: usize,
     /// The first fragment's link and IP headers (`hdr_len == 0`: not arrived yet), and the
     /// offset of the IP header in them.
-    hdr: [u8; MAX_L2 + MAX_IHL],
+    hdr: [u8; MAX_L2 + MAX_IP_HDR],
     hdr_len: usize,
     l3: usize,
+    /// IPv6: where (in `hdr`) the Next Header field that named the Fragment header is.
+    nh_pos: usize,
     /// Payload ranges held, `[start, end)`, pairwise disjoint.
     ranges: [(u32, u32); MAX_FRAGMENTS],
     n: usize,
@@ -143,11 +161,19 @@ struct Context<B> {
     deadline: Instant,
 }
 
-/// The fields of one IPv4 fragment, checked against its bytes.
+/// The fields of one IPv4 or IPv6 fragment, checked against its bytes.
 struct Frag {
     key: Key,
     l3: usize,
-    ihl: usize,
+    /// Headers kept in front of the reassembled payload: link and IPv4 header, or link, IPv6
+    /// header and the extension headers before the Fragment header.
+    keep: usize,
+    /// Where this fragment's payload starts (`keep`, or after the Fragment header).
+    data: usize,
+    /// IPv6: the Next Header field naming the Fragment header.
+    nh_pos: usize,
+    /// Largest payload end the length field can express.
+    limit: usize,
     off: usize,
     len: usize,
     more: bool,
@@ -212,14 +238,24 @@ impl<B: PacketBuf> Reassemble<B> {
         self.cfg
     }
 
-    /// The fragment `p` is one to reassemble: IPv4, a fragment, ESP or UDP, to an own address.
+    /// The fragment `p` is one to reassemble: IPv4 or IPv6, a fragment, ESP or UDP, to an own address.
     fn parse(&self, p: &B) -> Option<Frag> {
         let m = p.meta();
-        if m.l3 != L3Kind::Ipv4 || !m.has(flags::FRAGMENT) || !matches!(m.l4_proto, ESP | UDP) {
+        if !m.has(flags::FRAGMENT) || !matches!(m.l4_proto, ESP | UDP) {
             return None;
         }
         let l3 = usize::from(m.l3_offset);
-        let d = p.data();
+        if l3 > MAX_L2 {
+            return None;
+        }
+        match m.l3 {
+            L3Kind::Ipv4 => self.parse_v4(p.data(), l3),
+            L3Kind::Ipv6 => self.parse_v6(p.data(), l3),
+            _ => None,
+        }
+    }
+
+    fn parse_v4(&self, d: &[u8], l3: usize) -> Option<Frag> {
         let h = d.get(l3..l3 + 20)?;
         let dst = [h[16], h[17], h[18], h[19]];
         if !self.classify.config().own_ipv4.iter().any(|a| a.octets() == dst) {
@@ -232,18 +268,77 @@ impl<B: PacketBuf> Reassemble<B> {
             return None;
         }
         let fo = u16::from_be_bytes([h[6], h[7]]);
+        let v4 = |a: &[u8]| {
+            let mut o = [0u8; 16];
+            o[..4].copy_from_slice(&a[..4]);
+            o
+        };
         Some(Frag {
             key: Key {
-                src: [h[12], h[13], h[14], h[15]],
-                dst,
+                src: v4(&h[12..16]),
+                dst: v4(&h[16..20]),
                 proto: h[9],
-                id: u16::from_be_bytes([h[4], h[5]]),
+                id: u32::from(u16::from_be_bytes([h[4], h[5]])),
+                v6: false,
             },
             l3,
-            ihl,
+            keep: l3 + ihl,
+            data: l3 + ihl,
+            nh_pos: 0,
+            limit: usize::from(u16::MAX) - ihl,
             off: usize::from(fo & 0x1fff) * 8,
             len: total - ihl,
             more: fo & 0x2000 != 0,
+        })
+    }
+
+    /// IPv6 (RFC 8200 §4.5): the Fragment header after at most Hop-by-Hop, Routing and
+    /// Destination Options headers (up to 80 bytes of them); anything else is not ours.
+    fn parse_v6(&self, d: &[u8], l3: usize) -> Option<Frag> {
+        let h = d.get(l3..l3 + 40)?;
+        let dst: [u8; 16] = h[24..40].try_into().ok()?;
+        if h[0] >> 4 != 6 || !self.classify.config().own_ipv6.iter().any(|a| a.octets() == dst) {
+            return None;
+        }
+        let end = l3 + 40 + usize::from(u16::from_be_bytes([h[4], h[5]]));
+        if end > d.len() {
+            return None;
+        }
+        let (mut nh, mut nh_pos, mut at) = (h[6], l3 + 6, l3 + 40);
+        while nh != FRAGMENT {
+            if !matches!(nh, HOP_BY_HOP | ROUTING | DEST_OPTS) || at + 8 > end {
+                return None;
+            }
+            let len = (usize::from(d[at + 1]) + 1) * 8;
+            (nh, nh_pos, at) = (d[at], at, at + len);
+            if at - l3 > MAX_IP_HDR {
+                return None;
+            }
+        }
+        let fh = d.get(at..at + 8).filter(|_| at + 8 <= end)?;
+        let fo = u16::from_be_bytes([fh[2], fh[3]]);
+        let (off, more) = (usize::from(fo & 0xfff8), fo & 1 != 0);
+        // An atomic fragment (RFC 6946) is a whole packet: not ours to hold.
+        if off == 0 && !more {
+            return None;
+        }
+        Some(Frag {
+            key: Key {
+                src: h[8..24].try_into().ok()?,
+                dst,
+                proto: fh[0],
+                id: u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]),
+                v6: true,
+            },
+            l3,
+            keep: at,
+            data: at + 8,
+            nh_pos,
+            // The Payload Length covers the extension headers kept.
+            limit: usize::from(u16::MAX) - (at - l3 - 40),
+            off,
+            len: end - (at + 8),
+            more,
         })
     }
 
@@ -305,7 +400,7 @@ impl<B: PacketBuf> Reassemble<B> {
             return drop1(cx, DropReason::ReasmMalformed);
         }
         // The reassembled total length must fit 16 bits.
-        if f.off + f.len > usize::from(u16::MAX) - f.ihl {
+        if f.off + f.len > f.limit {
             return drop1(cx, DropReason::ReasmTooBig);
         }
         let (start, end) = (f.off as u32, (f.off + f.len) as u32);
@@ -324,7 +419,7 @@ impl<B: PacketBuf> Reassemble<B> {
             Some(e) => f.off + f.len > e || (!f.more && f.off + f.len != e),
             None => !f.more && c.ranges[..c.n].iter().any(|&(_, e)| e > end),
         };
-        let header_misfit = f.off == 0 && f.l3 + f.ihl > c.reserve;
+        let header_misfit = f.off == 0 && f.keep > c.reserve;
         if inconsistent || header_misfit || c.n == MAX_FRAGMENTS {
             self.discard(cx, i, DropReason::ReasmMalformed);
             return Err(());
@@ -338,11 +433,11 @@ impl<B: PacketBuf> Reassemble<B> {
             self.discard(cx, i, DropReason::ReasmTooBig);
             return Err(());
         }
-        let src = f.l3 + f.ihl;
+        let src = f.data;
         c.buf.data_mut()[at..at + f.len].copy_from_slice(&p.data()[src..src + f.len]);
         if f.off == 0 {
-            c.hdr[..src].copy_from_slice(&p.data()[..src]);
-            (c.hdr_len, c.l3) = (src, f.l3);
+            c.hdr[..f.keep].copy_from_slice(&p.data()[..f.keep]);
+            (c.hdr_len, c.l3, c.nh_pos) = (f.keep, f.l3, f.nh_pos);
         }
         if !f.more {
             c.end = Some(f.off + f.len);
@@ -373,25 +468,25 @@ impl<B: PacketBuf> Reassemble<B> {
             cx.counters.drop_packet(DropReason::ReasmNoContext);
             return Err(());
         };
-        if f.l3 > MAX_L2 {
-            cx.counters.drop_packet(DropReason::ReasmMalformed);
-            return Err(());
-        }
-        let reserve = f.l3 + MAX_IHL;
+        // IPv4: room for the longest header; IPv6: for this fragment's unfragmentable part,
+        // which every fragment repeats (RFC 8200 §4.5).
+        let reserve = if f.key.v6 { f.keep } else { f.l3 + MAX_IHL };
         let capacity = p.len() + p.tailroom();
-        let (src, at) = (f.l3 + f.ihl, reserve + f.off);
-        if at + f.len > capacity || p.set_len(at + f.len).is_err() {
+        let (src, at) = (f.data, reserve + f.off);
+        // Long enough for the payload where it is and where it goes.
+        if at + f.len > capacity || p.set_len((at + f.len).max(src + f.len)).is_err() {
             cx.counters.drop_packet(DropReason::ReasmTooBig);
             return Err(());
         }
-        let mut hdr = [0u8; MAX_L2 + MAX_IHL];
+        let mut hdr = [0u8; MAX_L2 + MAX_IP_HDR];
         let hdr_len = if f.off == 0 {
-            hdr[..src].copy_from_slice(&p.data()[..src]);
-            src
+            hdr[..f.keep].copy_from_slice(&p.data()[..f.keep]);
+            f.keep
         } else {
             0
         };
-        // Rightwards (`at >= src`): the headers before `src` are not touched.
+        // Rightwards, or (IPv6 first fragment) 8 bytes left over the Fragment header: the
+        // headers before `keep` are not touched.
         p.data_mut().copy_within(src..src + f.len, at);
         let deadline = cx.now + self.cfg.timeout;
         let mut ranges = [(0, 0); MAX_FRAGMENTS];
@@ -404,6 +499,7 @@ impl<B: PacketBuf> Reassemble<B> {
             hdr,
             hdr_len,
             l3: f.l3,
+            nh_pos: f.nh_pos,
             ranges,
             n: 1,
             held: f.len,
@@ -416,28 +512,36 @@ impl<B: PacketBuf> Reassemble<B> {
         Ok(Outcome::Absorbed)
     }
 
-    /// Turns the whole datagram in slot `i` into a packet: headers before the payload, IPv4
-    /// total length, offset and flags, checksum.
+    /// Turns the whole datagram in slot `i` into a packet: headers before the payload, then
+    /// IPv4 total length, offset, flags and checksum, or IPv6 Next Header and Payload Length.
     fn finish_slot(&mut self, i: usize) -> Result<B, ()> {
         let c = self.slots[i].take().ok_or(())?;
         self.stats.active -= 1;
-        let Context { mut buf, reserve, hdr, hdr_len, l3, end, .. } = c;
+        let Context { mut buf, key, reserve, hdr, hdr_len, l3, nh_pos, end, .. } = c;
         let end = end.ok_or(())?;
         let start = reserve - hdr_len;
         buf.data_mut()[start..reserve].copy_from_slice(&hdr[..hdr_len]);
         buf.trim_front(start).map_err(|_| ())?;
         buf.set_len(hdr_len + end).map_err(|_| ())?;
-        let ihl = hdr_len - l3;
-        let ip = &mut buf.data_mut()[l3..l3 + ihl];
-        // Checked when the fragments were taken: ihl + end <= 65 535.
-        let total = (ihl + end) as u16;
-        ip[2..4].copy_from_slice(&total.to_be_bytes());
-        // Keep DF and the reserved bit; clear More Fragments and the offset.
-        ip[6] &= 0xc0;
-        ip[7] = 0;
-        ip[10..12].fill(0);
-        let sum = checksum(ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let d = buf.data_mut();
+        // Checked when the fragments were taken: the lengths fit 16 bits.
+        if key.v6 {
+            // The Fragment header is gone: its Next Header moves to the field that named it,
+            // and the Payload Length covers the extension headers kept and the payload.
+            d[nh_pos] = key.proto;
+            let len = (hdr_len - l3 - 40 + end) as u16;
+            d[l3 + 4..l3 + 6].copy_from_slice(&len.to_be_bytes());
+        } else {
+            let ip = &mut d[l3..hdr_len];
+            let total = (hdr_len - l3 + end) as u16;
+            ip[2..4].copy_from_slice(&total.to_be_bytes());
+            // Keep DF and the reserved bit; clear More Fragments and the offset.
+            ip[6] &= 0xc0;
+            ip[7] = 0;
+            ip[10..12].fill(0);
+            let sum = checksum(ip);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        }
         let m = buf.meta_mut();
         m.flags &= !flags::FRAGMENT;
         Ok(buf)

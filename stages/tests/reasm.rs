@@ -4,7 +4,7 @@
 //! datagrams too big for a buffer and hostile offsets give counted drops, never a panic; other
 //! fragments pass unchanged.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -18,9 +18,69 @@ use wirespeed_stages::reasm::{MAX_FRAGMENTS, ReasmConfig, ReasmConfigError, Reas
 
 const OWN: [u8; 4] = [192, 0, 2, 1];
 const PEER: [u8; 4] = [192, 0, 2, 2];
+const OWN6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const PEER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// An IPv6 ESP packet to `dst` (frame, Ethernet included) with `ext` bytes of Destination
+/// Options (0 or a multiple of 8) and `payload` bytes of ESP (SPI 0x1234, sequence 1, pattern).
+fn datagram6(payload: usize, ext: usize, seed: u8, dst: [u8; 16]) -> Vec<u8> {
+    let mut f = eth();
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&((ext + payload) as u16).to_be_bytes());
+    h[6] = if ext > 0 { 60 } else { 50 };
+    h[7] = 64;
+    h[8..24].copy_from_slice(&PEER6);
+    h[24..40].copy_from_slice(&dst);
+    f.extend_from_slice(&h);
+    if ext > 0 {
+        let mut e = vec![0u8; ext];
+        e[0] = 50;
+        e[1] = (ext / 8 - 1) as u8;
+        // PadN over the rest.
+        e[2] = 1;
+        e[3] = (ext - 4) as u8;
+        f.extend_from_slice(&e);
+    }
+    let mut p: Vec<u8> = (0..payload).map(|i| (i * 11 + usize::from(seed)) as u8).collect();
+    p[..4].copy_from_slice(&0x1234u32.to_be_bytes());
+    p[4..8].copy_from_slice(&1u32.to_be_bytes());
+    f.extend_from_slice(&p);
+    f
+}
+
+/// The fragment frame of `whole` (from `datagram6`, `ext` bytes of extension headers) holding
+/// payload `[off, off + len)`.
+fn fragment6(whole: &[u8], ext: usize, off: usize, len: usize, more: bool, id: u32) -> Vec<u8> {
+    let keep = 14 + 40 + ext;
+    let mut f = whole[..keep].to_vec();
+    f[18..20].copy_from_slice(&((ext + 8 + len) as u16).to_be_bytes());
+    let nh_pos = if ext > 0 { 54 } else { 20 };
+    let proto = f[nh_pos];
+    f[nh_pos] = 44;
+    f.extend_from_slice(&[proto, 0]);
+    f.extend_from_slice(&(off as u16 & 0xfff8 | u16::from(more)).to_be_bytes());
+    f.extend_from_slice(&id.to_be_bytes());
+    f.extend_from_slice(&whole[keep + off..keep + off + len]);
+    f
+}
+
+fn split6(whole: &[u8], ext: usize, cuts: &[usize], id: u32) -> Vec<Vec<u8>> {
+    let payload = whole.len() - 54 - ext;
+    let mut bounds = vec![0];
+    bounds.extend(cuts.iter().copied().filter(|&c| c > 0 && c < payload));
+    bounds.push(payload);
+    bounds.dedup();
+    bounds.windows(2).map(|w| fragment6(whole, ext, w[0], w[1] - w[0], w[1] != payload, id)).collect()
+}
 
 fn classify_cfg() -> ClassifyConfig {
-    ClassifyConfig { own_ipv4: vec![Ipv4Addr::from(OWN)], ..ClassifyConfig::default() }
+    ClassifyConfig {
+        own_ipv4: vec![Ipv4Addr::from(OWN)],
+        own_ipv6: vec![Ipv6Addr::from(OWN6)],
+        ..ClassifyConfig::default()
+    }
 }
 
 /// An IPv4 packet of `total` bytes, protocol `proto`, to `dst`: an ESP header (SPI 0x1234,
@@ -396,6 +456,44 @@ fn config_ranges_are_checked() {
     assert_eq!(bad(1024, 30_000), None);
 }
 
+#[test]
+fn ipv6_fragments_reassemble_with_and_without_extension_headers() {
+    let mut rig = Rig::new(ReasmConfig::default());
+    for (ext, id) in [(0, 1), (16, 2)] {
+        let whole = datagram6(1800, ext, id as u8, OWN6);
+        let mut frags = split6(&whole, ext, &[600, 1200], id);
+        if ext > 0 {
+            frags.reverse();
+        }
+        let out = rig.run(&frags);
+        assert_eq!(out.len(), 1, "{}", rig.cx.counters);
+        assert_eq!(out[0].data(), &whole[..]);
+        let m = out[0].meta();
+        assert_eq!((m.flow_class, m.spi, m.has(flags::FRAGMENT)), (FlowClass::Esp, 0x1234, false));
+    }
+    assert_eq!(rig.cx.counters.total_drops(), 0, "{}", rig.cx.counters);
+    // Overlap: the datagram is discarded.
+    let whole = datagram6(1600, 0, 3, OWN6);
+    let f = [fragment6(&whole, 0, 0, 800, true, 3), fragment6(&whole, 0, 792, 808, false, 3)];
+    assert!(rig.run(&f).is_empty());
+    assert_eq!(rig.drops(DropReason::ReasmOverlap), 2);
+    // Transit IPv6 fragments pass unchanged.
+    let mut other = OWN6;
+    other[15] = 9;
+    let whole = datagram6(1600, 0, 4, other);
+    let f = split6(&whole, 0, &[800], 4);
+    let out = rig.run(&f);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].data(), &f[0][..]);
+    drop(out);
+    // Too big for a buffer.
+    let whole = datagram6(2100, 0, 5, OWN6);
+    assert!(rig.run(&split6(&whole, 0, &[1000], 5)).is_empty());
+    assert!(rig.drops(DropReason::ReasmTooBig) >= 1);
+    assert_eq!(rig.stage.stats().active, 0);
+    assert_eq!(rig.in_use(), 0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -421,6 +519,49 @@ proptest! {
             prop_assert_eq!(out.len(), 1, "{}", rig.cx.counters);
             prop_assert_eq!(out[0].data(), &whole(&ip)[..]);
             prop_assert_eq!(rig.cx.counters.total_drops(), 0);
+        }
+    }
+
+    /// IPv6: arbitrary fragments never panic and keep no buffer past `finish`.
+    #[test]
+    fn hostile_ipv6_fragments_never_panic(frags in prop::collection::vec((0usize..2100, 0usize..300, any::<bool>(), 0u32..3, any::<bool>()), 1..40)) {
+        let wholes: Vec<_> = [0, 8].iter().map(|&ext| datagram6(2500, ext, 7, OWN6)).collect();
+        let mut rig = Rig::new(ReasmConfig { contexts: 2, ..ReasmConfig::default() });
+        let frames: Vec<_> = frags
+            .iter()
+            .map(|&(off, len, more, id, ext)| {
+                let len = len.min(2480 - off);
+                fragment6(&wholes[usize::from(ext)], if ext { 8 } else { 0 }, off, len, more, id)
+            })
+            .collect();
+        let out = rig.run(&frames);
+        prop_assert!(rig.stage.stats().active <= 2);
+        for o in &out {
+            prop_assert!(o.len() <= 2048);
+        }
+        drop(out);
+        rig.stage.finish(&mut rig.cx);
+        prop_assert_eq!(rig.in_use(), 0);
+    }
+
+    /// IPv6: random splits in a random order reassemble to the original.
+    #[test]
+    fn random_ipv6_splits_reassemble(payload in 8usize..1890, cuts in prop::collection::vec(1usize..240, 1..16), ext in 0usize..3, seed in any::<u32>()) {
+        let ext = ext * 8;
+        let whole = datagram6(payload, ext, seed as u8, OWN6);
+        let cuts: Vec<usize> = cuts.iter().map(|c| c * 8).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let mut frames = split6(&whole, ext, &cuts, seed);
+        let n = frames.len();
+        frames.rotate_left(seed as usize % n);
+        let mut rig = Rig::new(ReasmConfig::default());
+        let out = rig.run(&frames);
+        if frames.len() == 1 {
+            // An atomic fragment passes as it is.
+            prop_assert_eq!(out.len(), 1);
+            prop_assert_eq!(out[0].data(), &frames[0][..]);
+        } else {
+            prop_assert_eq!(out.len(), 1, "{}", rig.cx.counters);
+            prop_assert_eq!(out[0].data(), &whole[..]);
         }
     }
 
