@@ -117,13 +117,13 @@ pub struct FileConfig {
     /// `[runtime]`: how the shards behave.
     #[serde(default)]
     pub runtime: RuntimeSection,
-    /// `[reassembly]`: outer IPv4 reassembly before decryption.
+    /// `[reassembly]`: outer IPv4 and IPv6 reassembly before decryption.
     #[serde(default)]
     pub reassembly: ReassemblySection,
 }
 
-/// `[reassembly]`: outer IPv4 reassembly of ESP and UDP fragments addressed to the gateway,
-/// before decryption (RFC 4301 §5.2), per data shard ([`wirespeed_stages::reasm`]).
+/// `[reassembly]`: outer IPv4 and IPv6 reassembly of ESP and UDP fragments addressed to the
+/// gateway, before decryption (RFC 4301 §5.2), per data shard ([`wirespeed_stages::reasm`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReassemblySection {
@@ -639,7 +639,7 @@ pub struct GatewayConfig {
     pub keying: crate::keying::Keying,
     /// What idle shards do (`[runtime] idle`).
     pub idle: IdlePolicy,
-    /// Outer IPv4 reassembly (`[reassembly]`; `None`: off).
+    /// Outer IPv4 and IPv6 reassembly (`[reassembly]`; `None`: off).
     pub reassembly: Option<wirespeed_stages::ReasmConfig>,
 }
 

@@ -4,7 +4,7 @@
 //! ```text
 //!  data shard i (one per RSS queue i of both ports):
 //!    LAN rx i ─► Classify ─► Punt ─► Forward ─► EspEncrypt (SPD → this shard's SA) ─┐
-//!    WAN rx i ─► Classify ─► Reassemble (outer IPv4 fragments to us) ─► Punt ─►      ├─► LAN tx i / WAN tx i
+//!    WAN rx i ─► Classify ─► Reassemble (outer IP fragments to us)   ─► Punt ─►      ├─► LAN tx i / WAN tx i
 //!                CleartextGuard ─► EspDecrypt (SA by SPI, inbound selector check)    │   (by output port)
 //!                ─► Forward ─────────────────────────────────────────────────────────┘
 //!  control shard (queue `shards` of both ports, the steering plan's management queue):
@@ -185,7 +185,7 @@ pub struct Shared<B: PacketBuf = PoolBuf> {
     pub icmp: Option<IcmpConfig>,
     /// Where each shard (data shards, then the control shard) publishes its stage counters.
     pub stage_cells: Vec<Arc<StageCell>>,
-    /// Outer IPv4 reassembly before decryption (`None`: off).
+    /// Outer IPv4 and IPv6 reassembly before decryption (`None`: off).
     pub reassembly: Option<ReasmConfig>,
 }
 
@@ -287,7 +287,7 @@ impl<B: PacketBuf> Shared<B> {
         )
     }
 
-    /// The WAN → LAN path of one shard: classify, reassemble (outer IPv4 fragments of ESP and
+    /// The WAN → LAN path of one shard: classify, reassemble (outer IP fragments of ESP and
     /// UDP to the gateway), punt, cleartext guard, decrypt (SA by SPI, inbound selector check),
     /// route.
     pub fn inbound(
