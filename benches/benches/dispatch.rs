@@ -7,8 +7,10 @@
 //!   (rules, input staging, batch hash, RETA, decisions): the dispatcher's path after parsing.
 //! * `dispatch/per_packet32_ipv4_udp`: the same 32 decisions one packet at a time
 //!   (`SteeringEngine::decide`, per-byte tables), the path the dispatcher took before.
-//! * `dispatch/parse_batch32_ipv4_udp`: parsing the 32 frames plus `decide_batch`: everything the
-//!   dispatcher computes per batch before it moves the buffers.
+//! * `dispatch/parse_batch32_ipv4_udp`: parsing and deciding the 32 frames with
+//!   `SteeringEngine::decide_frames` (the dispatcher's path since issue 22: the common IPv4
+//!   TCP/UDP frame goes from its header bytes straight into the batch hash's input, no
+//!   `PacketInfo`): everything the dispatcher computes per batch before it moves the buffers.
 //!
 //! * `dispatch/host_filter32` (feature `dpdk`): `wirespeed_dpdk::HostFilter::decide` on the 32
 //!   frames (28 data UDP flows, 2 IKE on UDP 500, 1 IKE behind the non-ESP marker, 1
@@ -96,13 +98,14 @@ fn dispatch<M: Clock>(c: &mut Criterion<M>) {
             black_box(&out);
         })
     });
-    let mut parsed = [PacketInfo::default(); 32];
     g.bench_function("parse_batch32_ipv4_udp", |b| {
         b.iter(|| {
-            for (p, f) in parsed.iter_mut().zip(black_box(&frames)) {
-                *p = PacketInfo::parse_ethernet(f);
-            }
-            engine.decide_batch(&parsed, &reta, &mut scratch, &mut out);
+            engine.decide_frames(
+                black_box(&frames).iter().map(|f| f.as_slice()),
+                &reta,
+                &mut scratch,
+                &mut out,
+            );
             black_box(&out);
         })
     });

@@ -3,10 +3,11 @@
  * (10.1.0.2 -> 10.2.0.9, UDP 12345 -> 5001, payload 0x5a) over and over on IFNAME through an
  * AF_PACKET socket that bypasses the qdisc, in sendmmsg() batches of 64, at PPS packets per
  * second (0: as fast as it can). Prints "afpacket_gen sent N" every second; stops on
- * SIGINT/SIGTERM.
+ * SIGINT/SIGTERM. SRC_IP and DST_IP, when given, replace the two addresses (the ESP runs send
+ * from the gateway fixture's LAN host to its remote network).
  *
  * Written for this project. Build: gcc -O2 afpacket_gen.c
- * Run: afpacket_gen IFNAME DST_MAC SRC_MAC FRAME_BYTES PPS
+ * Run: afpacket_gen IFNAME DST_MAC SRC_MAC FRAME_BYTES PPS [SRC_IP DST_IP]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -52,8 +53,8 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: afpacket_gen IFNAME DST_MAC SRC_MAC FRAME_BYTES PPS\n");
+    if (argc != 6 && argc != 8) {
+        fprintf(stderr, "usage: afpacket_gen IFNAME DST_MAC SRC_MAC FRAME_BYTES PPS [SRC_IP DST_IP]\n");
         return 2;
     }
     uint8_t frame[9216];
@@ -75,6 +76,10 @@ int main(int argc, char **argv) {
     ip[8] = 64;
     ip[9] = 17;
     memcpy(ip + 12, (uint8_t[]){10, 1, 0, 2, 10, 2, 0, 9}, 8);
+    if (argc == 8 && (inet_pton(AF_INET, argv[6], ip + 12) != 1 || inet_pton(AF_INET, argv[7], ip + 16) != 1)) {
+        fprintf(stderr, "afpacket_gen: bad IPv4 address\n");
+        return 2;
+    }
     uint16_t c = csum(ip, 20);
     ip[10] = c >> 8;
     ip[11] = c & 0xff;

@@ -177,7 +177,9 @@ where
         &mut self.stages
     }
 
-    /// Runs one batch; returns how many packets were received.
+    /// Runs one batch; returns how many packets were received. When none were, stages that
+    /// hold packets and ask for it ([`Stage::needs_service`]) are serviced
+    /// ([`Stage::service`]) and what they release is transmitted.
     #[inline]
     pub fn run_once(&mut self, cx: &mut ShardCtx) -> usize {
         let n = self.rx.rx_burst(&mut self.batch);
@@ -185,6 +187,12 @@ where
             cx.counters.drop_packets(reason, count);
         }
         if n == 0 {
+            // Nothing arrived: stages holding packets release the due ones (rare; one call
+            // through the stages otherwise).
+            if self.stages.needs_service(cx.now) {
+                self.stages.service(cx, &mut self.batch);
+                self.transmit(cx);
+            }
             for t in self.tx.iter_mut() {
                 t.idle();
             }
@@ -269,7 +277,7 @@ where
     #[inline]
     fn poll(&mut self, cx: &mut ShardCtx) -> Poll {
         match self.run_once(cx) {
-            0 if self.rx.at_end() => {
+            0 if self.rx.at_end() && self.stages.held() == 0 => {
                 if !self.finished {
                     // End of input reaches every stage once (a dispatcher closes its rings).
                     self.finished = true;
@@ -300,6 +308,12 @@ where
     }
 
     fn drain(&mut self, cx: &mut ShardCtx) {
+        // A stop ends the input too: stages that hold packets account for them (a stage waiting
+        // for a neighbor counts them as `shutdown`), a dispatcher closes its rings.
+        if !self.finished {
+            self.finished = true;
+            self.stages.finish(cx);
+        }
         // Anything still held between stages goes out; then queues flush their buffers.
         self.transmit(cx);
         for t in self.tx.iter_mut() {

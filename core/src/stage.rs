@@ -28,6 +28,32 @@ pub trait Stage<B: PacketBuf> {
         let _ = cx;
     }
 
+    /// Packets the stage holds between batches (a stage waiting for a neighbor to resolve);
+    /// 0 by default. While a pipeline's stages hold packets, [`crate::Pipeline`] does not report
+    /// the end of its input: held packets leave or are dropped first.
+    fn held(&self) -> usize {
+        0
+    }
+
+    /// True when the stage should run although no packet arrived (held packets are due: their
+    /// next hop resolved, or they timed out); [`crate::Pipeline`] asks on every empty poll and
+    /// then calls [`Stage::service`]. `now` is the shard's clock ([`ShardCtx::now`]). False by
+    /// default.
+    fn needs_service(&mut self, now: std::time::Instant) -> bool {
+        let _ = now;
+        false
+    }
+
+    /// Runs the stage when [`Stage::needs_service`] said so: a stage that holds packets releases
+    /// the due ones into `batch` (or drops them), any other stage processes what `batch` holds,
+    /// if anything (the default). Compositions service their parts in order, so released
+    /// packets run through the stages after the one that held them.
+    fn service(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        if !batch.is_empty() {
+            self.process(cx, batch);
+        }
+    }
+
     /// The stage of type `ty` inside `self`: `self` itself when it is of that type, else (for a
     /// composition: tuples, [`Chain`]) the first of its parts, searched in order and depth
     /// first, that is or holds one. This is what [`crate::Pipeline::stage`] and
@@ -58,6 +84,18 @@ impl<B: PacketBuf, S: Stage<B> + ?Sized> Stage<B> for &mut S {
     fn finish(&mut self, cx: &mut ShardCtx) {
         (**self).finish(cx)
     }
+
+    fn held(&self) -> usize {
+        (**self).held()
+    }
+
+    fn needs_service(&mut self, now: std::time::Instant) -> bool {
+        (**self).needs_service(now)
+    }
+
+    fn service(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        (**self).service(cx, batch)
+    }
 }
 
 impl<B: PacketBuf, S: Stage<B> + ?Sized> Stage<B> for Box<S> {
@@ -68,6 +106,18 @@ impl<B: PacketBuf, S: Stage<B> + ?Sized> Stage<B> for Box<S> {
 
     fn finish(&mut self, cx: &mut ShardCtx) {
         (**self).finish(cx)
+    }
+
+    fn held(&self) -> usize {
+        (**self).held()
+    }
+
+    fn needs_service(&mut self, now: std::time::Instant) -> bool {
+        (**self).needs_service(now)
+    }
+
+    fn service(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        (**self).service(cx, batch)
     }
 }
 
@@ -93,6 +143,20 @@ impl<P: PacketBuf, A: Stage<P>, B: Stage<P>> Stage<P> for Chain<A, B> {
     fn finish(&mut self, cx: &mut ShardCtx) {
         self.0.finish(cx);
         self.1.finish(cx);
+    }
+
+    fn held(&self) -> usize {
+        self.0.held() + self.1.held()
+    }
+
+    fn needs_service(&mut self, now: std::time::Instant) -> bool {
+        // Both asked: each refreshes what it needs to know.
+        self.0.needs_service(now) | self.1.needs_service(now)
+    }
+
+    fn service(&mut self, cx: &mut ShardCtx, batch: &mut Batch<P>) {
+        self.0.service(cx, batch);
+        self.1.service(cx, batch);
     }
 
     fn stage_by_type(&self, ty: TypeId) -> Option<&(dyn Any + 'static)>
@@ -133,6 +197,18 @@ macro_rules! tuple_stage {
 
             fn finish(&mut self, cx: &mut ShardCtx) {
                 $( self.$idx.finish(cx); )+
+            }
+
+            fn held(&self) -> usize {
+                0 $( + self.$idx.held() )+
+            }
+
+            fn needs_service(&mut self, now: std::time::Instant) -> bool {
+                false $( | self.$idx.needs_service(now) )+
+            }
+
+            fn service(&mut self, cx: &mut ShardCtx, batch: &mut Batch<P>) {
+                $( self.$idx.service(cx, batch); )+
             }
 
             fn stage_by_type(&self, ty: TypeId) -> Option<&(dyn Any + 'static)>

@@ -744,4 +744,88 @@ mod batch_hash {
             assert_eq!(*d, engine.decide(p, &reta), "packet {i} of {}", frames[i].0);
         }
     }
+
+    /// `decide_frames` (the dispatcher's fused parse + decide) makes the per-packet decisions on
+    /// the corpus, with and without rules, under every symmetric mode and with the 4-tuple hash
+    /// types on or off.
+    #[test]
+    fn decide_frames_equals_decide_on_corpus() {
+        let frames = corpus_ethernet_frames();
+        let reta = Reta::weighted(128, &[(0, 5), (1, 2), (2, 1)]).unwrap();
+        for mode in [
+            SymmetricMode::None,
+            SymmetricMode::Key,
+            SymmetricMode::Xor,
+            SymmetricMode::OrXor,
+            SymmetricMode::Sort,
+        ] {
+            for types in [HashTypes::ALL, HashTypes::from_names(&["ipv4", "ipv4-tcp", "ipv6"]).unwrap()] {
+                for plan in [test_plan(), SteeringPlan::rss_only(RssGroup::first(3))] {
+                    let hasher = RssHasher::new(&RssConfig { mode, types, ..RssConfig::default() }).unwrap();
+                    let engine = SteeringEngine::new(hasher, plan, 4).unwrap();
+                    let mut out = vec![SteeringDecision::Drop { rule: 0 }; frames.len()];
+                    let n = engine.decide_frames(
+                        frames.iter().map(|(_, f)| f.as_slice()),
+                        &reta,
+                        &mut DecideScratch::new(),
+                        &mut out,
+                    );
+                    assert_eq!(n, frames.len());
+                    for (i, ((name, f), d)) in frames.iter().zip(&out).enumerate() {
+                        assert_eq!(
+                            *d,
+                            engine.decide(&PacketInfo::parse_ethernet(f), &reta),
+                            "frame {i} ({name}), {mode:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// `decide_frames` equals parse-then-`decide` on IPv4/IPv6 frames with random header bytes
+        /// (so the fast path's every check is crossed both ways: EtherType, version/IHL, fragment
+        /// bits, protocol, NAT-T port, total length), any count (several rounds), any mode.
+        #[test]
+        fn decide_frames_equals_decide_on_mutated_frames(
+            muts in proptest::collection::vec(
+                (any::<bool>(), proptest::collection::vec((12usize..60, any::<u8>()), 0..4), 0usize..4),
+                0..70,
+            ),
+            mode in 0usize..5,
+            rules in any::<bool>(),
+        ) {
+            let mode = [SymmetricMode::None, SymmetricMode::Key, SymmetricMode::Xor, SymmetricMode::OrXor, SymmetricMode::Sort][mode];
+            let hasher = RssHasher::new(&RssConfig { mode, ..RssConfig::default() }).unwrap();
+            let plan = if rules { test_plan() } else { SteeringPlan::rss_only(RssGroup::first(4)) };
+            let engine = SteeringEngine::new(hasher, plan, 4).unwrap();
+            let reta = engine.default_reta().unwrap();
+            let frames: Vec<Vec<u8>> = muts
+                .iter()
+                .map(|(tcp, edits, special)| {
+                    let mut f = wirespeed_core::backend::null::udp4_frame(64);
+                    if *tcp {
+                        f[23] = 6;
+                    }
+                    match special {
+                        1 => f[36..38].copy_from_slice(&4500u16.to_be_bytes()),
+                        2 => f[20] |= 0x20, // more fragments
+                        3 => f[16..18].copy_from_slice(&21u16.to_be_bytes()),
+                        _ => {}
+                    }
+                    for &(at, v) in edits {
+                        f[at] = v;
+                    }
+                    f
+                })
+                .collect();
+            let mut out = vec![SteeringDecision::Drop { rule: 0 }; frames.len()];
+            let n = engine.decide_frames(frames.iter().map(|f| f.as_slice()), &reta, &mut DecideScratch::new(), &mut out);
+            prop_assert_eq!(n, frames.len());
+            for (f, d) in frames.iter().zip(&out) {
+                prop_assert_eq!(*d, engine.decide(&PacketInfo::parse_ethernet(f), &reta));
+            }
+        }
+    }
 }

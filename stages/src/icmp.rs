@@ -54,6 +54,29 @@ pub struct IcmpConfig {
     pub rate: u32,
 }
 
+impl Default for IcmpConfig {
+    /// No source addresses (so no errors until some are given) and 100 errors per second, the
+    /// rate `ipsec-gateway` uses by default. Build on it with `..IcmpConfig::default()` so that
+    /// fields added later do not break the construction:
+    ///
+    /// ```
+    /// use wirespeed_core::epoch::Publisher;
+    /// use wirespeed_stages::icmp::{IcmpConfig, IcmpErrors};
+    /// use wirespeed_stages::{FibBuilder, Forward};
+    ///
+    /// let mac = [2, 0, 0, 0, 0, 1];
+    /// let cfg = IcmpConfig { sources: vec![(Some("192.0.2.1".parse()?), None)], macs: vec![mac], ..IcmpConfig::default() };
+    /// assert_eq!(cfg.rate, 100);
+    /// let mut fib = Publisher::new(FibBuilder::new().build()?);
+    /// let forward = Forward::new(fib.subscribe(), &[mac]).with_icmp_errors(IcmpErrors::new(&cfg));
+    /// assert_eq!(forward.icmp_counters().unreachable, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn default() -> Self {
+        Self { sources: Vec::new(), macs: Vec::new(), rate: 100 }
+    }
+}
+
 /// What the errors generator did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IcmpCounters {

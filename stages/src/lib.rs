@@ -3,8 +3,10 @@
 //! The stages every wirespeed appliance reuses, each generic over
 //! [`wirespeed_core::PacketBuf`] so they run unchanged on every backend: [`Classify`] (fill the
 //! metadata, drop malformed frames), [`Punt`] (traffic for the appliance to the control plane),
-//! [`Forward`] (LPM routing, TTL, MAC rewrite), [`EspEncrypt`] / [`EspDecrypt`] (IPsec ESP), and
-//! the smoltcp [`ControlPlane`].
+//! [`Forward`] (LPM routing, TTL, MAC rewrite; with [`IcmpErrors`], ICMP errors instead of
+//! silent drops), [`Resolving`] (forward with next hops learned at run time in [`Neighbors`],
+//! holding packets while they resolve), [`MssClamp`] (TCP MSS clamping), [`EspEncrypt`] /
+//! [`EspDecrypt`] (IPsec ESP), and the smoltcp [`ControlPlane`].
 //!
 //! An appliance mixes them with its own stages in one statically composed pipeline; its own
 //! drops get their own counted reasons:
@@ -52,5 +54,7 @@ pub use esp::{
     AeadAlgorithm, Direction, EspDecrypt, EspEncrypt, EspMode, EspStats, Framing, PolicyAction, SaConfig,
     SaSet, SecurityAssociation, SecurityPolicy, Selector, ShardSas, Spd,
 };
-pub use forward::{Fib, FibBuilder, FibError, Forward, NextHop};
+pub use forward::{Fib, FibBuilder, FibError, Forward, HoldConfig, Neighbor, Neighbors, NextHop, Resolving};
+pub use icmp::{IcmpConfig, IcmpErrors};
+pub use mss::MssClamp;
 pub use reasm::{ReasmConfig, ReasmConfigError, ReasmStats, Reassemble};

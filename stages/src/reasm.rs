@@ -573,4 +573,21 @@ impl<B: PacketBuf> Stage<B> for Reassemble<B> {
     fn finish(&mut self, cx: &mut ShardCtx) {
         self.drop_held(cx);
     }
+
+    // `held` stays 0: a fragment held can only leave with the rest of its datagram, which
+    // cannot come once the input has ended, so the end of input is not delayed for it (`finish`
+    // drops it, counted).
+
+    /// A datagram's deadline passed: [`Reassemble::expire`] on an empty poll.
+    fn needs_service(&mut self, now: Instant) -> bool {
+        Reassemble::needs_service(self, now)
+    }
+
+    /// Drops the expired datagrams, then processes what `batch` holds.
+    fn service(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        self.expire(cx);
+        if !batch.is_empty() {
+            self.process(cx, batch);
+        }
+    }
 }

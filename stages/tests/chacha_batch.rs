@@ -8,8 +8,10 @@
 //! [`BatchChaChaForced`]; the lengths cover every ChaCha20 block (64 B) and kernel-call
 //! (8 and 16 blocks) boundary up to 4099 bytes. Skipped (with a message) on CPUs without AVX2.
 
+mod aead_batch;
+
+use aead_batch::{check_batch, check_one_length};
 use proptest::prelude::*;
-use wirespeed_stages::esp::aead::{AeadJob, ICV_LEN, NONCE_LEN};
 use wirespeed_stages::esp::*;
 
 const CC: AeadAlgorithm = AeadAlgorithm::ChaCha20Poly1305;
@@ -33,39 +35,14 @@ fn paths() -> Vec<ChaChaPath> {
 
 /// Lengths on both sides of every 64-byte block boundary up to 1100 bytes (past sixteen
 /// blocks, one AVX-512 call), every 16-byte Poly1305 block up to 300, and every block boundary
-/// in steps of 64 up to 4099, with the ESP sizes the benches use.
+/// in steps of 512 up to 4099, with the ESP sizes the benches use.
 fn boundary_lengths() -> Vec<usize> {
-    let mut v: Vec<usize> = (0..=80).collect();
-    for b in (96..=4096).step_by(16) {
-        if (b % 64 == 0 && b <= 1100) || b % 512 == 0 || b < 300 || [1424, 1440, 1456].contains(&b) {
-            v.extend([b - 1, b, b + 1]);
-        }
-    }
-    v.extend([4095, 4097, 4098, 4099]);
-    v.sort_unstable();
-    v.dedup();
-    v
+    aead_batch::boundary_lengths(|b| (b % 64 == 0 && b <= 1100) || b % 512 == 0)
 }
 
-/// A batch of packets: (nonce, aad, plaintext).
-type Packet = ([u8; NONCE_LEN], Vec<u8>, Vec<u8>);
-
-fn packets() -> impl Strategy<Value = Vec<Packet>> {
-    let len = prop_oneof![
-        3 => 0usize..130,
-        2 => 130usize..1100,
-        3 => prop::sample::select(boundary_lengths()),
-        1 => 1100usize..=4099,
-    ];
-    // ESP's AAD is 8 or 12 bytes; other lengths exercise Poly1305's padding.
-    let aad_len = prop_oneof![4 => 0usize..40, 1 => 40usize..300];
-    let pkt = (any::<[u8; NONCE_LEN]>(), aad_len, any::<u8>(), len, any::<u8>()).prop_map(
-        |(n, aad_len, aad_seed, len, seed)| {
-            let aad = (0..aad_len).map(|i| (i as u8).wrapping_mul(aad_seed) ^ 0x5a).collect();
-            (n, aad, (0..len).map(|i| (i as u8).wrapping_mul(seed) ^ seed).collect())
-        },
-    );
-    prop::collection::vec(pkt, 1..=40)
+/// Long AAD (40..300 bytes) exercises Poly1305's padding.
+fn packets() -> impl Strategy<Value = Vec<aead_batch::Packet>> {
+    aead_batch::packets(130, 1100, boundary_lengths(), 40..300)
 }
 
 /// Seal and open of one packet of each boundary length, on every path, equal to RustCrypto; a
@@ -81,21 +58,7 @@ fn every_path_every_boundary_length() {
         let ours = cipher(&BatchChaChaForced(path), &key);
         assert!(format!("{ours:?}").contains(path.name()), "{ours:?} runs {path:?}");
         for len in boundary_lengths() {
-            let nonce: [u8; NONCE_LEN] = std::array::from_fn(|i| (i + len) as u8);
-            let aad = [len as u8; 8];
-            let pt: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
-            let (mut want, mut want_tag) = (pt.clone(), [0u8; ICV_LEN]);
-            reference.seal(&nonce, &aad, &mut want, &mut want_tag).unwrap();
-            let (mut d, mut tag) = (pt.clone(), [0u8; ICV_LEN]);
-            ours.seal(&nonce, &aad, &mut d, &mut tag).unwrap();
-            assert_eq!(d, want, "{path:?} ciphertext of {len} bytes");
-            assert_eq!(tag, want_tag, "{path:?} tag of {len} bytes");
-            ours.open(&nonce, &aad, &mut d, &tag).unwrap();
-            assert_eq!(d, pt, "{path:?} open of {len} bytes");
-            let mut d = want.clone();
-            tag[len % ICV_LEN] ^= 1;
-            assert_eq!(ours.open(&nonce, &aad, &mut d, &tag), Err(AeadError::AuthFailed));
-            assert_eq!(d, want, "{path:?}: a forged packet of {len} bytes stays as it was");
+            check_one_length(&*ours, &*reference, len, &format!("{path:?}"));
         }
     }
 }
@@ -157,59 +120,6 @@ proptest! {
         let paths = paths();
         let ours = cipher(&BatchChaChaForced(paths[path.index(paths.len())]), &key);
         let reference = cipher(&RustCrypto, &key);
-        let mut want: Vec<(Vec<u8>, [u8; ICV_LEN])> = Vec::new();
-        for (n, aad, pt) in &pkts {
-            let mut d = pt.clone();
-            let mut t = [0u8; ICV_LEN];
-            reference.seal(n, aad, &mut d, &mut t).unwrap();
-            want.push((d, t));
-        }
-        let mut data: Vec<Vec<u8>> = pkts.iter().map(|p| p.2.clone()).collect();
-        let mut tags = vec![[0u8; ICV_LEN]; pkts.len()];
-        {
-            let mut jobs: Vec<AeadJob<'_>> = pkts
-                .iter()
-                .zip(data.iter_mut())
-                .zip(tags.iter_mut())
-                .map(|(((n, aad, _), d), t)| AeadJob::new(*n, aad, d, t))
-                .collect();
-            ours.seal_batch(&mut jobs);
-            prop_assert!(jobs.iter().all(|j| j.result.is_ok()));
-        }
-        for (i, (d, t)) in data.iter().zip(&tags).enumerate() {
-            prop_assert_eq!(d, &want[i].0, "ciphertext of packet {}", i);
-            prop_assert_eq!(t, &want[i].1, "tag of packet {}", i);
-        }
-        // Single-packet seal agrees too.
-        let (n, aad, pt) = &pkts[0];
-        let mut d = pt.clone();
-        let mut t = [0u8; ICV_LEN];
-        ours.seal(n, aad, &mut d, &mut t).unwrap();
-        prop_assert_eq!((&d, &t), (&want[0].0, &want[0].1));
-        // Open the batch with one forged tag.
-        let bad = forge.index(pkts.len());
-        tags[bad][bad % ICV_LEN] ^= 0x80;
-        let results: Vec<_> = {
-            let mut jobs: Vec<AeadJob<'_>> = pkts
-                .iter()
-                .zip(data.iter_mut())
-                .zip(tags.iter_mut())
-                .map(|(((n, aad, _), d), t)| AeadJob::new(*n, aad, d, t))
-                .collect();
-            ours.open_batch(&mut jobs);
-            jobs.iter().map(|j| j.result).collect()
-        };
-        for (i, r) in results.iter().enumerate() {
-            if i == bad {
-                prop_assert_eq!(*r, Err(AeadError::AuthFailed));
-                prop_assert_eq!(&data[i], &want[i].0, "a forged packet is not decrypted");
-            } else {
-                prop_assert_eq!(*r, Ok(()));
-                prop_assert_eq!(&data[i], &pkts[i].2);
-            }
-        }
-        // The reference refuses the forgery as well.
-        let mut d = want[bad].0.clone();
-        prop_assert!(reference.open(&pkts[bad].0, &pkts[bad].1, &mut d, &tags[bad]).is_err());
+        check_batch(&*ours, &*reference, &pkts, forge.index(pkts.len()))?;
     }
 }

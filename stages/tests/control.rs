@@ -7,12 +7,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
+mod smol_client;
+
 use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder, SlicedPacket, TransportSlice};
-use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
-use smoltcp::socket::tcp;
+use smol_client::Client;
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use wirespeed_core::backend::mem::{MemConfig, MemHandle, MemPort, MemRx, MemTx};
 use wirespeed_core::epoch::Publisher;
 use wirespeed_core::stats::ShardStats;
@@ -200,80 +199,32 @@ fn full_punt_queue_is_a_counted_drop() {
     assert_eq!(rig.cx.counters.drops_of(DropReason::PuntQueueFull), 3);
 }
 
-/// A smoltcp device for the test's client: what it sends is injected on queue 0, what the
-/// control plane transmits on queue 1 is what it receives.
-struct ClientDev {
-    handle: MemHandle,
-}
-
-struct ClientRx(Vec<u8>);
-impl phy::RxToken for ClientRx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+/// One poll of the client at the rig's clock: it receives what the control plane sent on
+/// queue 1, and what it sends is injected on queue 0.
+fn client_poll(client: &mut Client, rig: &Rig) {
+    while let Some(b) = rig.handle.take_tx(1) {
+        client.dev.inbox.push_back(b.data().to_vec());
     }
-}
-
-struct ClientTx<'a>(&'a MemHandle);
-impl phy::TxToken for ClientTx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0; len];
-        let r = f(&mut buf);
-        self.0.inject(0, &buf).unwrap();
-        r
-    }
-}
-
-impl phy::Device for ClientDev {
-    type RxToken<'a> = ClientRx;
-    type TxToken<'a> = ClientTx<'a>;
-    fn receive(&mut self, _t: Instant) -> Option<(ClientRx, ClientTx<'_>)> {
-        let b = self.handle.take_tx(1)?;
-        Some((ClientRx(b.data().to_vec()), ClientTx(&self.handle)))
-    }
-    fn transmit(&mut self, _t: Instant) -> Option<ClientTx<'_>> {
-        Some(ClientTx(&self.handle))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ethernet;
-        c.max_transmission_unit = 1514;
-        c
+    client.poll(Instant::from_millis(rig.now_ms));
+    for f in client.dev.outbox.drain(..) {
+        rig.handle.inject(0, &f).unwrap();
     }
 }
 
 #[test]
 fn tcp_client_reads_the_stats() {
     let mut rig = rig(64);
-    let mut dev = ClientDev { handle: rig.handle.clone() };
-    let mut iface = Interface::new(
-        Config::new(HardwareAddress::Ethernet(EthernetAddress(CLIENT_MAC))),
-        &mut dev,
-        Instant::ZERO,
-    );
-    iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::from(Ipv4Addr::from(CLIENT4)), 24)).unwrap());
-    let mut sockets = SocketSet::new(Vec::new());
-    let sock = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 8192]), tcp::SocketBuffer::new(vec![0; 1024]));
-    let h = sockets.add(sock);
-    sockets
-        .get_mut::<tcp::Socket<'_>>(h)
-        .connect(iface.context(), (IpAddress::from(Ipv4Addr::from(ME4)), 9000), 49152)
-        .unwrap();
+    // The client's frames go in on queue 0; what the control plane sends on queue 1 reaches it.
+    let mut client = Client::new(CLIENT_MAC, CLIENT4);
+    client.connect(ME4, 9000, 49152);
     let mut text = Vec::new();
     let mut closed = false;
     for _ in 0..500 {
-        iface.poll(Instant::from_millis(rig.now_ms), &mut dev, &mut sockets);
+        client_poll(&mut client, &rig);
         rig.step();
-        iface.poll(Instant::from_millis(rig.now_ms), &mut dev, &mut sockets);
-        let s = sockets.get_mut::<tcp::Socket<'_>>(h);
-        while s.can_recv() {
-            s.recv(|b| {
-                text.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
-        if !text.is_empty() && !s.may_recv() {
-            s.close();
+        client_poll(&mut client, &rig);
+        if client.read_into(&mut text) {
+            client.socket().close();
             closed = true;
             break;
         }

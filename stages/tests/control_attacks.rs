@@ -8,15 +8,15 @@
 //!   evicts instead of refusing;
 //! - on the control shard every received frame is accounted: rx == tx + drops.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant as StdInstant};
 
+mod smol_client;
+
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
-use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smol_client::Client;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use wirespeed_core::backend::mem::{MemConfig, MemHandle, MemPort, MemTx};
 use wirespeed_core::{
     BufferPool, DropReason, PacketBuf, PacketMeta, PoolBuf, PoolConfig, Port, ShardCtx, Worker,
@@ -82,6 +82,14 @@ impl Rig {
     fn out(&self) -> Vec<Vec<u8>> {
         self.handle.drain_tx(1)
     }
+
+    /// One poll; every frame the control shard sent goes to each of `peers`.
+    fn pump(&mut self, peers: &mut [ZeroWindowPeer]) {
+        self.poll(10);
+        for f in self.out() {
+            peers.iter_mut().for_each(|q| q.on_frame(self, &f));
+        }
+    }
 }
 
 /// RFC 826 request from (`mac`, `spa`) for `tpa`.
@@ -146,46 +154,53 @@ impl ZeroWindowPeer {
     }
 }
 
-/// The legitimate client: a smoltcp interface fed from the frames addressed to its MAC.
-struct ClientDev {
-    inbox: std::collections::VecDeque<Vec<u8>>,
-    outbox: Vec<Vec<u8>>,
-}
-struct ClientRx(Vec<u8>);
-impl phy::RxToken for ClientRx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-struct ClientTx<'a>(&'a mut Vec<Vec<u8>>);
-impl phy::TxToken for ClientTx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0; len];
-        let r = f(&mut buf);
-        self.0.push(buf);
-        r
-    }
-}
-impl phy::Device for ClientDev {
-    type RxToken<'a> = ClientRx;
-    type TxToken<'a> = ClientTx<'a>;
-    fn receive(&mut self, _t: Instant) -> Option<(ClientRx, ClientTx<'_>)> {
-        let f = self.inbox.pop_front()?;
-        Some((ClientRx(f), ClientTx(&mut self.outbox)))
-    }
-    fn transmit(&mut self, _t: Instant) -> Option<ClientTx<'_>> {
-        Some(ClientTx(&mut self.outbox))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ethernet;
-        c.max_transmission_unit = 1514;
-        c
-    }
+/// What the legitimate client got from [`legit_client`].
+struct Served {
+    /// When it started, on the rig's clock.
+    start: Duration,
+    /// The text it was served (the stats source's).
+    text: Vec<u8>,
+    /// How long after `start` it had read the whole answer; `None`: never.
+    after: Option<Duration>,
+    /// Connections it tried.
+    attempts: u16,
 }
 
-/// Issue 13 item 1: on the old code two half-open SYNs (or two zero-window peers) held both
-/// management sockets forever and every later client got RST.
+/// The legitimate client: a smoltcp TCP client at `CLIENT4` reading the management port
+/// (9000), retrying when refused, as any client would, until served or `limit` has passed
+/// since it started; `peers` see every frame the control shard sends meanwhile.
+fn legit_client(rig: &mut Rig, peers: &mut [ZeroWindowPeer], limit: Duration) -> Served {
+    let start = rig.elapsed();
+    let mut client = Client::new(CLIENT_MAC, CLIENT4);
+    let mut text = Vec::new();
+    let mut attempts = 0u16;
+    let mut served_after = None;
+    while rig.elapsed() - start < limit {
+        let now = Instant::from_micros(rig.elapsed().as_micros() as i64);
+        if client.socket().state() == tcp::State::Closed && text.is_empty() {
+            attempts += 1;
+            client.connect(ME4, 9000, 49152 + attempts);
+        }
+        client.poll(now);
+        for f in client.dev.outbox.drain(..) {
+            rig.punt(&f);
+        }
+        rig.poll(10);
+        for f in rig.out() {
+            if f[0..6] == CLIENT_MAC || (f[0] & 1 == 1 && f[12..14] == [0x08, 0x06]) {
+                client.dev.inbox.push_back(f.clone());
+            }
+            peers.iter_mut().for_each(|q| q.on_frame(rig, &f));
+        }
+        if client.read_into(&mut text) {
+            served_after = Some(rig.elapsed() - start);
+            break;
+        }
+    }
+    client.socket().close();
+    Served { start, text, after: served_after, attempts }
+}
+
 #[test]
 fn syn_flood_and_zero_window_peers_do_not_lock_out_the_management_port() {
     let mut rig = rig();
@@ -218,16 +233,10 @@ fn syn_flood_and_zero_window_peers_do_not_lock_out_the_management_port() {
         rig.punt(&arp(1, mac, mac, ip, ME4));
         rig.poll(10);
         rig.punt(&tcp_frame(mac, ip, port, 1000, None, true, 0));
-        rig.poll(10);
-        for f in rig.out() {
-            peers.iter_mut().for_each(|q| q.on_frame(&rig, &f));
-        }
+        rig.pump(&mut peers);
     }
     for _ in 0..150 {
-        rig.poll(10);
-        for f in rig.out() {
-            peers.iter_mut().for_each(|q| q.on_frame(&rig, &f));
-        }
+        rig.pump(&mut peers);
     }
     let c = rig.control.counters();
     assert_eq!(peers.iter().filter(|p| p.established).count(), backlog, "{c:?}");
@@ -235,61 +244,11 @@ fn syn_flood_and_zero_window_peers_do_not_lock_out_the_management_port() {
     assert!(c.reclaimed_half_open >= 190, "the flood's half-open connections were reclaimed: {c:?}");
 
     // Now the legitimate client; it retries when refused, as any client would.
-    let start = rig.elapsed();
-    let mut dev = ClientDev { inbox: Default::default(), outbox: Vec::new() };
-    let mut iface = Interface::new(
-        Config::new(HardwareAddress::Ethernet(EthernetAddress(CLIENT_MAC))),
-        &mut dev,
-        Instant::ZERO,
-    );
-    iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::from(Ipv4Addr::from(CLIENT4)), 24)).unwrap());
-    let mut sockets = SocketSet::new(Vec::new());
-    let h = sockets
-        .add(tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 8192]), tcp::SocketBuffer::new(vec![0; 1024])));
-    let mut text = Vec::new();
-    let mut attempts = 0u16;
-    let mut served_after = None;
-    while rig.elapsed() - start < defaults.idle_timeout + Duration::from_secs(5) {
-        let now = Instant::from_micros(rig.elapsed().as_micros() as i64);
-        {
-            let s = sockets.get_mut::<tcp::Socket<'_>>(h);
-            if s.state() == tcp::State::Closed && text.is_empty() {
-                attempts += 1;
-                s.connect(iface.context(), (IpAddress::from(Ipv4Addr::from(ME4)), 9000), 49152 + attempts)
-                    .unwrap();
-            }
-        }
-        iface.poll(now, &mut dev, &mut sockets);
-        for f in dev.outbox.drain(..) {
-            rig.punt(&f);
-        }
-        rig.poll(10);
-        for f in rig.out() {
-            if f[0..6] == CLIENT_MAC || (f[0] & 1 == 1 && f[12..14] == [0x08, 0x06]) {
-                dev.inbox.push_back(f.clone());
-            }
-            peers.iter_mut().for_each(|q| q.on_frame(&rig, &f));
-        }
-        let s = sockets.get_mut::<tcp::Socket<'_>>(h);
-        while s.can_recv() {
-            s.recv(|b| {
-                text.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
-        if !text.is_empty() && !s.may_recv() {
-            served_after = Some(rig.elapsed() - start);
-            break;
-        }
-    }
+    let Served { start, text, after: served_after, attempts } =
+        legit_client(&mut rig, &mut peers, defaults.idle_timeout + Duration::from_secs(5));
     // Every stalled peer is reclaimed by then or shortly after (they connected over ~0.2 s).
-    sockets.get_mut::<tcp::Socket<'_>>(h).close();
     while rig.elapsed() - start < defaults.idle_timeout + Duration::from_secs(2) {
-        rig.poll(10);
-        for f in rig.out() {
-            peers.iter_mut().for_each(|q| q.on_frame(&rig, &f));
-        }
+        rig.pump(&mut peers);
     }
     let c = rig.control.counters();
     let served_after =
@@ -551,16 +510,10 @@ fn one_source_holding_every_slot_does_not_lock_out_another() {
     rig.poll(10);
     for i in 0..peers.len() {
         rig.punt(&tcp_frame(mac, ip, peers[i].port, 1000, None, true, 0));
-        rig.poll(10);
-        for f in rig.out() {
-            peers.iter_mut().for_each(|q| q.on_frame(&rig, &f));
-        }
+        rig.pump(&mut peers);
     }
     for _ in 0..20 {
-        rig.poll(10);
-        for f in rig.out() {
-            peers.iter_mut().for_each(|q| q.on_frame(&rig, &f));
-        }
+        rig.pump(&mut peers);
     }
     assert_eq!(peers.iter().filter(|p| p.established).count(), backlog, "{:?}", rig.control.counters());
     // The same source asking for one more is refused: it already holds every slot.
@@ -570,54 +523,8 @@ fn one_source_holding_every_slot_does_not_lock_out_another() {
     assert!(rig.control.counters().connections_refused >= 1, "{:?}", rig.control.counters());
 
     // The legitimate client from another address.
-    let start = rig.elapsed();
-    let mut dev = ClientDev { inbox: Default::default(), outbox: Vec::new() };
-    let mut iface = Interface::new(
-        Config::new(HardwareAddress::Ethernet(EthernetAddress(CLIENT_MAC))),
-        &mut dev,
-        Instant::ZERO,
-    );
-    iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::from(Ipv4Addr::from(CLIENT4)), 24)).unwrap());
-    let mut sockets = SocketSet::new(Vec::new());
-    let h = sockets
-        .add(tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 8192]), tcp::SocketBuffer::new(vec![0; 1024])));
-    let mut text = Vec::new();
-    let mut attempts = 0u16;
-    let mut served_after = None;
-    while rig.elapsed() - start < defaults.idle_timeout + Duration::from_secs(5) {
-        let now = Instant::from_micros(rig.elapsed().as_micros() as i64);
-        {
-            let s = sockets.get_mut::<tcp::Socket<'_>>(h);
-            if s.state() == tcp::State::Closed && text.is_empty() {
-                attempts += 1;
-                s.connect(iface.context(), (IpAddress::from(Ipv4Addr::from(ME4)), 9000), 49152 + attempts)
-                    .unwrap();
-            }
-        }
-        iface.poll(now, &mut dev, &mut sockets);
-        for f in dev.outbox.drain(..) {
-            rig.punt(&f);
-        }
-        rig.poll(10);
-        for f in rig.out() {
-            if f[0..6] == CLIENT_MAC || (f[0] & 1 == 1 && f[12..14] == [0x08, 0x06]) {
-                dev.inbox.push_back(f.clone());
-            }
-            peers.iter_mut().for_each(|q| q.on_frame(&rig, &f));
-        }
-        let s = sockets.get_mut::<tcp::Socket<'_>>(h);
-        while s.can_recv() {
-            s.recv(|b| {
-                text.extend_from_slice(b);
-                (b.len(), ())
-            })
-            .unwrap();
-        }
-        if !text.is_empty() && !s.may_recv() {
-            served_after = Some(rig.elapsed() - start);
-            break;
-        }
-    }
+    let Served { start: _, text, after: served_after, attempts } =
+        legit_client(&mut rig, &mut peers, defaults.idle_timeout + Duration::from_secs(5));
     let c = rig.control.counters();
     let served_after =
         served_after.unwrap_or_else(|| panic!("client never served after {attempts} attempts: {c:?}"));

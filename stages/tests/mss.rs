@@ -87,6 +87,35 @@ fn syn_mss_is_clamped_with_a_valid_checksum_at_either_alignment() {
     }
 }
 
+#[test]
+fn the_mss_clamp_stage_clamps_classified_syns_and_leaves_the_rest() {
+    use TcpOptionElement::*;
+    let pool = BufferPool::new(PoolConfig { buffers: 8, ..PoolConfig::default() }).unwrap();
+    let frames = [
+        tcp(false, true, &[MaximumSegmentSize(1460)]),
+        tcp(true, true, &[Noop, MaximumSegmentSize(1440)]),
+        tcp(false, false, &[MaximumSegmentSize(1460)]), // not a SYN
+        tcp(false, true, &[MaximumSegmentSize(1200)]),  // already small enough
+    ];
+    let mut batch = Batch::<PoolBuf>::new();
+    for f in &frames {
+        let mut p = pool.alloc().unwrap();
+        p.copy_from(f).unwrap();
+        batch.push(p).ok().unwrap();
+    }
+    // Unclassified packets (no L3 in the metadata) are left alone.
+    let mut cx = ShardCtx::new(0);
+    let mut stage = mss::MssClamp::new(1300);
+    stage.process(&mut cx, &mut batch);
+    assert_eq!(stage.clamped(), 0);
+    Classify::new(ClassifyConfig::default()).process(&mut cx, &mut batch);
+    stage.process(&mut cx, &mut batch);
+    assert_eq!((stage.mss(), stage.clamped()), (1300, 2));
+    let out: Vec<_> = batch.iter().map(|p| mss_of(p.data())).collect();
+    assert_eq!(out, [(Some(1300), true), (Some(1300), true), (Some(1460), true), (Some(1200), true)]);
+    assert_eq!(batch.len(), 4, "never drops: {}", cx.counters);
+}
+
 fn sa(spi: u32, dir: Direction, local: &str, remote: &str, clamp: Option<u16>) -> SaConfig {
     let (l, r): (IpAddr, IpAddr) = (local.parse().unwrap(), remote.parse().unwrap());
     let mut c = SaConfig::tunnel(spi, dir, AeadAlgorithm::Aes128Gcm, &[9; 20], l, r);

@@ -16,7 +16,8 @@ use wirespeed_core::{Batch, BufferPool, DropReason, PacketBuf, PoolBuf, PoolConf
 use wirespeed_stages::classify::{Classify, ClassifyConfig};
 use wirespeed_stages::control::{ControlConfig, ControlPlane, Solicited, punt_queue, solicited_node};
 use wirespeed_stages::forward::{
-    FibBuilder, Forward, HoldConfig, Neighbor, Neighbors, NextHop, ResolveQueue, Resolving, resolve_queue,
+    FibBuilder, Forward, HoldConfig, HoldCounters, Neighbor, Neighbors, NextHop, ResolveQueue, Resolving,
+    resolve_queue,
 };
 
 const ME_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -280,6 +281,12 @@ fn a_full_hold_queue_and_unanswered_resolution_are_counted_drops() {
     // Stopping drops the rest as shutdown.
     d.stage.drop_held(&mut d.cx);
     assert_eq!(d.cx.counters.drops_of(DropReason::Shutdown), 2);
+    // So does the end of input (`Stage::finish`, as a `Pipeline` calls it at the end of a capture).
+    assert!(d.run(&[udp4([192, 0, 2, 70], 0)]).is_empty());
+    assert_eq!(d.stage.held(), 1);
+    Stage::<PoolBuf>::finish(&mut d.stage, &mut d.cx);
+    assert_eq!(d.stage.held(), 0);
+    assert_eq!(d.cx.counters.drops_of(DropReason::Shutdown), 3, "{}", d.cx.counters);
 }
 
 #[test]
@@ -439,4 +446,102 @@ fn static_neighbors_win_over_learned_ones() {
     d.classify.process(&mut cx, &mut batch);
     plain.process(&mut cx, &mut batch);
     assert_eq!(cx.counters.drops_of(DropReason::NoNeighbor), 1);
+}
+
+/// A `Pipeline` services `Resolving` on polls that receive nothing: held packets leave once
+/// their next hop is published (or are dropped at their timeout), and the end of the input is
+/// reported only when nothing is held any more.
+#[test]
+fn a_pipeline_releases_held_packets_without_new_input_and_finishes_after_them() {
+    use wirespeed_core::Pipeline;
+    use wirespeed_core::backend::null::{NullConfig, NullPort};
+    use wirespeed_core::runtime::{Poll, Worker};
+
+    for answered in [true, false] {
+        let router: IpAddr = "192.0.2.254".parse().unwrap();
+        let mut b = FibBuilder::new();
+        b.route("0.0.0.0".parse().unwrap(), 0, NextHop::Gateway(router)).unwrap();
+        let mut fib = Publisher::new(b.build().unwrap());
+        let mut learned = Publisher::new(Neighbors::new());
+        let requests = resolve_queue(16);
+        let fwd = Forward::new(fib.subscribe(), &[ME_MAC]).with_neighbors(learned.subscribe());
+        let stages = (
+            Classify::new(ClassifyConfig::default()),
+            Resolving::new(fwd, requests.clone(), HoldConfig::default()),
+        );
+        let cfg = NullConfig { copy: true, limit: Some(20), ..NullConfig::default() };
+        let mut port = NullPort::new(cfg, pool());
+        let (rx, tx) = port.queue_pair(0).unwrap();
+        let mut pipeline = Pipeline::new(rx, tx, stages)
+            .with_report(|s| s.get::<Resolving<PoolBuf>>().map(|r| r.counters()));
+        let mut cx = ShardCtx::new(0);
+        let t0 = Instant::now();
+        cx.now = t0;
+        assert_eq!(pipeline.poll(&mut cx), Poll::Busy(20));
+        assert_eq!((cx.counters.tx_packets, requests.pop()), (0, Some(router)), "all held, resolution asked");
+        // The input has ended, but 20 packets are held: not finished.
+        assert_eq!(pipeline.poll(&mut cx), Poll::Idle);
+        assert_eq!(pipeline.stages().held(), 20);
+        if answered {
+            let mut table = Neighbors::new();
+            table.insert(router, Neighbor { mac: [2, 0, 0, 0, 0, 0xfe], port: 0 });
+            learned.publish(table);
+            // Nothing received: the held packets leave, and with them the end of input is reached.
+            assert_eq!(pipeline.poll(&mut cx), Poll::Finished);
+            assert_eq!(cx.counters.tx_packets, 20, "released without new input: {}", cx.counters);
+        } else {
+            cx.now = t0 + Duration::from_millis(2999);
+            assert_eq!(pipeline.poll(&mut cx), Poll::Idle);
+            assert_eq!(pipeline.stages().held(), 20, "not yet");
+            cx.now = t0 + HoldConfig::default().timeout;
+            assert_eq!(pipeline.poll(&mut cx), Poll::Finished);
+            assert_eq!(cx.counters.drops_of(DropReason::NoNeighbor), 20, "{}", cx.counters);
+        }
+        assert_eq!(pipeline.stages().held(), 0);
+        assert_eq!(pipeline.poll(&mut cx), Poll::Finished, "answered: {answered}");
+        assert_eq!(cx.counters.drops_of(DropReason::Shutdown), 0);
+        assert_eq!(cx.counters.rx_packets, cx.counters.tx_packets + cx.counters.total_drops());
+        let hold =
+            pipeline.report().unwrap().downcast_ref::<Option<HoldCounters>>().copied().flatten().unwrap();
+        assert_eq!(
+            (hold.held, hold.released, hold.expired),
+            if answered { (20, 20, 0) } else { (20, 0, 20) }
+        );
+    }
+}
+
+/// A stop while packets are held (their next hop never answered): `drain` ends the input for the
+/// stages, so the held packets are counted as `shutdown` drops, not freed uncounted.
+#[test]
+fn a_stopped_pipeline_counts_the_packets_it_still_holds() {
+    use wirespeed_core::Pipeline;
+    use wirespeed_core::backend::null::{NullConfig, NullPort};
+    use wirespeed_core::runtime::{Poll, Worker};
+
+    let router: IpAddr = "192.0.2.254".parse().unwrap();
+    let mut b = FibBuilder::new();
+    b.route("0.0.0.0".parse().unwrap(), 0, NextHop::Gateway(router)).unwrap();
+    let mut fib = Publisher::new(b.build().unwrap());
+    let mut learned = Publisher::new(Neighbors::new());
+    let requests = resolve_queue(16);
+    let fwd = Forward::new(fib.subscribe(), &[ME_MAC]).with_neighbors(learned.subscribe());
+    let stages = (
+        Classify::new(ClassifyConfig::default()),
+        Resolving::new(fwd, requests.clone(), HoldConfig::default()),
+    );
+    let cfg = NullConfig { copy: true, limit: Some(12), ..NullConfig::default() };
+    let mut port = NullPort::new(cfg, pool());
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    let mut pipeline = Pipeline::new(rx, tx, stages);
+    let mut cx = ShardCtx::new(0);
+    cx.now = Instant::now();
+    assert_eq!(pipeline.poll(&mut cx), Poll::Busy(12));
+    assert_eq!(pipeline.stages().held(), 12);
+    pipeline.drain(&mut cx);
+    assert_eq!(pipeline.stages().held(), 0);
+    assert_eq!(cx.counters.drops_of(DropReason::Shutdown), 12, "{}", cx.counters);
+    assert_eq!(cx.counters.rx_packets, cx.counters.tx_packets + cx.counters.total_drops());
+    // A second drain (or a poll after it) counts nothing twice.
+    pipeline.drain(&mut cx);
+    assert_eq!(cx.counters.drops_of(DropReason::Shutdown), 12);
 }

@@ -19,6 +19,11 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 const MAP_TYPE_XSKMAP: u32 = 17;
 /// `BPF_PROG_TYPE_XDP`.
 const PROG_TYPE_XDP: u32 = 6;
+/// `BPF_F_XDP_HAS_FRAGS` program flag (5.18+): the program handles multi-buffer frames.
+const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
+/// `BPF_F_XDP_DEV_BOUND_ONLY` (6.3+): bound to one device, so it may call the driver's XDP
+/// metadata kfuncs; attachable in driver mode on that device only.
+const BPF_F_XDP_DEV_BOUND_ONLY: u32 = 1 << 6;
 /// `BPF_XDP` attach type.
 const ATTACH_XDP: u32 = 37;
 
@@ -97,8 +102,16 @@ pub(crate) fn xskmap_clear(map: &OwnedFd, key: u32) -> io::Result<()> {
     bpf(BPF_MAP_DELETE_ELEM, &mut a).map(drop)
 }
 
-/// Loads an XDP program; on a verifier rejection the error carries the verifier's log.
-pub(crate) fn load_xdp(insns: &[u64], name: &str) -> io::Result<OwnedFd> {
+/// Loads an XDP program; on a verifier rejection the error carries the verifier's log. `frags`
+/// declares that it handles multi-buffer frames (`BPF_F_XDP_HAS_FRAGS`): it then sees only the
+/// first buffer through `data`/`data_end`, which holds every header it reads. `dev_bound`
+/// binds it to that interface (`BPF_F_XDP_DEV_BOUND_ONLY`), which the metadata kfuncs need.
+pub(crate) fn load_xdp(
+    insns: &[u64],
+    name: &str,
+    frags: bool,
+    dev_bound: Option<u32>,
+) -> io::Result<OwnedFd> {
     let license = c"Dual MIT/GPL";
     let mut log = vec![0u8; 64 * 1024];
     let attempt = |log_level: u32, log: &mut [u8]| {
@@ -110,7 +123,13 @@ pub(crate) fn load_xdp(insns: &[u64], name: &str) -> io::Result<OwnedFd> {
             .u32(24, log_level)
             .u32(28, if log_level > 0 { log.len() as u32 } else { 0 })
             .u64(32, if log_level > 0 { log.as_mut_ptr() as u64 } else { 0 })
+            .u32(
+                44,
+                if frags { BPF_F_XDP_HAS_FRAGS } else { 0 }
+                    | if dev_bound.is_some() { BPF_F_XDP_DEV_BOUND_ONLY } else { 0 },
+            )
             .name(48, name)
+            .u32(64, dev_bound.unwrap_or(0))
             .u32(68, ATTACH_XDP);
         bpf(BPF_PROG_LOAD, &mut a).map(owned)
     };

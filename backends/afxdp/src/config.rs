@@ -71,6 +71,24 @@ pub struct AfXdpPortConfig {
     /// Use the need-wakeup protocol (fewer syscalls when the kernel is busy anyway).
     #[serde(default = "defaults::yes")]
     pub need_wakeup: bool,
+    /// Jumbo frames: when the interface's MTU does not fit one frame, frames arrive and leave
+    /// as chains of descriptors (AF_XDP multi-buffer: `XDP_USE_SG`, kernel 6.6+, and an XDP
+    /// program loaded with `BPF_F_XDP_HAS_FRAGS`) and are gathered into contiguous jumbo
+    /// buffers. `false` refuses such an MTU instead ([`AfXdpError::MtuTooLarge`]).
+    #[serde(default = "defaults::yes")]
+    pub multi_buffer: bool,
+    /// Jumbo buffers per queue when multi-buffer is in use (each `MTU + 14 + headroom + 256`
+    /// bytes, rounded up to whole frames, part of the queue's UMEM): a chain received is copied
+    /// into one, and a packet from another port too large for a frame is copied into one to
+    /// be sent. A frame arriving while all are in use is dropped as `pool_exhausted`.
+    #[serde(default = "defaults::jumbo_buffers")]
+    pub jumbo_buffers: u32,
+    /// Ask the driver for each packet's RSS hash (`bpf_xdp_metadata_rx_hash`, kernel 6.3+, a
+    /// device-bound program in driver mode) and put it in [`wirespeed_core::PacketMeta::rss_hash`]
+    /// with the `HW_RSS` flag, so the software hash can be checked against the NIC's. Costs a
+    /// kfunc call per packet in the driver; the port's report says when it is not in effect.
+    #[serde(default)]
+    pub rx_hash: bool,
     /// Management traffic the XDP program passes to the kernel stack.
     #[serde(default)]
     pub kernel_pass: KernelPass,
@@ -88,6 +106,9 @@ mod defaults {
     }
     pub(super) fn yes() -> bool {
         true
+    }
+    pub(super) fn jumbo_buffers() -> u32 {
+        512
     }
 }
 
@@ -110,6 +131,9 @@ impl AfXdpPortConfig {
             fill_ring: defaults::ring(),
             completion_ring: defaults::ring(),
             need_wakeup: true,
+            multi_buffer: true,
+            jumbo_buffers: defaults::jumbo_buffers(),
+            rx_hash: false,
             kernel_pass: KernelPass::default(),
         }
     }
@@ -154,6 +178,9 @@ impl AfXdpPortConfig {
                 self.frames.to_string(),
                 "must be at least twice the larger of fill_ring and tx_ring, and at most 1048576",
             );
+        }
+        if !(16..=65536).contains(&self.jumbo_buffers) {
+            return bad("jumbo_buffers", self.jumbo_buffers.to_string(), "must be from 16 to 65536");
         }
         if self.kernel_pass.own_addresses.len() > MAX_OWN_ADDRESSES {
             return bad(

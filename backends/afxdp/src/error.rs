@@ -48,10 +48,13 @@ pub enum AfXdpError {
         /// The last error.
         source: io::Error,
     },
-    /// The interface's MTU does not fit one UMEM frame. Frames larger than a frame need
-    /// AF_XDP multi-buffer (`XDP_USE_SG`, kernel 6.6+), which this backend does not do yet.
+    /// The interface's MTU does not fit one UMEM frame and multi-buffer cannot take it either:
+    /// switched off (`multi_buffer = false`), or a jumbo buffer would span more frames than a
+    /// chain may have.
     #[error(
-        "{interface}: MTU {mtu} does not fit a {frame_size}-byte UMEM frame (largest MTU {max_mtu} with          {headroom} bytes of headroom); jumbo frames need AF_XDP multi-buffer (XDP_USE_SG), which this          backend does not support yet: lower the MTU, or raise frame_size to 4096 (MTU up to {max_mtu_4k})"
+        "{interface}: MTU {mtu} does not fit a {frame_size}-byte UMEM frame (largest MTU {max_mtu} with \
+         {headroom} bytes of headroom) and multi-buffer cannot take it: {why}; lower the MTU, or \
+         raise frame_size to 4096 (MTU up to {max_mtu_4k} without multi-buffer)"
     )]
     MtuTooLarge {
         /// Interface name.
@@ -66,6 +69,27 @@ pub enum AfXdpError {
         max_mtu: usize,
         /// Largest MTU that fits a 4096-byte frame with the same headroom.
         max_mtu_4k: usize,
+        /// Why multi-buffer does not help.
+        why: &'static str,
+    },
+    /// The MTU needs AF_XDP multi-buffer and the kernel or the driver refused a step of it.
+    #[error(
+        "{interface}: MTU {mtu} needs AF_XDP multi-buffer, and {step} failed: {source} ({hint}); \
+         lower the MTU to {max_mtu} or set frame_size = 4096 to do without"
+    )]
+    MultiBufferUnsupported {
+        /// Interface name.
+        interface: String,
+        /// Its MTU.
+        mtu: usize,
+        /// The refused step: loading the XDP program with frags, or binding with `XDP_USE_SG`.
+        step: &'static str,
+        /// What the refusal most likely means.
+        hint: &'static str,
+        /// Largest MTU one frame holds.
+        max_mtu: usize,
+        /// The kernel's error.
+        source: io::Error,
     },
     /// `mode = "zerocopy"` was asked for and the driver cannot do it.
     #[error("{interface} queue {queue}: zero-copy unavailable: {reason}")]

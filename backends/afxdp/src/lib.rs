@@ -73,9 +73,12 @@ mod config;
 mod error;
 pub mod placement;
 mod program;
+pub mod selftest;
 
 #[cfg(target_os = "linux")]
 mod bpf;
+#[cfg(target_os = "linux")]
+mod btf;
 #[cfg(target_os = "linux")]
 pub mod ethtool;
 #[cfg(target_os = "linux")]
@@ -95,7 +98,8 @@ pub use program::{KernelPass, MAX_OWN_ADDRESSES, MAX_TCP_PORTS, MAX_UDP_PORTS};
 
 #[cfg(target_os = "linux")]
 pub use port::{
-    AfXdpPort, AttachMode, AttachReport, BindMode, SocketStats, TxStats, XdpRx, XdpTx, probe, rx_queue_count,
+    AfXdpPort, AttachMode, AttachReport, BindMode, RxHashState, RxHashStats, SocketStats, TxStats, XdpRx,
+    XdpTx, probe, rx_queue_count,
 };
 #[cfg(target_os = "linux")]
 pub use umem::XdpBuf;

@@ -11,6 +11,7 @@ use wirespeed_core::{BATCH_SIZE, Batch, BufWindow, DropReason, PacketBuf, Packet
 use wirespeed_core::rss::{Applied, Reta, RssConfig, RssControl, RssError, SteeringPlan, SymmetricMode};
 
 use crate::bpf;
+use crate::btf;
 use crate::config::{AfXdpPortConfig, XdpMode};
 use crate::error::AfXdpError;
 use crate::ethtool::{self, HwItem, HwReport, Placed};
@@ -46,9 +47,24 @@ pub struct AttachReport {
     pub attach: AttachMode,
     /// Why driver mode was not used (when `attach` is `Generic`).
     pub driver_mode_refused: Option<String>,
+    /// Whether the driver's RSS hash reaches each packet's metadata (`rx_hash = true`).
+    pub rx_hash: RxHashState,
     /// Per claimed queue: how its socket is bound and, for copy mode under `auto`, why
     /// zero-copy was refused.
     pub queues: Vec<(u16, BindMode, Option<String>)>,
+}
+
+/// Whether the XDP program hands the driver's RSS hash to the sockets
+/// (`bpf_xdp_metadata_rx_hash` into XDP metadata, then [`PacketMeta::rss_hash`] with the
+/// `HW_RSS` flag).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RxHashState {
+    /// Not asked for (`rx_hash = false`).
+    Off,
+    /// The device-bound program with the RX-hash prologue runs in driver mode.
+    On,
+    /// Asked for and not in effect, with the reason (no BTF or kfunc, generic XDP, refused).
+    Unavailable(String),
 }
 
 impl std::fmt::Display for AttachReport {
@@ -56,6 +72,11 @@ impl std::fmt::Display for AttachReport {
         write!(f, "{}: XDP in {:?} mode", self.interface, self.attach)?;
         if let Some(r) = &self.driver_mode_refused {
             write!(f, " (driver mode refused: {r})")?;
+        }
+        match &self.rx_hash {
+            RxHashState::Off => {}
+            RxHashState::On => write!(f, "; RX hash from the driver")?,
+            RxHashState::Unavailable(why) => write!(f, "; no RX hash ({why})")?,
         }
         for (q, m, why) in &self.queues {
             write!(f, "; queue {q}: {m:?}")?;
@@ -82,6 +103,8 @@ pub struct AfXdpPort {
     ifindex: u32,
     mac: [u8; 6],
     mtu: usize,
+    /// Frames per jumbo slot when the MTU needs multi-buffer (`None`: one frame holds a frame).
+    jumbo_span: Option<u32>,
     queues: u16,
     claims: QueueClaims,
     xdp: Option<Arc<Attachment>>,
@@ -134,8 +157,18 @@ impl AfXdpPort {
         let mtu = sys::if_mtu(&name).map_err(sys_err("SIOCGIFMTU"))? as usize;
         // A frame holds the headroom and the whole Ethernet frame (14 bytes of header on top of
         // the MTU; a VLAN tag would take 4 more, which the kernel then drops as too large).
-        let max_mtu = |frame: u32| (frame - cfg.rx_headroom()) as usize - 14;
-        if mtu > max_mtu(cfg.frame_size) {
+        // With the RX hash, a frame carries an 8-byte prefix to the socket.
+        let prefix = if cfg.rx_hash && cfg.mode != XdpMode::Skb { program::META_LEN } else { 0 };
+        let max_mtu = |frame: u32| (frame - cfg.rx_headroom()) as usize - 14 - prefix;
+        let jumbo_span = if mtu > max_mtu(cfg.frame_size) && cfg.multi_buffer {
+            // A jumbo slot holds the headroom, the frame with a VLAN tag, and room for what
+            // encapsulation appends (ESP trailer and ICV).
+            let bytes = cfg.rx_headroom() as usize + mtu + 14 + 4 + prefix + JUMBO_TAILROOM;
+            Some(bytes.div_ceil(cfg.frame_size as usize) as u32)
+        } else {
+            None
+        };
+        if mtu > max_mtu(cfg.frame_size) && jumbo_span.is_none_or(|s| s > MAX_CHAIN) {
             return Err(AfXdpError::MtuTooLarge {
                 interface: name,
                 mtu,
@@ -143,6 +176,11 @@ impl AfXdpPort {
                 headroom: cfg.rx_headroom(),
                 max_mtu: max_mtu(cfg.frame_size),
                 max_mtu_4k: max_mtu(4096),
+                why: if cfg.multi_buffer {
+                    "a jumbo buffer would span more than 16 frames, the longest chain the kernel sends"
+                } else {
+                    "multi_buffer = false (set it to true for AF_XDP multi-buffer, XDP_USE_SG, kernel 6.6+)"
+                },
             });
         }
         let hw_queues = rx_queue_count(&name).map_err(sys_err("count queues"))?;
@@ -158,13 +196,64 @@ impl AfXdpPort {
             None => hw_queues,
         };
         let map = bpf::create_xskmap(u32::from(hw_queues)).map_err(sys_err("create XSKMAP"))?;
-        let insns = program::assemble(&cfg.kernel_pass, map.as_raw_fd());
-        let prog = bpf::load_xdp(&insns, "ws_xsk_redirect").map_err(sys_err("load XDP program"))?;
-        let (link, attach, refused) = attach(&prog, ifindex, cfg.mode, &name)?;
+        let insns = program::assemble(&cfg.kernel_pass, map.as_raw_fd(), None);
+        let prog =
+            bpf::load_xdp(&insns, "ws_xsk_redirect", jumbo_span.is_some(), None).map_err(|source| {
+                if jumbo_span.is_some() && source.raw_os_error() == Some(libc::EINVAL) {
+                    AfXdpError::MultiBufferUnsupported {
+                        interface: name.clone(),
+                        mtu,
+                        step: "loading the XDP program with BPF_F_XDP_HAS_FRAGS",
+                        hint: "kernels before 5.18 have no multi-buffer XDP",
+                        max_mtu: max_mtu(cfg.frame_size),
+                        source,
+                    }
+                } else {
+                    AfXdpError::Syscall {
+                        interface: name.clone(),
+                        queue: None,
+                        op: "load XDP program",
+                        source,
+                    }
+                }
+            })?;
+        // The RX-hash variant: bound to the device (the kfunc needs it), so driver mode only.
+        let mut rx_hash = RxHashState::Off;
+        let mut hash_prog = None;
+        if cfg.rx_hash {
+            rx_hash = RxHashState::Unavailable("generic (SKB) XDP has no driver metadata".into());
+            if cfg.mode != XdpMode::Skb {
+                match btf::vmlinux_func_id("bpf_xdp_metadata_rx_hash") {
+                    Err(e) => {
+                        rx_hash = RxHashState::Unavailable(format!("kfunc bpf_xdp_metadata_rx_hash: {e}"))
+                    }
+                    Ok(id) => {
+                        let insns = program::assemble(&cfg.kernel_pass, map.as_raw_fd(), Some(id));
+                        match bpf::load_xdp(&insns, "ws_xsk_rxhash", jumbo_span.is_some(), Some(ifindex)) {
+                            Ok(p) => hash_prog = Some(p),
+                            Err(e) => {
+                                rx_hash =
+                                    RxHashState::Unavailable(format!("load device-bound XDP program: {e}"))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let hash_loaded = hash_prog.is_some();
+        let (link, attach, refused, prog) = attach(prog, hash_prog, ifindex, cfg.mode, &name)?;
+        if hash_loaded {
+            rx_hash = match (&refused, attach) {
+                (_, AttachMode::Driver) => RxHashState::On,
+                (Some(why), _) => RxHashState::Unavailable(format!("driver mode refused: {why}")),
+                (None, _) => RxHashState::Unavailable("generic (SKB) XDP has no driver metadata".into()),
+            };
+        }
         let report = AttachReport {
             interface: name.clone(),
             attach,
             driver_mode_refused: refused,
+            rx_hash,
             queues: Vec::new(),
         };
         let claims = QueueClaims::new(name, queues);
@@ -173,6 +262,7 @@ impl AfXdpPort {
             ifindex,
             mac,
             mtu,
+            jumbo_span,
             queues,
             claims,
             xdp: Some(Arc::new(Attachment { _link: link, map, _prog: prog })),
@@ -246,7 +336,11 @@ impl AfXdpPort {
         };
         let fd = sys::xsk_socket().map_err(err("socket(AF_XDP)"))?;
         let raw = fd.as_raw_fd();
-        let umem = Umem::new(cfg.frames, cfg.frame_size).map_err(err("map UMEM"))?;
+        let (jumbo, span) = match self.jumbo_span {
+            Some(span) => (cfg.jumbo_buffers, span),
+            None => (0, 0),
+        };
+        let umem = Umem::new(cfg.frames, cfg.frame_size, jumbo, span).map_err(err("map UMEM"))?;
         umem.register(raw, cfg.headroom).map_err(err("XDP_UMEM_REG"))?;
         sys::setsockopt(raw, libc::SOL_XDP, libc::XDP_UMEM_FILL_RING, &cfg.fill_ring)
             .map_err(err("XDP_UMEM_FILL_RING"))?;
@@ -274,10 +368,32 @@ impl AfXdpPort {
             .map_err(err("mmap tx ring"))?;
 
         let wake = if cfg.need_wakeup { libc::XDP_USE_NEED_WAKEUP } else { 0 };
+        let sg = if self.jumbo_span.is_some() { libc::XDP_USE_SG } else { 0 };
+        let wake = wake | sg;
+        let max_mtu = (cfg.frame_size - cfg.rx_headroom()) as usize - 14;
+        let mtu = self.mtu;
+        // A copy-mode bind refused with EINVAL while asking for XDP_USE_SG: a kernel before 6.6.
+        let bind_err = |op: &'static str| {
+            let name = name.clone();
+            move |source: std::io::Error| {
+                if sg != 0 && source.raw_os_error() == Some(libc::EINVAL) {
+                    AfXdpError::MultiBufferUnsupported {
+                        interface: name,
+                        mtu,
+                        step: "binding the socket with XDP_USE_SG",
+                        hint: "kernels before 6.6 have no AF_XDP multi-buffer",
+                        max_mtu,
+                        source,
+                    }
+                } else {
+                    AfXdpError::Syscall { interface: name, queue: Some(queue), op, source }
+                }
+            }
+        };
         let (bind, why) = match (cfg.mode, self.report.attach) {
             (XdpMode::Skb, _) | (_, AttachMode::Generic) => {
                 bind_retry(raw, self.ifindex, u32::from(queue), libc::XDP_COPY | wake)
-                    .map_err(err("bind (copy)"))?;
+                    .map_err(bind_err("bind (copy)"))?;
                 let why =
                     (cfg.mode == XdpMode::Auto).then(|| "the program runs in generic (SKB) mode".to_string());
                 (BindMode::Copy, why)
@@ -294,7 +410,7 @@ impl AfXdpPort {
                     }
                     Err(e) => {
                         bind_retry(raw, self.ifindex, u32::from(queue), libc::XDP_COPY | wake)
-                            .map_err(err("bind (copy)"))?;
+                            .map_err(bind_err("bind (copy)"))?;
                         let why =
                             (mode == XdpMode::Auto).then(|| format!("driver refused XDP_ZEROCOPY: {e}"));
                         (BindMode::Copy, why)
@@ -303,16 +419,26 @@ impl AfXdpPort {
             }
         };
         let sock = Arc::new(Socket { fd, xdp, queue, _umem: ClosesUmem(umem) });
+        // Descriptors the largest frame takes: a jumbo frame empties the fill ring that many
+        // times faster, so the fill target starts that many times higher.
+        let room = (cfg.frame_size - cfg.rx_headroom()) as usize;
+        let chain = if self.jumbo_span.is_some() { (self.mtu + 14 + 8).div_ceil(room) as u32 } else { 1 };
         let tx_level = (bind == BindMode::Copy).then(|| tx.level());
         let mut rxq = XdpRx {
             sock: sock.clone(),
             umem,
-            fill_target: initial_fill_target(cfg),
+            fill_target: (initial_fill_target(cfg) * chain).min(cfg.fill_ring),
             fill_ring: cfg.fill_ring,
             fill,
             rx,
             tx_level,
             meta: PacketMeta::received(cfg.port_id, queue),
+            rx_head: cfg.rx_headroom() as usize,
+            rx_hash: self.report.rx_hash == RxHashState::On,
+            hash_stats: RxHashStats::default(),
+            multi_buffer: self.jumbo_span.is_some(),
+            too_large: 0,
+            jumbo_exhausted: 0,
             bad_descs: 0,
             in_kernel: 0,
             lost: false,
@@ -339,6 +465,7 @@ impl AfXdpPort {
             tx,
             comp,
             tx_win,
+            jumbo_pending: vec![0; jumbo as usize],
             in_kernel: 0,
             lost: false,
             need_wakeup: cfg.need_wakeup,
@@ -368,29 +495,36 @@ fn bind_retry(fd: RawFd, ifindex: u32, queue: u32, flags: u16) -> std::io::Resul
     }
 }
 
+/// Attaches `prog` — or in driver mode `hash_prog` when given (device-bound, with the RX-hash
+/// prologue) — as `mode` allows; returns the link, where it runs, why driver mode was refused,
+/// and the program attached.
 fn attach(
-    prog: &OwnedFd,
+    prog: OwnedFd,
+    hash_prog: Option<OwnedFd>,
     ifindex: u32,
     mode: XdpMode,
     name: &str,
-) -> Result<(OwnedFd, AttachMode, Option<String>), AfXdpError> {
-    let generic = |refused: Option<String>| match bpf::link_xdp(prog, ifindex, bpf::XDP_FLAGS_SKB_MODE) {
-        Ok(l) => Ok((l, AttachMode::Generic, refused)),
-        Err(source) => Err(AfXdpError::Attach {
-            interface: name.into(),
-            tried: if mode == XdpMode::Skb { "generic" } else { "driver, then generic" }.into(),
-            source,
-        }),
-    };
+) -> Result<(OwnedFd, AttachMode, Option<String>, OwnedFd), AfXdpError> {
+    let generic =
+        |refused: Option<String>, prog: OwnedFd| match bpf::link_xdp(&prog, ifindex, bpf::XDP_FLAGS_SKB_MODE)
+        {
+            Ok(l) => Ok((l, AttachMode::Generic, refused, prog)),
+            Err(source) => Err(AfXdpError::Attach {
+                interface: name.into(),
+                tried: if mode == XdpMode::Skb { "generic" } else { "driver, then generic" }.into(),
+                source,
+            }),
+        };
     if mode == XdpMode::Skb {
-        return generic(None);
+        return generic(None, prog);
     }
-    match bpf::link_xdp(prog, ifindex, bpf::XDP_FLAGS_DRV_MODE) {
-        Ok(l) => Ok((l, AttachMode::Driver, None)),
+    let drv = hash_prog.as_ref().unwrap_or(&prog);
+    match bpf::link_xdp(drv, ifindex, bpf::XDP_FLAGS_DRV_MODE) {
+        Ok(l) => Ok((l, AttachMode::Driver, None, hash_prog.unwrap_or(prog))),
         Err(source) if mode == XdpMode::Zerocopy => {
             Err(AfXdpError::Attach { interface: name.into(), tried: "driver".into(), source })
         }
-        Err(e) => generic(Some(e.to_string())),
+        Err(e) => generic(Some(e.to_string()), prog),
     }
 }
 
@@ -407,7 +541,11 @@ impl Port for AfXdpPort {
     type Buf = XdpBuf;
 
     fn info(&self) -> PortInfo {
-        let room = (self.cfg.frame_size - self.cfg.rx_headroom()) as usize;
+        let buf = match self.jumbo_span {
+            Some(span) => span * self.cfg.frame_size,
+            None => self.cfg.frame_size,
+        };
+        let room = (buf - self.cfg.rx_headroom()) as usize;
         PortInfo {
             name: self.cfg.interface.clone(),
             queues: self.queues,
@@ -500,11 +638,28 @@ pub struct SocketStats {
     pub tx_ring_empty: u64,
 }
 
+/// What the driver's RSS hash did on one queue (see [`XdpRx::rx_hash_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxHashStats {
+    /// Packets that arrived with the driver's hash.
+    pub hashed: u64,
+    /// Packets whose hash the driver refused (`bpf_xdp_metadata_rx_hash` failed).
+    pub refused: u64,
+    /// The errno of the last refusal (`EOPNOTSUPP`: the driver has no hash; `ENODATA`: none for
+    /// this packet).
+    pub last_errno: u16,
+    /// Packets without metadata from the program (it could not make room for it).
+    pub missing: u64,
+    /// The hash type (`xdp_rss_hash_type`) of the last hashed packet: `L3`/`L4` bits, IPv4/IPv6.
+    pub last_type: u16,
+}
+
 /// Rx half of one queue: owns the fill and Rx rings.
 pub struct XdpRx {
     sock: Arc<Socket>,
     umem: &'static Umem,
-    /// Frames the fill and Rx rings may hold together: starts at an eighth of the UMEM and
+    /// Frames the fill and Rx rings may hold together: starts at an eighth of the UMEM (times
+    /// the descriptors of the largest frame with multi-buffer, at most the fill ring) and
     /// doubles (up to the fill ring) each time the kernel nearly ran out of fill buffers, so a
     /// queue that only transmits does not park half its frames where nothing arrives.
     fill_target: u32,
@@ -515,6 +670,17 @@ pub struct XdpRx {
     /// there, so a burst the device pushed back goes out even when no more traffic arrives.
     tx_level: Option<RingLevel>,
     meta: PacketMeta,
+    /// Where received packets start in a frame or jumbo slot.
+    rx_head: usize,
+    /// The program writes the driver's RSS hash into XDP metadata before each packet.
+    rx_hash: bool,
+    hash_stats: RxHashStats,
+    /// Bound with `XDP_USE_SG`: a packet may arrive as a chain of descriptors.
+    multi_buffer: bool,
+    /// Chains longer than a jumbo slot (dropped as `too_large`).
+    too_large: u64,
+    /// Chains that found no free jumbo slot (dropped as `pool_exhausted`).
+    jumbo_exhausted: u64,
     bad_descs: u64,
     /// Frames on the fill and Rx rings (submitted to fill, not yet read from Rx).
     in_kernel: u32,
@@ -605,6 +771,17 @@ impl XdpRx {
         self.umem.free_frames()
     }
 
+    /// Jumbo buffers on their free list now (0 when the MTU needs no multi-buffer).
+    pub fn free_jumbo_buffers(&self) -> usize {
+        self.umem.free_jumbo()
+    }
+
+    /// True when the socket is bound with `XDP_USE_SG`: frames larger than one UMEM frame
+    /// arrive as chains and are gathered into jumbo buffers.
+    pub fn multi_buffer(&self) -> bool {
+        self.multi_buffer
+    }
+
     /// Frames the fill and Rx rings may hold now (grows under load, up to `fill_ring`).
     pub fn fill_target(&self) -> u32 {
         self.fill_target
@@ -614,6 +791,86 @@ impl XdpRx {
     /// socket options) if it did.
     pub fn idle_policy(&self) -> (IdlePolicy, Option<&str>) {
         (self.idle_policy, self.idle_error.as_deref())
+    }
+
+    /// Reads the RX-hash prefix the program put in front of `b`'s frame into its
+    /// [`PacketMeta`] and strips it.
+    #[inline]
+    fn take_hash(&mut self, b: &mut XdpBuf) {
+        let Some(m) = b.data().get(..program::META_LEN) else {
+            self.hash_stats.missing += 1;
+            return;
+        };
+        let hash = u32::from_ne_bytes([m[0], m[1], m[2], m[3]]);
+        let status = u32::from_ne_bytes([m[4], m[5], m[6], m[7]]);
+        // Cannot fail: the packet is at least the prefix long (checked above).
+        let _ = b.trim_front(program::META_LEN);
+        match status & 0xffff_0000 {
+            program::META_HASH_OK => {
+                self.hash_stats.hashed += 1;
+                self.hash_stats.last_type = status as u16;
+                let meta = b.meta_mut();
+                meta.rss_hash = Some(hash);
+                meta.flags |= wirespeed_core::meta::flags::HW_RSS;
+            }
+            program::META_HASH_ERR => {
+                self.hash_stats.refused += 1;
+                self.hash_stats.last_errno = status as u16;
+            }
+            _ => self.hash_stats.missing += 1,
+        }
+    }
+
+    /// What the driver's RSS hash did on this queue so far (all zero unless the port's
+    /// [`AttachReport::rx_hash`] is [`RxHashState::On`]).
+    pub fn rx_hash_stats(&self) -> RxHashStats {
+        self.hash_stats
+    }
+
+    /// Copies the chain in Rx descriptors `first..end` (`total` bytes) into a jumbo slot; every
+    /// frame of the chain goes back to the free list. `None` (counted) when the chain is longer
+    /// than a slot or every slot is in use.
+    fn gather(&mut self, first: u32, end: u32, total: usize) -> Option<XdpBuf> {
+        // The RX-hash prefix on the first buffer is stripped, not copied.
+        let total = if self.rx_hash { total.saturating_sub(program::META_LEN) } else { total };
+        let mut dst = match self.umem.jumbo_window(self.rx_head, total) {
+            None => {
+                self.too_large += 1;
+                None
+            }
+            Some(win) => match self.umem.take_jumbo() {
+                Some(slot) => Some(self.umem.buf(slot, win, self.meta)),
+                None => {
+                    self.jumbo_exhausted += 1;
+                    None
+                }
+            },
+        };
+        let mut at = 0;
+        for k in first..end {
+            let Some((frame, win)) = self.rx.read(k).and_then(|d| self.umem.locate(d.addr, d.len)) else {
+                // A kernel bug if ever: the frame cannot be recovered, the packet is incomplete.
+                self.bad_descs += 1;
+                self.lost = true;
+                dst = None;
+                continue;
+            };
+            // Owning the fragment for the copy returns its frame to the free list after it.
+            let mut frag = self.umem.buf(frame, win, self.meta);
+            if k == first && self.rx_hash {
+                // The metadata sits before the first buffer of the chain.
+                self.take_hash(&mut frag);
+                if let Some(d) = dst.as_mut() {
+                    *d.meta_mut() = *frag.meta();
+                }
+            }
+            // The lengths add up to `total`, the window's length, so the range is always there.
+            if let Some(to) = dst.as_mut().and_then(|d| d.data_mut().get_mut(at..at + frag.len())) {
+                to.copy_from_slice(frag.data());
+            }
+            at += frag.len();
+        }
+        dst
     }
 
     /// Kicks the kernel's Tx path when the Tx ring holds a backlog (copy mode).
@@ -652,7 +909,9 @@ impl RxQueue for XdpRx {
             // Preferred busy polling: the device's NAPI runs in this call, on this core.
             sys::kick_rx(self.sock.raw());
         }
-        let n = self.rx.ready(out.remaining() as u32);
+        // Descriptors, not packets, when chains may arrive: the loop stops at a full batch.
+        let max = if self.multi_buffer { self.rx.size() } else { out.remaining() as u32 };
+        let n = self.rx.ready(max);
         if n == 0 {
             if !self.busy_poll && self.need_wakeup && self.fill.needs_wakeup() {
                 sys::kick_rx(self.sock.raw());
@@ -662,15 +921,44 @@ impl RxQueue for XdpRx {
             return 0;
         }
         let mut got = 0;
-        for i in 0..n {
-            // `n` came from `ready`, so every read succeeds.
+        let mut i = 0;
+        while i < n && out.remaining() > 0 {
+            // `i < n` and `n` came from `ready`, so every read succeeds.
             let Some(d) = self.rx.read(i) else {
                 self.lost = true;
                 break;
             };
+            if d.options & libc::XDP_PKT_CONTD != 0 {
+                // A chain: its descriptors up to the first without XDP_PKT_CONTD.
+                let mut end = i + 1;
+                let mut total = d.len as usize;
+                let complete = loop {
+                    let Some(e) = (end < n).then(|| self.rx.read(end)).flatten() else { break false };
+                    end += 1;
+                    total += e.len as usize;
+                    if e.options & libc::XDP_PKT_CONTD == 0 {
+                        break true;
+                    }
+                };
+                if !complete {
+                    // The kernel publishes a chain at once; the rest comes with the next poll.
+                    break;
+                }
+                if let Some(b) = self.gather(i, end, total) {
+                    let _ = out.push(b);
+                    got += 1;
+                }
+                i = end;
+                continue;
+            }
+            i += 1;
             match self.umem.locate(d.addr, d.len) {
                 Some((frame, win)) => {
-                    let _ = out.push(self.umem.buf(frame, win, self.meta));
+                    let mut b = self.umem.buf(frame, win, self.meta);
+                    if self.rx_hash {
+                        self.take_hash(&mut b);
+                    }
+                    let _ = out.push(b);
                     got += 1;
                 }
                 None => {
@@ -680,8 +968,8 @@ impl RxQueue for XdpRx {
                 }
             }
         }
-        self.rx.release(n);
-        self.in_kernel -= n;
+        self.rx.release(i);
+        self.in_kernel -= i;
         got
     }
 
@@ -724,6 +1012,12 @@ impl RxQueue for XdpRx {
         if self.bad_descs > 0 {
             return Some((DropReason::MalformedL2, std::mem::take(&mut self.bad_descs)));
         }
+        if self.too_large > 0 {
+            return Some((DropReason::TooLarge, std::mem::take(&mut self.too_large)));
+        }
+        if self.jumbo_exhausted > 0 {
+            return Some((DropReason::PoolExhausted, std::mem::take(&mut self.jumbo_exhausted)));
+        }
         // The kernel's drop counter costs a syscall: look every 1024 bursts.
         self.calls = self.calls.wrapping_add(1);
         if !self.calls.is_multiple_of(1024) {
@@ -745,7 +1039,10 @@ pub struct XdpTx {
     comp: Ring<u64>,
     /// An empty packet after the same headroom as received ones.
     tx_win: BufWindow,
-    /// Frames on the Tx and completion rings (submitted, not yet reclaimed).
+    /// Per jumbo slot: its descriptors on the Tx and completion rings (the slot goes home when
+    /// the last completes). Empty without multi-buffer.
+    jumbo_pending: Vec<u8>,
+    /// Frames and jumbo slots on the Tx and completion rings (submitted, not yet reclaimed).
     in_kernel: u32,
     /// A completion named no frame of ours: the count above can no longer be trusted.
     lost: bool,
@@ -773,7 +1070,8 @@ pub struct TxStats {
 const MAX_KICKS: u32 = 8;
 
 impl XdpTx {
-    /// Returns completed Tx frames to the free list.
+    /// Returns completed Tx frames to the free list, and jumbo slots whose last descriptor
+    /// completed.
     #[inline]
     fn reclaim(&mut self) {
         let n = self.comp.ready(self.comp.size());
@@ -782,14 +1080,53 @@ impl XdpTx {
                 self.lost = true;
                 break;
             };
-            match self.umem.locate(addr, 0) {
-                Some((frame, _)) => self.umem.put_frame(frame),
-                None => self.lost = true,
+            let Some(c) = self.umem.chunk_of(addr) else {
+                self.lost = true;
+                continue;
+            };
+            match self.umem.jumbo_slot_of(c) {
+                None => {
+                    self.umem.put_frame(c);
+                    self.in_kernel -= 1;
+                }
+                Some(s) => match self.jumbo_pending.get_mut(s as usize) {
+                    Some(p) if *p > 0 => {
+                        *p -= 1;
+                        if *p == 0 {
+                            self.umem.put_frame(self.umem.jumbo_head(s));
+                            self.in_kernel -= 1;
+                        }
+                    }
+                    _ => self.lost = true,
+                },
             }
         }
         if n > 0 {
             self.comp.release(n);
-            self.in_kernel -= n;
+        }
+    }
+
+    /// Writes the packet at UMEM `addr` (`len` bytes) as Tx descriptors from slot `at` on: one
+    /// per frame it covers, all but the last flagged `XDP_PKT_CONTD`. Returns how many.
+    #[inline]
+    fn write_chain(&mut self, at: u32, mut addr: u64, mut len: u32) -> u32 {
+        // Frame sizes are powers of two (validated): the frame's end by masking, not dividing.
+        let fs = u64::from(self.umem.frame_size());
+        let mut n = 0;
+        loop {
+            let to_frame_end = fs - (addr & (fs - 1));
+            let l = u64::from(len).min(to_frame_end) as u32;
+            len -= l;
+            let options = if len > 0 { libc::XDP_PKT_CONTD } else { 0 };
+            if !self.tx.write(at + n, libc::xdp_desc { addr, len: l, options }) {
+                // Cannot happen (checked against the free count); if it did, the frame is lost.
+                self.lost = true;
+            }
+            n += 1;
+            addr += u64::from(l);
+            if len == 0 || l == 0 {
+                return n;
+            }
         }
     }
 
@@ -858,6 +1195,13 @@ impl XdpTx {
     }
 }
 
+/// Bytes a jumbo slot keeps after the largest frame, for what encapsulation appends.
+const JUMBO_TAILROOM: usize = 256;
+
+/// Most frames a jumbo slot may span: a chain the kernel sends as one skb has at most
+/// `MAX_SKB_FRAGS` (17) descriptors.
+const MAX_CHAIN: u32 = 16;
+
 /// Shortest frame the Tx queue hands to the kernel: an Ethernet header.
 const MIN_FRAME: usize = 14;
 
@@ -883,55 +1227,90 @@ impl TxQueue for XdpTx {
                 self.stats.ring_full += 1;
             }
         }
-        let k = free.min(want) as usize;
-        // Buffers from another UMEM (another queue or port) are copied into frames of ours;
-        // take those frames first so a shortage stops the burst before anything moves.
-        // A foreign buffer too large for our frames, or a packet shorter than an Ethernet
-        // header (which the kernel would reject or a driver drop unseen), also ends the burst:
-        // it stays in the batch and the caller counts it as not sent.
-        let room = self.tx_win.tailroom(self.umem.frame_size() as usize);
+        // Buffers from another UMEM (another queue or port) are copied into frames of ours
+        // (a jumbo slot when too large for a frame); take those first so a shortage stops the
+        // burst before anything moves. A foreign buffer too large for ours, a packet shorter
+        // than an Ethernet header (which the kernel would reject or a driver drop unseen), or
+        // a chain the Tx ring has no room for also ends the burst: it stays in the batch and
+        // the caller counts it as not sent.
+        let fs = u64::from(self.umem.frame_size());
+        let head = self.tx_win.headroom() as u64;
+        let room = self.tx_win.tailroom(fs as usize);
+        let jumbo_room =
+            if self.umem.jumbo_slots() > 0 { self.tx_win.tailroom(self.umem.jumbo_size()) } else { 0 };
+        // Descriptors a packet at `addr` (`len` bytes) takes: one per frame it covers (frame
+        // sizes are powers of two: shifts, not divisions, on the per-packet path).
+        let shift = fs.trailing_zeros();
+        let descs = |addr: u64, len: u32| {
+            (((addr + u64::from(len).max(1) - 1) >> shift) - (addr >> shift) + 1) as u32
+        };
         let mut spare = [0u32; BATCH_SIZE];
         let mut taken = 0;
         let mut sendable = 0;
-        for b in batch.iter().take(k.min(BATCH_SIZE)) {
+        let mut ring = 0;
+        for b in batch.iter().take(BATCH_SIZE) {
             if b.len() < MIN_FRAME {
                 break;
             }
-            if !b.is_in(self.umem) {
-                if b.len() > room {
+            let need = if b.is_in(self.umem) {
+                let (addr, len) = b.desc();
+                descs(addr, len)
+            } else {
+                descs(head, b.len() as u32)
+            };
+            if ring + need > free {
+                // Chains take more slots than packets: look at the kernel's index once more.
+                free = self.tx.free(ring + need);
+                if ring + need > free {
                     break;
                 }
-                let Some(f) = self.umem.take_frame() else { break };
+            }
+            if !b.is_in(self.umem) {
+                let f = if b.len() <= room {
+                    self.umem.take_frame()
+                } else if b.len() <= jumbo_room {
+                    self.umem.take_jumbo()
+                } else {
+                    None
+                };
+                let Some(f) = f else { break };
                 spare[taken] = f;
                 taken += 1;
             }
+            ring += need;
             sendable += 1;
         }
         let mut used = 0;
         let mut written = 0;
-        for (i, b) in batch.drain(..sendable).enumerate() {
-            let (addr, len) = if b.is_in(self.umem) {
-                let (_, addr, len) = b.into_desc();
-                (addr, len)
+        for b in batch.drain(..sendable) {
+            let own = if b.is_in(self.umem) {
+                b
             } else {
                 let f = spare[used];
                 used += 1;
-                let mut own = self.umem.buf(f, self.tx_win, *b.meta());
-                // Cannot fail: the length was checked against `room` above.
+                let win = if self.umem.jumbo_slot_of(f).is_some() {
+                    self.umem.jumbo_window(self.tx_win.headroom(), 0)
+                } else {
+                    Some(self.tx_win)
+                };
+                // Cannot fail: the headroom fits a frame, and the length was checked against
+                // the room of the frame or slot above.
+                let mut own = self.umem.buf(f, win.unwrap_or(self.tx_win), *b.meta());
                 let _ = own.copy_from(b.data());
-                let (_, addr, len) = own.into_desc();
-                (addr, len)
+                own
             };
-            if self.tx.write(i as u32, libc::xdp_desc { addr, len, options: 0 }) {
-                written += 1;
-            } else {
-                // Cannot happen (`sendable <= free`); if it did, the frame would be lost.
-                self.lost = true;
+            let (frame, addr, len) = own.into_desc();
+            let n = self.write_chain(written, addr, len);
+            if let Some(p) =
+                self.umem.jumbo_slot_of(frame).and_then(|s| self.jumbo_pending.get_mut(s as usize))
+            {
+                *p = n as u8;
             }
+            written += n;
+            self.in_kernel += 1;
         }
         if written > 0 {
             self.tx.submit(written);
-            self.in_kernel += written;
             self.kick();
         }
         sendable

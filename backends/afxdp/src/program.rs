@@ -27,6 +27,17 @@
 //!
 //! VLAN-tagged frames that are not management traffic go to the sockets with their tags, where
 //! the stages classify them.
+//!
+//! With the RX hash on ([`assemble`]'s `rx_hash`, a device-bound program in driver mode), a
+//! prologue first asks the driver for the packet's RSS hash (`bpf_xdp_metadata_rx_hash`
+//! kfunc), and a frame redirected to a socket gets 8 bytes in front of it
+//! (`bpf_xdp_adjust_head`): the hash, then a status word — [`META_HASH_OK`] in the high half
+//! and the hash type in the low half, or [`META_HASH_ERR`] and the kfunc's errno. The Rx queue
+//! reads and strips them. (Not XDP metadata through `bpf_xdp_adjust_meta`: some kernels refuse
+//! that helper to XDP programs, and a prefix inside the descriptor cannot go stale.) A frame
+//! that falls back to the kernel (no socket on its queue) loses the prefix again first; one the
+//! driver leaves no headroom for, which XDP's 256 bytes rule out, is dropped (`XDP_DROP`)
+//! rather than reach a socket without it.
 
 // The assembler is used by the Linux port only; elsewhere the crate offers `KernelPass` alone.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -226,6 +237,24 @@ const JSET_K: u8 = 0x45;
 const JEQ32_K: u8 = 0x16;
 const JNE32_K: u8 = 0x56;
 const JA: u8 = 0x05;
+const STX_W: u8 = 0x63;
+const ST_DW: u8 = 0x7a;
+const OR64_K: u8 = 0x47;
+const SUB64_X: u8 = 0x1f;
+/// `BPF_PSEUDO_KFUNC_CALL`: the call's immediate is a kernel function's BTF id.
+const PSEUDO_KFUNC_CALL: u8 = 2;
+const HELPER_XDP_ADJUST_HEAD: i32 = 44;
+const STX_DW: u8 = 0x7b;
+const LDX_DW: u8 = 0x79;
+/// `XDP_DROP`.
+const XDP_DROP: i32 = 1;
+/// XDP metadata status word: the high half when the driver gave a hash (low half: its
+/// `xdp_rss_hash_type`).
+pub(crate) const META_HASH_OK: u32 = 0x5753_0000;
+/// XDP metadata status word: the high half when the driver refused (low half: the errno).
+pub(crate) const META_HASH_ERR: u32 = 0x5745_0000;
+/// Bytes the RX-hash program puts in front of a frame redirected to a socket.
+pub(crate) const META_LEN: usize = 8;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
 const LD_IMM64: u8 = 0x18;
@@ -264,6 +293,14 @@ enum Label {
     V6NotFrag,
     /// IPv6 UDP to a NAT-T port: check the non-ESP marker.
     Marker6,
+    /// The RX-hash kfunc failed.
+    HashErr,
+    /// The RX-hash prefix is written.
+    HashDone,
+    /// Drop the frame (no room for the RX-hash prefix).
+    Drop,
+    /// Return what `bpf_redirect_map` returned.
+    Exit,
 }
 
 /// VLAN tags the program looks through (802.1ad outer + 802.1Q inner).
@@ -304,10 +341,11 @@ fn be16(v: u16) -> i32 {
     i32::from(u16::from_ne_bytes(v.to_be_bytes()))
 }
 
-/// Assembles the program for an XSKMAP whose fd is `map_fd`.
-pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
+/// Assembles the program for an XSKMAP whose fd is `map_fd`; with `rx_hash` (the BTF id of
+/// `bpf_xdp_metadata_rx_hash`), the RX-hash prologue too (module docs).
+pub(crate) fn assemble(pass: &KernelPass, map_fd: i32, rx_hash: Option<u32>) -> Vec<u64> {
     // Registers: r6 = ctx, r2 = data (stepped over VLAN tags), r3 = data_end, r4/r5/r7/r8/r9
-    // scratch (r9: the IPv6 upper-layer header).
+    // scratch (r9: the IPv6 upper-layer header). The RX-hash results live on the stack.
     let mut a = Asm { insns: Vec::new(), fixups: Vec::new(), labels: Vec::new() };
     let tcp = !pass.tcp_dst_ports.is_empty();
     let udp = !pass.ike_ports.is_empty() || !pass.nat_t_ports.is_empty();
@@ -332,6 +370,9 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
     // Where a port match goes: straight to the kernel, or to the destination check first.
     let (hit4, hit6) = if any_address { (Label::Pass, Label::Pass) } else { (Label::Dst4, Label::Dst6) };
     a.op(MOV64_X, 6, 1, 0, 0);
+    if let Some(id) = rx_hash {
+        rx_hash_prologue(&mut a, id);
+    }
     if any_pass {
         a.op(LDX_W, 2, 6, 0, 0); // data
         a.op(LDX_W, 3, 6, 4, 0); // data_end
@@ -492,12 +533,29 @@ pub(crate) fn assemble(pass: &KernelPass, map_fd: i32) -> Vec<u64> {
         }
     }
     a.label(Label::Redirect);
+    if rx_hash.is_some() {
+        rx_hash_prefix(&mut a);
+    }
     a.op(LD_IMM64, 1, PSEUDO_MAP_FD, 0, map_fd);
     a.op(0, 0, 0, 0, 0);
     a.op(LDX_W, 2, 6, 16, 0); // rx_queue_index
     a.op(MOV64_K, 3, 0, 0, XDP_PASS); // fallback action when the slot is empty
     a.op(CALL, 0, 0, 0, HELPER_REDIRECT_MAP);
+    if rx_hash.is_some() {
+        // Falling back to the kernel: take the prefix off again.
+        a.jmp(JNE_K, 0, 0, XDP_PASS, Label::Exit);
+        a.op(MOV64_X, 1, 6, 0, 0);
+        a.op(MOV64_K, 2, 0, 0, META_LEN as i32);
+        a.op(CALL, 0, 0, 0, HELPER_XDP_ADJUST_HEAD);
+        a.op(MOV64_K, 0, 0, 0, XDP_PASS);
+        a.label(Label::Exit);
+    }
     a.op(EXIT, 0, 0, 0, 0);
+    if rx_hash.is_some() {
+        a.label(Label::Drop);
+        a.op(MOV64_K, 0, 0, 0, XDP_DROP);
+        a.op(EXIT, 0, 0, 0, 0);
+    }
     if any_pass {
         // (The verifier rejects unreachable instructions, so the tail exists only when used.)
         a.label(Label::Pass);
@@ -536,6 +594,49 @@ fn udp_ports(a: &mut Asm, pass: &KernelPass, reg: u8, off: i16, hit: Label, mark
         a.jmp(JNE32_K, 7, 0, 0, Label::Redirect); // an SPI: ESP-in-UDP, the data plane's
         a.jmp(JA, 0, 0, 0, hit);
     }
+}
+
+/// Asks the driver for the RSS hash: the hash and type at fp-8/fp-4, the kfunc's result at
+/// fp-16 (the stack outlives every helper call; registers r1-r5 do not, and r7-r9 are the
+/// parser's). Expects the context in r6.
+fn rx_hash_prologue(a: &mut Asm, btf_id: u32) {
+    a.op(ST_DW, 10, 0, -8, 0); // hash and type slots, zeroed
+    a.op(MOV64_X, 1, 6, 0, 0);
+    a.op(MOV64_X, 2, 10, 0, 0);
+    a.op(ADD64_K, 2, 0, 0, -8); // u32 *hash
+    a.op(MOV64_X, 3, 10, 0, 0);
+    a.op(ADD64_K, 3, 0, 0, -4); // enum xdp_rss_hash_type *type
+    a.op(CALL, 0, PSEUDO_KFUNC_CALL, 0, btf_id as i32);
+    a.op(STX_DW, 10, 0, -16, 0);
+}
+
+/// Puts the 8-byte prefix (hash, status word) in front of the frame (module docs).
+fn rx_hash_prefix(a: &mut Asm) {
+    a.op(MOV64_X, 1, 6, 0, 0);
+    a.op(MOV64_K, 2, 0, 0, -(META_LEN as i32));
+    a.op(CALL, 0, 0, 0, HELPER_XDP_ADJUST_HEAD);
+    a.jmp(JNE_K, 0, 0, 0, Label::Drop);
+    a.op(LDX_W, 2, 6, 0, 0); // data
+    a.op(LDX_W, 3, 6, 4, 0); // data_end
+    a.op(MOV64_X, 4, 2, 0, 0);
+    a.op(ADD64_K, 4, 0, 0, META_LEN as i32);
+    a.jmp(JGT_X, 4, 3, 0, Label::Drop);
+    a.op(LDX_W, 4, 10, -8, 0);
+    a.op(STX_W, 2, 4, 0, 0); // prefix[0..4] = hash
+    a.op(LDX_DW, 0, 10, -16, 0);
+    a.jmp(JNE_K, 0, 0, 0, Label::HashErr);
+    a.op(LDX_W, 4, 10, -4, 0);
+    a.op(AND64_K, 4, 0, 0, 0xffff);
+    a.op(OR64_K, 4, 0, 0, META_HASH_OK as i32);
+    a.op(STX_W, 2, 4, 4, 0); // prefix[4..8] = OK | type
+    a.jmp(JA, 0, 0, 0, Label::HashDone);
+    a.label(Label::HashErr);
+    a.op(MOV64_K, 4, 0, 0, 0);
+    a.op(SUB64_X, 4, 0, 0, 0); // -errno
+    a.op(AND64_K, 4, 0, 0, 0xffff);
+    a.op(OR64_K, 4, 0, 0, META_HASH_ERR as i32);
+    a.op(STX_W, 2, 4, 4, 0); // prefix[4..8] = ERR | errno
+    a.label(Label::HashDone);
 }
 
 #[cfg(test)]
@@ -617,7 +718,7 @@ mod tests {
     #[cfg(target_endian = "little")]
     fn program_shape() {
         // Redirect only: ctx save, map load (two slots), queue index, fallback, call, exit.
-        let p = assemble(&KernelPass::none(), 7);
+        let p = assemble(&KernelPass::none(), 7, None);
         assert_eq!(p.len(), 7);
         let first = p[1].to_ne_bytes();
         assert_eq!((first[0], first[1]), (LD_IMM64, (PSEUDO_MAP_FD << 4) | 1), "map fd load into r1");
@@ -629,7 +730,10 @@ mod tests {
         };
         let udp_only = KernelPass { ike_ports: vec![500], nat_t_ports: vec![4500], ..KernelPass::none() };
         let udp_own6 = KernelPass { own_addresses: vec!["2001:db8::1".parse().unwrap()], ..udp_only.clone() };
-        let fulls = [&KernelPass::default(), &with_own, &udp_only, &udp_own6].map(|p| assemble(p, 3));
+        let mut fulls: Vec<Vec<u64>> =
+            [&KernelPass::default(), &with_own, &udp_only, &udp_own6].map(|p| assemble(p, 3, None)).into();
+        fulls.push(assemble(&with_own, 3, Some(1234)));
+        fulls.push(assemble(&udp_own6, 3, Some(1234)));
         for full in fulls {
             for (i, w) in full.iter().enumerate() {
                 let b = w.to_ne_bytes();

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::hash::{FlowTuple, RssHasher, SymmetricMode, mix, tail};
+use super::hash::{FlowTuple, RssHasher, SymmetricMode, Tail, mix, tail};
 use crate::batch::BATCH_SIZE;
 
 /// Tuples hashed per round of [`RssHasher::hash_batch`] (longer inputs take several rounds).
@@ -165,6 +165,32 @@ impl HashBatch {
             }
             _ => return false,
         }
+        self.staged += 1;
+        true
+    }
+
+    /// Stages flow `i`'s IPv4 4-tuple input (addresses as big-endian words, ports): the bytes
+    /// [`HashBatch::push`] builds for a TCP/UDP IPv4 tuple whose 4-tuple hash type is enabled —
+    /// the caller checked that. Returns false (nothing staged) when `i` is out of range or the
+    /// batch is full.
+    #[inline(always)]
+    pub(crate) fn push_v4_ports(
+        &mut self,
+        mode: SymmetricMode,
+        i: usize,
+        src: u32,
+        dst: u32,
+        sport: u16,
+        dport: u16,
+    ) -> bool {
+        if i >= HASH_BATCH || self.staged >= HASH_BATCH {
+            return false;
+        }
+        let (a, b) = mix_v4(mode, src, dst);
+        let e = self.v4.slot(i);
+        e[..4].copy_from_slice(&a.to_be_bytes());
+        e[4..8].copy_from_slice(&b.to_be_bytes());
+        e[8..].copy_from_slice(&Tail::Ports(sport, dport).bytes(mode));
         self.staged += 1;
         true
     }

@@ -37,23 +37,29 @@ pub struct PacketInfo {
     pub tuple: Option<FlowTuple>,
 }
 
-impl PacketInfo {
-    /// Parses an Ethernet frame.
-    #[inline]
-    pub fn parse_ethernet(frame: &[u8]) -> Self {
-        match Self::parse_ipv4_ports_fast(frame) {
-            Some(info) => info,
-            None => Self::parse_ethernet_general(frame),
-        }
-    }
+/// The fields of a frame [`PacketInfo::parse_ethernet`]'s fast path accepts (untagged IPv4
+/// without options, not a fragment, TCP or UDP but not UDP on port 4500, ports inside the IP
+/// payload): what the dispatcher hashes, without building a [`PacketInfo`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FastV4 {
+    /// Source address, host order of the big-endian word.
+    pub src: u32,
+    /// Destination address.
+    pub dst: u32,
+    /// TCP or UDP.
+    pub proto: u8,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// DSCP.
+    pub dscp: u8,
+}
 
-    /// The common case in one bounds check and fixed offsets: an untagged IPv4 frame without
-    /// options (`0x45`), not a fragment, TCP or UDP (but not UDP on port 4500, which may carry
-    /// ESP), with its four port bytes inside the IP payload. Gives exactly what
-    /// [`Self::parse_ethernet_general`] gives for such a frame (tested against it), `None` for
-    /// anything else.
+impl FastV4 {
+    /// The fields, in one bounds check and fixed offsets; `None` when the frame is anything else.
     #[inline(always)]
-    fn parse_ipv4_ports_fast(frame: &[u8]) -> Option<Self> {
+    pub(crate) fn parse(frame: &[u8]) -> Option<Self> {
         // Ethernet (14) + IPv4 without options (20) + the two ports (4).
         let h = frame.first_chunk::<38>()?;
         if u16::from_be_bytes([h[12], h[13]]) != ETHERTYPE_IPV4 || h[14] != 0x45 {
@@ -72,15 +78,47 @@ impl PacketInfo {
         if frag != 0 || !(proto == ip_proto::TCP || proto == ip_proto::UDP) || natt || !ports_inside {
             return None;
         }
-        let src = IpAddr::V4(u32::from_be_bytes([h[26], h[27], h[28], h[29]]).into());
-        let dst = IpAddr::V4(u32::from_be_bytes([h[30], h[31], h[32], h[33]]).into());
+        Some(Self {
+            src: u32::from_be_bytes([h[26], h[27], h[28], h[29]]),
+            dst: u32::from_be_bytes([h[30], h[31], h[32], h[33]]),
+            proto,
+            sport,
+            dport,
+            dscp: h[15] >> 2,
+        })
+    }
+}
+
+impl PacketInfo {
+    /// Parses an Ethernet frame.
+    #[inline]
+    pub fn parse_ethernet(frame: &[u8]) -> Self {
+        match Self::parse_ipv4_ports_fast(frame) {
+            Some(info) => info,
+            None => Self::parse_ethernet_general(frame),
+        }
+    }
+
+    /// The common case in one bounds check and fixed offsets: an untagged IPv4 frame without
+    /// options (`0x45`), not a fragment, TCP or UDP (but not UDP on port 4500, which may carry
+    /// ESP), with its four port bytes inside the IP payload. Gives exactly what
+    /// [`Self::parse_ethernet_general`] gives for such a frame (tested against it), `None` for
+    /// anything else.
+    #[inline(always)]
+    fn parse_ipv4_ports_fast(frame: &[u8]) -> Option<Self> {
+        let f = FastV4::parse(frame)?;
         Some(Self {
             ethertype: ETHERTYPE_IPV4,
             vlan: None,
-            dscp: h[15] >> 2,
+            dscp: f.dscp,
             fragment: false,
             non_esp_marker: false,
-            tuple: Some(FlowTuple { src, dst, proto, l4: L4::Ports { sport, dport } }),
+            tuple: Some(FlowTuple {
+                src: IpAddr::V4(f.src.into()),
+                dst: IpAddr::V4(f.dst.into()),
+                proto: f.proto,
+                l4: L4::Ports { sport: f.sport, dport: f.dport },
+            }),
         })
     }
 

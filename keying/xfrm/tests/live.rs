@@ -48,6 +48,15 @@ fn ip(args: &[&str]) {
     assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `ip xfrm policy add src SRC dst DST dir out PRE tmpl src LOCAL dst PEER proto esp reqid REQID
+/// mode tunnel POST` (`PRE` and `POST`: more words, separated by spaces).
+fn add_out_policy(src: &str, dst: &str, pre: &str, reqid: u32, post: &str) {
+    let line = format!(
+        "xfrm policy add src {src} dst {dst} dir out {pre} tmpl src {LOCAL} dst {PEER} proto esp reqid {reqid} mode tunnel {post}"
+    );
+    ip(&line.split_whitespace().collect::<Vec<_>>());
+}
+
 fn mirror() -> Mirror {
     Mirror::new(MirrorConfig::new(Scope { if_ids: vec![7], marks: vec![] }, vec![LOCAL.parse().unwrap()]))
 }
@@ -159,32 +168,7 @@ fn dump_follow_policies_placeholders_and_feedback() {
     assert_eq!(f.mirror().policies().count(), 0);
 
     // A scoped outbound policy arrives as a NEWPOLICY event; it has no SA yet.
-    ip(&[
-        "xfrm",
-        "policy",
-        "add",
-        "src",
-        "10.1.0.0/16",
-        "dst",
-        "10.2.0.0/16",
-        "dir",
-        "out",
-        "priority",
-        "100",
-        "tmpl",
-        "src",
-        LOCAL,
-        "dst",
-        PEER,
-        "proto",
-        "esp",
-        "reqid",
-        "1",
-        "mode",
-        "tunnel",
-        "if_id",
-        "7",
-    ]);
+    add_out_policy("10.1.0.0/16", "10.2.0.0/16", "priority 100", 1, "if_id 7");
     poll_until(&mut f, "NEWPOLICY", |m| m.policies().count() == 1);
     let spd = f.mirror().spd();
     assert_eq!(spd.policies.len(), 1);
@@ -192,28 +176,7 @@ fn dump_follow_policies_placeholders_and_feedback() {
     assert_eq!(spd.policies[0].selector.dst.to_string(), "10.2.0.0/16");
     assert_eq!(f.mirror().unresolved().len(), 1);
     // The host's own (unscoped) policy is counted out of scope.
-    ip(&[
-        "xfrm",
-        "policy",
-        "add",
-        "src",
-        "10.5.0.0/16",
-        "dst",
-        "10.6.0.0/16",
-        "dir",
-        "out",
-        "tmpl",
-        "src",
-        LOCAL,
-        "dst",
-        PEER,
-        "proto",
-        "esp",
-        "reqid",
-        "2",
-        "mode",
-        "tunnel",
-    ]);
+    add_out_policy("10.5.0.0/16", "10.6.0.0/16", "", 2, "");
     poll_until(&mut f, "out-of-scope refusal", |m| m.stats().refused_by_kind.get("out_of_scope") == Some(&1));
     assert_eq!(f.mirror().policies().count(), 1);
 
@@ -256,30 +219,7 @@ fn dump_follow_policies_placeholders_and_feedback() {
     // Deletion and flush events.
     ip(&["xfrm", "policy", "delete", "src", "10.1.0.0/16", "dst", "10.2.0.0/16", "dir", "out", "if_id", "7"]);
     poll_until(&mut f, "DELPOLICY", |m| m.policies().count() == 0);
-    ip(&[
-        "xfrm",
-        "policy",
-        "add",
-        "src",
-        "10.1.0.0/16",
-        "dst",
-        "10.2.0.0/16",
-        "dir",
-        "out",
-        "tmpl",
-        "src",
-        LOCAL,
-        "dst",
-        PEER,
-        "proto",
-        "esp",
-        "reqid",
-        "1",
-        "mode",
-        "tunnel",
-        "if_id",
-        "7",
-    ]);
+    add_out_policy("10.1.0.0/16", "10.2.0.0/16", "", 1, "if_id 7");
     poll_until(&mut f, "NEWPOLICY", |m| m.policies().count() == 1);
     ip(&["xfrm", "policy", "flush"]);
     poll_until(&mut f, "FLUSHPOLICY", |m| m.policies().count() == 0);

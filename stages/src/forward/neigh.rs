@@ -140,6 +140,50 @@ struct Pending {
 
 /// A [`Forward`] stage that resolves next hops instead of dropping misses: packets whose next
 /// hop has no neighbor entry yet are held (bounded, per shard) while the control plane solicits.
+///
+/// Held packets are released when the stage runs: on the next batch, or when
+/// [`Resolving::needs_service`] says so ([`Stage::needs_service`] / [`Stage::service`]: a
+/// [`wirespeed_core::Pipeline`] services its stages on every poll that received nothing, and
+/// reports the end of its input only once nothing is held). A worker of one's own calls
+/// `needs_service` between bursts and then `process` on an empty batch, as `ipsec-gateway`'s
+/// data shard does. In a pipeline, it is one stage among others:
+///
+/// ```
+/// use std::net::IpAddr;
+/// use wirespeed_core::backend::null::{NullConfig, NullPort};
+/// use wirespeed_core::epoch::Publisher;
+/// use wirespeed_core::{BufferPool, IpPrefix, Pipeline, PoolBuf, PoolConfig, Port, ShardCtx};
+/// use wirespeed_stages::forward::{HoldConfig, Neighbor, Neighbors, Resolving, resolve_queue};
+/// use wirespeed_stages::{Classify, ClassifyConfig, FibBuilder, Forward, NextHop};
+///
+/// let router: IpAddr = "10.0.1.254".parse()?;
+/// let mut fib = FibBuilder::new();
+/// fib.route_prefix(IpPrefix::any_v4(), NextHop::Gateway(router)); // its MAC is not known yet
+/// let mut fib = Publisher::new(fib.build()?);
+/// let mut learned = Publisher::new(Neighbors::new());
+/// let requests = resolve_queue(16); // the control plane reads this and solicits
+/// let mac = [0x02, 0, 0, 0, 0, 1];
+/// let forward = Forward::new(fib.subscribe(), &[mac]).with_neighbors(learned.subscribe());
+/// let resolving = Resolving::<PoolBuf>::new(forward, requests.clone(), HoldConfig::default());
+///
+/// let pool = BufferPool::new(PoolConfig::default())?;
+/// let mut port = NullPort::new(NullConfig { copy: true, limit: Some(32), ..NullConfig::default() }, pool);
+/// let (rx, tx) = port.queue_pair(0)?;
+/// let mut pipeline = Pipeline::new(rx, tx, (Classify::new(ClassifyConfig::default()), resolving));
+/// let mut cx = ShardCtx::new(0);
+/// pipeline.run_once(&mut cx);
+/// assert_eq!((cx.counters.rx_packets, cx.counters.tx_packets), (32, 0)); // all held
+/// assert_eq!(requests.pop(), Some(router));
+/// // The control side learns the router's MAC and publishes it: at the next poll the held
+/// // packets leave, although nothing new arrives (the port's 32 frames were all).
+/// let mut table = Neighbors::new();
+/// table.insert(router, Neighbor { mac: [0x02, 0, 0, 0, 0, 0xfe], port: 0 });
+/// learned.publish(table);
+/// assert_eq!(pipeline.run_once(&mut cx), 0);
+/// assert_eq!(cx.counters.tx_packets, 32);
+/// assert_eq!(pipeline.stage::<Resolving<PoolBuf>>().map(|r| r.held()), Some(0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Resolving<B> {
     fwd: Forward,
     requests: ResolveQueue,
@@ -354,6 +398,25 @@ impl<B: PacketBuf> Resolving<B> {
 }
 
 impl<B: PacketBuf> Stage<B> for Resolving<B> {
+    /// End of input: the packets still held are dropped as [`DropReason::Shutdown`] (counted,
+    /// so `rx == tx + punted + drops` holds when the shard ends).
+    fn finish(&mut self, cx: &mut ShardCtx) {
+        self.drop_held(cx);
+    }
+
+    fn held(&self) -> usize {
+        Resolving::held(self)
+    }
+
+    fn needs_service(&mut self, now: Instant) -> bool {
+        Resolving::needs_service(self, now)
+    }
+
+    /// Releases (or expires) the due held packets into `batch`, and routes what it holds.
+    fn service(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        self.process(cx, batch);
+    }
+
     #[inline]
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
         self.fwd.refresh();

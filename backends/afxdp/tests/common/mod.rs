@@ -66,7 +66,7 @@ pub fn peer_exchange(
         enter_netns(&ns).unwrap();
         let s = RawSocket::open(&dev).unwrap();
         let mut back = Vec::new();
-        let mut buf = vec![0u8; 4096];
+        let mut buf = vec![0u8; 16384];
         let end = Instant::now() + wait;
         for (sent, f) in frames.iter().enumerate() {
             // At most WINDOW frames in flight: a veth's per-queue ring holds 256 frames and a

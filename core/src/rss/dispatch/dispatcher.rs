@@ -10,7 +10,6 @@ use crate::backend::RxQueue;
 use crate::batch::{BATCH_SIZE, Batch};
 use crate::buf::PacketBuf;
 use crate::epoch::Subscriber;
-use crate::rss::parse::PacketInfo;
 use crate::rss::rebalance::RetaLoad;
 use crate::rss::reta::Reta;
 use crate::runtime::{Poll, Worker};
@@ -36,9 +35,8 @@ pub struct Dispatcher<B> {
     batch: Box<BatchScratch>,
 }
 
-/// What one batch is decided with: its parsed headers, its decisions, the engine's scratch.
+/// What one batch is decided with: its decisions and the engine's scratch.
 struct BatchScratch {
-    infos: [PacketInfo; BATCH_SIZE],
     decisions: [SteeringDecision; BATCH_SIZE],
     decide: DecideScratch,
 }
@@ -70,7 +68,6 @@ impl<B: PacketBuf> Dispatcher<B> {
             closed,
             report: None,
             batch: Box::new(BatchScratch {
-                infos: [PacketInfo::default(); BATCH_SIZE],
                 decisions: [SteeringDecision::Drop { rule: 0 }; BATCH_SIZE],
                 decide: DecideScratch::new(),
             }),
@@ -124,14 +121,16 @@ impl<B: PacketBuf> Dispatcher<B> {
             self.load = RetaLoad::new(self.reta.len());
         }
         let now = self.clock(cx);
-        // The whole batch at once: parse every packet, decide all of them with one batch hash
-        // (the same decisions `SteeringEngine::decide` makes one at a time), then move them.
+        // The whole batch at once: parse and decide every packet with one batch hash (the same
+        // decisions `SteeringEngine::decide` makes one at a time), then move them.
         let bs = &mut *self.batch;
         let n = batch.len().min(BATCH_SIZE);
-        for (info, p) in bs.infos.iter_mut().zip(batch.iter()) {
-            *info = PacketInfo::parse_ethernet(p.data());
-        }
-        self.engine.decide_batch(&bs.infos[..n], &self.reta, &mut bs.decide, &mut bs.decisions[..n]);
+        self.engine.decide_frames(
+            batch.iter().map(|p| p.data()),
+            &self.reta,
+            &mut bs.decide,
+            &mut bs.decisions[..n],
+        );
         batch.move_into(&mut self.scratch);
         for (mut p, &d) in self.scratch.drain(..).zip(&bs.decisions[..n]) {
             let SteeringDecision::Queue { queue, hash, entry, .. } = d else {

@@ -1,13 +1,15 @@
 //! [`SteeringEngine`]: a steering plan and RSS configuration compiled for software — what a
 //! packet's queue is — and [`Steer`], the one steering interface for software spreading.
 
+use crate::rss::HashTypes;
 use crate::rss::RssError;
 use crate::rss::hash::RssHasher;
 use crate::rss::hash_batch::{HASH_BATCH, HashBatch};
-use crate::rss::parse::PacketInfo;
+use crate::rss::parse::{FastV4, PacketInfo};
 use crate::rss::reta::Reta;
 use crate::rss::steering::{SteeringAction, SteeringPlan};
 use crate::sync::Arc;
+use crate::wire::ip_proto;
 
 /// Where a packet goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,6 +203,83 @@ impl SteeringEngine {
         }
     }
 
+    /// Parses and decides a batch of Ethernet frames at once — the dispatcher's path. `out[i]`
+    /// is exactly what [`SteeringEngine::decide_batch`] gives for
+    /// `PacketInfo::parse_ethernet(frames[i])` (and so what [`SteeringEngine::decide`] gives);
+    /// returns how many frames were decided (at most `out.len()`).
+    ///
+    /// Faster than parsing into [`PacketInfo`]s first: when the plan has no rules, an untagged
+    /// IPv4 TCP/UDP frame without options (the common case) goes straight from its header bytes
+    /// into the batch hash's input, without a [`PacketInfo`]; every other frame is parsed and
+    /// decided as [`SteeringEngine::decide_batch`] does.
+    ///
+    /// ```
+    /// use wirespeed_core::rss::{DecideScratch, PacketInfo, RssConfig, RssGroup, RssHasher, SteeringDecision, SteeringEngine, SteeringPlan};
+    ///
+    /// let engine = SteeringEngine::new(RssHasher::new(&RssConfig::default())?, SteeringPlan::rss_only(RssGroup::first(4)), 4)?;
+    /// let reta = engine.default_reta()?;
+    /// let frames: Vec<Vec<u8>> = (0..40u16)
+    ///     .map(|i| {
+    ///         let mut f = wirespeed_core::backend::null::udp4_frame(64);
+    ///         f[34..36].copy_from_slice(&(1000 + i).to_be_bytes());
+    ///         f
+    ///     })
+    ///     .collect();
+    /// let mut out = vec![SteeringDecision::Drop { rule: 0 }; frames.len()];
+    /// let n = engine.decide_frames(frames.iter().map(|f| f.as_slice()), &reta, &mut DecideScratch::new(), &mut out);
+    /// assert_eq!(n, frames.len());
+    /// for (f, d) in frames.iter().zip(&out) {
+    ///     assert_eq!(*d, engine.decide(&PacketInfo::parse_ethernet(f), &reta));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decide_frames<'a>(
+        &self,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+        reta: &Reta,
+        scratch: &mut DecideScratch,
+        out: &mut [SteeringDecision],
+    ) -> usize {
+        let mut frames = frames.into_iter();
+        let mut done = 0;
+        for out in out.chunks_mut(HASH_BATCH) {
+            let s = &mut *scratch;
+            s.hash.clear();
+            let mut n = 0;
+            if self.plan.rules.is_empty() {
+                let mode = self.hasher.mode();
+                let types = self.hasher.types();
+                let (tcp4, udp4) = (types.contains(HashTypes::IPV4_TCP), types.contains(HashTypes::IPV4_UDP));
+                // `out` first: zip must not pull a frame it has no slot for.
+                for (i, (_, f)) in out.iter().zip(&mut frames).enumerate() {
+                    n += 1;
+                    s.need[i] = true;
+                    s.group[i] = NO_RULE;
+                    if let Some(v) = FastV4::parse(f)
+                        && (if v.proto == ip_proto::TCP { tcp4 } else { udp4 })
+                    {
+                        s.hash.push_v4_ports(mode, i, v.src, v.dst, v.sport, v.dport);
+                        continue;
+                    }
+                    if let Some(t) = &PacketInfo::parse_ethernet(f).tuple {
+                        s.hash.push(&self.hasher, i, t);
+                    }
+                }
+            } else {
+                for (i, (o, f)) in out.iter_mut().zip(&mut frames).enumerate() {
+                    n += 1;
+                    self.stage_with_rules(i, &PacketInfo::parse_ethernet(f), s, o);
+                }
+            }
+            self.finish_round(reta, s, &mut out[..n]);
+            done += n;
+            if n < out.len() {
+                break;
+            }
+        }
+        done
+    }
+
     #[inline]
     fn decide_round(
         &self,
@@ -224,37 +303,50 @@ impl SteeringEngine {
                 }
             }
         } else {
-            for (i, p) in infos.iter().enumerate() {
-                s.need[i] = true;
-                s.group[i] = NO_RULE;
-                for (r, (rule, action)) in self.plan.rules.iter().zip(&self.actions).enumerate() {
-                    if !rule.matches.matches(p) {
-                        continue;
-                    }
-                    let rule = Some(r as u16);
-                    match action {
-                        Action::Queue(q) => {
-                            out[i] = SteeringDecision::Queue { queue: *q, hash: None, entry: None, rule };
-                            s.need[i] = false;
-                        }
-                        Action::Drop => {
-                            out[i] = SteeringDecision::Drop { rule: r as u16 };
-                            s.need[i] = false;
-                        }
-                        Action::Group(_) => s.group[i] = r as u16,
-                    }
-                    break;
-                }
-                if s.need[i]
-                    && let Some(t) = &p.tuple
-                {
-                    s.hash.push(&self.hasher, i, t);
-                }
+            for (i, (p, o)) in infos.iter().zip(out.iter_mut()).enumerate() {
+                self.stage_with_rules(i, p, s, o);
             }
         }
-        // 2. One batch hash per input length.
+        self.finish_round(reta, s, out);
+    }
+
+    /// Step 1 for packet `i` under a plan with rules: the first matching rule decides `o` (queue
+    /// or drop, no hash) or names the RSS group; a packet that needs a hash has its input staged.
+    #[inline(always)]
+    fn stage_with_rules(&self, i: usize, p: &PacketInfo, s: &mut DecideScratch, o: &mut SteeringDecision) {
+        s.need[i] = true;
+        s.group[i] = NO_RULE;
+        for (r, (rule, action)) in self.plan.rules.iter().zip(&self.actions).enumerate() {
+            if !rule.matches.matches(p) {
+                continue;
+            }
+            let rule = Some(r as u16);
+            match action {
+                Action::Queue(q) => {
+                    *o = SteeringDecision::Queue { queue: *q, hash: None, entry: None, rule };
+                    s.need[i] = false;
+                }
+                Action::Drop => {
+                    *o = SteeringDecision::Drop { rule: r as u16 };
+                    s.need[i] = false;
+                }
+                Action::Group(_) => s.group[i] = r as u16,
+            }
+            break;
+        }
+        if s.need[i]
+            && let Some(t) = &p.tuple
+        {
+            s.hash.push(&self.hasher, i, t);
+        }
+    }
+
+    /// Steps 2 and 3 of a round of `out.len()` packets: one batch hash per input length, then
+    /// the RETA (the default group's, or the rule group's) for every packet that needs it.
+    #[inline(always)]
+    fn finish_round(&self, reta: &Reta, s: &mut DecideScratch, out: &mut [SteeringDecision]) {
+        let n = out.len().min(HASH_BATCH);
         let hashed = s.hash.hash_into(&self.hasher, &mut s.hashes);
-        // 3. The RETA (the default group's, or the rule group's).
         let decided = out.iter_mut().zip(&s.need[..n]).zip(s.hashes.iter().zip(&s.group[..n]));
         for (i, ((o, &need), (&hash, &group))) in decided.enumerate() {
             if !need {
