@@ -147,6 +147,21 @@ drop_reasons! {
     EspTooBig = "esp_too_big",
     /// The encapsulated packet exceeds the configured outer MTU.
     EspMtuExceeded = "esp_mtu_exceeded",
+    /// IP reassembly: a fragment overlapped another of its datagram (RFC 5722): the whole
+    /// datagram is discarded, every fragment held counted.
+    ReasmOverlap = "reasm_overlap",
+    /// IP reassembly: an exact duplicate of a fragment already held (only the copy is dropped).
+    ReasmDuplicate = "reasm_duplicate",
+    /// IP reassembly: the datagram would not fit one buffer (or 65 535 bytes).
+    ReasmTooBig = "reasm_too_big",
+    /// IP reassembly: the datagram was incomplete when its timeout expired (every fragment held
+    /// counted).
+    ReasmTimeout = "reasm_timeout",
+    /// IP reassembly: every reassembly context was busy.
+    ReasmNoContext = "reasm_no_context",
+    /// IP reassembly: a fragment no datagram can be built from (a non-final fragment not a
+    /// multiple of 8 bytes, empty, past the datagram's end, a second end, too many fragments).
+    ReasmMalformed = "reasm_malformed",
     /// The packet was dropped because its shard was shutting down.
     Shutdown = "shutdown",
 }

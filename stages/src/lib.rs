@@ -46,6 +46,7 @@ pub mod forward;
 pub mod frag;
 pub mod icmp;
 pub mod mss;
+pub mod reasm;
 
 pub use classify::{Classify, ClassifyConfig};
 pub use control::{ControlConfig, ControlPlane, Punt, PuntQueue};
@@ -56,3 +57,4 @@ pub use esp::{
 pub use forward::{Fib, FibBuilder, FibError, Forward, HoldConfig, Neighbor, Neighbors, NextHop, Resolving};
 pub use icmp::{IcmpConfig, IcmpErrors};
 pub use mss::MssClamp;
+pub use reasm::{ReasmConfig, ReasmConfigError, ReasmStats, Reassemble};

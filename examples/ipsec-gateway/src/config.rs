@@ -117,6 +117,30 @@ pub struct FileConfig {
     /// `[runtime]`: how the shards behave.
     #[serde(default)]
     pub runtime: RuntimeSection,
+    /// `[reassembly]`: outer IPv4 and IPv6 reassembly before decryption.
+    #[serde(default)]
+    pub reassembly: ReassemblySection,
+}
+
+/// `[reassembly]`: outer IPv4 and IPv6 reassembly of ESP and UDP fragments addressed to the
+/// gateway, before decryption (RFC 4301 §5.2), per data shard ([`wirespeed_stages::reasm`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReassemblySection {
+    /// Reassemble (default true); false passes the fragments on (ESP drops them as malformed,
+    /// UDP ones go to the control plane).
+    pub enabled: bool,
+    /// Datagrams reassembled at once per data shard: 1 to 1024, default 32.
+    pub contexts: usize,
+    /// Seconds a datagram may take to arrive whole, from its first fragment: 0.1 to 30,
+    /// default 2.
+    pub timeout: f64,
+}
+
+impl Default for ReassemblySection {
+    fn default() -> Self {
+        Self { enabled: true, contexts: 32, timeout: 2.0 }
+    }
 }
 
 /// `[icmp]`: what the gateway answers with ICMP / ICMPv6 errors (Time Exceeded, Destination
@@ -615,6 +639,8 @@ pub struct GatewayConfig {
     pub keying: crate::keying::Keying,
     /// What idle shards do (`[runtime] idle`).
     pub idle: IdlePolicy,
+    /// Outer IPv4 and IPv6 reassembly (`[reassembly]`; `None`: off).
+    pub reassembly: Option<wirespeed_stages::ReasmConfig>,
 }
 
 impl GatewayConfig {
@@ -721,6 +747,7 @@ impl FileConfig {
                 format!("want 0 (none) to {MAX_ICMP_RATE} errors per second per data shard and path"),
             ));
         }
+        let reassembly = self.reassembly.validate()?;
         buffers(g.buffers, g.shards)?;
         let lan = interface("interfaces.lan", &self.interfaces.lan, base)?;
         let wan = interface("interfaces.wan", &self.interfaces.wan, base)?;
@@ -933,6 +960,7 @@ impl FileConfig {
         })?;
         Ok(GatewayConfig {
             idle,
+            reassembly,
             name: g.name.clone(),
             shards: g.shards,
             cores: g.cores.clone(),
@@ -957,6 +985,26 @@ impl FileConfig {
             icmp_rate: (self.icmp.errors && self.icmp.rate > 0).then_some(self.icmp.rate),
             keying: self.keying.validate(g.shards)?,
         })
+    }
+}
+
+impl ReassemblySection {
+    /// The stage's configuration, `None` when off; out-of-range values are refused.
+    fn validate(&self) -> Result<Option<wirespeed_stages::ReasmConfig>, ConfigError> {
+        use wirespeed_stages::ReasmConfig;
+        let (lo, hi) = (ReasmConfig::CONTEXTS.start(), ReasmConfig::CONTEXTS.end());
+        if !ReasmConfig::CONTEXTS.contains(&self.contexts) {
+            return Err(invalid("reassembly.contexts", self.contexts, format!("want {lo} to {hi}")));
+        }
+        let (tlo, thi) =
+            (ReasmConfig::TIMEOUT.start().as_secs_f64(), ReasmConfig::TIMEOUT.end().as_secs_f64());
+        if !self.timeout.is_finite() || !(tlo..=thi).contains(&self.timeout) {
+            return Err(invalid("reassembly.timeout", self.timeout, format!("want {tlo} to {thi} seconds")));
+        }
+        let cfg = ReasmConfig { contexts: self.contexts, timeout: Duration::from_secs_f64(self.timeout) };
+        // Rounding cannot leave the range the checks above kept, but the stage checks again.
+        cfg.validate().map_err(|e| invalid("reassembly", self.timeout, e.to_string()))?;
+        Ok(self.enabled.then_some(cfg))
     }
 }
 

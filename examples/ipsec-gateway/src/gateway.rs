@@ -4,8 +4,9 @@
 //! ```text
 //!  data shard i (one per RSS queue i of both ports):
 //!    LAN rx i ─► Classify ─► Punt ─► Forward ─► EspEncrypt (SPD → this shard's SA) ─┐
-//!    WAN rx i ─► Classify ─► Punt ─► CleartextGuard ─► EspDecrypt (SA by SPI,        ├─► LAN tx i / WAN tx i
-//!                                     inbound selector check) ─► Forward ────────────┘   (by output port)
+//!    WAN rx i ─► Classify ─► Reassemble (outer IP fragments to us)   ─► Punt ─►      ├─► LAN tx i / WAN tx i
+//!                CleartextGuard ─► EspDecrypt (SA by SPI, inbound selector check)    │   (by output port)
+//!                ─► Forward ─────────────────────────────────────────────────────────┘
 //!  control shard (queue `shards` of both ports, the steering plan's management queue):
 //!    mgmt rx ─► Classify ─► Punt ─► smoltcp ControlPlane per interface (ARP, ND, ping,
 //!    HTTP /metrics on the management interface) ─► mgmt tx
@@ -47,6 +48,7 @@ use wirespeed_stages::forward::{
     resolve_queue,
 };
 use wirespeed_stages::icmp::{IcmpConfig, IcmpErrors};
+use wirespeed_stages::reasm::{ReasmConfig, Reassemble};
 
 use crate::config::{GatewayConfig, Side};
 use crate::stagestats::{StageCell, StageCounters};
@@ -183,6 +185,8 @@ pub struct Shared<B: PacketBuf = PoolBuf> {
     pub icmp: Option<IcmpConfig>,
     /// Where each shard (data shards, then the control shard) publishes its stage counters.
     pub stage_cells: Vec<Arc<StageCell>>,
+    /// Outer IPv4 and IPv6 reassembly before decryption (`None`: off).
+    pub reassembly: Option<ReasmConfig>,
 }
 
 // By hand: the derives would ask `B: Clone + Debug`, which buffers are not.
@@ -198,6 +202,7 @@ impl<B: PacketBuf> Clone for Shared<B> {
             handoff: self.handoff.clone(),
             icmp: self.icmp.clone(),
             stage_cells: self.stage_cells.clone(),
+            reassembly: self.reassembly,
         }
     }
 }
@@ -254,6 +259,7 @@ impl<B: PacketBuf> Shared<B> {
                 rate,
             }),
             stage_cells: (0..=cfg.shards).map(|_| Arc::new(StageCell::new())).collect(),
+            reassembly: cfg.reassembly,
         }
     }
 
@@ -281,8 +287,9 @@ impl<B: PacketBuf> Shared<B> {
         )
     }
 
-    /// The WAN → LAN path of one shard: classify, punt, cleartext guard, decrypt (SA by SPI,
-    /// inbound selector check), route.
+    /// The WAN → LAN path of one shard: classify, reassemble (outer IP fragments of ESP and
+    /// UDP to the gateway), punt, cleartext guard, decrypt (SA by SPI, inbound selector check),
+    /// route.
     pub fn inbound(
         &self,
         fib: Subscriber<Fib>,
@@ -290,8 +297,15 @@ impl<B: PacketBuf> Shared<B> {
         decrypt: Subscriber<SaSet>,
         guard: Subscriber<SaSet>,
     ) -> Inbound<B> {
+        let reasm = match self.reassembly {
+            // The configuration was validated: a refusal here cannot happen, and would only
+            // turn reassembly off.
+            Some(r) => Reassemble::new(self.classify.clone(), r).unwrap_or_else(|_| Reassemble::disabled()),
+            None => Reassemble::disabled(),
+        };
         (
             Classify::new(self.classify.clone()),
+            reasm,
             Punt::new(self.punts[Side::Wan as usize].clone()),
             CleartextGuard::new(guard),
             EspDecrypt::new(decrypt).with_events(self.events.clone()),
@@ -932,11 +946,11 @@ impl<P: Port + 'static> Worker for DataShard<P> {
     fn report(&mut self) -> Option<wirespeed_core::runtime::WorkerReport> {
         Some(wirespeed_core::runtime::WorkerReport::new(DataReport {
             encrypt: *self.outbound.3.stats(),
-            decrypt: *self.inbound.3.stats(),
-            cleartext_dropped: self.inbound.2.dropped(),
+            decrypt: *self.inbound.4.stats(),
+            cleartext_dropped: self.inbound.3.dropped(),
             first_busy: self.window.0,
             input_ended: self.window.1,
-            hold: [self.outbound.2.counters(), self.inbound.4.counters()],
+            hold: [self.outbound.2.counters(), self.inbound.5.counters()],
         }))
     }
 }
@@ -983,7 +997,7 @@ pub struct DataReport {
 /// The stages of a data shard's LAN → WAN path.
 pub type Outbound<B = PoolBuf> = (Classify, Punt<B>, Resolving<B>, EspEncrypt);
 /// The stages of a data shard's WAN → LAN path.
-pub type Inbound<B = PoolBuf> = (Classify, Punt<B>, CleartextGuard, EspDecrypt, Resolving<B>);
+pub type Inbound<B = PoolBuf> = (Classify, Reassemble<B>, Punt<B>, CleartextGuard, EspDecrypt, Resolving<B>);
 
 /// One data shard: both directions over queue `i` of both ports. A [`Worker`]: the runtime polls
 /// it on its own thread; tests may poll it directly.
@@ -1074,7 +1088,7 @@ impl<P: Port> DataShard<P> {
         let mut c = StageCounters::default();
         let icmp = [
             self.outbound.2.forward().icmp_counters(),
-            self.inbound.4.forward().icmp_counters(),
+            self.inbound.5.forward().icmp_counters(),
             self.outbound.3.icmp_counters(),
         ];
         for i in icmp {
@@ -1084,12 +1098,15 @@ impl<P: Port> DataShard<P> {
             c.icmp_rate_limited += i.rate_limited;
             c.icmp_suppressed += i.suppressed;
         }
-        let (e, d) = (self.outbound.3.stats(), self.inbound.3.stats());
+        let (e, d) = (self.outbound.3.stats(), self.inbound.4.stats());
         c.fragmented = e.fragmented;
         c.fragments = e.fragments;
         c.frag_failed = e.frag_failed;
         c.mss_clamped = e.mss_clamped + d.mss_clamped;
-        for h in [self.outbound.2.counters(), self.inbound.4.counters()] {
+        let r = self.inbound.1.stats();
+        c.reasm_fragments = r.fragments;
+        c.reassembled = r.reassembled;
+        for h in [self.outbound.2.counters(), self.inbound.5.counters()] {
             c.neighbor_held += h.held;
             c.neighbor_released += h.released;
             c.neighbor_hold_overflow += h.overflow;
@@ -1110,7 +1127,7 @@ impl<P: Port> DataShard<P> {
     /// encrypt and decrypt stages own (one entry per SA).
     pub fn sa_usage(&mut self) -> Vec<SaUsage> {
         let mut out = Vec::new();
-        for sas in [self.outbound.3.sas_mut(), self.inbound.3.sas_mut()] {
+        for sas in [self.outbound.3.sas_mut(), self.inbound.4.sas_mut()] {
             let (set, states) = sas.parts();
             for (sa, st) in set.sas().iter().zip(states.iter()) {
                 if st.packets() > 0 {
@@ -1226,8 +1243,14 @@ impl<P: Port> DataShard<P> {
             n += self.batch.len();
             transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
         }
-        if self.inbound.4.needs_service(cx.now) {
-            self.inbound.4.process(cx, &mut self.batch);
+        // Incomplete datagrams past their deadline give their buffers back; counted as work so
+        // the shard publishes the drops (an idle poll publishes only after a busy one).
+        if self.inbound.1.needs_service(cx.now) {
+            self.inbound.1.expire(cx);
+            n += 1;
+        }
+        if self.inbound.5.needs_service(cx.now) {
+            self.inbound.5.process(cx, &mut self.batch);
             n += self.batch.len();
             transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
         }
@@ -1248,7 +1271,8 @@ impl<P: Port> DataShard<P> {
             t.flush();
         }
         self.outbound.2.drop_held(cx);
-        self.inbound.4.drop_held(cx);
+        self.inbound.1.drop_held(cx);
+        self.inbound.5.drop_held(cx);
     }
 }
 

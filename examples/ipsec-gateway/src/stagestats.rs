@@ -1,5 +1,6 @@
 //! The stages' own counters, beyond the shard counters (packets, bytes, drops by reason): ICMP
-//! errors sent and not sent, IPv4 fragmentation before encryption, TCP MSS clamping, packets
+//! errors sent and not sent, IPv4 fragmentation before encryption, outer IP reassembly before
+//! decryption, TCP MSS clamping, packets
 //! held while a next hop is resolved, and the ARP requests / Neighbor Solicitations sent.
 //!
 //! Each shard owns one [`StageCell`] and publishes its counters there every 64 busy polls, when
@@ -47,6 +48,8 @@ stage_counters! {
     fragmented: "IPv4 packets (DF clear) fragmented before encryption to fit their SA.",
     fragments: "Fragments those made, each encrypted as its own ESP packet.",
     frag_failed: "IPv4 packets (DF clear) that could not be fragmented (malformed, no buffer, no room) and were dropped.",
+    reasm_fragments: "Outer IP fragments (ESP or UDP to the gateway) taken for reassembly before decryption.",
+    reassembled: "Datagrams reassembled from them (failures are `reasm_*` drops).",
     mss_clamped: "TCP SYN segments whose MSS option was clamped (SA mss_clamp), both directions.",
     neighbor_held: "Packets held while their next hop was resolved.",
     neighbor_released: "Held packets released once their next hop resolved.",
