@@ -160,3 +160,73 @@ fn fragmentation_allocates_nothing_after_warm_up() {
     assert_eq!(enc.stats().fragments, 600 * 16);
     assert_eq!(allocs, 0, "heap allocations while fragmenting");
 }
+
+/// Holding packets for an unknown SPI ([`EspDecrypt::with_unknown_spi_hold`]) and releasing
+/// them when their SA appears allocate nothing after warm-up (which makes the hold once): 300
+/// rounds of 8 packets held, then decrypted once the SA is published. Publishing and adopting
+/// a new SA set (control-side work, once per rekey) are left out of the count.
+#[test]
+fn spi_hold_allocates_nothing_after_warm_up() {
+    let gw: IpAddr = "192.0.2.1".parse().unwrap();
+    let peer: IpAddr = "198.51.100.7".parse().unwrap();
+    let alg = AeadAlgorithm::Aes128Gcm;
+    let out = SaConfig::tunnel(0x10, Direction::Outbound { shard: 0 }, alg, &[0x5a; 20], gw, peer);
+    let inb = SaConfig::tunnel(0x10, Direction::Inbound, alg, &[0x5a; 20], peer, gw);
+    let out = Arc::new(SecurityAssociation::new(&out).unwrap());
+    let inb = Arc::new(SecurityAssociation::new(&inb).unwrap());
+    let spd = Spd::new(vec![SecurityPolicy {
+        selector: Selector::between(IpPrefix::any_v4(), IpPrefix::new(IpAddr::from([10, 9, 0, 0]), 16)),
+        action: PolicyAction::Protect { spis: vec![0x10] },
+    }]);
+    let mut enc_pub = Publisher::new(SaSet::new(vec![out], &spd).unwrap());
+    let mut enc = EspEncrypt::new(enc_pub.subscribe()).with_framing(Framing::Ip);
+    let mut dec_pub = Publisher::new(SaSet::empty());
+    let mut dec = EspDecrypt::new(dec_pub.subscribe())
+        .with_framing(Framing::Ip)
+        .with_unknown_spi_hold(64, std::time::Duration::from_millis(50));
+    let pool = BufferPool::new(PoolConfig { buffers: 1024, data_room: 2048, headroom: 256 }).unwrap();
+    let template = udp4([10, 9, 0, 1], 64);
+    let mut cx = ShardCtx::new(0);
+    let mut batch: Batch<PoolBuf> = Batch::new();
+    let mut allocs = 0;
+    for round in 0..400 {
+        let counted = round >= 100;
+        // The SA goes away (not counted), packets for it arrive and are held.
+        dec_pub.publish(SaSet::empty());
+        dec_pub.reclaim();
+        dec.sas_mut().refresh();
+        if counted {
+            start_counting();
+        }
+        for _ in 0..8 {
+            let mut b = pool.alloc().expect("pool");
+            b.copy_from(&template).unwrap();
+            let _ = batch.push(b);
+        }
+        enc.process(&mut cx, &mut batch);
+        dec.process(&mut cx, &mut batch);
+        assert!(batch.is_empty());
+        if counted {
+            allocs += stop_counting();
+        }
+        assert_eq!(dec.held(), 8);
+        // The SA appears (not counted): the held packets leave decrypted.
+        dec_pub.publish(SaSet::new(vec![inb.clone()], &Spd::new(vec![])).unwrap());
+        dec_pub.reclaim();
+        dec.sas_mut().refresh();
+        if counted {
+            start_counting();
+        }
+        assert!(Stage::<PoolBuf>::needs_service(&mut dec, cx.now));
+        Stage::<PoolBuf>::service(&mut dec, &mut cx, &mut batch);
+        assert_eq!(batch.len(), 8);
+        batch.clear();
+        if counted {
+            allocs += stop_counting();
+        }
+    }
+    assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
+    assert_eq!(dec.stats().decrypted, 400 * 8);
+    assert_eq!(dec.stats().held, 400 * 8);
+    assert_eq!(allocs, 0, "heap allocations while holding and releasing");
+}

@@ -79,4 +79,7 @@ pub use sa::{
 };
 pub use sad::{OutboundDecision, SaSet, SadError, ShardSas};
 pub use spd::{DefaultAction, FlowKey, IpPrefix, PolicyAction, SecurityPolicy, Selector, Spd};
-pub use stage::{EspDecrypt, EspEncrypt, EspStats, EventQueue, FRAG_SPILL, Framing, event_queue};
+pub use stage::{
+    EspDecrypt, EspEncrypt, EspStats, EventQueue, FRAG_SPILL, Framing, MAX_SPI_HOLD_PACKETS,
+    MAX_SPI_HOLD_TIME, event_queue,
+};

@@ -6,6 +6,8 @@
 //! has no atomic operation, lock or allocation. SA lifecycle events (soft/hard lifetime,
 //! sequence overflow) go to the control side over a bounded queue, once per SA and shard.
 
+use std::time::{Duration, Instant};
+
 use arrayvec::ArrayVec;
 use wirespeed_core::epoch::Subscriber;
 use wirespeed_core::queue::SharedQueue;
@@ -65,6 +67,15 @@ pub struct EspStats {
     /// malformed header or options, no free buffer, or no room for the fragments
     /// ([`FRAG_SPILL`]); counted under the drop reason too.
     pub frag_failed: u64,
+    /// Inbound ESP packets whose SPI had no SA, held for it to appear
+    /// ([`EspDecrypt::with_unknown_spi_hold`]).
+    pub held: u64,
+    /// Held packets whose SA appeared in time (decrypted, or dropped for another reason).
+    pub hold_resolved: u64,
+    /// Held packets dropped as `EspNoSa` because their SA did not appear in time.
+    pub hold_expired: u64,
+    /// Packets with an unknown SPI dropped at once (`EspNoSa`) because the hold was full.
+    pub hold_full: u64,
 }
 
 /// Fragments an [`EspEncrypt`] stage keeps for the next batch when the current one has no
@@ -587,16 +598,65 @@ fn apply_verdicts<B: PacketBuf>(cx: &mut ShardCtx, batch: &mut Batch<B>, verdict
 /// (and, for tunnel SAs, checked against the SA's `local`/`remote` endpoints: a mismatch is
 /// `EspWrongEndpoint`, not `EspNoSa`) and decapsulated; all other
 /// packets, IKE and NAT keepalives included, pass through untouched.
+///
+/// Optionally ([`EspDecrypt::with_unknown_spi_hold`]) ESP packets whose SPI has no SA yet are
+/// held for a short while instead of dropped: an IKE daemon installs a rekeyed inbound SA and
+/// answers its peer, which may send on the new SPI before the SA set reaches the shards.
 #[derive(Debug)]
 pub struct EspDecrypt {
     shard: EspShard,
     nat_t_port: u16,
+    hold: SpiHold,
+}
+
+/// Most packets [`EspDecrypt::with_unknown_spi_hold`] accepts to hold.
+pub const MAX_SPI_HOLD_PACKETS: usize = 4096;
+
+/// Longest [`EspDecrypt::with_unknown_spi_hold`] accepts to hold a packet.
+pub const MAX_SPI_HOLD_TIME: Duration = Duration::from_secs(1);
+
+/// Packets with an unknown SPI held until their SA appears (bounded in number and time).
+struct SpiHold {
+    /// Packets held at most (0: no hold).
+    cap: usize,
+    /// How long a packet waits for its SA.
+    ttl: Duration,
+    /// A `HeldQ<B>` for the stage's buffer type (made on the first held packet, once, with
+    /// room for `cap` packets).
+    q: AnySpill,
+    /// Packets in `q`.
+    len: usize,
+    /// Of those, the decrypted ones waiting for room in a batch.
+    ready: usize,
+    /// The SA set version the unresolved packets were last looked up in.
+    version: u64,
+    /// The earliest deadline of an unresolved packet.
+    next_due: Option<Instant>,
+}
+
+impl std::fmt::Debug for SpiHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpiHold")
+            .field("cap", &self.cap)
+            .field("ttl", &self.ttl)
+            .field("len", &self.len)
+            .field("ready", &self.ready)
+            .finish()
+    }
+}
+
+/// Held packets in arrival order: `Some(deadline)` while the SPI is unknown, `None` once
+/// decrypted and waiting for room in a batch.
+struct HeldQ<B> {
+    q: std::collections::VecDeque<(B, Option<Instant>)>,
 }
 
 impl EspDecrypt {
-    /// A stage on `sub`, Ethernet framing, NAT-T on UDP port 4500, no event queue.
+    /// A stage on `sub`, Ethernet framing, NAT-T on UDP port 4500, no event queue, no hold.
     pub fn new(sub: Subscriber<SaSet>) -> Self {
-        Self { shard: EspShard::new(sub), nat_t_port: NAT_T_PORT }
+        let hold =
+            SpiHold { cap: 0, ttl: Duration::ZERO, q: None, len: 0, ready: 0, version: 0, next_due: None };
+        Self { shard: EspShard::new(sub), nat_t_port: NAT_T_PORT, hold }
     }
 
     /// Sets the UDP port recognised as RFC 3948 encapsulation.
@@ -604,21 +664,110 @@ impl EspDecrypt {
         self.nat_t_port = port;
         self
     }
+
+    /// Holds up to `packets` ESP packets (at most [`MAX_SPI_HOLD_PACKETS`]) whose SPI has no SA
+    /// for up to `wait` (at most [`MAX_SPI_HOLD_TIME`]; the shard clock, `ShardCtx::now`)
+    /// instead of dropping them: when a newly published SA set resolves their SPI they are
+    /// decrypted, in arrival order and ahead of the batch being processed, and go on (at the
+    /// front of the batch while it has room; the rest at the next call). Those whose SA does
+    /// not appear in time are dropped as `EspNoSa`, as are packets arriving when the hold is
+    /// full. `packets == 0` or a zero `wait` turns the hold off (the default): unknown SPIs
+    /// are dropped at once.
+    ///
+    /// The hold is made (once, `packets` slots) on the first packet held; with nothing held
+    /// the stage costs one branch more per batch. Held packets leave without new input through
+    /// [`Stage::needs_service`] / [`Stage::service`], and are dropped as `Shutdown` by
+    /// [`Stage::finish`] or [`EspDecrypt::drop_held`].
+    pub fn with_unknown_spi_hold(mut self, packets: usize, wait: Duration) -> Self {
+        let packets = packets.min(MAX_SPI_HOLD_PACKETS);
+        let wait = wait.min(MAX_SPI_HOLD_TIME);
+        let off = packets == 0 || wait.is_zero();
+        self.hold.cap = if off { 0 } else { packets };
+        self.hold.ttl = if off { Duration::ZERO } else { wait };
+        self
+    }
+
+    /// Packets held now (waiting for their SA, or decrypted and waiting for room).
+    pub fn held(&self) -> usize {
+        self.hold.len
+    }
+
+    /// True when held packets should be looked at now even if no packet arrives (a new SA
+    /// set, a deadline passed, decrypted packets waiting): run the stage on an empty batch
+    /// then and send what it releases. Adopts a newly published SA set.
+    pub fn needs_service(&mut self, now: Instant) -> bool {
+        if self.hold.len == 0 {
+            return false;
+        }
+        self.shard.sas.refresh();
+        self.hold.ready > 0
+            || self.shard.sas.version() != self.hold.version
+            || self.hold.next_due.is_some_and(|t| now >= t)
+    }
+
+    /// Drops every held packet as [`DropReason::Shutdown`] (when the shard stops).
+    pub fn drop_held(&mut self, cx: &mut ShardCtx) {
+        cx.counters.drop_packets(DropReason::Shutdown, self.hold.len as u64);
+        // Dropping the queue gives the buffers back.
+        self.hold.q = None;
+        self.hold.len = 0;
+        self.hold.ready = 0;
+        self.hold.next_due = None;
+    }
 }
 
 esp_stage_common!(EspDecrypt);
 
 impl<B: PacketBuf> Stage<B> for EspDecrypt {
     fn process(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
-        let port = self.nat_t_port;
-        let EspShard { sas, framing, events, stats } = &mut self.shard;
-        sas.refresh();
+        self.shard.sas.refresh();
+        if self.hold.len == 0 {
+            let hold = if self.hold.cap > 0 { Some(&mut self.hold) } else { None };
+            decrypt_batch(&mut self.shard, self.nat_t_port, hold, cx, batch);
+        } else {
+            process_holding(&mut self.shard, self.nat_t_port, &mut self.hold, cx, batch);
+        }
+    }
+
+    /// End of input: the packets still held are dropped as [`DropReason::Shutdown`].
+    fn finish(&mut self, cx: &mut ShardCtx) {
+        self.drop_held(cx);
+    }
+
+    fn held(&self) -> usize {
+        EspDecrypt::held(self)
+    }
+
+    fn needs_service(&mut self, now: Instant) -> bool {
+        EspDecrypt::needs_service(self, now)
+    }
+
+    /// Releases the held packets whose SA appeared (decrypted) into `batch`, drops those that
+    /// timed out, and decrypts what `batch` holds.
+    fn service(&mut self, cx: &mut ShardCtx, batch: &mut Batch<B>) {
+        self.process(cx, batch);
+    }
+}
+
+/// Decrypts `batch` (the SA set already refreshed). With `hold`, packets whose SPI has no SA
+/// are held (or dropped when the hold is full) instead of dropped.
+#[inline(always)]
+fn decrypt_batch<B: PacketBuf>(
+    shard: &mut EspShard,
+    port: u16,
+    mut hold: Option<&mut SpiHold>,
+    cx: &mut ShardCtx,
+    batch: &mut Batch<B>,
+) {
+    let holding = hold.is_some();
+    let mut verdicts = [Verdict::Continue; BATCH_SIZE];
+    {
+        let EspShard { sas, framing, events, stats } = shard;
         let (set, states) = sas.parts();
         let shard = cx.shard;
         let now = cx.now;
         // Check every packet (SPI, endpoints, lifetime, replay, lengths), open all of them (one
         // provider call per SA), then finish each in order (window, trailer, header move).
-        let mut verdicts = [Verdict::Continue; BATCH_SIZE];
         let mut plans: [Option<(usize, usize, DecapPlan)>; BATCH_SIZE] = [None; BATCH_SIZE];
         let mut last: Option<(u32, usize, &SecurityAssociation)> = None;
         for (k, p) in batch.iter_mut().enumerate() {
@@ -641,7 +790,8 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
                     Some((spi, i, sa)) if spi == loc.spi => (i, sa),
                     _ => {
                         let Some(i) = set.inbound_index(loc.spi) else {
-                            return Verdict::Drop(DropReason::EspNoSa);
+                            // `Punt` marks a packet to hold (the stage punts nothing else).
+                            return if holding { Verdict::Punt } else { Verdict::Drop(DropReason::EspNoSa) };
                         };
                         let sa = set.sa(i);
                         last = Some((loc.spi, i, sa));
@@ -688,8 +838,139 @@ impl<B: PacketBuf> Stage<B> for EspDecrypt {
             verdicts[k] = decap_verdict(r, stats);
             clamp_inner(p, *l3, sa, verdicts[k], stats);
         }
-        apply_verdicts(cx, batch, &verdicts);
+        if !holding {
+            apply_verdicts(cx, batch, &verdicts);
+            return;
+        }
     }
+    let stats = &mut shard.stats;
+    let mut k = 0;
+    batch.apply(
+        cx,
+        |cx, p| match hold.as_deref_mut() {
+            Some(h) => hold_packet(h, stats, cx, p),
+            None => cx.counters.drop_packet(DropReason::EspNoSa),
+        },
+        |_, _| {
+            let v = verdicts[k];
+            k += 1;
+            v
+        },
+    );
+    if let Some(h) = hold {
+        // Every packet held so far was looked up in this version.
+        h.version = shard.sas.version();
+    }
+}
+
+/// Puts `p` (its SPI has no SA) on hold, or drops it as `EspNoSa` when the hold is full.
+#[inline(never)]
+fn hold_packet<B: PacketBuf>(h: &mut SpiHold, stats: &mut EspStats, cx: &mut ShardCtx, p: B) {
+    if h.len >= h.cap {
+        stats.hold_full += 1;
+        return cx.counters.drop_packet(DropReason::EspNoSa);
+    }
+    let cap = h.cap;
+    // Made once per stage, on its first held packet, with room for all it may hold.
+    let q =
+        h.q.get_or_insert_with(|| Box::new(HeldQ::<B> { q: std::collections::VecDeque::with_capacity(cap) }));
+    let Some(q) = q.downcast_mut::<HeldQ<B>>() else { return cx.counters.drop_packet(DropReason::EspNoSa) };
+    let due = cx.now + h.ttl;
+    q.q.push_back((p, Some(due)));
+    h.len += 1;
+    stats.held += 1;
+    h.next_due = Some(h.next_due.map_or(due, |t| t.min(due)));
+}
+
+/// The stage's `process` while packets are held: looks the held packets up again when the SA
+/// set changed or a deadline passed (decrypting those whose SA appeared, before the batch's
+/// packets, dropping those that timed out), decrypts the batch, then puts the decrypted held
+/// packets at the front of the batch while it has room.
+#[inline(never)]
+fn process_holding<B: PacketBuf>(
+    shard: &mut EspShard,
+    port: u16,
+    h: &mut SpiHold,
+    cx: &mut ShardCtx,
+    batch: &mut Batch<B>,
+) {
+    if shard.sas.version() != h.version || h.next_due.is_some_and(|t| cx.now >= t) {
+        retry_held::<B>(shard, port, h, cx);
+    }
+    decrypt_batch(shard, port, Some(&mut *h), cx, batch);
+    release_ready(h, batch);
+}
+
+/// The SPI of the ESP packet `p`, if it is one.
+fn spi_of<B: PacketBuf>(p: &B, framing: Framing, port: u16) -> Option<u32> {
+    let l3 = l3_offset(p, framing)?;
+    locate_esp_inline(p.data(), l3, port).ok().flatten().map(|loc| loc.spi)
+}
+
+/// Decrypts the held packets whose SPI resolves now (in arrival order; they stay held,
+/// decrypted, until a batch has room), drops those past their deadline as `EspNoSa`.
+#[inline(never)]
+fn retry_held<B: PacketBuf>(shard: &mut EspShard, port: u16, h: &mut SpiHold, cx: &mut ShardCtx) {
+    let now = cx.now;
+    h.version = shard.sas.version();
+    h.next_due = None;
+    let SpiHold { q, len, ready, next_due, .. } = h;
+    let Some(q) = q.as_mut().and_then(|q| q.downcast_mut::<HeldQ<B>>()) else { return };
+    let mut found: Batch<B> = Batch::new();
+    let n = q.q.len();
+    for j in 0..n {
+        let Some((p, due)) = q.q.pop_front() else { break };
+        if let Some(t) = due {
+            if spi_of(&p, shard.framing, port).is_some_and(|spi| shard.sas.set().inbound_index(spi).is_some())
+            {
+                // Cannot fail: `found` is decrypted whenever it fills up.
+                let _ = found.push(p);
+            } else if now >= t {
+                *len -= 1;
+                shard.stats.hold_expired += 1;
+                cx.counters.drop_packet(DropReason::EspNoSa);
+            } else {
+                q.q.push_back((p, Some(t)));
+                *next_due = Some(next_due.map_or(t, |d: Instant| d.min(t)));
+            }
+        } else {
+            q.q.push_back((p, None));
+        }
+        if found.is_full() || (j + 1 == n && !found.is_empty()) {
+            let taken = found.len();
+            shard.stats.hold_resolved += taken as u64;
+            decrypt_batch(shard, port, None, cx, &mut found);
+            *len -= taken - found.len();
+            *ready += found.len();
+            for p in found.drain(..) {
+                q.q.push_back((p, None));
+            }
+        }
+    }
+}
+
+/// Moves the decrypted held packets into `batch` while it has room, ahead of its packets
+/// (they arrived first).
+#[inline(never)]
+fn release_ready<B: PacketBuf>(h: &mut SpiHold, batch: &mut Batch<B>) {
+    if h.ready == 0 || batch.remaining() == 0 {
+        return;
+    }
+    let Some(q) = h.q.as_mut().and_then(|q| q.downcast_mut::<HeldQ<B>>()) else { return };
+    let mut released = 0;
+    for _ in 0..q.q.len() {
+        let Some((p, due)) = q.q.pop_front() else { break };
+        if due.is_none() && batch.remaining() > 0 {
+            // Cannot fail: the batch has room.
+            let _ = batch.push(p);
+            released += 1;
+        } else {
+            q.q.push_back((p, due));
+        }
+    }
+    h.ready -= released;
+    h.len -= released;
+    batch.as_mut_slice().rotate_right(released);
 }
 
 /// Clamps the MSS of a decrypted TCP SYN when its SA says so.
