@@ -641,6 +641,9 @@ pub struct GatewayConfig {
     pub idle: IdlePolicy,
     /// Outer IPv4 and IPv6 reassembly (`[reassembly]`; `None`: off).
     pub reassembly: Option<wirespeed_stages::ReasmConfig>,
+    /// ESP packets with an unknown SPI held per data shard, and for how long (`[keying]
+    /// hold_unknown_spi`; `None`: off).
+    pub unknown_spi_hold: Option<(usize, std::time::Duration)>,
 }
 
 impl GatewayConfig {
@@ -984,6 +987,7 @@ impl FileConfig {
             sas,
             icmp_rate: (self.icmp.errors && self.icmp.rate > 0).then_some(self.icmp.rate),
             keying: self.keying.validate(g.shards)?,
+            unknown_spi_hold: self.keying.unknown_spi_hold()?,
         })
     }
 }

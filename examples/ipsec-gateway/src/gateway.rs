@@ -187,6 +187,9 @@ pub struct Shared<B: PacketBuf = PoolBuf> {
     pub stage_cells: Vec<Arc<StageCell>>,
     /// Outer IPv4 and IPv6 reassembly before decryption (`None`: off).
     pub reassembly: Option<ReasmConfig>,
+    /// ESP packets with an unknown SPI held by each shard's `EspDecrypt`, and for how long
+    /// (`None`: dropped at once).
+    pub unknown_spi_hold: Option<(usize, std::time::Duration)>,
 }
 
 // By hand: the derives would ask `B: Clone + Debug`, which buffers are not.
@@ -203,6 +206,7 @@ impl<B: PacketBuf> Clone for Shared<B> {
             icmp: self.icmp.clone(),
             stage_cells: self.stage_cells.clone(),
             reassembly: self.reassembly,
+            unknown_spi_hold: self.unknown_spi_hold,
         }
     }
 }
@@ -260,6 +264,7 @@ impl<B: PacketBuf> Shared<B> {
             }),
             stage_cells: (0..=cfg.shards).map(|_| Arc::new(StageCell::new())).collect(),
             reassembly: cfg.reassembly,
+            unknown_spi_hold: cfg.unknown_spi_hold,
         }
     }
 
@@ -297,6 +302,10 @@ impl<B: PacketBuf> Shared<B> {
         decrypt: Subscriber<SaSet>,
         guard: Subscriber<SaSet>,
     ) -> Inbound<B> {
+        let mut decrypt = EspDecrypt::new(decrypt).with_events(self.events.clone());
+        if let Some((packets, wait)) = self.unknown_spi_hold {
+            decrypt = decrypt.with_unknown_spi_hold(packets, wait);
+        }
         let reasm = match self.reassembly {
             // The configuration was validated: a refusal here cannot happen, and would only
             // turn reassembly off.
@@ -308,7 +317,7 @@ impl<B: PacketBuf> Shared<B> {
             reasm,
             Punt::new(self.punts[Side::Wan as usize].clone()),
             CleartextGuard::new(guard),
-            EspDecrypt::new(decrypt).with_events(self.events.clone()),
+            decrypt,
             self.forward(fib, learned),
         )
     }
@@ -1249,6 +1258,14 @@ impl<P: Port> DataShard<P> {
             self.inbound.1.expire(cx);
             n += 1;
         }
+        // ESP for an SPI whose SA was not yet published (a rekey): decrypted once it is, or
+        // dropped as `esp_no_sa` at its deadline.
+        if self.inbound.4.needs_service(cx.now) {
+            self.inbound.4.process(cx, &mut self.batch);
+            self.inbound.5.process(cx, &mut self.batch);
+            n += self.batch.len().max(1);
+            transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        }
         if self.inbound.5.needs_service(cx.now) {
             self.inbound.5.process(cx, &mut self.batch);
             n += self.batch.len();
@@ -1272,6 +1289,7 @@ impl<P: Port> DataShard<P> {
         }
         self.outbound.2.drop_held(cx);
         self.inbound.1.drop_held(cx);
+        self.inbound.4.drop_held(cx);
         self.inbound.5.drop_held(cx);
     }
 }

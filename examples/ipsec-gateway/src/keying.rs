@@ -9,7 +9,18 @@
 //! counters_interval = 10   # seconds between two counter reports (NEWAE), 1..=3600
 //! reqid_shards = [{ reqid = 9, shard = 1 }]  # the shard owning reqid 9's outbound SAs
 //! pcpu_shards = [0, 1]     # per-CPU SAs (RFC 9611): CPU n's SA on shard pcpu_shards[n % len]
+//! hold_unknown_spi = { packets = 64, ms = 50 }  # hold ESP for an SPI not yet mirrored
 //! ```
+//!
+//! **Rekeys.** The IKE daemon installs a rekeyed inbound SA in the kernel and answers its peer,
+//! which may send ESP on the new SPI at once; the mirrored SA reaches the data shards a little
+//! later. `hold_unknown_spi` makes each data shard hold up to `packets` ESP packets (0..=4096)
+//! whose SPI has no SA yet for up to `ms` milliseconds (0..=1000), and decrypt them as soon as
+//! the SA is published; those whose SA does not come in time are dropped as `esp_no_sa`
+//! ([`wirespeed_stages::esp::EspDecrypt::with_unknown_spi_hold`]). `packets = 0` or `ms = 0`
+//! turns it off. Default: on (64 packets, 50 ms) with `source = "xfrm"`, off with `"static"`
+//! (static SAs are all there before the first packet; an unknown SPI is a stale or forged
+//! packet, dropped at once).
 //!
 //! **Shards.** Each data shard encrypts only with outbound SAs it owns (the same rule as static
 //! SAs: one outbound SA per shard and policy); a packet of a protect policy on a shard without
@@ -72,6 +83,29 @@ pub struct KeyingSection {
     pub reqid_shards: Vec<ReqidShard>,
     /// Per-CPU SAs: CPU `n`'s SA goes to shard `pcpu_shards[n % len]` (empty: `n % shards`).
     pub pcpu_shards: Vec<usize>,
+    /// Holding ESP packets whose SPI has no SA yet (absent: [`HoldUnknownSpi::DEFAULT_XFRM`]
+    /// with `source = "xfrm"`, off with `"static"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_unknown_spi: Option<HoldUnknownSpi>,
+}
+
+/// `[keying] hold_unknown_spi`: ESP packets whose SPI has no SA yet held per data shard.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HoldUnknownSpi {
+    /// Packets held at most per data shard, 0..=4096 (0: off).
+    pub packets: usize,
+    /// Milliseconds a packet waits for its SA, 0..=1000 (0: off).
+    pub ms: u64,
+}
+
+impl HoldUnknownSpi {
+    /// The default with `source = "xfrm"`: 64 packets, 50 ms.
+    pub const DEFAULT_XFRM: Self = Self { packets: 64, ms: 50 };
+    /// Range of `packets`.
+    pub const PACKETS: std::ops::RangeInclusive<usize> = 0..=wirespeed_stages::esp::MAX_SPI_HOLD_PACKETS;
+    /// Range of `ms`.
+    pub const MS: std::ops::RangeInclusive<u64> = 0..=1000;
 }
 
 /// One `[keying] reqid_shards` entry.
@@ -99,6 +133,7 @@ impl Default for KeyingSection {
             counters_interval: 10.0,
             reqid_shards: vec![],
             pcpu_shards: vec![],
+            hold_unknown_spi: None,
         }
     }
 }
@@ -140,6 +175,22 @@ fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> ConfigErro
 }
 
 impl KeyingSection {
+    /// `hold_unknown_spi`, checked: `Some((packets, wait))` when on, `None` when off.
+    pub fn unknown_spi_hold(&self) -> Result<Option<(usize, Duration)>, ConfigError> {
+        let h = match (self.hold_unknown_spi, self.source.as_str()) {
+            (Some(h), _) => h,
+            (None, "xfrm") => HoldUnknownSpi::DEFAULT_XFRM,
+            (None, _) => return Ok(None),
+        };
+        if !HoldUnknownSpi::PACKETS.contains(&h.packets) {
+            return Err(invalid("keying.hold_unknown_spi.packets", h.packets, "want 0..=4096 packets"));
+        }
+        if !HoldUnknownSpi::MS.contains(&h.ms) {
+            return Err(invalid("keying.hold_unknown_spi.ms", h.ms, "want 0..=1000 milliseconds"));
+        }
+        Ok((h.packets > 0 && h.ms > 0).then(|| (h.packets, Duration::from_millis(h.ms))))
+    }
+
     /// Checks the section (for a gateway of `shards` data shards).
     pub fn validate(&self, shards: usize) -> Result<Keying, ConfigError> {
         match self.source.as_str() {

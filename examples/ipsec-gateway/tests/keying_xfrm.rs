@@ -177,6 +177,31 @@ fn keying_section_is_validated() {
 }
 
 #[test]
+fn hold_unknown_spi_is_validated_and_on_by_default_with_xfrm() {
+    let base = configs::config(Site::A, 1, None);
+    let load = |extra: &str| GatewayConfig::from_toml(&format!("{base}\n[keying]\n{extra}\n"), None, "test");
+    let ms = Duration::from_millis;
+    assert_eq!(GatewayConfig::from_toml(&base, None, "test").unwrap().unknown_spi_hold, None);
+    let xfrm = "source = \"xfrm\"\nif_ids = [42]";
+    assert_eq!(load(xfrm).unwrap().unknown_spi_hold, Some((64, ms(50))));
+    let with = |h: &str| load(&format!("{xfrm}\nhold_unknown_spi = {h}"));
+    assert_eq!(with("{ packets = 8, ms = 200 }").unwrap().unknown_spi_hold, Some((8, ms(200))));
+    assert_eq!(with("{ packets = 0, ms = 50 }").unwrap().unknown_spi_hold, None);
+    assert_eq!(with("{ packets = 64, ms = 0 }").unwrap().unknown_spi_hold, None);
+    assert_eq!(
+        load("hold_unknown_spi = { packets = 16, ms = 10 }").unwrap().unknown_spi_hold,
+        Some((16, ms(10))),
+        "static SAs: on when asked for"
+    );
+    let e = with("{ packets = 4097, ms = 50 }").unwrap_err().to_string();
+    assert!(e.contains("keying.hold_unknown_spi.packets"), "{e}");
+    let e = with("{ packets = 64, ms = 1001 }").unwrap_err().to_string();
+    assert!(e.contains("keying.hold_unknown_spi.ms"), "{e}");
+    assert!(with("{ packets = 64 }").is_err(), "both keys needed");
+    assert!(with("{ packets = 64, ms = 5, s = 1 }").is_err(), "unknown keys refused");
+}
+
+#[test]
 fn mirrored_sas_join_the_static_ones_and_seal_traffic() {
     let mut rig = Rig::start_with(&configs::config(Site::A, 1, None));
     let cfg = rig.cfg.clone();
