@@ -32,16 +32,15 @@
 //! sequence numbers are the AEAD nonces) and asks for a rekey, and traffic goes on under fresh
 //! SAs.
 //!
-//! A rekey may lose an echo or two here: charon A installs the new inbound SA in the kernel and
-//! at once sends the DELETE of the old CHILD_SA, upon which charon B switches to the new SA;
-//! the gateway learns the new SA asynchronously (netlink event → mirror → epoch publish), and
-//! when the first packet under the new SPI arrives before that publish it is dropped (counted
-//! as `esp_no_sa`). In-kernel IPsec has no such window (the install is synchronous); a mirror
-//! can only make it short — the gateway wakes on the XFRM socket instead of a 20 ms tick —
-//! which on real hardware is well under a round trip, but under TCG emulation, with both
-//! daemons, the gateway (a debug build) and the pings sharing two emulated CPUs, it is not
-//! always. The test bounds it ([`LOSS_PER_REKEY`]) and checks every lost echo is such a counted
-//! drop.
+//! A rekey must lose nothing here. charon A installs the new inbound SA in the kernel and at
+//! once sends the DELETE of the old CHILD_SA, upon which charon B switches to the new SA; the
+//! gateway learns the new SA asynchronously (netlink event → mirror → epoch publish), so the
+//! first packet under the new SPI may reach a data shard before that publish (under TCG
+//! emulation, with both daemons, the gateway (a debug build) and the pings sharing two
+//! emulated CPUs, it did: 0 to 2 echoes per rekey were dropped as `esp_no_sa`). With
+//! `source = "xfrm"` the data shards hold such packets (`[keying] hold_unknown_spi`, default
+//! 64 packets for 50 ms) and decrypt them once the SA is published, so the test asks for no
+//! lost echo and no drop at all ([`LOSS_PER_REKEY`]).
 #![cfg(target_os = "linux")]
 
 use std::time::{Duration, Instant};
@@ -49,8 +48,9 @@ use std::time::{Duration, Instant};
 use ipsec_gateway::demo::configs::{A_LAN_MAC, A_WAN_MAC};
 use wirespeed_test_linux_peer::{LinuxPeer, Options};
 
-/// Echoes (10 a second) a rekey may lose: the race of the module doc, 0 to 2 seen under TCG.
-const LOSS_PER_REKEY: u32 = 2;
+/// Echoes (10 a second) a rekey may lose: none, the hold covers the race of the module doc
+/// (without it, 0 to 2 were seen under TCG).
+const LOSS_PER_REKEY: u32 = 0;
 /// The if_id scoping charon A's SAs and policies to the gateway.
 const IF_ID: u32 = 42;
 /// The guest's working directory (its /tmp is a tmpfs of its own).
@@ -545,8 +545,9 @@ fn strongswan_negotiates_and_wirespeed_carries() {
     let data = shard_totals(&vm, 0);
     eprintln!("gateway data shard: {data}");
     assert!(data["tx_packets"].as_u64().unwrap() >= 2 * 125 - u64::from(lost), "{data}");
-    // Every loss is the rekey race (module doc): a packet under an SPI the gateway has not
-    // mirrored yet, counted as esp_no_sa; nothing else is dropped.
+    // A loss could only be the rekey race (module doc): a packet under an SPI the gateway has
+    // not mirrored yet, held and here not released in time, counted as esp_no_sa; nothing else
+    // is dropped (with LOSS_PER_REKEY = 0: nothing at all).
     let drops = data["drops"].as_object().unwrap();
     assert!(drops.keys().all(|k| k == "esp_no_sa"), "{data}");
     assert_eq!(data["dropped"].as_u64(), Some(u64::from(lost)), "each lost echo is one counted drop: {data}");
