@@ -765,3 +765,43 @@ fn feedback_is_sent_in_chunks_of_whole_messages() {
     let bad = [&all[..200], &[0xff; 40][..]].concat();
     assert_eq!(chunks(&bad, 64).map(<[u8]>::len).sum::<usize>(), bad.len());
 }
+
+/// A rekey's first packets under the new inbound SPI can reach a data shard before the mirror
+/// publishes the SA (the interop test's race): with `hold_unknown_spi` the shards hold them and
+/// decrypt them once it is published; with the hold off they are `esp_no_sa` drops.
+#[test]
+fn esp_under_an_spi_mirrored_late_is_held_until_published() {
+    // A long hold, so that a loaded test machine does not turn the test into a race.
+    for (extra, hold) in [
+        ("hold_unknown_spi = { packets = 64, ms = 1000 }", true),
+        ("hold_unknown_spi = { packets = 0, ms = 50 }", false),
+    ] {
+        let (mut rig, mut m) = two_shards("", extra);
+        let (pol, _) = policy();
+        m.apply_datagram(&pol);
+        let mut p = MirrorPublisher::default();
+        p.sync(&m, rig.gw_mut());
+        let new_in = 0xbeef_0402u32;
+        for seq in 1..=4 {
+            rig.send(Side::Wan, &inbound_esp(new_in, seq, 100));
+        }
+        rig.settle();
+        let t = rig.totals();
+        assert_eq!(t.drops_of(DropReason::EspNoSa), if hold { 0 } else { 4 }, "{t}");
+        // The daemon's NEWSA is mirrored and published only now.
+        m.apply_datagram(&newsa(configs::B_WAN, configs::A_WAN, new_in));
+        p.sync(&m, rig.gw_mut());
+        let deadline = Instant::now() + WAIT;
+        let want = if hold { 4 } else { 0 };
+        let mut used = usage_of(&mut rig, new_in);
+        while used < want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            used = usage_of(&mut rig, new_in);
+        }
+        assert_eq!(used, want, "packets decrypted under the late SA (hold {hold})");
+        let t = rig.totals();
+        assert_eq!(t.drops_of(DropReason::EspNoSa), if hold { 0 } else { 4 }, "{t}");
+        assert_eq!(t.drops_of(DropReason::EspAuthFailed), 0, "{t}");
+        rig.stop();
+    }
+}
