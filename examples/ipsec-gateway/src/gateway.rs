@@ -1112,6 +1112,10 @@ impl<P: Port> DataShard<P> {
         c.fragments = e.fragments;
         c.frag_failed = e.frag_failed;
         c.mss_clamped = e.mss_clamped + d.mss_clamped;
+        c.spi_held = d.held;
+        c.spi_hold_resolved = d.hold_resolved;
+        c.spi_hold_expired = d.hold_expired;
+        c.spi_hold_full = d.hold_full;
         let r = self.inbound.1.stats();
         c.reasm_fragments = r.fragments;
         c.reassembled = r.reassembled;

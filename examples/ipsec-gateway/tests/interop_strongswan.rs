@@ -406,6 +406,15 @@ fn shard_totals(vm: &LinuxPeer, shard: u32) -> serde_json::Value {
         .check(&format!("grep '\"shard\":{shard},' {DIR}/gw/gateway.log | grep -v final | tail -n 1"))
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    // How often the unknown-SPI hold caught the rekey race (module doc).
+    let s = |k: &str| v["stages"][k].as_u64().unwrap_or(0);
+    eprintln!(
+        "shard {shard} unknown-SPI hold: held {}, resolved {}, expired {}, full {}",
+        s("spi_held"),
+        s("spi_hold_resolved"),
+        s("spi_hold_expired"),
+        s("spi_hold_full")
+    );
     v["total"].clone()
 }
 
