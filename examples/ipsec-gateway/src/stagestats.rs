@@ -51,7 +51,7 @@ stage_counters! {
     reasm_fragments: "Outer IP fragments (ESP or UDP to the gateway) taken for reassembly before decryption.",
     reassembled: "Datagrams reassembled from them (failures are `reasm_*` drops).",
     mss_clamped: "TCP SYN segments whose MSS option was clamped (SA mss_clamp), both directions.",
-    spi_held: "Inbound ESP packets held because their SPI had no SA yet ([keying] hold_unknown_spi).",
+    spi_held: "Inbound ESP packets held because their SPI had no SA yet (`[keying] hold_unknown_spi`).",
     spi_hold_resolved: "Held ESP packets whose SA was published in time (then decrypted or counted drops).",
     spi_hold_expired: "Held ESP packets dropped as esp_no_sa: their SA was not published in time.",
     spi_hold_full: "ESP packets with an unknown SPI dropped as esp_no_sa at once: the hold was full.",
