@@ -242,3 +242,33 @@ fn finish_drops_held_packets_as_shutdown() {
     assert_eq!(dec.held(), 0);
     assert_eq!(cx.counters.drops_of(DropReason::Shutdown), 3);
 }
+
+/// A plain [`Pipeline`] releases held packets on an empty poll once their SA is published,
+/// and reports them as held meanwhile.
+#[test]
+fn a_pipeline_releases_held_packets_without_new_input() {
+    use wirespeed_core::backend::mem::{MemConfig, MemPort};
+    use wirespeed_core::{Pipeline, Port};
+    let mut s = setup();
+    let dec = s.decrypter(Some((64, Duration::from_millis(50))));
+    let mut cx = ShardCtx::new(0);
+    let esp = s.esp(&mut cx, 1..=3);
+    let (mut port, handle) = MemPort::new(MemConfig::default(), s.pool.clone());
+    for p in esp.iter() {
+        handle.inject(0, p.data()).unwrap();
+    }
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    let mut pipeline = Pipeline::new(rx, tx, dec);
+    let mut cx = ShardCtx::new(0);
+    assert_eq!(pipeline.run_once(&mut cx), 3);
+    assert_eq!((cx.counters.tx_packets, cx.counters.total_drops()), (0, 0));
+    assert_eq!(pipeline.stage::<EspDecrypt>().map(|d| Stage::<PoolBuf>::held(d)), Some(3));
+    assert_eq!(pipeline.run_once(&mut cx), 0);
+    assert_eq!(cx.counters.tx_packets, 0, "still held");
+    s.publish_sa();
+    assert_eq!(pipeline.run_once(&mut cx), 0);
+    assert_eq!(cx.counters.tx_packets, 3);
+    let out: Vec<u8> = handle.drain_tx(0).iter().map(|f| f[28]).collect();
+    assert_eq!(out, [1, 2, 3]);
+    assert_eq!(pipeline.stage::<EspDecrypt>().map(|d| d.held()), Some(0));
+}

@@ -802,6 +802,16 @@ fn esp_under_an_spi_mirrored_late_is_held_until_published() {
         let t = rig.totals();
         assert_eq!(t.drops_of(DropReason::EspNoSa), if hold { 0 } else { 4 }, "{t}");
         assert_eq!(t.drops_of(DropReason::EspAuthFailed), 0, "{t}");
+        // The stage counters tell the hold's part (published when the shards go idle).
+        let held = |rig: &Rig| {
+            let all = ipsec_gateway::stagestats::StageCounters::sum(&rig.gw().stage_stats());
+            (all.spi_held, all.spi_hold_resolved, all.spi_hold_expired, all.spi_hold_full)
+        };
+        let want = if hold { (4, 4, 0, 0) } else { (0, 0, 0, 0) };
+        while held(&rig) != want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(held(&rig), want, "stage counters (hold {hold})");
         rig.stop();
     }
 }
