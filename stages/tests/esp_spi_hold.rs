@@ -253,7 +253,7 @@ fn a_pipeline_releases_held_packets_without_new_input() {
     let dec = s.decrypter(Some((64, Duration::from_millis(50))));
     let mut cx = ShardCtx::new(0);
     let esp = s.esp(&mut cx, 1..=3);
-    let (mut port, handle) = MemPort::new(MemConfig::default(), s.pool.clone());
+    let (mut port, handle) = MemPort::new(MemConfig::default(), s.pool);
     for p in esp.iter() {
         handle.inject(0, p.data()).unwrap();
     }
@@ -262,7 +262,7 @@ fn a_pipeline_releases_held_packets_without_new_input() {
     let mut cx = ShardCtx::new(0);
     assert_eq!(pipeline.run_once(&mut cx), 3);
     assert_eq!((cx.counters.tx_packets, cx.counters.total_drops()), (0, 0));
-    assert_eq!(pipeline.stage::<EspDecrypt>().map(|d| Stage::<PoolBuf>::held(d)), Some(3));
+    assert_eq!(pipeline.stage::<EspDecrypt>().map(|d| d.held()), Some(3));
     assert_eq!(pipeline.run_once(&mut cx), 0);
     assert_eq!(cx.counters.tx_packets, 0, "still held");
     s.publish_sa();
