@@ -453,27 +453,11 @@ fn static_neighbors_win_over_learned_ones() {
 /// reported only when nothing is held any more.
 #[test]
 fn a_pipeline_releases_held_packets_without_new_input_and_finishes_after_them() {
-    use wirespeed_core::Pipeline;
-    use wirespeed_core::backend::null::{NullConfig, NullPort};
     use wirespeed_core::runtime::{Poll, Worker};
 
     for answered in [true, false] {
-        let router: IpAddr = "192.0.2.254".parse().unwrap();
-        let mut b = FibBuilder::new();
-        b.route("0.0.0.0".parse().unwrap(), 0, NextHop::Gateway(router)).unwrap();
-        let mut fib = Publisher::new(b.build().unwrap());
-        let mut learned = Publisher::new(Neighbors::new());
-        let requests = resolve_queue(16);
-        let fwd = Forward::new(fib.subscribe(), &[ME_MAC]).with_neighbors(learned.subscribe());
-        let stages = (
-            Classify::new(ClassifyConfig::default()),
-            Resolving::new(fwd, requests.clone(), HoldConfig::default()),
-        );
-        let cfg = NullConfig { copy: true, limit: Some(20), ..NullConfig::default() };
-        let mut port = NullPort::new(cfg, pool());
-        let (rx, tx) = port.queue_pair(0).unwrap();
-        let mut pipeline = Pipeline::new(rx, tx, stages)
-            .with_report(|s| s.get::<Resolving<PoolBuf>>().map(|r| r.counters()));
+        let (pipeline, router, mut learned, requests) = held_behind_a_router(20);
+        let mut pipeline = pipeline.with_report(|s| s.get::<Resolving<PoolBuf>>().map(|r| r.counters()));
         let mut cx = ShardCtx::new(0);
         let t0 = Instant::now();
         cx.now = t0;
@@ -514,25 +498,9 @@ fn a_pipeline_releases_held_packets_without_new_input_and_finishes_after_them() 
 /// stages, so the held packets are counted as `shutdown` drops, not freed uncounted.
 #[test]
 fn a_stopped_pipeline_counts_the_packets_it_still_holds() {
-    use wirespeed_core::Pipeline;
-    use wirespeed_core::backend::null::{NullConfig, NullPort};
     use wirespeed_core::runtime::{Poll, Worker};
 
-    let router: IpAddr = "192.0.2.254".parse().unwrap();
-    let mut b = FibBuilder::new();
-    b.route("0.0.0.0".parse().unwrap(), 0, NextHop::Gateway(router)).unwrap();
-    let mut fib = Publisher::new(b.build().unwrap());
-    let mut learned = Publisher::new(Neighbors::new());
-    let requests = resolve_queue(16);
-    let fwd = Forward::new(fib.subscribe(), &[ME_MAC]).with_neighbors(learned.subscribe());
-    let stages = (
-        Classify::new(ClassifyConfig::default()),
-        Resolving::new(fwd, requests.clone(), HoldConfig::default()),
-    );
-    let cfg = NullConfig { copy: true, limit: Some(12), ..NullConfig::default() };
-    let mut port = NullPort::new(cfg, pool());
-    let (rx, tx) = port.queue_pair(0).unwrap();
-    let mut pipeline = Pipeline::new(rx, tx, stages);
+    let (mut pipeline, _router, _learned, _requests) = held_behind_a_router(12);
     let mut cx = ShardCtx::new(0);
     cx.now = Instant::now();
     assert_eq!(pipeline.poll(&mut cx), Poll::Busy(12));
@@ -544,4 +512,34 @@ fn a_stopped_pipeline_counts_the_packets_it_still_holds() {
     // A second drain (or a poll after it) counts nothing twice.
     pipeline.drain(&mut cx);
     assert_eq!(cx.counters.drops_of(DropReason::Shutdown), 12);
+}
+
+type HeldPipeline = wirespeed_core::Pipeline<
+    wirespeed_core::backend::null::NullRx,
+    wirespeed_core::backend::null::NullTx,
+    (Classify, Resolving<PoolBuf>),
+>;
+
+/// A pipeline whose `n` input packets all wait for the default route's next hop, which nobody
+/// has answered yet: the pipeline, that next hop, the learned-neighbor table to answer in, and
+/// the stage's resolution requests.
+fn held_behind_a_router(
+    n: u64,
+) -> (HeldPipeline, IpAddr, Publisher<Neighbors>, wirespeed_stages::forward::ResolveQueue) {
+    use wirespeed_core::backend::null::{NullConfig, NullPort};
+    let router: IpAddr = "192.0.2.254".parse().unwrap();
+    let mut b = FibBuilder::new();
+    b.route("0.0.0.0".parse().unwrap(), 0, NextHop::Gateway(router)).unwrap();
+    let mut fib = Publisher::new(b.build().unwrap());
+    let mut learned = Publisher::new(Neighbors::new());
+    let requests = resolve_queue(16);
+    let fwd = Forward::new(fib.subscribe(), &[ME_MAC]).with_neighbors(learned.subscribe());
+    let stages = (
+        Classify::new(ClassifyConfig::default()),
+        Resolving::new(fwd, requests.clone(), HoldConfig::default()),
+    );
+    let cfg = NullConfig { copy: true, limit: Some(n), ..NullConfig::default() };
+    let mut port = NullPort::new(cfg, pool());
+    let (rx, tx) = port.queue_pair(0).unwrap();
+    (wirespeed_core::Pipeline::new(rx, tx, stages), router, learned, requests)
 }
