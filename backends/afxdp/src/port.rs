@@ -1406,6 +1406,13 @@ impl TxQueue for XdpTx {
         sent
     }
 
+    /// Descriptors on the Tx ring the kernel has not taken (copy mode: a pushed-back backlog
+    /// that only further kicks send).
+    #[inline]
+    fn backlog(&self) -> bool {
+        self.bind == BindMode::Copy && self.tx.unconsumed() > 0
+    }
+
     /// Sends a pushed-back backlog (copy mode) and reclaims completions.
     #[inline]
     fn idle(&mut self) {
