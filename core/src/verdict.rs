@@ -87,6 +87,9 @@ macro_rules! drop_reasons {
 drop_reasons! {
     /// The buffer pool had no free buffer for a received frame.
     PoolExhausted = "pool_exhausted",
+    /// The queue's Rx ring was full when a frame arrived: the shard did not keep up (counted
+    /// from the backend's statistics: AF_XDP `rx_ring_full`, DPDK `imissed`).
+    RxRingFull = "rx_ring_full",
     /// The Tx queue was full.
     TxFull = "tx_full",
     /// The frame was larger than a buffer or the port MTU.

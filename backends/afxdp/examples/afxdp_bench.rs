@@ -94,10 +94,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let s = &rt.stats()[0].counters;
         println!(
-            "wirespeed rx {} tx {} txfull {} drops {}",
+            "wirespeed rx {} tx {} txfull {} rxfull {} drops {}",
             s.rx_packets,
             s.tx_packets,
             s.drops_of(DropReason::TxFull),
+            s.drops_of(DropReason::RxRingFull),
             s.total_drops()
         );
     }

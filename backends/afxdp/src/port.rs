@@ -443,6 +443,8 @@ impl AfXdpPort {
             in_kernel: 0,
             lost: false,
             kernel_dropped: 0,
+            kernel_ring_full: 0,
+            pending_ring_full: 0,
             calls: 0,
             need_wakeup: cfg.need_wakeup,
             busy_poll: false,
@@ -689,6 +691,10 @@ pub struct XdpRx {
     /// A descriptor named no frame of ours: the count above can no longer be trusted.
     lost: bool,
     kernel_dropped: u64,
+    /// The kernel's `rx_ring_full` at the last look.
+    kernel_ring_full: u64,
+    /// Rx-ring-full drops read from the kernel, not yet handed to the pipeline.
+    pending_ring_full: u64,
     calls: u32,
     need_wakeup: bool,
     /// `IdlePolicy::PreferBusyPoll` is on: every Rx poll drives the device's NAPI.
@@ -1020,16 +1026,26 @@ impl RxQueue for XdpRx {
         if self.jumbo_exhausted > 0 {
             return Some((DropReason::PoolExhausted, std::mem::take(&mut self.jumbo_exhausted)));
         }
-        // The kernel's drop counter costs a syscall: look every 1024 bursts.
+        if self.pending_ring_full > 0 {
+            return Some((DropReason::RxRingFull, std::mem::take(&mut self.pending_ring_full)));
+        }
+        // The kernel's drop counters cost a syscall: look every 1024 bursts. `rx_ring_full`:
+        // the Rx ring had no room (the shard did not keep up); `rx_dropped`: no fill buffer
+        // (or a frame too large for one).
         self.calls = self.calls.wrapping_add(1);
         if !self.calls.is_multiple_of(1024) {
             return None;
         }
         let s = sys_stats(self.sock.raw()).ok()?;
-        let total = s.rx_dropped + s.rx_ring_full;
-        let new = total.saturating_sub(self.kernel_dropped);
-        self.kernel_dropped = total;
-        (new > 0).then_some((DropReason::PoolExhausted, new))
+        self.pending_ring_full = s.rx_ring_full.saturating_sub(self.kernel_ring_full);
+        self.kernel_ring_full = s.rx_ring_full;
+        let dropped = s.rx_dropped.saturating_sub(self.kernel_dropped);
+        self.kernel_dropped = s.rx_dropped;
+        if dropped > 0 {
+            return Some((DropReason::PoolExhausted, dropped));
+        }
+        (self.pending_ring_full > 0)
+            .then(|| (DropReason::RxRingFull, std::mem::take(&mut self.pending_ring_full)))
     }
 }
 

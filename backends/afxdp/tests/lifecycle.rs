@@ -232,17 +232,17 @@ fn veth_reports_hardware_and_software_items() {
 
 /// Frames the kernel could not hand to a slow shard (Rx ring full, no free frame) are counted
 /// drops in the shard's counters, not silent loss: received + dropped = sent.
-#[test]
-fn kernel_drops_for_a_slow_shard_are_counted() {
-    require_kernel!();
+/// The peer sends 1000 frames while the shard is not polling a queue with these ring sizes
+/// (`rx_ring`, `fill_ring`, `frames`); then the shard polls. Returns its counters.
+fn counters_after_a_stall(rx_ring: u32, fill_ring: u32, frames: u32) -> wirespeed_core::ShardCounters {
     use wirespeed_afxdp::peer::RawSocket;
     let veth = common::Veth::new(1);
     let (ours, theirs) = (veth.local_mac(), veth.peer_mac());
     let mut cfg = AfXdpPortConfig::new(&veth.local);
-    (cfg.rx_ring, cfg.tx_ring, cfg.fill_ring, cfg.completion_ring, cfg.frames) = (256, 256, 256, 256, 512);
+    (cfg.rx_ring, cfg.tx_ring, cfg.fill_ring, cfg.completion_ring, cfg.frames) =
+        (rx_ring, 256, fill_ring, 256, frames);
     let mut port = AfXdpPort::open(cfg).unwrap();
     let (rx, tx) = port.queue_pair(0).unwrap();
-    // The shard is not polling while the peer sends 1000 frames.
     let (ns, dev) = (veth.ns.clone(), veth.peer.clone());
     std::thread::spawn(move || {
         enter_netns(&ns).unwrap();
@@ -258,12 +258,35 @@ fn kernel_drops_for_a_slow_shard_are_counted() {
     .unwrap();
     let mut pipeline = Pipeline::new(rx, tx, drop_all());
     let mut cx = ShardCtx::new(0);
-    for _ in 0..2048 {
+    for _ in 0..4096 {
         pipeline.run_once(&mut cx); // the kernel's counters are read every 1024 bursts
     }
-    let lost = cx.counters.drops_of(DropReason::PoolExhausted);
-    assert!(lost > 0, "{}", cx.counters);
-    assert_eq!(cx.counters.rx_packets + lost, 1000, "every frame received or counted: {}", cx.counters);
+    cx.counters
+}
+
+/// No fill buffer left (an eighth of a 512-frame UMEM is given to the kernel): `pool_exhausted`.
+#[test]
+fn kernel_drops_for_a_slow_shard_are_counted() {
+    require_kernel!();
+    let c = counters_after_a_stall(256, 256, 512);
+    let lost = c.drops_of(DropReason::PoolExhausted);
+    assert!(lost > 0, "{c}");
+    assert_eq!(
+        c.rx_packets + lost + c.drops_of(DropReason::RxRingFull),
+        1000,
+        "every frame received or counted: {c}"
+    );
+}
+
+/// Fill buffers to spare but a 64-entry Rx ring: the frames past 64 are `rx_ring_full` (the
+/// shard did not keep up), not `pool_exhausted`.
+#[test]
+fn a_full_rx_ring_is_counted_as_such() {
+    require_kernel!();
+    let c = counters_after_a_stall(64, 2048, 4096);
+    assert_eq!(c.rx_packets, 64, "{c}");
+    assert_eq!(c.drops_of(DropReason::RxRingFull), 936, "{c}");
+    assert_eq!(c.drops_of(DropReason::PoolExhausted), 0, "{c}");
 }
 
 /// Every shape of the program passes the kernel's verifier (it rejects, among other things,

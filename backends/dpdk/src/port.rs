@@ -58,10 +58,12 @@ pub struct PortCounters {
 
 impl PortCounters {
     /// Adds the port-level drops that have a wirespeed reason to `c`: Rx with no mbuf is
-    /// [`DropReason::PoolExhausted`]. (Missed and erroneous frames have no wirespeed reason; they
-    /// stay in [`PortCounters::rx_missed`] / [`PortCounters::rx_errors`].)
+    /// [`DropReason::PoolExhausted`], frames the device missed because the Rx ring was full
+    /// (`imissed`) [`DropReason::RxRingFull`]. (Erroneous frames have no wirespeed reason; they
+    /// stay in [`PortCounters::rx_errors`].)
     pub fn add_drops_to(&self, c: &mut ShardCounters) {
         c.drop_packets(DropReason::PoolExhausted, self.rx_no_mbuf);
+        c.drop_packets(DropReason::RxRingFull, self.rx_missed);
     }
 
     /// An extended statistic by name.
@@ -526,5 +528,20 @@ impl TxQueue for DpdkTx {
     fn tx_burst(&mut self, batch: &mut Batch<Mbuf>) -> usize {
         let _ = ensure_thread_registered();
         mbuf::tx_burst(self.port, self.queue, batch)
+    }
+}
+
+#[cfg(test)]
+mod counter_tests {
+    use super::*;
+
+    #[test]
+    fn port_drops_map_to_their_reasons() {
+        let p = PortCounters { rx_missed: 5, rx_no_mbuf: 3, rx_errors: 7, ..PortCounters::default() };
+        let mut c = ShardCounters::default();
+        p.add_drops_to(&mut c);
+        assert_eq!(c.drops_of(DropReason::RxRingFull), 5);
+        assert_eq!(c.drops_of(DropReason::PoolExhausted), 3);
+        assert_eq!(c.total_drops(), 8, "erroneous frames have no reason: {c}");
     }
 }
