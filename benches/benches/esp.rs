@@ -34,14 +34,9 @@ use wirespeed_stages::esp::*;
 const SIZES_ENCRYPT: [usize; 2] = [64, 1420];
 const SIZES_DECRYPT: [usize; 1] = [1420];
 
+/// Ethernet + IPv4/UDP packet of `inner_len` bytes from 10.0.0.1 to 10.9.0.9.
 fn frame(inner_len: usize) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-    let udp_len = inner_len - 20;
-    f.extend_from_slice(&[0x45, 0, (inner_len >> 8) as u8, inner_len as u8, 0, 0, 0x40, 0, 64, 17, 0, 0]);
-    f.extend_from_slice(&[10, 0, 0, 1, 10, 9, 0, 9]);
-    f.extend_from_slice(&[0x30, 0x39, 0x12, 0x67, (udp_len >> 8) as u8, udp_len as u8, 0, 0]);
-    f.extend((0..inner_len - 28).map(|i| i as u8));
-    f
+    wirespeed_benches::udp4_frame(inner_len, [10, 0, 0, 1], [10, 9, 0, 9])
 }
 
 /// The SA of this bench for `provider`, or `None` (with a note on stderr) when the provider

@@ -14,18 +14,7 @@ use wirespeed_core::PacketMeta;
 use wirespeed_core::backend::null::udp4_frame;
 use wirespeed_stages::classify::ClassifyConfig;
 use wirespeed_stages::forward::Dir24_8;
-
-/// SplitMix64: deterministic randomness without a dependency.
-struct SplitMix(u64);
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
+use wirespeed_test_gen::{SplitMix, bgp_like_routes};
 
 /// Ethernet / IPv6 / TCP (20-byte header, ACK) from 2001:db8:1::1 port 40000 to 2001:db8:2::2
 /// port 443, 6 bytes of payload (74 bytes).
@@ -76,31 +65,15 @@ fn classify<M: Clock>(c: &mut Criterion<M>) {
     g.finish();
 }
 
-/// A BGP-like random table: 60 % /24, 35 % /16–/23, 3 % /8–/15, 2 % /25–/32.
-fn bgp_like_routes(n: usize, seed: u64) -> Vec<(u32, u8, u32)> {
-    let mut rng = SplitMix(seed);
-    (0..n)
-        .map(|_| {
-            let x = rng.next();
-            let len = match x % 100 {
-                0..=59 => 24,
-                60..=94 => 16 + (x >> 8) as u8 % 8,
-                95..=97 => 8 + (x >> 8) as u8 % 8,
-                _ => 25 + (x >> 8) as u8 % 8,
-            };
-            ((x >> 32) as u32, len, (x >> 16) as u32 % 1024)
-        })
-        .collect()
-}
-
 fn lpm<M: Clock>(c: &mut Criterion<M>) {
-    let routes = bgp_like_routes(1_000_000, 1);
+    // A BGP-like random table: 60 % /24, 35 % /16–/23, 3 % /8–/15, 2 % /25–/32; 1024 next hops.
+    let routes = bgp_like_routes(1_000_000, 1, 1024);
     let t0 = Instant::now();
     let table = Dir24_8::build(&routes).unwrap();
     eprintln!("lpm: built {} prefixes ({} tbl8 groups) in {:?}", table.len(), table.groups(), t0.elapsed());
     let mut rng = SplitMix(2);
     const N: usize = 1 << 20;
-    let addrs: Vec<u32> = (0..N).map(|_| rng.next() as u32).collect();
+    let addrs: Vec<u32> = (0..N).map(|_| rng.next_u64() as u32).collect();
     let mut g = c.benchmark_group(M::group("lpm"));
     g.throughput(Throughput::Elements(1));
     g.bench_function("ipv4_lookup_1m_routes", |b| {

@@ -22,6 +22,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput};
 use wirespeed_benches::Clock;
 use wirespeed_core::rss::{MS_KEY, Toeplitz, toeplitz_reference};
+use wirespeed_test_gen::SplitMix;
 
 /// Row 1 of the Microsoft RSS vectors: 66.9.149.187:2794 → 161.142.100.80:1766.
 const V4: [u8; 12] = [66, 9, 149, 187, 161, 142, 100, 80, 0x0a, 0xea, 0x06, 0xe6];
@@ -35,25 +36,13 @@ const V6: [u8; 36] = [
 /// Tuples per iteration, as DPDK's `BATCH_SZ`.
 const BATCH: usize = 1024;
 
-/// SplitMix64: deterministic randomness without a dependency.
-struct SplitMix(u64);
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 fn random_tuples<const N: usize>(seed: u64) -> Vec<[u8; N]> {
     let mut rng = SplitMix(seed);
     (0..BATCH)
         .map(|_| {
             let mut t = [0u8; N];
             for c in t.chunks_mut(8) {
-                c.copy_from_slice(&rng.next().to_le_bytes()[..c.len()]);
+                c.copy_from_slice(&rng.next_u64().to_le_bytes()[..c.len()]);
             }
             t
         })

@@ -12,16 +12,14 @@
 //!   once as the growth of the resident set (`/proc/self/status`) and printed to stderr.
 
 use std::hint::black_box;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use wirespeed_core::{BufferPool, PacketBuf, PoolBuf, PoolConfig};
 use wirespeed_stages::esp::{FlowKey, OutboundDecision, SaSet, SaState, SecurityAssociation, encapsulate};
+use wirespeed_test_xfrm::{A, LOCAL, PEER, append_message, ip, newpolicy, out_policy, sa_info, tmpl};
 use wirespeed_xfrm::msg::Builder;
-use wirespeed_xfrm::wire::{
-    self, AlgoAead, UserTmpl, UserpolicyInfo, UsersaInfo, XfrmId, XfrmSelector, attr, msg_type,
-};
+use wirespeed_xfrm::wire::{AlgoAead, msg_type};
 use wirespeed_xfrm::{Mirror, MirrorConfig, Scope};
 
 /// `VmRSS` and `VmHWM` of this process in KiB (Linux), after resetting the high-water mark when
@@ -37,76 +35,33 @@ fn rss_kib(reset: bool) -> Option<(i64, i64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-const LOCAL: &str = "192.0.2.1";
-const PEER: &str = "198.51.100.7";
 const IF_ID: u32 = 42;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 fn mirror() -> Mirror {
     Mirror::new(MirrorConfig::new(Scope { if_ids: vec![IF_ID], marks: vec![] }, vec![ip(LOCAL)]))
 }
 
-fn newsa(b: &mut Builder, src: IpAddr, dst: IpAddr, spi: u32) {
-    let info = UsersaInfo {
-        id: XfrmId { daddr: wire::from_ip(dst), spi, proto: wire::IPPROTO_ESP },
-        saddr: wire::from_ip(src),
-        reqid: 1,
-        family: wire::family_of(dst),
-        mode: wire::MODE_TUNNEL,
-        replay_window: 32,
-        ..UsersaInfo::default()
-    };
+/// Appends the `NEWSA` of an AES-128-GCM tunnel SA `src` → `dst` (reqid 1, key from `spi`) to `b`.
+fn newsa(b: &mut Builder, src: &str, dst: &str, spi: u32) {
     let aead = AlgoAead {
         name: "rfc4106(gcm(aes))".into(),
         key: zeroize::Zeroizing::new((0..20).map(|i| (i as u8) ^ (spi as u8)).collect()),
         icv_bits: 128,
     };
-    let at = b.start(msg_type::NEWSA, 0, 0);
-    b.fixed(|o| info.write(o));
-    b.attr(attr::ALG_AEAD, |o| aead.write(o));
-    b.attr(attr::IF_ID, |o| o.extend_from_slice(&IF_ID.to_ne_bytes()));
-    b.finish(at);
+    let a = A { aead: Some(aead), if_id: Some(IF_ID), ..A::default() };
+    append_message(b, msg_type::NEWSA, |o| sa_info(src, dst, spi, 1).write(o), &a);
 }
 
+/// The outbound policy 10.1.0.0/16 → 10.9.0.0/16, protected by a tunnel to the peer (reqid 1).
 fn policy() -> Vec<u8> {
-    let sel = XfrmSelector {
-        saddr: wire::from_ip(ip("10.1.0.0")),
-        daddr: wire::from_ip(ip("10.9.0.0")),
-        family: wire::AF_INET,
-        prefixlen_s: 16,
-        prefixlen_d: 16,
-        ..XfrmSelector::default()
-    };
-    let info = UserpolicyInfo { sel, index: 0x201, dir: wire::POLICY_OUT, ..UserpolicyInfo::default() };
-    let t = UserTmpl {
-        id: XfrmId { daddr: wire::from_ip(ip(PEER)), spi: 0, proto: wire::IPPROTO_ESP },
-        family: wire::AF_INET,
-        saddr: wire::from_ip(ip(LOCAL)),
-        reqid: 1,
-        mode: wire::MODE_TUNNEL,
-        ..UserTmpl::default()
-    };
-    let mut b = Builder::new();
-    let at = b.start(msg_type::NEWPOLICY, 0, 0);
-    b.fixed(|o| info.write(o));
-    b.attr(attr::TMPL, |o| t.write(o));
-    b.attr(attr::IF_ID, |o| o.extend_from_slice(&IF_ID.to_ne_bytes()));
-    b.finish(at);
-    b.bytes().to_vec()
+    let info = out_policy(0x201, 0, "10.1.0.0", 16, "10.9.0.0", 16);
+    let a = A { tmpls: vec![tmpl(LOCAL, PEER, 1)], if_id: Some(IF_ID), ..A::default() };
+    newpolicy(msg_type::NEWPOLICY, &info, &a)
 }
 
 /// Ethernet + IPv4/UDP packet of `inner_len` bytes from 10.1.0.1 to 10.9.0.9.
 fn frame(inner_len: usize) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-    let udp_len = inner_len - 20;
-    f.extend_from_slice(&[0x45, 0, (inner_len >> 8) as u8, inner_len as u8, 0, 0, 0x40, 0, 64, 17, 0, 0]);
-    f.extend_from_slice(&[10, 1, 0, 1, 10, 9, 0, 9]);
-    f.extend_from_slice(&[0x30, 0x39, 0x12, 0x67, (udp_len >> 8) as u8, udp_len as u8, 0, 0]);
-    f.extend((0..inner_len - 28).map(|i| i as u8));
-    f
+    wirespeed_benches::udp4_frame(inner_len, [10, 1, 0, 1], [10, 9, 0, 9])
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -117,7 +72,7 @@ fn bench_newsa_to_first_seal(c: &mut Criterion) {
     let pool = BufferPool::new(PoolConfig { buffers: 64, data_room: 2048, headroom: 256 }).unwrap();
     let pol = policy();
     let mut sa_msg = Builder::new();
-    newsa(&mut sa_msg, ip(LOCAL), ip(PEER), 0xa000_0001);
+    newsa(&mut sa_msg, LOCAL, PEER, 0xa000_0001);
     let sa_msg = sa_msg.bytes().to_vec();
     let tmpl = frame(64);
     let key = FlowKey {
@@ -176,7 +131,7 @@ fn dump() -> Vec<Vec<u8>> {
     let mut datagrams = Vec::new();
     let mut b = Builder::new();
     for i in 0..DUMP {
-        newsa(&mut b, ip(PEER), ip(LOCAL), 0x1000_0000 + i);
+        newsa(&mut b, PEER, LOCAL, 0x1000_0000 + i);
         if b.bytes().len() > 32 * 1024 - 400 {
             datagrams.push(b.bytes().to_vec());
             b.clear();

@@ -110,6 +110,21 @@ pub fn cpu_criterion() -> Criterion<ThreadCpuTime> {
 #[doc(hidden)]
 pub use criterion as __criterion;
 
+/// An Ethernet frame (02:00:00:00:00:01 → 02:00:00:00:00:02) carrying an IPv4/UDP packet of
+/// `inner_len` bytes (at least 28) from `src` port 12345 to `dst` port 4711: DF set, TTL 64,
+/// identification 0, checksums left zero, payload bytes 0, 1, 2, … (wrapping). The ESP benches'
+/// plaintext.
+pub fn udp4_frame(inner_len: usize, src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let udp_len = inner_len - 20;
+    f.extend_from_slice(&[0x45, 0, (inner_len >> 8) as u8, inner_len as u8, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&[0x30, 0x39, 0x12, 0x67, (udp_len >> 8) as u8, udp_len as u8, 0, 0]);
+    f.extend((0..inner_len - 28).map(|i| i as u8));
+    f
+}
+
 /// `fn main` of a bench file whose functions are generic over [`Clock`]: runs each function
 /// under the wall clock (its usual ids), then right after it under [`ThreadCpuTime`] (`cpu/`
 /// ids), so both figures of one bench come from the same minute of a shared machine.

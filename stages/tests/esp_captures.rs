@@ -60,6 +60,23 @@ fn foreign_sa_set(spi: u32) -> (Publisher<SaSet>, Arc<SecurityAssociation>) {
     (Publisher::new(SaSet::new([sa.clone()], &Spd::default()).unwrap()), sa)
 }
 
+/// A decrypter holding only the SA of [`foreign_sa_set`] (SPI 0x12345678), its publisher (kept
+/// alive with it) and the SA.
+fn foreign_decrypter() -> (Publisher<SaSet>, Arc<SecurityAssociation>, EspDecrypt) {
+    let (mut publisher, sa) = foreign_sa_set(0x1234_5678);
+    let dec = EspDecrypt::new(publisher.subscribe());
+    (publisher, sa, dec)
+}
+
+/// `frames` in one batch.
+fn batch_of(frames: &[Vec<u8>]) -> Batch<PoolBuf> {
+    let mut batch = Batch::new();
+    for f in frames {
+        batch.push(buf(f)).unwrap();
+    }
+    batch
+}
+
 fn check_esp_capture(name: &str, udp: bool) {
     let (linktype, frames) = read_pcap(name);
     assert_eq!(linktype, 1, "Ethernet");
@@ -70,13 +87,9 @@ fn check_esp_capture(name: &str, udp: bool) {
         assert_eq!((loc.spi, loc.seq_lo, loc.udp), (0x1234_5678, i as u32 + 1, udp), "{name} frame {i}");
         assert_eq!(loc.esp_offset, l3 + 20 + if udp { 8 } else { 0 });
     }
-    let (mut publisher, sa) = foreign_sa_set(0x1234_5678);
-    let mut dec = EspDecrypt::new(publisher.subscribe());
+    let (_publisher, sa, mut dec) = foreign_decrypter();
     let mut cx = ShardCtx::new(0);
-    let mut batch: Batch<PoolBuf> = Batch::new();
-    for f in &frames {
-        batch.push(buf(f)).unwrap();
-    }
+    let mut batch = batch_of(&frames);
     dec.process(&mut cx, &mut batch);
     assert!(batch.is_empty(), "{name}: nothing authenticates under another key");
     let c = &cx.counters;
@@ -107,8 +120,7 @@ fn esp_in_udp_capture() {
 fn ikev2_passes_through_untouched() {
     let (linktype, frames) = read_pcap("ikev2four.pcap");
     assert_eq!(linktype, 0, "BSD loopback: 4-byte address family, then IP");
-    let (mut publisher, _) = foreign_sa_set(0x1234_5678);
-    let mut dec = EspDecrypt::new(publisher.subscribe());
+    let (_publisher, _, mut dec) = foreign_decrypter();
     let mut cx = ShardCtx::new(0);
     for chunk in frames.chunks(32) {
         let mut batch: Batch<PoolBuf> = Batch::new();
@@ -131,13 +143,9 @@ fn ikev2_passes_through_untouched() {
 #[test]
 fn truncated_capture_is_a_counted_drop() {
     let (_, frames) = read_pcap("esp_truncated.pcap");
-    let (mut publisher, _) = foreign_sa_set(0x1234_5678);
-    let mut dec = EspDecrypt::new(publisher.subscribe());
+    let (_publisher, _, mut dec) = foreign_decrypter();
     let mut cx = ShardCtx::new(0);
-    let mut batch: Batch<PoolBuf> = Batch::new();
-    for f in &frames {
-        batch.push(buf(f)).unwrap();
-    }
+    let mut batch = batch_of(&frames);
     dec.process(&mut cx, &mut batch);
     assert!(batch.is_empty());
     assert_eq!(cx.counters.drops_of(DropReason::Truncated), frames.len() as u64, "{}", cx.counters);

@@ -78,6 +78,43 @@ impl Setup {
     }
 }
 
+/// The hold most tests use: 64 packets for 50 ms.
+const HOLD: Option<(usize, Duration)> = Some((64, Duration::from_millis(50)));
+
+/// One shard's decrypt side: the fixture, a decrypter with a given hold, and the shard context.
+struct Shard {
+    s: Setup,
+    dec: EspDecrypt,
+    cx: ShardCtx,
+}
+
+impl Shard {
+    fn new(hold: Option<(usize, Duration)>) -> Self {
+        let mut s = setup();
+        let dec = s.decrypter(hold);
+        Shard { s, dec, cx: ShardCtx::new(0) }
+    }
+
+    /// ESP packets carrying `udp4(tag)` for each tag, through the decrypter: what it passes on.
+    fn receive(&mut self, tags: impl IntoIterator<Item = u8>) -> Batch<PoolBuf> {
+        let mut batch = self.s.esp(&mut self.cx, tags);
+        self.dec.process(&mut self.cx, &mut batch);
+        batch
+    }
+
+    /// Services the decrypter into `out` (packets it releases are appended).
+    fn service_into(&mut self, out: &mut Batch<PoolBuf>) {
+        Stage::<PoolBuf>::service(&mut self.dec, &mut self.cx, out);
+    }
+
+    /// Services the decrypter: the packets it releases.
+    fn service(&mut self) -> Batch<PoolBuf> {
+        let mut out = Batch::new();
+        self.service_into(&mut out);
+        out
+    }
+}
+
 fn tags(batch: &Batch<PoolBuf>) -> Vec<u8> {
     batch
         .iter()
@@ -90,157 +127,128 @@ fn tags(batch: &Batch<PoolBuf>) -> Vec<u8> {
 
 #[test]
 fn held_packets_are_decrypted_once_their_sa_appears() {
-    let mut s = setup();
-    let mut dec = s.decrypter(Some((64, Duration::from_millis(50))));
-    let mut cx = ShardCtx::new(0);
-    let mut batch = s.esp(&mut cx, 1..=4);
-    dec.process(&mut cx, &mut batch);
+    let mut sh = Shard::new(HOLD);
+    let batch = sh.receive(1..=4);
     assert!(batch.is_empty());
-    assert_eq!(Stage::<PoolBuf>::held(&dec), 4);
-    assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
-    assert_eq!(dec.stats().held, 4);
+    assert_eq!(Stage::<PoolBuf>::held(&sh.dec), 4);
+    assert_eq!(sh.cx.counters.total_drops(), 0, "{}", sh.cx.counters);
+    assert_eq!(sh.dec.stats().held, 4);
     // Nothing changed: nothing to do.
-    assert!(!dec.needs_service(cx.now));
+    assert!(!sh.dec.needs_service(sh.cx.now));
 
-    s.publish_sa();
-    assert!(dec.needs_service(cx.now));
-    Stage::<PoolBuf>::service(&mut dec, &mut cx, &mut batch);
+    sh.s.publish_sa();
+    assert!(sh.dec.needs_service(sh.cx.now));
+    let batch = sh.service();
     assert_eq!(tags(&batch), [1, 2, 3, 4]);
-    assert_eq!(dec.held(), 0);
-    assert_eq!(dec.stats().decrypted, 4);
-    assert_eq!(dec.stats().hold_resolved, 4);
-    assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
-    assert!(!dec.needs_service(cx.now));
+    assert_eq!(sh.dec.held(), 0);
+    assert_eq!(sh.dec.stats().decrypted, 4);
+    assert_eq!(sh.dec.stats().hold_resolved, 4);
+    assert_eq!(sh.cx.counters.total_drops(), 0, "{}", sh.cx.counters);
+    assert!(!sh.dec.needs_service(sh.cx.now));
 }
 
 #[test]
 fn held_packets_go_ahead_of_the_batch_that_finds_their_sa() {
-    let mut s = setup();
-    let mut dec = s.decrypter(Some((64, Duration::from_millis(50))));
-    let mut cx = ShardCtx::new(0);
-    let mut batch = s.esp(&mut cx, 1..=3);
-    dec.process(&mut cx, &mut batch);
-    assert_eq!(dec.held(), 3);
-    s.publish_sa();
-    let mut batch = s.esp(&mut cx, 4..=6);
-    dec.process(&mut cx, &mut batch);
+    let mut sh = Shard::new(HOLD);
+    sh.receive(1..=3);
+    assert_eq!(sh.dec.held(), 3);
+    sh.s.publish_sa();
+    let batch = sh.receive(4..=6);
     assert_eq!(tags(&batch), [1, 2, 3, 4, 5, 6]);
-    assert_eq!(dec.held(), 0);
-    assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
+    assert_eq!(sh.dec.held(), 0);
+    assert_eq!(sh.cx.counters.total_drops(), 0, "{}", sh.cx.counters);
 }
 
 #[test]
 fn a_full_batch_leaves_decrypted_packets_held_until_there_is_room() {
-    let mut s = setup();
-    let mut dec = s.decrypter(Some((64, Duration::from_millis(50))));
-    let mut cx = ShardCtx::new(0);
-    let mut batch = s.esp(&mut cx, 0..2);
-    dec.process(&mut cx, &mut batch);
-    assert_eq!(dec.held(), 2);
-    s.publish_sa();
+    let mut sh = Shard::new(HOLD);
+    sh.receive(0..2);
+    assert_eq!(sh.dec.held(), 2);
+    sh.s.publish_sa();
     let full = wirespeed_core::BATCH_SIZE as u8;
-    let mut batch = s.esp(&mut cx, 2..2 + full);
-    dec.process(&mut cx, &mut batch);
+    let batch = sh.receive(2..2 + full);
     // The batch was full: the held packets were decrypted first but wait for room.
     assert_eq!(tags(&batch), (2..2 + full).collect::<Vec<_>>());
-    assert_eq!(dec.held(), 2);
-    assert!(dec.needs_service(cx.now));
-    let mut empty = Batch::new();
-    Stage::<PoolBuf>::service(&mut dec, &mut cx, &mut empty);
+    assert_eq!(sh.dec.held(), 2);
+    assert!(sh.dec.needs_service(sh.cx.now));
+    let empty = sh.service();
     assert_eq!(tags(&empty), [0, 1]);
-    assert_eq!(dec.stats().decrypted, 2 + u64::from(full));
-    assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
+    assert_eq!(sh.dec.stats().decrypted, 2 + u64::from(full));
+    assert_eq!(sh.cx.counters.total_drops(), 0, "{}", sh.cx.counters);
 }
 
 #[test]
 fn packets_whose_sa_does_not_appear_in_time_are_dropped_as_no_sa() {
-    let mut s = setup();
-    let mut dec = s.decrypter(Some((64, Duration::from_millis(50))));
-    let mut cx = ShardCtx::new(0);
-    let mut batch = s.esp(&mut cx, 1..=5);
-    dec.process(&mut cx, &mut batch);
-    assert_eq!(dec.held(), 5);
-    cx.now += Duration::from_millis(49);
-    assert!(!dec.needs_service(cx.now));
-    cx.now += Duration::from_millis(1);
-    assert!(dec.needs_service(cx.now));
-    Stage::<PoolBuf>::service(&mut dec, &mut cx, &mut batch);
+    let mut sh = Shard::new(HOLD);
+    let mut batch = sh.receive(1..=5);
+    assert_eq!(sh.dec.held(), 5);
+    sh.cx.now += Duration::from_millis(49);
+    assert!(!sh.dec.needs_service(sh.cx.now));
+    sh.cx.now += Duration::from_millis(1);
+    assert!(sh.dec.needs_service(sh.cx.now));
+    sh.service_into(&mut batch);
     assert!(batch.is_empty());
-    assert_eq!(dec.held(), 0);
-    assert_eq!(cx.counters.drops_of(DropReason::EspNoSa), 5);
-    assert_eq!(cx.counters.total_drops(), 5);
-    assert_eq!(dec.stats().hold_expired, 5);
+    assert_eq!(sh.dec.held(), 0);
+    assert_eq!(sh.cx.counters.drops_of(DropReason::EspNoSa), 5);
+    assert_eq!(sh.cx.counters.total_drops(), 5);
+    assert_eq!(sh.dec.stats().hold_expired, 5);
     // The SA appearing later changes nothing.
-    s.publish_sa();
-    assert!(!dec.needs_service(cx.now));
+    sh.s.publish_sa();
+    assert!(!sh.dec.needs_service(sh.cx.now));
 }
 
 #[test]
 fn expired_packets_leave_while_younger_ones_stay() {
-    let mut s = setup();
-    let mut dec = s.decrypter(Some((64, Duration::from_millis(50))));
-    let mut cx = ShardCtx::new(0);
-    let mut batch = s.esp(&mut cx, 1..=2);
-    dec.process(&mut cx, &mut batch);
-    cx.now += Duration::from_millis(30);
-    let mut batch = s.esp(&mut cx, 3..=4);
-    dec.process(&mut cx, &mut batch);
-    assert_eq!(dec.held(), 4);
-    cx.now += Duration::from_millis(25);
+    let mut sh = Shard::new(HOLD);
+    sh.receive(1..=2);
+    sh.cx.now += Duration::from_millis(30);
+    sh.receive(3..=4);
+    assert_eq!(sh.dec.held(), 4);
+    sh.cx.now += Duration::from_millis(25);
     let mut batch = Batch::new();
-    assert!(dec.needs_service(cx.now));
-    Stage::<PoolBuf>::service(&mut dec, &mut cx, &mut batch);
-    assert_eq!(cx.counters.drops_of(DropReason::EspNoSa), 2);
-    assert_eq!(dec.held(), 2);
-    s.publish_sa();
-    Stage::<PoolBuf>::service(&mut dec, &mut cx, &mut batch);
+    assert!(sh.dec.needs_service(sh.cx.now));
+    sh.service_into(&mut batch);
+    assert_eq!(sh.cx.counters.drops_of(DropReason::EspNoSa), 2);
+    assert_eq!(sh.dec.held(), 2);
+    sh.s.publish_sa();
+    sh.service_into(&mut batch);
     assert_eq!(tags(&batch), [3, 4]);
 }
 
 #[test]
 fn a_full_hold_drops_at_once() {
-    let mut s = setup();
-    let mut dec = s.decrypter(Some((2, Duration::from_millis(50))));
-    let mut cx = ShardCtx::new(0);
-    let mut batch = s.esp(&mut cx, 1..=5);
-    dec.process(&mut cx, &mut batch);
-    assert_eq!(dec.held(), 2);
-    assert_eq!(cx.counters.drops_of(DropReason::EspNoSa), 3);
-    assert_eq!(dec.stats().hold_full, 3);
-    s.publish_sa();
-    let mut batch = Batch::new();
-    Stage::<PoolBuf>::service(&mut dec, &mut cx, &mut batch);
+    let mut sh = Shard::new(Some((2, Duration::from_millis(50))));
+    sh.receive(1..=5);
+    assert_eq!(sh.dec.held(), 2);
+    assert_eq!(sh.cx.counters.drops_of(DropReason::EspNoSa), 3);
+    assert_eq!(sh.dec.stats().hold_full, 3);
+    sh.s.publish_sa();
+    let batch = sh.service();
     assert_eq!(tags(&batch), [1, 2]);
 }
 
 #[test]
 fn without_a_hold_unknown_spis_are_dropped_at_once() {
     for hold in [None, Some((0, Duration::from_millis(50))), Some((64, Duration::ZERO))] {
-        let mut s = setup();
-        let mut dec = s.decrypter(hold);
-        let mut cx = ShardCtx::new(0);
-        let mut batch = s.esp(&mut cx, 1..=4);
-        dec.process(&mut cx, &mut batch);
+        let mut sh = Shard::new(hold);
+        let batch = sh.receive(1..=4);
         assert!(batch.is_empty());
-        assert_eq!(dec.held(), 0);
-        assert_eq!(cx.counters.drops_of(DropReason::EspNoSa), 4, "{hold:?}");
-        assert_eq!(dec.stats().held, 0);
-        s.publish_sa();
-        assert!(!dec.needs_service(cx.now));
+        assert_eq!(sh.dec.held(), 0);
+        assert_eq!(sh.cx.counters.drops_of(DropReason::EspNoSa), 4, "{hold:?}");
+        assert_eq!(sh.dec.stats().held, 0);
+        sh.s.publish_sa();
+        assert!(!sh.dec.needs_service(sh.cx.now));
     }
 }
 
 #[test]
 fn finish_drops_held_packets_as_shutdown() {
-    let mut s = setup();
-    let mut dec = s.decrypter(Some((64, Duration::from_millis(50))));
-    let mut cx = ShardCtx::new(0);
-    let mut batch = s.esp(&mut cx, 1..=3);
-    dec.process(&mut cx, &mut batch);
-    assert_eq!(dec.held(), 3);
-    Stage::<PoolBuf>::finish(&mut dec, &mut cx);
-    assert_eq!(dec.held(), 0);
-    assert_eq!(cx.counters.drops_of(DropReason::Shutdown), 3);
+    let mut sh = Shard::new(HOLD);
+    sh.receive(1..=3);
+    assert_eq!(sh.dec.held(), 3);
+    Stage::<PoolBuf>::finish(&mut sh.dec, &mut sh.cx);
+    assert_eq!(sh.dec.held(), 0);
+    assert_eq!(sh.cx.counters.drops_of(DropReason::Shutdown), 3);
 }
 
 /// A plain [`Pipeline`] releases held packets on an empty poll once their SA is published,
@@ -250,7 +258,7 @@ fn a_pipeline_releases_held_packets_without_new_input() {
     use wirespeed_core::backend::mem::{MemConfig, MemPort};
     use wirespeed_core::{Pipeline, Port};
     let mut s = setup();
-    let dec = s.decrypter(Some((64, Duration::from_millis(50))));
+    let dec = s.decrypter(HOLD);
     let mut cx = ShardCtx::new(0);
     let esp = s.esp(&mut cx, 1..=3);
     let (mut port, handle) = MemPort::new(MemConfig::default(), s.pool);

@@ -12,18 +12,7 @@ use wirespeed_stages::classify::{ClassifyConfig, ipv4_header_valid};
 use wirespeed_stages::forward::lpm4::mask4;
 use wirespeed_stages::forward::lpm6::mask6;
 use wirespeed_stages::forward::{Dir24_8, FibBuilder, Forward, Lpm6, NextHop, checksum_adjust};
-
-/// SplitMix64 (Steele, Lea, Flood 2014): deterministic test randomness without a dependency.
-struct SplitMix(u64);
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
+use wirespeed_test_gen::{SplitMix, bgp_like_routes};
 
 /// Reference LPM: one map per length, longest first.
 fn ref4(routes: &[(u32, u8, u32)]) -> impl Fn(u32) -> Option<u32> {
@@ -129,31 +118,16 @@ fn dir24_8_overlaps_and_groups() {
     assert!(Dir24_8::build(&[(0, 33, 1)]).is_err());
 }
 
-/// A BGP-like random table: mostly /24 and /16–/23, a few shorter and a few longer prefixes.
-fn bgp_like_routes(n: usize, seed: u64) -> Vec<(u32, u8, u32)> {
-    let mut rng = SplitMix(seed);
-    (0..n)
-        .map(|_| {
-            let x = rng.next();
-            let len = match x % 100 {
-                0..=59 => 24,
-                60..=94 => 16 + (x >> 8) as u8 % 8,
-                95..=97 => 8 + (x >> 8) as u8 % 8,
-                _ => 25 + (x >> 8) as u8 % 8,
-            };
-            ((x >> 32) as u32, len, (x >> 16) as u32 % 64)
-        })
-        .collect()
-}
-
 #[test]
 fn million_routes_build_and_agree_with_reference() {
-    let routes = bgp_like_routes(1_000_000, 7);
+    // A BGP-like random table, 64 next hops.
+    let routes = bgp_like_routes(1_000_000, 7, 64);
     let t = Dir24_8::build(&routes).unwrap();
     let r = ref4(&routes);
     let mut rng = SplitMix(99);
     for i in 0..20_000 {
-        let a = if i % 2 == 0 { rng.next() as u32 } else { routes[rng.next() as usize % routes.len()].0 };
+        let a =
+            if i % 2 == 0 { rng.next_u64() as u32 } else { routes[rng.next_u64() as usize % routes.len()].0 };
         assert_eq!(t.lookup(a), r(a), "address {}", Ipv4Addr::from(a));
     }
     assert!(t.len() > 900_000, "{} distinct prefixes", t.len());

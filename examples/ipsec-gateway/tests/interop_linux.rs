@@ -287,19 +287,10 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
     // A veth delivers a frame on the Rx queue the sender's kernel picked for Tx (no RSS, no
     // ntuple rules): data frames also arrive on the management queue, and the control shard
     // hands them to the data shard (counted as handed off).
-    // The LAN host's kernel leaves TCP/UDP checksums to the "hardware" of its veth (checksum
-    // offload); AF_XDP hands the gateway the frame as it is, checksum unfilled. A real wire has
-    // no such frames: checksums are computed in software here.
-    sh(&["ip", "netns", "exec", &lan.ns, "ethtool", "-K", &lan.peer, "tx", "off"]);
     let ns = lan.ns.as_str();
     // Counted from before the LAN host's IPv6 comes up (below: its MLD reports).
     let mld_before = mld_reports(ns);
-    let v6_on = format!("net.ipv6.conf.{}.disable_ipv6=0", lan.peer);
-    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &v6_on]);
-    sh(&["ip", "-n", ns, "addr", "add", "10.1.0.50/16", "dev", &lan.peer]);
-    sh(&["ip", "-n", ns, "addr", "add", "fd00:1::50/64", "dev", &lan.peer, "nodad"]);
-    sh(&["ip", "-n", ns, "route", "add", "default", "via", "10.1.0.1"]);
-    sh(&["ip", "-n", ns, "-6", "route", "add", "default", "via", "fd00:1::1"]);
+    lan_host_up(&lan);
     // Site 2's host: the peer namespace itself, on NIC 1's bridge.
     peer.host(&["sysctl", "-qw", "net.ipv6.conf.br1.disable_ipv6=0"]).unwrap();
     peer.host(&["ip", "addr", "add", "10.2.0.50/24", "dev", "br1"]).unwrap();
@@ -317,27 +308,11 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
     ))
     .unwrap();
 
-    let ping = |from_peer: bool, dst: &str| {
-        let mut args = vec!["ip", "netns", "exec"];
-        args.push(if from_peer { peer.netns() } else { ns });
-        args.extend(["busybox", "ping", "-c", "5", "-i", "0.2", "-W", "3", dst]);
-        let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        (out.status.success(), text)
-    };
-
     // Packet Too Big that Linux, as the tunnel's entry for the site-2 host's IPv6, sent it: XFRM
     // counts each such refusal as `XfrmOutStateModeError` (the size check fails in the outer
     // mode's output, xfrm6_prepare_output, after it sent the ICMPv6 error), so that counter may
     // grow by as many, and only by as many.
     let mut linux_ptb6 = 0u64;
-    let xfrm_stat_clean = |what: &str, ptb6: u64| {
-        let stat = peer.xfrm_stat().unwrap();
-        for (name, n) in &stat {
-            let allowed = if name == "XfrmOutStateModeError" { ptb6 } else { 0 };
-            assert!(*n <= allowed, "{what}: peer's xfrm_stat {name} = {n} (allowed {allowed}): {stat:?}");
-        }
-    };
     for (round, &(a, outer)) in ROUNDS.iter().enumerate() {
         let aead = &AEADS[a];
         if outer.nat_t {
@@ -352,18 +327,7 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
         peer.check(&linux_xfrm(aead, round, outer)).unwrap();
         let gw = Running::start(&gateway_config(aead, round, outer, &lan.local, &wan.local));
         let udp_before = udp_in_datagrams(&peer);
-        // The first pings also resolve the peer's and the LAN host's neighbors (the gateway
-        // answers ARP and ND itself): allow one retry.
-        let mut results = Vec::new();
-        for (from_peer, dst) in
-            [(false, "10.2.0.50"), (true, "10.1.0.50"), (false, "fd00:2::50"), (true, "fd00:1::50")]
-        {
-            let (mut ok, mut text) = ping(from_peer, dst);
-            if !ok {
-                (ok, text) = ping(from_peer, dst);
-            }
-            results.push((dst, ok, text));
-        }
+        let results = pings_both_ways(&peer, ns);
         // Bulk traffic once (under TCG the VM forwards some tens of Mbit/s): TCP both ways,
         // then UDP. iperf3's server is the site-2 host, its client the LAN host. TCP runs with
         // the hosts' own MSS (1460: 1500-byte MTUs everywhere) and DF set: full segments do not
@@ -378,10 +342,7 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
         // path MTU; TCP over IPv6 both ways).
         let mut big = None;
         if round == 0 && results.iter().all(|(_, ok, _)| *ok) {
-            for n in [ns, peer.netns()] {
-                sh(&["ip", "-n", n, "route", "flush", "cache"]);
-                sh(&["ip", "-n", n, "-6", "route", "flush", "cache"]);
-            }
+            flush_route_caches([ns, peer.netns()], &[V4, V6]);
             let reasm = reasm_oks(peer.netns());
             // 1472 bytes: one 1500-byte IPv4 packet, split in two by the gateway; 3000 and
             // 8000 bytes: fragmented by the LAN host to 1500 bytes, each fragment split again.
@@ -391,9 +352,7 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
             let mtu6 = route_mtu(ns, "fd00:2::50");
             let mut tcp6 = Vec::new();
             for args in [&["-6", "-t", "3"][..], &["-6", "-t", "3", "-R"]] {
-                for n in [ns, peer.netns()] {
-                    sh(&["ip", "-n", n, "-6", "route", "flush", "cache"]);
-                }
+                flush_route_caches([ns, peer.netns()], &[V6]);
                 let sender = if args.contains(&"-R") { peer.netns() } else { ns };
                 let dst = if args.contains(&"-R") { "fd00:1::50" } else { "fd00:2::50" };
                 let ptb = icmp6_in_pkt_too_bigs(sender);
@@ -412,18 +371,15 @@ fn linux_xfrm_peer_pings_carries_tcp_udp_and_rekeys_without_loss() {
                     if args.contains(&"-R") { (peer.netns(), "10.1.0.50") } else { (ns, "10.2.0.50") };
                 // Both hosts forget what they learned (a learned path MTU also lowers the MSS
                 // they announce, which would spare the other direction its discovery).
-                for n in [ns, peer.netns()] {
-                    sh(&["ip", "-n", n, "route", "flush", "cache"]);
-                }
+                flush_route_caches([ns, peer.netns()], &[V4]);
                 let before = icmp_in_dest_unreachs(sender);
                 bulk.push((args.join(" "), iperf3(&peer, ns, args)));
                 if !args.contains(&"-u") {
-                    let mtu = sh(&["ip", "-n", sender, "route", "get", dst])
-                        .split_whitespace()
-                        .skip_while(|w| *w != "mtu")
-                        .nth(1)
-                        .map(String::from);
-                    pmtud.push((args.join(" "), icmp_in_dest_unreachs(sender) - before, mtu));
+                    pmtud.push((
+                        args.join(" "),
+                        icmp_in_dest_unreachs(sender) - before,
+                        route_mtu(sender, dst),
+                    ));
                 }
             }
         }
@@ -487,18 +443,7 @@ gateway: {t}"
             assert!(ok, "{}: ping {dst} failed:\n{text}\ngateway: {t}\npeer: {}", aead.gateway, peer.logs());
             assert!(text.contains(" 0% packet loss"), "{}: ping {dst}:\n{text}", aead.gateway);
         }
-        for (args, r) in &bulk {
-            let r =
-                r.as_ref().unwrap_or_else(|e| panic!("{}: iperf3 {args}: {e}\ngateway: {t}", aead.gateway));
-            eprintln!(
-                "{}: iperf3 {args}: {:.1} Mbit/s received, {} of {} datagrams lost",
-                aead.gateway,
-                r.0 / 1e6,
-                r.1,
-                r.2
-            );
-            assert!(r.0 > 1e6, "{}: iperf3 {args}: {r:?}", aead.gateway);
-        }
+        check_bulk(aead.gateway, &bulk, &t, Loss::Allowed);
         for (args, unreach, mtu) in &pmtud {
             eprintln!("iperf3 {args}: the sender received {unreach} ICMP unreachable, path MTU {mtu:?}");
             assert!(
@@ -535,7 +480,7 @@ gateway: {t}"
                 states.lines().filter(|l| l.contains("flag") && l.split_whitespace().any(|w| w == "esn"));
             assert_eq!(esn.count(), SAS.len(), "{}: the peer's states lack ESN:\n{states}", aead.gateway);
         }
-        xfrm_stat_clean(aead.gateway, linux_ptb6);
+        xfrm_stat_clean(&peer, aead.gateway, linux_ptb6);
         eprintln!("{} {outer:?}: gateway {t}", aead.gateway);
         // The LAN host's MLD reports (hop limit 1, to ff02::16), sent when its IPv6 came up,
         // may reach the gateway in the first round, which routes no multicast: counted as
@@ -564,7 +509,7 @@ gateway: {t}"
         &format!("stats_interval = 0\ncontrol_socket = \"{}\"", sock.display()),
     );
     let gw = Running::start(&text);
-    let (ok, text) = ping(false, "10.2.0.50");
+    let (ok, text) = ping(peer.netns(), ns, false, "10.2.0.50");
     assert!(ok, "before the rekey: {text}");
     let traffic: Vec<_> = [&["-p", "5202"][..], &["-p", "5203", "-R"]]
         .into_iter()
@@ -620,7 +565,7 @@ gateway: {t}"
     for spi in [0x4100, 0x5100] {
         assert!(sa_packets(&peer, spi, OUTER_V4) >= 100, "peer SA {spi:#x} idle after the rekey");
     }
-    xfrm_stat_clean("rekey", linux_ptb6);
+    xfrm_stat_clean(&peer, "rekey", linux_ptb6);
     assert_only_unforwardable_drops(&t, "rekey");
 
     two_data_shards(&peer, [&lan, &wan], linux_ptb6);
@@ -641,13 +586,7 @@ fn two_data_shards(peer: &LinuxPeer, old: [&Veth; 2], linux_ptb6: u64) {
     let wan = Veth::with_macs(3, A_WAN_MAC, [0x02, 0, 0, 0, 0xff, 0x03]);
     peer.attach(0, Some(&wan.ns), &wan.peer).unwrap();
     let ns = lan.ns.as_str();
-    sh(&["ip", "netns", "exec", ns, "ethtool", "-K", &lan.peer, "tx", "off"]);
-    let v6_on = format!("net.ipv6.conf.{}.disable_ipv6=0", lan.peer);
-    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &v6_on]);
-    sh(&["ip", "-n", ns, "addr", "add", "10.1.0.50/16", "dev", &lan.peer]);
-    sh(&["ip", "-n", ns, "addr", "add", "fd00:1::50/64", "dev", &lan.peer, "nodad"]);
-    sh(&["ip", "-n", ns, "route", "add", "default", "via", "10.1.0.1"]);
-    sh(&["ip", "-n", ns, "-6", "route", "add", "default", "via", "fd00:1::1"]);
+    lan_host_up(&lan);
 
     let aead = &AEADS[0];
     let round = ROUNDS.len() + 1;
@@ -674,28 +613,10 @@ fn two_data_shards(peer: &LinuxPeer, old: [&Veth; 2], linux_ptb6: u64) {
     }
     peer.check(&linux).unwrap();
     let gw = Running::start(&text);
-    let ping = |from_peer: bool, dst: &str| {
-        let mut args = vec!["ip", "netns", "exec"];
-        args.push(if from_peer { peer.netns() } else { ns });
-        args.extend(["busybox", "ping", "-c", "5", "-i", "0.2", "-W", "3", dst]);
-        let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    let mut pings = Vec::new();
-    for (from_peer, dst) in
-        [(false, "10.2.0.50"), (true, "10.1.0.50"), (false, "fd00:2::50"), (true, "fd00:1::50")]
-    {
-        let (mut ok, mut out) = ping(from_peer, dst);
-        if !ok {
-            (ok, out) = ping(from_peer, dst);
-        }
-        pings.push((dst, ok, out));
-    }
+    let pings = pings_both_ways(peer, ns);
     let mut bulk = Vec::new();
     if pings.iter().all(|(_, ok, _)| *ok) {
-        for n in [ns, peer.netns()] {
-            sh(&["ip", "-n", n, "route", "flush", "cache"]);
-        }
+        flush_route_caches([ns, peer.netns()], &[V4]);
         for args in [
             &["-t", "3", "-P", "8"][..],
             &["-t", "3", "-P", "8", "-R"],
@@ -709,31 +630,116 @@ fn two_data_shards(peer: &LinuxPeer, old: [&Veth; 2], linux_ptb6: u64) {
     for (dst, ok, out) in &pings {
         assert!(ok, "two shards: ping {dst} failed:\n{out}\ngateway: {t}\n{}", diagnostics(peer, ns));
     }
-    for (args, r) in &bulk {
-        let r = r.as_ref().unwrap_or_else(|e| panic!("two shards: iperf3 {args}: {e}\ngateway: {t}"));
-        eprintln!(
-            "two shards: iperf3 {args}: {:.1} Mbit/s received, {} of {} datagrams lost",
-            r.0 / 1e6,
-            r.1,
-            r.2
-        );
-        assert!(r.0 > 1e6, "two shards: iperf3 {args}: {r:?}");
-        assert_eq!(r.1, 0, "two shards: iperf3 {args}: datagrams lost; gateway: {t}");
-    }
+    check_bulk("two shards", &bulk, &t, Loss::None);
     for s in &report.stats {
         eprintln!("two shards: shard {}: {}", s.shard, s.counters);
     }
     eprintln!("two shards: stages {}", ipsec_gateway::stagestats::StageCounters::sum(&report.stages));
     let data: Vec<u64> = report.stats[..2].iter().map(|s| s.counters.rx_packets).collect();
     assert!(data.iter().all(|&n| n > 100), "both data shards carry traffic: {data:?}");
-    let stat = peer.xfrm_stat().unwrap();
-    for (name, n) in &stat {
-        let allowed = if name == "XfrmOutStateModeError" { linux_ptb6 } else { 0 };
-        assert!(*n <= allowed, "two shards: peer's xfrm_stat {name} = {n} (allowed {allowed}): {stat:?}");
-    }
+    xfrm_stat_clean(peer, "two shards", linux_ptb6);
     let used: Vec<u64> = [0x4000, 0x4001].iter().map(|&spi| sa_packets(peer, spi, OUTER_V4)).collect();
     eprintln!("two shards: the peer's inbound SAs 0x4000 / 0x4001 counted {used:?} packets");
     assert_only_unforwardable_drops(&t, "two shards");
+}
+
+/// Brings up the LAN host on `lan`'s far end: checksums in software, IPv4 and IPv6 addresses
+/// and default routes through the gateway.
+fn lan_host_up(lan: &Veth) {
+    let ns = lan.ns.as_str();
+    // The LAN host's kernel leaves TCP/UDP checksums to the "hardware" of its veth (checksum
+    // offload); AF_XDP hands the gateway the frame as it is, checksum unfilled. A real wire has
+    // no such frames: checksums are computed in software here.
+    sh(&["ip", "netns", "exec", ns, "ethtool", "-K", &lan.peer, "tx", "off"]);
+    let v6_on = format!("net.ipv6.conf.{}.disable_ipv6=0", lan.peer);
+    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &v6_on]);
+    sh(&["ip", "-n", ns, "addr", "add", "10.1.0.50/16", "dev", &lan.peer]);
+    sh(&["ip", "-n", ns, "addr", "add", "fd00:1::50/64", "dev", &lan.peer, "nodad"]);
+    sh(&["ip", "-n", ns, "route", "add", "default", "via", "10.1.0.1"]);
+    sh(&["ip", "-n", ns, "-6", "route", "add", "default", "via", "fd00:1::1"]);
+}
+
+/// Five pings to `dst` from the site-2 host (the peer's namespace) when `from_peer`, else from
+/// the LAN host (namespace `lan_ns`): whether all were answered, and ping's output.
+fn ping(peer_ns: &str, lan_ns: &str, from_peer: bool, dst: &str) -> (bool, String) {
+    let ns = if from_peer { peer_ns } else { lan_ns };
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "busybox", "ping", "-c", "5", "-i", "0.2", "-W", "3", dst])
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// [`ping`] both ways through the tunnel, IPv4 and IPv6 inner: (destination, ok, output) each.
+/// The first pings also resolve the peer's and the LAN host's neighbors (the gateway answers
+/// ARP and ND itself): one retry allowed.
+fn pings_both_ways(peer: &LinuxPeer, lan_ns: &str) -> Vec<(&'static str, bool, String)> {
+    [(false, "10.2.0.50"), (true, "10.1.0.50"), (false, "fd00:2::50"), (true, "fd00:1::50")]
+        .into_iter()
+        .map(|(from_peer, dst)| {
+            let (mut ok, mut text) = ping(peer.netns(), lan_ns, from_peer, dst);
+            if !ok {
+                (ok, text) = ping(peer.netns(), lan_ns, from_peer, dst);
+            }
+            (dst, ok, text)
+        })
+        .collect()
+}
+
+/// `ip route` family options: IPv4 (the default) and IPv6.
+const V4: &[&str] = &[];
+const V6: &[&str] = &["-6"];
+
+/// The hosts forget what they learned (a path MTU): `ip [-6] route flush cache` in each of
+/// `namespaces`, for each of `families`.
+fn flush_route_caches(namespaces: [&str; 2], families: &[&[&str]]) {
+    for n in namespaces {
+        for family in families {
+            let mut args = vec!["ip", "-n", n];
+            args.extend_from_slice(family);
+            args.extend(["route", "flush", "cache"]);
+            sh(&args);
+        }
+    }
+}
+
+/// An iperf3 run: (bits per second received, datagrams lost, datagrams sent; 0 and 0 for TCP).
+type IperfResult = Result<(f64, u64, u64), String>;
+
+/// Whether an iperf3 UDP run may lose datagrams.
+#[derive(Clone, Copy, PartialEq)]
+enum Loss {
+    Allowed,
+    None,
+}
+
+/// The iperf3 runs (`args` joined, result) of `what`: each ran and received more than 1 Mbit/s
+/// (and lost no datagram unless `loss` allows); each printed.
+fn check_bulk(what: &str, bulk: &[(String, IperfResult)], t: &wirespeed_core::ShardCounters, loss: Loss) {
+    for (args, r) in bulk {
+        let r = r.as_ref().unwrap_or_else(|e| panic!("{what}: iperf3 {args}: {e}\ngateway: {t}"));
+        eprintln!(
+            "{what}: iperf3 {args}: {:.1} Mbit/s received, {} of {} datagrams lost",
+            r.0 / 1e6,
+            r.1,
+            r.2
+        );
+        assert!(r.0 > 1e6, "{what}: iperf3 {args}: {r:?}");
+        if loss == Loss::None {
+            assert_eq!(r.1, 0, "{what}: iperf3 {args}: datagrams lost; gateway: {t}");
+        }
+    }
+}
+
+/// The peer's `/proc/net/xfrm_stat` is all zero after `what`, but for `XfrmOutStateModeError`:
+/// at most `ptb6`, the ICMPv6 Packet Too Big Linux sent as a tunnel entry (XFRM counts each such
+/// refusal there).
+fn xfrm_stat_clean(peer: &LinuxPeer, what: &str, ptb6: u64) {
+    let stat = peer.xfrm_stat().unwrap();
+    for (name, n) in &stat {
+        let allowed = if name == "XfrmOutStateModeError" { ptb6 } else { 0 };
+        assert!(*n <= allowed, "{what}: peer's xfrm_stat {name} = {n} (allowed {allowed}): {stat:?}");
+    }
 }
 
 /// Every gateway drop accounted: none at all, except packets the hosts send on their own to
@@ -771,18 +777,27 @@ fn diagnostics(peer: &LinuxPeer, lan_ns: &str) -> String {
 
 /// `Icmp6OutMLDv2Reports` of namespace `netns` (its `/proc/net/snmp6`).
 fn mld_reports(netns: &str) -> u64 {
-    let text = sh(&["ip", "netns", "exec", netns, "cat", "/proc/net/snmp6"]);
-    let line =
-        text.lines().find(|l| l.starts_with("Icmp6OutMLDv2Reports")).unwrap_or_else(|| panic!("{text}"));
-    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+    snmp6(netns, "Icmp6OutMLDv2Reports")
 }
 
 /// `Icmp: InDestUnreachs` of namespace `netns` (its `/proc/net/snmp`).
 fn icmp_in_dest_unreachs(netns: &str) -> u64 {
-    let text = sh(&["ip", "netns", "exec", netns, "cat", "/proc/net/snmp"]);
-    let mut lines = text.lines().filter(|l| l.starts_with("Icmp:"));
+    snmp_field(&sh(&["ip", "netns", "exec", netns, "cat", "/proc/net/snmp"]), "Icmp:", "InDestUnreachs")
+}
+
+/// Counter `name` of namespace `netns`'s `/proc/net/snmp6` (a line `NAME VALUE`).
+fn snmp6(netns: &str, name: &str) -> u64 {
+    let text = sh(&["ip", "netns", "exec", netns, "cat", "/proc/net/snmp6"]);
+    let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{text}"));
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+}
+
+/// Counter `name` of table `table` (`"Ip:"`, `"Icmp:"`, `"Udp:"`) in `text`, a `/proc/net/snmp`:
+/// each table is a line of names and a line of values.
+fn snmp_field(text: &str, table: &str, name: &str) -> u64 {
+    let mut lines = text.lines().filter(|l| l.starts_with(table));
     let (names, values) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
-    let i = names.split_whitespace().position(|n| n == "InDestUnreachs").unwrap_or_else(|| panic!("{text}"));
+    let i = names.split_whitespace().position(|n| n == name).unwrap_or_else(|| panic!("{text}"));
     values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
 }
 
@@ -858,18 +873,12 @@ for n in map(int, sys.argv[3:]):
 
 /// `Icmp6InPktTooBigs` of namespace `netns` (its `/proc/net/snmp6`).
 fn icmp6_in_pkt_too_bigs(netns: &str) -> u64 {
-    let text = sh(&["ip", "netns", "exec", netns, "cat", "/proc/net/snmp6"]);
-    let line = text.lines().find(|l| l.starts_with("Icmp6InPktTooBigs")).unwrap_or_else(|| panic!("{text}"));
-    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+    snmp6(netns, "Icmp6InPktTooBigs")
 }
 
 /// `Ip: ReasmOKs` of namespace `netns`: datagrams it reassembled.
 fn reasm_oks(netns: &str) -> u64 {
-    let text = sh(&["ip", "netns", "exec", netns, "cat", "/proc/net/snmp"]);
-    let mut lines = text.lines().filter(|l| l.starts_with("Ip:"));
-    let (names, values) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
-    let i = names.split_whitespace().position(|n| n == "ReasmOKs").unwrap_or_else(|| panic!("{text}"));
-    values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+    snmp_field(&sh(&["ip", "netns", "exec", netns, "cat", "/proc/net/snmp"]), "Ip:", "ReasmOKs")
 }
 
 /// The path MTU namespace `netns` has for `dst` (`ip route get`), if it learned one.
@@ -883,23 +892,18 @@ fn route_mtu(netns: &str, dst: &str) -> Option<String> {
 
 /// iperf3 from the LAN host (namespace `lan_ns`) to the site-2 host (the peer's namespace) with
 /// `args`: (bits per second received, datagrams lost, datagrams sent; 0 and 0 for TCP).
-fn iperf3(peer: &LinuxPeer, lan_ns: &str, args: &[&str]) -> Result<(f64, u64, u64), String> {
+fn iperf3(peer: &LinuxPeer, lan_ns: &str, args: &[&str]) -> IperfResult {
     iperf3_in(peer.netns(), lan_ns, args)
 }
 
 /// [`iperf3`] with the site-2 host in namespace `peer_ns`; a `-p PORT` in `args` is the server's
 /// too.
-fn iperf3_in<S: AsRef<str>>(peer_ns: &str, lan_ns: &str, args: &[S]) -> Result<(f64, u64, u64), String> {
+fn iperf3_in<S: AsRef<str>>(peer_ns: &str, lan_ns: &str, args: &[S]) -> IperfResult {
     iperf3_at(peer_ns, lan_ns, "10.2.0.50", args)
 }
 
 /// [`iperf3_in`] with the server on `server` (an address of the site-2 host).
-fn iperf3_at<S: AsRef<str>>(
-    peer_ns: &str,
-    lan_ns: &str,
-    server: &str,
-    args: &[S],
-) -> Result<(f64, u64, u64), String> {
+fn iperf3_at<S: AsRef<str>>(peer_ns: &str, lan_ns: &str, server: &str, args: &[S]) -> IperfResult {
     let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
     let port = args.iter().position(|a| *a == "-p").map_or("5201", |i| args[i + 1]);
     let mut srv = std::process::Command::new("ip")
@@ -948,9 +952,5 @@ fn iperf3_at<S: AsRef<str>>(
 
 /// The peer's `Udp: InDatagrams` (`/proc/net/snmp`): ESP-in-UDP handed to XFRM counts there.
 fn udp_in_datagrams(peer: &LinuxPeer) -> u64 {
-    let text = peer.check("grep '^Udp:' /proc/net/snmp").unwrap();
-    let mut lines = text.lines();
-    let (names, values) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
-    let i = names.split_whitespace().position(|n| n == "InDatagrams").unwrap_or_else(|| panic!("{text}"));
-    values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+    snmp_field(&peer.check("grep '^Udp:' /proc/net/snmp").unwrap(), "Udp:", "InDatagrams")
 }

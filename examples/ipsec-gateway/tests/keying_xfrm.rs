@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::net::IpAddr;
-
 use common::*;
 use ipsec_gateway::config::{GatewayConfig, Side};
 use ipsec_gateway::ctl::Control;
@@ -19,30 +17,18 @@ use wirespeed_core::{BufferPool, DropReason, PacketBuf, PoolConfig};
 use wirespeed_stages::esp::{
     AeadAlgorithm, Direction, PolicyAction, SaConfig, SaState, SecurityAssociation, encapsulate,
 };
+use wirespeed_test_xfrm::{self as fixture, A, ip};
 use wirespeed_xfrm::Feedback;
 use wirespeed_xfrm::msg::{self as xmsg, Builder, XfrmMsg};
-use wirespeed_xfrm::wire::{
-    self, AlgoAead, UserTmpl, UserpolicyId, UserpolicyInfo, UsersaId, UsersaInfo, XfrmId, XfrmSelector, attr,
-    msg_type,
-};
+use wirespeed_xfrm::wire::{AlgoAead, UserpolicyInfo, UsersaInfo, attr, msg_type};
 use wirespeed_xfrm::{Mirror, MirrorConfig, Scope};
 
 const IF_ID: u32 = 42;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
+/// An ESP tunnel SA `src` → `dst` as the gateway tests' IKE daemon installs it (reqid 9,
+/// replay window 64).
 fn sa_info(src: &str, dst: &str, spi: u32) -> UsersaInfo {
-    UsersaInfo {
-        id: XfrmId { daddr: wire::from_ip(ip(dst)), spi, proto: wire::IPPROTO_ESP },
-        saddr: wire::from_ip(ip(src)),
-        reqid: 9,
-        family: wire::AF_INET,
-        mode: wire::MODE_TUNNEL,
-        replay_window: 64,
-        ..UsersaInfo::default()
-    }
+    UsersaInfo { replay_window: 64, ..fixture::sa_info(src, dst, spi, 9) }
 }
 
 fn newsa(src: &str, dst: &str, spi: u32) -> Vec<u8> {
@@ -62,65 +48,27 @@ fn newsa_info(info: &UsersaInfo, pcpu: Option<u32>) -> Vec<u8> {
         key: zeroize::Zeroizing::new((0..20).map(|i| i as u8 ^ spi as u8).collect()),
         icv_bits: 128,
     };
-    let mut b = Builder::new();
-    let at = b.start(msg_type::NEWSA, 0, 0);
-    b.fixed(|o| info.write(o));
-    b.attr(attr::ALG_AEAD, |o| aead.write(o));
-    b.attr(attr::IF_ID, |o| o.extend_from_slice(&IF_ID.to_ne_bytes()));
-    if let Some(cpu) = pcpu {
-        b.attr(attr::SA_PCPU, |o| o.extend_from_slice(&cpu.to_ne_bytes()));
-    }
-    b.finish(at);
-    b.bytes().to_vec()
+    let raw = pcpu.map(|cpu| (attr::SA_PCPU, cpu.to_ne_bytes().to_vec())).into_iter().collect();
+    fixture::newsa(msg_type::NEWSA, info, &A { aead: Some(aead), if_id: Some(IF_ID), raw, ..A::default() })
 }
 
 fn delsa(src: &str, dst: &str, spi: u32) -> Vec<u8> {
-    let mut b = Builder::new();
-    let at = b.start(msg_type::DELSA, 0, 0);
-    b.fixed(|o| {
-        UsersaId { daddr: wire::from_ip(ip(dst)), spi, family: wire::AF_INET, proto: wire::IPPROTO_ESP }
-            .write(o)
-    });
-    b.attr(attr::SA, |o| sa_info(src, dst, spi).write(o));
-    b.attr(attr::IF_ID, |o| o.extend_from_slice(&IF_ID.to_ne_bytes()));
-    b.finish(at);
-    b.bytes().to_vec()
+    fixture::delsa(&sa_info(src, dst, spi), &fixture::if_id(IF_ID))
 }
 
+/// The outbound policy 10.1.0.0/16 → 10.77.0.0/16 through the tunnel A → B (reqid 9).
 fn policy() -> (Vec<u8>, UserpolicyInfo) {
-    let sel = XfrmSelector {
-        saddr: wire::from_ip(ip("10.1.0.0")),
-        daddr: wire::from_ip(ip("10.77.0.0")),
-        family: wire::AF_INET,
-        prefixlen_s: 16,
-        prefixlen_d: 16,
-        ..XfrmSelector::default()
+    let info = fixture::out_policy(0x301, 0, "10.1.0.0", 16, "10.77.0.0", 16);
+    let a = A {
+        tmpls: vec![fixture::tmpl(configs::A_WAN, configs::B_WAN, 9)],
+        if_id: Some(IF_ID),
+        ..A::default()
     };
-    let info = UserpolicyInfo { sel, index: 0x301, dir: wire::POLICY_OUT, ..UserpolicyInfo::default() };
-    let t = UserTmpl {
-        id: XfrmId { daddr: wire::from_ip(ip(configs::B_WAN)), spi: 0, proto: wire::IPPROTO_ESP },
-        family: wire::AF_INET,
-        saddr: wire::from_ip(ip(configs::A_WAN)),
-        reqid: 9,
-        mode: wire::MODE_TUNNEL,
-        ..UserTmpl::default()
-    };
-    let mut b = Builder::new();
-    let at = b.start(msg_type::NEWPOLICY, 0, 0);
-    b.fixed(|o| info.write(o));
-    b.attr(attr::TMPL, |o| t.write(o));
-    b.attr(attr::IF_ID, |o| o.extend_from_slice(&IF_ID.to_ne_bytes()));
-    b.finish(at);
-    (b.bytes().to_vec(), info)
+    (fixture::newpolicy(msg_type::NEWPOLICY, &info, &a), info)
 }
 
 fn delpolicy(info: &UserpolicyInfo) -> Vec<u8> {
-    let mut b = Builder::new();
-    let at = b.start(msg_type::DELPOLICY, 0, 0);
-    b.fixed(|o| UserpolicyId { sel: info.sel, index: info.index, dir: info.dir }.write(o));
-    b.attr(attr::IF_ID, |o| o.extend_from_slice(&IF_ID.to_ne_bytes()));
-    b.finish(at);
-    b.bytes().to_vec()
+    fixture::delpolicy(info, &fixture::if_id(IF_ID))
 }
 
 fn mirror(cfg: &GatewayConfig) -> Mirror {

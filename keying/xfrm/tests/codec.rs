@@ -2,11 +2,9 @@
 //! `include/uapi/linux/xfrm.h`, x86_64) and against the rust-netlink decoder
 //! `netlink-packet-xfrm`, message type by message type.
 
-mod common;
-
-use common::*;
 use netlink_packet_core::ParseableParametrized;
 use netlink_packet_xfrm::{XfrmAttrs, XfrmMessage};
+use wirespeed_test_xfrm::*;
 use wirespeed_xfrm::msg::{self, Builder, SaRef, XfrmMsg};
 use wirespeed_xfrm::wire::{
     self, EncapTmpl, LifetimeCur, Mark, ReplayStateEsn, UserAcquire, UserpolicyInfo, UsersaId, UsersaInfo,

@@ -1,10 +1,8 @@
 //! Feedback messages built from the mirror: counters, expiry, ACQUIRE pacing.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use wirespeed_test_xfrm::*;
 use wirespeed_xfrm::msg::{self, Builder, XfrmMsg};
 use wirespeed_xfrm::wire::{LifetimeCur, UserpolicyInfo, UsersaInfo, msg_type};
 use wirespeed_xfrm::{Feedback, Mirror, MirrorConfig, SaCounters, Scope};

@@ -1,10 +1,8 @@
 //! Hostile netlink input: truncated and mutated fixtures, absurd lengths, random bytes. Every
 //! case must end in a counted refusal or a valid decode, never a panic.
 
-mod common;
-
-use common::*;
 use proptest::prelude::*;
+use wirespeed_test_xfrm::*;
 use wirespeed_xfrm::msg::{self, XfrmMsg};
 use wirespeed_xfrm::wire::{self, EncapTmpl, ReplayStateEsn, msg_type};
 use wirespeed_xfrm::{DecodeError, Mirror, MirrorConfig, Refusal, Scope};

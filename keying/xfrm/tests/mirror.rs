@@ -1,13 +1,11 @@
 //! The mirror state machine, message by message, from byte fixtures.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use wirespeed_stages::esp::{
     AeadAlgorithm, DefaultAction, Direction, EspMode, Limits, PolicyAction, SaSet, UdpEncap,
 };
+use wirespeed_test_xfrm::*;
 use wirespeed_xfrm::msg::{self, XfrmMsg};
 use wirespeed_xfrm::wire::{
     self, EncapTmpl, LifetimeCfg, Mark, ReplayState, ReplayStateEsn, UsersaInfo, msg_type,

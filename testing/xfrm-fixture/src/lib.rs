@@ -1,7 +1,7 @@
-//! Fixture builders: netlink messages laid out as the kernel sends them
-//! (`include/uapi/linux/xfrm.h`, checked against the C layout in `layout.rs` and against
-//! netlink-packet-xfrm in `crosscheck.rs`).
-#![allow(dead_code)]
+//! NETLINK_XFRM fixture builders: netlink messages laid out as the kernel sends them
+//! (`include/uapi/linux/xfrm.h`; `wirespeed-xfrm`'s codec tests check the layouts against
+//! netlink-packet-xfrm). Shared by `wirespeed-xfrm`'s tests, the example gateway's XFRM keying
+//! tests and the `xfrm/*` benchmarks.
 
 use std::net::IpAddr;
 
@@ -12,13 +12,17 @@ use wirespeed_xfrm::wire::{
 };
 use zeroize::Zeroizing;
 
+/// The local tunnel end of the fixtures.
 pub const LOCAL: &str = "192.0.2.1";
+/// The remote tunnel end of the fixtures.
 pub const PEER: &str = "198.51.100.7";
 
+/// `s` as an address (panics when it is not one: fixtures only).
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// A selector `src/slen` → `dst/dlen` of `src`'s family.
 pub fn sel(src: &str, slen: u8, dst: &str, dlen: u8) -> XfrmSelector {
     let (s, d) = (ip(src), ip(dst));
     XfrmSelector {
@@ -45,6 +49,7 @@ pub fn sa_info(src: &str, dst: &str, spi: u32, reqid: u32) -> UsersaInfo {
     }
 }
 
+/// AES-128-GCM (`rfc4106(gcm(aes))`, ICV 128 bits) with key bytes `seed`, `seed + 1`, ….
 pub fn gcm128(seed: u8) -> AlgoAead {
     AlgoAead {
         name: "rfc4106(gcm(aes))".into(),
@@ -53,22 +58,34 @@ pub fn gcm128(seed: u8) -> AlgoAead {
     }
 }
 
-/// Attributes to put after the fixed part.
+/// Attributes to put after the fixed part (in this order; each when given).
 #[derive(Default, Clone)]
 pub struct A {
+    /// `XFRMA_ALG_AEAD`.
     pub aead: Option<AlgoAead>,
+    /// `XFRMA_ALG_CRYPT`: algorithm name and key.
     pub crypt: Option<(&'static str, Vec<u8>)>,
+    /// `XFRMA_ENCAP`.
     pub encap: Option<EncapTmpl>,
+    /// `XFRMA_REPLAY_ESN_VAL`.
     pub esn: Option<ReplayStateEsn>,
+    /// `XFRMA_MARK`.
     pub mark: Option<Mark>,
+    /// `XFRMA_IF_ID`.
     pub if_id: Option<u32>,
+    /// `XFRMA_TMPL`, all templates in one attribute (when not empty).
     pub tmpls: Vec<UserTmpl>,
+    /// `XFRMA_SA`.
     pub sa: Option<UsersaInfo>,
+    /// `XFRMA_POLICY`.
     pub policy: Option<UserpolicyInfo>,
+    /// `XFRMA_SA_DIR`.
     pub sa_dir: Option<u8>,
+    /// Any other attributes: (type, payload), last.
     pub raw: Vec<(u16, Vec<u8>)>,
 }
 
+/// Attributes with only `XFRMA_IF_ID` = `id`.
 pub fn if_id(id: u32) -> A {
     A { if_id: Some(id), ..A::default() }
 }
@@ -112,23 +129,31 @@ fn attrs(b: &mut Builder, a: &A) {
 /// One netlink message: `kind`, fixed part written by `fixed`, attributes `a`.
 pub fn message(kind: u16, fixed: impl FnOnce(&mut Vec<u8>), a: &A) -> Vec<u8> {
     let mut b = Builder::new();
-    let at = b.start(kind, 0, 0);
-    b.fixed(fixed);
-    attrs(&mut b, a);
-    b.finish(at);
+    append_message(&mut b, kind, fixed, a);
     b.bytes().to_vec()
 }
 
+/// [`message`], appended to `b` (several messages in one datagram, as in a dump).
+pub fn append_message(b: &mut Builder, kind: u16, fixed: impl FnOnce(&mut Vec<u8>), a: &A) {
+    let at = b.start(kind, 0, 0);
+    b.fixed(fixed);
+    attrs(b, a);
+    b.finish(at);
+}
+
+/// An SA message (`NEWSA`, `UPDSA`, …) of `kind` for `info`, attributes `a`.
 pub fn newsa(kind: u16, info: &UsersaInfo, a: &A) -> Vec<u8> {
     message(kind, |o| info.write(o), a)
 }
 
+/// `DELSA` of the SA `info` (the SA itself in `XFRMA_SA`), attributes `a`.
 pub fn delsa(info: &UsersaInfo, a: &A) -> Vec<u8> {
     let id = UsersaId { daddr: info.id.daddr, spi: info.id.spi, family: info.family, proto: info.id.proto };
     let a = A { sa: Some(*info), ..a.clone() };
     message(msg_type::DELSA, |o| id.write(o), &a)
 }
 
+/// `EXPIRE` of the SA `info`, hard or soft, attributes `a`.
 pub fn expire(info: &UsersaInfo, hard: bool, a: &A) -> Vec<u8> {
     message(
         msg_type::EXPIRE,
@@ -141,6 +166,7 @@ pub fn expire(info: &UsersaInfo, hard: bool, a: &A) -> Vec<u8> {
     )
 }
 
+/// `ALLOCSPI` for `info`, an SPI in `min..=max`.
 pub fn allocspi(info: &UsersaInfo, min: u32, max: u32) -> Vec<u8> {
     message(
         msg_type::ALLOCSPI,
@@ -153,10 +179,12 @@ pub fn allocspi(info: &UsersaInfo, min: u32, max: u32) -> Vec<u8> {
     )
 }
 
+/// `FLUSHSA` of protocol `proto`.
 pub fn flushsa(proto: u8) -> Vec<u8> {
     message(msg_type::FLUSHSA, |o| o.push(proto), &A::default())
 }
 
+/// `FLUSHPOLICY`.
 pub fn flushpolicy() -> Vec<u8> {
     message(msg_type::FLUSHPOLICY, |_| {}, &A::default())
 }
@@ -174,6 +202,7 @@ pub fn out_policy(index: u32, priority: u32, src: &str, slen: u8, dst: &str, dle
     }
 }
 
+/// An ESP tunnel-mode template `src` → `dst`, any algorithm.
 pub fn tmpl(src: &str, dst: &str, reqid: u32) -> UserTmpl {
     UserTmpl {
         id: XfrmId { daddr: wire::from_ip(ip(dst)), spi: 0, proto: IPPROTO_ESP },
@@ -188,10 +217,12 @@ pub fn tmpl(src: &str, dst: &str, reqid: u32) -> UserTmpl {
     }
 }
 
+/// A policy message (`NEWPOLICY`, `UPDPOLICY`, …) of `kind` for `info`, attributes `a`.
 pub fn newpolicy(kind: u16, info: &UserpolicyInfo, a: &A) -> Vec<u8> {
     message(kind, |o| info.write(o), a)
 }
 
+/// `DELPOLICY` of the policy `info` (the policy itself in `XFRMA_POLICY`), attributes `a`.
 pub fn delpolicy(info: &UserpolicyInfo, a: &A) -> Vec<u8> {
     let id = UserpolicyId { sel: info.sel, index: info.index, dir: info.dir };
     let a = A { policy: Some(*info), ..a.clone() };
