@@ -245,7 +245,10 @@ impl DpdkPort {
             }
             None => None,
         };
-        let max_frame = (info.max_rx_pktlen as usize).min(usize::from(cfg.mempool.data_room));
+        // What the port sends and receives: its MTU (DPDK's default 1500 unless the driver says
+        // otherwise) plus the Ethernet header, within what the driver and an mbuf can hold.
+        let mtu_frame = ffi::mtu(port_id).map_or(usize::MAX, |m| usize::from(m) + 14);
+        let max_frame = (info.max_rx_pktlen as usize).min(usize::from(cfg.mempool.data_room)).min(mtu_frame);
         let mac = ffi::macaddr(port_id);
         let host = match &cfg.host {
             Some(h) => Some(HostPort::open(cfg, h, &mac, mempool)?),
