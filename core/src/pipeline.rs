@@ -298,7 +298,10 @@ where
         self.rx.set_idle_policy(policy);
     }
 
+    /// Waits on the Rx queue; while a Tx queue holds a backlog the device pushed back, moves
+    /// it on first and waits at most [`crate::backend::TX_BACKLOG_WAIT`].
     fn wait(&mut self, timeout: std::time::Duration) -> bool {
+        let timeout = crate::backend::backlog_timeout(&mut self.tx, timeout);
         self.rx.wait(timeout)
     }
 

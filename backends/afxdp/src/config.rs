@@ -89,6 +89,17 @@ pub struct AfXdpPortConfig {
     /// kfunc call per packet in the driver; the port's report says when it is not in effect.
     #[serde(default)]
     pub rx_hash: bool,
+    /// How long a burst may wait, in microseconds, for room on a full Tx ring while the kernel
+    /// makes no progress. While it keeps taking descriptors (the device drains, slowly), the
+    /// burst waits as long as that takes, so a full ring moves loss to the Rx ring (where a
+    /// forwarder that cannot keep up should lose, as the kernel does) instead of counting it as
+    /// `tx_full`; after `tx_wait_us` with no progress (a stuck or dead link) the rest of the
+    /// burst is `tx_full`, and later bursts on that queue do not wait again until the kernel
+    /// takes a descriptor. While a burst waits the shard polls nothing else, so this bounds how
+    /// long a stuck port can hold up the shard's other ports. 0: never wait (drop at once, as
+    /// DPDK's `rte_eth_tx_burst` users do). At most 100000 (100 ms).
+    #[serde(default = "defaults::tx_wait_us")]
+    pub tx_wait_us: u32,
     /// Management traffic the XDP program passes to the kernel stack.
     #[serde(default)]
     pub kernel_pass: KernelPass,
@@ -110,7 +121,13 @@ mod defaults {
     pub(super) fn jumbo_buffers() -> u32 {
         512
     }
+    pub(super) fn tx_wait_us() -> u32 {
+        10_000
+    }
 }
+
+/// Largest [`AfXdpPortConfig::tx_wait_us`].
+pub const MAX_TX_WAIT_US: u32 = 100_000;
 
 /// Kernel bytes before every received packet (`XDP_PACKET_HEADROOM`).
 pub const XDP_PACKET_HEADROOM: u32 = 256;
@@ -134,6 +151,7 @@ impl AfXdpPortConfig {
             multi_buffer: true,
             jumbo_buffers: defaults::jumbo_buffers(),
             rx_hash: false,
+            tx_wait_us: defaults::tx_wait_us(),
             kernel_pass: KernelPass::default(),
         }
     }
@@ -181,6 +199,9 @@ impl AfXdpPortConfig {
         }
         if !(16..=65536).contains(&self.jumbo_buffers) {
             return bad("jumbo_buffers", self.jumbo_buffers.to_string(), "must be from 16 to 65536");
+        }
+        if self.tx_wait_us > MAX_TX_WAIT_US {
+            return bad("tx_wait_us", self.tx_wait_us.to_string(), "must be at most 100000 (100 ms)");
         }
         if self.kernel_pass.own_addresses.len() > MAX_OWN_ADDRESSES {
             return bad(
@@ -263,6 +284,11 @@ mod tests {
         let mut c = AfXdpPortConfig::new("veth0");
         c.kernel_pass.nat_t_ports = vec![4500, 4501, 4502, 4503, 4504];
         assert!(matches!(c.validate(), Err(AfXdpError::BadConfig { field: "kernel_pass.nat_t_ports", .. })));
+        let mut c = AfXdpPortConfig::new("veth0");
+        c.tx_wait_us = MAX_TX_WAIT_US;
+        c.validate().unwrap();
+        c.tx_wait_us = MAX_TX_WAIT_US + 1;
+        assert!(matches!(c.validate(), Err(AfXdpError::BadConfig { field: "tx_wait_us", .. })));
         let e = toml::from_str::<AfXdpPortConfig>("interface = \"x\"\nmode = \"turbo\"").unwrap_err();
         assert!(e.to_string().contains("turbo"), "{e}");
     }

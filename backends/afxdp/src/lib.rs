@@ -92,7 +92,7 @@ mod sys;
 #[cfg(target_os = "linux")]
 mod umem;
 
-pub use config::{AfXdpPortConfig, XDP_PACKET_HEADROOM, XdpMode};
+pub use config::{AfXdpPortConfig, MAX_TX_WAIT_US, XDP_PACKET_HEADROOM, XdpMode};
 pub use error::AfXdpError;
 pub use program::{KernelPass, MAX_OWN_ADDRESSES, MAX_TCP_PORTS, MAX_UDP_PORTS};
 

@@ -471,6 +471,8 @@ impl AfXdpPort {
             need_wakeup: cfg.need_wakeup,
             bind,
             tx_budget,
+            tx_wait: std::time::Duration::from_micros(u64::from(cfg.tx_wait_us)),
+            stalled: false,
             stats: TxStats::default(),
             _owned: ShardOwned::default(),
         };
@@ -1050,6 +1052,11 @@ pub struct XdpTx {
     bind: BindMode,
     /// Descriptors one copy-mode kick sends at most (`XDP_MAX_TX_SKB_BUDGET`, else 32).
     tx_budget: u32,
+    /// How long a burst waits on a full ring without progress ([`AfXdpPortConfig::tx_wait_us`]).
+    tx_wait: std::time::Duration,
+    /// The last wait gave up (no progress for `tx_wait`): bursts do not wait again until the
+    /// kernel takes or completes a descriptor.
+    stalled: bool,
     stats: TxStats,
     _owned: ShardOwned,
 }
@@ -1062,8 +1069,13 @@ pub struct TxStats {
     /// Kicks after which the kernel left descriptors on the ring (the device pushed back, or
     /// the per-kick budget ran out).
     pub backlogged: u64,
-    /// Bursts that found the Tx ring too full for the whole batch even after kicking.
+    /// Bursts that left packets unsent for want of room (Tx ring or UMEM frames), after
+    /// kicking and, unless the queue was stalled or `tx_wait_us` is 0, waiting.
     pub ring_full: u64,
+    /// Bursts that found no room and waited for it (kicking, reclaiming, yielding the core).
+    pub waits: u64,
+    /// Waits that gave up: the kernel took no descriptor and completed none for `tx_wait_us`.
+    pub wait_timeouts: u64,
 }
 
 /// Most kicks one call makes while the kernel keeps taking descriptors off the Tx ring.
@@ -1073,7 +1085,7 @@ impl XdpTx {
     /// Returns completed Tx frames to the free list, and jumbo slots whose last descriptor
     /// completed.
     #[inline]
-    fn reclaim(&mut self) {
+    fn reclaim(&mut self) -> u32 {
         let n = self.comp.ready(self.comp.size());
         for i in 0..n {
             let Some(addr) = self.comp.read(i) else {
@@ -1103,7 +1115,10 @@ impl XdpTx {
         }
         if n > 0 {
             self.comp.release(n);
+            // The device moves again: a full ring is worth waiting on.
+            self.stalled = false;
         }
+        n
     }
 
     /// Writes the packet at UMEM `addr` (`len` bytes) as Tx descriptors from slot `at` on: one
@@ -1154,6 +1169,8 @@ impl XdpTx {
                 break;
             }
             left = now;
+            // The device moves again: a full ring is worth waiting on.
+            self.stalled = false;
         }
         self.stats.kicks += u64::from(kicks);
         if left > 0 && kicks > 0 {
@@ -1205,34 +1222,31 @@ const MAX_CHAIN: u32 = 16;
 /// Shortest frame the Tx queue hands to the kernel: an Ethernet header.
 const MIN_FRAME: usize = 14;
 
-impl TxQueue for XdpTx {
-    type Buf = XdpBuf;
+/// Why [`XdpTx::enqueue`] stopped before the end of the batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Everything went on the ring.
+    Done,
+    /// No room: the Tx ring is full, or every frame (jumbo slot) of the UMEM is in flight.
+    /// Waiting may help.
+    Room,
+    /// The next packet cannot be sent at all (shorter than an Ethernet header, or larger than
+    /// any buffer of ours): waiting would not help.
+    Unsendable,
+}
 
+impl XdpTx {
+    /// Puts what fits of `batch` on the Tx ring, from the front, and kicks the kernel when
+    /// anything was written. Returns how many packets went and why it stopped.
     #[inline]
-    fn tx_burst(&mut self, batch: &mut Batch<XdpBuf>) -> usize {
-        self.reclaim();
+    fn enqueue(&mut self, batch: &mut Batch<XdpBuf>) -> (usize, Stop) {
         let want = batch.len() as u32;
-        if self.bind == BindMode::Copy && self.tx.unconsumed() > 0 {
-            // A backlog from a burst the device pushed back: send it first (order is kept).
-            self.kick();
-            self.reclaim();
-        }
         let mut free = self.tx.free(want);
-        if free < want {
-            // Ring full: let the kernel make progress, then look again.
-            self.kick();
-            self.reclaim();
-            free = self.tx.free(want);
-            if free < want {
-                self.stats.ring_full += 1;
-            }
-        }
         // Buffers from another UMEM (another queue or port) are copied into frames of ours
         // (a jumbo slot when too large for a frame); take those first so a shortage stops the
         // burst before anything moves. A foreign buffer too large for ours, a packet shorter
         // than an Ethernet header (which the kernel would reject or a driver drop unseen), or
-        // a chain the Tx ring has no room for also ends the burst: it stays in the batch and
-        // the caller counts it as not sent.
+        // a chain the Tx ring has no room for also ends the burst: it stays in the batch.
         let fs = u64::from(self.umem.frame_size());
         let head = self.tx_win.headroom() as u64;
         let room = self.tx_win.tailroom(fs as usize);
@@ -1248,8 +1262,10 @@ impl TxQueue for XdpTx {
         let mut taken = 0;
         let mut sendable = 0;
         let mut ring = 0;
+        let mut stop = Stop::Done;
         for b in batch.iter().take(BATCH_SIZE) {
             if b.len() < MIN_FRAME {
+                stop = Stop::Unsendable;
                 break;
             }
             let need = if b.is_in(self.umem) {
@@ -1262,6 +1278,7 @@ impl TxQueue for XdpTx {
                 // Chains take more slots than packets: look at the kernel's index once more.
                 free = self.tx.free(ring + need);
                 if ring + need > free {
+                    stop = Stop::Room;
                     break;
                 }
             }
@@ -1271,9 +1288,13 @@ impl TxQueue for XdpTx {
                 } else if b.len() <= jumbo_room {
                     self.umem.take_jumbo()
                 } else {
-                    None
+                    stop = Stop::Unsendable;
+                    break;
                 };
-                let Some(f) = f else { break };
+                let Some(f) = f else {
+                    stop = Stop::Room;
+                    break;
+                };
                 spare[taken] = f;
                 taken += 1;
             }
@@ -1313,7 +1334,83 @@ impl TxQueue for XdpTx {
             self.tx.submit(written);
             self.kick();
         }
-        sendable
+        (sendable, stop)
+    }
+
+    /// The rest of a burst that found no room: kicks and reclaims until it is all on the ring,
+    /// yielding the core between tries (a NAPI thread on this core may be what drains the
+    /// device), for as long as the kernel keeps taking descriptors or completing them; gives
+    /// up after `tx_wait` without progress and marks the queue stalled. Returns how many more
+    /// packets went and why it stopped.
+    #[cold]
+    fn wait_for_room(&mut self, batch: &mut Batch<XdpBuf>) -> (usize, Stop) {
+        self.stats.waits += 1;
+        let mut sent = 0;
+        let mut last_progress = std::time::Instant::now();
+        loop {
+            std::thread::yield_now();
+            let before = self.tx.unconsumed();
+            self.kick();
+            let reclaimed = self.reclaim();
+            let (n, stop) = self.enqueue(batch);
+            sent += n;
+            if stop != Stop::Room {
+                return (sent, stop);
+            }
+            let now = std::time::Instant::now();
+            if n > 0 || reclaimed > 0 || self.tx.unconsumed() < before {
+                last_progress = now;
+            } else if now.duration_since(last_progress) >= self.tx_wait {
+                self.stalled = true;
+                self.stats.wait_timeouts += 1;
+                return (sent, stop);
+            }
+        }
+    }
+}
+
+impl TxQueue for XdpTx {
+    type Buf = XdpBuf;
+
+    /// Sends what it can of `batch`. A full Tx ring is waited out while the kernel makes
+    /// progress (see [`crate::AfXdpPortConfig::tx_wait_us`]); what is left in `batch` was
+    /// refused (the caller counts it `tx_full`), or cannot be sent at all (a runt, or a packet
+    /// larger than any buffer of this UMEM).
+    #[inline]
+    fn tx_burst(&mut self, batch: &mut Batch<XdpBuf>) -> usize {
+        self.reclaim();
+        if self.bind == BindMode::Copy && self.tx.unconsumed() > 0 {
+            // A backlog from a burst the device pushed back: send it first (order is kept).
+            self.kick();
+            self.reclaim();
+        }
+        let (mut sent, mut stop) = self.enqueue(batch);
+        if stop == Stop::Room {
+            // Ring full: let the kernel make progress, then look again.
+            self.kick();
+            self.reclaim();
+            let (more, why) = self.enqueue(batch);
+            sent += more;
+            stop = why;
+        }
+        if stop == Stop::Room {
+            if !self.stalled && !self.tx_wait.is_zero() {
+                let (more, why) = self.wait_for_room(batch);
+                sent += more;
+                stop = why;
+            }
+            if stop == Stop::Room {
+                self.stats.ring_full += 1;
+            }
+        }
+        sent
+    }
+
+    /// Descriptors on the Tx ring the kernel has not taken (copy mode: a pushed-back backlog
+    /// that only further kicks send).
+    #[inline]
+    fn backlog(&self) -> bool {
+        self.bind == BindMode::Copy && self.tx.unconsumed() > 0
     }
 
     /// Sends a pushed-back backlog (copy mode) and reclaims completions.

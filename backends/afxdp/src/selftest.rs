@@ -6,68 +6,15 @@
 //! kernel's software flow hash (`skb_get_hash`, a seeded jhash), not a Toeplitz hash — is
 //! reported as mismatching, which is the honest answer: the software cannot predict it.
 
-use std::fmt;
-
 use wirespeed_core::PacketBuf;
 use wirespeed_core::meta::flags::HW_RSS;
-use wirespeed_core::rss::{FlowTuple, PacketInfo, RssHasher};
+use wirespeed_core::rss::RssHasher;
+// The report and mismatch types live in `wirespeed_core::rss` (shared with the DPDK backend);
+// re-exported here so their old paths keep working.
+pub use wirespeed_core::rss::{HashMismatch, SelfTestReport};
 
-/// Most mismatches kept for the report (all are counted).
-pub const MAX_MISMATCHES: usize = 32;
-
-/// One packet whose driver and software hashes differ.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HashMismatch {
-    /// The packet's flow.
-    pub tuple: FlowTuple,
-    /// The driver's hash.
-    pub hardware: u32,
-    /// wirespeed's hash.
-    pub software: u32,
-}
-
-/// The self-test's findings.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SelfTestReport {
-    /// Packets with a driver hash that were compared.
-    pub compared: u64,
-    /// Of those, equal.
-    pub agreed: u64,
-    /// Packets without a driver hash (`rx_hash` off or unavailable, or the driver gave none).
-    pub no_hw_hash: u64,
-    /// Packets with a driver hash but no tuple the software hashes (not IP, truncated, a
-    /// fragment, or a class outside the configured types).
-    pub not_hashable: u64,
-    /// Mismatches counted.
-    pub mismatched: u64,
-    /// The first [`MAX_MISMATCHES`] mismatches.
-    pub mismatches: Vec<HashMismatch>,
-}
-
-impl SelfTestReport {
-    /// True when at least one packet was compared and every compared packet agreed.
-    pub fn passed(&self) -> bool {
-        self.compared > 0 && self.mismatched == 0
-    }
-}
-
-impl fmt::Display for SelfTestReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "RSS self-test: {} compared, {} agreed, {} mismatched, {} without driver hash, {} not hashable",
-            self.compared, self.agreed, self.mismatched, self.no_hw_hash, self.not_hashable
-        )?;
-        for m in &self.mismatches {
-            write!(
-                f,
-                "\n  mismatch {} -> {} proto {} {:?}: driver {:#010x}, software {:#010x}",
-                m.tuple.src, m.tuple.dst, m.tuple.proto, m.tuple.l4, m.hardware, m.software
-            )?;
-        }
-        Ok(())
-    }
-}
+/// Most mismatches kept for the report (all are counted): [`SelfTestReport::MAX_MISMATCHES`].
+pub const MAX_MISMATCHES: usize = SelfTestReport::MAX_MISMATCHES;
 
 /// Compares driver hashes with software ones.
 #[derive(Clone, Debug)]
@@ -82,32 +29,12 @@ impl HashSelfTest {
         Self { hasher, report: SelfTestReport::default() }
     }
 
-    /// Checks one received packet.
+    /// Checks one received packet: its driver hash (`PacketMeta::rss_hash` with the `HW_RSS`
+    /// flag) against the software hash of its flow ([`SelfTestReport::record`]).
     pub fn observe<B: PacketBuf>(&mut self, pkt: &B) {
-        let r = &mut self.report;
         let meta = pkt.meta();
-        let Some(hw) = meta.rss_hash.filter(|_| meta.flags & HW_RSS != 0) else {
-            r.no_hw_hash += 1;
-            return;
-        };
-        let info = PacketInfo::parse_ethernet(pkt.data());
-        let Some(tuple) = info.tuple.filter(|_| !info.fragment) else {
-            r.not_hashable += 1;
-            return;
-        };
-        let Some(sw) = self.hasher.hash_tuple(&tuple) else {
-            r.not_hashable += 1;
-            return;
-        };
-        r.compared += 1;
-        if sw == hw {
-            r.agreed += 1;
-        } else {
-            r.mismatched += 1;
-            if r.mismatches.len() < MAX_MISMATCHES {
-                r.mismatches.push(HashMismatch { tuple, hardware: hw, software: sw });
-            }
-        }
+        let hw = meta.rss_hash.filter(|_| meta.flags & HW_RSS != 0);
+        self.report.record(&self.hasher, hw, pkt.data());
     }
 
     /// The findings so far.
@@ -119,7 +46,7 @@ impl HashSelfTest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wirespeed_core::rss::RssConfig;
+    use wirespeed_core::rss::{PacketInfo, RssConfig};
     use wirespeed_core::{BufferPool, PoolConfig};
 
     #[test]

@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use common::peer_exchange;
 use wirespeed_afxdp::peer::{RawSocket, enter_netns};
 use wirespeed_afxdp::{AfXdpError, AfXdpPort, AfXdpPortConfig, AttachMode, XdpMode};
-use wirespeed_core::{BufferPool, PacketBuf, PerPacket, Pipeline, PoolConfig, Port, ShardCtx, Verdict};
-use wirespeed_stages::esp::AeadAlgorithm;
-use wirespeed_test_esp::{EspGateway, lan_frame, reply_frame};
+use wirespeed_core::{PacketBuf, PerPacket, Pipeline, PoolConfig, Port, ShardCtx, Verdict};
+use wirespeed_test_esp::{lan_frame, reply_frame};
 
 fn set_mtu(veth: &common::Veth, mtu: u32) {
     let m = mtu.to_string();
@@ -147,26 +146,6 @@ fn jumbo_frames_forward_between_two_ports() {
     assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
 }
 
-/// Sends `frame` from the peer and returns the first frame that comes back.
-fn exchange(ns: &str, dev: &str, frame: Vec<u8>) -> Option<Vec<u8>> {
-    let (ns, dev) = (ns.to_string(), dev.to_string());
-    std::thread::spawn(move || {
-        enter_netns(&ns).unwrap();
-        let s = RawSocket::open(&dev).unwrap();
-        assert!(s.send(&frame).unwrap());
-        let mut buf = vec![0u8; 16384];
-        let end = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < end {
-            if let Some(n) = s.recv(&mut buf, 50).unwrap() {
-                return Some(buf[..n].to_vec());
-            }
-        }
-        None
-    })
-    .join()
-    .unwrap()
-}
-
 /// The ESP gateway stages over jumbo frames: an 8900-byte inner packet leaves encrypted as one
 /// ~8960-byte ESP packet, and the peer's jumbo ESP comes back decrypted.
 #[test]
@@ -174,48 +153,19 @@ fn esp_over_jumbo_frames() {
     require_kernel!();
     let veth = common::Veth::new(1);
     set_mtu(&veth, 9000);
-    let (gw_mac, peer_mac) = (veth.local_mac(), veth.peer_mac());
-    let host_mac = peer_mac;
-    let mut gw = EspGateway::new(AeadAlgorithm::Aes256Gcm, host_mac, peer_mac);
-    let mut port = AfXdpPort::open(AfXdpPortConfig::new(&veth.local)).unwrap();
-    let (rx, tx) = port.queue_pair(0).unwrap();
-    let mut pipeline = Pipeline::new(rx, tx, gw.stages(gw_mac));
-    let mut cx = ShardCtx::new(0);
-    let now = cx.now;
-    let mut serve = |frame: Vec<u8>| {
-        let (ns, dev) = (veth.ns.clone(), veth.peer.clone());
-        let peer_thread = std::thread::spawn(move || exchange(&ns, &dev, frame));
-        while !peer_thread.is_finished() {
-            pipeline.run_once(&mut cx);
-        }
-        peer_thread.join().unwrap()
-    };
-
+    let gw_mac = veth.local_mac();
     // Outbound: an 8900-byte IPv4 packet (8872 bytes of UDP payload).
     let clear = lan_frame(gw_mac, 8872, 3);
     assert_eq!(clear.len(), 14 + 8900);
-    let f = serve(clear.clone()).expect("the encrypted frame came back");
-    EspGateway::assert_encrypted(&f, peer_mac);
-    assert!(f.len() > 8950 && f.len() <= 9014, "one ESP frame of {} bytes", f.len());
-    let pool =
-        BufferPool::new(PoolConfig { buffers: 8, data_room: 12 * 1024, ..PoolConfig::default() }).unwrap();
-    let mut pb = pool.alloc().unwrap();
-    pb.copy_from(&f).unwrap();
-    gw.peer_decrypt(&mut pb, now);
-    assert_eq!(&pb.data()[14..], &clear[14..], "the peer decrypts the original packet");
-
     // Inbound: the peer's jumbo ESP for the LAN host comes back decrypted.
-    let reply = reply_frame(gw_mac, 8872, 5);
-    let mut rb = pool.alloc().unwrap();
-    rb.copy_from(&reply).unwrap();
-    gw.peer_encrypt(&mut rb, now);
-    assert!(rb.len() > 8950 && rb.len() <= 9014, "the ESP frame is jumbo too: {}", rb.len());
-    rb.data_mut()[0..6].copy_from_slice(&gw_mac);
-    rb.data_mut()[6..12].copy_from_slice(&peer_mac);
-    let f = serve(rb.data().to_vec()).expect("the decrypted frame came back");
-    EspGateway::assert_decrypted(&f, &reply, host_mac);
-    assert_eq!(cx.counters.total_drops(), 0, "{}", cx.counters);
-    assert_eq!(cx.counters.rx_packets, 2);
+    common::esp::round_trip(
+        &veth,
+        PoolConfig { buffers: 8, data_room: 12 * 1024, ..PoolConfig::default() },
+        clear,
+        reply_frame(gw_mac, 8872, 5),
+        |f| assert!(f.len() > 8950 && f.len() <= 9014, "one ESP frame of {} bytes", f.len()),
+        |rb| assert!(rb.len() > 8950 && rb.len() <= 9014, "the ESP frame is jumbo too: {}", rb.len()),
+    );
 }
 
 #[test]

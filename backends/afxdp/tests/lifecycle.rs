@@ -4,13 +4,81 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::{peer_exchange, run};
 use wirespeed_afxdp::peer::enter_netns;
-use wirespeed_afxdp::{AfXdpPort, AfXdpPortConfig, AttachMode, BindMode, KernelPass, XdpMode};
-use wirespeed_core::{PerPacket, Pipeline, Port, ShardCtx, Verdict};
+use wirespeed_afxdp::{
+    AfXdpPort, AfXdpPortConfig, AttachMode, BindMode, KernelPass, XdpBuf, XdpMode, XdpRx, XdpTx,
+};
+use wirespeed_core::{DropReason, PerPacket, Pipeline, Port, ShardCtx, Verdict};
+
+/// A stage that drops every packet, counted as `PolicyDiscard`.
+fn drop_all() -> PerPacket<impl FnMut(&mut ShardCtx, &mut XdpBuf) -> Verdict> {
+    PerPacket(|_: &mut ShardCtx, _: &mut XdpBuf| Verdict::Drop(DropReason::PolicyDiscard))
+}
+
+/// A shard on its own thread polling `rx`/`tx` through [`drop_all`] (with a short sleep between
+/// polls) until stopped.
+struct DroppingShard {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<u64>,
+}
+
+impl DroppingShard {
+    fn spawn(rx: XdpRx, tx: XdpTx) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut pipeline = Pipeline::new(rx, tx, drop_all());
+            let mut cx = ShardCtx::new(0);
+            while !stop2.load(Ordering::Relaxed) {
+                pipeline.run_once(&mut cx);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            cx.counters.rx_packets
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops the shard; the packets it received.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// TCP connections from inside namespace `ns` to each of `targets`, `timeout` each, in order.
+fn connect_from(ns: &str, targets: [(&str, u16); 3], timeout: Duration) -> [io::Result<()>; 3] {
+    let ns = ns.to_string();
+    let targets = targets.map(|(ip, port)| SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port));
+    std::thread::spawn(move || {
+        enter_netns(&ns).unwrap();
+        targets.map(|a| TcpStream::connect_timeout(&a, timeout).map(drop))
+    })
+    .join()
+    .unwrap()
+}
+
+/// The kernel answered `what` (a connection refused, or accepted by a local sshd): never a
+/// timeout.
+fn assert_kernel_answered(r: &io::Result<()>, what: &str) {
+    match r {
+        Ok(()) => {}
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{what}: {e}"),
+    }
+}
+
+/// `what` went to the socket (and was dropped there): the connection timed out.
+fn assert_went_to_the_socket(r: io::Result<()>, what: &str) {
+    let e = r.expect_err(&format!("{what} must not reach the kernel"));
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{what}: {e}");
+}
 
 #[test]
 fn generic_mode_without_need_wakeup_echoes_and_shows_as_xdpgeneric() {
@@ -111,44 +179,17 @@ fn management_traffic_goes_to_the_kernel_stack() {
     let mut port = AfXdpPort::open(cfg).unwrap();
     let (rx, tx) = port.queue_pair(0).unwrap();
     // The shard drops whatever reaches it, counting it.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let shard = std::thread::spawn(move || {
-        let drop_all =
-            PerPacket(|_: &mut ShardCtx, _: &mut _| Verdict::Drop(wirespeed_core::DropReason::PolicyDiscard));
-        let mut pipeline = Pipeline::new(rx, tx, drop_all);
-        let mut cx = ShardCtx::new(0);
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            pipeline.run_once(&mut cx);
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        cx.counters.rx_packets
-    });
-    let ns = veth.ns.clone();
-    let results = std::thread::spawn(move || {
-        enter_netns(&ns).unwrap();
-        let connect = |ip: &str, port: u16| {
-            let a: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-            TcpStream::connect_timeout(&a, Duration::from_millis(700)).map(drop)
-        };
-        (connect(&ip_a, 22), connect(&ip_a, 2222), connect(&ip_c, 22))
-    })
-    .join()
-    .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let seen = shard.join().unwrap();
+    let shard = DroppingShard::spawn(rx, tx);
+    let [own_ssh, own_other, transit_ssh] =
+        connect_from(&veth.ns, [(&ip_a, 22), (&ip_a, 2222), (&ip_c, 22)], Duration::from_millis(700));
+    let seen = shard.stop();
     // Port 22 on the own address was answered by the kernel (refused, or accepted by a local
     // sshd): never a timeout. That also needed ARP to reach the kernel both ways.
-    match &results.0 {
-        Ok(()) => {}
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "port 22: {e}"),
-    }
+    assert_kernel_answered(&own_ssh, "port 22");
     // Port 2222, and port 22 on the address not declared own, went to the socket (and were
     // dropped there): the connections timed out.
-    let e = results.1.expect_err("port 2222 must not reach the kernel");
-    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "port 2222: {e}");
-    let e = results.2.expect_err("SSH to a transit address must not reach the kernel");
-    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "transit port 22: {e}");
+    assert_went_to_the_socket(own_other, "port 2222");
+    assert_went_to_the_socket(transit_ssh, "SSH to a transit address (port 22)");
     assert!(seen >= 2, "the SYNs reached the AF_XDP socket");
 }
 
@@ -215,14 +256,12 @@ fn kernel_drops_for_a_slow_shard_are_counted() {
     })
     .join()
     .unwrap();
-    let drop_all =
-        PerPacket(|_: &mut ShardCtx, _: &mut _| Verdict::Drop(wirespeed_core::DropReason::PolicyDiscard));
-    let mut pipeline = Pipeline::new(rx, tx, drop_all);
+    let mut pipeline = Pipeline::new(rx, tx, drop_all());
     let mut cx = ShardCtx::new(0);
     for _ in 0..2048 {
         pipeline.run_once(&mut cx); // the kernel's counters are read every 1024 bursts
     }
-    let lost = cx.counters.drops_of(wirespeed_core::DropReason::PoolExhausted);
+    let lost = cx.counters.drops_of(DropReason::PoolExhausted);
     assert!(lost > 0, "{}", cx.counters);
     assert_eq!(cx.counters.rx_packets + lost, 1000, "every frame received or counted: {}", cx.counters);
 }
@@ -319,37 +358,13 @@ fn ipv6_neighbor_discovery_and_ssh_go_to_the_kernel() {
     cfg.kernel_pass.own_addresses = vec![own.parse().unwrap()];
     let mut port = AfXdpPort::open(cfg).unwrap();
     let (rx, tx) = port.queue_pair(0).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let shard = std::thread::spawn(move || {
-        let drop_all =
-            PerPacket(|_: &mut ShardCtx, _: &mut _| Verdict::Drop(wirespeed_core::DropReason::PolicyDiscard));
-        let mut pipeline = Pipeline::new(rx, tx, drop_all);
-        let mut cx = ShardCtx::new(0);
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            pipeline.run_once(&mut cx);
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    });
-    let ns = veth.ns.clone();
-    let results = std::thread::spawn(move || {
-        enter_netns(&ns).unwrap();
-        let connect = |ip: &str, port: u16| {
-            let a: SocketAddr = format!("[{ip}]:{port}").parse().unwrap();
-            TcpStream::connect_timeout(&a, Duration::from_millis(900)).map(drop)
-        };
-        (connect(&own, 22), connect(&own, 2222), connect(&transit, 22))
-    })
-    .join()
-    .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    shard.join().unwrap();
-    match &results.0 {
-        Ok(()) => {}
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "[own]:22: {e}"),
-    }
-    assert_eq!(results.1.expect_err("[own]:2222 goes to the socket").kind(), std::io::ErrorKind::TimedOut);
-    assert_eq!(results.2.expect_err("[transit]:22 goes to the socket").kind(), std::io::ErrorKind::TimedOut);
+    let shard = DroppingShard::spawn(rx, tx);
+    let [own_ssh, own_other, transit_ssh] =
+        connect_from(&veth.ns, [(&own, 22), (&own, 2222), (&transit, 22)], Duration::from_millis(900));
+    shard.stop();
+    assert_kernel_answered(&own_ssh, "[own]:22");
+    assert_went_to_the_socket(own_other, "[own]:2222");
+    assert_went_to_the_socket(transit_ssh, "[transit]:22");
 }
 
 /// A device without native XDP (a bridge): `auto` falls back to generic XDP and says why.

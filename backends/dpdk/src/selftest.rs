@@ -5,28 +5,18 @@
 //! ([`crate::HwRss::hasher`]) must be the same number. That is what makes the software
 //! dispatcher (and `rss-inspect`, and source-port picking) choose the queue the NIC chooses.
 
-use std::fmt;
-
 use wirespeed_core::PacketBuf;
-use wirespeed_core::rss::{FlowTuple, L4, PacketInfo, RssHasher};
+use wirespeed_core::rss::{FlowTuple, L4, RssHasher};
+// The report and mismatch types live in `wirespeed_core::rss` (shared with the AF_XDP backend);
+// re-exported here so their old paths keep working.
+pub use wirespeed_core::rss::{HashMismatch, SelfTestReport};
 
 use crate::eal::Eal;
 use crate::ffi;
 use crate::mbuf::Mbuf;
 
-/// Most mismatches kept for the report (all are counted).
-pub const MAX_MISMATCHES: usize = 32;
-
-/// One packet whose hardware and software hashes differ.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HashMismatch {
-    /// The packet's flow.
-    pub tuple: FlowTuple,
-    /// The NIC's hash.
-    pub hardware: u32,
-    /// wirespeed's hash.
-    pub software: u32,
-}
+/// Most mismatches kept for the report (all are counted): [`SelfTestReport::MAX_MISMATCHES`].
+pub const MAX_MISMATCHES: usize = SelfTestReport::MAX_MISMATCHES;
 
 /// Compares hardware hashes with software ones, packet by packet.
 #[derive(Clone, Debug)]
@@ -35,80 +25,16 @@ pub struct HashSelfTest {
     report: SelfTestReport,
 }
 
-/// The self-test's findings.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SelfTestReport {
-    /// Packets with a hardware hash that were compared.
-    pub compared: u64,
-    /// Of those, equal.
-    pub agreed: u64,
-    /// Packets without a hardware hash (the PMD did not deliver one).
-    pub no_hw_hash: u64,
-    /// Packets with a hardware hash but no tuple the software hashes (not IP, truncated, or a
-    /// class outside the configured types).
-    pub not_hashable: u64,
-    /// Mismatches counted.
-    pub mismatched: u64,
-    /// The first [`MAX_MISMATCHES`] mismatches.
-    pub mismatches: Vec<HashMismatch>,
-}
-
-impl SelfTestReport {
-    /// True when at least one packet was compared and every compared packet agreed.
-    pub fn passed(&self) -> bool {
-        self.compared > 0 && self.mismatched == 0
-    }
-}
-
-impl fmt::Display for SelfTestReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "RSS self-test: {} compared, {} agreed, {} mismatched, {} without hardware hash, {} not hashable",
-            self.compared, self.agreed, self.mismatched, self.no_hw_hash, self.not_hashable
-        )?;
-        for m in &self.mismatches {
-            writeln!(
-                f,
-                "  mismatch {} -> {} proto {} {:?}: hardware {:#010x}, software {:#010x}",
-                m.tuple.src, m.tuple.dst, m.tuple.proto, m.tuple.l4, m.hardware, m.software
-            )?;
-        }
-        Ok(())
-    }
-}
-
 impl HashSelfTest {
     /// A self-test against `hasher` (the port's [`crate::HwRss::hasher`]).
     pub fn new(hasher: RssHasher) -> Self {
         Self { hasher, report: SelfTestReport::default() }
     }
 
-    /// Checks one packet.
+    /// Checks one packet: the NIC's hash in the mbuf ([`Mbuf::hw_rss_hash`]) against the
+    /// software hash of its flow ([`SelfTestReport::record`]).
     pub fn observe(&mut self, pkt: &Mbuf) {
-        let r = &mut self.report;
-        let Some(hw) = pkt.hw_rss_hash() else {
-            r.no_hw_hash += 1;
-            return;
-        };
-        let info = PacketInfo::parse_ethernet(pkt.data());
-        let Some(tuple) = info.tuple.filter(|_| !info.fragment) else {
-            r.not_hashable += 1;
-            return;
-        };
-        let Some(sw) = self.hasher.hash_tuple(&tuple) else {
-            r.not_hashable += 1;
-            return;
-        };
-        r.compared += 1;
-        if sw == hw {
-            r.agreed += 1;
-        } else {
-            r.mismatched += 1;
-            if r.mismatches.len() < MAX_MISMATCHES {
-                r.mismatches.push(HashMismatch { tuple, hardware: hw, software: sw });
-            }
-        }
+        self.report.record(&self.hasher, pkt.hw_rss_hash(), pkt.data());
     }
 
     /// Checks every packet of a batch.

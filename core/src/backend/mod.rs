@@ -67,6 +67,30 @@ pub trait TxQueue: Send {
     /// pushed back earlier moves them on and reclaims finished buffers (cheap when there are
     /// none). Nothing by default.
     fn idle(&mut self) {}
+
+    /// Whether the queue holds packets the device has not taken yet, which only further calls
+    /// ([`TxQueue::idle`]) move on — a backlog the device pushed back. A blocking idle policy
+    /// then sleeps at most [`TX_BACKLOG_WAIT`] so the backlog does not wait for new input.
+    /// `false` by default.
+    fn backlog(&self) -> bool {
+        false
+    }
+}
+
+/// Longest sleep of a blocking idle policy while a Tx queue has a [`TxQueue::backlog`].
+pub const TX_BACKLOG_WAIT: Duration = Duration::from_micros(50);
+
+/// The timeout a worker that is about to block should use: `timeout`, or at most
+/// [`TX_BACKLOG_WAIT`] after moving the backlog on when one of `tx` has one.
+pub fn backlog_timeout<T: TxQueue>(tx: &mut [T], timeout: Duration) -> Duration {
+    let mut pending = false;
+    for t in tx.iter_mut() {
+        if t.backlog() {
+            t.idle();
+            pending |= t.backlog();
+        }
+    }
+    if pending { timeout.min(TX_BACKLOG_WAIT) } else { timeout }
 }
 
 /// Static facts about a port.
@@ -175,5 +199,52 @@ pub trait Port {
     /// mem ports, where the software dispatcher does the same job.
     fn rss(&mut self) -> Option<&mut dyn RssControl> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::PoolBuf;
+
+    /// A Tx queue with `left` descriptors pushed back; each `idle` sends `per_idle` of them.
+    struct Backlogged {
+        left: u32,
+        per_idle: u32,
+        idles: u32,
+    }
+
+    impl TxQueue for Backlogged {
+        type Buf = PoolBuf;
+        fn tx_burst(&mut self, _batch: &mut Batch<PoolBuf>) -> usize {
+            0
+        }
+        fn idle(&mut self) {
+            self.idles += 1;
+            self.left = self.left.saturating_sub(self.per_idle);
+        }
+        fn backlog(&self) -> bool {
+            self.left > 0
+        }
+    }
+
+    #[test]
+    fn a_blocking_wait_is_short_only_while_a_backlog_remains() {
+        let long = Duration::from_millis(10);
+        let q = |left, per_idle| Backlogged { left, per_idle, idles: 0 };
+        // No backlog: the full timeout, and nothing is kicked.
+        let mut tx = [q(0, 1), q(0, 1)];
+        assert_eq!(backlog_timeout(&mut tx, long), long);
+        assert_eq!((tx[0].idles, tx[1].idles), (0, 0));
+        // A backlog the kick clears: the full timeout after one kick of that queue only.
+        let mut tx = [q(0, 1), q(3, 8)];
+        assert_eq!(backlog_timeout(&mut tx, long), long);
+        assert_eq!((tx[0].idles, tx[1].idles, tx[1].left), (0, 1, 0));
+        // A backlog that stays: a short wait.
+        let mut tx = [q(64, 8), q(0, 1)];
+        assert_eq!(backlog_timeout(&mut tx, long), TX_BACKLOG_WAIT);
+        assert_eq!((tx[0].idles, tx[0].left), (1, 56));
+        // Never longer than asked.
+        assert_eq!(backlog_timeout(&mut tx, Duration::from_micros(5)), Duration::from_micros(5));
     }
 }

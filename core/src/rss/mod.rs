@@ -13,7 +13,9 @@
 //!   [`SteeringEngine`]; below) for backends without (enough) hardware RSS;
 //! * per-RETA-entry load counters ([`RetaLoad`]) and a [`Rebalancer`] that only moves idle
 //!   entries;
-//! * choosing a source port whose replies hash to a given queue ([`pick_source_port`]).
+//! * choosing a source port whose replies hash to a given queue ([`pick_source_port`]);
+//! * the hash self-test's findings, a driver's RSS hash against the software one
+//!   ([`SelfTestReport`], [`HashMismatch`]), which the DPDK and AF_XDP backends fill.
 //!
 //! [`RssControl`] is what a backend with hardware RSS (AF_XDP via ethtool, DPDK) implements so
 //! the same configuration drives the NIC.
@@ -102,6 +104,7 @@ mod parse;
 mod pick;
 mod rebalance;
 mod reta;
+mod selftest;
 mod steering;
 mod toeplitz;
 
@@ -118,6 +121,7 @@ pub use parse::PacketInfo;
 pub use pick::pick_source_port;
 pub use rebalance::{MoveReason, RebalanceMove, Rebalancer, RetaLoad, imbalance};
 pub use reta::{MAX_RETA_SIZE, Reta};
+pub use selftest::{HashMismatch, SelfTestReport};
 pub use steering::{Applied, Match, PortRange, RssGroup, SteeringAction, SteeringPlan, SteeringRule};
 pub use toeplitz::{MS_KEY, SYMMETRIC_KEY, Toeplitz, toeplitz_reference};
 

@@ -950,10 +950,13 @@ impl<P: Port + 'static> Worker for DataShard<P> {
     /// Waits on the LAN and the WAN queue in turn, for half the timeout each (a queue cannot
     /// wait on another's socket), so the first packet after an idle spell on the side not
     /// waited on waits at most that half. A port that cannot wait makes the runtime sleep.
+    /// While a Tx queue holds a backlog the device pushed back, it is moved on first and the
+    /// wait is short ([`wirespeed_core::backend::TX_BACKLOG_WAIT`]).
     fn wait(&mut self, timeout: std::time::Duration) -> bool {
+        let timeout = wirespeed_core::backend::backlog_timeout(&mut self.tx, timeout / 2);
         self.wait_wan = !self.wait_wan;
         let rx = if self.wait_wan { &mut self.wan_rx } else { &mut self.lan_rx };
-        rx.wait(timeout / 2)
+        rx.wait(timeout)
     }
 
     fn report(&mut self) -> Option<wirespeed_core::runtime::WorkerReport> {

@@ -2,6 +2,8 @@
 //! probe, test frames, and a peer that exchanges frames from inside the namespace.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod esp;
+
 use std::time::{Duration, Instant};
 
 use wirespeed_afxdp::peer::{RawSocket, enter_netns};
