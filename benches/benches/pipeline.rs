@@ -87,7 +87,7 @@ fn dpdk_null_io<M: Clock>(c: &mut Criterion<M>) {
     eal.extend(["-l", "0,1", "--vdev=net_null0", "--vdev=net_null1"].map(String::from));
     let make = |dev: &str| {
         let mut cfg = DpdkPortConfig::new(eal.clone(), dev);
-        cfg.mempool.mbufs = 8192;
+        cfg.mempool.mbufs = Some(8192);
         match DpdkPort::new(&cfg) {
             Ok(p) => Some(p),
             Err(wirespeed_dpdk::DpdkError::NotInstalled) => None,

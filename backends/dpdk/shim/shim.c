@@ -164,6 +164,7 @@ int ws_eth_dev_start(uint16_t port) { return rte_eth_dev_start(port); }
 int ws_eth_dev_stop(uint16_t port) { return rte_eth_dev_stop(port); }
 int ws_eth_dev_close(uint16_t port) { return rte_eth_dev_close(port); }
 int ws_eth_promiscuous_enable(uint16_t port) { return rte_eth_promiscuous_enable(port); }
+int ws_eth_dev_get_mtu(uint16_t port, uint16_t *mtu) { return rte_eth_dev_get_mtu(port, mtu); }
 int ws_eth_macaddr_get(uint16_t port, uint8_t mac[6]) {
     struct rte_ether_addr a;
     int rc = rte_eth_macaddr_get(port, &a);

@@ -205,6 +205,7 @@ int ws_eth_dev_start(uint16_t port);
 int ws_eth_dev_stop(uint16_t port);
 int ws_eth_dev_close(uint16_t port);
 int ws_eth_promiscuous_enable(uint16_t port);
+int ws_eth_dev_get_mtu(uint16_t port, uint16_t *mtu);
 int ws_eth_macaddr_get(uint16_t port, uint8_t mac[6]);
 int ws_eth_link_get_nowait(uint16_t port, struct ws_link *out);
 int ws_eth_stats_get(uint16_t port, struct ws_stats *out);

@@ -92,7 +92,8 @@ impl DpdkPortConfig {
         }
     }
 
-    /// Checks the values that do not need the device.
+    /// Checks the values that do not need the device. An explicit `mempool.mbufs` must exceed
+    /// what the port's rings hold; a derived one ([`Self::mbufs`]) always does.
     pub fn check(&self) -> Result<(), DpdkError> {
         if self.device.is_empty() {
             return Err(DpdkError::bad("device", "\"\"", "a device name is required"));
@@ -107,25 +108,62 @@ impl DpdkPortConfig {
                 "at least one descriptor",
             ));
         }
-        let q = u32::from(self.queues);
-        let mut needed = q * (u32::from(self.rx_desc) + u32::from(self.tx_desc));
         if let Some(h) = &self.host {
             h.check()?;
-            // The reserved Tx queues, and the tap's Rx and Tx rings.
-            needed += q * (u32::from(self.tx_desc) + 2 * u32::from(h.desc));
         }
-        if self.mempool.mbufs <= needed {
-            return Err(DpdkError::bad(
+        let needed = self.ring_mbufs();
+        match self.mempool.mbufs {
+            Some(mbufs) if u64::from(mbufs) <= needed => Err(DpdkError::bad(
                 "mempool.mbufs",
-                self.mempool.mbufs,
+                mbufs,
                 format!(
-                    "more than the {needed} mbufs the rings of {} queue pairs{} can hold",
+                    "more than the {needed} mbufs the rings of {} queue pairs{} can hold (or leave it \
+                     unset to have it derived)",
                     self.queues,
                     if self.host.is_some() { " and the exception path" } else { "" }
                 ),
-            ));
+            )),
+            Some(_) => Ok(()),
+            None => self.mbufs().map(|_| ()),
         }
-        Ok(())
+    }
+
+    /// Mbufs the port's rings can hold at once: every Rx and Tx descriptor of `queues` queue
+    /// pairs, and with an exception path the reserved Tx queues and the tap's Rx and Tx rings.
+    fn ring_mbufs(&self) -> u64 {
+        let q = u64::from(self.queues);
+        let mut n = q * (u64::from(self.rx_desc) + u64::from(self.tx_desc));
+        if let Some(h) = &self.host {
+            n += q * (u64::from(self.tx_desc) + 2 * u64::from(h.desc));
+        }
+        n
+    }
+
+    /// Mbufs of the port's pool: `mempool.mbufs` when given, else derived from the port — the
+    /// rings' mbufs (see [`Self::check`]), plus per queue the batches its thread holds between
+    /// Rx and Tx (four [`wirespeed_core::BATCH_SIZE`] bursts: two more with an exception path),
+    /// plus `mempool.cache` for each of `queues + 1` lcores (the queues' threads and the
+    /// control thread), rounded up to `2^k - 1` and at least [`crate::DEFAULT_MBUFS`]. A derived
+    /// count is the port's own pool, not shared with other ports.
+    pub fn mbufs(&self) -> Result<u32, DpdkError> {
+        if let Some(n) = self.mempool.mbufs {
+            return Ok(n);
+        }
+        let q = u64::from(self.queues);
+        let bursts = if self.host.is_some() { 6 } else { 4 };
+        let wanted = self.ring_mbufs()
+            + q * bursts * wirespeed_core::BATCH_SIZE as u64
+            + (q + 1) * u64::from(self.mempool.cache);
+        // 2^k - 1: DPDK's ring-backed pools hold 2^k - 1 objects without waste.
+        let rounded = (wanted + 1).next_power_of_two() - 1;
+        let n = rounded.max(u64::from(crate::DEFAULT_MBUFS));
+        u32::try_from(n).map_err(|_| {
+            DpdkError::bad(
+                "mempool.mbufs",
+                format!("derived {n}"),
+                format!("{} queue pairs with these rings need more mbufs than a pool holds", self.queues),
+            )
+        })
     }
 }
 
@@ -152,12 +190,54 @@ mod tests {
         cfg.queues = 0;
         assert!(matches!(cfg.check(), Err(DpdkError::BadConfig { field: "queues", .. })));
         cfg.queues = 8;
-        cfg.mempool.mbufs = 1000;
+        cfg.mempool.mbufs = Some(1000);
         let e = cfg.check().unwrap_err();
         assert!(e.to_string().contains("mempool.mbufs") && e.to_string().contains("16384"), "{e}");
         assert!(
             toml::from_str::<DpdkPortConfig>("device = \"x\"\nqueue = 2").is_err(),
             "unknown fields refused"
         );
+    }
+
+    #[test]
+    fn default_mbufs_fit_every_configuration_check_accepts() {
+        // The integrator's case: two queues and a host path with the default pool. With a fixed
+        // 8191 this failed its own check (2 × (1024 + 1024) + 2 × (1024 + 2 × 512) = 8192).
+        let mut cfg = DpdkPortConfig::new(vec![], "net_null0");
+        cfg.queues = 2;
+        cfg.host = Some(HostPathConfig::new("wan0"));
+        cfg.check().unwrap();
+        assert_eq!(cfg.mbufs().unwrap(), 16383);
+        for queues in [1, 2, 3, 4, 8, 16, 64] {
+            for (rx, tx) in [(1, 1), (256, 256), (1024, 1024), (4096, 4096), (4096, 512)] {
+                for (host, cache) in [(None, 256), (Some(512), 256), (Some(4096), 512), (None, 0)] {
+                    let mut c = DpdkPortConfig::new(vec![], "net_null0");
+                    (c.queues, c.rx_desc, c.tx_desc, c.mempool.cache) = (queues, rx, tx, cache);
+                    c.host = host.map(|desc| HostPathConfig { desc, ..HostPathConfig::new("wan0") });
+                    c.check().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+                    let n = c.mbufs().unwrap();
+                    assert!(u64::from(n) > c.ring_mbufs(), "{c:?}: {n}");
+                    assert!(n >= crate::DEFAULT_MBUFS && (n + 1).is_power_of_two(), "{n}");
+                    assert!(c.mempool.cache <= n / 2, "the pool's cache check holds: {n}");
+                    // The derived count passes the check given explicitly too.
+                    c.mempool.mbufs = Some(n);
+                    c.check().unwrap();
+                }
+            }
+        }
+        // An explicit count is still checked as given.
+        cfg.mempool.mbufs = Some(8191);
+        let e = cfg.check().unwrap_err();
+        assert!(e.to_string().contains("mempool.mbufs") && e.to_string().contains("8192"), "{e}");
+        // A size no pool can have is an error naming the field, not an overflow.
+        cfg.mempool.mbufs = None;
+        (cfg.queues, cfg.rx_desc, cfg.tx_desc) = (u16::MAX, u16::MAX, u16::MAX);
+        let e = cfg.check().unwrap_err();
+        assert!(matches!(e, DpdkError::BadConfig { field: "mempool.mbufs", .. }), "{e}");
+        // From TOML: unset is derived, a given count is kept.
+        let c: DpdkPortConfig = toml::from_str("device = \"x\"\nmempool = { cache = 128 }").unwrap();
+        assert_eq!((c.mempool.mbufs, c.mempool.cache), (None, 128));
+        let c: DpdkPortConfig = toml::from_str("device = \"x\"\nmempool = { mbufs = 65535 }").unwrap();
+        assert_eq!(c.mbufs().unwrap(), 65535);
     }
 }

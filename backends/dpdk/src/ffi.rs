@@ -306,6 +306,7 @@ shim! {
     fn ws_eth_dev_start(port: u16) -> c_int;
     fn ws_eth_dev_stop(port: u16) -> c_int;
     fn ws_eth_promiscuous_enable(port: u16) -> c_int;
+    fn ws_eth_dev_get_mtu(port: u16, mtu: *mut u16) -> c_int;
     fn ws_eth_macaddr_get(port: u16, mac: *mut u8) -> c_int;
     fn ws_eth_link_get_nowait(port: u16, out: *mut Link) -> c_int;
     fn ws_eth_stats_get(port: u16, out: *mut Stats) -> c_int;
@@ -482,6 +483,15 @@ pub(crate) fn dev_stop(port: u16) -> i32 {
 pub(crate) fn promiscuous_enable(port: u16) -> i32 {
     // SAFETY: DPDK validates the port id.
     unsafe { ws_eth_promiscuous_enable(port) }
+}
+
+/// The port's MTU (`rte_eth_dev_get_mtu`: the IP MTU, Ethernet header not counted), or `None`
+/// when the driver cannot say.
+pub(crate) fn mtu(port: u16) -> Option<u16> {
+    let mut mtu = 0u16;
+    // SAFETY: DPDK validates the port id; `mtu` is a valid place for the one u16 it writes.
+    let rc = unsafe { ws_eth_dev_get_mtu(port, &mut mtu) };
+    (rc == 0 && mtu > 0).then_some(mtu)
 }
 
 /// The port's MAC address.

@@ -23,7 +23,7 @@
 //! let mut eal: Vec<String> = TEST_EAL_ARGS.iter().map(|s| s.to_string()).collect();
 //! eal.push("--vdev=net_null0".into());
 //! let mut cfg = DpdkPortConfig::new(eal, "net_null0");
-//! (cfg.rx_desc, cfg.tx_desc, cfg.mempool.mbufs) = (256, 256, 2047);
+//! (cfg.rx_desc, cfg.tx_desc, cfg.mempool.mbufs) = (256, 256, Some(2047));
 //! let mut port = match DpdkPort::new(&cfg) {
 //!     Err(DpdkError::NotInstalled) => return Ok(()), // this build has no DPDK
 //!     r => r?,
@@ -59,7 +59,7 @@ pub use eal::{Eal, TEST_EAL_ARGS};
 pub use error::DpdkError;
 pub use host::{HostAction, HostCounters, HostCountersHandle, HostFilter, HostPathConfig};
 pub use mbuf::Mbuf;
-pub use mempool::{Mempool, MempoolConfig};
+pub use mempool::{DEFAULT_MBUFS, Mempool, MempoolConfig};
 pub use port::{DpdkPort, DpdkRx, DpdkTx, LinkStatus, PortCounters};
 pub use rss::{HwRss, RssReport, RssSettings, SymmetricSupport};
 pub use selftest::{HashMismatch, HashSelfTest, SelfTestReport, rte_softrss};

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +16,13 @@ use crate::ffi::{self, MempoolPtr};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MempoolConfig {
-    /// Mbufs per pool (per NUMA socket). Size for every Rx/Tx descriptor of every port on the
-    /// socket, plus `cache` per lcore, plus what is in flight in batches and rings.
-    pub mbufs: u32,
+    /// Mbufs per pool. `None` (the default): derived from the port's queues and rings by
+    /// [`crate::DpdkPortConfig::mbufs`], and the pool is the port's own (its exception path
+    /// shares it). `Some(n)`: exactly `n`, checked against the port's rings, and the pool is
+    /// shared by every port on the NUMA socket with the same shape — then size it for every
+    /// Rx/Tx descriptor of every port on the socket, plus `cache` per lcore, plus what is in
+    /// flight in batches and rings. DPDK's pools work best with `2^k - 1`.
+    pub mbufs: Option<u32>,
     /// Per-lcore cache of the pool (DPDK's `cache_size`, at most 512).
     pub cache: u32,
     /// Bytes per mbuf after the headroom (the largest frame plus ESP trailer and ICV).
@@ -26,9 +31,16 @@ pub struct MempoolConfig {
 
 impl Default for MempoolConfig {
     fn default() -> Self {
-        Self { mbufs: 8191, cache: 256, data_room: 2048 }
+        Self { mbufs: None, cache: 256, data_room: 2048 }
     }
 }
+
+/// Mbufs of a pool whose count is not given and cannot be derived from a port
+/// ([`Mempool::for_socket`] with `mbufs: None`); also the least a derived count is.
+pub const DEFAULT_MBUFS: u32 = 8191;
+
+/// Numbers the pools' names (`rte_mempool` names are unique per process).
+static POOL_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A DPDK mbuf pool (`rte_pktmbuf_pool_create`). `Copy`; pools live until the process exits.
 #[derive(Clone, Copy, Debug)]
@@ -38,16 +50,32 @@ pub struct Mempool {
     cfg: MempoolConfig,
 }
 
-static POOLS: Mutex<Option<HashMap<(i32, MempoolConfig), Mempool>>> = Mutex::new(None);
+/// Pools by socket, shape and owning port (`None`: shared by the socket's ports).
+type PoolKey = (i32, MempoolConfig, Option<String>);
+static POOLS: Mutex<Option<HashMap<PoolKey, Mempool>>> = Mutex::new(None);
 
 impl Mempool {
-    /// The pool of `socket` with shape `cfg`, created on first use and shared afterwards.
+    /// The pool of `socket` with shape `cfg`, created on first use and shared afterwards
+    /// (`mbufs: None` is [`DEFAULT_MBUFS`]).
     pub fn for_socket(eal: &Eal, socket: i32, cfg: MempoolConfig) -> Result<Mempool, DpdkError> {
-        let _ = eal;
-        if cfg.mbufs == 0 {
-            return Err(DpdkError::bad("mempool.mbufs", cfg.mbufs, "at least one mbuf"));
+        Self::get(eal, socket, cfg, None)
+    }
+
+    /// The pool of `socket` with shape `cfg` (`mbufs` resolved): shared by every caller with
+    /// the same `socket`, shape and `owner` (`None`: the pool of the socket; `Some(device)`: a
+    /// port's own pool, reused when the port is opened again).
+    pub(crate) fn get(
+        eal: &Eal,
+        socket: i32,
+        cfg: MempoolConfig,
+        owner: Option<&str>,
+    ) -> Result<Mempool, DpdkError> {
+        let cfg = MempoolConfig { mbufs: Some(cfg.mbufs.unwrap_or(DEFAULT_MBUFS)), ..cfg };
+        let mbufs = cfg.mbufs.unwrap_or(DEFAULT_MBUFS);
+        if mbufs == 0 {
+            return Err(DpdkError::bad("mempool.mbufs", mbufs, "at least one mbuf"));
         }
-        if cfg.cache > 512 || cfg.cache > cfg.mbufs / 2 {
+        if cfg.cache > 512 || cfg.cache > mbufs / 2 {
             return Err(DpdkError::bad("mempool.cache", cfg.cache, "at most 512 and at most half of mbufs"));
         }
         if cfg.data_room < 64 {
@@ -55,10 +83,11 @@ impl Mempool {
         }
         let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
         let pools = pools.get_or_insert_with(HashMap::new);
-        if let Some(p) = pools.get(&(socket, cfg)) {
+        let key = (socket, cfg, owner.map(str::to_string));
+        if let Some(p) = pools.get(&key) {
             return Ok(*p);
         }
-        let name = format!("ws_mbuf_s{}_{}", socket.max(0), pools.len());
+        let name = format!("ws_mbuf_s{}_{}", socket.max(0), POOL_SEQ.fetch_add(1, Ordering::Relaxed));
         let cname =
             CString::new(name.clone()).map_err(|_| DpdkError::bad("mempool", &name, "NUL in name"))?;
         // The data room DPDK wants includes the headroom it reserves in front of every packet.
@@ -66,16 +95,11 @@ impl Mempool {
         let room = u16::try_from(room).map_err(|_| {
             DpdkError::bad("mempool.data_room", cfg.data_room, "data room + headroom must fit 65535")
         })?;
-        let mp = ffi::pktmbuf_pool_create(&cname, cfg.mbufs, cfg.cache, room, socket).ok_or_else(|| {
-            DpdkError::Mempool {
-                name: name.clone(),
-                mbufs: cfg.mbufs,
-                socket,
-                message: ffi::strerror(ffi::errno()),
-            }
+        let mp = ffi::pktmbuf_pool_create(&cname, mbufs, cfg.cache, room, socket).ok_or_else(|| {
+            DpdkError::Mempool { name: name.clone(), mbufs, socket, message: ffi::strerror(ffi::errno()) }
         })?;
         let p = Mempool { mp, socket, cfg };
-        pools.insert((socket, cfg), p);
+        pools.insert(key, p);
         Ok(p)
     }
 
@@ -84,7 +108,7 @@ impl Mempool {
         self.socket
     }
 
-    /// The pool's shape.
+    /// The pool's shape (`mbufs` is always `Some`: the count the pool was created with).
     pub fn config(&self) -> MempoolConfig {
         self.cfg
     }

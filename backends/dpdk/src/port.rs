@@ -18,7 +18,7 @@ use crate::host::{
     HOST_PATH_FULL, HostCounters, HostCountersHandle, HostFilter, HostPathConfig, HostQueue, HostStats,
 };
 use crate::mbuf::{self, Mbuf};
-use crate::mempool::Mempool;
+use crate::mempool::{Mempool, MempoolConfig};
 use crate::rss::HwRss;
 
 /// Link state of a port.
@@ -129,6 +129,12 @@ impl DpdkPort {
     /// creates (or reuses) the mempool of its NUMA socket, configures `cfg.queues` queue pairs
     /// and RSS, and starts the port.
     pub fn new(cfg: &DpdkPortConfig) -> Result<DpdkPort, DpdkError> {
+        Self::open(cfg, None)
+    }
+
+    /// [`Self::new`], receiving into `pool` when given (the exception path's tap shares its
+    /// data port's pool) instead of the pool `cfg.mempool` names.
+    fn open(cfg: &DpdkPortConfig, pool: Option<Mempool>) -> Result<DpdkPort, DpdkError> {
         let eal = Eal::init(&cfg.eal)?;
         cfg.check()?;
         if eal.mbuf_headroom() < MIN_HEADROOM {
@@ -190,7 +196,15 @@ impl DpdkPort {
             ));
         }
         let socket = if info.socket_id >= 0 { info.socket_id } else { current_socket() };
-        let mempool = Mempool::for_socket(eal, socket, cfg.mempool)?;
+        let mempool = match pool {
+            Some(p) => p,
+            // A derived count covers this port only: the pool is the port's own.
+            None if cfg.mempool.mbufs.is_none() => {
+                let shape = MempoolConfig { mbufs: Some(cfg.mbufs()?), ..cfg.mempool };
+                Mempool::get(eal, socket, shape, Some(&device))?
+            }
+            None => Mempool::get(eal, socket, cfg.mempool, None)?,
+        };
         // Shared from here on so an error below still stops and closes the device.
         let shared = Arc::new(PortShared { port_id, device: device.clone() });
 
@@ -233,10 +247,13 @@ impl DpdkPort {
             }
             None => None,
         };
-        let max_frame = (info.max_rx_pktlen as usize).min(usize::from(cfg.mempool.data_room));
+        // What the port sends and receives: its MTU (DPDK's default 1500 unless the driver says
+        // otherwise) plus the Ethernet header, within what the driver and an mbuf can hold.
+        let mtu_frame = ffi::mtu(port_id).map_or(usize::MAX, |m| usize::from(m) + 14);
+        let max_frame = (info.max_rx_pktlen as usize).min(usize::from(cfg.mempool.data_room)).min(mtu_frame);
         let mac = ffi::macaddr(port_id);
         let host = match &cfg.host {
-            Some(h) => Some(HostPort::open(cfg, h, &mac)?),
+            Some(h) => Some(HostPort::open(cfg, h, &mac, mempool)?),
             None => None,
         };
         Ok(DpdkPort {
@@ -355,8 +372,13 @@ impl DpdkPort {
 
 impl HostPort {
     /// Probes (or finds) the exception device of the data port `cfg`, whose MAC is `mac`, with
-    /// one queue pair per data queue, on the same mempool.
-    fn open(cfg: &DpdkPortConfig, h: &HostPathConfig, mac: &[u8; 6]) -> Result<HostPort, DpdkError> {
+    /// one queue pair per data queue, on the data port's mempool `pool`.
+    fn open(
+        cfg: &DpdkPortConfig,
+        h: &HostPathConfig,
+        mac: &[u8; 6],
+        pool: Mempool,
+    ) -> Result<HostPort, DpdkError> {
         h.check()?;
         let tap_cfg = DpdkPortConfig {
             eal: cfg.eal.clone(),
@@ -365,14 +387,15 @@ impl HostPort {
             queues: cfg.queues,
             rx_desc: h.desc,
             tx_desc: h.desc,
-            mempool: cfg.mempool,
+            // The data port's pool (whose count covers the tap's rings too).
+            mempool: pool.config(),
             rss: None,
             // Promiscuous on a tap makes the kernel interface promiscuous: not wanted.
             promiscuous: false,
             port_index: cfg.port_index,
             host: None,
         };
-        let tap = DpdkPort::new(&tap_cfg)?;
+        let tap = DpdkPort::open(&tap_cfg, Some(pool))?;
         let full_reason = DropReason::register(HOST_PATH_FULL).unwrap_or(DropReason::DispatchRingFull);
         Ok(HostPort {
             filter: Arc::new(HostFilter::default_for(h)?),

@@ -87,7 +87,7 @@ fn hardware_hash_agrees_with_software_and_mismatches_are_reported() {
     let _g = serial();
     let Some(eal) = eal(&[]) else { return };
     let pool =
-        Mempool::for_socket(eal, 0, MempoolConfig { mbufs: 1023, cache: 32, data_room: 2048 }).unwrap();
+        Mempool::for_socket(eal, 0, MempoolConfig { mbufs: Some(1023), cache: 32, data_room: 2048 }).unwrap();
 
     // rte_softrss on DPDK's own tuple layout reproduces the published vectors.
     for (s, d, sp, dp, want) in MS_V4.iter().chain(MS_V6.iter()) {

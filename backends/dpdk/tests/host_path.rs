@@ -220,6 +220,42 @@ fn ike_reaches_the_kernel_through_the_tap_and_the_kernel_answers_through_the_dat
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The integrator's configuration: two queue pairs, an exception path, the default pool (its
+/// count derived: a fixed 8191 failed the port's own check). Both queue pairs (and their tap
+/// queues) work, and the pool is the port's own, shared by the tap.
+#[test]
+fn two_queues_and_a_host_path_open_with_the_default_pool() {
+    let _g = serial();
+    if not_root() {
+        panic!("the host-path test needs root (net_tap creates a kernel interface); CI runs as root");
+    }
+    if eal(&[]).is_none() || in_netns("two_queues_and_a_host_path_open_with_the_default_pool") {
+        return;
+    }
+    let iface = format!("wsq{}", std::process::id() % 100_000);
+    let mut cfg = wirespeed_dpdk::DpdkPortConfig::new(eal_args(&[]), "net_null_hq");
+    cfg.devargs = Some("net_null_hq".into());
+    cfg.queues = 2;
+    cfg.host = Some(HostPathConfig::new(iface.clone()));
+    assert_eq!(cfg.mempool.mbufs, None, "the default is derived");
+    let mbufs = cfg.mbufs().unwrap();
+    let mut port = wirespeed_dpdk::DpdkPort::new(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(port.host_iface(), Some(iface.as_str()));
+    let pool = port.mempool();
+    assert_eq!(pool.config().mbufs, Some(mbufs));
+    // The tap fills its two Rx rings from the data port's pool (net_null fills none).
+    let tap_desc = cfg.host.as_ref().unwrap().desc;
+    assert!(pool.in_use() >= 2 * u32::from(tap_desc), "{} in use", pool.in_use());
+    assert_eq!(pool.in_use() + pool.available(), mbufs);
+    let mut batch: Batch<Mbuf> = Batch::new();
+    for q in 0..2 {
+        let (mut rx, _tx) = port.queue_pair(q).unwrap();
+        // net_null hands out a burst of (pool) mbufs; each goes back to the pool.
+        assert!(rx.rx_burst(&mut batch) > 0, "queue {q} receives");
+        batch.clear();
+    }
+}
+
 fn not_root() -> bool {
     // The effective uid, from /proc (no libc in this test crate).
     std::fs::read_to_string("/proc/self/status")

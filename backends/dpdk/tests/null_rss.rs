@@ -70,7 +70,7 @@ fn wrong_key_length_is_a_config_error_naming_the_field() {
         return;
     }
     let mut cfg = DpdkPortConfig::new(eal_args(&VDEVS), "net_null0");
-    cfg.mempool.mbufs = 4095;
+    cfg.mempool.mbufs = Some(4095);
     cfg.rx_desc = 256;
     cfg.tx_desc = 256;
     let hash = RssConfig { key: vec![0x6d; 52], types: HashTypes::ALL, ..RssConfig::default() };

@@ -18,6 +18,9 @@ fn frames_round_trip_through_the_ring_unchanged() {
     let Some(mut port) = port(&VDEVS, "net_ring0", |_| {}) else { return };
     assert_eq!(port.driver(), "net_ring");
     assert!(port.link().unwrap().up);
+    // The port's frame limit is its MTU (DPDK's default 1500) plus the Ethernet header, not
+    // the 2048-byte mbuf room: the control plane sizes its frames by it.
+    assert_eq!(port.info().max_frame, 1514);
     let pool = port.mempool();
     let base = pool.in_use();
     let (mut rx, mut tx) = port.queue_pair(0).unwrap();

@@ -1465,13 +1465,14 @@ fn sa_config(i: usize, e: &SaEntry, shards: usize, base: Option<&Path>) -> Resul
         }
         other => return Err(invalid(key("mode"), other, "want tunnel or transport")),
     };
-    let mut cfg = SaConfig::tunnel(e.spi, direction, algorithm, &keymat, [0u8; 4].into(), [0u8; 4].into());
-    cfg.mode = mode;
-    if let Some(p) = e.nat_t_port {
-        nonzero_port(&key("nat_t_port"), p)?;
-        cfg.udp_encap = Some(UdpEncap { src_port: p, dst_port: p });
-    }
-    cfg.provider = match e.provider.as_deref() {
+    let udp_encap = match e.nat_t_port {
+        Some(p) => {
+            nonzero_port(&key("nat_t_port"), p)?;
+            Some(UdpEncap { src_port: p, dst_port: p })
+        }
+        None => None,
+    };
+    let provider = match e.provider.as_deref() {
         None | Some("fastest") => fastest_provider(algorithm),
         Some(name) => builtin_providers().into_iter().find(|p| p.name() == name).ok_or_else(|| {
             let known: Vec<String> = builtin_providers().iter().map(|p| p.name().to_string()).collect();
@@ -1482,19 +1483,22 @@ fn sa_config(i: usize, e: &SaEntry, shards: usize, base: Option<&Path>) -> Resul
             )
         })?,
     };
-    cfg.mtu = e.mtu;
-    cfg.mss_clamp = e.mss_clamp;
-    cfg.fragment = e.fragment;
-    cfg.esn = e.esn;
-    if let Some(w) = e.replay_window {
-        cfg.replay_window = w;
-    }
     let l = &e.lifetime;
     let secs = |s: Option<u64>| s.map(Duration::from_secs);
-    cfg.lifetime = Lifetime {
-        soft: Limits { packets: l.soft_packets, bytes: l.soft_bytes, time: secs(l.soft_seconds) },
-        hard: Limits { packets: l.hard_packets, bytes: l.hard_bytes, time: secs(l.hard_seconds) },
-    };
+    let mut cfg = SaConfig::new(e.spi, direction, algorithm, &keymat, mode)
+        .with_provider(provider)
+        .with_udp_encap(udp_encap)
+        .with_mtu(e.mtu)
+        .with_mss_clamp(e.mss_clamp)
+        .with_fragment(e.fragment)
+        .with_esn(e.esn)
+        .with_lifetime(Lifetime {
+            soft: Limits { packets: l.soft_packets, bytes: l.soft_bytes, time: secs(l.soft_seconds) },
+            hard: Limits { packets: l.hard_packets, bytes: l.hard_bytes, time: secs(l.hard_seconds) },
+        });
+    if let Some(w) = e.replay_window {
+        cfg = cfg.with_replay_window(w);
+    }
     for (soft, hard, name) in [
         (l.soft_packets, l.hard_packets, "packets"),
         (l.soft_bytes, l.hard_bytes, "bytes"),

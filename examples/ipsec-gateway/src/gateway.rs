@@ -450,6 +450,9 @@ where
 
     // Hand-out: every shard's queues and subscriptions, taken once by its factory.
     let GatewayPorts { mut lan, mut wan } = ports;
+    // The control planes send and receive frames as large as their port does (a jumbo port's
+    // management traffic — pings, TCP segments of the peer's MSS — is not cut at 1514).
+    let max_frame = [lan.info().max_frame, wan.info().max_frame];
     let port_err = |e: wirespeed_core::PortError| BuildError::Port(e.to_string());
     let mut data: Vec<DataParts<P>> = Vec::with_capacity(shards);
     for q in 0..shards as u16 {
@@ -480,6 +483,7 @@ where
                 gateway_v4: if side == m.side { m.gateway_v4 } else { None },
                 gateway_v6: if side == m.side { m.gateway_v6 } else { None },
                 management_port: m.http_port,
+                max_frame: max_frame[side as usize],
                 ..ControlConfig::default()
             }
         })

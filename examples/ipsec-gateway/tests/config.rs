@@ -391,10 +391,19 @@ fn dpdk_ports_parse_and_errors_name_key_and_value() {
             "[]",
         ),
     ];
-    // The tap's rings come out of the same mempool: 3 × (1024 + 1024) + 3 × (1024 + 2 × 512).
+    // The tap's rings come out of the same mempool: 3 × (512 + 1024) + 3 × (1024 + 2 × 512).
+    // Left unset, the pool's count is derived from that and the configuration is valid.
     let with_host = wan.replace("queues = 3", r#"queues = 3, host = { iface = "wan0", copy = [] }"#);
+    let c = parse(&with_ports(&lan, &with_host)).expect("valid with the default (derived) pool");
+    let PortConfig::Dpdk(w) = &c.wan.port else { panic!("{:?}", c.wan.port) };
+    assert_eq!(w.mempool.mbufs, None);
+    assert_eq!(w.mbufs().unwrap(), 16383);
+    // A count given explicitly is checked as given.
     assert_eq!(
-        invalid_key(&with_ports(&lan, &with_host)),
+        invalid_key(&with_ports(
+            &lan,
+            &with_host.replace("rx_desc = 512", "rx_desc = 512, mempool = { mbufs = 8191 }")
+        )),
         ("interfaces.wan.port.mempool.mbufs".to_string(), "8191".to_string())
     );
     let with_host = with_host.replace("rx_desc = 512", "rx_desc = 512, mempool = { mbufs = 16383 }");

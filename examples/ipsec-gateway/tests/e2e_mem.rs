@@ -150,6 +150,37 @@ fn management_ping_is_answered_by_the_control_plane() {
     a.stop();
 }
 
+/// Ports whose frames are jumbo (a 9000-MTU AF_XDP port, mem ports on a 9 KiB pool): the
+/// control plane's frame limit follows the port's, so a jumbo management frame punted to it is
+/// answered in full (before, its device was fixed at 1514 bytes and the 8 KB echo reply was
+/// dropped).
+#[test]
+fn jumbo_management_ping_is_answered_on_a_jumbo_port() {
+    let text = configs::config(Site::A, SHARDS, None);
+    let mut a =
+        Rig::start_with_pool(&text, PoolConfig { buffers: 4096, data_room: 9216, ..PoolConfig::default() });
+    let me = [10, 1, 0, 1];
+    let client = [10, 1, 0, 50];
+    a.send(Side::Lan, &arp_request(client, me));
+    assert_eq!(wait_for_tx(&a, Side::Lan, 1).len(), 1, "ARP answered");
+    let payload: Vec<u8> = (0..8972u32).map(|i| i as u8).collect();
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, configs::A_LAN_MAC)
+        .ipv4(client, me, 64)
+        .icmpv4_echo_request(9, 2);
+    let mut ping = Vec::new();
+    b.write(&mut ping, &payload).unwrap();
+    assert_eq!(ping.len(), 9014, "a 9000-byte IP packet");
+    a.send(Side::Lan, &ping);
+    let out = wait_for_tx(&a, Side::Lan, 1);
+    assert_eq!(out.len(), 1, "the jumbo echo is answered");
+    assert_eq!(out[0].len(), 9014);
+    let p = SlicedPacket::from_ethernet(&out[0]).unwrap();
+    let Some(TransportSlice::Icmpv4(icmp)) = p.transport else { panic!("not ICMP: {p:?}") };
+    assert!(matches!(icmp.icmp_type(), Icmpv4Type::EchoReply(e) if (e.id, e.seq) == (9, 2)));
+    assert_eq!(icmp.payload(), &payload[..]);
+    a.stop();
+}
+
 // A smoltcp client on A's LAN: what it sends goes in on the queue the steering plan picks (the
 // management queue), what A transmits on its LAN is what it receives.
 mod client {

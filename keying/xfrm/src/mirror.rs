@@ -1004,23 +1004,15 @@ impl Mirror {
         } else {
             Direction::Inbound
         };
-        let config = SaConfig {
-            spi,
-            direction,
-            algorithm,
-            provider: self.cfg.provider.clone(),
-            keymat: aead.key.to_vec(),
-            mode,
-            udp_encap,
-            esn,
-            replay_window,
-            lifetime,
-            outer_ttl: self.cfg.outer_ttl,
-            mtu: if outbound { self.cfg.mtu } else { None },
-            selector: sel,
-            mss_clamp: None,
-            fragment: true,
-        };
+        let config = SaConfig::new(spi, direction, algorithm, &aead.key, mode)
+            .with_provider(self.cfg.provider.clone())
+            .with_udp_encap(udp_encap)
+            .with_esn(esn)
+            .with_replay_window(replay_window)
+            .with_lifetime(lifetime)
+            .with_outer_ttl(self.cfg.outer_ttl)
+            .with_mtu(if outbound { self.cfg.mtu } else { None })
+            .with_selector(sel);
         let mut out = MirroredSa {
             config,
             key: *key,

@@ -172,7 +172,9 @@ pub struct ControlConfig {
     pub idle_timeout: Duration,
     /// Longest a management connection may stay open, whatever it does.
     pub connection_lifetime: Duration,
-    /// Largest frame sent or received, Ethernet header included.
+    /// Largest frame sent or received, Ethernet header included (default 1514). Give it the
+    /// port's [`wirespeed_core::PortInfo::max_frame`] so punted jumbo frames are handled;
+    /// it is also the MTU smoltcp derives its TCP MSS from.
     pub max_frame: usize,
     /// Seed for smoltcp's TCP initial sequence numbers and ephemeral ports; vary it per boot.
     pub random_seed: u64,

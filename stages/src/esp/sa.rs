@@ -90,7 +90,43 @@ pub struct Lifetime {
 
 /// Everything needed to build an SA. Keys are given as key material: cipher key ‖ 4-byte salt
 /// (RFC 4106 §8.1, RFC 7634 §4), as IKEv2 derives them.
+///
+/// Built with [`SaConfig::new`] (or [`SaConfig::tunnel`] / [`SaConfig::transport`]) and the
+/// `with_*` setters; the fields stay public to read and to assign. The struct is
+/// `#[non_exhaustive]`, so new fields are not a breaking change: outside this crate it cannot
+/// be written as a struct literal.
+///
+/// ```
+/// use wirespeed_stages::esp::{AeadAlgorithm, Direction, EspMode, SaConfig, UdpEncap};
+/// let sa = SaConfig::new(0x100, Direction::Inbound, AeadAlgorithm::Aes128Gcm, &[7; 20], EspMode::Transport)
+///     .with_udp_encap(Some(UdpEncap::default()))
+///     .with_esn(true)
+///     .with_replay_window(1024);
+/// assert_eq!((sa.spi, sa.esn, sa.replay_window, sa.outer_ttl), (0x100, true, 1024, 64));
+/// ```
+///
+/// ```compile_fail,E0639
+/// use wirespeed_stages::esp::*;
+/// let sa = SaConfig {
+///     spi: 0x100,
+///     direction: Direction::Inbound,
+///     algorithm: AeadAlgorithm::Aes128Gcm,
+///     provider: default_provider(),
+///     keymat: vec![7; 20],
+///     mode: EspMode::Transport,
+///     udp_encap: None,
+///     esn: false,
+///     replay_window: 64,
+///     lifetime: Lifetime::default(),
+///     outer_ttl: 64,
+///     mtu: None,
+///     mss_clamp: None,
+///     fragment: true,
+///     selector: None,
+/// };
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct SaConfig {
     /// Security parameter index (non-zero; 1–255 are reserved by IANA but accepted).
     pub spi: u32,
@@ -181,16 +217,15 @@ impl PartialEq for SaConfig {
 impl Eq for SaConfig {}
 
 impl SaConfig {
-    /// A tunnel-mode SA between this gateway (`local`) and the peer (`remote`) — the same
-    /// order for inbound and outbound SAs — with the defaults: RustCrypto provider, no NAT-T,
-    /// no ESN, a [`DEFAULT_WINDOW`] replay window, unlimited lifetime, outer TTL 64, no MTU.
-    pub fn tunnel(
+    /// An SA in `mode` with the defaults: RustCrypto provider, no NAT-T, no ESN, a
+    /// [`DEFAULT_WINDOW`] replay window, unlimited lifetime, outer TTL 64, no MTU, no MSS
+    /// clamp, fragmentation on, no selector. Change them with the `with_*` setters.
+    pub fn new(
         spi: u32,
         direction: Direction,
         algorithm: AeadAlgorithm,
         keymat: &[u8],
-        local: IpAddr,
-        remote: IpAddr,
+        mode: EspMode,
     ) -> Self {
         Self {
             spi,
@@ -198,7 +233,7 @@ impl SaConfig {
             algorithm,
             provider: default_provider(),
             keymat: keymat.to_vec(),
-            mode: EspMode::Tunnel { local, remote },
+            mode,
             udp_encap: None,
             esn: false,
             replay_window: DEFAULT_WINDOW,
@@ -211,18 +246,82 @@ impl SaConfig {
         }
     }
 
-    /// Sets the provider (builder style).
+    /// A tunnel-mode SA between this gateway (`local`) and the peer (`remote`) — the same
+    /// order for inbound and outbound SAs — with the defaults of [`SaConfig::new`].
+    pub fn tunnel(
+        spi: u32,
+        direction: Direction,
+        algorithm: AeadAlgorithm,
+        keymat: &[u8],
+        local: IpAddr,
+        remote: IpAddr,
+    ) -> Self {
+        Self::new(spi, direction, algorithm, keymat, EspMode::Tunnel { local, remote })
+    }
+
+    /// A transport-mode SA with the defaults of [`SaConfig::new`].
+    pub fn transport(spi: u32, direction: Direction, algorithm: AeadAlgorithm, keymat: &[u8]) -> Self {
+        Self::new(spi, direction, algorithm, keymat, EspMode::Transport)
+    }
+
+    /// Sets [`SaConfig::provider`] (builder style, as the other `with_*`).
     pub fn with_provider(mut self, provider: ProviderRef) -> Self {
         self.provider = provider;
         self
     }
 
-    /// A transport-mode SA with the same defaults as [`SaConfig::tunnel`].
-    pub fn transport(spi: u32, direction: Direction, algorithm: AeadAlgorithm, keymat: &[u8]) -> Self {
-        let mut c =
-            Self::tunnel(spi, direction, algorithm, keymat, IpAddr::from([0u8; 4]), IpAddr::from([0u8; 4]));
-        c.mode = EspMode::Transport;
-        c
+    /// Sets [`SaConfig::udp_encap`].
+    pub fn with_udp_encap(mut self, udp_encap: Option<UdpEncap>) -> Self {
+        self.udp_encap = udp_encap;
+        self
+    }
+
+    /// Sets [`SaConfig::esn`].
+    pub fn with_esn(mut self, esn: bool) -> Self {
+        self.esn = esn;
+        self
+    }
+
+    /// Sets [`SaConfig::replay_window`].
+    pub fn with_replay_window(mut self, packets: u32) -> Self {
+        self.replay_window = packets;
+        self
+    }
+
+    /// Sets [`SaConfig::lifetime`].
+    pub fn with_lifetime(mut self, lifetime: Lifetime) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// Sets [`SaConfig::outer_ttl`].
+    pub fn with_outer_ttl(mut self, ttl: u8) -> Self {
+        self.outer_ttl = ttl;
+        self
+    }
+
+    /// Sets [`SaConfig::mtu`].
+    pub fn with_mtu(mut self, mtu: Option<u16>) -> Self {
+        self.mtu = mtu;
+        self
+    }
+
+    /// Sets [`SaConfig::mss_clamp`].
+    pub fn with_mss_clamp(mut self, mss: Option<u16>) -> Self {
+        self.mss_clamp = mss;
+        self
+    }
+
+    /// Sets [`SaConfig::fragment`].
+    pub fn with_fragment(mut self, fragment: bool) -> Self {
+        self.fragment = fragment;
+        self
+    }
+
+    /// Sets [`SaConfig::selector`].
+    pub fn with_selector(mut self, selector: Option<Selector>) -> Self {
+        self.selector = selector;
+        self
     }
 }
 
@@ -793,5 +892,71 @@ impl SaState {
         self.packets += 1;
         self.bytes += inner_bytes as u64;
         self.last_use = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+    use crate::esp::IpPrefix;
+
+    #[test]
+    fn the_builder_sets_every_field() {
+        let selector = Selector::between(IpPrefix::any_v4(), IpPrefix::any_v4());
+        let lifetime =
+            Lifetime { soft: Limits { packets: Some(5), ..Limits::default() }, ..Lifetime::default() };
+        let mode = EspMode::Tunnel { local: [192, 0, 2, 1].into(), remote: [192, 0, 2, 2].into() };
+        let provider = default_provider();
+        let built =
+            SaConfig::new(7, Direction::Outbound { shard: 3 }, AeadAlgorithm::Aes256Gcm, &[9; 36], mode)
+                .with_provider(provider.clone())
+                .with_udp_encap(Some(UdpEncap { src_port: 4501, dst_port: 4502 }))
+                .with_esn(true)
+                .with_replay_window(512)
+                .with_lifetime(lifetime)
+                .with_outer_ttl(17)
+                .with_mtu(Some(1400))
+                .with_mss_clamp(Some(1300))
+                .with_fragment(false)
+                .with_selector(Some(selector));
+        let literal = SaConfig {
+            spi: 7,
+            direction: Direction::Outbound { shard: 3 },
+            algorithm: AeadAlgorithm::Aes256Gcm,
+            provider,
+            keymat: vec![9; 36],
+            mode,
+            udp_encap: Some(UdpEncap { src_port: 4501, dst_port: 4502 }),
+            esn: true,
+            replay_window: 512,
+            lifetime,
+            outer_ttl: 17,
+            mtu: Some(1400),
+            mss_clamp: Some(1300),
+            fragment: false,
+            selector: Some(selector),
+        };
+        assert_eq!(built, literal);
+        // The shorthand constructors are `new` with their mode.
+        let t = SaConfig::tunnel(
+            7,
+            Direction::Inbound,
+            AeadAlgorithm::Aes128Gcm,
+            &[1; 20],
+            [1u8; 4].into(),
+            [2u8; 4].into(),
+        );
+        let n = SaConfig::new(
+            7,
+            Direction::Inbound,
+            AeadAlgorithm::Aes128Gcm,
+            &[1; 20],
+            EspMode::Tunnel { local: [1u8; 4].into(), remote: [2u8; 4].into() },
+        );
+        assert_eq!(t, n);
+        assert_eq!(
+            SaConfig::transport(7, Direction::Inbound, AeadAlgorithm::Aes128Gcm, &[1; 20]).mode,
+            EspMode::Transport
+        );
     }
 }

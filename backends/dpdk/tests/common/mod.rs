@@ -39,7 +39,7 @@ pub fn port(vdevs: &[&str], device: &str, f: impl FnOnce(&mut DpdkPortConfig)) -
     let mut cfg = DpdkPortConfig::new(eal_args(vdevs), device);
     cfg.rx_desc = 256;
     cfg.tx_desc = 256;
-    cfg.mempool.mbufs = 4095;
+    cfg.mempool.mbufs = Some(4095);
     f(&mut cfg);
     Some(DpdkPort::new(&cfg).unwrap_or_else(|e| panic!("{device}: {e}")))
 }

@@ -29,8 +29,14 @@ impl Rig {
 
     /// A gateway from configuration text (mem ports).
     pub fn start_with(text: &str) -> Self {
+        Self::start_with_pool(text, PoolConfig { buffers: 16384, ..PoolConfig::default() })
+    }
+
+    /// A gateway from configuration text on mem ports whose buffers come from a pool `pool`
+    /// (its data room is the ports' largest frame).
+    pub fn start_with_pool(text: &str, pool: PoolConfig) -> Self {
         let cfg = GatewayConfig::from_toml(text, None, "test").expect("generated config is valid");
-        let pool = BufferPool::new(PoolConfig { buffers: 16384, ..PoolConfig::default() }).unwrap();
+        let pool = BufferPool::new(pool).unwrap();
         let q = queues_per_port(&cfg);
         let mem = |side: Side, mac| MemConfig {
             name: side.name().into(),
