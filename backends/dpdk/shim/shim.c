@@ -134,16 +134,19 @@ int ws_eth_dev_info(uint16_t port, struct ws_dev_info *out) {
     out->max_rx_pktlen = info.max_rx_pktlen;
     out->flow_type_rss_dpdk = info.flow_type_rss_offloads;
     out->flow_type_rss_offloads = ws_rss_types_of_hf(info.flow_type_rss_offloads);
+    out->min_mtu = info.min_mtu;
+    out->max_mtu = info.max_mtu;
     return 0;
 }
 
 int ws_eth_dev_configure(uint16_t port, uint16_t nb_rx, uint16_t nb_tx, int rss, uint32_t ws_types,
-                         const uint8_t *key, uint8_t key_len) {
+                         const uint8_t *key, uint8_t key_len, uint16_t mtu) {
     struct rte_eth_dev_info info;
     int rc = rte_eth_dev_info_get(port, &info);
     if (rc != 0) return rc;
     struct rte_eth_conf conf;
     memset(&conf, 0, sizeof(conf));
+    conf.rxmode.mtu = mtu; /* 0: RTE_ETHER_MTU; rte_eth_dev_configure checks it against the device */
     if (rss) {
         conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
         conf.rx_adv_conf.rss_conf.rss_key = (uint8_t *)key;

@@ -35,6 +35,8 @@ struct ws_dev_info {
     uint32_t max_rx_pktlen;
     uint64_t flow_type_rss_offloads; /* in wirespeed hash-type bits */
     uint64_t flow_type_rss_dpdk;     /* raw RTE_ETH_RSS_* bits */
+    uint16_t min_mtu;
+    uint16_t max_mtu;
 };
 
 struct ws_link {
@@ -96,7 +98,7 @@ WS_ASSERT_OFFSET(ws_mbuf_layout, port, 28);
 WS_ASSERT_OFFSET(ws_mbuf_layout, nb_segs, 32);
 WS_ASSERT_OFFSET(ws_mbuf_layout, rss_flag, 40);
 WS_ASSERT_OFFSET(ws_mbuf_layout, headroom, 48);
-WS_ASSERT_SIZE(ws_dev_info, 64);
+WS_ASSERT_SIZE(ws_dev_info, 72);
 WS_ASSERT_OFFSET(ws_dev_info, driver_name, 0);
 WS_ASSERT_OFFSET(ws_dev_info, max_rx_queues, 32);
 WS_ASSERT_OFFSET(ws_dev_info, max_tx_queues, 34);
@@ -106,6 +108,8 @@ WS_ASSERT_OFFSET(ws_dev_info, socket_id, 40);
 WS_ASSERT_OFFSET(ws_dev_info, max_rx_pktlen, 44);
 WS_ASSERT_OFFSET(ws_dev_info, flow_type_rss_offloads, 48);
 WS_ASSERT_OFFSET(ws_dev_info, flow_type_rss_dpdk, 56);
+WS_ASSERT_OFFSET(ws_dev_info, min_mtu, 64);
+WS_ASSERT_OFFSET(ws_dev_info, max_mtu, 66);
 WS_ASSERT_SIZE(ws_link, 8);
 WS_ASSERT_OFFSET(ws_link, speed_mbps, 0);
 WS_ASSERT_OFFSET(ws_link, up, 4);
@@ -197,8 +201,9 @@ uint16_t ws_eth_dev_count_avail(void);
 int ws_eth_dev_get_port_by_name(const char *name, uint16_t *port);
 int ws_dev_probe(const char *devargs);
 int ws_eth_dev_info(uint16_t port, struct ws_dev_info *out);
+/* mtu 0: the driver's default (1500). */
 int ws_eth_dev_configure(uint16_t port, uint16_t nb_rx, uint16_t nb_tx, int rss, uint32_t ws_types,
-                         const uint8_t *key, uint8_t key_len);
+                         const uint8_t *key, uint8_t key_len, uint16_t mtu);
 int ws_eth_rx_queue_setup(uint16_t port, uint16_t queue, uint16_t nb_desc, int socket, struct rte_mempool *mp);
 int ws_eth_tx_queue_setup(uint16_t port, uint16_t queue, uint16_t nb_desc, int socket);
 int ws_eth_dev_start(uint16_t port);

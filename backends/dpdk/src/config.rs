@@ -62,7 +62,17 @@ pub struct DpdkPortConfig {
     /// [`crate::host`]. The port then has twice `queues` Tx queues.
     #[serde(default)]
     pub host: Option<HostPathConfig>,
+    /// The port's MTU (IP packet size; frames are 14 bytes more). `None`: the driver's default
+    /// (1500). A jumbo MTU (`9000`) needs `mempool.data_room` of at least `mtu + 14`: wirespeed
+    /// keeps one frame in one mbuf (no Rx scatter). The device must accept it too (its
+    /// `min_mtu..=max_mtu`; checked when the port opens). The exception path's tap keeps its
+    /// own default MTU.
+    #[serde(default)]
+    pub mtu: Option<u16>,
 }
+
+/// The smallest MTU a port takes: IPv4's 68 (RFC 791), DPDK's `RTE_ETHER_MIN_MTU`.
+pub const MIN_MTU: u16 = 68;
 
 fn one() -> u16 {
     1
@@ -89,6 +99,7 @@ impl DpdkPortConfig {
             promiscuous: true,
             port_index: 0,
             host: None,
+            mtu: None,
         }
     }
 
@@ -110,6 +121,23 @@ impl DpdkPortConfig {
         }
         if let Some(h) = &self.host {
             h.check()?;
+        }
+        if let Some(mtu) = self.mtu {
+            if mtu < MIN_MTU {
+                return Err(DpdkError::bad("mtu", mtu, format!("at least {MIN_MTU} (the IPv4 minimum)")));
+            }
+            if u32::from(mtu) + 14 > u32::from(self.mempool.data_room) {
+                return Err(DpdkError::bad(
+                    "mtu",
+                    mtu,
+                    format!(
+                        "a {}-byte frame does not fit mempool.data_room {} (one frame is one mbuf: set \
+                         data_room to at least mtu + 14)",
+                        u32::from(mtu) + 14,
+                        self.mempool.data_room
+                    ),
+                ));
+            }
         }
         let needed = self.ring_mbufs();
         match self.mempool.mbufs {

@@ -74,6 +74,8 @@ pub(crate) struct DevInfo {
     pub max_rx_pktlen: u32,
     pub flow_type_rss_offloads: u64,
     pub flow_type_rss_dpdk: u64,
+    pub min_mtu: u16,
+    pub max_mtu: u16,
 }
 
 impl Default for DevInfo {
@@ -88,6 +90,8 @@ impl Default for DevInfo {
             max_rx_pktlen: 0,
             flow_type_rss_offloads: 0,
             flow_type_rss_dpdk: 0,
+            min_mtu: 0,
+            max_mtu: 0,
         }
     }
 }
@@ -215,7 +219,7 @@ macro_rules! assert_layout {
     };
 }
 assert_layout!(MbufLayout, size 56, buf_addr @ 0, data_off @ 4, data_len @ 8, pkt_len @ 12, buf_len @ 16, ol_flags @ 20, rss @ 24, port @ 28, nb_segs @ 32, rss_flag @ 40, headroom @ 48);
-assert_layout!(DevInfo, size 64, driver_name @ 0, max_rx_queues @ 32, max_tx_queues @ 34, reta_size @ 36, hash_key_size @ 38, socket_id @ 40, max_rx_pktlen @ 44, flow_type_rss_offloads @ 48, flow_type_rss_dpdk @ 56);
+assert_layout!(DevInfo, size 72, driver_name @ 0, max_rx_queues @ 32, max_tx_queues @ 34, reta_size @ 36, hash_key_size @ 38, socket_id @ 40, max_rx_pktlen @ 44, flow_type_rss_offloads @ 48, flow_type_rss_dpdk @ 56, min_mtu @ 64, max_mtu @ 66);
 assert_layout!(Link, size 8, speed_mbps @ 0, up @ 4, full_duplex @ 5, autoneg @ 6);
 assert_layout!(Stats, size 64, ipackets @ 0, opackets @ 8, ibytes @ 16, obytes @ 24, imissed @ 32, ierrors @ 40, oerrors @ 48, rx_nombuf @ 56);
 #[cfg(target_pointer_width = "64")]
@@ -300,7 +304,16 @@ shim! {
     fn ws_eth_dev_get_port_by_name(name: *const c_char, port: *mut u16) -> c_int;
     fn ws_dev_probe(devargs: *const c_char) -> c_int;
     fn ws_eth_dev_info(port: u16, out: *mut DevInfo) -> c_int;
-    fn ws_eth_dev_configure(port: u16, nb_rx: u16, nb_tx: u16, rss: c_int, ws_types: u32, key: *const u8, key_len: u8) -> c_int;
+    fn ws_eth_dev_configure(
+        port: u16,
+        nb_rx: u16,
+        nb_tx: u16,
+        rss: c_int,
+        ws_types: u32,
+        key: *const u8,
+        key_len: u8,
+        mtu: u16,
+    ) -> c_int;
     fn ws_eth_rx_queue_setup(port: u16, queue: u16, nb_desc: u16, socket: c_int, mp: *mut RteMempool) -> c_int;
     fn ws_eth_tx_queue_setup(port: u16, queue: u16, nb_desc: u16, socket: c_int) -> c_int;
     fn ws_eth_dev_start(port: u16) -> c_int;
@@ -437,8 +450,16 @@ pub(crate) fn dev_info(port: u16) -> Result<DevInfo, i32> {
     if rc == 0 { Ok(d) } else { Err(rc) }
 }
 
-/// `rte_eth_dev_configure` (RSS on with `key`/`types` when `rss`).
-pub(crate) fn dev_configure(port: u16, nb_rx: u16, nb_tx: u16, rss: bool, types: u32, key: &[u8]) -> i32 {
+/// `rte_eth_dev_configure` (RSS on with `key`/`types` when `rss`; `mtu` 0: the driver's default).
+pub(crate) fn dev_configure(
+    port: u16,
+    nb_rx: u16,
+    nb_tx: u16,
+    rss: bool,
+    types: u32,
+    key: &[u8],
+    mtu: u16,
+) -> i32 {
     // SAFETY: `key` is valid for `key.len()` (≤ 255, checked by the caller) bytes during the call;
     // DPDK copies it.
     unsafe {
@@ -450,6 +471,7 @@ pub(crate) fn dev_configure(port: u16, nb_rx: u16, nb_tx: u16, rss: bool, types:
             types,
             key.as_ptr(),
             key.len().min(255) as u8,
+            mtu,
         )
     }
 }

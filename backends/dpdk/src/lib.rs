@@ -54,7 +54,7 @@ mod port;
 pub mod rss;
 pub mod selftest;
 
-pub use config::DpdkPortConfig;
+pub use config::{DpdkPortConfig, MIN_MTU};
 pub use eal::{Eal, TEST_EAL_ARGS};
 pub use error::DpdkError;
 pub use host::{HostAction, HostCounters, HostCountersHandle, HostFilter, HostPathConfig};

@@ -195,6 +195,21 @@ impl DpdkPort {
                 ),
             ));
         }
+        if let Some(mtu) = cfg.mtu {
+            // DPDK checks it in rte_eth_dev_configure too, but says only EINVAL; here the device
+            // is not touched yet.
+            let max = device_max_mtu(&info);
+            if mtu < info.min_mtu || mtu > max {
+                return Err(DpdkError::bad(
+                    "mtu",
+                    mtu,
+                    format!(
+                        "{device} takes an MTU of {}..={max} (its largest frame is {} bytes)",
+                        info.min_mtu, info.max_rx_pktlen
+                    ),
+                ));
+            }
+        }
         let socket = if info.socket_id >= 0 { info.socket_id } else { current_socket() };
         let mempool = match pool {
             Some(p) => p,
@@ -216,7 +231,8 @@ impl DpdkPort {
             Some(p) => (true, p.hw_types_bits(), p.key().to_vec()),
             None => (false, 0, Vec::new()),
         };
-        let rc = ffi::dev_configure(port_id, cfg.queues, tx_queues, rss_on, types, &key);
+        let rc =
+            ffi::dev_configure(port_id, cfg.queues, tx_queues, rss_on, types, &key, cfg.mtu.unwrap_or(0));
         if rc != 0 {
             return Err(DpdkError::port(&device, "rte_eth_dev_configure", rc));
         }
@@ -370,6 +386,16 @@ impl DpdkPort {
     }
 }
 
+/// The largest MTU `info`'s device takes, as `rte_eth_dev_configure` decides: its `max_mtu`,
+/// and a frame of MTU + overhead within `max_rx_pktlen`, the overhead being what the driver
+/// reports (`max_rx_pktlen - max_mtu`) or else an Ethernet header and CRC (18).
+fn device_max_mtu(info: &ffi::DevInfo) -> u16 {
+    let (max_mtu, pktlen) = (u32::from(info.max_mtu), info.max_rx_pktlen);
+    let overhead = if max_mtu != u32::from(u16::MAX) && pktlen > max_mtu { pktlen - max_mtu } else { 18 };
+    let by_frame = pktlen.saturating_sub(overhead);
+    u16::try_from(by_frame.min(max_mtu)).unwrap_or(u16::MAX)
+}
+
 impl HostPort {
     /// Probes (or finds) the exception device of the data port `cfg`, whose MAC is `mac`, with
     /// one queue pair per data queue, on the data port's mempool `pool`.
@@ -394,6 +420,8 @@ impl HostPort {
             promiscuous: false,
             port_index: cfg.port_index,
             host: None,
+            // The tap keeps its driver's default: host-bound traffic (IKE) is small.
+            mtu: None,
         };
         let tap = DpdkPort::open(&tap_cfg, Some(pool))?;
         let full_reason = DropReason::register(HOST_PATH_FULL).unwrap_or(DropReason::DispatchRingFull);

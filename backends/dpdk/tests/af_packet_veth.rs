@@ -112,6 +112,18 @@ fn inner() {
     let _g = serial();
     let vdevs = ["net_af_packet0,iface=va,qpairs=2", "net_af_packet1,iface=vb,qpairs=1"];
     let Some(mut a) = port(&vdevs, "net_af_packet0", |c| c.queues = 2) else { return };
+    // A jumbo MTU the driver cannot take (net_af_packet's largest frame is 1518 bytes) is refused
+    // before the device is touched, naming the range it takes; the port then opens as before.
+    let mut jumbo = wirespeed_dpdk::DpdkPortConfig::new(eal_args(&vdevs), "net_af_packet1");
+    jumbo.mtu = Some(9000);
+    jumbo.mempool.data_room = 9216;
+    let Err(err) = wirespeed_dpdk::DpdkPort::new(&jumbo) else { panic!("MTU 9000 on net_af_packet opened") };
+    let err = err.to_string();
+    println!("{err}");
+    assert!(
+        err.contains("`mtu` = 9000") && err.contains("takes an MTU of") && err.contains("..=1500"),
+        "{err}"
+    );
     let Some(mut b) = port(&vdevs, "net_af_packet1", |_| {}) else { return };
     assert_eq!(a.driver(), "net_af_packet");
     let pool = b.mempool();
