@@ -81,6 +81,11 @@ fn interface_mac(device: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
+/// The interface's MTU from Linux sysfs (`None` elsewhere, for `any`, or when unreadable).
+fn interface_mtu(device: &str) -> Option<usize> {
+    std::fs::read_to_string(format!("/sys/class/net/{device}/mtu")).ok()?.trim().parse().ok()
+}
+
 fn live_error(device: &str, e: impl std::fmt::Display) -> PcapError {
     PcapError::Live { device: device.to_string(), message: e.to_string() }
 }
@@ -118,6 +123,20 @@ impl LivePort {
         self.link
     }
 
+    /// The longest frame the port carries, as [`PortInfo::max_frame`] reports it: the
+    /// interface's MTU plus the 14-byte Ethernet header, within the pool's data room and (on an
+    /// Ethernet interface, whose captured frames are the frames) the snap length.
+    fn max_frame(&self) -> usize {
+        let mut max = self.pool.data_room();
+        if let Some(mtu) = interface_mtu(&self.cfg.device) {
+            max = max.min(mtu.saturating_add(14));
+        }
+        if self.link == LinkType::Ethernet && self.cfg.snaplen > 0 {
+            max = max.min(usize::try_from(self.cfg.snaplen).unwrap_or(usize::MAX));
+        }
+        max
+    }
+
     /// Takes the first capture or injection error met by the queues, if any.
     pub fn take_error(&self) -> Option<PcapError> {
         self.shared.error.lock().unwrap_or_else(PoisonError::into_inner).take()
@@ -134,7 +153,7 @@ impl Port for LivePort {
             name: self.cfg.device.clone(),
             queues: 1,
             mac: interface_mac(&self.cfg.device).unwrap_or([0; 6]),
-            max_frame: self.pool.data_room(),
+            max_frame: self.max_frame(),
         }
     }
 
