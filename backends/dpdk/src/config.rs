@@ -158,7 +158,7 @@ impl DpdkPortConfig {
 
     /// Mbufs the port's rings can hold at once: every Rx and Tx descriptor of `queues` queue
     /// pairs, and with an exception path the reserved Tx queues and the tap's Rx and Tx rings.
-    fn ring_mbufs(&self) -> u64 {
+    pub(crate) fn ring_mbufs(&self) -> u64 {
         let q = u64::from(self.queues);
         let mut n = q * (u64::from(self.rx_desc) + u64::from(self.tx_desc));
         if let Some(h) = &self.host {

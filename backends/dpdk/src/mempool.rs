@@ -1,7 +1,7 @@
 //! Mbuf pools, one per NUMA socket (and shape): ports on the same socket share it, so a packet
 //! received on one port can be transmitted on another without a copy.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,7 +21,9 @@ pub struct MempoolConfig {
     /// shares it). `Some(n)`: exactly `n`, checked against the port's rings, and the pool is
     /// shared by every port on the NUMA socket with the same shape — then size it for every
     /// Rx/Tx descriptor of every port on the socket, plus `cache` per lcore, plus what is in
-    /// flight in batches and rings. DPDK's pools work best with `2^k - 1`.
+    /// flight in batches and rings: opening a port whose rings would bring the sharing ports'
+    /// total to `n` or more fails, naming each port's share. DPDK's pools work best with
+    /// `2^k - 1`.
     pub mbufs: Option<u32>,
     /// Per-lcore cache of the pool (DPDK's `cache_size`, at most 512).
     pub cache: u32,
@@ -54,7 +56,50 @@ pub struct Mempool {
 type PoolKey = (i32, MempoolConfig, Option<String>);
 static POOLS: Mutex<Option<HashMap<PoolKey, Mempool>>> = Mutex::new(None);
 
+/// What the ports sharing a pool hold in their rings at most, by pool (its address) and device.
+static COMMITTED: Mutex<Option<HashMap<usize, BTreeMap<String, u64>>>> = Mutex::new(None);
+
 impl Mempool {
+    /// Records that `device`'s rings hold up to `ring_mbufs` mbufs of this pool (replacing
+    /// what `device` recorded before), unless the ports sharing the pool would then hold all
+    /// of it: a port whose Rx rings cannot be refilled stops receiving (`rx_nombuf`). Undone
+    /// by [`Self::release`] when the port closes.
+    pub(crate) fn commit(&self, device: &str, ring_mbufs: u64) -> Result<(), DpdkError> {
+        let mut all = COMMITTED.lock().unwrap_or_else(|e| e.into_inner());
+        let ports = all.get_or_insert_with(HashMap::new).entry(self.mp.as_ptr() as usize).or_default();
+        let others: u64 = ports.iter().filter(|(d, _)| d.as_str() != device).map(|(_, n)| n).sum();
+        let mbufs = u64::from(self.cfg.mbufs.unwrap_or(DEFAULT_MBUFS));
+        if others + ring_mbufs >= mbufs {
+            let sharing: Vec<String> = ports
+                .iter()
+                .filter(|(d, _)| d.as_str() != device)
+                .map(|(d, n)| format!("{d}: {n}"))
+                .chain(std::iter::once(format!("{device}: {ring_mbufs}")))
+                .collect();
+            return Err(DpdkError::bad(
+                "mempool.mbufs",
+                mbufs,
+                format!(
+                    "the ports sharing this pool on socket {} hold up to {} mbufs in their rings ({}): \
+                     make it more than that, or leave `mbufs` unset to give each port its own pool",
+                    self.socket,
+                    others + ring_mbufs,
+                    sharing.join(", ")
+                ),
+            ));
+        }
+        ports.insert(device.to_string(), ring_mbufs);
+        Ok(())
+    }
+
+    /// Forgets what `device` recorded with [`Self::commit`].
+    pub(crate) fn release(&self, device: &str) {
+        let mut all = COMMITTED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ports) = all.as_mut().and_then(|a| a.get_mut(&(self.mp.as_ptr() as usize))) {
+            ports.remove(device);
+        }
+    }
+
     /// The pool of `socket` with shape `cfg`, created on first use and shared afterwards
     /// (`mbufs: None` is [`DEFAULT_MBUFS`]).
     pub fn for_socket(eal: &Eal, socket: i32, cfg: MempoolConfig) -> Result<Mempool, DpdkError> {

@@ -79,11 +79,16 @@ impl PortCounters {
 pub(crate) struct PortShared {
     pub(crate) port_id: u16,
     pub(crate) device: String,
+    /// The shared pool the port's rings are committed to ([`Mempool::commit`]), if any.
+    pub(crate) committed: Option<Mempool>,
 }
 
 impl Drop for PortShared {
     fn drop(&mut self) {
         let _ = ffi::dev_stop(self.port_id);
+        if let Some(pool) = &self.committed {
+            pool.release(&self.device);
+        }
     }
 }
 
@@ -220,8 +225,19 @@ impl DpdkPort {
             }
             None => Mempool::get(eal, socket, cfg.mempool, None)?,
         };
+        // A pool shared by the socket's ports (explicit `mbufs`): the rings of all of them must
+        // leave some mbufs free. A port's own pool was sized for it (derived count, or checked
+        // by `cfg.check()`), and a pool handed in is the caller's (the exception path's tap on
+        // its data port's pool, whose count covers the tap).
+        let committed = match (pool, cfg.mempool.mbufs) {
+            (None, Some(_)) => {
+                mempool.commit(&device, cfg.ring_mbufs())?;
+                Some(mempool)
+            }
+            _ => None,
+        };
         // Shared from here on so an error below still stops and closes the device.
-        let shared = Arc::new(PortShared { port_id, device: device.clone() });
+        let shared = Arc::new(PortShared { port_id, device: device.clone(), committed });
 
         let plan = match &cfg.rss {
             Some(r) => Some(HwRss::plan(port_id, &device, &info, cfg.queues, r)?),
