@@ -122,33 +122,19 @@ fn lists_devices_and_captures_on_loopback() {
 /// (created for the test, root needed, removed after) and `lo` (MTU 65536).
 #[test]
 fn max_frame_follows_the_interface_mtu() {
-    struct Veth(String);
-    impl Drop for Veth {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
-        }
-    }
-    let ip = |args: &[&str]| {
-        let out = std::process::Command::new("ip").args(args).output().expect("iproute2 `ip` is needed");
-        assert!(
-            out.status.success(),
-            "ip {}: {} (root needed)",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let veth = Veth(format!("wspc{}", std::process::id() % 100_000));
-    ip(&["link", "add", &veth.0, "type", "veth", "peer", "name", &format!("{}p", veth.0)]);
-    ip(&["link", "set", &veth.0, "mtu", "1400", "up"]);
+    use wirespeed_test_netns::{Veth, run};
+    let veth = Veth::new(1);
+    let local = veth.local.as_str();
+    run(&["ip", "link", "set", local, "mtu", "1400"]);
     let pool = BufferPool::new(PoolConfig { buffers: 8, data_room: 9216, headroom: 128 }).unwrap();
-    let port = LivePort::open(LiveConfig::new(veth.0.as_str()), pool).expect("open the veth interface");
+    let port = LivePort::open(LiveConfig::new(local), pool).expect("open the veth interface");
     assert_eq!(port.link_type(), LinkType::Ethernet);
     assert_eq!(port.info().max_frame, 1414, "MTU 1400 + 14");
     drop(port);
-    ip(&["link", "set", &veth.0, "mtu", "9000"]);
-    let port = LivePort::open(LiveConfig::new(veth.0.as_str()), pool).unwrap();
+    run(&["ip", "link", "set", local, "mtu", "9000"]);
+    let port = LivePort::open(LiveConfig::new(local), pool).unwrap();
     assert_eq!(port.info().max_frame, 9014, "MTU 9000 + 14 within the 9216-byte data room");
-    let mut cfg = LiveConfig::new(veth.0.as_str());
+    let mut cfg = LiveConfig::new(local);
     cfg.snaplen = 4000;
     assert_eq!(LivePort::open(cfg, pool).unwrap().info().max_frame, 4000, "the snap length caps it");
     let small = BufferPool::new(PoolConfig { buffers: 8, data_room: 2048, headroom: 128 }).unwrap();
