@@ -259,6 +259,30 @@ fn replay_too_old_and_reordering_have_distinct_counters() {
     assert_eq!(run(&mut p.dec, &mut cx, &shuffled).len(), 64);
 }
 
+/// `SaConfig::resume_seq`: an inbound SA resumed at 100 (as after a data-plane restart) takes
+/// the traffic that follows and refuses what a capture from before the restart replays, inside
+/// its window or left of it; an outbound SA cannot be resumed.
+#[test]
+fn a_resumed_inbound_sa_refuses_replays_from_before_the_restart() {
+    let alg = AeadAlgorithm::ChaCha20Poly1305;
+    let o = SaConfig::tunnel(0x310, Direction::Outbound { shard: 0 }, alg, &km(alg), v4(GW4), v4(PEER4))
+        .with_replay_window(64);
+    let i = SaConfig::tunnel(0x310, Direction::Inbound, alg, &km(alg), v4(PEER4), v4(GW4))
+        .with_replay_window(64)
+        .with_resume_seq(100);
+    let mut p = pair_with(o.clone(), i, protect_all(0x310, false), Framing::Ip);
+    let mut cx = ShardCtx::new(0);
+    let enc = encrypt_n(&mut p, &mut cx, 130); // sequence numbers 1..=130
+    assert_eq!(run(&mut p.dec, &mut cx, &enc[100..130]).len(), 30, "101..=130 pass");
+    assert_eq!(run(&mut p.dec, &mut cx, &enc[70..100]).len(), 0, "71..=100: seen before the restart");
+    assert_eq!(cx.counters.drops_of(DropReason::EspReplay), 30);
+    assert_eq!(run(&mut p.dec, &mut cx, &enc[0..10]).len(), 0);
+    assert_eq!(cx.counters.drops_of(DropReason::EspTooOld), 10);
+    let err = SecurityAssociation::new(&o.with_resume_seq(5)).unwrap_err();
+    assert_eq!(err, SaError::ResumedOutbound { spi: 0x310, seq: 5 });
+    assert!(err.to_string().contains("nonce"), "{err}");
+}
+
 #[test]
 fn forgery_truncation_and_unknown_spi_are_dropped() {
     let mut p = tunnel_pair(AeadAlgorithm::ChaCha20Poly1305, false, false, false, Framing::Ip);

@@ -777,12 +777,16 @@ pub struct SaUsage {
     pub packets: u64,
     /// Bytes of those packets' inner IP packets.
     pub bytes: u64,
+    /// Outbound: the last sequence number sent; inbound: the highest authenticated (over
+    /// shards, the largest). Reported to the kernel with the counters (`source = "xfrm"`).
+    pub seq: u64,
     /// When a shard last counted one (the shards' coarse loop clock).
     pub last_use: Option<std::time::Instant>,
 }
 
 /// Sums per-SA usage reports (any number per SA, e.g. one per shard) into one total per SA, by
-/// uid: packets and bytes added, the latest last use. The order is by uid.
+/// uid: packets and bytes added, the largest sequence number, the latest last use. The order is
+/// by uid.
 pub fn sum_sa_usage<'a>(reports: impl IntoIterator<Item = &'a SaUsage>) -> Vec<SaUsage> {
     let mut by_uid: std::collections::BTreeMap<u64, SaUsage> = std::collections::BTreeMap::new();
     for u in reports {
@@ -791,6 +795,7 @@ pub fn sum_sa_usage<'a>(reports: impl IntoIterator<Item = &'a SaUsage>) -> Vec<S
             .and_modify(|t| {
                 t.packets += u.packets;
                 t.bytes += u.bytes;
+                t.seq = t.seq.max(u.seq);
                 t.last_use = t.last_use.max(u.last_use);
             })
             .or_insert(*u);
@@ -1156,6 +1161,7 @@ impl<P: Port> DataShard<P> {
                         spi: sa.spi(),
                         packets: st.packets(),
                         bytes: st.bytes(),
+                        seq: st.seq(),
                         last_use: st.last_use(),
                     });
                 }

@@ -366,6 +366,7 @@ impl MirrorPublisher {
                     outbound: matches!(sa.direction(), Direction::Outbound { .. }),
                     bytes: u.map_or(0, |u| u.bytes),
                     packets: u.map_or(0, |u| u.packets),
+                    seq: u.map_or(0, |u| u.seq),
                     last_use: u.and_then(|u| u.last_use).map_or(0, |t| unix_seconds(t, now)),
                 }
             })

@@ -261,15 +261,16 @@ fn mirrored(reply: &str) -> Vec<String> {
         .collect()
 }
 
-/// Packets wirespeed counted per mirrored SA (`0xc1234567/in[xfrm]:20p/1680B`), by SPI.
-fn wirespeed_packets(reply: &str) -> Vec<(u32, u64)> {
+/// Packets wirespeed counted per mirrored SA (`0xc1234567/in[xfrm]:20p/1680B`), by SPI, and
+/// whether the SA is outbound.
+fn wirespeed_packets(reply: &str) -> Vec<(u32, u64, bool)> {
     reply
         .split_whitespace()
         .filter(|s| s.contains("[xfrm]:"))
         .filter_map(|s| {
             let spi = u32::from_str_radix(s.strip_prefix("0x")?.split('/').next()?, 16).ok()?;
             let packets = s.split(':').nth(1)?.split('p').next()?.parse().ok()?;
-            Some((spi, packets))
+            Some((spi, packets, s.contains("/out")))
         })
         .collect()
 }
@@ -283,13 +284,25 @@ fn wirespeed_packets(reply: &str) -> Vec<(u32, u64)> {
 fn one_sender(vm: &LinuxPeer, gw: &str, at_least: u64) {
     std::thread::sleep(Duration::from_millis(2500));
     let reply = show_sas(vm, gw);
-    let ws: Vec<(u32, u64)> = wirespeed_packets(&reply).into_iter().filter(|w| w.1 > 0).collect();
+    let ws: Vec<(u32, u64, bool)> = wirespeed_packets(&reply).into_iter().filter(|w| w.1 > 0).collect();
     assert!(ws.iter().map(|w| w.1).sum::<u64>() >= at_least, "wirespeed counted the traffic: {reply}");
     let kernel = kernel_sa_counters(vm, "gw");
+    let replay = kernel_sa_replay(vm, "gw");
     let list = vm.check(&swanctl("gw", "--list-sas")).unwrap();
-    for (spi, packets) in &ws {
+    for (spi, packets, outbound) in &ws {
         let k = kernel.iter().find(|c| c.0.starts_with(&format!("{spi:#010x}"))).map(|c| c.2);
         assert_eq!(k, Some(*packets), "gw kernel SA {spi:#x} holds wirespeed's count: {kernel:?} vs {reply}");
+        // Its replay state holds wirespeed's sequence numbers (NEWAE, `XFRM_AE_RVAL`): the last
+        // sent (one per packet from 1) or the highest received, where a restarted gateway
+        // resumes the inbound SA's window.
+        let r = replay.iter().find(|c| c.0.starts_with(&format!("{spi:#010x}"))).map(|c| (c.1, c.2));
+        let (seq, oseq) =
+            r.unwrap_or_else(|| panic!("gw kernel SA {spi:#x} shows a replay state: {replay:?}"));
+        if *outbound {
+            assert_eq!(oseq, *packets, "gw kernel SA {spi:#x}: wirespeed's last sequence number sent");
+        } else {
+            assert!(seq >= *packets, "gw kernel SA {spi:#x}: highest received {seq} < {packets} packets");
+        }
         // "out c4a7a5c9 (-|0x0000002a),   1680 bytes,    20 packets"
         let line = list.lines().find(|l| l.split_whitespace().nth(1) == Some(&format!("{spi:08x}")));
         let shown = line.and_then(|l| {
@@ -301,9 +314,10 @@ fn one_sender(vm: &LinuxPeer, gw: &str, at_least: u64) {
     let stat = vm.check("ip netns exec peer cat /proc/net/xfrm_stat").unwrap();
     let bad: Vec<&str> = stat.lines().filter(|l| l.split_whitespace().nth(1) != Some("0")).collect();
     assert!(bad.is_empty(), "the peer's xfrm_stat is all zero: {bad:?}");
-    let shown: Vec<String> = ws.iter().map(|(spi, p)| format!("{spi:#x}: {p} packets")).collect();
+    let shown: Vec<String> = ws.iter().map(|(spi, p, _)| format!("{spi:#x}: {p} packets")).collect();
     eprintln!(
-        "one sender per key: wirespeed {shown:?} = gw kernel (NEWAE) = charon A; peer xfrm_stat all zero"
+        "one sender per key: wirespeed {shown:?} = gw kernel (NEWAE, counters and sequence numbers) = \
+         charon A; peer xfrm_stat all zero"
     );
 }
 
@@ -395,6 +409,37 @@ fn kernel_sa_counters(vm: &LinuxPeer, ns: &str) -> Vec<(String, u64, u64)> {
                     .unwrap_or_else(|| panic!("{text}"))
             };
             out.push((spi.clone(), n(words.get(i + 1), "(bytes),"), n(words.get(i + 2), "(packets)")));
+        }
+    }
+    out
+}
+
+/// `(seq, oseq)` of every ESP state of namespace `ns` by SPI, from the anti-replay context
+/// `ip -s xfrm state` prints ("anti-replay context: seq 0x0, oseq 0x14, bitmap 0x00000000", or
+/// the ESN form "anti-replay esn context: seq-hi 0x0, seq 0x0, oseq-hi 0x0, oseq 0x14 …").
+fn kernel_sa_replay(vm: &LinuxPeer, ns: &str) -> Vec<(String, u64, u64)> {
+    let text = vm.check(&format!("ip -n {ns} -s xfrm state")).unwrap();
+    let hex = |s: Option<&&str>| {
+        s.and_then(|s| u64::from_str_radix(s.trim_end_matches(',').trim_start_matches("0x"), 16).ok())
+            .unwrap_or_else(|| panic!("{text}"))
+    };
+    let mut out: Vec<(String, u64, u64)> = Vec::new();
+    let mut in_replay = false;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    for (i, w) in words.iter().enumerate() {
+        match *w {
+            "spi" => {
+                in_replay = false;
+                out.push((words.get(i + 1).map(|s| s.to_string()).unwrap_or_default(), 0, 0));
+            }
+            "anti-replay" => in_replay = true,
+            "seq" if in_replay => {
+                out.last_mut().unwrap_or_else(|| panic!("{text}")).1 = hex(words.get(i + 1))
+            }
+            "oseq" if in_replay => {
+                out.last_mut().unwrap_or_else(|| panic!("{text}")).2 = hex(words.get(i + 1))
+            }
+            _ => {}
         }
     }
     out

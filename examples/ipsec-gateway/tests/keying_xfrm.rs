@@ -42,13 +42,25 @@ fn newsa_cpu(src: &str, dst: &str, spi: u32, pcpu: Option<u32>) -> Vec<u8> {
 
 /// `newsa` of the SA `info` describes (e.g. with the kernel's current lifetime counters).
 fn newsa_info(info: &UsersaInfo, pcpu: Option<u32>) -> Vec<u8> {
+    let raw = pcpu.map(|cpu| (attr::SA_PCPU, cpu.to_ne_bytes().to_vec())).into_iter().collect();
+    newsa_raw(info, raw)
+}
+
+/// `newsa` of `info` whose kernel state holds the replay state `replay` (`XFRMA_REPLAY_VAL`), as
+/// a dump shows an SA whose sequence numbers a data plane reported.
+fn newsa_replay(info: &UsersaInfo, replay: wirespeed_xfrm::wire::ReplayState) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    replay.write(&mut bytes);
+    newsa_raw(info, vec![(attr::REPLAY_VAL, bytes)])
+}
+
+fn newsa_raw(info: &UsersaInfo, raw: Vec<(u16, Vec<u8>)>) -> Vec<u8> {
     let spi = info.id.spi;
     let aead = AlgoAead {
         name: "rfc4106(gcm(aes))".into(),
         key: zeroize::Zeroizing::new((0..20).map(|i| i as u8 ^ spi as u8).collect()),
         icv_bits: 128,
     };
-    let raw = pcpu.map(|cpu| (attr::SA_PCPU, cpu.to_ne_bytes().to_vec())).into_iter().collect();
     fixture::newsa(msg_type::NEWSA, info, &A { aead: Some(aead), if_id: Some(IF_ID), raw, ..A::default() })
 }
 
@@ -316,11 +328,13 @@ fn xfrm_source_follows_the_kernel() {
 fn usage_sums_over_shards_by_sa() {
     let t0 = Instant::now();
     let t1 = t0 + Duration::from_secs(1);
-    let u = |uid, packets, bytes, last_use| SaUsage { uid, spi: uid as u32, packets, bytes, last_use };
-    let shard0 = [u(7, 10, 1000, Some(t1)), u(9, 1, 60, Some(t0))];
-    let shard1 = [u(7, 5, 400, Some(t0))];
+    let u =
+        |uid, packets, bytes, seq, last_use| SaUsage { uid, spi: uid as u32, packets, bytes, seq, last_use };
+    let shard0 = [u(7, 10, 1000, 40, Some(t1)), u(9, 1, 60, 1, Some(t0))];
+    let shard1 = [u(7, 5, 400, 44, Some(t0))];
     let total = sum_sa_usage(shard0.iter().chain(&shard1));
-    assert_eq!(total, vec![u(7, 15, 1400, Some(t1)), u(9, 1, 60, Some(t0))]);
+    // Counts add up; the sequence number is the highest any shard saw.
+    assert_eq!(total, vec![u(7, 15, 1400, 44, Some(t1)), u(9, 1, 60, 1, Some(t0))]);
 }
 
 /// An ESP frame for A's WAN under the inbound SA `spi` (B_WAN -> A_WAN, the key `newsa` gives
@@ -372,14 +386,17 @@ fn outbound_frame(n: u8) -> Vec<u8> {
 }
 
 /// `(spi, bytes, packets)` of every NEWAE in `b`.
-fn newaes(b: &Builder) -> Vec<(u32, u64, u64)> {
+/// (SPI, bytes, packets, sequence number) of each NEWAE: the last sent (outbound) or highest
+/// received (inbound) from the legacy replay state the test's SAs have.
+fn newaes(b: &Builder) -> Vec<(u32, u64, u64, u64)> {
     xmsg::messages(b.bytes())
         .map(|r| {
             let (h, p) = r.unwrap();
             match XfrmMsg::decode(h.kind, p).unwrap() {
                 XfrmMsg::NewAe { id, attrs } => {
                     let l = attrs.ltime.unwrap();
-                    (id.sa_id.spi, l.bytes, l.packets)
+                    let r = attrs.replay.expect("the SA's replay state");
+                    (id.sa_id.spi, l.bytes, l.packets, u64::from(r.oseq.max(r.seq)))
                 }
                 x => panic!("not a NEWAE: {x:?}"),
             }
@@ -396,7 +413,7 @@ fn counters_at(
     fb: &mut Feedback,
     now: Instant,
     patience: Duration,
-) -> Vec<(u32, u64, u64)> {
+) -> Vec<(u32, u64, u64, u64)> {
     let mut b = Builder::new();
     let deadline = Instant::now() + patience;
     while p.report_counters(rig.gw_mut(), m, fb, now, &mut b) == 0 && Instant::now() < deadline {
@@ -478,9 +495,10 @@ fn newae_carries_the_shards_totals_at_the_interval() {
     assert!(counters_at(&mut rig, &mut p, &m, &mut fb, t0 + interval / 2, QUIET).is_empty());
     // Due at the interval: the totals, equal to what was encrypted and decrypted.
     let second = counters_at(&mut rig, &mut p, &m, &mut fb, t0 + interval, WAIT);
-    let get = |v: &[(u32, u64, u64)], spi| *v.iter().find(|x| x.0 == spi).unwrap();
-    assert_eq!(get(&second, out_spi), (out_spi, 48 * o1, o1));
-    assert_eq!(get(&second, in_spi), (in_spi, i1.1, i1.0));
+    // Sequence numbers too: the last sent, the highest received (one per packet from 1).
+    let get = |v: &[(u32, u64, u64, u64)], spi| *v.iter().find(|x| x.0 == spi).unwrap();
+    assert_eq!(get(&second, out_spi), (out_spi, 48 * o1, o1, o1));
+    assert_eq!(get(&second, in_spi), (in_spi, i1.1, i1.0, i1.0));
     // Both shards decrypted some: the inbound totals are a sum.
     let per_shard = rig.gw().stats();
     assert!(per_shard[0].counters.rx_packets > 0 && per_shard[1].counters.rx_packets > 0);
@@ -489,8 +507,8 @@ fn newae_carries_the_shards_totals_at_the_interval() {
     let (o2, i2) = round(&mut rig, 3, 4);
     assert!(counters_at(&mut rig, &mut p, &m, &mut fb, t0 + interval + interval / 2, QUIET).is_empty());
     let third = counters_at(&mut rig, &mut p, &m, &mut fb, t0 + 2 * interval, WAIT);
-    assert_eq!(get(&third, out_spi), (out_spi, 48 * o2, o2));
-    assert_eq!(get(&third, in_spi), (in_spi, i2.1, i2.0));
+    assert_eq!(get(&third, out_spi), (out_spi, 48 * o2, o2, o2));
+    assert_eq!(get(&third, in_spi), (in_spi, i2.1, i2.0, i2.0));
     assert!(
         get(&third, out_spi).2 > get(&second, out_spi).2 && get(&third, in_spi).1 > get(&second, in_spi).1
     );
@@ -520,7 +538,7 @@ fn newae_carries_the_shards_totals_at_the_interval() {
     // A data-plane restart: the kernel's SA now shows the totals pushed (its curlft, as a dump
     // gives it). The outbound SA is not continued (its last sequence number is unknown) but
     // refused, and the daemon asked to rekey it with a soft EXPIRE.
-    let (_, bytes, packets) = get(&third, out_spi);
+    let (_, bytes, packets, _) = get(&third, out_spi);
     let used = UsersaInfo {
         curlft: wirespeed_xfrm::wire::LifetimeCur { bytes, packets, ..Default::default() },
         ..sa_info(configs::A_WAN, configs::B_WAN, out_spi)
@@ -541,6 +559,26 @@ fn newae_carries_the_shards_totals_at_the_interval() {
     {
         assert_eq!(t.drops_of(r), 0, "{t}");
     }
+    rig.stop();
+
+    // The inbound SA goes on after the restart, its window resumed at the highest sequence
+    // number reported (the kernel's replay state, as the dump shows it): ESP captured before
+    // the restart is refused as a replay on every shard, new ESP passes.
+    let top = get(&third, in_spi).3;
+    let replay = wirespeed_xfrm::wire::ReplayState { oseq: 0, seq: top as u32, bitmap: 0 };
+    restarted.apply_datagram(&pol);
+    restarted.apply_datagram(&newsa_replay(&sa_info(configs::B_WAN, configs::A_WAN, in_spi), replay));
+    let sa = restarted.find(in_spi, false).expect("the inbound SA is mirrored again");
+    assert_eq!((sa.seq, sa.config.resume_seq), (top, top));
+    let mut rig = Rig::start_with(&configs::config(Site::A, 2, None));
+    MirrorPublisher::default().sync(&restarted, rig.gw_mut());
+    for (q, seq) in [(0u16, top), (1, top - 1), (0, 1), (1, top + 1), (0, top + 2)] {
+        rig.ports[Side::Wan as usize].inject(q, &inbound_esp(in_spi, seq, 100)).unwrap();
+        rig.injected += 1;
+    }
+    rig.settle();
+    assert_eq!(rig.take(Side::Lan).len(), 2, "{}", rig.totals());
+    assert_eq!(rig.totals().drops_of(DropReason::EspReplay), 3, "{}", rig.totals());
     rig.stop();
 }
 
@@ -689,6 +727,7 @@ fn feedback_is_sent_in_chunks_of_whole_messages() {
             outbound: true,
             bytes: 100,
             packets: 1,
+            seq: 1,
             last_use: 0,
         });
     }

@@ -21,6 +21,11 @@ pub struct SaCounters {
     pub bytes: u64,
     /// Packets.
     pub packets: u64,
+    /// Sequence number: outbound, the last sent; inbound, the highest authenticated (the
+    /// largest over shards). 0: none. Reported to the kernel's SA with the counters, where a
+    /// restarted data plane finds it ([`crate::MirroredSa::seq`]) and resumes an inbound SA's
+    /// replay window from it.
+    pub seq: u64,
     /// Last use, seconds since the Unix epoch (0: never). Not sent: the kernel's
     /// `curlft.use_time` is the *first* use (its use-time limits count from it) and no
     /// netlink message sets an SA's last use; [`Feedback::counters`] stamps the first use.
@@ -40,8 +45,9 @@ pub struct Feedback {
     /// Last ACQUIRE per (policy direction, index, CPU or `u32::MAX`).
     acquired: HashMap<(u8, u32, u32), Instant>,
     first_use: HashMap<FbKey, u64>,
-    /// Last totals sent per SA (bytes, packets): replace semantics never go backwards.
-    sent: HashMap<FbKey, (u64, u64)>,
+    /// Last totals sent per SA (bytes, packets, sequence number): replace semantics never go
+    /// backwards.
+    sent: HashMap<FbKey, (u64, u64, u64)>,
     regressions: u64,
     expired: HashMap<(u32, bool), bool>,
     retired: HashSet<u32>,
@@ -89,29 +95,33 @@ impl Feedback {
     /// one sent for it (others are skipped: the kernel keeps what it was last told, and a
     /// gateway with thousands of idle SAs sends nothing for them): cumulative bytes and
     /// packets (replace semantics: the kernel's counters become these totals), the kernel's
-    /// own `add_time`, and the first-use time (the first report with packets). A total below
-    /// one already sent for the same SA is not sent lower (the kernel and the daemon never see
-    /// counters go back; counted in [`Feedback::regressions`]). Returns how many were built.
+    /// own `add_time`, the first-use time (the first report with packets) and the sequence
+    /// number, as the kernel SA's replay state ([`crate::MirroredSa::replay_value`]). A value
+    /// below one already sent for the same SA is not sent lower (the kernel and the daemon
+    /// never see counters go back; counted in [`Feedback::regressions`]). Returns how many
+    /// were built.
     pub fn counters(&mut self, mirror: &Mirror, counters: &[SaCounters], b: &mut Builder) -> usize {
         let mut n = 0;
         for c in counters {
             let Some(sa) = mirror.find(c.spi, c.outbound) else { continue };
             let key = (c.spi, c.outbound, sa.order);
-            let (mut bytes, mut packets) = (c.bytes, c.packets);
-            let last = self.sent.get(&key).copied().unwrap_or((0, 0));
-            if bytes < last.0 || packets < last.1 {
+            let (mut bytes, mut packets, mut sa_seq) = (c.bytes, c.packets, c.seq);
+            let last = self.sent.get(&key).copied().unwrap_or((0, 0, 0));
+            if bytes < last.0 || packets < last.1 || sa_seq < last.2 {
                 self.regressions += 1;
                 bytes = bytes.max(last.0);
                 packets = packets.max(last.1);
+                sa_seq = sa_seq.max(last.2);
             }
-            if (bytes, packets) == last {
+            if (bytes, packets, sa_seq) == last {
                 continue;
             }
-            self.sent.insert(key, (bytes, packets));
+            self.sent.insert(key, (bytes, packets, sa_seq));
             let use_time = *self.first_use.entry(key).or_insert_with(unix_now);
             let cur = LifetimeCur { bytes, packets, add_time: sa.kernel_add_time, use_time };
             let seq = self.next_seq();
-            msg::newae(b, seq, &sa.sa_ref(), &cur, false);
+            let replay = (sa_seq > 0).then(|| sa.replay_value(sa_seq));
+            msg::newae(b, seq, &sa.sa_ref(), &cur, replay.as_ref(), false);
             n += 1;
         }
         // Forget SAs that are gone.

@@ -31,7 +31,7 @@ pub mod wire;
 
 pub use feedback::{Feedback, SaCounters};
 pub use mirror::{Applied, Mirror, MirrorConfig, MirrorStats, MirroredSa, Refusal, SaEntry, SaKey, Scope};
-pub use msg::{SaRef, XfrmMsg};
+pub use msg::{ReplayValue, SaRef, XfrmMsg};
 #[cfg(target_os = "linux")]
 pub use socket::{Follower, Polled, SocketError, XfrmSocket};
 pub use wire::DecodeError;

@@ -13,9 +13,10 @@ use wirespeed_stages::esp::{
 };
 use zeroize::Zeroize;
 
-use crate::msg::{self, Attrs, PolicyMsg, SaMsg, SaRef, XfrmMsg};
+use crate::msg::{self, Attrs, PolicyMsg, ReplayValue, SaMsg, SaRef, XfrmMsg};
 use crate::wire::{
-    self, DecodeError, IPPROTO_ESP, LifetimeCfg, Mark, UsersaId, UsersaInfo, XFRM_INF, XfrmSelector,
+    self, DecodeError, IPPROTO_ESP, LifetimeCfg, Mark, ReplayState, ReplayStateEsn, UsersaId, UsersaInfo,
+    XFRM_INF, XfrmSelector,
 };
 
 /// Which kernel SAs and policies belong to the data plane. An SA or policy is in scope when
@@ -349,6 +350,10 @@ pub struct MirroredSa {
     /// starts at 1. Inbound: the highest one seen, to resume the replay window from
     /// ([`wirespeed_stages::esp::SaState::resume_inbound`]).
     pub seq: u64,
+    /// The kernel SA's ESN replay state shape, `(bmp_len, replay_window)`, when it has one
+    /// (`XFRMA_REPLAY_ESN_VAL`); `None`: the legacy `struct xfrm_replay_state`. Feedback
+    /// reports sequence numbers in this shape ([`MirroredSa::replay_value`]).
+    pub kernel_replay_esn: Option<(u32, u32)>,
     /// `curlft.add_time` of the kernel SA: counters pushed back must carry it unchanged (the
     /// kernel's time limits count from it).
     pub kernel_add_time: u64,
@@ -374,6 +379,7 @@ impl std::fmt::Debug for MirroredSa {
             .field("reqid", &self.reqid)
             .field("pcpu", &self.pcpu)
             .field("seq", &self.seq)
+            .field("kernel_replay_esn", &self.kernel_replay_esn)
             .field("order", &self.order)
             .finish()
     }
@@ -383,6 +389,28 @@ impl MirroredSa {
     /// Whether it encrypts.
     pub fn is_outbound(&self) -> bool {
         matches!(self.config.direction, Direction::Outbound { .. })
+    }
+
+    /// The replay value a `NEWAE` reports for this SA having reached `seq` (outbound: the last
+    /// sequence number sent; inbound: the highest received), in the kernel SA's shape.
+    pub fn replay_value(&self, seq: u64) -> ReplayValue {
+        let (hi, lo) = ((seq >> 32) as u32, seq as u32);
+        let out = self.is_outbound();
+        match self.kernel_replay_esn {
+            Some((bmp_len, replay_window)) => ReplayValue::Esn(ReplayStateEsn {
+                bmp_len,
+                replay_window,
+                oseq: if out { lo } else { 0 },
+                oseq_hi: if out { hi } else { 0 },
+                seq: if out { 0 } else { lo },
+                seq_hi: if out { 0 } else { hi },
+            }),
+            None => ReplayValue::Legacy(ReplayState {
+                oseq: if out { lo } else { 0 },
+                seq: if out { 0 } else { lo },
+                bitmap: 0,
+            }),
+        }
     }
 
     /// How feedback messages name it.
@@ -843,7 +871,7 @@ impl Mirror {
         }
         let converted = self.convert(&key, sa);
         match converted {
-            Ok(new) => {
+            Ok(mut new) => {
                 if let Some(e @ Entry { state: SaEntry::Refused(Refusal::PreexistingOutbound { .. }), .. }) =
                     self.sas.get_mut(&key)
                 {
@@ -852,7 +880,9 @@ impl Mirror {
                     return Ok(Applied::Unchanged);
                 }
                 if let Some(Entry { state: SaEntry::Active(old), .. }) = self.sas.get_mut(&key) {
-                    // Seen again (a dump during resync, or an idempotent UPDSA).
+                    // Seen again (a dump during resync, or an idempotent UPDSA). Its sequence
+                    // numbers moved on (our own NEWAE reports): not a change of the SA.
+                    new.config.resume_seq = old.config.resume_seq;
                     if old.config == new.config {
                         if let Some(e) = self.sas.get_mut(&key) {
                             e.generation = generation;
@@ -1012,7 +1042,10 @@ impl Mirror {
             .with_lifetime(lifetime)
             .with_outer_ttl(self.cfg.outer_ttl)
             .with_mtu(if outbound { self.cfg.mtu } else { None })
-            .with_selector(sel);
+            .with_selector(sel)
+            // An inbound SA a previous run of this data plane used resumes its window where
+            // that run's last report left it (an outbound one is refused below instead).
+            .with_resume_seq(if outbound { 0 } else { seq });
         let mut out = MirroredSa {
             config,
             key: *key,
@@ -1021,6 +1054,7 @@ impl Mirror {
             if_id: a.if_id.unwrap_or(0),
             pcpu: a.pcpu,
             seq,
+            kernel_replay_esn: a.replay_esn.map(|r| (r.bmp_len, r.replay_window)),
             kernel_add_time: info.curlft.add_time,
             kernel_lifetime: *lft,
             order: 0,

@@ -531,14 +531,41 @@ pub struct SaRef {
     pub mark: Option<Mark>,
 }
 
+/// The replay state a `NEWAE` reports, in the shape of the kernel SA it names: the kernel
+/// takes `XFRMA_REPLAY_ESN_VAL` only for an SA that has one, with the same bitmap length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayValue {
+    /// `XFRMA_REPLAY_VAL` (`struct xfrm_replay_state`).
+    Legacy(ReplayState),
+    /// `XFRMA_REPLAY_ESN_VAL` (`struct xfrm_replay_state_esn`, sent with a zero bitmap of
+    /// `bmp_len` words).
+    Esn(ReplayStateEsn),
+}
+
 /// Appends an `XFRM_MSG_NEWAE` with `NLM_F_REPLACE` carrying the SA's cumulative counters
 /// (`XFRMA_LTIME_VAL`): the kernel copies them into its SA, where the IKE daemon reads them
-/// (always totals, never increments). `ack` asks for an `NLMSG_ERROR` acknowledgement.
-pub fn newae(b: &mut Builder, seq: u32, sa: &SaRef, cur: &LifetimeCur, ack: bool) {
+/// (always totals, never increments). With `replay`, also the SA's sequence numbers
+/// (`XFRM_AE_RVAL`): the last sent (outbound) or highest received (inbound), which a data plane
+/// restarted under the same SAs reads back from the kernel's dump. `ack` asks for an
+/// `NLMSG_ERROR` acknowledgement.
+pub fn newae(
+    b: &mut Builder,
+    seq: u32,
+    sa: &SaRef,
+    cur: &LifetimeCur,
+    replay: Option<&ReplayValue>,
+    ack: bool,
+) {
     let flags = NLM_F_REQUEST | NLM_F_REPLACE | if ack { NLM_F_ACK } else { 0 };
     let at = b.start(msg_type::NEWAE, flags, seq);
-    b.fixed(|o| AeventId { sa_id: sa.id, saddr: sa.saddr, flags: wire::AE_LVAL, reqid: sa.reqid }.write(o));
+    let ae = wire::AE_LVAL | if replay.is_some() { wire::AE_RVAL } else { 0 };
+    b.fixed(|o| AeventId { sa_id: sa.id, saddr: sa.saddr, flags: ae, reqid: sa.reqid }.write(o));
     b.attr(attr::LTIME_VAL, |o| cur.write(o));
+    match replay {
+        Some(ReplayValue::Legacy(r)) => b.attr(attr::REPLAY_VAL, |o| r.write(o)),
+        Some(ReplayValue::Esn(r)) => b.attr(attr::REPLAY_ESN_VAL, |o| r.write(o)),
+        None => {}
+    }
     if let Some(m) = sa.mark {
         b.attr(attr::MARK, |o| m.write(o));
     }

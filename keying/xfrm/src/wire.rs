@@ -48,6 +48,8 @@ pub const XFRM_INF: u64 = u64::MAX;
 /// `XFRM_MAX_DEPTH`: most templates a policy may have.
 pub const MAX_TEMPLATES: usize = 6;
 
+/// `XFRM_AE_RVAL` (the NEWAE carries a replay value).
+pub const AE_RVAL: u32 = 2;
 /// `XFRM_AE_LVAL` (the NEWAE carries a lifetime value).
 pub const AE_LVAL: u32 = 4;
 

@@ -7,8 +7,8 @@ use netlink_packet_xfrm::{XfrmAttrs, XfrmMessage};
 use wirespeed_test_xfrm::*;
 use wirespeed_xfrm::msg::{self, Builder, SaRef, XfrmMsg};
 use wirespeed_xfrm::wire::{
-    self, EncapTmpl, LifetimeCur, Mark, ReplayStateEsn, UserAcquire, UserpolicyInfo, UsersaId, UsersaInfo,
-    msg_type,
+    self, EncapTmpl, LifetimeCur, Mark, ReplayState, ReplayStateEsn, UserAcquire, UserpolicyInfo, UsersaId,
+    UsersaInfo, msg_type,
 };
 
 fn one(bytes: &[u8]) -> (msg::NlHeader, XfrmMsg) {
@@ -365,7 +365,7 @@ fn feedback_encoders_match_netlink_packet_xfrm() {
     };
     let mut b = Builder::new();
     let cur = LifetimeCur { bytes: 123_456, packets: 789, add_time: 1_700_000_000, use_time: 1_700_000_100 };
-    msg::newae(&mut b, 77, &sa, &cur, true);
+    msg::newae(&mut b, 77, &sa, &cur, None, true);
     let (h, ours) = one(b.bytes());
     assert_eq!(h.flags, msg::NLM_F_REQUEST | msg::NLM_F_REPLACE | msg::NLM_F_ACK);
     assert_eq!(h.seq, 77);
@@ -384,6 +384,30 @@ fn feedback_encoders_match_netlink_packet_xfrm() {
             assert!(m.nlas.iter().any(|a| matches!(a, XfrmAttrs::Mark(x) if x.value == 1)));
         }
         m => panic!("{m:?}"),
+    }
+    // With a replay value: `XFRM_AE_RVAL` and the SA's own replay attribute (ESN: the fixed
+    // part and a bitmap of `bmp_len` words, as the kernel's length check wants).
+    let esn = ReplayStateEsn { bmp_len: 4, oseq: 0, seq: 0x10, oseq_hi: 0, seq_hi: 3, replay_window: 128 };
+    let legacy = ReplayState { oseq: 42, seq: 0, bitmap: 0 };
+    for value in [msg::ReplayValue::Esn(esn), msg::ReplayValue::Legacy(legacy)] {
+        b.clear();
+        msg::newae(&mut b, 78, &sa, &cur, Some(&value), false);
+        let (_, ours) = one(b.bytes());
+        let XfrmMessage::NewAsyncEvent(m) = theirs(b.bytes()) else { panic!("not a NEWAE") };
+        assert_eq!(m.id.flags, wire::AE_LVAL | wire::AE_RVAL);
+        let XfrmMsg::NewAe { attrs, .. } = ours else { panic!("{ours:?}") };
+        assert_eq!(attrs.ltime, Some(cur));
+        match value {
+            msg::ReplayValue::Esn(_) => {
+                assert_eq!(attrs.replay_esn, Some(esn));
+                assert!(m.nlas.iter().any(|a| matches!(a, XfrmAttrs::ReplayStateEsn(x)
+                    if (x.bmp_len, x.seq, x.seq_hi, x.replay_window, x.bmp.len()) == (4, 0x10, 3, 128, 4))));
+            }
+            msg::ReplayValue::Legacy(_) => {
+                assert_eq!(attrs.replay, Some(legacy));
+                assert!(m.nlas.iter().any(|a| matches!(a, XfrmAttrs::ReplayState(x) if x.oseq == 42)));
+            }
+        }
     }
     for hard in [false, true] {
         b.clear();

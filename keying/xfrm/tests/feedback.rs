@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use wirespeed_test_xfrm::*;
 use wirespeed_xfrm::msg::{self, Builder, XfrmMsg};
-use wirespeed_xfrm::wire::{LifetimeCur, UserpolicyInfo, UsersaInfo, msg_type};
+use wirespeed_xfrm::wire::{LifetimeCur, ReplayStateEsn, UserpolicyInfo, UsersaInfo, msg_type};
 use wirespeed_xfrm::{Feedback, Mirror, MirrorConfig, SaCounters, Scope};
 
 fn setup() -> Mirror {
@@ -209,4 +209,74 @@ fn per_cpu_policy_acquires_an_sa_for_each_shard_without_one() {
     assert!(m.per_cpu_missing().is_empty());
     // The mirror of `setup` (a policy without the per-CPU flag) never asks for per-CPU SAs.
     assert!(setup().per_cpu_missing().is_empty());
+}
+
+/// Sequence numbers go to the kernel with the counters (`XFRM_AE_RVAL`), in the shape of the
+/// kernel SA: an ESN inbound SA gets `XFRMA_REPLAY_ESN_VAL` with its bitmap length and window
+/// and the highest received number; a legacy outbound SA gets `XFRMA_REPLAY_VAL` with the last
+/// sent. A change of the sequence number alone is reported; one lower than already reported is
+/// not. A restarted mirror reading that state back resumes the inbound SA's window from it, and
+/// a resync dump showing the number moved on is not a change of the SA.
+#[test]
+fn sequence_numbers_are_reported_and_resume_an_inbound_sa() {
+    let mut m = setup();
+    let esn = ReplayStateEsn { bmp_len: 4, replay_window: 128, ..ReplayStateEsn::default() };
+    let inb_info = UsersaInfo { flags: wirespeed_xfrm::wire::STATE_ESN, ..sa_info(PEER, LOCAL, 0x72, 3) };
+    let inb = |seq: u64| A {
+        aead: Some(gcm128(2)),
+        if_id: Some(7),
+        esn: Some(ReplayStateEsn { seq: seq as u32, seq_hi: (seq >> 32) as u32, ..esn }),
+        ..A::default()
+    };
+    m.apply_datagram(&newsa(msg_type::NEWSA, &inb_info, &inb(0)));
+    let mirrored = m.find(0x72, false).expect("inbound SA mirrored");
+    assert_eq!((mirrored.seq, mirrored.config.resume_seq), (0, 0), "a fresh SA starts a fresh window");
+
+    let mut f = Feedback::new(Duration::from_secs(10), Duration::from_secs(1));
+    let mut b = Builder::new();
+    let c = |spi, outbound, packets, seq| SaCounters {
+        spi,
+        outbound,
+        bytes: packets * 100,
+        packets,
+        seq,
+        ..SaCounters::default()
+    };
+    let big = (1u64 << 32) + 5; // past 2^32: ESN
+    assert_eq!(f.counters(&m, &[c(0x72, false, 10, big), c(0x71, true, 4, 4)], &mut b), 2);
+    assert_eq!(f.counters(&m, &[c(0x72, false, 10, big + 3)], &mut b), 1, "the sequence number alone moved");
+    assert_eq!(f.counters(&m, &[c(0x72, false, 10, big + 1)], &mut b), 0, "never lower");
+    let got: Vec<(u32, u32, Option<ReplayStateEsn>, Option<wirespeed_xfrm::wire::ReplayState>)> = decoded(&b)
+        .into_iter()
+        .map(|x| match x {
+            XfrmMsg::NewAe { id, attrs } => (id.sa_id.spi, id.flags, attrs.replay_esn, attrs.replay),
+            x => panic!("{x:?}"),
+        })
+        .collect();
+    let ae = wirespeed_xfrm::wire::AE_LVAL | wirespeed_xfrm::wire::AE_RVAL;
+    let esn_at = |s: u64| Some(ReplayStateEsn { seq: s as u32, seq_hi: (s >> 32) as u32, ..esn });
+    assert_eq!(got.len(), 3);
+    assert!(got.contains(&(0x72, ae, esn_at(big), None)), "{got:?}");
+    assert!(
+        got.contains(&(
+            0x71,
+            ae,
+            None,
+            Some(wirespeed_xfrm::wire::ReplayState { oseq: 4, seq: 0, bitmap: 0 })
+        )),
+        "{got:?}"
+    );
+    assert_eq!(got[2], (0x72, ae, esn_at(big + 3), None));
+
+    // The kernel now holds big + 3 (as its dump shows it): a resync leaves the SA as it is.
+    m.apply_datagram(&newsa(msg_type::NEWSA, &inb_info, &inb(big + 3)));
+    assert_eq!(m.find(0x72, false).unwrap().config.resume_seq, 0, "a resync is not a change");
+    assert_eq!(m.stats().refused_by_kind.get("active_sa_changed"), None);
+
+    // A restarted data plane (a new mirror) dumps it: its window resumes at big + 3.
+    let mut restarted = setup();
+    restarted.apply_datagram(&newsa(msg_type::NEWSA, &inb_info, &inb(big + 3)));
+    let sa = restarted.find(0x72, false).expect("inbound SA mirrored after the restart");
+    assert_eq!((sa.seq, sa.config.resume_seq), (big + 3, big + 3));
+    assert_eq!(sa.kernel_replay_esn, Some((4, 128)));
 }

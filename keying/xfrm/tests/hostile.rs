@@ -36,7 +36,7 @@ fn corpus() -> Vec<Vec<u8>> {
     );
     let mut ae = msg::Builder::new();
     let r = msg::SaRef { id: Default::default(), saddr: [0; 16], reqid: 1, mark: None };
-    msg::newae(&mut ae, 1, &r, &Default::default(), false);
+    msg::newae(&mut ae, 1, &r, &Default::default(), None, false);
     vec![
         newsa(msg_type::NEWSA, &info, &full),
         newsa(msg_type::UPDSA, &info, &full),

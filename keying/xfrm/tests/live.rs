@@ -204,10 +204,10 @@ fn dump_follow_policies_placeholders_and_feedback() {
     // not an SA that does not exist (NEWAE: ESRCH, EXPIRE: ENOENT).
     let cur = wire::LifetimeCur { bytes: 1000, packets: 10, add_time: 0, use_time: 0 };
     b.clear();
-    msg::newae(&mut b, 2, &sa_ref(LOCAL, 0x1000), &cur, true);
+    msg::newae(&mut b, 2, &sa_ref(LOCAL, 0x1000), &cur, None, true);
     assert_eq!(request(b.bytes()), libc::EINVAL, "NEWAE reaches the larval SA");
     b.clear();
-    msg::newae(&mut b, 3, &sa_ref(LOCAL, 0x2000), &cur, true);
+    msg::newae(&mut b, 3, &sa_ref(LOCAL, 0x2000), &cur, None, true);
     assert_eq!(request(b.bytes()), libc::ESRCH, "NEWAE for an unknown SA");
     b.clear();
     msg::expire(&mut b, 4, &sa_ref(LOCAL, 0x2000), false, true);

@@ -41,6 +41,24 @@ impl ReplayWindow {
         Self { bits: vec![0u64; blocks].into_boxed_slice(), top: 0, window }
     }
 
+    /// A window as if every sequence number from 1 to `top` had been received: the next
+    /// accepted is `top + 1` or later (after a restart, where what the window held is lost but
+    /// its right edge was reported). `top` 0 is [`ReplayWindow::new`].
+    pub fn resumed(window: u32, top: u64) -> Self {
+        let mut w = Self::new(window);
+        if top > 0 {
+            w.bits.fill(!0);
+            // The block of `top` only up to `top`: later numbers in it are still to come (an
+            // advance within one block clears nothing).
+            let bit = top & 63;
+            let mask = low_bits(bit);
+            let i = ((top >> 6) & w.mask()) as usize;
+            w.bits[i] = mask;
+            w.top = top;
+        }
+        w
+    }
+
     /// Window size in packets.
     pub fn window(&self) -> u32 {
         self.window as u32
@@ -113,6 +131,11 @@ impl ReplayWindow {
     }
 }
 
+/// Bits 0..=`bit` set (`bit` < 64).
+fn low_bits(bit: u64) -> u64 {
+    if bit >= 63 { !0 } else { (1u64 << (bit + 1)) - 1 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +153,28 @@ mod tests {
         assert_eq!(w.check(37), Ok(()));
         assert_eq!(w.check(36), Err(ReplayError::TooOld));
         assert_eq!(w.check(3), Err(ReplayError::TooOld));
+    }
+
+    #[test]
+    fn a_resumed_window_has_seen_everything_up_to_its_top() {
+        for (window, top) in
+            [(64u32, 1u64), (64, 63), (64, 64), (128, 1000), (1024, 5_000_000_000), (1024, 6400)]
+        {
+            let mut w = ReplayWindow::resumed(window, top);
+            assert_eq!(w.top(), top);
+            // Everything up to the top: seen (or left of the window).
+            for s in top.saturating_sub(u64::from(window) + 2).max(1)..=top {
+                assert!(w.check(s).is_err(), "window {window} top {top}: {s} accepted");
+            }
+            // Later numbers, also within the top's 64-bit block, in any order: accepted once.
+            for s in [top + 2, top + 1, top + 64, top + 3] {
+                assert_eq!(w.check(s), Ok(()), "window {window} top {top}: {s}");
+                w.update(s);
+                assert_eq!(w.check(s), Err(ReplayError::Replay));
+            }
+        }
+        let w = ReplayWindow::resumed(64, 0);
+        assert_eq!((w.top(), w.check(1)), (0, Ok(())), "top 0 is a fresh window");
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub struct Lifetime {
 ///     mss_clamp: None,
 ///     fragment: true,
 ///     selector: None,
+///     resume_seq: 0,
 /// };
 /// ```
 #[derive(Clone)]
@@ -170,6 +171,13 @@ pub struct SaConfig {
     /// only send what the SA was negotiated for); mismatches are dropped as `PolicyDiscard`.
     /// `None` accepts any inner packet.
     pub selector: Option<Selector>,
+    /// Inbound: resume the anti-replay window as if every sequence number up to this one had
+    /// been received (0, the default: a fresh window). For an SA that carried traffic before
+    /// this data plane (re)started, e.g. the highest sequence number a previous run reported to
+    /// the kernel: packets captured before the restart cannot be replayed into it. Outbound SAs
+    /// refuse it ([`SaError::ResumedOutbound`]): their last sent number may be beyond any report,
+    /// and reusing one would reuse an AEAD nonce.
+    pub resume_seq: u64,
 }
 
 impl std::fmt::Debug for SaConfig {
@@ -189,6 +197,7 @@ impl std::fmt::Debug for SaConfig {
             .field("mss_clamp", &self.mss_clamp)
             .field("fragment", &self.fragment)
             .field("selector", &self.selector)
+            .field("resume_seq", &self.resume_seq)
             .finish_non_exhaustive()
     }
 }
@@ -211,6 +220,7 @@ impl PartialEq for SaConfig {
             && self.mss_clamp == o.mss_clamp
             && self.fragment == o.fragment
             && self.selector == o.selector
+            && self.resume_seq == o.resume_seq
     }
 }
 
@@ -243,6 +253,7 @@ impl SaConfig {
             mss_clamp: None,
             fragment: true,
             selector: None,
+            resume_seq: 0,
         }
     }
 
@@ -323,6 +334,12 @@ impl SaConfig {
         self.selector = selector;
         self
     }
+
+    /// Sets [`SaConfig::resume_seq`].
+    pub fn with_resume_seq(mut self, resume_seq: u64) -> Self {
+        self.resume_seq = resume_seq;
+        self
+    }
 }
 
 impl Drop for SaConfig {
@@ -398,6 +415,17 @@ pub enum SaError {
         /// The maximum.
         max: u32,
     },
+    /// [`SaConfig::resume_seq`] on an outbound SA.
+    #[error(
+        "SA {spi:#010x}: an outbound SA cannot resume at sequence number {seq} (its last sent number \
+         may be beyond it, and reusing one reuses an AEAD nonce): rekey instead"
+    )]
+    ResumedOutbound {
+        /// The SA.
+        spi: u32,
+        /// The sequence number asked for.
+        seq: u64,
+    },
 }
 
 /// A time limit as an instant: reached when `now.saturating_duration_since(created) >= limit`.
@@ -443,6 +471,8 @@ pub struct SecurityAssociation {
     udp_encap: Option<UdpEncap>,
     esn: bool,
     replay_window: u32,
+    /// Inbound: the window starts with every sequence number up to this one received.
+    resume_seq: u64,
     lifetime: Lifetime,
     /// No soft or hard limit at all: [`SaState::admit`] only checks the status.
     unlimited: bool,
@@ -511,6 +541,9 @@ impl SecurityAssociation {
         if cfg.replay_window > MAX_WINDOW {
             return Err(SaError::WindowTooLarge { spi, window: cfg.replay_window, max: MAX_WINDOW });
         }
+        if cfg.resume_seq > 0 && matches!(cfg.direction, Direction::Outbound { .. }) {
+            return Err(SaError::ResumedOutbound { spi, seq: cfg.resume_seq });
+        }
         if let EspMode::Tunnel { local, remote } = cfg.mode
             && local.is_ipv6() != remote.is_ipv6()
         {
@@ -552,6 +585,7 @@ impl SecurityAssociation {
             udp_encap: cfg.udp_encap,
             esn: cfg.esn,
             replay_window: cfg.replay_window,
+            resume_seq: cfg.resume_seq,
             lifetime: cfg.lifetime,
             unlimited: cfg.lifetime == Lifetime::default(),
             soft_deadline: Deadline::new(created, cfg.lifetime.soft.time),
@@ -736,10 +770,13 @@ pub struct SaState {
 }
 
 impl SaState {
-    /// Fresh state for `sa` (sequence numbers from 1, empty window).
+    /// Fresh state for `sa`: sequence numbers from 1 (outbound); an empty window, or one
+    /// resumed at [`SaConfig::resume_seq`] (inbound).
     pub fn new(sa: &SecurityAssociation) -> Self {
         let replay = match sa.direction {
-            Direction::Inbound if sa.replay_window > 0 => Some(ReplayWindow::new(sa.replay_window)),
+            Direction::Inbound if sa.replay_window > 0 => {
+                Some(ReplayWindow::resumed(sa.replay_window, sa.resume_seq))
+            }
             _ => None,
         };
         Self {
@@ -918,7 +955,8 @@ mod config_tests {
                 .with_mtu(Some(1400))
                 .with_mss_clamp(Some(1300))
                 .with_fragment(false)
-                .with_selector(Some(selector));
+                .with_selector(Some(selector))
+                .with_resume_seq(77);
         let literal = SaConfig {
             spi: 7,
             direction: Direction::Outbound { shard: 3 },
@@ -935,6 +973,7 @@ mod config_tests {
             mss_clamp: Some(1300),
             fragment: false,
             selector: Some(selector),
+            resume_seq: 77,
         };
         assert_eq!(built, literal);
         // The shorthand constructors are `new` with their mode.
