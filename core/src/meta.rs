@@ -55,6 +55,9 @@ pub mod flags {
     pub const DECRYPTED: u16 = 1 << 4;
     /// The packet was encapsulated into ESP on this pass.
     pub const ENCRYPTED: u16 = 1 << 5;
+    /// The packet was handed to another shard on this pass (to the shard that owns its
+    /// outbound SA): it is not handed on again.
+    pub const HANDED_OFF: u16 = 1 << 6;
     /// Bits reserved for appliance-defined stages: no wirespeed stage or backend sets or clears
     /// them after Rx (backends start every packet with all flags clear).
     pub const APPLIANCE_MASK: u16 = 0xff00;

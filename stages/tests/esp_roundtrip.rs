@@ -644,6 +644,63 @@ fn per_shard_sas_for_one_tunnel() {
     assert_eq!(cx.counters.drops_of(DropReason::EspNoSa), 1);
 }
 
+/// One outbound SA (owned by shard 0) and traffic arriving on shard 1 (as when the NIC cannot
+/// steer the policy's flows to the owner): with hand-off queues, shard 1 hands every packet to
+/// shard 0, whose encrypt stage seals them under the one SA in the order shard 1 queued them —
+/// one sender, contiguous sequence numbers — and the counters move the packets' reception to
+/// the owner. A packet already handed once is not handed again; a full queue drops.
+#[test]
+fn a_shard_without_the_sa_hands_packets_to_its_owner() {
+    let alg = AeadAlgorithm::Aes128Gcm;
+    let out = SaConfig::tunnel(0x720, Direction::Outbound { shard: 0 }, alg, &km(alg), v4(GW4), v4(PEER4));
+    let inb = SaConfig::tunnel(0x720, Direction::Inbound, alg, &km(alg), v4(PEER4), v4(GW4));
+    let mut p = pair_with(out, inb, protect_all(0x720, false), Framing::Ip);
+    let queues: Vec<wirespeed_core::queue::SharedQueue<PoolBuf>> =
+        (0..2).map(|_| wirespeed_core::queue::SharedQueue::new(64)).collect();
+    let mut owner =
+        EspEncrypt::new(p.publisher.subscribe()).with_framing(Framing::Ip).with_handoff(queues.clone());
+    let mut other =
+        EspEncrypt::new(p.publisher.subscribe()).with_framing(Framing::Ip).with_handoff(queues.clone());
+    let (mut cx0, mut cx1) = (ShardCtx::new(0), ShardCtx::new(1));
+    let pkts: Vec<Vec<u8>> = (0..40).map(|i| inner4(i % 30)).collect();
+    // Shard 1 received them (as a data shard counts them) and hands all of them on.
+    cx1.counters.rx_packets = pkts.len() as u64;
+    cx1.counters.rx_bytes = pkts.iter().map(|p| p.len() as u64).sum();
+    assert!(run(&mut other, &mut cx1, &pkts).is_empty());
+    assert_eq!((other.stats().handed_off, cx1.counters.handed_off), (40, 40));
+    assert_eq!((cx1.counters.rx_packets, cx1.counters.rx_bytes, cx1.counters.total_drops()), (0, 0, 0));
+    assert_eq!((queues[0].len(), queues[1].len()), (40, 0), "to the owner's queue");
+    // The owner seals them in order: sequence numbers 1..=40, under the one SA.
+    let mut sealed = Vec::new();
+    while !queues[0].is_empty() {
+        let mut batch: Batch<PoolBuf> = Batch::new();
+        while !batch.is_full() {
+            let Some(b) = queues[0].pop() else { break };
+            assert_ne!(b.meta().flags & wirespeed_core::meta::flags::HANDED_OFF, 0);
+            batch.push(b).unwrap();
+        }
+        owner.process(&mut cx0, &mut batch);
+        sealed.extend(batch.iter().map(|b| b.data().to_vec()));
+    }
+    assert_eq!(cx0.counters.total_drops(), 0, "{}", cx0.counters);
+    let seqs: Vec<u32> = sealed.iter().map(|e| u32::from_be_bytes(e[24..28].try_into().unwrap())).collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<u32>>());
+    let mut dcx = ShardCtx::new(5);
+    assert_eq!(run(&mut p.dec, &mut dcx, &sealed), pkts, "the peer decrypts them all");
+    // Not handed twice: a handed packet reaching a shard that still does not own the SA.
+    let mut once = buf(&inner4(3));
+    once.meta_mut().flags |= wirespeed_core::meta::flags::HANDED_OFF;
+    let mut batch: Batch<PoolBuf> = Batch::new();
+    batch.push(once).unwrap();
+    other.process(&mut cx1, &mut batch);
+    assert!(batch.is_empty());
+    assert_eq!((cx1.counters.drops_of(DropReason::EspNoSa), queues[0].len()), (1, 0));
+    // A full queue drops (counted), it does not block.
+    let full: Vec<Vec<u8>> = (0..70).map(|i| inner4(i % 30)).collect();
+    assert!(run(&mut other, &mut cx1, &full).is_empty());
+    assert_eq!((queues[0].len(), cx1.counters.drops_of(DropReason::DispatchRingFull)), (64, 6));
+}
+
 #[test]
 fn invalid_sets_and_sas_are_refused() {
     let alg = AeadAlgorithm::Aes128Gcm;

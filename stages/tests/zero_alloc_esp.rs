@@ -230,3 +230,56 @@ fn spi_hold_allocates_nothing_after_warm_up() {
     assert_eq!(dec.stats().held, 400 * 8);
     assert_eq!(allocs, 0, "heap allocations while holding and releasing");
 }
+
+/// Handing packets to the shard that owns their outbound SA ([`EspEncrypt::with_handoff`])
+/// allocates nothing: 300 rounds of 8 packets that shard 1 hands over and shard 0 encrypts.
+#[test]
+fn hand_off_to_the_owning_shard_allocates_nothing() {
+    let gw: IpAddr = "192.0.2.1".parse().unwrap();
+    let peer: IpAddr = "198.51.100.7".parse().unwrap();
+    let alg = AeadAlgorithm::Aes128Gcm;
+    let out = SaConfig::tunnel(0x10, Direction::Outbound { shard: 0 }, alg, &[0x5a; 20], gw, peer);
+    let spd = Spd::new(vec![SecurityPolicy {
+        selector: Selector::between(IpPrefix::any_v4(), IpPrefix::new(IpAddr::from([10, 9, 0, 0]), 16)),
+        action: PolicyAction::Protect { spis: vec![0x10] },
+    }]);
+    let set = SaSet::new(vec![Arc::new(SecurityAssociation::new(&out).unwrap())], &spd).unwrap();
+    let mut publisher = Publisher::new(set);
+    let queues: Vec<wirespeed_core::queue::SharedQueue<PoolBuf>> =
+        (0..2).map(|_| wirespeed_core::queue::SharedQueue::new(64)).collect();
+    let mut owner =
+        EspEncrypt::new(publisher.subscribe()).with_framing(Framing::Ip).with_handoff(queues.clone());
+    let mut other =
+        EspEncrypt::new(publisher.subscribe()).with_framing(Framing::Ip).with_handoff(queues.clone());
+    let pool = BufferPool::new(PoolConfig { buffers: 1024, data_room: 2048, headroom: 256 }).unwrap();
+    let template = udp4([10, 9, 0, 1], 64);
+    let (mut cx0, mut cx1) = (ShardCtx::new(0), ShardCtx::new(1));
+    let mut batch: Batch<PoolBuf> = Batch::new();
+    let mut allocs = 0;
+    for round in 0..400 {
+        let counted = round >= 100;
+        if counted {
+            start_counting();
+        }
+        for _ in 0..8 {
+            let mut b = pool.alloc().expect("pool");
+            b.copy_from(&template).unwrap();
+            let _ = batch.push(b);
+        }
+        other.process(&mut cx1, &mut batch);
+        assert!(batch.is_empty());
+        while let Some(b) = queues[0].pop() {
+            let _ = batch.push(b);
+        }
+        owner.process(&mut cx0, &mut batch);
+        assert_eq!(batch.len(), 8);
+        batch.clear();
+        if counted {
+            allocs += stop_counting();
+        }
+    }
+    publisher.reclaim();
+    assert_eq!((cx0.counters.total_drops(), cx1.counters.total_drops()), (0, 0));
+    assert_eq!((other.stats().handed_off, owner.stats().encrypted), (400 * 8, 400 * 8));
+    assert_eq!(allocs, 0, "heap allocations while handing off");
+}

@@ -181,6 +181,10 @@ pub struct Shared<B: PacketBuf = PoolBuf> {
     /// Per data shard, per side: data traffic the NIC put on the management queue, handed
     /// from the control shard to the data shard the software RSS picks.
     pub handoff: Vec<[PuntQueue<B>; 2]>,
+    /// Per data shard: protected packets another data shard received whose outbound SA this
+    /// shard owns, handed here to be encrypted (`EspEncrypt::with_handoff`,
+    /// [`DataShard::with_seal_handoff`]).
+    pub seal: Vec<PuntQueue<B>>,
     /// ICMP errors (sources and MACs per port, rate), when enabled.
     pub icmp: Option<IcmpConfig>,
     /// Where each shard (data shards, then the control shard) publishes its stage counters.
@@ -203,6 +207,7 @@ impl<B: PacketBuf> Clone for Shared<B> {
             resolve: self.resolve.clone(),
             hold: self.hold,
             handoff: self.handoff.clone(),
+            seal: self.seal.clone(),
             icmp: self.icmp.clone(),
             stage_cells: self.stage_cells.clone(),
             reassembly: self.reassembly,
@@ -243,6 +248,7 @@ impl<B: PacketBuf> Shared<B> {
             handoff: (0..cfg.shards)
                 .map(|_| [punt_queue(HANDOFF_CAPACITY), punt_queue(HANDOFF_CAPACITY)])
                 .collect(),
+            seal: (0..cfg.shards).map(|_| punt_queue(HANDOFF_CAPACITY)).collect(),
             icmp: cfg.icmp_rate.map(|rate| IcmpConfig {
                 // Errors leave from the interface's first address of each family.
                 sources: [&cfg.lan, &cfg.wan]
@@ -512,6 +518,7 @@ where
             let handoff = shared.handoff[i].clone();
             Ok(DataShard::new(&shared, lan, wan, fib, learned, sas)
                 .with_handoff(handoff)
+                .with_seal_handoff(&shared, i)
                 .with_stage_cell(shared.stage_cells[i].clone())
                 .with_icmp_routes(&shared, icmp_routes))
         });
@@ -956,9 +963,19 @@ impl<P: Port + 'static> Worker for DataShard<P> {
     /// wait on another's socket), so the first packet after an idle spell on the side not
     /// waited on waits at most that half. A port that cannot wait makes the runtime sleep.
     /// While a Tx queue holds a backlog the device pushed back, it is moved on first and the
-    /// wait is short ([`wirespeed_core::backend::TX_BACKLOG_WAIT`]).
+    /// wait is short ([`wirespeed_core::backend::TX_BACKLOG_WAIT`]); so is it while other shards
+    /// hand packets over (they cannot wake this one), and it is skipped when some are queued.
     fn wait(&mut self, timeout: std::time::Duration) -> bool {
-        let timeout = wirespeed_core::backend::backlog_timeout(&mut self.tx, timeout / 2);
+        // Other shards hand packets over without a wake-up: none waiting now, and while they
+        // keep coming, short waits.
+        let handed = |q: &PuntQueue<P::Buf>| !q.is_empty();
+        if self.seal.as_ref().is_some_and(handed) || self.handoff.iter().flatten().any(handed) {
+            return true;
+        }
+        let mut timeout = wirespeed_core::backend::backlog_timeout(&mut self.tx, timeout / 2);
+        if self.handoff_recent {
+            timeout = timeout.min(wirespeed_core::backend::TX_BACKLOG_WAIT);
+        }
         self.wait_wan = !self.wait_wan;
         let rx = if self.wait_wan { &mut self.wan_rx } else { &mut self.lan_rx };
         rx.wait(timeout)
@@ -1035,6 +1052,11 @@ pub struct DataShard<P: Port> {
     window: (Option<std::time::Instant>, Option<std::time::Instant>),
     /// Packets the control shard hands over (LAN, WAN), see [`DataShard::with_handoff`].
     handoff: Option<[PuntQueue<P::Buf>; 2]>,
+    /// Packets other data shards hand over to be encrypted here
+    /// ([`DataShard::with_seal_handoff`]).
+    seal: Option<PuntQueue<P::Buf>>,
+    /// The last poll took handed-over packets: a blocking wait stays short.
+    handoff_recent: bool,
     /// Which queue the next blocking wait is on.
     wait_wan: bool,
     /// Where the stage counters go ([`DataShard::with_stage_cell`]), and busy polls since
@@ -1048,6 +1070,18 @@ impl<P: Port> DataShard<P> {
     /// handed to this shard (`[LAN, WAN]`): they run the same paths as the shard's own queues.
     pub fn with_handoff(mut self, queues: [PuntQueue<P::Buf>; 2]) -> Self {
         self.handoff = Some(queues);
+        self
+    }
+
+    /// Makes this shard (data shard `shard` of `shared`) one sender per outbound SA whatever
+    /// queue a flow arrives on: a protected packet whose SA another data shard owns is handed to
+    /// that shard after routing (`shared.seal[owner]`), and this shard encrypts and sends what
+    /// the others hand it (`shared.seal[shard]`), in the order each queued it. Without it such
+    /// packets are dropped (`esp_no_sa`): steer each policy's traffic to its SA's shard, or
+    /// give every shard its own SA (per-CPU SAs).
+    pub fn with_seal_handoff(mut self, shared: &Shared<P::Buf>, shard: usize) -> Self {
+        self.outbound.3.set_handoff(shared.seal.clone());
+        self.seal = shared.seal.get(shard).cloned();
         self
     }
 
@@ -1090,6 +1124,8 @@ impl<P: Port> DataShard<P> {
             scratch: Batch::new(),
             window: (None, None),
             handoff: None,
+            seal: None,
+            handoff_recent: false,
             wait_wan: false,
             cell: None,
             busy_polls: 0,
@@ -1225,9 +1261,11 @@ impl<P: Port> DataShard<P> {
     /// Runs what the control shard handed over through the outbound (LAN) and inbound (WAN)
     /// paths. Returns how many packets were taken.
     fn take_handoff(&mut self, cx: &mut ShardCtx) -> usize {
-        let Some([lan, wan]) = &self.handoff else { return 0 };
-        let mut n = 0;
-        for (q, outbound) in [(lan, true), (wan, false)] {
+        let mut n = self.take_seal_handoff(cx);
+        // Taken out for the loop (the paths borrow the shard) and put back: no reference count
+        // touched per poll.
+        let queues = self.handoff.take();
+        for (q, outbound) in queues.iter().flat_map(|[lan, wan]| [(lan, true), (wan, false)]) {
             while !self.batch.is_full() {
                 let Some(p) = q.pop() else { break };
                 // Cannot fail: the batch has room.
@@ -1245,6 +1283,35 @@ impl<P: Port> DataShard<P> {
                 self.inbound.process(cx, &mut self.batch);
             }
             transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+        }
+        self.handoff = queues;
+        self.handoff_recent = n > 0;
+        n
+    }
+
+    /// Encrypts and sends what other data shards handed over (their packets were routed
+    /// there; only the encrypt stage runs here). Returns how many packets were taken.
+    fn take_seal_handoff(&mut self, cx: &mut ShardCtx) -> usize {
+        let Some(q) = &self.seal else { return 0 };
+        let mut n = 0;
+        while !q.is_empty() {
+            while !self.batch.is_full() {
+                let Some(p) = q.pop() else { break };
+                // Cannot fail: the batch has room.
+                let _ = self.batch.push(p);
+            }
+            if self.batch.is_empty() {
+                break;
+            }
+            n += self.batch.len();
+            cx.counters.rx_packets += self.batch.len() as u64;
+            cx.counters.rx_bytes += self.batch.bytes();
+            self.outbound.3.process(cx, &mut self.batch);
+            transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
+            if n >= 4 * wirespeed_core::BATCH_SIZE {
+                // The shard's own queues get their turn.
+                break;
+            }
         }
         n
     }
@@ -1371,7 +1438,9 @@ impl<B: PacketBuf> Stage<B> for CleartextGuard {
                 let k = ip.flow_key(d);
                 let reversed = FlowKey { src: k.dst, dst: k.src, ports: k.ports.map(|(s, d)| (d, s)), ..k };
                 match set.decide_outbound(&reversed, shard) {
-                    OutboundDecision::Protect(_) | OutboundDecision::NoSa => {
+                    OutboundDecision::Protect(_)
+                    | OutboundDecision::Elsewhere(_)
+                    | OutboundDecision::NoSa => {
                         *dropped += 1;
                         Verdict::Drop(reason)
                     }

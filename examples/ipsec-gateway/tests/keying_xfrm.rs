@@ -691,6 +691,48 @@ fn rekey_overlap_on_the_reqids_shard_loses_nothing() {
     rig.stop();
 }
 
+/// An SA without CPU and no steering (a NIC that cannot put the policy's flows on its shard):
+/// the other shard hands its share of the traffic to the SA's shard after routing, which
+/// encrypts everything under the one SA — one sender, sequence numbers 1, 2, 3… in the order
+/// sent — and nothing is dropped. Reception moves with the packets (each counted once).
+#[test]
+fn an_sa_without_cpu_seals_what_every_shard_receives() {
+    let (mut rig, mut m) = two_shards("", "reqid_shards = [{ reqid = 9, shard = 1 }]");
+    let frames = spread_frames(&rig);
+    let (pol, _) = policy();
+    m.apply_datagram(&pol);
+    let out_spi = 0xbeef_0401u32;
+    m.apply_datagram(&newsa(configs::A_WAN, configs::B_WAN, out_spi));
+    let mut p = MirrorPublisher::default();
+    p.sync(&m, rig.gw_mut());
+    let mut seqs = Vec::new();
+    let mut on_zero = 0;
+    for f in &frames {
+        let q = rig.steering.queue(f).unwrap();
+        on_zero += u64::from(q == 0);
+        rig.send(Side::Lan, f);
+        rig.settle();
+        let esp = rig.take(Side::Wan);
+        assert_eq!(esp.len(), 1, "sealed; drops {:?}", rig.totals().nonzero_drops().collect::<Vec<_>>());
+        assert_eq!(u32::from_be_bytes(esp[0][34..38].try_into().unwrap()), out_spi);
+        seqs.push(u32::from_be_bytes(esp[0][38..42].try_into().unwrap()));
+    }
+    assert!(on_zero > 0 && on_zero < frames.len() as u64, "RSS put some on each shard");
+    assert_eq!(
+        seqs,
+        (1..=frames.len() as u32).collect::<Vec<_>>(),
+        "one sender: contiguous sequence numbers"
+    );
+    let stats = rig.gw().stats();
+    assert_eq!(stats[0].counters.handed_off, on_zero, "shard 0 handed its share over");
+    assert_eq!(stats[0].counters.rx_packets, 0, "and counts it as received by shard 1");
+    assert_eq!(stats[1].counters.rx_packets, frames.len() as u64);
+    assert_eq!(stats[1].counters.tx_packets, frames.len() as u64);
+    let t = rig.totals();
+    assert_eq!(t.total_drops(), 0, "{t}");
+    rig.stop();
+}
+
 #[test]
 fn per_cpu_sas_serve_the_shards_they_map_to() {
     // No steering: RSS spreads the policy's traffic; CPU n's SA is owned by shard n % 2.

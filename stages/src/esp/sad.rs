@@ -94,7 +94,11 @@ pub enum OutboundDecision {
     Discard,
     /// Encrypt with the SA at this index of the set.
     Protect(usize),
-    /// A policy says protect, but this shard owns none of its SAs (`EspNoSa`).
+    /// A policy says protect, this shard owns none of its SAs, and shard `.0` does (the
+    /// lowest-numbered owner): the packet goes there to be encrypted ([`crate::esp::EspEncrypt::with_handoff`]), or is
+    /// dropped (`EspNoSa`).
+    Elsewhere(ShardId),
+    /// A policy says protect, but no shard owns any of its SAs (`EspNoSa`).
     NoSa,
 }
 
@@ -251,7 +255,10 @@ impl SaSet {
                     CompiledAction::Discard => OutboundDecision::Discard,
                     CompiledAction::Protect(per_shard) => match per_shard.get(shard) {
                         Some(&i) if i != NO_SA => OutboundDecision::Protect(i as usize),
-                        _ => OutboundDecision::NoSa,
+                        _ => match per_shard.iter().position(|&i| i != NO_SA) {
+                            Some(owner) => OutboundDecision::Elsewhere(owner as ShardId),
+                            None => OutboundDecision::NoSa,
+                        },
                     },
                 };
             }

@@ -76,6 +76,9 @@ pub struct EspStats {
     pub hold_expired: u64,
     /// Packets with an unknown SPI dropped at once (`EspNoSa`) because the hold was full.
     pub hold_full: u64,
+    /// Packets whose outbound SA another shard owns, handed to that shard to be encrypted
+    /// there ([`EspEncrypt::with_handoff`]).
+    pub handed_off: u64,
 }
 
 /// Fragments an [`EspEncrypt`] stage keeps for the next batch when the current one has no
@@ -90,6 +93,11 @@ struct Spill<B> {
 
 /// A type-erased [`Spill`] of the stage's buffer type.
 type AnySpill = Option<Box<dyn std::any::Any + Send>>;
+
+/// The hand-off queues of an [`EspEncrypt`] stage, one per shard, of its buffer type.
+struct Handoff<B> {
+    queues: Vec<SharedQueue<B>>,
+}
 
 #[inline]
 fn l3_offset<B: PacketBuf>(p: &B, framing: Framing) -> Option<usize> {
@@ -173,12 +181,36 @@ pub struct EspEncrypt {
     spill: AnySpill,
     /// Packets in the spill.
     spilled: usize,
+    /// A `Handoff<B>` ([`EspEncrypt::with_handoff`]).
+    handoff: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl EspEncrypt {
     /// A stage on `sub` (one subscription per shard), Ethernet framing, no event queue.
     pub fn new(sub: Subscriber<SaSet>) -> Self {
-        Self { shard: EspShard::new(sub), icmp: None, spill: None, spilled: 0 }
+        Self { shard: EspShard::new(sub), icmp: None, spill: None, spilled: 0, handoff: None }
+    }
+
+    /// Hands a protected packet whose policy's outbound SA another shard owns (no SA of this
+    /// shard: [`OutboundDecision::Elsewhere`]) to that shard, through `queues[owner]`, instead of
+    /// dropping it as `EspNoSa`: one sender per SA, whichever queue the NIC put the flow on. The
+    /// owner runs its encrypt stage (and only that: the packet was already forwarded) on what
+    /// its queue holds — in the order each sender queued it — and transmits. `queues` is
+    /// indexed by shard and shared by all shards' stages (bounded: a full queue drops the
+    /// packet as `DispatchRingFull`). A handed packet is counted as received by its owner
+    /// (`handed_off` here, [`flags::HANDED_OFF`] on the packet) and never handed on again (if
+    /// the SA moved meanwhile, it is dropped as `EspNoSa`). `B` must be the buffer type the
+    /// stage runs on; queues of another type are ignored.
+    ///
+    /// [`flags::HANDED_OFF`]: wirespeed_core::meta::flags::HANDED_OFF
+    pub fn with_handoff<B: PacketBuf + Send + 'static>(mut self, queues: Vec<SharedQueue<B>>) -> Self {
+        self.handoff = Some(Box::new(Handoff { queues }));
+        self
+    }
+
+    /// [`EspEncrypt::with_handoff`] on a stage already built.
+    pub fn set_handoff<B: PacketBuf + Send + 'static>(&mut self, queues: Vec<SharedQueue<B>>) {
+        self.handoff = Some(Box::new(Handoff { queues }));
     }
 
     /// Fragments waiting for room (the batch they were made in was full): run the stage on an
@@ -217,6 +249,7 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
         let icmp = &mut self.icmp;
         let spill = &mut self.spill;
         let spilled = &mut self.spilled;
+        let handoff = self.handoff.as_ref().and_then(|h| h.downcast_ref::<Handoff<B>>());
         sas.refresh();
         let (set, states) = sas.parts();
         if !set.has_policies() {
@@ -233,7 +266,9 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
         // finish (IPv6 UDP checksum) and apply the verdicts.
         let mut verdicts = [Verdict::Continue; BATCH_SIZE];
         let mut plans: [Option<(usize, EncapPlan)>; BATCH_SIZE] = [None; BATCH_SIZE];
-        let mut cx_out = OutboundCx { set, states, shard, now, events, stats, icmp, spill };
+        let mut targets: [Option<ShardId>; BATCH_SIZE] = [None; BATCH_SIZE];
+        let may_hand = handoff.is_some();
+        let mut cx_out = OutboundCx { set, states, shard, now, events, stats, icmp, spill, may_hand };
         for (k, p) in batch.iter_mut().enumerate() {
             verdicts[k] = (|| {
                 let Some(l3) = l3_offset(p, *framing) else {
@@ -246,12 +281,12 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
                 // field by field and copied with wider loads (store-forwarding stalls).
                 if d.first().is_some_and(|b| b >> 4 == 4) {
                     return match IpHeader::parse_v4(d) {
-                        Ok(ip) => cx_out.protect(p, l3, ip, &mut plans[k]),
+                        Ok(ip) => cx_out.protect(p, l3, ip, &mut plans[k], &mut targets[k]),
                         Err(r) => Verdict::Drop(r),
                     };
                 }
                 match IpHeader::parse(d) {
-                    Ok(ip) => cx_out.protect(p, l3, ip, &mut plans[k]),
+                    Ok(ip) => cx_out.protect(p, l3, ip, &mut plans[k], &mut targets[k]),
                     Err(DropReason::Unsupported) => {
                         cx_out.stats.passed += 1;
                         Verdict::Continue
@@ -279,7 +314,11 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
                 }
             }
         }
-        apply_verdicts(cx, batch, &verdicts);
+        if may_hand {
+            hand_off_or_apply(cx, batch, &verdicts, &targets, handoff, stats);
+        } else {
+            apply_verdicts(cx, batch, &verdicts);
+        }
         if spill.is_some() {
             seal_fragments::<B>(spill, set, states, events, stats, cx);
             flush_spill::<B>(spill, spilled, batch);
@@ -422,6 +461,8 @@ struct OutboundCx<'a> {
     stats: &'a mut EspStats,
     icmp: &'a mut Option<IcmpErrors>,
     spill: &'a mut AnySpill,
+    /// Hand-off queues are configured ([`EspEncrypt::with_handoff`]).
+    may_hand: bool,
 }
 
 impl OutboundCx<'_> {
@@ -434,8 +475,9 @@ impl OutboundCx<'_> {
         l3: usize,
         ip: IpHeader,
         plan: &mut Option<(usize, EncapPlan)>,
+        target: &mut Option<ShardId>,
     ) -> Verdict {
-        let Self { set, states, shard, now, events, stats, icmp, spill } = self;
+        let Self { set, states, shard, now, events, stats, icmp, spill, may_hand } = self;
         let (shard, now) = (*shard, *now);
         let d = &p.data()[l3..];
         match set.decide_outbound(&ip.flow_key(d), shard) {
@@ -444,7 +486,13 @@ impl OutboundCx<'_> {
                 Verdict::Continue
             }
             OutboundDecision::Discard => Verdict::Drop(DropReason::PolicyDiscard),
-            OutboundDecision::NoSa => Verdict::Drop(DropReason::EspNoSa),
+            OutboundDecision::Elsewhere(owner)
+                if *may_hand && p.meta().flags & wirespeed_core::meta::flags::HANDED_OFF == 0 =>
+            {
+                *target = Some(owner);
+                Verdict::Punt
+            }
+            OutboundDecision::Elsewhere(_) | OutboundDecision::NoSa => Verdict::Drop(DropReason::EspNoSa),
             OutboundDecision::Protect(i) => {
                 let sa = set.sa(i);
                 if let Some(mss) = sa.mss_clamp()
@@ -577,6 +625,50 @@ fn crypt_batch<'p, B: PacketBuf>(
     for (j, &(_, k)) in jobs.iter().zip(&owner) {
         ok[k] = j.result.is_ok();
     }
+}
+
+/// [`apply_verdicts`] where `Punt` means: hand to shard `targets[k]` through `handoff`.
+#[inline(never)]
+fn hand_off_or_apply<B: PacketBuf>(
+    cx: &mut ShardCtx,
+    batch: &mut Batch<B>,
+    verdicts: &[Verdict; BATCH_SIZE],
+    targets: &[Option<ShardId>; BATCH_SIZE],
+    handoff: Option<&Handoff<B>>,
+    stats: &mut EspStats,
+) {
+    // `apply` decides packet k, then (for `Punt`) hands it to the punt callback before it
+    // decides the next one: `next - 1` is the packet being punted.
+    let next = std::cell::Cell::new(0usize);
+    batch.apply(
+        cx,
+        |cx, mut p| {
+            let to = targets[next.get().saturating_sub(1)];
+            let Some(q) = to.and_then(|t| handoff.and_then(|h| h.queues.get(t))) else {
+                return cx.counters.drop_packet(DropReason::EspNoSa);
+            };
+            let len = p.len() as u64;
+            p.meta_mut().flags |= wirespeed_core::meta::flags::HANDED_OFF;
+            match q.push(p) {
+                Ok(()) => {
+                    // Received (and counted) by the shard that encrypts it.
+                    stats.handed_off += 1;
+                    cx.counters.handed_off += 1;
+                    cx.counters.rx_packets = cx.counters.rx_packets.saturating_sub(1);
+                    cx.counters.rx_bytes = cx.counters.rx_bytes.saturating_sub(len);
+                }
+                Err(p) => {
+                    drop(p);
+                    cx.counters.drop_packet(DropReason::DispatchRingFull);
+                }
+            }
+        },
+        |_, _| {
+            let k = next.get();
+            next.set(k + 1);
+            verdicts[k]
+        },
+    );
 }
 
 /// Applies verdicts decided earlier, in batch order.
