@@ -155,6 +155,17 @@ fn stages(alg: AeadAlgorithm, provider: &ProviderRef) -> Option<(EspEncrypt, Esp
     Some((enc, dec, publisher))
 }
 
+/// A full batch of copies of `tmpl` from `pool`.
+fn full_batch(pool: &BufferPool, tmpl: &[u8]) -> Batch<PoolBuf> {
+    let mut batch = Batch::new();
+    for _ in 0..BATCH_SIZE {
+        let mut b = pool.alloc().unwrap();
+        b.copy_from(tmpl).unwrap();
+        batch.push(b).unwrap();
+    }
+    batch
+}
+
 /// Runs `f` `iters` times; the elapsed wall time, or this thread's CPU time when `cpu` (the
 /// `cpu/` groups), for the ids that must leave set-up work out of the time.
 fn timed(iters: u64, cpu: bool, mut f: impl FnMut()) -> Duration {
@@ -194,12 +205,7 @@ fn bench_esp_batch<M: Clock>(c: &mut Criterion<M>) {
             let Some((mut enc, mut dec, _publisher)) = stages(alg, &provider) else { continue };
             let tmpl = frame(n);
             let mut cx = ShardCtx::new(0);
-            let mut batch: Batch<PoolBuf> = Batch::new();
-            for _ in 0..BATCH_SIZE {
-                let mut b = pool.alloc().unwrap();
-                b.copy_from(&tmpl).unwrap();
-                batch.push(b).unwrap();
-            }
+            let mut batch = full_batch(&pool, &tmpl);
             g.throughput(Throughput::Elements(BATCH_SIZE as u64));
             let dir = if decrypt { "decrypt" } else { "encrypt" };
             let id = BenchmarkId::new(format!("{dir}_batch32_{}{suffix}", alg.name()), n);
@@ -259,12 +265,7 @@ fn bench_esp_handoff<M: Clock>(c: &mut Criterion<M>) {
         let mut other = EspEncrypt::new(publisher.subscribe()).with_handoff(queues.clone());
         let (mut cx0, mut cx1) = (ShardCtx::new(0), ShardCtx::new(1));
         let tmpl = frame(n);
-        let mut batch: Batch<PoolBuf> = Batch::new();
-        for _ in 0..BATCH_SIZE {
-            let mut b = pool.alloc().unwrap();
-            b.copy_from(&tmpl).unwrap();
-            batch.push(b).unwrap();
-        }
+        let mut batch = full_batch(&pool, &tmpl);
         g.throughput(Throughput::Elements(BATCH_SIZE as u64));
         let id = BenchmarkId::new(format!("encrypt_batch32_{}_handoff", alg.name()), n);
         g.bench_function(id, |bench| {

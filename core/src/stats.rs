@@ -59,6 +59,16 @@ impl ShardCounters {
         self.drops[reason.index()] += 1;
     }
 
+    /// A received packet of `bytes` bytes handed to another shard, which counts it as received
+    /// when it takes it: it leaves this shard's `rx_packets`/`rx_bytes` for `handed_off`, so the
+    /// shards' totals count each packet once.
+    #[inline]
+    pub fn hand_off(&mut self, bytes: u64) {
+        self.handed_off += 1;
+        self.rx_packets = self.rx_packets.saturating_sub(1);
+        self.rx_bytes = self.rx_bytes.saturating_sub(bytes);
+    }
+
     /// Counts `n` dropped packets.
     #[inline]
     pub fn drop_packets(&mut self, reason: DropReason, n: u64) {

@@ -34,6 +34,19 @@ fn udp4(dst: [u8; 4], payload_len: usize) -> Vec<u8> {
     p
 }
 
+/// Copies each of `frames` into a buffer from `pool` and appends it to `batch`.
+fn push_copies<'a>(
+    pool: &BufferPool,
+    batch: &mut Batch<PoolBuf>,
+    frames: impl IntoIterator<Item = &'a Vec<u8>>,
+) {
+    for f in frames {
+        let mut b = pool.alloc().expect("pool");
+        b.copy_from(f).unwrap();
+        let _ = batch.push(b);
+    }
+}
+
 #[test]
 fn encrypt_and_decrypt_allocate_nothing_after_warm_up() {
     zero_alloc_rounds(default_provider(), 8, 10_000);
@@ -86,11 +99,7 @@ fn zero_alloc_rounds(provider: ProviderRef, per_batch: usize, rounds: usize) {
     let mut cx = ShardCtx::new(0);
     let mut batch: Batch<PoolBuf> = Batch::new();
     let mut round = |cx: &mut ShardCtx, batch: &mut Batch<PoolBuf>| {
-        for t in &templates {
-            let mut b = pool.alloc().expect("pool");
-            b.copy_from(t).unwrap();
-            let _ = batch.push(b);
-        }
+        push_copies(&pool, batch, &templates);
         enc.process(cx, batch);
         dec.process(cx, batch);
         assert_eq!(batch.len(), per_batch);
@@ -138,11 +147,7 @@ fn fragmentation_allocates_nothing_after_warm_up() {
     let mut cx = ShardCtx::new(0);
     let mut batch: Batch<PoolBuf> = Batch::new();
     let mut round = |cx: &mut ShardCtx, batch: &mut Batch<PoolBuf>| {
-        for _ in 0..8 {
-            let mut b = pool.alloc().expect("pool");
-            b.copy_from(&template).unwrap();
-            let _ = batch.push(b);
-        }
+        push_copies(&pool, batch, std::iter::repeat_n(&template, 8));
         enc.process(cx, batch);
         dec.process(cx, batch);
         assert_eq!(batch.len(), 16);
@@ -198,11 +203,7 @@ fn spi_hold_allocates_nothing_after_warm_up() {
         if counted {
             start_counting();
         }
-        for _ in 0..8 {
-            let mut b = pool.alloc().expect("pool");
-            b.copy_from(&template).unwrap();
-            let _ = batch.push(b);
-        }
+        push_copies(&pool, &mut batch, std::iter::repeat_n(&template, 8));
         enc.process(&mut cx, &mut batch);
         dec.process(&mut cx, &mut batch);
         assert!(batch.is_empty());
@@ -261,11 +262,7 @@ fn hand_off_to_the_owning_shard_allocates_nothing() {
         if counted {
             start_counting();
         }
-        for _ in 0..8 {
-            let mut b = pool.alloc().expect("pool");
-            b.copy_from(&template).unwrap();
-            let _ = batch.push(b);
-        }
+        push_copies(&pool, &mut batch, std::iter::repeat_n(&template, 8));
         other.process(&mut cx1, &mut batch);
         assert!(batch.is_empty());
         while let Some(b) = queues[0].pop() {

@@ -67,12 +67,11 @@ impl Mempool {
     pub(crate) fn commit(&self, device: &str, ring_mbufs: u64) -> Result<(), DpdkError> {
         let mut all = COMMITTED.lock().unwrap_or_else(|e| e.into_inner());
         let ports = all.get_or_insert_with(HashMap::new).entry(self.mp.as_ptr() as usize).or_default();
-        let others: u64 = ports.iter().filter(|(d, _)| d.as_str() != device).map(|(_, n)| n).sum();
+        let others = ports.iter().filter(|(d, _)| d.as_str() != device);
+        let held = others.clone().map(|(_, n)| n).sum::<u64>() + ring_mbufs;
         let mbufs = u64::from(self.cfg.mbufs.unwrap_or(DEFAULT_MBUFS));
-        if others + ring_mbufs >= mbufs {
-            let sharing: Vec<String> = ports
-                .iter()
-                .filter(|(d, _)| d.as_str() != device)
+        if held >= mbufs {
+            let sharing: Vec<String> = others
                 .map(|(d, n)| format!("{d}: {n}"))
                 .chain(std::iter::once(format!("{device}: {ring_mbufs}")))
                 .collect();
@@ -83,7 +82,7 @@ impl Mempool {
                     "the ports sharing this pool on socket {} hold up to {} mbufs in their rings ({}): \
                      make it more than that, or leave `mbufs` unset to give each port its own pool",
                     self.socket,
-                    others + ring_mbufs,
+                    held,
                     sharing.join(", ")
                 ),
             ));

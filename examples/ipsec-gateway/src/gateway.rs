@@ -1032,6 +1032,21 @@ pub struct DataReport {
     pub hold: [HoldCounters; 2],
 }
 
+/// Fills `batch` from a hand-off queue and counts what it took as received here (the shard
+/// that handed it over counted it out, `ShardCounters::hand_off`). Returns how many it took.
+fn receive_handed<B: PacketBuf>(q: &PuntQueue<B>, batch: &mut Batch<B>, cx: &mut ShardCtx) -> usize {
+    let mut n = 0;
+    while !batch.is_full() {
+        let Some(p) = q.pop() else { break };
+        cx.counters.rx_packets += 1;
+        cx.counters.rx_bytes += p.len() as u64;
+        // Cannot fail: the batch has room.
+        let _ = batch.push(p);
+        n += 1;
+    }
+    n
+}
+
 /// The stages of a data shard's LAN → WAN path.
 pub type Outbound<B = PoolBuf> = (Classify, Punt<B>, Resolving<B>, EspEncrypt);
 /// The stages of a data shard's WAN → LAN path.
@@ -1266,17 +1281,11 @@ impl<P: Port> DataShard<P> {
         // touched per poll.
         let queues = self.handoff.take();
         for (q, outbound) in queues.iter().flat_map(|[lan, wan]| [(lan, true), (wan, false)]) {
-            while !self.batch.is_full() {
-                let Some(p) = q.pop() else { break };
-                // Cannot fail: the batch has room.
-                let _ = self.batch.push(p);
-            }
-            if self.batch.is_empty() {
+            let taken = receive_handed(q, &mut self.batch, cx);
+            if taken == 0 {
                 continue;
             }
-            n += self.batch.len();
-            cx.counters.rx_packets += self.batch.len() as u64;
-            cx.counters.rx_bytes += self.batch.bytes();
+            n += taken;
             if outbound {
                 self.outbound.process(cx, &mut self.batch);
             } else {
@@ -1295,17 +1304,11 @@ impl<P: Port> DataShard<P> {
         let Some(q) = &self.seal else { return 0 };
         let mut n = 0;
         while !q.is_empty() {
-            while !self.batch.is_full() {
-                let Some(p) = q.pop() else { break };
-                // Cannot fail: the batch has room.
-                let _ = self.batch.push(p);
-            }
-            if self.batch.is_empty() {
+            let taken = receive_handed(q, &mut self.batch, cx);
+            if taken == 0 {
                 break;
             }
-            n += self.batch.len();
-            cx.counters.rx_packets += self.batch.len() as u64;
-            cx.counters.rx_bytes += self.batch.bytes();
+            n += taken;
             self.outbound.3.process(cx, &mut self.batch);
             transmit(&mut self.batch, &mut self.scratch, &mut self.tx, cx);
             if n >= 4 * wirespeed_core::BATCH_SIZE {
@@ -1531,12 +1534,8 @@ impl<P: Port, T: TxQueue<Buf = P::Buf>, A: TxAlloc<P::Buf>> ControlShard<P, T, A
                     };
                     let len = p.len() as u64;
                     match to[s.side].push(p) {
-                        Ok(()) => {
-                            // Received (and counted) by the data shard that processes it.
-                            cx.counters.handed_off += 1;
-                            cx.counters.rx_packets -= 1;
-                            cx.counters.rx_bytes -= len;
-                        }
+                        // Received (and counted) by the data shard that processes it.
+                        Ok(()) => cx.counters.hand_off(len),
                         Err(p) => {
                             drop(p);
                             cx.counters.drop_packet(DropReason::DispatchRingFull);

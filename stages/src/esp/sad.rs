@@ -95,8 +95,8 @@ pub enum OutboundDecision {
     /// Encrypt with the SA at this index of the set.
     Protect(usize),
     /// A policy says protect, this shard owns none of its SAs, and shard `.0` does (the
-    /// lowest-numbered owner): the packet goes there to be encrypted ([`crate::esp::EspEncrypt::with_handoff`]), or is
-    /// dropped (`EspNoSa`).
+    /// lowest-numbered owner): the packet goes there to be encrypted
+    /// ([`crate::esp::EspEncrypt::with_handoff`]), or is dropped (`EspNoSa`).
     Elsewhere(ShardId),
     /// A policy says protect, but no shard owns any of its SAs (`EspNoSa`).
     NoSa,

@@ -204,7 +204,7 @@ impl EspEncrypt {
     ///
     /// [`flags::HANDED_OFF`]: wirespeed_core::meta::flags::HANDED_OFF
     pub fn with_handoff<B: PacketBuf + Send + 'static>(mut self, queues: Vec<SharedQueue<B>>) -> Self {
-        self.handoff = Some(Box::new(Handoff { queues }));
+        self.set_handoff(queues);
         self
     }
 
@@ -267,8 +267,18 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
         let mut verdicts = [Verdict::Continue; BATCH_SIZE];
         let mut plans: [Option<(usize, EncapPlan)>; BATCH_SIZE] = [None; BATCH_SIZE];
         let mut targets: [Option<ShardId>; BATCH_SIZE] = [None; BATCH_SIZE];
-        let may_hand = handoff.is_some();
-        let mut cx_out = OutboundCx { set, states, shard, now, events, stats, icmp, spill, may_hand };
+        let mut cx_out = OutboundCx {
+            set,
+            states,
+            shard,
+            now,
+            events,
+            stats,
+            icmp,
+            spill,
+            may_hand: handoff.is_some(),
+            handing: 0,
+        };
         for (k, p) in batch.iter_mut().enumerate() {
             verdicts[k] = (|| {
                 let Some(l3) = l3_offset(p, *framing) else {
@@ -295,7 +305,7 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
                 }
             })();
         }
-        let OutboundCx { stats, states, spill, .. } = cx_out;
+        let OutboundCx { stats, states, spill, handing, .. } = cx_out;
         let mut ok = [false; BATCH_SIZE];
         crypt_batch(
             set,
@@ -314,10 +324,9 @@ impl<B: PacketBuf> Stage<B> for EspEncrypt {
                 }
             }
         }
-        if may_hand {
-            hand_off_or_apply(cx, batch, &verdicts, &targets, handoff, stats);
-        } else {
-            apply_verdicts(cx, batch, &verdicts);
+        match handoff {
+            Some(h) if handing > 0 => hand_off_and_apply(cx, batch, &verdicts, &targets, h, stats),
+            _ => apply_verdicts(cx, batch, &verdicts),
         }
         if spill.is_some() {
             seal_fragments::<B>(spill, set, states, events, stats, cx);
@@ -463,6 +472,8 @@ struct OutboundCx<'a> {
     spill: &'a mut AnySpill,
     /// Hand-off queues are configured ([`EspEncrypt::with_handoff`]).
     may_hand: bool,
+    /// Packets of the batch to hand to another shard (`Punt` verdicts).
+    handing: usize,
 }
 
 impl OutboundCx<'_> {
@@ -477,7 +488,7 @@ impl OutboundCx<'_> {
         plan: &mut Option<(usize, EncapPlan)>,
         target: &mut Option<ShardId>,
     ) -> Verdict {
-        let Self { set, states, shard, now, events, stats, icmp, spill, may_hand } = self;
+        let Self { set, states, shard, now, events, stats, icmp, spill, may_hand, handing } = self;
         let (shard, now) = (*shard, *now);
         let d = &p.data()[l3..];
         match set.decide_outbound(&ip.flow_key(d), shard) {
@@ -490,6 +501,7 @@ impl OutboundCx<'_> {
                 if *may_hand && p.meta().flags & wirespeed_core::meta::flags::HANDED_OFF == 0 =>
             {
                 *target = Some(owner);
+                *handing += 1;
                 Verdict::Punt
             }
             OutboundDecision::Elsewhere(_) | OutboundDecision::NoSa => Verdict::Drop(DropReason::EspNoSa),
@@ -627,48 +639,49 @@ fn crypt_batch<'p, B: PacketBuf>(
     }
 }
 
-/// [`apply_verdicts`] where `Punt` means: hand to shard `targets[k]` through `handoff`.
+/// [`apply_verdicts`] for a batch where some packets (`Punt`) go to shard `targets[k]` through
+/// `handoff`: each verdict is paired with its packet by index.
 #[inline(never)]
-fn hand_off_or_apply<B: PacketBuf>(
+fn hand_off_and_apply<B: PacketBuf>(
     cx: &mut ShardCtx,
     batch: &mut Batch<B>,
     verdicts: &[Verdict; BATCH_SIZE],
     targets: &[Option<ShardId>; BATCH_SIZE],
-    handoff: Option<&Handoff<B>>,
+    handoff: &Handoff<B>,
     stats: &mut EspStats,
 ) {
-    // `apply` decides packet k, then (for `Punt`) hands it to the punt callback before it
-    // decides the next one: `next - 1` is the packet being punted.
-    let next = std::cell::Cell::new(0usize);
-    batch.apply(
-        cx,
-        |cx, mut p| {
-            let to = targets[next.get().saturating_sub(1)];
-            let Some(q) = to.and_then(|t| handoff.and_then(|h| h.queues.get(t))) else {
-                return cx.counters.drop_packet(DropReason::EspNoSa);
-            };
-            let len = p.len() as u64;
-            p.meta_mut().flags |= wirespeed_core::meta::flags::HANDED_OFF;
-            match q.push(p) {
-                Ok(()) => {
-                    // Received (and counted) by the shard that encrypts it.
-                    stats.handed_off += 1;
-                    cx.counters.handed_off += 1;
-                    cx.counters.rx_packets = cx.counters.rx_packets.saturating_sub(1);
-                    cx.counters.rx_bytes = cx.counters.rx_bytes.saturating_sub(len);
-                }
-                Err(p) => {
-                    drop(p);
-                    cx.counters.drop_packet(DropReason::DispatchRingFull);
+    let pkts: ArrayVec<B, BATCH_SIZE> = batch.drain(..).collect();
+    for (k, mut p) in pkts.into_iter().enumerate() {
+        match verdicts[k] {
+            Verdict::Continue => {
+                // Cannot fail: fewer than were taken out.
+                let _ = batch.push(p);
+            }
+            Verdict::Forward { port } => {
+                p.meta_mut().out_port = port;
+                let _ = batch.push(p);
+            }
+            Verdict::Drop(r) => cx.counters.drop_packet(r),
+            Verdict::Punt => {
+                let Some(q) = targets[k].and_then(|t| handoff.queues.get(t)) else {
+                    cx.counters.drop_packet(DropReason::EspNoSa);
+                    continue;
+                };
+                let len = p.len() as u64;
+                p.meta_mut().flags |= wirespeed_core::meta::flags::HANDED_OFF;
+                match q.push(p) {
+                    Ok(()) => {
+                        stats.handed_off += 1;
+                        cx.counters.hand_off(len);
+                    }
+                    Err(p) => {
+                        drop(p);
+                        cx.counters.drop_packet(DropReason::DispatchRingFull);
+                    }
                 }
             }
-        },
-        |_, _| {
-            let k = next.get();
-            next.set(k + 1);
-            verdicts[k]
-        },
-    );
+        }
+    }
 }
 
 /// Applies verdicts decided earlier, in batch order.
