@@ -92,9 +92,7 @@ fn bench_esp<M: Clock>(c: &mut Criterion<M>) {
                 g.throughput(Throughput::Bytes(n as u64));
                 g.bench_function(BenchmarkId::new(format!("encrypt_{}{suffix}", alg.name()), n), |bench| {
                     bench.iter(|| {
-                        b.reset();
-                        b.set_len(tmpl.len()).unwrap();
-                        b.data_mut()[..42].copy_from_slice(&tmpl[..42]);
+                        restore_headers(&mut b, &tmpl);
                         if st.seq() > u32::MAX as u64 / 2 {
                             st.set_seq(0);
                         }
@@ -155,6 +153,15 @@ fn stages(alg: AeadAlgorithm, provider: &ProviderRef) -> Option<(EspEncrypt, Esp
     Some((enc, dec, publisher))
 }
 
+/// Makes `b` the inner packet `tmpl` again after an encryption: its length, metadata and the
+/// 42 bytes of Ethernet, IPv4 and UDP header (the payload is re-encrypted as it is).
+#[inline]
+fn restore_headers(b: &mut PoolBuf, tmpl: &[u8]) {
+    b.reset();
+    b.set_len(tmpl.len()).unwrap();
+    b.data_mut()[..42].copy_from_slice(&tmpl[..42]);
+}
+
 /// A full batch of copies of `tmpl` from `pool`.
 fn full_batch(pool: &BufferPool, tmpl: &[u8]) -> Batch<PoolBuf> {
     let mut batch = Batch::new();
@@ -212,11 +219,7 @@ fn bench_esp_batch<M: Clock>(c: &mut Criterion<M>) {
             if !decrypt {
                 g.bench_function(id, |bench| {
                     bench.iter(|| {
-                        for b in batch.iter_mut() {
-                            b.reset();
-                            b.set_len(tmpl.len()).unwrap();
-                            b.data_mut()[..42].copy_from_slice(&tmpl[..42]);
-                        }
+                        batch.iter_mut().for_each(|b| restore_headers(b, &tmpl));
                         enc.process(&mut cx, &mut batch);
                         debug_assert_eq!(batch.len(), BATCH_SIZE);
                         black_box(batch.len())
@@ -270,12 +273,7 @@ fn bench_esp_handoff<M: Clock>(c: &mut Criterion<M>) {
         let id = BenchmarkId::new(format!("encrypt_batch32_{}_handoff", alg.name()), n);
         g.bench_function(id, |bench| {
             bench.iter(|| {
-                for b in batch.iter_mut() {
-                    b.reset();
-                    b.set_len(tmpl.len()).unwrap();
-                    b.data_mut()[..42].copy_from_slice(&tmpl[..42]);
-                    b.meta_mut().flags = 0;
-                }
+                batch.iter_mut().for_each(|b| restore_headers(b, &tmpl));
                 other.process(&mut cx1, &mut batch);
                 debug_assert!(batch.is_empty());
                 while let Some(b) = queues[0].pop() {
