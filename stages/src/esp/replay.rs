@@ -177,6 +177,25 @@ mod tests {
         assert_eq!((w.top(), w.check(1)), (0, Ok(())), "top 0 is a fresh window");
     }
 
+    /// A resume point from a hostile or corrupt kernel dump (any u64): no panic, everything up
+    /// to it refused, and nothing past the end of the sequence space to accept.
+    #[test]
+    fn a_window_resumed_at_the_end_of_the_sequence_space_refuses_and_does_not_panic() {
+        for (window, top) in [(64u32, u64::MAX), (1024, u64::MAX - 3), (MAX_WINDOW, u64::MAX - 1)] {
+            let mut w = ReplayWindow::resumed(window, top);
+            for s in [0, 1, top - 1, top] {
+                assert!(w.check(s).is_err(), "window {window} top {top}: {s} accepted");
+            }
+            for lo in [0u32, 1, u32::MAX] {
+                let s = w.infer_esn(lo);
+                if w.check(s).is_ok() {
+                    w.update(s);
+                    assert!(w.check(s).is_err());
+                }
+            }
+        }
+    }
+
     #[test]
     fn big_jump_clears_stale_bits() {
         let mut w = ReplayWindow::new(1024);
